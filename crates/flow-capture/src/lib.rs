@@ -1,0 +1,56 @@
+//! The kernel capture core of flowexporter.
+//!
+//! An eBPF program on the BTF tracepoint `inet_sock_set_state` sees every TCP socket of
+//! the host change state. It remembers when and in which direction each socket opened
+//! (in socket-local storage, freed with the socket) and, when the socket closes, writes
+//! one record to a BPF ring buffer: addresses, ports, start and end time, direction, the
+//! state it closed from, why, and the `struct tcp_sock` statistics.
+//!
+//! ```no_run
+//! use flow_capture::FlowCaptureBuilder;
+//! use std::time::Duration;
+//!
+//! # fn main() -> Result<(), flow_capture::CaptureError> {
+//! let mut capture = FlowCaptureBuilder::new().load()?;
+//! let mut reader = capture.take_reader()?;
+//! loop {
+//!     reader.wait(Duration::from_millis(100))?;
+//!     reader.read_available(|record| println!("{record:?}"));
+//! }
+//! # }
+//! ```
+//!
+//! The library changes nothing process-wide: it installs no logger, touches no rlimit and
+//! no signal handler. Detaching happens when the [`FlowCapture`] is dropped; a
+//! [`FlowReader`] outlives it, so a caller can detach first and then drain every record
+//! already captured.
+
+mod btf_offsets;
+mod clock;
+mod counters;
+mod error;
+mod loader;
+mod object;
+mod preflight;
+mod reader;
+mod record;
+
+#[cfg(feature = "tokio")]
+mod async_reader;
+
+#[cfg(feature = "tokio")]
+pub use async_reader::AsyncFlowReader;
+pub use clock::BootClock;
+pub use counters::{CaptureCounters, ReaderCounters};
+pub use error::CaptureError;
+pub use loader::{
+    DEFAULT_POLL_INTERVAL, DEFAULT_RING_SIZE, DEFAULT_WAKEUP_BYTES, FlowCapture, FlowCaptureBuilder,
+    ProgramStats,
+};
+pub use object::{KERNEL_OBJECT, kernel_object_id};
+pub use preflight::{KernelVersion, MIN_KERNEL};
+pub use reader::FlowReader;
+pub use record::{
+    CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
+    WorkloadId,
+};

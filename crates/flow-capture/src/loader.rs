@@ -1,0 +1,234 @@
+//! Loading and attaching the kernel program.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::BtfTracePoint,
+};
+use flow_common::{KernelCounter, ProgramConfig};
+
+use crate::{
+    btf_offsets::{self, TRACEPOINT, VMLINUX_BTF},
+    counters::CaptureCounters,
+    error::CaptureError,
+    object::KERNEL_OBJECT,
+    preflight,
+    reader::FlowReader,
+};
+
+const PROGRAM: &str = "inet_sock_set_state";
+const EVENTS_MAP: &str = "FLOW_EVENTS";
+const COUNTERS_MAP: &str = "FLOW_COUNTERS";
+const CONFIG_GLOBAL: &str = "FLOW_CONFIG";
+
+/// Default ring buffer size: 8 MiB, about 65,000 records (several seconds of the
+/// highest churn measured on a 2-core host).
+pub const DEFAULT_RING_SIZE: u32 = 8 << 20;
+/// Default wakeup threshold: 512 KiB pending.
+pub const DEFAULT_WAKEUP_BYTES: u64 = 512 << 10;
+/// Default timer on which the reader drains below the wakeup threshold.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Configures and loads the capture core.
+#[derive(Clone, Debug)]
+pub struct FlowCaptureBuilder {
+    ring_size: u32,
+    wakeup_bytes: Option<u64>,
+    poll_interval: Duration,
+    btf_path: PathBuf,
+}
+
+impl Default for FlowCaptureBuilder {
+    fn default() -> Self {
+        FlowCaptureBuilder::new()
+    }
+}
+
+impl FlowCaptureBuilder {
+    /// The defaults: 8 MiB ring, wakeup at 512 KiB pending, 50 ms poll timer, kernel BTF
+    /// from `/sys/kernel/btf/vmlinux`.
+    pub fn new() -> FlowCaptureBuilder {
+        FlowCaptureBuilder {
+            ring_size: DEFAULT_RING_SIZE,
+            wakeup_bytes: None,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            btf_path: PathBuf::from(VMLINUX_BTF),
+        }
+    }
+
+    /// Size of the ring buffer in bytes: a power of two, a multiple of the page size.
+    pub fn ring_size(mut self, bytes: u32) -> Self {
+        self.ring_size = bytes;
+        self
+    }
+
+    /// Wake the reader only once this many bytes wait in the ring (default: 512 KiB or
+    /// a quarter of the ring, whichever is smaller). Below it the reader drains on its
+    /// poll timer, which spares the kernel a wakeup per record. 0 wakes on every record.
+    pub fn wakeup_threshold(mut self, bytes: u64) -> Self {
+        self.wakeup_bytes = Some(bytes);
+        self
+    }
+
+    /// How often the reader drains when it has not been woken (default 50 ms). This
+    /// bounds how long a record waits in the ring.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Where to read the kernel's BTF (default `/sys/kernel/btf/vmlinux`).
+    pub fn btf_path(mut self, path: impl AsRef<Path>) -> Self {
+        self.btf_path = path.as_ref().to_path_buf();
+        self
+    }
+
+    fn validate_ring_size(&self) -> Result<(), CaptureError> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+        let size = u64::from(self.ring_size);
+        if !size.is_power_of_two() || size % page != 0 || size > 1 << 30 {
+            return Err(CaptureError::InvalidRingSize { size, page });
+        }
+        Ok(())
+    }
+
+    /// Checks the host, loads the program and attaches it. Records flow from here on.
+    pub fn load(self) -> Result<FlowCapture, CaptureError> {
+        self.validate_ring_size()?;
+        preflight::check_kernel()?;
+        preflight::check_privileges()?;
+        let btf = btf_offsets::load_btf(&self.btf_path)?;
+        btf_offsets::check_tracepoint(&btf)?;
+        let offsets = btf_offsets::resolve(&btf)?;
+        let wakeup_bytes = self
+            .wakeup_bytes
+            .unwrap_or_else(|| DEFAULT_WAKEUP_BYTES.min(u64::from(self.ring_size) / 4));
+        let config = ProgramConfig {
+            offsets,
+            _pad: 0,
+            wakeup_bytes,
+        };
+
+        let aya_btf = aya::Btf::parse_file(&self.btf_path, aya::Endianness::default()).map_err(
+            |e| CaptureError::NoBtf {
+                path: self.btf_path.clone(),
+                source: std::io::Error::other(e),
+            },
+        )?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&aya_btf))
+            .override_global(CONFIG_GLOBAL, &config, true)
+            .map_max_entries(EVENTS_MAP, self.ring_size)
+            .load(KERNEL_OBJECT)
+            .map_err(CaptureError::Load)?;
+
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(CaptureError::ObjectMismatch {
+                what: "program",
+                name: PROGRAM,
+            })?
+            .try_into()
+            .map_err(|source| CaptureError::Program {
+                program: PROGRAM,
+                source,
+            })?;
+        program
+            .load(TRACEPOINT, &aya_btf)
+            .map_err(|source| CaptureError::Program {
+                program: PROGRAM,
+                source,
+            })?;
+        program.attach().map_err(|source| CaptureError::Program {
+            program: PROGRAM,
+            source,
+        })?;
+        // Dropping `ebpf` on any error below detaches the program again.
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, COUNTERS_MAP)?).map_err(
+            |source| CaptureError::Map {
+                name: COUNTERS_MAP,
+                source,
+            },
+        )?;
+        let ring = RingBuf::try_from(take_map(&mut ebpf, EVENTS_MAP)?).map_err(|source| {
+            CaptureError::Map {
+                name: EVENTS_MAP,
+                source,
+            }
+        })?;
+        tracing::debug!(ring_size = self.ring_size, wakeup_bytes, "flow capture attached");
+        Ok(FlowCapture {
+            ebpf,
+            counters,
+            reader: Some(FlowReader::new(ring, self.poll_interval)),
+        })
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
+    ebpf.take_map(name)
+        .ok_or(CaptureError::ObjectMismatch { what: "map", name })
+}
+
+/// The loaded and attached capture core. Dropping it detaches the program; a reader
+/// taken from it keeps working until it has drained what was captured.
+pub struct FlowCapture {
+    ebpf: Ebpf,
+    counters: PerCpuArray<MapData, u64>,
+    reader: Option<FlowReader>,
+}
+
+/// Run-time statistics of the kernel program (kept only while BPF statistics are
+/// enabled, e.g. with `aya::sys::enable_stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// Invocations since load.
+    pub run_count: u64,
+    /// Total run time since load.
+    pub run_time: Duration,
+}
+
+impl FlowCapture {
+    /// Takes the reader of captured records (once).
+    pub fn take_reader(&mut self) -> Result<FlowReader, CaptureError> {
+        self.reader.take().ok_or(CaptureError::ReaderTaken)
+    }
+
+    /// The kernel program's counters, summed over CPUs.
+    pub fn counters(&self) -> Result<CaptureCounters, CaptureError> {
+        let mut out = CaptureCounters::default();
+        for counter in KernelCounter::ALL {
+            let values = self
+                .counters
+                .get(&(counter as u32), 0)
+                .map_err(|source| CaptureError::Map {
+                    name: COUNTERS_MAP,
+                    source,
+                })?;
+            out.set(counter, values.iter().sum());
+        }
+        Ok(out)
+    }
+
+    /// The kernel program's invocation count and run time.
+    pub fn program_stats(&self) -> Result<ProgramStats, CaptureError> {
+        let program = self.ebpf.program(PROGRAM).ok_or(CaptureError::ObjectMismatch {
+            what: "program",
+            name: PROGRAM,
+        })?;
+        let info = program.info().map_err(|source| CaptureError::Program {
+            program: PROGRAM,
+            source,
+        })?;
+        Ok(ProgramStats {
+            run_count: info.run_count(),
+            run_time: info.run_time(),
+        })
+    }
+}

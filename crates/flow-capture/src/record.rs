@@ -1,0 +1,321 @@
+//! The typed flow record user space hands on, decoded from the kernel's
+//! [`RawFlowEvent`].
+
+use std::{
+    borrow::Cow,
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::SystemTime,
+};
+
+use flow_common::{RawFlowEvent, flags, tcp};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::BootClock;
+
+/// Which side opened the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// This host called `connect()` (active open).
+    Outbound,
+    /// This host accepted the connection (passive open).
+    Inbound,
+    /// The open was not seen (the socket predates the program).
+    Unknown,
+}
+
+impl Direction {
+    /// The name used in JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+            Direction::Unknown => "unknown",
+        }
+    }
+}
+
+/// A TCP state, as the kernel numbers them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TcpState(pub u8);
+
+impl TcpState {
+    /// The kernel's name for the state (`ESTABLISHED`, `FIN_WAIT2`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self.0 {
+            tcp::TCP_ESTABLISHED => "ESTABLISHED",
+            tcp::TCP_SYN_SENT => "SYN_SENT",
+            tcp::TCP_SYN_RECV => "SYN_RECV",
+            tcp::TCP_FIN_WAIT1 => "FIN_WAIT1",
+            tcp::TCP_FIN_WAIT2 => "FIN_WAIT2",
+            tcp::TCP_TIME_WAIT => "TIME_WAIT",
+            tcp::TCP_CLOSE => "CLOSE",
+            tcp::TCP_CLOSE_WAIT => "CLOSE_WAIT",
+            tcp::TCP_LAST_ACK => "LAST_ACK",
+            tcp::TCP_LISTEN => "LISTEN",
+            tcp::TCP_CLOSING => "CLOSING",
+            tcp::TCP_NEW_SYN_RECV => "NEW_SYN_RECV",
+            _ => "UNKNOWN",
+        }
+    }
+
+    /// Whether a socket closing from this state never finished its handshake.
+    pub fn is_handshake(self) -> bool {
+        matches!(self.0, tcp::TCP_SYN_SENT | tcp::TCP_SYN_RECV)
+    }
+}
+
+impl fmt::Display for TcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// An orderly close after the connection was established.
+    Normal,
+    /// The peer refused the connection (RST in answer to SYN: `ECONNREFUSED`).
+    Refused,
+    /// The handshake timed out (`ETIMEDOUT` before established).
+    ConnectTimedOut,
+    /// The handshake was abandoned locally (closed before it completed, no error).
+    ConnectAborted,
+    /// The established connection was reset by the peer (`ECONNRESET`, `EPIPE`).
+    Reset,
+    /// This host aborted the established connection (closed it with unread data or
+    /// `SO_LINGER` 0, so an RST went out instead of a FIN).
+    Aborted,
+    /// The established connection timed out (retransmissions or keepalive exhausted).
+    TimedOut,
+    /// Another socket error, by errno (e.g. 113, `EHOSTUNREACH`).
+    Error(u32),
+}
+
+impl CloseReason {
+    /// Derives the reason from the state the socket closed from, whether it was ever
+    /// established, and `sk_err`.
+    pub fn classify(close_state: TcpState, established: bool, sk_err: u32) -> CloseReason {
+        const EPIPE: u32 = libc::EPIPE as u32;
+        const ECONNRESET: u32 = libc::ECONNRESET as u32;
+        const ETIMEDOUT: u32 = libc::ETIMEDOUT as u32;
+        const ECONNREFUSED: u32 = libc::ECONNREFUSED as u32;
+        let handshake = !established && close_state.is_handshake();
+        match sk_err {
+            0 if handshake => CloseReason::ConnectAborted,
+            0 if matches!(close_state.0, tcp::TCP_ESTABLISHED | tcp::TCP_CLOSE_WAIT) => {
+                CloseReason::Aborted
+            }
+            0 => CloseReason::Normal,
+            ECONNREFUSED => CloseReason::Refused,
+            ECONNRESET | EPIPE => CloseReason::Reset,
+            ETIMEDOUT if handshake => CloseReason::ConnectTimedOut,
+            ETIMEDOUT => CloseReason::TimedOut,
+            e => CloseReason::Error(e),
+        }
+    }
+
+    /// The name used in JSON output: `normal`, `refused`, ..., `errno_113`.
+    pub fn as_str(&self) -> Cow<'static, str> {
+        match self {
+            CloseReason::Normal => "normal".into(),
+            CloseReason::Refused => "refused".into(),
+            CloseReason::ConnectTimedOut => "connect_timed_out".into(),
+            CloseReason::ConnectAborted => "connect_aborted".into(),
+            CloseReason::Reset => "reset".into(),
+            CloseReason::Aborted => "aborted".into(),
+            CloseReason::TimedOut => "timed_out".into(),
+            CloseReason::Error(e) => format!("errno_{e}").into(),
+        }
+    }
+
+    /// Whether the connection failed before it was established.
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(
+            self,
+            CloseReason::Refused | CloseReason::ConnectTimedOut | CloseReason::ConnectAborted
+        )
+    }
+}
+
+/// Socket statistics at close, from `struct tcp_sock`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketStats {
+    /// Application payload bytes sent and acknowledged by the peer (SYN and FIN, which
+    /// the kernel's `bytes_acked` includes, are taken out).
+    pub bytes_sent: u64,
+    /// Application payload bytes received (the FIN, which the kernel's
+    /// `bytes_received` includes, is taken out).
+    pub bytes_received: u64,
+    /// Segments received.
+    pub segs_in: u32,
+    /// Segments sent, retransmissions included.
+    pub segs_out: u32,
+    /// Segments retransmitted.
+    pub retransmits: u32,
+    /// Payload bytes retransmitted.
+    pub bytes_retransmitted: u64,
+    /// Smoothed round-trip time, µs (0 when no RTT sample was taken).
+    pub srtt_us: u32,
+    /// Round-trip time mean deviation, µs.
+    pub rttvar_us: u32,
+}
+
+/// A workload identity: who owned the local address of a flow.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WorkloadId(String);
+
+impl WorkloadId {
+    /// Wraps an identity string.
+    pub fn new(id: impl Into<String>) -> WorkloadId {
+        WorkloadId(id.into())
+    }
+
+    /// The identity as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WorkloadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a record carries no workload identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum UnattributedReason {
+    /// No identity source is configured.
+    NotConfigured,
+}
+
+impl UnattributedReason {
+    /// The name used in JSON output.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UnattributedReason::NotConfigured => "not_configured",
+        }
+    }
+}
+
+/// Which source resolved a record's local workload identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum IdentitySource {
+    /// Nothing resolved it; the record is unattributed, for this reason.
+    None(UnattributedReason),
+}
+
+impl IdentitySource {
+    /// The name used in JSON output (`none`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            IdentitySource::None(_) => "none",
+        }
+    }
+}
+
+/// One closed TCP connection as seen from this host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    /// Local address and port. IPv4-mapped IPv6 addresses are reported as IPv4.
+    pub local: SocketAddr,
+    /// Remote address and port.
+    pub remote: SocketAddr,
+    /// Who opened the connection.
+    pub direction: Direction,
+    /// Wall-clock time of the socket's open; `None` when the open was not seen.
+    pub t_start: Option<SystemTime>,
+    /// Wall-clock time of the close.
+    pub t_end: SystemTime,
+    /// The state the socket closed from.
+    pub close_state: TcpState,
+    /// Why it closed.
+    pub close_reason: CloseReason,
+    /// Statistics at close.
+    pub stats: SocketStats,
+    /// The local workload, when resolved.
+    pub local_workload_id: Option<WorkloadId>,
+    /// How the local workload was resolved.
+    pub identity_source: IdentitySource,
+    /// Some kernel reads failed: fields they would have filled are zero.
+    pub incomplete: bool,
+}
+
+impl FlowRecord {
+    /// Decodes a kernel event, converting its boot-clock stamps with `clock`.
+    pub fn from_raw(ev: &RawFlowEvent, clock: &BootClock) -> FlowRecord {
+        let (local_ip, remote_ip) = addresses(ev);
+        let close_state = TcpState(ev.close_state);
+        let start_known = ev.flags & flags::START_UNKNOWN == 0;
+        let seen = |s: u8| ev.states_seen & (1 << s) != 0;
+        let established = if start_known {
+            seen(tcp::TCP_ESTABLISHED)
+        } else {
+            !close_state.is_handshake()
+        };
+        let direction = match flow_common::Direction::from_u8(ev.direction) {
+            flow_common::Direction::Outbound => Direction::Outbound,
+            flow_common::Direction::Inbound => Direction::Inbound,
+            flow_common::Direction::Unknown => Direction::Unknown,
+        };
+        FlowRecord {
+            local: SocketAddr::new(local_ip, ev.local_port),
+            remote: SocketAddr::new(remote_ip, ev.remote_port),
+            direction,
+            t_start: start_known.then(|| clock.to_wall(ev.start_ns)),
+            t_end: clock.to_wall(ev.end_ns),
+            close_state,
+            close_reason: CloseReason::classify(close_state, established, ev.sk_err),
+            stats: stats(ev, direction, established),
+            local_workload_id: None,
+            identity_source: IdentitySource::None(UnattributedReason::NotConfigured),
+            incomplete: ev.flags & flags::READ_FAILED != 0,
+        }
+    }
+}
+
+fn addresses(ev: &RawFlowEvent) -> (IpAddr, IpAddr) {
+    if ev.family == tcp::AF_INET6 {
+        let l = Ipv6Addr::from(ev.local_addr);
+        let r = Ipv6Addr::from(ev.remote_addr);
+        match (l.to_ipv4_mapped(), r.to_ipv4_mapped()) {
+            (Some(l4), Some(r4)) => (IpAddr::V4(l4), IpAddr::V4(r4)),
+            _ => (IpAddr::V6(l), IpAddr::V6(r)),
+        }
+    } else {
+        let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+        (v4(&ev.local_addr), v4(&ev.remote_addr))
+    }
+}
+
+/// Payload byte counts from the kernel's sequence-space counters.
+///
+/// `bytes_acked` counts every acknowledged sequence number: the SYN of an active open
+/// (a passive child starts with its SYN-ACK already acknowledged), the payload, and
+/// our FIN once acked. The FIN comes after all payload, so capping at the payload
+/// actually sent (`bytes_sent - bytes_retrans`) removes it exactly. `bytes_received`
+/// counts the payload plus the peer's FIN, which the kernel program reports.
+fn stats(ev: &RawFlowEvent, direction: Direction, established: bool) -> SocketStats {
+    let syn = u64::from(direction == Direction::Outbound && established);
+    let payload_sent = ev.bytes_sent.saturating_sub(ev.bytes_retrans);
+    let bytes_sent = ev.bytes_acked.saturating_sub(syn).min(payload_sent);
+    let fin_received = u64::from(ev.flags & flags::FIN_RECEIVED != 0);
+    SocketStats {
+        bytes_sent,
+        bytes_received: ev.bytes_received.saturating_sub(fin_received),
+        segs_in: ev.segs_in,
+        segs_out: ev.segs_out,
+        retransmits: ev.total_retrans,
+        bytes_retransmitted: ev.bytes_retrans,
+        srtt_us: ev.srtt_us_x8 >> 3,
+        rttvar_us: ev.mdev_us_x4 >> 2,
+    }
+}

@@ -1,0 +1,145 @@
+//! One JSON object per record, one record per line.
+//!
+//! Fields: `local_ip`, `local_port`, `remote_ip`, `remote_port`, `direction`,
+//! `t_start`, `t_end` (RFC 3339 UTC with nanoseconds; `t_start` is null when the open
+//! was not seen), `bytes_sent`, `bytes_received`, `segs_in`, `segs_out`, `retransmits`,
+//! `srtt_us`, `close_state`, `close_reason`, `local_workload_id` (null when
+//! unattributed), `identity_source`.
+
+use std::{borrow::Cow, io, net::IpAddr, time::SystemTime};
+
+use flow_capture::FlowRecord;
+use serde::Serialize;
+
+/// The JSON view of a [`FlowRecord`].
+#[derive(Debug, Serialize)]
+pub struct JsonFlow<'a> {
+    /// Local IP address.
+    pub local_ip: IpAddr,
+    /// Local port.
+    pub local_port: u16,
+    /// Remote IP address.
+    pub remote_ip: IpAddr,
+    /// Remote port.
+    pub remote_port: u16,
+    /// `outbound`, `inbound` or `unknown`.
+    pub direction: &'static str,
+    /// Open time, RFC 3339 UTC with nanoseconds; null when not seen.
+    pub t_start: Option<String>,
+    /// Close time, RFC 3339 UTC with nanoseconds.
+    pub t_end: String,
+    /// Payload bytes sent and acknowledged.
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Segments received.
+    pub segs_in: u32,
+    /// Segments sent.
+    pub segs_out: u32,
+    /// Segments retransmitted.
+    pub retransmits: u32,
+    /// Smoothed RTT, µs.
+    pub srtt_us: u32,
+    /// The TCP state the socket closed from.
+    pub close_state: &'static str,
+    /// Why it closed: `normal`, `refused`, `reset`, `timed_out`, ...
+    pub close_reason: Cow<'static, str>,
+    /// The local workload, null when unattributed.
+    pub local_workload_id: Option<&'a str>,
+    /// Which source resolved the identity (`none` when unattributed).
+    pub identity_source: &'static str,
+}
+
+/// Formats a time as RFC 3339 UTC with nanoseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+impl<'a> From<&'a FlowRecord> for JsonFlow<'a> {
+    fn from(r: &'a FlowRecord) -> JsonFlow<'a> {
+        JsonFlow {
+            local_ip: r.local.ip(),
+            local_port: r.local.port(),
+            remote_ip: r.remote.ip(),
+            remote_port: r.remote.port(),
+            direction: r.direction.as_str(),
+            t_start: r.t_start.map(rfc3339),
+            t_end: rfc3339(r.t_end),
+            bytes_sent: r.stats.bytes_sent,
+            bytes_received: r.stats.bytes_received,
+            segs_in: r.stats.segs_in,
+            segs_out: r.stats.segs_out,
+            retransmits: r.stats.retransmits,
+            srtt_us: r.stats.srtt_us,
+            close_state: r.close_state.as_str(),
+            close_reason: r.close_reason.as_str(),
+            local_workload_id: r.local_workload_id.as_ref().map(|w| w.as_str()),
+            identity_source: r.identity_source.as_str(),
+        }
+    }
+}
+
+/// Writes `record` as one JSON line (with the trailing newline).
+pub fn write_line(out: &mut impl io::Write, record: &FlowRecord) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, &JsonFlow::from(record)).map_err(io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use flow_capture::{
+        CloseReason, Direction, IdentitySource, SocketStats, TcpState, UnattributedReason,
+    };
+
+    use super::*;
+
+    #[test]
+    fn writes_every_field() {
+        let r = FlowRecord {
+            local: "10.0.0.1:40000".parse().expect("addr"),
+            remote: "[2001:db8::1]:443".parse().expect("addr"),
+            direction: Direction::Outbound,
+            t_start: None,
+            t_end: UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789),
+            close_state: TcpState(5),
+            close_reason: CloseReason::Normal,
+            stats: SocketStats {
+                bytes_sent: 10,
+                bytes_received: 20,
+                segs_in: 3,
+                segs_out: 4,
+                retransmits: 1,
+                bytes_retransmitted: 0,
+                srtt_us: 55,
+                rttvar_us: 7,
+            },
+            local_workload_id: None,
+            identity_source: IdentitySource::None(UnattributedReason::NotConfigured),
+            incomplete: false,
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, &r).expect("write");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["local_ip"], "10.0.0.1");
+        assert_eq!(v["local_port"], 40000);
+        assert_eq!(v["remote_ip"], "2001:db8::1");
+        assert_eq!(v["remote_port"], 443);
+        assert_eq!(v["direction"], "outbound");
+        assert!(v["t_start"].is_null());
+        assert_eq!(v["t_end"], "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(v["bytes_sent"], 10);
+        assert_eq!(v["bytes_received"], 20);
+        assert_eq!(v["segs_in"], 3);
+        assert_eq!(v["segs_out"], 4);
+        assert_eq!(v["retransmits"], 1);
+        assert_eq!(v["srtt_us"], 55);
+        assert_eq!(v["close_state"], "FIN_WAIT2");
+        assert_eq!(v["close_reason"], "normal");
+        assert!(v["local_workload_id"].is_null());
+        assert_eq!(v["identity_source"], "none");
+    }
+}

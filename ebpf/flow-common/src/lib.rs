@@ -1,0 +1,18 @@
+//! Types shared by the flowexporter kernel program (`ebpf/flow-ebpf`) and user space
+//! (`flow-capture`).
+//!
+//! Everything here is `#[repr(C)]` with explicit padding so that the byte layout is the
+//! same on both sides and no uninitialised padding bytes cross the ring buffer. The
+//! kernel program depends on this crate without features; user space enables `user`,
+//! which adds the `aya::Pod` impls needed to write globals and read maps.
+#![no_std]
+#![deny(missing_docs)]
+
+pub mod counters;
+pub mod event;
+pub mod offsets;
+pub mod tcp;
+
+pub use counters::KernelCounter;
+pub use event::{Direction, RawFlowEvent, SOCK_DONE_BIT, SocketStart, flags};
+pub use offsets::{KernelOffsets, ProgramConfig};
