@@ -1,0 +1,192 @@
+//! Helpers for the real-kernel tests: loading the capture, collecting the records of
+//! one test's own connections, and network namespaces joined by veth pairs.
+#![allow(dead_code)]
+
+use std::{
+    fs::File,
+    net::SocketAddr,
+    os::fd::AsRawFd,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use flow_capture::{FlowCapture, FlowCaptureBuilder, FlowReader, FlowRecord};
+
+/// Mounts tracefs and bpffs when they are missing (as on a fresh machine of this kind).
+pub fn mount_kernel_filesystems() {
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
+    if !mounts.contains(" /sys/kernel/tracing tracefs ") {
+        run("mount", &["-t", "tracefs", "nodev", "/sys/kernel/tracing"]);
+    }
+    if !mounts.contains(" /sys/fs/bpf bpf ") {
+        run("mount", &["-t", "bpf", "bpf", "/sys/fs/bpf"]);
+    }
+}
+
+/// Runs a command and panics with its output when it fails.
+pub fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A loaded capture with its reader.
+pub struct Capture {
+    pub capture: FlowCapture,
+    pub reader: FlowReader,
+    pub started: SystemTime,
+}
+
+impl Capture {
+    pub fn load() -> Capture {
+        mount_kernel_filesystems();
+        let started = SystemTime::now();
+        let mut capture = FlowCaptureBuilder::new().load().expect("load the capture core");
+        let reader = capture.take_reader().expect("reader");
+        Capture {
+            capture,
+            reader,
+            started,
+        }
+    }
+
+    /// Collects the records `keep` accepts until there are `n` of them; panics after
+    /// `timeout` with what it has.
+    pub fn collect(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+        keep: impl Fn(&FlowRecord) -> bool,
+    ) -> Vec<FlowRecord> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "timed out with {} of {n} records: {out:#?}",
+                out.len()
+            );
+            self.reader.wait(Duration::from_millis(20)).expect("wait");
+            self.reader.read_available(|r| {
+                if keep(&r) {
+                    out.push(r)
+                }
+            });
+        }
+        // Anything beyond n that is already there is a bug too: read once more.
+        thread::sleep(Duration::from_millis(100));
+        self.reader.read_available(|r| {
+            if keep(&r) {
+                out.push(r)
+            }
+        });
+        out
+    }
+}
+
+/// Whether a record belongs to a connection with `port` on either side.
+pub fn involves(port: u16) -> impl Fn(&FlowRecord) -> bool {
+    move |r| r.local.port() == port || r.remote.port() == port
+}
+
+/// The one record whose local end is `local`.
+pub fn by_local(records: &[FlowRecord], local: SocketAddr) -> &FlowRecord {
+    let found: Vec<_> = records.iter().filter(|r| r.local == local).collect();
+    assert_eq!(found.len(), 1, "records with local {local}: {records:#?}");
+    found[0]
+}
+
+/// Asserts that the record's times fall inside [`from`, `to`] and are ordered.
+pub fn assert_times_within(r: &FlowRecord, from: SystemTime, to: SystemTime) {
+    let start = r.t_start.expect("t_start known");
+    assert!(start >= from, "t_start {start:?} before the test began {from:?}");
+    assert!(r.t_end >= start, "t_end before t_start: {r:#?}");
+    assert!(r.t_end <= to, "t_end {:?} after the test ended {to:?}", r.t_end);
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace, deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> NetNs {
+        let name = format!(
+            "fe{}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            tag
+        );
+        run("ip", &["netns", "add", &name]);
+        let ns = NetNs { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, cmd: &[&str]) {
+        let mut args = vec!["netns", "exec", &self.name];
+        args.extend_from_slice(cmd);
+        run("ip", &args);
+    }
+
+    /// Runs `f` on a thread that has entered this namespace; sockets it creates live
+    /// there.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
+        let path = format!("/var/run/netns/{}", self.name);
+        thread::spawn(move || {
+            let ns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: a valid namespace fd; setns affects only this thread.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Two namespaces joined by a veth pair: `a` has 10.77.0.1 and fd77::1, `b` has
+/// 10.77.0.2 and fd77::2.
+pub struct VethPair {
+    pub a: NetNs,
+    pub b: NetNs,
+}
+
+impl VethPair {
+    pub const A4: &str = "10.77.0.1";
+    pub const B4: &str = "10.77.0.2";
+    pub const A6: &str = "fd77::1";
+    pub const B6: &str = "fd77::2";
+
+    pub fn new() -> VethPair {
+        let a = NetNs::new("a");
+        let b = NetNs::new("b");
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let (va, vb) = (format!("fva{id}"), format!("fvb{id}"));
+        run(
+            "ip",
+            &["link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb, "netns", &b.name],
+        );
+        for (ns, dev, v4, v6) in [(&a, &va, Self::A4, Self::A6), (&b, &vb, Self::B4, Self::B6)] {
+            ns.exec(&["ip", "addr", "add", &format!("{v4}/24"), "dev", dev]);
+            ns.exec(&["ip", "-6", "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+            ns.exec(&["ip", "link", "set", dev, "up"]);
+        }
+        VethPair { a, b }
+    }
+}
