@@ -32,6 +32,7 @@ mod error;
 mod loader;
 mod object;
 mod preflight;
+mod prog_info;
 mod reader;
 mod record;
 

@@ -1,6 +1,7 @@
 //! Loading and attaching the kernel program.
 
 use std::{
+    os::fd::AsFd,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -184,14 +185,19 @@ pub struct FlowCapture {
     reader: Option<FlowReader>,
 }
 
-/// Run-time statistics of the kernel program (kept only while BPF statistics are
-/// enabled, e.g. with `aya::sys::enable_stats`).
+/// Run-time statistics of the kernel program. Run count and time are kept only while
+/// BPF statistics are enabled (e.g. with `aya::sys::enable_stats`); recursion misses
+/// always.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProgramStats {
     /// Invocations since load.
     pub run_count: u64,
     /// Total run time since load.
     pub run_time: Duration,
+    /// Invocations the kernel skipped because the program was already running on that
+    /// CPU (a socket event in an interrupt that arrived during the program). Each one
+    /// may be a lost record; the kernel counts them, the program cannot.
+    pub recursion_misses: u64,
 }
 
 impl FlowCapture {
@@ -216,19 +222,16 @@ impl FlowCapture {
         Ok(out)
     }
 
-    /// The kernel program's invocation count and run time.
+    /// The kernel program's invocation count, run time and recursion misses.
     pub fn program_stats(&self) -> Result<ProgramStats, CaptureError> {
         let program = self.ebpf.program(PROGRAM).ok_or(CaptureError::ObjectMismatch {
             what: "program",
             name: PROGRAM,
         })?;
-        let info = program.info().map_err(|source| CaptureError::Program {
+        let fd = program.fd().map_err(|source| CaptureError::Program {
             program: PROGRAM,
             source,
         })?;
-        Ok(ProgramStats {
-            run_count: info.run_count(),
-            run_time: info.run_time(),
-        })
+        crate::prog_info::program_stats(fd.as_fd())
     }
 }

@@ -255,12 +255,9 @@ impl FlowRecord {
         let (local_ip, remote_ip) = addresses(ev);
         let close_state = TcpState(ev.close_state);
         let start_known = ev.flags & flags::START_UNKNOWN == 0;
-        let seen = |s: u8| ev.states_seen & (1 << s) != 0;
-        let established = if start_known {
-            seen(tcp::TCP_ESTABLISHED)
-        } else {
-            !close_state.is_handshake()
-        };
+        // No state leads back to SYN_SENT/SYN_RECV from ESTABLISHED, so a socket that
+        // closed from any other state had been established.
+        let established = !close_state.is_handshake();
         let direction = match flow_common::Direction::from_u8(ev.direction) {
             flow_common::Direction::Outbound => Direction::Outbound,
             flow_common::Direction::Inbound => Direction::Inbound,

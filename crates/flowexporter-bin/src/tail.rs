@@ -46,6 +46,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
     }
     // Detach first, then drain: every record captured before the detach is printed.
     let counters = capture.counters()?;
+    let stats = capture.program_stats()?;
     drop(capture);
     reader.drain(&mut batch);
     write_all(&mut out, &mut batch)?;
@@ -53,6 +54,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
     tracing::info!(
         records = read.records_read,
         lost_in_kernel = counters.lost(),
+        missed_in_interrupts = stats.recursion_misses,
         "stopped"
     );
     Ok(())

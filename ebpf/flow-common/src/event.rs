@@ -83,8 +83,6 @@ pub struct RawFlowEvent {
     pub remote_port: u16,
     /// `AF_INET` or `AF_INET6`.
     pub family: u16,
-    /// Bit `1 << s` is set for every TCP state `s` the socket entered while traced.
-    pub states_seen: u16,
     /// The state the socket closed from (the `oldstate` of the change to `TCP_CLOSE`).
     pub close_state: u8,
     /// A [`Direction`] as its `u8`.
@@ -92,7 +90,7 @@ pub struct RawFlowEvent {
     /// [`flags`] bits.
     pub flags: u8,
     /// Explicit padding; always zero.
-    pub _pad: [u8; 5],
+    pub _pad: [u8; 7],
 }
 
 impl RawFlowEvent {
@@ -119,11 +117,10 @@ impl RawFlowEvent {
             local_port: 0,
             remote_port: 0,
             family: 0,
-            states_seen: 0,
             close_state: 0,
             direction: 0,
             flags: 0,
-            _pad: [0; 5],
+            _pad: [0; 7],
         }
     }
 }
@@ -135,12 +132,10 @@ impl RawFlowEvent {
 pub struct SocketStart {
     /// `CLOCK_BOOTTIME` ns of the first state change.
     pub start_ns: u64,
-    /// Bit `1 << s` for every state `s` entered so far.
-    pub states_seen: u16,
     /// A [`Direction`] as its `u8`.
     pub direction: u8,
     /// Explicit padding; always zero.
-    pub _pad: [u8; 5],
+    pub _pad: [u8; 7],
 }
 
 const _: () = assert!(RawFlowEvent::SIZE == 120);

@@ -90,25 +90,22 @@ fn config_u64(field: &u64) -> u64 {
 #[inline(always)]
 fn on_state_change(sk: *mut c_void, old: u8, new: u8) {
     let sock = Sock::new(sk, &FLOW_CONFIG.offsets);
-    match sock.protocol() {
-        Some(IPPROTO_TCP) => {}
-        _ => return,
+    if sock.protocol() != IPPROTO_TCP {
+        return;
     }
     match new {
-        TCP_SYN_SENT => on_open(sk, new, Direction::Outbound),
-        TCP_SYN_RECV => on_open(sk, new, Direction::Inbound),
+        TCP_SYN_SENT => on_open(sk, Direction::Outbound),
+        TCP_SYN_RECV => on_open(sk, Direction::Inbound),
         TCP_CLOSE => {
             // A listener, or a socket that never left CLOSE, carries no flow.
             if old != TCP_LISTEN && old != TCP_CLOSE {
                 on_close(sk, &sock, old);
             }
         }
-        _ => {
-            if let Some(start) = storage(sk, 0) {
-                // SAFETY: the kernel returned a valid pointer to this socket's storage.
-                unsafe { (*start).states_seen |= 1 << (new & 15) };
-            }
-        }
+        // Every other change costs only the protocol check: the record needs nothing
+        // from the states in between (whether the socket was established follows from
+        // the state it closed from).
+        _ => {}
     }
 }
 
@@ -126,7 +123,7 @@ fn storage(sk: *mut c_void, create: u64) -> Option<*mut SocketStart> {
 }
 
 #[inline(always)]
-fn on_open(sk: *mut c_void, new: u8, direction: Direction) {
+fn on_open(sk: *mut c_void, direction: Direction) {
     match storage(sk, BPF_SK_STORAGE_GET_F_CREATE) {
         Some(start) => {
             // SAFETY: the kernel returned a valid pointer to this socket's storage. A
@@ -135,9 +132,8 @@ fn on_open(sk: *mut c_void, new: u8, direction: Direction) {
                 *start = SocketStart {
                     // SAFETY: helper without preconditions.
                     start_ns: bpf_ktime_get_boot_ns(),
-                    states_seen: 1 << new,
                     direction: direction as u8,
-                    _pad: [0; 5],
+                    _pad: [0; 7],
                 }
             };
         }
@@ -161,11 +157,10 @@ fn on_close(sk: *mut c_void, sock: &Sock, old: u8) {
             let start = unsafe { &*start };
             ev.start_ns = start.start_ns;
             ev.direction = start.direction;
-            ev.states_seen = start.states_seen;
         }
         None => ev.flags |= flags::START_UNKNOWN,
     }
-    if !sock.read_flow(&mut ev) {
+    if !sock.read_flow(sk, &mut ev) {
         ev.flags |= flags::READ_FAILED;
         count(KernelCounter::ReadFailed);
     }

@@ -1,9 +1,15 @@
 //! Reads of `struct sock` / `struct tcp_sock` members at offsets taken from the running
 //! kernel's BTF (see `flow_common::KernelOffsets`).
+//!
+//! The tracepoint's `sk` is a BTF pointer and the offsets are frozen read-only
+//! globals, so the verifier knows each offset and lets the program load members
+//! directly (a fault-tolerant load, no helper call). `tcp_sock` members are read
+//! through the pointer `bpf_skc_to_tcp_sock` returns, which the verifier types as
+//! `struct tcp_sock`.
 
 use core::{ffi::c_void, ptr};
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::generated::bpf_skc_to_tcp_sock;
 use flow_common::{
     KernelOffsets, RawFlowEvent, SOCK_DONE_BIT, flags,
     tcp::{AF_INET, AF_INET6},
@@ -15,6 +21,17 @@ pub struct Sock {
     offsets: &'static KernelOffsets,
 }
 
+/// Loads a `T` at `base + *field` (the offset a frozen global).
+#[inline(always)]
+unsafe fn load<T: Copy>(base: *const u8, field: &u32) -> T {
+    // SAFETY: the caller passes a BTF pointer the verifier checks every load against;
+    // the offset is a volatile read of a frozen global, hence known to the verifier.
+    unsafe {
+        let off = ptr::read_volatile(field) as usize;
+        ptr::read_volatile(base.add(off).cast::<T>())
+    }
+}
+
 impl Sock {
     #[inline(always)]
     pub fn new(sk: *mut c_void, offsets: &'static KernelOffsets) -> Sock {
@@ -24,78 +41,68 @@ impl Sock {
         }
     }
 
-    /// Reads a `T` at the offset stored in `field`.
-    #[inline(always)]
-    fn read<T>(&self, field: &u32) -> Option<T> {
-        // SAFETY: a volatile read of a frozen global; then a fault-tolerant kernel read.
-        unsafe {
-            let off = ptr::read_volatile(field) as usize;
-            bpf_probe_read_kernel(self.base.add(off).cast::<T>()).ok()
-        }
-    }
-
     /// `sk_protocol`.
     #[inline(always)]
-    pub fn protocol(&self) -> Option<u16> {
-        self.read::<u16>(&self.offsets.sk_protocol)
+    pub fn protocol(&self) -> u16 {
+        // SAFETY: `base` is the tracepoint's `struct sock *`.
+        unsafe { load::<u16>(self.base, &self.offsets.sk_protocol) }
     }
 
-    /// Fills addresses, ports and statistics; returns false when any read failed.
+    /// Fills addresses, ports and statistics; returns false when the socket is not a
+    /// TCP socket of a known family (nothing could be read).
     #[inline(always)]
-    pub fn read_flow(&self, ev: &mut RawFlowEvent) -> bool {
+    pub fn read_flow(&self, sk: *mut c_void, ev: &mut RawFlowEvent) -> bool {
         let o = self.offsets;
-        let mut ok = true;
-        let family = self.read::<u16>(&o.skc_family).unwrap_or(0);
-        ev.family = family;
-        if family == AF_INET {
-            match (self.read::<[u8; 4]>(&o.skc_rcv_saddr), self.read::<[u8; 4]>(&o.skc_daddr)) {
-                (Some(l), Some(r)) => {
-                    ev.local_addr[..4].copy_from_slice(&l);
-                    ev.remote_addr[..4].copy_from_slice(&r);
-                }
-                _ => ok = false,
+        let b = self.base;
+        // SAFETY: `b` is the tracepoint's `struct sock *`; every load is checked by the
+        // verifier against the kernel's BTF.
+        unsafe {
+            let family = load::<u16>(b, &o.skc_family);
+            ev.family = family;
+            if family == AF_INET {
+                ev.local_addr[..4].copy_from_slice(&load::<[u8; 4]>(b, &o.skc_rcv_saddr));
+                ev.remote_addr[..4].copy_from_slice(&load::<[u8; 4]>(b, &o.skc_daddr));
+            } else if family == AF_INET6 {
+                read_in6(b, &o.skc_v6_rcv_saddr, &mut ev.local_addr);
+                read_in6(b, &o.skc_v6_daddr, &mut ev.remote_addr);
+            } else {
+                return false;
             }
-        } else if family == AF_INET6 {
-            match (
-                self.read::<[u8; 16]>(&o.skc_v6_rcv_saddr),
-                self.read::<[u8; 16]>(&o.skc_v6_daddr),
-            ) {
-                (Some(l), Some(r)) => {
-                    ev.local_addr = l;
-                    ev.remote_addr = r;
-                }
-                _ => ok = false,
+            let tp = bpf_skc_to_tcp_sock(sk).cast::<u8>().cast_const();
+            if tp.is_null() {
+                return false;
             }
-        } else {
-            ok = false;
+            // `inet_sport` lies past `struct sock`: read it through the `tcp_sock`.
+            ev.local_port = u16::from_be(load::<u16>(tp, &o.inet_sport));
+            ev.remote_port = u16::from_be(load::<u16>(b, &o.skc_dport));
+            ev.sk_err = load::<i32>(b, &o.sk_err) as u32;
+            if (load::<u64>(b, &o.sk_flags) >> SOCK_DONE_BIT) & 1 != 0 {
+                ev.flags |= flags::FIN_RECEIVED;
+            }
+            ev.bytes_acked = load::<u64>(tp, &o.bytes_acked);
+            ev.bytes_received = load::<u64>(tp, &o.bytes_received);
+            ev.bytes_sent = load::<u64>(tp, &o.bytes_sent);
+            ev.bytes_retrans = load::<u64>(tp, &o.bytes_retrans);
+            ev.segs_in = load::<u32>(tp, &o.segs_in);
+            ev.segs_out = load::<u32>(tp, &o.segs_out);
+            ev.total_retrans = load::<u32>(tp, &o.total_retrans);
+            ev.srtt_us_x8 = load::<u32>(tp, &o.srtt_us);
+            ev.mdev_us_x4 = load::<u32>(tp, &o.mdev_us);
         }
-        ev.local_port = u16::from_be(self.get(&o.inet_sport, &mut ok));
-        ev.remote_port = u16::from_be(self.get(&o.skc_dport, &mut ok));
-        ev.sk_err = self.get::<i32>(&o.sk_err, &mut ok) as u32;
-        if (self.get::<u64>(&o.sk_flags, &mut ok) >> SOCK_DONE_BIT) & 1 != 0 {
-            ev.flags |= flags::FIN_RECEIVED;
-        }
-        ev.bytes_acked = self.get(&o.bytes_acked, &mut ok);
-        ev.bytes_received = self.get(&o.bytes_received, &mut ok);
-        ev.bytes_sent = self.get(&o.bytes_sent, &mut ok);
-        ev.bytes_retrans = self.get(&o.bytes_retrans, &mut ok);
-        ev.segs_in = self.get(&o.segs_in, &mut ok);
-        ev.segs_out = self.get(&o.segs_out, &mut ok);
-        ev.total_retrans = self.get(&o.total_retrans, &mut ok);
-        ev.srtt_us_x8 = self.get(&o.srtt_us, &mut ok);
-        ev.mdev_us_x4 = self.get(&o.mdev_us, &mut ok);
-        ok
+        true
     }
+}
 
-    /// Reads a member, or zero with `ok` cleared.
-    #[inline(always)]
-    fn get<T: Default>(&self, field: &u32, ok: &mut bool) -> T {
-        match self.read::<T>(field) {
-            Some(v) => v,
-            None => {
-                *ok = false;
-                T::default()
-            }
+/// Copies a `struct in6_addr` at `base + off` as four 32-bit words (`s6_addr32`).
+#[inline(always)]
+unsafe fn read_in6(base: *const u8, field: &u32, out: &mut [u8; 16]) {
+    // SAFETY: as for `load`; each word is one element of `in6_addr.s6_addr32`.
+    unsafe {
+        let off = ptr::read_volatile(field) as usize;
+        let p = base.add(off).cast::<u32>();
+        for i in 0..4 {
+            let w = ptr::read_volatile(p.add(i));
+            out[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
     }
 }

@@ -1,0 +1,13 @@
+//! flowexporter: an embeddable eBPF TCP flow exporter.
+//!
+//! One record per closed TCP socket on the host: local and remote address and port,
+//! start and end time, direction, why it closed, and socket statistics. This crate
+//! re-exports the parts so that an embedding agent can depend on one crate:
+//!
+//! - [`capture`] (`flow-capture`): loads the kernel program and reads typed records.
+//! - [`sink`] (`flow-sink`): where records go (so far: the JSON-lines encoding).
+//!
+//! The bundled binary is the `flowexporter-bin` package (`flowexporter tail`).
+
+pub use flow_capture as capture;
+pub use flow_sink as sink;
