@@ -128,7 +128,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn report(n: usize, rounds: &[Round]) {
-    println!("| round | A: no capture (conn/s) | B: capture (conn/s) | B/A | BPF ns/invocation | invocations/socket | BPF ns/closed socket | records | lost (ring full) | missed (recursion) |");
+    println!(
+        "| round | A: no capture (conn/s) | B: capture (conn/s) | B/A | BPF ns/invocation | invocations/socket | BPF ns/closed socket | records | lost (ring full) | missed (recursion) |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (i, r) in rounds.iter().enumerate() {
         let per_inv = r.run_ns as f64 / r.runs.max(1) as f64;
@@ -148,7 +150,12 @@ fn report(n: usize, rounds: &[Round]) {
         );
     }
     let ratio = median(rounds.iter().map(|r| r.b_cps / r.a_cps).collect());
-    let per_inv = median(rounds.iter().map(|r| r.run_ns as f64 / r.runs.max(1) as f64).collect());
+    let per_inv = median(
+        rounds
+            .iter()
+            .map(|r| r.run_ns as f64 / r.runs.max(1) as f64)
+            .collect(),
+    );
     println!(
         "\nmedian over {} rounds of {n} connections: B/A = {ratio:.3}, {per_inv:.0} ns per invocation; lost {}, missed {}",
         rounds.len(),

@@ -19,11 +19,12 @@ impl AsyncFlowReader {
         let interval = reader.poll_interval();
         // SAFETY: the reader owns the ring's fd and neither closes nor replaces it while
         // the `AsyncFd` owns the reader.
-        let inner = unsafe { AsyncFd::register_with_interest(reader, tokio::io::Interest::READABLE) }
-            .map_err(|e| CaptureError::Io {
-                operation: "registering the ring buffer with tokio",
-                source: e.into_parts().1,
-            })?;
+        let inner =
+            unsafe { AsyncFd::register_with_interest(reader, tokio::io::Interest::READABLE) }
+                .map_err(|e| CaptureError::Io {
+                    operation: "registering the ring buffer with tokio",
+                    source: e.into_parts().1,
+                })?;
         Ok(AsyncFlowReader { inner, interval })
     }
 

@@ -109,7 +109,7 @@ fn find(btf: &Btf, st: &btf_rs::Struct, wanted: &str, size: usize, base: u32) ->
         let ty = resolve_alias(btf, btf.resolve_chained_type(m).ok()?)?;
         let name = btf.resolve_name(m).unwrap_or_default();
         if name == wanted {
-            let whole = m.bitfield_size().unwrap_or(0) == 0 && bits % 8 == 0;
+            let whole = m.bitfield_size().unwrap_or(0) == 0 && bits.is_multiple_of(8);
             return (whole && type_size(btf, &ty) == Some(size)).then_some(bits / 8);
         }
         if let Type::Struct(inner) | Type::Union(inner) = &ty
@@ -166,7 +166,10 @@ mod tests {
         assert_eq!(o.skc_daddr, 0);
         assert_eq!(o.skc_rcv_saddr, 4);
         assert!(o.skc_v6_daddr > o.skc_family);
-        assert!(o.bytes_acked > o.inet_sport, "tcp_sock members follow inet_sock's");
+        assert!(
+            o.bytes_acked > o.inet_sport,
+            "tcp_sock members follow inet_sock's"
+        );
         assert!(o.srtt_us > o.inet_sport);
     }
 
@@ -182,7 +185,9 @@ mod tests {
 
     #[test]
     fn missing_btf_file_is_named() {
-        let err = load_btf(Path::new("/nonexistent/vmlinux")).expect_err("must fail");
+        let Err(err) = load_btf(Path::new("/nonexistent/vmlinux")) else {
+            panic!("a missing BTF file must fail");
+        };
         assert!(err.to_string().contains("/nonexistent/vmlinux"), "{err}");
     }
 }

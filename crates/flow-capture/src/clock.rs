@@ -73,7 +73,9 @@ mod tests {
     fn converts_with_offset() {
         let c = BootClock::with_offset_ns(1_000_000_000_000_000_000);
         assert_eq!(
-            c.to_wall(5).duration_since(UNIX_EPOCH).expect("after epoch"),
+            c.to_wall(5)
+                .duration_since(UNIX_EPOCH)
+                .expect("after epoch"),
             Duration::from_nanos(1_000_000_000_000_000_005)
         );
     }
@@ -85,7 +87,13 @@ mod tests {
         let wall = c.to_wall(BootClock::boot_now_ns());
         let after = SystemTime::now();
         // Within the time it took to read the clocks (and a generous 5 ms bound).
-        assert!(wall + Duration::from_millis(5) >= before, "{wall:?} vs {before:?}");
-        assert!(wall <= after + Duration::from_millis(5), "{wall:?} vs {after:?}");
+        assert!(
+            wall + Duration::from_millis(5) >= before,
+            "{wall:?} vs {before:?}"
+        );
+        assert!(
+            wall <= after + Duration::from_millis(5),
+            "{wall:?} vs {after:?}"
+        );
     }
 }

@@ -104,7 +104,9 @@ pub enum CaptureError {
         source: aya::maps::MapError,
     },
     /// The kernel object embedded in this build lacks a map or program it should have.
-    #[error("the embedded kernel object has no {what} named `{name}`: it does not match this library")]
+    #[error(
+        "the embedded kernel object has no {what} named `{name}`: it does not match this library"
+    )]
     ObjectMismatch {
         /// "map" or "program".
         what: &'static str,

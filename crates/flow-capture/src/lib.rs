@@ -45,8 +45,8 @@ pub use clock::BootClock;
 pub use counters::{CaptureCounters, ReaderCounters};
 pub use error::CaptureError;
 pub use loader::{
-    DEFAULT_POLL_INTERVAL, DEFAULT_RING_SIZE, DEFAULT_WAKEUP_BYTES, FlowCapture, FlowCaptureBuilder,
-    ProgramStats,
+    DEFAULT_POLL_INTERVAL, DEFAULT_RING_SIZE, DEFAULT_WAKEUP_BYTES, FlowCapture,
+    FlowCaptureBuilder, ProgramStats,
 };
 pub use object::{KERNEL_OBJECT, kernel_object_id};
 pub use preflight::{KernelVersion, MIN_KERNEL};

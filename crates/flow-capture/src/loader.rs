@@ -93,7 +93,7 @@ impl FlowCaptureBuilder {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
         let size = u64::from(self.ring_size);
-        if !size.is_power_of_two() || size % page != 0 || size > 1 << 30 {
+        if !size.is_power_of_two() || !size.is_multiple_of(page) || size > 1 << 30 {
             return Err(CaptureError::InvalidRingSize { size, page });
         }
         Ok(())
@@ -116,12 +116,13 @@ impl FlowCaptureBuilder {
             wakeup_bytes,
         };
 
-        let aya_btf = aya::Btf::parse_file(&self.btf_path, aya::Endianness::default()).map_err(
-            |e| CaptureError::NoBtf {
-                path: self.btf_path.clone(),
-                source: std::io::Error::other(e),
-            },
-        )?;
+        let aya_btf =
+            aya::Btf::parse_file(&self.btf_path, aya::Endianness::default()).map_err(|e| {
+                CaptureError::NoBtf {
+                    path: self.btf_path.clone(),
+                    source: std::io::Error::other(e),
+                }
+            })?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
             .override_global(CONFIG_GLOBAL, &config, true)
@@ -151,19 +152,24 @@ impl FlowCaptureBuilder {
             source,
         })?;
         // Dropping `ebpf` on any error below detaches the program again.
-        let counters = PerCpuArray::try_from(take_map(&mut ebpf, COUNTERS_MAP)?).map_err(
-            |source| CaptureError::Map {
-                name: COUNTERS_MAP,
-                source,
-            },
-        )?;
+        let counters =
+            PerCpuArray::try_from(take_map(&mut ebpf, COUNTERS_MAP)?).map_err(|source| {
+                CaptureError::Map {
+                    name: COUNTERS_MAP,
+                    source,
+                }
+            })?;
         let ring = RingBuf::try_from(take_map(&mut ebpf, EVENTS_MAP)?).map_err(|source| {
             CaptureError::Map {
                 name: EVENTS_MAP,
                 source,
             }
         })?;
-        tracing::debug!(ring_size = self.ring_size, wakeup_bytes, "flow capture attached");
+        tracing::debug!(
+            ring_size = self.ring_size,
+            wakeup_bytes,
+            "flow capture attached"
+        );
         Ok(FlowCapture {
             ebpf,
             counters,
@@ -210,13 +216,13 @@ impl FlowCapture {
     pub fn counters(&self) -> Result<CaptureCounters, CaptureError> {
         let mut out = CaptureCounters::default();
         for counter in KernelCounter::ALL {
-            let values = self
-                .counters
-                .get(&(counter as u32), 0)
-                .map_err(|source| CaptureError::Map {
-                    name: COUNTERS_MAP,
-                    source,
-                })?;
+            let values =
+                self.counters
+                    .get(&(counter as u32), 0)
+                    .map_err(|source| CaptureError::Map {
+                        name: COUNTERS_MAP,
+                        source,
+                    })?;
             out.set(counter, values.iter().sum());
         }
         Ok(out)
@@ -224,10 +230,13 @@ impl FlowCapture {
 
     /// The kernel program's invocation count, run time and recursion misses.
     pub fn program_stats(&self) -> Result<ProgramStats, CaptureError> {
-        let program = self.ebpf.program(PROGRAM).ok_or(CaptureError::ObjectMismatch {
-            what: "program",
-            name: PROGRAM,
-        })?;
+        let program = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or(CaptureError::ObjectMismatch {
+                what: "program",
+                name: PROGRAM,
+            })?;
         let fd = program.fd().map_err(|source| CaptureError::Program {
             program: PROGRAM,
             source,

@@ -9,8 +9,10 @@ use std::sync::OnceLock;
 use sha2::{Digest, Sha256};
 
 /// The kernel object's bytes (ELF, BPF little-endian, with BTF), 8-byte aligned.
-pub static KERNEL_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../ebpf/flowexporter.bpf.o"));
+pub static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../ebpf/flowexporter.bpf.o"
+));
 
 /// The object's build id: the first 16 hex digits of its SHA-256 (what
 /// `sha256sum ebpf/flowexporter.bpf.o` prints first).

@@ -123,7 +123,10 @@ mod tests {
         ev.srtt_us_x8 = 800;
         // SAFETY: viewing a POD value as bytes.
         let bytes = unsafe {
-            std::slice::from_raw_parts((&ev as *const RawFlowEvent).cast::<u8>(), RawFlowEvent::SIZE)
+            std::slice::from_raw_parts(
+                (&ev as *const RawFlowEvent).cast::<u8>(),
+                RawFlowEvent::SIZE,
+            )
         };
         assert_eq!(decode(bytes), Some(ev));
     }

@@ -51,8 +51,20 @@ fn check_exchange(cap: &mut Capture, listener: TcpListener, connect_to: SocketAd
     drop(listener);
     let records = cap.collect(2, WAIT, involves(port));
     let after = SystemTime::now();
-    assert_eq!(records.len(), 2, "exactly one record per end, none for the listener: {records:#?}");
-    check_pair(&records, client_addr, server_addr, up as u64, down as u64, cap.started, after);
+    assert_eq!(
+        records.len(),
+        2,
+        "exactly one record per end, none for the listener: {records:#?}"
+    );
+    check_pair(
+        &records,
+        client_addr,
+        server_addr,
+        up as u64,
+        down as u64,
+        cap.started,
+        after,
+    );
 }
 
 fn check_pair(
@@ -70,8 +82,16 @@ fn check_pair(
     assert_eq!(s.remote, client_addr);
     assert_eq!(c.direction, Direction::Outbound);
     assert_eq!(s.direction, Direction::Inbound);
-    assert_eq!((c.stats.bytes_sent, c.stats.bytes_received), (up, down), "client: {c:#?}");
-    assert_eq!((s.stats.bytes_sent, s.stats.bytes_received), (down, up), "server: {s:#?}");
+    assert_eq!(
+        (c.stats.bytes_sent, c.stats.bytes_received),
+        (up, down),
+        "client: {c:#?}"
+    );
+    assert_eq!(
+        (s.stats.bytes_sent, s.stats.bytes_received),
+        (down, up),
+        "server: {s:#?}"
+    );
     for r in [c, s] {
         assert_eq!(r.close_reason, CloseReason::Normal, "{r:#?}");
         assert!(!r.incomplete, "{r:#?}");
@@ -151,7 +171,15 @@ fn across_a_veth_pair_between_namespaces() {
             .filter(|r| r.local == client_addr || r.local == server_addr)
             .collect();
         assert_eq!(records.len(), 2, "{family}: {records:#?}");
-        check_pair(&records, client_addr, server_addr, 200_000, 3_000, cap.started, SystemTime::now());
+        check_pair(
+            &records,
+            client_addr,
+            server_addr,
+            200_000,
+            3_000,
+            cap.started,
+            SystemTime::now(),
+        );
     }
 }
 
@@ -159,7 +187,11 @@ fn across_a_veth_pair_between_namespaces() {
 fn refused_connect_says_so() {
     let mut cap = Capture::load();
     // A port nobody listens on: bind a listener to learn a free port, then close it.
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("a").port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("a")
+        .port();
     let err = TcpStream::connect(("127.0.0.1", port)).expect_err("nothing listens");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     let records = cap.collect(1, WAIT, |r| r.remote.port() == port);
@@ -181,7 +213,18 @@ fn timed_out_connect_says_so() {
     let net = VethPair::new();
     // An address with a neighbour entry but no host: SYNs leave and nothing answers.
     let dev = format!("fva{}", net_suffix(&net));
-    net.a.exec(&["ip", "neigh", "add", "10.77.0.99", "lladdr", "02:00:00:00:00:99", "dev", &dev, "nud", "permanent"]);
+    net.a.exec(&[
+        "ip",
+        "neigh",
+        "add",
+        "10.77.0.99",
+        "lladdr",
+        "02:00:00:00:00:99",
+        "dev",
+        &dev,
+        "nud",
+        "permanent",
+    ]);
     net.a
         .spawn(|| connect_with_syncnt("10.77.0.99:9", 1))
         .join()
@@ -191,7 +234,10 @@ fn timed_out_connect_says_so() {
     let r = &records[0];
     assert_eq!(r.close_reason, CloseReason::ConnectTimedOut, "{r:#?}");
     assert_eq!(r.close_state.as_str(), "SYN_SENT");
-    assert!(r.stats.retransmits >= 1, "the SYN was retransmitted: {r:#?}");
+    assert!(
+        r.stats.retransmits >= 1,
+        "the SYN was retransmitted: {r:#?}"
+    );
 }
 
 /// The veth device suffix of a pair (its devices are `fva<id>`/`fvb<id>`).
@@ -205,7 +251,12 @@ fn net_suffix(net: &VethPair) -> String {
         .split_whitespace()
         .find(|w| w.starts_with("fva"))
         .expect("veth device in a");
-    name.trim_start_matches("fva").split('@').next().expect("id").trim_end_matches(':').to_string()
+    name.trim_start_matches("fva")
+        .split('@')
+        .next()
+        .expect("id")
+        .trim_end_matches(':')
+        .to_string()
 }
 
 /// Connects with `TCP_SYNCNT` = `syncnt`, so that a lost SYN times out in seconds.
@@ -216,17 +267,34 @@ fn connect_with_syncnt(to: &str, syncnt: i32) {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         assert!(fd >= 0);
         let v = syncnt;
-        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_SYNCNT, (&v as *const i32).cast(), 4);
-        let SocketAddr::V4(v4) = to else { panic!("ipv4 only") };
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_SYNCNT,
+            (&v as *const i32).cast(),
+            4,
+        );
+        let SocketAddr::V4(v4) = to else {
+            panic!("ipv4 only")
+        };
         let sa = libc::sockaddr_in {
             sin_family: libc::AF_INET as u16,
             sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(v4.ip().octets()),
+            },
             sin_zero: [0; 8],
         };
-        let rc = libc::connect(fd, (&sa as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as u32);
+        let rc = libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        );
         assert_eq!(rc, -1);
-        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ETIMEDOUT));
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ETIMEDOUT)
+        );
         libc::close(fd);
     }
 }
@@ -241,9 +309,15 @@ fn reset_and_local_abort_are_told_apart() {
     client.write_all(b"hello").expect("write");
     let mut got = [0u8; 5];
     server.read_exact(&mut got).expect("read");
-    let (client_addr, server_addr) = (client.local_addr().expect("a"), server.local_addr().expect("b"));
+    let (client_addr, server_addr) = (
+        client.local_addr().expect("a"),
+        server.local_addr().expect("b"),
+    );
     // SO_LINGER 0: close sends RST instead of FIN.
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: valid fd and option value.
     let rc = unsafe {
         libc::setsockopt(
@@ -275,7 +349,10 @@ fn socket_opened_before_attach_is_flagged_not_dropped() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
     let (mut server, _) = listener.accept().expect("accept");
-    let (client_addr, server_addr) = (client.local_addr().expect("a"), server.local_addr().expect("b"));
+    let (client_addr, server_addr) = (
+        client.local_addr().expect("a"),
+        server.local_addr().expect("b"),
+    );
     let mut cap = Capture::load();
     exchange(&mut client, &mut server, 1_000, 2_000);
     drop(client);
@@ -316,24 +393,42 @@ fn churn_10000_connections_yield_20000_records_none_lost() {
     let records = cap.collect(2 * N, Duration::from_secs(120), involves(addr.port()));
     churn.join().expect("churn");
     assert_eq!(records.len(), 2 * N);
-    let outbound = records.iter().filter(|r| r.direction == Direction::Outbound).count();
+    let outbound = records
+        .iter()
+        .filter(|r| r.direction == Direction::Outbound)
+        .count();
     assert_eq!(outbound, N);
-    assert!(records.iter().all(|r| r.close_reason == CloseReason::Normal && !r.incomplete));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.close_reason == CloseReason::Normal && !r.incomplete)
+    );
     let after = cap.capture.counters().expect("counters");
-    assert_eq!(after.lost_ring_full, before.lost_ring_full, "records lost in the kernel");
+    assert_eq!(
+        after.lost_ring_full, before.lost_ring_full,
+        "records lost in the kernel"
+    );
     assert_eq!(cap.reader.counters().malformed, 0);
 }
 
 #[test]
 fn bad_configuration_gives_typed_errors() {
     use flow_capture::{CaptureError, FlowCaptureBuilder};
-    let err = FlowCaptureBuilder::new().ring_size(12_345).load().err().expect("odd ring size");
-    assert!(matches!(err, CaptureError::InvalidRingSize { size: 12_345, .. }), "{err}");
     let err = FlowCaptureBuilder::new()
-        .btf_path("/nonexistent/btf")
+        .ring_size(12_345)
         .load()
         .err()
-        .expect("missing BTF");
+        .expect("odd ring size");
+    assert!(
+        matches!(err, CaptureError::InvalidRingSize { size: 12_345, .. }),
+        "{err}"
+    );
+    let Err(err) = FlowCaptureBuilder::new()
+        .btf_path("/nonexistent/btf")
+        .load()
+    else {
+        panic!("a missing BTF file must fail");
+    };
     assert!(matches!(err, CaptureError::NoBtf { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/btf"), "{err}");
 }

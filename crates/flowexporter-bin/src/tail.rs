@@ -22,7 +22,11 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
 }
 
 async fn tail(args: TailArgs) -> anyhow::Result<()> {
-    let format = if args.json { Format::Json } else { Format::Table };
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Table
+    };
     let mut capture = FlowCaptureBuilder::new()
         .ring_size(args.ring_size)
         .poll_interval(Duration::from_millis(args.poll_ms.max(1)))

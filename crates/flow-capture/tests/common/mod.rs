@@ -27,7 +27,10 @@ pub fn mount_kernel_filesystems() {
 
 /// Runs a command and panics with its output when it fails.
 pub fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(
         out.status.success(),
         "{cmd} {args:?} failed: {}",
@@ -46,7 +49,9 @@ impl Capture {
     pub fn load() -> Capture {
         mount_kernel_filesystems();
         let started = SystemTime::now();
-        let mut capture = FlowCaptureBuilder::new().load().expect("load the capture core");
+        let mut capture = FlowCaptureBuilder::new()
+            .load()
+            .expect("load the capture core");
         let reader = capture.take_reader().expect("reader");
         Capture {
             capture,
@@ -104,9 +109,16 @@ pub fn by_local(records: &[FlowRecord], local: SocketAddr) -> &FlowRecord {
 /// Asserts that the record's times fall inside [`from`, `to`] and are ordered.
 pub fn assert_times_within(r: &FlowRecord, from: SystemTime, to: SystemTime) {
     let start = r.t_start.expect("t_start known");
-    assert!(start >= from, "t_start {start:?} before the test began {from:?}");
+    assert!(
+        start >= from,
+        "t_start {start:?} before the test began {from:?}"
+    );
     assert!(r.t_end >= start, "t_end before t_start: {r:#?}");
-    assert!(r.t_end <= to, "t_end {:?} after the test ended {to:?}", r.t_end);
+    assert!(
+        r.t_end <= to,
+        "t_end {:?} after the test ended {to:?}",
+        r.t_end
+    );
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -156,7 +168,9 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -180,11 +194,23 @@ impl VethPair {
         let (va, vb) = (format!("fva{id}"), format!("fvb{id}"));
         run(
             "ip",
-            &["link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb, "netns", &b.name],
+            &[
+                "link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb, "netns",
+                &b.name,
+            ],
         );
         for (ns, dev, v4, v6) in [(&a, &va, Self::A4, Self::A6), (&b, &vb, Self::B4, Self::B6)] {
             ns.exec(&["ip", "addr", "add", &format!("{v4}/24"), "dev", dev]);
-            ns.exec(&["ip", "-6", "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+            ns.exec(&[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
             ns.exec(&["ip", "link", "set", dev, "up"]);
         }
         VethPair { a, b }
