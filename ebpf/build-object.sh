@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Rebuilds the kernel object ebpf/flowexporter.bpf.o from ebpf/flow-ebpf, byte for byte
-# reproducibly (pinned nightly, pinned bpf-linker, absolute paths remapped).
+# reproducibly: pinned nightly, pinned bpf-linker, and the sources copied to one fixed
+# folder before building (cargo hashes absolute paths and flags into symbol names, so
+# building in place would make the bytes depend on where the checkout lives).
 #   ebpf/build-object.sh          rebuild and replace the committed object
 #   ebpf/build-object.sh --check  rebuild and fail if it differs from the committed one
 set -euo pipefail
@@ -13,16 +15,20 @@ mode=${1:-build}
 "$here/install-toolchain.sh"
 sysroot=$(rustc "+$EBPF_TOOLCHAIN" --print sysroot)
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
-target_dir="$here/flow-ebpf/target"
+build_root=/tmp/flowexporter-ebpf-build
+rm -rf "$build_root/ebpf"
+mkdir -p "$build_root/ebpf"
+tar -C "$here" --exclude=target -cf - flow-common flow-ebpf | tar -C "$build_root/ebpf" -xf -
+target_dir="$build_root/target"
 
 export PATH="$tools/bin:$PATH"
 export CARGO_ENCODED_RUSTFLAGS=$(printf '%s\x1f' \
   --cfg 'bpf_target_arch="x86_64"' \
   -Cdebuginfo=2 -Clink-arg=--btf \
-  "--remap-path-prefix=$here=/flowexporter/ebpf" \
+  "--remap-path-prefix=$build_root/ebpf=/flowexporter/ebpf" \
   "--remap-path-prefix=$cargo_home=/cargo" \
   "--remap-path-prefix=$sysroot=/rust" | sed 's/\x1f$//')
-(cd "$here/flow-ebpf" && cargo "+$EBPF_TOOLCHAIN" build --locked --release \
+(cd "$build_root/ebpf/flow-ebpf" && cargo "+$EBPF_TOOLCHAIN" build --locked --release \
   --target bpfel-unknown-none -Z build-std=core --target-dir "$target_dir")
 built="$target_dir/bpfel-unknown-none/release/flowexporter"
 object="$here/flowexporter.bpf.o"
