@@ -1,0 +1,51 @@
+//! The batcher's output: a numbered slice of one window's records.
+
+use flow_capture::FlowRecord;
+
+use crate::window::Window;
+
+/// Records of one window, ready to encode and send.
+///
+/// A window that received records yields chunks with `index` 0, 1, 2, ... and exactly
+/// one of them has `last` set: the one emitted when the window closed. That last chunk
+/// is empty only when the window's records all left in earlier, limit-triggered
+/// chunks.
+///
+/// Records keep their own `t_end`. A record whose `t_end` lies before `window` arrived
+/// after its own window had closed (late); one whose `t_end` lies after it carried a
+/// clock too far ahead (future). Both are counted in
+/// [`BatchCounters`](crate::BatchCounters).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Chunk {
+    /// The window the chunk belongs to.
+    pub window: Window,
+    /// Position of the chunk within its window, from 0.
+    pub index: u32,
+    /// Position of the chunk among all chunks of this batcher, from 0, with no gaps.
+    /// With the host and exporter instance it identifies the chunk (its batch ID).
+    pub sequence: u64,
+    /// Whether this is the window's final chunk.
+    pub last: bool,
+    /// The records, in the order they were pushed.
+    pub records: Vec<FlowRecord>,
+}
+
+impl Chunk {
+    /// A chunk built by hand (for tests, replays or custom batching).
+    pub fn new(
+        window: Window,
+        index: u32,
+        sequence: u64,
+        last: bool,
+        records: Vec<FlowRecord>,
+    ) -> Chunk {
+        Chunk {
+            window,
+            index,
+            sequence,
+            last,
+            records,
+        }
+    }
+}

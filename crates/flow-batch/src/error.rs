@@ -1,0 +1,203 @@
+//! The crate's one error type.
+
+use std::io;
+
+use flow_capture::FlowRecord;
+
+/// Everything that can go wrong in `flow-batch`: configuration, encoding and decoding.
+///
+/// Decoding variants name the field that was wrong and its byte offset in the input
+/// (offsets of records are into the decompressed payload), so a collector can log
+/// exactly what it rejected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// A configuration value is out of range.
+    #[error("invalid batch configuration: `{key}` = {value}: {reason}")]
+    InvalidConfig {
+        /// The configuration key, as the field of [`BatchConfig`](crate::BatchConfig).
+        key: &'static str,
+        /// The rejected value, printed.
+        value: String,
+        /// What the value must be instead.
+        reason: &'static str,
+    },
+
+    /// A pushed record cannot be encoded in the wire format (a timestamp before the
+    /// Unix epoch). It was not buffered; it is handed back here and counted in
+    /// [`BatchCounters::records_rejected`](crate::BatchCounters::records_rejected).
+    #[error("flow record {} -> {} cannot be encoded", .record.local, .record.remote)]
+    UnencodableRecord {
+        /// The record, handed back to the caller.
+        record: Box<FlowRecord>,
+        /// Why the encoder refused it.
+        #[source]
+        source: bincode::Error,
+    },
+
+    /// The host identity given to the encoder is empty or too long.
+    #[error("invalid host identity ({len} bytes): {reason}")]
+    InvalidHost {
+        /// Its length in bytes.
+        len: usize,
+        /// What it must be instead.
+        reason: &'static str,
+    },
+
+    /// A record of a hand-built chunk cannot be encoded.
+    #[error("record {index} of the chunk cannot be encoded")]
+    RecordEncode {
+        /// Its position in the chunk.
+        index: usize,
+        /// Why the encoder refused it.
+        #[source]
+        source: bincode::Error,
+    },
+
+    /// A chunk is too large for a field of the header.
+    #[error("chunk too large to encode: {field} is {value}, at most {max}")]
+    EncodeLimit {
+        /// The header field that cannot hold the value.
+        field: &'static str,
+        /// The value.
+        value: u64,
+        /// The largest value the field holds.
+        max: u64,
+    },
+
+    /// zstd failed to set up a context or to compress.
+    #[error("zstd failed to {operation}")]
+    Zstd {
+        /// What zstd was asked to do.
+        operation: &'static str,
+        /// The error zstd reported.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The input ends before a field does.
+    #[error(
+        "input truncated in {field} at offset {offset}: {needed} bytes needed, {available} available"
+    )]
+    Truncated {
+        /// The field that is cut off.
+        field: &'static str,
+        /// Where the field starts.
+        offset: usize,
+        /// Bytes the field needs from `offset` on.
+        needed: usize,
+        /// Bytes the input has from `offset` on.
+        available: usize,
+    },
+
+    /// The input does not start with the chunk magic.
+    #[error("not a flow chunk: magic at offset 0 is {found:02x?}")]
+    BadMagic {
+        /// The first four bytes.
+        found: [u8; 4],
+    },
+
+    /// The format version is not one this decoder reads.
+    #[error(
+        "unsupported wire format version {found} at offset 4 (this decoder reads version {supported})"
+    )]
+    UnsupportedVersion {
+        /// The version in the input.
+        found: u16,
+        /// The version this decoder reads.
+        supported: u16,
+    },
+
+    /// The header's CRC-32C does not match the header bytes.
+    #[error(
+        "header checksum mismatch at offset {offset}: stored {stored:#010x}, computed {computed:#010x}"
+    )]
+    HeaderChecksum {
+        /// Where the stored checksum is.
+        offset: usize,
+        /// The checksum in the input.
+        stored: u32,
+        /// The checksum of the bytes received.
+        computed: u32,
+    },
+
+    /// The payload's CRC-32C does not match the payload bytes.
+    #[error(
+        "payload checksum mismatch for the payload at offset {offset}: stored {stored:#010x}, computed {computed:#010x}"
+    )]
+    PayloadChecksum {
+        /// Where the payload starts.
+        offset: usize,
+        /// The checksum in the header.
+        stored: u32,
+        /// The checksum of the bytes received.
+        computed: u32,
+    },
+
+    /// A header field (with a valid checksum) holds a value the format does not allow.
+    #[error("invalid header field {field} at offset {offset}: {reason}")]
+    InvalidHeader {
+        /// The field.
+        field: &'static str,
+        /// Where the field is.
+        offset: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A header field announces more than the decoder's limits allow.
+    #[error("{field} at offset {offset} is {value}, above the limit of {max}")]
+    LimitExceeded {
+        /// The field.
+        field: &'static str,
+        /// Where the field is.
+        offset: usize,
+        /// The value announced.
+        value: u64,
+        /// The configured limit.
+        max: u64,
+    },
+
+    /// zstd failed to decompress the payload (corrupt, or larger than announced).
+    #[error("zstd decompression failed for the payload at offset {offset}")]
+    Decompression {
+        /// Where the payload starts.
+        offset: usize,
+        /// The error zstd reported.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The payload decompressed to fewer bytes than the header announced.
+    #[error("payload decompressed to {actual} bytes, header announced {expected}")]
+    DecompressedLength {
+        /// `raw_len` from the header.
+        expected: usize,
+        /// Bytes decompressed.
+        actual: usize,
+    },
+
+    /// A record in the decompressed payload does not decode.
+    #[error("record {index} at offset {offset} of the decompressed payload does not decode")]
+    RecordDecode {
+        /// Its position in the chunk.
+        index: u32,
+        /// Where it starts in the decompressed payload.
+        offset: usize,
+        /// Why bincode refused it.
+        #[source]
+        source: bincode::Error,
+    },
+
+    /// Bytes are left over after the last record or after the frame.
+    #[error("{count} unexpected bytes after the {region} at offset {offset}")]
+    TrailingBytes {
+        /// `frame` (input longer than the header says) or `records` (decompressed
+        /// payload longer than its records).
+        region: &'static str,
+        /// Where the extra bytes start.
+        offset: usize,
+        /// How many there are.
+        count: usize,
+    },
+}

@@ -1,0 +1,606 @@
+//! The wire format: round trips, the exact layout, and every kind of rejected input.
+
+mod common;
+
+use std::time::Duration;
+
+use bincode::Options;
+use common::{Rng, at, record};
+use flow_batch::{
+    BatchError, Chunk, Window,
+    wire::{
+        ChunkDecoder, ChunkEncoder, DecodeLimits, FIXED_HEADER_LEN, FORMAT_VERSION, InstanceId,
+        MAGIC, MIN_RECORD_LEN, decode_header,
+    },
+};
+use flow_capture::{
+    CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
+    WorkloadId,
+};
+
+const INSTANCE: u128 = 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10;
+
+fn window() -> Window {
+    Window::from_millis(10_000, 15_000).expect("window")
+}
+
+fn encoder() -> ChunkEncoder {
+    ChunkEncoder::new("host-1", InstanceId::new(INSTANCE)).expect("encoder")
+}
+
+fn decoder() -> ChunkDecoder {
+    ChunkDecoder::new(DecodeLimits::default()).expect("decoder")
+}
+
+fn random_chunk(rng: &mut Rng, n: usize) -> Chunk {
+    let records = (0..n)
+        .map(|_| {
+            let t_end = at(10) + Duration::from_nanos(rng.below(5_000_000_000));
+            rng.record(t_end)
+        })
+        .collect();
+    Chunk::new(
+        window(),
+        rng.below(5) as u32,
+        rng.next_u64(),
+        rng.chance(2),
+        records,
+    )
+}
+
+/// bincode 1 with the options docs/wire-format.md states.
+fn bincode_options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .allow_trailing_bytes()
+}
+
+/// A frame assembled field by field from the documented layout, independently of
+/// the encoder, so tests can write headers the encoder never would.
+#[derive(Clone)]
+struct Frame {
+    version: u16,
+    codec: u8,
+    flags: u8,
+    window: (u64, u64),
+    record_count: u32,
+    raw_len: u32,
+    host: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Frame {
+    fn with_raw(raw: &[u8], record_count: u32) -> Frame {
+        Frame {
+            version: FORMAT_VERSION,
+            codec: 1,
+            flags: 1,
+            window: (10_000, 15_000),
+            record_count,
+            raw_len: raw.len() as u32,
+            host: b"host-1".to_vec(),
+            payload: zstd::bulk::compress(raw, 1).expect("compress"),
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"FXCB");
+        b.extend_from_slice(&self.version.to_le_bytes());
+        b.push(self.codec);
+        b.push(self.flags);
+        b.extend_from_slice(&INSTANCE.to_le_bytes());
+        b.extend_from_slice(&7_u64.to_le_bytes());
+        b.extend_from_slice(&self.window.0.to_le_bytes());
+        b.extend_from_slice(&self.window.1.to_le_bytes());
+        b.extend_from_slice(&3_u32.to_le_bytes());
+        b.extend_from_slice(&self.record_count.to_le_bytes());
+        b.extend_from_slice(&self.raw_len.to_le_bytes());
+        b.extend_from_slice(&(self.payload.len() as u32).to_le_bytes());
+        b.extend_from_slice(&crc32c::crc32c(&self.payload).to_le_bytes());
+        b.extend_from_slice(&(self.host.len() as u16).to_le_bytes());
+        b.extend_from_slice(&self.host);
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b.extend_from_slice(&self.payload);
+        b
+    }
+}
+
+fn encode_records(records: &[FlowRecord]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    for r in records {
+        bincode_options()
+            .serialize_into(&mut raw, r)
+            .expect("serialize");
+    }
+    raw
+}
+
+#[test]
+fn chunks_round_trip() {
+    let mut rng = Rng::new(1);
+    let mut enc = encoder();
+    let mut dec = decoder();
+    for n in [0, 1, 2, 17, 500] {
+        let chunk = random_chunk(&mut rng, n);
+        let frame = enc.encode_to_vec(&chunk).expect("encode");
+        let decoded = dec.decode(&frame).expect("decode");
+        assert_eq!(decoded.records, chunk.records);
+        let h = &decoded.header;
+        assert_eq!(h.host, "host-1");
+        assert_eq!(h.instance.as_u128(), INSTANCE);
+        assert_eq!(
+            (h.sequence, h.chunk_index, h.last),
+            (chunk.sequence, chunk.index, chunk.last)
+        );
+        assert_eq!(h.window, chunk.window);
+        assert_eq!(h.record_count as usize, n);
+        assert_eq!(h.frame_len(), frame.len());
+        assert_eq!(decoded.clone().into_chunk(), chunk);
+        let id = h.batch_id();
+        assert_eq!(
+            (id.host.as_str(), id.instance, id.sequence),
+            ("host-1", InstanceId::new(INSTANCE), chunk.sequence)
+        );
+    }
+    let c = enc.counters();
+    assert_eq!((c.chunks, c.records), (5, 520));
+    assert!(c.wire_bytes < c.raw_bytes, "{c:?}");
+}
+
+#[test]
+fn frames_append_to_a_buffer_and_headers_tell_their_length() {
+    let mut rng = Rng::new(2);
+    let mut enc = encoder();
+    let (a, b) = (random_chunk(&mut rng, 3), random_chunk(&mut rng, 5));
+    let mut buf = vec![0xee; 3];
+    enc.encode(&a, &mut buf).expect("encode");
+    enc.encode(&b, &mut buf).expect("encode");
+    let first = decode_header(&buf[3..], &DecodeLimits::default()).expect("header");
+    let split = 3 + first.frame_len();
+    // The header alone is enough to learn the frame length.
+    let header_only = &buf[3..3 + first.header_len()];
+    assert_eq!(
+        decode_header(header_only, &DecodeLimits::default()).expect("header"),
+        first
+    );
+    let mut dec = decoder();
+    assert_eq!(
+        dec.decode(&buf[3..split]).expect("first").records,
+        a.records
+    );
+    assert_eq!(
+        dec.decode(&buf[split..]).expect("second").records,
+        b.records
+    );
+}
+
+#[test]
+fn header_fields_sit_at_their_documented_offsets() {
+    let chunk = Chunk::new(window(), 3, 7, true, vec![record(at(11), 1)]);
+    let frame = encoder().encode_to_vec(&chunk).expect("encode");
+    let raw = encode_records(&chunk.records);
+    let payload = &frame[80..];
+    let u32_at = |at: usize| u32::from_le_bytes(frame[at..at + 4].try_into().expect("4 bytes"));
+    assert_eq!(&frame[0..4], b"FXCB");
+    assert_eq!(&frame[0..4], &MAGIC);
+    assert_eq!(&frame[4..6], &[1, 0], "version 1, little-endian");
+    assert_eq!(frame[6], 1, "codec zstd");
+    assert_eq!(frame[7], 1, "flags: last");
+    assert_eq!(&frame[8..24], &INSTANCE.to_le_bytes());
+    assert_eq!(&frame[24..32], &7_u64.to_le_bytes());
+    assert_eq!(&frame[32..40], &10_000_u64.to_le_bytes());
+    assert_eq!(&frame[40..48], &15_000_u64.to_le_bytes());
+    assert_eq!(u32_at(48), 3, "chunk index");
+    assert_eq!(u32_at(52), 1, "record count");
+    assert_eq!(u32_at(56) as usize, raw.len(), "raw_len");
+    assert_eq!(u32_at(60) as usize, payload.len(), "payload_len");
+    assert_eq!(u32_at(64), crc32c::crc32c(payload), "payload CRC-32C");
+    assert_eq!(&frame[68..70], &[6, 0], "host_len");
+    assert_eq!(&frame[70..76], b"host-1");
+    assert_eq!(u32_at(76), crc32c::crc32c(&frame[..76]), "header CRC-32C");
+    assert_eq!(
+        crc32c::crc32c(b"123456789"),
+        0xe306_9283,
+        "the documented check value"
+    );
+    assert_eq!(
+        zstd::bulk::decompress(payload, raw.len()).expect("zstd"),
+        raw
+    );
+    // And a frame built from the documentation alone is byte-identical.
+    let mut doc_frame = Frame::with_raw(&raw, 1);
+    doc_frame.payload = payload.to_vec();
+    let mut expected = doc_frame.bytes();
+    expected[24..32].copy_from_slice(&7_u64.to_le_bytes());
+    assert_eq!(FIXED_HEADER_LEN, 70);
+    assert_eq!(frame, expected);
+}
+
+#[test]
+fn the_record_encoding_matches_the_documented_schema() {
+    // The smallest record: IPv4, no start time, no workload, no errno.
+    let minimal = record(at(10), 1);
+    let expected_minimal: Vec<u8> = [
+        &[0, 0, 0, 0, 10, 0, 0, 1, 0xbb, 0x01][..], // local: V4, 10.0.0.1, port 443
+        &[0, 0, 0, 0, 10, 0, 0, 2, 1, 0],           // remote: V4, 10.0.0.2, port 1
+        &[1, 0, 0, 0],                              // direction: Inbound
+        &[0],                                       // t_start: None
+        &[10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],     // t_end: 10 s, 0 ns
+        &[7],                                       // close_state
+        &[0, 0, 0, 0],                              // close_reason: Normal
+        &[0; 44],                                   // stats
+        &[0],                                       // local_workload_id: None
+        &[0, 0, 0, 0, 0, 0, 0, 0],                  // identity_source: None(NotConfigured)
+        &[0],                                       // incomplete
+    ]
+    .concat();
+    assert_eq!(encode_records(&[minimal]), expected_minimal);
+    assert_eq!(expected_minimal.len(), MIN_RECORD_LEN);
+
+    let full = FlowRecord {
+        local: "[2001:db8::1]:8080".parse().expect("addr"),
+        remote: "[2001:db8::2]:1234".parse().expect("addr"),
+        direction: Direction::Outbound,
+        t_start: Some(at(9) + Duration::from_nanos(5)),
+        t_end: at(10),
+        close_state: TcpState(1),
+        close_reason: CloseReason::Error(113),
+        stats: SocketStats {
+            bytes_sent: 1,
+            bytes_received: 2,
+            segs_in: 3,
+            segs_out: 4,
+            retransmits: 5,
+            bytes_retransmitted: 6,
+            srtt_us: 7,
+            rttvar_us: 8,
+        },
+        local_workload_id: Some(WorkloadId::new("wl")),
+        identity_source: IdentitySource::None(UnattributedReason::NotConfigured),
+        incomplete: true,
+    };
+    let ip = |last: u8| {
+        let mut a = vec![0x20, 0x01, 0x0d, 0xb8];
+        a.extend_from_slice(&[0; 11]);
+        a.push(last);
+        a
+    };
+    let expected_full: Vec<u8> = [
+        &[1, 0, 0, 0][..],
+        &ip(1),
+        &8080_u16.to_le_bytes(),
+        &[1, 0, 0, 0],
+        &ip(2),
+        &1234_u16.to_le_bytes(),
+        &[0, 0, 0, 0],                            // Outbound
+        &[1, 9, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0], // Some(9 s, 5 ns)
+        &[10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[1],
+        &[7, 0, 0, 0, 113, 0, 0, 0], // Error(113)
+        &[
+            1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0,
+        ],
+        &[6, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 8, 0, 0, 0],
+        &[1, 2, 0, 0, 0, 0, 0, 0, 0, b'w', b'l'], // Some("wl")
+        &[0, 0, 0, 0, 0, 0, 0, 0],
+        &[1],
+    ]
+    .concat();
+    assert_eq!(encode_records(&[full]), expected_full);
+}
+
+fn expect_err(bytes: &[u8]) -> BatchError {
+    decoder().decode(bytes).expect_err("input must be rejected")
+}
+
+fn valid_frame() -> Vec<u8> {
+    let mut rng = Rng::new(3);
+    encoder()
+        .encode_to_vec(&random_chunk(&mut rng, 20))
+        .expect("encode")
+}
+
+#[test]
+fn every_truncation_is_reported_as_truncated() {
+    let frame = valid_frame();
+    for len in 0..frame.len() {
+        match expect_err(&frame[..len]) {
+            BatchError::Truncated {
+                offset, available, ..
+            } => {
+                assert_eq!(available, len.saturating_sub(offset), "len {len}")
+            }
+            other => panic!("len {len}: {other}"),
+        }
+    }
+}
+
+#[test]
+fn wrong_magic_and_unknown_versions_are_named() {
+    let mut frame = valid_frame();
+    frame[0] = b'G';
+    assert!(matches!(expect_err(&frame), BatchError::BadMagic { found } if &found == b"GXCB"));
+    assert!(matches!(expect_err(b"{\"js"), BatchError::BadMagic { .. }));
+    assert!(matches!(expect_err(b"GET"), BatchError::BadMagic { found } if &found == b"GET\0"));
+    let mut v2 = Frame::with_raw(&[], 0);
+    v2.version = 2;
+    match expect_err(&v2.bytes()) {
+        BatchError::UnsupportedVersion {
+            found: 2,
+            supported: 1,
+        } => {}
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn corruption_is_caught_by_the_checksums() {
+    let frame = valid_frame();
+    let header_len = 80;
+    let mut header_flip = frame.clone();
+    header_flip[30] ^= 0x10;
+    assert!(matches!(
+        expect_err(&header_flip),
+        BatchError::HeaderChecksum { offset: 76, .. }
+    ));
+    let mut payload_flip = frame.clone();
+    payload_flip[header_len + 5] ^= 0x01;
+    assert!(matches!(
+        expect_err(&payload_flip),
+        BatchError::PayloadChecksum { offset: 80, .. }
+    ));
+    let mut longer = frame.clone();
+    longer.push(0);
+    assert!(matches!(
+        expect_err(&longer),
+        BatchError::TrailingBytes {
+            region: "frame",
+            count: 1,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn header_values_outside_the_format_are_rejected() {
+    let raw = encode_records(&[record(at(11), 1)]);
+    let base = Frame::with_raw(&raw, 1);
+    assert!(decoder().decode(&base.bytes()).is_ok());
+    let cases: Vec<(Frame, &str)> = vec![
+        (
+            Frame {
+                codec: 0,
+                ..base.clone()
+            },
+            "codec",
+        ),
+        (
+            Frame {
+                codec: 2,
+                ..base.clone()
+            },
+            "codec",
+        ),
+        (
+            Frame {
+                flags: 0x82,
+                ..base.clone()
+            },
+            "flags",
+        ),
+        (
+            Frame {
+                window: (15_000, 15_000),
+                ..base.clone()
+            },
+            "window_end",
+        ),
+        (
+            Frame {
+                host: vec![0xff, 0xfe],
+                ..base.clone()
+            },
+            "host",
+        ),
+        (
+            Frame {
+                host: vec![],
+                ..base.clone()
+            },
+            "host_len",
+        ),
+        (
+            Frame {
+                record_count: 2,
+                ..base.clone()
+            },
+            "record_count",
+        ),
+    ];
+    for (frame, field) in cases {
+        match expect_err(&frame.bytes()) {
+            BatchError::InvalidHeader { field: f, .. } => assert_eq!(f, field),
+            other => panic!("{field}: {other}"),
+        }
+    }
+    // A payload larger than any zstd frame of raw_len bytes.
+    let mut padded = base.clone();
+    padded.payload.resize(4096, 0);
+    assert!(matches!(
+        expect_err(&padded.bytes()),
+        BatchError::InvalidHeader {
+            field: "payload_len",
+            ..
+        }
+    ));
+    let mut long_host = base.clone();
+    long_host.host = vec![b'h'; 1025];
+    assert!(matches!(
+        expect_err(&long_host.bytes()),
+        BatchError::LimitExceeded {
+            field: "host_len",
+            value: 1025,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn limits_reject_oversized_chunks_before_decompressing() {
+    let frame = valid_frame();
+    let small = |limits: DecodeLimits| ChunkDecoder::new(limits).expect("decoder").decode(&frame);
+    let d = DecodeLimits::default();
+    assert!(matches!(
+        small(d.with_max_payload_len(10)),
+        Err(BatchError::LimitExceeded {
+            field: "payload_len",
+            offset: 60,
+            ..
+        })
+    ));
+    assert!(matches!(
+        small(d.with_max_raw_len(100)),
+        Err(BatchError::LimitExceeded {
+            field: "raw_len",
+            offset: 56,
+            ..
+        })
+    ));
+    assert!(matches!(
+        small(d.with_max_records(19)),
+        Err(BatchError::LimitExceeded {
+            field: "record_count",
+            offset: 52,
+            value: 20,
+            max: 19
+        })
+    ));
+    assert!(small(d.with_max_records(20)).is_ok());
+}
+
+#[test]
+fn a_decompression_bomb_stops_at_the_announced_length() {
+    let bomb = zstd::bulk::compress(&vec![0; 16 << 20], 19).expect("compress");
+    let mut frame = Frame::with_raw(&[], 0);
+    frame.raw_len = 4096;
+    frame.payload = bomb;
+    assert!(matches!(
+        expect_err(&frame.bytes()),
+        BatchError::Decompression { offset: 80, .. }
+    ));
+    // Announcing the real size runs into the limit instead.
+    frame.raw_len = 16 << 20;
+    let limits = DecodeLimits::default().with_max_raw_len(8 << 20);
+    assert!(matches!(
+        ChunkDecoder::new(limits)
+            .expect("decoder")
+            .decode(&frame.bytes()),
+        Err(BatchError::LimitExceeded {
+            field: "raw_len",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn payload_contents_are_checked_record_by_record() {
+    let records = [record(at(11), 1), record(at(12), 2)];
+    let raw = encode_records(&records);
+    // Fewer bytes than announced.
+    let mut short = Frame::with_raw(&raw, 2);
+    short.raw_len += 10;
+    assert!(matches!(
+        expect_err(&short.bytes()),
+        BatchError::DecompressedLength { expected, actual } if expected == raw.len() + 10 && actual == raw.len()
+    ));
+    // Bytes left after the announced records.
+    assert!(matches!(
+        expect_err(&Frame::with_raw(&raw, 1).bytes()),
+        BatchError::TrailingBytes {
+            region: "records",
+            offset: 96,
+            count: 96
+        }
+    ));
+    // A record cut in the middle.
+    let mut cut = raw.clone();
+    cut.truncate(96 + 50);
+    cut.extend_from_slice(&[0; 46]); // keeps raw_len >= 2 * MIN_RECORD_LEN
+    cut[96 + 20] = 9; // direction variant 9 does not exist
+    assert!(matches!(
+        expect_err(&Frame::with_raw(&cut, 2).bytes()),
+        BatchError::RecordDecode {
+            index: 1,
+            offset: 96,
+            ..
+        }
+    ));
+    // A workload string announcing 2^64 - 1 bytes allocates nothing.
+    let mut huge = raw[..96].to_vec();
+    huge[86] = 1; // Some(workload)
+    huge.splice(87..87, u64::MAX.to_le_bytes());
+    assert!(matches!(
+        expect_err(&Frame::with_raw(&huge, 1).bytes()),
+        BatchError::RecordDecode {
+            index: 0,
+            offset: 0,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn encoder_rejects_bad_hosts_and_levels_and_unencodable_records() {
+    let id = InstanceId::new(1);
+    assert!(matches!(
+        ChunkEncoder::new("", id),
+        Err(BatchError::InvalidHost { len: 0, .. })
+    ));
+    assert!(matches!(
+        ChunkEncoder::new("h".repeat(1025), id),
+        Err(BatchError::InvalidHost { len: 1025, .. })
+    ));
+    assert!(ChunkEncoder::new("h".repeat(1024), id).is_ok());
+    assert!(matches!(
+        ChunkEncoder::with_level("h", id, 1000),
+        Err(BatchError::InvalidConfig {
+            key: "zstd_level",
+            ..
+        })
+    ));
+    let mut bad = record(at(11), 1);
+    bad.t_start = Some(std::time::UNIX_EPOCH - Duration::from_secs(1));
+    let chunk = Chunk::new(window(), 0, 0, true, vec![record(at(11), 0), bad]);
+    let mut out = vec![1, 2, 3];
+    assert!(matches!(
+        encoder().encode(&chunk, &mut out),
+        Err(BatchError::RecordEncode { index: 1, .. })
+    ));
+    assert_eq!(
+        out,
+        [1, 2, 3],
+        "a failed encode leaves the buffer as it was"
+    );
+}
+
+#[test]
+fn instance_ids_differ_between_calls() {
+    let a = InstanceId::random();
+    let b = InstanceId::random();
+    assert_ne!(a, b);
+    assert_eq!(a.to_string().len(), 32);
+}
+
+#[test]
+fn state_machines_and_errors_cross_threads() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send::<flow_batch::MinuteBatcher>();
+    send::<ChunkEncoder>();
+    send::<ChunkDecoder>();
+    send_sync::<BatchError>();
+    send_sync::<Chunk>();
+}
