@@ -29,35 +29,68 @@ fn env_or(name: &str, default: usize) -> usize {
 }
 
 /// Opens and closes `n` loopback connections as fast as one client and one server
-/// thread can; returns connections per second.
+/// thread can; returns connections per second. The server closes first, so TIME_WAIT
+/// stays on the listener's side and the client's port search does not slow down as
+/// rounds accumulate closed connections.
 fn churn(n: usize) -> f64 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = thread::spawn(move || {
-        let mut buf = [0u8; 1];
         for _ in 0..n {
-            let (mut s, _) = listener.accept().expect("accept");
-            // Wait for the client's FIN, then close: a full, orderly close.
-            let _ = s.read(&mut buf);
+            let (s, _) = listener.accept().expect("accept");
+            drop(s);
         }
     });
     let start = Instant::now();
+    let mut buf = [0u8; 1];
     for _ in 0..n {
-        let c = TcpStream::connect(addr).expect("connect");
-        drop(c);
+        let mut c = TcpStream::connect(addr).expect("connect");
+        // Wait for the server's FIN, then close: a full, orderly close on both ends.
+        let _ = c.read(&mut buf);
     }
     server.join().expect("server");
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// User + system CPU time of this process so far (all threads: client, server, and in
+/// round B the reader), in µs.
+fn cpu_us() -> f64 {
+    // SAFETY: a zeroed rusage is a valid out-parameter.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}
+
+/// Runs `churn(n)`; returns connections per second and CPU µs per connection.
+fn measured_churn(n: usize) -> (f64, f64) {
+    let cpu0 = cpu_us();
+    let cps = churn(n);
+    (cps, (cpu_us() - cpu0) / n as f64)
+}
+
+/// A thread that wakes on the reader's timer and does nothing, so that round A has the
+/// same wakeup pattern (and CPU idle behaviour) as round B.
+fn idle_waker(stop: Arc<AtomicBool>, every: Duration) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        while !stop.load(Ordering::Acquire) {
+            thread::sleep(every);
+        }
+    })
+}
+
 struct Round {
     a_cps: f64,
     b_cps: f64,
+    a_cpu: f64,
+    b_cpu: f64,
     records: u64,
     runs: u64,
     run_ns: u128,
     lost: u64,
     missed: u64,
+    recovered: u64,
 }
 
 fn main() {
@@ -68,7 +101,11 @@ fn main() {
     churn(2_000); // warm up the stack and the allocator
     let mut results = Vec::new();
     for round in 1..=rounds {
-        let a_cps = churn(n);
+        let stop_a = Arc::new(AtomicBool::new(false));
+        let waker = idle_waker(stop_a.clone(), flowexporter::capture::DEFAULT_POLL_INTERVAL);
+        let (a_cps, a_cpu) = measured_churn(n);
+        stop_a.store(true, Ordering::Release);
+        waker.join().expect("waker");
 
         let mut capture = FlowCaptureBuilder::new().load().expect("load capture");
         let mut reader = capture.take_reader().expect("reader");
@@ -91,7 +128,7 @@ fn main() {
             })
         };
         let before = capture.program_stats().expect("stats");
-        let b_cps = churn(n);
+        let (b_cps, b_cpu) = measured_churn(n);
         let after = capture.program_stats().expect("stats");
         let counters = capture.counters().expect("counters");
         thread::sleep(Duration::from_millis(200));
@@ -100,21 +137,25 @@ fn main() {
         let r = Round {
             a_cps,
             b_cps,
+            a_cpu,
+            b_cpu,
             records: records.load(Ordering::Relaxed),
             runs: after.run_count - before.run_count,
             run_ns: (after.run_time - before.run_time).as_nanos(),
             lost: counters.lost(),
             missed: after.recursion_misses - before.recursion_misses,
+            recovered: counters.recovered_by_backup,
         };
         eprintln!(
-            "round {round}: A {:.0}/s  B {:.0}/s  ratio {:.3}  {:.0} ns/invocation  {} records  {} lost  {} missed",
+            "round {round}: A {:.0}/s  B {:.0}/s  ratio {:.3}  {:.0} ns/invocation  {} records  {} lost  {} skipped, {} recovered",
             r.a_cps,
             r.b_cps,
             r.b_cps / r.a_cps,
             r.run_ns as f64 / r.runs.max(1) as f64,
             r.records,
             r.lost,
-            r.missed
+            r.missed,
+            r.recovered
         );
         results.push(r);
         drop(capture);
@@ -129,27 +170,33 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn report(n: usize, rounds: &[Round]) {
     println!(
-        "| round | A: no capture (conn/s) | B: capture (conn/s) | B/A | BPF ns/invocation | invocations/socket | BPF ns/closed socket | records | lost (ring full) | missed (recursion) |"
+        "| round | A: no capture (conn/s) | B: capture (conn/s) | B/A | A CPU µs/conn | B CPU µs/conn | B-A CPU µs/conn | BPF ns/invocation | BPF ns/socket event | invocations/closed socket | BPF ns/closed socket | records | lost (ring full) | skipped (recursion) | recovered by backup |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (i, r) in rounds.iter().enumerate() {
         let per_inv = r.run_ns as f64 / r.runs.max(1) as f64;
         let sockets = r.records.max(1) as f64;
         println!(
-            "| {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.1} | {:.0} | {} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {} | {} | {} | {} |",
             i + 1,
             r.a_cps,
             r.b_cps,
             r.b_cps / r.a_cps,
+            r.a_cpu,
+            r.b_cpu,
+            r.b_cpu - r.a_cpu,
             per_inv,
+            per_inv * 2.0,
             r.runs as f64 / sockets,
             r.run_ns as f64 / sockets,
             r.records,
             r.lost,
-            r.missed
+            r.missed,
+            r.recovered
         );
     }
     let ratio = median(rounds.iter().map(|r| r.b_cps / r.a_cps).collect());
+    let cpu_ratio = median(rounds.iter().map(|r| r.a_cpu / r.b_cpu).collect());
     let per_inv = median(
         rounds
             .iter()
@@ -157,7 +204,7 @@ fn report(n: usize, rounds: &[Round]) {
             .collect(),
     );
     println!(
-        "\nmedian over {} rounds of {n} connections: B/A = {ratio:.3}, {per_inv:.0} ns per invocation; lost {}, missed {}",
+        "\nmedian over {} rounds of {n} connections: B/A = {ratio:.3} (conn/s), A/B = {cpu_ratio:.3} (CPU per connection), {per_inv:.0} ns per invocation; lost {}, skipped {}",
         rounds.len(),
         rounds.iter().map(|r| r.lost).sum::<u64>(),
         rounds.iter().map(|r| r.missed).sum::<u64>()

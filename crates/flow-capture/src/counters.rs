@@ -9,11 +9,14 @@ pub struct CaptureCounters {
     pub records_submitted: u64,
     /// Records lost because the ring buffer was full.
     pub lost_ring_full: u64,
-    /// Sockets whose storage could not be created (their records are still emitted,
-    /// with an unknown start).
-    pub storage_unavailable: u64,
+    /// Socket opens that could not be recorded in the socket table (their records are
+    /// still emitted, with an unknown start).
+    pub start_not_recorded: u64,
     /// Records emitted with at least one failed kernel read (flagged `incomplete`).
     pub read_failed: u64,
+    /// Socket opens and closes that the primary program missed (it was already running
+    /// on that CPU when an interrupt raised them) and its backup attachment handled.
+    pub recovered_by_backup: u64,
 }
 
 impl CaptureCounters {
@@ -21,8 +24,9 @@ impl CaptureCounters {
         match counter {
             KernelCounter::RecordsSubmitted => self.records_submitted = value,
             KernelCounter::LostRingFull => self.lost_ring_full = value,
-            KernelCounter::StorageUnavailable => self.storage_unavailable = value,
+            KernelCounter::StartNotRecorded => self.start_not_recorded = value,
             KernelCounter::ReadFailed => self.read_failed = value,
+            KernelCounter::RecoveredByBackup => self.recovered_by_backup = value,
         }
     }
 

@@ -58,7 +58,7 @@ pub enum CaptureError {
     },
     /// The kernel is older than the oldest one the program can run on.
     #[error(
-        "kernel {found} is too old: flowexporter needs Linux {required} or newer (BPF ring buffer, BTF tracepoints, socket storage from tracing programs)"
+        "kernel {found} is too old: flowexporter needs Linux {required} or newer (BPF ring buffer, BTF tracepoints, bpf_skc_to_tcp_sock in tracing programs)"
     )]
     KernelTooOld {
         /// The running kernel.

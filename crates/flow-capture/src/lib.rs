@@ -2,7 +2,7 @@
 //!
 //! An eBPF program on the BTF tracepoint `inet_sock_set_state` sees every TCP socket of
 //! the host change state. It remembers when and in which direction each socket opened
-//! (in socket-local storage, freed with the socket) and, when the socket closes, writes
+//! (in a preallocated table keyed by the socket) and, when the socket closes, writes
 //! one record to a BPF ring buffer: addresses, ports, start and end time, direction, the
 //! state it closed from, why, and the `struct tcp_sock` statistics.
 //!
@@ -45,8 +45,8 @@ pub use clock::BootClock;
 pub use counters::{CaptureCounters, ReaderCounters};
 pub use error::CaptureError;
 pub use loader::{
-    DEFAULT_POLL_INTERVAL, DEFAULT_RING_SIZE, DEFAULT_WAKEUP_BYTES, FlowCapture,
-    FlowCaptureBuilder, ProgramStats,
+    DEFAULT_POLL_INTERVAL, DEFAULT_RING_SIZE, DEFAULT_SOCKET_TABLE_SIZE, DEFAULT_WAKEUP_BYTES,
+    FlowCapture, FlowCaptureBuilder, ProgramStats,
 };
 pub use object::{KERNEL_OBJECT, kernel_object_id};
 pub use preflight::{KernelVersion, MIN_KERNEL};

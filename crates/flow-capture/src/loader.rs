@@ -22,9 +22,12 @@ use crate::{
     reader::FlowReader,
 };
 
-const PROGRAM: &str = "inet_sock_set_state";
+/// The handler, attached twice so that an event the kernel skips for one (recursion
+/// on the same CPU) is handled by the other.
+const PROGRAMS: [&str; 2] = ["inet_sock_set_state", "inet_sock_set_state_backup"];
 const EVENTS_MAP: &str = "FLOW_EVENTS";
 const COUNTERS_MAP: &str = "FLOW_COUNTERS";
+const SOCKETS_MAP: &str = "FLOW_SOCKETS";
 const CONFIG_GLOBAL: &str = "FLOW_CONFIG";
 
 /// Default ring buffer size: 8 MiB, about 65,000 records (several seconds of the
@@ -32,6 +35,9 @@ const CONFIG_GLOBAL: &str = "FLOW_CONFIG";
 pub const DEFAULT_RING_SIZE: u32 = 8 << 20;
 /// Default wakeup threshold: 512 KiB pending.
 pub const DEFAULT_WAKEUP_BYTES: u64 = 512 << 10;
+/// Default size of the socket table: how many sockets can be open at once with their
+/// open time and direction remembered (about 72 bytes each, preallocated: 9 MiB).
+pub const DEFAULT_SOCKET_TABLE_SIZE: u32 = 131_072;
 /// Default timer on which the reader drains below the wakeup threshold.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -39,6 +45,7 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(50);
 #[derive(Clone, Debug)]
 pub struct FlowCaptureBuilder {
     ring_size: u32,
+    socket_table_size: u32,
     wakeup_bytes: Option<u64>,
     poll_interval: Duration,
     btf_path: PathBuf,
@@ -51,11 +58,12 @@ impl Default for FlowCaptureBuilder {
 }
 
 impl FlowCaptureBuilder {
-    /// The defaults: 8 MiB ring, wakeup at 512 KiB pending, 50 ms poll timer, kernel BTF
-    /// from `/sys/kernel/btf/vmlinux`.
+    /// The defaults: 8 MiB ring, wakeup at 512 KiB pending, 50 ms poll timer, a
+    /// 131,072-socket table, kernel BTF from `/sys/kernel/btf/vmlinux`.
     pub fn new() -> FlowCaptureBuilder {
         FlowCaptureBuilder {
             ring_size: DEFAULT_RING_SIZE,
+            socket_table_size: DEFAULT_SOCKET_TABLE_SIZE,
             wakeup_bytes: None,
             poll_interval: DEFAULT_POLL_INTERVAL,
             btf_path: PathBuf::from(VMLINUX_BTF),
@@ -65,6 +73,14 @@ impl FlowCaptureBuilder {
     /// Size of the ring buffer in bytes: a power of two, a multiple of the page size.
     pub fn ring_size(mut self, bytes: u32) -> Self {
         self.ring_size = bytes;
+        self
+    }
+
+    /// How many open sockets the kernel program can track at once (default 131,072).
+    /// Past it the least recently opened entries are recycled, and those sockets'
+    /// records come with an unknown start.
+    pub fn socket_table_size(mut self, entries: u32) -> Self {
+        self.socket_table_size = entries;
         self
     }
 
@@ -127,30 +143,13 @@ impl FlowCaptureBuilder {
             .btf(Some(&aya_btf))
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(EVENTS_MAP, self.ring_size)
+            .map_max_entries(SOCKETS_MAP, self.socket_table_size.max(1))
             .load(KERNEL_OBJECT)
             .map_err(CaptureError::Load)?;
 
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(CaptureError::ObjectMismatch {
-                what: "program",
-                name: PROGRAM,
-            })?
-            .try_into()
-            .map_err(|source| CaptureError::Program {
-                program: PROGRAM,
-                source,
-            })?;
-        program
-            .load(TRACEPOINT, &aya_btf)
-            .map_err(|source| CaptureError::Program {
-                program: PROGRAM,
-                source,
-            })?;
-        program.attach().map_err(|source| CaptureError::Program {
-            program: PROGRAM,
-            source,
-        })?;
+        for name in PROGRAMS {
+            attach(&mut ebpf, name, &aya_btf)?;
+        }
         // Dropping `ebpf` on any error below detaches the program again.
         let counters =
             PerCpuArray::try_from(take_map(&mut ebpf, COUNTERS_MAP)?).map_err(|source| {
@@ -178,6 +177,31 @@ impl FlowCaptureBuilder {
     }
 }
 
+fn attach(ebpf: &mut Ebpf, name: &'static str, btf: &aya::Btf) -> Result<(), CaptureError> {
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(CaptureError::ObjectMismatch {
+            what: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|source| CaptureError::Program {
+            program: name,
+            source,
+        })?;
+    program
+        .load(TRACEPOINT, btf)
+        .map_err(|source| CaptureError::Program {
+            program: name,
+            source,
+        })?;
+    program.attach().map_err(|source| CaptureError::Program {
+        program: name,
+        source,
+    })?;
+    Ok(())
+}
+
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
     ebpf.take_map(name)
         .ok_or(CaptureError::ObjectMismatch { what: "map", name })
@@ -191,18 +215,19 @@ pub struct FlowCapture {
     reader: Option<FlowReader>,
 }
 
-/// Run-time statistics of the kernel program. Run count and time are kept only while
-/// BPF statistics are enabled (e.g. with `aya::sys::enable_stats`); recursion misses
-/// always.
+/// Run-time statistics of the kernel program's two attachments, summed. Run count and
+/// time are kept only while BPF statistics are enabled (e.g. with
+/// `aya::sys::enable_stats`); recursion misses always.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProgramStats {
-    /// Invocations since load.
+    /// Invocations since load (both attachments: two per socket event).
     pub run_count: u64,
-    /// Total run time since load.
+    /// Total run time since load (both attachments).
     pub run_time: Duration,
-    /// Invocations the kernel skipped because the program was already running on that
-    /// CPU (a socket event in an interrupt that arrived during the program). Each one
-    /// may be a lost record; the kernel counts them, the program cannot.
+    /// Invocations the kernel skipped because that attachment was already running on
+    /// the CPU (a socket event raised by an interrupt during the program). The other
+    /// attachment handles such an event; see
+    /// [`CaptureCounters::recovered_by_backup`](crate::CaptureCounters).
     pub recursion_misses: u64,
 }
 
@@ -230,17 +255,24 @@ impl FlowCapture {
 
     /// The kernel program's invocation count, run time and recursion misses.
     pub fn program_stats(&self) -> Result<ProgramStats, CaptureError> {
-        let program = self
-            .ebpf
-            .program(PROGRAM)
-            .ok_or(CaptureError::ObjectMismatch {
-                what: "program",
-                name: PROGRAM,
+        let mut total = ProgramStats::default();
+        for name in PROGRAMS {
+            let program = self
+                .ebpf
+                .program(name)
+                .ok_or(CaptureError::ObjectMismatch {
+                    what: "program",
+                    name,
+                })?;
+            let fd = program.fd().map_err(|source| CaptureError::Program {
+                program: name,
+                source,
             })?;
-        let fd = program.fd().map_err(|source| CaptureError::Program {
-            program: PROGRAM,
-            source,
-        })?;
-        crate::prog_info::program_stats(fd.as_fd())
+            let one = crate::prog_info::program_stats(fd.as_fd())?;
+            total.run_count += one.run_count;
+            total.run_time += one.run_time;
+            total.recursion_misses += one.recursion_misses;
+        }
+        Ok(total)
     }
 }

@@ -19,11 +19,12 @@ impl fmt::Display for KernelVersion {
     }
 }
 
-/// The oldest kernel the program runs on: 5.11 lets tracing programs use socket-local
-/// storage (ring buffers came in 5.8, BTF tracepoints in 5.5).
+/// The oldest kernel the program is meant for: 5.10 (LTS). It needs BPF ring buffers
+/// (5.8), BTF tracepoints (5.5) and `bpf_skc_to_tcp_sock` for tracing programs (5.9).
+/// Tested on 6.18.
 pub const MIN_KERNEL: KernelVersion = KernelVersion {
     major: 5,
-    minor: 11,
+    minor: 10,
 };
 
 impl KernelVersion {

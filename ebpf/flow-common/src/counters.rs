@@ -11,22 +11,26 @@ pub enum KernelCounter {
     RecordsSubmitted = 0,
     /// Flow records lost because the ring buffer had no room (`bpf_ringbuf_reserve` failed).
     LostRingFull = 1,
-    /// Sockets whose per-socket storage could not be created; their records are still
-    /// emitted, flagged with an unknown start.
-    StorageUnavailable = 2,
+    /// Socket opens that could not be recorded in the socket table; their records are
+    /// still emitted, flagged with an unknown start.
+    StartNotRecorded = 2,
     /// Kernel reads that failed; the record is still emitted, flagged as incomplete.
     ReadFailed = 3,
+    /// Socket opens and closes the primary program missed (the kernel skipped it
+    /// because it was already running on that CPU) and the backup attachment handled.
+    RecoveredByBackup = 4,
 }
 
 impl KernelCounter {
     /// Number of slots in the counter array.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
 
     /// Every counter, in index order.
     pub const ALL: [KernelCounter; Self::COUNT as usize] = [
         KernelCounter::RecordsSubmitted,
         KernelCounter::LostRingFull,
-        KernelCounter::StorageUnavailable,
+        KernelCounter::StartNotRecorded,
         KernelCounter::ReadFailed,
+        KernelCounter::RecoveredByBackup,
     ];
 }

@@ -3,8 +3,8 @@
 
 /// Bits of [`RawFlowEvent::flags`].
 pub mod flags {
-    /// The socket's first state change was not seen (it was opened before the program
-    /// attached, or its storage could not be created): `start_ns` is 0 and the direction
+    /// The socket's open was not seen (it was opened before the program attached, or
+    /// its entry in the socket table was recycled): `start_ns` is 0 and the direction
     /// is unknown.
     pub const START_UNKNOWN: u8 = 1 << 0;
     /// At least one kernel read failed; the fields it would have filled are zero.
@@ -125,8 +125,8 @@ impl RawFlowEvent {
     }
 }
 
-/// What the kernel program keeps per socket (in socket-local storage, freed with the
-/// socket) from its first state change until it closes.
+/// What the kernel program keeps per socket (in the `FLOW_SOCKETS` table, keyed by
+/// the socket's address) from its open until its close.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SocketStart {
@@ -134,8 +134,11 @@ pub struct SocketStart {
     pub start_ns: u64,
     /// A [`Direction`] as its `u8`.
     pub direction: u8,
+    /// 1 once the close was emitted (so the second attachment of the program does not
+    /// emit it again); a reconnect starts afresh.
+    pub closed: u8,
     /// Explicit padding; always zero.
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 6],
 }
 
 const _: () = assert!(RawFlowEvent::SIZE == 120);

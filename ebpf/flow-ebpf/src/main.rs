@@ -1,7 +1,7 @@
 //! flowexporter's kernel program.
 //!
 //! Attached to the BTF-enabled tracepoint `inet_sock_set_state`. For every TCP socket it
-//! keeps, in socket-local storage (freed with the socket), the time and direction of its
+//! keeps, in a preallocated LRU table keyed by the socket, the time and direction of its
 //! open; when the socket changes to `TCP_CLOSE` it writes one [`RawFlowEvent`] to the
 //! `FLOW_EVENTS` ring buffer. Member offsets of `struct sock`/`tcp_sock` come from the
 //! running kernel's BTF through the read-only `FLOW_CONFIG` global. Every record that
@@ -15,11 +15,8 @@ use core::{ffi::c_void, ptr};
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    btf_maps::{PerCpuArray, RingBuf, SkStorage},
-    helpers::{
-        bpf_ktime_get_boot_ns,
-        generated::{bpf_ringbuf_query, bpf_sk_storage_get},
-    },
+    btf_maps::{LruHashMap, PerCpuArray, RingBuf},
+    helpers::{bpf_ktime_get_boot_ns, generated::bpf_ringbuf_query},
     macros::{btf_map, btf_tracepoint},
     programs::BtfTracePointContext,
 };
@@ -65,19 +62,33 @@ static FLOW_EVENTS: RingBuf<RawFlowEvent, { 256 * 1024 }> = RingBuf::new();
 #[btf_map]
 static FLOW_COUNTERS: PerCpuArray<u64, { KernelCounter::COUNT as usize }> = PerCpuArray::new();
 
-/// Per-socket open time and direction; the kernel frees an entry with its socket.
+/// Per-socket open time and direction, keyed by the socket's address, from its open
+/// until its close. A preallocated LRU hash: nothing is allocated per socket (socket
+/// storage was measured at ~6 µs per socket to create and free), and entries whose
+/// close was never seen are recycled instead of filling the table. User space sets
+/// the size at load time.
 #[btf_map]
-static FLOW_SOCKETS: SkStorage<SocketStart> = SkStorage::new();
-
-const BPF_SK_STORAGE_GET_F_CREATE: u64 = 1;
+static FLOW_SOCKETS: LruHashMap<u64, SocketStart, 65536> = LruHashMap::new();
 
 /// `tp_btf/inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`.
+///
+/// The kernel skips a tracing program that is already running on the same CPU, so a
+/// socket event raised by an interrupt that arrives while this program runs would be
+/// lost. The same handler is therefore attached twice: the `_backup` program runs
+/// right after this one for every event, and whichever of the two sees an event first
+/// handles it (the socket's entry in `FLOW_SOCKETS` records what was done). An event is lost only if
+/// both programs are interrupted by it, which cannot happen: they never run at once on
+/// one CPU.
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    let sk: *mut c_void = ctx.arg(0);
-    let old: i32 = ctx.arg(1);
-    let new: i32 = ctx.arg(2);
-    on_state_change(sk, old as u8, new as u8);
+    on_state_change(&ctx, false);
+    0
+}
+
+/// The second attachment of the handler (see [`inet_sock_set_state`]).
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_backup(ctx: BtfTracePointContext) -> i32 {
+    on_state_change(&ctx, true);
     0
 }
 
@@ -88,18 +99,21 @@ fn config_u64(field: &u64) -> u64 {
 }
 
 #[inline(always)]
-fn on_state_change(sk: *mut c_void, old: u8, new: u8) {
+fn on_state_change(ctx: &BtfTracePointContext, backup: bool) {
+    let sk: *mut c_void = ctx.arg(0);
+    let old = ctx.arg::<i32>(1) as u8;
+    let new = ctx.arg::<i32>(2) as u8;
     let sock = Sock::new(sk, &FLOW_CONFIG.offsets);
     if sock.protocol() != IPPROTO_TCP {
         return;
     }
     match new {
-        TCP_SYN_SENT => on_open(sk, Direction::Outbound),
-        TCP_SYN_RECV => on_open(sk, Direction::Inbound),
+        TCP_SYN_SENT => on_open(sk, Direction::Outbound, backup),
+        TCP_SYN_RECV => on_open(sk, Direction::Inbound, backup),
         TCP_CLOSE => {
             // A listener, or a socket that never left CLOSE, carries no flow.
             if old != TCP_LISTEN && old != TCP_CLOSE {
-                on_close(sk, &sock, old);
+                on_close(sk, &sock, old, backup);
             }
         }
         // Every other change costs only the protocol check: the record needs nothing
@@ -109,57 +123,82 @@ fn on_state_change(sk: *mut c_void, old: u8, new: u8) {
     }
 }
 
-/// Returns this socket's storage, creating it when `create` is the create flag.
 #[inline(always)]
-fn storage(sk: *mut c_void, create: u64) -> Option<*mut SocketStart> {
-    let map = ptr::addr_of!(FLOW_SOCKETS).cast_mut().cast::<c_void>();
-    // SAFETY: `map` is the socket-storage map and `sk` the tracepoint's socket.
-    let p = unsafe { bpf_sk_storage_get(map, sk, ptr::null_mut(), create) };
-    if p.is_null() {
-        None
-    } else {
-        Some(p.cast::<SocketStart>())
-    }
-}
-
-#[inline(always)]
-fn on_open(sk: *mut c_void, direction: Direction) {
-    match storage(sk, BPF_SK_STORAGE_GET_F_CREATE) {
-        Some(start) => {
-            // SAFETY: the kernel returned a valid pointer to this socket's storage. A
-            // socket that reconnects after a close overwrites its previous start.
-            unsafe {
-                *start = SocketStart {
-                    // SAFETY: helper without preconditions.
-                    start_ns: bpf_ktime_get_boot_ns(),
-                    direction: direction as u8,
-                    _pad: [0; 7],
-                }
-            };
+fn on_open(sk: *mut c_void, direction: Direction, backup: bool) {
+    let key = sk as u64;
+    if backup {
+        // The primary attachment handled this open unless it was skipped.
+        if let Some(start) = FLOW_SOCKETS.get_ptr(key) {
+            // SAFETY: a valid pointer to the entry's value.
+            if unsafe { (*start).closed } == 0 {
+                return;
+            }
         }
-        None => count(KernelCounter::StorageUnavailable),
+        count(KernelCounter::RecoveredByBackup);
+    }
+    let start = SocketStart {
+        // SAFETY: helper without preconditions.
+        start_ns: unsafe { bpf_ktime_get_boot_ns() },
+        direction: direction as u8,
+        closed: 0,
+        _pad: [0; 6],
+    };
+    // BPF_ANY: a socket that reconnects after a close starts afresh.
+    if FLOW_SOCKETS.insert(key, start, 0).is_err() {
+        count(KernelCounter::StartNotRecorded);
     }
 }
 
 #[inline(always)]
-fn on_close(sk: *mut c_void, sock: &Sock, old: u8) {
+fn on_close(sk: *mut c_void, sock: &Sock, old: u8, backup: bool) {
+    let key = sk as u64;
+    let mut ev = RawFlowEvent::zeroed();
+    match FLOW_SOCKETS.get_ptr_mut(key) {
+        Some(start) => {
+            // SAFETY: a valid pointer to the entry's value.
+            let start = unsafe { &mut *start };
+            if start.closed != 0 {
+                // Emitted by the primary attachment; the backup, which runs last,
+                // frees the entry.
+                let _ = FLOW_SOCKETS.remove(key);
+                return;
+            }
+            if start.start_ns == 0 {
+                ev.flags |= flags::START_UNKNOWN;
+            }
+            ev.start_ns = start.start_ns;
+            ev.direction = start.direction;
+            if backup {
+                let _ = FLOW_SOCKETS.remove(key);
+            } else {
+                start.closed = 1;
+            }
+        }
+        None => {
+            // Opened before the program attached (or its entry was recycled). The
+            // primary marks it closed so that the backup does not emit it again.
+            if !backup {
+                let closed = SocketStart {
+                    start_ns: 0,
+                    direction: 0,
+                    closed: 1,
+                    _pad: [0; 6],
+                };
+                let _ = FLOW_SOCKETS.insert(key, closed, 0);
+            }
+            ev.flags |= flags::START_UNKNOWN;
+        }
+    }
+    if backup {
+        count(KernelCounter::RecoveredByBackup);
+    }
     let Some(mut entry) = FLOW_EVENTS.reserve(0) else {
         count(KernelCounter::LostRingFull);
         return;
     };
-    let mut ev = RawFlowEvent::zeroed();
     // SAFETY: helper without preconditions.
     ev.end_ns = unsafe { bpf_ktime_get_boot_ns() };
     ev.close_state = old;
-    match storage(sk, 0) {
-        Some(start) => {
-            // SAFETY: the kernel returned a valid pointer to this socket's storage.
-            let start = unsafe { &*start };
-            ev.start_ns = start.start_ns;
-            ev.direction = start.direction;
-        }
-        None => ev.flags |= flags::START_UNKNOWN,
-    }
     if !sock.read_flow(sk, &mut ev) {
         ev.flags |= flags::READ_FAILED;
         count(KernelCounter::ReadFailed);
