@@ -17,7 +17,7 @@
 //! #         local: "10.0.0.1:443".parse().expect("addr"), remote: "10.0.0.2:50000".parse().expect("addr"),
 //! #         direction: Direction::Inbound, t_start: None, t_end, close_state: TcpState(7),
 //! #         close_reason: CloseReason::Normal, stats: SocketStats::default(), local_workload_id: None,
-//! #         identity_source: IdentitySource::None(UnattributedReason::NotConfigured), incomplete: false,
+//! #         identity_source: IdentitySource::None(UnattributedReason::NoMatch), incomplete: false,
 //! #     }
 //! # }
 //!

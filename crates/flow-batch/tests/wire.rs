@@ -14,8 +14,7 @@ use flow_batch::{
     },
 };
 use flow_capture::{
-    CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
-    WorkloadId,
+    CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, WorkloadId,
 };
 
 const INSTANCE: u128 = 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10;
@@ -233,12 +232,13 @@ fn the_record_encoding_matches_the_documented_schema() {
         &[0, 0, 0, 0],                              // close_reason: Normal
         &[0; 44],                                   // stats
         &[0],                                       // local_workload_id: None
-        &[0, 0, 0, 0, 0, 0, 0, 0],                  // identity_source: None(NotConfigured)
+        &[3, 0, 0, 0, 0, 0, 0, 0],                  // identity_source: None(NoMatch)
         &[0],                                       // incomplete
     ]
     .concat();
     assert_eq!(encode_records(&[minimal]), expected_minimal);
-    assert_eq!(expected_minimal.len(), MIN_RECORD_LEN);
+    // Unattributed records carry the 4-byte reason after the 4-byte variant.
+    assert_eq!(expected_minimal.len(), MIN_RECORD_LEN + 4);
 
     let full = FlowRecord {
         local: "[2001:db8::1]:8080".parse().expect("addr"),
@@ -258,8 +258,8 @@ fn the_record_encoding_matches_the_documented_schema() {
             srtt_us: 7,
             rttvar_us: 8,
         },
-        local_workload_id: Some(WorkloadId::new("wl")),
-        identity_source: IdentitySource::None(UnattributedReason::NotConfigured),
+        local_workload_id: Some(WorkloadId::new("wl").expect("valid id")),
+        identity_source: IdentitySource::IpMap,
         incomplete: true,
     };
     let ip = |last: u8| {
@@ -285,7 +285,7 @@ fn the_record_encoding_matches_the_documented_schema() {
         ],
         &[6, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 8, 0, 0, 0],
         &[1, 2, 0, 0, 0, 0, 0, 0, 0, b'w', b'l'], // Some("wl")
-        &[0, 0, 0, 0, 0, 0, 0, 0],
+        &[1, 0, 0, 0],                            // IpMap
         &[1],
     ]
     .concat();

@@ -29,6 +29,7 @@ mod btf_offsets;
 mod clock;
 mod counters;
 mod error;
+pub mod identity_maps;
 mod loader;
 mod object;
 mod preflight;

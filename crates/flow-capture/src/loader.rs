@@ -17,6 +17,7 @@ use crate::{
     btf_offsets::{self, TRACEPOINT, VMLINUX_BTF},
     counters::CaptureCounters,
     error::CaptureError,
+    identity_maps,
     object::KERNEL_OBJECT,
     preflight,
     reader::FlowReader,
@@ -49,6 +50,7 @@ pub struct FlowCaptureBuilder {
     wakeup_bytes: Option<u64>,
     poll_interval: Duration,
     btf_path: PathBuf,
+    identity_pin_dir: Option<PathBuf>,
 }
 
 impl Default for FlowCaptureBuilder {
@@ -67,6 +69,7 @@ impl FlowCaptureBuilder {
             wakeup_bytes: None,
             poll_interval: DEFAULT_POLL_INTERVAL,
             btf_path: PathBuf::from(VMLINUX_BTF),
+            identity_pin_dir: None,
         }
     }
 
@@ -96,6 +99,16 @@ impl FlowCaptureBuilder {
     /// bounds how long a record waits in the ring.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
+        self
+    }
+
+    /// Pin the identity maps (IP map and connect map) under this directory on the BPF
+    /// filesystem, sharing them with the agents that write them (see
+    /// [`crate::identity_maps`]). Maps already pinned there are reused if their
+    /// definition matches and refused otherwise. Without this the maps are private to
+    /// this capture and stay empty.
+    pub fn identity_pin_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.identity_pin_dir = Some(dir.as_ref().to_path_buf());
         self
     }
 
@@ -139,7 +152,20 @@ impl FlowCaptureBuilder {
                     source: std::io::Error::other(e),
                 }
             })?;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        let pins = self.identity_pin_dir.as_deref().map(|dir| {
+            [
+                identity_maps::pin_path(dir, &identity_maps::IP_MAP),
+                identity_maps::pin_path(dir, &identity_maps::CONNECT_MAP),
+            ]
+        });
+        if let (Some(dir), Some([ip, connect])) = (&self.identity_pin_dir, &pins) {
+            identity_maps::prepare_pin_dir(dir)?;
+            loader
+                .map_pin_path(identity_maps::IP_MAP.name, ip.as_path())
+                .map_pin_path(identity_maps::CONNECT_MAP.name, connect.as_path());
+        }
+        let mut ebpf = loader
             .btf(Some(&aya_btf))
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(EVENTS_MAP, self.ring_size)

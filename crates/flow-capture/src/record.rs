@@ -8,10 +8,10 @@ use std::{
     time::SystemTime,
 };
 
-use flow_common::{RawFlowEvent, flags, tcp};
+use flow_common::{RawFlowEvent, WORKLOAD_ID_MAX, WorkloadValue, flags, identity, tcp};
 use serde::{Deserialize, Serialize};
 
-use crate::clock::BootClock;
+use crate::{clock::BootClock, error::CaptureError};
 
 /// Which side opened the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -164,14 +164,41 @@ pub struct SocketStats {
     pub rttvar_us: u32,
 }
 
-/// A workload identity: who owned the local address of a flow.
+/// A workload identity: who owned the local address of a flow. UTF-8, 1 to 64 bytes,
+/// no NUL.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WorkloadId(String);
 
 impl WorkloadId {
-    /// Wraps an identity string.
-    pub fn new(id: impl Into<String>) -> WorkloadId {
-        WorkloadId(id.into())
+    /// Validates an identity string.
+    pub fn new(id: impl Into<String>) -> Result<WorkloadId, CaptureError> {
+        let id = id.into();
+        let reason = if id.is_empty() {
+            Some("it is empty")
+        } else if id.len() > WORKLOAD_ID_MAX {
+            Some("it is longer than 64 bytes")
+        } else if id.contains('\0') {
+            Some("it contains a NUL byte")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(CaptureError::InvalidWorkloadId { id, reason }),
+            None => Ok(WorkloadId(id)),
+        }
+    }
+
+    /// Decodes a map or record value; `None` when it is empty or not UTF-8.
+    pub fn from_value(value: &WorkloadValue) -> Option<WorkloadId> {
+        let s = std::str::from_utf8(value.as_bytes()).ok()?;
+        WorkloadId::new(s).ok()
+    }
+
+    /// Encodes the identity as a map value.
+    pub fn to_value(&self) -> WorkloadValue {
+        let mut v = WorkloadValue::EMPTY;
+        v.id[..self.0.len()].copy_from_slice(self.0.as_bytes());
+        v
     }
 
     /// The identity as text.
@@ -187,37 +214,77 @@ impl fmt::Display for WorkloadId {
 }
 
 /// Why a record carries no workload identity.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum UnattributedReason {
-    /// No identity source is configured.
-    NotConfigured,
+    /// Neither identity map had an entry for the local end, and no certificate is
+    /// configured.
+    NoMatch,
+    /// A map entry was found but is not a valid workload ID (empty or not UTF-8).
+    InvalidMapValue,
+    /// The configured identity certificate does not exist.
+    CertificateMissing,
+    /// The configured identity certificate could not be read.
+    CertificateUnreadable,
+    /// The configured identity certificate is not a valid PEM X.509 certificate.
+    CertificateMalformed,
+    /// The configured identity certificate has expired.
+    CertificateExpired,
+    /// The configured identity certificate is not valid yet.
+    CertificateNotYetValid,
+    /// The configured identity certificate names no identity in the configured field.
+    CertificateHasNoIdentity,
 }
 
 impl UnattributedReason {
     /// The name used in JSON output.
     pub fn as_str(&self) -> &'static str {
         match self {
-            UnattributedReason::NotConfigured => "not_configured",
+            UnattributedReason::NoMatch => "no_match",
+            UnattributedReason::InvalidMapValue => "invalid_map_value",
+            UnattributedReason::CertificateMissing => "certificate_missing",
+            UnattributedReason::CertificateUnreadable => "certificate_unreadable",
+            UnattributedReason::CertificateMalformed => "certificate_malformed",
+            UnattributedReason::CertificateExpired => "certificate_expired",
+            UnattributedReason::CertificateNotYetValid => "certificate_not_yet_valid",
+            UnattributedReason::CertificateHasNoIdentity => "certificate_has_no_identity",
         }
     }
 }
 
-/// Which source resolved a record's local workload identity.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Which source resolved a record's local workload identity. Precedence: the connect
+/// map, then the IP map (both looked up in the kernel), then the certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum IdentitySource {
+    /// The connect map: (local IPv4, local port) -> workload.
+    ConnectMap,
+    /// The IP map: local address -> workload.
+    IpMap,
+    /// The host's identity certificate.
+    Certificate,
     /// Nothing resolved it; the record is unattributed, for this reason.
     None(UnattributedReason),
 }
 
 impl IdentitySource {
-    /// The name used in JSON output (`none`, ...).
+    /// The name used in JSON output: `connect_map`, `ip_map`, `certificate`, `none`.
     pub fn as_str(&self) -> &'static str {
         match self {
+            IdentitySource::ConnectMap => "connect_map",
+            IdentitySource::IpMap => "ip_map",
+            IdentitySource::Certificate => "certificate",
             IdentitySource::None(_) => "none",
+        }
+    }
+
+    /// Why the record is unattributed, if it is.
+    pub fn unattributed_reason(&self) -> Option<UnattributedReason> {
+        match self {
+            IdentitySource::None(r) => Some(*r),
+            _ => None,
         }
     }
 }
@@ -263,6 +330,7 @@ impl FlowRecord {
             flow_common::Direction::Inbound => Direction::Inbound,
             flow_common::Direction::Unknown => Direction::Unknown,
         };
+        let (local_workload_id, identity_source) = kernel_identity(ev);
         FlowRecord {
             local: SocketAddr::new(local_ip, ev.local_port),
             remote: SocketAddr::new(remote_ip, ev.remote_port),
@@ -272,10 +340,26 @@ impl FlowRecord {
             close_state,
             close_reason: CloseReason::classify(close_state, established, ev.sk_err),
             stats: stats(ev, direction, established),
-            local_workload_id: None,
-            identity_source: IdentitySource::None(UnattributedReason::NotConfigured),
+            local_workload_id,
+            identity_source,
             incomplete: ev.flags & flags::READ_FAILED != 0,
         }
+    }
+}
+
+/// The identity the kernel resolved, if any.
+fn kernel_identity(ev: &RawFlowEvent) -> (Option<WorkloadId>, IdentitySource) {
+    let source = match ev.identity_source {
+        identity::source::CONNECT_MAP => IdentitySource::ConnectMap,
+        identity::source::IP_MAP => IdentitySource::IpMap,
+        _ => return (None, IdentitySource::None(UnattributedReason::NoMatch)),
+    };
+    match WorkloadId::from_value(&ev.workload) {
+        Some(id) => (Some(id), source),
+        None => (
+            None,
+            IdentitySource::None(UnattributedReason::InvalidMapValue),
+        ),
     }
 }
 

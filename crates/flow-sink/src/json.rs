@@ -4,7 +4,7 @@
 //! `t_start`, `t_end` (RFC 3339 UTC with nanoseconds; `t_start` is null when the open
 //! was not seen), `bytes_sent`, `bytes_received`, `segs_in`, `segs_out`, `retransmits`,
 //! `srtt_us`, `close_state`, `close_reason`, `local_workload_id` (null when
-//! unattributed), `identity_source`.
+//! unattributed), `identity_source`, `unattributed_reason` (null when attributed).
 
 use std::{borrow::Cow, io, net::IpAddr, time::SystemTime};
 
@@ -48,6 +48,9 @@ pub struct JsonFlow<'a> {
     pub local_workload_id: Option<&'a str>,
     /// Which source resolved the identity (`none` when unattributed).
     pub identity_source: &'static str,
+    /// Why the record is unattributed (`no_match`, `certificate_expired`, ...); null
+    /// when attributed.
+    pub unattributed_reason: Option<&'static str>,
 }
 
 /// Formats a time as RFC 3339 UTC with nanoseconds.
@@ -75,6 +78,7 @@ impl<'a> From<&'a FlowRecord> for JsonFlow<'a> {
             close_reason: r.close_reason.as_str(),
             local_workload_id: r.local_workload_id.as_ref().map(|w| w.as_str()),
             identity_source: r.identity_source.as_str(),
+            unattributed_reason: r.identity_source.unattributed_reason().map(|u| u.as_str()),
         }
     }
 }
@@ -116,7 +120,7 @@ mod tests {
                 rttvar_us: 7,
             },
             local_workload_id: None,
-            identity_source: IdentitySource::None(UnattributedReason::NotConfigured),
+            identity_source: IdentitySource::None(UnattributedReason::NoMatch),
             incomplete: false,
         };
         let mut out = Vec::new();
@@ -141,5 +145,6 @@ mod tests {
         assert_eq!(v["close_reason"], "normal");
         assert!(v["local_workload_id"].is_null());
         assert_eq!(v["identity_source"], "none");
+        assert_eq!(v["unattributed_reason"], "no_match");
     }
 }

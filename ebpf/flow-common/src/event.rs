@@ -1,6 +1,8 @@
 //! The record the kernel program writes to the ring buffer, and the per-socket state it
 //! keeps between a socket's first state change and its close.
 
+use crate::identity::WorkloadValue;
+
 /// Bits of [`RawFlowEvent::flags`].
 pub mod flags {
     /// The socket's open was not seen (it was opened before the program attached, or
@@ -89,8 +91,12 @@ pub struct RawFlowEvent {
     pub direction: u8,
     /// [`flags`] bits.
     pub flags: u8,
+    /// Where `workload` came from (`crate::identity::source`).
+    pub identity_source: u8,
     /// Explicit padding; always zero.
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 6],
+    /// The local workload resolved in the kernel (empty when `identity_source` is 0).
+    pub workload: WorkloadValue,
 }
 
 impl RawFlowEvent {
@@ -120,7 +126,9 @@ impl RawFlowEvent {
             close_state: 0,
             direction: 0,
             flags: 0,
-            _pad: [0; 7],
+            identity_source: 0,
+            _pad: [0; 6],
+            workload: WorkloadValue::EMPTY,
         }
     }
 }
@@ -137,12 +145,18 @@ pub struct SocketStart {
     /// 1 once the close was emitted (so the second attachment of the program does not
     /// emit it again); a reconnect starts afresh.
     pub closed: u8,
+    /// 1 once identity was looked up at establishment.
+    pub resolved: u8,
+    /// Where `workload` came from (`crate::identity::source`).
+    pub identity_source: u8,
     /// Explicit padding; always zero.
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 4],
+    /// The workload resolved when the connection was established.
+    pub workload: WorkloadValue,
 }
 
-const _: () = assert!(RawFlowEvent::SIZE == 120);
-const _: () = assert!(core::mem::size_of::<SocketStart>() == 16);
+const _: () = assert!(RawFlowEvent::SIZE == 184);
+const _: () = assert!(core::mem::size_of::<SocketStart>() == 80);
 
 #[cfg(feature = "user")]
 // SAFETY: plain-old-data: `#[repr(C)]`, integer fields only, no implicit padding.

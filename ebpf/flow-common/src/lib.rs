@@ -10,9 +10,11 @@
 
 pub mod counters;
 pub mod event;
+pub mod identity;
 pub mod offsets;
 pub mod tcp;
 
 pub use counters::KernelCounter;
 pub use event::{Direction, RawFlowEvent, SOCK_DONE_BIT, SocketStart, flags};
+pub use identity::{ConnectKey, IpKey, WORKLOAD_ID_MAX, WorkloadValue};
 pub use offsets::{KernelOffsets, ProgramConfig};

@@ -9,6 +9,7 @@
 #![no_std]
 #![no_main]
 
+mod identity;
 mod sock;
 
 use core::{ffi::c_void, ptr};
@@ -22,7 +23,8 @@ use aya_ebpf::{
 };
 use flow_common::{
     Direction, KernelCounter, KernelOffsets, ProgramConfig, RawFlowEvent, SocketStart, flags,
-    tcp::{IPPROTO_TCP, TCP_CLOSE, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT},
+    identity::{WorkloadValue, source},
+    tcp::{IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT},
 };
 use sock::Sock;
 
@@ -110,6 +112,7 @@ fn on_state_change(ctx: &BtfTracePointContext, backup: bool) {
     match new {
         TCP_SYN_SENT => on_open(sk, Direction::Outbound, backup),
         TCP_SYN_RECV => on_open(sk, Direction::Inbound, backup),
+        TCP_ESTABLISHED => on_established(sk, &sock, backup),
         TCP_CLOSE => {
             // A listener, or a socket that never left CLOSE, carries no flow.
             if old != TCP_LISTEN && old != TCP_CLOSE {
@@ -118,7 +121,7 @@ fn on_state_change(ctx: &BtfTracePointContext, backup: bool) {
         }
         // Every other change costs only the protocol check: the record needs nothing
         // from the states in between (whether the socket was established follows from
-        // the state it closed from).
+        // the state it closed from; identity is resolved at establishment).
         _ => {}
     }
 }
@@ -141,11 +144,44 @@ fn on_open(sk: *mut c_void, direction: Direction, backup: bool) {
         start_ns: unsafe { bpf_ktime_get_boot_ns() },
         direction: direction as u8,
         closed: 0,
-        _pad: [0; 6],
+        resolved: 0,
+        identity_source: source::NONE,
+        _pad: [0; 4],
+        workload: WorkloadValue::EMPTY,
     };
     // BPF_ANY: a socket that reconnects after a close starts afresh.
     if FLOW_SOCKETS.insert(key, start, 0).is_err() {
         count(KernelCounter::StartNotRecorded);
+    }
+}
+
+/// Resolves the local workload once the connection is established (both ends' addresses
+/// and ports are final) and keeps it with the socket, so that a later change of the
+/// maps does not change this connection's identity.
+#[inline(always)]
+fn on_established(sk: *mut c_void, sock: &Sock, backup: bool) {
+    let Some(start) = FLOW_SOCKETS.get_ptr_mut(sk as u64) else {
+        return; // opened before the program attached: resolved at close
+    };
+    // SAFETY: a valid pointer to the entry's value.
+    let start = unsafe { &mut *start };
+    if start.resolved != 0 {
+        return; // done by the primary attachment
+    }
+    if backup {
+        count(KernelCounter::RecoveredByBackup);
+    }
+    start.resolved = 1;
+    let mut ev = RawFlowEvent::zeroed();
+    let tp = sock.tcp(sk);
+    if tp.is_null() || !sock.read_addresses(&mut ev) {
+        return;
+    }
+    let (src, value) = identity::resolve(ev.family, &ev.local_addr, sock.local_port(tp));
+    if !value.is_null() {
+        start.identity_source = src;
+        // SAFETY: a map value pointer, valid for this program run.
+        start.workload = unsafe { *value };
     }
 }
 
@@ -168,6 +204,10 @@ fn on_close(sk: *mut c_void, sock: &Sock, old: u8, backup: bool) {
             }
             ev.start_ns = start.start_ns;
             ev.direction = start.direction;
+            ev.identity_source = start.identity_source;
+            if start.identity_source != source::NONE {
+                ev.workload = start.workload;
+            }
             if backup {
                 let _ = FLOW_SOCKETS.remove(key);
             } else {
@@ -182,7 +222,10 @@ fn on_close(sk: *mut c_void, sock: &Sock, old: u8, backup: bool) {
                     start_ns: 0,
                     direction: 0,
                     closed: 1,
-                    _pad: [0; 6],
+                    resolved: 0,
+                    identity_source: source::NONE,
+                    _pad: [0; 4],
+                    workload: WorkloadValue::EMPTY,
                 };
                 let _ = FLOW_SOCKETS.insert(key, closed, 0);
             }
@@ -202,6 +245,15 @@ fn on_close(sk: *mut c_void, sock: &Sock, old: u8, backup: bool) {
     if !sock.read_flow(sk, &mut ev) {
         ev.flags |= flags::READ_FAILED;
         count(KernelCounter::ReadFailed);
+    }
+    if ev.identity_source == source::NONE {
+        // Nothing was known when the connection started (or it never did): look up now.
+        let (src, value) = identity::resolve(ev.family, &ev.local_addr, ev.local_port);
+        if !value.is_null() {
+            ev.identity_source = src;
+            // SAFETY: a map value pointer, valid for this program run.
+            ev.workload = unsafe { *value };
+        }
     }
     entry.write(ev);
     let wake = {

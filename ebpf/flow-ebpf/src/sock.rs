@@ -48,10 +48,10 @@ impl Sock {
         unsafe { load::<u16>(self.base, &self.offsets.sk_protocol) }
     }
 
-    /// Fills addresses, ports and statistics; returns false when the socket is not a
-    /// TCP socket of a known family (nothing could be read).
+    /// Reads family and local and remote addresses into `ev`; false when the family
+    /// is neither IPv4 nor IPv6.
     #[inline(always)]
-    pub fn read_flow(&self, sk: *mut c_void, ev: &mut RawFlowEvent) -> bool {
+    pub fn read_addresses(&self, ev: &mut RawFlowEvent) -> bool {
         let o = self.offsets;
         let b = self.base;
         // SAFETY: `b` is the tracepoint's `struct sock *`; every load is checked by the
@@ -68,12 +68,41 @@ impl Sock {
             } else {
                 return false;
             }
-            let tp = bpf_skc_to_tcp_sock(sk).cast::<u8>().cast_const();
-            if tp.is_null() {
-                return false;
-            }
-            // `inet_sport` lies past `struct sock`: read it through the `tcp_sock`.
-            ev.local_port = u16::from_be(load::<u16>(tp, &o.inet_sport));
+        }
+        true
+    }
+
+    /// The `tcp_sock` view of the socket (null if it is not a TCP socket).
+    #[inline(always)]
+    pub fn tcp(&self, sk: *mut c_void) -> *const u8 {
+        // SAFETY: a helper that checks the socket's type.
+        unsafe { bpf_skc_to_tcp_sock(sk).cast::<u8>().cast_const() }
+    }
+
+    /// The local port (host order), read through the `tcp_sock` because `inet_sport`
+    /// lies past `struct sock`.
+    #[inline(always)]
+    pub fn local_port(&self, tp: *const u8) -> u16 {
+        // SAFETY: `tp` is a non-null `struct tcp_sock *` from `bpf_skc_to_tcp_sock`.
+        unsafe { u16::from_be(load::<u16>(tp, &self.offsets.inet_sport)) }
+    }
+
+    /// Fills addresses, ports and statistics; returns false when any part could not
+    /// be read.
+    #[inline(always)]
+    pub fn read_flow(&self, sk: *mut c_void, ev: &mut RawFlowEvent) -> bool {
+        if !self.read_addresses(ev) {
+            return false;
+        }
+        let tp = self.tcp(sk);
+        if tp.is_null() {
+            return false;
+        }
+        let o = self.offsets;
+        let b = self.base;
+        ev.local_port = self.local_port(tp);
+        // SAFETY: as in `read_addresses`; `tp` is a non-null `struct tcp_sock *`.
+        unsafe {
             ev.remote_port = u16::from_be(load::<u16>(b, &o.skc_dport));
             ev.sk_err = load::<i32>(b, &o.sk_err) as u32;
             if (load::<u64>(b, &o.sk_flags) >> SOCK_DONE_BIT) & 1 != 0 {

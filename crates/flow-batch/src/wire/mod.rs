@@ -30,8 +30,9 @@ pub use header::{
 use crate::window::Window;
 
 /// The fewest bytes a record encodes to (IPv4 addresses, no start time, no workload,
-/// no errno); a decoder uses it to reject record counts the payload cannot hold.
-pub const MIN_RECORD_LEN: usize = 96;
+/// no errno, a 4-byte identity source); a decoder uses it to reject record counts the
+/// payload cannot hold.
+pub const MIN_RECORD_LEN: usize = 92;
 
 /// How the payload is compressed (the header's `codec` byte).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

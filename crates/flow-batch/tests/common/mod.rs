@@ -34,7 +34,7 @@ pub fn record(t_end: SystemTime, port: u16) -> FlowRecord {
         close_reason: CloseReason::Normal,
         stats: SocketStats::default(),
         local_workload_id: None,
-        identity_source: IdentitySource::None(UnattributedReason::NotConfigured),
+        identity_source: IdentitySource::None(UnattributedReason::NoMatch),
         incomplete: false,
     }
 }
@@ -101,8 +101,14 @@ impl Rng {
         };
         let workload = self.chance(2).then(|| {
             let len = self.below(40) as usize;
-            WorkloadId::new(format!("wl-{}", "x".repeat(len)))
+            WorkloadId::new(format!("wl-{}", "x".repeat(len))).expect("valid id")
         });
+        let identity_source = match (&workload, self.below(3)) {
+            (None, _) => IdentitySource::None(UnattributedReason::NoMatch),
+            (Some(_), 0) => IdentitySource::ConnectMap,
+            (Some(_), 1) => IdentitySource::IpMap,
+            (Some(_), _) => IdentitySource::Certificate,
+        };
         FlowRecord {
             local: addr(self),
             remote: addr(self),
@@ -126,7 +132,7 @@ impl Rng {
                 rttvar_us: self.below(100_000) as u32,
             },
             local_workload_id: workload,
-            identity_source: IdentitySource::None(UnattributedReason::NotConfigured),
+            identity_source,
             incomplete: self.chance(10),
         }
     }
