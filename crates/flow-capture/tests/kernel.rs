@@ -3,8 +3,6 @@
 //!
 //! Needs root (or CAP_BPF + CAP_PERFMON) and a kernel with BTF, like the exporter.
 
-mod common;
-
 use std::{
     io::{Read, Write},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
@@ -13,8 +11,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use common::{Capture, VethPair, assert_times_within, by_local, involves};
 use flow_capture::{CloseReason, Direction, FlowRecord};
+use flow_testkit::{Capture, VethPair, assert_times_within, by_local, involves};
 
 const WAIT: Duration = Duration::from_secs(10);
 

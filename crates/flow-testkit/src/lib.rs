@@ -1,6 +1,7 @@
-//! Helpers for the real-kernel tests: loading the capture, collecting the records of
-//! one test's own connections, and network namespaces joined by veth pairs.
-#![allow(dead_code)]
+//! Helpers for flowexporter's real-kernel tests: loading the capture, collecting the
+//! records of one test's own connections, and network namespaces joined by veth pairs.
+//! Tests panic with a message rather than return errors.
+#![allow(missing_docs, clippy::unwrap_used, clippy::new_without_default)]
 
 use std::{
     fs::File,
@@ -47,11 +48,13 @@ pub struct Capture {
 
 impl Capture {
     pub fn load() -> Capture {
+        Capture::load_with(FlowCaptureBuilder::new())
+    }
+
+    pub fn load_with(builder: FlowCaptureBuilder) -> Capture {
         mount_kernel_filesystems();
         let started = SystemTime::now();
-        let mut capture = FlowCaptureBuilder::new()
-            .load()
-            .expect("load the capture core");
+        let mut capture = builder.load().expect("load the capture core");
         let reader = capture.take_reader().expect("reader");
         Capture {
             capture,

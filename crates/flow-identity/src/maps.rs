@@ -1,0 +1,225 @@
+//! The writer API of the identity maps, for the agents that own the mappings.
+//!
+//! Lifecycle of entries:
+//! - **IP map** (capacity 16,384): the container IP manager inserts an entry when it
+//!   assigns an address to a workload and removes it when it releases the address.
+//!   Nothing else removes entries; a full map refuses new ones with
+//!   [`IdentityError::MapFull`], so a leaking writer is noticed instead of silently
+//!   evicting live mappings.
+//! - **Connect map** (capacity 65,536, LRU): the container runtime inserts an entry on
+//!   each intercepted `connect()`, before the connection is established, and should
+//!   remove it when the connection closes. The kernel reads it once, at establishment,
+//!   so an entry only has to live that long; entries nobody removes are recycled by
+//!   the LRU, so stale ones cannot fill the map.
+//!
+//! Changing or removing an entry never changes the identity of connections already
+//! established: the kernel program keeps what it resolved with each socket.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4},
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{HashMap, Map, MapData, MapError};
+use flow_capture::{
+    WorkloadId,
+    identity_maps::{self, CONNECT_MAP, IP_MAP},
+};
+use flow_common::{
+    ConnectKey, IpKey, WorkloadValue,
+    identity::{CONNECT_MAP_ENTRIES, IP_MAP_ENTRIES},
+};
+
+use crate::error::IdentityError;
+
+/// The pinned identity maps, opened for writing.
+pub struct IdentityMaps {
+    ip_path: PathBuf,
+    connect_path: PathBuf,
+    ip: HashMap<MapData, IpKey, WorkloadValue>,
+    connect: HashMap<MapData, ConnectKey, WorkloadValue>,
+}
+
+fn typed<K: aya::Pod, V: aya::Pod>(
+    data: MapData,
+    path: &Path,
+) -> Result<HashMap<MapData, K, V>, IdentityError> {
+    Map::from_map_data(data)
+        .and_then(HashMap::try_from)
+        .map_err(|source| IdentityError::Map {
+            operation: "opening",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn ip_key(ip: IpAddr) -> IpKey {
+    match ip {
+        IpAddr::V4(v4) => IpKey::v4(v4.octets()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpKey::v4(v4.octets()),
+            None => IpKey { addr: v6.octets() },
+        },
+    }
+}
+
+fn key_ip(key: &IpKey) -> IpAddr {
+    let v6 = Ipv6Addr::from(key.addr);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+fn is_full(e: &MapError) -> bool {
+    matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc_e2big()))
+}
+
+const fn libc_e2big() -> i32 {
+    7 // E2BIG on Linux
+}
+
+fn is_missing(e: &MapError) -> bool {
+    matches!(e, MapError::KeyNotFound)
+        || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(2))
+}
+
+impl IdentityMaps {
+    /// Opens the maps pinned under `dir` (e.g. `/sys/fs/bpf/flowexporter`), creating
+    /// and pinning them first when the exporter has not started yet. A map there with
+    /// another definition is refused.
+    pub fn open_or_create(dir: impl AsRef<Path>) -> Result<IdentityMaps, IdentityError> {
+        let dir = dir.as_ref();
+        let (ip, connect) = identity_maps::open_or_create_pinned(dir)?;
+        let ip_path = identity_maps::pin_path(dir, &IP_MAP);
+        let connect_path = identity_maps::pin_path(dir, &CONNECT_MAP);
+        Ok(IdentityMaps {
+            ip: typed(ip, &ip_path)?,
+            connect: typed(connect, &connect_path)?,
+            ip_path,
+            connect_path,
+        })
+    }
+
+    /// Maps a local address (IPv4 or IPv6) to a workload, replacing any previous one.
+    pub fn set_ip(&mut self, ip: IpAddr, id: &WorkloadId) -> Result<(), IdentityError> {
+        self.ip
+            .insert(ip_key(ip), id.to_value(), 0)
+            .map_err(|source| {
+                if is_full(&source) {
+                    IdentityError::MapFull {
+                        path: self.ip_path.clone(),
+                        capacity: IP_MAP_ENTRIES,
+                    }
+                } else {
+                    IdentityError::Map {
+                        operation: "inserting",
+                        path: self.ip_path.clone(),
+                        source,
+                    }
+                }
+            })
+    }
+
+    /// Removes a local address; returns whether it was mapped.
+    pub fn remove_ip(&mut self, ip: IpAddr) -> Result<bool, IdentityError> {
+        match self.ip.remove(&ip_key(ip)) {
+            Ok(()) => Ok(true),
+            Err(e) if is_missing(&e) => Ok(false),
+            Err(source) => Err(IdentityError::Map {
+                operation: "removing",
+                path: self.ip_path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Every mapped local address and its workload, sorted by address.
+    pub fn ips(&self) -> Result<Vec<(IpAddr, Option<WorkloadId>)>, IdentityError> {
+        let mut out = Vec::new();
+        for item in self.ip.iter() {
+            let (k, v) = item.map_err(|source| IdentityError::Map {
+                operation: "listing",
+                path: self.ip_path.clone(),
+                source,
+            })?;
+            out.push((key_ip(&k), WorkloadId::from_value(&v)));
+        }
+        out.sort_by_key(|(ip, _)| *ip);
+        Ok(out)
+    }
+
+    /// Maps a (local IPv4, local port) pair to a workload, replacing any previous one.
+    pub fn set_connect(
+        &mut self,
+        local: SocketAddrV4,
+        id: &WorkloadId,
+    ) -> Result<(), IdentityError> {
+        let key = ConnectKey {
+            addr: local.ip().octets(),
+            port: local.port(),
+            _pad: 0,
+        };
+        self.connect
+            .insert(key, id.to_value(), 0)
+            .map_err(|source| {
+                if is_full(&source) {
+                    IdentityError::MapFull {
+                        path: self.connect_path.clone(),
+                        capacity: CONNECT_MAP_ENTRIES,
+                    }
+                } else {
+                    IdentityError::Map {
+                        operation: "inserting",
+                        path: self.connect_path.clone(),
+                        source,
+                    }
+                }
+            })
+    }
+
+    /// Removes a (local IPv4, local port) pair; returns whether it was mapped.
+    pub fn remove_connect(&mut self, local: SocketAddrV4) -> Result<bool, IdentityError> {
+        let key = ConnectKey {
+            addr: local.ip().octets(),
+            port: local.port(),
+            _pad: 0,
+        };
+        match self.connect.remove(&key) {
+            Ok(()) => Ok(true),
+            Err(e) if is_missing(&e) => Ok(false),
+            Err(source) => Err(IdentityError::Map {
+                operation: "removing",
+                path: self.connect_path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Every mapped (local IPv4, local port) pair and its workload, sorted.
+    pub fn connects(&self) -> Result<Vec<(SocketAddrV4, Option<WorkloadId>)>, IdentityError> {
+        let mut out = Vec::new();
+        for item in self.connect.iter() {
+            let (k, v) = item.map_err(|source| IdentityError::Map {
+                operation: "listing",
+                path: self.connect_path.clone(),
+                source,
+            })?;
+            let addr = SocketAddrV4::new(Ipv4Addr::from(k.addr), k.port);
+            out.push((addr, WorkloadId::from_value(&v)));
+        }
+        out.sort_by_key(|(a, _)| *a);
+        Ok(out)
+    }
+}
+
+/// The connect-map key for a local address and port: IPv4 (or IPv4-mapped IPv6) only.
+pub fn connect_addr(ip: IpAddr, port: u16) -> Result<SocketAddrV4, IdentityError> {
+    match ip {
+        IpAddr::V4(v4) => Ok(SocketAddrV4::new(v4, port)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(|v4| SocketAddrV4::new(v4, port))
+            .ok_or(IdentityError::NotIpv4 { addr: ip }),
+    }
+}

@@ -1,0 +1,271 @@
+//! The identity certificate: SAN URI and CN, rotation, and every way it can be
+//! unusable. Real certificates (generated with rcgen) in real files.
+
+use std::{
+    fs,
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
+
+use flow_capture::{
+    CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
+    WorkloadId,
+};
+use flow_identity::{CertificateIdentity, IdentityField, IdentityResolver};
+use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+use time::OffsetDateTime;
+
+fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fe-cert-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+fn cert_pem(
+    uri: Option<&str>,
+    cn: Option<&str>,
+    valid: (OffsetDateTime, OffsetDateTime),
+) -> String {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    if let Some(uri) = uri {
+        params.subject_alt_names = vec![SanType::URI(uri.try_into().expect("ia5"))];
+    }
+    if let Some(cn) = cn {
+        params.distinguished_name.push(DnType::CommonName, cn);
+    }
+    params.not_before = valid.0;
+    params.not_after = valid.1;
+    let key = KeyPair::generate().expect("key");
+    params.self_signed(&key).expect("sign").pem()
+}
+
+fn now_window() -> (OffsetDateTime, OffsetDateTime) {
+    let now = OffsetDateTime::now_utc();
+    (
+        now - time::Duration::days(1),
+        now + time::Duration::days(30),
+    )
+}
+
+fn record_at(t_end: SystemTime) -> FlowRecord {
+    FlowRecord {
+        local: "10.1.2.3:40000".parse().expect("addr"),
+        remote: "10.9.9.9:443".parse().expect("addr"),
+        direction: Direction::Outbound,
+        t_start: None,
+        t_end,
+        close_state: TcpState(5),
+        close_reason: CloseReason::Normal,
+        stats: SocketStats::default(),
+        local_workload_id: None,
+        // What the kernel reports when neither map had an entry.
+        identity_source: IdentitySource::None(UnattributedReason::NoMatch),
+        incomplete: false,
+    }
+}
+
+fn resolve(resolver: &mut IdentityResolver, t_end: SystemTime) -> FlowRecord {
+    let mut r = record_at(t_end);
+    resolver.resolve(&mut r);
+    r
+}
+
+#[test]
+fn identity_from_san_uri_and_from_cn() {
+    let path = temp_path("both.pem");
+    let uri = "spiffe://prod.example/app/billing";
+    fs::write(&path, cert_pem(Some(uri), Some("billing-cn"), now_window())).expect("write");
+
+    let (cert, err) = CertificateIdentity::load(&path, IdentityField::SanUri);
+    assert!(err.is_none(), "{err:?}");
+    let mut resolver = IdentityResolver::new(Some(cert));
+    let r = resolve(&mut resolver, SystemTime::now());
+    assert_eq!(
+        r.local_workload_id.as_ref().map(WorkloadId::as_str),
+        Some(uri)
+    );
+    assert_eq!(r.identity_source, IdentitySource::Certificate);
+
+    let (cert, err) = CertificateIdentity::load(&path, IdentityField::SubjectCn);
+    assert!(err.is_none(), "{err:?}");
+    let mut resolver = IdentityResolver::new(Some(cert));
+    let r = resolve(&mut resolver, SystemTime::now());
+    assert_eq!(
+        r.local_workload_id.as_ref().map(WorkloadId::as_str),
+        Some("billing-cn")
+    );
+    assert_eq!(resolver.counters().certificate, 1);
+}
+
+#[test]
+fn map_attribution_takes_precedence_over_the_certificate() {
+    let path = temp_path("precedence.pem");
+    fs::write(&path, cert_pem(Some("spiffe://x/host"), None, now_window())).expect("write");
+    let (cert, _) = CertificateIdentity::load(&path, IdentityField::SanUri);
+    let mut resolver = IdentityResolver::new(Some(cert));
+    let mut r = record_at(SystemTime::now());
+    r.identity_source = IdentitySource::IpMap;
+    r.local_workload_id = Some(WorkloadId::new("from-ip-map").expect("id"));
+    resolver.resolve(&mut r);
+    assert_eq!(r.identity_source, IdentitySource::IpMap);
+    assert_eq!(
+        r.local_workload_id.as_ref().map(WorkloadId::as_str),
+        Some("from-ip-map")
+    );
+    assert_eq!(resolver.counters().ip_map, 1);
+}
+
+#[test]
+fn rotation_is_picked_up_and_applies_from_the_replacement_on() {
+    let path = temp_path("rotate.pem");
+    fs::write(&path, cert_pem(Some("spiffe://x/old"), None, now_window())).expect("write");
+    let (cert, _) = CertificateIdentity::load(&path, IdentityField::SanUri);
+    let mut resolver = IdentityResolver::new(Some(cert));
+    let before_rotation = SystemTime::now();
+    std::thread::sleep(Duration::from_millis(20));
+
+    // Rotate the way agents do: write a new file, rename it over the old one.
+    let staged = temp_path("rotate.pem.new");
+    fs::write(
+        &staged,
+        cert_pem(Some("spiffe://x/new"), None, now_window()),
+    )
+    .expect("write");
+    fs::rename(&staged, &path).expect("rename");
+    let replaced_at = fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert!(resolver.refresh().is_none());
+    assert_eq!(resolver.counters().certificate_reloads, 1);
+
+    let after = resolve(&mut resolver, SystemTime::now());
+    assert_eq!(
+        after.local_workload_id.as_ref().map(WorkloadId::as_str),
+        Some("spiffe://x/new")
+    );
+    let at_replacement = resolve(&mut resolver, replaced_at);
+    assert_eq!(
+        at_replacement
+            .local_workload_id
+            .as_ref()
+            .map(WorkloadId::as_str),
+        Some("spiffe://x/new"),
+        "no record from the rotation on carries the old identity"
+    );
+    let earlier = resolve(&mut resolver, before_rotation);
+    assert_eq!(
+        earlier.local_workload_id.as_ref().map(WorkloadId::as_str),
+        Some("spiffe://x/old")
+    );
+    // Unchanged file: no reload.
+    assert!(resolver.refresh().is_none());
+    assert_eq!(resolver.counters().certificate_reloads, 1);
+}
+
+/// Loads `path` and checks the error names the path and the problem, and that records
+/// are unattributed with `reason`.
+fn assert_unusable(path: &PathBuf, field: IdentityField, reason: UnattributedReason, words: &str) {
+    let (cert, err) = CertificateIdentity::load(path, field);
+    let now = SystemTime::now();
+    let err = match err {
+        Some(e) => e,
+        None => cert
+            .check(now)
+            .expect_err("the certificate must be unusable"),
+    };
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains(words), "{text}");
+    let mut resolver = IdentityResolver::new(Some(cert));
+    assert_eq!(resolver.counters().certificate_errors, 1);
+    let r = resolve(&mut resolver, now);
+    assert_eq!(r.local_workload_id, None, "never a guessed identity");
+    assert_eq!(r.identity_source, IdentitySource::None(reason));
+    assert_eq!(resolver.counters().unattributed_certificate, 1);
+}
+
+#[test]
+fn each_bad_certificate_gives_its_error_and_unattributed_records() {
+    let now = OffsetDateTime::now_utc();
+    let missing = temp_path("missing.pem");
+    let _ = fs::remove_file(&missing);
+    assert_unusable(
+        &missing,
+        IdentityField::SanUri,
+        UnattributedReason::CertificateMissing,
+        "does not exist",
+    );
+
+    let garbage = temp_path("garbage.pem");
+    fs::write(&garbage, "this is not a certificate").expect("write");
+    assert_unusable(
+        &garbage,
+        IdentityField::SanUri,
+        UnattributedReason::CertificateMalformed,
+        "PEM",
+    );
+
+    let key_only = temp_path("key.pem");
+    fs::write(&key_only, KeyPair::generate().expect("key").serialize_pem()).expect("write");
+    assert_unusable(
+        &key_only,
+        IdentityField::SanUri,
+        UnattributedReason::CertificateMalformed,
+        "not a CERTIFICATE",
+    );
+
+    let expired = temp_path("expired.pem");
+    let window = (
+        now - time::Duration::days(30),
+        now - time::Duration::days(1),
+    );
+    fs::write(&expired, cert_pem(Some("spiffe://x/y"), None, window)).expect("write");
+    assert_unusable(
+        &expired,
+        IdentityField::SanUri,
+        UnattributedReason::CertificateExpired,
+        "expired",
+    );
+
+    let future = temp_path("future.pem");
+    let window = (
+        now + time::Duration::days(1),
+        now + time::Duration::days(30),
+    );
+    fs::write(&future, cert_pem(Some("spiffe://x/y"), None, window)).expect("write");
+    assert_unusable(
+        &future,
+        IdentityField::SanUri,
+        UnattributedReason::CertificateNotYetValid,
+        "not valid before",
+    );
+
+    let no_uri = temp_path("no-uri.pem");
+    fs::write(&no_uri, cert_pem(None, Some("cn-only"), now_window())).expect("write");
+    assert_unusable(
+        &no_uri,
+        IdentityField::SanUri,
+        UnattributedReason::CertificateHasNoIdentity,
+        "no URI",
+    );
+
+    let unreadable = temp_path("a-directory.pem");
+    fs::create_dir_all(&unreadable).expect("dir");
+    assert_unusable(
+        &unreadable,
+        IdentityField::SanUri,
+        UnattributedReason::CertificateUnreadable,
+        "cannot be read",
+    );
+}
+
+#[test]
+fn workload_ids_are_validated() {
+    assert!(WorkloadId::new("").is_err());
+    assert!(WorkloadId::new("a".repeat(65)).is_err());
+    assert!(WorkloadId::new("nul\0inside").is_err());
+    assert!(WorkloadId::new("a".repeat(64)).is_ok());
+    assert!(WorkloadId::new("ümlaut-workload").is_ok());
+    let err = WorkloadId::new("a".repeat(65)).expect_err("too long");
+    assert!(err.to_string().contains("longer than 64 bytes"), "{err}");
+}

@@ -1,0 +1,288 @@
+//! Identity resolved in the kernel from the pinned maps, against the real program and
+//! real sockets, with network namespaces standing in for containers.
+
+use std::{
+    io::Read,
+    net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::Duration,
+};
+
+use flow_capture::{CaptureError, FlowCaptureBuilder, IdentitySource, WorkloadId};
+use flow_identity::{IdentityError, IdentityMaps};
+use flow_testkit::{Capture, VethPair, by_local, involves, mount_kernel_filesystems};
+use socket2::{Domain, Socket, Type};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A pin directory of this test's own on the BPF filesystem, removed on drop.
+struct PinDir(PathBuf);
+
+impl PinDir {
+    fn new() -> PinDir {
+        mount_kernel_filesystems();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        PinDir(PathBuf::from(format!(
+            "/sys/fs/bpf/fe-test-{}-{n}",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn id(s: &str) -> WorkloadId {
+    WorkloadId::new(s).expect("valid id")
+}
+
+fn workload(r: &flow_capture::FlowRecord) -> Option<&str> {
+    r.local_workload_id.as_ref().map(WorkloadId::as_str)
+}
+
+fn capture_with(pins: &PinDir) -> Capture {
+    Capture::load_with(FlowCaptureBuilder::new().identity_pin_dir(&pins.0))
+}
+
+#[test]
+fn each_namespace_ip_carries_its_workload_on_both_ends() {
+    let pins = PinDir::new();
+    let mut maps = IdentityMaps::open_or_create(&pins.0).expect("maps");
+    let mut cap = capture_with(&pins);
+    let net = VethPair::new();
+    for (ip, wl) in [
+        (VethPair::A4, "wl-a"),
+        (VethPair::B4, "wl-b"),
+        (VethPair::A6, "wl-a6"),
+        (VethPair::B6, "wl-b6"),
+    ] {
+        maps.set_ip(ip.parse().expect("ip"), &id(wl)).expect("set");
+    }
+    // a -> b over IPv4, b -> a over IPv6: both directions, both families.
+    let cases = [
+        (&net.a, &net.b, VethPair::B4, "wl-a", "wl-b"),
+        (&net.b, &net.a, VethPair::A6, "wl-b6", "wl-a6"),
+    ];
+    for (client_ns, server_ns, server_ip, client_wl, server_wl) in cases {
+        let bind = SocketAddr::new(server_ip.parse().expect("ip"), 0);
+        let listener = server_ns
+            .spawn(move || TcpListener::bind(bind).expect("bind"))
+            .join()
+            .expect("server ns");
+        let server_addr = listener.local_addr().expect("addr");
+        let server = thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).expect("read");
+        });
+        let client_addr = client_ns
+            .spawn(move || {
+                let c = TcpStream::connect(server_addr).expect("connect");
+                let local = c.local_addr().expect("local");
+                c.shutdown(Shutdown::Both).expect("shutdown");
+                local
+            })
+            .join()
+            .expect("client ns");
+        server.join().expect("server");
+        let records = cap.collect(2, WAIT, involves(server_addr.port()));
+        let c = by_local(&records, client_addr);
+        let s = by_local(&records, server_addr);
+        assert_eq!(
+            (workload(c), c.identity_source),
+            (Some(client_wl), IdentitySource::IpMap),
+            "{c:#?}"
+        );
+        assert_eq!(
+            (workload(s), s.identity_source),
+            (Some(server_wl), IdentitySource::IpMap),
+            "{s:#?}"
+        );
+    }
+    assert_eq!(maps.ips().expect("ls").len(), 4);
+}
+
+/// Connects from `local` (bound first, as a container runtime does) to `to`.
+fn connect_from(local: SocketAddr, to: SocketAddr) -> TcpStream {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.bind(&local.into()).expect("bind");
+    s.connect(&to.into()).expect("connect");
+    s.into()
+}
+
+#[test]
+fn shared_ipv4_clients_are_told_apart_by_the_connect_map() {
+    let pins = PinDir::new();
+    let mut maps = IdentityMaps::open_or_create(&pins.0).expect("maps");
+    let mut cap = capture_with(&pins);
+    let shared: Ipv4Addr = "127.0.0.77".parse().expect("ip");
+    maps.set_ip(IpAddr::V4(shared), &id("whole-ip"))
+        .expect("set ip");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let server_addr = listener.local_addr().expect("addr");
+
+    // Two clients on one shared address, told apart only by their local ports.
+    let ports = [free_port(shared), free_port(shared)];
+    for (port, wl) in ports.iter().zip(["client-one", "client-two"]) {
+        maps.set_connect(SocketAddrV4::new(shared, *port), &id(wl))
+            .expect("set connect");
+    }
+    let clients: Vec<TcpStream> = ports
+        .iter()
+        .map(|p| connect_from(SocketAddr::from((shared, *p)), server_addr))
+        .collect();
+    let accepted: Vec<TcpStream> = clients
+        .iter()
+        .map(|_| listener.accept().expect("accept").0)
+        .collect();
+    drop(clients);
+    drop(accepted);
+    let records = cap.collect(4, WAIT, involves(server_addr.port()));
+    for (port, wl) in ports.iter().zip(["client-one", "client-two"]) {
+        let r = by_local(&records, SocketAddr::from((shared, *port)));
+        assert_eq!(
+            (workload(r), r.identity_source),
+            (Some(wl), IdentitySource::ConnectMap),
+            "{r:#?}"
+        );
+    }
+    // The server end (127.0.0.1) is in neither map.
+    let servers: Vec<_> = records.iter().filter(|r| r.local == server_addr).collect();
+    assert_eq!(servers.len(), 2);
+    assert!(servers.iter().all(|r| r.local_workload_id.is_none()));
+    assert_eq!(maps.connects().expect("ls").len(), 2);
+    assert!(
+        maps.remove_connect(SocketAddrV4::new(shared, ports[0]))
+            .expect("rm")
+    );
+    assert!(
+        !maps
+            .remove_connect(SocketAddrV4::new(shared, ports[0]))
+            .expect("rm again")
+    );
+}
+
+/// A port free on `ip` right now.
+fn free_port(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+#[test]
+fn a_reassigned_ip_does_not_change_an_open_connection() {
+    let pins = PinDir::new();
+    let mut maps = IdentityMaps::open_or_create(&pins.0).expect("maps");
+    let mut cap = capture_with(&pins);
+    let ip: Ipv4Addr = "127.0.0.88".parse().expect("ip");
+    maps.set_ip(IpAddr::V4(ip), &id("old-owner")).expect("set");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let server_addr = listener.local_addr().expect("addr");
+
+    let first = connect_from(SocketAddr::from((ip, 0)), server_addr);
+    let first_server = listener.accept().expect("accept").0;
+    maps.set_ip(IpAddr::V4(ip), &id("new-owner"))
+        .expect("reassign");
+    let second = connect_from(SocketAddr::from((ip, 0)), server_addr);
+    let second_server = listener.accept().expect("accept").0;
+    let (a, b) = (
+        first.local_addr().expect("a"),
+        second.local_addr().expect("b"),
+    );
+    drop((first, first_server, second, second_server));
+
+    let records = cap.collect(4, WAIT, involves(server_addr.port()));
+    assert_eq!(workload(by_local(&records, a)), Some("old-owner"));
+    assert_eq!(workload(by_local(&records, b)), Some("new-owner"));
+    assert!(maps.remove_ip(IpAddr::V4(ip)).expect("rm"));
+}
+
+/// Creates and pins a hash map with the given sizes at `path` (raw bpf syscalls).
+fn pin_foreign_map(path: &Path, key_size: u32, value_size: u32) {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CreateAttr {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+    #[repr(C)]
+    struct PinAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let attr = CreateAttr {
+        map_type: 1, // BPF_MAP_TYPE_HASH
+        key_size,
+        value_size,
+        max_entries: 16,
+        ..Default::default()
+    };
+    // SAFETY: BPF_MAP_CREATE (0) with a valid attribute.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, &attr, size_of::<CreateAttr>()) };
+    assert!(fd >= 0, "map create: {}", std::io::Error::last_os_error());
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    let pin = PinAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: fd as u32,
+        file_flags: 0,
+    };
+    // SAFETY: BPF_OBJ_PIN (6) with a valid attribute.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, 6, &pin, size_of::<PinAttr>()) };
+    assert_eq!(rc, 0, "pin: {}", std::io::Error::last_os_error());
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd as i32) };
+}
+
+#[test]
+fn a_wrong_map_at_the_pin_path_is_refused() {
+    let pins = PinDir::new();
+    std::fs::create_dir_all(&pins.0).expect("dir");
+    let ip_map = pins.0.join("ip_map");
+    pin_foreign_map(&ip_map, 16, 8);
+
+    let Err(err) = IdentityMaps::open_or_create(&pins.0) else {
+        panic!("a foreign map must be refused");
+    };
+    assert!(
+        matches!(
+            err,
+            IdentityError::Capture(CaptureError::PinnedMapMismatch { .. })
+        ),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("ip_map") && text.contains("8-byte values"),
+        "{text}"
+    );
+
+    let Err(err) = FlowCaptureBuilder::new().identity_pin_dir(&pins.0).load() else {
+        panic!("the exporter must refuse it too");
+    };
+    assert!(
+        matches!(err, CaptureError::PinnedMapMismatch { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_pin_dir_off_the_bpf_filesystem_is_refused() {
+    let dir = std::env::temp_dir().join("fe-not-bpffs");
+    let Err(err) = IdentityMaps::open_or_create(&dir) else {
+        panic!("a tmp directory is not on bpffs");
+    };
+    assert!(err.to_string().contains("not on a BPF filesystem"), "{err}");
+}
