@@ -1,6 +1,8 @@
 //! Command-line interface.
 
-use clap::{Args, Parser, Subcommand};
+use std::{net::IpAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// flowexporter: an eBPF TCP flow exporter. Emits one record per closed TCP socket,
 /// with addresses, ports, times and socket statistics.
@@ -17,6 +19,85 @@ pub struct Cli {
 pub enum Command {
     /// Load the tracer and print each flow record as it is captured.
     Tail(TailArgs),
+    /// Read and write the identity maps (local IP -> workload, and
+    /// (local IPv4, local port) -> workload) that the tracer consults at capture time.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
+
+/// `flowexporter identity ...`.
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// The IP map: local IP (v4 or v6) -> workload.
+    Ip {
+        /// What to do.
+        #[command(subcommand)]
+        op: IpOp,
+        /// Where the maps are pinned (on the BPF filesystem).
+        #[arg(long, global = true, default_value = flow_capture::identity_maps::DEFAULT_IDENTITY_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// The connect map: (local IPv4, local port) -> workload; it takes precedence over
+    /// the IP map.
+    Connect {
+        /// What to do.
+        #[command(subcommand)]
+        op: ConnectOp,
+        /// Where the maps are pinned (on the BPF filesystem).
+        #[arg(long, global = true, default_value = flow_capture::identity_maps::DEFAULT_IDENTITY_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+}
+
+/// Operations on the IP map.
+#[derive(Debug, Subcommand)]
+pub enum IpOp {
+    /// Map a local IP to a workload: `set 10.1.2.3 billing`.
+    Set {
+        /// The local IP.
+        ip: IpAddr,
+        /// The workload ID (UTF-8, 1 to 64 bytes).
+        workload: String,
+    },
+    /// Remove a local IP's mapping: `rm 10.1.2.3`.
+    Rm {
+        /// The local IP.
+        ip: IpAddr,
+    },
+    /// List the mappings.
+    Ls,
+}
+
+/// Operations on the connect map.
+#[derive(Debug, Subcommand)]
+pub enum ConnectOp {
+    /// Map a local IPv4 and port to a workload: `set 10.1.2.3 40001 billing`.
+    Set {
+        /// The local IPv4 address.
+        ip: IpAddr,
+        /// The local port.
+        port: u16,
+        /// The workload ID (UTF-8, 1 to 64 bytes).
+        workload: String,
+    },
+    /// Remove a mapping: `rm 10.1.2.3 40001`.
+    Rm {
+        /// The local IPv4 address.
+        ip: IpAddr,
+        /// The local port.
+        port: u16,
+    },
+    /// List the mappings.
+    Ls,
+}
+
+/// Which certificate field names the workload.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CertField {
+    /// The first URI subject alternative name (SPIFFE style).
+    SanUri,
+    /// The subject common name.
+    Cn,
 }
 
 /// Options of `flowexporter tail`.
@@ -31,6 +112,17 @@ pub struct TailArgs {
     /// Drain interval in milliseconds when the kernel has not woken the reader.
     #[arg(long, default_value_t = 50)]
     pub poll_ms: u64,
+    /// The host's identity certificate (PEM): records the identity maps do not
+    /// attribute get its identity.
+    #[arg(long)]
+    pub identity_cert: Option<PathBuf>,
+    /// Which certificate field names the workload.
+    #[arg(long, value_enum, default_value = "san-uri")]
+    pub identity_field: CertField,
+    /// Where the identity maps are pinned. Default: /sys/fs/bpf/flowexporter when the
+    /// BPF filesystem is mounted (otherwise the maps stay private, with a warning).
+    #[arg(long)]
+    pub pin_dir: Option<PathBuf>,
 }
 
 fn version() -> &'static str {

@@ -1,6 +1,7 @@
 //! `flowexporter`: one flow record per closed TCP socket on this host.
 
 mod cli;
+mod identity;
 mod output;
 mod tail;
 
@@ -17,6 +18,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         cli::Command::Tail(args) => tail::run(args),
+        cli::Command::Identity(cmd) => identity::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
