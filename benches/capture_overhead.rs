@@ -3,6 +3,10 @@
 //! plus the kernel program's mean run time per invocation and per closed socket
 //! (BPF run-time statistics), and records lost.
 //!
+//! The identity maps are pinned and populated (the loopback client's address is in
+//! the IP map among 1,000 others, and 1,000 connect-map entries), so every socket pays
+//! for its identity lookups as on a container host.
+//!
 //! Run as root: `cargo bench --bench capture_overhead`
 //! Knobs (environment): `FLOW_BENCH_CONNECTIONS` per round (default 20000),
 //! `FLOW_BENCH_ROUNDS` A/B pairs (default 3).
@@ -19,7 +23,10 @@ use std::{
 };
 
 use aya::sys::{Stats, enable_stats};
-use flowexporter::capture::{FlowCaptureBuilder, FlowRecord};
+use flowexporter::{
+    capture::{FlowCaptureBuilder, FlowRecord, WorkloadId},
+    identity::IdentityMaps,
+};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -98,6 +105,8 @@ fn main() {
     let n = env_or("FLOW_BENCH_CONNECTIONS", 20_000);
     let rounds = env_or("FLOW_BENCH_ROUNDS", 3);
     let _stats = enable_stats(Stats::RunTime).expect("enable BPF run-time statistics (root)");
+    let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/fe-bench-{}", std::process::id()));
+    populate_identity_maps(&pin_dir);
     churn(2_000); // warm up the stack and the allocator
     let mut results = Vec::new();
     for round in 1..=rounds {
@@ -107,7 +116,10 @@ fn main() {
         stop_a.store(true, Ordering::Release);
         waker.join().expect("waker");
 
-        let mut capture = FlowCaptureBuilder::new().load().expect("load capture");
+        let mut capture = FlowCaptureBuilder::new()
+            .identity_pin_dir(&pin_dir)
+            .load()
+            .expect("load capture");
         let mut reader = capture.take_reader().expect("reader");
         let stop = Arc::new(AtomicBool::new(false));
         let records = Arc::new(AtomicU64::new(0));
@@ -161,6 +173,22 @@ fn main() {
         drop(capture);
     }
     report(n, &results);
+    let _ = std::fs::remove_dir_all(&pin_dir);
+}
+
+/// Pins the identity maps under `dir` and fills them as a busy container host would.
+fn populate_identity_maps(dir: &std::path::Path) {
+    let mut maps = IdentityMaps::open_or_create(dir).expect("identity maps (is bpffs mounted?)");
+    let id = |s: String| WorkloadId::new(s).expect("id");
+    maps.set_ip("127.0.0.1".parse().expect("ip"), &id("bench-loopback".into()))
+        .expect("set");
+    for i in 0..1_000u32 {
+        let [_, a, b, c] = i.to_be_bytes();
+        let ip = std::net::Ipv4Addr::new(10, a, b, c);
+        maps.set_ip(ip.into(), &id(format!("workload-{i}"))).expect("set ip");
+        let local = std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(100, 64, a, c), 40_000 + b as u16);
+        maps.set_connect(local, &id(format!("conn-{i}"))).expect("set connect");
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

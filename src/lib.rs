@@ -5,9 +5,14 @@
 //! re-exports the parts so that an embedding agent can depend on one crate:
 //!
 //! - [`capture`] (`flow-capture`): loads the kernel program and reads typed records.
-//! - [`sink`] (`flow-sink`): where records go (so far: the JSON-lines encoding).
+//! - [`identity`] (`flow-identity`): the identity certificate, the identity-map writer
+//!   API, and the resolver that completes records' identity.
+//! - [`batch`] (`flow-batch`): minute windows, chunks and the collector wire format.
+//! - [`sink`] (`flow-sink`): where records go.
 //!
 //! The bundled binary is the `flowexporter-bin` package (`flowexporter tail`).
 
+pub use flow_batch as batch;
 pub use flow_capture as capture;
+pub use flow_identity as identity;
 pub use flow_sink as sink;
