@@ -34,23 +34,67 @@ use crate::error::IdentityError;
 
 /// The pinned identity maps, opened for writing.
 pub struct IdentityMaps {
-    ip_path: PathBuf,
-    connect_path: PathBuf,
-    ip: HashMap<MapData, IpKey, WorkloadValue>,
-    connect: HashMap<MapData, ConnectKey, WorkloadValue>,
+    ip: PinnedMap<IpKey>,
+    connect: PinnedMap<ConnectKey>,
 }
 
-fn typed<K: aya::Pod, V: aya::Pod>(
-    data: MapData,
-    path: &Path,
-) -> Result<HashMap<MapData, K, V>, IdentityError> {
-    Map::from_map_data(data)
-        .and_then(HashMap::try_from)
-        .map_err(|source| IdentityError::Map {
-            operation: "opening",
-            path: path.to_path_buf(),
-            source,
+/// One pinned map of workload values, with its path and capacity for error messages.
+struct PinnedMap<K> {
+    path: PathBuf,
+    capacity: u32,
+    map: HashMap<MapData, K, WorkloadValue>,
+}
+
+impl<K: aya::Pod> PinnedMap<K> {
+    fn new(data: MapData, path: PathBuf, capacity: u32) -> Result<PinnedMap<K>, IdentityError> {
+        let map = Map::from_map_data(data)
+            .and_then(HashMap::try_from)
+            .map_err(|source| map_error("opening", &path, source))?;
+        Ok(PinnedMap {
+            path,
+            capacity,
+            map,
         })
+    }
+
+    fn insert(&mut self, key: K, id: &WorkloadId) -> Result<(), IdentityError> {
+        self.map.insert(key, id.to_value(), 0).map_err(|source| {
+            if is_full(&source) {
+                IdentityError::MapFull {
+                    path: self.path.clone(),
+                    capacity: self.capacity,
+                }
+            } else {
+                map_error("inserting", &self.path, source)
+            }
+        })
+    }
+
+    fn remove(&mut self, key: &K) -> Result<bool, IdentityError> {
+        match self.map.remove(key) {
+            Ok(()) => Ok(true),
+            Err(e) if is_missing(&e) => Ok(false),
+            Err(source) => Err(map_error("removing", &self.path, source)),
+        }
+    }
+
+    fn entries(&self) -> Result<Vec<(K, Option<WorkloadId>)>, IdentityError> {
+        self.map
+            .iter()
+            .map(|item| {
+                item.map(|(k, v)| (k, WorkloadId::from_value(&v)))
+                    .map_err(|source| map_error("listing", &self.path, source))
+            })
+            .collect()
+    }
+}
+
+fn map_error(operation: &'static str, path: &Path, source: MapError) -> IdentityError {
+    IdentityError::Map {
+        operation,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn ip_key(ip: IpAddr) -> IpKey {
@@ -71,17 +115,24 @@ fn key_ip(key: &IpKey) -> IpAddr {
     }
 }
 
-fn is_full(e: &MapError) -> bool {
-    matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc_e2big()))
+fn connect_key(local: SocketAddrV4) -> ConnectKey {
+    ConnectKey {
+        addr: local.ip().octets(),
+        port: local.port(),
+        _pad: 0,
+    }
 }
 
-const fn libc_e2big() -> i32 {
-    7 // E2BIG on Linux
+const E2BIG: i32 = 7;
+const ENOENT: i32 = 2;
+
+fn is_full(e: &MapError) -> bool {
+    matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(E2BIG))
 }
 
 fn is_missing(e: &MapError) -> bool {
     matches!(e, MapError::KeyNotFound)
-        || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(2))
+        || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(ENOENT))
 }
 
 impl IdentityMaps {
@@ -91,60 +142,35 @@ impl IdentityMaps {
     pub fn open_or_create(dir: impl AsRef<Path>) -> Result<IdentityMaps, IdentityError> {
         let dir = dir.as_ref();
         let (ip, connect) = identity_maps::open_or_create_pinned(dir)?;
-        let ip_path = identity_maps::pin_path(dir, &IP_MAP);
-        let connect_path = identity_maps::pin_path(dir, &CONNECT_MAP);
         Ok(IdentityMaps {
-            ip: typed(ip, &ip_path)?,
-            connect: typed(connect, &connect_path)?,
-            ip_path,
-            connect_path,
+            ip: PinnedMap::new(ip, identity_maps::pin_path(dir, &IP_MAP), IP_MAP_ENTRIES)?,
+            connect: PinnedMap::new(
+                connect,
+                identity_maps::pin_path(dir, &CONNECT_MAP),
+                CONNECT_MAP_ENTRIES,
+            )?,
         })
     }
 
     /// Maps a local address (IPv4 or IPv6) to a workload, replacing any previous one.
     pub fn set_ip(&mut self, ip: IpAddr, id: &WorkloadId) -> Result<(), IdentityError> {
-        self.ip
-            .insert(ip_key(ip), id.to_value(), 0)
-            .map_err(|source| {
-                if is_full(&source) {
-                    IdentityError::MapFull {
-                        path: self.ip_path.clone(),
-                        capacity: IP_MAP_ENTRIES,
-                    }
-                } else {
-                    IdentityError::Map {
-                        operation: "inserting",
-                        path: self.ip_path.clone(),
-                        source,
-                    }
-                }
-            })
+        self.ip.insert(ip_key(ip), id)
     }
 
     /// Removes a local address; returns whether it was mapped.
     pub fn remove_ip(&mut self, ip: IpAddr) -> Result<bool, IdentityError> {
-        match self.ip.remove(&ip_key(ip)) {
-            Ok(()) => Ok(true),
-            Err(e) if is_missing(&e) => Ok(false),
-            Err(source) => Err(IdentityError::Map {
-                operation: "removing",
-                path: self.ip_path.clone(),
-                source,
-            }),
-        }
+        self.ip.remove(&ip_key(ip))
     }
 
-    /// Every mapped local address and its workload, sorted by address.
+    /// Every mapped local address and its workload (`None` for an invalid value),
+    /// sorted by address.
     pub fn ips(&self) -> Result<Vec<(IpAddr, Option<WorkloadId>)>, IdentityError> {
-        let mut out = Vec::new();
-        for item in self.ip.iter() {
-            let (k, v) = item.map_err(|source| IdentityError::Map {
-                operation: "listing",
-                path: self.ip_path.clone(),
-                source,
-            })?;
-            out.push((key_ip(&k), WorkloadId::from_value(&v)));
-        }
+        let mut out: Vec<_> = self
+            .ip
+            .entries()?
+            .into_iter()
+            .map(|(k, v)| (key_ip(&k), v))
+            .collect();
         out.sort_by_key(|(ip, _)| *ip);
         Ok(out)
     }
@@ -155,59 +181,22 @@ impl IdentityMaps {
         local: SocketAddrV4,
         id: &WorkloadId,
     ) -> Result<(), IdentityError> {
-        let key = ConnectKey {
-            addr: local.ip().octets(),
-            port: local.port(),
-            _pad: 0,
-        };
-        self.connect
-            .insert(key, id.to_value(), 0)
-            .map_err(|source| {
-                if is_full(&source) {
-                    IdentityError::MapFull {
-                        path: self.connect_path.clone(),
-                        capacity: CONNECT_MAP_ENTRIES,
-                    }
-                } else {
-                    IdentityError::Map {
-                        operation: "inserting",
-                        path: self.connect_path.clone(),
-                        source,
-                    }
-                }
-            })
+        self.connect.insert(connect_key(local), id)
     }
 
     /// Removes a (local IPv4, local port) pair; returns whether it was mapped.
     pub fn remove_connect(&mut self, local: SocketAddrV4) -> Result<bool, IdentityError> {
-        let key = ConnectKey {
-            addr: local.ip().octets(),
-            port: local.port(),
-            _pad: 0,
-        };
-        match self.connect.remove(&key) {
-            Ok(()) => Ok(true),
-            Err(e) if is_missing(&e) => Ok(false),
-            Err(source) => Err(IdentityError::Map {
-                operation: "removing",
-                path: self.connect_path.clone(),
-                source,
-            }),
-        }
+        self.connect.remove(&connect_key(local))
     }
 
     /// Every mapped (local IPv4, local port) pair and its workload, sorted.
     pub fn connects(&self) -> Result<Vec<(SocketAddrV4, Option<WorkloadId>)>, IdentityError> {
-        let mut out = Vec::new();
-        for item in self.connect.iter() {
-            let (k, v) = item.map_err(|source| IdentityError::Map {
-                operation: "listing",
-                path: self.connect_path.clone(),
-                source,
-            })?;
-            let addr = SocketAddrV4::new(Ipv4Addr::from(k.addr), k.port);
-            out.push((addr, WorkloadId::from_value(&v)));
-        }
+        let mut out: Vec<_> = self
+            .connect
+            .entries()?
+            .into_iter()
+            .map(|(k, v)| (SocketAddrV4::new(Ipv4Addr::from(k.addr), k.port), v))
+            .collect();
         out.sort_by_key(|(a, _)| *a);
         Ok(out)
     }
