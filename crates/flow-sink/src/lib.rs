@@ -1,6 +1,55 @@
 //! Where flowexporter's records go.
 //!
-//! So far this crate holds the JSON-lines encoding that `flowexporter tail --json` and
-//! the stdout and file sinks share, so that every JSON consumer sees one field set.
+//! - [`FlowSink`]: the one async interface every destination of chunks implements,
+//!   with blanket impls so that `Option<S>` (optional), `Vec<S>` (fan-out), `Box<S>`
+//!   and `Arc<S>` are sinks too.
+//! - [`StdoutSink`] and [`FileSink`]: JSON lines with the field set of
+//!   `flowexporter tail --json` ([`json`]).
+//! - [`CollectorSink`]: HTTP POST of encoded chunk frames to a collector, with
+//!   timeouts, retries ([`RetryPolicy`]: exponential backoff, full jitter), a durable
+//!   on-disk [`Spool`] and optional mutual TLS. `docs/collector-protocol.md` describes
+//!   the HTTP exchange.
+//! - [`RecordJournal`]: a write-ahead log of captured records, so that a crash loses
+//!   at most about one sync interval (default 1 s) of them.
+//! - [`collector`]: the reference collector (`examples/flowcollector.rs`), which
+//!   doubles as the test peer of the collector sink.
+//!
+//! The library emits `tracing` events and installs nothing process-wide.
 
+pub mod collector;
+pub mod collector_sink;
+mod error;
+pub mod journal;
 pub mod json;
+mod json_sink;
+pub mod retry;
+mod sink;
+pub mod spool;
+
+pub use collector_sink::{
+    CHUNK_CONTENT_TYPE, CHUNKS_PATH, ClientTls, CollectorConfig, CollectorCounters, CollectorSink,
+    RESULT_HEADER,
+};
+pub use error::SinkError;
+pub use journal::{JournalConfig, JournalCounters, RecordJournal, Recovered, RecoveredChunk};
+pub use json_sink::{FileSink, JsonSinkCounters, StdoutSink, encode_chunk};
+pub use retry::{Disposition, RetryPolicy};
+pub use sink::FlowSink;
+pub use spool::{Spool, SpoolConfig, SpoolCounters, WhenFull};
+
+/// `error` and its sources, joined with `: ` (for log lines).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// Completes once `shutdown` is true (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}

@@ -1,0 +1,202 @@
+//! The crate's one error type.
+
+use std::{io, net::SocketAddr, path::PathBuf};
+
+use flow_batch::BatchError;
+
+/// Everything that can go wrong in `flow-sink`: configuration, files, HTTP and
+/// encoding.
+///
+/// A sink returns an error only when a chunk could be neither delivered nor kept
+/// durably (see [`FlowSink::deliver`](crate::FlowSink::deliver)); failures it recovers
+/// from (a retried request, a corrupt spool file set aside) are counted and logged
+/// instead.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// A configuration value is out of range or malformed.
+    #[error("invalid sink configuration: `{key}` = {value}: {reason}")]
+    InvalidConfig {
+        /// The configuration key.
+        key: &'static str,
+        /// The rejected value, printed.
+        value: String,
+        /// What the value must be instead.
+        reason: &'static str,
+    },
+
+    /// A file or directory operation failed.
+    #[error("failed to {operation} {}", .path.display())]
+    Io {
+        /// What was being done (`create`, `fsync`, `rename`, ...).
+        operation: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Writing to standard output failed.
+    #[error("failed to write to standard output")]
+    Stdout {
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A chunk could not be encoded into a frame.
+    #[error("chunk {sequence} could not be encoded")]
+    Encode {
+        /// The chunk's sequence number.
+        sequence: u64,
+        /// Why the encoder refused it.
+        #[source]
+        source: BatchError,
+    },
+
+    /// Bytes handed over as a frame are not a valid one.
+    #[error("not a valid chunk frame")]
+    InvalidFrame {
+        /// What the decoder found wrong.
+        #[source]
+        source: BatchError,
+    },
+
+    /// An encoder or decoder could not be set up.
+    #[error("failed to {operation}")]
+    Codec {
+        /// What was being set up.
+        operation: &'static str,
+        /// Why.
+        #[source]
+        source: BatchError,
+    },
+
+    /// A record could not be written to the journal (its times are before the Unix
+    /// epoch, which the wire format cannot carry either).
+    #[error("flow record {local} -> {remote} cannot be journaled")]
+    JournalEncode {
+        /// The record's local address.
+        local: SocketAddr,
+        /// The record's remote address.
+        remote: SocketAddr,
+        /// Why bincode refused it.
+        #[source]
+        source: bincode::Error,
+    },
+
+    /// The TLS material of a collector sink could not be loaded.
+    #[error("invalid TLS {what} in {}", .path.display())]
+    Tls {
+        /// `client certificate and key` or `CA certificate`.
+        what: &'static str,
+        /// The PEM file.
+        path: PathBuf,
+        /// Why it was refused.
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// The HTTP client could not be built.
+    #[error("failed to build the HTTP client for {url}")]
+    HttpClient {
+        /// The collector URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// A request to the collector failed without an HTTP answer (connection refused,
+    /// reset, timed out) and was not retried further.
+    #[error("request to {url} failed")]
+    Transport {
+        /// The collector URL.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// The collector answered with a retriable status and the retry budget ran out.
+    #[error("collector {url} answered {status} after {attempts} attempts")]
+    Unavailable {
+        /// The collector URL.
+        url: String,
+        /// The last HTTP status.
+        status: u16,
+        /// Attempts made.
+        attempts: u32,
+    },
+
+    /// The collector refused a chunk for good (a 4xx other than 408 and 429, or a
+    /// redirect). Retrying the same bytes cannot succeed.
+    #[error("collector {url} rejected batch {batch_id} with status {status}: {body}")]
+    Rejected {
+        /// The collector URL.
+        url: String,
+        /// The batch ID of the refused chunk.
+        batch_id: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
+
+    /// The spool is full and configured to refuse new chunks.
+    #[error(
+        "spool {} is full: {spooled_bytes} bytes spooled, {frame_bytes} more would exceed the cap of {max_bytes}",
+        .path.display()
+    )]
+    SpoolFull {
+        /// The spool directory.
+        path: PathBuf,
+        /// Bytes spooled now.
+        spooled_bytes: u64,
+        /// Size of the refused frame.
+        frame_bytes: u64,
+        /// The cap.
+        max_bytes: u64,
+    },
+
+    /// One sink of a fan-out failed.
+    #[error("sink `{name}` failed")]
+    Sink {
+        /// The failing sink's [`name`](crate::FlowSink::name).
+        name: String,
+        /// Its error.
+        #[source]
+        source: Box<SinkError>,
+    },
+
+    /// The reference collector could not listen.
+    #[error("failed to listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A background task of the sink panicked or was cancelled.
+    #[error("background task `{task}` ended abnormally")]
+    Task {
+        /// Which task.
+        task: &'static str,
+        /// Its join error.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl SinkError {
+    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        SinkError::Io {
+            operation,
+            path: path.into(),
+            source,
+        }
+    }
+}

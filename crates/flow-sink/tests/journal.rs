@@ -1,0 +1,262 @@
+//! The record journal: crash recovery, torn writes, intents and batch IDs.
+
+mod common;
+
+use std::{fs, path::Path, time::Instant};
+
+use common::*;
+use flow_batch::wire::InstanceId;
+use flow_sink::{CollectorSink, FlowSink, JournalConfig, RecordJournal, collector::FaultInjection};
+
+fn open(dir: &Path, instance: u128) -> (RecordJournal, flow_sink::Recovered) {
+    RecordJournal::open(
+        dir,
+        HOST,
+        InstanceId::new(instance),
+        JournalConfig::default(),
+    )
+    .expect("open journal")
+}
+
+/// Simulates `kill -9`: no destructor runs, so nothing buffered is written.
+fn crash(journal: RecordJournal) {
+    std::mem::forget(journal);
+}
+
+fn numbers(records: &[flow_capture::FlowRecord]) -> Vec<u64> {
+    records.iter().map(|r| r.stats.bytes_sent).collect()
+}
+
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn crash_loses_only_what_was_not_synced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut journal, recovered) = open(dir.path(), 1);
+    assert!(recovered.is_empty());
+    for n in 0..100 {
+        journal.append(&record(n)).expect("append");
+    }
+    let t0 = Instant::now();
+    assert!(
+        journal
+            .sync_if_due(t0 + JournalConfig::default().sync_interval)
+            .expect("sync")
+    );
+    assert!(
+        !journal.sync_if_due(t0).expect("not due"),
+        "nothing new to sync"
+    );
+    for n in 100..110 {
+        journal.append(&record(n)).expect("append");
+    }
+    assert!(journal.poll_timeout().is_some());
+    crash(journal);
+
+    let (journal, recovered) = open(dir.path(), 2);
+    assert_eq!(numbers(&recovered.records), (0..100).collect::<Vec<_>>());
+    assert!(recovered.chunks.is_empty());
+    let c = journal.counters();
+    assert_eq!((c.records_recovered, c.pending_records), (100, 100));
+    // Recovery rewrote the live records into one new segment.
+    assert_eq!(segments(dir.path()).len(), 1);
+
+    // A crash right after recovery recovers the same again: nothing lost, nothing doubled.
+    crash(journal);
+    let (_journal, again) = open(dir.path(), 3);
+    assert_eq!(numbers(&again.records), (0..100).collect::<Vec<_>>());
+}
+
+#[test]
+fn torn_last_record_is_tolerated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut journal, _) = open(dir.path(), 1);
+    for n in 0..50 {
+        journal.append(&record(n)).expect("append");
+    }
+    journal.sync().expect("sync");
+    crash(journal);
+    let seg = segments(dir.path()).pop().expect("a segment");
+    let len = fs::metadata(&seg).expect("stat").len();
+    // Cut the last record in the middle, as a crash during write(2) would.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open")
+        .set_len(len - 20)
+        .expect("truncate");
+
+    let (journal, recovered) = open(dir.path(), 2);
+    assert_eq!(numbers(&recovered.records), (0..49).collect::<Vec<_>>());
+    assert!(journal.counters().bytes_discarded > 0);
+}
+
+#[test]
+fn garbage_after_the_last_record_is_tolerated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut journal, _) = open(dir.path(), 1);
+    for n in 0..10 {
+        journal.append(&record(n)).expect("append");
+    }
+    journal.sync().expect("sync");
+    crash(journal);
+    let seg = segments(dir.path()).pop().expect("a segment");
+    let mut bytes = fs::read(&seg).expect("read");
+    bytes.extend_from_slice(&[0x40, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9]);
+    fs::write(&seg, bytes).expect("write");
+    let (journal, recovered) = open(dir.path(), 2);
+    assert_eq!(numbers(&recovered.records), (0..10).collect::<Vec<_>>());
+    assert_eq!(journal.counters().bytes_discarded, 11);
+}
+
+#[test]
+fn chunks_in_flight_come_back_with_their_batch_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut journal, _) = open(dir.path(), 7);
+    for n in 0..30 {
+        journal.append(&record(n)).expect("append");
+    }
+    // Chunk 0 was delivered; chunk 1 was handed to the sink when the process died.
+    let a = chunk(0, 0, 10);
+    let b = chunk(1, 10, 10);
+    let id_a = journal.begin_chunk(&a).expect("begin");
+    journal.end_chunk(&id_a).expect("end");
+    let id_b = journal.begin_chunk(&b).expect("begin");
+    assert_eq!(id_b.sequence, 1);
+    assert_eq!(journal.counters().open_chunks, 1);
+    crash(journal);
+
+    let (mut journal, recovered) = open(dir.path(), 8);
+    assert_eq!(recovered.chunks.len(), 1);
+    let rb = &recovered.chunks[0];
+    assert_eq!(rb.batch_id(), id_b, "same host, instance and sequence");
+    assert_eq!(rb.chunk, b, "same window, index and records");
+    assert_eq!(numbers(&recovered.records), (20..30).collect::<Vec<_>>());
+
+    // Delivered now, but the done mark is synced lazily: a crash before the next sync
+    // brings the chunk back once more, under the same batch ID (the collector drops it).
+    journal.end_chunk(&rb.batch_id()).expect("end");
+    crash(journal);
+    let (mut journal, recovered) = open(dir.path(), 9);
+    assert_eq!(recovered.chunks.len(), 1);
+    assert_eq!(recovered.chunks[0].batch_id(), id_b);
+
+    // Once the done mark is synced, only the unbatched records remain.
+    journal.end_chunk(&id_b).expect("end");
+    journal.sync().expect("sync");
+    crash(journal);
+    let (_journal, recovered) = open(dir.path(), 10);
+    assert!(recovered.chunks.is_empty());
+    assert_eq!(numbers(&recovered.records), (20..30).collect::<Vec<_>>());
+}
+
+#[test]
+fn identical_records_are_matched_one_for_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut journal, _) = open(dir.path(), 1);
+    for _ in 0..3 {
+        journal.append(&record(5)).expect("append");
+    }
+    let c = flow_batch::Chunk::new(window(), 0, 0, true, vec![record(5), record(5)]);
+    let id = journal.begin_chunk(&c).expect("begin");
+    journal.end_chunk(&id).expect("end");
+    crash(journal);
+    let (_j, recovered) = open(dir.path(), 2);
+    assert_eq!(
+        numbers(&recovered.records),
+        vec![5],
+        "one copy was in no chunk"
+    );
+}
+
+#[test]
+fn done_segments_are_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = JournalConfig::default().with_segment_max_bytes(8192);
+    let (mut journal, _) =
+        RecordJournal::open(dir.path(), HOST, InstanceId::new(1), config).expect("open");
+    for n in 0..400 {
+        journal.append(&record(n)).expect("append");
+    }
+    assert!(journal.counters().segments > 3, "{:?}", journal.counters());
+    for (seq, c) in chunks(4, 100).iter().enumerate() {
+        let id = journal.begin_chunk(c).expect("begin");
+        assert_eq!(id.sequence, seq as u64);
+        journal.end_chunk(&id).expect("end");
+    }
+    let c = journal.counters();
+    assert_eq!(
+        (c.live_records, c.pending_records, c.open_chunks),
+        (0, 0, 0)
+    );
+    assert_eq!(c.segments, 1, "{c:?}");
+    assert_eq!(segments(dir.path()).len(), 1);
+    assert_eq!(c.records_unmatched, 0);
+    crash(journal);
+    let (_j, recovered) = open(dir.path(), 2);
+    assert!(recovered.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_chunk_is_dropped_by_the_collector_if_it_had_arrived() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("flows.jsonl");
+    let journal_dir = dir.path().join("journal");
+    let collector = collector(&out, FaultInjection::default()).await;
+
+    // Run 1: the chunk reaches the collector, then the process dies before end_chunk.
+    {
+        let (mut journal, _) = open(&journal_dir, 100);
+        let sink = CollectorSink::start(sink_config(
+            &collector.url(),
+            100,
+            &dir.path().join("spool1"),
+        ))
+        .expect("sink");
+        for n in 0..40 {
+            journal.append(&record(n)).expect("append");
+        }
+        let c = chunk(0, 0, 25);
+        journal.begin_chunk(&c).expect("begin");
+        sink.deliver(&c).await.expect("deliver");
+        sink.flush().await.expect("flush");
+        crash(journal);
+        sink.close().await.expect("close");
+    }
+    assert_eq!(numbers_in(&out).len(), 25);
+
+    // Run 2: the chunk comes back with its old batch ID; the rest is batched anew.
+    let (mut journal, recovered) = open(&journal_dir, 101);
+    let sink = CollectorSink::start(sink_config(
+        &collector.url(),
+        101,
+        &dir.path().join("spool2"),
+    ))
+    .expect("sink");
+    for rc in &recovered.chunks {
+        sink.deliver_frame(rc.encode().expect("encode"))
+            .await
+            .expect("deliver");
+        journal.end_chunk(&rc.batch_id()).expect("end");
+    }
+    let rest = flow_batch::Chunk::new(window(), 0, 0, true, recovered.records.clone());
+    let id = journal.begin_chunk(&rest).expect("begin");
+    sink.deliver(&rest).await.expect("deliver");
+    journal.end_chunk(&id).expect("end");
+    sink.flush().await.expect("flush");
+
+    assert_exactly_once(&out, 40);
+    assert_eq!(collector.stats().chunks_duplicate, 1);
+    assert_eq!(sink.counters().chunks_duplicate, 1);
+    assert_eq!(journal.counters().live_records, 0);
+    sink.close().await.expect("close");
+    collector.shutdown().await;
+}
