@@ -180,14 +180,20 @@ fn main() {
 fn populate_identity_maps(dir: &std::path::Path) {
     let mut maps = IdentityMaps::open_or_create(dir).expect("identity maps (is bpffs mounted?)");
     let id = |s: String| WorkloadId::new(s).expect("id");
-    maps.set_ip("127.0.0.1".parse().expect("ip"), &id("bench-loopback".into()))
-        .expect("set");
+    maps.set_ip(
+        "127.0.0.1".parse().expect("ip"),
+        &id("bench-loopback".into()),
+    )
+    .expect("set");
     for i in 0..1_000u32 {
         let [_, a, b, c] = i.to_be_bytes();
         let ip = std::net::Ipv4Addr::new(10, a, b, c);
-        maps.set_ip(ip.into(), &id(format!("workload-{i}"))).expect("set ip");
-        let local = std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(100, 64, a, c), 40_000 + b as u16);
-        maps.set_connect(local, &id(format!("conn-{i}"))).expect("set connect");
+        maps.set_ip(ip.into(), &id(format!("workload-{i}")))
+            .expect("set ip");
+        let local =
+            std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(100, 64, a, c), 40_000 + b as u16);
+        maps.set_connect(local, &id(format!("conn-{i}")))
+            .expect("set connect");
     }
 }
 
