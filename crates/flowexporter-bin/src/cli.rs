@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Load the tracer and print each flow record as it is captured.
     Tail(TailArgs),
+    /// Run the exporter: capture, identity, minute batches, delivery to a collector
+    /// (or JSON lines on stdout without one).
+    Run(RunArgs),
     /// Read and write the identity maps (local IP -> workload, and
     /// (local IPv4, local port) -> workload) that the tracer consults at capture time.
     #[command(subcommand)]
@@ -106,6 +109,59 @@ pub struct TailArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Capture and identity options.
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// Options of `flowexporter run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Send minute batches to this collector (e.g. http://collector:9000). Without it,
+    /// records are written to stdout as JSON lines as soon as they are captured.
+    #[arg(long)]
+    pub collector: Option<String>,
+    /// Batch window, on wall-clock boundaries (e.g. 60s, 5s, 1m).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub window: Duration,
+    /// Where chunks wait until the collector takes them (bounded, survives restarts).
+    #[arg(long, default_value = "/var/lib/flowexporter/spool")]
+    pub spool_dir: PathBuf,
+    /// Largest spool, in bytes; past it the oldest chunks are dropped and counted.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub spool_max_bytes: u64,
+    /// Write-ahead journal of captured records (a crash loses at most about one
+    /// journal sync interval of them).
+    #[arg(long, default_value = "/var/lib/flowexporter/journal")]
+    pub journal_dir: PathBuf,
+    /// How often the journal is synced to disk.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub journal_sync: Duration,
+    /// Longest wait between two attempts to reach the collector (backoff is
+    /// exponential from 0.5 s, with full jitter; retries never stop while a spool
+    /// holds the chunk).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub retry_max_backoff: Duration,
+    /// This host's identity in batch headers (default: the hostname).
+    #[arg(long)]
+    pub host_id: Option<String>,
+    /// CA certificate (PEM) to trust for an https collector (default: the system's).
+    #[arg(long)]
+    pub collector_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, e.g. the host's identity certificate.
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Capture and identity options.
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// Options shared by `tail` and `run`: the capture core and identity.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     #[arg(long, default_value_t = flow_capture::DEFAULT_RING_SIZE)]
     pub ring_size: u32,

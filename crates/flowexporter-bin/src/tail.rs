@@ -1,16 +1,16 @@
 //! `flowexporter tail`: print records as they are captured until SIGINT/SIGTERM, then
 //! detach and drain what was already captured.
 
-use std::{io, time::Duration};
+use std::io;
 
 use anyhow::Context;
-use flow_capture::{AsyncFlowReader, FlowCaptureBuilder, FlowRecord, identity_maps};
-use flow_identity::{CertificateIdentity, IdentityField, IdentityResolver};
+use flow_capture::{AsyncFlowReader, FlowRecord};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    cli::{CertField, TailArgs},
+    cli::TailArgs,
     output::{Format, RecordWriter},
+    setup,
 };
 
 /// Runs `tail` to completion.
@@ -28,34 +28,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
     } else {
         Format::Table
     };
-    let mut builder = FlowCaptureBuilder::new()
-        .ring_size(args.ring_size)
-        .poll_interval(Duration::from_millis(args.poll_ms.max(1)));
-    match &args.pin_dir {
-        Some(dir) => builder = builder.identity_pin_dir(dir),
-        None if bpffs_mounted() => {
-            builder = builder.identity_pin_dir(identity_maps::DEFAULT_IDENTITY_PIN_DIR)
-        }
-        None => tracing::warn!(
-            "no BPF filesystem at /sys/fs/bpf: the identity maps are not shared, so `flowexporter identity` cannot write them (mount -t bpf bpf /sys/fs/bpf)"
-        ),
-    }
-    let mut capture = builder.load().context("loading the flow tracer")?;
-    let mut resolver = IdentityResolver::new(args.identity_cert.as_ref().map(|path| {
-        let field = match args.identity_field {
-            CertField::SanUri => IdentityField::SanUri,
-            CertField::Cn => IdentityField::SubjectCn,
-        };
-        let (cert, err) = CertificateIdentity::load(path, field);
-        match err
-            .map(Err)
-            .unwrap_or_else(|| cert.check(std::time::SystemTime::now()).map(|_| ()))
-        {
-            Ok(()) => tracing::info!(path = %path.display(), "identity certificate loaded"),
-            Err(e) => tracing::error!("{e}; records not attributed by the maps stay unattributed"),
-        }
-        cert
-    }));
+    let (mut capture, mut resolver) = setup::capture_and_identity(&args.capture)?;
     let mut reader = AsyncFlowReader::new(capture.take_reader()?)?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -68,10 +41,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
-        if let Some(e) = resolver.refresh() {
-            tracing::error!("{e}; records not attributed by the maps stay unattributed");
-        }
-        batch.iter_mut().for_each(|r| resolver.resolve(r));
+        setup::resolve_all(&mut resolver, &mut batch);
         if !write_all(&mut out, &mut batch)? {
             return Ok(());
         }
@@ -91,10 +61,6 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
         "stopped"
     );
     Ok(())
-}
-
-fn bpffs_mounted() -> bool {
-    std::fs::read_to_string("/proc/mounts").is_ok_and(|m| m.contains(" /sys/fs/bpf bpf "))
 }
 
 /// Writes and clears `batch`; returns false when stdout is closed (e.g. `| head`).

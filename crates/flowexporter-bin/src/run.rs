@@ -1,0 +1,220 @@
+//! `flowexporter run`: capture -> identity -> minute batches -> collector (or JSON
+//! lines on stdout without a collector). SIGTERM/SIGINT close the open window early
+//! and deliver or spool it; a crash (even `kill -9`) loses at most the records of the
+//! last journal sync interval.
+
+use std::{io, time::Duration};
+
+use anyhow::Context;
+use flow_batch::{BatchConfig, MinuteBatcher, wire::InstanceId};
+use flow_capture::{AsyncFlowReader, FlowCapture, FlowRecord};
+use flow_identity::IdentityResolver;
+use flow_sink::{
+    ClientTls, CollectorConfig, CollectorSink, FlowSink, JournalConfig, RecordJournal, RetryPolicy,
+    SpoolConfig,
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    cli::RunArgs,
+    output::{Format, RecordWriter},
+    pipeline::Pipeline,
+    setup,
+};
+
+/// How often windows are checked for closing and the journal for syncing.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Runs the exporter until SIGTERM or SIGINT.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match args.collector.clone() {
+            Some(url) => to_collector(args, url).await,
+            None => to_stdout(args).await,
+        }
+    })
+}
+
+fn host_id(args: &RunArgs) -> String {
+    args.host_id.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown-host".into())
+    })
+}
+
+/// Waits for SIGTERM or SIGINT.
+struct Stop {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn install() -> anyhow::Result<Stop> {
+        Ok(Stop {
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Without a collector: records as JSON lines on stdout as soon as they are captured.
+async fn to_stdout(args: RunArgs) -> anyhow::Result<()> {
+    let (mut capture, mut resolver) = setup::capture_and_identity(&args.capture)?;
+    let mut reader = AsyncFlowReader::new(capture.take_reader()?)?;
+    let mut stop = Stop::install()?;
+    let mut out = RecordWriter::new(io::stdout().lock(), Format::Json)?;
+    let mut batch: Vec<FlowRecord> = Vec::new();
+    tracing::info!("tracing TCP closes, JSON lines on stdout (no --collector given)");
+    loop {
+        tokio::select! {
+            r = reader.next_batch(&mut batch) => { r?; }
+            _ = stop.wait() => break,
+        }
+        setup::resolve_all(&mut resolver, &mut batch);
+        for r in batch.drain(..) {
+            out.write(&r).context("writing to stdout")?;
+        }
+    }
+    drop(capture);
+    reader.drain(&mut batch);
+    setup::resolve_all(&mut resolver, &mut batch);
+    for r in batch.drain(..) {
+        out.write(&r).context("writing to stdout")?;
+    }
+    Ok(())
+}
+
+async fn to_collector(args: RunArgs, url: String) -> anyhow::Result<()> {
+    let host = host_id(&args);
+    // A new instance per start: batch IDs (host, instance, sequence) never repeat.
+    let instance = InstanceId::random();
+    let lateness = Duration::from_secs(2).min(args.window / 2);
+    let batcher = MinuteBatcher::new(
+        BatchConfig::default()
+            .with_window(args.window)
+            .with_allowed_lateness(lateness)
+            .with_max_future_skew(lateness),
+    )
+    .context("batch configuration")?;
+    let mut tls = None;
+    if let Some(ca) = &args.collector_ca {
+        tls = Some(ClientTls::default().with_ca_file(ca));
+    }
+    if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+        tls = Some(tls.unwrap_or_default().with_client_identity(cert, key));
+    }
+    let mut config = CollectorConfig::new(&url, &host, instance)
+        .with_spool_dir(&args.spool_dir)
+        .with_spool(SpoolConfig::default().with_max_bytes(args.spool_max_bytes))
+        .with_retry(RetryPolicy::default().with_max_backoff(args.retry_max_backoff));
+    if let Some(tls) = tls {
+        config = config.with_tls(tls);
+    }
+    let sink = CollectorSink::start(config).context("starting the collector sink")?;
+    let (journal, recovered) = RecordJournal::open(
+        &args.journal_dir,
+        &host,
+        instance,
+        JournalConfig::default().with_sync_interval(args.journal_sync),
+    )
+    .context("opening the record journal")?;
+    let mut pipeline = Pipeline {
+        batcher,
+        journal,
+        sink,
+        refused: 0,
+    };
+    // Chunks in flight at a crash go out again under their original batch ID (the
+    // collector drops duplicates); records in no chunk are batched again.
+    if !recovered.is_empty() {
+        tracing::info!(
+            chunks = recovered.chunks.len(),
+            records = recovered.records.len(),
+            "recovered from the journal"
+        );
+    }
+    for rc in &recovered.chunks {
+        pipeline.sink.deliver_frame(rc.encode()?).await?;
+        pipeline.journal.end_chunk(&rc.batch_id())?;
+    }
+    for record in recovered.records {
+        pipeline.push_journaled(record);
+    }
+
+    let (capture, resolver) = setup::capture_and_identity(&args.capture)?;
+    tracing::info!(%url, window = ?args.window, "tracing TCP closes, sending to the collector");
+    let result = capture_loop(capture, resolver, &mut pipeline).await;
+    // Whatever happened, close the open windows early and deliver or spool them.
+    pipeline.batcher.flush(std::time::SystemTime::now());
+    let drained = pipeline.drain().await;
+    pipeline.journal.sync()?;
+    let counters = pipeline.batcher.counters();
+    let sink = pipeline.sink;
+    let flushed = sink.flush().await;
+    let sent = sink.counters();
+    sink.close().await?;
+    tracing::info!(
+        records = counters.records_in,
+        chunks = counters.chunks_out,
+        late = counters.records_late,
+        refused = pipeline.refused,
+        ?sent,
+        "stopped"
+    );
+    result?;
+    drained?;
+    flushed?;
+    Ok(())
+}
+
+/// Reads records until a stop signal, then detaches and takes what is left.
+async fn capture_loop(
+    mut capture: FlowCapture,
+    mut resolver: IdentityResolver,
+    pipeline: &mut Pipeline,
+) -> anyhow::Result<()> {
+    let mut reader = AsyncFlowReader::new(capture.take_reader()?)?;
+    let mut stop = Stop::install()?;
+    let mut tick = tokio::time::interval(TICK);
+    let mut batch: Vec<FlowRecord> = Vec::new();
+    loop {
+        tokio::select! {
+            r = reader.next_batch(&mut batch) => { r?; }
+            _ = tick.tick() => {}
+            _ = stop.wait() => break,
+        }
+        setup::resolve_all(&mut resolver, &mut batch);
+        for record in batch.drain(..) {
+            pipeline.push(record);
+        }
+        pipeline.tick()?;
+        pipeline.drain().await?;
+    }
+    // Detach first, then drain: every record captured before the detach is kept.
+    let kernel = capture.counters()?;
+    drop(capture);
+    reader.drain(&mut batch);
+    setup::resolve_all(&mut resolver, &mut batch);
+    for record in batch.drain(..) {
+        pipeline.push(record);
+    }
+    tracing::info!(
+        lost_in_kernel = kernel.lost(),
+        identity = ?resolver.counters(),
+        "capture detached"
+    );
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! What `tail` and `run` share: loading the capture core with the identity maps, and
+//! the identity resolver with the optional certificate.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use flow_capture::{FlowCapture, FlowCaptureBuilder, FlowRecord, identity_maps};
+use flow_identity::{CertificateIdentity, IdentityField, IdentityResolver};
+
+use crate::cli::{CaptureArgs, CertField};
+
+/// Loads and attaches the capture core, and prepares identity resolution.
+pub fn capture_and_identity(args: &CaptureArgs) -> anyhow::Result<(FlowCapture, IdentityResolver)> {
+    let mut builder = FlowCaptureBuilder::new()
+        .ring_size(args.ring_size)
+        .poll_interval(Duration::from_millis(args.poll_ms.max(1)));
+    match &args.pin_dir {
+        Some(dir) => builder = builder.identity_pin_dir(dir),
+        None if bpffs_mounted() => {
+            builder = builder.identity_pin_dir(identity_maps::DEFAULT_IDENTITY_PIN_DIR)
+        }
+        None => tracing::warn!(
+            "no BPF filesystem at /sys/fs/bpf: the identity maps are not shared, so `flowexporter identity` cannot write them (mount -t bpf bpf /sys/fs/bpf)"
+        ),
+    }
+    let capture = builder.load().context("loading the flow tracer")?;
+    let certificate = args.identity_cert.as_ref().map(|path| {
+        let field = match args.identity_field {
+            CertField::SanUri => IdentityField::SanUri,
+            CertField::Cn => IdentityField::SubjectCn,
+        };
+        let (cert, err) = CertificateIdentity::load(path, field);
+        match err
+            .map(Err)
+            .unwrap_or_else(|| cert.check(SystemTime::now()).map(|_| ()))
+        {
+            Ok(()) => tracing::info!(path = %path.display(), "identity certificate loaded"),
+            Err(e) => tracing::error!("{e}; records not attributed by the maps stay unattributed"),
+        }
+        cert
+    });
+    Ok((capture, IdentityResolver::new(certificate)))
+}
+
+/// Picks up a replaced certificate, then completes every record's identity.
+pub fn resolve_all(resolver: &mut IdentityResolver, records: &mut [FlowRecord]) {
+    if let Some(e) = resolver.refresh() {
+        tracing::error!("{e}; records not attributed by the maps stay unattributed");
+    }
+    records.iter_mut().for_each(|r| resolver.resolve(r));
+}
+
+fn bpffs_mounted() -> bool {
+    std::fs::read_to_string("/proc/mounts").is_ok_and(|m| m.contains(" /sys/fs/bpf bpf "))
+}
