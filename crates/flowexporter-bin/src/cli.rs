@@ -21,7 +21,7 @@ pub enum Command {
     Tail(TailArgs),
     /// Run the exporter: capture, identity, minute batches, delivery to a collector
     /// (or JSON lines on stdout without one).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Read and write the identity maps (local IP -> workload, and
     /// (local IPv4, local port) -> workload) that the tracer consults at capture time.
     #[command(subcommand)]

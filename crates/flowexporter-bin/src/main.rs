@@ -21,7 +21,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         cli::Command::Tail(args) => tail::run(args),
-        cli::Command::Run(args) => run::run(args),
+        cli::Command::Run(args) => run::run(*args),
         cli::Command::Identity(cmd) => identity::run(cmd),
     };
     match result {
