@@ -12,6 +12,18 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log format on stderr (the filter comes from FLOWEXPORTER_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Subcommands.
@@ -22,6 +34,9 @@ pub enum Command {
     /// Run the exporter: capture, identity, minute batches, delivery to a collector
     /// (or JSON lines on stdout without one).
     Run(Box<RunArgs>),
+    /// Probe this host: can it run the exporter? Prints a pass/fail table with what to
+    /// do for each failure; the exit status is 0 only if every required check passes.
+    Check(CheckArgs),
     /// Read and write the identity maps (local IP -> workload, and
     /// (local IPv4, local port) -> workload) that the tracer consults at capture time.
     #[command(subcommand)]
@@ -114,6 +129,23 @@ pub struct TailArgs {
     pub capture: CaptureArgs,
 }
 
+/// Options of `flowexporter check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The identity pin directory to check.
+    #[arg(long, default_value = flow_capture::identity_maps::DEFAULT_IDENTITY_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// An identity certificate to check (PEM).
+    #[arg(long)]
+    pub identity_cert: Option<PathBuf>,
+    /// Which certificate field names the workload.
+    #[arg(long, value_enum, default_value = "san-uri")]
+    pub identity_field: CertField,
+    /// Spool and journal directories to check for writability.
+    #[arg(long = "state-dir")]
+    pub state_dirs: Vec<PathBuf>,
+}
+
 /// Options of `flowexporter run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -142,6 +174,9 @@ pub struct RunArgs {
     /// holds the chunk).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub retry_max_backoff: Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101).
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// This host's identity in batch headers (default: the hostname).
     #[arg(long)]
     pub host_id: Option<String>,

@@ -7,6 +7,8 @@ use flow_batch::MinuteBatcher;
 use flow_capture::FlowRecord;
 use flow_sink::{CollectorSink, FlowSink, RecordJournal, SinkError};
 
+use crate::ratelimit::RateLimited;
+
 /// Records in, chunks out to the collector.
 pub struct Pipeline {
     /// The batcher (sans-IO; driven with the wall clock here).
@@ -17,13 +19,15 @@ pub struct Pipeline {
     pub sink: CollectorSink,
     /// Records the batcher refused (counted; they stay in the journal).
     pub refused: u64,
+    /// Warnings about single records, rate-limited.
+    pub warnings: RateLimited,
 }
 
 impl Pipeline {
     /// Journals a record and hands it to the batcher.
     pub fn push(&mut self, record: FlowRecord) {
         if let Err(e) = self.journal.append(&record) {
-            tracing::warn!("record not journaled: {e}");
+            self.warnings.warn(|| format!("record not journaled: {e}"));
         }
         self.push_journaled(record);
     }
@@ -32,7 +36,8 @@ impl Pipeline {
     pub fn push_journaled(&mut self, record: FlowRecord) {
         if let Err(e) = self.batcher.push(record, SystemTime::now()) {
             self.refused += 1;
-            tracing::warn!("record refused by the batcher: {e}");
+            self.warnings
+                .warn(|| format!("record refused by the batcher: {e}"));
         }
     }
 

@@ -3,7 +3,7 @@
 //! and deliver or spool it; a crash (even `kill -9`) loses at most the records of the
 //! last journal sync interval.
 
-use std::{io, time::Duration};
+use std::{io, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use flow_batch::{BatchConfig, MinuteBatcher, wire::InstanceId};
@@ -17,8 +17,11 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::RunArgs,
+    metrics::{self, Metrics, Snapshot},
     output::{Format, RecordWriter},
     pipeline::Pipeline,
+    privileges,
+    ratelimit::RateLimited,
     setup,
 };
 
@@ -27,17 +30,58 @@ const TICK: Duration = Duration::from_millis(200);
 
 /// Runs the exporter until SIGTERM or SIGINT.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Load and attach while this is the only thread, then give up every capability
+    // before the runtime starts any other.
+    let (capture, resolver) = setup::capture_and_identity(&args.capture)?;
+    privileges::drop_all()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        let metrics = Arc::new(Metrics::default());
+        if let Some(addr) = args.metrics_addr {
+            metrics::serve(addr, metrics.clone()).await?;
+        }
         match args.collector.clone() {
-            Some(url) => to_collector(args, url).await,
-            None => to_stdout(args).await,
+            Some(url) => to_collector(args, url, capture, resolver, metrics).await,
+            None => to_stdout(capture, resolver, metrics).await,
         }
     })
+}
+
+/// How often the metrics snapshot is refreshed.
+const METRICS_EVERY: Duration = Duration::from_secs(1);
+
+/// Reads every component's counters into the metrics endpoint.
+fn publish(
+    metrics: &Metrics,
+    capture: &FlowCapture,
+    reader: &AsyncFlowReader,
+    resolver: &IdentityResolver,
+    pipeline: Option<&Pipeline>,
+) {
+    let mut s = Snapshot {
+        reader: reader.get_ref().counters(),
+        identity: resolver.counters(),
+        ..Snapshot::default()
+    };
+    match capture.counters() {
+        Ok(k) => s.kernel = k,
+        Err(e) => tracing::debug!("kernel counters unavailable: {e}"),
+    }
+    match capture.program_stats() {
+        Ok(p) => s.program = p,
+        Err(e) => tracing::debug!("program statistics unavailable: {e}"),
+    }
+    if let Some(p) = pipeline {
+        s.batch = Some(p.batcher.counters());
+        s.batch_refused = p.refused;
+        s.sink = Some(p.sink.counters());
+        s.journal = Some(p.journal.counters());
+    }
+    metrics.update(&s);
 }
 
 fn host_id(args: &RunArgs) -> String {
@@ -71,16 +115,21 @@ impl Stop {
 }
 
 /// Without a collector: records as JSON lines on stdout as soon as they are captured.
-async fn to_stdout(args: RunArgs) -> anyhow::Result<()> {
-    let (mut capture, mut resolver) = setup::capture_and_identity(&args.capture)?;
+async fn to_stdout(
+    mut capture: FlowCapture,
+    mut resolver: IdentityResolver,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
     let mut reader = AsyncFlowReader::new(capture.take_reader()?)?;
     let mut stop = Stop::install()?;
     let mut out = RecordWriter::new(io::stdout().lock(), Format::Json)?;
     let mut batch: Vec<FlowRecord> = Vec::new();
     tracing::info!("tracing TCP closes, JSON lines on stdout (no --collector given)");
+    let mut tick = tokio::time::interval(METRICS_EVERY);
     loop {
         tokio::select! {
             r = reader.next_batch(&mut batch) => { r?; }
+            _ = tick.tick() => publish(&metrics, &capture, &reader, &resolver, None),
             _ = stop.wait() => break,
         }
         setup::resolve_all(&mut resolver, &mut batch);
@@ -97,7 +146,13 @@ async fn to_stdout(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn to_collector(args: RunArgs, url: String) -> anyhow::Result<()> {
+async fn to_collector(
+    args: RunArgs,
+    url: String,
+    capture: FlowCapture,
+    resolver: IdentityResolver,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
     let host = host_id(&args);
     // A new instance per start: batch IDs (host, instance, sequence) never repeat.
     let instance = InstanceId::random();
@@ -136,6 +191,7 @@ async fn to_collector(args: RunArgs, url: String) -> anyhow::Result<()> {
         journal,
         sink,
         refused: 0,
+        warnings: RateLimited::new(Duration::from_secs(10)),
     };
     // Chunks in flight at a crash go out again under their original batch ID (the
     // collector drops duplicates); records in no chunk are batched again.
@@ -154,9 +210,7 @@ async fn to_collector(args: RunArgs, url: String) -> anyhow::Result<()> {
         pipeline.push_journaled(record);
     }
 
-    let (capture, resolver) = setup::capture_and_identity(&args.capture)?;
-    tracing::info!(%url, window = ?args.window, "tracing TCP closes, sending to the collector");
-    let result = capture_loop(capture, resolver, &mut pipeline).await;
+    let result = capture_loop(capture, resolver, &mut pipeline, &metrics, &url).await;
     // Whatever happened, close the open windows early and deliver or spool them.
     pipeline.batcher.flush(std::time::SystemTime::now());
     let drained = pipeline.drain().await;
@@ -180,20 +234,42 @@ async fn to_collector(args: RunArgs, url: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGHUP: look at the identity certificate again now and say what was found.
+fn reload(resolver: &mut IdentityResolver) {
+    let before = resolver.counters().certificate_reloads;
+    match resolver.refresh() {
+        Some(e) => {
+            tracing::error!("SIGHUP: {e}; records not attributed by the maps stay unattributed")
+        }
+        None if resolver.counters().certificate_reloads > before => {
+            tracing::info!("SIGHUP: identity certificate reloaded")
+        }
+        None => tracing::info!("SIGHUP: identity certificate unchanged"),
+    }
+}
+
 /// Reads records until a stop signal, then detaches and takes what is left.
 async fn capture_loop(
     mut capture: FlowCapture,
     mut resolver: IdentityResolver,
     pipeline: &mut Pipeline,
+    metrics: &Metrics,
+    url: &str,
 ) -> anyhow::Result<()> {
     let mut reader = AsyncFlowReader::new(capture.take_reader()?)?;
     let mut stop = Stop::install()?;
     let mut tick = tokio::time::interval(TICK);
     let mut batch: Vec<FlowRecord> = Vec::new();
+    let mut published = std::time::Instant::now();
+    let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    publish(metrics, &capture, &reader, &resolver, Some(pipeline));
+    // Said once every signal handler is in place.
+    tracing::info!(%url, window = ?pipeline.batcher.config().window, "tracing TCP closes, sending to the collector");
     loop {
         tokio::select! {
             r = reader.next_batch(&mut batch) => { r?; }
             _ = tick.tick() => {}
+            _ = hangup.recv() => reload(&mut resolver),
             _ = stop.wait() => break,
         }
         setup::resolve_all(&mut resolver, &mut batch);
@@ -202,6 +278,10 @@ async fn capture_loop(
         }
         pipeline.tick()?;
         pipeline.drain().await?;
+        if published.elapsed() >= METRICS_EVERY {
+            publish(metrics, &capture, &reader, &resolver, Some(pipeline));
+            published = std::time::Instant::now();
+        }
     }
     // Detach first, then drain: every record captured before the detach is kept.
     let kernel = capture.counters()?;

@@ -4,31 +4,38 @@
 use std::io;
 
 use anyhow::Context;
-use flow_capture::{AsyncFlowReader, FlowRecord};
+use flow_capture::{AsyncFlowReader, FlowCapture, FlowRecord};
+use flow_identity::IdentityResolver;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::TailArgs,
     output::{Format, RecordWriter},
-    setup,
+    privileges, setup,
 };
 
 /// Runs `tail` to completion.
 pub fn run(args: TailArgs) -> anyhow::Result<()> {
+    // Load and attach, then give up every capability before anything else runs.
+    let (capture, resolver) = setup::capture_and_identity(&args.capture)?;
+    privileges::drop_all()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(tail(args))
+    runtime.block_on(tail(args, capture, resolver))
 }
 
-async fn tail(args: TailArgs) -> anyhow::Result<()> {
+async fn tail(
+    args: TailArgs,
+    mut capture: FlowCapture,
+    mut resolver: IdentityResolver,
+) -> anyhow::Result<()> {
     let format = if args.json {
         Format::Json
     } else {
         Format::Table
     };
-    let (mut capture, mut resolver) = setup::capture_and_identity(&args.capture)?;
     let mut reader = AsyncFlowReader::new(capture.take_reader()?)?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;

@@ -65,6 +65,25 @@ fn free_port() -> u16 {
 
 /// Starts the exporter; returns once it has attached.
 fn start_exporter(collector_port: u16, scratch: &Scratch, window: &str) -> Child {
+    start_exporter_with(collector_port, scratch, window, &[])
+}
+
+fn start_exporter_with(
+    collector_port: u16,
+    scratch: &Scratch,
+    window: &str,
+    extra: &[&str],
+) -> Child {
+    start_exporter_logged(collector_port, scratch, window, extra).0
+}
+
+/// Starts the exporter; returns it and its log lines.
+fn start_exporter_logged(
+    collector_port: u16,
+    scratch: &Scratch,
+    window: &str,
+    extra: &[&str],
+) -> (Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args([
             "run",
@@ -85,12 +104,14 @@ fn start_exporter(collector_port: u16, scratch: &Scratch, window: &str) -> Child
         .arg(scratch.path("journal"))
         .arg("--pin-dir")
         .arg(format!("/sys/fs/bpf/fe-run-{}", std::process::id()))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start exporter");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
         for line in std::io::BufReader::new(stderr)
@@ -101,11 +122,25 @@ fn start_exporter(collector_port: u16, scratch: &Scratch, window: &str) -> Child
             if line.contains("tracing TCP closes") {
                 let _ = tx.send(());
             }
+            let _ = lines_tx.send(line);
         }
     });
     rx.recv_timeout(Duration::from_secs(30))
         .expect("exporter attached");
-    child
+    (child, lines_rx)
+}
+
+/// Waits for a log line containing `needle`.
+fn expect_log(lines: &std::sync::mpsc::Receiver<String>, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200))
+            && line.contains(needle)
+        {
+            return;
+        }
+    }
+    panic!("no log line with {needle:?}");
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -267,5 +302,175 @@ fn kill_9_during_an_outage_then_restart_loses_nothing() {
     stop(exporter);
     assert_exactly_once(&seen_before, 120);
     assert_exactly_once(&seen_after, 80);
+    rt.block_on(collector.shutdown());
+}
+
+/// The capability sets of every thread of `pid`, as (name, hex) pairs.
+fn capability_sets(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+    for task in tasks {
+        let status =
+            std::fs::read_to_string(task.expect("task").path().join("status")).expect("status");
+        for line in status.lines() {
+            if let Some((name, value)) = line.split_once(':')
+                && (name.starts_with("Cap") || name == "NoNewPrivs")
+            {
+                out.push((name.to_string(), value.trim().to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_capabilities_remain_after_the_program_is_attached() {
+    let scratch = Scratch::new("caps");
+    let rt = runtime();
+    let out = scratch.path("flows.jsonl");
+    let collector_port = free_port();
+    let collector = start_collector(&rt, collector_port, &out, FaultInjection::default());
+    let exporter = start_exporter(collector_port, &scratch, "1s");
+    let sets = capability_sets(exporter.id());
+    assert!(sets.len() >= 6, "{sets:?}");
+    for (name, value) in &sets {
+        let expected = if name == "NoNewPrivs" {
+            "1"
+        } else {
+            "0000000000000000"
+        };
+        assert_eq!(
+            value, expected,
+            "{name} of a thread of the exporter: {sets:?}"
+        );
+    }
+    // And it still works without them: records flow to the collector.
+    let port = connections(10);
+    assert_exactly_once(&wait_for(&out, port, 20, Duration::from_secs(15)), 20);
+    stop(exporter);
+    rt.block_on(collector.shutdown());
+}
+
+/// GETs the metrics text.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).expect("connect to metrics");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+fn metric(text: &str, line_start: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(line_start)
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {line_start} in {text}"))
+}
+
+#[test]
+fn metrics_are_served_and_follow_the_traffic() {
+    let scratch = Scratch::new("metrics");
+    let rt = runtime();
+    let out = scratch.path("flows.jsonl");
+    let collector_port = free_port();
+    let collector = start_collector(&rt, collector_port, &out, FaultInjection::default());
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let exporter = start_exporter_with(
+        collector_port,
+        &scratch,
+        "1s",
+        &["--metrics-addr", &metrics_addr],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let before = scrape(&metrics_addr);
+    let captured = metric(&before, "flowexporter_records_captured_total ");
+    let port = connections(30);
+    wait_for(&out, port, 60, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(1500)); // one more refresh of the snapshot
+    let after = scrape(&metrics_addr);
+    assert!(
+        metric(&after, "flowexporter_records_captured_total ") >= captured + 60,
+        "{after}"
+    );
+    assert!(
+        metric(&after, "flowexporter_records_sent_total ") >= 60,
+        "{after}"
+    );
+    assert!(
+        metric(&after, "flowexporter_chunks_sent_total ") >= 1,
+        "{after}"
+    );
+    assert_eq!(
+        metric(
+            &after,
+            r#"flowexporter_records_dropped_total{reason="ring_full",intentional="false"} "#
+        ),
+        0
+    );
+    assert!(
+        after.contains("# TYPE flowexporter_spool_bytes gauge"),
+        "{after}"
+    );
+    assert!(
+        after.contains(r#"flowexporter_identity_records_total{source="none",reason="no_match"}"#)
+    );
+    stop(exporter);
+    rt.block_on(collector.shutdown());
+}
+
+fn write_cert(path: &Path, uri: &str) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().expect("ia5"))];
+    let key = rcgen::KeyPair::generate().expect("key");
+    let staged = path.with_extension("new");
+    std::fs::write(&staged, params.self_signed(&key).expect("sign").pem()).expect("write");
+    std::fs::rename(&staged, path).expect("rename");
+}
+
+#[test]
+fn sighup_reloads_the_certificate() {
+    let scratch = Scratch::new("hup");
+    let rt = runtime();
+    let out = scratch.path("flows.jsonl");
+    let cert = scratch.path("host.pem");
+    write_cert(&cert, "spiffe://x/before");
+    let collector_port = free_port();
+    let collector = start_collector(&rt, collector_port, &out, FaultInjection::default());
+    let cert_arg = cert.display().to_string();
+    let (exporter, lines) = start_exporter_logged(
+        collector_port,
+        &scratch,
+        "1s",
+        &["--identity-cert", &cert_arg],
+    );
+    signal(&exporter, libc::SIGHUP);
+    expect_log(&lines, "SIGHUP: identity certificate unchanged");
+    std::thread::sleep(Duration::from_millis(20));
+    write_cert(&cert, "spiffe://x/after");
+    signal(&exporter, libc::SIGHUP);
+    expect_log(&lines, "SIGHUP: identity certificate reloaded");
+    let port = connections(5);
+    wait_for(&out, port, 10, Duration::from_secs(15));
+    let text = std::fs::read_to_string(&out).expect("out");
+    let mine: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["local_port"] == port || v["remote_port"] == port)
+        .collect();
+    assert_eq!(mine.len(), 10);
+    assert!(
+        mine.iter()
+            .all(|v| v["local_workload_id"] == "spiffe://x/after"),
+        "{mine:#?}"
+    );
+    stop(exporter);
     rt.block_on(collector.shutdown());
 }

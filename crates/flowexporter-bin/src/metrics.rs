@@ -1,0 +1,374 @@
+//! The Prometheus text endpoint (`--metrics-addr`): what the exporter captured,
+//! attributed, batched, sent, spooled, and every place a record was dropped, with the
+//! reason. Names follow `flowexporter_<name>_<unit>_total` for counters.
+//!
+//! The main loop renders a snapshot of every component's counters on each timer tick
+//! (every 200 ms); the server only hands out the latest rendering.
+
+use std::{
+    convert::Infallible,
+    fmt::Write as _,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::Context;
+use bytes::Bytes;
+use flow_batch::BatchCounters;
+use flow_capture::{CaptureCounters, ProgramStats, ReaderCounters};
+use flow_identity::IdentityCounters;
+use flow_sink::{CollectorCounters, JournalCounters};
+use http_body_util::Full;
+use hyper::{
+    Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn,
+};
+use hyper_util::rt::TokioIo;
+
+/// Everything the endpoint reports, as read from the components.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The kernel program's counters.
+    pub kernel: CaptureCounters,
+    /// Its run statistics.
+    pub program: ProgramStats,
+    /// The reader's counters.
+    pub reader: ReaderCounters,
+    /// Identity outcomes.
+    pub identity: IdentityCounters,
+    /// The batcher (collector mode).
+    pub batch: Option<BatchCounters>,
+    /// Records the batcher refused.
+    pub batch_refused: u64,
+    /// The collector sink and its spool (collector mode).
+    pub sink: Option<CollectorCounters>,
+    /// The record journal (collector mode).
+    pub journal: Option<JournalCounters>,
+}
+
+/// The latest rendering, shared with the server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    text: Mutex<String>,
+}
+
+impl Metrics {
+    /// Renders `snapshot` as the current exposition.
+    pub fn update(&self, snapshot: &Snapshot) {
+        let text = render(snapshot);
+        if let Ok(mut slot) = self.text.lock() {
+            *slot = text;
+        }
+    }
+
+    fn current(&self) -> String {
+        self.text.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the runtime stops.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint to {addr}"))?;
+    tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let metrics = metrics.clone();
+                    async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}
+
+fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    if req.uri().path() == "/metrics" {
+        *response.body_mut() = Full::new(Bytes::from(metrics.current()));
+        if let Ok(v) = "text/plain; version=0.0.4".parse() {
+            response.headers_mut().insert("content-type", v);
+        }
+    } else {
+        *response.status_mut() = StatusCode::NOT_FOUND;
+    }
+    response
+}
+
+/// A metric family being written: HELP and TYPE once, then samples.
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            if labels.is_empty() {
+                let _ = writeln!(self.0, "{name} {value}");
+            } else {
+                let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
+            }
+        }
+    }
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, "counter", help, &[("", value)]);
+    }
+    fn gauge(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, "gauge", help, &[("", value)]);
+    }
+}
+
+/// The exposition text of a snapshot.
+pub fn render(s: &Snapshot) -> String {
+    let mut o = Out(String::new());
+    o.counter(
+        "flowexporter_records_captured_total",
+        "Flow records read from the kernel.",
+        s.reader.records_read,
+    );
+    o.counter(
+        "flowexporter_kernel_records_submitted_total",
+        "Flow records the kernel program wrote to the ring buffer.",
+        s.kernel.records_submitted,
+    );
+    let mut dropped = vec![
+        (
+            r#"reason="ring_full",intentional="false""#,
+            s.kernel.lost_ring_full,
+        ),
+        (
+            r#"reason="malformed",intentional="false""#,
+            s.reader.malformed,
+        ),
+        (
+            r#"reason="batch_refused",intentional="false""#,
+            s.batch_refused,
+        ),
+    ];
+    if let Some(sink) = &s.sink {
+        dropped.push((
+            r#"reason="rejected_by_collector",intentional="false""#,
+            sink.records_rejected,
+        ));
+        if let Some(spool) = &sink.spool {
+            dropped.push((
+                r#"reason="spool_full",intentional="true""#,
+                spool.records_dropped_full,
+            ));
+        }
+    }
+    o.family(
+        "flowexporter_records_dropped_total",
+        "counter",
+        "Records dropped, by reason and whether the drop was a configured choice.",
+        &dropped,
+    );
+    o.counter(
+        "flowexporter_kernel_start_not_recorded_total",
+        "Socket opens the kernel could not record (their records have an unknown start).",
+        s.kernel.start_not_recorded,
+    );
+    o.counter(
+        "flowexporter_kernel_read_failed_total",
+        "Records emitted with a failed kernel read (flagged incomplete).",
+        s.kernel.read_failed,
+    );
+    o.counter(
+        "flowexporter_kernel_recursion_misses_total",
+        "Program invocations the kernel skipped (recursion on one CPU), either attachment.",
+        s.program.recursion_misses,
+    );
+    o.counter(
+        "flowexporter_kernel_recovered_by_backup_total",
+        "Socket events the primary attachment missed and the backup handled.",
+        s.kernel.recovered_by_backup,
+    );
+    o.counter(
+        "flowexporter_bpf_runs_total",
+        "Program invocations (kept only while BPF run-time statistics are enabled).",
+        s.program.run_count,
+    );
+    o.counter(
+        "flowexporter_bpf_run_time_nanoseconds_total",
+        "Program run time (kept only while BPF run-time statistics are enabled).",
+        s.program.run_time.as_nanos() as u64,
+    );
+    let i = &s.identity;
+    o.family(
+        "flowexporter_identity_records_total",
+        "counter",
+        "Records by identity source, and unattributed ones by reason.",
+        &[
+            (r#"source="connect_map""#, i.connect_map),
+            (r#"source="ip_map""#, i.ip_map),
+            (r#"source="certificate""#, i.certificate),
+            (
+                r#"source="none",reason="no_match""#,
+                i.unattributed_no_match,
+            ),
+            (
+                r#"source="none",reason="invalid_map_value""#,
+                i.unattributed_invalid_map_value,
+            ),
+            (
+                r#"source="none",reason="certificate""#,
+                i.unattributed_certificate,
+            ),
+        ],
+    );
+    o.counter(
+        "flowexporter_certificate_errors_total",
+        "Times the identity certificate could not be used.",
+        i.certificate_errors,
+    );
+    o.counter(
+        "flowexporter_certificate_reloads_total",
+        "Times a replaced identity certificate was picked up.",
+        i.certificate_reloads,
+    );
+    if let Some(b) = &s.batch {
+        o.family(
+            "flowexporter_batch_records_total",
+            "counter",
+            "Records through the batcher: in, out, and those placed late or from the future.",
+            &[
+                (r#"stage="in""#, b.records_in),
+                (r#"stage="out""#, b.records_out),
+                (r#"stage="late""#, b.records_late),
+                (r#"stage="future""#, b.records_future),
+            ],
+        );
+        o.counter(
+            "flowexporter_batch_chunks_total",
+            "Chunks produced.",
+            b.chunks_out,
+        );
+        o.gauge(
+            "flowexporter_batch_open_windows",
+            "Windows open now.",
+            b.open_windows,
+        );
+        o.gauge(
+            "flowexporter_batch_buffered_records",
+            "Records waiting in open windows.",
+            b.buffered_records,
+        );
+    }
+    if let Some(c) = &s.sink {
+        o.counter(
+            "flowexporter_chunks_sent_total",
+            "Chunks the collector accepted.",
+            c.chunks_sent,
+        );
+        o.counter(
+            "flowexporter_records_sent_total",
+            "Records the collector accepted.",
+            c.records_sent,
+        );
+        o.counter(
+            "flowexporter_sent_bytes_total",
+            "Bytes of chunks the collector accepted.",
+            c.bytes_sent,
+        );
+        o.counter(
+            "flowexporter_sink_requests_total",
+            "Requests to the collector.",
+            c.requests,
+        );
+        o.counter(
+            "flowexporter_sink_retries_total",
+            "Retried requests.",
+            c.retries,
+        );
+        o.family(
+            "flowexporter_sink_failures_total",
+            "counter",
+            "Failed requests, by kind.",
+            &[
+                (r#"kind="transport""#, c.transport_errors),
+                (r#"kind="retriable_status""#, c.retriable_statuses),
+                (r#"kind="rejected""#, c.chunks_rejected),
+            ],
+        );
+        if let Some(sp) = &c.spool {
+            o.gauge(
+                "flowexporter_spool_files",
+                "Chunks waiting in the spool.",
+                sp.files,
+            );
+            o.gauge(
+                "flowexporter_spool_bytes",
+                "Bytes waiting in the spool.",
+                sp.bytes,
+            );
+            o.counter(
+                "flowexporter_spool_dropped_chunks_total",
+                "Chunks dropped because the spool was full.",
+                sp.chunks_dropped_full,
+            );
+            o.counter(
+                "flowexporter_spool_corrupt_files_total",
+                "Spool files that failed verification (moved aside).",
+                sp.corrupt_files,
+            );
+        }
+    }
+    if let Some(j) = &s.journal {
+        o.counter(
+            "flowexporter_journal_records_total",
+            "Records journaled.",
+            j.records_appended,
+        );
+        o.counter(
+            "flowexporter_journal_syncs_total",
+            "Journal syncs.",
+            j.syncs,
+        );
+        o.counter(
+            "flowexporter_journal_written_bytes_total",
+            "Bytes written to the journal.",
+            j.bytes_written,
+        );
+    }
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_families_once_with_labels() {
+        let mut s = Snapshot::default();
+        s.kernel.lost_ring_full = 3;
+        s.reader.records_read = 10;
+        s.identity.ip_map = 7;
+        let text = render(&s);
+        assert!(
+            text.contains("flowexporter_records_captured_total 10\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"flowexporter_records_dropped_total{reason="ring_full",intentional="false"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"flowexporter_identity_records_total{source="ip_map"} 7"#));
+        assert_eq!(
+            text.matches("# TYPE flowexporter_records_dropped_total counter")
+                .count(),
+            1
+        );
+        // Without a collector, no sink families.
+        assert!(!text.contains("flowexporter_chunks_sent_total"));
+    }
+}

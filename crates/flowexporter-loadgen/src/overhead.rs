@@ -1,0 +1,294 @@
+//! A/B overhead runs with the real exporter process: round A churns with no exporter,
+//! round B with `flowexporter run` attached (default pipeline, a reference collector
+//! on loopback, identity maps populated); rounds alternate. Reported per round:
+//! connections per second and the B/A ratio, the BPF program's run time per
+//! invocation and per closed socket (from the exporter's metrics, with BPF run-time
+//! statistics enabled here), the exporter's CPU time per record (user + system, from
+//! /proc), its peak RSS, and records lost in the kernel and in user space.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use aya::sys::{Stats, enable_stats};
+use flow_capture::WorkloadId;
+use flow_identity::IdentityMaps;
+use flow_sink::collector::{CollectorOptions, FlowCollector};
+
+use crate::churn::{self, ChurnConfig, ChurnReport};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct OverheadConfig {
+    /// The `flowexporter` binary.
+    pub exporter: PathBuf,
+    /// A/B pairs.
+    pub rounds: usize,
+    /// The churn of each round.
+    pub churn: ChurnConfig,
+    /// Scratch directory (spool, journal, collector output).
+    pub scratch: PathBuf,
+}
+
+/// One A/B pair.
+#[derive(Clone, Debug, Default)]
+pub struct RoundReport {
+    /// Round A (no exporter).
+    pub a: ChurnReport,
+    /// Round B (exporter running).
+    pub b: ChurnReport,
+    /// BPF invocations during B (both attachments).
+    pub bpf_runs: u64,
+    /// BPF run time during B, ns.
+    pub bpf_ns: u64,
+    /// Records the exporter read during B.
+    pub records: u64,
+    /// Exporter CPU time (user + system) during B, ns.
+    pub exporter_cpu_ns: u64,
+    /// Exporter peak RSS, KiB.
+    pub exporter_peak_rss_kib: u64,
+    /// Records lost in the kernel (ring full) during B.
+    pub lost_kernel: u64,
+    /// Records of B's connections that did not reach the collector.
+    pub lost_user: i64,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// GETs the exporter's metrics.
+fn scrape(addr: &str) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect(addr).with_context(|| format!("metrics at {addr}"))?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+fn metric(text: &str, line_start: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(line_start)
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// (user + system CPU ns, peak RSS KiB) of a process.
+fn process_usage(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of /proc/pid/stat, 11 and 12 after ')'.
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let cpu_ns = (ticks(11) + ticks(12)) * 1_000_000_000 / hz;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    Ok((cpu_ns, hwm))
+}
+
+struct Exporter {
+    child: Child,
+    metrics: String,
+    pin_dir: PathBuf,
+}
+
+fn start_exporter(
+    config: &OverheadConfig,
+    collector_url: &str,
+    round: usize,
+) -> anyhow::Result<Exporter> {
+    let metrics = format!("127.0.0.1:{}", free_port()?);
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/fe-loadgen-{}", std::process::id()));
+    let dir = |name: &str| config.scratch.join(format!("{name}-{round}"));
+    let mut child = Command::new(&config.exporter)
+        .args(["run", "--collector", collector_url, "--window", "60s"])
+        .arg("--spool-dir")
+        .arg(dir("spool"))
+        .arg("--journal-dir")
+        .arg(dir("journal"))
+        .arg("--pin-dir")
+        .arg(&pin_dir)
+        .args(["--metrics-addr", &metrics])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", config.exporter.display()))?;
+    let stderr = child.stderr.take().context("exporter stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("tracing TCP closes") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .context("the exporter did not start within 30 s")?;
+    Ok(Exporter {
+        child,
+        metrics,
+        pin_dir,
+    })
+}
+
+/// Fills the identity maps as a busy container host would: the loopback addresses
+/// among 1,000 others, and 1,000 connect-map entries.
+fn populate(pin_dir: &Path) -> anyhow::Result<()> {
+    let mut maps = IdentityMaps::open_or_create(pin_dir)?;
+    for ip in [
+        "127.0.0.1",
+        "::1",
+        "10.77.0.1",
+        "10.77.0.2",
+        "fd77::1",
+        "fd77::2",
+    ] {
+        maps.set_ip(ip.parse()?, &WorkloadId::new(format!("loadgen-{ip}"))?)?;
+    }
+    for i in 0..1_000u32 {
+        let [_, a, b, c] = i.to_be_bytes();
+        maps.set_ip(
+            Ipv4Addr::new(10, a, b, c).into(),
+            &WorkloadId::new(format!("wl-{i}"))?,
+        )?;
+        let local = SocketAddrV4::new(Ipv4Addr::new(100, 64, a, c), 40_000 + u16::from(b));
+        maps.set_connect(local, &WorkloadId::new(format!("conn-{i}"))?)?;
+    }
+    Ok(())
+}
+
+fn records_for(out: &Path, port: u16) -> usize {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["local_port"] == port || v["remote_port"] == port)
+        .count()
+}
+
+/// Runs the A/B rounds.
+pub fn run(config: &OverheadConfig) -> anyhow::Result<Vec<RoundReport>> {
+    if !config.exporter.exists() {
+        bail!(
+            "no exporter binary at {} (build it: cargo build --release -p flowexporter-bin)",
+            config.exporter.display()
+        );
+    }
+    std::fs::create_dir_all(&config.scratch)?;
+    let _stats = enable_stats(Stats::RunTime).context("enabling BPF run-time statistics (root)")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let out = config.scratch.join("collector.jsonl");
+    let _ = std::fs::remove_file(&out);
+    let listen = ([127, 0, 0, 1], free_port()?).into();
+    let collector = rt.block_on(FlowCollector::start(CollectorOptions::new(listen, &out)))?;
+    let url = collector.url();
+    churn::run(&ChurnConfig {
+        connections: 1_000,
+        ..config.churn.clone()
+    })?; // warm-up
+    let mut rounds = Vec::new();
+    for round in 0..config.rounds {
+        let a = churn::run(&config.churn)?;
+        let exporter = start_exporter(config, &url, round)?;
+        populate(&exporter.pin_dir)?;
+        std::thread::sleep(Duration::from_millis(1_100)); // a fresh metrics snapshot
+        let before = scrape(&exporter.metrics)?;
+        let (cpu0, _) = process_usage(exporter.child.id())?;
+        let b = churn::run(&config.churn)?;
+        std::thread::sleep(Duration::from_millis(1_500));
+        let after = scrape(&exporter.metrics)?;
+        let (cpu1, hwm) = process_usage(exporter.child.id())?;
+        let delta = |name: &str| metric(&after, name).saturating_sub(metric(&before, name));
+        let mut report = RoundReport {
+            a,
+            b,
+            bpf_runs: delta("flowexporter_bpf_runs_total "),
+            bpf_ns: delta("flowexporter_bpf_run_time_nanoseconds_total "),
+            records: delta("flowexporter_records_captured_total "),
+            exporter_cpu_ns: cpu1.saturating_sub(cpu0),
+            exporter_peak_rss_kib: hwm,
+            lost_kernel: delta(
+                r#"flowexporter_records_dropped_total{reason="ring_full",intentional="false"} "#,
+            ),
+            lost_user: 0,
+        };
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(exporter.child.id() as i32, libc::SIGTERM) };
+        let mut child = exporter.child;
+        child.wait()?;
+        let _ = std::fs::remove_dir_all(&exporter.pin_dir);
+        let expected = 2 * b.connections;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while records_for(&out, b.server_port) < expected && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        report.lost_user = expected as i64 - records_for(&out, b.server_port) as i64;
+        eprintln!(
+            "round {}: A {:.0}/s, B {:.0}/s, B/A {:.3}",
+            round + 1,
+            report.a.rate(),
+            report.b.rate(),
+            report.b.rate() / report.a.rate()
+        );
+        rounds.push(report);
+    }
+    rt.block_on(collector.shutdown());
+    Ok(rounds)
+}
+
+/// The rounds as a Markdown table, with the medians.
+pub fn table(rounds: &[RoundReport]) -> String {
+    let mut s = String::from(
+        "| round | A conn/s | B conn/s | B/A | BPF ns/invocation | BPF ns/closed socket | exporter CPU ns/record | exporter peak RSS MiB | lost in kernel | lost in user space |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let per = |num: u64, den: u64| num as f64 / den.max(1) as f64;
+    for (i, r) in rounds.iter().enumerate() {
+        s.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} |\n",
+            i + 1,
+            r.a.rate(),
+            r.b.rate(),
+            r.b.rate() / r.a.rate(),
+            per(r.bpf_ns, r.bpf_runs),
+            per(r.bpf_ns, r.records),
+            per(r.exporter_cpu_ns, r.records),
+            r.exporter_peak_rss_kib as f64 / 1024.0,
+            r.lost_kernel,
+            r.lost_user,
+        ));
+    }
+    let mut ratios: Vec<f64> = rounds.iter().map(|r| r.b.rate() / r.a.rate()).collect();
+    ratios.sort_by(|a, b| a.total_cmp(b));
+    if let Some(m) = ratios.get(ratios.len() / 2) {
+        s.push_str(&format!(
+            "\nmedian B/A over {} rounds: {m:.3}\n",
+            rounds.len()
+        ));
+    }
+    s
+}
