@@ -20,9 +20,13 @@ pub fn load_btf(path: &Path) -> Result<Btf, CaptureError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Btf::from_file(path).map_err(|source| CaptureError::BadBtf {
-        path: path.to_path_buf(),
-        source,
+    // The mmap backend parses on demand: the few lookups made at load time do not need
+    // the whole kernel BTF parsed into memory.
+    Btf::from_file_with_backend(path, btf_rs::Backend::Mmap).map_err(|source| {
+        CaptureError::BadBtf {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 

@@ -24,6 +24,10 @@ pub fn capture_and_identity(args: &CaptureArgs) -> anyhow::Result<(FlowCapture, 
         ),
     }
     let capture = builder.load().context("loading the flow tracer")?;
+    // Loading parsed the kernel's BTF twice (tens of MiB, freed by now): hand the freed
+    // heap back to the system so it does not stay in the exporter's resident set.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
     let certificate = args.identity_cert.as_ref().map(|path| {
         let field = match args.identity_field {
             CertField::SanUri => IdentityField::SanUri,
