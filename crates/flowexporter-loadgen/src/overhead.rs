@@ -50,8 +50,11 @@ pub struct RoundReport {
     pub records: u64,
     /// Exporter CPU time (user + system) during B, ns.
     pub exporter_cpu_ns: u64,
-    /// Exporter peak RSS, KiB.
+    /// Exporter peak RSS since its start (VmHWM: includes parsing the kernel BTF at
+    /// load), KiB.
     pub exporter_peak_rss_kib: u64,
+    /// Exporter's largest RSS sampled every 50 ms during the churn, KiB.
+    pub exporter_running_rss_kib: u64,
     /// Records lost in the kernel (ring full) during B.
     pub lost_kernel: u64,
     /// Records of B's connections that did not reach the collector.
@@ -79,6 +82,18 @@ fn metric(text: &str, line_start: &str) -> u64 {
         .find_map(|l| {
             l.strip_prefix(line_start)
                 .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The current RSS of a process, KiB (0 if it cannot be read).
+fn current_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
 }
@@ -219,10 +234,24 @@ pub fn run(config: &OverheadConfig) -> anyhow::Result<Vec<RoundReport>> {
         std::thread::sleep(Duration::from_millis(1_100)); // a fresh metrics snapshot
         let before = scrape(&exporter.metrics)?;
         let (cpu0, _) = process_usage(exporter.child.id())?;
+        let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let (pid, sampling) = (exporter.child.id(), sampling.clone());
+            std::thread::spawn(move || {
+                let mut peak = 0;
+                while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(current_rss_kib(pid));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                peak
+            })
+        };
         let b = churn::run(&config.churn)?;
         std::thread::sleep(Duration::from_millis(1_500));
         let after = scrape(&exporter.metrics)?;
         let (cpu1, hwm) = process_usage(exporter.child.id())?;
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        let running_rss = sampler.join().unwrap_or(0);
         let delta = |name: &str| metric(&after, name).saturating_sub(metric(&before, name));
         let mut report = RoundReport {
             a,
@@ -232,6 +261,7 @@ pub fn run(config: &OverheadConfig) -> anyhow::Result<Vec<RoundReport>> {
             records: delta("flowexporter_records_captured_total "),
             exporter_cpu_ns: cpu1.saturating_sub(cpu0),
             exporter_peak_rss_kib: hwm,
+            exporter_running_rss_kib: running_rss,
             lost_kernel: delta(
                 r#"flowexporter_records_dropped_total{reason="ring_full",intentional="false"} "#,
             ),
@@ -264,12 +294,12 @@ pub fn run(config: &OverheadConfig) -> anyhow::Result<Vec<RoundReport>> {
 /// The rounds as a Markdown table, with the medians.
 pub fn table(rounds: &[RoundReport]) -> String {
     let mut s = String::from(
-        "| round | A conn/s | B conn/s | B/A | BPF ns/invocation | BPF ns/closed socket | exporter CPU ns/record | exporter peak RSS MiB | lost in kernel | lost in user space |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| round | A conn/s | B conn/s | B/A | BPF ns/invocation | BPF ns/closed socket | exporter CPU ns/record | exporter RSS while running MiB | exporter VmHWM MiB | lost in kernel | lost in user space |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let per = |num: u64, den: u64| num as f64 / den.max(1) as f64;
     for (i, r) in rounds.iter().enumerate() {
         s.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} |\n",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {} | {} |\n",
             i + 1,
             r.a.rate(),
             r.b.rate(),
@@ -277,6 +307,7 @@ pub fn table(rounds: &[RoundReport]) -> String {
             per(r.bpf_ns, r.bpf_runs),
             per(r.bpf_ns, r.records),
             per(r.exporter_cpu_ns, r.records),
+            r.exporter_running_rss_kib as f64 / 1024.0,
             r.exporter_peak_rss_kib as f64 / 1024.0,
             r.lost_kernel,
             r.lost_user,
