@@ -4,7 +4,7 @@
 use std::{
     io::Read,
     net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
     thread,
     time::Duration,
@@ -12,7 +12,9 @@ use std::{
 
 use flow_capture::{CaptureError, FlowCaptureBuilder, IdentitySource, WorkloadId};
 use flow_identity::{IdentityError, IdentityMaps};
-use flow_testkit::{Capture, VethPair, by_local, involves, mount_kernel_filesystems};
+use flow_testkit::{
+    Capture, VethPair, by_local, involves, mount_kernel_filesystems, pin_foreign_map,
+};
 use socket2::{Domain, Socket, Type};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -204,46 +206,6 @@ fn a_reassigned_ip_does_not_change_an_open_connection() {
     assert_eq!(workload(by_local(&records, a)), Some("old-owner"));
     assert_eq!(workload(by_local(&records, b)), Some("new-owner"));
     assert!(maps.remove_ip(IpAddr::V4(ip)).expect("rm"));
-}
-
-/// Creates and pins a hash map with the given sizes at `path` (raw bpf syscalls).
-fn pin_foreign_map(path: &Path, key_size: u32, value_size: u32) {
-    #[repr(C)]
-    #[derive(Default)]
-    struct CreateAttr {
-        map_type: u32,
-        key_size: u32,
-        value_size: u32,
-        max_entries: u32,
-        map_flags: u32,
-    }
-    #[repr(C)]
-    struct PinAttr {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    let attr = CreateAttr {
-        map_type: 1, // BPF_MAP_TYPE_HASH
-        key_size,
-        value_size,
-        max_entries: 16,
-        ..Default::default()
-    };
-    // SAFETY: BPF_MAP_CREATE (0) with a valid attribute.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, &attr, size_of::<CreateAttr>()) };
-    assert!(fd >= 0, "map create: {}", std::io::Error::last_os_error());
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
-    let pin = PinAttr {
-        pathname: c.as_ptr() as u64,
-        bpf_fd: fd as u32,
-        file_flags: 0,
-    };
-    // SAFETY: BPF_OBJ_PIN (6) with a valid attribute.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, 6, &pin, size_of::<PinAttr>()) };
-    assert_eq!(rc, 0, "pin: {}", std::io::Error::last_os_error());
-    // SAFETY: our own fd.
-    unsafe { libc::close(fd as i32) };
 }
 
 #[test]

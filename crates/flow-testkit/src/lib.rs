@@ -219,3 +219,44 @@ impl VethPair {
         VethPair { a, b }
     }
 }
+
+/// Creates a hash map with the given key and value sizes and pins it at `path`, with
+/// raw `bpf()` calls (as another agent with another definition would).
+pub fn pin_foreign_map(path: &std::path::Path, key_size: u32, value_size: u32) {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CreateAttr {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+    #[repr(C)]
+    struct PinAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let attr = CreateAttr {
+        map_type: 1, // BPF_MAP_TYPE_HASH
+        key_size,
+        value_size,
+        max_entries: 16,
+        ..Default::default()
+    };
+    // SAFETY: BPF_MAP_CREATE (0) with a valid attribute.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, &attr, size_of::<CreateAttr>()) };
+    assert!(fd >= 0, "map create: {}", std::io::Error::last_os_error());
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    let pin = PinAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: fd as u32,
+        file_flags: 0,
+    };
+    // SAFETY: BPF_OBJ_PIN (6) with a valid attribute.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, 6, &pin, size_of::<PinAttr>()) };
+    assert_eq!(rc, 0, "pin: {}", std::io::Error::last_os_error());
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd as i32) };
+}

@@ -36,14 +36,7 @@ struct Scratch {
 
 impl Scratch {
     fn new(tag: &str) -> Scratch {
-        let mounts = std::fs::read_to_string("/proc/mounts").expect("mounts");
-        if !mounts.contains(" /sys/fs/bpf bpf ") {
-            let ok = Command::new("mount")
-                .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
-                .status()
-                .expect("mount");
-            assert!(ok.success());
-        }
+        flow_testkit::mount_kernel_filesystems();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("fe-check-{}-{tag}-{n}", std::process::id());
         let tmp = std::env::temp_dir().join(&name);
@@ -215,53 +208,12 @@ fn an_unwritable_state_dir_fails() {
     assert!(dirs[1].1.contains("not a directory"), "{text}");
 }
 
-/// Creates a hash map with the given sizes and pins it at `path`, with raw syscalls
-/// (as another agent with another definition would).
-fn pin_foreign_map(path: &Path, key_size: u32, value_size: u32) {
-    #[repr(C)]
-    #[derive(Default)]
-    struct CreateAttr {
-        map_type: u32,
-        key_size: u32,
-        value_size: u32,
-        max_entries: u32,
-        map_flags: u32,
-    }
-    #[repr(C)]
-    struct PinAttr {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    let attr = CreateAttr {
-        map_type: 1, // BPF_MAP_TYPE_HASH
-        key_size,
-        value_size,
-        max_entries: 16,
-        ..Default::default()
-    };
-    // SAFETY: BPF_MAP_CREATE (0) with a valid attribute.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, &attr, size_of::<CreateAttr>()) };
-    assert!(fd >= 0, "map create: {}", std::io::Error::last_os_error());
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
-    let pin = PinAttr {
-        pathname: c.as_ptr() as u64,
-        bpf_fd: fd as u32,
-        file_flags: 0,
-    };
-    // SAFETY: BPF_OBJ_PIN (6) with a valid attribute.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, 6, &pin, size_of::<PinAttr>()) };
-    assert_eq!(rc, 0, "pin: {}", std::io::Error::last_os_error());
-    // SAFETY: our own fd.
-    unsafe { libc::close(fd as i32) };
-}
-
 #[test]
 fn a_foreign_map_at_the_pin_path_fails() {
     let s = Scratch::new("foreign");
     std::fs::create_dir_all(&s.pins).expect("pin dir");
     let ip_map = s.pins.join("ip_map");
-    pin_foreign_map(&ip_map, 16, 8);
+    flow_testkit::pin_foreign_map(&ip_map, 16, 8);
     let (out, text) = check(
         Path::new(BIN),
         &[

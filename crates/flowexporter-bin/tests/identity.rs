@@ -17,14 +17,7 @@ struct PinDir(PathBuf);
 
 impl PinDir {
     fn new(tag: &str) -> PinDir {
-        let mounts = std::fs::read_to_string("/proc/mounts").expect("mounts");
-        if !mounts.contains(" /sys/fs/bpf bpf ") {
-            let ok = Command::new("mount")
-                .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
-                .status()
-                .expect("mount");
-            assert!(ok.success());
-        }
+        flow_testkit::mount_kernel_filesystems();
         PinDir(PathBuf::from(format!(
             "/sys/fs/bpf/fe-cli-{}-{tag}",
             std::process::id()
