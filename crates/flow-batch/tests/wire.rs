@@ -604,3 +604,24 @@ fn state_machines_and_errors_cross_threads() {
     send_sync::<BatchError>();
     send_sync::<Chunk>();
 }
+
+#[test]
+fn decoded_workload_ids_are_validated() {
+    // A WorkloadId encodes as its string; decoding one that could not have been
+    // written (empty, over 64 bytes, with a NUL) fails instead of being accepted.
+    for bad in ["", "nul\0inside", &"x".repeat(65)] {
+        let bytes = bincode::serialize(&bad.to_string()).expect("encode");
+        assert!(
+            bincode::deserialize::<WorkloadId>(&bytes).is_err(),
+            "{bad:?}"
+        );
+    }
+    let ok = bincode::serialize(&"billing".to_string()).expect("encode");
+    let id: WorkloadId = bincode::deserialize(&ok).expect("decode");
+    assert_eq!(id.as_str(), "billing");
+    assert_eq!(
+        bincode::serialize(&id).expect("encode"),
+        ok,
+        "same bytes as a String"
+    );
+}

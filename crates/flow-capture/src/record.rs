@@ -165,9 +165,25 @@ pub struct SocketStats {
 }
 
 /// A workload identity: who owned the local address of a flow. UTF-8, 1 to 64 bytes,
-/// no NUL.
+/// no NUL. Deserializing validates too, so a decoded record cannot smuggle in an ID
+/// that could not have been written.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct WorkloadId(String);
+
+impl TryFrom<String> for WorkloadId {
+    type Error = CaptureError;
+
+    fn try_from(id: String) -> Result<WorkloadId, CaptureError> {
+        WorkloadId::new(id)
+    }
+}
+
+impl From<WorkloadId> for String {
+    fn from(id: WorkloadId) -> String {
+        id.0
+    }
+}
 
 impl WorkloadId {
     /// Validates an identity string.
