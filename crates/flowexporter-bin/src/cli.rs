@@ -13,7 +13,13 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log format on stderr (the filter comes from FLOWEXPORTER_LOG, default info).
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "FLOWEXPORTER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -37,10 +43,25 @@ pub enum Command {
     /// Probe this host: can it run the exporter? Prints a pass/fail table with what to
     /// do for each failure; the exit status is 0 only if every required check passes.
     Check(CheckArgs),
+    /// Validate a configuration file, or print a commented example.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Read and write the identity maps (local IP -> workload, and
     /// (local IPv4, local port) -> workload) that the tracer consults at capture time.
     #[command(subcommand)]
     Identity(IdentityCommand),
+}
+
+/// `flowexporter config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file: unknown keys, wrong types, out-of-range values.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print a commented example configuration.
+    Example,
 }
 
 /// `flowexporter identity ...`.
@@ -146,48 +167,62 @@ pub struct CheckArgs {
     pub state_dirs: Vec<PathBuf>,
 }
 
-/// Options of `flowexporter run`.
+/// Options of `flowexporter run`. Each can also be set by its environment variable
+/// (`FLOWEXPORTER_<OPTION>`) or in the configuration file; a flag wins over its
+/// variable, which wins over the file.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Configuration file (TOML; `flowexporter config example` prints one). Default:
+    /// /etc/flowexporter/config.toml when it exists.
+    #[arg(long, env = "FLOWEXPORTER_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Send minute batches to this collector (e.g. http://collector:9000). Without it,
     /// records are written to stdout as JSON lines as soon as they are captured.
-    #[arg(long)]
+    #[arg(long, env = "FLOWEXPORTER_COLLECTOR")]
     pub collector: Option<String>,
     /// Batch window, on wall-clock boundaries (e.g. 60s, 5s, 1m).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FLOWEXPORTER_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
     pub window: Duration,
     /// Where chunks wait until the collector takes them (bounded, survives restarts).
-    #[arg(long, default_value = "/var/lib/flowexporter/spool")]
+    #[arg(
+        long,
+        env = "FLOWEXPORTER_SPOOL_DIR",
+        default_value = "/var/lib/flowexporter/spool"
+    )]
     pub spool_dir: PathBuf,
     /// Largest spool, in bytes; past it the oldest chunks are dropped and counted.
-    #[arg(long, default_value_t = 1 << 30)]
+    #[arg(long, env = "FLOWEXPORTER_SPOOL_MAX_BYTES", default_value_t = 1 << 30)]
     pub spool_max_bytes: u64,
     /// Write-ahead journal of captured records (a crash loses at most about one
     /// journal sync interval of them).
-    #[arg(long, default_value = "/var/lib/flowexporter/journal")]
+    #[arg(
+        long,
+        env = "FLOWEXPORTER_JOURNAL_DIR",
+        default_value = "/var/lib/flowexporter/journal"
+    )]
     pub journal_dir: PathBuf,
     /// How often the journal is synced to disk.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FLOWEXPORTER_JOURNAL_SYNC", default_value = "1s", value_parser = humantime::parse_duration)]
     pub journal_sync: Duration,
     /// Longest wait between two attempts to reach the collector (backoff is
     /// exponential from 0.5 s, with full jitter; retries never stop while a spool
     /// holds the chunk).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FLOWEXPORTER_RETRY_MAX_BACKOFF", default_value = "60s", value_parser = humantime::parse_duration)]
     pub retry_max_backoff: Duration,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101).
-    #[arg(long)]
+    #[arg(long, env = "FLOWEXPORTER_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// This host's identity in batch headers (default: the hostname).
-    #[arg(long)]
+    #[arg(long, env = "FLOWEXPORTER_HOST_ID")]
     pub host_id: Option<String>,
     /// CA certificate (PEM) to trust for an https collector (default: the system's).
-    #[arg(long)]
+    #[arg(long, env = "FLOWEXPORTER_COLLECTOR_CA")]
     pub collector_ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS, e.g. the host's identity certificate.
-    #[arg(long, requires = "client_key")]
+    #[arg(long, env = "FLOWEXPORTER_CLIENT_CERT")]
     pub client_cert: Option<PathBuf>,
     /// Private key (PEM) of --client-cert.
-    #[arg(long, requires = "client_cert")]
+    #[arg(long, env = "FLOWEXPORTER_CLIENT_KEY")]
     pub client_key: Option<PathBuf>,
     /// Capture and identity options.
     #[command(flatten)]
@@ -198,21 +233,26 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct CaptureArgs {
     /// Ring buffer size in bytes (power of two, multiple of the page size).
-    #[arg(long, default_value_t = flow_capture::DEFAULT_RING_SIZE)]
+    #[arg(long, env = "FLOWEXPORTER_RING_SIZE", default_value_t = flow_capture::DEFAULT_RING_SIZE)]
     pub ring_size: u32,
     /// Drain interval in milliseconds when the kernel has not woken the reader.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, env = "FLOWEXPORTER_POLL_MS", default_value_t = 50)]
     pub poll_ms: u64,
     /// The host's identity certificate (PEM): records the identity maps do not
     /// attribute get its identity.
-    #[arg(long)]
+    #[arg(long, env = "FLOWEXPORTER_IDENTITY_CERT")]
     pub identity_cert: Option<PathBuf>,
     /// Which certificate field names the workload.
-    #[arg(long, value_enum, default_value = "san-uri")]
+    #[arg(
+        long,
+        env = "FLOWEXPORTER_IDENTITY_FIELD",
+        value_enum,
+        default_value = "san-uri"
+    )]
     pub identity_field: CertField,
     /// Where the identity maps are pinned. Default: /sys/fs/bpf/flowexporter when the
     /// BPF filesystem is mounted (otherwise the maps stay private, with a warning).
-    #[arg(long)]
+    #[arg(long, env = "FLOWEXPORTER_PIN_DIR")]
     pub pin_dir: Option<PathBuf>,
 }
 
