@@ -219,6 +219,11 @@ pub struct CollectorCounters {
     pub records_rejected: u64,
     /// Chunks given up on without a spool (retry budget spent).
     pub chunks_failed: u64,
+    /// Total time spent in requests that got an HTTP answer, ns (with `requests_timed`
+    /// it gives the collector's mean latency).
+    pub request_time_ns: u64,
+    /// Requests that got an HTTP answer (the ones `request_time_ns` covers).
+    pub requests_timed: u64,
     /// The spool's counters, when there is a spool.
     pub spool: Option<SpoolCounters>,
 }
@@ -237,6 +242,8 @@ struct Atomics {
     chunks_rejected: AtomicU64,
     records_rejected: AtomicU64,
     chunks_failed: AtomicU64,
+    request_time_ns: AtomicU64,
+    requests_timed: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -379,6 +386,8 @@ impl CollectorSink {
             chunks_rejected: get(&c.chunks_rejected),
             records_rejected: get(&c.records_rejected),
             chunks_failed: get(&c.chunks_failed),
+            request_time_ns: get(&c.request_time_ns),
+            requests_timed: get(&c.requests_timed),
             spool: self
                 .inner
                 .spool
@@ -556,6 +565,7 @@ impl Inner {
     /// One POST of `frame`, classified.
     async fn post(&self, frame: &Frame) -> Attempt {
         bump(&self.counters.requests, 1);
+        let started = std::time::Instant::now();
         let sent = self
             .client
             .post(&self.url)
@@ -575,6 +585,11 @@ impl Inner {
                 };
             }
         };
+        bump(&self.counters.requests_timed, 1);
+        bump(
+            &self.counters.request_time_ns,
+            started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64,
+        );
         let status = response.status().as_u16();
         match Disposition::of_status(status) {
             Disposition::Delivered => {
