@@ -148,6 +148,18 @@ pub(crate) fn prepare_pin_dir(dir: &Path) -> Result<(), CaptureError> {
     Ok(())
 }
 
+/// Whether a load failed because another process pinned a map at the same path
+/// between our check and our pin (`EEXIST`): loading again reuses its maps.
+pub(crate) fn is_pin_race(e: &aya::EbpfError) -> bool {
+    matches!(
+        e,
+        aya::EbpfError::MapError(aya::maps::MapError::PinError {
+            error: aya::pin::PinError::SyscallError(s),
+            ..
+        }) if s.io_error.raw_os_error() == Some(libc::EEXIST)
+    )
+}
+
 /// Opens the identity maps pinned under `dir`, creating and pinning them (with the
 /// exporter's exact definition) when they are not there yet. Returns the IP map and
 /// the connect map.
@@ -159,14 +171,18 @@ pub fn open_or_create_pinned(dir: &Path) -> Result<(MapData, MapData), CaptureEr
         // Creating the kernel object's maps (without loading its programs) pins the
         // identity maps with exactly the definition the program uses; the other maps
         // are made minimal and freed again.
-        let ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_pin_path(IP_MAP.name, &ip_path)
             .map_pin_path(CONNECT_MAP.name, &connect_path)
             .map_max_entries("FLOW_EVENTS", 4096)
-            .map_max_entries("FLOW_SOCKETS", 1)
-            .load(KERNEL_OBJECT)
-            .map_err(CaptureError::Load)?;
-        drop(ebpf);
+            .map_max_entries("FLOW_SOCKETS", 1);
+        match loader.load(KERNEL_OBJECT) {
+            Ok(ebpf) => drop(ebpf),
+            // Someone else pinned them meanwhile: use theirs (checked below).
+            Err(e) if is_pin_race(&e) => {}
+            Err(e) => return Err(CaptureError::Load(e)),
+        }
     }
     let open = |path: PathBuf, spec: IdentityMapSpec| {
         check_pinned(dir, &spec)?;

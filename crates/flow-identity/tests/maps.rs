@@ -248,3 +248,39 @@ fn a_pin_dir_off_the_bpf_filesystem_is_refused() {
     };
     assert!(err.to_string().contains("not on a BPF filesystem"), "{err}");
 }
+
+#[test]
+fn exporters_and_writers_starting_at_once_share_one_set_of_maps() {
+    // Whichever starts first creates the maps; the others must reuse them, even when
+    // they all look at the same moment and race to pin.
+    for _ in 0..3 {
+        let pins = PinDir::new();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let (dir, barrier) = (pins.0.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    if i % 2 == 0 {
+                        FlowCaptureBuilder::new()
+                            .identity_pin_dir(&dir)
+                            .load()
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    } else {
+                        IdentityMaps::open_or_create(&dir)
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread").expect("every starter succeeds");
+        }
+        let mut maps = IdentityMaps::open_or_create(&pins.0).expect("maps");
+        maps.set_ip("10.9.9.9".parse().expect("ip"), &id("shared"))
+            .expect("set");
+        assert_eq!(maps.ips().expect("ls").len(), 1);
+    }
+}
