@@ -106,10 +106,24 @@ pub fn check_pinned(dir: &Path, spec: &IdentityMapSpec) -> Result<bool, CaptureE
     if !path.exists() {
         return Ok(false);
     }
-    let info = MapInfo::from_pin(&path).map_err(|source| CaptureError::PinnedMap {
-        path: path.clone(),
-        source,
-    })?;
+    // A map another process is pinning at this moment was once seen to fail to open
+    // for an instant (under parallel start-up); look again a few times before refusing.
+    let mut attempt = 0;
+    let info = loop {
+        match MapInfo::from_pin(&path) {
+            Ok(info) => break info,
+            Err(_) if attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(source) => {
+                return Err(CaptureError::PinnedMap {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        }
+    };
     let found_type = info.map_type().map_err(|source| CaptureError::PinnedMap {
         path: path.clone(),
         source,

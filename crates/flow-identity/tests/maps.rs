@@ -266,11 +266,11 @@ fn exporters_and_writers_starting_at_once_share_one_set_of_maps() {
                             .identity_pin_dir(&dir)
                             .load()
                             .map(drop)
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| chain(&e))
                     } else {
                         IdentityMaps::open_or_create(&dir)
                             .map(drop)
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| chain(&e))
                     }
                 })
             })
@@ -283,4 +283,16 @@ fn exporters_and_writers_starting_at_once_share_one_set_of_maps() {
             .expect("set");
         assert_eq!(maps.ips().expect("ls").len(), 1);
     }
+}
+
+/// An error and its sources, for assertion messages.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
