@@ -12,14 +12,12 @@
 //! `FLOW_BENCH_ROUNDS` A/B pairs (default 3).
 
 use std::{
-    io::Read,
-    net::{TcpListener, TcpStream},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use aya::sys::{Stats, enable_stats};
@@ -27,6 +25,7 @@ use flowexporter::{
     capture::{FlowCaptureBuilder, FlowRecord, WorkloadId},
     identity::IdentityMaps,
 };
+use flowexporter_loadgen::churn::{self, ChurnConfig, Family};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -35,28 +34,18 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Opens and closes `n` loopback connections as fast as one client and one server
-/// thread can; returns connections per second. The server closes first, so TIME_WAIT
-/// stays on the listener's side and the client's port search does not slow down as
-/// rounds accumulate closed connections.
+/// Opens and closes `n` loopback connections as fast as the load generator can (one
+/// client thread, one server thread, the server closing first); returns connections
+/// per second.
 fn churn(n: usize) -> f64 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = thread::spawn(move || {
-        for _ in 0..n {
-            let (s, _) = listener.accept().expect("accept");
-            drop(s);
-        }
-    });
-    let start = Instant::now();
-    let mut buf = [0u8; 1];
-    for _ in 0..n {
-        let mut c = TcpStream::connect(addr).expect("connect");
-        // Wait for the server's FIN, then close: a full, orderly close on both ends.
-        let _ = c.read(&mut buf);
-    }
-    server.join().expect("server");
-    n as f64 / start.elapsed().as_secs_f64()
+    let config = ChurnConfig {
+        connections: n,
+        rate: None,
+        family: Family::V4,
+        payload: 0,
+        across_netns: false,
+    };
+    churn::run(&config).expect("loopback churn").rate()
 }
 
 /// User + system CPU time of this process so far (all threads: client, server, and in
