@@ -106,24 +106,10 @@ pub fn check_pinned(dir: &Path, spec: &IdentityMapSpec) -> Result<bool, CaptureE
     if !path.exists() {
         return Ok(false);
     }
-    // A map another process is pinning at this moment was once seen to fail to open
-    // for an instant (under parallel start-up); look again a few times before refusing.
-    let mut attempt = 0;
-    let info = loop {
-        match MapInfo::from_pin(&path) {
-            Ok(info) => break info,
-            Err(_) if attempt < 5 => {
-                attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(source) => {
-                return Err(CaptureError::PinnedMap {
-                    path: path.clone(),
-                    source,
-                });
-            }
-        }
-    };
+    let info = MapInfo::from_pin(&path).map_err(|source| CaptureError::PinnedMap {
+        path: path.clone(),
+        source,
+    })?;
     let found_type = info.map_type().map_err(|source| CaptureError::PinnedMap {
         path: path.clone(),
         source,
@@ -164,7 +150,7 @@ pub(crate) fn prepare_pin_dir(dir: &Path) -> Result<(), CaptureError> {
 
 /// Whether a load failed because another process pinned a map at the same path
 /// between our check and our pin (`EEXIST`): loading again reuses its maps.
-pub(crate) fn is_pin_race(e: &aya::EbpfError) -> bool {
+fn is_pin_race(e: &aya::EbpfError) -> bool {
     matches!(
         e,
         aya::EbpfError::MapError(aya::maps::MapError::PinError {
@@ -172,6 +158,33 @@ pub(crate) fn is_pin_race(e: &aya::EbpfError) -> bool {
             ..
         }) if s.io_error.raw_os_error() == Some(libc::EEXIST)
     )
+}
+
+/// Loads `object` with `loader`, whose identity maps are set to be pinned under `dir`,
+/// while other processes may be pinning the same maps at the same moment.
+///
+/// A load stops at the first map it fails to pin (`EEXIST`: someone else pinned it
+/// between our look and our pin), possibly before it reached the other identity map,
+/// which the other process may not have pinned yet either. Loading again reuses every
+/// map pinned by then and pins the rest; each lost race means one more map got pinned,
+/// so with two maps the third attempt cannot lose one.
+pub(crate) fn load_sharing_pins(
+    loader: &mut EbpfLoader<'_>,
+    dir: &Path,
+    object: &[u8],
+) -> Result<aya::Ebpf, CaptureError> {
+    const ATTEMPTS: usize = 3;
+    let mut attempt = 1;
+    loop {
+        match loader.load(object) {
+            Err(e) if is_pin_race(&e) && attempt < ATTEMPTS => {
+                attempt += 1;
+                // The maps pinned meanwhile must be ours to reuse.
+                prepare_pin_dir(dir)?;
+            }
+            other => return other.map_err(CaptureError::Load),
+        }
+    }
 }
 
 /// Opens the identity maps pinned under `dir`, creating and pinning them (with the
@@ -191,12 +204,7 @@ pub fn open_or_create_pinned(dir: &Path) -> Result<(MapData, MapData), CaptureEr
             .map_pin_path(CONNECT_MAP.name, &connect_path)
             .map_max_entries("FLOW_EVENTS", 4096)
             .map_max_entries("FLOW_SOCKETS", 1);
-        match loader.load(KERNEL_OBJECT) {
-            Ok(ebpf) => drop(ebpf),
-            // Someone else pinned them meanwhile: use theirs (checked below).
-            Err(e) if is_pin_race(&e) => {}
-            Err(e) => return Err(CaptureError::Load(e)),
-        }
+        drop(load_sharing_pins(&mut loader, dir, KERNEL_OBJECT)?);
     }
     let open = |path: PathBuf, spec: IdentityMapSpec| {
         check_pinned(dir, &spec)?;

@@ -175,19 +175,10 @@ impl FlowCaptureBuilder {
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(EVENTS_MAP, self.ring_size)
             .map_max_entries(SOCKETS_MAP, self.socket_table_size.max(1));
-        let mut ebpf = match loader.load(KERNEL_OBJECT) {
-            // Another process (an exporter or a writer) pinned the identity maps between
-            // our look and our pin: load again, and the maps it pinned are reused (after
-            // the same definition check).
-            Err(e) if identity_maps::is_pin_race(&e) && self.identity_pin_dir.is_some() => {
-                if let Some(dir) = &self.identity_pin_dir {
-                    identity_maps::prepare_pin_dir(dir)?;
-                }
-                loader.load(KERNEL_OBJECT)
-            }
-            other => other,
-        }
-        .map_err(CaptureError::Load)?;
+        let mut ebpf = match &self.identity_pin_dir {
+            Some(dir) => identity_maps::load_sharing_pins(&mut loader, dir, KERNEL_OBJECT)?,
+            None => loader.load(KERNEL_OBJECT).map_err(CaptureError::Load)?,
+        };
 
         for name in PROGRAMS {
             attach(&mut ebpf, name, &aya_btf)?;
