@@ -9,7 +9,9 @@
 //!
 //! Run as root: `cargo bench --bench capture_overhead`
 //! Knobs (environment): `FLOW_BENCH_CONNECTIONS` per round (default 20000),
-//! `FLOW_BENCH_ROUNDS` A/B pairs (default 3).
+//! `FLOW_BENCH_ROUNDS` A/B pairs (default 3), `FLOW_BENCH_BASELINE_OBJECT` another
+//! build of the kernel object (e.g. the previous commit's) to run in each round next to
+//! the bundled one, alternating which goes first.
 
 use std::{
     sync::{
@@ -76,11 +78,10 @@ fn idle_waker(stop: Arc<AtomicBool>, every: Duration) -> thread::JoinHandle<()> 
     })
 }
 
-struct Round {
-    a_cps: f64,
-    b_cps: f64,
-    a_cpu: f64,
-    b_cpu: f64,
+/// One churn with the capture core loaded and drained.
+struct Captured {
+    cps: f64,
+    cpu: f64,
     records: u64,
     runs: u64,
     run_ns: u128,
@@ -89,10 +90,78 @@ struct Round {
     recovered: u64,
 }
 
+impl Captured {
+    fn ns_per_invocation(&self) -> f64 {
+        self.run_ns as f64 / self.runs.max(1) as f64
+    }
+}
+
+struct Round {
+    a_cps: f64,
+    a_cpu: f64,
+    /// The bundled kernel object.
+    b: Captured,
+    /// The baseline object (`FLOW_BENCH_BASELINE_OBJECT`), when given.
+    baseline: Option<Captured>,
+}
+
+/// Loads the capture core (the bundled object, or `object`), drains it from a reader
+/// thread, and churns `n` connections.
+fn captured_churn(n: usize, pin_dir: &std::path::Path, object: Option<&'static [u8]>) -> Captured {
+    let mut builder = FlowCaptureBuilder::new().identity_pin_dir(pin_dir);
+    if let Some(object) = object {
+        builder = builder.kernel_object(object);
+    }
+    let mut capture = builder.load().expect("load capture");
+    let mut reader = capture.take_reader().expect("reader");
+    let stop = Arc::new(AtomicBool::new(false));
+    let records = Arc::new(AtomicU64::new(0));
+    let drain = {
+        let (stop, records) = (stop.clone(), records.clone());
+        thread::spawn(move || {
+            let mut sink: Vec<FlowRecord> = Vec::with_capacity(4096);
+            loop {
+                let done = stop.load(Ordering::Acquire);
+                let _ = reader.wait(reader.poll_interval());
+                let got = reader.read_available(|r| sink.push(r));
+                records.fetch_add(got as u64, Ordering::Relaxed);
+                sink.clear();
+                if done {
+                    break;
+                }
+            }
+        })
+    };
+    let before = capture.program_stats().expect("stats");
+    let (cps, cpu) = measured_churn(n);
+    let after = capture.program_stats().expect("stats");
+    let counters = capture.counters().expect("counters");
+    thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Release);
+    drain.join().expect("drain");
+    Captured {
+        cps,
+        cpu,
+        records: records.load(Ordering::Relaxed),
+        runs: after.run_count - before.run_count,
+        run_ns: (after.run_time - before.run_time).as_nanos(),
+        lost: counters.lost(),
+        missed: after.recursion_misses - before.recursion_misses,
+        recovered: counters.recovered_by_backup,
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let n = env_or("FLOW_BENCH_CONNECTIONS", 20_000);
     let rounds = env_or("FLOW_BENCH_ROUNDS", 3);
+    // Another build of the kernel object to run side by side with the bundled one,
+    // e.g. the previous commit's: `git show HEAD~1:ebpf/flowexporter.bpf.o > /tmp/old.o`.
+    let baseline: Option<&'static [u8]> = std::env::var_os("FLOW_BENCH_BASELINE_OBJECT").map(|p| {
+        let bytes = std::fs::read(&p)
+            .unwrap_or_else(|e| panic!("FLOW_BENCH_BASELINE_OBJECT {}: {e}", p.to_string_lossy()));
+        &*Box::leak(bytes.into_boxed_slice())
+    });
     let _stats = enable_stats(Stats::RunTime).expect("enable BPF run-time statistics (root)");
     let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/fe-bench-{}", std::process::id()));
     populate_identity_maps(&pin_dir);
@@ -104,62 +173,42 @@ fn main() {
         let (a_cps, a_cpu) = measured_churn(n);
         stop_a.store(true, Ordering::Release);
         waker.join().expect("waker");
-
-        let mut capture = FlowCaptureBuilder::new()
-            .identity_pin_dir(&pin_dir)
-            .load()
-            .expect("load capture");
-        let mut reader = capture.take_reader().expect("reader");
-        let stop = Arc::new(AtomicBool::new(false));
-        let records = Arc::new(AtomicU64::new(0));
-        let drain = {
-            let (stop, records) = (stop.clone(), records.clone());
-            thread::spawn(move || {
-                let mut sink: Vec<FlowRecord> = Vec::with_capacity(4096);
-                loop {
-                    let done = stop.load(Ordering::Acquire);
-                    let _ = reader.wait(reader.poll_interval());
-                    let got = reader.read_available(|r| sink.push(r));
-                    records.fetch_add(got as u64, Ordering::Relaxed);
-                    sink.clear();
-                    if done {
-                        break;
-                    }
-                }
-            })
+        // Alternate which object goes first, so that neither always follows round A.
+        let (b, baseline) = match baseline {
+            Some(object) if round % 2 == 0 => {
+                let base = captured_churn(n, &pin_dir, Some(object));
+                (captured_churn(n, &pin_dir, None), Some(base))
+            }
+            Some(object) => {
+                let b = captured_churn(n, &pin_dir, None);
+                (b, Some(captured_churn(n, &pin_dir, Some(object))))
+            }
+            None => (captured_churn(n, &pin_dir, None), None),
         };
-        let before = capture.program_stats().expect("stats");
-        let (b_cps, b_cpu) = measured_churn(n);
-        let after = capture.program_stats().expect("stats");
-        let counters = capture.counters().expect("counters");
-        thread::sleep(Duration::from_millis(200));
-        stop.store(true, Ordering::Release);
-        drain.join().expect("drain");
         let r = Round {
             a_cps,
-            b_cps,
             a_cpu,
-            b_cpu,
-            records: records.load(Ordering::Relaxed),
-            runs: after.run_count - before.run_count,
-            run_ns: (after.run_time - before.run_time).as_nanos(),
-            lost: counters.lost(),
-            missed: after.recursion_misses - before.recursion_misses,
-            recovered: counters.recovered_by_backup,
+            b,
+            baseline,
         };
-        eprintln!(
-            "round {round}: A {:.0}/s  B {:.0}/s  ratio {:.3}  {:.0} ns/invocation  {} records  {} lost  {} skipped, {} recovered",
-            r.a_cps,
-            r.b_cps,
-            r.b_cps / r.a_cps,
-            r.run_ns as f64 / r.runs.max(1) as f64,
-            r.records,
-            r.lost,
-            r.missed,
-            r.recovered
-        );
+        let line = |name: &str, c: &Captured| {
+            eprintln!(
+                "round {round} {name}: A {:.0}/s  B {:.0}/s  ratio {:.3}  {:.0} ns/invocation  {} records  {} lost  {} skipped, {} recovered",
+                r.a_cps,
+                c.cps,
+                c.cps / r.a_cps,
+                c.ns_per_invocation(),
+                c.records,
+                c.lost,
+                c.missed,
+                c.recovered
+            )
+        };
+        line("bundled", &r.b);
+        if let Some(base) = &r.baseline {
+            line("baseline", base);
+        }
         results.push(r);
-        drop(capture);
     }
     report(n, &results);
     let _ = std::fs::remove_dir_all(&pin_dir);
@@ -193,43 +242,61 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn report(n: usize, rounds: &[Round]) {
     println!(
-        "| round | A: no capture (conn/s) | B: capture (conn/s) | B/A | A CPU µs/conn | B CPU µs/conn | B-A CPU µs/conn | BPF ns/invocation | BPF ns/socket event | invocations/closed socket | BPF ns/closed socket | records | lost (ring full) | skipped (recursion) | recovered by backup |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for (i, r) in rounds.iter().enumerate() {
-        let per_inv = r.run_ns as f64 / r.runs.max(1) as f64;
-        let sockets = r.records.max(1) as f64;
-        println!(
-            "| {} | {:.0} | {:.0} | {:.3} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {} | {} | {} | {} |",
-            i + 1,
-            r.a_cps,
-            r.b_cps,
-            r.b_cps / r.a_cps,
-            r.a_cpu,
-            r.b_cpu,
-            r.b_cpu - r.a_cpu,
-            per_inv,
-            per_inv * 2.0,
-            r.runs as f64 / sockets,
-            r.run_ns as f64 / sockets,
-            r.records,
-            r.lost,
-            r.missed,
-            r.recovered
-        );
-    }
-    let ratio = median(rounds.iter().map(|r| r.b_cps / r.a_cps).collect());
-    let cpu_ratio = median(rounds.iter().map(|r| r.a_cpu / r.b_cpu).collect());
-    let per_inv = median(
-        rounds
-            .iter()
-            .map(|r| r.run_ns as f64 / r.runs.max(1) as f64)
-            .collect(),
+        "| round | object | A: no capture (conn/s) | B: capture (conn/s) | B/A | A CPU µs/conn | B CPU µs/conn | B-A CPU µs/conn | BPF ns/invocation | BPF ns/socket event | invocations/closed socket | BPF ns/closed socket | records | lost (ring full) | skipped (recursion) | recovered by backup |"
     );
     println!(
-        "\nmedian over {} rounds of {n} connections: B/A = {ratio:.3} (conn/s), A/B = {cpu_ratio:.3} (CPU per connection), {per_inv:.0} ns per invocation; lost {}, skipped {}",
-        rounds.len(),
-        rounds.iter().map(|r| r.lost).sum::<u64>(),
-        rounds.iter().map(|r| r.missed).sum::<u64>()
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
+    for (i, r) in rounds.iter().enumerate() {
+        let variants =
+            std::iter::once(("bundled", &r.b)).chain(r.baseline.as_ref().map(|b| ("baseline", b)));
+        for (name, c) in variants {
+            let per_inv = c.ns_per_invocation();
+            let sockets = c.records.max(1) as f64;
+            println!(
+                "| {} | {name} | {:.0} | {:.0} | {:.3} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {} | {} | {} | {} |",
+                i + 1,
+                r.a_cps,
+                c.cps,
+                c.cps / r.a_cps,
+                r.a_cpu,
+                c.cpu,
+                c.cpu - r.a_cpu,
+                per_inv,
+                per_inv * 2.0,
+                c.runs as f64 / sockets,
+                c.run_ns as f64 / sockets,
+                c.records,
+                c.lost,
+                c.missed,
+                c.recovered
+            );
+        }
+    }
+    let summary = |name: &str, pick: &dyn Fn(&Round) -> Option<&Captured>| {
+        let picked: Vec<(f64, &Captured)> = rounds
+            .iter()
+            .filter_map(|r| pick(r).map(|c| (r.a_cps, c)))
+            .collect();
+        if picked.is_empty() {
+            return;
+        }
+        let ratio = median(picked.iter().map(|(a, c)| c.cps / a).collect());
+        let per_inv = median(picked.iter().map(|(_, c)| c.ns_per_invocation()).collect());
+        let per_socket = median(
+            picked
+                .iter()
+                .map(|(_, c)| c.run_ns as f64 / c.records.max(1) as f64)
+                .collect(),
+        );
+        println!(
+            "{name}: median over {} rounds of {n} connections: B/A = {ratio:.3} (conn/s), {per_inv:.0} ns per invocation, {per_socket:.0} ns per closed socket; lost {}, skipped {}",
+            picked.len(),
+            picked.iter().map(|(_, c)| c.lost).sum::<u64>(),
+            picked.iter().map(|(_, c)| c.missed).sum::<u64>()
+        );
+    };
+    println!();
+    summary("bundled", &|r| Some(&r.b));
+    summary("baseline", &|r| r.baseline.as_ref());
 }

@@ -52,6 +52,17 @@ pub struct FlowCaptureBuilder {
     poll_interval: Duration,
     btf_path: PathBuf,
     identity_pin_dir: Option<PathBuf>,
+    object: ObjectBytes,
+}
+
+/// A kernel object's bytes; shown by size only.
+#[derive(Clone, Copy)]
+struct ObjectBytes(&'static [u8]);
+
+impl std::fmt::Debug for ObjectBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<kernel object, {} bytes>", self.0.len())
+    }
 }
 
 impl Default for FlowCaptureBuilder {
@@ -71,6 +82,7 @@ impl FlowCaptureBuilder {
             poll_interval: DEFAULT_POLL_INTERVAL,
             btf_path: PathBuf::from(VMLINUX_BTF),
             identity_pin_dir: None,
+            object: ObjectBytes(KERNEL_OBJECT),
         }
     }
 
@@ -110,6 +122,15 @@ impl FlowCaptureBuilder {
     /// this capture and stay empty.
     pub fn identity_pin_dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.identity_pin_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Loads `object` instead of the bundled kernel object ([`KERNEL_OBJECT`]): another
+    /// build of `ebpf/flow-ebpf`, with the same programs, maps and record layout. Meant
+    /// for comparing builds side by side (the capture benchmark's baseline); the
+    /// identity maps, when created, still take the bundled object's definition.
+    pub fn kernel_object(mut self, object: &'static [u8]) -> Self {
+        self.object = ObjectBytes(object);
         self
     }
 
@@ -176,8 +197,8 @@ impl FlowCaptureBuilder {
             .map_max_entries(EVENTS_MAP, self.ring_size)
             .map_max_entries(SOCKETS_MAP, self.socket_table_size.max(1));
         let mut ebpf = match &self.identity_pin_dir {
-            Some(dir) => identity_maps::load_sharing_pins(&mut loader, dir, KERNEL_OBJECT)?,
-            None => loader.load(KERNEL_OBJECT).map_err(CaptureError::Load)?,
+            Some(dir) => identity_maps::load_sharing_pins(&mut loader, dir, self.object.0)?,
+            None => loader.load(self.object.0).map_err(CaptureError::Load)?,
         };
 
         for name in PROGRAMS {

@@ -157,6 +157,10 @@ pub struct SocketStart {
 
 const _: () = assert!(RawFlowEvent::SIZE == 184);
 const _: () = assert!(core::mem::size_of::<SocketStart>() == 80);
+// The layout user space decodes (and the kernel program writes a word at a time).
+const _: () = assert!(core::mem::offset_of!(RawFlowEvent, local_addr) == 48);
+const _: () = assert!(core::mem::offset_of!(RawFlowEvent, workload) == 120);
+const _: () = assert!(core::mem::offset_of!(SocketStart, workload) == 16);
 
 #[cfg(feature = "user")]
 // SAFETY: plain-old-data: `#[repr(C)]`, integer fields only, no implicit padding.

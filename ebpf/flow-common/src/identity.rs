@@ -7,7 +7,7 @@ pub const WORKLOAD_ID_MAX: usize = 64;
 
 /// A workload ID as stored in the maps and records: UTF-8, NUL-padded to 64 bytes.
 /// An ID may not contain NUL, so its length is the offset of the first NUL (or 64).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkloadValue {
     /// The ID's bytes, then NULs.
@@ -33,7 +33,7 @@ impl WorkloadValue {
 
 /// Key of the IP map (`FLOW_IP_MAP`): a local address as 16 bytes in network order;
 /// an IPv4 address is written IPv4-mapped (`::ffff:a.b.c.d`).
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IpKey {
     /// The address.
@@ -53,7 +53,7 @@ impl IpKey {
 
 /// Key of the connect map (`FLOW_CONNECT_MAP`): a local IPv4 address and local port,
 /// as the container runtime sees them on an intercepted `connect()`.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnectKey {
     /// Local IPv4 address, network order.
@@ -88,3 +88,10 @@ unsafe impl aya::Pod for IpKey {}
 #[cfg(feature = "user")]
 // SAFETY: plain-old-data: `#[repr(C)]`, integer fields, explicit padding.
 unsafe impl aya::Pod for ConnectKey {}
+
+// The kernel program copies values and builds keys a word at a time; the sizes are
+// part of the maps' definitions (pinned maps are checked against them).
+const _: () = assert!(core::mem::size_of::<WorkloadValue>() == 64);
+const _: () = assert!(core::mem::align_of::<WorkloadValue>() == 8);
+const _: () = assert!(core::mem::size_of::<IpKey>() == 16);
+const _: () = assert!(core::mem::size_of::<ConnectKey>() == 8);

@@ -1,5 +1,7 @@
 //! Identity lookups in the kernel: the connect map, then the IP map.
 
+use core::{mem::MaybeUninit, ptr};
+
 use aya_ebpf::{
     btf_maps::{HashMap, LruHashMap},
     macros::btf_map,
@@ -7,7 +9,6 @@ use aya_ebpf::{
 use flow_common::{
     ConnectKey, IpKey, WorkloadValue,
     identity::{CONNECT_MAP_ENTRIES, IP_MAP_ENTRIES, source},
-    tcp::AF_INET,
 };
 
 /// Local address -> workload, written by a container IP manager. User space may pin it
@@ -24,20 +25,44 @@ pub static FLOW_CONNECT_MAP: LruHashMap<
     { CONNECT_MAP_ENTRIES as usize },
 > = LruHashMap::new();
 
+/// A socket's local address as the kernel keeps it: 32-bit words in network byte
+/// order.
+#[derive(Clone, Copy)]
+pub enum LocalAddr {
+    /// `skc_rcv_saddr`.
+    V4(u32),
+    /// `skc_v6_rcv_saddr.s6_addr32`.
+    V6([u32; 4]),
+}
+
+/// The third word of an IPv4-mapped IPv6 address (`::ffff:0:0/96`) as it lies in memory.
+const V4_MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+/// An IP-map key from four address words.
+#[inline(always)]
+fn ip_key(words: [u32; 4]) -> IpKey {
+    let mut key = MaybeUninit::<IpKey>::uninit();
+    let p = key.as_mut_ptr().cast::<u32>();
+    // SAFETY: `IpKey` is 16 bytes aligned to 4: four words, all written here.
+    unsafe {
+        for (i, w) in words.into_iter().enumerate() {
+            ptr::write_volatile(p.add(i), w);
+        }
+        key.assume_init()
+    }
+}
+
 /// Looks up the workload owning a local end; returns the source and a pointer to the
 /// map's value (valid for the rest of this program run).
 #[inline(always)]
-pub fn resolve(family: u16, local: &[u8; 16], port: u16) -> (u8, *const WorkloadValue) {
-    let v4 = if family == AF_INET {
-        Some([local[0], local[1], local[2], local[3]])
-    } else if local[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
-        Some([local[12], local[13], local[14], local[15]])
-    } else {
-        None
+pub fn resolve(local: LocalAddr, port: u16) -> (u8, *const WorkloadValue) {
+    let words = match local {
+        LocalAddr::V4(a) => [0, 0, V4_MAPPED, a],
+        LocalAddr::V6(words) => words,
     };
-    if let Some(addr) = v4 {
+    if let [0, 0, V4_MAPPED, addr] = words {
         let key = ConnectKey {
-            addr,
+            addr: addr.to_ne_bytes(),
             port,
             _pad: 0,
         };
@@ -45,12 +70,9 @@ pub fn resolve(family: u16, local: &[u8; 16], port: u16) -> (u8, *const Workload
             return (source::CONNECT_MAP, v);
         }
     }
-    let key = match v4 {
-        Some(a) => IpKey::v4(a),
-        None => IpKey { addr: *local },
-    };
+    let key = ip_key(words);
     match FLOW_IP_MAP.get_ptr(key) {
         Some(v) => (source::IP_MAP, v),
-        None => (source::NONE, core::ptr::null()),
+        None => (source::NONE, ptr::null()),
     }
 }

@@ -11,8 +11,9 @@
 
 mod identity;
 mod sock;
+mod words;
 
-use core::{ffi::c_void, ptr};
+use core::{ffi::c_void, mem::MaybeUninit, ptr};
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -22,8 +23,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use flow_common::{
-    Direction, KernelCounter, KernelOffsets, ProgramConfig, RawFlowEvent, SocketStart, flags,
-    identity::{WorkloadValue, source},
+    Direction, KernelCounter, KernelOffsets, ProgramConfig, RawFlowEvent, SocketStart, WorkloadValue,
+    flags, identity::source,
     tcp::{IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT},
 };
 use sock::Sock;
@@ -126,6 +127,27 @@ fn on_state_change(ctx: &BtfTracePointContext, backup: bool) {
     }
 }
 
+/// Words in a [`WorkloadValue`].
+const WORKLOAD_WORDS: usize = core::mem::size_of::<WorkloadValue>() / 8;
+/// Words in a [`RawFlowEvent`].
+const RECORD_WORDS: usize = RawFlowEvent::SIZE / 8;
+/// Words in a [`SocketStart`].
+const START_WORDS: usize = core::mem::size_of::<SocketStart>() / 8;
+
+/// Fills a socket entry on the stack (a word at a time: see [`words`]); nothing resolved.
+#[inline(always)]
+fn socket_start(out: &mut MaybeUninit<SocketStart>, start_ns: u64, direction: u8, closed: u8) {
+    let p = out.as_mut_ptr();
+    // SAFETY: `p` is an 8-byte-aligned stack slot of `START_WORDS` words; every byte
+    // is written (zero first, then the fields).
+    unsafe {
+        words::zero::<START_WORDS>(p.cast::<u64>());
+        (*p).start_ns = start_ns;
+        (*p).direction = direction;
+        (*p).closed = closed;
+    }
+}
+
 #[inline(always)]
 fn on_open(sk: *mut c_void, direction: Direction, backup: bool) {
     let key = sk as u64;
@@ -139,16 +161,11 @@ fn on_open(sk: *mut c_void, direction: Direction, backup: bool) {
         }
         count(KernelCounter::RecoveredByBackup);
     }
-    let start = SocketStart {
-        // SAFETY: helper without preconditions.
-        start_ns: unsafe { bpf_ktime_get_boot_ns() },
-        direction: direction as u8,
-        closed: 0,
-        resolved: 0,
-        identity_source: source::NONE,
-        _pad: [0; 4],
-        workload: WorkloadValue::EMPTY,
-    };
+    let mut start = MaybeUninit::uninit();
+    // SAFETY: helper without preconditions.
+    socket_start(&mut start, unsafe { bpf_ktime_get_boot_ns() }, direction as u8, 0);
+    // SAFETY: fully written by `socket_start`.
+    let start = unsafe { start.assume_init_ref() };
     // BPF_ANY: a socket that reconnects after a close starts afresh.
     if FLOW_SOCKETS.insert(key, start, 0).is_err() {
         count(KernelCounter::StartNotRecorded);
@@ -163,111 +180,147 @@ fn on_established(sk: *mut c_void, sock: &Sock, backup: bool) {
     let Some(start) = FLOW_SOCKETS.get_ptr_mut(sk as u64) else {
         return; // opened before the program attached: resolved at close
     };
-    // SAFETY: a valid pointer to the entry's value.
-    let start = unsafe { &mut *start };
-    if start.resolved != 0 {
-        return; // done by the primary attachment
-    }
-    if backup {
-        count(KernelCounter::RecoveredByBackup);
-    }
-    start.resolved = 1;
-    let mut ev = RawFlowEvent::zeroed();
-    let tp = sock.tcp(sk);
-    if tp.is_null() || !sock.read_addresses(&mut ev) {
-        return;
-    }
-    let (src, value) = identity::resolve(ev.family, &ev.local_addr, sock.local_port(tp));
-    if !value.is_null() {
-        start.identity_source = src;
-        // SAFETY: a map value pointer, valid for this program run.
-        start.workload = unsafe { *value };
+    // SAFETY: a valid pointer to the entry's value, for this program run.
+    unsafe {
+        if (*start).resolved != 0 {
+            return; // done by the primary attachment
+        }
+        if backup {
+            count(KernelCounter::RecoveredByBackup);
+        }
+        (*start).resolved = 1;
+        let tp = sock.tcp(sk);
+        if tp.is_null() {
+            return;
+        }
+        let Some(local) = sock.local_addr() else {
+            return;
+        };
+        let (src, value) = identity::resolve(local, sock.local_port(tp));
+        if !value.is_null() {
+            (*start).identity_source = src;
+            words::copy::<WORKLOAD_WORDS>(
+                ptr::addr_of_mut!((*start).workload).cast::<u64>(),
+                value.cast::<u64>(),
+            );
+        }
     }
 }
 
 #[inline(always)]
 fn on_close(sk: *mut c_void, sock: &Sock, old: u8, backup: bool) {
     let key = sk as u64;
-    let mut ev = RawFlowEvent::zeroed();
-    match FLOW_SOCKETS.get_ptr_mut(key) {
-        Some(start) => {
-            // SAFETY: a valid pointer to the entry's value.
-            let start = unsafe { &mut *start };
-            if start.closed != 0 {
-                // Emitted by the primary attachment; the backup, which runs last,
-                // frees the entry.
-                let _ = FLOW_SOCKETS.remove(key);
-                return;
-            }
-            if start.start_ns == 0 {
-                ev.flags |= flags::START_UNKNOWN;
-            }
-            ev.start_ns = start.start_ns;
-            ev.direction = start.direction;
-            ev.identity_source = start.identity_source;
-            if start.identity_source != source::NONE {
-                ev.workload = start.workload;
-            }
-            if backup {
-                let _ = FLOW_SOCKETS.remove(key);
-            } else {
-                start.closed = 1;
-            }
-        }
-        None => {
-            // Opened before the program attached (or its entry was recycled). The
-            // primary marks it closed so that the backup does not emit it again.
-            if !backup {
-                let closed = SocketStart {
-                    start_ns: 0,
-                    direction: 0,
-                    closed: 1,
-                    resolved: 0,
-                    identity_source: source::NONE,
-                    _pad: [0; 4],
-                    workload: WorkloadValue::EMPTY,
-                };
-                let _ = FLOW_SOCKETS.insert(key, closed, 0);
-            }
-            ev.flags |= flags::START_UNKNOWN;
+    let start = FLOW_SOCKETS.get_ptr_mut(key);
+    if let Some(start) = start {
+        // SAFETY: a valid pointer to the entry's value.
+        if unsafe { (*start).closed } != 0 {
+            // Emitted by the primary attachment; the backup, which runs last, frees
+            // the entry.
+            let _ = FLOW_SOCKETS.remove(key);
+            return;
         }
     }
     if backup {
         count(KernelCounter::RecoveredByBackup);
     }
-    let Some(mut entry) = FLOW_EVENTS.reserve(0) else {
-        count(KernelCounter::LostRingFull);
-        return;
-    };
-    // SAFETY: helper without preconditions.
-    ev.end_ns = unsafe { bpf_ktime_get_boot_ns() };
-    ev.close_state = old;
-    if !sock.read_flow(sk, &mut ev) {
-        ev.flags |= flags::READ_FAILED;
-        count(KernelCounter::ReadFailed);
+    match FLOW_EVENTS.reserve(0) {
+        Some(mut entry) => {
+            // SAFETY: `start` is valid for this program run (the entry is freed
+            // below, after the last read); the ring entry is 8-byte aligned and
+            // `RECORD_WORDS` words long.
+            unsafe { write_record(entry.as_mut_ptr(), sk, sock, old, start) };
+            let wake = {
+                let map = ptr::addr_of!(FLOW_EVENTS).cast_mut().cast::<c_void>();
+                // SAFETY: `map` is the ring buffer map.
+                let pending = unsafe { bpf_ringbuf_query(map, BPF_RB_AVAIL_DATA as u64) };
+                if pending >= config_u64(&FLOW_CONFIG.wakeup_bytes) {
+                    BPF_RB_FORCE_WAKEUP
+                } else {
+                    BPF_RB_NO_WAKEUP
+                }
+            };
+            entry.submit(wake as u64);
+            count(KernelCounter::RecordsSubmitted);
+        }
+        None => count(KernelCounter::LostRingFull),
     }
-    if ev.identity_source == source::NONE {
-        // Nothing was known when the connection started (or it never did): look up now.
-        let (src, value) = identity::resolve(ev.family, &ev.local_addr, ev.local_port);
-        if !value.is_null() {
-            ev.identity_source = src;
-            // SAFETY: a map value pointer, valid for this program run.
-            ev.workload = unsafe { *value };
+    match start {
+        // The backup runs last: it frees the entry. The primary marks it, so that the
+        // backup does not emit the close again.
+        Some(_) if backup => {
+            let _ = FLOW_SOCKETS.remove(key);
+        }
+        // SAFETY: a valid pointer to the entry's value.
+        Some(start) => unsafe { (*start).closed = 1 },
+        // Opened before the program attached (or its entry was recycled): the
+        // primary leaves a closed entry for the backup to find and free.
+        None if !backup => {
+            let mut closed = MaybeUninit::uninit();
+            socket_start(&mut closed, 0, 0, 1);
+            // SAFETY: fully written by `socket_start`.
+            let _ = FLOW_SOCKETS.insert(key, unsafe { closed.assume_init_ref() }, 0);
+        }
+        None => {}
+    }
+}
+
+/// Writes the whole record for a closing socket into ring memory.
+///
+/// # Safety
+/// `ev` must be 8-byte aligned and valid for writes of a record; `start`, when given,
+/// a valid socket entry.
+#[inline(always)]
+unsafe fn write_record(
+    ev: *mut RawFlowEvent,
+    sk: *mut c_void,
+    sock: &Sock,
+    old: u8,
+    start: Option<*mut SocketStart>,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        words::zero::<RECORD_WORDS>(ev.cast::<u64>());
+        (*ev).end_ns = bpf_ktime_get_boot_ns();
+        (*ev).close_state = old;
+        match start {
+            Some(start) => {
+                let start_ns = (*start).start_ns;
+                (*ev).start_ns = start_ns;
+                if start_ns == 0 {
+                    (*ev).flags |= flags::START_UNKNOWN;
+                }
+                (*ev).direction = (*start).direction;
+                let src = (*start).identity_source;
+                (*ev).identity_source = src;
+                if src != source::NONE {
+                    words::copy::<WORKLOAD_WORDS>(
+                        ptr::addr_of_mut!((*ev).workload).cast::<u64>(),
+                        ptr::addr_of!((*start).workload).cast::<u64>(),
+                    );
+                }
+            }
+            None => (*ev).flags |= flags::START_UNKNOWN,
+        }
+        match sock.write_flow(sk, ev) {
+            None => {
+                (*ev).flags |= flags::READ_FAILED;
+                count(KernelCounter::ReadFailed);
+            }
+            Some((local, port)) if (*ev).identity_source == source::NONE => {
+                // Nothing was known when the connection started (or it never did):
+                // look up now.
+                let (src, value) = identity::resolve(local, port);
+                if !value.is_null() {
+                    (*ev).identity_source = src;
+                    words::copy::<WORKLOAD_WORDS>(
+                        ptr::addr_of_mut!((*ev).workload).cast::<u64>(),
+                        value.cast::<u64>(),
+                    );
+                }
+            }
+            Some(_) => {}
         }
     }
-    entry.write(ev);
-    let wake = {
-        let map = ptr::addr_of!(FLOW_EVENTS).cast_mut().cast::<c_void>();
-        // SAFETY: `map` is the ring buffer map.
-        let pending = unsafe { bpf_ringbuf_query(map, BPF_RB_AVAIL_DATA as u64) };
-        if pending >= config_u64(&FLOW_CONFIG.wakeup_bytes) {
-            BPF_RB_FORCE_WAKEUP
-        } else {
-            BPF_RB_NO_WAKEUP
-        }
-    };
-    entry.submit(wake as u64);
-    count(KernelCounter::RecordsSubmitted);
 }
 
 #[inline(always)]

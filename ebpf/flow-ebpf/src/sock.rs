@@ -15,6 +15,8 @@ use flow_common::{
     tcp::{AF_INET, AF_INET6},
 };
 
+use crate::identity::LocalAddr;
+
 /// A socket pointer from the tracepoint together with where its members live.
 pub struct Sock {
     base: *const u8,
@@ -29,6 +31,38 @@ unsafe fn load<T: Copy>(base: *const u8, field: &u32) -> T {
     unsafe {
         let off = ptr::read_volatile(field) as usize;
         ptr::read_volatile(base.add(off).cast::<T>())
+    }
+}
+
+/// Loads a `struct in6_addr` at `base + *field` as its four 32-bit words
+/// (`s6_addr32`, network byte order in memory).
+#[inline(always)]
+unsafe fn load_in6(base: *const u8, field: &u32) -> [u32; 4] {
+    // SAFETY: as for `load`; each word is one element of `in6_addr.s6_addr32`.
+    unsafe {
+        let off = ptr::read_volatile(field) as usize;
+        let p = base.add(off).cast::<u32>();
+        [
+            ptr::read_volatile(p),
+            ptr::read_volatile(p.add(1)),
+            ptr::read_volatile(p.add(2)),
+            ptr::read_volatile(p.add(3)),
+        ]
+    }
+}
+
+/// Writes four address words to a 16-byte address field of a record.
+///
+/// # Safety
+/// `dst` must be a 4-byte-aligned, writable 16-byte field.
+#[inline(always)]
+unsafe fn store_in6(dst: *mut [u8; 16], words: [u32; 4]) {
+    let p = dst.cast::<u32>();
+    // SAFETY: the caller's contract.
+    unsafe {
+        for (i, w) in words.into_iter().enumerate() {
+            ptr::write_volatile(p.add(i), w);
+        }
     }
 }
 
@@ -48,28 +82,29 @@ impl Sock {
         unsafe { load::<u16>(self.base, &self.offsets.sk_protocol) }
     }
 
-    /// Reads family and local and remote addresses into `ev`; false when the family
-    /// is neither IPv4 nor IPv6.
+    /// `skc_family`.
     #[inline(always)]
-    pub fn read_addresses(&self, ev: &mut RawFlowEvent) -> bool {
-        let o = self.offsets;
-        let b = self.base;
+    fn family(&self) -> u16 {
+        // SAFETY: `base` is the tracepoint's `struct sock *`.
+        unsafe { load::<u16>(self.base, &self.offsets.skc_family) }
+    }
+
+    /// The local address, or `None` when the family is neither IPv4 nor IPv6.
+    #[inline(always)]
+    pub fn local_addr(&self) -> Option<LocalAddr> {
+        let (o, b) = (self.offsets, self.base);
+        let family = self.family();
         // SAFETY: `b` is the tracepoint's `struct sock *`; every load is checked by the
         // verifier against the kernel's BTF.
         unsafe {
-            let family = load::<u16>(b, &o.skc_family);
-            ev.family = family;
             if family == AF_INET {
-                ev.local_addr[..4].copy_from_slice(&load::<[u8; 4]>(b, &o.skc_rcv_saddr));
-                ev.remote_addr[..4].copy_from_slice(&load::<[u8; 4]>(b, &o.skc_daddr));
+                Some(LocalAddr::V4(load::<u32>(b, &o.skc_rcv_saddr)))
             } else if family == AF_INET6 {
-                read_in6(b, &o.skc_v6_rcv_saddr, &mut ev.local_addr);
-                read_in6(b, &o.skc_v6_daddr, &mut ev.remote_addr);
+                Some(LocalAddr::V6(load_in6(b, &o.skc_v6_rcv_saddr)))
             } else {
-                return false;
+                None
             }
         }
-        true
     }
 
     /// The `tcp_sock` view of the socket (null if it is not a TCP socket).
@@ -87,51 +122,56 @@ impl Sock {
         unsafe { u16::from_be(load::<u16>(tp, &self.offsets.inet_sport)) }
     }
 
-    /// Fills addresses, ports and statistics; returns false when any part could not
-    /// be read.
+    /// Writes family, addresses, ports and statistics into the record at `ev` and
+    /// returns the local end and port; `None` when any part could not be read (the
+    /// fields not read are left as they were).
+    ///
+    /// # Safety
+    /// `ev` must point to a writable, 8-byte-aligned record.
     #[inline(always)]
-    pub fn read_flow(&self, sk: *mut c_void, ev: &mut RawFlowEvent) -> bool {
-        if !self.read_addresses(ev) {
-            return false;
-        }
-        let tp = self.tcp(sk);
-        if tp.is_null() {
-            return false;
-        }
-        let o = self.offsets;
-        let b = self.base;
-        ev.local_port = self.local_port(tp);
-        // SAFETY: as in `read_addresses`; `tp` is a non-null `struct tcp_sock *`.
+    pub unsafe fn write_flow(&self, sk: *mut c_void, ev: *mut RawFlowEvent) -> Option<(LocalAddr, u16)> {
+        let (o, b) = (self.offsets, self.base);
+        let family = self.family();
+        // SAFETY: `b` is the tracepoint's `struct sock *` (loads checked by the
+        // verifier); `ev` is valid for writes (the caller's contract).
         unsafe {
-            ev.remote_port = u16::from_be(load::<u16>(b, &o.skc_dport));
-            ev.sk_err = load::<i32>(b, &o.sk_err) as u32;
+            (*ev).family = family;
+            let local_field = ptr::addr_of_mut!((*ev).local_addr);
+            let remote_field = ptr::addr_of_mut!((*ev).remote_addr);
+            let local = if family == AF_INET {
+                let local = load::<u32>(b, &o.skc_rcv_saddr);
+                store_in6(local_field, [local, 0, 0, 0]);
+                store_in6(remote_field, [load::<u32>(b, &o.skc_daddr), 0, 0, 0]);
+                LocalAddr::V4(local)
+            } else if family == AF_INET6 {
+                let local = load_in6(b, &o.skc_v6_rcv_saddr);
+                store_in6(local_field, local);
+                store_in6(remote_field, load_in6(b, &o.skc_v6_daddr));
+                LocalAddr::V6(local)
+            } else {
+                return None;
+            };
+            (*ev).remote_port = u16::from_be(load::<u16>(b, &o.skc_dport));
+            (*ev).sk_err = load::<i32>(b, &o.sk_err) as u32;
             if (load::<u64>(b, &o.sk_flags) >> SOCK_DONE_BIT) & 1 != 0 {
-                ev.flags |= flags::FIN_RECEIVED;
+                (*ev).flags |= flags::FIN_RECEIVED;
             }
-            ev.bytes_acked = load::<u64>(tp, &o.bytes_acked);
-            ev.bytes_received = load::<u64>(tp, &o.bytes_received);
-            ev.bytes_sent = load::<u64>(tp, &o.bytes_sent);
-            ev.bytes_retrans = load::<u64>(tp, &o.bytes_retrans);
-            ev.segs_in = load::<u32>(tp, &o.segs_in);
-            ev.segs_out = load::<u32>(tp, &o.segs_out);
-            ev.total_retrans = load::<u32>(tp, &o.total_retrans);
-            ev.srtt_us_x8 = load::<u32>(tp, &o.srtt_us);
-            ev.mdev_us_x4 = load::<u32>(tp, &o.mdev_us);
-        }
-        true
-    }
-}
-
-/// Copies a `struct in6_addr` at `base + off` as four 32-bit words (`s6_addr32`).
-#[inline(always)]
-unsafe fn read_in6(base: *const u8, field: &u32, out: &mut [u8; 16]) {
-    // SAFETY: as for `load`; each word is one element of `in6_addr.s6_addr32`.
-    unsafe {
-        let off = ptr::read_volatile(field) as usize;
-        let p = base.add(off).cast::<u32>();
-        for i in 0..4 {
-            let w = ptr::read_volatile(p.add(i));
-            out[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            let tp = self.tcp(sk);
+            if tp.is_null() {
+                return None;
+            }
+            let port = self.local_port(tp);
+            (*ev).local_port = port;
+            (*ev).bytes_acked = load::<u64>(tp, &o.bytes_acked);
+            (*ev).bytes_received = load::<u64>(tp, &o.bytes_received);
+            (*ev).bytes_sent = load::<u64>(tp, &o.bytes_sent);
+            (*ev).bytes_retrans = load::<u64>(tp, &o.bytes_retrans);
+            (*ev).segs_in = load::<u32>(tp, &o.segs_in);
+            (*ev).segs_out = load::<u32>(tp, &o.segs_out);
+            (*ev).total_retrans = load::<u32>(tp, &o.total_retrans);
+            (*ev).srtt_us_x8 = load::<u32>(tp, &o.srtt_us);
+            (*ev).mdev_us_x4 = load::<u32>(tp, &o.mdev_us);
+            Some((local, port))
         }
     }
 }
