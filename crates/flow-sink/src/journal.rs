@@ -55,10 +55,11 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
     fs::{self, File, OpenOptions},
-    hash::Hasher,
+    hash::{BuildHasherDefault, Hasher},
     io::{BufWriter, Write},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use bincode::Options;
@@ -296,7 +297,7 @@ pub struct RecordJournal {
     instance: InstanceId,
     active: Active,
     segments: BTreeMap<u64, Segment>,
-    pending: HashMap<u64, Positions>,
+    pending: PendingMap,
     pending_count: u64,
     intents: HashMap<BatchId, OpenIntent>,
     dirty: bool,
@@ -311,12 +312,65 @@ fn options() -> impl Options + Copy {
         .with_little_endian()
 }
 
-fn fingerprint(bytes: &[u8]) -> u64 {
-    // SipHash-1-3 with fixed keys; only compared within one process.
-    let mut h = std::hash::DefaultHasher::new();
-    h.write(bytes);
-    h.finish()
+/// What a chunk's record is matched to its journal position by: both ends, close and
+/// open time and the byte counts, mixed into 64 bits. Computed from the fields (not
+/// the encoded record), so matching a chunk costs no second encoding; records that
+/// agree on all of these are interchangeable, and are matched in journal order.
+fn fingerprint(record: &FlowRecord) -> u64 {
+    let nanos = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    };
+    let ip = |a: &SocketAddr| match a.ip() {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6) ^ (1 << 127),
+    };
+    let (local, remote) = (ip(&record.local), ip(&record.remote));
+    let words = [
+        local as u64,
+        (local >> 64) as u64,
+        remote as u64,
+        (remote >> 64) as u64,
+        u64::from(record.local.port()) << 16 | u64::from(record.remote.port()),
+        nanos(record.t_end),
+        record.t_start.map_or(0, nanos),
+        record.stats.bytes_sent,
+        record.stats.bytes_received,
+    ];
+    words.into_iter().fold(0x243F_6A88_85A3_08D3, mix)
 }
+
+/// One round of splitmix64's finalizer over `h ^ v`: every input bit reaches about half
+/// of the output bits.
+fn mix(h: u64, v: u64) -> u64 {
+    let mut z = (h ^ v).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Hashes a [`fingerprint`] (already mixed) as itself.
+#[derive(Default)]
+struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// Pending records by fingerprint.
+type PendingMap = HashMap<u64, Positions, BuildHasherDefault<FingerprintHasher>>;
 
 impl RecordJournal {
     /// Opens the journal in `dir` (created if missing) for an exporter run with this
@@ -397,7 +451,7 @@ impl RecordJournal {
                 empty: true,
             },
             segments,
-            pending: HashMap::new(),
+            pending: PendingMap::default(),
             pending_count: 0,
             intents: HashMap::new(),
             dirty: true,
@@ -464,7 +518,7 @@ impl RecordJournal {
                 remote: record.remote,
                 source,
             })?;
-        let fp = fingerprint(&self.scratch[1..]);
+        let fp = fingerprint(record);
         let at = self.write_scratch_record()?;
         self.add_pending(fp, at);
         if self.active.bytes >= self.config.segment_max_bytes {
@@ -533,14 +587,8 @@ impl RecordJournal {
             return Ok(id);
         }
         let mut lsns = Vec::with_capacity(chunk.records.len());
-        let mut bytes = Vec::with_capacity(512);
         for record in &chunk.records {
-            bytes.clear();
-            let found = options()
-                .serialize_into(&mut bytes, record)
-                .ok()
-                .and_then(|()| self.take_pending(fingerprint(&bytes)));
-            match found {
+            match self.take_pending(fingerprint(record)) {
                 Some(at) => lsns.push(at),
                 None => self.counters.records_unmatched += 1,
             }
@@ -677,7 +725,7 @@ impl RecordJournal {
             self.scratch.push(KIND_RECORD);
             self.scratch.extend_from_slice(bytes);
             let new_at = self.write_scratch_record()?;
-            self.add_pending(fingerprint(bytes), new_at);
+            self.add_pending(fingerprint(record), new_at);
             recovered.records.push(record.clone());
         }
         let mut seen = HashSet::new();
@@ -998,6 +1046,56 @@ fn read_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record() -> FlowRecord {
+        let t_end = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        FlowRecord {
+            local: "10.0.0.1:443".parse().expect("addr"),
+            remote: "10.0.0.2:50000".parse().expect("addr"),
+            direction: flow_capture::Direction::Inbound,
+            t_start: Some(t_end - Duration::from_millis(5)),
+            t_end,
+            close_state: flow_capture::TcpState(7),
+            close_reason: flow_capture::CloseReason::Normal,
+            stats: flow_capture::SocketStats {
+                bytes_sent: 10,
+                bytes_received: 20,
+                segs_in: 3,
+                segs_out: 4,
+                retransmits: 0,
+                bytes_retransmitted: 0,
+                srtt_us: 100,
+                rttvar_us: 10,
+            },
+            local_workload_id: None,
+            identity_source: flow_capture::IdentitySource::None(
+                flow_capture::UnattributedReason::NoMatch,
+            ),
+            incomplete: false,
+        }
+    }
+
+    #[test]
+    fn fingerprints_tell_records_apart_by_each_field_they_cover() {
+        let base = record();
+        assert_eq!(fingerprint(&base), fingerprint(&base.clone()));
+        let variants: [fn(&mut FlowRecord); 8] = [
+            |r| r.local.set_port(444),
+            |r| r.remote.set_port(50001),
+            |r| r.remote = "[::ffff:10.0.0.2]:50000".parse().expect("addr"),
+            |r| r.local = "10.0.0.3:443".parse().expect("addr"),
+            |r| r.t_end += Duration::from_nanos(1),
+            |r| r.t_start = None,
+            |r| r.stats.bytes_sent += 1,
+            |r| r.stats.bytes_received += 1,
+        ];
+        let mut seen = HashSet::from([fingerprint(&base)]);
+        for change in variants {
+            let mut r = base.clone();
+            change(&mut r);
+            assert!(seen.insert(fingerprint(&r)), "{r:?}");
+        }
+    }
 
     #[test]
     fn lsn_round_trip() {
