@@ -98,29 +98,48 @@ fn current_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// (user + system CPU ns, peak RSS KiB) of a process.
-fn process_usage(pid: u32) -> anyhow::Result<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of /proc/pid/stat, 11 and 12 after ')'.
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let cpu_ns = (ticks(11) + ticks(12)) * 1_000_000_000 / hz;
+/// CPU time of every live thread of a process, ns, by thread ID, from
+/// `/proc/<pid>/task/<tid>/schedstat` (the scheduler's exact run time, where
+/// `/proc/<pid>/stat` rounds to 10 ms clock ticks: too coarse for a few µs per record).
+fn thread_cpu_ns(pid: u32) -> anyhow::Result<std::collections::HashMap<u32, u64>> {
+    let mut threads = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let entry = entry?;
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        // A thread that exits meanwhile simply has no file any more.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(ns) = stat.split_whitespace().next().and_then(|v| v.parse().ok()) {
+            threads.insert(tid, ns);
+        }
+    }
+    Ok(threads)
+}
+
+/// CPU ns the process spent between two [`thread_cpu_ns`] readings: threads started
+/// meanwhile count whole; a thread that ended meanwhile is missing its last stretch
+/// (the runtime's idle blocking threads, if any).
+fn cpu_between(
+    before: &std::collections::HashMap<u32, u64>,
+    after: &std::collections::HashMap<u32, u64>,
+) -> u64 {
+    after
+        .iter()
+        .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum()
+}
+
+/// Peak RSS KiB (`VmHWM`) of a process.
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let hwm = status
+    Ok(status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    Ok((cpu_ns, hwm))
+        .unwrap_or(0))
 }
 
 struct Exporter {
@@ -233,7 +252,7 @@ pub fn run(config: &OverheadConfig) -> anyhow::Result<Vec<RoundReport>> {
         populate(&exporter.pin_dir)?;
         std::thread::sleep(Duration::from_millis(1_100)); // a fresh metrics snapshot
         let before = scrape(&exporter.metrics)?;
-        let (cpu0, _) = process_usage(exporter.child.id())?;
+        let cpu0 = thread_cpu_ns(exporter.child.id())?;
         let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let sampler = {
             let (pid, sampling) = (exporter.child.id(), sampling.clone());
@@ -249,7 +268,8 @@ pub fn run(config: &OverheadConfig) -> anyhow::Result<Vec<RoundReport>> {
         let b = churn::run(&config.churn)?;
         std::thread::sleep(Duration::from_millis(1_500));
         let after = scrape(&exporter.metrics)?;
-        let (cpu1, hwm) = process_usage(exporter.child.id())?;
+        let cpu1 = thread_cpu_ns(exporter.child.id())?;
+        let hwm = peak_rss_kib(exporter.child.id())?;
         sampling.store(false, std::sync::atomic::Ordering::Relaxed);
         let running_rss = sampler.join().unwrap_or(0);
         let delta = |name: &str| metric(&after, name).saturating_sub(metric(&before, name));
@@ -259,7 +279,7 @@ pub fn run(config: &OverheadConfig) -> anyhow::Result<Vec<RoundReport>> {
             bpf_runs: delta("flowexporter_bpf_runs_total "),
             bpf_ns: delta("flowexporter_bpf_run_time_nanoseconds_total "),
             records: delta("flowexporter_records_captured_total "),
-            exporter_cpu_ns: cpu1.saturating_sub(cpu0),
+            exporter_cpu_ns: cpu_between(&cpu0, &cpu1),
             exporter_peak_rss_kib: hwm,
             exporter_running_rss_kib: running_rss,
             lost_kernel: delta(
