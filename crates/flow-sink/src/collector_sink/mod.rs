@@ -31,6 +31,14 @@
 //! [`flush`](crate::FlowSink::flush) waits (up to `flush_timeout`) until the spool is
 //! empty; [`close`](CollectorSink::close) flushes and stops the task.
 //!
+//! # Changing TLS material and backoff while running
+//!
+//! [`reconfigure`](CollectorSink::reconfigure) reads the TLS files again (even under
+//! the same paths: this is how a rotated client certificate or CA is picked up) and
+//! replaces the retry policy, without losing or reordering anything spooled. If the
+//! new material cannot be loaded, nothing changes. A sender waiting to retry tries
+//! again at once with the new settings.
+//!
 //! # Without a spool
 //!
 //! `deliver` sends the frame itself and retries in place until it succeeds or
@@ -287,8 +295,15 @@ impl Frame {
 
 struct Inner {
     url: String,
-    client: reqwest::Client,
-    retry: RetryPolicy,
+    /// Replaced as a whole by [`CollectorSink::reconfigure`]; requests in flight keep
+    /// the client they started with.
+    client: Mutex<reqwest::Client>,
+    /// Replaced by [`CollectorSink::reconfigure`].
+    retry: Mutex<RetryPolicy>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    /// Wakes a sender waiting to retry once the settings changed.
+    reconfigured: tokio::sync::Notify,
     flush_timeout: Duration,
     encoder: Mutex<ChunkEncoder>,
     spool: Option<Arc<Mutex<Spool>>>,
@@ -328,7 +343,12 @@ impl CollectorSink {
         }
         config.retry.validate()?;
         let url = chunk_url(&config.url)?;
-        let client = build_client(&config, &url)?;
+        let client = build_client(
+            &config.tls,
+            config.connect_timeout,
+            config.request_timeout,
+            &url,
+        )?;
         let encoder =
             ChunkEncoder::new(config.host.clone(), config.instance).map_err(|source| {
                 SinkError::Codec {
@@ -343,8 +363,11 @@ impl CollectorSink {
         let backlog = spool.as_ref().map_or(0, Spool::len);
         let inner = Arc::new(Inner {
             url,
-            client,
-            retry: config.retry.clone(),
+            client: Mutex::new(client),
+            retry: Mutex::new(config.retry.clone()),
+            connect_timeout: config.connect_timeout,
+            request_timeout: config.request_timeout,
+            reconfigured: tokio::sync::Notify::new(),
             flush_timeout: config.flush_timeout,
             encoder: Mutex::new(encoder),
             spool: spool.map(|s| Arc::new(Mutex::new(s))),
@@ -367,6 +390,31 @@ impl CollectorSink {
     /// The URL chunks are posted to.
     pub fn url(&self) -> &str {
         &self.inner.url
+    }
+
+    /// The retry policy in force.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.inner.retry().clone()
+    }
+
+    /// Replaces the TLS settings and the retry policy of the running sink (see the
+    /// [module docs](self#changing-tls-material-and-backoff-while-running)). The TLS
+    /// files are read again even when their paths did not change. On error (a file
+    /// missing or unreadable, no certificate in it, a certificate without its key, an
+    /// invalid policy) the sink keeps the settings it had. Connections already open
+    /// finish their request; the next one is made with the new material.
+    pub fn reconfigure(&self, tls: &ClientTls, retry: RetryPolicy) -> Result<(), SinkError> {
+        retry.validate()?;
+        let client = build_client(
+            tls,
+            self.inner.connect_timeout,
+            self.inner.request_timeout,
+            &self.inner.url,
+        )?;
+        *self.inner.client.lock().unwrap_or_else(|p| p.into_inner()) = client;
+        *self.inner.retry.lock().unwrap_or_else(|p| p.into_inner()) = retry;
+        self.inner.reconfigured.notify_waiters();
+        Ok(())
     }
 
     /// A snapshot of the counters (and of the spool's).
@@ -532,7 +580,7 @@ impl Inner {
                     error,
                     retry_after,
                 } => {
-                    if !self.retry.may_retry(attempts) {
+                    if !self.retry().may_retry(attempts) {
                         bump(&self.counters.chunks_failed, 1);
                         return Err(match (error, status) {
                             (Some(source), _) => SinkError::Transport {
@@ -553,21 +601,29 @@ impl Inner {
         }
     }
 
+    fn retry(&self) -> std::sync::MutexGuard<'_, RetryPolicy> {
+        self.retry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
         let unit = self
             .jitter
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .next_unit();
-        self.retry.backoff(attempts, unit, retry_after)
+        self.retry().backoff(attempts, unit, retry_after)
     }
 
     /// One POST of `frame`, classified.
     async fn post(&self, frame: &Frame) -> Attempt {
         bump(&self.counters.requests, 1);
         let started = std::time::Instant::now();
-        let sent = self
+        let client = self
             .client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let sent = client
             .post(&self.url)
             .header(reqwest::header::CONTENT_TYPE, CHUNK_CONTENT_TYPE)
             .body(frame.bytes.clone())
@@ -736,6 +792,8 @@ async fn replay(inner: Arc<Inner>) {
                     let wait = inner.backoff(attempts, retry_after);
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
+                        // New TLS material or backoff: try it now.
+                        () = inner.reconfigured.notified() => {}
                         () = crate::stopped(&mut shutdown) => return,
                     }
                     // A full spool may have dropped it meanwhile: then it is gone
@@ -806,14 +864,19 @@ fn chunk_url(url: &str) -> Result<String, SinkError> {
     Ok(parsed.into())
 }
 
-fn build_client(config: &CollectorConfig, url: &str) -> Result<reqwest::Client, SinkError> {
+/// The HTTP client for `url`: reads the TLS files in `tls` now.
+fn build_client(
+    tls: &ClientTls,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    url: &str,
+) -> Result<reqwest::Client, SinkError> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
-        .connect_timeout(config.connect_timeout)
-        .timeout(config.request_timeout)
+        .connect_timeout(connect_timeout)
+        .timeout(request_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("flowexporter/", env!("CARGO_PKG_VERSION")));
-    let tls = &config.tls;
     if let Some(path) = &tls.ca_file {
         let pem = std::fs::read(path).map_err(|e| SinkError::io("read", path, e))?;
         let certs =
@@ -860,6 +923,9 @@ fn build_client(config: &CollectorConfig, url: &str) -> Result<reqwest::Client, 
         source,
     })
 }
+
+#[cfg(test)]
+mod reconfigure_tests;
 
 #[cfg(test)]
 mod tests {
