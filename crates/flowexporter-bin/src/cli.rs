@@ -12,7 +12,7 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-    /// Log format on stderr (the filter comes from FLOWEXPORTER_LOG, default info).
+    /// Log format on stderr.
     #[arg(
         long,
         global = true,
@@ -21,10 +21,20 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// Which logs are written: a level (error, warn, info, debug, trace, off), or
+    /// comma-separated directives such as `info,flow_sink=debug`.
+    #[arg(
+        long,
+        global = true,
+        env = "FLOWEXPORTER_LOG",
+        default_value = "info",
+        value_parser = crate::logging::check_filter
+    )]
+    pub log_level: String,
 }
 
 /// How logs are written.
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -131,7 +141,7 @@ pub enum ConnectOp {
 }
 
 /// Which certificate field names the workload.
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CertField {
     /// The first URI subject alternative name (SPIFFE style).
     SanUri,
@@ -170,7 +180,7 @@ pub struct CheckArgs {
 /// Options of `flowexporter run`. Each can also be set by its environment variable
 /// (`FLOWEXPORTER_<OPTION>`) or in the configuration file; a flag wins over its
 /// variable, which wins over the file.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct RunArgs {
     /// Configuration file (TOML; `flowexporter config example` prints one). Default:
     /// /etc/flowexporter/config.toml when it exists.
@@ -224,13 +234,18 @@ pub struct RunArgs {
     /// Private key (PEM) of --client-cert.
     #[arg(long, env = "FLOWEXPORTER_CLIENT_KEY")]
     pub client_key: Option<PathBuf>,
+    /// Run as this user (and its groups) once the kernel program is loaded and the
+    /// spool and journal directories are handed to it; files read later (the
+    /// configuration on SIGHUP, certificates, keys) must be readable by it.
+    #[arg(long, env = "FLOWEXPORTER_USER")]
+    pub user: Option<String>,
     /// Capture and identity options.
     #[command(flatten)]
     pub capture: CaptureArgs,
 }
 
 /// Options shared by `tail` and `run`: the capture core and identity.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct CaptureArgs {
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     #[arg(long, env = "FLOWEXPORTER_RING_SIZE", default_value_t = flow_capture::DEFAULT_RING_SIZE)]

@@ -5,7 +5,8 @@
 //! (`FLOWEXPORTER_<FLAG>`, e.g. `FLOWEXPORTER_WINDOW=5s`), the configuration file
 //! (`--config FILE`, default `/etc/flowexporter/config.toml` when it exists), the
 //! built-in default. Unknown keys, wrong types and out-of-range values are refused at
-//! start, naming the key and what was expected.
+//! start, naming the key and what was expected; on SIGHUP the same [`load`] reads the
+//! file again (see `reload.rs`).
 
 use std::{
     net::SocketAddr,
@@ -14,10 +15,11 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use clap::{ArgMatches, parser::ValueSource};
+use clap::{ArgMatches, FromArgMatches, parser::ValueSource};
+use flow_sink::{ClientTls, RetryPolicy};
 use serde::Deserialize;
 
-use crate::cli::{CertField, LogFormat, RunArgs};
+use crate::cli::{CertField, Cli, Command, LogFormat, RunArgs};
 
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/flowexporter/config.toml";
@@ -59,6 +61,10 @@ sync = "1s"                  # a crash loses at most about this much
 
 [logging]
 format = "text"              # "text" or "json"
+level = "info"               # a level, or directives such as "info,flow_sink=debug"
+
+[process]
+# user = "flowexporter"      # run as this user once the kernel program is loaded
 "#;
 
 /// The file's shape: sections of optional keys; anything else is refused.
@@ -81,6 +87,8 @@ pub struct FileConfig {
     metrics: MetricsSection,
     #[serde(default)]
     logging: LoggingSection,
+    #[serde(default)]
+    process: ProcessSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +154,13 @@ struct MetricsSection {
 #[serde(deny_unknown_fields)]
 struct LoggingSection {
     format: Option<LogName>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProcessSection {
+    user: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -155,9 +170,49 @@ enum LogName {
     Json,
 }
 
+/// Everything `run` is configured with: flags, environment variables, the file and the
+/// defaults, combined and validated.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The options of `run`.
+    pub args: RunArgs,
+    /// How logs are written (`--log-format`, `logging.format`).
+    pub log_format: LogFormat,
+    /// Which logs are written (`--log-level`, `FLOWEXPORTER_LOG`, `logging.level`).
+    pub log_level: String,
+    /// The configuration file that was read, if any.
+    pub file: Option<PathBuf>,
+}
+
+/// Reads `run`'s configuration: the flags and environment variables in `matches` (the
+/// whole command line), over the file `file` (default: the one `--config` names, or
+/// the default file when it exists), over the defaults; then validates it.
+pub fn load(matches: &ArgMatches, file: Option<&Path>) -> anyhow::Result<RunConfig> {
+    let cli = Cli::from_arg_matches(matches)?;
+    let (Command::Run(args), Some(("run", run_matches))) = (cli.command, matches.subcommand())
+    else {
+        bail!("internal: the command line is not one of `run`");
+    };
+    let mut config = RunConfig {
+        args: *args,
+        log_format: cli.log_format,
+        log_level: cli.log_level,
+        file: None,
+    };
+    config.file = file
+        .map(Path::to_path_buf)
+        .or_else(|| path_for(&config.args));
+    if let Some(path) = &config.file {
+        let file = read(path)?;
+        apply(&mut config, file, run_matches)?;
+    }
+    validate(&config)?;
+    Ok(config)
+}
+
 /// Reads and parses a configuration file; errors name the file, the key and what was
 /// expected (TOML's own messages do).
-pub fn read(path: &Path) -> anyhow::Result<FileConfig> {
+fn read(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the configuration file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("configuration file {}", path.display()))
@@ -170,7 +225,7 @@ fn duration(key: &str, value: &str) -> anyhow::Result<Duration> {
 }
 
 /// The file named by `--config`, or the default one when it exists.
-pub fn path_for(args: &RunArgs) -> Option<PathBuf> {
+fn path_for(args: &RunArgs) -> Option<PathBuf> {
     args.config.clone().or_else(|| {
         Path::new(DEFAULT_CONFIG)
             .exists()
@@ -184,12 +239,8 @@ fn defaulted(m: &ArgMatches, id: &str) -> bool {
 }
 
 /// Fills every option that neither a flag nor its environment variable set from the
-/// file. Returns the file's log format, if it sets one and the flag did not.
-pub fn apply(
-    args: &mut RunArgs,
-    file: FileConfig,
-    m: &ArgMatches,
-) -> anyhow::Result<Option<LogFormat>> {
+/// file.
+fn apply(config: &mut RunConfig, file: FileConfig, m: &ArgMatches) -> anyhow::Result<()> {
     macro_rules! set {
         ($id:literal, $field:expr, $value:expr) => {
             if defaulted(m, $id)
@@ -199,6 +250,7 @@ pub fn apply(
             }
         };
     }
+    let args = &mut config.args;
     let c = &mut args.capture;
     set!("ring_size", c.ring_size, file.capture.ring_size);
     set!("poll_ms", c.poll_ms, file.capture.poll_ms);
@@ -263,19 +315,52 @@ pub fn apply(
         args.metrics_addr,
         file.metrics.addr.map(Some)
     );
-    let log = if defaulted(m, "log_format") {
+    set!("user", args.user, file.process.user.map(Some));
+    set!(
+        "log_format",
+        config.log_format,
         file.logging.format.map(|f| match f {
             LogName::Text => LogFormat::Text,
             LogName::Json => LogFormat::Json,
         })
-    } else {
-        None
-    };
-    Ok(log)
+    );
+    set!("log_level", config.log_level, file.logging.level);
+    Ok(())
+}
+
+impl RunArgs {
+    /// The collector sink's TLS settings (the system's roots and no client
+    /// certificate unless set).
+    pub fn collector_tls(&self) -> ClientTls {
+        let mut tls = ClientTls::default();
+        if let Some(ca) = &self.collector_ca {
+            tls = tls.with_ca_file(ca);
+        }
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            tls = tls.with_client_identity(cert, key);
+        }
+        tls
+    }
+
+    /// The collector sink's retry policy.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::default().with_max_backoff(self.retry_max_backoff)
+    }
 }
 
 /// Refuses out-of-range values, naming the key (file) and the flag.
-pub fn validate(args: &RunArgs) -> anyhow::Result<()> {
+fn validate(config: &RunConfig) -> anyhow::Result<()> {
+    if let Err(e) = crate::logging::check_filter(&config.log_level) {
+        bail!(
+            "logging.level (--log-level, FLOWEXPORTER_LOG) = {:?}: {e}",
+            config.log_level
+        );
+    }
+    let args = &config.args;
+    if let Some(name) = &args.user {
+        crate::user::ServiceUser::lookup(name)
+            .with_context(|| format!("process.user (--user) = {name:?}"))?;
+    }
     let ring = u64::from(args.capture.ring_size);
     if !ring.is_power_of_two() || ring % 4096 != 0 || ring > 1 << 30 {
         bail!(

@@ -4,14 +4,18 @@ mod check;
 mod cli;
 mod config;
 mod identity;
+mod logging;
 mod metrics;
 mod output;
 mod pipeline;
 mod privileges;
 mod ratelimit;
+mod reload;
+mod resolver;
 mod run;
 mod setup;
 mod tail;
+mod user;
 
 use clap::{CommandFactory, FromArgMatches};
 
@@ -27,38 +31,21 @@ fn main() -> std::process::ExitCode {
 
 fn start() -> anyhow::Result<()> {
     let matches = cli::Cli::command().get_matches();
-    let mut cli = cli::Cli::from_arg_matches(&matches).map_err(|e| e.exit())?;
-    // `run` takes its configuration file into account before anything else happens.
-    if let (cli::Command::Run(args), Some(("run", run_matches))) =
-        (&mut cli.command, matches.subcommand())
-    {
-        if let Some(path) = config::path_for(args) {
-            let file = config::read(&path)?;
-            if let Some(format) = config::apply(args, file, run_matches)? {
-                cli.log_format = format;
-            }
-        }
-        config::validate(args)?;
+    let cli = cli::Cli::from_arg_matches(&matches).map_err(|e| e.exit())?;
+    if let cli::Command::Run(_) = cli.command {
+        // `run` takes its configuration file into account before anything else
+        // happens, and keeps the command line to read the file the same way on SIGHUP.
+        let config = config::load(&matches, None)?;
+        let log = logging::init(config.log_format, &config.log_level);
+        return run::run(reload::Reloader::new(matches, config, log));
     }
-    init_logging(cli.log_format);
+    logging::init(cli.log_format, &cli.log_level);
     match cli.command {
         cli::Command::Tail(args) => tail::run(args),
-        cli::Command::Run(args) => run::run(*args),
+        cli::Command::Run(_) => anyhow::bail!("internal: run was handled above"),
         cli::Command::Identity(cmd) => identity::run(cmd),
         cli::Command::Check(args) => check::run(args),
         cli::Command::Config(cmd) => config_command(cmd),
-    }
-}
-
-fn init_logging(format: cli::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOWEXPORTER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match format {
-        cli::LogFormat::Text => logs.init(),
-        cli::LogFormat::Json => logs.json().init(),
     }
 }
 
@@ -69,18 +56,11 @@ fn config_command(cmd: cli::ConfigCommand) -> anyhow::Result<()> {
             Ok(())
         }
         cli::ConfigCommand::Check { file } => {
-            // Parse as `run` would: the file's values over the defaults, then validate.
+            // Read as `run` would: the file's values over the defaults, then validate.
             let matches = cli::Cli::command()
                 .try_get_matches_from(["flowexporter", "run"])
                 .map_err(anyhow::Error::from)?;
-            let cli = cli::Cli::from_arg_matches(&matches)?;
-            let (cli::Command::Run(mut args), Some(("run", m))) =
-                (cli.command, matches.subcommand())
-            else {
-                anyhow::bail!("internal: run arguments");
-            };
-            config::apply(&mut args, config::read(&file)?, m)?;
-            config::validate(&args)?;
+            config::load(&matches, Some(&file))?;
             println!("{}: ok", file.display());
             Ok(())
         }

@@ -24,6 +24,8 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 
+use crate::reload::ReloadCounters;
+
 /// Everything the endpoint reports, as read from the components.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -43,6 +45,8 @@ pub struct Snapshot {
     pub sink: Option<CollectorCounters>,
     /// The record journal (collector mode).
     pub journal: Option<JournalCounters>,
+    /// SIGHUP reloads of the configuration.
+    pub reloads: ReloadCounters,
 }
 
 /// The latest rendering, shared with the server.
@@ -234,6 +238,15 @@ pub fn render(s: &Snapshot) -> String {
         "Times a replaced identity certificate was picked up.",
         i.certificate_reloads,
     );
+    o.family(
+        "flowexporter_config_reloads_total",
+        "counter",
+        "SIGHUP reloads of the configuration: applied, or failed (the configuration in force kept).",
+        &[
+            (r#"result="applied""#, s.reloads.applied),
+            (r#"result="failed""#, s.reloads.failed),
+        ],
+    );
     if let Some(b) = &s.batch {
         o.family(
             "flowexporter_batch_records_total",
@@ -351,6 +364,7 @@ mod tests {
         s.kernel.lost_ring_full = 3;
         s.reader.records_read = 10;
         s.identity.ip_map = 7;
+        s.reloads.failed = 2;
         let text = render(&s);
         assert!(
             text.contains("flowexporter_records_captured_total 10\n"),
@@ -363,6 +377,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"flowexporter_identity_records_total{source="ip_map"} 7"#));
+        assert!(text.contains("flowexporter_config_reloads_total{result=\"applied\"} 0\n"));
+        assert!(text.contains("flowexporter_config_reloads_total{result=\"failed\"} 2\n"));
         assert_eq!(
             text.matches("# TYPE flowexporter_records_dropped_total counter")
                 .count(),

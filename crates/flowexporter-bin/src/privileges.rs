@@ -5,16 +5,20 @@
 //! spool and journal, talking to the collector) needs none. So the exporter clears
 //! every capability set (bounding, ambient, inheritable, permitted, effective) and
 //! sets `no_new_privs`, before any other thread exists, so that a compromise of the
-//! running exporter does not hold the power it started with. It keeps user ID 0 (for
-//! the root-owned state directories); run it under systemd with `ProtectSystem=strict`
+//! running exporter does not hold the power it started with. With `--user` it also
+//! becomes that user (see `user.rs`); without it, it keeps user ID 0 (for the
+//! root-owned state directories): run it under systemd with `ProtectSystem=strict`
 //! (see `packaging/`) so that uid 0 without capabilities cannot write the system.
 
 use anyhow::Context;
 use caps::CapSet;
 
+use crate::user::ServiceUser;
+
 /// Clears every capability of this thread (call it while it is the only thread, so
-/// that it is the whole process) and forbids regaining any through exec.
-pub fn drop_all() -> anyhow::Result<()> {
+/// that it is the whole process), becomes `user` if one is given, and forbids
+/// regaining any privilege through exec.
+pub fn drop_all(user: Option<&ServiceUser>) -> anyhow::Result<()> {
     // The bounding set can only be reduced while CAP_SETPCAP is effective. Without it
     // (a unit that leaves it out), the bounding set stays as the service manager set
     // it; permitted and effective, cleared below, are what grant power.
@@ -24,12 +28,15 @@ pub fn drop_all() -> anyhow::Result<()> {
         }
         tracing::warn!("bounding capability set left as started (no CAP_SETPCAP to clear it)");
     }
-    for set in [
-        CapSet::Ambient,
-        CapSet::Inheritable,
-        CapSet::Permitted,
-        CapSet::Effective,
-    ] {
+    for set in [CapSet::Ambient, CapSet::Inheritable] {
+        caps::clear(None, set).with_context(|| format!("clearing the {set:?} capability set"))?;
+    }
+    // Switching IDs needs CAP_SETGID and CAP_SETUID, still effective here; leaving
+    // user ID 0 then empties the permitted and effective sets (cleared below anyway).
+    if let Some(user) = user {
+        user.assume()?;
+    }
+    for set in [CapSet::Permitted, CapSet::Effective] {
         caps::clear(None, set).with_context(|| format!("clearing the {set:?} capability set"))?;
     }
     // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) has no memory arguments.
@@ -37,6 +44,15 @@ pub fn drop_all() -> anyhow::Result<()> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error()).context("setting no_new_privs");
     }
-    tracing::info!("dropped all capabilities (the kernel program stays attached)");
+    match user {
+        Some(u) => tracing::info!(
+            user = %u.name,
+            uid = u.uid,
+            gid = u.gid,
+            "running as {} with no capabilities (the kernel program stays attached)",
+            u.name
+        ),
+        None => tracing::info!("dropped all capabilities (the kernel program stays attached)"),
+    }
     Ok(())
 }

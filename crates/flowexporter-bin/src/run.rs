@@ -1,17 +1,16 @@
 //! `flowexporter run`: capture -> identity -> minute batches -> collector (or JSON
 //! lines on stdout without a collector). SIGTERM/SIGINT close the open window early
 //! and deliver or spool it; a crash (even `kill -9`) loses at most the records of the
-//! last journal sync interval.
+//! last journal sync interval. SIGHUP reloads the identity certificate and the
+//! configuration (`reload.rs`).
 
 use std::{io, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use flow_batch::{BatchConfig, MinuteBatcher, wire::InstanceId};
 use flow_capture::{AsyncFlowReader, FlowCapture, FlowRecord};
-use flow_identity::IdentityResolver;
 use flow_sink::{
-    ClientTls, CollectorConfig, CollectorSink, FlowSink, JournalConfig, RecordJournal, RetryPolicy,
-    SpoolConfig,
+    CollectorConfig, CollectorSink, FlowSink, JournalConfig, RecordJournal, SpoolConfig,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -22,18 +21,25 @@ use crate::{
     pipeline::Pipeline,
     privileges,
     ratelimit::RateLimited,
+    reload::Reloader,
+    resolver::ReloadableResolver,
     setup,
+    user::ServiceUser,
 };
 
 /// How often windows are checked for closing and the journal for syncing.
 const TICK: Duration = Duration::from_millis(200);
 
-/// Runs the exporter until SIGTERM or SIGINT.
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    // Load and attach while this is the only thread, then give up every capability
-    // before the runtime starts any other.
+/// Runs the exporter with the configuration in force in `reloader` until SIGTERM or
+/// SIGINT.
+pub fn run(mut reloader: Reloader) -> anyhow::Result<()> {
+    let args = reloader.config().args.clone();
+    // An unknown user stops the start before anything is loaded.
+    let user = args.user.as_deref().map(ServiceUser::lookup).transpose()?;
+    // Load and attach while this is the only thread, then give up root before the
+    // runtime starts any other thread.
     let (capture, resolver) = setup::capture_and_identity(&args.capture)?;
-    privileges::drop_all()?;
+    give_up_privileges(user.as_ref(), &args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -45,10 +51,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             metrics::serve(addr, metrics.clone()).await?;
         }
         match args.collector.clone() {
-            Some(url) => to_collector(args, url, capture, resolver, metrics).await,
-            None => to_stdout(capture, resolver, metrics).await,
+            Some(url) => to_collector(args, url, capture, resolver, reloader, metrics).await,
+            None => to_stdout(capture, resolver, &mut reloader, metrics).await,
         }
     })
+}
+
+/// Hands the spool and journal directories (when sending to a collector) to `user`,
+/// becomes it, and drops every capability. Call it while the process has one thread.
+fn give_up_privileges(user: Option<&ServiceUser>, args: &RunArgs) -> anyhow::Result<()> {
+    let state_dirs = match args.collector {
+        Some(_) => vec![&args.spool_dir, &args.journal_dir],
+        None => Vec::new(),
+    };
+    if let Some(user) = user {
+        for dir in &state_dirs {
+            user.hand_over(dir)?;
+        }
+    }
+    privileges::drop_all(user)?;
+    if let Some(user) = user {
+        for dir in &state_dirs {
+            user.check_access(dir)?;
+        }
+    }
+    Ok(())
 }
 
 /// How often the metrics snapshot is refreshed.
@@ -59,12 +86,14 @@ fn publish(
     metrics: &Metrics,
     capture: &FlowCapture,
     reader: &AsyncFlowReader,
-    resolver: &IdentityResolver,
+    resolver: &ReloadableResolver,
+    reloader: &Reloader,
     pipeline: Option<&Pipeline>,
 ) {
     let mut s = Snapshot {
         reader: reader.get_ref().counters(),
         identity: resolver.counters(),
+        reloads: reloader.counters(),
         ..Snapshot::default()
     };
     match capture.counters() {
@@ -117,29 +146,38 @@ impl Stop {
 /// Without a collector: records as JSON lines on stdout as soon as they are captured.
 async fn to_stdout(
     mut capture: FlowCapture,
-    mut resolver: IdentityResolver,
+    mut resolver: ReloadableResolver,
+    reloader: &mut Reloader,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let mut reader = AsyncFlowReader::new(capture.take_reader()?)?;
     let mut stop = Stop::install()?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut out = RecordWriter::new(io::stdout().lock(), Format::Json)?;
     let mut batch: Vec<FlowRecord> = Vec::new();
     tracing::info!("tracing TCP closes, JSON lines on stdout (no --collector given)");
     let mut tick = tokio::time::interval(METRICS_EVERY);
     loop {
-        tokio::select! {
-            r = reader.next_batch(&mut batch) => { r?; }
-            _ = tick.tick() => publish(&metrics, &capture, &reader, &resolver, None),
+        let hup = tokio::select! {
+            r = reader.next_batch(&mut batch) => { r?; false }
+            _ = tick.tick() => {
+                publish(&metrics, &capture, &reader, &resolver, reloader, None);
+                false
+            }
+            _ = hangup.recv() => hangup_begins(&mut resolver, &mut reader, &mut batch),
             _ = stop.wait() => break,
-        }
-        setup::resolve_all(&mut resolver, &mut batch);
+        };
+        resolver.resolve_all(&mut batch);
         for r in batch.drain(..) {
             out.write(&r).context("writing to stdout")?;
+        }
+        if hup {
+            reloader.reload(&mut resolver, None);
         }
     }
     drop(capture);
     reader.drain(&mut batch);
-    setup::resolve_all(&mut resolver, &mut batch);
+    resolver.resolve_all(&mut batch);
     for r in batch.drain(..) {
         out.write(&r).context("writing to stdout")?;
     }
@@ -150,7 +188,8 @@ async fn to_collector(
     args: RunArgs,
     url: String,
     capture: FlowCapture,
-    resolver: IdentityResolver,
+    resolver: ReloadableResolver,
+    mut reloader: Reloader,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let host = host_id(&args);
@@ -164,20 +203,11 @@ async fn to_collector(
             .with_max_future_skew(lateness),
     )
     .context("batch configuration")?;
-    let mut tls = None;
-    if let Some(ca) = &args.collector_ca {
-        tls = Some(ClientTls::default().with_ca_file(ca));
-    }
-    if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
-        tls = Some(tls.unwrap_or_default().with_client_identity(cert, key));
-    }
-    let mut config = CollectorConfig::new(&url, &host, instance)
+    let config = CollectorConfig::new(&url, &host, instance)
         .with_spool_dir(&args.spool_dir)
         .with_spool(SpoolConfig::default().with_max_bytes(args.spool_max_bytes))
-        .with_retry(RetryPolicy::default().with_max_backoff(args.retry_max_backoff));
-    if let Some(tls) = tls {
-        config = config.with_tls(tls);
-    }
+        .with_retry(args.retry_policy())
+        .with_tls(args.collector_tls());
     let sink = CollectorSink::start(config).context("starting the collector sink")?;
     let (journal, recovered) = RecordJournal::open(
         &args.journal_dir,
@@ -210,7 +240,15 @@ async fn to_collector(
         pipeline.push_journaled(record);
     }
 
-    let result = capture_loop(capture, resolver, &mut pipeline, &metrics, &url).await;
+    let result = capture_loop(
+        capture,
+        resolver,
+        &mut reloader,
+        &mut pipeline,
+        &metrics,
+        &url,
+    )
+    .await;
     // Whatever happened, close the open windows early and deliver or spool them.
     pipeline.batcher.flush(std::time::SystemTime::now());
     let drained = pipeline.drain().await;
@@ -234,24 +272,25 @@ async fn to_collector(
     Ok(())
 }
 
-/// SIGHUP: look at the identity certificate again now and say what was found.
-fn reload(resolver: &mut IdentityResolver) {
-    let before = resolver.counters().certificate_reloads;
-    match resolver.refresh() {
-        Some(e) => {
-            tracing::error!("SIGHUP: {e}; records not attributed by the maps stay unattributed")
-        }
-        None if resolver.counters().certificate_reloads > before => {
-            tracing::info!("SIGHUP: identity certificate reloaded")
-        }
-        None => tracing::info!("SIGHUP: identity certificate unchanged"),
-    }
+/// SIGHUP, first part: look at the identity certificate file again now, and take the
+/// records already in the ring, so that they are resolved before the configuration
+/// read next (which may name another certificate) applies. Returns true: the caller
+/// resolves and passes on `batch`, then reloads the configuration.
+fn hangup_begins(
+    resolver: &mut ReloadableResolver,
+    reader: &mut AsyncFlowReader,
+    batch: &mut Vec<FlowRecord>,
+) -> bool {
+    resolver.refresh_now();
+    reader.drain(batch);
+    true
 }
 
 /// Reads records until a stop signal, then detaches and takes what is left.
 async fn capture_loop(
     mut capture: FlowCapture,
-    mut resolver: IdentityResolver,
+    mut resolver: ReloadableResolver,
+    reloader: &mut Reloader,
     pipeline: &mut Pipeline,
     metrics: &Metrics,
     url: &str,
@@ -262,24 +301,41 @@ async fn capture_loop(
     let mut batch: Vec<FlowRecord> = Vec::new();
     let mut published = std::time::Instant::now();
     let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    publish(metrics, &capture, &reader, &resolver, Some(pipeline));
+    publish(
+        metrics,
+        &capture,
+        &reader,
+        &resolver,
+        reloader,
+        Some(pipeline),
+    );
     // Said once every signal handler is in place.
     tracing::info!(%url, window = ?pipeline.batcher.config().window, "tracing TCP closes, sending to the collector");
     loop {
-        tokio::select! {
-            r = reader.next_batch(&mut batch) => { r?; }
-            _ = tick.tick() => {}
-            _ = hangup.recv() => reload(&mut resolver),
+        let hup = tokio::select! {
+            r = reader.next_batch(&mut batch) => { r?; false }
+            _ = tick.tick() => false,
+            _ = hangup.recv() => hangup_begins(&mut resolver, &mut reader, &mut batch),
             _ = stop.wait() => break,
-        }
-        setup::resolve_all(&mut resolver, &mut batch);
+        };
+        resolver.resolve_all(&mut batch);
         for record in batch.drain(..) {
             pipeline.push(record);
+        }
+        if hup {
+            reloader.reload(&mut resolver, Some(&pipeline.sink));
         }
         pipeline.tick()?;
         pipeline.drain().await?;
         if published.elapsed() >= METRICS_EVERY {
-            publish(metrics, &capture, &reader, &resolver, Some(pipeline));
+            publish(
+                metrics,
+                &capture,
+                &reader,
+                &resolver,
+                reloader,
+                Some(pipeline),
+            );
             published = std::time::Instant::now();
         }
     }
@@ -287,7 +343,7 @@ async fn capture_loop(
     let kernel = capture.counters()?;
     drop(capture);
     reader.drain(&mut batch);
-    setup::resolve_all(&mut resolver, &mut batch);
+    resolver.resolve_all(&mut batch);
     for record in batch.drain(..) {
         pipeline.push(record);
     }

@@ -1,16 +1,17 @@
 //! What `tail` and `run` share: loading the capture core with the identity maps, and
 //! the identity resolver with the optional certificate.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
-use flow_capture::{FlowCapture, FlowCaptureBuilder, FlowRecord, identity_maps};
-use flow_identity::{CertificateIdentity, IdentityField, IdentityResolver};
+use flow_capture::{FlowCapture, FlowCaptureBuilder, identity_maps};
 
-use crate::cli::{CaptureArgs, CertField};
+use crate::{cli::CaptureArgs, resolver::ReloadableResolver};
 
 /// Loads and attaches the capture core, and prepares identity resolution.
-pub fn capture_and_identity(args: &CaptureArgs) -> anyhow::Result<(FlowCapture, IdentityResolver)> {
+pub fn capture_and_identity(
+    args: &CaptureArgs,
+) -> anyhow::Result<(FlowCapture, ReloadableResolver)> {
     let mut builder = FlowCaptureBuilder::new()
         .ring_size(args.ring_size)
         .poll_interval(Duration::from_millis(args.poll_ms.max(1)));
@@ -28,30 +29,8 @@ pub fn capture_and_identity(args: &CaptureArgs) -> anyhow::Result<(FlowCapture, 
     // heap back to the system so it does not stay in the exporter's resident set.
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
-    let certificate = args.identity_cert.as_ref().map(|path| {
-        let field = match args.identity_field {
-            CertField::SanUri => IdentityField::SanUri,
-            CertField::Cn => IdentityField::SubjectCn,
-        };
-        let (cert, err) = CertificateIdentity::load(path, field);
-        match err
-            .map(Err)
-            .unwrap_or_else(|| cert.check(SystemTime::now()).map(|_| ()))
-        {
-            Ok(()) => tracing::info!(path = %path.display(), "identity certificate loaded"),
-            Err(e) => tracing::error!("{e}; records not attributed by the maps stay unattributed"),
-        }
-        cert
-    });
-    Ok((capture, IdentityResolver::new(certificate)))
-}
-
-/// Picks up a replaced certificate, then completes every record's identity.
-pub fn resolve_all(resolver: &mut IdentityResolver, records: &mut [FlowRecord]) {
-    if let Some(e) = resolver.refresh() {
-        tracing::error!("{e}; records not attributed by the maps stay unattributed");
-    }
-    records.iter_mut().for_each(|r| resolver.resolve(r));
+    let resolver = ReloadableResolver::new(args.identity_cert.as_deref(), args.identity_field);
+    Ok((capture, resolver))
 }
 
 fn bpffs_mounted() -> bool {

@@ -5,20 +5,21 @@ use std::io;
 
 use anyhow::Context;
 use flow_capture::{AsyncFlowReader, FlowCapture, FlowRecord};
-use flow_identity::IdentityResolver;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::TailArgs,
     output::{Format, RecordWriter},
-    privileges, setup,
+    privileges,
+    resolver::ReloadableResolver,
+    setup,
 };
 
 /// Runs `tail` to completion.
 pub fn run(args: TailArgs) -> anyhow::Result<()> {
     // Load and attach, then give up every capability before anything else runs.
     let (capture, resolver) = setup::capture_and_identity(&args.capture)?;
-    privileges::drop_all()?;
+    privileges::drop_all(None)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -29,7 +30,7 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
 async fn tail(
     args: TailArgs,
     mut capture: FlowCapture,
-    mut resolver: IdentityResolver,
+    mut resolver: ReloadableResolver,
 ) -> anyhow::Result<()> {
     let format = if args.json {
         Format::Json
@@ -48,7 +49,7 @@ async fn tail(
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
-        setup::resolve_all(&mut resolver, &mut batch);
+        resolver.resolve_all(&mut batch);
         if !write_all(&mut out, &mut batch)? {
             return Ok(());
         }

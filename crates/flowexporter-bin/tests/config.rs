@@ -83,6 +83,16 @@ fn each_class_of_bad_configuration_is_refused_with_the_key() {
             "client_key",
         ),
         ("not-toml.toml", "[batch\n", "TOML parse error"),
+        (
+            "bad-log-level.toml",
+            "[logging]\nlevel = \"verbose\"\n",
+            "logging.level",
+        ),
+        (
+            "unknown-user.toml",
+            "[process]\nuser = \"no-such-user-fe\"\n",
+            "process.user",
+        ),
     ];
     for (name, text, key) in cases {
         let path = temp_file(name, text);

@@ -2,206 +2,12 @@
 //! reference collector on loopback, real TCP connections. Every record must arrive
 //! exactly once through outages, failures, SIGTERM and `kill -9`.
 
-use std::{
-    collections::HashMap,
-    net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+mod common;
 
-use flow_sink::collector::{CollectorOptions, FaultInjection, FlowCollector};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flowexporter");
-
-/// A scratch directory for one test (spool, journal, collector output).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("fe-run-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn start_collector(
-    rt: &tokio::runtime::Runtime,
-    port: u16,
-    out: &Path,
-    faults: FaultInjection,
-) -> FlowCollector {
-    let mut options = CollectorOptions::new(([127, 0, 0, 1], port).into(), out);
-    options.faults = faults;
-    rt.block_on(FlowCollector::start(options))
-        .expect("collector")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Starts the exporter; returns once it has attached.
-fn start_exporter(collector_port: u16, scratch: &Scratch, window: &str) -> Child {
-    start_exporter_with(collector_port, scratch, window, &[])
-}
-
-fn start_exporter_with(
-    collector_port: u16,
-    scratch: &Scratch,
-    window: &str,
-    extra: &[&str],
-) -> Child {
-    start_exporter_logged(collector_port, scratch, window, extra).0
-}
-
-/// Starts the exporter; returns it and its log lines.
-fn start_exporter_logged(
-    collector_port: u16,
-    scratch: &Scratch,
-    window: &str,
-    extra: &[&str],
-) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args([
-            "run",
-            "--collector",
-            &format!("http://127.0.0.1:{collector_port}"),
-        ])
-        .args([
-            "--window",
-            window,
-            "--retry-max-backoff",
-            "1s",
-            "--host-id",
-            "test-host",
-        ])
-        .arg("--spool-dir")
-        .arg(scratch.path("spool"))
-        .arg("--journal-dir")
-        .arg(scratch.path("journal"))
-        .arg("--pin-dir")
-        .arg(format!("/sys/fs/bpf/fe-run-{}", std::process::id()))
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start exporter");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            eprintln!("exporter: {line}");
-            if line.contains("tracing TCP closes") {
-                let _ = tx.send(());
-            }
-            let _ = lines_tx.send(line);
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("exporter attached");
-    (child, lines_rx)
-}
-
-/// Waits for a log line containing `needle`.
-fn expect_log(lines: &std::sync::mpsc::Receiver<String>, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200))
-            && line.contains(needle)
-        {
-            return;
-        }
-    }
-    panic!("no log line with {needle:?}");
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: signalling our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
-}
-
-fn stop(mut child: Child) {
-    signal(&child, libc::SIGTERM);
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "exporter exit status {status}");
-}
-
-/// Opens and closes `n` connections to a fresh listener; returns its port.
-fn connections(n: usize) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    for _ in 0..n {
-        let c = TcpStream::connect(addr).expect("connect");
-        let (s, _) = listener.accept().expect("accept");
-        drop(c);
-        drop(s);
-    }
-    addr.port()
-}
-
-/// The collector's records of connections to `port`, counted by identity
-/// (local end, remote end, close time): each must be 1.
-fn records_for(out: &Path, port: u16) -> HashMap<String, usize> {
-    let text = std::fs::read_to_string(out).unwrap_or_default();
-    let mut seen = HashMap::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
-        if v["local_port"] == port || v["remote_port"] == port {
-            let key = format!(
-                "{}:{}>{}:{}@{}",
-                v["local_ip"], v["local_port"], v["remote_ip"], v["remote_port"], v["t_end"]
-            );
-            *seen.entry(key).or_insert(0) += 1;
-        }
-    }
-    seen
-}
-
-/// Waits until the collector has `want` distinct records for `port`.
-fn wait_for(out: &Path, port: u16, want: usize, timeout: Duration) -> HashMap<String, usize> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let seen = records_for(out, port);
-        if seen.len() >= want || Instant::now() > deadline {
-            return seen;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn assert_exactly_once(seen: &HashMap<String, usize>, want: usize) {
-    assert_eq!(seen.len(), want, "distinct records");
-    let dup: Vec<_> = seen.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(dup.is_empty(), "duplicated records: {dup:?}");
-}
+use common::*;
+use flow_sink::collector::FaultInjection;
 
 #[test]
 fn sigterm_mid_window_delivers_every_record_exactly_once() {
@@ -305,24 +111,6 @@ fn kill_9_during_an_outage_then_restart_loses_nothing() {
     rt.block_on(collector.shutdown());
 }
 
-/// The capability sets of every thread of `pid`, as (name, hex) pairs.
-fn capability_sets(pid: u32) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
-    for task in tasks {
-        let status =
-            std::fs::read_to_string(task.expect("task").path().join("status")).expect("status");
-        for line in status.lines() {
-            if let Some((name, value)) = line.split_once(':')
-                && (name.starts_with("Cap") || name == "NoNewPrivs")
-            {
-                out.push((name.to_string(), value.trim().to_string()));
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn no_capabilities_remain_after_the_program_is_attached() {
     let scratch = Scratch::new("caps");
@@ -331,48 +119,12 @@ fn no_capabilities_remain_after_the_program_is_attached() {
     let collector_port = free_port();
     let collector = start_collector(&rt, collector_port, &out, FaultInjection::default());
     let exporter = start_exporter(collector_port, &scratch, "1s");
-    let sets = capability_sets(exporter.id());
-    assert!(sets.len() >= 6, "{sets:?}");
-    for (name, value) in &sets {
-        let expected = if name == "NoNewPrivs" {
-            "1"
-        } else {
-            "0000000000000000"
-        };
-        assert_eq!(
-            value, expected,
-            "{name} of a thread of the exporter: {sets:?}"
-        );
-    }
+    assert_no_capabilities(exporter.id());
     // And it still works without them: records flow to the collector.
     let port = connections(10);
     assert_exactly_once(&wait_for(&out, port, 20, Duration::from_secs(15)), 20);
     stop(exporter);
     rt.block_on(collector.shutdown());
-}
-
-/// GETs the metrics text.
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(addr).expect("connect to metrics");
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("response");
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text
-}
-
-fn metric(text: &str, line_start: &str) -> u64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(line_start)
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no {line_start} in {text}"))
 }
 
 #[test]
@@ -426,15 +178,6 @@ fn metrics_are_served_and_follow_the_traffic() {
     rt.block_on(collector.shutdown());
 }
 
-fn write_cert(path: &Path, uri: &str) {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().expect("ia5"))];
-    let key = rcgen::KeyPair::generate().expect("key");
-    let staged = path.with_extension("new");
-    std::fs::write(&staged, params.self_signed(&key).expect("sign").pem()).expect("write");
-    std::fs::rename(&staged, path).expect("rename");
-}
-
 #[test]
 fn sighup_reloads_the_certificate() {
     let scratch = Scratch::new("hup");
@@ -445,18 +188,18 @@ fn sighup_reloads_the_certificate() {
     let collector_port = free_port();
     let collector = start_collector(&rt, collector_port, &out, FaultInjection::default());
     let cert_arg = cert.display().to_string();
-    let (exporter, lines) = start_exporter_logged(
+    let (exporter, mut logs) = start_exporter_logged(
         collector_port,
         &scratch,
         "1s",
         &["--identity-cert", &cert_arg],
     );
     signal(&exporter, libc::SIGHUP);
-    expect_log(&lines, "SIGHUP: identity certificate unchanged");
+    logs.wait_for(&["SIGHUP: identity certificate unchanged"]);
     std::thread::sleep(Duration::from_millis(20));
     write_cert(&cert, "spiffe://x/after");
     signal(&exporter, libc::SIGHUP);
-    expect_log(&lines, "SIGHUP: identity certificate reloaded");
+    logs.wait_for(&["SIGHUP: identity certificate reloaded"]);
     let port = connections(5);
     wait_for(&out, port, 10, Duration::from_secs(15));
     let text = std::fs::read_to_string(&out).expect("out");

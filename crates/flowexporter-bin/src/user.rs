@@ -1,0 +1,257 @@
+//! Running as an unprivileged user (`--user`, `[process] user`, `FLOWEXPORTER_USER`):
+//! who that user is, handing it the state directories, and becoming it.
+//!
+//! The order matters, and `run` keeps it: look the user up before loading anything
+//! (an unknown user stops the start at once); load and attach the kernel program and
+//! open its maps as root; create the spool and journal directories and give them to
+//! the user; then, while the process is still one thread, switch the groups, the group
+//! ID and the user ID ([`ServiceUser::assume`], called by `privileges::drop_all`). The
+//! ring buffer and the maps keep working through the descriptors already open.
+
+use std::{
+    ffi::CString,
+    io,
+    os::unix::fs::{DirBuilderExt, MetadataExt},
+    path::Path,
+};
+
+use anyhow::{Context, bail};
+
+/// A user of the system's user database, to run as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceUser {
+    /// The user name.
+    pub name: String,
+    /// Its user ID.
+    pub uid: libc::uid_t,
+    /// Its primary group ID.
+    pub gid: libc::gid_t,
+}
+
+impl ServiceUser {
+    /// Looks `name` up in the user database (`/etc/passwd`, or whatever NSS is set up
+    /// to read); a name that is not there is an error saying so.
+    pub fn lookup(name: &str) -> anyhow::Result<ServiceUser> {
+        let c_name = CString::new(name).context("a user name cannot contain NUL")?;
+        let mut buf: Vec<libc::c_char> = vec![0; 4096];
+        loop {
+            // SAFETY: an all-zero `passwd` (null pointers, zero IDs) is a valid value
+            // for getpwnam_r to overwrite.
+            let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+            let mut found: *mut libc::passwd = std::ptr::null_mut();
+            // SAFETY: every pointer is valid for the call: the NUL-terminated name,
+            // the entry, the buffer with its true length, and the result slot.
+            let rc = unsafe {
+                libc::getpwnam_r(
+                    c_name.as_ptr(),
+                    &mut entry,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                    &mut found,
+                )
+            };
+            if rc == libc::ERANGE && buf.len() < 1 << 20 {
+                buf.resize(buf.len() * 2, 0);
+                continue;
+            }
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc))
+                    .with_context(|| format!("looking up the user {name:?}"));
+            }
+            if found.is_null() {
+                bail!("no user named {name:?} on this system");
+            }
+            return Ok(ServiceUser {
+                name: name.to_string(),
+                uid: entry.pw_uid,
+                gid: entry.pw_gid,
+            });
+        }
+    }
+
+    /// Creates `dir` if needed and gives it to the user: the directories created here
+    /// (missing parents included, mode 0750), `dir` (or the directory it links to) and
+    /// everything under it that is not the user's yet (symbolic links under it
+    /// themselves, never their targets). A directory
+    /// under it that cannot be listed while it already belongs to the user (a root
+    /// without CAP_DAC_READ_SEARCH, as under the systemd unit) is left as it is: the
+    /// user made what is in it.
+    pub fn hand_over(&self, dir: &Path) -> anyhow::Result<()> {
+        let mut missing = Vec::new();
+        let mut next = Some(dir);
+        while let Some(d) = next
+            && !d.as_os_str().is_empty()
+            && std::fs::symlink_metadata(d).is_err()
+        {
+            missing.push(d);
+            next = d.parent();
+        }
+        for d in missing.iter().rev() {
+            match std::fs::DirBuilder::new().mode(0o750).create(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("creating {}", d.display())),
+            }
+            self.chown(d)?;
+        }
+        // `dir` itself may be a symbolic link to the real directory: hand over that.
+        let dir =
+            std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+        self.chown_tree(&dir)
+    }
+
+    fn chown(&self, path: &Path) -> anyhow::Result<()> {
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid)).with_context(|| {
+            format!(
+                "giving {} to the user {} ({}:{})",
+                path.display(),
+                self.name,
+                self.uid,
+                self.gid
+            )
+        })
+    }
+
+    fn chown_tree(&self, path: &Path) -> anyhow::Result<()> {
+        let meta = std::fs::symlink_metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let owned = meta.uid() == self.uid && meta.gid() == self.gid;
+        if !owned {
+            self.chown(path)?;
+        }
+        if !meta.is_dir() {
+            return Ok(());
+        }
+        let entries = match std::fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(e) if owned && e.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", path.display())),
+        };
+        for entry in entries {
+            let entry = entry.with_context(|| format!("listing {}", path.display()))?;
+            self.chown_tree(&entry.path())?;
+        }
+        Ok(())
+    }
+
+    /// Becomes the user: its supplementary groups, then its group ID and user ID (real,
+    /// effective and saved alike), then checks that none of them can be changed back.
+    /// Needs CAP_SETGID and CAP_SETUID; leaving user ID 0 clears the permitted and
+    /// effective capability sets. Call it while the process has one thread.
+    pub fn assume(&self) -> anyhow::Result<()> {
+        let name = CString::new(self.name.as_str()).context("a user name cannot contain NUL")?;
+        let who = || format!("user {} ({}:{})", self.name, self.uid, self.gid);
+        // SAFETY: a NUL-terminated name and a plain group ID.
+        if unsafe { libc::initgroups(name.as_ptr(), self.gid) } != 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("setting the supplementary groups of {}", who()));
+        }
+        // SAFETY: plain IDs.
+        if unsafe { libc::setresgid(self.gid, self.gid, self.gid) } != 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("switching to the group of {}", who()));
+        }
+        // SAFETY: plain IDs.
+        if unsafe { libc::setresuid(self.uid, self.uid, self.uid) } != 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("switching to {}", who()));
+        }
+        let (mut r, mut e, mut s) = (0, 0, 0);
+        // SAFETY: three valid out-pointers.
+        unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
+        let (mut rg, mut eg, mut sg) = (0, 0, 0);
+        // SAFETY: three valid out-pointers.
+        unsafe { libc::getresgid(&mut rg, &mut eg, &mut sg) };
+        if [r, e, s] != [self.uid; 3] || [rg, eg, sg] != [self.gid; 3] {
+            bail!(
+                "after switching to {}: uids {r}/{e}/{s}, gids {rg}/{eg}/{sg}",
+                who()
+            );
+        }
+        // SAFETY: plain ID; this must fail, as the user cannot become root again.
+        if self.uid != 0 && unsafe { libc::setuid(0) } == 0 {
+            bail!("after switching to {}, user ID 0 could be regained", who());
+        }
+        Ok(())
+    }
+
+    /// Checks, as the user, that `dir` can be listed and written (a parent that the
+    /// user cannot enter would only show later, as a failure to open the spool).
+    pub fn check_access(&self, dir: &Path) -> anyhow::Result<()> {
+        let c_path = CString::new(dir.as_os_str().as_encoded_bytes())
+            .with_context(|| format!("{} contains NUL", dir.display()))?;
+        // SAFETY: a NUL-terminated path; access(2) checks with the real IDs, the user's.
+        if unsafe { libc::access(c_path.as_ptr(), libc::R_OK | libc::W_OK | libc::X_OK) } != 0 {
+            return Err(io::Error::last_os_error()).with_context(|| {
+                format!(
+                    "the user {} cannot use {} (is every parent directory searchable by it?)",
+                    self.name,
+                    dir.display()
+                )
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_found_and_a_made_up_name_is_refused() {
+        let root = ServiceUser::lookup("root").expect("root");
+        assert_eq!((root.uid, root.gid), (0, 0));
+        let err = ServiceUser::lookup("no-such-user-fe").expect_err("unknown");
+        assert!(
+            format!("{err:#}").contains("no user named \"no-such-user-fe\""),
+            "{err:#}"
+        );
+        assert!(ServiceUser::lookup("a\0b").is_err());
+    }
+
+    #[test]
+    fn hand_over_gives_the_tree_but_never_a_link_target() {
+        use std::os::unix::fs::{MetadataExt, symlink};
+        // Not root: nothing to give away (the end-to-end tests run as root).
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let user = ServiceUser::lookup("nobody").expect("the test needs the user nobody");
+        let base = std::env::temp_dir().join(format!("fe-user-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (state, outside) = (base.join("state"), base.join("outside"));
+        std::fs::create_dir_all(state.join("sub")).expect("dirs");
+        std::fs::create_dir_all(&outside).expect("dirs");
+        std::fs::write(state.join("sub/file"), "x").expect("file");
+        std::fs::write(outside.join("secret"), "x").expect("file");
+        symlink(outside.join("secret"), state.join("link")).expect("symlink");
+
+        user.hand_over(&state).expect("existing tree");
+        user.hand_over(&base.join("new/spool")).expect("created");
+        let owner = |p: &Path| {
+            let m = std::fs::symlink_metadata(p).expect("metadata");
+            (m.uid(), m.gid())
+        };
+        let theirs = (user.uid, user.gid);
+        for p in [
+            "state",
+            "state/sub",
+            "state/sub/file",
+            "state/link",
+            "new",
+            "new/spool",
+        ] {
+            assert_eq!(owner(&base.join(p)), theirs, "{p}");
+        }
+        assert_eq!(
+            owner(&outside.join("secret")),
+            (0, 0),
+            "a link's target stays"
+        );
+        assert_eq!(owner(&base), (0, 0), "an existing parent stays");
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}
