@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod identity;
 mod logging;
+mod memory;
 mod metrics;
 mod output;
 mod pipeline;
@@ -20,6 +21,7 @@ mod user;
 use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> std::process::ExitCode {
+    memory::one_arena();
     match start() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
