@@ -239,9 +239,10 @@ fn sighup_reads_rotated_client_certificates_again() {
 
 #[test]
 fn sighup_without_a_collector_reloads_and_keeps_printing() {
+    let scratch = Scratch::new("sighup-stdout");
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--pin-dir"])
-        .arg(format!("/sys/fs/bpf/fe-run-{}", std::process::id()))
+        .arg(scratch.pins())
         .stdout(Stdio::piped());
     let (mut exporter, mut logs) = spawn_logged(cmd);
     let stdout = exporter.stdout.take().expect("stdout");

@@ -17,24 +17,37 @@ use flow_sink::collector::{CollectorOptions, FaultInjection, FlowCollector};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flowexporter");
 
-/// A scratch directory for one test (spool, journal, collector output).
-pub struct Scratch(PathBuf);
+/// A scratch directory for one test (spool, journal, collector output) and the test's
+/// own pin directory for the identity maps; both removed when the test ends.
+pub struct Scratch {
+    dir: PathBuf,
+    pins: PathBuf,
+}
 
 impl Scratch {
     pub fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("fe-run-{}-{tag}", std::process::id()));
+        let name = format!("fe-run-{}-{tag}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
+        Scratch {
+            dir,
+            pins: PathBuf::from("/sys/fs/bpf").join(name),
+        }
     }
     pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
+        self.dir.join(name)
+    }
+    /// Where the exporter under test pins its identity maps.
+    pub fn pins(&self) -> &Path {
+        &self.pins
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.pins);
     }
 }
 
@@ -115,7 +128,7 @@ pub fn start_exporter_at(
         .arg("--journal-dir")
         .arg(scratch.path("journal"))
         .arg("--pin-dir")
-        .arg(format!("/sys/fs/bpf/fe-run-{}", std::process::id()))
+        .arg(scratch.pins())
         .args(extra)
         .stdout(Stdio::null());
     spawn_logged(cmd)
