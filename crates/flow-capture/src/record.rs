@@ -5,11 +5,12 @@ use std::{
     borrow::Cow,
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
     time::SystemTime,
 };
 
 use flow_common::{RawFlowEvent, WORKLOAD_ID_MAX, WorkloadValue, flags, identity, tcp};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{clock::BootClock, error::CaptureError};
 
@@ -167,9 +168,12 @@ pub struct SocketStats {
 /// A workload identity: who owned the local address of a flow. UTF-8, 1 to 64 bytes,
 /// no NUL. Deserializing validates too, so a decoded record cannot smuggle in an ID
 /// that could not have been written.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct WorkloadId(String);
+///
+/// The text is shared (`Arc<str>`): cloning an ID, as every record of the same
+/// workload does, neither allocates nor copies, and the IDs decoded from kernel
+/// records are interned per thread (see [`FlowRecord::from_raw`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WorkloadId(Arc<str>);
 
 impl TryFrom<String> for WorkloadId {
     type Error = CaptureError;
@@ -181,7 +185,7 @@ impl TryFrom<String> for WorkloadId {
 
 impl From<WorkloadId> for String {
     fn from(id: WorkloadId) -> String {
-        id.0
+        String::from(&*id.0)
     }
 }
 
@@ -189,25 +193,18 @@ impl WorkloadId {
     /// Validates an identity string.
     pub fn new(id: impl Into<String>) -> Result<WorkloadId, CaptureError> {
         let id = id.into();
-        let reason = if id.is_empty() {
-            Some("it is empty")
-        } else if id.len() > WORKLOAD_ID_MAX {
-            Some("it is longer than 64 bytes")
-        } else if id.contains('\0') {
-            Some("it contains a NUL byte")
-        } else {
-            None
-        };
-        match reason {
+        match invalid_reason(&id) {
             Some(reason) => Err(CaptureError::InvalidWorkloadId { id, reason }),
-            None => Ok(WorkloadId(id)),
+            None => Ok(WorkloadId(Arc::from(id))),
         }
     }
 
     /// Decodes a map or record value; `None` when it is empty or not UTF-8.
     pub fn from_value(value: &WorkloadValue) -> Option<WorkloadId> {
         let s = std::str::from_utf8(value.as_bytes()).ok()?;
-        WorkloadId::new(s).ok()
+        invalid_reason(s)
+            .is_none()
+            .then(|| WorkloadId(Arc::from(s)))
     }
 
     /// Encodes the identity as a map value.
@@ -223,9 +220,37 @@ impl WorkloadId {
     }
 }
 
+/// Why `id` is not a valid workload ID, or `None` when it is one.
+fn invalid_reason(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        Some("it is empty")
+    } else if id.len() > WORKLOAD_ID_MAX {
+        Some("it is longer than 64 bytes")
+    } else if id.contains('\0') {
+        Some("it contains a NUL byte")
+    } else {
+        None
+    }
+}
+
 impl fmt::Display for WorkloadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Serialized as its text, exactly like a `String`.
+impl Serialize for WorkloadId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// Deserialized from a string, which must be a valid workload ID.
+impl<'de> Deserialize<'de> for WorkloadId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<WorkloadId, D::Error> {
+        let id = String::deserialize(deserializer)?;
+        WorkloadId::new(id).map_err(serde::de::Error::custom)
     }
 }
 
@@ -334,6 +359,10 @@ pub struct FlowRecord {
 
 impl FlowRecord {
     /// Decodes a kernel event, converting its boot-clock stamps with `clock`.
+    ///
+    /// The workload IDs of the kernel's events are interned per thread: a workload
+    /// value seen recently (up to 256 distinct values are kept) is neither validated
+    /// nor allocated again, its record shares the ID decoded the first time.
     pub fn from_raw(ev: &RawFlowEvent, clock: &BootClock) -> FlowRecord {
         let (local_ip, remote_ip) = addresses(ev);
         let close_state = TcpState(ev.close_state);
@@ -370,7 +399,7 @@ fn kernel_identity(ev: &RawFlowEvent) -> (Option<WorkloadId>, IdentitySource) {
         identity::source::IP_MAP => IdentitySource::IpMap,
         _ => return (None, IdentitySource::None(UnattributedReason::NoMatch)),
     };
-    match WorkloadId::from_value(&ev.workload) {
+    match workload_cache::lookup(&ev.workload) {
         Some(id) => (Some(id), source),
         None => (
             None,
@@ -414,5 +443,226 @@ fn stats(ev: &RawFlowEvent, direction: Direction, established: bool) -> SocketSt
         bytes_retransmitted: ev.bytes_retrans,
         srtt_us: ev.srtt_us_x8 >> 3,
         rttvar_us: ev.mdev_us_x4 >> 2,
+    }
+}
+
+/// Per-thread interning of the workload values found in kernel events.
+///
+/// Every event of an attributed socket carries its workload as a NUL-padded 64-byte
+/// value, and a host has few workloads: decoding one from scratch (finding its length,
+/// checking its UTF-8, allocating its text) for every record cost as much as the rest
+/// of the record. The cache maps the whole 64-byte value, compared as it is, to the
+/// ID decoded the first time.
+mod workload_cache {
+    use std::{
+        cell::RefCell,
+        collections::HashMap,
+        hash::{BuildHasherDefault, Hash, Hasher},
+    };
+
+    use flow_common::{WORKLOAD_ID_MAX, WorkloadValue};
+
+    use super::WorkloadId;
+
+    /// Most distinct values kept per thread (more than the pods a node usually runs).
+    /// When it is full the cache is emptied and fills again, so it never grows past
+    /// this (about 40 KiB) however many workloads come and go.
+    pub(super) const CAPACITY: usize = 256;
+
+    thread_local! {
+        static CACHE: RefCell<WorkloadCache> = RefCell::new(WorkloadCache::default());
+    }
+
+    /// The ID of `value`, as [`WorkloadId::from_value`] decodes it, from this thread's
+    /// cache when the value was seen recently.
+    pub(super) fn lookup(value: &WorkloadValue) -> Option<WorkloadId> {
+        CACHE
+            .try_with(|cache| match cache.try_borrow_mut() {
+                Ok(mut cache) => cache.get(value),
+                // Not reachable (nothing here calls back into `lookup`), but never
+                // worth a panic: decode without the cache.
+                Err(_) => WorkloadId::from_value(value),
+            })
+            // The thread is being torn down and its cache is gone.
+            .unwrap_or_else(|_| WorkloadId::from_value(value))
+    }
+
+    /// Recently seen workload values and their IDs; invalid values are not kept.
+    #[derive(Default)]
+    pub(super) struct WorkloadCache {
+        ids: HashMap<Key, WorkloadId, BuildHasherDefault<WordHasher>>,
+    }
+
+    impl WorkloadCache {
+        /// The ID of `value` (`None` when it is not a valid ID), decoded only when it
+        /// is not in the cache.
+        pub(super) fn get(&mut self, value: &WorkloadValue) -> Option<WorkloadId> {
+            let key = Key(value.id);
+            if let Some(id) = self.ids.get(&key) {
+                return Some(id.clone());
+            }
+            let id = WorkloadId::from_value(value)?;
+            if self.ids.len() >= CAPACITY {
+                self.ids.clear();
+            }
+            self.ids.insert(key, id.clone());
+            Some(id)
+        }
+
+        /// How many values it holds.
+        #[cfg(test)]
+        pub(super) fn len(&self) -> usize {
+            self.ids.len()
+        }
+    }
+
+    /// A workload value, padding included: equal keys are equal values.
+    #[derive(PartialEq, Eq)]
+    struct Key([u8; WORKLOAD_ID_MAX]);
+
+    impl Hash for Key {
+        fn hash<H: Hasher>(&self, state: &mut H) {
+            for word in self.0.chunks_exact(8) {
+                let mut w = [0; 8];
+                w.copy_from_slice(word);
+                state.write_u64(u64::from_le_bytes(w));
+            }
+        }
+    }
+
+    /// A multiply-rotate hash of whole words (the Fx hash of rustc), with a final mix
+    /// so that the high bits hashbrown uses as tags depend on every word. The keys are
+    /// written by the local kernel program from the host's own identity maps, so a
+    /// keyed hash buys nothing here; the cache's size bounds any collision chain.
+    #[derive(Default)]
+    struct WordHasher(u64);
+
+    impl WordHasher {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+    }
+
+    impl Hasher for WordHasher {
+        fn write(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                self.write_u64(u64::from(b));
+            }
+        }
+
+        fn write_u64(&mut self, word: u64) {
+            self.0 = (self.0 ^ word).wrapping_mul(Self::K).rotate_left(26);
+        }
+
+        fn finish(&self) -> u64 {
+            let h = self.0 ^ (self.0 >> 32);
+            h.wrapping_mul(Self::K) ^ (h >> 29)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(id: &[u8]) -> WorkloadValue {
+        let mut v = WorkloadValue::EMPTY;
+        v.id[..id.len()].copy_from_slice(id);
+        v
+    }
+
+    #[test]
+    fn workload_id_validates_like_before() {
+        assert!(WorkloadId::new("").is_err());
+        assert!(WorkloadId::new("a".repeat(65)).is_err());
+        assert!(WorkloadId::new("nul\0inside").is_err());
+        assert_eq!(
+            WorkloadId::new("a".repeat(64)).expect("64 bytes").as_str(),
+            "a".repeat(64)
+        );
+        let id = WorkloadId::try_from(String::from("ümlaut")).expect("UTF-8");
+        assert_eq!(id.to_string(), "ümlaut");
+        assert_eq!(String::from(id.clone()), "ümlaut");
+        assert_eq!(WorkloadId::from_value(&id.to_value()), Some(id));
+        assert_eq!(WorkloadId::from_value(&WorkloadValue::EMPTY), None);
+        assert_eq!(WorkloadId::from_value(&value(&[0xff, 0xfe])), None);
+    }
+
+    #[test]
+    fn workload_id_validates_when_deserialized() {
+        use serde::de::value::{Error, StrDeserializer};
+        let id = WorkloadId::deserialize(StrDeserializer::<Error>::new("k8s:prod/api"));
+        assert_eq!(id.expect("valid").as_str(), "k8s:prod/api");
+        for bad in ["", "nul\0inside", &"a".repeat(65)] {
+            let id = WorkloadId::deserialize(StrDeserializer::<Error>::new(bad));
+            assert!(id.is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn cache_shares_the_id_of_a_value_seen_before() {
+        let mut cache = workload_cache::WorkloadCache::default();
+        let a = cache.get(&value(b"k8s:prod/api")).expect("valid");
+        let again = cache.get(&value(b"k8s:prod/api")).expect("valid");
+        assert_eq!(a.as_str(), "k8s:prod/api");
+        assert!(Arc::ptr_eq(&a.0, &again.0), "decoded twice");
+        let b = cache.get(&value(b"k8s:prod/db")).expect("valid");
+        assert_eq!(b.as_str(), "k8s:prod/db");
+        // A longer ID sharing the prefix, and the longest one.
+        let long = cache.get(&value(b"k8s:prod/api-2")).expect("valid");
+        assert_eq!(long.as_str(), "k8s:prod/api-2");
+        let max = cache.get(&value(&[b'x'; WORKLOAD_ID_MAX])).expect("valid");
+        assert_eq!(max.as_str(), "x".repeat(WORKLOAD_ID_MAX));
+        assert_eq!(cache.len(), 4);
+    }
+
+    #[test]
+    fn cache_keeps_no_invalid_value() {
+        let mut cache = workload_cache::WorkloadCache::default();
+        assert_eq!(cache.get(&WorkloadValue::EMPTY), None);
+        assert_eq!(cache.get(&value(&[b'a', 0xc3])), None);
+        assert_eq!(cache.get(&value(&[b'a', 0xc3])), None);
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let mut cache = workload_cache::WorkloadCache::default();
+        for i in 0..3 * workload_cache::CAPACITY {
+            let id = format!("workload-{i}");
+            let got = cache.get(&value(id.as_bytes())).expect("valid");
+            assert_eq!(got.as_str(), id);
+            assert!(cache.len() <= workload_cache::CAPACITY);
+        }
+        assert!(cache.len() > 0);
+    }
+
+    #[test]
+    fn from_raw_decodes_the_kernel_identity() {
+        let clock = crate::clock::BootClock::with_offset_ns(0);
+        let mut ev = RawFlowEvent::zeroed();
+        ev.family = tcp::AF_INET;
+        ev.close_state = tcp::TCP_CLOSE;
+        ev.identity_source = identity::source::IP_MAP;
+        ev.workload = value(b"billing");
+        let first = FlowRecord::from_raw(&ev, &clock);
+        let second = FlowRecord::from_raw(&ev, &clock);
+        assert_eq!(first.identity_source, IdentitySource::IpMap);
+        assert_eq!(
+            first.local_workload_id.as_ref().map(WorkloadId::as_str),
+            Some("billing")
+        );
+        assert_eq!(first, second);
+        ev.workload = value(&[0xff]);
+        let bad = FlowRecord::from_raw(&ev, &clock);
+        assert_eq!(bad.local_workload_id, None);
+        assert_eq!(
+            bad.identity_source,
+            IdentitySource::None(UnattributedReason::InvalidMapValue)
+        );
+        ev.identity_source = identity::source::NONE;
+        let none = FlowRecord::from_raw(&ev, &clock);
+        assert_eq!(
+            none.identity_source,
+            IdentitySource::None(UnattributedReason::NoMatch)
+        );
     }
 }
