@@ -4,9 +4,10 @@
 //!   as `flow_capture`'s reader does) -> `FlowRecord::from_raw`, for IPv4 and IPv6
 //!   records with and without a workload identity, and a mix of the four;
 //! - `batch/push_poll`: `MinuteBatcher::push` + `poll_chunk` with a simulated clock;
-//! - `encode_chunk/*`: one chunk of the default size (16,384 records): the bincode
-//!   records alone, zstd alone, and `ChunkEncoder::encode` (both, plus checksums and
-//!   header);
+//! - `encode_chunk/*`: one chunk of the default size (16,384 records): the records
+//!   alone, with bincode and with the encoder's own record writer
+//!   (`wire::encode_record`, the same bytes), zstd alone, and `ChunkEncoder::encode`
+//!   (records, zstd, checksums and header);
 //! - `json/write_line`: `flow_sink::json::write_line` into a `Vec`;
 //! - `end_to_end/bytes_to_chunk`: ring bytes -> record -> batcher -> encoded,
 //!   compressed frame.
@@ -38,7 +39,7 @@ use flow_common::{RawFlowEvent, WORKLOAD_ID_MAX, WorkloadValue, flags, identity,
 use flowexporter::{
     batch::{
         BatchConfig, Chunk, MinuteBatcher,
-        wire::{ChunkEncoder, InstanceId},
+        wire::{self, ChunkEncoder, InstanceId},
     },
     capture::{BootClock, DEFAULT_RING_SIZE, FlowRecord},
     sink::json,
@@ -308,9 +309,12 @@ fn bench_encode(c: &mut Criterion) {
         .with_fixint_encoding()
         .with_little_endian();
     let mut raw = Vec::new();
+    let mut written = Vec::new();
     for r in &chunk.records {
         options.serialize_into(&mut raw, r).expect("bincode");
+        wire::encode_record(r, &mut written).expect("encode");
     }
+    assert!(written == raw, "the record writer and bincode disagree");
     let mut encoder = encoder();
     let frame = encoder.encode_to_vec(&chunk).expect("encode");
     println!(
@@ -330,6 +334,15 @@ fn bench_encode(c: &mut Criterion) {
             out.clear();
             for r in &chunk.records {
                 options.serialize_into(&mut out, r).expect("bincode");
+            }
+            black_box(out.len())
+        })
+    });
+    g.bench_function("record_writer", |b| {
+        b.iter(|| {
+            out.clear();
+            for r in &chunk.records {
+                wire::encode_record(r, &mut out).expect("encode");
             }
             black_box(out.len())
         })

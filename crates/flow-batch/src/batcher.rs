@@ -1,6 +1,10 @@
 //! The sans-IO state machine that groups records into wall-clock windows.
 
-use std::{collections::VecDeque, mem, time::SystemTime};
+use std::{
+    collections::VecDeque,
+    mem,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use flow_capture::FlowRecord;
 
@@ -43,9 +47,64 @@ pub struct MinuteBatcher {
     open: Vec<OpenWindow>,
     /// Every window ending at or before this time (ms since the epoch) is closed.
     closed_until_ms: u64,
+    /// The last `now` passed in, converted: the records of one drain share it.
+    now: Now,
+    /// The window of the last record's `t_end`: most records fall in the same one.
+    recent: Recent,
     next_sequence: u64,
     ready: VecDeque<Chunk>,
     counters: BatchCounters,
+}
+
+/// A `now` and what follows from it.
+#[derive(Clone, Copy, Debug)]
+struct Now {
+    time: SystemTime,
+    /// `time` in ms since the epoch.
+    ms: u64,
+    /// Every window ending at or before this (ms since the epoch) may close at `time`.
+    closable_until_ms: u64,
+    /// A record closing at or after this is from the future (more than
+    /// `max_future_skew` ahead of `time`, in whole milliseconds).
+    future_from: SystemTime,
+}
+
+impl Now {
+    fn at(time: SystemTime, window_ms: u64, lateness_ms: u64, skew_ms: u64) -> Now {
+        let ms = window::to_ms(time);
+        let cutoff = ms.saturating_sub(lateness_ms);
+        Now {
+            time,
+            ms,
+            closable_until_ms: window::align_down(cutoff, window_ms),
+            future_from: window::from_ms(ms.saturating_add(skew_ms).saturating_add(1)),
+        }
+    }
+}
+
+/// A window and its bounds as wall-clock times, to place a record in it without
+/// converting the record's `t_end` to milliseconds.
+#[derive(Clone, Copy, Debug)]
+struct Recent {
+    window: Window,
+    start: SystemTime,
+    end: SystemTime,
+}
+
+impl Recent {
+    fn new(window: Window) -> Recent {
+        Recent {
+            window,
+            start: window.start(),
+            end: window.end(),
+        }
+    }
+
+    /// Whether `t` lies in the window: the same as its milliseconds do, as both
+    /// bounds are whole milliseconds.
+    fn contains(&self, t: SystemTime) -> bool {
+        self.start <= t && t < self.end
+    }
 }
 
 #[derive(Debug)]
@@ -60,13 +119,19 @@ impl MinuteBatcher {
     /// A batcher with validated limits; no window is open yet.
     pub fn new(config: BatchConfig) -> Result<MinuteBatcher, BatchError> {
         config.validate()?;
+        let window_ms = window::duration_ms(config.window);
+        let lateness_ms = window::duration_ms(config.allowed_lateness);
+        let skew_ms = window::duration_ms(config.max_future_skew);
         Ok(MinuteBatcher {
-            window_ms: window::duration_ms(config.window),
-            lateness_ms: window::duration_ms(config.allowed_lateness),
-            skew_ms: window::duration_ms(config.max_future_skew),
+            window_ms,
+            lateness_ms,
+            skew_ms,
             config,
             open: Vec::new(),
             closed_until_ms: 0,
+            // Any time will do until the first call converts its own.
+            now: Now::at(UNIX_EPOCH, window_ms, lateness_ms, skew_ms),
+            recent: Recent::new(Window::aligned(0, window_ms)),
             next_sequence: 0,
             ready: VecDeque::new(),
             counters: BatchCounters::default(),
@@ -85,29 +150,23 @@ impl MinuteBatcher {
     /// cannot be encoded (a time before the Unix epoch); that record is counted in
     /// `records_rejected` and handed back inside the error.
     pub fn push(&mut self, record: FlowRecord, now: SystemTime) -> Result<(), BatchError> {
-        self.advance(now);
+        let now = self.advance(now);
         self.counters.records_in += 1;
-        let size = match wire::record_encoded_len(&record) {
+        let size = match wire::encoded_record_len(&record) {
             Ok(size) => size,
-            Err(source) => {
-                self.counters.records_rejected += 1;
-                return Err(BatchError::UnencodableRecord {
-                    record: Box::new(record),
-                    source,
-                });
-            }
+            Err(source) => return Err(self.reject(record, source)),
         };
-        let now_ms = window::to_ms(now);
-        let t_end_ms = window::to_ms(record.t_end);
-        let mut target = Window::aligned(t_end_ms, self.window_ms);
-        if target.end_ms() <= self.closed_until_ms {
-            self.counters.records_late += 1;
-            target = self.current_window(now_ms);
-        } else if t_end_ms > now_ms.saturating_add(self.skew_ms) {
-            self.counters.records_future += 1;
-            target = self.current_window(now_ms);
+        let target = self.target_window(record.t_end, now);
+        let i = self.make_room(target, size);
+        // The record goes into its window here rather than through a helper: moving
+        // the large `FlowRecord` into each call cost a copy.
+        let w = &mut self.open[i];
+        w.records.push(record);
+        w.bytes += size;
+        if w.records.len() >= self.config.max_records || w.bytes >= self.config.max_bytes {
+            let chunk = self.split(i);
+            self.emit(chunk);
         }
-        self.add(target, record, size);
         Ok(())
     }
 
@@ -159,12 +218,35 @@ impl MinuteBatcher {
         Window::aligned(start, self.window_ms)
     }
 
-    fn advance(&mut self, now: SystemTime) {
-        let cutoff = window::to_ms(now).saturating_sub(self.lateness_ms);
-        let until = window::align_down(cutoff, self.window_ms);
-        if until <= self.closed_until_ms {
-            return;
+    /// The window that contains `t_ms`.
+    fn window_of(&mut self, t_ms: u64) -> Window {
+        if !self.recent.window.contains_ms(t_ms) {
+            self.recent = Recent::new(Window::aligned(t_ms, self.window_ms));
         }
+        self.recent.window
+    }
+
+    /// `now` and what follows from it, converted only when it changed since the last
+    /// call (the records of one drain share their `now`).
+    fn observe(&mut self, now: SystemTime) -> Now {
+        if now != self.now.time {
+            self.now = Now::at(now, self.window_ms, self.lateness_ms, self.skew_ms);
+        }
+        self.now
+    }
+
+    /// Closes the windows whose time has passed at `now`, and returns `now` converted.
+    #[inline]
+    fn advance(&mut self, now: SystemTime) -> Now {
+        let now = self.observe(now);
+        if now.closable_until_ms > self.closed_until_ms {
+            self.close_until(now.closable_until_ms);
+        }
+        now
+    }
+
+    /// Closes every open window ending at or before `until` (ms since the epoch).
+    fn close_until(&mut self, until: u64) {
         self.closed_until_ms = until;
         let due = self
             .open
@@ -178,7 +260,45 @@ impl MinuteBatcher {
         }
     }
 
-    fn add(&mut self, target: Window, record: FlowRecord, size: usize) {
+    /// Counts a record that cannot be encoded and hands it back in the error.
+    #[cold]
+    fn reject(&mut self, record: FlowRecord, source: bincode::Error) -> BatchError {
+        self.counters.records_rejected += 1;
+        BatchError::UnencodableRecord {
+            record: Box::new(record),
+            source,
+        }
+    }
+
+    /// The window a record closing at `t_end` goes to when pushed at `now`: its own,
+    /// or the current one if it is late or from the future (and counted so).
+    fn target_window(&mut self, t_end: SystemTime, now: Now) -> Window {
+        let recent = self.recent;
+        if recent.contains(t_end)
+            && recent.window.end_ms() > self.closed_until_ms
+            && t_end < now.future_from
+        {
+            // Its own window, the same as the last record's, neither late nor future:
+            // what follows would find the same without a conversion.
+            return recent.window;
+        }
+        let (t_end_ms, now_ms) = (window::to_ms(t_end), now.ms);
+        let own = self.window_of(t_end_ms);
+        if own.end_ms() <= self.closed_until_ms {
+            self.counters.records_late += 1;
+            self.current_window(now_ms)
+        } else if t_end_ms > now_ms.saturating_add(self.skew_ms) {
+            self.counters.records_future += 1;
+            self.current_window(now_ms)
+        } else {
+            own
+        }
+    }
+
+    /// The position of `target` among the open windows (opened if need be), once it has
+    /// room for a record of `size` bytes: a window whose records would pass `max_bytes`
+    /// with it ships them first.
+    fn make_room(&mut self, target: Window, size: usize) -> usize {
         let i = match self
             .open
             .binary_search_by_key(&target.start_ms(), |w| w.window.start_ms())
@@ -197,19 +317,12 @@ impl MinuteBatcher {
                 i
             }
         };
-        let (max_records, max_bytes) = (self.config.max_records, self.config.max_bytes);
-        let w = &mut self.open[i];
-        if !w.records.is_empty() && w.bytes + size > max_bytes {
+        let w = &self.open[i];
+        if !w.records.is_empty() && w.bytes + size > self.config.max_bytes {
             let chunk = self.split(i);
             self.emit(chunk);
         }
-        let w = &mut self.open[i];
-        w.records.push(record);
-        w.bytes += size;
-        if w.records.len() >= max_records || w.bytes >= max_bytes {
-            let chunk = self.split(i);
-            self.emit(chunk);
-        }
+        i
     }
 
     /// Takes the records of open window `i` as a chunk that is not its last.

@@ -64,6 +64,11 @@ impl Window {
     pub fn contains(&self, t: SystemTime) -> bool {
         t >= self.start() && t < self.end()
     }
+
+    /// Whether `t_ms` (ms since the epoch) falls in `[start, end)`.
+    pub(crate) fn contains_ms(&self, t_ms: u64) -> bool {
+        self.start_ms <= t_ms && t_ms < self.end_ms
+    }
 }
 
 impl fmt::Display for Window {

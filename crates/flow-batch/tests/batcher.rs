@@ -392,6 +392,70 @@ fn nothing_is_lost_and_memory_stays_bounded_under_random_traffic() {
 }
 
 #[test]
+fn records_of_drains_sharing_one_now_go_to_the_windows_their_times_say() {
+    // As the reader hands them on: 100 records per drain at one `now`, drains 50 ms
+    // apart, across many windows. Close times spread from 12 s before `now` to 4 s
+    // after it, so that records just inside and just outside the lateness and the
+    // future skew (to the millisecond) share windows with ordinary ones.
+    let (window_ms, lateness_ms, skew_ms) = (5_000, 2_000, 1_000);
+    let mut b = batcher(config().with_max_records(64));
+    let mut rng = Rng::new(7);
+    let mut chunks = Vec::new();
+    let (mut late, mut future) = (0, 0);
+    let mut now_ms: u64 = 1_000_000;
+    for _ in 0..2_000 {
+        now_ms += 50;
+        for _ in 0..100 {
+            let t_end_ms = match rng.below(10) {
+                0 => now_ms - 2_000 - rng.below(10_000),
+                1 => now_ms + 900 + rng.below(3_000),
+                2 => now_ms + skew_ms - 2 + rng.below(5),
+                _ => now_ms - rng.below(1_500),
+            };
+            // Time never goes back here, so a window is closed once `now` passed its
+            // end by the lateness.
+            let own_end = t_end_ms - t_end_ms % window_ms + window_ms;
+            let closed_until = (now_ms - lateness_ms) - (now_ms - lateness_ms) % window_ms;
+            late += u64::from(own_end <= closed_until);
+            future += u64::from(own_end > closed_until && t_end_ms > now_ms + skew_ms);
+            let sub_ms = Duration::from_nanos(rng.below(1_000_000));
+            let mut r = record(at_ms(t_end_ms) + sub_ms, 0);
+            r.stats.bytes_received = now_ms;
+            b.push(r, at_ms(now_ms)).expect("push");
+        }
+        chunks.extend(drain(&mut b));
+    }
+    b.flush(at_ms(now_ms));
+    chunks.extend(drain(&mut b));
+
+    let mut seen = 0;
+    let mut moved = 0;
+    for chunk in &chunks {
+        for r in &chunk.records {
+            let pushed_ms = r.stats.bytes_received;
+            let t_end_ms = common::ms(r.t_end);
+            let own_end = t_end_ms - t_end_ms % window_ms + window_ms;
+            let closed_until = (pushed_ms - lateness_ms) - (pushed_ms - lateness_ms) % window_ms;
+            let own = own_end > closed_until && t_end_ms <= pushed_ms + skew_ms;
+            let expected = if own { t_end_ms } else { pushed_ms };
+            assert_eq!(
+                chunk.window.start_ms(),
+                expected - expected % window_ms,
+                "{r:?} in {}",
+                chunk.window
+            );
+            moved += u64::from(!own);
+            seen += 1;
+        }
+    }
+    let c = b.counters();
+    assert_eq!(seen, 200_000);
+    assert_eq!((c.records_late, c.records_future), (late, future));
+    assert_eq!(moved, late + future);
+    assert!(late > 1_000 && future > 1_000, "{c:?}");
+}
+
+#[test]
 fn config_validation_names_the_bad_key() {
     let cases: [(BatchConfig, &str); 10] = [
         (config().with_window(Duration::ZERO), "window"),

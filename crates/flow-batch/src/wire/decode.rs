@@ -77,6 +77,42 @@ impl DecodedChunk {
     }
 }
 
+/// Checks that `bytes` is exactly one frame whose header and payload checksums match,
+/// without decompressing or decoding the payload; returns the header.
+///
+/// What stores frames it wrote itself (a spool) can check them this cheaply; the
+/// payload's own structure is checked by [`ChunkDecoder::decode`] (which starts with
+/// this) on the receiving side.
+pub fn verify_frame(bytes: &[u8], limits: &DecodeLimits) -> Result<ChunkHeader, BatchError> {
+    let header = decode_header(bytes, limits)?;
+    let header_len = header.header_len();
+    let frame_len = header.frame_len();
+    let Some(payload) = bytes.get(header_len..frame_len) else {
+        return Err(BatchError::Truncated {
+            field: "payload",
+            offset: header_len,
+            needed: header.payload_len as usize,
+            available: bytes.len().saturating_sub(header_len),
+        });
+    };
+    if bytes.len() > frame_len {
+        return Err(BatchError::TrailingBytes {
+            region: "frame",
+            offset: frame_len,
+            count: bytes.len() - frame_len,
+        });
+    }
+    let computed = crc32c::crc32c(payload);
+    if computed != header.payload_crc32c {
+        return Err(BatchError::PayloadChecksum {
+            offset: header_len,
+            stored: header.payload_crc32c,
+            computed,
+        });
+    }
+    Ok(header)
+}
+
 /// Reads and verifies the header at the start of `bytes` (its checksum, its fields
 /// and `limits`); the payload need not be there yet. [`ChunkHeader::frame_len`] then
 /// tells how long the whole frame is.
@@ -262,32 +298,9 @@ impl ChunkDecoder {
 
     /// Decodes `bytes`, which must be exactly one frame.
     pub fn decode(&mut self, bytes: &[u8]) -> Result<DecodedChunk, BatchError> {
-        let header = decode_header(bytes, &self.limits)?;
+        let header = verify_frame(bytes, &self.limits)?;
         let header_len = header.header_len();
-        let frame_len = header.frame_len();
-        let Some(payload) = bytes.get(header_len..frame_len) else {
-            return Err(BatchError::Truncated {
-                field: "payload",
-                offset: header_len,
-                needed: header.payload_len as usize,
-                available: bytes.len().saturating_sub(header_len),
-            });
-        };
-        if bytes.len() > frame_len {
-            return Err(BatchError::TrailingBytes {
-                region: "frame",
-                offset: frame_len,
-                count: bytes.len() - frame_len,
-            });
-        }
-        let computed = crc32c::crc32c(payload);
-        if computed != header.payload_crc32c {
-            return Err(BatchError::PayloadChecksum {
-                offset: header_len,
-                stored: header.payload_crc32c,
-                computed,
-            });
-        }
+        let payload = &bytes[header_len..header.frame_len()];
         let records = self.decode_payload(&header, payload, header_len)?;
         Ok(DecodedChunk { header, records })
     }

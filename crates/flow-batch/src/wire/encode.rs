@@ -2,12 +2,10 @@
 
 use std::io::Cursor;
 
-use bincode::Options;
-
 use super::{
     ChunkHeader, Codec, InstanceId,
     header::{FIXED_HEADER_LEN, FORMAT_VERSION, HEADER_CRC_LEN, MAX_HOST_LEN, write_header},
-    record_options,
+    record::encode_record,
 };
 use crate::{chunk::Chunk, error::BatchError};
 
@@ -141,10 +139,8 @@ impl ChunkEncoder {
     ) -> Result<ChunkHeader, BatchError> {
         let record_count = to_u32("record_count", chunk.records.len())?;
         self.raw.clear();
-        let options = record_options();
         for (index, record) in chunk.records.iter().enumerate() {
-            options
-                .serialize_into(&mut self.raw, record)
+            encode_record(record, &mut self.raw)
                 .map_err(|source| BatchError::RecordEncode { index, source })?;
         }
         let raw_len = to_u32("raw_len", self.raw.len())?;

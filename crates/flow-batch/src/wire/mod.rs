@@ -1,10 +1,11 @@
 //! The chunk wire format: what an exporter sends and a collector reads.
 //!
-//! A frame is a header followed by the payload: the chunk's records, each encoded with
-//! bincode 1 (fixed-size little-endian integers), concatenated and compressed with
-//! zstd. The header carries the batch ID (host, exporter instance, sequence), the
-//! window, the record count, both lengths of the payload, a CRC-32C of the payload and
-//! a CRC-32C of the header itself. `docs/wire-format.md` gives the byte-exact layout.
+//! A frame is a header followed by the payload: the chunk's records, each encoded as
+//! bincode 1 encodes them (fixed-size little-endian integers; written by
+//! [`encode_record`], read by bincode), concatenated and compressed with zstd. The
+//! header carries the batch ID (host, exporter instance, sequence), the window, the
+//! record count, both lengths of the payload, a CRC-32C of the payload and a CRC-32C
+//! of the header itself. `docs/wire-format.md` gives the byte-exact layout.
 //!
 //! CRC-32C (Castagnoli) rather than the IEEE CRC-32 of zip: it detects more error
 //! patterns at these lengths, x86-64 (SSE 4.2) and ARMv8 compute it in hardware, and
@@ -15,17 +16,18 @@
 mod decode;
 mod encode;
 mod header;
+mod record;
 
 use std::fmt;
 
 use bincode::Options;
-use flow_capture::FlowRecord;
 
-pub use decode::{ChunkDecoder, DecodeLimits, DecodedChunk, decode_header};
+pub use decode::{ChunkDecoder, DecodeLimits, DecodedChunk, decode_header, verify_frame};
 pub use encode::{ChunkEncoder, DEFAULT_ZSTD_LEVEL, EncoderCounters};
 pub use header::{
     FIXED_HEADER_LEN, FLAG_LAST, FORMAT_VERSION, HEADER_CRC_LEN, MAGIC, MAX_HOST_LEN,
 };
+pub use record::{encode_record, encoded_record_len};
 
 use crate::window::Window;
 
@@ -171,15 +173,10 @@ impl ChunkHeader {
 
 /// The bincode configuration of records: fixed-size integers, little-endian, records
 /// concatenated (so trailing bytes are allowed per record and checked per payload).
+/// The decoder's, and the encoder's for records [`encode_record`] leaves to bincode.
 fn record_options() -> impl Options + Copy {
     bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .with_little_endian()
         .allow_trailing_bytes()
-}
-
-/// The exact number of bytes `record` encodes to, or why it cannot be encoded.
-pub(crate) fn record_encoded_len(record: &FlowRecord) -> Result<usize, bincode::Error> {
-    let len = record_options().serialized_size(record)?;
-    Ok(usize::try_from(len).unwrap_or(usize::MAX))
 }

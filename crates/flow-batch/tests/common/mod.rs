@@ -17,6 +17,12 @@ pub fn at_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
+/// Milliseconds since the Unix epoch of a simulated time (at or after the epoch).
+pub fn ms(t: SystemTime) -> u64 {
+    let d = t.duration_since(UNIX_EPOCH).expect("after the epoch");
+    d.as_secs() * 1000 + u64::from(d.subsec_millis())
+}
+
 /// Simulated wall-clock time: `s` seconds after the Unix epoch.
 pub fn at(s: u64) -> SystemTime {
     at_ms(s * 1000)
