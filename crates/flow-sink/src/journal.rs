@@ -65,7 +65,7 @@ use std::{
 use bincode::Options;
 use flow_batch::{
     Chunk, Window,
-    wire::{BatchId, ChunkEncoder, InstanceId},
+    wire::{BatchId, ChunkEncoder, InstanceId, encode_record},
 };
 use flow_capture::FlowRecord;
 use serde::{Deserialize, Serialize};
@@ -511,13 +511,13 @@ impl RecordJournal {
     pub fn append(&mut self, record: &FlowRecord) -> Result<(), SinkError> {
         self.scratch.clear();
         self.scratch.push(KIND_RECORD);
-        options()
-            .serialize_into(&mut self.scratch, record)
-            .map_err(|source| SinkError::JournalEncode {
-                local: record.local,
-                remote: record.remote,
-                source,
-            })?;
+        // The wire format's record writer: the same bytes as bincode with `options()`,
+        // written field by field.
+        encode_record(record, &mut self.scratch).map_err(|source| SinkError::JournalEncode {
+            local: record.local,
+            remote: record.remote,
+            source,
+        })?;
         let fp = fingerprint(record);
         let at = self.write_scratch_record()?;
         self.add_pending(fp, at);
