@@ -23,7 +23,7 @@ use std::{
 use async_trait::async_trait;
 use clap::Parser;
 use flowexporter::{
-    batch::{BatchConfig, Chunk, MinuteBatcher, wire::InstanceId},
+    batch::{BatchConfig, Chunk, MinuteBatcher, NO_TAG, wire::InstanceId},
     capture::{AsyncFlowReader, FlowCaptureBuilder, FlowRecord},
     sink::{CollectorConfig, CollectorSink, FlowSink, JournalConfig, RecordJournal, SinkError},
 };
@@ -86,12 +86,17 @@ struct Pipeline {
 
 impl Pipeline {
     fn push(&mut self, record: FlowRecord) {
-        if let Some(journal) = &mut self.journal
-            && let Err(e) = journal.append(&record)
-        {
-            eprintln!("not journaled: {e}");
-        }
-        if let Err(e) = self.batcher.push(record, SystemTime::now()) {
+        // The journal position rides along with the record as its tag, so that the
+        // journal knows a chunk's records without searching for them.
+        let tag = match self.journal.as_mut().map(|j| j.append_tagged(&record)) {
+            Some(Ok(at)) => at,
+            Some(Err(e)) => {
+                eprintln!("not journaled: {e}");
+                NO_TAG
+            }
+            None => NO_TAG,
+        };
+        if let Err(e) = self.batcher.push_tagged(record, tag, SystemTime::now()) {
             eprintln!("record refused: {e}");
         }
     }

@@ -9,7 +9,7 @@ use std::{
 use flow_capture::FlowRecord;
 
 use crate::{
-    chunk::Chunk,
+    chunk::{Chunk, NO_TAG},
     config::BatchConfig,
     counters::BatchCounters,
     error::BatchError,
@@ -112,6 +112,9 @@ struct OpenWindow {
     window: Window,
     next_index: u32,
     records: Vec<FlowRecord>,
+    /// `records[i]`'s tag ([`MinuteBatcher::push_tagged`]); empty while no record of
+    /// the current chunk was tagged.
+    tags: Vec<u64>,
     bytes: usize,
 }
 
@@ -150,6 +153,19 @@ impl MinuteBatcher {
     /// cannot be encoded (a time before the Unix epoch); that record is counted in
     /// `records_rejected` and handed back inside the error.
     pub fn push(&mut self, record: FlowRecord, now: SystemTime) -> Result<(), BatchError> {
+        self.push_tagged(record, NO_TAG, now)
+    }
+
+    /// Adds a record with a tag of the caller's that comes out with it in
+    /// [`Chunk::tags`] (e.g. where the record lies in a write-ahead journal, so that
+    /// a chunk can be matched to its records' positions without searching); otherwise
+    /// as [`push`](MinuteBatcher::push).
+    pub fn push_tagged(
+        &mut self,
+        record: FlowRecord,
+        tag: u64,
+        now: SystemTime,
+    ) -> Result<(), BatchError> {
         let now = self.advance(now);
         self.counters.records_in += 1;
         let size = match wire::encoded_record_len(&record) {
@@ -161,7 +177,14 @@ impl MinuteBatcher {
         // The record goes into its window here rather than through a helper: moving
         // the large `FlowRecord` into each call cost a copy.
         let w = &mut self.open[i];
+        if tag != NO_TAG && w.tags.len() < w.records.len() {
+            // The first tagged record of this chunk: the untagged ones before it.
+            w.tags.resize(w.records.len(), NO_TAG);
+        }
         w.records.push(record);
+        if tag != NO_TAG || !w.tags.is_empty() {
+            w.tags.push(tag);
+        }
         w.bytes += size;
         if w.records.len() >= self.config.max_records || w.bytes >= self.config.max_bytes {
             let chunk = self.split(i);
@@ -311,6 +334,7 @@ impl MinuteBatcher {
                         window: target,
                         next_index: 0,
                         records: Vec::new(),
+                        tags: Vec::new(),
                         bytes: 0,
                     },
                 );
@@ -331,16 +355,20 @@ impl MinuteBatcher {
         // The next chunk of a busy window is likely as large as this one.
         let capacity = w.records.len();
         let records = mem::replace(&mut w.records, Vec::with_capacity(capacity));
+        let tag_capacity = w.tags.len();
+        let tags = mem::replace(&mut w.tags, Vec::with_capacity(tag_capacity));
         let bytes = mem::take(&mut w.bytes);
         let index = w.next_index;
         w.next_index += 1;
         self.counters.chunks_split += 1;
-        let chunk = Chunk::new(w.window, index, 0, false, records);
+        let mut chunk = Chunk::new(w.window, index, 0, false, records);
+        chunk.tags = tags;
         (chunk, bytes)
     }
 
     fn close(&mut self, w: OpenWindow) {
-        let chunk = Chunk::new(w.window, w.next_index, 0, true, w.records);
+        let mut chunk = Chunk::new(w.window, w.next_index, 0, true, w.records);
+        chunk.tags = w.tags;
         self.emit((chunk, w.bytes));
     }
 

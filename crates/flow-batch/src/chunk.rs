@@ -29,7 +29,14 @@ pub struct Chunk {
     pub last: bool,
     /// The records, in the order they were pushed.
     pub records: Vec<FlowRecord>,
+    /// The tags given with the records ([`MinuteBatcher::push_tagged`](crate::MinuteBatcher::push_tagged)):
+    /// `tags[i]` is `records[i]`'s, [`NO_TAG`] for a record pushed without one. Empty
+    /// when no record of the chunk was tagged. Not part of the wire format.
+    pub tags: Vec<u64>,
 }
+
+/// The tag of a record pushed without one (see [`Chunk::tags`]).
+pub const NO_TAG: u64 = u64::MAX;
 
 impl Chunk {
     /// A chunk built by hand (for tests, replays or custom batching).
@@ -46,6 +53,7 @@ impl Chunk {
             sequence,
             last,
             records,
+            tags: Vec::new(),
         }
     }
 }

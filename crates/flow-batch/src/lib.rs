@@ -49,7 +49,7 @@ mod window;
 pub mod wire;
 
 pub use batcher::MinuteBatcher;
-pub use chunk::Chunk;
+pub use chunk::{Chunk, NO_TAG};
 pub use config::BatchConfig;
 pub use counters::BatchCounters;
 pub use error::BatchError;

@@ -494,3 +494,50 @@ fn config_validation_names_the_bad_key() {
             .is_ok()
     );
 }
+
+#[test]
+fn tags_come_out_with_their_records_across_windows_splits_and_untagged_pushes() {
+    // Record limit 3, so windows split; the tag of each record is its port plus 1000,
+    // except every fifth record, which is pushed without a tag.
+    let mut b = batcher(config().with_max_records(3));
+    let mut rng = Rng::new(7);
+    for port in 1..=60u16 {
+        // Close times spread over three windows, some of them late.
+        let t = at_ms(10_000 + rng.below(15_000));
+        let now = at(20);
+        let pushed = if port % 5 == 0 {
+            b.push(record(t, port), now)
+        } else {
+            b.push_tagged(record(t, port), 1000 + u64::from(port), now)
+        };
+        pushed.expect("push");
+    }
+    b.flush(at(20));
+    let chunks = drain(&mut b);
+    let mut seen = 0;
+    for chunk in &chunks {
+        let expected: Vec<u64> = ports(chunk)
+            .iter()
+            .map(|&p| {
+                if p % 5 == 0 {
+                    flow_batch::NO_TAG
+                } else {
+                    1000 + u64::from(p)
+                }
+            })
+            .collect();
+        if expected.iter().all(|&t| t == flow_batch::NO_TAG) {
+            assert!(chunk.tags.is_empty(), "{chunk:?}");
+        } else {
+            assert_eq!(chunk.tags, expected, "{chunk:?}");
+        }
+        seen += chunk.records.len();
+    }
+    // Late records go to the current window with their tags; none is lost.
+    assert_eq!(seen, 60);
+    assert!(b.counters().records_late > 0, "some records were late");
+    assert!(
+        chunks.iter().any(|c| !c.last),
+        "the limit split some window"
+    );
+}

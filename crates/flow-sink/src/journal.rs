@@ -33,11 +33,14 @@
 //! - an intent with its done mark is forgotten.
 //!
 //! So nothing is lost but what had not been synced, and nothing is duplicated under a
-//! new batch ID. The journal finds a chunk's records by content (a hash of each
-//! record's encoding, in append order): identical records are interchangeable, so
-//! matching by content is exact. It only keeps, in memory, a 64-bit hash and a
-//! position for each record not yet in an intent (bounded by the batcher's open
-//! windows), and per chunk in flight its positions.
+//! new batch ID. A chunk's records' positions come with the chunk when they were
+//! appended with [`RecordJournal::append_tagged`] and batched with
+//! [`MinuteBatcher::push_tagged`](flow_batch::MinuteBatcher::push_tagged) (the
+//! exporter's path). Otherwise the journal finds them by content (a 64-bit fingerprint
+//! of each record's fields, in append order): records that agree on every field it
+//! covers are interchangeable, so matching by content is exact; it keeps, in memory, a
+//! fingerprint and a position for each such record not yet in an intent (bounded by
+//! the batcher's open windows), and per chunk in flight its positions.
 //!
 //! # Files
 //!
@@ -64,7 +67,7 @@ use std::{
 
 use bincode::Options;
 use flow_batch::{
-    Chunk, Window,
+    Chunk, NO_TAG, Window,
     wire::{BatchId, ChunkEncoder, InstanceId, encode_record},
 };
 use flow_capture::FlowRecord;
@@ -505,10 +508,29 @@ impl RecordJournal {
     }
 
     /// Appends a captured record (buffered: it is durable after the next sync).
+    /// [`begin_chunk`](RecordJournal::begin_chunk) finds it again by its fields.
     ///
     /// Fails for a record the wire format cannot carry either (a time before the Unix
     /// epoch): such a record is not journaled.
     pub fn append(&mut self, record: &FlowRecord) -> Result<(), SinkError> {
+        let at = self.write_record(record)?;
+        self.add_pending(fingerprint(record), at);
+        self.rotate_if_full()
+    }
+
+    /// Appends a captured record, as [`append`](RecordJournal::append), and returns
+    /// its position in the journal, to be given as the record's tag to
+    /// [`MinuteBatcher::push_tagged`](flow_batch::MinuteBatcher::push_tagged):
+    /// [`begin_chunk`](RecordJournal::begin_chunk) then takes the chunk's records'
+    /// positions from [`Chunk::tags`] instead of searching for each record.
+    pub fn append_tagged(&mut self, record: &FlowRecord) -> Result<u64, SinkError> {
+        let at = self.write_record(record)?;
+        self.pending_count += 1;
+        self.rotate_if_full()?;
+        Ok(at)
+    }
+
+    fn write_record(&mut self, record: &FlowRecord) -> Result<Lsn, SinkError> {
         self.scratch.clear();
         self.scratch.push(KIND_RECORD);
         // The wire format's record writer: the same bytes as bincode with `options()`,
@@ -518,9 +540,10 @@ impl RecordJournal {
             remote: record.remote,
             source,
         })?;
-        let fp = fingerprint(record);
-        let at = self.write_scratch_record()?;
-        self.add_pending(fp, at);
+        self.write_scratch_record()
+    }
+
+    fn rotate_if_full(&mut self) -> Result<(), SinkError> {
         if self.active.bytes >= self.config.segment_max_bytes {
             self.rotate()?;
         }
@@ -587,8 +610,18 @@ impl RecordJournal {
             return Ok(id);
         }
         let mut lsns = Vec::with_capacity(chunk.records.len());
-        for record in &chunk.records {
-            match self.take_pending(fingerprint(record)) {
+        for (i, record) in chunk.records.iter().enumerate() {
+            // Tagged by `append_tagged`: the position itself. Otherwise (untagged, or
+            // recovered and journaled again at open) found by the record's fields.
+            let tagged = chunk.tags.get(i).copied().filter(|&t| t != NO_TAG);
+            let found = match tagged {
+                Some(at) => {
+                    self.pending_count = self.pending_count.saturating_sub(1);
+                    Some(at)
+                }
+                None => self.take_pending(fingerprint(record)),
+            };
+            match found {
                 Some(at) => lsns.push(at),
                 None => self.counters.records_unmatched += 1,
             }

@@ -159,6 +159,35 @@ fn chunks_in_flight_come_back_with_their_batch_id() {
 }
 
 #[test]
+fn tagged_chunks_name_their_records_positions() {
+    // The exporter's path: positions from append_tagged ride along as chunk tags.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut journal, _) = open(dir.path(), 7);
+    let positions: Vec<u64> = (0..30)
+        .map(|n| journal.append_tagged(&record(n)).expect("append"))
+        .collect();
+    assert_eq!(journal.counters().pending_records, 30);
+    let tagged = |index, first: usize| {
+        let mut c = chunk(index, first as u64, 10);
+        c.tags = positions[first..first + 10].to_vec();
+        c
+    };
+    let (a, b) = (tagged(0, 0), tagged(1, 10));
+    let id_a = journal.begin_chunk(&a).expect("begin");
+    journal.end_chunk(&id_a).expect("end");
+    let id_b = journal.begin_chunk(&b).expect("begin");
+    let c = journal.counters();
+    assert_eq!((c.records_unmatched, c.pending_records), (0, 10));
+    crash(journal);
+
+    let (_journal, recovered) = open(dir.path(), 8);
+    assert_eq!(recovered.chunks.len(), 1);
+    assert_eq!(recovered.chunks[0].batch_id(), id_b);
+    assert_eq!(recovered.chunks[0].chunk.records, b.records);
+    assert_eq!(numbers(&recovered.records), (20..30).collect::<Vec<_>>());
+}
+
+#[test]
 fn identical_records_are_matched_one_for_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut journal, _) = open(dir.path(), 1);

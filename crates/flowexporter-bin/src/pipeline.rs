@@ -3,7 +3,7 @@
 
 use std::time::{Instant, SystemTime};
 
-use flow_batch::MinuteBatcher;
+use flow_batch::{MinuteBatcher, NO_TAG};
 use flow_capture::FlowRecord;
 use flow_sink::{CollectorSink, FlowSink, RecordJournal, SinkError};
 
@@ -24,17 +24,30 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Journals a record and hands it to the batcher.
-    pub fn push(&mut self, record: FlowRecord) {
-        if let Err(e) = self.journal.append(&record) {
-            self.warnings.warn(|| format!("record not journaled: {e}"));
+    /// Journals records read together and hands them to the batcher, each tagged with
+    /// its journal position (so that the chunk it ends up in names its records'
+    /// positions directly). The records of one read share one clock reading.
+    pub fn push_all(&mut self, records: impl IntoIterator<Item = FlowRecord>) {
+        let now = SystemTime::now();
+        for record in records {
+            match self.journal.append_tagged(&record) {
+                Ok(at) => self.batch(record, at, now),
+                Err(e) => {
+                    self.warnings.warn(|| format!("record not journaled: {e}"));
+                    self.batch(record, NO_TAG, now);
+                }
+            }
         }
-        self.push_journaled(record);
     }
 
-    /// Hands an already journaled record (recovered after a restart) to the batcher.
+    /// Hands an already journaled record (recovered after a restart) to the batcher;
+    /// the journal finds it again by its fields.
     pub fn push_journaled(&mut self, record: FlowRecord) {
-        if let Err(e) = self.batcher.push(record, SystemTime::now()) {
+        self.batch(record, NO_TAG, SystemTime::now());
+    }
+
+    fn batch(&mut self, record: FlowRecord, tag: u64, now: SystemTime) {
+        if let Err(e) = self.batcher.push_tagged(record, tag, now) {
             self.refused += 1;
             self.warnings
                 .warn(|| format!("record refused by the batcher: {e}"));

@@ -319,9 +319,7 @@ async fn capture_loop(
             _ = stop.wait() => break,
         };
         resolver.resolve_all(&mut batch);
-        for record in batch.drain(..) {
-            pipeline.push(record);
-        }
+        pipeline.push_all(batch.drain(..));
         if hup {
             reloader.reload(&mut resolver, Some(&pipeline.sink));
         }
@@ -344,9 +342,7 @@ async fn capture_loop(
     drop(capture);
     reader.drain(&mut batch);
     resolver.resolve_all(&mut batch);
-    for record in batch.drain(..) {
-        pipeline.push(record);
-    }
+    pipeline.push_all(batch.drain(..));
     tracing::info!(
         lost_in_kernel = kernel.lost(),
         identity = ?resolver.counters(),
