@@ -30,7 +30,7 @@ pub const EXAMPLE: &str = r#"# flowexporter configuration (TOML). Every key is o
 
 [capture]
 ring_size = 4194304          # bytes; a power of two, multiple of the page size
-poll_ms = 50                 # drain interval when the kernel has not woken the reader
+poll_ms = 200                # drain interval when the kernel has not woken the reader
 
 [identity]
 pin_dir = "/sys/fs/bpf/flowexporter"   # where the identity maps are pinned
