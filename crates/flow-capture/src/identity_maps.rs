@@ -197,9 +197,11 @@ pub fn open_or_create_pinned(dir: &Path) -> Result<(MapData, MapData), CaptureEr
     if !ip_path.exists() || !connect_path.exists() {
         // Creating the kernel object's maps (without loading its programs) pins the
         // identity maps with exactly the definition the program uses; the other maps
-        // are made minimal and freed again.
+        // are made minimal and freed again. Creating maps needs no kernel BTF: the copy
+        // `EbpfLoader::new` parses (about 19 MB) is dropped at once.
         let mut loader = EbpfLoader::new();
         loader
+            .btf(None)
             .map_pin_path(IP_MAP.name, &ip_path)
             .map_pin_path(CONNECT_MAP.name, &connect_path)
             .map_max_entries("FLOW_EVENTS", 4096)

@@ -21,7 +21,8 @@
 //! ```
 //!
 //! The library changes nothing process-wide: it installs no logger, touches no rlimit and
-//! no signal handler. Detaching happens when the [`FlowCapture`] is dropped; a
+//! no signal handler (with glibc, loading returns the freed heap of parsing the kernel's
+//! BTF to the system with `malloc_trim`, a setting of nothing). Detaching happens when the [`FlowCapture`] is dropped; a
 //! [`FlowReader`] outlives it, so a caller can detach first and then drain every record
 //! already captured.
 

@@ -24,11 +24,8 @@ pub fn capture_and_identity(
             "no BPF filesystem at /sys/fs/bpf: the identity maps are not shared, so `flowexporter identity` cannot write them (mount -t bpf bpf /sys/fs/bpf)"
         ),
     }
+    // Loading hands the memory of parsing the kernel's BTF back to the system itself.
     let capture = builder.load().context("loading the flow tracer")?;
-    // Loading parsed the kernel's BTF twice (tens of MiB, freed by now): hand the freed
-    // heap back to the system so it does not stay in the exporter's resident set.
-    // SAFETY: malloc_trim has no preconditions.
-    unsafe { libc::malloc_trim(0) };
     let resolver = ReloadableResolver::new(args.identity_cert.as_deref(), args.identity_field);
     Ok((capture, resolver))
 }
