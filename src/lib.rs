@@ -16,3 +16,9 @@ pub use flow_batch as batch;
 pub use flow_capture as capture;
 pub use flow_identity as identity;
 pub use flow_sink as sink;
+
+/// The README's Rust examples, compiled as doctests so that the library user's quick
+/// start stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
