@@ -63,14 +63,24 @@ pub enum WhenFull {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SpoolConfig {
-    /// Most bytes of frames kept (the `corrupt/` and `rejected/` folders aside).
+    /// Most bytes of frames kept (the `corrupt/` and `rejected/` folders have their
+    /// own cap, [`set_aside_max_bytes`](SpoolConfig::set_aside_max_bytes)).
     /// Default [`DEFAULT_SPOOL_MAX_BYTES`].
     pub max_bytes: u64,
     /// What to do when a new frame does not fit.
     pub when_full: WhenFull,
     /// Limits applied when verifying a spooled frame.
     pub decode_limits: DecodeLimits,
+    /// Most bytes kept in `rejected/` and `corrupt/` together (frames and their
+    /// `.reason` notes); past it the oldest set-aside files are deleted and counted.
+    /// Default [`DEFAULT_SET_ASIDE_MAX_BYTES`].
+    pub set_aside_max_bytes: u64,
 }
+
+/// Default [`SpoolConfig::set_aside_max_bytes`]: 256 MiB. A collector that refuses
+/// every chunk (a misconfiguration) would otherwise fill the disk at the rate records
+/// are captured.
+pub const DEFAULT_SET_ASIDE_MAX_BYTES: u64 = 256 << 20;
 
 impl Default for SpoolConfig {
     fn default() -> SpoolConfig {
@@ -78,6 +88,7 @@ impl Default for SpoolConfig {
             max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             when_full: WhenFull::default(),
             decode_limits: DecodeLimits::default(),
+            set_aside_max_bytes: DEFAULT_SET_ASIDE_MAX_BYTES,
         }
     }
 }
@@ -98,6 +109,12 @@ impl SpoolConfig {
     /// Sets [`decode_limits`](SpoolConfig::decode_limits).
     pub fn with_decode_limits(mut self, limits: DecodeLimits) -> SpoolConfig {
         self.decode_limits = limits;
+        self
+    }
+
+    /// Sets [`set_aside_max_bytes`](SpoolConfig::set_aside_max_bytes).
+    pub fn with_set_aside_max_bytes(mut self, max_bytes: u64) -> SpoolConfig {
+        self.set_aside_max_bytes = max_bytes;
         self
     }
 }
@@ -127,6 +144,11 @@ pub struct SpoolCounters {
     pub rejected_files: u64,
     /// Files found in the spool when it was opened.
     pub files_recovered: u64,
+    /// Set-aside files (in `rejected/` or `corrupt/`, with their notes) deleted to
+    /// keep those folders under [`SpoolConfig::set_aside_max_bytes`].
+    pub set_aside_files_deleted: u64,
+    /// Gauge: bytes in `rejected/` and `corrupt/` now.
+    pub set_aside_bytes: u64,
     /// Gauge: files in the spool now.
     pub files: u64,
     /// Gauge: bytes in the spool now.
@@ -175,7 +197,17 @@ pub struct Spool {
     entries: VecDeque<Entry>,
     bytes: u64,
     next_order: u64,
+    /// Files in `rejected/` and `corrupt/`, oldest first.
+    set_aside: VecDeque<SetAside>,
+    set_aside_bytes: u64,
     counters: SpoolCounters,
+}
+
+/// A frame set aside in `rejected/` or `corrupt/`, with its `.reason` note if any.
+#[derive(Debug)]
+struct SetAside {
+    paths: Vec<PathBuf>,
+    bytes: u64,
 }
 
 impl Spool {
@@ -224,6 +256,8 @@ impl Spool {
         found.sort_by_key(|e| e.id);
         let next_order = found.last().map_or(0, |e| e.id.0 + 1);
         let bytes = found.iter().map(|e| e.bytes).sum();
+        let set_aside = scan_set_aside(&dir)?;
+        let set_aside_bytes = set_aside.iter().map(|s| s.bytes).sum();
         let mut spool = Spool {
             counters: SpoolCounters {
                 files_recovered: found.len() as u64,
@@ -234,7 +268,10 @@ impl Spool {
             entries: found.into(),
             bytes,
             next_order,
+            set_aside,
+            set_aside_bytes,
         };
+        spool.trim_set_aside()?;
         if !spool.entries.is_empty() {
             tracing::info!(
                 dir = %spool.dir.display(),
@@ -279,6 +316,7 @@ impl Spool {
         SpoolCounters {
             files: self.entries.len() as u64,
             bytes: self.bytes,
+            set_aside_bytes: self.set_aside_bytes,
             ..self.counters
         }
     }
@@ -374,6 +412,7 @@ impl Spool {
                     let dest = self.set_aside(CORRUPT_DIR, &path)?;
                     self.forget_front();
                     self.counters.corrupt_files += 1;
+                    self.track_set_aside(vec![dest.clone()])?;
                     tracing::warn!(
                         file = %path.display(),
                         moved_to = %dest.display(),
@@ -418,6 +457,7 @@ impl Spool {
         write_durably(&note, reason.as_bytes())?;
         self.forget(i);
         self.counters.rejected_files += 1;
+        self.track_set_aside(vec![dest.clone(), note])?;
         Ok(Some(dest))
     }
 
@@ -457,6 +497,41 @@ impl Spool {
         Ok(dest)
     }
 
+    /// Counts newly set-aside files and deletes the oldest while `rejected/` and
+    /// `corrupt/` hold more than their cap.
+    fn track_set_aside(&mut self, paths: Vec<PathBuf>) -> Result<(), SinkError> {
+        let bytes = paths
+            .iter()
+            .filter_map(|p| fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        self.set_aside.push_back(SetAside { paths, bytes });
+        self.set_aside_bytes += bytes;
+        self.trim_set_aside()
+    }
+
+    fn trim_set_aside(&mut self) -> Result<(), SinkError> {
+        while self.set_aside_bytes > self.config.set_aside_max_bytes {
+            let Some(oldest) = self.set_aside.pop_front() else {
+                break;
+            };
+            for path in &oldest.paths {
+                remove_file(path)?;
+            }
+            self.set_aside_bytes = self.set_aside_bytes.saturating_sub(oldest.bytes);
+            self.counters.set_aside_files_deleted += 1;
+            if let Some(frame) = oldest.paths.first() {
+                tracing::warn!(
+                    file = %frame.display(),
+                    bytes = oldest.bytes,
+                    cap = self.config.set_aside_max_bytes,
+                    "rejected/ and corrupt/ over their cap: oldest set-aside chunk deleted"
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn forget_front(&mut self) {
         self.forget(0);
     }
@@ -478,6 +553,45 @@ fn read_record_count(path: &Path, limits: &DecodeLimits) -> Option<u32> {
         .read_to_end(&mut head)
         .ok()?;
     decode_header(&head, limits).ok().map(|h| h.record_count)
+}
+
+/// The frames a previous run set aside in `rejected/` and `corrupt/`, with their
+/// notes, oldest (by modification time) first.
+fn scan_set_aside(dir: &Path) -> Result<VecDeque<SetAside>, SinkError> {
+    let mut found = Vec::new();
+    for sub in [REJECTED_DIR, CORRUPT_DIR] {
+        let sub_dir = dir.join(sub);
+        let read = match fs::read_dir(&sub_dir) {
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(SinkError::io("list", &sub_dir, e)),
+        };
+        for item in read {
+            let item = item.map_err(|e| SinkError::io("list", &sub_dir, e))?;
+            let path = item.path();
+            let meta = item
+                .metadata()
+                .map_err(|e| SinkError::io("stat", &path, e))?;
+            if !meta.is_file() || path.extension().is_some_and(|e| e == "reason") {
+                continue; // a note counts with its frame
+            }
+            let mut note = path.clone().into_os_string();
+            note.push(".reason");
+            let note = PathBuf::from(note);
+            let mut set_aside = SetAside {
+                paths: vec![path],
+                bytes: meta.len(),
+            };
+            if let Ok(note_meta) = fs::metadata(&note) {
+                set_aside.bytes += note_meta.len();
+                set_aside.paths.push(note);
+            }
+            let age = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            found.push((age, set_aside));
+        }
+    }
+    found.sort_by_key(|(age, _)| *age);
+    Ok(found.into_iter().map(|(_, s)| s).collect())
 }
 
 fn parse_order(name: &str) -> Option<u64> {

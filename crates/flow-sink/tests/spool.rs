@@ -55,6 +55,50 @@ fn full_spool_drops_the_oldest_and_counts_them() {
 }
 
 #[test]
+fn rejected_chunks_are_kept_under_their_own_cap_oldest_deleted_first() {
+    // A collector refusing every chunk must not fill the disk: rejected/ (frames and
+    // their notes) stays under set_aside_max_bytes, the oldest deleted and counted.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let frames = frames(1, 6, 20);
+    let biggest = frames.iter().map(Vec::len).max().expect("frames") as u64;
+    let cap = 3 * biggest + 3 * 64;
+    let config = SpoolConfig::default().with_set_aside_max_bytes(cap);
+    let mut spool = Spool::open(dir.path(), config.clone()).expect("spool");
+    for f in &frames {
+        let id = spool.push(f).expect("push");
+        spool.reject(id, "400 Bad Request").expect("reject");
+    }
+    let c = spool.counters();
+    assert_eq!(c.rejected_files, 6);
+    assert!(c.set_aside_files_deleted >= 3, "{c:?}");
+    assert!(c.set_aside_bytes <= cap, "{c:?}");
+    let rejected = spool_files(&dir.path().join("rejected"));
+    assert_eq!(rejected.len() as u64, 6 - c.set_aside_files_deleted);
+    let on_disk: u64 = fs::read_dir(dir.path().join("rejected"))
+        .expect("rejected dir")
+        .map(|e| e.expect("entry").metadata().expect("stat").len())
+        .sum();
+    assert_eq!(
+        on_disk, c.set_aside_bytes,
+        "notes counted with their frames"
+    );
+    // The newest were kept: the last frame's file is still there.
+    assert!(
+        rejected
+            .last()
+            .is_some_and(|n| n.starts_with("00000000000000000005"))
+    );
+    drop(spool);
+
+    // A restart picks the folder up again and keeps it under a lower cap.
+    let lower = SpoolConfig::default().with_set_aside_max_bytes(biggest + 64);
+    let spool = Spool::open(dir.path(), lower).expect("reopen");
+    let c = spool.counters();
+    assert_eq!(spool_files(&dir.path().join("rejected")).len(), 1);
+    assert!(c.set_aside_bytes <= biggest + 64, "{c:?}");
+}
+
+#[test]
 fn full_spool_can_refuse_the_newest_instead() {
     let dir = tempfile::tempdir().expect("tempdir");
     let frames = frames(1, 4, 20);

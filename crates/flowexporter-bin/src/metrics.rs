@@ -332,6 +332,16 @@ pub fn render(s: &Snapshot) -> String {
                 "Spool files that failed verification (moved aside).",
                 sp.corrupt_files,
             );
+            o.gauge(
+                "flowexporter_spool_set_aside_bytes",
+                "Bytes in the spool's rejected/ and corrupt/ folders.",
+                sp.set_aside_bytes,
+            );
+            o.counter(
+                "flowexporter_spool_set_aside_deleted_files_total",
+                "Rejected or corrupt chunks deleted to keep those folders under their cap.",
+                sp.set_aside_files_deleted,
+            );
         }
     }
     if let Some(j) = &s.journal {
