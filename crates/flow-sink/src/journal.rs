@@ -515,7 +515,7 @@ impl RecordJournal {
     pub fn append(&mut self, record: &FlowRecord) -> Result<(), SinkError> {
         let at = self.write_record(record)?;
         self.add_pending(fingerprint(record), at);
-        self.rotate_if_full()
+        Ok(())
     }
 
     /// Appends a captured record, as [`append`](RecordJournal::append), and returns
@@ -526,11 +526,15 @@ impl RecordJournal {
     pub fn append_tagged(&mut self, record: &FlowRecord) -> Result<u64, SinkError> {
         let at = self.write_record(record)?;
         self.pending_count += 1;
-        self.rotate_if_full()?;
         Ok(at)
     }
 
+    /// Writes a record into the active segment, starting a new segment first when the
+    /// active one is full: an error means the record was not written (a failed
+    /// rotation after the write would leave a journaled record its caller believes
+    /// lost, and send it twice after a restart).
     fn write_record(&mut self, record: &FlowRecord) -> Result<Lsn, SinkError> {
+        self.rotate_if_full()?;
         self.scratch.clear();
         self.scratch.push(KIND_RECORD);
         // The wire format's record writer: the same bytes as bincode with `options()`,

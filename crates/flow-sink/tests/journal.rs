@@ -188,6 +188,43 @@ fn tagged_chunks_name_their_records_positions() {
 }
 
 #[test]
+fn a_failed_append_journals_nothing() {
+    // The next segment cannot be created (a directory is in its way): the append that
+    // needs it fails, and that record must not be in the journal, or it would come
+    // back after a restart although its caller sent it on unjournaled.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = JournalConfig::default().with_segment_max_bytes(4096);
+    let (mut journal, _) =
+        RecordJournal::open(dir.path(), HOST, InstanceId::new(1), config).expect("open");
+    let first = segments(dir.path());
+    let current = first[0]
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse::<u64>().ok())
+        .expect("segment number");
+    let next = dir.path().join(format!("{:020}.wal", current + 1));
+    fs::create_dir(&next).expect("block the next segment");
+    let mut written = 0;
+    let failed = loop {
+        match journal.append_tagged(&record(written)) {
+            Ok(_) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written < 1_000, "the segment never filled");
+    };
+    assert!(failed.to_string().contains("create"), "{failed}");
+    journal.sync().expect("sync");
+    crash(journal);
+    fs::remove_dir(&next).expect("unblock");
+    let (_journal, recovered) = open(dir.path(), 2);
+    assert_eq!(
+        numbers(&recovered.records),
+        (0..written).collect::<Vec<_>>(),
+        "exactly the records whose append succeeded"
+    );
+}
+
+#[test]
 fn identical_records_are_matched_one_for_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut journal, _) = open(dir.path(), 1);
