@@ -15,7 +15,11 @@ use crate::window::Window;
 /// after its own window had closed (late); one whose `t_end` lies after it carried a
 /// clock too far ahead (future). Both are counted in
 /// [`BatchCounters`](crate::BatchCounters).
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Two chunks are equal when their window, position, sequence, `last` flag and records
+/// are: the [`tags`](Chunk::tags) are the caller's and not part of the wire format, so a
+/// tagged chunk equals its own decoded frame.
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Chunk {
     /// The window the chunk belongs to.
@@ -34,6 +38,18 @@ pub struct Chunk {
     /// when no record of the chunk was tagged. Not part of the wire format.
     pub tags: Vec<u64>,
 }
+
+impl PartialEq for Chunk {
+    fn eq(&self, other: &Chunk) -> bool {
+        self.window == other.window
+            && self.index == other.index
+            && self.sequence == other.sequence
+            && self.last == other.last
+            && self.records == other.records
+    }
+}
+
+impl Eq for Chunk {}
 
 /// The tag of a record pushed without one (see [`Chunk::tags`]).
 pub const NO_TAG: u64 = u64::MAX;

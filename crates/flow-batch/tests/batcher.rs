@@ -535,6 +535,14 @@ fn tags_come_out_with_their_records_across_windows_splits_and_untagged_pushes() 
     }
     // Late records go to the current window with their tags; none is lost.
     assert_eq!(seen, 60);
+    // Tags are the caller's, not part of a chunk's identity (nor of the wire format).
+    let tagged = chunks
+        .iter()
+        .find(|c| !c.tags.is_empty())
+        .expect("a tagged chunk");
+    let mut untagged = tagged.clone();
+    untagged.tags.clear();
+    assert_eq!(*tagged, untagged);
     assert!(b.counters().records_late > 0, "some records were late");
     assert!(
         chunks.iter().any(|c| !c.last),

@@ -271,7 +271,7 @@ impl Spool {
             set_aside,
             set_aside_bytes,
         };
-        spool.trim_set_aside()?;
+        spool.trim_set_aside();
         if !spool.entries.is_empty() {
             tracing::info!(
                 dir = %spool.dir.display(),
@@ -498,8 +498,18 @@ impl Spool {
     }
 
     /// Counts newly set-aside files and deletes the oldest while `rejected/` and
-    /// `corrupt/` hold more than their cap.
+    /// `corrupt/` hold more than their cap. A file set aside under a name already
+    /// there (a chunk replayed after a restart) replaced the earlier one: that entry is
+    /// forgotten, not counted twice.
     fn track_set_aside(&mut self, paths: Vec<PathBuf>) -> Result<(), SinkError> {
+        if let Some(i) = self
+            .set_aside
+            .iter()
+            .position(|s| s.paths.first() == paths.first())
+            && let Some(old) = self.set_aside.remove(i)
+        {
+            self.set_aside_bytes = self.set_aside_bytes.saturating_sub(old.bytes);
+        }
         let bytes = paths
             .iter()
             .filter_map(|p| fs::metadata(p).ok())
@@ -507,29 +517,39 @@ impl Spool {
             .sum();
         self.set_aside.push_back(SetAside { paths, bytes });
         self.set_aside_bytes += bytes;
-        self.trim_set_aside()
+        self.trim_set_aside();
+        Ok(())
     }
 
-    fn trim_set_aside(&mut self) -> Result<(), SinkError> {
+    /// Deletes the oldest set-aside files while over the cap. A file that cannot be
+    /// deleted stops the trimming (logged; tried again next time) rather than failing
+    /// the spool operation that set something aside, or the spool's start.
+    fn trim_set_aside(&mut self) {
         while self.set_aside_bytes > self.config.set_aside_max_bytes {
-            let Some(oldest) = self.set_aside.pop_front() else {
+            let Some(oldest) = self.set_aside.front() else {
                 break;
             };
-            for path in &oldest.paths {
-                remove_file(path)?;
+            if let Some(e) = oldest.paths.iter().find_map(|p| remove_file(p).err()) {
+                tracing::warn!(
+                    error = %e,
+                    "rejected/ and corrupt/ over their cap, and the oldest file could not be deleted"
+                );
+                break;
             }
-            self.set_aside_bytes = self.set_aside_bytes.saturating_sub(oldest.bytes);
+            let bytes = oldest.bytes;
+            let frame = oldest.paths.first().cloned();
+            self.set_aside.pop_front();
+            self.set_aside_bytes = self.set_aside_bytes.saturating_sub(bytes);
             self.counters.set_aside_files_deleted += 1;
-            if let Some(frame) = oldest.paths.first() {
+            if let Some(frame) = frame {
                 tracing::warn!(
                     file = %frame.display(),
-                    bytes = oldest.bytes,
+                    bytes,
                     cap = self.config.set_aside_max_bytes,
                     "rejected/ and corrupt/ over their cap: oldest set-aside chunk deleted"
                 );
             }
         }
-        Ok(())
     }
 
     fn forget_front(&mut self) {
