@@ -126,13 +126,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A new instance per run: sequence numbers restart at 0, batch IDs never repeat.
     let instance = InstanceId::random();
 
-    let lateness = Duration::from_secs(2).min(args.window / 2);
-    let batcher = MinuteBatcher::new(
-        BatchConfig::default()
-            .with_window(args.window)
-            .with_allowed_lateness(lateness)
-            .with_max_future_skew(lateness),
-    )?;
+    let batcher = MinuteBatcher::new(BatchConfig::for_window(args.window))?;
     let collector = match &args.collector {
         Some(url) => Some(Arc::new(CollectorSink::start(
             CollectorConfig::new(url, &host, instance).with_spool_dir(&args.spool_dir),

@@ -73,6 +73,15 @@ impl Default for BatchConfig {
 }
 
 impl BatchConfig {
+    /// The defaults with `window`, and the allowed lateness and future skew at most
+    /// half of it (their defaults otherwise), so that any window from 1 s validates.
+    pub fn for_window(window: Duration) -> BatchConfig {
+        BatchConfig::default()
+            .with_window(window)
+            .with_allowed_lateness(DEFAULT_ALLOWED_LATENESS.min(window / 2))
+            .with_max_future_skew(DEFAULT_MAX_FUTURE_SKEW.min(window / 2))
+    }
+
     /// Sets [`window`](BatchConfig::window). A window of 2 s or less also needs a
     /// shorter `allowed_lateness` and `max_future_skew` than the defaults.
     pub fn with_window(mut self, window: Duration) -> BatchConfig {

@@ -496,6 +496,27 @@ fn config_validation_names_the_bad_key() {
 }
 
 #[test]
+fn a_config_for_any_window_from_one_second_validates() {
+    for secs in [1, 2, 3, 5, 60, 3600] {
+        let config = BatchConfig::for_window(Duration::from_secs(secs));
+        assert!(config.validate().is_ok(), "{config:?}");
+        assert_eq!(config.window, Duration::from_secs(secs));
+    }
+    let one = BatchConfig::for_window(Duration::from_secs(1));
+    assert_eq!(one.allowed_lateness, Duration::from_millis(500));
+    // Long windows keep the default lateness and skew.
+    let minute = BatchConfig::for_window(Duration::from_secs(60));
+    assert_eq!(
+        minute.allowed_lateness,
+        BatchConfig::default().allowed_lateness
+    );
+    assert_eq!(
+        minute.max_future_skew,
+        BatchConfig::default().max_future_skew
+    );
+}
+
+#[test]
 fn tags_come_out_with_their_records_across_windows_splits_and_untagged_pushes() {
     // Record limit 3, so windows split; the tag of each record is its port plus 1000,
     // except every fifth record, which is pushed without a tag.

@@ -195,14 +195,8 @@ async fn to_collector(
     let host = host_id(&args);
     // A new instance per start: batch IDs (host, instance, sequence) never repeat.
     let instance = InstanceId::random();
-    let lateness = Duration::from_secs(2).min(args.window / 2);
-    let batcher = MinuteBatcher::new(
-        BatchConfig::default()
-            .with_window(args.window)
-            .with_allowed_lateness(lateness)
-            .with_max_future_skew(lateness),
-    )
-    .context("batch configuration")?;
+    let batcher =
+        MinuteBatcher::new(BatchConfig::for_window(args.window)).context("batch configuration")?;
     let config = CollectorConfig::new(&url, &host, instance)
         .with_spool_dir(&args.spool_dir)
         .with_spool(SpoolConfig::default().with_max_bytes(args.spool_max_bytes))
