@@ -38,7 +38,7 @@ pub use sink::FlowSink;
 pub use spool::{Spool, SpoolConfig, SpoolCounters, WhenFull};
 
 /// `error` and its sources, joined with `: ` (for log lines).
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

@@ -15,6 +15,7 @@ use flow_capture::{
     FlowCaptureBuilder, KernelVersion, MIN_KERNEL, UnattributedReason, identity_maps,
 };
 use flow_identity::{CertificateIdentity, IdentityError, IdentityField};
+use flow_sink::error_chain;
 
 use crate::cli::{CertField, CheckArgs};
 
@@ -189,18 +190,6 @@ fn print_table(w: &mut impl Write, outcomes: &[CheckOutcome]) -> io::Result<()> 
         )?;
     }
     w.flush()
-}
-
-/// An error and its sources, one after the other.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn kernel_version() -> CheckOutcome {
