@@ -25,6 +25,7 @@ mod json_sink;
 pub mod retry;
 mod sink;
 pub mod spool;
+pub mod state_dir;
 
 pub use collector_sink::{
     CHUNK_CONTENT_TYPE, CHUNKS_PATH, ClientTls, CollectorConfig, CollectorCounters, CollectorSink,
