@@ -146,13 +146,14 @@ pub enum CaptureError {
         #[source]
         source: aya::maps::MapError,
     },
-    /// A workload ID that cannot be stored: empty, longer than 64 bytes, or with a NUL.
+    /// A workload ID that cannot be stored: empty, longer than 64 bytes, or with a NUL
+    /// or another control character. The ID is shown escaped (`{id:?}`), never raw.
     #[error("invalid workload ID {id:?}: {reason}")]
     InvalidWorkloadId {
         /// The ID as given.
         id: String,
         /// What is wrong with it.
-        reason: &'static str,
+        reason: crate::record::WorkloadIdProblem,
     },
     /// The reader was already taken from this capture.
     #[error("the flow reader of this capture was already taken")]

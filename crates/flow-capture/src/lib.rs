@@ -54,6 +54,6 @@ pub use object::{KERNEL_OBJECT, kernel_object_id};
 pub use preflight::{KernelVersion, MIN_KERNEL};
 pub use reader::FlowReader;
 pub use record::{
-    CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
-    WorkloadId,
+    CloseReason, Direction, FlowRecord, IdentitySource, InvalidWorkloadValue, SocketStats,
+    TcpState, UnattributedReason, WorkloadId, WorkloadIdProblem,
 };

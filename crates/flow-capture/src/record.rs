@@ -166,14 +166,109 @@ pub struct SocketStats {
 }
 
 /// A workload identity: who owned the local address of a flow. UTF-8, 1 to 64 bytes,
-/// no NUL. Deserializing validates too, so a decoded record cannot smuggle in an ID
-/// that could not have been written.
+/// no NUL and no other control character (C0, DEL, C1: Unicode's `Cc`), so an ID can
+/// be printed to a terminal or a log as it is. Deserializing validates too, so a
+/// decoded record cannot smuggle in an ID that could not have been written.
 ///
 /// The text is shared (`Arc<str>`): cloning an ID, as every record of the same
 /// workload does, neither allocates nor copies, and the IDs decoded from kernel
 /// records are interned per thread (see [`FlowRecord::from_raw`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct WorkloadId(Arc<str>);
+
+/// What makes a workload ID, or a workload value found in an identity map, invalid.
+/// Positions are byte offsets from the start of the ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkloadIdProblem {
+    /// The ID is empty.
+    #[error("it is empty")]
+    Empty,
+    /// The ID is longer than [`WORKLOAD_ID_MAX`] bytes.
+    #[error("it is {len} bytes long, more than the {max} allowed", max = WORKLOAD_ID_MAX)]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The ID contains a NUL byte (in a map value: a NUL followed by more bytes
+    /// than NUL padding).
+    #[error("it contains a NUL byte at byte {at}")]
+    Nul {
+        /// Offset of the NUL.
+        at: usize,
+    },
+    /// The ID contains a control character (ESC, newline, DEL, a C1 control, ...).
+    #[error("it contains the control character U+{code:04X} at byte {at}", code = u32::from(*ch))]
+    ControlCharacter {
+        /// Offset of the character's first byte.
+        at: usize,
+        /// The character.
+        ch: char,
+    },
+    /// A map value is not UTF-8.
+    #[error("it is not UTF-8 (invalid byte at byte {at})")]
+    NotUtf8 {
+        /// Offset of the first byte that is not part of valid UTF-8.
+        at: usize,
+    },
+}
+
+/// A workload value found in an identity map (or a kernel record) that is not a valid
+/// workload ID: what it holds, and why it is refused. Its [`Display`](fmt::Display)
+/// shows the value escaped, so a value written by another tool can never put control
+/// characters on a terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvalidWorkloadValue {
+    value: WorkloadValue,
+    problem: WorkloadIdProblem,
+}
+
+impl InvalidWorkloadValue {
+    /// Why the value is not a valid workload ID.
+    pub fn problem(&self) -> WorkloadIdProblem {
+        self.problem
+    }
+
+    /// The value's bytes, without its trailing NUL padding.
+    pub fn bytes(&self) -> &[u8] {
+        let len = self
+            .value
+            .id
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |last| last + 1);
+        &self.value.id[..len]
+    }
+
+    /// The value as printable ASCII-safe text, without quotes: UTF-8 text escaped as
+    /// Rust's `escape_debug` does (`\u{1b}`, `\n`, `\0`, ...), every byte that is not
+    /// UTF-8 as `\xNN`.
+    pub fn escaped(&self) -> String {
+        escape_bytes(self.bytes())
+    }
+}
+
+impl fmt::Display for InvalidWorkloadValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\": {}", self.escaped(), self.problem)
+    }
+}
+
+/// `bytes` escaped for a terminal: valid UTF-8 with `escape_debug`, the rest as `\xNN`.
+fn escape_bytes(bytes: &[u8]) -> String {
+    use fmt::Write;
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            // `escape_debug` leaves printable characters (ü, €) alone.
+            let _ = write!(out, "{}", c.escape_debug());
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
 
 impl TryFrom<String> for WorkloadId {
     type Error = CaptureError;
@@ -193,18 +288,43 @@ impl WorkloadId {
     /// Validates an identity string.
     pub fn new(id: impl Into<String>) -> Result<WorkloadId, CaptureError> {
         let id = id.into();
-        match invalid_reason(&id) {
+        match problem(&id) {
             Some(reason) => Err(CaptureError::InvalidWorkloadId { id, reason }),
             None => Ok(WorkloadId(Arc::from(id))),
         }
     }
 
-    /// Decodes a map or record value; `None` when it is empty or not UTF-8.
+    /// Decodes a map or record value; `None` when it is not a valid ID (see
+    /// [`WorkloadId::decode_value`]).
     pub fn from_value(value: &WorkloadValue) -> Option<WorkloadId> {
-        let s = std::str::from_utf8(value.as_bytes()).ok()?;
-        invalid_reason(s)
-            .is_none()
-            .then(|| WorkloadId(Arc::from(s)))
+        WorkloadId::decode_value(value).ok()
+    }
+
+    /// Decodes a map or record value: the ID's bytes, then NUL padding to 64 bytes.
+    /// Refused when the ID is empty, when a NUL is followed by anything but more NULs
+    /// (`ab\0cd` is not `ab`), when it is not UTF-8 or holds a control character.
+    pub fn decode_value(value: &WorkloadValue) -> Result<WorkloadId, InvalidWorkloadValue> {
+        let invalid = |problem| InvalidWorkloadValue {
+            value: *value,
+            problem,
+        };
+        let bytes = &value.id[..];
+        let len = bytes
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(WORKLOAD_ID_MAX);
+        if bytes[len..].iter().any(|&b| b != 0) {
+            return Err(invalid(WorkloadIdProblem::Nul { at: len }));
+        }
+        let s = std::str::from_utf8(&bytes[..len]).map_err(|e| {
+            invalid(WorkloadIdProblem::NotUtf8 {
+                at: e.valid_up_to(),
+            })
+        })?;
+        match problem(s) {
+            Some(p) => Err(invalid(p)),
+            None => Ok(WorkloadId(Arc::from(s))),
+        }
     }
 
     /// Encodes the identity as a map value.
@@ -221,16 +341,22 @@ impl WorkloadId {
 }
 
 /// Why `id` is not a valid workload ID, or `None` when it is one.
-fn invalid_reason(id: &str) -> Option<&'static str> {
+fn problem(id: &str) -> Option<WorkloadIdProblem> {
     if id.is_empty() {
-        Some("it is empty")
-    } else if id.len() > WORKLOAD_ID_MAX {
-        Some("it is longer than 64 bytes")
-    } else if id.contains('\0') {
-        Some("it contains a NUL byte")
-    } else {
-        None
+        return Some(WorkloadIdProblem::Empty);
     }
+    if id.len() > WORKLOAD_ID_MAX {
+        return Some(WorkloadIdProblem::TooLong { len: id.len() });
+    }
+    // The common case, printable ASCII, is one pass over the bytes.
+    if id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    id.char_indices().find_map(|(at, ch)| match ch {
+        '\0' => Some(WorkloadIdProblem::Nul { at }),
+        ch if ch.is_control() => Some(WorkloadIdProblem::ControlCharacter { at, ch }),
+        _ => None,
+    })
 }
 
 impl fmt::Display for WorkloadId {
@@ -262,7 +388,8 @@ pub enum UnattributedReason {
     /// Neither identity map had an entry for the local end, and no certificate is
     /// configured.
     NoMatch,
-    /// A map entry was found but is not a valid workload ID (empty or not UTF-8).
+    /// A map entry was found but is not a valid workload ID (empty, not UTF-8, a NUL
+    /// before the end of the ID, or a control character).
     InvalidMapValue,
     /// The configured identity certificate does not exist.
     CertificateMissing,
@@ -595,6 +722,145 @@ mod tests {
             let id = WorkloadId::deserialize(StrDeserializer::<Error>::new(bad));
             assert!(id.is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn a_nul_inside_a_map_value_is_invalid_not_truncated() {
+        // NUL padding after the ID is fine; a NUL followed by more bytes is not.
+        let padded = value(b"ab");
+        assert_eq!(
+            WorkloadId::decode_value(&padded).expect("padded").as_str(),
+            "ab"
+        );
+        let embedded = value(b"ab\0cd");
+        assert_eq!(WorkloadId::from_value(&embedded), None);
+        let err = WorkloadId::decode_value(&embedded).expect_err("embedded NUL");
+        assert_eq!(err.problem(), WorkloadIdProblem::Nul { at: 2 });
+        assert_eq!(err.bytes(), b"ab\0cd");
+        assert_eq!(err.escaped(), "ab\\0cd");
+        // A leading NUL with bytes after it is not an empty value either.
+        let leading = value(b"\0x");
+        assert_eq!(
+            WorkloadId::decode_value(&leading).map_err(|e| e.problem()),
+            Err(WorkloadIdProblem::Nul { at: 0 })
+        );
+        // The last byte of a full-length value counts too.
+        let mut last = value(&[b'a'; WORKLOAD_ID_MAX - 2]);
+        last.id[WORKLOAD_ID_MAX - 1] = b'z';
+        assert_eq!(
+            WorkloadId::decode_value(&last).map_err(|e| e.problem()),
+            Err(WorkloadIdProblem::Nul {
+                at: WORKLOAD_ID_MAX - 2
+            })
+        );
+        assert_eq!(
+            WorkloadId::decode_value(&WorkloadValue::EMPTY).map_err(|e| e.problem()),
+            Err(WorkloadIdProblem::Empty)
+        );
+    }
+
+    #[test]
+    fn a_nul_inside_a_kernel_value_is_attributed_as_invalid() {
+        let clock = crate::clock::BootClock::with_offset_ns(0);
+        let mut ev = RawFlowEvent::zeroed();
+        ev.family = tcp::AF_INET;
+        ev.close_state = tcp::TCP_CLOSE;
+        ev.identity_source = identity::source::CONNECT_MAP;
+        // Seen as `ab` first, so a cache keyed on the ID's text would answer `ab`.
+        ev.workload = value(b"ab");
+        let ab = FlowRecord::from_raw(&ev, &clock);
+        assert_eq!(
+            ab.local_workload_id.as_ref().map(WorkloadId::as_str),
+            Some("ab")
+        );
+        ev.workload = value(b"ab\0cd");
+        for _ in 0..2 {
+            let r = FlowRecord::from_raw(&ev, &clock);
+            assert_eq!(r.local_workload_id, None);
+            assert_eq!(
+                r.identity_source,
+                IdentitySource::None(UnattributedReason::InvalidMapValue)
+            );
+        }
+    }
+
+    #[test]
+    fn control_characters_are_refused_with_their_position() {
+        for (id, at, ch) in [
+            ("ab\u{1b}cd", 2, '\u{1b}'),
+            ("line\nbreak", 4, '\n'),
+            ("\ttab", 0, '\t'),
+            ("del\u{7f}", 3, '\u{7f}'),
+            ("c1-\u{85}", 3, '\u{85}'),
+            ("ü\u{9b}31m", 2, '\u{9b}'),
+            ("cr\r", 2, '\r'),
+        ] {
+            let err = WorkloadId::new(id).expect_err(id);
+            let CaptureError::InvalidWorkloadId { reason, .. } = &err else {
+                panic!("{err:?}");
+            };
+            assert_eq!(*reason, WorkloadIdProblem::ControlCharacter { at, ch });
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("at byte {at}"))
+                    && text.contains(&format!("U+{:04X}", u32::from(ch))),
+                "{text}"
+            );
+            // The message itself carries no raw control character.
+            assert!(!text.chars().any(char::is_control), "{text:?}");
+        }
+        let err = WorkloadId::new("nul\0inside").expect_err("NUL");
+        assert!(err.to_string().contains("NUL byte at byte 3"), "{err}");
+        // Printable non-ASCII stays valid.
+        assert!(WorkloadId::new("k8s:prod/ümlaut-€-𝄞").is_ok());
+    }
+
+    #[test]
+    fn control_characters_are_refused_when_deserialized() {
+        use serde::de::value::{Error, StrDeserializer};
+        for bad in ["ab\u{1b}[31mcd", "a\nb", "\u{7f}", "\u{9f}"] {
+            let id = WorkloadId::deserialize(StrDeserializer::<Error>::new(bad));
+            let err = id.expect_err(bad).to_string();
+            assert!(err.contains("control character"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_map_value_with_control_characters_is_invalid_and_shown_escaped() {
+        let esc = value(b"ab\x1b[2Jcd");
+        let err = WorkloadId::decode_value(&esc).expect_err("ESC");
+        assert_eq!(
+            err.problem(),
+            WorkloadIdProblem::ControlCharacter {
+                at: 2,
+                ch: '\u{1b}'
+            }
+        );
+        assert_eq!(err.escaped(), "ab\\u{1b}[2Jcd");
+        let shown = err.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        let c1 = value("x\u{9b}y\n".as_bytes());
+        assert_eq!(
+            WorkloadId::decode_value(&c1).expect_err("C1").escaped(),
+            "x\\u{9b}y\\n"
+        );
+        let not_utf8 = value(&[b'a', 0xff, 0x1b]);
+        let err = WorkloadId::decode_value(&not_utf8).expect_err("not UTF-8");
+        assert_eq!(err.problem(), WorkloadIdProblem::NotUtf8 { at: 1 });
+        assert_eq!(err.escaped(), "a\\xff\\u{1b}");
+
+        let clock = crate::clock::BootClock::with_offset_ns(0);
+        let mut ev = RawFlowEvent::zeroed();
+        ev.family = tcp::AF_INET;
+        ev.close_state = tcp::TCP_CLOSE;
+        ev.identity_source = identity::source::IP_MAP;
+        ev.workload = esc;
+        let r = FlowRecord::from_raw(&ev, &clock);
+        assert_eq!(r.local_workload_id, None);
+        assert_eq!(
+            r.identity_source,
+            IdentitySource::None(UnattributedReason::InvalidMapValue)
+        );
     }
 
     #[test]
