@@ -11,7 +11,16 @@
 //! already stored; `400` for a frame that does not decode; `404` for another path;
 //! `405` for another method; `413` for a body over the limit; `415` for another
 //! content type; `503` when the output cannot be written. Each answer's body is one
-//! line of text saying why.
+//! line of text saying why. A frame that decodes but holds a record the output cannot
+//! represent (a time after 9999-12-31) is refused with `400` naming the record and the
+//! field, and nothing of it is stored; a body that does not arrive within
+//! [`CollectorOptions::body_read_timeout`] gets `408`.
+//!
+//! Connections are served by [`crate::http_server`]: at most
+//! [`CollectorOptions::max_connections`] at once, closed after
+//! [`CollectorOptions::header_read_timeout`] without a request's headers and after
+//! [`CollectorOptions::idle_timeout`] without traffic; a failing `accept` (out of file
+//! descriptors) makes it wait and go on.
 //!
 //! Deduplication state is kept in memory, per `(host, instance)`: the highest
 //! contiguous sequence stored plus the set of sequences stored above it. A restarted
@@ -20,7 +29,6 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    convert::Infallible,
     fs::{File, OpenOptions},
     io::Write,
     net::SocketAddr,
@@ -36,14 +44,18 @@ use bytes::Bytes;
 use flow_batch::wire::{BatchId, ChunkDecoder, DecodeLimits, InstanceId, decode_header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
-use hyper_util::rt::TokioIo;
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio::sync::watch;
 
 use crate::{
     collector_sink::{CHUNK_CONTENT_TYPE, CHUNKS_PATH, RESULT_HEADER},
     error::SinkError,
+    http_server::{self, ConnectionCounters, ConnectionLimits},
     json,
 };
+
+/// The first second a record time cannot have: 10000-01-01T00:00:00Z. RFC 3339 (and
+/// the JSON output) has four-digit years.
+const FIRST_UNWRITABLE_SECOND: u64 = 253_402_300_800;
 
 /// Ways to make the collector misbehave, for tests. The default misbehaves in no way.
 ///
@@ -202,6 +214,19 @@ pub struct CollectorOptions {
     pub tls: Option<ServerTls>,
     /// Misbehaviour for tests.
     pub faults: FaultInjection,
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    /// Default 1024.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, counted from when the collector
+    /// waits for them: also the longest a keep-alive connection stays idle between
+    /// requests. Default 30 s.
+    pub header_read_timeout: Duration,
+    /// A connection on which nothing was read or written for this long, while no
+    /// request is being handled, is closed. Default 30 s.
+    pub idle_timeout: Duration,
+    /// Time a client has to send a whole request body once its headers arrived (`408`
+    /// after it). Default 30 s, the exporter's own default request timeout.
+    pub body_read_timeout: Duration,
 }
 
 impl CollectorOptions {
@@ -215,7 +240,43 @@ impl CollectorOptions {
             sync: true,
             tls: None,
             faults: FaultInjection::default(),
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// Sets [`max_connections`](CollectorOptions::max_connections) (at least 1).
+    pub fn with_max_connections(mut self, max: usize) -> CollectorOptions {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// Sets [`header_read_timeout`](CollectorOptions::header_read_timeout).
+    pub fn with_header_read_timeout(mut self, timeout: Duration) -> CollectorOptions {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Sets [`idle_timeout`](CollectorOptions::idle_timeout).
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> CollectorOptions {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`body_read_timeout`](CollectorOptions::body_read_timeout).
+    pub fn with_body_read_timeout(mut self, timeout: Duration) -> CollectorOptions {
+        self.body_read_timeout = timeout;
+        self
+    }
+
+    fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits::new(
+            self.max_connections,
+            self.header_read_timeout,
+            self.idle_timeout,
+        )
     }
 
     /// Sets [`tls`](CollectorOptions::tls).
@@ -257,6 +318,12 @@ pub struct CollectorStats {
     pub chunks_duplicate: u64,
     /// Requests answered 400 (undecodable frame).
     pub rejected_undecodable: u64,
+    /// Requests answered 400 because the frame decodes but a record cannot be stored
+    /// (a time after 9999-12-31); nothing of such a chunk is stored.
+    pub rejected_unstorable: u64,
+    /// Requests answered 408 because the body did not arrive within
+    /// [`CollectorOptions::body_read_timeout`].
+    pub body_timeouts: u64,
     /// Requests answered 413.
     pub rejected_too_large: u64,
     /// Requests answered 415.
@@ -265,6 +332,18 @@ pub struct CollectorStats {
     pub write_failures: u64,
     /// Failures injected ([`FaultInjection`]), lost acknowledgements included.
     pub faults_injected: u64,
+    /// Connections accepted and served.
+    pub connections_accepted: u64,
+    /// Connections closed as soon as accepted because
+    /// [`CollectorOptions::max_connections`] were open.
+    pub connections_refused: u64,
+    /// Connections closed by the header read timeout or the idle timeout.
+    pub connections_timed_out: u64,
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Failed `accept` calls (out of file descriptors, ...), each followed by a short
+    /// wait.
+    pub accept_errors: u64,
 }
 
 #[derive(Debug, Default)]
@@ -274,6 +353,8 @@ struct Stats {
     records_written: AtomicU64,
     chunks_duplicate: AtomicU64,
     rejected_undecodable: AtomicU64,
+    rejected_unstorable: AtomicU64,
+    body_timeouts: AtomicU64,
     rejected_too_large: AtomicU64,
     rejected_content_type: AtomicU64,
     write_failures: AtomicU64,
@@ -303,7 +384,8 @@ impl Seen {
             return;
         }
         self.above.insert(sequence);
-        while self.above.remove(&self.contiguous) {
+        // u64::MAX itself stays in `above`: `contiguous` cannot pass it.
+        while self.contiguous < u64::MAX && self.above.remove(&self.contiguous) {
             self.contiguous += 1;
         }
     }
@@ -323,6 +405,7 @@ struct State {
     faults: Mutex<FaultInjection>,
     store: Mutex<Store>,
     stats: Stats,
+    connections: Arc<ConnectionCounters>,
 }
 
 /// A running reference collector.
@@ -354,13 +437,12 @@ impl FlowCollector {
             source,
         })?;
         let acceptor = options.tls.as_ref().map(ServerTls::acceptor).transpose()?;
-        let listener =
-            TcpListener::bind(options.listen)
-                .await
-                .map_err(|source| SinkError::Bind {
-                    addr: options.listen,
-                    source,
-                })?;
+        let listener = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| SinkError::Bind {
+                addr: options.listen,
+                source,
+            })?;
         let local_addr = listener.local_addr().map_err(|source| SinkError::Bind {
             addr: options.listen,
             source,
@@ -377,6 +459,7 @@ impl FlowCollector {
             }),
             options,
             stats: Stats::default(),
+            connections: Arc::new(ConnectionCounters::default()),
         });
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(serve(listener, acceptor, Arc::clone(&state), rx));
@@ -413,16 +496,24 @@ impl FlowCollector {
     pub fn stats(&self) -> CollectorStats {
         let s = &self.state.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let connections = self.state.connections.snapshot();
         CollectorStats {
             requests: get(&s.requests),
             chunks_accepted: get(&s.chunks_accepted),
             records_written: get(&s.records_written),
             chunks_duplicate: get(&s.chunks_duplicate),
             rejected_undecodable: get(&s.rejected_undecodable),
+            rejected_unstorable: get(&s.rejected_unstorable),
+            body_timeouts: get(&s.body_timeouts),
             rejected_too_large: get(&s.rejected_too_large),
             rejected_content_type: get(&s.rejected_content_type),
             write_failures: get(&s.write_failures),
             faults_injected: get(&s.faults_injected),
+            connections_accepted: connections.accepted,
+            connections_refused: connections.refused_over_cap,
+            connections_timed_out: connections.timed_out,
+            connections_open: connections.open,
+            accept_errors: connections.accept_errors,
         }
     }
 
@@ -445,55 +536,53 @@ impl FlowCollector {
 }
 
 async fn serve(
-    listener: TcpListener,
+    listener: tokio::net::TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+    let limits = state.options.connection_limits();
+    let counters = Arc::clone(&state.connections);
+    let stopped = async move { crate::stopped(&mut shutdown).await };
+    http_server::serve(listener, limits, counters, stopped, move |stream, peer| {
+        let state = Arc::clone(&state);
+        let acceptor = acceptor.clone();
+        async move {
+            let counters = Arc::clone(&state.connections);
+            match acceptor {
+                None => serve_connection(stream, limits, counters, state).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like a request's headers.
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => serve_connection(tls, limits, counters, state).await,
+                        Ok(Err(error)) => {
+                            tracing::info!(%peer, %error, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            tracing::info!(%peer, "TLS handshake timed out");
+                        }
                     }
-                };
-                let state = Arc::clone(&state);
-                let acceptor = acceptor.clone();
-                connections.spawn(async move {
-                    match acceptor {
-                        None => serve_connection(stream, state).await,
-                        Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(tls) => serve_connection(tls, state).await,
-                            Err(error) => {
-                                tracing::info!(%peer, %error, "TLS handshake failed");
-                            }
-                        },
-                    }
-                });
+                }
             }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = crate::stopped(&mut shutdown) => break,
         }
-    }
-    connections.shutdown().await;
+    })
+    .await;
 }
 
-async fn serve_connection<IO>(io: IO, state: Arc<State>)
-where
+async fn serve_connection<IO>(
+    io: IO,
+    limits: ConnectionLimits,
+    counters: Arc<ConnectionCounters>,
+    state: Arc<State>,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req| {
-        let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(handle(state, req).await) }
-    });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(io), service)
-        .await;
+    http_server::serve_connection(io, limits, counters, move |req| {
+        handle(Arc::clone(&state), req)
+    })
+    .await;
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -586,7 +675,23 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer {
     if announced.is_some_and(|n| n > max as u64) {
         return too_large();
     }
-    let body = match Limited::new(req.into_body(), max).collect().await {
+    let timeout = state.options.body_read_timeout;
+    let collected =
+        match tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await {
+            Ok(collected) => collected,
+            Err(_) => {
+                bump(&state.stats.body_timeouts);
+                return answer(
+                    StatusCode::REQUEST_TIMEOUT,
+                    None,
+                    format!(
+                        "the body did not arrive within {}",
+                        humantime::format_duration(timeout)
+                    ),
+                );
+            }
+        };
+    let body = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(error) => {
@@ -630,16 +735,39 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer {
             Some("duplicate"),
             format!("duplicate {batch_id}"),
         ),
-        Stored::Undecodable(reason) => answer(StatusCode::BAD_REQUEST, None, reason),
+        Stored::Undecodable(reason) | Stored::Unstorable(reason) => {
+            answer(StatusCode::BAD_REQUEST, None, reason)
+        }
         Stored::WriteFailed(reason) => answer(StatusCode::SERVICE_UNAVAILABLE, None, reason),
     }
 }
 
 enum Stored {
-    Accepted { batch_id: BatchId, records: usize },
-    Duplicate { batch_id: BatchId },
+    Accepted {
+        batch_id: BatchId,
+        records: usize,
+    },
+    Duplicate {
+        batch_id: BatchId,
+    },
     Undecodable(String),
+    /// Decodes, but a record cannot be written; the reason names it and the field.
+    Unstorable(String),
     WriteFailed(String),
+}
+
+/// Why `record` cannot be written to the output, if it cannot: a time whose year has
+/// more than four digits, which RFC 3339 cannot express.
+fn unstorable(record: &flow_capture::FlowRecord) -> Option<String> {
+    let check = |field: &str, t: std::time::SystemTime| {
+        // Decoded times are never before the epoch; say so rather than assume it.
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) if d.as_secs() < FIRST_UNWRITABLE_SECOND => None,
+            Ok(d) => Some(format!("{field} {} s is after 9999-12-31", d.as_secs())),
+            Err(_) => Some(format!("{field} is before 1970-01-01")),
+        }
+    };
+    check("t_end", record.t_end).or_else(|| record.t_start.and_then(|t| check("t_start", t)))
 }
 
 /// Verifies, deduplicates and writes one frame (on the blocking pool).
@@ -672,9 +800,26 @@ fn store(state: &State, frame: &[u8], fail_writes: bool) -> Stored {
     };
     let store = &mut *store;
     store.buf.clear();
-    for record in &decoded.records {
-        // Writing into a Vec cannot fail.
-        let _ = json::write_line(&mut store.buf, record);
+    for (index, record) in decoded.records.iter().enumerate() {
+        let refuse = |reason: String| {
+            bump(&state.stats.rejected_unstorable);
+            tracing::warn!(%batch_id, %reason, "chunk refused: a record cannot be stored");
+            Stored::Unstorable(format!("record {index}: {reason}"))
+        };
+        if let Some(reason) = unstorable(record) {
+            return refuse(reason);
+        }
+        // Writing into a Vec cannot fail, and the check above keeps the time
+        // formatting from panicking; should another field ever do so, the chunk is
+        // refused instead of taking the request (and a retrying exporter) down.
+        let line = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            json::write_line(&mut store.buf, record)
+        }));
+        match line {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return refuse(format!("cannot be written as JSON: {e}")),
+            Err(_) => return refuse("cannot be written as JSON".into()),
+        }
     }
     let written = if fail_writes {
         Err(std::io::Error::other("injected write failure"))

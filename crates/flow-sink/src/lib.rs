@@ -19,6 +19,7 @@
 pub mod collector;
 pub mod collector_sink;
 mod error;
+pub mod http_server;
 pub mod journal;
 pub mod json;
 mod json_sink;
