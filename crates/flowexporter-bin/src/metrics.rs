@@ -6,10 +6,10 @@
 //! (every 200 ms); the server only hands out the latest rendering.
 
 use std::{
-    convert::Infallible,
     fmt::Write as _,
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use anyhow::Context;
@@ -17,12 +17,16 @@ use bytes::Bytes;
 use flow_batch::BatchCounters;
 use flow_capture::{CaptureCounters, ProgramStats, ReaderCounters};
 use flow_identity::IdentityCounters;
-use flow_sink::{CollectorCounters, JournalCounters};
+use flow_sink::{
+    CollectorCounters, JournalCounters,
+    http_server::{self, ConnectionCounters, ConnectionLimits, ConnectionStats},
+};
 use http_body_util::Full;
 use hyper::{
-    Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn,
+    Method, Request, Response, StatusCode,
+    body::Incoming,
+    header::{self, HeaderValue},
 };
-use hyper_util::rt::TokioIo;
 
 use crate::reload::ReloadCounters;
 
@@ -69,43 +73,102 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `addr` until the runtime stops.
+/// Connections the metrics endpoint keeps open at once; one more is closed as soon as
+/// it is accepted. A scraper needs one; the cap keeps a flood of connections from
+/// taking the file descriptors the spool and journal need.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send its request headers (and the longest a keep-alive
+/// connection stays idle between requests).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection on which nothing moved for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `GET /metrics` (and `HEAD`) on `addr` until the runtime stops, within
+/// [`MAX_CONNECTIONS`], [`HEADER_READ_TIMEOUT`] and [`IDLE_TIMEOUT`]. A failing
+/// `accept` (out of file descriptors) is logged at most every 10 s and retried after
+/// 100 ms; it never stops the server or the exporter.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the metrics endpoint to {addr}"))?;
     tracing::info!(%addr, "metrics at http://{addr}/metrics");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let metrics = metrics.clone();
-                    async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let limits = ConnectionLimits::new(MAX_CONNECTIONS, HEADER_READ_TIMEOUT, IDLE_TIMEOUT);
+    let counters = Arc::new(ConnectionCounters::default());
+    tokio::spawn(http_server::serve(
+        listener,
+        limits,
+        Arc::clone(&counters),
+        std::future::pending(),
+        move |stream, _peer| {
+            let metrics = Arc::clone(&metrics);
+            let counters = Arc::clone(&counters);
+            let server = Arc::clone(&counters);
+            http_server::serve_connection(stream, limits, counters, move |req| {
+                std::future::ready(respond(&req, &metrics, &server.snapshot()))
+            })
+        },
+    ));
     Ok(())
 }
 
-fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+/// The answer to one request: the exposition for `GET` or `HEAD /metrics` (hyper
+/// leaves the body out for `HEAD`), `405` with `Allow` for another method there, `404`
+/// elsewhere.
+fn respond(
+    req: &Request<Incoming>,
+    metrics: &Metrics,
+    server: &ConnectionStats,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
-    if req.uri().path() == "/metrics" {
-        *response.body_mut() = Full::new(Bytes::from(metrics.current()));
-        if let Ok(v) = "text/plain; version=0.0.4".parse() {
-            response.headers_mut().insert("content-type", v);
-        }
-    } else {
+    if req.uri().path() != "/metrics" {
         *response.status_mut() = StatusCode::NOT_FOUND;
+        return response;
     }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let mut text = metrics.current();
+    render_server(&mut text, server);
+    *response.body_mut() = Full::new(Bytes::from(text));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
     response
+}
+
+/// The endpoint's own connection counters, appended to the exposition.
+fn render_server(text: &mut String, s: &ConnectionStats) {
+    let mut o = Out(std::mem::take(text));
+    o.family(
+        "flowexporter_metrics_connections_total",
+        "counter",
+        "Connections to the metrics endpoint: served, or closed at once because the cap was reached.",
+        &[
+            (r#"result="accepted""#, s.accepted),
+            (r#"result="refused_over_cap""#, s.refused_over_cap),
+        ],
+    );
+    o.counter(
+        "flowexporter_metrics_connections_timed_out_total",
+        "Metrics connections closed for sending no request headers or no traffic in time.",
+        s.timed_out,
+    );
+    o.counter(
+        "flowexporter_metrics_accept_errors_total",
+        "Failed accepts on the metrics endpoint (e.g. out of file descriptors).",
+        s.accept_errors,
+    );
+    o.gauge(
+        "flowexporter_metrics_connections_open",
+        "Connections to the metrics endpoint open now.",
+        s.open,
+    );
+    *text = o.0;
 }
 
 /// A metric family being written: HELP and TYPE once, then samples.
