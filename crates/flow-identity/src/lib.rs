@@ -23,5 +23,5 @@ mod resolver;
 pub use certificate::{CertificateIdentity, IdentityField};
 pub use counters::IdentityCounters;
 pub use error::IdentityError;
-pub use maps::{IdentityMaps, connect_addr};
+pub use maps::{IdentityMaps, MapValue, connect_addr};
 pub use resolver::IdentityResolver;

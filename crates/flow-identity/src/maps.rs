@@ -22,7 +22,7 @@ use std::{
 
 use aya::maps::{HashMap, Map, MapData, MapError};
 use flow_capture::{
-    WorkloadId,
+    InvalidWorkloadValue, WorkloadId,
     identity_maps::{self, CONNECT_MAP, IP_MAP},
 };
 use flow_common::{
@@ -78,16 +78,21 @@ impl<K: aya::Pod> PinnedMap<K> {
         }
     }
 
-    fn entries(&self) -> Result<Vec<(K, Option<WorkloadId>)>, IdentityError> {
+    fn entries(&self) -> Result<Vec<(K, MapValue)>, IdentityError> {
         self.map
             .iter()
             .map(|item| {
-                item.map(|(k, v)| (k, WorkloadId::from_value(&v)))
+                item.map(|(k, v)| (k, WorkloadId::decode_value(&v)))
                     .map_err(|source| map_error("listing", &self.path, source))
             })
             .collect()
     }
 }
+
+/// A value read from an identity map: the workload, or (for a value another tool wrote
+/// that is not a valid workload ID) what it holds and why it is refused. The kernel
+/// program's records carry `invalid_map_value` for the same values.
+pub type MapValue = Result<WorkloadId, InvalidWorkloadValue>;
 
 fn map_error(operation: &'static str, path: &Path, source: MapError) -> IdentityError {
     IdentityError::Map {
@@ -162,9 +167,9 @@ impl IdentityMaps {
         self.ip.remove(&ip_key(ip))
     }
 
-    /// Every mapped local address and its workload (`None` for an invalid value),
+    /// Every mapped local address and its workload (or the invalid value found there),
     /// sorted by address.
-    pub fn ips(&self) -> Result<Vec<(IpAddr, Option<WorkloadId>)>, IdentityError> {
+    pub fn ips(&self) -> Result<Vec<(IpAddr, MapValue)>, IdentityError> {
         let mut out: Vec<_> = self
             .ip
             .entries()?
@@ -189,8 +194,9 @@ impl IdentityMaps {
         self.connect.remove(&connect_key(local))
     }
 
-    /// Every mapped (local IPv4, local port) pair and its workload, sorted.
-    pub fn connects(&self) -> Result<Vec<(SocketAddrV4, Option<WorkloadId>)>, IdentityError> {
+    /// Every mapped (local IPv4, local port) pair and its workload (or the invalid
+    /// value found there), sorted.
+    pub fn connects(&self) -> Result<Vec<(SocketAddrV4, MapValue)>, IdentityError> {
         let mut out: Vec<_> = self
             .connect
             .entries()?

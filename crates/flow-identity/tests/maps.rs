@@ -10,7 +10,11 @@ use std::{
     time::Duration,
 };
 
-use flow_capture::{CaptureError, FlowCaptureBuilder, IdentitySource, WorkloadId};
+use flow_capture::{
+    CaptureError, FlowCaptureBuilder, IdentitySource, UnattributedReason, WorkloadId,
+    WorkloadIdProblem,
+};
+use flow_common::{ConnectKey, IpKey, WorkloadValue};
 use flow_identity::{IdentityError, IdentityMaps};
 use flow_testkit::{
     Capture, VethPair, by_local, involves, mount_kernel_filesystems, pin_foreign_map,
@@ -168,6 +172,105 @@ fn shared_ipv4_clients_are_told_apart_by_the_connect_map() {
         !maps
             .remove_connect(SocketAddrV4::new(shared, ports[0]))
             .expect("rm again")
+    );
+}
+
+/// Writes `bytes` (NUL-padded to 64) as a map value under `key`, as another tool
+/// might: no validation on the way in.
+fn write_raw<K: aya::Pod>(pin: &std::path::Path, key: K, bytes: &[u8]) {
+    let data = aya::maps::MapData::from_pin(pin).expect("open pinned map");
+    let map = aya::maps::Map::from_map_data(data).expect("map");
+    let mut map: aya::maps::HashMap<_, K, WorkloadValue> =
+        aya::maps::HashMap::try_from(map).expect("hash map");
+    let mut value = WorkloadValue::EMPTY;
+    value.id[..bytes.len()].copy_from_slice(bytes);
+    map.insert(key, value, 0).expect("insert raw value");
+}
+
+#[test]
+fn map_values_with_an_inner_nul_or_control_characters_are_invalid() {
+    let pins = PinDir::new();
+    let maps = IdentityMaps::open_or_create(&pins.0).expect("maps");
+    let mut cap = capture_with(&pins);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let server_addr = listener.local_addr().expect("addr");
+    let ip_pin = pins.0.join("ip_map");
+    let connect_pin = pins.0.join("connect_map");
+
+    // IP map: `ab\0cd` (was attributed as `ab`) and ESC; connect map: `ab\0cd`.
+    let nul_ip: Ipv4Addr = "127.0.0.91".parse().expect("ip");
+    let esc_ip: Ipv4Addr = "127.0.0.92".parse().expect("ip");
+    let conn_ip: Ipv4Addr = "127.0.0.93".parse().expect("ip");
+    write_raw(&ip_pin, IpKey::v4(nul_ip.octets()), b"ab\0cd");
+    write_raw(&ip_pin, IpKey::v4(esc_ip.octets()), b"ab\x1b[2Jcd");
+    let conn_port = free_port(conn_ip);
+    write_raw(
+        &connect_pin,
+        ConnectKey {
+            addr: conn_ip.octets(),
+            port: conn_port,
+            _pad: 0,
+        },
+        b"ab\0cd",
+    );
+
+    let locals = [
+        SocketAddr::from((nul_ip, 0)),
+        SocketAddr::from((esc_ip, 0)),
+        SocketAddr::from((conn_ip, conn_port)),
+    ];
+    let clients: Vec<TcpStream> = locals
+        .iter()
+        .map(|l| connect_from(*l, server_addr))
+        .collect();
+    let bound: Vec<SocketAddr> = clients
+        .iter()
+        .map(|c| c.local_addr().expect("local"))
+        .collect();
+    let accepted: Vec<TcpStream> = clients
+        .iter()
+        .map(|_| listener.accept().expect("accept").0)
+        .collect();
+    drop(clients);
+    drop(accepted);
+    let records = cap.collect(6, WAIT, involves(server_addr.port()));
+    for local in bound {
+        let r = by_local(&records, local);
+        assert_eq!(
+            (workload(r), r.identity_source),
+            (
+                None,
+                IdentitySource::None(UnattributedReason::InvalidMapValue)
+            ),
+            "{r:#?}"
+        );
+    }
+
+    // Listing shows the values escaped, with why they are refused.
+    let ips = maps.ips().expect("ls");
+    let shown: Vec<(IpAddr, String)> = ips
+        .iter()
+        .map(|(ip, v)| (*ip, v.as_ref().expect_err("invalid").to_string()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (
+                IpAddr::V4(nul_ip),
+                "\"ab\\0cd\": it contains a NUL byte at byte 2".to_string()
+            ),
+            (
+                IpAddr::V4(esc_ip),
+                "\"ab\\u{1b}[2Jcd\": it contains the control character U+001B at byte 2"
+                    .to_string()
+            ),
+        ]
+    );
+    let connects = maps.connects().expect("ls");
+    assert_eq!(connects.len(), 1);
+    assert_eq!(
+        connects[0].1.as_ref().map_err(|e| e.problem()),
+        Err(WorkloadIdProblem::Nul { at: 2 })
     );
 }
 

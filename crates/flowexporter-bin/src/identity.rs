@@ -1,10 +1,10 @@
 //! `flowexporter identity ip|connect set|rm|ls`.
 
-use std::io::Write;
+use std::{borrow::Cow, io::Write};
 
 use anyhow::Context;
 use flow_capture::WorkloadId;
-use flow_identity::{IdentityMaps, connect_addr};
+use flow_identity::{IdentityMaps, MapValue, connect_addr};
 
 use crate::cli::{ConnectOp, IdentityCommand, IpOp};
 
@@ -24,8 +24,8 @@ pub fn run(cmd: IdentityCommand) -> anyhow::Result<()> {
                     }
                 }
                 IpOp::Ls => {
-                    for (ip, id) in maps.ips()? {
-                        writeln!(out, "{ip}\t{}", shown(id.as_ref()))?;
+                    for (ip, value) in maps.ips()? {
+                        writeln!(out, "{ip}\t{}", shown(&value))?;
                     }
                 }
             }
@@ -43,14 +43,8 @@ pub fn run(cmd: IdentityCommand) -> anyhow::Result<()> {
                     }
                 }
                 ConnectOp::Ls => {
-                    for (addr, id) in maps.connects()? {
-                        writeln!(
-                            out,
-                            "{}\t{}\t{}",
-                            addr.ip(),
-                            addr.port(),
-                            shown(id.as_ref())
-                        )?;
+                    for (addr, value) in maps.connects()? {
+                        writeln!(out, "{}\t{}\t{}", addr.ip(), addr.port(), shown(&value))?;
                     }
                 }
             }
@@ -59,6 +53,12 @@ pub fn run(cmd: IdentityCommand) -> anyhow::Result<()> {
     out.flush().context("writing to stdout")
 }
 
-fn shown(id: Option<&WorkloadId>) -> &str {
-    id.map_or("(invalid value)", WorkloadId::as_str)
+/// A map value as `ls` prints it: a valid ID as it is (it holds no control
+/// character), an invalid one escaped, never raw, with why it is invalid, e.g.
+/// `(invalid value "ab\u{1b}cd": it contains the control character U+001B at byte 2)`.
+fn shown(value: &MapValue) -> Cow<'_, str> {
+    match value {
+        Ok(id) => Cow::Borrowed(id.as_str()),
+        Err(invalid) => Cow::Owned(format!("(invalid value {invalid})")),
+    }
 }

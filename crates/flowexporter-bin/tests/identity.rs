@@ -267,3 +267,149 @@ fn certificate_identity_in_tail() {
     }
     stop(child);
 }
+
+/// Writes `bytes` (NUL-padded to 64) under `key` into the map pinned at `pin`, as
+/// another tool might: straight through the `bpf()` system call, no validation.
+fn write_raw_value(pin: &std::path::Path, key: &[u8], bytes: &[u8]) {
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let path = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes()).expect("path");
+    // `union bpf_attr`, as 8-byte words; the kernel wants the unused tail zeroed.
+    let mut attr = [0u64; 16];
+    attr[0] = path.as_ptr() as u64;
+    let size = std::mem::size_of_val(&attr) as libc::c_long;
+    // SAFETY: `attr` is a valid bpf_attr for BPF_OBJ_GET of `size` bytes; `path` lives.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), size) };
+    assert!(fd >= 0, "BPF_OBJ_GET {}", std::io::Error::last_os_error());
+    let mut value = [0u8; 64];
+    value[..bytes.len()].copy_from_slice(bytes);
+    let mut attr = [0u64; 16];
+    attr[0] = fd as u64; // map_fd (u32), then padding
+    attr[1] = key.as_ptr() as u64;
+    attr[2] = value.as_ptr() as u64;
+    attr[3] = 0; // BPF_ANY
+    // SAFETY: a valid bpf_attr for BPF_MAP_UPDATE_ELEM; `key` and `value` live and
+    // have the map's key and value sizes.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_UPDATE_ELEM, attr.as_mut_ptr(), size) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the descriptor BPF_OBJ_GET returned.
+    unsafe { libc::close(fd as i32) };
+    assert_eq!(rc, 0, "BPF_MAP_UPDATE_ELEM {err}");
+}
+
+/// The IP map's key of an IPv4 address (IPv4-mapped IPv6).
+fn ip_key(ip: [u8; 4]) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[10] = 0xff;
+    k[11] = 0xff;
+    k[12..].copy_from_slice(&ip);
+    k
+}
+
+#[test]
+fn control_characters_are_refused_at_write_time() {
+    let pins = PinDir::new("ctl");
+    for (bad, at) in [
+        ("ab\u{1b}cd", 2),
+        ("line\nbreak", 4),
+        ("del\u{7f}", 3),
+        ("c1\u{9b}31m", 2),
+    ] {
+        for args in [
+            ["identity", "ip", "set", "10.0.0.1", bad].as_slice(),
+            ["identity", "connect", "set", "10.0.0.1", "4000", bad].as_slice(),
+        ] {
+            let mut args = args.to_vec();
+            let pin = pins.arg();
+            args.extend(["--pin-dir", &pin]);
+            let out = flowexporter(&args);
+            assert!(!out.status.success(), "{bad:?} was accepted");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("invalid workload ID")
+                    && err.contains("control character")
+                    && err.contains(&format!("at byte {at}")),
+                "{err}"
+            );
+            assert!(!err.contains(bad), "the ID was echoed raw: {err:?}");
+        }
+    }
+    for kind in ["ip", "connect"] {
+        let ls = flowexporter(&["identity", kind, "ls", "--pin-dir", &pins.arg()]);
+        assert!(ls.status.success());
+        assert!(ls.stdout.is_empty(), "nothing was written");
+    }
+}
+
+#[test]
+fn invalid_values_written_by_another_tool_are_listed_escaped() {
+    let pins = PinDir::new("raw");
+    // `ls` creates the maps when they are not there yet.
+    let ls = flowexporter(&["identity", "ip", "ls", "--pin-dir", &pins.arg()]);
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    let ip_map = pins.0.join("ip_map");
+    write_raw_value(&ip_map, &ip_key([10, 0, 0, 7]), b"ab\x1b[2Jcd");
+    write_raw_value(&ip_map, &ip_key([10, 0, 0, 8]), b"ab\0cd");
+    write_raw_value(&ip_map, &ip_key([10, 0, 0, 9]), "x\u{85}\n".as_bytes());
+    write_raw_value(&ip_map, &ip_key([10, 0, 0, 10]), b"fine");
+    let ls = flowexporter(&["identity", "ip", "ls", "--pin-dir", &pins.arg()]);
+    assert!(ls.status.success());
+    assert!(
+        !ls.stdout
+            .iter()
+            .any(|&b| b < 0x20 && b != b'\t' && b != b'\n' || b == 0x7f),
+        "raw control bytes in {:?}",
+        String::from_utf8_lossy(&ls.stdout)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout),
+        "10.0.0.7\t(invalid value \"ab\\u{1b}[2Jcd\": it contains the control character U+001B at byte 2)\n\
+         10.0.0.8\t(invalid value \"ab\\0cd\": it contains a NUL byte at byte 2)\n\
+         10.0.0.9\t(invalid value \"x\\u{85}\\n\": it contains the control character U+0085 at byte 1)\n\
+         10.0.0.10\tfine\n"
+    );
+
+    let mut key = [0u8; 8];
+    key[..4].copy_from_slice(&[10, 1, 2, 3]);
+    key[4..6].copy_from_slice(&40001u16.to_ne_bytes());
+    write_raw_value(&pins.0.join("connect_map"), &key, b"a\x07b");
+    let ls = flowexporter(&["identity", "connect", "ls", "--pin-dir", &pins.arg()]);
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout),
+        "10.1.2.3\t40001\t(invalid value \"a\\u{7}b\": it contains the control character U+0007 at byte 1)\n"
+    );
+}
+
+#[test]
+fn a_map_value_with_an_escape_is_attributed_as_invalid_in_tail() {
+    let pins = PinDir::new("esc");
+    let ls = flowexporter(&["identity", "ip", "ls", "--pin-dir", &pins.arg()]);
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    write_raw_value(
+        &pins.0.join("ip_map"),
+        &ip_key([127, 0, 0, 67]),
+        b"ab\x1bcd",
+    );
+    write_raw_value(&pins.0.join("ip_map"), &ip_key([127, 0, 0, 68]), b"ab\0cd");
+    let (child, rx) = start_tail(&["--pin-dir", &pins.arg()]);
+    for from in ["127.0.0.67", "127.0.0.68"] {
+        let port = one_connection(from);
+        let records = records_for(&rx, port, 2);
+        let client = records
+            .iter()
+            .find(|v| v["local_ip"] == from)
+            .expect("client record");
+        assert!(client["local_workload_id"].is_null(), "{client}");
+        assert_eq!(client["identity_source"], "none");
+        assert_eq!(client["unattributed_reason"], "invalid_map_value");
+    }
+    stop(child);
+}
