@@ -193,9 +193,9 @@ impl StateDir {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let mut dir = Dir::new(fd)?;
+        let dir = Dir::new(fd)?;
         let mut items = Vec::new();
-        while let Some(entry) = dir.next() {
+        for entry in dir {
             let entry = entry?;
             let name = entry.file_name();
             if name == c"." || name == c".." {
