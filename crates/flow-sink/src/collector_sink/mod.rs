@@ -28,8 +28,36 @@
 //! Every chunk goes through the spool, so there is one path: order is kept, a crash at
 //! any point leaves every accepted chunk on disk, and a restarted exporter sends what
 //! the spool holds (same bytes, same batch IDs) before anything newer.
-//! [`flush`](crate::FlowSink::flush) waits (up to `flush_timeout`) until the spool is
-//! empty; [`close`](CollectorSink::close) flushes and stops the task.
+//! [`flush`](crate::FlowSink::flush) makes a sender waiting to retry try at once and
+//! waits (up to `flush_timeout`) until nothing is left to send;
+//! [`close`](CollectorSink::close) stops the task without waiting for the collector
+//! (call `flush` first to give it a chance): what was not sent stays spooled.
+//!
+//! # When the spool cannot take a chunk
+//!
+//! If writing a frame to the spool fails with an I/O error (its disk full, `EDQUOT`,
+//! `EIO`), `deliver` does not fail: the frame is kept in a bounded in-memory queue
+//! ([`CollectorConfig::memory_max_bytes`], [`CollectorConfig::memory_max_chunks`];
+//! 64 MiB and 1,024 frames by default) and counted in
+//! [`chunks_unspooled`](CollectorCounters::chunks_unspooled). A frame that does not
+//! fit drops the oldest one kept in memory (counted in
+//! [`chunks_dropped_memory`](CollectorCounters::chunks_dropped_memory), logged). The
+//! sending task sends frames kept in memory before spooled ones (they are the ones a
+//! crash would lose), oldest first, with the same retries and backoff. As soon as the
+//! spool takes frames again, new chunks go to it as before. `deliver` fails only when
+//! a chunk can be neither spooled nor kept (a frame larger than the whole queue, or
+//! another error of the spool, such as `SpoolFull` with `WhenFull::RefuseNewest`).
+//! [`accept_chunk`](CollectorSink::accept_chunk) says which happened
+//! ([`Accepted::InMemory`]), so that a caller with a record journal can keep the
+//! chunk's records journaled until the chunk is durable. `close` writes what is still
+//! in memory to the spool if it takes it; the rest is dropped and counted.
+//!
+//! # Answers are read, not trusted
+//!
+//! Of a response body the sink reads at most 512 bytes (a refusal's reason) or 4 KiB
+//! (a `2xx`, so that the connection can be reused), for at most 2 s; then the
+//! connection is dropped. A collector answering with an endless or trickling body
+//! costs neither memory nor time beyond that.
 //!
 //! # Changing TLS material and backoff while running
 //!
@@ -45,11 +73,14 @@
 //! [`RetryPolicy::max_attempts`] is reached, then returns the error: nothing is kept.
 //! For tests and for callers that keep chunks themselves.
 
+mod body;
+mod memory;
+
 use std::{
     path::PathBuf,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -62,6 +93,7 @@ use flow_batch::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 
+use self::memory::{MemoryId, MemoryQueue};
 use crate::{
     error::SinkError,
     retry::{Disposition, Jitter, RetryPolicy},
@@ -75,8 +107,10 @@ pub const CHUNKS_PATH: &str = "/v1/chunks";
 pub const CHUNK_CONTENT_TYPE: &str = "application/vnd.flowexporter.chunk";
 /// The response header in which a collector may say `accepted` or `duplicate`.
 pub const RESULT_HEADER: &str = "flowexporter-result";
-/// How much of a refusing response body is logged and kept.
-const BODY_SNIPPET: usize = 512;
+/// Default of [`CollectorConfig::memory_max_bytes`]: 64 MiB.
+pub const DEFAULT_MEMORY_MAX_BYTES: u64 = 64 << 20;
+/// Default of [`CollectorConfig::memory_max_chunks`].
+pub const DEFAULT_MEMORY_MAX_CHUNKS: usize = 1024;
 
 /// TLS settings of a collector sink. Without a `ca_file` the server is verified
 /// against the bundled Mozilla roots; with one, against that file's certificates only.
@@ -136,6 +170,11 @@ pub struct CollectorConfig {
     /// Longest [`flush`](crate::FlowSink::flush) waits for the spool to drain.
     /// Default 30 s.
     pub flush_timeout: Duration,
+    /// Most frame bytes kept in memory when the spool cannot take them (see the
+    /// [module docs](self#when-the-spool-cannot-take-a-chunk)). Default 64 MiB.
+    pub memory_max_bytes: u64,
+    /// Most frames kept in memory when the spool cannot take them. Default 1,024.
+    pub memory_max_chunks: usize,
 }
 
 impl CollectorConfig {
@@ -152,6 +191,8 @@ impl CollectorConfig {
             spool: SpoolConfig::default(),
             tls: ClientTls::default(),
             flush_timeout: Duration::from_secs(30),
+            memory_max_bytes: DEFAULT_MEMORY_MAX_BYTES,
+            memory_max_chunks: DEFAULT_MEMORY_MAX_CHUNKS,
         }
     }
 
@@ -196,6 +237,14 @@ impl CollectorConfig {
         self.flush_timeout = d;
         self
     }
+
+    /// Sets [`memory_max_bytes`](CollectorConfig::memory_max_bytes) and
+    /// [`memory_max_chunks`](CollectorConfig::memory_max_chunks).
+    pub fn with_memory_queue(mut self, max_bytes: u64, max_chunks: usize) -> Self {
+        self.memory_max_bytes = max_bytes;
+        self.memory_max_chunks = max_chunks;
+        self
+    }
 }
 
 /// What a collector sink has done.
@@ -232,6 +281,23 @@ pub struct CollectorCounters {
     pub request_time_ns: u64,
     /// Requests that got an HTTP answer (the ones `request_time_ns` covers).
     pub requests_timed: u64,
+    /// Chunks the spool could not take (an I/O error: disk full, quota, EIO), kept in
+    /// memory instead and sent from there.
+    pub chunks_unspooled: u64,
+    /// Records in those chunks.
+    pub records_unspooled: u64,
+    /// Chunks kept in memory that were dropped: the oldest, to make room for a newer
+    /// one, or at [`close`](CollectorSink::close) when the spool still could not take
+    /// them.
+    pub chunks_dropped_memory: u64,
+    /// Records in those chunks.
+    pub records_dropped_memory: u64,
+    /// Frame bytes in those chunks.
+    pub bytes_dropped_memory: u64,
+    /// Chunks in memory now, waiting to be sent (a gauge).
+    pub memory_chunks: u64,
+    /// Frame bytes in memory now (a gauge).
+    pub memory_bytes: u64,
     /// The spool's counters, when there is a spool.
     pub spool: Option<SpoolCounters>,
 }
@@ -252,6 +318,11 @@ struct Atomics {
     chunks_failed: AtomicU64,
     request_time_ns: AtomicU64,
     requests_timed: AtomicU64,
+    chunks_unspooled: AtomicU64,
+    records_unspooled: AtomicU64,
+    chunks_dropped_memory: AtomicU64,
+    records_dropped_memory: AtomicU64,
+    bytes_dropped_memory: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -271,6 +342,21 @@ enum Attempt {
         status: u16,
         body: String,
     },
+}
+
+/// Where [`CollectorSink::accept_chunk`] put a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Accepted {
+    /// Written to the spool (`fsync`ed): durable.
+    Spooled,
+    /// The spool could not take it (an I/O error): kept in memory and sent from
+    /// there, but lost if the process dies first. A caller that journals records
+    /// should not mark the chunk done, so that a restart sends it again (under the
+    /// same batch ID: the collector drops it if it already has it).
+    InMemory,
+    /// Without a spool: the collector acknowledged it.
+    Sent,
 }
 
 /// A frame ready to send, with what the logs and counters need.
@@ -302,12 +388,16 @@ struct Inner {
     retry: Mutex<RetryPolicy>,
     connect_timeout: Duration,
     request_timeout: Duration,
-    /// Wakes a sender waiting to retry once the settings changed.
+    /// Wakes a sender waiting to retry: the settings changed, or a flush began.
     reconfigured: tokio::sync::Notify,
     flush_timeout: Duration,
     encoder: Mutex<ChunkEncoder>,
     spool: Option<Arc<Mutex<Spool>>>,
-    /// Frames in the spool (0 when drained); flush waits on it.
+    /// Frames the spool could not take, waiting to be sent.
+    memory: Mutex<MemoryQueue>,
+    /// Whether the last spool write failed (to log the changes, not every failure).
+    spool_failing: AtomicBool,
+    /// Frames in the spool and in memory (0 when drained); flush waits on it.
     backlog: watch::Sender<usize>,
     wake: tokio::sync::Notify,
     shutdown: watch::Sender<bool>,
@@ -371,6 +461,11 @@ impl CollectorSink {
             flush_timeout: config.flush_timeout,
             encoder: Mutex::new(encoder),
             spool: spool.map(|s| Arc::new(Mutex::new(s))),
+            memory: Mutex::new(MemoryQueue::new(
+                config.memory_max_bytes,
+                config.memory_max_chunks,
+            )),
+            spool_failing: AtomicBool::new(false),
             backlog: watch::Sender::new(backlog),
             wake: tokio::sync::Notify::new(),
             shutdown: watch::Sender::new(false),
@@ -421,6 +516,10 @@ impl CollectorSink {
     pub fn counters(&self) -> CollectorCounters {
         let c = &self.inner.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let memory = {
+            let q = self.inner.memory();
+            (q.len(), q.bytes())
+        };
         CollectorCounters {
             chunks_accepted: get(&c.chunks_accepted),
             chunks_sent: get(&c.chunks_sent),
@@ -436,6 +535,13 @@ impl CollectorSink {
             chunks_failed: get(&c.chunks_failed),
             request_time_ns: get(&c.request_time_ns),
             requests_timed: get(&c.requests_timed),
+            chunks_unspooled: get(&c.chunks_unspooled),
+            records_unspooled: get(&c.records_unspooled),
+            chunks_dropped_memory: get(&c.chunks_dropped_memory),
+            records_dropped_memory: get(&c.records_dropped_memory),
+            bytes_dropped_memory: get(&c.bytes_dropped_memory),
+            memory_chunks: memory.0 as u64,
+            memory_bytes: memory.1,
             spool: self
                 .inner
                 .spool
@@ -449,27 +555,55 @@ impl CollectorSink {
     /// instance ([`RecoveredChunk::encode`](crate::RecoveredChunk::encode)). Same
     /// contract as [`deliver`](crate::FlowSink::deliver).
     pub async fn deliver_frame(&self, frame: Vec<u8>) -> Result<(), SinkError> {
+        self.accept_frame(frame).await.map(|_| ())
+    }
+
+    /// [`deliver_frame`](CollectorSink::deliver_frame), saying where the frame went:
+    /// [`Accepted::InMemory`] when the spool could not take it.
+    pub async fn accept_frame(&self, frame: Vec<u8>) -> Result<Accepted, SinkError> {
         let frame = Frame::new(frame)?;
         self.inner.accept(frame).await
     }
 
-    /// Flushes (up to `flush_timeout`), then stops the sending task. What is still
-    /// spooled stays on disk for the next run.
+    /// [`deliver`](crate::FlowSink::deliver), saying where the chunk went:
+    /// [`Accepted::InMemory`] when the spool could not take it (see the
+    /// [module docs](self#when-the-spool-cannot-take-a-chunk)).
+    pub async fn accept_chunk(&self, chunk: &Chunk) -> Result<Accepted, SinkError> {
+        let bytes = {
+            let mut encoder = self.inner.encoder.lock().unwrap_or_else(|p| p.into_inner());
+            encoder
+                .encode_to_vec(chunk)
+                .map_err(|source| SinkError::Encode {
+                    sequence: chunk.sequence,
+                    source,
+                })?
+        };
+        let frame = Frame::new(bytes)?;
+        self.inner.accept(frame).await
+    }
+
+    /// Stops the sending task at once, a request in flight included (its chunk stays
+    /// spooled, and a collector that stored it drops it as a duplicate next time). It
+    /// does not wait for the collector: call [`flush`](crate::FlowSink::flush) first
+    /// for that. What is still spooled stays on disk for the next run; frames kept in
+    /// memory are written to the spool if it takes them now, and dropped (counted in
+    /// `chunks_dropped_memory`, logged) if not.
     pub async fn close(self) -> Result<(), SinkError> {
-        let flushed = self.flush().await;
         self.inner.shutdown.send_replace(true);
         let handle = self
             .replayer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(handle) = handle {
-            handle.await.map_err(|source| SinkError::Task {
+        let stopped = match handle {
+            Some(handle) => handle.await.map_err(|source| SinkError::Task {
                 task: "collector sink replay",
                 source,
-            })?;
-        }
-        flushed
+            }),
+            None => Ok(()),
+        };
+        self.inner.spool_memory().await;
+        stopped
     }
 }
 
@@ -494,17 +628,7 @@ impl FlowSink for CollectorSink {
     }
 
     async fn deliver(&self, chunk: &Chunk) -> Result<(), SinkError> {
-        let bytes = {
-            let mut encoder = self.inner.encoder.lock().unwrap_or_else(|p| p.into_inner());
-            encoder
-                .encode_to_vec(chunk)
-                .map_err(|source| SinkError::Encode {
-                    sequence: chunk.sequence,
-                    source,
-                })?
-        };
-        let frame = Frame::new(bytes)?;
-        self.inner.accept(frame).await
+        self.accept_chunk(chunk).await.map(|_| ())
     }
 
     async fn flush(&self) -> Result<(), SinkError> {
@@ -513,11 +637,14 @@ impl FlowSink for CollectorSink {
         };
         let deadline = tokio::time::Instant::now() + self.inner.flush_timeout;
         let mut backlog = self.inner.backlog.subscribe();
+        // A sender waiting out a backoff tries now: the collector may be back.
+        self.inner.reconfigured.notify_waiters();
         loop {
-            // The watch is a hint; the spool itself says whether it is empty.
+            // The watch is a hint; the spool and the queue say whether they are empty.
             let spool = Arc::clone(spool);
-            let left =
+            let spooled =
                 blocking(move || Ok(spool.lock().unwrap_or_else(|p| p.into_inner()).len())).await?;
+            let left = spooled + self.inner.memory().len();
             if left == 0 {
                 return Ok(());
             }
@@ -535,27 +662,142 @@ impl FlowSink for CollectorSink {
 }
 
 impl Inner {
-    /// Takes a frame: into the spool, or (without one) straight to the collector.
-    async fn accept(self: &Arc<Self>, frame: Frame) -> Result<(), SinkError> {
+    /// Takes a frame: into the spool (or, if the spool cannot take it, into memory),
+    /// or (without a spool) straight to the collector.
+    async fn accept(self: &Arc<Self>, frame: Frame) -> Result<Accepted, SinkError> {
         match &self.spool {
             Some(spool) => {
                 let spool = Arc::clone(spool);
                 let bytes = frame.bytes.clone();
-                let len = blocking(move || {
+                let pushed = blocking(move || {
                     let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
                     spool.push(&bytes)?;
                     Ok(spool.len())
                 })
-                .await?;
-                self.backlog.send_replace(len);
+                .await;
+                let accepted = match pushed {
+                    Ok(len) => {
+                        if self.spool_failing.swap(false, Ordering::Relaxed) {
+                            tracing::info!(
+                                batch_id = %frame.batch_id,
+                                "the spool takes chunks again"
+                            );
+                        }
+                        self.publish_backlog(len);
+                        Accepted::Spooled
+                    }
+                    Err(error @ SinkError::Io { .. }) => self.keep_in_memory(frame, error)?,
+                    Err(error) => return Err(error),
+                };
                 bump(&self.counters.chunks_accepted, 1);
                 self.wake.notify_one();
-                Ok(())
+                Ok(accepted)
             }
             None => {
                 self.send_unspooled(&frame).await?;
                 bump(&self.counters.chunks_accepted, 1);
-                Ok(())
+                Ok(Accepted::Sent)
+            }
+        }
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, MemoryQueue> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Says how many frames wait: `spooled` in the spool, and those in memory.
+    fn publish_backlog(&self, spooled: usize) {
+        let in_memory = self.memory().len();
+        self.backlog.send_replace(spooled + in_memory);
+    }
+
+    /// The spool failed to take `frame` with `error`: keeps it in memory, dropping
+    /// the oldest frames there if it does not fit.
+    fn keep_in_memory(&self, frame: Frame, error: SinkError) -> Result<Accepted, SinkError> {
+        let batch_id = frame.batch_id.clone();
+        let records = frame.records;
+        let (pushed, queued) = {
+            let mut memory = self.memory();
+            let pushed = memory.push(frame);
+            (pushed, (memory.len(), memory.bytes()))
+        };
+        let dropped = match pushed {
+            memory::Pushed::Kept(dropped) => dropped,
+            memory::Pushed::TooLarge(frame) => {
+                tracing::error!(
+                    batch_id = %frame.batch_id,
+                    bytes = frame.bytes.len(),
+                    error = %crate::error_chain(&error),
+                    "the spool cannot take a chunk and it is larger than the memory queue"
+                );
+                return Err(error);
+            }
+        };
+        bump(&self.counters.chunks_unspooled, 1);
+        bump(&self.counters.records_unspooled, u64::from(records));
+        if self.spool_failing.swap(true, Ordering::Relaxed) {
+            tracing::debug!(%batch_id, error = %crate::error_chain(&error), "chunk kept in memory");
+        } else {
+            tracing::warn!(
+                %batch_id,
+                error = %crate::error_chain(&error),
+                "the spool cannot take chunks; keeping them in memory until they are sent"
+            );
+        }
+        for old in &dropped {
+            self.note_dropped_memory(old, "the memory queue is full");
+        }
+        self.backlog
+            .send_modify(|b| *b = b.saturating_add(1).saturating_sub(dropped.len()));
+        tracing::debug!(
+            chunks = queued.0,
+            bytes = queued.1,
+            "chunks waiting in memory"
+        );
+        Ok(Accepted::InMemory)
+    }
+
+    fn note_dropped_memory(&self, frame: &Frame, why: &str) {
+        bump(&self.counters.chunks_dropped_memory, 1);
+        bump(
+            &self.counters.records_dropped_memory,
+            u64::from(frame.records),
+        );
+        bump(
+            &self.counters.bytes_dropped_memory,
+            frame.bytes.len() as u64,
+        );
+        tracing::warn!(
+            batch_id = %frame.batch_id,
+            records = frame.records,
+            why,
+            "dropped a chunk kept in memory (the spool could not take it)"
+        );
+    }
+
+    /// At close: writes the frames still in memory to the spool, oldest first; those
+    /// it cannot take are dropped and counted.
+    async fn spool_memory(&self) {
+        let Some(spool) = &self.spool else {
+            return;
+        };
+        loop {
+            let Some(frame) = self.memory().pop() else {
+                return;
+            };
+            let spool = Arc::clone(spool);
+            let bytes = frame.bytes.clone();
+            let pushed = blocking(move || {
+                spool
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(&bytes)
+                    .map(|_| ())
+            })
+            .await;
+            if let Err(error) = pushed {
+                tracing::debug!(error = %crate::error_chain(&error), "spooling at close failed");
+                self.note_dropped_memory(&frame, "closing, and the spool still cannot take it");
             }
         }
     }
@@ -653,8 +895,9 @@ impl Inner {
                     .headers()
                     .get(RESULT_HEADER)
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"duplicate"));
-                // Read the (short) body so the connection can be reused.
-                let _ = response.bytes().await;
+                // Read a short body so the connection can be reused; never a long one.
+                let _ =
+                    body::read_prefix(response, body::ACK_BODY_LIMIT, body::BODY_READ_TIME).await;
                 bump(&self.counters.chunks_sent, 1);
                 bump(&self.counters.records_sent, u64::from(frame.records));
                 bump(&self.counters.bytes_sent, frame.bytes.len() as u64);
@@ -671,7 +914,7 @@ impl Inner {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
-                let body = snippet(response).await;
+                let body = body::snippet(response).await;
                 tracing::debug!(url = %self.url, batch_id = %frame.batch_id, status, body, "collector asked to retry");
                 Attempt::Retry {
                     status: Some(status),
@@ -681,7 +924,7 @@ impl Inner {
             }
             _ => Attempt::Reject {
                 status,
-                body: snippet(response).await,
+                body: body::snippet(response).await,
             },
         }
     }
@@ -700,17 +943,6 @@ impl Inner {
     }
 }
 
-/// The start of a response body, as text.
-async fn snippet(response: reqwest::Response) -> String {
-    match response.bytes().await {
-        Ok(b) => {
-            let end = b.len().min(BODY_SNIPPET);
-            String::from_utf8_lossy(&b[..end]).trim().to_owned()
-        }
-        Err(_) => String::new(),
-    }
-}
-
 /// Runs `f` on the blocking pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SinkError> + Send + 'static,
@@ -723,7 +955,15 @@ async fn blocking<T: Send + 'static>(
         })?
 }
 
-/// The background task: sends the spool, oldest first, until shutdown.
+/// Where the frame being sent lives.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    Spool(SpoolId),
+    Memory(MemoryId),
+}
+
+/// The background task: sends what the spool could not take (kept in memory), then
+/// the spool, oldest first, until shutdown.
 async fn replay(inner: Arc<Inner>) {
     let Some(spool) = inner.spool.clone() else {
         return;
@@ -735,56 +975,70 @@ async fn replay(inner: Arc<Inner>) {
         if *shutdown.borrow() {
             return;
         }
-        let next = {
-            let spool = Arc::clone(&spool);
-            blocking(move || {
-                let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-                let next = spool.oldest()?;
-                Ok((next, spool.len()))
-            })
-            .await
-        };
-        let chunk = match next {
-            Ok((Some(chunk), _)) => {
-                disk_failures = 0;
-                chunk
-            }
-            Ok((None, len)) => {
-                disk_failures = 0;
-                inner.backlog.send_replace(len);
-                if len == 0 {
-                    tokio::select! {
-                        () = inner.wake.notified() => {}
-                        () = crate::stopped(&mut shutdown) => return,
+        // Frames kept in memory first: a crash would lose them, not the spooled ones.
+        let front = inner.memory().front();
+        let (source, frame) = match front {
+            Some((id, frame)) => (Source::Memory(id), frame),
+            None => {
+                let next = {
+                    let spool = Arc::clone(&spool);
+                    blocking(move || {
+                        let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
+                        let next = spool.oldest()?;
+                        Ok((next, spool.len()))
+                    })
+                    .await
+                };
+                match next {
+                    Ok((Some(chunk), _)) => {
+                        disk_failures = 0;
+                        let frame = Frame {
+                            bytes: Bytes::from(chunk.frame),
+                            batch_id: chunk.batch_id.to_string(),
+                            records: chunk.records,
+                        };
+                        (Source::Spool(chunk.id), frame)
+                    }
+                    Ok((None, len)) => {
+                        disk_failures = 0;
+                        inner.publish_backlog(len);
+                        if len == 0 && inner.memory().len() == 0 {
+                            tokio::select! {
+                                () = inner.wake.notified() => {}
+                                () = crate::stopped(&mut shutdown) => return,
+                            }
+                        }
+                        continue;
+                    }
+                    Err(error) => {
+                        disk_failures += 1;
+                        tracing::error!(error = %crate::error_chain(&error), "reading the spool failed");
+                        let wait = inner.backoff(disk_failures, None);
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            // A frame kept in memory does not need the spool.
+                            () = inner.wake.notified() => {}
+                            () = crate::stopped(&mut shutdown) => return,
+                        }
+                        continue;
                     }
                 }
-                continue;
             }
-            Err(error) => {
-                disk_failures += 1;
-                tracing::error!(error = %crate::error_chain(&error), "reading the spool failed");
-                let wait = inner.backoff(disk_failures, None);
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = crate::stopped(&mut shutdown) => return,
-                }
-                continue;
-            }
-        };
-        let frame = Frame {
-            bytes: Bytes::from(chunk.frame),
-            batch_id: chunk.batch_id.to_string(),
-            records: chunk.records,
         };
         let mut attempts = 0;
         let settled = loop {
             attempts += 1;
-            match inner.post(&frame).await {
-                Attempt::Delivered => break Settle::Remove(chunk.id),
+            // Shutdown does not wait for an answer: the frame stays where it is.
+            let attempt = tokio::select! {
+                a = inner.post(&frame) => a,
+                () = crate::stopped(&mut shutdown) => return,
+            };
+            match attempt {
+                Attempt::Delivered => break Settle::Remove(source),
                 Attempt::Reject { status, body } => {
                     inner.note_rejected(&frame, status, &body);
                     break Settle::Reject(
-                        chunk.id,
+                        source,
                         format!("HTTP {status} from {}\n{body}\n", inner.url),
                     );
                 }
@@ -792,19 +1046,23 @@ async fn replay(inner: Arc<Inner>) {
                     let wait = inner.backoff(attempts, retry_after);
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
-                        // New TLS material or backoff: try it now.
+                        // New TLS material or backoff, or a flush: try it now.
                         () = inner.reconfigured.notified() => {}
                         () = crate::stopped(&mut shutdown) => return,
                     }
-                    // A full spool may have dropped it meanwhile: then it is gone
-                    // (and counted as dropped), not sent.
-                    let spool = Arc::clone(&spool);
-                    let id = chunk.id;
-                    let still = blocking(move || {
-                        Ok(spool.lock().unwrap_or_else(|p| p.into_inner()).contains(id))
-                    })
-                    .await
-                    .unwrap_or(true);
+                    // A full spool (or memory queue) may have dropped it meanwhile:
+                    // then it is gone (and counted as dropped), not sent.
+                    let still = match source {
+                        Source::Spool(id) => {
+                            let spool = Arc::clone(&spool);
+                            blocking(move || {
+                                Ok(spool.lock().unwrap_or_else(|p| p.into_inner()).contains(id))
+                            })
+                            .await
+                            .unwrap_or(true)
+                        }
+                        Source::Memory(id) => inner.memory().contains(id),
+                    };
                     if !still {
                         break Settle::Gone;
                     }
@@ -812,25 +1070,34 @@ async fn replay(inner: Arc<Inner>) {
                 }
             }
         };
+        let spool_id = match settled {
+            Settle::Remove(Source::Memory(id)) | Settle::Reject(Source::Memory(id), _) => {
+                // A refused frame kept in memory is not set aside: the spool could
+                // not take it. It was logged and counted as rejected.
+                inner.memory().remove(id);
+                None
+            }
+            Settle::Remove(Source::Spool(id)) => Some((id, None)),
+            Settle::Reject(Source::Spool(id), reason) => Some((id, Some(reason))),
+            Settle::Gone => None,
+        };
         let spool = Arc::clone(&spool);
         let done = blocking(move || {
             let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-            match settled {
-                Settle::Remove(id) => {
+            match spool_id {
+                Some((id, None)) => {
                     spool.remove(id)?;
                 }
-                Settle::Reject(id, reason) => {
+                Some((id, Some(reason))) => {
                     spool.reject(id, &reason)?;
                 }
-                Settle::Gone => {}
+                None => {}
             }
             Ok(spool.len())
         })
         .await;
         match done {
-            Ok(len) => {
-                inner.backlog.send_replace(len);
-            }
+            Ok(len) => inner.publish_backlog(len),
             Err(error) => {
                 tracing::error!(error = %crate::error_chain(&error), "updating the spool failed");
             }
@@ -839,8 +1106,8 @@ async fn replay(inner: Arc<Inner>) {
 }
 
 enum Settle {
-    Remove(SpoolId),
-    Reject(SpoolId, String),
+    Remove(Source),
+    Reject(Source, String),
     Gone,
 }
 
