@@ -1,0 +1,163 @@
+//! The collector sink when its spool's disk is full: a real 256 KiB tmpfs as the spool
+//! directory (mounting it needs root) and the reference collector, down first and up
+//! later. `deliver` keeps accepting chunks (kept in memory, the oldest dropped and
+//! counted when too many wait), and once the disk has room again and the collector is
+//! up, every chunk not counted as dropped arrives exactly once.
+
+mod common;
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use common::*;
+use flow_sink::{
+    CollectorSink, FlowSink,
+    collector::{CollectorOptions, FlowCollector},
+    collector_sink::Accepted,
+};
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs (needs root): {status}");
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system of `path` by writing `path` until the disk is full.
+fn fill(path: &Path) {
+    let mut file = std::fs::File::create(path).expect("ballast");
+    let block = vec![0xa5u8; 4096];
+    loop {
+        match file.write_all(&block).and_then(|()| file.sync_data()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(28) => return, // ENOSPC
+            Err(e) => panic!("filling the disk: {e}"),
+        }
+    }
+}
+
+const PER: u64 = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_disk_keeps_chunks_in_memory_until_the_collector_has_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("flows.jsonl");
+    let mnt = dir.path().join("mnt");
+    let _tmpfs = Tmpfs::mount(&mnt, "256k");
+    let spool_dir = mnt.join("spool");
+    let addr = free_port(); // the collector is down
+    let url = format!("http://{addr}/v1/chunks");
+    let sink =
+        CollectorSink::start(sink_config(&url, 60, &spool_dir).with_memory_queue(1 << 20, 8))
+            .expect("sink");
+
+    // The disk fills up (another writer): the spool cannot take a single chunk.
+    let ballast = mnt.join("ballast");
+    fill(&ballast);
+    let all = chunks(17, PER);
+    for c in &all[..12] {
+        let accepted = sink
+            .accept_chunk(c)
+            .await
+            .expect("a full disk fails no delivery");
+        assert_eq!(accepted, Accepted::InMemory);
+    }
+    let c = sink.counters();
+    assert_eq!((c.chunks_accepted, c.chunks_unspooled), (12, 12), "{c:?}");
+    assert_eq!(c.records_unspooled, 12 * PER);
+    // At most 8 wait in memory: the 4 oldest were dropped and counted.
+    assert_eq!(
+        (c.chunks_dropped_memory, c.records_dropped_memory),
+        (4, 4 * PER),
+        "{c:?}"
+    );
+    assert_eq!(c.memory_chunks, 8);
+    assert!(c.bytes_dropped_memory > 0 && c.memory_bytes > 0, "{c:?}");
+    assert_eq!(c.spool.expect("spool").files, 0);
+    eventually(Duration::from_secs(20), "attempts from memory", || {
+        sink.counters().transport_errors >= 2
+    })
+    .await;
+
+    // Room again: new chunks go to the spool as before.
+    std::fs::remove_file(&ballast).expect("free the disk");
+    for c in &all[12..] {
+        assert_eq!(
+            sink.accept_chunk(c).await.expect("deliver"),
+            Accepted::Spooled
+        );
+    }
+    assert_eq!(sink.counters().spool.expect("spool").files, 5);
+
+    // The collector comes up: everything not counted as dropped arrives, once.
+    let collector = FlowCollector::start(CollectorOptions::new(addr, &out).with_sync(false))
+        .await
+        .expect("collector on the same port");
+    sink.flush().await.expect("flush");
+    let seen = numbers_in(&out);
+    let want: Vec<u64> = (4 * PER..17 * PER).collect();
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), want);
+    assert!(seen.values().all(|n| *n == 1), "duplicates: {seen:?}");
+    let c = sink.counters();
+    assert_eq!((c.chunks_sent, c.memory_chunks, c.memory_bytes), (13, 0, 0));
+    assert_eq!(c.spool.expect("spool").files, 0);
+    sink.close().await.expect("close");
+    collector.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_still_in_memory_at_close_go_to_the_spool_if_it_has_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("flows.jsonl");
+    let mnt = dir.path().join("mnt");
+    let _tmpfs = Tmpfs::mount(&mnt, "256k");
+    let spool_dir = mnt.join("spool");
+    let addr = free_port(); // the collector is down
+    let url = format!("http://{addr}/v1/chunks");
+    let config = sink_config(&url, 61, &spool_dir).with_flush_timeout(Duration::from_millis(200));
+    let sink = CollectorSink::start(config).expect("sink");
+    let ballast = mnt.join("ballast");
+    fill(&ballast);
+    let all = chunks(3, PER);
+    for c in &all {
+        assert_eq!(
+            sink.accept_chunk(c).await.expect("deliver"),
+            Accepted::InMemory
+        );
+    }
+    sink.flush()
+        .await
+        .expect("a flush that times out is no error");
+    std::fs::remove_file(&ballast).expect("free the disk");
+    sink.close().await.expect("close");
+
+    // The next run finds them in the spool and sends them.
+    let collector = FlowCollector::start(CollectorOptions::new(addr, &out).with_sync(false))
+        .await
+        .expect("collector");
+    let sink = CollectorSink::start(sink_config(&url, 62, &spool_dir)).expect("sink");
+    assert_eq!(sink.counters().spool.expect("spool").files, 3);
+    sink.flush().await.expect("flush");
+    assert_exactly_once(&out, 3 * PER);
+    sink.close().await.expect("close");
+    collector.shutdown().await;
+}
