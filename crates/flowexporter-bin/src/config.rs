@@ -9,7 +9,11 @@
 //! file again (see `reload.rs`).
 
 use std::{
-    net::SocketAddr,
+    fmt,
+    fs::OpenOptions,
+    io::{self, Read},
+    net::{Ipv6Addr, SocketAddr},
+    os::unix::fs::{FileTypeExt, OpenOptionsExt},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -23,6 +27,85 @@ use crate::cli::{CertField, Cli, Command, LogFormat, RunArgs};
 
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/flowexporter/config.toml";
+
+/// Largest configuration file read, in bytes (1 MiB; the example is about 2 KiB). A
+/// larger file is refused before it is read, so checking or loading a configuration
+/// never costs more than a small, fixed amount of memory.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Why a configuration was refused, before anything was loaded. (The remaining checks
+/// report through `anyhow` with the same wording: the key, then what was expected.)
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A key's value is malformed or out of range.
+    InvalidValue {
+        /// The key in the file, e.g. `sink.collector`.
+        key: &'static str,
+        /// The flag that sets it too, e.g. `--collector`.
+        flag: &'static str,
+        /// The value, escaped and shortened for display.
+        value: String,
+        /// What is wrong and what was expected.
+        reason: String,
+    },
+    /// The configuration file is larger than [`MAX_CONFIG_BYTES`].
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The configuration file is not a regular file (a FIFO, a directory, a device).
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// The configuration file could not be opened or read, or is not UTF-8.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::InvalidValue {
+                key,
+                flag,
+                value,
+                reason,
+            } => write!(f, "{key} ({flag}) = {value}: {reason}"),
+            ConfigError::FileTooLarge { path, limit } => write!(
+                f,
+                "configuration file {}: larger than the limit of {limit} bytes (1 MiB)",
+                path.display()
+            ),
+            ConfigError::NotRegularFile { path, kind } => write!(
+                f,
+                "configuration file {}: not a regular file (it is a {kind})",
+                path.display()
+            ),
+            ConfigError::Read { path, .. } => {
+                write!(f, "reading the configuration file {}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 /// A commented example configuration (`flowexporter config example`).
 pub const EXAMPLE: &str = r#"# flowexporter configuration (TOML). Every key is optional; a flag or its
@@ -213,9 +296,61 @@ pub fn load(matches: &ArgMatches, file: Option<&Path>) -> anyhow::Result<RunConf
 /// Reads and parses a configuration file; errors name the file, the key and what was
 /// expected (TOML's own messages do).
 fn read(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the configuration file {}", path.display()))?;
+    let text = read_bounded(path, MAX_CONFIG_BYTES)?;
     toml::from_str(&text).with_context(|| format!("configuration file {}", path.display()))
+}
+
+/// The text of the configuration file at `path`, which must be a regular file of at
+/// most `limit` bytes of UTF-8.
+///
+/// The file is opened non-blocking, so a FIFO (or a device) at the path cannot hold the
+/// open up, and its type and size are taken from the open file itself; the read is
+/// bounded too, for a file that grows meanwhile or reports no size.
+fn read_bounded(path: &Path, limit: u64) -> Result<String, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        return Err(ConfigError::NotRegularFile {
+            path: path.to_path_buf(),
+            kind: if kind.is_dir() {
+                "directory"
+            } else if kind.is_fifo() {
+                "FIFO"
+            } else if kind.is_socket() {
+                "socket"
+            } else if kind.is_char_device() {
+                "character device"
+            } else if kind.is_block_device() {
+                "block device"
+            } else {
+                "special file"
+            },
+        });
+    }
+    let too_large = || ConfigError::FileTooLarge {
+        path: path.to_path_buf(),
+        limit,
+    };
+    if meta.len() > limit {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|e| read_error(io::Error::new(io::ErrorKind::InvalidData, e)))
 }
 
 fn duration(key: &str, value: &str) -> anyhow::Result<Duration> {
@@ -398,14 +533,141 @@ fn validate(config: &RunConfig) -> anyhow::Result<()> {
         );
     }
     if let Some(url) = &args.collector
-        && !(url.starts_with("http://") || url.starts_with("https://"))
+        && let Err(reason) = check_collector(url)
     {
-        bail!("sink.collector (--collector) = {url:?}: expected an http:// or https:// URL");
+        return Err(ConfigError::InvalidValue {
+            key: "sink.collector",
+            flag: "--collector",
+            value: shown(url),
+            reason,
+        }
+        .into());
+    }
+    if let Some(host) = &args.host_id
+        && let Err(reason) = check_host_id(host)
+    {
+        return Err(ConfigError::InvalidValue {
+            key: "sink.host_id",
+            flag: "--host-id",
+            value: shown(host),
+            reason,
+        }
+        .into());
     }
     if args.client_cert.is_some() != args.client_key.is_some() {
         bail!(
             "sink.client_cert and sink.client_key (--client-cert, --client-key): give both or neither"
         );
+    }
+    Ok(())
+}
+
+/// A value for an error message: quoted and escaped (no control character reaches the
+/// terminal), and cut after 64 characters.
+fn shown(value: &str) -> String {
+    const SHOWN: usize = 64;
+    match value.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+        None => format!("{value:?}"),
+    }
+}
+
+/// The first control character of `value` and its byte offset, if any.
+fn control_character(value: &str) -> Option<(usize, char)> {
+    value.char_indices().find(|(_, c)| c.is_control())
+}
+
+/// Checks a collector URL the way the collector sink will use it: `http://` or
+/// `https://`, then a host (a name, an IPv4 address or a bracketed IPv6 address), an
+/// optional port, an optional path. Returns what is wrong.
+fn check_collector(url: &str) -> Result<(), String> {
+    const EXPECTED: &str =
+        "expected an http:// or https:// URL with a host, such as http://collector.example:9000";
+    if let Some((at, c)) = url
+        .char_indices()
+        .find(|(_, c)| c.is_control() || c.is_whitespace())
+    {
+        return Err(format!(
+            "it contains {} (U+{:04X}) at byte {at}; {EXPECTED}",
+            if c.is_control() {
+                "a control character"
+            } else {
+                "white space"
+            },
+            u32::from(c)
+        ));
+    }
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err(EXPECTED.into());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Credentials (`user:password@`) are the sink's business; the host follows them.
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(bracketed) => {
+            let Some((v6, after)) = bracketed.split_once(']') else {
+                return Err(format!("the host has an unclosed '['; {EXPECTED}"));
+            };
+            if v6.parse::<Ipv6Addr>().is_err() {
+                return Err(format!("[{v6}] is not an IPv6 address; {EXPECTED}"));
+            }
+            let port = match after {
+                "" => None,
+                _ => match after.strip_prefix(':') {
+                    Some(port) => Some(port),
+                    None => return Err(format!("unexpected {after:?} after the host; {EXPECTED}")),
+                },
+            };
+            (v6, port)
+        }
+        None => match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(format!("the URL has no host; {EXPECTED}"));
+    }
+    if !host_port.starts_with('[')
+        && let Some(c) = host.chars().find(|c| "<>[]\\^|:".contains(*c))
+    {
+        return Err(format!("the host {host:?} contains {c:?}; {EXPECTED}"));
+    }
+    if let Some(port) = port
+        && !port.is_empty()
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!(
+            "the port {port:?} is not a number from 0 to 65535; {EXPECTED}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a host ID: it names this host in every chunk header (wire format: 1 to
+/// `MAX_HOST_LEN` bytes of UTF-8) and in logs, so it may not be empty, too long, or
+/// hold control characters.
+fn check_host_id(host: &str) -> Result<(), String> {
+    use flow_batch::wire::MAX_HOST_LEN;
+    if host.is_empty() {
+        return Err(format!(
+            "empty; expected 1 to {MAX_HOST_LEN} bytes naming this host (or no host_id, for the hostname)"
+        ));
+    }
+    if host.len() > MAX_HOST_LEN {
+        return Err(format!(
+            "{} bytes long; the wire format allows at most {MAX_HOST_LEN}",
+            host.len()
+        ));
+    }
+    if let Some((at, c)) = control_character(host) {
+        return Err(format!(
+            "it contains the control character U+{:04X} at byte {at}; expected printable text",
+            u32::from(c)
+        ));
     }
     Ok(())
 }
@@ -419,6 +681,98 @@ mod tests {
         let file: FileConfig = toml::from_str(EXAMPLE).expect("the example is valid");
         assert_eq!(file.capture.ring_size, Some(4 << 20));
         assert_eq!(file.batch.window.as_deref(), Some("60s"));
+    }
+
+    #[test]
+    fn collector_urls_need_a_scheme_and_a_host() {
+        for good in [
+            "http://collector:9000",
+            "https://collector.example",
+            "http://127.0.0.1:9000/base/",
+            "https://[::1]:9443",
+            "http://user:secret@collector:80/x?y#z",
+            "http://collector:",
+        ] {
+            assert_eq!(check_collector(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("http://", "no host"),
+            ("https://", "no host"),
+            ("http:///v1", "no host"),
+            ("http://:9000", "no host"),
+            ("http://user@/x", "no host"),
+            ("http://?x", "no host"),
+            ("collector:9000", "expected an http:// or https:// URL"),
+            ("ftp://collector", "expected an http:// or https:// URL"),
+            ("http://[::1", "unclosed"),
+            ("http://[nope]:80", "not an IPv6 address"),
+            ("http://[::1]x", "after the host"),
+            ("http://a:b:80", "contains ':'"),
+            ("http://host:99999", "port"),
+            ("http://host:http", "port"),
+            ("http://col lector", "white space"),
+            ("http://collector\u{1b}[2J", "control character"),
+        ] {
+            let err = check_collector(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn host_ids_fit_the_wire_format() {
+        use flow_batch::wire::MAX_HOST_LEN;
+        assert_eq!(check_host_id("web-17"), Ok(()));
+        assert_eq!(check_host_id(&"h".repeat(MAX_HOST_LEN)), Ok(()));
+        assert!(check_host_id("").expect_err("empty").contains("empty"));
+        let err = check_host_id(&"h".repeat(2000)).expect_err("long");
+        assert!(err.contains("2000 bytes") && err.contains("1024"), "{err}");
+        let err = check_host_id("web\u{1b}17").expect_err("ESC");
+        assert!(err.contains("U+001B at byte 3"), "{err}");
+        assert!(check_host_id("web\n17").is_err());
+        assert!(check_host_id("web\u{85}").is_err());
+        // Shown shortened and escaped in the error.
+        let shown = shown(&"h".repeat(2000));
+        assert!(shown.len() < 100 && shown.contains("2000 bytes"), "{shown}");
+        assert_eq!(super::shown("a\u{1b}b"), "\"a\\u{1b}b\"");
+    }
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fe-config-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        dir.join(name)
+    }
+
+    #[test]
+    fn reading_is_bounded_to_regular_files() {
+        let path = temp_path("bounded.toml");
+        std::fs::write(&path, "x".repeat(100)).expect("write");
+        assert_eq!(read_bounded(&path, 100).expect("at the limit").len(), 100);
+        let err = read_bounded(&path, 99).expect_err("over the limit");
+        assert!(
+            matches!(err, ConfigError::FileTooLarge { limit: 99, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("bounded.toml"), "{err}");
+
+        let fifo = temp_path("fifo.toml");
+        let _ = std::fs::remove_file(&fifo);
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: `c` is a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // No writer: a blocking open would wait forever.
+        let err = read_bounded(&fifo, MAX_CONFIG_BYTES).expect_err("FIFO");
+        assert!(
+            matches!(err, ConfigError::NotRegularFile { kind: "FIFO", .. }),
+            "{err}"
+        );
+        let err = read_bounded(&std::env::temp_dir(), MAX_CONFIG_BYTES).expect_err("dir");
+        assert!(err.to_string().contains("directory"), "{err}");
+
+        std::fs::write(&path, [b'a', 0xff]).expect("write");
+        let err = read_bounded(&path, MAX_CONFIG_BYTES).expect_err("not UTF-8");
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+        let _ = std::fs::remove_file(&fifo);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

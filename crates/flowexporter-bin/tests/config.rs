@@ -137,3 +137,215 @@ fn flags_beat_environment_beats_file() {
         "{err}"
     );
 }
+
+/// Asserts `run` stopped at its configuration: no log line (logging starts after the
+/// configuration is read), so nothing was loaded.
+fn refused_before_loading(err: &str) {
+    assert!(
+        !err.contains("capabilities")
+            && !err.contains("tracing TCP closes")
+            && !err.contains("INFO"),
+        "run got past its configuration: {err}"
+    );
+}
+
+#[test]
+fn collector_and_host_id_are_checked_before_anything_is_loaded() {
+    let long = format!("[sink]\nhost_id = \"{}\"\n", "h".repeat(2000));
+    let cases = [
+        (
+            "no-host.toml",
+            "[sink]\ncollector = \"http://\"\n",
+            "sink.collector",
+            "no host",
+        ),
+        (
+            "no-host-s.toml",
+            "[sink]\ncollector = \"https://:9000/x\"\n",
+            "sink.collector",
+            "no host",
+        ),
+        (
+            "bad-port.toml",
+            "[sink]\ncollector = \"http://c:99999\"\n",
+            "sink.collector",
+            "port",
+        ),
+        (
+            "empty-host-id.toml",
+            "[sink]\nhost_id = \"\"\n",
+            "sink.host_id",
+            "empty",
+        ),
+        (
+            "long-host-id.toml",
+            long.as_str(),
+            "sink.host_id",
+            "at most 1024",
+        ),
+        (
+            "ctl-host-id.toml",
+            "[sink]\nhost_id = \"web\\u001b[2J\"\n",
+            "sink.host_id",
+            "U+001B at byte 3",
+        ),
+    ];
+    for (name, text, key, why) in cases {
+        let path = temp_file(name, text);
+        let p = path.to_str().expect("path");
+        let (ok, err) = run(&["config", "check", p], &[]);
+        assert!(!ok, "{name} must be refused");
+        assert!(err.contains(key) && err.contains(why), "{name}: {err}");
+        assert!(!err.contains('\u{1b}'), "{name}: raw ESC in {err:?}");
+        let (ok, err) = run(&["run", "--config", p], &[]);
+        assert!(!ok, "{name} must stop run");
+        assert!(err.contains(key) && err.contains(why), "{name}: {err}");
+        refused_before_loading(&err);
+    }
+    // The 2,000-byte value is not echoed whole.
+    let path = temp_file("long-host-id.toml", &long);
+    let (_, err) = run(&["config", "check", path.to_str().expect("path")], &[]);
+    assert!(err.len() < 600, "{err}");
+    // Flags and environment variables are checked the same way.
+    for (args, env) in [
+        (vec!["run", "--collector", "http://"], vec![]),
+        (vec!["run", "--host-id", ""], vec![]),
+        (vec!["run"], vec![("FLOWEXPORTER_COLLECTOR", "http:///v1")]),
+        (vec!["run"], vec![("FLOWEXPORTER_HOST_ID", "a\tb")]),
+    ] {
+        let (ok, err) = run(&args, &env);
+        assert!(!ok, "{args:?} {env:?} must stop run");
+        assert!(err.contains("sink."), "{err}");
+        refused_before_loading(&err);
+    }
+    // What the wire format takes is accepted.
+    let good = format!(
+        "[sink]\ncollector = \"https://[::1]:9443/base\"\nhost_id = \"{}\"\n",
+        "h".repeat(1024)
+    );
+    let path = temp_file("good-sink.toml", &good);
+    let (ok, err) = run(&["config", "check", path.to_str().expect("path")], &[]);
+    assert!(ok, "{err}");
+}
+
+/// Runs the binary with `args`, killing it after 20 s; returns (success, stderr, peak
+/// resident set in KiB).
+fn run_measured(args: &[&str]) -> (bool, String, i64) {
+    use std::{
+        io::Read,
+        process::Stdio,
+        time::{Duration, Instant},
+    };
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flowexporter");
+    let pid = child.id() as libc::pid_t;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, rusage) = loop {
+        let mut status = 0;
+        // SAFETY: a zeroed rusage is a valid out-parameter.
+        let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waiting for our own child, with valid out-parameters.
+        let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut rusage) };
+        assert!(rc >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if rc == pid {
+            break (status, rusage);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("flowexporter {args:?} did not finish in 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (ok, err, rusage.ru_maxrss)
+}
+
+#[test]
+fn a_huge_configuration_file_is_refused_without_reading_it() {
+    use std::io::Write;
+    let path = temp_file("huge.toml", "");
+    {
+        // 25 MB of valid TOML: a real key, then comment lines.
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+        writeln!(f, "[batch]\nwindow = \"5s\"").expect("write");
+        let line = format!("# {}\n", "x".repeat(98));
+        for _ in 0..250_000 {
+            f.write_all(line.as_bytes()).expect("write");
+        }
+        f.flush().expect("flush");
+    }
+    assert!(std::fs::metadata(&path).expect("meta").len() >= 25_000_000);
+    let p = path.to_str().expect("path");
+    for args in [
+        ["config", "check", p].as_slice(),
+        ["run", "--config", p].as_slice(),
+    ] {
+        let (ok, err, peak_kib) = run_measured(args);
+        assert!(!ok, "{args:?} accepted a 25 MB file");
+        assert!(
+            err.contains("huge.toml") && err.contains("1048576 bytes"),
+            "{err}"
+        );
+        // It was 925 MB; the file is never read, so a few MB of process is all.
+        assert!(peak_kib < 64 * 1024, "peak {peak_kib} KiB: {err}");
+        refused_before_loading(&err);
+    }
+    std::fs::remove_file(&path).expect("remove");
+
+    // Exactly the limit is fine; one byte more is not.
+    let mut text = String::from("[batch]\nwindow = \"5s\"\n");
+    while text.len() < (1 << 20) - 100 {
+        text.push_str(&format!("# {}\n", "x".repeat(97)));
+    }
+    text.push('#');
+    while text.len() < 1 << 20 {
+        text.push('x');
+    }
+    let at_limit = temp_file("at-limit.toml", &text);
+    let (ok, err) = run(&["config", "check", at_limit.to_str().expect("path")], &[]);
+    assert!(ok, "{err}");
+    text.push('x');
+    let over = temp_file("over-limit.toml", &text);
+    let (ok, err) = run(&["config", "check", over.to_str().expect("path")], &[]);
+    assert!(!ok && err.contains("over-limit.toml"), "{err}");
+}
+
+#[test]
+fn a_fifo_or_a_directory_is_not_a_configuration_file() {
+    let dir = std::env::temp_dir().join(format!("fe-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let fifo = dir.join("config.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: `c` is a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let f = fifo.to_str().expect("path");
+    // Nobody writes to the FIFO: a blocking open or read would never return.
+    for args in [
+        ["config", "check", f].as_slice(),
+        ["run", "--config", f].as_slice(),
+    ] {
+        let (ok, err, _) = run_measured(args);
+        assert!(!ok, "{args:?} accepted a FIFO");
+        assert!(
+            err.contains("config.fifo")
+                && err.contains("not a regular file")
+                && err.contains("FIFO"),
+            "{err}"
+        );
+        refused_before_loading(&err);
+    }
+    std::fs::remove_file(&fifo).expect("remove");
+    let d = dir.to_str().expect("path");
+    let (ok, err) = run(&["config", "check", d], &[]);
+    assert!(!ok && err.contains("directory"), "{err}");
+}
