@@ -44,24 +44,67 @@
 //!
 //! # Files
 //!
-//! `DIR/<segment, 20 digits>.wal`, a new segment when the active one passes
-//! `segment_max_bytes` or when every record and chunk in it is done. A segment starts
-//! with `FXWJ`, a `u16` version (1), two zero bytes and a `u64` "supersedes below":
-//! segments numbered below it are obsolete (a recovery wrote their live content into
-//! this one). Then entries: `u32` body length, `u32` CRC-32C of the body, the body
-//! (a kind byte: 1 record, 2 intent, 3 done; then its bincode 1 encoding with fixed
-//! little-endian integers). All integers are little-endian. A segment is deleted once
-//! every record in it belongs to a done chunk. Reading stops at the first entry of a
-//! segment that is cut short or fails its checksum (a torn write at a crash); the
-//! bytes skipped are counted.
+//! `DIR/<segment, 20 digits>.wal`, mode `0600` in a `0700` directory; a new segment
+//! when the active one passes `segment_max_bytes` or when every record and chunk in it
+//! is done. A segment starts with `FXWJ`, a `u16` version (2), a `u16` of flags and a
+//! `u64`: without flags, "supersedes below" (segments numbered below it are obsolete: a
+//! recovery wrote their live content into this one); with flag 1, the first segment of
+//! the recovery that continued into this one (it counts only once that first segment
+//! has its final name). Then entries: `u32` body length, `u32` CRC-32C of the body, the
+//! body (a kind byte: 1 record, 2 intent, 3 done; then its bincode 1 encoding with
+//! fixed little-endian integers). All integers are little-endian. A record's position
+//! is its segment number and its byte offset in the segment (version 1 segments, of
+//! older releases, are still read: there it is its ordinal). A segment is deleted once
+//! every record in it belongs to a done chunk.
+//!
+//! # What the start-up scan tolerates
+//!
+//! - A segment that ends in an incomplete entry (a crash during a write; the normal
+//!   case): the incomplete entry is skipped and counted
+//!   ([`bytes_discarded`](JournalCounters::bytes_discarded)), quietly.
+//! - A damaged segment (bad bytes between intact entries, or a bad header): every
+//!   entry whose length is sane, whose checksum matches and that decodes is kept; after
+//!   bad bytes, reading starts again at the next position where such an entry begins
+//!   (followed by another one, or ending the segment). The bad bytes are counted
+//!   ([`bad_entries`](JournalCounters::bad_entries), `bytes_discarded`), the segment
+//!   too ([`damaged_segments`](JournalCounters::damaged_segments)), and once its
+//!   intact content is journaled again it is moved into `DIR/damaged/`, not deleted.
+//! - Anything else under a segment's name (a directory, a FIFO or device, a symbolic
+//!   link, a file that cannot be opened or read, a file larger than
+//!   [`JournalConfig::segment_read_limit`]): never followed, never blocked on, never
+//!   read past the limit, moved into `DIR/damaged/` with a warning and counted
+//!   ([`entries_set_aside`](JournalCounters::entries_set_aside)).
+//!
+//! # When the journal cannot write
+//!
+//! A failed write, `fdatasync` or segment creation (`ENOSPC`, `EDQUOT`, `EIO`, ...)
+//! does not fail [`append`](RecordJournal::append),
+//! [`sync_if_due`](RecordJournal::sync_if_due), [`begin_chunk`](RecordJournal::begin_chunk)
+//! or [`end_chunk`](RecordJournal::end_chunk): capture and delivery go on. The journal
+//! logs one warning (a crash now loses the records not yet in a delivered chunk), stops
+//! journaling records (counted in
+//! [`records_not_journaled`](JournalCounters::records_not_journaled); the
+//! [`degraded`](JournalCounters::degraded) gauge is 1) and keeps in memory the intents
+//! and done marks it could not make durable. Every `sync_interval` it tries a fresh
+//! segment; once that works it writes those intents and done marks, syncs, logs that
+//! it journals again, and goes on. So after a resume:
+//!
+//! - a chunk delivered while degraded does not come back after a later crash (its done
+//!   mark, and its intent if need be, were written on resume);
+//! - records appended while degraded are in no segment: a crash loses them unless
+//!   their chunk was delivered (nothing can bring them back);
+//! - records appended in the sync interval before the failure are in the journal only
+//!   if the failed segment's buffer reached the disk (it is tried once more on resume).
+mod format;
+mod scan;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
-    fs::{self, File, OpenOptions},
+    fs::File,
     hash::{BuildHasherDefault, Hasher},
     io::{BufWriter, Write},
     net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -71,34 +114,41 @@ use flow_batch::{
     wire::{BatchId, ChunkEncoder, InstanceId, encode_record},
 };
 use flow_capture::FlowRecord;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::{error::SinkError, spool::sync_dir};
+use self::{
+    format::{
+        DoneBody, ENTRY_HEAD_LEN, FLAG_RECOVERY, HEADER_LEN, IntentBody, KIND_DONE, KIND_INTENT,
+        KIND_RECORD, Lsn, MAX_ENTRY_LEN, OldContent, encode_header, entry_head, lsn, lsn_segment,
+        options,
+    },
+    scan::{segment_name, set_aside, tmp_name},
+};
+use crate::{error::SinkError, error_chain, state_dir::StateDir};
 
 /// Default longest time between two syncs of the journal: 1 s.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Default size at which the active segment is closed and a new one started: 16 MiB.
 pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 16 << 20;
-
-const MAGIC: [u8; 4] = *b"FXWJ";
-const VERSION: u16 = 1;
-const HEADER_LEN: usize = 16;
-const ENTRY_HEAD_LEN: usize = 8;
-const MAX_ENTRY_LEN: u32 = 64 << 20;
-const SEGMENT_SUFFIX: &str = ".wal";
-const SEGMENT_DIGITS: usize = 20;
-const KIND_RECORD: u8 = 1;
-const KIND_INTENT: u8 = 2;
-const KIND_DONE: u8 = 3;
+/// Largest segment size in force: a larger
+/// [`segment_max_bytes`](JournalConfig::segment_max_bytes) counts as 1 GiB (a record's
+/// position in its segment is a 32-bit offset).
+pub const SEGMENT_MAX_BYTES_LIMIT: u64 = 1 << 30;
+/// What [`RecordJournal::append_tagged`] returns for a record it did not journal
+/// (while the journal cannot write): a tag that names no position. Give it to the
+/// batcher like any other tag; [`RecordJournal::begin_chunk`] skips it.
+pub const NOT_JOURNALED: u64 = u64::MAX - 1;
 
 /// Settings of a [`RecordJournal`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JournalConfig {
-    /// Longest time appended records may sit unsynced: what a crash can lose.
+    /// Longest time appended records may sit unsynced: what a crash can lose. Also how
+    /// often a journal that cannot write tries again.
     /// Default [`DEFAULT_SYNC_INTERVAL`].
     pub sync_interval: Duration,
-    /// Size at which a new segment is started. Default [`DEFAULT_SEGMENT_MAX_BYTES`].
+    /// Size at which a new segment is started. Default [`DEFAULT_SEGMENT_MAX_BYTES`],
+    /// at most [`SEGMENT_MAX_BYTES_LIMIT`] in effect.
     pub segment_max_bytes: u64,
 }
 
@@ -122,6 +172,24 @@ impl JournalConfig {
     pub fn with_segment_max_bytes(mut self, bytes: u64) -> JournalConfig {
         self.segment_max_bytes = bytes;
         self
+    }
+
+    /// The segment size in force: `segment_max_bytes`, at most
+    /// [`SEGMENT_MAX_BYTES_LIMIT`].
+    fn segment_limit(&self) -> u64 {
+        self.segment_max_bytes.min(SEGMENT_MAX_BYTES_LIMIT)
+    }
+
+    /// The largest segment file the start-up scan reads: the larger of the segment
+    /// size in force and the default one (so that segments written before the setting
+    /// was lowered are still read), plus one entry of the largest size accepted and the
+    /// header. A segment never legitimately exceeds it: a new one is started before a
+    /// record is written once the active one reaches the segment size, so a segment
+    /// ends at most one entry past it. A larger file is set aside unread.
+    pub fn segment_read_limit(&self) -> u64 {
+        self.segment_limit().max(DEFAULT_SEGMENT_MAX_BYTES)
+            + u64::from(MAX_ENTRY_LEN)
+            + (ENTRY_HEAD_LEN + HEADER_LEN) as u64
     }
 }
 
@@ -150,11 +218,35 @@ pub struct JournalCounters {
     pub records_recovered: u64,
     /// Chunks handed back for re-delivery when the journal was opened.
     pub chunks_recovered: u64,
-    /// Bytes skipped at the end of segments because an entry was cut short or failed
-    /// its checksum (a torn write at a crash).
+    /// Bytes of segments that held no intact entry and were skipped when the journal
+    /// was opened: the incomplete last entry a crash during a write leaves (normal),
+    /// and the bad stretches of damaged segments.
     pub bytes_discarded: u64,
-    /// Segments ignored because their header was unreadable.
+    /// Always 0: kept for compatibility. A segment with a bad header is no longer
+    /// ignored; see [`damaged_segments`](JournalCounters::damaged_segments).
     pub segments_discarded: u64,
+    /// Segments found damaged when the journal was opened (a bad header, or bad bytes
+    /// followed by intact entries): their intact entries were recovered, and the
+    /// segment was set aside in `damaged/`.
+    pub damaged_segments: u64,
+    /// Bad stretches skipped inside damaged segments when the journal was opened; each
+    /// lost at least one entry (a record, an intent or a done mark).
+    pub bad_entries: u64,
+    /// Entries under a segment's name that were no segment of ours (a directory, a
+    /// FIFO or device, a symbolic link, a file that cannot be read or is larger than
+    /// [`JournalConfig::segment_read_limit`]): set aside in `damaged/` unread, never
+    /// followed or deleted.
+    pub entries_set_aside: u64,
+    /// Failed writes, `fdatasync`s and segment creations (a full disk, a quota, an I/O
+    /// error), retries while not journaling included.
+    pub write_failures: u64,
+    /// Records appended while the journal could not write: handed on to the batcher,
+    /// but not journaled, so a crash loses them until they are in a delivered chunk.
+    pub records_not_journaled: u64,
+    /// Times the journal wrote again after a failure.
+    pub resumed: u64,
+    /// Gauge: 1 while the journal cannot write (records are not journaled), else 0.
+    pub degraded: u64,
     /// Gauge: segment files now.
     pub segments: u64,
     /// Gauge: records appended and not yet in a done chunk.
@@ -220,39 +312,8 @@ impl Recovered {
     }
 }
 
-/// A position in the journal: segment number (high 32 bits) and record ordinal.
-type Lsn = u64;
-
-fn lsn(segment: u64, ordinal: u32) -> Lsn {
-    (segment << 32) | u64::from(ordinal)
-}
-
-fn lsn_segment(lsn: Lsn) -> u64 {
-    lsn >> 32
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct IntentBody {
-    host: String,
-    instance: u128,
-    sequence: u64,
-    window_start_ms: u64,
-    window_end_ms: u64,
-    index: u32,
-    last: bool,
-    lsns: Vec<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct DoneBody {
-    host: String,
-    instance: u128,
-    sequence: u64,
-}
-
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Segment {
-    path: PathBuf,
     /// Records in it not yet in a done chunk.
     live: u64,
     /// Intents written in it and not yet done.
@@ -261,7 +322,8 @@ struct Segment {
 
 #[derive(Debug)]
 struct OpenIntent {
-    segment: u64,
+    /// The segment its intent was written in; `None` while it waits in the backlog.
+    segment: Option<u64>,
     /// Records covered, per segment they live in.
     per_segment: Vec<(u64, u64)>,
 }
@@ -276,12 +338,30 @@ enum Positions {
 #[derive(Debug)]
 struct Active {
     number: u64,
-    path: PathBuf,
+    /// Its name now (the `.tmp` one while a recovery writes it).
+    name: String,
     writer: BufWriter<File>,
     bytes: u64,
-    next_ordinal: u32,
-    /// Entries are settled: nothing appended since creation.
+    /// Nothing appended since creation.
     empty: bool,
+}
+
+/// An intent or done mark that is not known to be durable: written since the last
+/// successful sync, or not written at all because the journal could not write. Such
+/// entries are written (again) when the journal writes again; both kinds are
+/// idempotent.
+#[derive(Debug)]
+enum Mark {
+    Intent(BatchId, IntentBody),
+    Done(DoneBody),
+}
+
+/// Why the journal does not write, and when it tries again.
+#[derive(Debug)]
+struct Degraded {
+    since: Instant,
+    retry_at: Instant,
+    not_journaled_before: u64,
 }
 
 /// The write-ahead log of captured records. See the [module docs](self) for the
@@ -292,9 +372,13 @@ struct Active {
 /// [`begin_chunk`](RecordJournal::begin_chunk) (about once a second and once per
 /// chunk). An async caller may call it directly (each call blocks for at most one
 /// `fdatasync`) or from `spawn_blocking`.
+///
+/// Write failures (a full disk, a quota, an I/O error) do not fail its methods: the
+/// journal stops journaling, says so once, counts what it does not journal, and tries
+/// again every `sync_interval`. See the module docs, "When the journal cannot write".
 #[derive(Debug)]
 pub struct RecordJournal {
-    dir: PathBuf,
+    dir: StateDir,
     config: JournalConfig,
     host: String,
     instance: InstanceId,
@@ -303,16 +387,18 @@ pub struct RecordJournal {
     pending: PendingMap,
     pending_count: u64,
     intents: HashMap<BatchId, OpenIntent>,
+    /// Intents and done marks not known to be durable (see [`Mark`]).
+    unsynced: Vec<Mark>,
+    /// Intents and done marks to write once the journal writes again.
+    backlog: Vec<Mark>,
+    degraded: Option<Degraded>,
+    /// While open() writes a recovery: its first segment, for the headers of the
+    /// segments it continues into.
+    recovering: Option<u64>,
     dirty: bool,
     last_sync: Option<Instant>,
     scratch: Vec<u8>,
     counters: JournalCounters,
-}
-
-fn options() -> impl Options + Copy {
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_little_endian()
 }
 
 /// What a chunk's record is matched to its journal position by: both ends, close and
@@ -376,20 +462,25 @@ impl Hasher for FingerprintHasher {
 type PendingMap = HashMap<u64, Positions, BuildHasherDefault<FingerprintHasher>>;
 
 impl RecordJournal {
-    /// Opens the journal in `dir` (created if missing) for an exporter run with this
-    /// `host` identity and `instance` (the same the run's
-    /// [`ChunkEncoder`] uses), and recovers what a previous run left.
+    /// Opens the journal in `dir` (created if missing, mode `0700`) for an exporter run
+    /// with this `host` identity and `instance` (the same the run's [`ChunkEncoder`]
+    /// uses), and recovers what a previous run left.
     ///
-    /// What is recovered is first rewritten into a new segment (so a crash during
-    /// recovery loses nothing either) and the old segments are deleted; the
-    /// [`Recovered`] value says what the caller must do with it.
+    /// What is recovered is first rewritten into new segments (so a crash during
+    /// recovery loses nothing either) and the old segments are deleted, or set aside in
+    /// `dir/damaged/` when they were damaged; entries under a segment's name that are no
+    /// segment of ours are set aside unread. The [`Recovered`] value says what the
+    /// caller must do with it.
+    ///
+    /// Fails on an invalid `config`, when `dir` cannot be opened or listed, or when the
+    /// recovery cannot be written.
     pub fn open(
         dir: impl AsRef<Path>,
         host: impl Into<String>,
         instance: InstanceId,
         config: JournalConfig,
     ) -> Result<(RecordJournal, Recovered), SinkError> {
-        let dir = dir.as_ref().to_path_buf();
+        let path = dir.as_ref();
         if config.sync_interval.is_zero() {
             return Err(SinkError::InvalidConfig {
                 key: "journal sync_interval",
@@ -404,80 +495,76 @@ impl RecordJournal {
                 reason: "must be at least 4096",
             });
         }
-        fs::create_dir_all(&dir).map_err(|e| SinkError::io("create directory", &dir, e))?;
+        let dir = StateDir::open(path).map_err(|e| SinkError::io("open directory", path, e))?;
         let mut counters = JournalCounters::default();
-        let old = read_segments(&dir, &mut counters)?;
+        let old = scan::scan(&dir, config.segment_read_limit(), &mut counters)?;
         let number = old.last_number + 1;
 
-        // The new segment is written as .tmp and renamed only once it holds all the
-        // live content of the old ones, which it then supersedes.
-        let path = segment_path(&dir, number);
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| SinkError::io("create", &tmp, e))?;
-        let mut header = [0u8; HEADER_LEN];
-        header[..4].copy_from_slice(&MAGIC);
-        header[4..6].copy_from_slice(&VERSION.to_le_bytes());
-        header[8..16].copy_from_slice(&number.to_le_bytes());
-        let mut writer = BufWriter::with_capacity(64 << 10, file);
-        writer
-            .write_all(&header)
-            .map_err(|e| SinkError::io("write", &tmp, e))?;
-        counters.segments_created += 1;
-        counters.bytes_written += HEADER_LEN as u64;
+        // The new segment is written as .tmp and renamed only once it (and the
+        // segments it continues into) holds all the live content of the old ones,
+        // which it then supersedes.
+        let tmp = tmp_name(number);
+        let active = start_segment(&dir, number, &tmp, 0, number, &mut counters)?;
         let mut segments = BTreeMap::new();
-        segments.insert(
-            number,
-            Segment {
-                path: path.clone(),
-                live: 0,
-                open_intents: 0,
-            },
-        );
+        segments.insert(number, Segment::default());
         let mut journal = RecordJournal {
             dir,
             config,
             host: host.into(),
             instance,
-            active: Active {
-                number,
-                path: tmp.clone(),
-                writer,
-                bytes: HEADER_LEN as u64,
-                next_ordinal: 0,
-                empty: true,
-            },
+            active,
             segments,
             pending: PendingMap::default(),
             pending_count: 0,
             intents: HashMap::new(),
-            dirty: true,
+            unsynced: Vec::new(),
+            backlog: Vec::new(),
+            degraded: None,
+            recovering: Some(number),
+            dirty: false,
             last_sync: None,
             scratch: Vec::with_capacity(512),
             counters,
         };
 
         let recovered = journal.rejournal(old.content)?;
-        journal.sync()?;
-        fs::rename(&tmp, &path).map_err(|e| SinkError::io("rename into place", &tmp, e))?;
-        journal.active.path = path;
-        sync_dir(&journal.dir)?;
-        for old_path in old.paths {
-            remove_if_present(&old_path)?;
-            journal.counters.segments_deleted += 1;
+        journal.flush_and_sync(Instant::now())?;
+        let name = segment_name(number);
+        journal
+            .dir
+            .rename(&tmp, &journal.dir, &name)
+            .map_err(|e| SinkError::io("rename into place", journal.dir.join(&tmp), e))?;
+        if journal.active.number == number {
+            journal.active.name = name;
         }
-        sync_dir(&journal.dir)?;
+        journal.recovering = None;
+        journal.sync_dir()?;
+        for segment in old.old {
+            if segment.damaged {
+                set_aside(
+                    &journal.dir,
+                    &segment.name,
+                    "damaged segment",
+                    "its intact entries were recovered",
+                );
+                continue;
+            }
+            match journal.dir.remove_file(&segment.name) {
+                Ok(_) => journal.counters.segments_deleted += 1,
+                Err(e) => tracing::warn!(
+                    file = %journal.dir.join(&segment.name).display(),
+                    error = %error_chain(&e),
+                    "journal: cannot delete a recovered segment (it is superseded, and \
+                     will be ignored)"
+                ),
+            }
+        }
+        journal.sync_dir()?;
         journal.counters.records_recovered = recovered.records.len() as u64;
         journal.counters.chunks_recovered = recovered.chunks.len() as u64;
         if !recovered.is_empty() {
             tracing::info!(
-                dir = %journal.dir.display(),
+                dir = %journal.dir.path().display(),
                 records = recovered.records.len(),
                 chunks = recovered.chunks.len(),
                 "recovered flow records from the journal of a previous run"
@@ -488,7 +575,7 @@ impl RecordJournal {
 
     /// The journal directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// The settings in force.
@@ -503,18 +590,31 @@ impl RecordJournal {
             live_records: self.segments.values().map(|s| s.live).sum(),
             pending_records: self.pending_count,
             open_chunks: self.intents.len() as u64,
+            degraded: u64::from(self.degraded.is_some()),
             ..self.counters
         }
+    }
+
+    /// Whether the journal writes now: `false` after a write failure, until it writes
+    /// again (it tries every `sync_interval`).
+    pub fn is_journaling(&self) -> bool {
+        self.degraded.is_none()
     }
 
     /// Appends a captured record (buffered: it is durable after the next sync).
     /// [`begin_chunk`](RecordJournal::begin_chunk) finds it again by its fields.
     ///
     /// Fails for a record the wire format cannot carry either (a time before the Unix
-    /// epoch): such a record is not journaled.
+    /// epoch): such a record is not journaled. While the journal cannot write, the
+    /// record is not journaled either, but that is counted
+    /// ([`records_not_journaled`](JournalCounters::records_not_journaled)), not an
+    /// error.
     pub fn append(&mut self, record: &FlowRecord) -> Result<(), SinkError> {
-        let at = self.write_record(record)?;
-        self.add_pending(fingerprint(record), at);
+        let at = self.append_tagged(record)?;
+        if at != NOT_JOURNALED {
+            self.pending_count -= 1;
+            self.add_pending(fingerprint(record), at);
+        }
         Ok(())
     }
 
@@ -523,10 +623,26 @@ impl RecordJournal {
     /// [`MinuteBatcher::push_tagged`](flow_batch::MinuteBatcher::push_tagged):
     /// [`begin_chunk`](RecordJournal::begin_chunk) then takes the chunk's records'
     /// positions from [`Chunk::tags`] instead of searching for each record.
+    ///
+    /// Returns [`NOT_JOURNALED`] for a record it could not journal (the journal cannot
+    /// write): tag the record with it all the same.
     pub fn append_tagged(&mut self, record: &FlowRecord) -> Result<u64, SinkError> {
-        let at = self.write_record(record)?;
-        self.pending_count += 1;
-        Ok(at)
+        if self.degraded.is_some() {
+            self.counters.records_not_journaled += 1;
+            return Ok(NOT_JOURNALED);
+        }
+        match self.write_record(record) {
+            Ok(at) => {
+                self.pending_count += 1;
+                Ok(at)
+            }
+            Err(e @ SinkError::JournalEncode { .. }) => Err(e),
+            Err(e) => {
+                self.fail(&e, Instant::now());
+                self.counters.records_not_journaled += 1;
+                Ok(NOT_JOURNALED)
+            }
+        }
     }
 
     /// Writes a record into the active segment, starting a new segment first when the
@@ -548,15 +664,18 @@ impl RecordJournal {
     }
 
     fn rotate_if_full(&mut self) -> Result<(), SinkError> {
-        if self.active.bytes >= self.config.segment_max_bytes {
+        if self.active.bytes >= self.config.segment_limit() {
             self.rotate()?;
         }
         Ok(())
     }
 
-    /// When [`sync_if_due`](RecordJournal::sync_if_due) will next sync: `None` while
-    /// nothing is waiting to be synced.
+    /// When [`sync_if_due`](RecordJournal::sync_if_due) will next sync (or, while the
+    /// journal cannot write, next try to write again): `None` while nothing is waiting.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if let Some(d) = &self.degraded {
+            return Some(d.retry_at);
+        }
         if !self.dirty {
             return None;
         }
@@ -566,36 +685,61 @@ impl RecordJournal {
     /// Syncs if something was appended and the last sync is at least `sync_interval`
     /// old at `now`. Returns whether it synced. Call it at least every
     /// `sync_interval` (on the exporter's timer, or after each batch of records).
+    ///
+    /// While the journal cannot write, tries to write again instead (at most once per
+    /// `sync_interval`). A failure is not an error: see
+    /// [`is_journaling`](RecordJournal::is_journaling).
     pub fn sync_if_due(&mut self, now: Instant) -> Result<bool, SinkError> {
+        if self.degraded.is_some() {
+            return Ok(self.try_resume(now));
+        }
         let due = self.dirty
             && self
                 .last_sync
                 .is_none_or(|t| now.saturating_duration_since(t) >= self.config.sync_interval);
-        if due {
-            self.sync_at(now)?;
+        if !due {
+            return Ok(false);
         }
-        Ok(due)
+        match self.flush_and_sync(now) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.fail(&e, now);
+                Ok(false)
+            }
+        }
     }
 
-    /// Writes out the buffer and `fdatasync`s the active segment now.
+    /// Writes out the buffer and `fdatasync`s the active segment now (while the journal
+    /// cannot write: tries to write again, at most once per `sync_interval`). A failure
+    /// is not an error: see [`is_journaling`](RecordJournal::is_journaling).
     pub fn sync(&mut self) -> Result<(), SinkError> {
-        self.sync_at(Instant::now())
+        let now = Instant::now();
+        if self.degraded.is_some() {
+            self.try_resume(now);
+        } else if let Err(e) = self.flush_and_sync(now) {
+            self.fail(&e, now);
+        }
+        Ok(())
     }
 
-    fn sync_at(&mut self, now: Instant) -> Result<(), SinkError> {
-        let path = &self.active.path;
+    /// Flushes and `fdatasync`s the active segment; on success, every intent and done
+    /// mark written is durable.
+    fn flush_and_sync(&mut self, now: Instant) -> Result<(), SinkError> {
+        let name = &self.active.name;
+        let dir = &self.dir;
         self.active
             .writer
             .flush()
-            .map_err(|e| SinkError::io("write", path, e))?;
+            .map_err(|e| SinkError::io("write", dir.join(name), e))?;
         self.active
             .writer
             .get_ref()
             .sync_data()
-            .map_err(|e| SinkError::io("fdatasync", path, e))?;
+            .map_err(|e| SinkError::io("fdatasync", dir.join(name), e))?;
         self.counters.syncs += 1;
         self.dirty = false;
         self.last_sync = Some(now);
+        self.unsynced.clear();
         Ok(())
     }
 
@@ -603,7 +747,10 @@ impl RecordJournal {
     /// handed to a sink, and which journaled records it holds. Returns its batch ID,
     /// for [`end_chunk`](RecordJournal::end_chunk). Syncs before returning.
     ///
-    /// Calling it again for a chunk already begun only returns its ID.
+    /// Calling it again for a chunk already begun only returns its ID. While the
+    /// journal cannot write, the intent is kept in memory and written when it writes
+    /// again (a crash before then re-sends the chunk's journaled records under a new
+    /// batch ID).
     pub fn begin_chunk(&mut self, chunk: &Chunk) -> Result<BatchId, SinkError> {
         let id = BatchId {
             host: self.host.clone(),
@@ -617,13 +764,13 @@ impl RecordJournal {
         for (i, record) in chunk.records.iter().enumerate() {
             // Tagged by `append_tagged`: the position itself. Otherwise (untagged, or
             // recovered and journaled again at open) found by the record's fields.
-            let tagged = chunk.tags.get(i).copied().filter(|&t| t != NO_TAG);
-            let found = match tagged {
-                Some(at) => {
+            let found = match chunk.tags.get(i).copied() {
+                Some(NOT_JOURNALED) => continue, // counted when appended
+                Some(at) if at != NO_TAG => {
                     self.pending_count = self.pending_count.saturating_sub(1);
                     Some(at)
                 }
-                None => self.take_pending(fingerprint(record)),
+                _ => self.take_pending(fingerprint(record)),
             };
             match found {
                 Some(at) => lsns.push(at),
@@ -640,35 +787,158 @@ impl RecordJournal {
             last: chunk.last,
             lsns,
         };
-        self.write_intent(id.clone(), &body)?;
-        self.sync()?;
+        let now = Instant::now();
+        if self.degraded.is_some() && !self.try_resume(now) {
+            if !body.lsns.is_empty() {
+                // Nothing to protect otherwise: none of its records is journaled.
+                self.intents
+                    .insert(id.clone(), open_intent(None, &body.lsns));
+                self.backlog.push(Mark::Intent(id.clone(), body));
+            }
+            return Ok(id);
+        }
+        let written = self
+            .write_intent(id.clone(), body)
+            .and_then(|()| self.flush_and_sync(now));
+        if let Err(e) = written {
+            self.fail(&e, now);
+        }
         Ok(id)
     }
 
     /// Records that the chunk `id` (begun here, or recovered) has been delivered or
     /// spooled: its records are no longer needed. Segments left with nothing live are
     /// deleted. Unknown IDs are ignored.
+    ///
+    /// While the journal cannot write, the done mark is kept in memory and written
+    /// when it writes again.
     pub fn end_chunk(&mut self, id: &BatchId) -> Result<(), SinkError> {
         let Some(intent) = self.intents.remove(id) else {
             return Ok(());
         };
+        for (segment, count) in &intent.per_segment {
+            if let Some(s) = self.segments.get_mut(segment) {
+                s.live = s.live.saturating_sub(*count);
+            }
+        }
+        if let Some(s) = intent.segment.and_then(|n| self.segments.get_mut(&n)) {
+            s.open_intents = s.open_intents.saturating_sub(1);
+        }
         let body = DoneBody {
             host: id.host.clone(),
             instance: id.instance.as_u128(),
             sequence: id.sequence,
         };
-        self.encode_entry(KIND_DONE, &body)?;
-        self.write_scratch()?;
-        self.counters.chunks_ended += 1;
-        for (segment, count) in intent.per_segment {
-            if let Some(s) = self.segments.get_mut(&segment) {
-                s.live = s.live.saturating_sub(count);
+        if self.degraded.is_some() {
+            self.backlog.push(Mark::Done(body));
+            self.try_resume(Instant::now());
+            return Ok(());
+        }
+        let written = self.write_done(body).and_then(|()| self.collect());
+        if let Err(e) = written {
+            self.fail(&e, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Enters (or stays in) the state where the journal does not write, after `error`.
+    fn fail(&mut self, error: &SinkError, now: Instant) {
+        self.counters.write_failures += 1;
+        // What was written since the last sync may not be on disk: its intents and
+        // done marks are written again when the journal writes again.
+        self.backlog.splice(0..0, self.unsynced.drain(..));
+        let retry_at = now + self.config.sync_interval;
+        match &mut self.degraded {
+            Some(d) => {
+                d.retry_at = retry_at;
+                tracing::debug!(
+                    error = %error_chain(error),
+                    "journal still cannot write"
+                );
+            }
+            None => {
+                tracing::warn!(
+                    dir = %self.dir.path().display(),
+                    error = %error_chain(error),
+                    retry_every = ?self.config.sync_interval,
+                    "journal cannot write: records are no longer journaled, so a crash now \
+                     loses the records not yet in a delivered chunk (capture and delivery \
+                     go on); trying again every sync interval"
+                );
+                self.degraded = Some(Degraded {
+                    since: now,
+                    retry_at,
+                    not_journaled_before: self.counters.records_not_journaled,
+                });
             }
         }
-        if let Some(s) = self.segments.get_mut(&intent.segment) {
-            s.open_intents = s.open_intents.saturating_sub(1);
+    }
+
+    /// While the journal cannot write and a retry is due at `now`: starts a fresh
+    /// segment, writes the backlog of intents and done marks into it and syncs.
+    /// Returns whether the journal writes again (and synced).
+    fn try_resume(&mut self, now: Instant) -> bool {
+        let Some(d) = &self.degraded else {
+            return true;
+        };
+        if now < d.retry_at {
+            return false;
         }
-        self.collect()
+        let (since, before) = (d.since, d.not_journaled_before);
+        match self.resume() {
+            Ok(()) => {
+                self.degraded = None;
+                self.counters.resumed += 1;
+                tracing::warn!(
+                    dir = %self.dir.path().display(),
+                    after = ?now.saturating_duration_since(since),
+                    records_not_journaled = self.counters.records_not_journaled - before,
+                    "journal writes again: records are journaled again (those captured \
+                     meanwhile are not, and a crash loses them until they are in a \
+                     delivered chunk)"
+                );
+                if let Err(e) = self.collect() {
+                    self.fail(&e, now);
+                    return false;
+                }
+                true
+            }
+            Err(e) => {
+                self.fail(&e, now);
+                false
+            }
+        }
+    }
+
+    fn resume(&mut self) -> Result<(), SinkError> {
+        // What the failed segment still buffers may go out now; its fate does not
+        // matter (a torn end is read as such).
+        let _ = self.active.writer.flush();
+        let _ = self.active.writer.get_ref().sync_data();
+        self.rotate_fresh()?;
+        let backlog = std::mem::take(&mut self.backlog);
+        for mark in &backlog {
+            let result = match mark {
+                Mark::Intent(id, body) => self.write_intent_entry(body).map(|()| {
+                    if let Some(intent) = self.intents.get_mut(id)
+                        && intent.segment.is_none()
+                    {
+                        intent.segment = Some(self.active.number);
+                        if let Some(s) = self.segments.get_mut(&self.active.number) {
+                            s.open_intents += 1;
+                        }
+                    }
+                }),
+                Mark::Done(body) => self.write_done_entry(body),
+            };
+            if result.is_err() {
+                // Intents already accounted stay so; writing them again is harmless.
+                self.backlog = backlog;
+                return result;
+            }
+        }
+        self.unsynced = backlog;
+        self.flush_and_sync(Instant::now())
     }
 
     /// Starts a new segment when the active one is full or settled, and deletes the
@@ -677,7 +947,7 @@ impl RecordJournal {
         let settled = |s: &Segment| s.live == 0 && s.open_intents == 0;
         let active_settled = self.segments.get(&self.active.number).is_some_and(settled);
         if !self.active.empty
-            && (active_settled || self.active.bytes >= self.config.segment_max_bytes)
+            && (active_settled || self.active.bytes >= self.config.segment_limit())
         {
             self.rotate()?;
         }
@@ -691,61 +961,74 @@ impl RecordJournal {
             return Ok(());
         }
         // The done marks that settle these segments must be durable first.
-        if self.dirty {
-            self.sync()?;
+        if self.dirty || !self.unsynced.is_empty() {
+            self.flush_and_sync(Instant::now())?;
         }
         for n in deletable {
-            if let Some(s) = self.segments.remove(&n) {
-                remove_if_present(&s.path)?;
-                self.counters.segments_deleted += 1;
+            let name = segment_name(n);
+            match self.dir.remove_file(&name) {
+                Ok(_) => {
+                    self.segments.remove(&n);
+                    self.counters.segments_deleted += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        file = %self.dir.join(&name).display(),
+                        error = %error_chain(&e),
+                        "journal: cannot delete a segment whose records are all delivered"
+                    );
+                    break;
+                }
             }
         }
-        sync_dir(&self.dir)
+        self.sync_dir()
     }
 
+    fn sync_dir(&self) -> Result<(), SinkError> {
+        self.dir
+            .sync()
+            .map_err(|e| SinkError::io("fsync", self.dir.path(), e))
+    }
+
+    /// Syncs the active segment and starts the next one.
     fn rotate(&mut self) -> Result<(), SinkError> {
-        self.sync()?;
-        let number = self.active.number + 1;
-        let path = segment_path(&self.dir, number);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| SinkError::io("create", &path, e))?;
-        let mut header = [0u8; HEADER_LEN];
-        header[..4].copy_from_slice(&MAGIC);
-        header[4..6].copy_from_slice(&VERSION.to_le_bytes());
-        let mut writer = BufWriter::with_capacity(64 << 10, file);
-        writer
-            .write_all(&header)
-            .map_err(|e| SinkError::io("write", &path, e))?;
-        self.active = Active {
-            number,
-            path: path.clone(),
-            writer,
-            bytes: HEADER_LEN as u64,
-            next_ordinal: 0,
-            empty: true,
-        };
-        self.segments.insert(
-            number,
-            Segment {
-                path,
-                live: 0,
-                open_intents: 0,
-            },
-        );
-        self.counters.segments_created += 1;
-        self.counters.bytes_written += HEADER_LEN as u64;
-        self.sync()?;
-        sync_dir(&self.dir)
+        self.flush_and_sync(Instant::now())?;
+        self.start_next(self.active.number + 1)
     }
 
-    /// Writes the recovered content of old segments into the active one and returns
-    /// what the caller must redo.
+    /// After a failure: starts a segment under the first number past the active one
+    /// whose name is free (whatever is in the way is left for the next start-up scan).
+    fn rotate_fresh(&mut self) -> Result<(), SinkError> {
+        let mut number = self.active.number + 1;
+        for _ in 0..1000 {
+            match self.dir.kind(segment_name(number)) {
+                Ok(None) => break,
+                Ok(Some(_)) => number += 1,
+                Err(e) => return Err(SinkError::io("inspect", self.dir.path(), e)),
+            }
+        }
+        self.start_next(number)
+    }
+
+    fn start_next(&mut self, number: u64) -> Result<(), SinkError> {
+        let (flags, field) = match self.recovering {
+            Some(first) => (FLAG_RECOVERY, first),
+            None => (0, 0),
+        };
+        let name = segment_name(number);
+        let active = start_segment(&self.dir, number, &name, flags, field, &mut self.counters)?;
+        self.active = active;
+        self.segments.insert(number, Segment::default());
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Writes the recovered content of old segments into the active one (and those it
+    /// continues into) and returns what the caller must redo.
     fn rejournal(&mut self, content: OldContent) -> Result<Recovered, SinkError> {
         let OldContent {
             records,
+            orphans,
             intents,
             done,
         } = content;
@@ -754,14 +1037,13 @@ impl RecordJournal {
             covered.extend(intent.lsns.iter().copied());
         }
         let mut recovered = Recovered::default();
-        for (at, (record, bytes)) in &records {
-            if covered.contains(at) {
-                continue;
-            }
-            self.scratch.clear();
-            self.scratch.push(KIND_RECORD);
-            self.scratch.extend_from_slice(bytes);
-            let new_at = self.write_scratch_record()?;
+        let unbatched = records
+            .iter()
+            .filter(|(at, _)| !covered.contains(at))
+            .map(|(_, r)| r)
+            .chain(orphans.iter());
+        for (record, bytes) in unbatched {
+            let new_at = self.rewrite_record(bytes)?;
             self.add_pending(fingerprint(record), new_at);
             recovered.records.push(record.clone());
         }
@@ -784,10 +1066,7 @@ impl RecordJournal {
             let mut lsns = Vec::with_capacity(intent.lsns.len());
             for at in &intent.lsns {
                 if let Some((record, bytes)) = records.get(at) {
-                    self.scratch.clear();
-                    self.scratch.push(KIND_RECORD);
-                    self.scratch.extend_from_slice(bytes);
-                    lsns.push(self.write_scratch_record()?);
+                    lsns.push(self.rewrite_record(bytes)?);
                     chunk_records.push(record.clone());
                 }
             }
@@ -799,7 +1078,7 @@ impl RecordJournal {
                 chunk_records,
             );
             let body = IntentBody { lsns, ..intent };
-            self.write_intent(id.clone(), &body)?;
+            self.write_intent(id.clone(), body)?;
             recovered.chunks.push(RecoveredChunk {
                 host: id.host,
                 instance: id.instance,
@@ -809,28 +1088,46 @@ impl RecordJournal {
         Ok(recovered)
     }
 
-    fn write_intent(&mut self, id: BatchId, body: &IntentBody) -> Result<(), SinkError> {
-        self.encode_entry(KIND_INTENT, body)?;
-        self.write_scratch()?;
-        let mut per_segment: Vec<(u64, u64)> = Vec::new();
-        for at in &body.lsns {
-            let segment = lsn_segment(*at);
-            match per_segment.last_mut() {
-                Some((s, n)) if *s == segment => *n += 1,
-                _ => per_segment.push((segment, 1)),
-            }
-        }
+    /// Writes a recovered record's encoding as a record entry; returns its position.
+    fn rewrite_record(&mut self, bytes: &[u8]) -> Result<Lsn, SinkError> {
+        self.rotate_if_full()?;
+        self.scratch.clear();
+        self.scratch.push(KIND_RECORD);
+        self.scratch.extend_from_slice(bytes);
+        self.write_scratch_record()
+    }
+
+    /// Writes an intent, and takes note of it as open.
+    fn write_intent(&mut self, id: BatchId, body: IntentBody) -> Result<(), SinkError> {
+        self.write_intent_entry(&body)?;
         if let Some(s) = self.segments.get_mut(&self.active.number) {
             s.open_intents += 1;
         }
         self.intents.insert(
-            id,
-            OpenIntent {
-                segment: self.active.number,
-                per_segment,
-            },
+            id.clone(),
+            open_intent(Some(self.active.number), &body.lsns),
         );
+        self.unsynced.push(Mark::Intent(id, body));
+        Ok(())
+    }
+
+    fn write_intent_entry(&mut self, body: &IntentBody) -> Result<(), SinkError> {
+        self.encode_entry(KIND_INTENT, body)?;
+        self.write_scratch()?;
         self.counters.chunks_begun += 1;
+        Ok(())
+    }
+
+    fn write_done(&mut self, body: DoneBody) -> Result<(), SinkError> {
+        self.write_done_entry(&body)?;
+        self.unsynced.push(Mark::Done(body));
+        Ok(())
+    }
+
+    fn write_done_entry(&mut self, body: &DoneBody) -> Result<(), SinkError> {
+        self.encode_entry(KIND_DONE, body)?;
+        self.write_scratch()?;
+        self.counters.chunks_ended += 1;
         Ok(())
     }
 
@@ -843,20 +1140,18 @@ impl RecordJournal {
             .map_err(|e| {
                 SinkError::io(
                     "encode an entry for",
-                    &self.active.path,
+                    self.dir.join(&self.active.name),
                     std::io::Error::other(e),
                 )
             })
     }
 
-    /// Writes the record entry in `scratch` and returns its position.
+    /// Writes the record entry in `scratch` and returns its position (its offset).
     fn write_scratch_record(&mut self) -> Result<Lsn, SinkError> {
-        if self.active.next_ordinal == u32::MAX {
-            self.rotate()?;
-        }
-        let at = lsn(self.active.number, self.active.next_ordinal);
+        // Below SEGMENT_MAX_BYTES_LIMIT plus one entry: fits.
+        let offset = u32::try_from(self.active.bytes).unwrap_or(u32::MAX);
+        let at = lsn(self.active.number, offset);
         self.write_scratch()?;
-        self.active.next_ordinal += 1;
         if let Some(s) = self.segments.get_mut(&self.active.number) {
             s.live += 1;
         }
@@ -866,16 +1161,13 @@ impl RecordJournal {
 
     /// Writes `scratch` as one entry of the active segment.
     fn write_scratch(&mut self) -> Result<(), SinkError> {
-        let len = u32::try_from(self.scratch.len()).unwrap_or(u32::MAX);
-        let mut head = [0u8; ENTRY_HEAD_LEN];
-        head[..4].copy_from_slice(&len.to_le_bytes());
-        head[4..].copy_from_slice(&crc32c::crc32c(&self.scratch).to_le_bytes());
-        let path = &self.active.path;
+        let head = entry_head(&self.scratch);
+        let (dir, name) = (&self.dir, &self.active.name);
         self.active
             .writer
             .write_all(&head)
             .and_then(|()| self.active.writer.write_all(&self.scratch))
-            .map_err(|e| SinkError::io("write", path, e))?;
+            .map_err(|e| SinkError::io("write", dir.join(name), e))?;
         let n = (ENTRY_HEAD_LEN + self.scratch.len()) as u64;
         self.active.bytes += n;
         self.active.empty = false;
@@ -919,165 +1211,65 @@ impl RecordJournal {
     }
 }
 
-fn segment_path(dir: &Path, number: u64) -> PathBuf {
-    dir.join(format!(
-        "{number:0width$}{SEGMENT_SUFFIX}",
-        width = SEGMENT_DIGITS
-    ))
-}
-
-fn remove_if_present(path: &Path) -> Result<(), SinkError> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(SinkError::io("remove", path, e)),
-    }
-}
-
-/// The live content of the segments a previous run left.
-#[derive(Default)]
-struct OldContent {
-    /// Records by position, with their encoding.
-    records: BTreeMap<Lsn, (FlowRecord, Vec<u8>)>,
-    intents: Vec<IntentBody>,
-    done: HashSet<BatchId>,
-}
-
-struct OldSegments {
-    last_number: u64,
-    paths: Vec<PathBuf>,
-    content: OldContent,
-}
-
-fn read_segments(dir: &Path, counters: &mut JournalCounters) -> Result<OldSegments, SinkError> {
-    let mut numbered = Vec::new();
-    let listing = fs::read_dir(dir).map_err(|e| SinkError::io("list", dir, e))?;
-    for item in listing {
-        let item = item.map_err(|e| SinkError::io("list", dir, e))?;
-        let path = item.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if name.ends_with(".tmp") {
-            // A recovery cut short: its old segments are still here.
-            remove_if_present(&path)?;
-            continue;
+/// How many of `lsns` live in each segment, in order.
+fn open_intent(segment: Option<u64>, lsns: &[Lsn]) -> OpenIntent {
+    let mut per_segment: Vec<(u64, u64)> = Vec::new();
+    for at in lsns {
+        let segment = lsn_segment(*at);
+        match per_segment.last_mut() {
+            Some((s, n)) if *s == segment => *n += 1,
+            _ => per_segment.push((segment, 1)),
         }
-        let Some(number) = name
-            .strip_suffix(SEGMENT_SUFFIX)
-            .filter(|s| s.len() == SEGMENT_DIGITS && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        numbered.push((number, path));
     }
-    numbered.sort();
-    let last_number = numbered.last().map_or(0, |(n, _)| *n);
-
-    let mut files = Vec::new();
-    let mut supersedes_below = 0;
-    for (number, path) in &numbered {
-        let bytes = fs::read(path).map_err(|e| SinkError::io("read", path, e))?;
-        let header_ok = bytes.len() >= HEADER_LEN
-            && bytes[..4] == MAGIC
-            && u16::from_le_bytes([bytes[4], bytes[5]]) == VERSION;
-        if !header_ok {
-            counters.segments_discarded += 1;
-            tracing::warn!(file = %path.display(), "journal segment with an unreadable header ignored");
-            continue;
-        }
-        let mut below = [0u8; 8];
-        below.copy_from_slice(&bytes[8..16]);
-        supersedes_below = supersedes_below.max(u64::from_le_bytes(below));
-        files.push((*number, path.clone(), bytes));
+    OpenIntent {
+        segment,
+        per_segment,
     }
-
-    let mut content = OldContent::default();
-    for (number, path, bytes) in &files {
-        if *number < supersedes_below {
-            continue;
-        }
-        read_entries(*number, path, bytes, &mut content, counters);
-    }
-    Ok(OldSegments {
-        last_number,
-        paths: numbered.into_iter().map(|(_, p)| p).collect(),
-        content,
-    })
 }
 
-fn read_entries(
+/// Creates segment `number` as `name` (mode `0600`), writes its header and makes both
+/// durable.
+fn start_segment(
+    dir: &StateDir,
     number: u64,
-    path: &Path,
-    bytes: &[u8],
-    content: &mut OldContent,
+    name: &str,
+    flags: u16,
+    field: u64,
     counters: &mut JournalCounters,
-) {
-    let mut at = HEADER_LEN;
-    let mut ordinal: u32 = 0;
-    let stop = |at: usize, why: &str, counters: &mut JournalCounters| {
-        let skipped = (bytes.len() - at) as u64;
-        counters.bytes_discarded += skipped;
-        tracing::warn!(
-            file = %path.display(),
-            offset = at,
-            skipped,
-            "journal segment ends in a {why} entry (torn write); the rest is ignored"
-        );
-    };
-    while at < bytes.len() {
-        let Some(head) = bytes.get(at..at + ENTRY_HEAD_LEN) else {
-            return stop(at, "truncated", counters);
-        };
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        let start = at + ENTRY_HEAD_LEN;
-        if len == 0 || len > MAX_ENTRY_LEN {
-            return stop(at, "malformed", counters);
-        }
-        let Some(body) = bytes.get(start..start + len as usize) else {
-            return stop(at, "truncated", counters);
-        };
-        if crc32c::crc32c(body) != crc {
-            return stop(at, "corrupt", counters);
-        }
-        let ok = match body[0] {
-            KIND_RECORD => match options().deserialize::<FlowRecord>(&body[1..]) {
-                Ok(record) => {
-                    content
-                        .records
-                        .insert(lsn(number, ordinal), (record, body[1..].to_vec()));
-                    ordinal += 1;
-                    true
-                }
-                Err(_) => false,
-            },
-            KIND_INTENT => match options().deserialize::<IntentBody>(&body[1..]) {
-                Ok(intent) => {
-                    content.intents.push(intent);
-                    true
-                }
-                Err(_) => false,
-            },
-            KIND_DONE => match options().deserialize::<DoneBody>(&body[1..]) {
-                Ok(done) => {
-                    content.done.insert(BatchId {
-                        host: done.host,
-                        instance: InstanceId::new(done.instance),
-                        sequence: done.sequence,
-                    });
-                    true
-                }
-                Err(_) => false,
-            },
-            _ => false,
-        };
-        if !ok {
-            return stop(at, "undecodable", counters);
-        }
-        at = start + len as usize;
+) -> Result<Active, SinkError> {
+    if dir
+        .kind(name)
+        .map_err(|e| SinkError::io("inspect", dir.join(name), e))?
+        .is_some()
+    {
+        return Err(SinkError::io(
+            "create",
+            dir.join(name),
+            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        ));
     }
+    let file = dir
+        .create_file(name)
+        .map_err(|e| SinkError::io("create", dir.join(name), e))?;
+    let mut writer = BufWriter::with_capacity(64 << 10, file);
+    let header = encode_header(flags, field);
+    writer
+        .write_all(&header)
+        .and_then(|()| writer.flush())
+        .and_then(|()| writer.get_ref().sync_data())
+        .map_err(|e| SinkError::io("write", dir.join(name), e))?;
+    dir.sync()
+        .map_err(|e| SinkError::io("fsync", dir.path(), e))?;
+    counters.segments_created += 1;
+    counters.bytes_written += HEADER_LEN as u64;
+    counters.syncs += 1;
+    Ok(Active {
+        number,
+        name: name.to_owned(),
+        writer,
+        bytes: HEADER_LEN as u64,
+        empty: true,
+    })
 }
 
 #[cfg(test)]

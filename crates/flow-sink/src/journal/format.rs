@@ -1,0 +1,404 @@
+//! The segment format: the header, the entry framing (length + CRC-32C), and a reader
+//! that keeps every intact entry of a damaged segment.
+//!
+//! A segment is a 16-byte header, then entries: `u32` body length, `u32` CRC-32C of the
+//! body, the body (a kind byte, then the bincode 1 encoding with fixed little-endian
+//! integers of a record, an intent or a done mark). The reader accepts an entry only if
+//! its length is sane, its checksum matches, its body decodes to exactly its length, and
+//! — after damage, when it is searching for a place to start again — the entry right
+//! after it is acceptable too (or it ends the segment). So resynchronisation never
+//! invents an entry from the inside of another one, short of a 32-bit checksum
+//! collision that also decodes and is followed by a well-formed entry.
+
+use std::collections::{BTreeMap, HashSet};
+
+use bincode::Options;
+use flow_batch::wire::{BatchId, InstanceId};
+use flow_capture::FlowRecord;
+use serde::{Deserialize, Serialize};
+
+/// The first bytes of a segment.
+pub(super) const MAGIC: [u8; 4] = *b"FXWJ";
+/// Version 1: a record's position is its ordinal in its segment.
+pub(super) const VERSION_ORDINALS: u16 = 1;
+/// Version 2 (written now): a record's position is its byte offset in its segment, so
+/// a lost entry does not shift the positions of the entries after it.
+pub(super) const VERSION: u16 = 2;
+/// Header length.
+pub(super) const HEADER_LEN: usize = 16;
+/// Length of an entry's framing (length and checksum).
+pub(super) const ENTRY_HEAD_LEN: usize = 8;
+/// Largest entry body accepted (an intent names 8 bytes per record of its chunk).
+pub(super) const MAX_ENTRY_LEN: u32 = 64 << 20;
+/// Largest record entry body accepted: a record is a few hundred bytes, its workload
+/// ID included. A tighter limit for the most common kind keeps resynchronisation from
+/// checksumming long stretches at positions that only look like an entry.
+const MAX_RECORD_LEN: u32 = 64 << 10;
+/// Header flag: this segment was started by the recovery whose first segment is the
+/// header's `u64` field; it counts only once that first segment is in place (its
+/// `.tmp` name is gone).
+pub(super) const FLAG_RECOVERY: u16 = 1;
+pub(super) const KIND_RECORD: u8 = 1;
+pub(super) const KIND_INTENT: u8 = 2;
+pub(super) const KIND_DONE: u8 = 3;
+
+pub(super) fn options() -> impl Options + Copy {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+}
+
+/// A position in the journal: segment number (high 32 bits) and the record's byte
+/// offset in it (ordinal in a version 1 segment).
+pub(super) type Lsn = u64;
+
+pub(super) fn lsn(segment: u64, at: u32) -> Lsn {
+    (segment << 32) | u64::from(at)
+}
+
+pub(super) fn lsn_segment(lsn: Lsn) -> u64 {
+    lsn >> 32
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct IntentBody {
+    pub(super) host: String,
+    pub(super) instance: u128,
+    pub(super) sequence: u64,
+    pub(super) window_start_ms: u64,
+    pub(super) window_end_ms: u64,
+    pub(super) index: u32,
+    pub(super) last: bool,
+    pub(super) lsns: Vec<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct DoneBody {
+    pub(super) host: String,
+    pub(super) instance: u128,
+    pub(super) sequence: u64,
+}
+
+impl DoneBody {
+    pub(super) fn id(&self) -> BatchId {
+        BatchId {
+            host: self.host.clone(),
+            instance: InstanceId::new(self.instance),
+            sequence: self.sequence,
+        }
+    }
+}
+
+/// A segment header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Header {
+    pub(super) version: u16,
+    pub(super) flags: u16,
+    /// Without [`FLAG_RECOVERY`]: segments numbered below it are obsolete (a recovery
+    /// wrote their live content into this one). With it: the recovery's first segment.
+    pub(super) field: u64,
+}
+
+pub(super) fn encode_header(flags: u16, field: u64) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    header[..4].copy_from_slice(&MAGIC);
+    header[4..6].copy_from_slice(&VERSION.to_le_bytes());
+    header[6..8].copy_from_slice(&flags.to_le_bytes());
+    header[8..16].copy_from_slice(&field.to_le_bytes());
+    header
+}
+
+/// The header, if it is one (right magic, known version, known flags).
+fn decode_header(bytes: &[u8]) -> Option<Header> {
+    let b = bytes.get(..HEADER_LEN)?;
+    let version = u16::from_le_bytes([b[4], b[5]]);
+    let flags = u16::from_le_bytes([b[6], b[7]]);
+    let mut field = [0u8; 8];
+    field.copy_from_slice(&b[8..16]);
+    let known = b[..4] == MAGIC
+        && (version == VERSION || (version == VERSION_ORDINALS && flags == 0))
+        && flags & !FLAG_RECOVERY == 0;
+    known.then_some(Header {
+        version,
+        flags,
+        field: u64::from_le_bytes(field),
+    })
+}
+
+/// One decoded entry.
+pub(super) enum Entry {
+    /// A record and its encoding (without the kind byte).
+    Record(FlowRecord, Vec<u8>),
+    Intent(IntentBody),
+    Done(DoneBody),
+}
+
+/// The entry starting at `at`, if one is acceptable there, and where it ends.
+fn entry_at(bytes: &[u8], at: usize) -> Option<(Entry, usize)> {
+    let head = bytes.get(at..at.checked_add(ENTRY_HEAD_LEN)?)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len == 0 || len > MAX_ENTRY_LEN {
+        return None;
+    }
+    let start = at + ENTRY_HEAD_LEN;
+    let end = start.checked_add(len as usize)?;
+    let body = bytes.get(start..end)?;
+    match body[0] {
+        KIND_RECORD if len <= MAX_RECORD_LEN => {}
+        KIND_INTENT | KIND_DONE => {}
+        _ => return None,
+    }
+    if crc32c::crc32c(body) != crc {
+        return None;
+    }
+    let entry = match body[0] {
+        KIND_RECORD => {
+            let record = options().deserialize::<FlowRecord>(&body[1..]).ok()?;
+            Entry::Record(record, body[1..].to_vec())
+        }
+        KIND_INTENT => Entry::Intent(options().deserialize(&body[1..]).ok()?),
+        _ => Entry::Done(options().deserialize(&body[1..]).ok()?),
+    };
+    Some((entry, end))
+}
+
+/// Whether an entry well-formed enough to trust starts at `at` (or the segment ends
+/// there).
+fn confirmed(bytes: &[u8], end: usize) -> bool {
+    end == bytes.len() || entry_at(bytes, end).is_some()
+}
+
+/// What reading one segment found.
+#[derive(Default)]
+pub(super) struct Parsed {
+    /// The header, when it is intact. `None` with `damaged` set: the entries were
+    /// read from right after where the header should end.
+    pub(super) header: Option<Header>,
+    /// Positions are ordinals (a version 1 segment; from the version bytes even when
+    /// the rest of the header is damaged).
+    pub(super) ordinals: bool,
+    /// Entries that passed every check, with their byte offset.
+    pub(super) entries: Vec<(usize, Entry)>,
+    /// Damage was found (a bad header, or bad bytes followed by intact entries): the
+    /// segment is set aside once its intact content has been journaled again.
+    pub(super) damaged: bool,
+    /// Stretches of bad bytes skipped between intact entries (each lost at least one
+    /// entry).
+    pub(super) bad_regions: u64,
+    /// Bytes skipped in those stretches.
+    pub(super) bad_bytes: u64,
+    /// Bytes at the end that are no whole entry: what a crash in the middle of a write
+    /// leaves (the normal case, not damage).
+    pub(super) torn_tail: u64,
+}
+
+/// Reads a segment, keeping every intact entry: after bad bytes it resynchronises at
+/// the next position where an acceptable entry starts.
+pub(super) fn parse(bytes: &[u8]) -> Parsed {
+    let mut parsed = Parsed::default();
+    if bytes.len() < HEADER_LEN {
+        // Created, and the crash came before its header was written.
+        parsed.torn_tail = bytes.len() as u64;
+        return parsed;
+    }
+    parsed.header = decode_header(bytes);
+    parsed.ordinals = u16::from_le_bytes([bytes[4], bytes[5]]) == VERSION_ORDINALS;
+    if parsed.header.is_none() {
+        parsed.damaged = true;
+    }
+    let mut at = HEADER_LEN;
+    while at < bytes.len() {
+        if let Some((entry, end)) = entry_at(bytes, at) {
+            parsed.entries.push((at, entry));
+            at = end;
+            continue;
+        }
+        match resync(bytes, at + 1) {
+            Some(next) => {
+                parsed.damaged = true;
+                parsed.bad_regions += 1;
+                parsed.bad_bytes += (next - at) as u64;
+                at = next;
+            }
+            None => {
+                parsed.torn_tail = (bytes.len() - at) as u64;
+                break;
+            }
+        }
+    }
+    parsed
+}
+
+/// The first position at or after `from` where an acceptable entry starts that is
+/// followed by another (or by the end of the segment).
+fn resync(bytes: &[u8], from: usize) -> Option<usize> {
+    let last = bytes.len().checked_sub(ENTRY_HEAD_LEN + 1)?;
+    (from..=last).find(|&at| entry_at(bytes, at).is_some_and(|(_, end)| confirmed(bytes, end)))
+}
+
+/// The live content of the segments a previous run left.
+#[derive(Default)]
+pub(super) struct OldContent {
+    /// Records by position, with their encoding.
+    pub(super) records: BTreeMap<Lsn, (FlowRecord, Vec<u8>)>,
+    /// Records whose position is unknown (after damage in a version 1 segment, where
+    /// positions are ordinals): recovered as records in no chunk.
+    pub(super) orphans: Vec<(FlowRecord, Vec<u8>)>,
+    pub(super) intents: Vec<IntentBody>,
+    pub(super) done: HashSet<BatchId>,
+}
+
+impl OldContent {
+    /// Adds the entries of segment `number`.
+    pub(super) fn add(&mut self, number: u64, parsed: Parsed) {
+        let ordinals = parsed.ordinals;
+        let mut ordinal: u32 = 0;
+        let mut lost_track = false;
+        let mut expected = HEADER_LEN;
+        for (offset, entry) in parsed.entries {
+            if offset != expected {
+                lost_track = true;
+            }
+            match entry {
+                Entry::Record(record, bytes) => {
+                    expected = offset + ENTRY_HEAD_LEN + 1 + bytes.len();
+                    if ordinals && lost_track {
+                        self.orphans.push((record, bytes));
+                        continue;
+                    }
+                    let at = if ordinals {
+                        ordinal
+                    } else {
+                        u32::try_from(offset).unwrap_or(u32::MAX)
+                    };
+                    ordinal = ordinal.saturating_add(1);
+                    self.records.insert(lsn(number, at), (record, bytes));
+                }
+                Entry::Intent(intent) => {
+                    expected = end_of(offset, &intent);
+                    self.intents.push(intent);
+                }
+                Entry::Done(done) => {
+                    expected = end_of(offset, &done);
+                    self.done.insert(done.id());
+                }
+            }
+        }
+    }
+}
+
+fn end_of(offset: usize, body: &impl Serialize) -> usize {
+    let len = options().serialized_size(body).unwrap_or(0) as usize;
+    offset + ENTRY_HEAD_LEN + 1 + len
+}
+
+/// Frames `body` (kind byte included) as an entry: its head.
+pub(super) fn entry_head(body: &[u8]) -> [u8; ENTRY_HEAD_LEN] {
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let mut head = [0u8; ENTRY_HEAD_LEN];
+    head[..4].copy_from_slice(&len.to_le_bytes());
+    head[4..].copy_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut body = vec![kind];
+        body.extend_from_slice(payload);
+        let mut out = entry_head(&body).to_vec();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn done(sequence: u64) -> Vec<u8> {
+        let body = DoneBody {
+            host: "h".into(),
+            instance: 1,
+            sequence,
+        };
+        framed(KIND_DONE, &options().serialize(&body).expect("encode"))
+    }
+
+    fn segment(entries: &[Vec<u8>]) -> Vec<u8> {
+        let mut bytes = encode_header(0, 1).to_vec();
+        for e in entries {
+            bytes.extend_from_slice(e);
+        }
+        bytes
+    }
+
+    fn sequences(parsed: &Parsed) -> Vec<u64> {
+        parsed
+            .entries
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Entry::Done(d) => Some(d.sequence),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_single_byte_flip_keeps_the_other_entries() {
+        let entries: Vec<_> = (0..6).map(done).collect();
+        let clean = segment(&entries);
+        let entry_len = entries[0].len();
+        for i in 0..clean.len() {
+            let mut bytes = clean.clone();
+            bytes[i] ^= 0x55;
+            let parsed = parse(&bytes);
+            let got = sequences(&parsed);
+            if i < HEADER_LEN {
+                assert_eq!(got, (0..6).collect::<Vec<_>>(), "flip at {i}");
+                continue;
+            }
+            let hit = ((i - HEADER_LEN) / entry_len) as u64;
+            let want: Vec<u64> = (0..6).filter(|&s| s != hit).collect();
+            assert_eq!(got, want, "flip at {i}");
+            if hit == 5 {
+                assert!(!parsed.damaged, "the last entry looks torn");
+                assert_eq!(parsed.torn_tail, entry_len as u64);
+            } else {
+                assert!(parsed.damaged && parsed.bad_regions == 1, "flip at {i}");
+                assert_eq!(parsed.bad_bytes, entry_len as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn an_entry_inside_another_is_not_taken_for_one() {
+        // A done mark whose host field holds a complete framed done mark: after damage
+        // in front of it, resynchronisation must not accept the inner one (it is not
+        // followed by a well-formed entry).
+        let inner = done(99);
+        let mut payload = options()
+            .serialize(&DoneBody {
+                host: String::new(),
+                instance: 1,
+                sequence: 7,
+            })
+            .expect("encode");
+        // A Vec<u8>-shaped host: length prefix then the inner entry verbatim.
+        let mut host_bytes = (inner.len() as u64).to_le_bytes().to_vec();
+        host_bytes.extend_from_slice(&inner);
+        payload.splice(0..8, host_bytes);
+        let outer = framed(KIND_DONE, &payload);
+        let mut bytes = segment(&[done(0)]);
+        bytes[HEADER_LEN + 2] ^= 0xff; // damage the first entry
+        bytes.extend_from_slice(&outer);
+        bytes.extend_from_slice(&done(1));
+        let parsed = parse(&bytes);
+        assert!(!sequences(&parsed).contains(&99), "no false entry");
+    }
+
+    #[test]
+    fn a_short_file_is_a_torn_header() {
+        let parsed = parse(&MAGIC);
+        assert!(!parsed.damaged);
+        assert_eq!(parsed.torn_tail, 4);
+    }
+}

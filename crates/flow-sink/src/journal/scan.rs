@@ -1,0 +1,233 @@
+//! The start-up scan: what a previous run left in the journal directory.
+//!
+//! Nothing found there makes the journal fail to open. Segments are read only if they
+//! are regular files (links are not followed, FIFOs do not block) and no larger than
+//! the read bound; anything else under a segment's name is set aside in `damaged/`,
+//! never followed and never deleted.
+
+use std::collections::HashSet;
+
+use super::format::{self, FLAG_RECOVERY, OldContent, Parsed};
+use crate::{
+    JournalCounters, SinkError, error_chain,
+    state_dir::{EntryKind, StateDir, free_name},
+};
+
+/// Suffix of a segment's name.
+pub(super) const SEGMENT_SUFFIX: &str = ".wal";
+/// Suffix of the first segment of a recovery until it is complete.
+pub(super) const TMP_SUFFIX: &str = ".tmp";
+/// Digits of a segment's number in its name.
+const SEGMENT_DIGITS: usize = 20;
+/// Where entries that are not segments of ours, and damaged segments, are moved.
+pub(super) const DAMAGED_DIR: &str = "damaged";
+
+/// The name of segment `number`.
+pub(super) fn segment_name(number: u64) -> String {
+    format!("{number:0width$}{SEGMENT_SUFFIX}", width = SEGMENT_DIGITS)
+}
+
+/// The name of segment `number` while a recovery writes it.
+pub(super) fn tmp_name(number: u64) -> String {
+    format!("{}{TMP_SUFFIX}", segment_name(number))
+}
+
+/// `(number, is_tmp)` for a segment's name (or a recovery's `.tmp` one).
+fn parse_name(name: &str) -> Option<(u64, bool)> {
+    let (stem, tmp) = match name.strip_suffix(TMP_SUFFIX) {
+        Some(stem) => (stem, true),
+        None => (name, false),
+    };
+    let number = stem
+        .strip_suffix(SEGMENT_SUFFIX)
+        .filter(|s| s.len() == SEGMENT_DIGITS && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok())?;
+    Some((number, tmp))
+}
+
+/// A segment the previous run left, to delete (or set aside, when damaged) once its
+/// live content is journaled again.
+pub(super) struct OldSegment {
+    pub(super) name: String,
+    pub(super) damaged: bool,
+}
+
+/// What the scan found.
+pub(super) struct Scan {
+    /// The highest segment number in use (0: none).
+    pub(super) last_number: u64,
+    pub(super) old: Vec<OldSegment>,
+    pub(super) content: OldContent,
+}
+
+/// Moves entry `name` of `dir` into `dir/damaged/` (under a free name), with a warning
+/// saying what it is and why. Returns whether it was moved; an entry that cannot be
+/// moved stays where it is (and is not read).
+pub(super) fn set_aside(dir: &StateDir, name: &str, what: &str, why: &str) -> bool {
+    let moved = dir
+        .sub(DAMAGED_DIR, true)
+        .and_then(|d| d.ok_or_else(|| std::io::Error::other("not created")))
+        .and_then(|damaged| {
+            let to = free_name(&damaged, name.as_ref())?;
+            dir.rename(name, &damaged, &to)?;
+            damaged.sync()?;
+            dir.sync()?;
+            Ok(damaged.join(to))
+        });
+    match moved {
+        Ok(to) => {
+            tracing::warn!(
+                file = %dir.join(name).display(),
+                moved_to = %to.display(),
+                "journal: {what} set aside ({why})"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(
+                file = %dir.join(name).display(),
+                error = %error_chain(&e),
+                "journal: {what} ({why}) could not be set aside; left in place and ignored"
+            );
+            false
+        }
+    }
+}
+
+/// Reads what a previous run left in `dir`; segments larger than `max_bytes` are set
+/// aside unread. Fails only when the directory itself cannot be listed or synced.
+pub(super) fn scan(
+    dir: &StateDir,
+    max_bytes: u64,
+    counters: &mut JournalCounters,
+) -> Result<Scan, SinkError> {
+    let items = dir
+        .list()
+        .map_err(|e| SinkError::io("list", dir.path(), e))?;
+    let mut segments = Vec::new();
+    let mut tmps = Vec::new();
+    let mut last_number = 0;
+    for item in items {
+        let Some((number, tmp)) = item.name_str().and_then(parse_name) else {
+            continue;
+        };
+        let Some(name) = item.name_str().map(str::to_owned) else {
+            continue;
+        };
+        last_number = last_number.max(number);
+        if tmp {
+            tmps.push((number, name, item.kind));
+        } else {
+            segments.push((number, name, item.kind));
+        }
+    }
+    segments.sort_by_key(|(number, _, _)| *number);
+
+    // Read every segment that is a regular file of a sane size.
+    let mut read: Vec<(u64, String, Parsed)> = Vec::new();
+    for (number, name, kind) in segments {
+        if kind != EntryKind::File {
+            counters.entries_set_aside += 1;
+            set_aside(dir, &name, kind.describe(), "not a regular file");
+            continue;
+        }
+        match dir.read_bounded(&name, max_bytes) {
+            Ok(bytes) => read.push((number, name, format::parse(&bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                counters.entries_set_aside += 1;
+                let why = format!("cannot be read: {}", error_chain(&e));
+                set_aside(dir, &name, "segment", &why);
+            }
+        }
+    }
+
+    // A recovery cut short: its `.tmp` first segment is still here, and so are the
+    // segments it was recovering. What it wrote counts for nothing: its later
+    // segments go first, then the `.tmp` (so that a crash in between cannot make them
+    // count).
+    let cut_short: HashSet<u64> = tmps.iter().map(|(n, _, _)| *n).collect();
+    let mut removed_any = false;
+    read.retain(|(_, name, parsed)| {
+        let uncommitted = parsed
+            .header
+            .is_some_and(|h| h.flags & FLAG_RECOVERY != 0 && cut_short.contains(&h.field));
+        if uncommitted {
+            match dir.remove_file(name) {
+                Ok(_) => removed_any = true,
+                Err(e) => tracing::warn!(
+                    file = %dir.join(name).display(),
+                    error = %error_chain(&e),
+                    "journal: cannot remove a segment of an unfinished recovery"
+                ),
+            }
+        }
+        !uncommitted
+    });
+    if removed_any {
+        dir.sync()
+            .map_err(|e| SinkError::io("fsync", dir.path(), e))?;
+    }
+    for (_, name, kind) in tmps {
+        match dir.remove_file(&name) {
+            Ok(_) => {}
+            Err(e) if kind != EntryKind::File => {
+                let _ = e;
+                counters.entries_set_aside += 1;
+                set_aside(dir, &name, kind.describe(), "not a regular file");
+            }
+            Err(e) => tracing::warn!(
+                file = %dir.join(&name).display(),
+                error = %error_chain(&e),
+                "journal: cannot remove an unfinished recovery segment"
+            ),
+        }
+    }
+
+    // Segments below the newest recovery are obsolete: it holds their live content.
+    let supersedes_below = read
+        .iter()
+        .filter_map(|(_, _, p)| p.header.map(|h| h.field))
+        .max()
+        .unwrap_or(0);
+    let mut content = OldContent::default();
+    let mut old = Vec::with_capacity(read.len());
+    for (number, name, parsed) in read {
+        if number < supersedes_below {
+            old.push(OldSegment {
+                name,
+                damaged: false,
+            });
+            continue;
+        }
+        let damaged = parsed.damaged;
+        counters.bytes_discarded += parsed.bad_bytes + parsed.torn_tail;
+        counters.bad_entries += parsed.bad_regions;
+        if damaged {
+            counters.damaged_segments += 1;
+            tracing::warn!(
+                file = %dir.join(&name).display(),
+                header_intact = parsed.header.is_some(),
+                bad_stretches = parsed.bad_regions,
+                bad_bytes = parsed.bad_bytes,
+                intact_entries = parsed.entries.len(),
+                "journal: damaged segment; its intact entries are recovered, the bad bytes \
+                 skipped, and the segment will be set aside"
+            );
+        } else if parsed.torn_tail > 0 {
+            tracing::info!(
+                file = %dir.join(&name).display(),
+                bytes = parsed.torn_tail,
+                "journal: segment ends in an incomplete entry (a crash during a write); \
+                 it is ignored"
+            );
+        }
+        content.add(number, parsed);
+        old.push(OldSegment { name, damaged });
+    }
+    Ok(Scan {
+        last_number,
+        old,
+        content,
+    })
+}
