@@ -1,8 +1,10 @@
 //! `flowexporter run`: capture -> identity -> minute batches -> collector (or JSON
 //! lines on stdout without a collector). SIGTERM/SIGINT close the open window early
-//! and deliver or spool it; a crash (even `kill -9`) loses at most the records of the
-//! last journal sync interval. SIGHUP reloads the identity certificate and the
-//! configuration (`reload.rs`).
+//! and deliver or spool it, give the collector at most [`SHUTDOWN_FLUSH`] to take what
+//! is spooled, and exit (the rest stays spooled for the next start); a crash (even
+//! `kill -9`) loses at most the records of the last journal sync interval. SIGHUP
+//! reloads the identity certificate and the configuration (`reload.rs`). Failures of
+//! the journal or of the sink do not stop the exporter (`pipeline.rs`).
 
 use std::{io, sync::Arc, time::Duration};
 
@@ -11,6 +13,7 @@ use flow_batch::{BatchConfig, MinuteBatcher, wire::InstanceId};
 use flow_capture::{AsyncFlowReader, FlowCapture, FlowRecord};
 use flow_sink::{
     CollectorConfig, CollectorSink, FlowSink, JournalConfig, RecordJournal, SpoolConfig,
+    collector_sink::Accepted,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -20,7 +23,6 @@ use crate::{
     output::{Format, RecordWriter},
     pipeline::Pipeline,
     privileges,
-    ratelimit::RateLimited,
     reload::Reloader,
     resolver::ReloadableResolver,
     setup,
@@ -29,6 +31,12 @@ use crate::{
 
 /// How often windows are checked for closing and the journal for syncing.
 const TICK: Duration = Duration::from_millis(200);
+
+/// How long a stopping exporter gives the collector to take what is spooled. Once
+/// chunks are spooled, shutdown needs no network: this bounds the whole stop well
+/// inside the systemd unit's `TimeoutStopSec=60`, even with the collector down or
+/// not answering. What is not sent stays in the spool for the next start.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
 /// Runs the exporter with the configuration in force in `reloader` until SIGTERM or
 /// SIGINT.
@@ -201,7 +209,9 @@ async fn to_collector(
         .with_spool_dir(&args.spool_dir)
         .with_spool(SpoolConfig::default().with_max_bytes(args.spool_max_bytes))
         .with_retry(args.retry_policy())
-        .with_tls(args.collector_tls());
+        .with_tls(args.collector_tls())
+        // Flushed only when stopping.
+        .with_flush_timeout(SHUTDOWN_FLUSH);
     let sink = CollectorSink::start(config).context("starting the collector sink")?;
     let (journal, recovered) = RecordJournal::open(
         &args.journal_dir,
@@ -210,13 +220,7 @@ async fn to_collector(
         JournalConfig::default().with_sync_interval(args.journal_sync),
     )
     .context("opening the record journal")?;
-    let mut pipeline = Pipeline {
-        batcher,
-        journal,
-        sink,
-        refused: 0,
-        warnings: RateLimited::new(Duration::from_secs(10)),
-    };
+    let mut pipeline = Pipeline::new(batcher, journal, sink);
     // Chunks in flight at a crash go out again under their original batch ID (the
     // collector drops duplicates); records in no chunk are batched again.
     if !recovered.is_empty() {
@@ -227,8 +231,7 @@ async fn to_collector(
         );
     }
     for rc in &recovered.chunks {
-        pipeline.sink.deliver_frame(rc.encode()?).await?;
-        pipeline.journal.end_chunk(&rc.batch_id())?;
+        recover_chunk(&mut pipeline, rc).await;
     }
     for record in recovered.records {
         pipeline.push_journaled(record);
@@ -245,25 +248,63 @@ async fn to_collector(
     .await;
     // Whatever happened, close the open windows early and deliver or spool them.
     pipeline.batcher.flush(std::time::SystemTime::now());
-    let drained = pipeline.drain().await;
-    pipeline.journal.sync()?;
+    pipeline.drain().await;
+    pipeline.sync();
     let counters = pipeline.batcher.counters();
+    let (journal_errors, delivery_errors) = (pipeline.journal_errors, pipeline.delivery_errors);
     let sink = pipeline.sink;
-    let flushed = sink.flush().await;
+    // One attempt, bounded by SHUTDOWN_FLUSH; close does not wait for the collector.
+    if let Err(e) = sink.flush().await {
+        tracing::warn!("flushing the spool: {}", flow_sink::error_chain(&e));
+    }
     let sent = sink.counters();
-    sink.close().await?;
+    if let Err(e) = sink.close().await {
+        tracing::warn!("closing the collector sink: {}", flow_sink::error_chain(&e));
+    }
     tracing::info!(
         records = counters.records_in,
         chunks = counters.chunks_out,
         late = counters.records_late,
         refused = pipeline.refused,
+        journal_errors,
+        delivery_errors,
         ?sent,
         "stopped"
     );
-    result?;
-    drained?;
-    flushed?;
-    Ok(())
+    result
+}
+
+/// Delivers a chunk the journal recovered (in flight at a crash) under its original
+/// batch ID, then marks it done. A failure is logged and the start goes on: the
+/// chunk's intent stays open, so the next start tries it again; the same when the
+/// sink could only keep it in memory.
+async fn recover_chunk(pipeline: &mut Pipeline, rc: &flow_sink::RecoveredChunk) {
+    let accepted = match rc.encode() {
+        Ok(frame) => pipeline.sink.accept_frame(frame).await,
+        Err(e) => Err(e),
+    };
+    let batch_id = rc.batch_id();
+    match accepted {
+        Ok(Accepted::InMemory) => {}
+        Ok(_) => {
+            if let Err(e) = pipeline.journal.end_chunk(&batch_id) {
+                pipeline.journal_errors += 1;
+                tracing::warn!(
+                    %batch_id,
+                    "marking a recovered chunk done: {}",
+                    flow_sink::error_chain(&e)
+                );
+            }
+        }
+        Err(e) => {
+            pipeline.delivery_errors += 1;
+            tracing::warn!(
+                %batch_id,
+                "a recovered chunk could not be delivered; it stays in the journal: {}",
+                flow_sink::error_chain(&e)
+            );
+        }
+    }
 }
 
 /// SIGHUP, first part: look at the identity certificate file again now, and take the
@@ -317,8 +358,9 @@ async fn capture_loop(
         if hup {
             reloader.reload(&mut resolver, Some(&pipeline.sink));
         }
-        pipeline.tick()?;
-        pipeline.drain().await?;
+        // Failures are logged and counted there; the loop goes on.
+        pipeline.tick();
+        pipeline.drain().await;
         if published.elapsed() >= METRICS_EVERY {
             publish(
                 metrics,
