@@ -1,0 +1,435 @@
+//! The record journal against what a state directory can hold: directories, FIFOs,
+//! symbolic links, unreadable and oversize files under a segment's name, damaged
+//! segments, and private modes. The full disk is in `journal_full_disk.rs`.
+
+mod common;
+
+use std::{
+    fs,
+    os::unix::fs::{FileTypeExt, PermissionsExt, symlink},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::mpsc,
+    time::Duration,
+};
+
+use common::*;
+use flow_batch::wire::InstanceId;
+use flow_sink::{JournalConfig, JournalCounters, RecordJournal, Recovered};
+
+fn open(dir: &Path, instance: u128) -> (RecordJournal, Recovered) {
+    RecordJournal::open(
+        dir,
+        HOST,
+        InstanceId::new(instance),
+        JournalConfig::default(),
+    )
+    .expect("open journal")
+}
+
+/// Opens in another thread, failing (instead of hanging the suite) after 20 s.
+fn open_within_20s(dir: &Path, instance: u128) -> (RecordJournal, Recovered) {
+    let (tx, rx) = mpsc::channel();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(RecordJournal::open(
+            &dir,
+            HOST,
+            InstanceId::new(instance),
+            JournalConfig::default(),
+        ));
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("open did not hang")
+        .expect("open journal")
+}
+
+/// Simulates `kill -9`: no destructor runs, so nothing buffered is written.
+fn crash(journal: RecordJournal) {
+    std::mem::forget(journal);
+}
+
+fn numbers(records: &[flow_capture::FlowRecord]) -> Vec<u64> {
+    records.iter().map(|r| r.stats.bytes_sent).collect()
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn damaged(dir: &Path) -> Vec<PathBuf> {
+    let Ok(listing) = fs::read_dir(dir.join("damaged")) else {
+        return Vec::new();
+    };
+    let mut v: Vec<_> = listing.map(|e| e.expect("entry").path()).collect();
+    v.sort();
+    v
+}
+
+/// A journal left by a crashed run: records `0..n` synced.
+fn previous_run(dir: &Path, n: u64) {
+    let (mut journal, _) = open(dir, 1);
+    for i in 0..n {
+        journal.append(&record(i)).expect("append");
+    }
+    journal.sync().expect("sync");
+    crash(journal);
+}
+
+/// A name that sorts after every segment of `dir`, as a segment's.
+const INTRUDER: &str = "00000000000000000900.wal";
+
+/// After an intruder was set aside: the journal works, and what it journals comes back.
+fn still_works(dir: &Path, journal: RecordJournal, counters_before: JournalCounters) {
+    let mut journal = journal;
+    for i in 500..505 {
+        journal.append(&record(i)).expect("append");
+    }
+    journal.sync().expect("sync");
+    assert!(journal.is_journaling());
+    crash(journal);
+    let (_journal, recovered) = open(dir, 99);
+    let mut got = numbers(&recovered.records);
+    got.sort();
+    let mut want: Vec<u64> = (0..counters_before.records_recovered).collect();
+    want.extend(500..505);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_directory_named_like_a_segment_is_set_aside() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    previous_run(dir.path(), 20);
+    fs::create_dir(dir.path().join(INTRUDER)).expect("mkdir");
+    fs::write(dir.path().join(INTRUDER).join("inside"), b"keep").expect("write");
+
+    let (journal, recovered) = open(dir.path(), 2);
+    assert_eq!(numbers(&recovered.records), (0..20).collect::<Vec<_>>());
+    let c = journal.counters();
+    assert_eq!((c.entries_set_aside, c.damaged_segments), (1, 0));
+    let aside = damaged(dir.path());
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(aside[0].is_dir());
+    assert_eq!(fs::read(aside[0].join("inside")).expect("kept"), b"keep");
+    still_works(dir.path(), journal, c);
+}
+
+#[test]
+fn a_fifo_named_like_a_segment_does_not_hang_the_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    previous_run(dir.path(), 20);
+    let status = Command::new("mkfifo")
+        .arg(dir.path().join(INTRUDER))
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+
+    let (journal, recovered) = open_within_20s(dir.path(), 2);
+    assert_eq!(numbers(&recovered.records), (0..20).collect::<Vec<_>>());
+    let c = journal.counters();
+    assert_eq!(c.entries_set_aside, 1);
+    let aside = damaged(dir.path());
+    assert_eq!(aside.len(), 1);
+    let kind = fs::symlink_metadata(&aside[0]).expect("stat").file_type();
+    assert!(kind.is_fifo(), "the FIFO itself was moved: {kind:?}");
+    still_works(dir.path(), journal, c);
+}
+
+#[test]
+fn a_link_to_dev_zero_is_neither_followed_nor_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    previous_run(dir.path(), 20);
+    symlink("/dev/zero", dir.path().join(INTRUDER)).expect("symlink");
+
+    let (journal, recovered) = open_within_20s(dir.path(), 2);
+    assert_eq!(numbers(&recovered.records), (0..20).collect::<Vec<_>>());
+    let c = journal.counters();
+    assert_eq!(c.entries_set_aside, 1);
+    let aside = damaged(dir.path());
+    assert_eq!(aside.len(), 1);
+    assert_eq!(
+        fs::read_link(&aside[0]).expect("still a link"),
+        Path::new("/dev/zero")
+    );
+    assert!(
+        fs::metadata("/dev/zero")
+            .expect("stat")
+            .file_type()
+            .is_char_device()
+    );
+    still_works(dir.path(), journal, c);
+}
+
+#[test]
+fn a_link_to_an_outside_file_leaves_that_file_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let precious = outside.path().join("precious.wal");
+    // Even a valid segment elsewhere is not ours to read, move or delete.
+    previous_run(outside.path(), 3);
+    let theirs = segments(outside.path()).pop().expect("a segment");
+    fs::rename(&theirs, &precious).expect("rename");
+    let before = fs::read(&precious).expect("read");
+    let mode_before = fs::metadata(&precious).expect("stat").permissions().mode();
+
+    previous_run(dir.path(), 20);
+    symlink(&precious, dir.path().join(INTRUDER)).expect("symlink");
+    let (journal, recovered) = open(dir.path(), 2);
+    assert_eq!(
+        numbers(&recovered.records),
+        (0..20).collect::<Vec<_>>(),
+        "the linked segment's records are not recovered"
+    );
+    let c = journal.counters();
+    assert_eq!(c.entries_set_aside, 1);
+    let aside = damaged(dir.path());
+    assert_eq!(fs::read_link(&aside[0]).expect("still a link"), precious);
+    assert_eq!(fs::read(&precious).expect("still there"), before);
+    assert_eq!(
+        fs::metadata(&precious).expect("stat").permissions().mode(),
+        mode_before
+    );
+    still_works(dir.path(), journal, c);
+    assert_eq!(fs::read(&precious).expect("still there"), before);
+}
+
+#[test]
+fn an_oversize_file_is_set_aside_unread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    previous_run(dir.path(), 20);
+    let limit = JournalConfig::default().segment_read_limit();
+    let big = fs::File::create(dir.path().join(INTRUDER)).expect("create");
+    big.set_len(limit + 1).expect("sparse file"); // no disk used
+    drop(big);
+
+    let (journal, recovered) = open(dir.path(), 2);
+    assert_eq!(numbers(&recovered.records), (0..20).collect::<Vec<_>>());
+    let c = journal.counters();
+    assert_eq!(c.entries_set_aside, 1);
+    let aside = damaged(dir.path());
+    assert_eq!(fs::metadata(&aside[0]).expect("stat").len(), limit + 1);
+    still_works(dir.path(), journal, c);
+}
+
+#[test]
+fn a_file_exactly_at_the_read_limit_is_read() {
+    // The bound is not off by one: a (garbage) file of exactly the limit is a segment
+    // of ours, read and found damaged, not set aside unread.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limit = JournalConfig::default().segment_read_limit();
+    assert!(limit < 128 << 20, "{limit}");
+    let f = fs::File::create(dir.path().join(INTRUDER)).expect("create");
+    f.set_len(limit).expect("sparse");
+    drop(f);
+    let (journal, recovered) = open(dir.path(), 2);
+    assert!(recovered.is_empty());
+    let c = journal.counters();
+    assert_eq!((c.entries_set_aside, c.damaged_segments), (0, 1));
+}
+
+/// The unreadable-segment test runs this in a child process without
+/// `CAP_DAC_OVERRIDE` and `CAP_DAC_READ_SEARCH` (root ignores modes otherwise). Without
+/// the environment variable it does nothing.
+#[test]
+fn child_opens_a_journal_with_an_unreadable_segment() {
+    let Some(dir) = std::env::var_os("JOURNAL_TEST_UNREADABLE_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let err = fs::read(dir.join(INTRUDER)).expect_err("capabilities were dropped");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    let (mut journal, recovered) = open(&dir, 2);
+    assert_eq!(numbers(&recovered.records), (0..20).collect::<Vec<_>>());
+    let c = journal.counters();
+    assert_eq!(c.entries_set_aside, 1, "{c:?}");
+    journal.append(&record(500)).expect("append");
+    journal.sync().expect("sync");
+    assert!(journal.is_journaling());
+    crash(journal);
+}
+
+#[test]
+fn an_unreadable_segment_is_set_aside() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A segment of ours (records 100..110) that cannot be opened.
+    let other = tempfile::tempdir().expect("tempdir");
+    let (mut journal, _) = open(other.path(), 1);
+    for i in 100..110 {
+        journal.append(&record(i)).expect("append");
+    }
+    journal.sync().expect("sync");
+    crash(journal);
+    previous_run(dir.path(), 20);
+    let ours = segments(other.path()).pop().expect("segment");
+    fs::copy(&ours, dir.path().join(INTRUDER)).expect("copy");
+    fs::set_permissions(dir.path().join(INTRUDER), fs::Permissions::from_mode(0o000))
+        .expect("chmod");
+
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", "-dac_override,-dac_read_search", "--"])
+        .arg(exe)
+        .args([
+            "--exact",
+            "child_opens_a_journal_with_an_unreadable_segment",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("JOURNAL_TEST_UNREADABLE_DIR", dir.path())
+        .output()
+        .expect("run setpriv");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child failed:\n{stdout}\n{stderr}"
+    );
+    let aside = damaged(dir.path());
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    // Its records were not lost: they are in damaged/, for the operator.
+    fs::set_permissions(&aside[0], fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert_eq!(
+        fs::read(&aside[0]).expect("read"),
+        fs::read(&ours).expect("read")
+    );
+    let (_journal, recovered) = open(dir.path(), 3);
+    let mut got = numbers(&recovered.records);
+    got.sort();
+    let mut want: Vec<u64> = (0..20).collect();
+    want.push(500);
+    assert_eq!(got, want);
+}
+
+/// A run that journaled records `0..n` in one segment; returns the segment.
+fn one_segment(dir: &Path, n: u64) -> PathBuf {
+    previous_run(dir, n);
+    let all = segments(dir);
+    assert_eq!(all.len(), 1);
+    all[0].clone()
+}
+
+#[test]
+fn one_flipped_byte_mid_segment_loses_one_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seg = one_segment(dir.path(), 201);
+    let mut bytes = fs::read(&seg).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    fs::write(&seg, &bytes).expect("write");
+
+    let (journal, recovered) = open(dir.path(), 2);
+    let got = numbers(&recovered.records);
+    assert_eq!(got.len(), 200, "all but the damaged record: {got:?}");
+    let lost: Vec<u64> = (0..201).filter(|n| !got.contains(n)).collect();
+    assert_eq!(lost.len(), 1);
+    assert!((90..110).contains(&lost[0]), "{lost:?}");
+    let c = journal.counters();
+    assert_eq!((c.damaged_segments, c.bad_entries), (1, 1));
+    assert!(c.bytes_discarded > 0);
+    let aside = damaged(dir.path());
+    assert_eq!(aside.len(), 1);
+    assert_eq!(
+        fs::read(&aside[0]).expect("kept"),
+        bytes,
+        "set aside as found"
+    );
+    // Recovery rewrote the rest: a crash now loses nothing more.
+    crash(journal);
+    let (_j, again) = open(dir.path(), 3);
+    assert_eq!(numbers(&again.records), got);
+}
+
+#[test]
+fn a_flipped_magic_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seg = one_segment(dir.path(), 200);
+    let mut bytes = fs::read(&seg).expect("read");
+    bytes[1] ^= 0xff;
+    fs::write(&seg, &bytes).expect("write");
+
+    let (journal, recovered) = open(dir.path(), 2);
+    assert_eq!(numbers(&recovered.records), (0..200).collect::<Vec<_>>());
+    let c = journal.counters();
+    assert_eq!(
+        (c.damaged_segments, c.bad_entries, c.bytes_discarded),
+        (1, 0, 0)
+    );
+    assert_eq!(damaged(dir.path()).len(), 1);
+}
+
+#[test]
+fn a_truncated_entry_is_a_quiet_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seg = one_segment(dir.path(), 50);
+    let len = fs::metadata(&seg).expect("stat").len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open")
+        .set_len(len - 30)
+        .expect("truncate");
+    let (journal, recovered) = open(dir.path(), 2);
+    assert_eq!(numbers(&recovered.records), (0..49).collect::<Vec<_>>());
+    let c = journal.counters();
+    assert_eq!((c.damaged_segments, c.bad_entries), (0, 0));
+    assert!(c.bytes_discarded > 0);
+    assert!(damaged(dir.path()).is_empty(), "a torn tail is not damage");
+    assert!(!dir.path().join("damaged").exists());
+}
+
+#[test]
+fn damage_before_a_chunk_does_not_shift_its_records() {
+    // Positions are byte offsets: a record lost in front of a chunk's records does not
+    // make the chunk's intent name the wrong records.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut journal, _) = open(dir.path(), 7);
+    let positions: Vec<u64> = (0..30)
+        .map(|n| journal.append_tagged(&record(n)).expect("append"))
+        .collect();
+    let mut b = chunk(1, 10, 10);
+    b.tags = positions[10..20].to_vec();
+    let id_b = journal.begin_chunk(&b).expect("begin");
+    crash(journal);
+    let seg = segments(dir.path()).pop().expect("segment");
+    let mut bytes = fs::read(&seg).expect("read");
+    // Inside record 5's body.
+    let at = usize::try_from(positions[5] & 0xffff_ffff).expect("offset") + 20;
+    bytes[at] ^= 0x01;
+    fs::write(&seg, &bytes).expect("write");
+
+    let (_journal, recovered) = open(dir.path(), 8);
+    assert_eq!(recovered.chunks.len(), 1);
+    assert_eq!(recovered.chunks[0].batch_id(), id_b);
+    assert_eq!(recovered.chunks[0].chunk.records, b.records);
+    let mut want: Vec<u64> = (0..10).filter(|&n| n != 5).collect();
+    want.extend(20..30);
+    assert_eq!(numbers(&recovered.records), want);
+}
+
+#[test]
+fn what_the_journal_creates_is_private() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let dir = base.path().join("new/journal");
+    previous_run(&dir, 5);
+    fs::create_dir(dir.join(INTRUDER)).expect("mkdir");
+    // A journal directory an older release made 0755.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (mut journal, _) = open(&dir, 2);
+    journal.append(&record(1)).expect("append");
+    journal.sync().expect("sync");
+    let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&base.path().join("new")), 0o700);
+    assert_eq!(mode(&dir.join("damaged")), 0o700);
+    let segs = segments(&dir);
+    assert!(!segs.is_empty());
+    for seg in segs {
+        assert_eq!(mode(&seg), 0o600, "{}", seg.display());
+    }
+}
