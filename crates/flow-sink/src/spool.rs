@@ -38,7 +38,6 @@
 use std::{
     collections::VecDeque,
     ffi::{OsStr, OsString},
-    fs::File,
     io::{self, Read, Write},
     path::{Path, PathBuf},
 };
@@ -1078,13 +1077,6 @@ fn parse_order(name: &str) -> Option<u64> {
         None | Some(b'-') => digits.parse().ok(),
         Some(_) => None,
     }
-}
-
-/// `fsync`s a directory, so that entries created, renamed or removed in it persist.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), SinkError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| SinkError::io("fsync directory", dir, e))
 }
 
 #[cfg(test)]
