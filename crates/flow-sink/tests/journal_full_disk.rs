@@ -246,3 +246,38 @@ fn a_full_disk_at_rotation_degrades_and_recovers_exactly_once() {
         assert!(got.contains(&m), "record {m} lost");
     }
 }
+
+#[test]
+fn a_chunk_begun_and_ended_as_the_disk_fills_does_not_come_back() {
+    // The failure is found by begin_chunk's own sync: its intent, and the done mark
+    // after it, are kept in memory and written on resume, so a later crash does not
+    // hand the delivered records back as new ones (a duplicate under a new batch ID).
+    let fs_ = Tmpfs::mount("2m");
+    let dir = fs_.path().join("journal");
+    let (mut journal, _) = open(&dir, 1);
+    let mut tags: Vec<u64> = (0..10)
+        .map(|n| journal.append_tagged(&record(n)).expect("append"))
+        .collect();
+    journal.sync().expect("sync");
+    fill(&fs_.path().join("filler"));
+    for n in 10..60 {
+        tags.push(journal.append_tagged(&record(n)).expect("buffered"));
+    }
+    let c = tagged(0, 0, 60, &tags);
+    let id = journal.begin_chunk(&c).expect("no error");
+    assert!(!journal.is_journaling(), "the intent's sync failed");
+    journal.end_chunk(&id).expect("no error");
+    fs::remove_file(fs_.path().join("filler")).expect("free space");
+    assert!(
+        journal
+            .sync_if_due(Instant::now() + 2 * SYNC)
+            .expect("resumed")
+    );
+    journal.append(&record(777)).expect("append");
+    journal.sync().expect("sync");
+    std::mem::forget(journal);
+
+    let (_journal, recovered) = open(&dir, 2);
+    assert!(recovered.chunks.is_empty(), "{:?}", recovered.chunks);
+    assert_eq!(numbers(&recovered.records), vec![777]);
+}

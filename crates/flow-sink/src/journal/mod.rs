@@ -1098,17 +1098,19 @@ impl RecordJournal {
     }
 
     /// Writes an intent, and takes note of it as open.
+    /// Writes an intent, and takes note of it as open. Until a sync succeeds it is not
+    /// known to be durable (and after a failed write it is not written at all): it is
+    /// kept, to be written again if the journal fails before then.
     fn write_intent(&mut self, id: BatchId, body: IntentBody) -> Result<(), SinkError> {
-        self.write_intent_entry(&body)?;
-        if let Some(s) = self.segments.get_mut(&self.active.number) {
+        let written = self.write_intent_entry(&body);
+        let segment = written.is_ok().then_some(self.active.number);
+        if let Some(s) = segment.and_then(|n| self.segments.get_mut(&n)) {
             s.open_intents += 1;
         }
-        self.intents.insert(
-            id.clone(),
-            open_intent(Some(self.active.number), &body.lsns),
-        );
+        self.intents
+            .insert(id.clone(), open_intent(segment, &body.lsns));
         self.unsynced.push(Mark::Intent(id, body));
-        Ok(())
+        written
     }
 
     fn write_intent_entry(&mut self, body: &IntentBody) -> Result<(), SinkError> {
@@ -1118,10 +1120,11 @@ impl RecordJournal {
         Ok(())
     }
 
+    /// Writes a done mark, kept (like an intent) until a sync succeeds.
     fn write_done(&mut self, body: DoneBody) -> Result<(), SinkError> {
-        self.write_done_entry(&body)?;
+        let written = self.write_done_entry(&body);
         self.unsynced.push(Mark::Done(body));
-        Ok(())
+        written
     }
 
     fn write_done_entry(&mut self, body: &DoneBody) -> Result<(), SinkError> {
