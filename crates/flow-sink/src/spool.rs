@@ -619,9 +619,10 @@ impl Spool {
                 return Ok(None);
             }
         };
-        let mut note = name.clone();
+        let mut note = dest.clone();
         note.push(REASON_SUFFIX);
-        let mut names = vec![name];
+        let path = dir.join(&dest);
+        let mut names = vec![dest];
         match write_note(&dir, &note, reason) {
             Ok(()) => names.push(note),
             Err(e) => {
@@ -637,7 +638,7 @@ impl Spool {
             }
         }
         self.track_set_aside(REJECTED_DIR, &dir, names);
-        Ok(Some(dest))
+        Ok(Some(path))
     }
 
     /// Drops the oldest frames until `incoming` more bytes fit under the cap.
@@ -716,8 +717,9 @@ impl Spool {
         };
         let moved = if kind == EntryKind::File {
             self.move_file_to(CORRUPT_DIR, &name).map(|(dir, dest)| {
-                self.track_set_aside(CORRUPT_DIR, &dir, vec![name.clone()]);
-                dest
+                let path = dir.join(&dest);
+                self.track_set_aside(CORRUPT_DIR, &dir, vec![dest]);
+                path
             })
         } else {
             self.move_not_ours(&name)
@@ -764,17 +766,25 @@ impl Spool {
     }
 
     /// Moves the regular file `name` of the spool into `sub` under the same name
-    /// (replacing an earlier copy), durably; returns the folder and the new path.
-    fn move_file_to(&mut self, sub: &'static str, name: &OsStr) -> io::Result<(StateDir, PathBuf)> {
+    /// (replacing an earlier copy of it, but not a link, FIFO or directory planted
+    /// there: then under a free name), durably; returns the folder and the new name.
+    fn move_file_to(
+        &mut self,
+        sub: &'static str,
+        name: &OsStr,
+    ) -> io::Result<(StateDir, OsString)> {
         let dir = self.open_sub(sub, true)?.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("{sub}/ could not be created"),
             )
         })?;
-        self.root.rename(name, &dir, name)?;
+        let dest = match dir.kind(name)? {
+            Some(kind) if kind != EntryKind::File => free_name(&dir, name)?,
+            _ => name.to_os_string(),
+        };
+        self.root.rename(name, &dir, &dest)?;
         self.sync_after_move(&dir);
-        let dest = dir.join(name);
         Ok((dir, dest))
     }
 

@@ -409,6 +409,40 @@ fn a_rejected_that_is_not_a_directory_is_renamed_aside() {
     );
 }
 
+#[test]
+fn a_link_planted_in_corrupt_under_a_chunks_name_is_not_replaced() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("spool");
+    let frames = frames(49, 2, 10);
+    let mut spool = Spool::open(&dir, SpoolConfig::default()).expect("spool");
+    for f in &frames {
+        spool.push(f).expect("push");
+    }
+    let names = chunk_names(&dir);
+    let target = outside.path().join("precious");
+    fs::write(&target, b"not the spool's").expect("outside");
+    fs::create_dir(dir.join("corrupt")).expect("mkdir");
+    symlink(&target, dir.join("corrupt").join(&names[0])).expect("symlink");
+    let mut bytes = fs::read(dir.join(&names[0])).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(dir.join(&names[0]), &bytes).expect("damage");
+
+    assert_eq!(drain(&mut spool), vec![1]);
+    assert_eq!(spool.counters().corrupt_files, 1);
+    let planted = dir.join("corrupt").join(&names[0]);
+    assert!(
+        fs::symlink_metadata(&planted)
+            .expect("the link stays")
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(fs::read(&target).expect("outside"), b"not the spool's");
+    let moved = dir.join("corrupt").join(format!("{}.1", names[0]));
+    assert_eq!(fs::read(&moved).expect("set aside beside it"), bytes);
+}
+
 // ---------------------------------------------------------------------------------
 // 3. A full disk degrades: drop the oldest, refuse when nothing is left, recover.
 // ---------------------------------------------------------------------------------
