@@ -185,7 +185,7 @@ pub enum WorkloadIdProblem {
     #[error("it is empty")]
     Empty,
     /// The ID is longer than [`WORKLOAD_ID_MAX`] bytes.
-    #[error("it is {len} bytes long, more than the {max} allowed", max = WORKLOAD_ID_MAX)]
+    #[error("it is longer than {max} bytes ({len} bytes)", max = WORKLOAD_ID_MAX)]
     TooLong {
         /// Its length in bytes.
         len: usize,

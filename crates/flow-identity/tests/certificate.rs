@@ -268,4 +268,6 @@ fn workload_ids_are_validated() {
     assert!(WorkloadId::new("ümlaut-workload").is_ok());
     let err = WorkloadId::new("a".repeat(65)).expect_err("too long");
     assert!(err.to_string().contains("longer than 64 bytes"), "{err}");
+    let err = WorkloadId::new("spiffe://x/\u{1b}[2J").expect_err("control character");
+    assert!(err.to_string().contains("U+001B at byte 11"), "{err}");
 }

@@ -13,7 +13,7 @@ use std::{
     fs::OpenOptions,
     io::{self, Read},
     net::{Ipv6Addr, SocketAddr},
-    os::unix::fs::{FileTypeExt, OpenOptionsExt},
+    os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -301,7 +301,7 @@ fn read(path: &Path) -> anyhow::Result<FileConfig> {
 }
 
 /// The text of the configuration file at `path`, which must be a regular file of at
-/// most `limit` bytes of UTF-8.
+/// most `limit` bytes of UTF-8 (or the null device, which reads as empty).
 ///
 /// The file is opened non-blocking, so a FIFO (or a device) at the path cannot hold the
 /// open up, and its type and size are taken from the open file itself; the read is
@@ -318,6 +318,11 @@ fn read_bounded(path: &Path, limit: u64) -> Result<String, ConfigError> {
         .map_err(read_error)?;
     let meta = file.metadata().map_err(read_error)?;
     let kind = meta.file_type();
+    if kind.is_char_device() && meta.rdev() == libc::makedev(1, 3) {
+        // `--config /dev/null`: the usual way to say "no file" (and not read the
+        // default one); it reads as empty.
+        return Ok(String::new());
+    }
     if !kind.is_file() {
         return Err(ConfigError::NotRegularFile {
             path: path.to_path_buf(),
@@ -767,6 +772,10 @@ mod tests {
         );
         let err = read_bounded(&std::env::temp_dir(), MAX_CONFIG_BYTES).expect_err("dir");
         assert!(err.to_string().contains("directory"), "{err}");
+        // The null device is the usual "no file"; other devices are refused.
+        assert_eq!(read_bounded(Path::new("/dev/null"), 1).expect("null"), "");
+        let err = read_bounded(Path::new("/dev/zero"), MAX_CONFIG_BYTES).expect_err("zero");
+        assert!(err.to_string().contains("character device"), "{err}");
 
         std::fs::write(&path, [b'a', 0xff]).expect("write");
         let err = read_bounded(&path, MAX_CONFIG_BYTES).expect_err("not UTF-8");

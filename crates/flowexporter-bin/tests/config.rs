@@ -350,4 +350,7 @@ fn a_fifo_or_a_directory_is_not_a_configuration_file() {
     let d = dir.to_str().expect("path");
     let (ok, err) = run(&["config", "check", d], &[]);
     assert!(!ok && err.contains("directory"), "{err}");
+    // `--config /dev/null` still means "no file".
+    let (ok, err) = run(&["config", "check", "/dev/null"], &[]);
+    assert!(ok, "{err}");
 }
