@@ -433,3 +433,92 @@ fn what_the_journal_creates_is_private() {
         assert_eq!(mode(&seg), 0o600, "{}", seg.display());
     }
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("dir") {
+        let p = e.expect("entry").path();
+        if p.is_file() {
+            fs::copy(&p, to.join(p.file_name().expect("name"))).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_recovery_spans_segments_and_one_cut_short_counts_for_nothing() {
+    let config = JournalConfig::default().with_segment_max_bytes(4096);
+    let open4k = |dir: &Path, instance| {
+        RecordJournal::open(dir, HOST, InstanceId::new(instance), config.clone()).expect("open")
+    };
+    let base = tempfile::tempdir().expect("tempdir");
+    let (done, cut) = (base.path().join("done"), base.path().join("cut"));
+    let (mut journal, _) = open4k(&done, 1);
+    for n in 0..200 {
+        journal.append(&record(n)).expect("append");
+    }
+    journal.sync().expect("sync");
+    crash(journal);
+    let before: Vec<PathBuf> = segments(&done);
+    assert!(before.len() > 3, "{before:?}");
+    copy_dir(&done, &cut);
+
+    // A recovery of 200 records does not fit one 4 KiB segment: it continues into
+    // more, and every one of them stays within the read bound.
+    let (journal, recovered) = open4k(&done, 2);
+    assert_eq!(numbers(&recovered.records), (0..200).collect::<Vec<_>>());
+    let after = segments(&done);
+    assert!(after.len() > 3, "{after:?}");
+    for seg in &after {
+        let len = fs::metadata(seg).expect("stat").len();
+        assert!(len < 4096 + 512, "{} is {len} bytes", seg.display());
+    }
+    crash(journal);
+
+    // The same recovery cut short by a crash just before its first segment got its
+    // final name: the old segments are still there, and so are the later segments of
+    // the recovery. Those count for nothing; nothing comes back twice.
+    let recovery: Vec<&PathBuf> = after.iter().filter(|p| !before.contains(p)).collect();
+    for (i, seg) in recovery.iter().enumerate() {
+        let name = seg
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let name = if i == 0 { format!("{name}.tmp") } else { name };
+        fs::copy(seg, cut.join(name)).expect("copy");
+    }
+    let (journal, recovered) = open4k(&cut, 3);
+    assert_eq!(numbers(&recovered.records), (0..200).collect::<Vec<_>>());
+    assert_eq!(journal.counters().damaged_segments, 0);
+    crash(journal);
+    let (_journal, recovered) = open4k(&cut, 4);
+    assert_eq!(numbers(&recovered.records), (0..200).collect::<Vec<_>>());
+
+    // And the completed one, opened again, recovers them once too.
+    let (_journal, recovered) = open4k(&done, 5);
+    assert_eq!(numbers(&recovered.records), (0..200).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_version_1_segment_is_read_damage_included() {
+    // Segments of the previous release (version 1: positions are ordinals) are still
+    // read; after damage their positions are unknown, and the records come back as
+    // records in no chunk rather than being lost.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seg = one_segment(dir.path(), 100);
+    let mut bytes = fs::read(&seg).expect("read");
+    bytes[4] = 1;
+    fs::write(&seg, &bytes).expect("write");
+    let copy = tempfile::tempdir().expect("tempdir");
+    fs::copy(&seg, copy.path().join(seg.file_name().expect("name"))).expect("copy");
+    let (_journal, recovered) = open(dir.path(), 2);
+    assert_eq!(numbers(&recovered.records), (0..100).collect::<Vec<_>>());
+
+    let seg = copy.path().join(seg.file_name().expect("name"));
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    fs::write(&seg, &bytes).expect("write");
+    let (journal, recovered) = open(copy.path(), 3);
+    assert_eq!(recovered.records.len(), 99);
+    assert_eq!(journal.counters().damaged_segments, 1);
+}
