@@ -445,6 +445,7 @@ impl Spool {
             header.sequence,
             width = ORDER_DIGITS
         ));
+        let mut cleared = false;
         loop {
             match self.write_chunk(&name, frame) {
                 Ok(()) => break,
@@ -464,6 +465,24 @@ impl Spool {
                     return Err(SinkError::io(operation, self.root.join(&name), error));
                 }
                 Err((operation, error)) => {
+                    // A link, FIFO or directory planted under the name of the file
+                    // being written (or its .tmp) is not ours: moved aside, once.
+                    let mut tmp = name.clone();
+                    tmp.push(TMP_SUFFIX);
+                    let mut moved = false;
+                    for n in [&tmp, &name] {
+                        if !cleared
+                            && let Ok(Some(kind)) = self.root.kind(n)
+                            && kind != EntryKind::File
+                        {
+                            self.move_foreign(n, kind);
+                            moved = true;
+                        }
+                    }
+                    if moved {
+                        cleared = true;
+                        continue;
+                    }
                     return Err(SinkError::io(operation, self.root.join(&name), error));
                 }
             }

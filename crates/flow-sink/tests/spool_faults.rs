@@ -269,6 +269,34 @@ fn open_moves_aside_what_is_named_like_a_chunk_but_is_not_a_file() {
     assert_eq!(spool.push(&frames[0]).expect("push").order(), 3);
 }
 
+#[test]
+fn a_fifo_or_directory_planted_under_the_next_chunks_name_does_not_stop_spooling() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("spool");
+    let frames = frames(50, 4, 10);
+    let mut spool = Spool::open(&dir, SpoolConfig::default()).expect("spool");
+    spool.push(&frames[0]).expect("push");
+    // The next names are predictable: order 1, sequence 1; order 2, sequence 2.
+    let first = chunk_names(&dir).remove(0);
+    let next = |n: u64| first.replacen("00000000000000000000", &format!("{n:020}"), 1);
+    let one = next(1).replace("-0.chunk", "-1.chunk");
+    let two = next(2).replace("-0.chunk", "-2.chunk");
+    mkfifo(&dir.join(format!("{one}.tmp")));
+    fs::create_dir(dir.join(&two)).expect("mkdir");
+    let mut spool = within(Duration::from_secs(20), move || {
+        spool
+            .push(&frames[1])
+            .expect("a FIFO at the .tmp name is moved aside");
+        spool
+            .push(&frames[2])
+            .expect("a directory at the name is moved aside");
+        spool
+    });
+    assert_eq!(spool.counters().foreign_entries, 2);
+    assert_eq!(drain(&mut spool), vec![0, 1, 2]);
+    assert!(dir.join("corrupt").join(&two).is_dir());
+}
+
 // ---------------------------------------------------------------------------------
 // 2. Links in the set-aside folders are never followed; nothing not ours is deleted.
 // ---------------------------------------------------------------------------------
