@@ -15,7 +15,7 @@ use flow_capture::{
     WorkloadIdProblem,
 };
 use flow_common::{ConnectKey, IpKey, WorkloadValue};
-use flow_identity::{IdentityError, IdentityMaps};
+use flow_identity::{IdentityError, IdentityMaps, IdentityResolver};
 use flow_testkit::{
     Capture, VethPair, by_local, involves, mount_kernel_filesystems, pin_foreign_map,
 };
@@ -233,7 +233,14 @@ fn map_values_with_an_inner_nul_or_control_characters_are_invalid() {
         .collect();
     drop(clients);
     drop(accepted);
-    let records = cap.collect(6, WAIT, involves(server_addr.port()));
+    let mut records = cap.collect(6, WAIT, involves(server_addr.port()));
+    // They are counted as invalid map values (the server ends match nothing).
+    let mut resolver = IdentityResolver::new(None);
+    for r in &mut records {
+        resolver.resolve(r);
+    }
+    assert_eq!(resolver.counters().unattributed_invalid_map_value, 3);
+    assert_eq!(resolver.counters().unattributed_no_match, 3);
     for local in bound {
         let r = by_local(&records, local);
         assert_eq!(
