@@ -281,3 +281,90 @@ fn a_chunk_begun_and_ended_as_the_disk_fills_does_not_come_back() {
     assert!(recovered.chunks.is_empty(), "{:?}", recovered.chunks);
     assert_eq!(numbers(&recovered.records), vec![777]);
 }
+
+/// A previous run on `dir`: records 0..60, chunk 0 (records 0..20) delivered, chunk 1
+/// (records 20..40) in flight; returns chunk 1.
+fn previous_run(dir: &Path) -> (flow_batch::wire::BatchId, flow_batch::Chunk) {
+    let (mut journal, _) = open(dir, 1);
+    for n in 0..60 {
+        journal.append(&record(n)).expect("append");
+    }
+    let id_a = journal.begin_chunk(&chunk(0, 0, 20)).expect("begin");
+    journal.end_chunk(&id_a).expect("end");
+    let b = chunk(1, 20, 20);
+    let id_b = journal.begin_chunk(&b).expect("begin");
+    journal.sync().expect("sync");
+    std::mem::forget(journal);
+    (id_b, b)
+}
+
+#[test]
+fn a_full_disk_at_start_does_not_stop_the_exporter() {
+    let fs_ = Tmpfs::mount("2m");
+    let dir = fs_.path().join("journal");
+    let filler = fs_.path().join("filler");
+    let (id_b, b) = previous_run(&dir);
+    fill(&filler);
+
+    // The recovery cannot be written: the journal opens all the same, without
+    // journaling, and hands back what the previous run left.
+    let (mut journal, recovered) = open(&dir, 2);
+    assert!(!journal.is_journaling());
+    let c = journal.counters();
+    assert_eq!((c.degraded, c.write_failures), (1, 1), "{c:?}");
+    assert_eq!(recovered.chunks.len(), 1);
+    assert_eq!(recovered.chunks[0].batch_id(), id_b);
+    assert_eq!(recovered.chunks[0].chunk, b);
+    assert_eq!(numbers(&recovered.records), (40..60).collect::<Vec<_>>());
+
+    // The exporter delivers all of it while the disk is still full.
+    journal.end_chunk(&id_b).expect("end");
+    let rest = flow_batch::Chunk::new(window(), 0, 0, true, recovered.records.clone());
+    let id = journal.begin_chunk(&rest).expect("begin");
+    journal.end_chunk(&id).expect("end");
+    assert_eq!(
+        journal.append_tagged(&record(100)).expect("no error"),
+        NOT_JOURNALED
+    );
+
+    // Space returns: the journal resumes, and writes the done marks it kept.
+    fs::remove_file(&filler).expect("free space");
+    assert!(
+        journal
+            .sync_if_due(Instant::now() + 2 * SYNC)
+            .expect("resumed")
+    );
+    assert!(journal.is_journaling());
+    journal.append(&record(200)).expect("append");
+    journal.sync().expect("sync");
+    std::mem::forget(journal);
+
+    // Nothing delivered comes back; what was journaled since does, once.
+    let (journal, recovered) = open(&dir, 3);
+    assert!(recovered.chunks.is_empty(), "{:?}", recovered.chunks);
+    assert_eq!(numbers(&recovered.records), vec![200]);
+    assert_eq!(journal.counters().degraded, 0);
+}
+
+#[test]
+fn a_crash_while_the_disk_is_full_at_start_loses_nothing_journaled() {
+    let fs_ = Tmpfs::mount("2m");
+    let dir = fs_.path().join("journal");
+    let filler = fs_.path().join("filler");
+    let (id_b, b) = previous_run(&dir);
+    fill(&filler);
+    for instance in [2, 3] {
+        let (journal, recovered) = open(&dir, instance);
+        assert!(!journal.is_journaling());
+        assert_eq!(recovered.chunks.len(), 1);
+        assert_eq!(numbers(&recovered.records), (40..60).collect::<Vec<_>>());
+        std::mem::forget(journal);
+    }
+    fs::remove_file(&filler).expect("free space");
+    let (journal, recovered) = open(&dir, 4);
+    assert!(journal.is_journaling());
+    assert_eq!(recovered.chunks.len(), 1);
+    assert_eq!(recovered.chunks[0].batch_id(), id_b);
+    assert_eq!(recovered.chunks[0].chunk, b);
+    assert_eq!(numbers(&recovered.records), (40..60).collect::<Vec<_>>());
+}

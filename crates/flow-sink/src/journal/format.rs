@@ -262,15 +262,17 @@ fn resync(bytes: &[u8], from: usize) -> Option<usize> {
     (from..=last).find(|&at| entry_at(bytes, at).is_some_and(|(_, end)| confirmed(bytes, end)))
 }
 
+/// Where the positions of version 1 records whose ordinal is unknown start: above any
+/// real ordinal (a segment never holds 2^31 records).
+const ORPHANS: u32 = 1 << 31;
+
 /// The live content of the segments a previous run left.
 #[derive(Default)]
 pub(super) struct OldContent {
     /// Records by position, with their encoding.
     pub(super) records: BTreeMap<Lsn, (FlowRecord, Vec<u8>)>,
-    /// Records whose position is unknown (after damage in a version 1 segment, where
-    /// positions are ordinals): recovered as records in no chunk.
-    pub(super) orphans: Vec<(FlowRecord, Vec<u8>)>,
-    pub(super) intents: Vec<IntentBody>,
+    /// Intents, with the segment each was found in.
+    pub(super) intents: Vec<(u64, IntentBody)>,
     pub(super) done: HashSet<BatchId>,
 }
 
@@ -279,6 +281,7 @@ impl OldContent {
     pub(super) fn add(&mut self, number: u64, parsed: Parsed) {
         let ordinals = parsed.ordinals;
         let mut ordinal: u32 = 0;
+        let mut orphan: u32 = ORPHANS;
         let mut lost_track = false;
         let mut expected = HEADER_LEN;
         for (offset, entry) in parsed.entries {
@@ -288,21 +291,22 @@ impl OldContent {
             match entry {
                 Entry::Record(record, bytes) => {
                     expected = offset + ENTRY_HEAD_LEN + 1 + bytes.len();
-                    if ordinals && lost_track {
-                        self.orphans.push((record, bytes));
-                        continue;
-                    }
-                    let at = if ordinals {
-                        ordinal
+                    let at = if ordinals && lost_track {
+                        // Its ordinal is unknown after damage: a position no intent
+                        // names, so that it comes back as a record in no chunk.
+                        orphan = orphan.saturating_add(1);
+                        orphan
+                    } else if ordinals {
+                        ordinal = ordinal.saturating_add(1);
+                        ordinal - 1
                     } else {
                         u32::try_from(offset).unwrap_or(u32::MAX)
                     };
-                    ordinal = ordinal.saturating_add(1);
                     self.records.insert(lsn(number, at), (record, bytes));
                 }
                 Entry::Intent(intent) => {
                     expected = end_of(offset, &intent);
-                    self.intents.push(intent);
+                    self.intents.push((number, intent));
                 }
                 Entry::Done(done) => {
                     expected = end_of(offset, &done);

@@ -95,6 +95,11 @@
 //!   their chunk was delivered (nothing can bring them back);
 //! - records appended in the sync interval before the failure are in the journal only
 //!   if the failed segment's buffer reached the disk (it is tried once more on resume).
+//!
+//! When the recovery itself cannot be written at [`open`](RecordJournal::open), the
+//! journal opens all the same in that state: the old segments stay as they are and
+//! serve as this run's journal (records are found by their old positions), until they
+//! are settled and deleted.
 mod format;
 mod scan;
 
@@ -314,6 +319,8 @@ impl Recovered {
 
 #[derive(Debug, Default)]
 struct Segment {
+    /// Found damaged at start (and kept as is): set aside, not deleted, once settled.
+    damaged: bool,
     /// Records in it not yet in a done chunk.
     live: u64,
     /// Intents written in it and not yet done.
@@ -340,7 +347,9 @@ struct Active {
     number: u64,
     /// Its name now (the `.tmp` one while a recovery writes it).
     name: String,
-    writer: BufWriter<File>,
+    /// `None` only before the first segment exists (a journal that could not write
+    /// from the start).
+    writer: Option<BufWriter<File>>,
     bytes: u64,
     /// Nothing appended since creation.
     empty: bool,
@@ -472,8 +481,9 @@ impl RecordJournal {
     /// segment of ours are set aside unread. The [`Recovered`] value says what the
     /// caller must do with it.
     ///
-    /// Fails on an invalid `config`, when `dir` cannot be opened or listed, or when the
-    /// recovery cannot be written.
+    /// Fails on an invalid `config`, or when `dir` cannot be opened or listed. When the
+    /// recovery cannot be written (a full disk), the journal opens without journaling
+    /// (see the module docs), the old segments left as they are.
     pub fn open(
         dir: impl AsRef<Path>,
         host: impl Into<String>,
@@ -496,70 +506,28 @@ impl RecordJournal {
             });
         }
         let dir = StateDir::open(path).map_err(|e| SinkError::io("open directory", path, e))?;
+        let host = host.into();
         let mut counters = JournalCounters::default();
         let old = scan::scan(&dir, config.segment_read_limit(), &mut counters)?;
-        let number = old.last_number + 1;
-
-        // The new segment is written as .tmp and renamed only once it (and the
-        // segments it continues into) holds all the live content of the old ones,
-        // which it then supersedes.
-        let tmp = tmp_name(number);
-        let active = start_segment(&dir, number, &tmp, 0, number, &mut counters)?;
-        let mut segments = BTreeMap::new();
-        segments.insert(number, Segment::default());
-        let mut journal = RecordJournal {
-            dir,
-            config,
-            host: host.into(),
-            instance,
-            active,
-            segments,
-            pending: PendingMap::default(),
-            pending_count: 0,
-            intents: HashMap::new(),
-            unsynced: Vec::new(),
-            backlog: Vec::new(),
-            degraded: None,
-            recovering: Some(number),
-            dirty: false,
-            last_sync: None,
-            scratch: Vec::with_capacity(512),
-            counters,
+        let first = old.last_number + 1;
+        let mut journal = RecordJournal::new(dir, config, host, instance, counters, first - 1);
+        let recovered = match journal.recover_into_new_segments(first, old.content) {
+            Ok(recovered) => {
+                journal.remove_old_segments(old.old)?;
+                recovered
+            }
+            Err(e @ SinkError::Io { .. }) => {
+                // The disk is full (or failing) at start: run without journaling
+                // rather than not at all, and leave what the previous run journaled
+                // where it is.
+                let (dir, config, host, counters, last) = journal.abandon_recovery(first);
+                let old = scan::scan(&dir, config.segment_read_limit(), &mut Default::default())?;
+                let last = last.max(old.last_number);
+                journal = RecordJournal::new(dir, config, host, instance, counters, last);
+                journal.recover_in_place(old, &e)?
+            }
+            Err(e) => return Err(e),
         };
-
-        let recovered = journal.rejournal(old.content)?;
-        journal.flush_and_sync(Instant::now())?;
-        let name = segment_name(number);
-        journal
-            .dir
-            .rename(&tmp, &journal.dir, &name)
-            .map_err(|e| SinkError::io("rename into place", journal.dir.join(&tmp), e))?;
-        if journal.active.number == number {
-            journal.active.name = name;
-        }
-        journal.recovering = None;
-        journal.sync_dir()?;
-        for segment in old.old {
-            if segment.damaged {
-                set_aside(
-                    &journal.dir,
-                    &segment.name,
-                    "damaged segment",
-                    "its intact entries were recovered",
-                );
-                continue;
-            }
-            match journal.dir.remove_file(&segment.name) {
-                Ok(_) => journal.counters.segments_deleted += 1,
-                Err(e) => tracing::warn!(
-                    file = %journal.dir.join(&segment.name).display(),
-                    error = %error_chain(&e),
-                    "journal: cannot delete a recovered segment (it is superseded, and \
-                     will be ignored)"
-                ),
-            }
-        }
-        journal.sync_dir()?;
         journal.counters.records_recovered = recovered.records.len() as u64;
         journal.counters.chunks_recovered = recovered.chunks.len() as u64;
         if !recovered.is_empty() {
@@ -571,6 +539,225 @@ impl RecordJournal {
             );
         }
         Ok((journal, recovered))
+    }
+
+    /// A journal with no segment yet: `last` is the highest segment number in use.
+    fn new(
+        dir: StateDir,
+        config: JournalConfig,
+        host: String,
+        instance: InstanceId,
+        counters: JournalCounters,
+        last: u64,
+    ) -> RecordJournal {
+        RecordJournal {
+            dir,
+            config,
+            host,
+            instance,
+            active: Active {
+                number: last,
+                name: String::new(),
+                writer: None,
+                bytes: 0,
+                empty: true,
+            },
+            segments: BTreeMap::new(),
+            pending: PendingMap::default(),
+            pending_count: 0,
+            intents: HashMap::new(),
+            unsynced: Vec::new(),
+            backlog: Vec::new(),
+            degraded: None,
+            recovering: None,
+            dirty: false,
+            last_sync: None,
+            scratch: Vec::with_capacity(512),
+            counters,
+        }
+    }
+
+    /// Writes the live content of the old segments into new ones, starting with
+    /// `first`: written as `.tmp` and renamed only once it (and the segments it
+    /// continues into) holds all of it, which it then supersedes.
+    fn recover_into_new_segments(
+        &mut self,
+        first: u64,
+        content: OldContent,
+    ) -> Result<Recovered, SinkError> {
+        let tmp = tmp_name(first);
+        self.active = start_segment(&self.dir, first, &tmp, 0, first, &mut self.counters)?;
+        self.segments.insert(first, Segment::default());
+        self.recovering = Some(first);
+        let recovered = self.rejournal(content)?;
+        self.flush_and_sync(Instant::now())?;
+        let name = segment_name(first);
+        self.dir
+            .rename(&tmp, &self.dir, &name)
+            .map_err(|e| SinkError::io("rename into place", self.dir.join(&tmp), e))?;
+        if self.active.number == first {
+            self.active.name = name;
+        }
+        self.recovering = None;
+        self.sync_dir()?;
+        Ok(recovered)
+    }
+
+    /// After a complete recovery: deletes the old segments, or sets them aside when
+    /// damaged.
+    fn remove_old_segments(&mut self, old: Vec<scan::OldSegment>) -> Result<(), SinkError> {
+        for segment in old {
+            if segment.damaged {
+                set_aside(
+                    &self.dir,
+                    &segment.name,
+                    "damaged segment",
+                    "its intact entries were recovered",
+                );
+                continue;
+            }
+            match self.dir.remove_file(&segment.name) {
+                Ok(_) => self.counters.segments_deleted += 1,
+                Err(e) => tracing::warn!(
+                    file = %self.dir.join(&segment.name).display(),
+                    error = %error_chain(&e),
+                    "journal: cannot delete a recovered segment (it is superseded, and \
+                     will be ignored)"
+                ),
+            }
+        }
+        self.sync_dir()
+    }
+
+    /// After a recovery that could not be written: removes what it wrote (the `.tmp`
+    /// segment last, so that a crash in between leaves a recovery cut short, which
+    /// counts for nothing) and hands back what a new journal is made of, with the
+    /// highest segment number used.
+    fn abandon_recovery(
+        self,
+        first: u64,
+    ) -> (StateDir, JournalConfig, String, JournalCounters, u64) {
+        let RecordJournal {
+            dir,
+            config,
+            host,
+            counters,
+            active,
+            ..
+        } = self;
+        let last = active.number;
+        drop(active);
+        for number in (first + 1..=last).rev() {
+            let _ = dir.remove_file(segment_name(number));
+        }
+        let _ = dir.sync();
+        let _ = dir.remove_file(tmp_name(first));
+        let _ = dir.sync();
+        (dir, config, host, counters, last)
+    }
+
+    /// When the recovery cannot be written (`error`): the old segments stay as they
+    /// are and serve as this run's journal (their records are found by position, the
+    /// intents of their open chunks are in them), and the journal starts without
+    /// journaling; the first resume starts a fresh segment after them.
+    fn recover_in_place(
+        &mut self,
+        old: scan::Scan,
+        error: &SinkError,
+    ) -> Result<Recovered, SinkError> {
+        // Obsolete segments go first: they must not outlive the segment whose header
+        // makes them obsolete.
+        for segment in &old.old {
+            if segment.obsolete {
+                match self.dir.remove_file(&segment.name) {
+                    Ok(_) => self.counters.segments_deleted += 1,
+                    Err(e) => tracing::warn!(
+                        file = %self.dir.join(&segment.name).display(),
+                        error = %error_chain(&e),
+                        "journal: cannot delete an obsolete segment"
+                    ),
+                }
+            } else {
+                self.segments.insert(
+                    segment.number,
+                    Segment {
+                        damaged: segment.damaged,
+                        ..Segment::default()
+                    },
+                );
+            }
+        }
+        let _ = self.dir.sync();
+        let OldContent {
+            records,
+            intents,
+            done,
+        } = old.content;
+        let mut covered = HashSet::new();
+        for (_, intent) in &intents {
+            covered.extend(intent.lsns.iter().copied());
+        }
+        let mut recovered = Recovered::default();
+        for (at, (record, _)) in &records {
+            if covered.contains(at) {
+                continue;
+            }
+            self.add_pending(fingerprint(record), *at);
+            if let Some(s) = self.segments.get_mut(&lsn_segment(*at)) {
+                s.live += 1;
+            }
+            recovered.records.push(record.clone());
+        }
+        let mut seen = HashSet::new();
+        for (segment, intent) in intents {
+            let id = BatchId {
+                host: intent.host.clone(),
+                instance: InstanceId::new(intent.instance),
+                sequence: intent.sequence,
+            };
+            if done.contains(&id) || !seen.insert(id.clone()) {
+                continue;
+            }
+            let Some(window) = Window::from_millis(intent.window_start_ms, intent.window_end_ms)
+            else {
+                continue;
+            };
+            let present: Vec<Lsn> = intent
+                .lsns
+                .iter()
+                .copied()
+                .filter(|at| records.contains_key(at))
+                .collect();
+            let chunk_records = present.iter().map(|at| records[at].0.clone()).collect();
+            for at in &present {
+                if let Some(s) = self.segments.get_mut(&lsn_segment(*at)) {
+                    s.live += 1;
+                }
+            }
+            if let Some(s) = self.segments.get_mut(&segment) {
+                s.open_intents += 1;
+            }
+            self.intents
+                .insert(id.clone(), open_intent(Some(segment), &present));
+            recovered.chunks.push(RecoveredChunk {
+                host: id.host,
+                instance: id.instance,
+                chunk: Chunk::new(
+                    window,
+                    intent.index,
+                    intent.sequence,
+                    intent.last,
+                    chunk_records,
+                ),
+            });
+        }
+        tracing::warn!(
+            dir = %self.dir.path().display(),
+            "journal: the recovery cannot be written; what the previous run journaled \
+             stays in its segments"
+        );
+        self.fail(error, Instant::now());
+        Ok(recovered)
     }
 
     /// The journal directory.
@@ -725,17 +912,16 @@ impl RecordJournal {
     /// Flushes and `fdatasync`s the active segment; on success, every intent and done
     /// mark written is durable.
     fn flush_and_sync(&mut self, now: Instant) -> Result<(), SinkError> {
-        let name = &self.active.name;
-        let dir = &self.dir;
-        self.active
-            .writer
+        let path = || self.dir.join(&self.active.name);
+        let writer = self.active.writer.as_mut().ok_or_else(no_segment);
+        let writer = writer.map_err(|e| SinkError::io("write", path(), e))?;
+        writer
             .flush()
-            .map_err(|e| SinkError::io("write", dir.join(name), e))?;
-        self.active
-            .writer
+            .map_err(|e| SinkError::io("write", path(), e))?;
+        writer
             .get_ref()
             .sync_data()
-            .map_err(|e| SinkError::io("fdatasync", dir.join(name), e))?;
+            .map_err(|e| SinkError::io("fdatasync", path(), e))?;
         self.counters.syncs += 1;
         self.dirty = false;
         self.last_sync = Some(now);
@@ -913,8 +1099,10 @@ impl RecordJournal {
     fn resume(&mut self) -> Result<(), SinkError> {
         // What the failed segment still buffers may go out now; its fate does not
         // matter (a torn end is read as such).
-        let _ = self.active.writer.flush();
-        let _ = self.active.writer.get_ref().sync_data();
+        if let Some(writer) = self.active.writer.as_mut() {
+            let _ = writer.flush();
+            let _ = writer.get_ref().sync_data();
+        }
         self.rotate_fresh()?;
         let backlog = std::mem::take(&mut self.backlog);
         for mark in &backlog {
@@ -966,6 +1154,16 @@ impl RecordJournal {
         }
         for n in deletable {
             let name = segment_name(n);
+            if self.segments.get(&n).is_some_and(|s| s.damaged) {
+                set_aside(
+                    &self.dir,
+                    &name,
+                    "damaged segment",
+                    "everything intact in it is done",
+                );
+                self.segments.remove(&n);
+                continue;
+            }
             match self.dir.remove_file(&name) {
                 Ok(_) => {
                     self.segments.remove(&n);
@@ -1028,27 +1226,25 @@ impl RecordJournal {
     fn rejournal(&mut self, content: OldContent) -> Result<Recovered, SinkError> {
         let OldContent {
             records,
-            orphans,
             intents,
             done,
         } = content;
         let mut covered = HashSet::new();
-        for intent in &intents {
+        for (_, intent) in &intents {
             covered.extend(intent.lsns.iter().copied());
         }
         let mut recovered = Recovered::default();
         let unbatched = records
             .iter()
             .filter(|(at, _)| !covered.contains(at))
-            .map(|(_, r)| r)
-            .chain(orphans.iter());
+            .map(|(_, r)| r);
         for (record, bytes) in unbatched {
             let new_at = self.rewrite_record(bytes)?;
             self.add_pending(fingerprint(record), new_at);
             recovered.records.push(record.clone());
         }
         let mut seen = HashSet::new();
-        for intent in intents {
+        for (_, intent) in intents {
             let id = BatchId {
                 host: intent.host.clone(),
                 instance: InstanceId::new(intent.instance),
@@ -1165,12 +1361,13 @@ impl RecordJournal {
     /// Writes `scratch` as one entry of the active segment.
     fn write_scratch(&mut self) -> Result<(), SinkError> {
         let head = entry_head(&self.scratch);
-        let (dir, name) = (&self.dir, &self.active.name);
-        self.active
-            .writer
-            .write_all(&head)
-            .and_then(|()| self.active.writer.write_all(&self.scratch))
-            .map_err(|e| SinkError::io("write", dir.join(name), e))?;
+        let written = match self.active.writer.as_mut() {
+            Some(writer) => writer
+                .write_all(&head)
+                .and_then(|()| writer.write_all(&self.scratch)),
+            None => Err(no_segment()),
+        };
+        written.map_err(|e| SinkError::io("write", self.dir.join(&self.active.name), e))?;
         let n = (ENTRY_HEAD_LEN + self.scratch.len()) as u64;
         self.active.bytes += n;
         self.active.empty = false;
@@ -1212,6 +1409,11 @@ impl RecordJournal {
         self.pending_count -= 1;
         Some(at)
     }
+}
+
+/// The error of a write before the first segment exists.
+fn no_segment() -> std::io::Error {
+    std::io::Error::other("no segment could be created yet")
 }
 
 /// How many of `lsns` live in each segment, in order.
@@ -1269,7 +1471,7 @@ fn start_segment(
     Ok(Active {
         number,
         name: name.to_owned(),
-        writer,
+        writer: Some(writer),
         bytes: HEADER_LEN as u64,
         empty: true,
     })

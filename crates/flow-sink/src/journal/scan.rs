@@ -48,8 +48,11 @@ fn parse_name(name: &str) -> Option<(u64, bool)> {
 /// A segment the previous run left, to delete (or set aside, when damaged) once its
 /// live content is journaled again.
 pub(super) struct OldSegment {
+    pub(super) number: u64,
     pub(super) name: String,
     pub(super) damaged: bool,
+    /// Below the newest recovery's first segment: its content is there.
+    pub(super) obsolete: bool,
 }
 
 /// What the scan found.
@@ -195,8 +198,10 @@ pub(super) fn scan(
     for (number, name, parsed) in read {
         if number < supersedes_below {
             old.push(OldSegment {
+                number,
                 name,
                 damaged: false,
+                obsolete: true,
             });
             continue;
         }
@@ -223,7 +228,12 @@ pub(super) fn scan(
             );
         }
         content.add(number, parsed);
-        old.push(OldSegment { name, damaged });
+        old.push(OldSegment {
+            number,
+            name,
+            damaged,
+            obsolete: false,
+        });
     }
     Ok(Scan {
         last_number,
