@@ -8,7 +8,9 @@
 //!
 //! It prints `listening on ADDR` on standard output once it accepts connections (with
 //! `--listen 127.0.0.1:0` the port is picked by the system), and stops on SIGINT or
-//! SIGTERM. The `--fail-*`, `--lose-ack-every` and `--delay` options make it
+//! SIGTERM. `--max-connections`, `--header-read-timeout`, `--idle-timeout` and
+//! `--body-read-timeout` bound what clients can hold open (1024 connections, 30 s
+//! each by default). The `--fail-*`, `--lose-ack-every` and `--delay` options make it
 //! misbehave, for end-to-end tests. `docs/collector-protocol.md` describes the
 //! exchange; the logic lives in `flowexporter::sink::collector`.
 
@@ -35,6 +37,19 @@ struct Args {
     /// Do not fdatasync the output before acknowledging a chunk.
     #[arg(long)]
     no_sync: bool,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Time a client has to send a request's headers, also the longest a keep-alive
+    /// connection stays idle between requests (e.g. 30s).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// A connection without traffic for this long (no request being handled) is closed.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Time a client has to send a whole request body (408 after it).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    body_read_timeout: Duration,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -80,6 +95,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut options = CollectorOptions::new(args.listen, &args.out)
         .with_max_body_bytes(args.max_body_bytes)
         .with_sync(!args.no_sync)
+        .with_max_connections(args.max_connections)
+        .with_header_read_timeout(args.header_read_timeout)
+        .with_idle_timeout(args.idle_timeout)
+        .with_body_read_timeout(args.body_read_timeout)
         .with_faults(faults);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let mut tls = ServerTls::new(cert, key);
