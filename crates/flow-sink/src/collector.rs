@@ -616,7 +616,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer {
             "chunks are sent with POST".into(),
         );
     }
-    let number = state.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let number = state
+        .stats
+        .requests
+        .fetch_add(1, Ordering::Relaxed)
+        .saturating_add(1);
     let faults = state
         .faults
         .lock()
@@ -872,5 +876,48 @@ mod tests {
         s.insert(4);
         assert_eq!(s.contiguous, 6);
         assert!(s.above.is_empty());
+    }
+
+    #[test]
+    fn seen_never_overflows_at_the_last_sequence() {
+        let mut s = Seen {
+            contiguous: u64::MAX - 1,
+            above: BTreeSet::new(),
+        };
+        s.insert(u64::MAX);
+        s.insert(u64::MAX - 1);
+        assert_eq!(s.contiguous, u64::MAX);
+        assert!(s.contains(u64::MAX - 1) && s.contains(u64::MAX));
+    }
+
+    fn record_at(t_end_secs: u64, t_start_secs: Option<u64>) -> flow_capture::FlowRecord {
+        use std::time::UNIX_EPOCH;
+        flow_capture::FlowRecord {
+            local: "10.0.0.1:1".parse().expect("addr"),
+            remote: "10.0.0.2:2".parse().expect("addr"),
+            direction: flow_capture::Direction::Inbound,
+            t_start: t_start_secs.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+            t_end: UNIX_EPOCH + Duration::from_secs(t_end_secs),
+            close_state: flow_capture::TcpState(7),
+            close_reason: flow_capture::CloseReason::Normal,
+            stats: flow_capture::SocketStats::default(),
+            local_workload_id: None,
+            identity_source: flow_capture::IdentitySource::ConnectMap,
+            incomplete: false,
+        }
+    }
+
+    #[test]
+    fn times_past_year_9999_are_unstorable_and_name_the_field() {
+        let last = FIRST_UNWRITABLE_SECOND - 1;
+        assert_eq!(unstorable(&record_at(last, Some(last))), None);
+        assert_eq!(
+            unstorable(&record_at(FIRST_UNWRITABLE_SECOND, None)).as_deref(),
+            Some("t_end 253402300800 s is after 9999-12-31")
+        );
+        assert_eq!(
+            unstorable(&record_at(1, Some(FIRST_UNWRITABLE_SECOND + 5))).as_deref(),
+            Some("t_start 253402300805 s is after 9999-12-31")
+        );
     }
 }
