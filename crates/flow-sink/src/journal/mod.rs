@@ -100,6 +100,7 @@
 //! journal opens all the same in that state: the old segments stay as they are and
 //! serve as this run's journal (records are found by their old positions), until they
 //! are settled and deleted.
+
 mod format;
 mod scan;
 
