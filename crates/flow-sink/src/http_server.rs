@@ -51,8 +51,8 @@ pub const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectionLimits {
-    /// Connections open at once; one more is closed as soon as it is accepted. At
-    /// least 1.
+    /// Connections open at once; one more is closed as soon as it is accepted. Taken
+    /// as at least 1 (and at most tokio's `Semaphore::MAX_PERMITS`).
     pub max_connections: usize,
     /// Time a peer has to send a request's headers, counted from when the server
     /// waits for them (so also the longest a keep-alive connection stays idle between
@@ -158,7 +158,10 @@ pub async fn serve<H, F>(
     F: Future<Output = ()> + Send + 'static,
 {
     let mut shutdown = std::pin::pin!(shutdown);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Semaphore::new panics above MAX_PERMITS; no cap that large means anything.
+    let permits = Arc::new(Semaphore::new(
+        limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     let mut connections = JoinSet::new();
     let mut accept_log = RateLimitedLog::default();
     let mut cap_log = RateLimitedLog::default();
