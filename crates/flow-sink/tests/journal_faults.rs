@@ -522,3 +522,24 @@ fn a_version_1_segment_is_read_damage_included() {
     assert_eq!(recovered.records.len(), 99);
     assert_eq!(journal.counters().damaged_segments, 1);
 }
+
+#[test]
+fn a_segment_number_out_of_range_does_not_set_the_numbering() {
+    // Positions hold a segment number in 32 bits: a name far above what the journal
+    // gives is set aside, or the next segments' positions would alias older ones.
+    let dir = tempfile::tempdir().expect("tempdir");
+    previous_run(dir.path(), 20);
+    let huge = dir.path().join("18446744073709551615.wal");
+    fs::copy(segments(dir.path()).pop().expect("segment"), &huge).expect("copy");
+    let (journal, recovered) = open(dir.path(), 2);
+    assert_eq!(numbers(&recovered.records), (0..20).collect::<Vec<_>>());
+    let c = journal.counters();
+    assert_eq!(c.entries_set_aside, 1);
+    assert!(!huge.exists());
+    assert_eq!(damaged(dir.path()).len(), 1);
+    still_works(dir.path(), journal, c);
+    for seg in segments(dir.path()) {
+        let name = seg.file_stem().and_then(|s| s.to_str()).expect("name");
+        assert!(name.parse::<u64>().expect("number") < 100, "{name}");
+    }
+}

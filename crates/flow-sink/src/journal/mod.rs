@@ -71,8 +71,9 @@
 //!   intact content is journaled again it is moved into `DIR/damaged/`, not deleted.
 //! - Anything else under a segment's name (a directory, a FIFO or device, a symbolic
 //!   link, a file that cannot be opened or read, a file larger than
-//!   [`JournalConfig::segment_read_limit`]): never followed, never blocked on, never
-//!   read past the limit, moved into `DIR/damaged/` with a warning and counted
+//!   [`JournalConfig::segment_read_limit`], a segment number above 2^31 - 1): never
+//!   followed, never blocked on, never read past the limit, moved into `DIR/damaged/`
+//!   with a warning and counted
 //!   ([`entries_set_aside`](JournalCounters::entries_set_aside)).
 //!
 //! # When the journal cannot write

@@ -19,6 +19,9 @@ pub(super) const SEGMENT_SUFFIX: &str = ".wal";
 pub(super) const TMP_SUFFIX: &str = ".tmp";
 /// Digits of a segment's number in its name.
 const SEGMENT_DIGITS: usize = 20;
+/// Highest segment number the journal reads or gives (positions hold it in 32 bits);
+/// it counts up from 1, one per segment, so it never gets near.
+const MAX_SEGMENT_NUMBER: u64 = (1 << 31) - 1;
 /// Where entries that are not segments of ours, and damaged segments, are moved.
 pub(super) const DAMAGED_DIR: &str = "damaged";
 
@@ -117,6 +120,18 @@ pub(super) fn scan(
         let Some(name) = item.name_str().map(str::to_owned) else {
             continue;
         };
+        if number > MAX_SEGMENT_NUMBER {
+            // Not a name the journal gives (it counts up from 1): a position holds a
+            // segment number in 32 bits, so such a name must not set the numbering.
+            counters.entries_set_aside += 1;
+            set_aside(
+                dir,
+                &name,
+                item.kind.describe(),
+                "segment number out of range",
+            );
+            continue;
+        }
         last_number = last_number.max(number);
         if tmp {
             tmps.push((number, name, item.kind));
