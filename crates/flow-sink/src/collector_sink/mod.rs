@@ -27,7 +27,8 @@
 //! ([`SpoolConfig`]) bounds what an outage can keep, and what it drops is counted.
 //! Every chunk goes through the spool, so there is one path: order is kept, a crash at
 //! any point leaves every accepted chunk on disk, and a restarted exporter sends what
-//! the spool holds (same bytes, same batch IDs) before anything newer.
+//! the spool holds (same bytes, same batch IDs) before anything newer. (The exception:
+//! a chunk the spool cannot take, [below](self#when-the-spool-cannot-take-a-chunk).)
 //! [`flush`](crate::FlowSink::flush) makes a sender waiting to retry try at once and
 //! waits (up to `flush_timeout`) until nothing is left to send;
 //! [`close`](CollectorSink::close) stops the task without waiting for the collector
@@ -252,7 +253,7 @@ impl CollectorConfig {
 #[non_exhaustive]
 pub struct CollectorCounters {
     /// Chunks handed to [`deliver`](crate::FlowSink::deliver) and accepted (spooled,
-    /// or sent without a spool).
+    /// kept in memory when the spool could not take them, or sent without a spool).
     pub chunks_accepted: u64,
     /// Chunks the collector acknowledged (2xx).
     pub chunks_sent: u64,
