@@ -161,3 +161,28 @@ async fn chunks_still_in_memory_at_close_go_to_the_spool_if_it_has_room() {
     sink.close().await.expect("close");
     collector.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_neither_spooled_nor_kept_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("mnt");
+    let _tmpfs = Tmpfs::mount(&mnt, "256k");
+    let addr = free_port();
+    let url = format!("http://{addr}/v1/chunks");
+    // A memory queue smaller than any frame.
+    let config = sink_config(&url, 63, &mnt.join("spool")).with_memory_queue(16, 8);
+    let sink = CollectorSink::start(config).expect("sink");
+    fill(&mnt.join("ballast"));
+    match sink.deliver(&chunk(0, 0, PER)).await {
+        Err(flow_sink::SinkError::Io { source, .. }) => {
+            assert_eq!(source.raw_os_error(), Some(28), "{source}")
+        }
+        other => panic!("expected the spool's I/O error, got {other:?}"),
+    }
+    let c = sink.counters();
+    assert_eq!(
+        (c.chunks_accepted, c.chunks_unspooled, c.memory_chunks),
+        (0, 0, 0)
+    );
+    sink.close().await.expect("close");
+}
