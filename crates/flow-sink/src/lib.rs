@@ -29,8 +29,8 @@ pub mod spool;
 pub mod state_dir;
 
 pub use collector_sink::{
-    CHUNK_CONTENT_TYPE, CHUNKS_PATH, ClientTls, CollectorConfig, CollectorCounters, CollectorSink,
-    RESULT_HEADER,
+    Accepted, CHUNK_CONTENT_TYPE, CHUNKS_PATH, ClientTls, CollectorConfig, CollectorCounters,
+    CollectorSink, RESULT_HEADER,
 };
 pub use error::SinkError;
 pub use journal::{JournalConfig, JournalCounters, RecordJournal, Recovered, RecoveredChunk};

@@ -45,6 +45,10 @@ pub struct Snapshot {
     pub batch: Option<BatchCounters>,
     /// Records the batcher refused.
     pub batch_refused: u64,
+    /// Journal operations that failed in the pipeline (logged; the run went on).
+    pub pipeline_journal_errors: u64,
+    /// Chunks whose delivery failed in the pipeline (logged; left journaled).
+    pub pipeline_delivery_errors: u64,
     /// The collector sink and its spool (collector mode).
     pub sink: Option<CollectorCounters>,
     /// The record journal (collector mode).
@@ -225,10 +229,18 @@ pub fn render(s: &Snapshot) -> String {
             r#"reason="rejected_by_collector",intentional="false""#,
             sink.records_rejected,
         ));
+        dropped.push((
+            r#"reason="memory_queue_full",intentional="true""#,
+            sink.records_dropped_memory,
+        ));
         if let Some(spool) = &sink.spool {
             dropped.push((
                 r#"reason="spool_full",intentional="true""#,
                 spool.records_dropped_full,
+            ));
+            dropped.push((
+                r#"reason="disk_full",intentional="true""#,
+                spool.records_dropped_no_space,
             ));
         }
     }
@@ -374,6 +386,26 @@ pub fn render(s: &Snapshot) -> String {
                 (r#"kind="rejected""#, c.chunks_rejected),
             ],
         );
+        o.counter(
+            "flowexporter_sink_unspooled_chunks_total",
+            "Chunks the spool could not take (disk full or failing), kept in memory instead.",
+            c.chunks_unspooled,
+        );
+        o.counter(
+            "flowexporter_sink_memory_dropped_chunks_total",
+            "Chunks dropped from the in-memory queue (full) while the spool could not take them.",
+            c.chunks_dropped_memory,
+        );
+        o.gauge(
+            "flowexporter_sink_memory_chunks",
+            "Chunks held in memory now, waiting to be sent.",
+            c.memory_chunks,
+        );
+        o.gauge(
+            "flowexporter_sink_memory_bytes",
+            "Bytes of chunks held in memory now.",
+            c.memory_bytes,
+        );
         if let Some(sp) = &c.spool {
             o.gauge(
                 "flowexporter_spool_files",
@@ -389,6 +421,26 @@ pub fn render(s: &Snapshot) -> String {
                 "flowexporter_spool_dropped_chunks_total",
                 "Chunks dropped because the spool was full.",
                 sp.chunks_dropped_full,
+            );
+            o.counter(
+                "flowexporter_spool_disk_full_dropped_chunks_total",
+                "Oldest spooled chunks dropped because the disk was full (ENOSPC, EDQUOT).",
+                sp.chunks_dropped_no_space,
+            );
+            o.counter(
+                "flowexporter_spool_disk_full_refused_chunks_total",
+                "Chunks the spool could not write even when empty (the disk full).",
+                sp.chunks_refused_no_space,
+            );
+            o.counter(
+                "flowexporter_spool_unreadable_files_total",
+                "Spool files that could not be read (permissions, I/O error, not a file), set aside.",
+                sp.unreadable_files,
+            );
+            o.counter(
+                "flowexporter_spool_foreign_entries_total",
+                "Entries in the spool directory that are not ours (links, FIFOs, directories), moved aside.",
+                sp.foreign_entries,
             );
             o.counter(
                 "flowexporter_spool_corrupt_files_total",
@@ -423,7 +475,51 @@ pub fn render(s: &Snapshot) -> String {
             "Bytes written to the journal.",
             j.bytes_written,
         );
+        o.gauge(
+            "flowexporter_journal_degraded",
+            "1 while the journal cannot write (disk full or failing): a crash then loses the records not yet in a delivered chunk.",
+            j.degraded,
+        );
+        o.counter(
+            "flowexporter_journal_write_failures_total",
+            "Journal writes or syncs that failed (each starts or prolongs the degraded state).",
+            j.write_failures,
+        );
+        o.counter(
+            "flowexporter_journal_records_not_journaled_total",
+            "Records captured while the journal could not write (still batched and sent).",
+            j.records_not_journaled,
+        );
+        o.counter(
+            "flowexporter_journal_resumed_total",
+            "Times the journal resumed writing after a failure.",
+            j.resumed,
+        );
+        o.counter(
+            "flowexporter_journal_damaged_segments_total",
+            "Journal segments found damaged at start (intact records kept, segment moved to damaged/).",
+            j.damaged_segments,
+        );
+        o.counter(
+            "flowexporter_journal_bad_entries_total",
+            "Damaged journal entries skipped at start.",
+            j.bad_entries,
+        );
+        o.counter(
+            "flowexporter_journal_set_aside_entries_total",
+            "Entries under a segment's name that are not readable files of ours, moved to damaged/.",
+            j.entries_set_aside,
+        );
     }
+    o.family(
+        "flowexporter_pipeline_errors_total",
+        "counter",
+        "Failures the pipeline survived (logged; the run went on), by stage.",
+        &[
+            (r#"stage="journal""#, s.pipeline_journal_errors),
+            (r#"stage="delivery""#, s.pipeline_delivery_errors),
+        ],
+    );
     o.0
 }
 
@@ -459,5 +555,46 @@ mod tests {
         );
         // Without a collector, no sink families.
         assert!(!text.contains("flowexporter_chunks_sent_total"));
+    }
+
+    #[test]
+    fn every_drop_and_degradation_of_the_state_directories_is_exposed() {
+        let mut spool = flow_sink::SpoolCounters::default();
+        spool.records_dropped_no_space = 5;
+        spool.chunks_dropped_no_space = 1;
+        spool.unreadable_files = 2;
+        spool.foreign_entries = 3;
+        let mut sink = CollectorCounters::default();
+        sink.records_dropped_memory = 7;
+        sink.memory_chunks = 4;
+        sink.spool = Some(spool);
+        let mut journal = JournalCounters::default();
+        journal.degraded = 1;
+        journal.records_not_journaled = 9;
+        journal.entries_set_aside = 6;
+        let s = Snapshot {
+            sink: Some(sink),
+            journal: Some(journal),
+            pipeline_delivery_errors: 8,
+            ..Snapshot::default()
+        };
+        let text = render(&s);
+        for line in [
+            r#"flowexporter_records_dropped_total{reason="disk_full",intentional="true"} 5"#,
+            r#"flowexporter_records_dropped_total{reason="memory_queue_full",intentional="true"} 7"#,
+            "flowexporter_spool_disk_full_dropped_chunks_total 1",
+            "flowexporter_spool_unreadable_files_total 2",
+            "flowexporter_spool_foreign_entries_total 3",
+            "flowexporter_sink_memory_chunks 4",
+            "flowexporter_journal_degraded 1",
+            "flowexporter_journal_records_not_journaled_total 9",
+            "flowexporter_journal_set_aside_entries_total 6",
+            r#"flowexporter_pipeline_errors_total{stage="delivery"} 8"#,
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line} missing in:\n{text}"
+            );
+        }
     }
 }

@@ -117,6 +117,8 @@ fn publish(
         s.batch_refused = p.refused;
         s.sink = Some(p.sink.counters());
         s.journal = Some(p.journal.counters());
+        s.pipeline_journal_errors = p.journal_errors;
+        s.pipeline_delivery_errors = p.delivery_errors;
     }
     metrics.update(&s);
 }
