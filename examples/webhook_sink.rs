@@ -67,12 +67,22 @@ impl FlowSink for WebhookSink {
         if status.is_success() {
             return Ok(());
         }
-        let text = response.text().await.unwrap_or_default();
+        // Read at most the first 512 bytes of the answer: a peer may send an endless body.
+        let mut response = response;
+        let mut head = Vec::new();
+        while head.len() < 512 {
+            match response.chunk().await {
+                Ok(Some(bytes)) => {
+                    head.extend_from_slice(&bytes[..bytes.len().min(512 - head.len())])
+                }
+                _ => break,
+            }
+        }
         Err(SinkError::Rejected {
             url: self.url.clone(),
             batch_id: format!("sequence {}", chunk.sequence),
             status: status.as_u16(),
-            body: text.chars().take(200).collect(),
+            body: String::from_utf8_lossy(&head).chars().take(200).collect(),
         })
     }
 }

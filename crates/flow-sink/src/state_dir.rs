@@ -122,7 +122,16 @@ impl StateDir {
         // enter (an older version made them 0755) becomes private.
         let mode = rustix::fs::fstat(&fd)?.st_mode & 0o7777;
         if mode & 0o077 != 0 {
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & DIR_MODE))?;
+            // Not being allowed to (a directory of another owner, capabilities
+            // dropped) is no reason not to run: say so and go on.
+            if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & DIR_MODE)) {
+                tracing::warn!(
+                    dir = %path.display(),
+                    mode = format_args!("{mode:o}"),
+                    error = %io::Error::from(e),
+                    "state directory is readable by others and could not be made private"
+                );
+            }
         }
         Ok(StateDir { fd, path })
     }

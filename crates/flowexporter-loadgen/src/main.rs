@@ -81,11 +81,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Churn(args) => {
             let r = churn::run(&args.config())?;
             println!(
-                "{} connections in {:.3} s: {:.0} connections/s, {} errors",
+                "{} connections in {:.3} s: {:.0} connections/s, {} errors, server port {}",
                 r.connections,
                 r.elapsed.as_secs_f64(),
                 r.rate(),
-                r.errors
+                r.errors,
+                r.server_port
             );
         }
         Cmd::Overhead {
