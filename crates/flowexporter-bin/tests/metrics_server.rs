@@ -109,15 +109,23 @@ fn idle_connection_flood_under_a_128_file_limit_leaves_the_exporter_running() {
         .map(|_| TcpStream::connect(&metrics_addr).expect("connect"))
         .collect();
     let started = Instant::now();
-    std::thread::sleep(Duration::from_millis(300));
-    // Those over the cap (64) are closed at once.
-    let closed_at_once = idle
-        .iter()
-        .filter(|s| closed_within(s, Duration::from_millis(20)))
-        .count();
+    // Those over the cap (64) are closed at once: as soon as the server accepts them,
+    // which on a loaded machine may take a moment, but far less than the 5 s header
+    // timeout that closes the others.
+    let mut closed_at_once = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+        closed_at_once = idle
+            .iter()
+            .filter(|s| closed_within(s, Duration::from_millis(1)))
+            .count();
+        if closed_at_once >= 200 - 64 {
+            break;
+        }
+    }
     assert!(
         closed_at_once >= 200 - 64,
-        "only {closed_at_once} of 200 closed at once"
+        "only {closed_at_once} of 200 closed within 3 s"
     );
     assert!(open_files(exporter.id()) <= baseline + 64 + 4);
 
