@@ -6,7 +6,12 @@
 //! `srtt_us`, `close_state`, `close_reason`, `local_workload_id` (null when
 //! unattributed), `identity_source`, `unattributed_reason` (null when attributed).
 
-use std::{borrow::Cow, io, net::IpAddr, time::SystemTime};
+use std::{
+    borrow::Cow,
+    io,
+    net::IpAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use flow_capture::FlowRecord;
 use serde::Serialize;
@@ -53,9 +58,21 @@ pub struct JsonFlow<'a> {
     pub unattributed_reason: Option<&'static str>,
 }
 
-/// Formats a time as RFC 3339 UTC with nanoseconds.
+/// 10000-01-01T00:00:00Z: RFC 3339 has four digits for the year.
+const RFC3339_END: Duration = Duration::from_secs(253_402_300_800);
+
+/// Formats a time as RFC 3339 UTC with nanoseconds. A time RFC 3339 cannot write
+/// (before 1970 or from the year 10000 on; a decoded chunk can carry one) is written as
+/// `@<seconds since the epoch>.<nanoseconds>` (`@-…` before it) instead of panicking.
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_nanos(t).to_string()
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) if d < RFC3339_END => humantime::format_rfc3339_nanos(t).to_string(),
+        Ok(d) => format!("@{}.{:09}", d.as_secs(), d.subsec_nanos()),
+        Err(e) => {
+            let d = e.duration();
+            format!("@-{}.{:09}", d.as_secs(), d.subsec_nanos())
+        }
+    }
 }
 
 impl<'a> From<&'a FlowRecord> for JsonFlow<'a> {
@@ -91,6 +108,19 @@ pub fn write_line(out: &mut impl io::Write, record: &FlowRecord) -> io::Result<(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn times_rfc3339_cannot_write_are_written_as_epoch_seconds() {
+        use super::{Duration, UNIX_EPOCH, rfc3339};
+        let last = UNIX_EPOCH + Duration::new(253_402_300_799, 999_999_999);
+        assert_eq!(rfc3339(last), "9999-12-31T23:59:59.999999999Z");
+        let next = UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        assert_eq!(rfc3339(next), "@253402300800.000000000");
+        let far = UNIX_EPOCH + Duration::new(u64::MAX / 4, 5);
+        assert_eq!(rfc3339(far), format!("@{}.000000005", u64::MAX / 4));
+        let before = UNIX_EPOCH - Duration::from_millis(1500);
+        assert_eq!(rfc3339(before), "@-1.500000000");
+    }
+
     use std::time::{Duration, UNIX_EPOCH};
 
     use flow_capture::{
