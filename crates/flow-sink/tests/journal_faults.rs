@@ -543,3 +543,79 @@ fn a_segment_number_out_of_range_does_not_set_the_numbering() {
         assert!(name.parse::<u64>().expect("number") < 100, "{name}");
     }
 }
+
+#[test]
+fn a_damaged_that_is_no_directory_is_renamed_aside_and_a_real_one_made() {
+    // A symbolic link (to a directory outside), a file or a FIFO under the name
+    // `damaged`: never followed; renamed aside to `damaged.not-ours`, and a real
+    // `0700` directory takes its place, so entries are set aside on the first start.
+    for what in ["symlink", "file", "fifo"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        previous_run(dir.path(), 20);
+        fs::create_dir(dir.path().join(INTRUDER)).expect("mkdir");
+        let damaged_path = dir.path().join("damaged");
+        match what {
+            "symlink" => symlink(outside.path(), &damaged_path).expect("symlink"),
+            "file" => fs::write(&damaged_path, b"not a directory").expect("write"),
+            _ => assert!(
+                Command::new("mkfifo")
+                    .arg(&damaged_path)
+                    .status()
+                    .expect("mkfifo")
+                    .success()
+            ),
+        }
+
+        let (journal, recovered) = open_within_20s(dir.path(), 2);
+        assert_eq!(numbers(&recovered.records), (0..20).collect::<Vec<_>>());
+        let c = journal.counters();
+        assert_eq!(c.entries_set_aside, 1, "{what}: {c:?}");
+        let meta = fs::symlink_metadata(&damaged_path).expect("damaged/");
+        assert!(meta.is_dir(), "{what}: a real directory");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700, "{what}");
+        assert_eq!(damaged(dir.path()).len(), 1, "{what}: the intruder moved");
+        let aside = fs::symlink_metadata(dir.path().join("damaged.not-ours"))
+            .unwrap_or_else(|e| panic!("{what}: renamed aside: {e}"));
+        match what {
+            "symlink" => assert!(aside.file_type().is_symlink()),
+            "file" => assert_eq!(
+                fs::read(dir.path().join("damaged.not-ours")).expect("kept"),
+                b"not a directory"
+            ),
+            _ => assert!(aside.file_type().is_fifo()),
+        }
+        assert_eq!(
+            fs::read_dir(outside.path()).expect("outside").count(),
+            0,
+            "{what}: the link was not followed"
+        );
+        still_works(dir.path(), journal, c);
+    }
+}
+
+#[test]
+fn a_segment_crafted_to_make_resynchronisation_slow_does_not_stall_the_open() {
+    // At every 4th byte a plausible 64 KiB record entry (`01 FF 00 00` repeated: a
+    // length of 65,281, the kind byte being the next length's first byte) with a
+    // wrong checksum. Without a bound on the bytes checksummed, each position costs a
+    // checksum over 64 KiB: hours for a segment at the read limit.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seg = one_segment(dir.path(), 20);
+    let mut bytes = fs::read(&seg).expect("read");
+    bytes.extend([0x01, 0xFF, 0x00, 0x00].repeat(8 << 20));
+    fs::write(&seg, &bytes).expect("write");
+
+    let started = std::time::Instant::now();
+    let (journal, recovered) = open_within_20s(dir.path(), 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(numbers(&recovered.records), (0..20).collect::<Vec<_>>());
+    let c = journal.counters();
+    assert_eq!((c.damaged_segments, c.bad_entries), (1, 1), "{c:?}");
+    assert_eq!(damaged(dir.path()).len(), 1, "the segment is set aside");
+    still_works(dir.path(), journal, c);
+}

@@ -386,3 +386,78 @@ fn a_crash_while_the_disk_is_full_at_start_loses_nothing_journaled() {
     assert_eq!(recovered.chunks[0].chunk, b);
     assert_eq!(numbers(&recovered.records), (40..60).collect::<Vec<_>>());
 }
+
+/// The `.wal` files of `dir` with their sizes.
+fn wal_sizes(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .map(|p| {
+            let len = fs::metadata(&p).expect("stat").len();
+            (p, len)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_disk_full_for_more_than_a_thousand_retries_resumes_and_leaves_no_empty_segments() {
+    // Creating an empty file works on a full tmpfs; writing its header does not. Each
+    // failed retry must remove the file it created: otherwise retries pile up empty
+    // segments, and after 1,000 of them the journal looks for a free name no more and
+    // fails for good (`AlreadyExists`), even once space returns.
+    let fs_ = Tmpfs::mount("1m");
+    let dir = fs_.path().join("journal");
+    let filler = fs_.path().join("filler");
+    let sync = Duration::from_millis(1);
+    let config = JournalConfig::default().with_sync_interval(sync);
+    let (mut journal, _) =
+        RecordJournal::open(&dir, HOST, InstanceId::new(1), config.clone()).expect("open");
+    journal.append(&record(0)).expect("append");
+    journal.sync().expect("sync");
+    fill(&filler);
+    for n in 1..50 {
+        journal.append(&record(n)).expect("buffered");
+    }
+    let t0 = Instant::now();
+    assert!(!journal.sync_if_due(t0 + sync).expect("no error"));
+    assert!(!journal.is_journaling());
+    let retries = 1_100u32;
+    for i in 2..2 + retries {
+        assert!(
+            !journal.sync_if_due(t0 + i * sync).expect("no error"),
+            "the disk is still full"
+        );
+    }
+    let c = journal.counters();
+    assert!(c.write_failures > u64::from(retries), "{c:?}");
+    let empty: Vec<_> = wal_sizes(&dir)
+        .into_iter()
+        .filter(|(_, len)| *len == 0)
+        .collect();
+    assert!(
+        empty.is_empty(),
+        "failed retries left {} empty segments",
+        empty.len()
+    );
+
+    free(&filler);
+    let resumed = journal
+        .sync_if_due(t0 + (retries + 3) * sync)
+        .expect("resumed");
+    assert!(resumed, "{:?}", journal.counters());
+    assert!(journal.is_journaling());
+    journal.append(&record(1000)).expect("append");
+    journal.sync().expect("sync");
+    for (path, len) in wal_sizes(&dir) {
+        assert!(len >= 16, "{} is {len} bytes", path.display());
+    }
+    std::mem::forget(journal);
+
+    let (_journal, recovered) =
+        RecordJournal::open(&dir, HOST, InstanceId::new(2), config).expect("reopen");
+    let got = numbers(&recovered.records);
+    assert!(got.contains(&0) && got.contains(&1000), "{got:?}");
+}

@@ -133,8 +133,52 @@ pub(super) enum Entry {
     Done(DoneBody),
 }
 
-/// The entry starting at `at`, if one is acceptable there, and where it ends.
-fn entry_at(bytes: &[u8], at: usize) -> Option<(Entry, usize)> {
+/// Bytes the reading of one segment may checksum, whatever it holds: eight times its
+/// size, and at least [`MIN_CHECKSUM_BUDGET`]. Reading an intact segment checksums each
+/// byte once; resynchronising after real damage costs little more. A segment crafted
+/// so that a plausible entry starts at every few bytes would otherwise cost a checksum
+/// over up to 64 KiB per position; past the budget the rest of the segment is given up
+/// on (a bad stretch: the segment is damaged, and set aside).
+const CHECKSUM_BUDGET_FACTOR: u64 = 8;
+/// The smallest checksum budget of a segment: 16 MiB.
+const MIN_CHECKSUM_BUDGET: u64 = 16 << 20;
+
+/// What is left of the checksum budget of the segment being read.
+struct Budget {
+    left: u64,
+    exhausted: bool,
+}
+
+impl Budget {
+    fn for_segment(len: usize) -> Budget {
+        let len = u64::try_from(len).unwrap_or(u64::MAX);
+        Budget {
+            left: len
+                .saturating_mul(CHECKSUM_BUDGET_FACTOR)
+                .max(MIN_CHECKSUM_BUDGET),
+            exhausted: false,
+        }
+    }
+
+    /// Takes `n` bytes from the budget; `false` (and exhausted from now on) when they
+    /// are not left.
+    fn take(&mut self, n: u32) -> bool {
+        match self.left.checked_sub(u64::from(n)) {
+            Some(left) if !self.exhausted => {
+                self.left = left;
+                true
+            }
+            _ => {
+                self.exhausted = true;
+                false
+            }
+        }
+    }
+}
+
+/// The entry starting at `at`, if one is acceptable there (and the checksum `budget`
+/// allows checking it), and where it ends.
+fn entry_at(bytes: &[u8], at: usize, budget: &mut Budget) -> Option<(Entry, usize)> {
     let head = bytes.get(at..at.checked_add(ENTRY_HEAD_LEN)?)?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
     let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
@@ -152,7 +196,7 @@ fn entry_at(bytes: &[u8], at: usize) -> Option<(Entry, usize)> {
     // Checked before the checksum: when resynchronising over garbage, a position that
     // merely looks like the start of a long entry must not cost a checksum over
     // megabytes.
-    if !shaped || crc32c::crc32c(body) != crc {
+    if !shaped || !budget.take(len) || crc32c::crc32c(body) != crc {
         return None;
     }
     let entry = match body[0] {
@@ -190,8 +234,8 @@ fn has_its_length(body: &[u8]) -> bool {
 
 /// Whether an entry well-formed enough to trust starts at `at` (or the segment ends
 /// there).
-fn confirmed(bytes: &[u8], end: usize) -> bool {
-    end == bytes.len() || entry_at(bytes, end).is_some()
+fn confirmed(bytes: &[u8], end: usize, budget: &mut Budget) -> bool {
+    end == bytes.len() || entry_at(bytes, end, budget).is_some()
 }
 
 /// What reading one segment found.
@@ -232,19 +276,32 @@ pub(super) fn parse(bytes: &[u8]) -> Parsed {
     if parsed.header.is_none() {
         parsed.damaged = true;
     }
+    let mut budget = Budget::for_segment(bytes.len());
     let mut at = HEADER_LEN;
     while at < bytes.len() {
-        if let Some((entry, end)) = entry_at(bytes, at) {
+        if let Some((entry, end)) = entry_at(bytes, at, &mut budget) {
             parsed.entries.push((at, entry));
             at = end;
             continue;
         }
-        match resync(bytes, at + 1) {
+        let next = if budget.exhausted {
+            None
+        } else {
+            resync(bytes, at + 1, &mut budget)
+        };
+        match next {
             Some(next) => {
                 parsed.damaged = true;
                 parsed.bad_regions += 1;
                 parsed.bad_bytes += (next - at) as u64;
                 at = next;
+            }
+            None if budget.exhausted => {
+                // Too costly to search further: the rest is a bad stretch.
+                parsed.damaged = true;
+                parsed.bad_regions += 1;
+                parsed.bad_bytes += (bytes.len() - at) as u64;
+                break;
             }
             None => {
                 parsed.torn_tail = (bytes.len() - at) as u64;
@@ -256,10 +313,19 @@ pub(super) fn parse(bytes: &[u8]) -> Parsed {
 }
 
 /// The first position at or after `from` where an acceptable entry starts that is
-/// followed by another (or by the end of the segment).
-fn resync(bytes: &[u8], from: usize) -> Option<usize> {
+/// followed by another (or by the end of the segment). `None` also when the checksum
+/// `budget` runs out first.
+fn resync(bytes: &[u8], from: usize, budget: &mut Budget) -> Option<usize> {
     let last = bytes.len().checked_sub(ENTRY_HEAD_LEN + 1)?;
-    (from..=last).find(|&at| entry_at(bytes, at).is_some_and(|(_, end)| confirmed(bytes, end)))
+    for at in from..=last {
+        if entry_at(bytes, at, budget).is_some_and(|(_, end)| confirmed(bytes, end, budget)) {
+            return Some(at);
+        }
+        if budget.exhausted {
+            return None;
+        }
+    }
+    None
 }
 
 /// Where the positions of version 1 records whose ordinal is unknown start: above any
@@ -441,6 +507,33 @@ mod tests {
         assert!(parsed.entries.is_empty());
         assert_eq!(parsed.torn_tail, (bytes.len() - HEADER_LEN) as u64);
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_plausible_entry_at_every_fourth_byte_is_read_quickly() {
+        // `01 FF 00 00` repeated: at every 4th offset a record entry of 65,281 bytes
+        // (the kind byte is the next length's first byte) with a wrong checksum. Each
+        // position would cost a checksum over 64 KiB: 16,000 times the segment's size.
+        let mut bytes = encode_header(0, 1).to_vec();
+        let mut crafted: Vec<u8> = [0x01, 0xFF, 0x00, 0x00].repeat(4 << 20);
+        crafted.extend_from_slice(&done(7));
+        bytes.extend_from_slice(&done(1));
+        bytes.extend_from_slice(&crafted);
+        let started = std::time::Instant::now();
+        let parsed = parse(&bytes);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert_eq!(sequences(&parsed), vec![1], "what came before is kept");
+        assert!(parsed.damaged && parsed.bad_regions == 1);
+        assert_eq!(parsed.bad_bytes, crafted.len() as u64);
+        assert_eq!(parsed.torn_tail, 0);
+    }
+
+    #[test]
+    fn the_budget_does_not_cut_a_long_intact_segment_short() {
+        let entries: Vec<_> = (0..200_000).map(done).collect();
+        let parsed = parse(&segment(&entries));
+        assert_eq!(parsed.entries.len(), 200_000);
+        assert!(!parsed.damaged);
     }
 
     #[test]

@@ -406,6 +406,9 @@ pub struct RecordJournal {
     /// While open() writes a recovery: its first segment, for the headers of the
     /// segments it continues into.
     recovering: Option<u64>,
+    /// The recovery's rename into place may not be durable (a directory `fsync`
+    /// failed): the old segments stay until the next start.
+    keep_old_segments: bool,
     dirty: bool,
     last_sync: Option<Instant>,
     scratch: Vec<u8>,
@@ -515,7 +518,7 @@ impl RecordJournal {
         let mut journal = RecordJournal::new(dir, config, host, instance, counters, first - 1);
         let recovered = match journal.recover_into_new_segments(first, old.content) {
             Ok(recovered) => {
-                journal.remove_old_segments(old.old)?;
+                journal.remove_old_segments(old.old);
                 recovered
             }
             Err(e @ SinkError::Io { .. }) => {
@@ -572,6 +575,7 @@ impl RecordJournal {
             backlog: Vec::new(),
             degraded: None,
             recovering: None,
+            keep_old_segments: false,
             dirty: false,
             last_sync: None,
             scratch: Vec::with_capacity(512),
@@ -601,13 +605,21 @@ impl RecordJournal {
             self.active.name = name;
         }
         self.recovering = None;
-        self.sync_dir()?;
+        // The recovery is complete and in place: a failed directory fsync must not
+        // undo it (that would delete the segments it continues into). But the rename
+        // may not be durable then, so the old segments stay for this run: the next
+        // start-up scan finds either the recovery in place (they are obsolete, and
+        // deleted) or the `.tmp` (a recovery cut short: they are read again).
+        self.keep_old_segments = !self.sync_dir_or_warn();
         Ok(recovered)
     }
 
     /// After a complete recovery: deletes the old segments, or sets them aside when
     /// damaged.
-    fn remove_old_segments(&mut self, old: Vec<scan::OldSegment>) -> Result<(), SinkError> {
+    fn remove_old_segments(&mut self, old: Vec<scan::OldSegment>) {
+        if self.keep_old_segments {
+            return;
+        }
         for segment in old {
             if segment.damaged {
                 set_aside(
@@ -628,7 +640,7 @@ impl RecordJournal {
                 ),
             }
         }
-        self.sync_dir()
+        self.sync_dir_or_warn();
     }
 
     /// After a recovery that could not be written: removes what it wrote (the `.tmp`
@@ -1184,6 +1196,24 @@ impl RecordJournal {
         self.sync_dir()
     }
 
+    /// `fsync`s the directory where a failure must not stop the journal (at open):
+    /// logs it and counts it in [`write_failures`](JournalCounters::write_failures).
+    /// What it would have made durable (a rename, deletions) is redone or undone
+    /// safely by the next start-up scan.
+    /// Returns whether it synced.
+    fn sync_dir_or_warn(&mut self) -> bool {
+        let Err(e) = self.sync_dir() else {
+            return true;
+        };
+        self.counters.write_failures += 1;
+        tracing::warn!(
+            dir = %self.dir.path().display(),
+            error = %error_chain(&e),
+            "journal: fsync of the journal directory failed; going on"
+        );
+        false
+    }
+
     fn sync_dir(&self) -> Result<(), SinkError> {
         self.dir
             .sync()
@@ -1198,16 +1228,29 @@ impl RecordJournal {
 
     /// After a failure: starts a segment under the first number past the active one
     /// whose name is free (whatever is in the way is left for the next start-up scan).
+    /// A failed attempt removes the file it created, so retries do not pile up empty
+    /// segments; when none of the next [`FRESH_NAMES`] names is free, the attempt
+    /// fails (and is tried again later) rather than taking an occupied name.
     fn rotate_fresh(&mut self) -> Result<(), SinkError> {
         let mut number = self.active.number + 1;
-        for _ in 0..1000 {
+        for _ in 0..FRESH_NAMES {
             match self.dir.kind(segment_name(number)) {
-                Ok(None) => break,
+                Ok(None) => return self.start_next(number),
                 Ok(Some(_)) => number += 1,
                 Err(e) => return Err(SinkError::io("inspect", self.dir.path(), e)),
             }
         }
-        self.start_next(number)
+        Err(SinkError::io(
+            "create a segment in",
+            self.dir.path(),
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "the {FRESH_NAMES} segment names after {} are all taken",
+                    segment_name(self.active.number)
+                ),
+            ),
+        ))
     }
 
     fn start_next(&mut self, number: u64) -> Result<(), SinkError> {
@@ -1295,7 +1338,6 @@ impl RecordJournal {
         self.write_scratch_record()
     }
 
-    /// Writes an intent, and takes note of it as open.
     /// Writes an intent, and takes note of it as open. Until a sync succeeds it is not
     /// known to be durable (and after a failed write it is not written at all): it is
     /// kept, to be written again if the journal fails before then.
@@ -1434,8 +1476,12 @@ fn open_intent(segment: Option<u64>, lsns: &[Lsn]) -> OpenIntent {
     }
 }
 
+/// How many names past the active segment a journal that cannot write looks at for a
+/// free one when it tries again.
+const FRESH_NAMES: u64 = 1000;
+
 /// Creates segment `number` as `name` (mode `0600`), writes its header and makes both
-/// durable.
+/// durable. On failure, the file it created is removed again.
 fn start_segment(
     dir: &StateDir,
     number: u64,
@@ -1460,13 +1506,30 @@ fn start_segment(
         .map_err(|e| SinkError::io("create", dir.join(name), e))?;
     let mut writer = BufWriter::with_capacity(64 << 10, file);
     let header = encode_header(flags, field);
-    writer
+    let written = writer
         .write_all(&header)
         .and_then(|()| writer.flush())
         .and_then(|()| writer.get_ref().sync_data())
-        .map_err(|e| SinkError::io("write", dir.join(name), e))?;
-    dir.sync()
-        .map_err(|e| SinkError::io("fsync", dir.path(), e))?;
+        .map_err(|e| SinkError::io("write", dir.join(name), e))
+        .and_then(|()| {
+            dir.sync()
+                .map_err(|e| SinkError::io("fsync", dir.path(), e))
+        });
+    if let Err(e) = written {
+        // Creating an empty file works on a full disk: without this, every retry
+        // would leave one more empty segment behind. The name was free before the
+        // create and `remove_file` deletes only a regular file, so this is the file
+        // just created. Its buffered header is dropped unwritten.
+        drop(writer.into_parts());
+        if let Err(remove) = dir.remove_file(name) {
+            tracing::debug!(
+                file = %dir.join(name).display(),
+                error = %error_chain(&remove),
+                "journal: cannot remove a segment it failed to start"
+            );
+        }
+        return Err(e);
+    }
     counters.segments_created += 1;
     counters.bytes_written += HEADER_LEN as u64;
     counters.syncs += 1;

@@ -66,20 +66,44 @@ pub(super) struct Scan {
     pub(super) content: OldContent,
 }
 
+/// What an entry named `damaged` that is no directory of ours is renamed to.
+const NOT_OURS_SUFFIX: &str = ".not-ours";
+
+/// Opens `dir/damaged/`, creating it (`0700`). Something else under that name (a
+/// symbolic link, a file, a FIFO) is not ours: it is renamed aside to
+/// `damaged.not-ours` (under a free name; never followed or deleted), with a warning,
+/// and a real directory is made in its place.
+fn damaged_dir(dir: &StateDir) -> std::io::Result<StateDir> {
+    let not_created = || std::io::Error::other("not created");
+    match dir.sub(DAMAGED_DIR, true) {
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            let kind = dir.kind(DAMAGED_DIR)?.unwrap_or(EntryKind::Other);
+            let aside = free_name(dir, format!("{DAMAGED_DIR}{NOT_OURS_SUFFIX}").as_ref())?;
+            dir.rename(DAMAGED_DIR, dir, &aside)?;
+            tracing::warn!(
+                dir = %dir.join(DAMAGED_DIR).display(),
+                kind = kind.describe(),
+                moved_to = %dir.join(&aside).display(),
+                "journal: not a directory of the journal's: renamed aside (not followed), \
+                 a real directory made in its place"
+            );
+            dir.sub(DAMAGED_DIR, true)?.ok_or_else(not_created)
+        }
+        other => other?.ok_or_else(not_created),
+    }
+}
+
 /// Moves entry `name` of `dir` into `dir/damaged/` (under a free name), with a warning
 /// saying what it is and why. Returns whether it was moved; an entry that cannot be
-/// moved stays where it is (and is not read).
+/// moved stays where it is (and is not read), with a warning.
 pub(super) fn set_aside(dir: &StateDir, name: &str, what: &str, why: &str) -> bool {
-    let moved = dir
-        .sub(DAMAGED_DIR, true)
-        .and_then(|d| d.ok_or_else(|| std::io::Error::other("not created")))
-        .and_then(|damaged| {
-            let to = free_name(&damaged, name.as_ref())?;
-            dir.rename(name, &damaged, &to)?;
-            damaged.sync()?;
-            dir.sync()?;
-            Ok(damaged.join(to))
-        });
+    let moved = damaged_dir(dir).and_then(|damaged| {
+        let to = free_name(&damaged, name.as_ref())?;
+        dir.rename(name, &damaged, &to)?;
+        damaged.sync()?;
+        dir.sync()?;
+        Ok(damaged.join(to))
+    });
     match moved {
         Ok(to) => {
             tracing::warn!(
@@ -100,8 +124,35 @@ pub(super) fn set_aside(dir: &StateDir, name: &str, what: &str, why: &str) -> bo
     }
 }
 
+/// Whether a read error is about this process or the system (out of descriptors or
+/// memory, interrupted), not about the file: the file may be a good segment.
+fn transient(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    let errnos = [Errno::MFILE, Errno::NFILE, Errno::NOMEM, Errno::INTR];
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::OutOfMemory | std::io::ErrorKind::Interrupted
+    ) || e
+        .raw_os_error()
+        .is_some_and(|n| errnos.iter().any(|errno| errno.raw_os_error() == n))
+}
+
+/// Reads segment `name`, trying again a few times when interrupted.
+fn read_segment(dir: &StateDir, name: &str, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    let mut tries = 0;
+    loop {
+        match dir.read_bounded(name, max_bytes) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted && tries < 3 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 /// Reads what a previous run left in `dir`; segments larger than `max_bytes` are set
-/// aside unread. Fails only when the directory itself cannot be listed or synced.
+/// aside unread. Fails only when the directory itself cannot be listed, or when a
+/// segment cannot be read for a reason that is about this process, not the file (out
+/// of file descriptors or memory: [`transient`]); a failed directory `fsync` is logged
+/// and counted in [`write_failures`](JournalCounters::write_failures).
 pub(super) fn scan(
     dir: &StateDir,
     max_bytes: u64,
@@ -123,13 +174,14 @@ pub(super) fn scan(
         if number > MAX_SEGMENT_NUMBER {
             // Not a name the journal gives (it counts up from 1): a position holds a
             // segment number in 32 bits, so such a name must not set the numbering.
-            counters.entries_set_aside += 1;
-            set_aside(
+            if set_aside(
                 dir,
                 &name,
                 item.kind.describe(),
                 "segment number out of range",
-            );
+            ) {
+                counters.entries_set_aside += 1;
+            }
             continue;
         }
         last_number = last_number.max(number);
@@ -145,17 +197,24 @@ pub(super) fn scan(
     let mut read: Vec<(u64, String, Parsed)> = Vec::new();
     for (number, name, kind) in segments {
         if kind != EntryKind::File {
-            counters.entries_set_aside += 1;
-            set_aside(dir, &name, kind.describe(), "not a regular file");
+            if set_aside(dir, &name, kind.describe(), "not a regular file") {
+                counters.entries_set_aside += 1;
+            }
             continue;
         }
-        match dir.read_bounded(&name, max_bytes) {
+        match read_segment(dir, &name, max_bytes) {
             Ok(bytes) => read.push((number, name, format::parse(&bytes))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if transient(&e) => {
+                // About this process, not the file: setting a good segment aside
+                // would lose it. Fail; a later start reads it.
+                return Err(SinkError::io("read", dir.join(&name), e));
+            }
             Err(e) => {
-                counters.entries_set_aside += 1;
                 let why = format!("cannot be read: {}", error_chain(&e));
-                set_aside(dir, &name, "segment", &why);
+                if set_aside(dir, &name, "segment", &why) {
+                    counters.entries_set_aside += 1;
+                }
             }
         }
     }
@@ -182,17 +241,28 @@ pub(super) fn scan(
         }
         !uncommitted
     });
-    if removed_any {
-        dir.sync()
-            .map_err(|e| SinkError::io("fsync", dir.path(), e))?;
-    }
-    for (_, name, kind) in tmps {
+    let synced = match removed_any.then(|| dir.sync()) {
+        Some(Err(e)) => {
+            // Not fatal. But the removals may not be durable yet, so the `.tmp` names
+            // (which make those segments count for nothing) stay until the next start.
+            counters.write_failures += 1;
+            tracing::warn!(
+                dir = %dir.path().display(),
+                error = %error_chain(&e),
+                "journal: fsync of the journal directory failed; the unfinished \
+                 recovery's first segment is removed at the next start"
+            );
+            false
+        }
+        _ => true,
+    };
+    for (_, name, kind) in tmps.into_iter().filter(|_| synced) {
         match dir.remove_file(&name) {
             Ok(_) => {}
-            Err(e) if kind != EntryKind::File => {
-                let _ = e;
-                counters.entries_set_aside += 1;
-                set_aside(dir, &name, kind.describe(), "not a regular file");
+            Err(_) if kind != EntryKind::File => {
+                if set_aside(dir, &name, kind.describe(), "not a regular file") {
+                    counters.entries_set_aside += 1;
+                }
             }
             Err(e) => tracing::warn!(
                 file = %dir.join(&name).display(),
