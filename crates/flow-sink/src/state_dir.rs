@@ -317,6 +317,44 @@ impl StateDir {
         Ok(())
     }
 
+    /// Owner (user ID, group ID) of entry `name`, without following a link; `None`
+    /// when absent.
+    pub fn owner(&self, name: impl AsRef<OsStr>) -> io::Result<Option<(u32, u32)>> {
+        match rustix::fs::statat(&self.fd, name.as_ref(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some((st.st_uid, st.st_gid))),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Owner (user ID, group ID) of the directory itself.
+    pub fn own_owner(&self) -> io::Result<(u32, u32)> {
+        let st = rustix::fs::fstat(&self.fd)?;
+        Ok((st.st_uid, st.st_gid))
+    }
+
+    /// Gives entry `name` to `uid`:`gid`; a link itself, never its target.
+    pub fn chown_entry(&self, name: impl AsRef<OsStr>, uid: u32, gid: u32) -> io::Result<()> {
+        rustix::fs::chownat(
+            &self.fd,
+            name.as_ref(),
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        Ok(())
+    }
+
+    /// Gives the directory itself to `uid`:`gid`.
+    pub fn chown(&self, uid: u32, gid: u32) -> io::Result<()> {
+        rustix::fs::fchown(
+            &self.fd,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )?;
+        Ok(())
+    }
+
     /// `fsync`s the directory, so that entries created, renamed or removed persist.
     pub fn sync(&self) -> io::Result<()> {
         rustix::fs::fsync(&self.fd)?;

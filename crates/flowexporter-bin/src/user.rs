@@ -8,14 +8,13 @@
 //! ID and the user ID ([`ServiceUser::assume`], called by `privileges::drop_all`). The
 //! ring buffer and the maps keep working through the descriptors already open.
 
-use std::{
-    ffi::CString,
-    io,
-    os::unix::fs::{DirBuilderExt, MetadataExt},
-    path::Path,
-};
+use std::{ffi::CString, io, os::unix::fs::DirBuilderExt, path::Path};
 
 use anyhow::{Context, bail};
+use flow_sink::state_dir::{EntryKind, StateDir};
+
+/// How deep `hand_over` walks a state directory (the exporter's own tree is two deep).
+const MAX_STATE_DEPTH: usize = 8;
 
 /// A user of the system's user database, to run as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +69,7 @@ impl ServiceUser {
     }
 
     /// Creates `dir` if needed and gives it to the user: the directories created here
-    /// (missing parents included, mode 0750), `dir` (or the directory it links to) and
+    /// (missing parents included, mode 0700), `dir` (or the directory it links to) and
     /// everything under it that is not the user's yet (symbolic links under it
     /// themselves, never their targets). A directory
     /// under it that cannot be listed while it already belongs to the user (a root
@@ -87,7 +86,7 @@ impl ServiceUser {
             next = d.parent();
         }
         for d in missing.iter().rev() {
-            match std::fs::DirBuilder::new().mode(0o750).create(d) {
+            match std::fs::DirBuilder::new().mode(0o700).create(d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e).with_context(|| format!("creating {}", d.display())),
@@ -112,26 +111,72 @@ impl ServiceUser {
         })
     }
 
-    fn chown_tree(&self, path: &Path) -> anyhow::Result<()> {
-        let meta = std::fs::symlink_metadata(path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let owned = meta.uid() == self.uid && meta.gid() == self.gid;
-        if !owned {
-            self.chown(path)?;
+    /// Gives `dir` and what is under it to the user, through directory descriptors:
+    /// entries are changed with `fchownat(AT_SYMLINK_NOFOLLOW)` (a link itself, never
+    /// its target) and subdirectories opened with `O_NOFOLLOW | O_DIRECTORY`, so a
+    /// directory swapped for a link meanwhile is not followed. The walk is iterative
+    /// and stops `MAX_STATE_DEPTH` levels down (the exporter's own tree is two deep).
+    fn chown_tree(&self, dir: &Path) -> anyhow::Result<()> {
+        let top = StateDir::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+        let (uid, gid) = top
+            .own_owner()
+            .with_context(|| format!("reading {}", dir.display()))?;
+        let top_owned = uid == self.uid && gid == self.gid;
+        if !top_owned {
+            top.chown(self.uid, self.gid)
+                .with_context(|| self.giving(top.path()))?;
         }
-        if !meta.is_dir() {
-            return Ok(());
-        }
-        let entries = match std::fs::read_dir(path) {
-            Ok(entries) => entries,
-            Err(e) if owned && e.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("listing {}", path.display())),
-        };
-        for entry in entries {
-            let entry = entry.with_context(|| format!("listing {}", path.display()))?;
-            self.chown_tree(&entry.path())?;
+        let mut stack = vec![(top, top_owned, 0usize)];
+        while let Some((d, owned, depth)) = stack.pop() {
+            let items = match d.list() {
+                Ok(items) => items,
+                Err(e) if owned && e.kind() == io::ErrorKind::PermissionDenied => continue,
+                Err(e) => return Err(e).with_context(|| format!("listing {}", d.path().display())),
+            };
+            for item in items {
+                let Some((uid, gid)) = d
+                    .owner(&item.name)
+                    .with_context(|| format!("reading {}", d.join(&item.name).display()))?
+                else {
+                    continue; // gone meanwhile
+                };
+                let owned = uid == self.uid && gid == self.gid;
+                if !owned {
+                    d.chown_entry(&item.name, self.uid, self.gid)
+                        .with_context(|| self.giving(&d.join(&item.name)))?;
+                }
+                if item.kind != EntryKind::Directory {
+                    continue;
+                }
+                let Some(name) = item.name_str() else {
+                    continue; // not a name of ours: given over, not entered
+                };
+                if depth + 1 >= MAX_STATE_DEPTH {
+                    tracing::warn!(dir = %d.join(name).display(), "state directory nested too deep: not entered");
+                    continue;
+                }
+                match d.sub(name, false) {
+                    Ok(Some(sub)) => stack.push((sub, owned, depth + 1)),
+                    Ok(None) => {}
+                    Err(e) if owned && e.kind() == io::ErrorKind::PermissionDenied => {}
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("opening {}", d.join(name).display()));
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    fn giving(&self, path: &Path) -> String {
+        format!(
+            "giving {} to the user {} ({}:{})",
+            path.display(),
+            self.name,
+            self.uid,
+            self.gid
+        )
     }
 
     /// Becomes the user: its supplementary groups, then its group ID and user ID (real,
@@ -228,6 +273,8 @@ mod tests {
         std::fs::write(state.join("sub/file"), "x").expect("file");
         std::fs::write(outside.join("secret"), "x").expect("file");
         symlink(outside.join("secret"), state.join("link")).expect("symlink");
+        // A directory link (e.g. a `corrupt/` swapped for a link) is not walked either.
+        symlink(&outside, state.join("corrupt")).expect("symlink");
 
         user.hand_over(&state).expect("existing tree");
         user.hand_over(&base.join("new/spool")).expect("created");
@@ -252,6 +299,12 @@ mod tests {
             "a link's target stays"
         );
         assert_eq!(owner(&base), (0, 0), "an existing parent stays");
+        assert_eq!(owner(&outside), (0, 0), "a linked directory stays");
+        assert_eq!(
+            owner(&base.join("state/corrupt")),
+            theirs,
+            "the link itself is given"
+        );
         let _ = std::fs::remove_dir_all(&base);
     }
 }
