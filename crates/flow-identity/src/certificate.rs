@@ -164,9 +164,42 @@ fn stamp_of(path: &Path) -> Option<FileStamp> {
     })
 }
 
+/// Largest certificate file read (a PEM certificate is a few KiB; a chain, tens).
+pub const MAX_CERTIFICATE_BYTES: u64 = 1 << 20;
+
+/// Reads the certificate file with a bound, without blocking on a FIFO (`O_NONBLOCK`),
+/// and only if it is a regular file (links are followed: secrets are often mounted
+/// through them).
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::{
+        io::{Error, ErrorKind, Read},
+        os::unix::fs::OpenOptionsExt,
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > MAX_CERTIFICATE_BYTES {
+        return Err(Error::new(
+            ErrorKind::FileTooLarge,
+            format!(
+                "{} bytes, more than the {MAX_CERTIFICATE_BYTES} allowed",
+                meta.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CERTIFICATE_BYTES).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn read_version(path: &Path, field: IdentityField) -> Version {
     let stamp = stamp_of(path);
-    let parsed = match fs::read(path) {
+    let parsed = match read_bounded(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err((
             UnattributedReason::CertificateMissing,
             "does not exist".to_string(),

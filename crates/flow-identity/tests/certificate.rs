@@ -257,6 +257,37 @@ fn each_bad_certificate_gives_its_error_and_unattributed_records() {
         UnattributedReason::CertificateUnreadable,
         "cannot be read",
     );
+    // A FIFO does not hang the loader, and a link to /dev/zero is not read forever.
+    let fifo = temp_path("a-fifo.pem");
+    let _ = fs::remove_file(&fifo);
+    let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a NUL-terminated path and a mode.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    assert_unusable(
+        &fifo,
+        IdentityField::SanUri,
+        UnattributedReason::CertificateUnreadable,
+        "not a regular file",
+    );
+    let zero = temp_path("dev-zero.pem");
+    let _ = fs::remove_file(&zero);
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+    assert_unusable(
+        &zero,
+        IdentityField::SanUri,
+        UnattributedReason::CertificateUnreadable,
+        "not a regular file",
+    );
+    let huge = temp_path("huge.pem");
+    fs::File::create(&huge)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("sparse file");
+    assert_unusable(
+        &huge,
+        IdentityField::SanUri,
+        UnattributedReason::CertificateUnreadable,
+        "more than the",
+    );
 }
 
 #[test]
