@@ -461,3 +461,50 @@ fn a_disk_full_for_more_than_a_thousand_retries_resumes_and_leaves_no_empty_segm
     let got = numbers(&recovered.records);
     assert!(got.contains(&0) && got.contains(&1000), "{got:?}");
 }
+
+#[test]
+fn on_a_read_only_file_system_the_journal_opens_and_counts_only_real_moves() {
+    // Nothing can be moved into damaged/ (EROFS): the intruder stays, is not counted
+    // as set aside, and the journal opens all the same (not journaling), with what
+    // the previous run left.
+    let fs_ = Tmpfs::mount("2m");
+    let dir = fs_.path().join("journal");
+    // Left elsewhere, then copied: the crashed run's descriptors would keep the file
+    // system from being remounted read-only.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let (id_b, _) = previous_run(elsewhere.path());
+    fs::create_dir(&dir).expect("mkdir");
+    for entry in fs::read_dir(elsewhere.path()).expect("dir") {
+        let from = entry.expect("entry").path();
+        fs::copy(&from, dir.join(from.file_name().expect("name"))).expect("copy");
+    }
+    fs::create_dir(dir.join("00000000000000000900.wal")).expect("intruder");
+    let status = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(fs_.path())
+        .status()
+        .expect("remount");
+    assert!(status.success(), "remount read-only");
+
+    let (journal, recovered) = open(&dir, 2);
+    assert!(!journal.is_journaling());
+    let c = journal.counters();
+    assert_eq!(c.entries_set_aside, 0, "nothing was moved: {c:?}");
+    assert_eq!(recovered.chunks.len(), 1);
+    assert_eq!(recovered.chunks[0].batch_id(), id_b);
+    assert_eq!(numbers(&recovered.records), (40..60).collect::<Vec<_>>());
+    assert!(
+        dir.join("00000000000000000900.wal").is_dir(),
+        "left in place"
+    );
+    drop(journal);
+    let status = Command::new("mount")
+        .args(["-o", "remount,rw"])
+        .arg(fs_.path())
+        .status()
+        .expect("remount");
+    assert!(status.success(), "remount read-write");
+    let (journal, _) = open(&dir, 3);
+    assert_eq!(journal.counters().entries_set_aside, 1);
+    assert!(journal.is_journaling());
+}

@@ -69,12 +69,24 @@
 //!   ([`bad_entries`](JournalCounters::bad_entries), `bytes_discarded`), the segment
 //!   too ([`damaged_segments`](JournalCounters::damaged_segments)), and once its
 //!   intact content is journaled again it is moved into `DIR/damaged/`, not deleted.
+//!   Reading one segment checksums at most eight times its size (at least 16 MiB):
+//!   a segment crafted to make that search slow has the rest of it counted as one
+//!   bad stretch once that is spent.
 //! - Anything else under a segment's name (a directory, a FIFO or device, a symbolic
 //!   link, a file that cannot be opened or read, a file larger than
 //!   [`JournalConfig::segment_read_limit`], a segment number above 2^31 - 1): never
 //!   followed, never blocked on, never read past the limit, moved into `DIR/damaged/`
 //!   with a warning and counted
-//!   ([`entries_set_aside`](JournalCounters::entries_set_aside)).
+//!   ([`entries_set_aside`](JournalCounters::entries_set_aside)) once moved (an entry
+//!   that cannot be moved stays, unread, with a warning). A `DIR/damaged` that is not a
+//!   directory (a link, a file, a FIFO) is renamed aside to `DIR/damaged.not-ours`,
+//!   never followed, and a real one is made.
+//! - A failed `fsync` of the directory is logged and counted
+//!   ([`write_failures`](JournalCounters::write_failures)), not fatal; what it would
+//!   have made durable is left for the next start-up to finish.
+//! - A segment that cannot be read for a reason about the process, not the file
+//!   (`EMFILE`, `ENFILE`, `ENOMEM`; `EINTR` is retried) fails the open: it is not set
+//!   aside, and a later start reads it.
 //!
 //! # When the journal cannot write
 //!
@@ -241,11 +253,13 @@ pub struct JournalCounters {
     pub bad_entries: u64,
     /// Entries under a segment's name that were no segment of ours (a directory, a
     /// FIFO or device, a symbolic link, a file that cannot be read or is larger than
-    /// [`JournalConfig::segment_read_limit`]): set aside in `damaged/` unread, never
-    /// followed or deleted.
+    /// [`JournalConfig::segment_read_limit`]) and were set aside in `damaged/` unread,
+    /// never followed or deleted. One that could not be moved is not counted (it stays
+    /// in place, unread, with a warning).
     pub entries_set_aside: u64,
     /// Failed writes, `fdatasync`s and segment creations (a full disk, a quota, an I/O
-    /// error), retries while not journaling included.
+    /// error), retries while not journaling included, and failed `fsync`s of the
+    /// journal directory at open.
     pub write_failures: u64,
     /// Records appended while the journal could not write: handed on to the batcher,
     /// but not journaled, so a crash loses them until they are in a delivered chunk.
@@ -407,8 +421,8 @@ pub struct RecordJournal {
     /// segments it continues into.
     recovering: Option<u64>,
     /// The recovery's rename into place may not be durable (a directory `fsync`
-    /// failed): the old segments stay until the next start.
-    keep_old_segments: bool,
+    /// failed): the old segments it superseded are deleted only after one succeeds.
+    rename_unsynced: bool,
     dirty: bool,
     last_sync: Option<Instant>,
     scratch: Vec<u8>,
@@ -486,9 +500,12 @@ impl RecordJournal {
     /// segment of ours are set aside unread. The [`Recovered`] value says what the
     /// caller must do with it.
     ///
-    /// Fails on an invalid `config`, or when `dir` cannot be opened or listed. When the
-    /// recovery cannot be written (a full disk), the journal opens without journaling
-    /// (see the module docs), the old segments left as they are.
+    /// Fails on an invalid `config`, when `dir` cannot be opened or listed, or when a
+    /// segment cannot be read for lack of file descriptors or memory (`EMFILE`,
+    /// `ENFILE`, `ENOMEM`: setting it aside would lose it). When the recovery cannot be
+    /// written (a full disk), the journal opens without journaling (see the module
+    /// docs), the old segments left as they are; a failed directory `fsync` is counted
+    /// in [`write_failures`](JournalCounters::write_failures), not an error.
     pub fn open(
         dir: impl AsRef<Path>,
         host: impl Into<String>,
@@ -575,7 +592,7 @@ impl RecordJournal {
             backlog: Vec::new(),
             degraded: None,
             recovering: None,
-            keep_old_segments: false,
+            rename_unsynced: false,
             dirty: false,
             last_sync: None,
             scratch: Vec::with_capacity(512),
@@ -607,17 +624,29 @@ impl RecordJournal {
         self.recovering = None;
         // The recovery is complete and in place: a failed directory fsync must not
         // undo it (that would delete the segments it continues into). But the rename
-        // may not be durable then, so the old segments stay for this run: the next
-        // start-up scan finds either the recovery in place (they are obsolete, and
-        // deleted) or the `.tmp` (a recovery cut short: they are read again).
-        self.keep_old_segments = !self.sync_dir_or_warn();
+        // may not be durable then, so the old segments must stay until a directory
+        // fsync succeeds: until then a crash leaves either the recovery in place (they
+        // are obsolete) or its `.tmp` (a recovery cut short: they are read again).
+        self.rename_unsynced = !self.sync_dir_or_warn();
         Ok(recovered)
     }
 
     /// After a complete recovery: deletes the old segments, or sets them aside when
     /// damaged.
     fn remove_old_segments(&mut self, old: Vec<scan::OldSegment>) {
-        if self.keep_old_segments {
+        if self.rename_unsynced {
+            // Kept, settled: `collect` deletes them (lowest numbers first, so before
+            // the recovery's segments) once a directory fsync succeeds.
+            for segment in old {
+                let damaged = segment.damaged && !segment.obsolete;
+                self.segments.insert(
+                    segment.number,
+                    Segment {
+                        damaged,
+                        ..Segment::default()
+                    },
+                );
+            }
             return;
         }
         for segment in old {
@@ -1162,9 +1191,14 @@ impl RecordJournal {
         if deletable.is_empty() {
             return Ok(());
         }
-        // The done marks that settle these segments must be durable first.
+        // The done marks that settle these segments must be durable first, and so
+        // must the rename of a recovery that supersedes some of them.
         if self.dirty || !self.unsynced.is_empty() {
             self.flush_and_sync(Instant::now())?;
+        }
+        if self.rename_unsynced {
+            self.sync_dir()?;
+            self.rename_unsynced = false;
         }
         for n in deletable {
             let name = segment_name(n);

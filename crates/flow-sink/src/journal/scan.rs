@@ -326,3 +326,24 @@ pub(super) fn scan(
         content,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_about_the_process_are_transient_and_about_the_file_are_not() {
+        use rustix::io::Errno;
+        for errno in [Errno::MFILE, Errno::NFILE, Errno::NOMEM, Errno::INTR] {
+            let e = std::io::Error::from_raw_os_error(errno.raw_os_error());
+            assert!(transient(&e), "{e}");
+        }
+        for errno in [Errno::IO, Errno::ACCESS, Errno::LOOP, Errno::ISDIR] {
+            let e = std::io::Error::from_raw_os_error(errno.raw_os_error());
+            assert!(!transient(&e), "{e}");
+        }
+        assert!(!transient(&std::io::Error::from(
+            std::io::ErrorKind::FileTooLarge
+        )));
+    }
+}
