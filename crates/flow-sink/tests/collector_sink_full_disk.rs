@@ -14,6 +14,7 @@ use std::{
 };
 
 use common::*;
+use flow_batch::wire::{BatchId, InstanceId};
 use flow_sink::{
     CollectorSink, FlowSink,
     collector::{CollectorOptions, FlowCollector},
@@ -92,6 +93,9 @@ async fn a_full_spool_disk_keeps_chunks_in_memory_until_the_collector_has_them()
     );
     assert_eq!(c.memory_chunks, 8);
     assert!(c.bytes_dropped_memory > 0 && c.memory_bytes > 0, "{c:?}");
+    // The dropped ones are settled (a journal may let them go); the rest are not.
+    assert_eq!(sequences(sink.take_settled()), [0, 1, 2, 3]);
+    assert!(sink.take_settled().is_empty(), "each is reported once");
     assert_eq!(c.spool.expect("spool").files, 0);
     eventually(Duration::from_secs(20), "attempts from memory", || {
         sink.counters().transport_errors >= 2
@@ -120,8 +124,19 @@ async fn a_full_spool_disk_keeps_chunks_in_memory_until_the_collector_has_them()
     let c = sink.counters();
     assert_eq!((c.chunks_sent, c.memory_chunks, c.memory_bytes), (13, 0, 0));
     assert_eq!(c.spool.expect("spool").files, 0);
+    // Those delivered from memory are settled; spooled ones never were in question.
+    let settled = sink.take_settled();
+    assert!(settled.iter().all(|b| b.instance == InstanceId::new(60)));
+    assert_eq!(sequences(settled), (4..12).collect::<Vec<_>>());
     sink.close().await.expect("close");
     collector.shutdown().await;
+}
+
+/// The sequence numbers of `ids`, sorted.
+fn sequences(ids: Vec<BatchId>) -> Vec<u64> {
+    let mut s: Vec<u64> = ids.into_iter().map(|b| b.sequence).collect();
+    s.sort_unstable();
+    s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +163,11 @@ async fn chunks_still_in_memory_at_close_go_to_the_spool_if_it_has_room() {
         .await
         .expect("a flush that times out is no error");
     std::fs::remove_file(&ballast).expect("free the disk");
-    sink.close().await.expect("close");
+    assert!(sink.take_settled().is_empty(), "nothing settled yet");
+    sink.shut_down().await.expect("shut down");
+    // Spooled at close: settled, durable now.
+    assert_eq!(sequences(sink.take_settled()), [0, 1, 2]);
+    drop(sink);
 
     // The next run finds them in the spool and sends them.
     let collector = FlowCollector::start(CollectorOptions::new(addr, &out).with_sync(false))

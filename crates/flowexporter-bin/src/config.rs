@@ -649,6 +649,17 @@ fn check_collector(url: &str) -> Result<(), String> {
             "the port {port:?} is not a number from 0 to 65535; {EXPECTED}"
         ));
     }
+    // What the sink itself will refuse when it starts (an invalid IPv4 address, a
+    // character not allowed in a host name, ...): the same parser, asked now.
+    if let Err(e) = flow_sink::collector_sink::chunk_url(url) {
+        let reason = match &e {
+            flow_sink::SinkError::InvalidConfig { reason, .. } => (*reason).to_string(),
+            other => other.to_string(),
+        };
+        return Err(format!(
+            "the collector sink refuses it: {reason}; {EXPECTED}"
+        ));
+    }
     Ok(())
 }
 
@@ -717,6 +728,9 @@ mod tests {
             ("http://host:http", "port"),
             ("http://col lector", "white space"),
             ("http://collector\u{1b}[2J", "control character"),
+            ("http://1.2.3.256", "invalid IPv4 address"),
+            ("http://exa%mple", "invalid international domain name"),
+            ("http://1.2.3.256:9000/v1", "the collector sink refuses it"),
         ] {
             let err = check_collector(bad).expect_err(bad);
             assert!(err.contains(why), "{bad}: {err}");

@@ -47,8 +47,10 @@ pub struct Snapshot {
     pub batch_refused: u64,
     /// Journal operations that failed in the pipeline (logged; the run went on).
     pub pipeline_journal_errors: u64,
-    /// Chunks whose delivery failed in the pipeline (logged; left journaled).
+    /// Chunks whose delivery failed in the pipeline (logged; given up).
     pub pipeline_delivery_errors: u64,
+    /// Records of those chunks (lost).
+    pub pipeline_records_dropped: u64,
     /// The collector sink and its spool (collector mode).
     pub sink: Option<CollectorCounters>,
     /// The record journal (collector mode).
@@ -222,6 +224,10 @@ pub fn render(s: &Snapshot) -> String {
         (
             r#"reason="batch_refused",intentional="false""#,
             s.batch_refused,
+        ),
+        (
+            r#"reason="delivery_failed",intentional="false""#,
+            s.pipeline_records_dropped,
         ),
     ];
     if let Some(sink) = &s.sink {
@@ -476,6 +482,16 @@ pub fn render(s: &Snapshot) -> String {
             j.bytes_written,
         );
         o.gauge(
+            "flowexporter_journal_segments",
+            "Journal segment files (the oldest are deleted once every chunk of their records is delivered, spooled or given up).",
+            j.segments,
+        );
+        o.gauge(
+            "flowexporter_journal_open_chunks",
+            "Chunks announced in the journal and not yet durable (kept in memory by the sink, or being handed to it).",
+            j.open_chunks,
+        );
+        o.gauge(
             "flowexporter_journal_degraded",
             "1 while the journal cannot write (disk full or failing): a crash then loses the records not yet in a delivered chunk.",
             j.degraded,
@@ -570,12 +586,15 @@ mod tests {
         sink.spool = Some(spool);
         let mut journal = JournalCounters::default();
         journal.degraded = 1;
+        journal.segments = 12;
+        journal.open_chunks = 13;
         journal.records_not_journaled = 9;
         journal.entries_set_aside = 6;
         let s = Snapshot {
             sink: Some(sink),
             journal: Some(journal),
             pipeline_delivery_errors: 8,
+            pipeline_records_dropped: 11,
             ..Snapshot::default()
         };
         let text = render(&s);
@@ -587,9 +606,12 @@ mod tests {
             "flowexporter_spool_foreign_entries_total 3",
             "flowexporter_sink_memory_chunks 4",
             "flowexporter_journal_degraded 1",
+            "flowexporter_journal_segments 12",
+            "flowexporter_journal_open_chunks 13",
             "flowexporter_journal_records_not_journaled_total 9",
             "flowexporter_journal_set_aside_entries_total 6",
             r#"flowexporter_pipeline_errors_total{stage="delivery"} 8"#,
+            r#"flowexporter_records_dropped_total{reason="delivery_failed",intentional="false"} 11"#,
         ] {
             assert!(
                 text.contains(&format!("{line}\n")),

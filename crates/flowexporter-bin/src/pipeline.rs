@@ -9,16 +9,24 @@
 //! - A failed journal sync is tried again at the next tick.
 //! - A chunk whose intent cannot be journaled is still delivered (a crash after that
 //!   may send its records again under a new batch ID: at least once, not lost).
-//! - A chunk the sink kept in memory (its spool could not take it) or could not take
-//!   at all keeps its intent open in the journal: its records stay journaled, and the
-//!   next start sends the chunk again under its batch ID (the collector drops it if
-//!   it already has it). A chunk that failed is not retried in this run.
+//! - A chunk the sink kept in memory (its spool could not take it) keeps its intent
+//!   open in the journal while it is there: its records stay journaled, and a crash
+//!   meanwhile sends the chunk again at the next start under its batch ID (the
+//!   collector drops it if it already has it). Once the sink settles it (delivered,
+//!   rejected, dropped from the memory queue, or spooled at close: see
+//!   [`CollectorSink::take_settled`]), [`Pipeline::settle`] (each tick, and at
+//!   shutdown) marks it done, so that the journal can delete its segments again.
+//! - A chunk the sink could not take at all (a frame larger than the whole memory
+//!   queue, an error of the spool other than I/O, an encoding failure) is given up:
+//!   its intent is ended at once, so that it does not hold the journal's segments for
+//!   the rest of the run, and its records are counted in `records_dropped` (reason
+//!   `delivery_failed`). Retrying would not help: these failures do not go away.
 //! - A chunk spooled whose done mark cannot be written is sent again after a restart,
 //!   under its batch ID: a duplicate the collector drops.
 
 use std::time::{Duration, Instant, SystemTime};
 
-use flow_batch::{Chunk, MinuteBatcher, NO_TAG};
+use flow_batch::{Chunk, MinuteBatcher, NO_TAG, wire::BatchId};
 use flow_capture::FlowRecord;
 use flow_sink::{CollectorSink, RecordJournal, SinkError, collector_sink::Accepted};
 
@@ -40,9 +48,10 @@ pub struct Pipeline {
     /// Failed journal operations (append, sync, chunk intent, done mark); the pipeline
     /// went on each time.
     pub journal_errors: u64,
-    /// Chunks the sink could neither spool nor keep in memory; their records stay in
-    /// the journal for the next start.
+    /// Chunks the sink could neither spool nor keep in memory (given up).
     pub delivery_errors: u64,
+    /// Records of those chunks: lost (their intents are ended).
+    pub records_dropped: u64,
     /// Warnings about single records, rate-limited.
     pub warnings: RateLimited,
     /// Warnings about journal failures, rate-limited.
@@ -61,6 +70,7 @@ impl Pipeline {
             refused: 0,
             journal_errors: 0,
             delivery_errors: 0,
+            records_dropped: 0,
             warnings: RateLimited::new(WARN_EVERY),
             journal_warnings: RateLimited::new(WARN_EVERY),
             delivery_warnings: RateLimited::new(WARN_EVERY),
@@ -102,6 +112,7 @@ impl Pipeline {
     /// Closes windows that are due and syncs the journal when due. A failed sync is
     /// logged and counted, and tried again next time.
     pub fn tick(&mut self) {
+        self.settle();
         self.batcher.handle_timeout(SystemTime::now());
         if let Err(e) = self.journal.sync_if_due(Instant::now()) {
             self.journal_failed("syncing the journal", &e);
@@ -112,6 +123,38 @@ impl Pipeline {
     pub fn sync(&mut self) {
         if let Err(e) = self.journal.sync() {
             self.journal_failed("syncing the journal", &e);
+        }
+    }
+
+    /// Marks done in the journal the chunks the sink kept in memory and has settled
+    /// since (see the module docs). Call it after the sink's `shut_down` too.
+    pub fn settle(&mut self) {
+        for id in self.sink.take_settled() {
+            self.end_chunk(&id);
+        }
+    }
+
+    /// Marks `id` done in the journal; a failure is logged and counted.
+    pub fn end_chunk(&mut self, id: &BatchId) {
+        if let Err(e) = self.journal.end_chunk(id) {
+            self.journal_failed("marking a chunk done in the journal", &e);
+        }
+    }
+
+    /// Gives up a chunk of `records` records the sink could not take: counts it and
+    /// its records as dropped, logs `error`, and ends its intent (`id`).
+    pub fn give_up(&mut self, id: Option<&BatchId>, what: &str, records: usize, e: &SinkError) {
+        self.delivery_errors += 1;
+        self.records_dropped += records as u64;
+        self.delivery_warnings.warn(|| {
+            format!(
+                "{what} ({records} records) could be neither spooled nor kept in memory; \
+                 its records are dropped: {}",
+                flow_sink::error_chain(e)
+            )
+        });
+        if let Some(id) = id {
+            self.end_chunk(id);
         }
     }
 
@@ -133,25 +176,17 @@ impl Pipeline {
             }
         };
         match self.sink.accept_chunk(chunk).await {
-            // Not durable yet: the open intent keeps its records for the next start.
+            // Not durable yet: the open intent keeps its records until the sink
+            // settles it (`settle`).
             Ok(Accepted::InMemory) => {}
             Ok(_) => {
-                if let Some(id) = intent
-                    && let Err(e) = self.journal.end_chunk(&id)
-                {
-                    self.journal_failed("marking a chunk done in the journal", &e);
+                if let Some(id) = intent {
+                    self.end_chunk(&id);
                 }
             }
             Err(e) => {
-                self.delivery_errors += 1;
-                let (sequence, records) = (chunk.sequence, chunk.records.len());
-                self.delivery_warnings.warn(|| {
-                    format!(
-                        "chunk {sequence} ({records} records) could not be spooled or kept; \
-                         its records stay in the journal for the next start: {}",
-                        flow_sink::error_chain(&e)
-                    )
-                });
+                let what = format!("chunk {}", chunk.sequence);
+                self.give_up(intent.as_ref(), &what, chunk.records.len(), &e);
             }
         }
     }

@@ -119,6 +119,7 @@ fn publish(
         s.journal = Some(p.journal.counters());
         s.pipeline_journal_errors = p.journal_errors;
         s.pipeline_delivery_errors = p.delivery_errors;
+        s.pipeline_records_dropped = p.records_dropped;
     }
     metrics.update(&s);
 }
@@ -252,17 +253,20 @@ async fn to_collector(
     pipeline.batcher.flush(std::time::SystemTime::now());
     pipeline.drain().await;
     pipeline.sync();
-    let counters = pipeline.batcher.counters();
-    let (journal_errors, delivery_errors) = (pipeline.journal_errors, pipeline.delivery_errors);
-    let sink = pipeline.sink;
-    // One attempt, bounded by SHUTDOWN_FLUSH; close does not wait for the collector.
-    if let Err(e) = sink.flush().await {
+    // One attempt, bounded by SHUTDOWN_FLUSH; shutting down does not wait for the
+    // collector.
+    if let Err(e) = pipeline.sink.flush().await {
         tracing::warn!("flushing the spool: {}", flow_sink::error_chain(&e));
     }
-    let sent = sink.counters();
-    if let Err(e) = sink.close().await {
+    let sent = pipeline.sink.counters();
+    if let Err(e) = pipeline.sink.shut_down().await {
         tracing::warn!("closing the collector sink: {}", flow_sink::error_chain(&e));
     }
+    // Chunks kept in memory are now delivered, spooled or dropped: done.
+    pipeline.settle();
+    pipeline.sync();
+    let counters = pipeline.batcher.counters();
+    let (journal_errors, delivery_errors) = (pipeline.journal_errors, pipeline.delivery_errors);
     tracing::info!(
         records = counters.records_in,
         chunks = counters.chunks_out,
@@ -277,9 +281,9 @@ async fn to_collector(
 }
 
 /// Delivers a chunk the journal recovered (in flight at a crash) under its original
-/// batch ID, then marks it done. A failure is logged and the start goes on: the
-/// chunk's intent stays open, so the next start tries it again; the same when the
-/// sink could only keep it in memory.
+/// batch ID, then marks it done. When the sink could only keep it in memory, its
+/// intent stays open until the sink settles it (`Pipeline::settle`); when the sink
+/// could not take it at all, it is given up like any chunk (`Pipeline::give_up`).
 async fn recover_chunk(pipeline: &mut Pipeline, rc: &flow_sink::RecoveredChunk) {
     let accepted = match rc.encode() {
         Ok(frame) => pipeline.sink.accept_frame(frame).await,
@@ -288,23 +292,10 @@ async fn recover_chunk(pipeline: &mut Pipeline, rc: &flow_sink::RecoveredChunk) 
     let batch_id = rc.batch_id();
     match accepted {
         Ok(Accepted::InMemory) => {}
-        Ok(_) => {
-            if let Err(e) = pipeline.journal.end_chunk(&batch_id) {
-                pipeline.journal_errors += 1;
-                tracing::warn!(
-                    %batch_id,
-                    "marking a recovered chunk done: {}",
-                    flow_sink::error_chain(&e)
-                );
-            }
-        }
+        Ok(_) => pipeline.end_chunk(&batch_id),
         Err(e) => {
-            pipeline.delivery_errors += 1;
-            tracing::warn!(
-                %batch_id,
-                "a recovered chunk could not be delivered; it stays in the journal: {}",
-                flow_sink::error_chain(&e)
-            );
+            let what = format!("recovered chunk {batch_id}");
+            pipeline.give_up(Some(&batch_id), &what, rc.chunk.records.len(), &e);
         }
     }
 }

@@ -172,6 +172,18 @@ fn collector_and_host_id_are_checked_before_anything_is_loaded() {
             "port",
         ),
         (
+            "bad-ipv4.toml",
+            "[sink]\ncollector = \"http://1.2.3.256\"\n",
+            "sink.collector",
+            "invalid IPv4 address",
+        ),
+        (
+            "bad-host-char.toml",
+            "[sink]\ncollector = \"http://exa%mple\"\n",
+            "sink.collector",
+            "invalid international domain name",
+        ),
+        (
             "empty-host-id.toml",
             "[sink]\nhost_id = \"\"\n",
             "sink.host_id",

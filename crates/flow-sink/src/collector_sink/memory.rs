@@ -107,7 +107,11 @@ mod tests {
     fn frame(n: usize) -> Frame {
         Frame {
             bytes: Bytes::from(vec![0; n]),
-            batch_id: format!("b{n}"),
+            batch_id: flow_batch::wire::BatchId {
+                host: "h".into(),
+                instance: flow_batch::wire::InstanceId::new(1),
+                sequence: n as u64,
+            },
             records: 1,
         }
     }

@@ -50,8 +50,16 @@
 //! another error of the spool, such as `SpoolFull` with `WhenFull::RefuseNewest`).
 //! [`accept_chunk`](CollectorSink::accept_chunk) says which happened
 //! ([`Accepted::InMemory`]), so that a caller with a record journal can keep the
-//! chunk's records journaled until the chunk is durable. `close` writes what is still
-//! in memory to the spool if it takes it; the rest is dropped and counted.
+//! chunk's records journaled until the chunk is durable. `close` (or
+//! [`shut_down`](CollectorSink::shut_down)) writes what is still in memory to the
+//! spool if it takes it; the rest is dropped and counted.
+//!
+//! A frame kept in memory is *settled* once it leaves the queue for good: delivered,
+//! rejected by the collector, dropped (to make room, or at close), or written to the
+//! spool at close. [`take_settled`](CollectorSink::take_settled) hands out the batch
+//! IDs of the frames settled since the last call, so that the caller can mark them
+//! done in its journal (nothing more is to be gained by keeping their records: a
+//! dropped frame's loss is counted here).
 //!
 //! # Answers are read, not trusted
 //!
@@ -90,7 +98,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use flow_batch::{
     Chunk,
-    wire::{ChunkEncoder, DecodeLimits, InstanceId, decode_header},
+    wire::{BatchId, ChunkEncoder, DecodeLimits, InstanceId, decode_header},
 };
 use tokio::{sync::watch, task::JoinHandle};
 
@@ -364,7 +372,7 @@ pub enum Accepted {
 #[derive(Clone, Debug)]
 struct Frame {
     bytes: Bytes,
-    batch_id: String,
+    batch_id: BatchId,
     records: u32,
 }
 
@@ -373,7 +381,7 @@ impl Frame {
         let header = decode_header(&bytes, &DecodeLimits::default())
             .map_err(|source| SinkError::InvalidFrame { source })?;
         Ok(Frame {
-            batch_id: header.batch_id().to_string(),
+            batch_id: header.batch_id(),
             records: header.record_count,
             bytes: Bytes::from(bytes),
         })
@@ -396,6 +404,9 @@ struct Inner {
     spool: Option<Arc<Mutex<Spool>>>,
     /// Frames the spool could not take, waiting to be sent.
     memory: Mutex<MemoryQueue>,
+    /// Batch IDs of frames that left the memory queue, for
+    /// [`CollectorSink::take_settled`].
+    settled: Mutex<Vec<BatchId>>,
     /// Whether the last spool write failed (to log the changes, not every failure).
     spool_failing: AtomicBool,
     /// Frames in the spool and in memory (0 when drained); flush waits on it.
@@ -466,6 +477,7 @@ impl CollectorSink {
                 config.memory_max_bytes,
                 config.memory_max_chunks,
             )),
+            settled: Mutex::new(Vec::new()),
             spool_failing: AtomicBool::new(false),
             backlog: watch::Sender::new(backlog),
             wake: tokio::sync::Notify::new(),
@@ -583,6 +595,15 @@ impl CollectorSink {
         self.inner.accept(frame).await
     }
 
+    /// The batch IDs of the frames kept in memory ([`Accepted::InMemory`]) that were
+    /// settled since the last call, oldest first: delivered, rejected for good,
+    /// dropped from the queue, or written to the spool by
+    /// [`shut_down`](CollectorSink::shut_down). A caller with a record journal marks
+    /// them done (see the [module docs](self#when-the-spool-cannot-take-a-chunk)).
+    pub fn take_settled(&self) -> Vec<BatchId> {
+        std::mem::take(&mut *self.inner.settled.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Stops the sending task at once, a request in flight included (its chunk stays
     /// spooled, and a collector that stored it drops it as a duplicate next time). It
     /// does not wait for the collector: call [`flush`](crate::FlowSink::flush) first
@@ -590,6 +611,14 @@ impl CollectorSink {
     /// memory are written to the spool if it takes them now, and dropped (counted in
     /// `chunks_dropped_memory`, logged) if not.
     pub async fn close(self) -> Result<(), SinkError> {
+        self.shut_down().await
+    }
+
+    /// [`close`](CollectorSink::close), leaving the sink in place so that
+    /// [`take_settled`](CollectorSink::take_settled) can still be called (the frames
+    /// written from memory to the spool, or dropped, are settled). The sink sends
+    /// nothing more afterwards; drop it.
+    pub async fn shut_down(&self) -> Result<(), SinkError> {
         self.inner.shutdown.send_replace(true);
         let handle = self
             .replayer
@@ -758,7 +787,17 @@ impl Inner {
         Ok(Accepted::InMemory)
     }
 
+    /// Notes that the frame `id`, kept in memory, has left the queue for good.
+    fn settle(&self, id: BatchId) {
+        self.settled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
+    }
+
+    /// Counts and logs `frame`, dropped from the memory queue, and settles it.
     fn note_dropped_memory(&self, frame: &Frame, why: &str) {
+        self.settle(frame.batch_id.clone());
         bump(&self.counters.chunks_dropped_memory, 1);
         bump(
             &self.counters.records_dropped_memory,
@@ -796,9 +835,12 @@ impl Inner {
                     .map(|_| ())
             })
             .await;
-            if let Err(error) = pushed {
-                tracing::debug!(error = %crate::error_chain(&error), "spooling at close failed");
-                self.note_dropped_memory(&frame, "closing, and the spool still cannot take it");
+            match pushed {
+                Ok(()) => self.settle(frame.batch_id.clone()),
+                Err(error) => {
+                    tracing::debug!(error = %crate::error_chain(&error), "spooling at close failed");
+                    self.note_dropped_memory(&frame, "closing, and the spool still cannot take it");
+                }
             }
         }
     }
@@ -813,7 +855,7 @@ impl Inner {
                     self.note_rejected(frame, status, &body);
                     return Err(SinkError::Rejected {
                         url: self.url.clone(),
-                        batch_id: frame.batch_id.clone(),
+                        batch_id: frame.batch_id.to_string(),
                         status,
                         body,
                     });
@@ -995,7 +1037,7 @@ async fn replay(inner: Arc<Inner>) {
                         disk_failures = 0;
                         let frame = Frame {
                             bytes: Bytes::from(chunk.frame),
-                            batch_id: chunk.batch_id.to_string(),
+                            batch_id: chunk.batch_id,
                             records: chunk.records,
                         };
                         (Source::Spool(chunk.id), frame)
@@ -1075,7 +1117,9 @@ async fn replay(inner: Arc<Inner>) {
             Settle::Remove(Source::Memory(id)) | Settle::Reject(Source::Memory(id), _) => {
                 // A refused frame kept in memory is not set aside: the spool could
                 // not take it. It was logged and counted as rejected.
-                inner.memory().remove(id);
+                if inner.memory().remove(id).is_some() {
+                    inner.settle(frame.batch_id.clone());
+                }
                 None
             }
             Settle::Remove(Source::Spool(id)) => Some((id, None)),
@@ -1112,14 +1156,17 @@ enum Settle {
     Gone,
 }
 
-/// The collector URL with the default path filled in.
-fn chunk_url(url: &str) -> Result<String, SinkError> {
+/// Checks a collector URL as [`CollectorSink::start`] does, and returns the URL
+/// chunks are posted to: `url` parsed (an `http` or `https` URL with a host), with the
+/// default path `/v1/chunks` filled in when it has none. A configuration check can
+/// call it to refuse exactly what `start` would refuse.
+pub fn chunk_url(url: &str) -> Result<String, SinkError> {
     let invalid = |reason| SinkError::InvalidConfig {
         key: "collector url",
         value: url.to_owned(),
         reason,
     };
-    let mut parsed = reqwest::Url::parse(url).map_err(|_| invalid("not a URL"))?;
+    let mut parsed = reqwest::Url::parse(url).map_err(|e| invalid(parse_failure(&e)))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(invalid("the scheme must be http or https"));
     }
@@ -1130,6 +1177,27 @@ fn chunk_url(url: &str) -> Result<String, SinkError> {
         parsed.set_path(CHUNKS_PATH);
     }
     Ok(parsed.into())
+}
+
+/// Why a URL did not parse, as a static text: the parser's own message when it is
+/// one of those known, else a generic one.
+fn parse_failure(error: &impl std::fmt::Display) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "invalid IPv4 address",
+        "invalid IPv6 address",
+        "invalid international domain name",
+        "invalid domain character",
+        "invalid port number",
+        "empty host",
+        "relative URL without a base",
+        "relative URL with a cannot-be-a-base base",
+        "URLs more than 4 GB are not supported",
+    ];
+    let text = error.to_string();
+    KNOWN
+        .into_iter()
+        .find(|k| text == *k)
+        .unwrap_or("not a URL")
 }
 
 /// The HTTP client for `url`: reads the TLS files in `tls` now.
@@ -1211,5 +1279,12 @@ mod tests {
         );
         assert!(chunk_url("ftp://x/").is_err());
         assert!(chunk_url("not a url").is_err());
+        for (bad, why) in [
+            ("http://1.2.3.256", "invalid IPv4 address"),
+            ("http://exa%mple", "invalid international domain name"),
+        ] {
+            let err = chunk_url(bad).expect_err(bad).to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }
