@@ -102,7 +102,8 @@ async fn a_full_spool_disk_keeps_chunks_in_memory_until_the_collector_has_them()
     })
     .await;
 
-    // Room again: new chunks go to the spool as before.
+    // Room again: new chunks go to the spool as before, and those kept in memory
+    // follow them there (durable now: settled).
     std::fs::remove_file(&ballast).expect("free the disk");
     for c in &all[12..] {
         assert_eq!(
@@ -110,7 +111,15 @@ async fn a_full_spool_disk_keeps_chunks_in_memory_until_the_collector_has_them()
             Accepted::Spooled
         );
     }
-    assert_eq!(sink.counters().spool.expect("spool").files, 5);
+    let c = sink.counters();
+    assert_eq!(c.spool.expect("spool").files, 13, "{c:?}");
+    assert_eq!(
+        (c.chunks_respooled, c.memory_chunks, c.memory_bytes),
+        (8, 0, 0)
+    );
+    let settled = sink.take_settled();
+    assert!(settled.iter().all(|b| b.instance == InstanceId::new(60)));
+    assert_eq!(sequences(settled), (4..12).collect::<Vec<_>>());
 
     // The collector comes up: everything not counted as dropped arrives, once.
     let collector = FlowCollector::start(CollectorOptions::new(addr, &out).with_sync(false))
@@ -124,10 +133,8 @@ async fn a_full_spool_disk_keeps_chunks_in_memory_until_the_collector_has_them()
     let c = sink.counters();
     assert_eq!((c.chunks_sent, c.memory_chunks, c.memory_bytes), (13, 0, 0));
     assert_eq!(c.spool.expect("spool").files, 0);
-    // Those delivered from memory are settled; spooled ones never were in question.
-    let settled = sink.take_settled();
-    assert!(settled.iter().all(|b| b.instance == InstanceId::new(60)));
-    assert_eq!(sequences(settled), (4..12).collect::<Vec<_>>());
+    // Settled once, when spooled.
+    assert!(sink.take_settled().is_empty());
     sink.close().await.expect("close");
     collector.shutdown().await;
 }
@@ -204,4 +211,38 @@ async fn a_chunk_neither_spooled_nor_kept_is_an_error() {
         (0, 0, 0)
     );
     sink.close().await.expect("close");
+}
+
+/// Chunks kept in memory and delivered from there, the spool still full: settled when
+/// the collector has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_delivered_from_memory_are_settled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("flows.jsonl");
+    let mnt = dir.path().join("mnt");
+    let _tmpfs = Tmpfs::mount(&mnt, "256k");
+    let addr = free_port(); // the collector is down
+    let url = format!("http://{addr}/v1/chunks");
+    let sink = CollectorSink::start(sink_config(&url, 64, &mnt.join("spool"))).expect("sink");
+    fill(&mnt.join("ballast"));
+    for c in &chunks(3, PER) {
+        assert_eq!(
+            sink.accept_chunk(c).await.expect("deliver"),
+            Accepted::InMemory
+        );
+    }
+    assert!(sink.take_settled().is_empty(), "not delivered yet");
+    let collector = FlowCollector::start(CollectorOptions::new(addr, &out).with_sync(false))
+        .await
+        .expect("collector");
+    sink.flush().await.expect("flush");
+    assert_exactly_once(&out, 3 * PER);
+    let c = sink.counters();
+    assert_eq!(
+        (c.chunks_sent, c.chunks_respooled, c.memory_chunks),
+        (3, 0, 0)
+    );
+    assert_eq!(sequences(sink.take_settled()), [0, 1, 2]);
+    sink.close().await.expect("close");
+    collector.shutdown().await;
 }

@@ -398,6 +398,11 @@ pub fn render(s: &Snapshot) -> String {
             c.chunks_unspooled,
         );
         o.counter(
+            "flowexporter_sink_memory_respooled_chunks_total",
+            "Chunks kept in memory that were moved to the spool once it took chunks again.",
+            c.chunks_respooled,
+        );
+        o.counter(
             "flowexporter_sink_memory_dropped_chunks_total",
             "Chunks dropped from the in-memory queue (full) while the spool could not take them.",
             c.chunks_dropped_memory,
@@ -583,6 +588,7 @@ mod tests {
         let mut sink = CollectorCounters::default();
         sink.records_dropped_memory = 7;
         sink.memory_chunks = 4;
+        sink.chunks_respooled = 14;
         sink.spool = Some(spool);
         let mut journal = JournalCounters::default();
         journal.degraded = 1;
@@ -605,6 +611,7 @@ mod tests {
             "flowexporter_spool_unreadable_files_total 2",
             "flowexporter_spool_foreign_entries_total 3",
             "flowexporter_sink_memory_chunks 4",
+            "flowexporter_sink_memory_respooled_chunks_total 14",
             "flowexporter_journal_degraded 1",
             "flowexporter_journal_segments 12",
             "flowexporter_journal_open_chunks 13",

@@ -17,10 +17,11 @@
 //!   [`CollectorSink::take_settled`]), [`Pipeline::settle`] (each tick, and at
 //!   shutdown) marks it done, so that the journal can delete its segments again.
 //! - A chunk the sink could not take at all (a frame larger than the whole memory
-//!   queue, an error of the spool other than I/O, an encoding failure) is given up:
-//!   its intent is ended at once, so that it does not hold the journal's segments for
-//!   the rest of the run, and its records are counted in `records_dropped` (reason
-//!   `delivery_failed`). Retrying would not help: these failures do not go away.
+//!   queue, an error of the spool other than I/O such as a frame larger than its cap,
+//!   an encoding failure) is given up: its intent is ended at once, so that it does
+//!   not hold the journal's segments for the rest of the run, and its records are
+//!   counted in `records_dropped` (reason `delivery_failed`). Retrying it a moment
+//!   later would fail the same way.
 //! - A chunk spooled whose done mark cannot be written is sent again after a restart,
 //!   under its batch ID: a duplicate the collector drops.
 

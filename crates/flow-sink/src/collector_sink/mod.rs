@@ -45,7 +45,9 @@
 //! [`chunks_dropped_memory`](CollectorCounters::chunks_dropped_memory), logged). The
 //! sending task sends frames kept in memory before spooled ones (they are the ones a
 //! crash would lose), oldest first, with the same retries and backoff. As soon as the
-//! spool takes frames again, new chunks go to it as before. `deliver` fails only when
+//! spool takes frames again, new chunks go to it as before, and the frames still in
+//! memory are moved to it, oldest first (counted in
+//! [`chunks_respooled`](CollectorCounters::chunks_respooled)): durable from then on. `deliver` fails only when
 //! a chunk can be neither spooled nor kept (a frame larger than the whole queue, or
 //! another error of the spool, such as `SpoolFull` with `WhenFull::RefuseNewest`).
 //! [`accept_chunk`](CollectorSink::accept_chunk) says which happened
@@ -56,7 +58,7 @@
 //!
 //! A frame kept in memory is *settled* once it leaves the queue for good: delivered,
 //! rejected by the collector, dropped (to make room, or at close), or written to the
-//! spool at close. [`take_settled`](CollectorSink::take_settled) hands out the batch
+//! spool (once it takes chunks again, or at close). [`take_settled`](CollectorSink::take_settled) hands out the batch
 //! IDs of the frames settled since the last call, so that the caller can mark them
 //! done in its journal (nothing more is to be gained by keeping their records: a
 //! dropped frame's loss is counted here).
@@ -295,6 +297,9 @@ pub struct CollectorCounters {
     pub chunks_unspooled: u64,
     /// Records in those chunks.
     pub records_unspooled: u64,
+    /// Chunks kept in memory that were written to the spool later, once it took a
+    /// chunk again (durable from then on).
+    pub chunks_respooled: u64,
     /// Chunks kept in memory that were dropped: the oldest, to make room for a newer
     /// one, or at [`close`](CollectorSink::close) when the spool still could not take
     /// them.
@@ -330,6 +335,7 @@ struct Atomics {
     chunks_unspooled: AtomicU64,
     records_unspooled: AtomicU64,
     chunks_dropped_memory: AtomicU64,
+    chunks_respooled: AtomicU64,
     records_dropped_memory: AtomicU64,
     bytes_dropped_memory: AtomicU64,
 }
@@ -551,6 +557,7 @@ impl CollectorSink {
             chunks_unspooled: get(&c.chunks_unspooled),
             records_unspooled: get(&c.records_unspooled),
             chunks_dropped_memory: get(&c.chunks_dropped_memory),
+            chunks_respooled: get(&c.chunks_respooled),
             records_dropped_memory: get(&c.records_dropped_memory),
             bytes_dropped_memory: get(&c.bytes_dropped_memory),
             memory_chunks: memory.0 as u64,
@@ -596,9 +603,9 @@ impl CollectorSink {
     }
 
     /// The batch IDs of the frames kept in memory ([`Accepted::InMemory`]) that were
-    /// settled since the last call, oldest first: delivered, rejected for good,
-    /// dropped from the queue, or written to the spool by
-    /// [`shut_down`](CollectorSink::shut_down). A caller with a record journal marks
+    /// settled since the last call, in the order they were settled: delivered,
+    /// rejected for good, dropped from the queue, or written to the spool (once it
+    /// takes chunks again, or by [`shut_down`](CollectorSink::shut_down)). A caller with a record journal marks
     /// them done (see the [module docs](self#when-the-spool-cannot-take-a-chunk)).
     pub fn take_settled(&self) -> Vec<BatchId> {
         std::mem::take(&mut *self.inner.settled.lock().unwrap_or_else(|p| p.into_inner()))
@@ -713,6 +720,7 @@ impl Inner {
                                 "the spool takes chunks again"
                             );
                         }
+                        let len = self.respool_memory(self.spool.as_ref(), len).await;
                         self.publish_backlog(len);
                         Accepted::Spooled
                     }
@@ -813,6 +821,51 @@ impl Inner {
             why,
             "dropped a chunk kept in memory (the spool could not take it)"
         );
+    }
+
+    /// The spool took a frame again: moves the frames kept in memory to it, oldest
+    /// first, so that a crash no longer loses them (each is settled once spooled). The
+    /// first one the spool refuses stays at the front of the queue, and the rest with
+    /// it. Returns the spool's length (`len` if nothing moved).
+    async fn respool_memory(&self, spool: Option<&Arc<Mutex<Spool>>>, mut len: usize) -> usize {
+        let Some(spool) = spool else {
+            return len;
+        };
+        let mut moved = 0u64;
+        loop {
+            let Some((id, frame)) = self.memory().take_front() else {
+                break;
+            };
+            let spool = Arc::clone(spool);
+            let bytes = frame.bytes.clone();
+            let pushed = blocking(move || {
+                let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
+                spool.push(&bytes)?;
+                Ok(spool.len())
+            })
+            .await;
+            match pushed {
+                Ok(n) => {
+                    len = n;
+                    moved += 1;
+                    bump(&self.counters.chunks_respooled, 1);
+                    self.settle(frame.batch_id.clone());
+                }
+                Err(error) => {
+                    tracing::debug!(
+                        batch_id = %frame.batch_id,
+                        error = %crate::error_chain(&error),
+                        "moving a chunk kept in memory to the spool failed"
+                    );
+                    self.memory().restore_front(id, frame);
+                    break;
+                }
+            }
+        }
+        if moved > 0 {
+            tracing::info!(chunks = moved, "chunks kept in memory moved to the spool");
+        }
+        len
     }
 
     /// At close: writes the frames still in memory to the spool, oldest first; those
