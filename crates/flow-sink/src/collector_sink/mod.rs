@@ -827,6 +827,10 @@ impl Inner {
     /// first, so that a crash no longer loses them (each is settled once spooled). The
     /// first one the spool refuses stays at the front of the queue, and the rest with
     /// it. Returns the spool's length (`len` if nothing moved).
+    ///
+    /// A frame the sender is posting from memory at that moment may reach the
+    /// collector twice (from memory, then from the spool): under one batch ID, so the
+    /// collector drops the second copy.
     async fn respool_memory(&self, spool: Option<&Arc<Mutex<Spool>>>, mut len: usize) -> usize {
         let Some(spool) = spool else {
             return len;
