@@ -414,6 +414,18 @@ impl Spool {
     /// [`chunks_refused_no_space`](SpoolCounters::chunks_refused_no_space). The next
     /// push tries again, so the spool works again as soon as there is space.
     pub fn push(&mut self, frame: &[u8]) -> Result<SpoolId, SinkError> {
+        self.push_frame(frame, true)
+    }
+
+    /// Like [`push`](Spool::push), except that a full disk never costs a spooled
+    /// frame: `ENOSPC`/`EDQUOT` is returned at once (and not counted), for a caller
+    /// that has somewhere else to keep the frame for a while (the collector sink's
+    /// memory queue) and would rather not lose older data to make room.
+    pub fn push_keeping_oldest(&mut self, frame: &[u8]) -> Result<SpoolId, SinkError> {
+        self.push_frame(frame, false)
+    }
+
+    fn push_frame(&mut self, frame: &[u8], drop_for_space: bool) -> Result<SpoolId, SinkError> {
         let header = decode_header(frame, &self.config.decode_limits)
             .map_err(|source| SinkError::InvalidFrame { source })?;
         let len = frame.len() as u64;
@@ -450,6 +462,9 @@ impl Spool {
             match self.write_chunk(&name, frame) {
                 Ok(()) => break,
                 Err((operation, error)) if is_no_space(&error) => {
+                    if !drop_for_space {
+                        return Err(SinkError::io(operation, self.root.join(&name), error));
+                    }
                     if self.config.when_full == WhenFull::DropOldest && !self.entries.is_empty() {
                         self.drop_front(DropCause::NoSpace);
                         continue;

@@ -246,3 +246,55 @@ async fn chunks_delivered_from_memory_are_settled() {
     sink.close().await.expect("close");
     collector.shutdown().await;
 }
+
+/// A full disk costs no spooled chunk while the memory queue has room: new chunks wait
+/// in memory; only once it is full are the oldest spooled chunks dropped (counted) to
+/// make room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_drops_spooled_chunks_only_once_memory_is_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("mnt");
+    let _tmpfs = Tmpfs::mount(&mnt, "256k");
+    let spool_dir = mnt.join("spool");
+    let url = format!("http://{}/v1/chunks", free_port()); // the collector is down
+    let sink =
+        CollectorSink::start(sink_config(&url, 61, &spool_dir).with_memory_queue(1 << 20, 2))
+            .expect("sink");
+    let all = chunks(6, PER);
+    for c in &all[..3] {
+        assert_eq!(
+            sink.accept_chunk(c).await.expect("spool"),
+            Accepted::Spooled
+        );
+    }
+    fill(&mnt.join("ballast"));
+    for c in &all[3..5] {
+        assert_eq!(
+            sink.accept_chunk(c).await.expect("memory"),
+            Accepted::InMemory
+        );
+    }
+    let c = sink.counters();
+    let spool = c.spool.expect("spool");
+    assert_eq!(
+        (spool.files, spool.chunks_dropped_no_space),
+        (3, 0),
+        "{c:?}"
+    );
+    assert_eq!((c.memory_chunks, c.chunks_dropped_memory), (2, 0), "{c:?}");
+
+    // Memory full: now the oldest spooled chunk makes room for the new one.
+    assert_eq!(
+        sink.accept_chunk(&all[5]).await.expect("spool"),
+        Accepted::Spooled
+    );
+    let c = sink.counters();
+    let spool = c.spool.expect("spool");
+    assert!(spool.chunks_dropped_no_space >= 1, "{c:?}");
+    assert_eq!(
+        spool.records_dropped_no_space,
+        spool.chunks_dropped_no_space * PER
+    );
+    assert_eq!((c.memory_chunks, c.chunks_dropped_memory), (2, 0), "{c:?}");
+    sink.close().await.expect("close");
+}

@@ -42,6 +42,11 @@ impl MemoryQueue {
         }
     }
 
+    /// Whether a frame of `len` bytes fits without dropping anything.
+    pub(super) fn has_room_for(&self, len: u64) -> bool {
+        self.frames.len() < self.max_frames && self.bytes + len <= self.max_bytes
+    }
+
     /// Appends `frame`, dropping the oldest frames while it would not fit.
     pub(super) fn push(&mut self, frame: Frame) -> Pushed {
         let len = frame.bytes.len() as u64;

@@ -706,9 +706,16 @@ impl Inner {
             Some(spool) => {
                 let spool = Arc::clone(spool);
                 let bytes = frame.bytes.clone();
+                // On a full disk, the memory queue takes the frame while it has room;
+                // only then are the oldest spooled frames dropped to make room.
+                let room = self.memory().has_room_for(bytes.len() as u64);
                 let pushed = blocking(move || {
                     let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-                    spool.push(&bytes)?;
+                    if room {
+                        spool.push_keeping_oldest(&bytes)?;
+                    } else {
+                        spool.push(&bytes)?;
+                    }
                     Ok(spool.len())
                 })
                 .await;
@@ -842,9 +849,10 @@ impl Inner {
             };
             let spool = Arc::clone(spool);
             let bytes = frame.bytes.clone();
+            // Never drop a spooled frame to move one from memory.
             let pushed = blocking(move || {
                 let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-                spool.push(&bytes)?;
+                spool.push_keeping_oldest(&bytes)?;
                 Ok(spool.len())
             })
             .await;
