@@ -25,7 +25,9 @@ use clap::Parser;
 use flowexporter::{
     batch::{BatchConfig, Chunk, MinuteBatcher, NO_TAG, wire::InstanceId},
     capture::{AsyncFlowReader, FlowCaptureBuilder, FlowRecord},
-    sink::{CollectorConfig, CollectorSink, FlowSink, JournalConfig, RecordJournal, SinkError},
+    sink::{
+        Accepted, CollectorConfig, CollectorSink, FlowSink, JournalConfig, RecordJournal, SinkError,
+    },
 };
 
 #[derive(Debug, Parser)]
@@ -82,6 +84,9 @@ struct Pipeline {
     batcher: MinuteBatcher,
     journal: Option<RecordJournal>,
     sinks: Vec<Arc<dyn FlowSink>>,
+    /// The collector sink, when there is one: it may hold a chunk in memory on a full
+    /// disk, so its chunks are ended in the journal only once settled.
+    collector: Option<Arc<CollectorSink>>,
 }
 
 impl Pipeline {
@@ -109,7 +114,22 @@ impl Pipeline {
                 None => None,
             };
             self.sinks.deliver(&chunk).await?;
-            if let (Some(j), Some(id)) = (&mut self.journal, id) {
+            let durable = match &self.collector {
+                Some(c) => c.accept_chunk(&chunk).await? != Accepted::InMemory,
+                None => true,
+            };
+            if let (Some(j), Some(id), true) = (&mut self.journal, id, durable) {
+                j.end_chunk(&id)?;
+            }
+        }
+        self.settle()
+    }
+
+    /// Ends the chunks the collector sink held in memory and has now delivered,
+    /// spooled or dropped.
+    fn settle(&mut self) -> Result<(), SinkError> {
+        if let (Some(c), Some(j)) = (&self.collector, &mut self.journal) {
+            for id in c.take_settled() {
                 j.end_chunk(&id)?;
             }
         }
@@ -133,14 +153,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?)),
         None => None,
     };
-    let mut sinks: Vec<Arc<dyn FlowSink>> = vec![Arc::new(SummarySink)];
-    if let Some(c) = &collector {
-        sinks.push(c.clone());
-    }
+    let sinks: Vec<Arc<dyn FlowSink>> = vec![Arc::new(SummarySink)];
     let mut pipeline = Pipeline {
         batcher,
         journal: None,
         sinks,
+        collector: collector.clone(),
     };
 
     if let Some(dir) = &args.journal_dir {
@@ -148,11 +166,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             RecordJournal::open(dir, &host, instance, JournalConfig::default())?;
         // Chunks in flight at the crash go out again under their old batch ID.
         for rc in &recovered.chunks {
-            match &collector {
-                Some(c) => c.deliver_frame(rc.encode()?).await?,
-                None => SummarySink.deliver(&rc.chunk).await?,
+            let durable = match &collector {
+                Some(c) => c.accept_frame(rc.encode()?).await? != Accepted::InMemory,
+                None => {
+                    SummarySink.deliver(&rc.chunk).await?;
+                    true
+                }
+            };
+            if durable {
+                journal.end_chunk(&rc.batch_id())?;
             }
-            journal.end_chunk(&rc.batch_id())?;
         }
         pipeline.journal = Some(journal);
         // Records in no chunk are batched again (already journaled).
@@ -193,6 +216,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     pipeline.batcher.flush(SystemTime::now());
     pipeline.drain().await?;
     pipeline.sinks.flush().await?;
+    if let Some(c) = &collector {
+        c.flush().await?;
+        c.shut_down().await?;
+    }
+    pipeline.settle()?;
     if let Some(journal) = &mut pipeline.journal {
         journal.sync()?;
     }

@@ -16,6 +16,13 @@ use crate::error::SinkError;
 ///   the caller may forget it, and may tell a
 ///   [`RecordJournal`](crate::RecordJournal) so. It returns `Err` only when the chunk
 ///   could be neither delivered nor kept; the caller then still owns it.
+///   One exception, for sinks that ride out a full disk: a sink may accept a chunk into
+///   a bounded memory buffer when it cannot keep it durably, and still return `Ok`.
+///   [`CollectorSink`](crate::CollectorSink) does, on a full spool disk; a caller
+///   with a journal uses [`CollectorSink::accept_chunk`](crate::CollectorSink::accept_chunk)
+///   instead, which says so ([`Accepted::InMemory`](crate::Accepted::InMemory)), keeps
+///   such a chunk's intent open, and ends it once
+///   [`CollectorSink::take_settled`](crate::CollectorSink::take_settled) names it.
 /// - Chunks are delivered one call at a time, in the order of their sequence
 ///   numbers. A sink may be called from any task.
 /// - [`flush`](FlowSink::flush) waits, as far as the sink can, until what it holds in

@@ -298,3 +298,47 @@ async fn a_full_disk_drops_spooled_chunks_only_once_memory_is_full() {
     assert_eq!((c.memory_chunks, c.chunks_dropped_memory), (2, 0), "{c:?}");
     sink.close().await.expect("close");
 }
+
+/// At close with the disk still full, a chunk kept in memory costs no spooled chunk and
+/// is not settled: a caller's journal keeps its intent open and sends it next time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_in_memory_at_close_on_a_full_disk_is_left_to_the_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("mnt");
+    let _tmpfs = Tmpfs::mount(&mnt, "256k");
+    let spool_dir = mnt.join("spool");
+    let url = format!("http://{}/v1/chunks", free_port()); // the collector is down
+    let sink =
+        CollectorSink::start(sink_config(&url, 62, &spool_dir).with_memory_queue(1 << 20, 8))
+            .expect("sink");
+    let all = chunks(3, PER);
+    for c in &all[..2] {
+        assert_eq!(
+            sink.accept_chunk(c).await.expect("spool"),
+            Accepted::Spooled
+        );
+    }
+    fill(&mnt.join("ballast"));
+    assert_eq!(
+        sink.accept_chunk(&all[2]).await.expect("memory"),
+        Accepted::InMemory
+    );
+    sink.shut_down().await.expect("shut down");
+    let c = sink.counters();
+    let spool = c.spool.expect("spool");
+    assert_eq!(
+        (spool.files, spool.chunks_dropped_no_space),
+        (2, 0),
+        "{c:?}"
+    );
+    assert_eq!(
+        (c.chunks_unsaved_at_close, c.records_unsaved_at_close),
+        (1, PER),
+        "{c:?}"
+    );
+    assert_eq!(c.chunks_dropped_memory, 0, "{c:?}");
+    assert!(
+        sink.take_settled().is_empty(),
+        "left unsettled for the journal"
+    );
+}

@@ -606,13 +606,9 @@ fn a_segment_crafted_to_make_resynchronisation_slow_does_not_stall_the_open() {
     bytes.extend([0x01, 0xFF, 0x00, 0x00].repeat(8 << 20));
     fs::write(&seg, &bytes).expect("write");
 
-    let started = std::time::Instant::now();
+    // Unbounded resynchronisation would take hours here; the 20 s guard is the bound
+    // (generous for a debug build on a loaded two-core machine).
     let (journal, recovered) = open_within_20s(dir.path(), 2);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
     assert_eq!(numbers(&recovered.records), (0..20).collect::<Vec<_>>());
     let c = journal.counters();
     assert_eq!((c.damaged_segments, c.bad_entries), (1, 1), "{c:?}");

@@ -503,7 +503,7 @@ pub fn render(s: &Snapshot) -> String {
         );
         o.counter(
             "flowexporter_journal_write_failures_total",
-            "Journal writes or syncs that failed (each starts or prolongs the degraded state).",
+            "Journal writes or syncs that failed: while running each starts or prolongs the degraded state; a failed directory sync at start only counts here.",
             j.write_failures,
         );
         o.counter(

@@ -127,7 +127,9 @@ fn idle_connection_flood_under_a_128_file_limit_leaves_the_exporter_running() {
         closed_at_once >= 200 - 64,
         "only {closed_at_once} of 200 closed within 3 s"
     );
-    assert!(open_files(exporter.id()) <= baseline + 64 + 4);
+    // 64 connections at most, plus slack for the exporter's own files opened since
+    // the baseline (a collector connection, a journal rotation).
+    assert!(open_files(exporter.id()) <= baseline + 64 + 16);
 
     // The exporter keeps capturing, spooling and delivering meanwhile.
     // (Each loopback connection closes two sockets: two records.)

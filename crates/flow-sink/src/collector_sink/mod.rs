@@ -54,10 +54,12 @@
 //! ([`Accepted::InMemory`]), so that a caller with a record journal can keep the
 //! chunk's records journaled until the chunk is durable. `close` (or
 //! [`shut_down`](CollectorSink::shut_down)) writes what is still in memory to the
-//! spool if it takes it; the rest is dropped and counted.
+//! spool if it takes it (never dropping a spooled frame for it); the rest is left
+//! unsettled, so that a caller's journal sends it again at the next start (counted in
+//! [`chunks_unsaved_at_close`](CollectorCounters::chunks_unsaved_at_close)).
 //!
 //! A frame kept in memory is *settled* once it leaves the queue for good: delivered,
-//! rejected by the collector, dropped (to make room, or at close), or written to the
+//! rejected by the collector, dropped (to make room), or written to the
 //! spool (once it takes chunks again, or at close). [`take_settled`](CollectorSink::take_settled) hands out the batch
 //! IDs of the frames settled since the last call, so that the caller can mark them
 //! done in its journal (nothing more is to be gained by keeping their records: a
@@ -122,6 +124,9 @@ pub const RESULT_HEADER: &str = "flowexporter-result";
 pub const DEFAULT_MEMORY_MAX_BYTES: u64 = 64 << 20;
 /// Default of [`CollectorConfig::memory_max_chunks`].
 pub const DEFAULT_MEMORY_MAX_CHUNKS: usize = 1024;
+/// Most settled batch IDs kept for [`CollectorSink::take_settled`]; past it the oldest
+/// are forgotten (a caller that collects them does so every tick).
+const MAX_SETTLED: usize = 4 * DEFAULT_MEMORY_MAX_CHUNKS;
 
 /// TLS settings of a collector sink. Without a `ca_file` the server is verified
 /// against the bundled Mozilla roots; with one, against that file's certificates only.
@@ -304,6 +309,12 @@ pub struct CollectorCounters {
     /// one, or at [`close`](CollectorSink::close) when the spool still could not take
     /// them.
     pub chunks_dropped_memory: u64,
+    /// Chunks still in memory at close that the spool could not take: not settled, so
+    /// a caller's record journal sends them again at its next start (a caller without
+    /// one loses them).
+    pub chunks_unsaved_at_close: u64,
+    /// Records in those chunks.
+    pub records_unsaved_at_close: u64,
     /// Records in those chunks.
     pub records_dropped_memory: u64,
     /// Frame bytes in those chunks.
@@ -335,6 +346,8 @@ struct Atomics {
     chunks_unspooled: AtomicU64,
     records_unspooled: AtomicU64,
     chunks_dropped_memory: AtomicU64,
+    chunks_unsaved_at_close: AtomicU64,
+    records_unsaved_at_close: AtomicU64,
     chunks_respooled: AtomicU64,
     records_dropped_memory: AtomicU64,
     bytes_dropped_memory: AtomicU64,
@@ -557,6 +570,8 @@ impl CollectorSink {
             chunks_unspooled: get(&c.chunks_unspooled),
             records_unspooled: get(&c.records_unspooled),
             chunks_dropped_memory: get(&c.chunks_dropped_memory),
+            chunks_unsaved_at_close: get(&c.chunks_unsaved_at_close),
+            records_unsaved_at_close: get(&c.records_unsaved_at_close),
             chunks_respooled: get(&c.chunks_respooled),
             records_dropped_memory: get(&c.records_dropped_memory),
             bytes_dropped_memory: get(&c.bytes_dropped_memory),
@@ -615,8 +630,9 @@ impl CollectorSink {
     /// spooled, and a collector that stored it drops it as a duplicate next time). It
     /// does not wait for the collector: call [`flush`](crate::FlowSink::flush) first
     /// for that. What is still spooled stays on disk for the next run; frames kept in
-    /// memory are written to the spool if it takes them now, and dropped (counted in
-    /// `chunks_dropped_memory`, logged) if not.
+    /// memory are written to the spool if it takes them now (never dropping a spooled
+    /// frame for them); the others are left unsettled for the caller's journal
+    /// (counted in `chunks_unsaved_at_close`, logged).
     pub async fn close(self) -> Result<(), SinkError> {
         self.shut_down().await
     }
@@ -804,10 +820,12 @@ impl Inner {
 
     /// Notes that the frame `id`, kept in memory, has left the queue for good.
     fn settle(&self, id: BatchId) {
-        self.settled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(id);
+        // Never more than a bound, for a caller that does not collect them.
+        let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        if settled.len() >= MAX_SETTLED {
+            settled.remove(0);
+        }
+        settled.push(id);
     }
 
     /// Counts and logs `frame`, dropped from the memory queue, and settles it.
@@ -880,8 +898,10 @@ impl Inner {
         len
     }
 
-    /// At close: writes the frames still in memory to the spool, oldest first; those
-    /// it cannot take are dropped and counted.
+    /// At close: writes the frames still in memory to the spool, oldest first, never
+    /// dropping a spooled frame for them. Those it cannot take are not settled: a
+    /// caller with a record journal keeps their intents open and sends them again at
+    /// its next start; they are counted in `chunks_unsaved_at_close` and logged.
     async fn spool_memory(&self) {
         let Some(spool) = &self.spool else {
             return;
@@ -896,15 +916,24 @@ impl Inner {
                 spool
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push(&bytes)
+                    .push_keeping_oldest(&bytes)
                     .map(|_| ())
             })
             .await;
             match pushed {
                 Ok(()) => self.settle(frame.batch_id.clone()),
                 Err(error) => {
-                    tracing::debug!(error = %crate::error_chain(&error), "spooling at close failed");
-                    self.note_dropped_memory(&frame, "closing, and the spool still cannot take it");
+                    bump(&self.counters.chunks_unsaved_at_close, 1);
+                    bump(
+                        &self.counters.records_unsaved_at_close,
+                        u64::from(frame.records),
+                    );
+                    tracing::warn!(
+                        batch_id = %frame.batch_id,
+                        records = frame.records,
+                        error = %crate::error_chain(&error),
+                        "closing, and the spool cannot take a chunk kept in memory: it is left to the journal (a caller without one loses it)"
+                    );
                 }
             }
         }

@@ -12,6 +12,8 @@
 //! chunk:   id = journal.begin_chunk(&chunk)    (durable before the chunk leaves)
 //!          sink.deliver(&chunk).await          (delivered or spooled)
 //!          journal.end_chunk(&id)              (its records may now be forgotten)
+//!          (with a CollectorSink: accept_chunk; on Accepted::InMemory keep the intent
+//!          open, and end the IDs take_settled() returns, every tick and at shutdown)
 //! ```
 //!
 //! # Why intents, and why a recovered chunk keeps its batch ID
