@@ -175,6 +175,11 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
         io::{Error, ErrorKind, Read},
         os::unix::fs::OpenOptionsExt,
     };
+    // The type first, so that a link to a device is never opened (opening some has
+    // effects), then again on the open file.
+    if !fs::metadata(path)?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)

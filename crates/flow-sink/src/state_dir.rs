@@ -367,6 +367,47 @@ impl StateDir {
     }
 }
 
+/// Largest operator-supplied file read by [`read_regular_file`] callers here (TLS
+/// certificates, keys and CA bundles: a few KiB each, a large bundle a few hundred).
+pub const MAX_OPERATOR_FILE_BYTES: u64 = 4 << 20;
+
+/// Reads a file an operator named (a TLS certificate, a key, a CA bundle), as
+/// untrusted as the state directories: it must be a regular file (links are followed,
+/// since secrets are often mounted through them, but a device or FIFO is never
+/// opened: the type is checked before the open, and again on the open file), and at
+/// most `max` bytes are read.
+pub fn read_regular_file(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let before = std::fs::metadata(path)?;
+    if !before.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let len = u64::try_from(st.st_size).unwrap_or(0);
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("{len} bytes, more than the {max} allowed"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    File::from(fd).take(max).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// A name for something moved aside that is not taken in `dir`: `name`, or
 /// `name.1`, `name.2`, ...
 pub fn free_name(dir: &StateDir, name: &OsStr) -> io::Result<OsString> {
@@ -442,6 +483,37 @@ mod tests {
 
     fn libc_enxio() -> i32 {
         rustix::io::Errno::NXIO.raw_os_error()
+    }
+
+    #[test]
+    fn operator_files_must_be_regular_and_small() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("ca.pem");
+        std::fs::write(&file, b"pem").expect("write");
+        assert_eq!(read_regular_file(&file, 3).expect("read"), b"pem");
+        let err = read_regular_file(&file, 2).expect_err("too large");
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        let link = tmp.path().join("link.pem");
+        symlink(&file, &link).expect("symlink");
+        assert_eq!(
+            read_regular_file(&link, 3).expect("a link is followed"),
+            b"pem"
+        );
+        let zero = tmp.path().join("zero.pem");
+        symlink("/dev/zero", &zero).expect("symlink");
+        let err = read_regular_file(&zero, 3).expect_err("a device is not opened");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let dir = StateDir::open(tmp.path()).expect("open");
+        rustix::fs::mknodat(
+            dir.as_fd(),
+            "fifo",
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("mkfifo");
+        let err = read_regular_file(&tmp.path().join("fifo"), 3).expect_err("a fifo");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -114,55 +114,57 @@ impl ServiceUser {
     /// Gives `dir` and what is under it to the user, through directory descriptors:
     /// entries are changed with `fchownat(AT_SYMLINK_NOFOLLOW)` (a link itself, never
     /// its target) and subdirectories opened with `O_NOFOLLOW | O_DIRECTORY`, so a
-    /// directory swapped for a link meanwhile is not followed. The walk is iterative
-    /// and stops `MAX_STATE_DEPTH` levels down (the exporter's own tree is two deep).
+    /// directory swapped for a link meanwhile is not followed. The walk stops
+    /// `MAX_STATE_DEPTH` levels down (the exporter's own tree is two deep).
     fn chown_tree(&self, dir: &Path) -> anyhow::Result<()> {
         let top = StateDir::open(dir).with_context(|| format!("opening {}", dir.display()))?;
         let (uid, gid) = top
             .own_owner()
             .with_context(|| format!("reading {}", dir.display()))?;
-        let top_owned = uid == self.uid && gid == self.gid;
-        if !top_owned {
+        let owned = uid == self.uid && gid == self.gid;
+        if !owned {
             top.chown(self.uid, self.gid)
                 .with_context(|| self.giving(top.path()))?;
         }
-        let mut stack = vec![(top, top_owned, 0usize)];
-        while let Some((d, owned, depth)) = stack.pop() {
-            let items = match d.list() {
-                Ok(items) => items,
-                Err(e) if owned && e.kind() == io::ErrorKind::PermissionDenied => continue,
-                Err(e) => return Err(e).with_context(|| format!("listing {}", d.path().display())),
+        self.chown_entries(&top, owned, 0)
+    }
+
+    /// Gives what is in `d` to the user, entering subdirectories depth first: at most
+    /// `MAX_STATE_DEPTH` directories are open at once, however many there are.
+    fn chown_entries(&self, d: &StateDir, owned: bool, depth: usize) -> anyhow::Result<()> {
+        let items = match d.list() {
+            Ok(items) => items,
+            Err(e) if owned && e.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", d.path().display())),
+        };
+        for item in items {
+            let Some((uid, gid)) = d
+                .owner(&item.name)
+                .with_context(|| format!("reading {}", d.join(&item.name).display()))?
+            else {
+                continue; // gone meanwhile
             };
-            for item in items {
-                let Some((uid, gid)) = d
-                    .owner(&item.name)
-                    .with_context(|| format!("reading {}", d.join(&item.name).display()))?
-                else {
-                    continue; // gone meanwhile
-                };
-                let owned = uid == self.uid && gid == self.gid;
-                if !owned {
-                    d.chown_entry(&item.name, self.uid, self.gid)
-                        .with_context(|| self.giving(&d.join(&item.name)))?;
-                }
-                if item.kind != EntryKind::Directory {
-                    continue;
-                }
-                let Some(name) = item.name_str() else {
-                    continue; // not a name of ours: given over, not entered
-                };
-                if depth + 1 >= MAX_STATE_DEPTH {
-                    tracing::warn!(dir = %d.join(name).display(), "state directory nested too deep: not entered");
-                    continue;
-                }
-                match d.sub(name, false) {
-                    Ok(Some(sub)) => stack.push((sub, owned, depth + 1)),
-                    Ok(None) => {}
-                    Err(e) if owned && e.kind() == io::ErrorKind::PermissionDenied => {}
-                    Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("opening {}", d.join(name).display()));
-                    }
+            let owned = uid == self.uid && gid == self.gid;
+            if !owned {
+                d.chown_entry(&item.name, self.uid, self.gid)
+                    .with_context(|| self.giving(&d.join(&item.name)))?;
+            }
+            if item.kind != EntryKind::Directory {
+                continue;
+            }
+            let Some(name) = item.name_str() else {
+                continue; // not a name of ours: given over, not entered
+            };
+            if depth + 1 >= MAX_STATE_DEPTH {
+                tracing::warn!(dir = %d.join(name).display(), "state directory nested too deep: not entered");
+                continue;
+            }
+            match d.sub(name, false) {
+                Ok(Some(sub)) => self.chown_entries(&sub, owned, depth + 1)?,
+                Ok(None) => {}
+                Err(e) if owned && e.kind() == io::ErrorKind::PermissionDenied => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("opening {}", d.join(name).display()));
                 }
             }
         }

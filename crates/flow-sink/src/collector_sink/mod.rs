@@ -112,6 +112,7 @@ use crate::{
     retry::{Disposition, Jitter, RetryPolicy},
     sink::FlowSink,
     spool::{Spool, SpoolConfig, SpoolCounters, SpoolId},
+    state_dir::{MAX_OPERATOR_FILE_BYTES, read_regular_file},
 };
 
 /// The path chunks are posted to when the collector URL names none.
@@ -1308,7 +1309,8 @@ fn build_client(
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("flowexporter/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &tls.ca_file {
-        let pem = std::fs::read(path).map_err(|e| SinkError::io("read", path, e))?;
+        let pem = read_regular_file(path, MAX_OPERATOR_FILE_BYTES)
+            .map_err(|e| SinkError::io("read", path, e))?;
         let certs =
             reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| SinkError::Tls {
                 what: "CA certificate",
@@ -1329,9 +1331,13 @@ fn build_client(
     }
     match (&tls.client_cert, &tls.client_key) {
         (Some(cert), Some(key)) => {
-            let mut pem = std::fs::read(cert).map_err(|e| SinkError::io("read", cert, e))?;
+            let mut pem = read_regular_file(cert, MAX_OPERATOR_FILE_BYTES)
+                .map_err(|e| SinkError::io("read", cert, e))?;
             pem.push(b'\n');
-            pem.extend(std::fs::read(key).map_err(|e| SinkError::io("read", key, e))?);
+            pem.extend(
+                read_regular_file(key, MAX_OPERATOR_FILE_BYTES)
+                    .map_err(|e| SinkError::io("read", key, e))?,
+            );
             let identity = reqwest::Identity::from_pem(&pem).map_err(|source| SinkError::Tls {
                 what: "client certificate and key",
                 path: cert.clone(),
