@@ -85,22 +85,6 @@ impl MemoryQueue {
         Some(frame)
     }
 
-    /// Removes the oldest frame, with its ID (see
-    /// [`restore_front`](MemoryQueue::restore_front)).
-    pub(super) fn take_front(&mut self) -> Option<(MemoryId, Frame)> {
-        let (id, frame) = self.frames.pop_front()?;
-        self.bytes -= frame.bytes.len() as u64;
-        Some((id, frame))
-    }
-
-    /// Puts back a frame [`take_front`](MemoryQueue::take_front) took, at the front
-    /// and under its ID (a sender retrying it still finds it). It is not counted
-    /// against the bounds: it was in the queue a moment ago.
-    pub(super) fn restore_front(&mut self, id: MemoryId, frame: Frame) {
-        self.bytes += frame.bytes.len() as u64;
-        self.frames.push_front((id, frame));
-    }
-
     /// Removes the oldest frame.
     pub(super) fn pop(&mut self) -> Option<Frame> {
         let (_, frame) = self.frames.pop_front()?;
@@ -161,10 +145,6 @@ mod tests {
         let (id, f) = q.front().expect("front");
         assert_eq!(f.bytes.len(), 5);
         assert!(q.contains(id));
-        let (taken, f) = q.take_front().expect("front");
-        assert_eq!((taken, q.len(), q.bytes()), (id, 1, 70));
-        q.restore_front(taken, f);
-        assert_eq!((q.len(), q.bytes()), (2, 75));
         assert!(q.remove(id).is_some());
         assert!(!q.contains(id));
         assert_eq!((q.len(), q.bytes()), (1, 70));

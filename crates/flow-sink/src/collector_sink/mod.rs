@@ -863,7 +863,9 @@ impl Inner {
         };
         let mut moved = 0u64;
         loop {
-            let Some((id, frame)) = self.memory().take_front() else {
+            // A copy: the frame stays in the queue (and counted in the backlog) until
+            // the spool has it, so it is never in neither.
+            let Some((id, frame)) = self.memory().front() else {
                 break;
             };
             let spool = Arc::clone(spool);
@@ -878,9 +880,13 @@ impl Inner {
             match pushed {
                 Ok(n) => {
                     len = n;
-                    moved += 1;
-                    bump(&self.counters.chunks_respooled, 1);
-                    self.settle(frame.batch_id.clone());
+                    // Gone meanwhile (the sender delivered it): the spooled copy goes
+                    // out again under its batch ID and the collector drops it.
+                    if self.memory().remove(id).is_some() {
+                        moved += 1;
+                        bump(&self.counters.chunks_respooled, 1);
+                        self.settle(frame.batch_id.clone());
+                    }
                 }
                 Err(error) => {
                     tracing::debug!(
@@ -888,7 +894,6 @@ impl Inner {
                         error = %crate::error_chain(&error),
                         "moving a chunk kept in memory to the spool failed"
                     );
-                    self.memory().restore_front(id, frame);
                     break;
                 }
             }
