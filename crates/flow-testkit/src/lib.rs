@@ -260,3 +260,31 @@ pub fn pin_foreign_map(path: &std::path::Path, key_size: u32, value_size: u32) {
     // SAFETY: our own fd.
     unsafe { libc::close(fd as i32) };
 }
+
+/// A loopback TCP port nothing listens on, for a server a test starts later (or never:
+/// a collector that is down). Chosen below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), so that no outgoing connection of a test running
+/// alongside can take it as its source port between this call and the bind, as a port
+/// from `bind(:0)` can; distinct across the calls of one process.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768)
+        .clamp(2048, 65535);
+    let span = (low - 1024).min(12_000);
+    let start = std::process::id() % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = low - 1 - (start + n) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below the ephemeral range ({low})")
+}

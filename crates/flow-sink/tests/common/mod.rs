@@ -131,8 +131,7 @@ pub async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> 
 
 /// A loopback port with nothing listening on it (bound, then released).
 pub fn free_port() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    std::net::SocketAddr::from(([127, 0, 0, 1], flow_testkit::free_port()))
 }
 
 pub fn now() -> SystemTime {

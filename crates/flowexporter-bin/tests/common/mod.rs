@@ -72,11 +72,7 @@ pub fn start_collector(
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    flow_testkit::free_port()
 }
 
 /// Starts the exporter; returns once it has attached.
