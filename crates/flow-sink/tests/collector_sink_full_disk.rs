@@ -6,12 +6,7 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::time::Duration;
 
 use common::*;
 use flow_batch::wire::{BatchId, InstanceId};
@@ -20,41 +15,7 @@ use flow_sink::{
     collector::{CollectorOptions, FlowCollector},
     collector_sink::Accepted,
 };
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).expect("mount point");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mounting a tmpfs (needs root): {status}");
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Fills the file system of `path` by writing `path` until the disk is full.
-fn fill(path: &Path) {
-    let mut file = std::fs::File::create(path).expect("ballast");
-    let block = vec![0xa5u8; 4096];
-    loop {
-        match file.write_all(&block).and_then(|()| file.sync_data()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(28) => return, // ENOSPC
-            Err(e) => panic!("filling the disk: {e}"),
-        }
-    }
-}
+use flow_testkit::{Tmpfs, fill_disk};
 
 const PER: u64 = 50;
 
@@ -63,7 +24,7 @@ async fn a_full_spool_disk_keeps_chunks_in_memory_until_the_collector_has_them()
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("flows.jsonl");
     let mnt = dir.path().join("mnt");
-    let _tmpfs = Tmpfs::mount(&mnt, "256k");
+    let _tmpfs = Tmpfs::mount_at(&mnt, "256k");
     let spool_dir = mnt.join("spool");
     let addr = free_port(); // the collector is down
     let url = format!("http://{addr}/v1/chunks");
@@ -73,7 +34,7 @@ async fn a_full_spool_disk_keeps_chunks_in_memory_until_the_collector_has_them()
 
     // The disk fills up (another writer): the spool cannot take a single chunk.
     let ballast = mnt.join("ballast");
-    fill(&ballast);
+    fill_disk(&ballast);
     let all = chunks(17, PER);
     for c in &all[..12] {
         let accepted = sink
@@ -151,14 +112,14 @@ async fn chunks_still_in_memory_at_close_go_to_the_spool_if_it_has_room() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("flows.jsonl");
     let mnt = dir.path().join("mnt");
-    let _tmpfs = Tmpfs::mount(&mnt, "256k");
+    let _tmpfs = Tmpfs::mount_at(&mnt, "256k");
     let spool_dir = mnt.join("spool");
     let addr = free_port(); // the collector is down
     let url = format!("http://{addr}/v1/chunks");
     let config = sink_config(&url, 61, &spool_dir).with_flush_timeout(Duration::from_millis(200));
     let sink = CollectorSink::start(config).expect("sink");
     let ballast = mnt.join("ballast");
-    fill(&ballast);
+    fill_disk(&ballast);
     let all = chunks(3, PER);
     for c in &all {
         assert_eq!(
@@ -192,13 +153,13 @@ async fn chunks_still_in_memory_at_close_go_to_the_spool_if_it_has_room() {
 async fn a_chunk_neither_spooled_nor_kept_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mnt = dir.path().join("mnt");
-    let _tmpfs = Tmpfs::mount(&mnt, "256k");
+    let _tmpfs = Tmpfs::mount_at(&mnt, "256k");
     let addr = free_port();
     let url = format!("http://{addr}/v1/chunks");
     // A memory queue smaller than any frame.
     let config = sink_config(&url, 63, &mnt.join("spool")).with_memory_queue(16, 8);
     let sink = CollectorSink::start(config).expect("sink");
-    fill(&mnt.join("ballast"));
+    fill_disk(&mnt.join("ballast"));
     match sink.deliver(&chunk(0, 0, PER)).await {
         Err(flow_sink::SinkError::Io { source, .. }) => {
             assert_eq!(source.raw_os_error(), Some(28), "{source}")
@@ -220,11 +181,11 @@ async fn chunks_delivered_from_memory_are_settled() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("flows.jsonl");
     let mnt = dir.path().join("mnt");
-    let _tmpfs = Tmpfs::mount(&mnt, "256k");
+    let _tmpfs = Tmpfs::mount_at(&mnt, "256k");
     let addr = free_port(); // the collector is down
     let url = format!("http://{addr}/v1/chunks");
     let sink = CollectorSink::start(sink_config(&url, 64, &mnt.join("spool"))).expect("sink");
-    fill(&mnt.join("ballast"));
+    fill_disk(&mnt.join("ballast"));
     for c in &chunks(3, PER) {
         assert_eq!(
             sink.accept_chunk(c).await.expect("deliver"),
@@ -254,7 +215,7 @@ async fn chunks_delivered_from_memory_are_settled() {
 async fn a_full_disk_drops_spooled_chunks_only_once_memory_is_full() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mnt = dir.path().join("mnt");
-    let _tmpfs = Tmpfs::mount(&mnt, "256k");
+    let _tmpfs = Tmpfs::mount_at(&mnt, "256k");
     let spool_dir = mnt.join("spool");
     let url = format!("http://{}/v1/chunks", free_port()); // the collector is down
     let sink =
@@ -267,7 +228,7 @@ async fn a_full_disk_drops_spooled_chunks_only_once_memory_is_full() {
             Accepted::Spooled
         );
     }
-    fill(&mnt.join("ballast"));
+    fill_disk(&mnt.join("ballast"));
     for c in &all[3..5] {
         assert_eq!(
             sink.accept_chunk(c).await.expect("memory"),
@@ -305,7 +266,7 @@ async fn a_full_disk_drops_spooled_chunks_only_once_memory_is_full() {
 async fn a_chunk_in_memory_at_close_on_a_full_disk_is_left_to_the_journal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mnt = dir.path().join("mnt");
-    let _tmpfs = Tmpfs::mount(&mnt, "256k");
+    let _tmpfs = Tmpfs::mount_at(&mnt, "256k");
     let spool_dir = mnt.join("spool");
     let url = format!("http://{}/v1/chunks", free_port()); // the collector is down
     let sink =
@@ -318,7 +279,7 @@ async fn a_chunk_in_memory_at_close_on_a_full_disk_is_left_to_the_journal() {
             Accepted::Spooled
         );
     }
-    fill(&mnt.join("ballast"));
+    fill_disk(&mnt.join("ballast"));
     assert_eq!(
         sink.accept_chunk(&all[2]).await.expect("memory"),
         Accepted::InMemory

@@ -6,7 +6,6 @@ mod common;
 
 use std::{
     fs,
-    io::Write,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -15,66 +14,7 @@ use std::{
 use common::*;
 use flow_batch::wire::InstanceId;
 use flow_sink::{JournalConfig, RecordJournal, Recovered, journal::NOT_JOURNALED};
-
-/// A small tmpfs mounted on a temporary directory, unmounted (lazily: a crashed
-/// journal's descriptors stay open) when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mount a tmpfs (these tests run as root)");
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Writes `path` until the file system is full (last partial page included).
-fn fill(path: &Path) {
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("filler");
-    for size in [1 << 16, 4096, 64, 1] {
-        let block = vec![0u8; size];
-        loop {
-            match file.write(&block) {
-                Ok(n) if n == size => {}
-                Ok(_) => break,
-                Err(e) => {
-                    assert_eq!(e.raw_os_error(), Some(28), "ENOSPC expected: {e}");
-                    break;
-                }
-            }
-        }
-    }
-}
+use flow_testkit::{Tmpfs, fill_disk};
 
 /// Deletes the filler, and waits until the file system shows the space as free. Run in
 /// parallel, the space was seen to come back a moment after the unlink (about one run
@@ -133,7 +73,7 @@ fn a_full_disk_degrades_and_the_journal_resumes_when_space_returns() {
     let id_b = journal.begin_chunk(&b).expect("begin");
     journal.sync().expect("sync");
 
-    fill(&filler);
+    fill_disk(&filler);
     // Records 100..150 are buffered; the sync that writes them finds the disk full.
     for n in 100..150 {
         tags.push(journal.append_tagged(&record(n)).expect("buffered"));
@@ -219,7 +159,7 @@ fn a_full_disk_at_rotation_degrades_and_recovers_exactly_once() {
         .with_segment_max_bytes(4096);
     let (mut journal, _) =
         RecordJournal::open(&dir, HOST, InstanceId::new(1), config.clone()).expect("open");
-    fill(&fs_.path().join("filler"));
+    fill_disk(&fs_.path().join("filler"));
     let mut journaled = Vec::new();
     let mut n = 0;
     while journal.is_journaling() {
@@ -278,7 +218,7 @@ fn a_chunk_begun_and_ended_as_the_disk_fills_does_not_come_back() {
         .map(|n| journal.append_tagged(&record(n)).expect("append"))
         .collect();
     journal.sync().expect("sync");
-    fill(&fs_.path().join("filler"));
+    fill_disk(&fs_.path().join("filler"));
     for n in 10..60 {
         tags.push(journal.append_tagged(&record(n)).expect("buffered"));
     }
@@ -323,7 +263,7 @@ fn a_full_disk_at_start_does_not_stop_the_exporter() {
     let dir = fs_.path().join("journal");
     let filler = fs_.path().join("filler");
     let (id_b, b) = previous_run(&dir);
-    fill(&filler);
+    fill_disk(&filler);
 
     // The recovery cannot be written: the journal opens all the same, without
     // journaling, and hands back what the previous run left.
@@ -370,7 +310,7 @@ fn a_crash_while_the_disk_is_full_at_start_loses_nothing_journaled() {
     let dir = fs_.path().join("journal");
     let filler = fs_.path().join("filler");
     let (id_b, b) = previous_run(&dir);
-    fill(&filler);
+    fill_disk(&filler);
     for instance in [2, 3] {
         let (journal, recovered) = open(&dir, instance);
         assert!(!journal.is_journaling());
@@ -417,7 +357,7 @@ fn a_disk_full_for_more_than_a_thousand_retries_resumes_and_leaves_no_empty_segm
         RecordJournal::open(&dir, HOST, InstanceId::new(1), config.clone()).expect("open");
     journal.append(&record(0)).expect("append");
     journal.sync().expect("sync");
-    fill(&filler);
+    fill_disk(&filler);
     for n in 1..50 {
         journal.append(&record(n)).expect("buffered");
     }

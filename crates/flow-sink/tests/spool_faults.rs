@@ -7,8 +7,7 @@
 mod common;
 
 use std::{
-    fs,
-    io::{self, Write},
+    fs, io,
     os::unix::fs::{FileTypeExt, PermissionsExt, symlink},
     path::{Path, PathBuf},
     process::Command,
@@ -19,6 +18,7 @@ use std::{
 use common::*;
 use flow_batch::wire::{ChunkEncoder, InstanceId};
 use flow_sink::{SinkError, Spool, SpoolConfig, WhenFull};
+use flow_testkit::{Tmpfs, fill_disk};
 
 fn frames(instance: u128, n: u64, per: u64) -> Vec<Vec<u8>> {
     let mut encoder = ChunkEncoder::new(HOST, InstanceId::new(instance)).expect("encoder");
@@ -475,66 +475,6 @@ fn a_link_planted_in_corrupt_under_a_chunks_name_is_not_replaced() {
 // 3. A full disk degrades: drop the oldest, refuse when nothing is left, recover.
 // ---------------------------------------------------------------------------------
 
-/// A small tmpfs mounted on a temporary directory, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mount a tmpfs (these tests run as root)");
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-/// Appends zeros to `path` until the file system is full.
-fn fill(path: &Path) {
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("filler");
-    let block = vec![0u8; 4096];
-    loop {
-        match file.write(&block) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                assert_eq!(e.raw_os_error(), Some(28), "ENOSPC expected: {e}");
-                break;
-            }
-        }
-    }
-    // A last partial page may still take a few bytes.
-    while let Ok(n) = file.write(&block[..64]) {
-        if n == 0 {
-            break;
-        }
-    }
-}
-
 fn no_tmp_left(dir: &Path) {
     let tmp: Vec<_> = names(dir)
         .into_iter()
@@ -555,7 +495,7 @@ fn a_full_disk_drops_the_oldest_then_refuses_then_recovers() {
     }
 
     // Disk full, chunks spooled: the oldest make room, counted apart from the cap.
-    fill(&filler);
+    fill_disk(&filler);
     spool
         .push(&frames[3])
         .expect("a full disk drops the oldest");
@@ -570,7 +510,7 @@ fn a_full_disk_drops_the_oldest_then_refuses_then_recovers() {
     assert_eq!(kept.last(), Some(&3), "the newest is kept: {kept:?}");
 
     // Disk full, nothing left to drop: refused with ENOSPC, nothing left behind.
-    fill(&filler);
+    fill_disk(&filler);
     match spool.push(&frames[4]) {
         Err(SinkError::Io { source, .. }) => {
             assert_eq!(source.raw_os_error(), Some(28), "ENOSPC: {source}");
@@ -586,7 +526,7 @@ fn a_full_disk_drops_the_oldest_then_refuses_then_recovers() {
     let id = spool
         .push(&frames[5])
         .expect("space is back: push works again");
-    fill(&filler);
+    fill_disk(&filler);
     let dest = spool
         .reject(id, "400 Bad Request")
         .expect("reject never fails for a full disk")
@@ -616,7 +556,7 @@ fn a_full_disk_with_refuse_newest_keeps_the_old_chunks() {
     let config = SpoolConfig::default().with_when_full(WhenFull::RefuseNewest);
     let mut spool = Spool::open(&dir, config).expect("spool");
     spool.push(&frames[0]).expect("push");
-    fill(&filler);
+    fill_disk(&filler);
     let err = spool.push(&frames[1]).expect_err("no space");
     assert!(
         matches!(&err, SinkError::Io { source, .. } if source.raw_os_error() == Some(28)),

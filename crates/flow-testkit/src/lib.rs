@@ -7,6 +7,7 @@ use std::{
     fs::File,
     net::SocketAddr,
     os::fd::AsRawFd,
+    path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicU32, Ordering},
     thread,
@@ -222,7 +223,7 @@ impl VethPair {
 
 /// Creates a hash map with the given key and value sizes and pins it at `path`, with
 /// raw `bpf()` calls (as another agent with another definition would).
-pub fn pin_foreign_map(path: &std::path::Path, key_size: u32, value_size: u32) {
+pub fn pin_foreign_map(path: &Path, key_size: u32, value_size: u32) {
     #[repr(C)]
     #[derive(Default)]
     struct CreateAttr {
@@ -267,7 +268,6 @@ pub fn pin_foreign_map(path: &std::path::Path, key_size: u32, value_size: u32) {
 /// alongside can take it as its source port between this call and the bind, as a port
 /// from `bind(:0)` can; distinct across the calls of one process.
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -287,4 +287,89 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free loopback port below the ephemeral range ({low})")
+}
+
+/// A small tmpfs for full-disk tests (mounting needs root), mounted mode 0700 and
+/// unmounted (lazily: a crashed writer's descriptors may still be open) when dropped.
+pub struct Tmpfs {
+    path: PathBuf,
+    /// Whether `path` was made by [`Tmpfs::mount`] and is removed after the unmount.
+    own: bool,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `"256k"`, `"2m"`) at `at`, created if missing.
+    pub fn mount_at(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mount point");
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mount a tmpfs (these tests run as root): {status}"
+        );
+        Tmpfs {
+            path: at.to_path_buf(),
+            own: false,
+        }
+    }
+
+    /// Mounts a tmpfs of `size` on a fresh directory of its own.
+    pub fn mount(size: &str) -> Tmpfs {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let at = std::env::temp_dir().join(format!(
+            "flow-testkit-tmpfs-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut tmpfs = Tmpfs::mount_at(&at, size);
+        tmpfs.own = true;
+        tmpfs
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        if self.own {
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
+}
+
+/// Appends to `path` until its file system is full, the last partial page included
+/// (another writer filling the disk).
+pub fn fill_disk(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("filler");
+    for size in [1 << 16, 4096, 64, 1] {
+        let block = vec![0u8; size];
+        loop {
+            match file.write(&block) {
+                Ok(n) if n == size => {}
+                Ok(_) => break,
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "ENOSPC expected: {e}");
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -6,50 +6,11 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use common::*;
 use flow_sink::collector::FaultInjection;
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).expect("mount point");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mounting a tmpfs (needs root): {status}");
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Fills the file system of `path` by writing `path` until the disk is full.
-fn fill(path: &Path) {
-    let mut file = std::fs::File::create(path).expect("ballast");
-    let block = vec![0xa5u8; 4096];
-    loop {
-        match file.write_all(&block).and_then(|()| file.sync_data()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return,
-            Err(e) => panic!("filling the disk: {e}"),
-        }
-    }
-}
+use flow_testkit::{Tmpfs, fill_disk};
 
 /// The journal segment files in `dir`.
 fn segment_files(dir: &Path) -> Vec<String> {
@@ -124,7 +85,7 @@ fn a_full_disk_under_spool_and_journal_does_not_stop_the_exporter() {
     let state = Scratch::new("full-disk");
     let elsewhere = Scratch::new("full-disk-out");
     // Declared after `state`: unmounted before `state` is removed.
-    let _tmpfs = Tmpfs::mount(&state.path(""), "4m");
+    let _tmpfs = Tmpfs::mount_at(&state.path(""), "4m");
     let rt = runtime();
     let out = elsewhere.path("flows.jsonl");
     let collector_port = free_port(); // down for now
@@ -133,7 +94,7 @@ fn a_full_disk_under_spool_and_journal_does_not_stop_the_exporter() {
         start_exporter_with(collector_port, &state, "1s", &["--metrics-addr", &addr]);
 
     let ballast = state.path("ballast");
-    fill(&ballast);
+    fill_disk(&ballast);
     let first = connections(30);
     // Past journal syncs and window closes: every write to the disk fails.
     std::thread::sleep(Duration::from_secs(4));
@@ -243,7 +204,7 @@ fn chunks_delivered_from_memory_are_marked_done_in_the_journal() {
     let state = Scratch::new("full-spool");
     let elsewhere = Scratch::new("full-spool-out");
     let spool = state.path("spool");
-    let _tmpfs = Tmpfs::mount(&spool, "1m");
+    let _tmpfs = Tmpfs::mount_at(&spool, "1m");
     let rt = runtime();
     let out = elsewhere.path("flows.jsonl");
     let collector_port = free_port(); // down for now
@@ -255,7 +216,7 @@ fn chunks_delivered_from_memory_are_marked_done_in_the_journal() {
         state.pins(),
         &["--metrics-addr", &addr],
     );
-    fill(&spool.join("ballast"));
+    fill_disk(&spool.join("ballast"));
     let first = connections(30);
     // Chunks go to memory, and their intents stay open: they are not durable.
     let during = scrape_until(&addr, Duration::from_secs(15), |t| {
