@@ -218,7 +218,7 @@ fn clock(round: u64, n: usize) -> BootClock {
 fn records(entries: &[u8], clock: &BootClock) -> Vec<FlowRecord> {
     entries
         .chunks_exact(RawFlowEvent::SIZE)
-        .map(|e| FlowRecord::from_raw(&decode(e).expect("whole entry"), clock))
+        .map(|e| flow_capture::decode_record(&decode(e).expect("whole entry"), clock))
         .collect()
 }
 
@@ -254,7 +254,7 @@ fn bench_raw_to_record(c: &mut Criterion) {
             b.iter(|| {
                 for entry in black_box(&entries[..]).chunks_exact(RawFlowEvent::SIZE) {
                     if let Some(ev) = decode(entry) {
-                        black_box(FlowRecord::from_raw(&ev, &clock));
+                        black_box(flow_capture::decode_record(&ev, &clock));
                     }
                 }
             })
@@ -417,7 +417,7 @@ impl Pipeline {
                 continue;
             };
             self.batcher
-                .push(FlowRecord::from_raw(&ev, clock), now)
+                .push(flow_capture::decode_record(&ev, clock), now)
                 .expect("push");
         }
         self.batcher.handle_timeout(now);

@@ -6,7 +6,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use flow_capture::FlowRecord;
+use flow_record::FlowRecord;
 
 use crate::{
     chunk::{Chunk, NO_TAG},

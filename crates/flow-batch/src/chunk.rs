@@ -1,6 +1,6 @@
 //! The batcher's output: a numbered slice of one window's records.
 
-use flow_capture::FlowRecord;
+use flow_record::FlowRecord;
 
 use crate::window::Window;
 

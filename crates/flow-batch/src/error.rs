@@ -2,7 +2,7 @@
 
 use std::io;
 
-use flow_capture::FlowRecord;
+use flow_record::FlowRecord;
 
 /// Everything that can go wrong in `flow-batch`: configuration, encoding and decoding.
 ///

@@ -1,7 +1,7 @@
 //! Sans-IO batching of flow records into wall-clock windows, and the wire format of
 //! the chunks an exporter sends to its collector.
 //!
-//! [`MinuteBatcher`] groups [`FlowRecord`](flow_capture::FlowRecord)s by the window
+//! [`MinuteBatcher`] groups [`FlowRecord`](flow_record::FlowRecord)s by the window
 //! that contains their close time and emits numbered [`Chunk`]s; it does no I/O and
 //! reads no clock, so the caller passes the time and tests simulate it.
 //! [`wire::ChunkEncoder`] turns a chunk into a checksummed, compressed frame and
@@ -11,8 +11,8 @@
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
 //! use flow_batch::{BatchConfig, MinuteBatcher, wire::{ChunkDecoder, ChunkEncoder, DecodeLimits, InstanceId}};
-//! # fn record(t_end: std::time::SystemTime) -> flow_capture::FlowRecord {
-//! #     use flow_capture::*;
+//! # fn record(t_end: std::time::SystemTime) -> flow_record::FlowRecord {
+//! #     use flow_record::*;
 //! #     FlowRecord {
 //! #         local: "10.0.0.1:443".parse().expect("addr"), remote: "10.0.0.2:50000".parse().expect("addr"),
 //! #         direction: Direction::Inbound, t_start: None, t_end, close_state: TcpState(7),

@@ -13,7 +13,7 @@ use flow_batch::{
         MAGIC, MIN_RECORD_LEN, decode_header,
     },
 };
-use flow_capture::{
+use flow_record::{
     CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, WorkloadId,
 };
 

@@ -5,7 +5,7 @@ use std::{collections::VecDeque, time::Duration};
 use futures::Stream;
 use tokio::io::unix::AsyncFd;
 
-use crate::{error::CaptureError, reader::FlowReader, record::FlowRecord};
+use crate::{FlowRecord, error::CaptureError, reader::FlowReader};
 
 /// Async wrapper around a [`FlowReader`].
 pub struct AsyncFlowReader {

@@ -147,14 +147,9 @@ pub enum CaptureError {
         source: aya::maps::MapError,
     },
     /// A workload ID that cannot be stored: empty, longer than 64 bytes, or with a NUL
-    /// or another control character. The ID is shown escaped (`{id:?}`), never raw.
-    #[error("invalid workload ID {id:?}: {reason}")]
-    InvalidWorkloadId {
-        /// The ID as given.
-        id: String,
-        /// What is wrong with it.
-        reason: crate::record::WorkloadIdProblem,
-    },
+    /// or another control character.
+    #[error(transparent)]
+    InvalidWorkloadId(#[from] flow_record::InvalidWorkloadId),
     /// The reader was already taken from this capture.
     #[error("the flow reader of this capture was already taken")]
     ReaderTaken,

@@ -29,6 +29,7 @@
 mod btf_offsets;
 mod clock;
 mod counters;
+mod decode;
 mod error;
 pub mod identity_maps;
 mod loader;
@@ -36,7 +37,6 @@ mod object;
 mod preflight;
 mod prog_info;
 mod reader;
-mod record;
 
 #[cfg(feature = "tokio")]
 mod async_reader;
@@ -45,7 +45,14 @@ mod async_reader;
 pub use async_reader::AsyncFlowReader;
 pub use clock::BootClock;
 pub use counters::{CaptureCounters, ReaderCounters};
+pub use decode::decode_record;
 pub use error::CaptureError;
+/// The record types live in `flow-record` (no aya there); re-exported here so that a
+/// capture user needs one import.
+pub use flow_record::{
+    CloseReason, Direction, FlowRecord, IdentitySource, InvalidWorkloadId, InvalidWorkloadValue,
+    SocketStats, TcpState, UnattributedReason, WorkloadId, WorkloadIdProblem,
+};
 pub use loader::{
     DEFAULT_POLL_INTERVAL, DEFAULT_RING_SIZE, DEFAULT_SOCKET_TABLE_SIZE, DEFAULT_WAKEUP_BYTES,
     FlowCapture, FlowCaptureBuilder, ProgramStats,
@@ -53,7 +60,3 @@ pub use loader::{
 pub use object::{KERNEL_OBJECT, kernel_object_id};
 pub use preflight::{KernelVersion, MIN_KERNEL};
 pub use reader::FlowReader;
-pub use record::{
-    CloseReason, Direction, FlowRecord, IdentitySource, InvalidWorkloadValue, SocketStats,
-    TcpState, UnattributedReason, WorkloadId, WorkloadIdProblem,
-};

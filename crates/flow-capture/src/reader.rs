@@ -10,7 +10,7 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use flow_common::RawFlowEvent;
 
-use crate::{clock::BootClock, counters::ReaderCounters, error::CaptureError, record::FlowRecord};
+use crate::{FlowRecord, clock::BootClock, counters::ReaderCounters, error::CaptureError};
 
 /// Reads closed-socket records from the kernel's ring buffer.
 ///
@@ -35,7 +35,7 @@ impl FlowReader {
     /// Hands every record now in the ring to `f`, oldest first; returns how many.
     pub fn read_available(&mut self, mut f: impl FnMut(FlowRecord)) -> usize {
         let clock = BootClock::measure();
-        self.read_raw(|ev| f(FlowRecord::from_raw(ev, &clock)))
+        self.read_raw(|ev| f(crate::decode_record(ev, &clock)))
     }
 
     /// Like [`FlowReader::read_available`], but hands on the kernel's raw events.

@@ -762,7 +762,7 @@ enum Stored {
 
 /// Why `record` cannot be written to the output, if it cannot: a time whose year has
 /// more than four digits, which RFC 3339 cannot express.
-fn unstorable(record: &flow_capture::FlowRecord) -> Option<String> {
+fn unstorable(record: &flow_record::FlowRecord) -> Option<String> {
     let check = |field: &str, t: std::time::SystemTime| {
         // Decoded times are never before the epoch; say so rather than assume it.
         match t.duration_since(std::time::UNIX_EPOCH) {
@@ -890,19 +890,19 @@ mod tests {
         assert!(s.contains(u64::MAX - 1) && s.contains(u64::MAX));
     }
 
-    fn record_at(t_end_secs: u64, t_start_secs: Option<u64>) -> flow_capture::FlowRecord {
+    fn record_at(t_end_secs: u64, t_start_secs: Option<u64>) -> flow_record::FlowRecord {
         use std::time::UNIX_EPOCH;
-        flow_capture::FlowRecord {
+        flow_record::FlowRecord {
             local: "10.0.0.1:1".parse().expect("addr"),
             remote: "10.0.0.2:2".parse().expect("addr"),
-            direction: flow_capture::Direction::Inbound,
+            direction: flow_record::Direction::Inbound,
             t_start: t_start_secs.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
             t_end: UNIX_EPOCH + Duration::from_secs(t_end_secs),
-            close_state: flow_capture::TcpState(7),
-            close_reason: flow_capture::CloseReason::Normal,
-            stats: flow_capture::SocketStats::default(),
+            close_state: flow_record::TcpState(7),
+            close_reason: flow_record::CloseReason::Normal,
+            stats: flow_record::SocketStats::default(),
             local_workload_id: None,
-            identity_source: flow_capture::IdentitySource::ConnectMap,
+            identity_source: flow_record::IdentitySource::ConnectMap,
             incomplete: false,
         }
     }

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use flow_capture::FlowRecord;
+use flow_record::FlowRecord;
 use serde::Serialize;
 
 /// The JSON view of a [`FlowRecord`].
@@ -123,7 +123,7 @@ mod tests {
 
     use std::time::{Duration, UNIX_EPOCH};
 
-    use flow_capture::{
+    use flow_record::{
         CloseReason, Direction, IdentitySource, SocketStats, TcpState, UnattributedReason,
     };
 

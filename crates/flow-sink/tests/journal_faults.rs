@@ -49,7 +49,7 @@ fn crash(journal: RecordJournal) {
     std::mem::forget(journal);
 }
 
-fn numbers(records: &[flow_capture::FlowRecord]) -> Vec<u64> {
+fn numbers(records: &[flow_record::FlowRecord]) -> Vec<u64> {
     records.iter().map(|r| r.stats.bytes_sent).collect()
 }
 

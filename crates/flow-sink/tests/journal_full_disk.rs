@@ -46,7 +46,7 @@ fn open(dir: &Path, instance: u128) -> (RecordJournal, Recovered) {
     .expect("open journal")
 }
 
-fn numbers(records: &[flow_capture::FlowRecord]) -> Vec<u64> {
+fn numbers(records: &[flow_record::FlowRecord]) -> Vec<u64> {
     records.iter().map(|r| r.stats.bytes_sent).collect()
 }
 

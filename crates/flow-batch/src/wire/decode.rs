@@ -2,7 +2,7 @@
 //! limits allow, whatever the input.
 
 use bincode::Options;
-use flow_capture::FlowRecord;
+use flow_record::FlowRecord;
 
 use super::{
     ChunkHeader, Codec, InstanceId, MIN_RECORD_LEN,

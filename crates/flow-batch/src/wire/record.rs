@@ -9,7 +9,7 @@
 //! the decoder.
 //!
 //! A record this writer does not know how to lay out (a variant added to one of
-//! `flow_capture`'s `#[non_exhaustive]` enums, a workload ID longer than IDs may be)
+//! `flow_record`'s `#[non_exhaustive]` enums, a workload ID longer than IDs may be)
 //! or cannot encode (a time before the Unix epoch) goes through bincode instead, so
 //! the result, or the error, is always bincode's.
 
@@ -19,7 +19,7 @@ use std::{
 };
 
 use bincode::Options;
-use flow_capture::{CloseReason, Direction, FlowRecord, IdentitySource, UnattributedReason};
+use flow_record::{CloseReason, Direction, FlowRecord, IdentitySource, UnattributedReason};
 
 use super::{MIN_RECORD_LEN, record_options};
 
@@ -282,7 +282,7 @@ mod tests {
         time::Duration,
     };
 
-    use flow_capture::{SocketStats, TcpState, WorkloadId};
+    use flow_record::{SocketStats, TcpState, WorkloadId};
 
     use super::*;
 

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use flow_capture::{
+use flow_record::{
     CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
     WorkloadId,
 };

@@ -8,7 +8,7 @@ use std::{
 };
 
 use flow_batch::{Chunk, Window};
-use flow_capture::{
+use flow_record::{
     CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
 };
 

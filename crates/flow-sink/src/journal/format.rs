@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use bincode::Options;
 use flow_batch::wire::{BatchId, InstanceId};
-use flow_capture::FlowRecord;
+use flow_record::FlowRecord;
 use serde::{Deserialize, Serialize};
 
 /// The first bytes of a segment.

@@ -136,7 +136,7 @@ use flow_batch::{
     Chunk, NO_TAG, Window,
     wire::{BatchId, ChunkEncoder, InstanceId, encode_record},
 };
-use flow_capture::FlowRecord;
+use flow_record::FlowRecord;
 use serde::Serialize;
 
 use self::{
@@ -1181,12 +1181,12 @@ mod tests {
         FlowRecord {
             local: "10.0.0.1:443".parse().expect("addr"),
             remote: "10.0.0.2:50000".parse().expect("addr"),
-            direction: flow_capture::Direction::Inbound,
+            direction: flow_record::Direction::Inbound,
             t_start: Some(t_end - Duration::from_millis(5)),
             t_end,
-            close_state: flow_capture::TcpState(7),
-            close_reason: flow_capture::CloseReason::Normal,
-            stats: flow_capture::SocketStats {
+            close_state: flow_record::TcpState(7),
+            close_reason: flow_record::CloseReason::Normal,
+            stats: flow_record::SocketStats {
                 bytes_sent: 10,
                 bytes_received: 20,
                 segs_in: 3,
@@ -1197,8 +1197,8 @@ mod tests {
                 rttvar_us: 10,
             },
             local_workload_id: None,
-            identity_source: flow_capture::IdentitySource::None(
-                flow_capture::UnattributedReason::NoMatch,
+            identity_source: flow_record::IdentitySource::None(
+                flow_record::UnattributedReason::NoMatch,
             ),
             incomplete: false,
         }

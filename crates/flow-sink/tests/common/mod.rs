@@ -10,7 +10,7 @@ use std::{
 };
 
 use flow_batch::{Chunk, Window};
-use flow_capture::{
+use flow_record::{
     CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
 };
 use flow_sink::{
