@@ -14,6 +14,11 @@ use flow_batch::BatchError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SinkError {
+    /// A custom sink's own failure, with its cause (for sinks outside this crate:
+    /// `SinkError::other(e)`).
+    #[error("{0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+
     /// A configuration value is out of range or malformed.
     #[error("invalid sink configuration: `{key}` = {value}: {reason}")]
     InvalidConfig {
@@ -198,5 +203,14 @@ impl SinkError {
             path: path.into(),
             source,
         }
+    }
+}
+
+impl SinkError {
+    /// Wraps a custom sink's error ([`SinkError::Other`]).
+    pub fn other(
+        error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> SinkError {
+        SinkError::Other(error.into())
     }
 }

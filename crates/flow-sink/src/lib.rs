@@ -29,14 +29,14 @@ pub mod spool;
 pub mod state_dir;
 
 pub use collector_sink::{
-    Accepted, CHUNK_CONTENT_TYPE, CHUNKS_PATH, ClientTls, CollectorConfig, CollectorCounters,
-    CollectorSink, RESULT_HEADER,
+    CHUNK_CONTENT_TYPE, CHUNKS_PATH, ClientTls, CollectorConfig, CollectorCounters, CollectorSink,
+    RESULT_HEADER,
 };
 pub use error::SinkError;
 pub use journal::{JournalConfig, JournalCounters, RecordJournal, Recovered, RecoveredChunk};
 pub use json_sink::{FileSink, JsonSinkCounters, StdoutSink, encode_chunk};
 pub use retry::{Disposition, RetryPolicy};
-pub use sink::FlowSink;
+pub use sink::{Accepted, FlowSink};
 pub use spool::{Spool, SpoolConfig, SpoolCounters, WhenFull};
 
 /// `error` and its sources, joined with `: ` (for log lines).

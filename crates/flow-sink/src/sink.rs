@@ -3,30 +3,63 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use flow_batch::Chunk;
+use flow_batch::{Chunk, wire::BatchId};
 
 use crate::error::SinkError;
 
+/// Where a sink put a chunk it took ([`FlowSink::accept`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Accepted {
+    /// Written to the sink's spool (`fsync`ed): durable.
+    Spooled,
+    /// The sink could keep it only in memory (its spool could not take it): sent from
+    /// there, but lost if the process dies first. The chunk is not durable yet: a
+    /// caller with a record journal keeps its intent open until the sink names it in
+    /// [`FlowSink::take_settled`], so that a crash meanwhile sends it again (under the
+    /// same batch ID) at the next start.
+    InMemory,
+    /// Delivered (or, for a sink without a spool, taken for good).
+    Sent,
+}
+
+impl Accepted {
+    /// Whether the chunk is delivered or kept durably: the caller may forget it.
+    pub fn is_durable(self) -> bool {
+        self != Accepted::InMemory
+    }
+}
+
 /// A destination for the chunks a [`MinuteBatcher`](flow_batch::MinuteBatcher) emits.
 ///
-/// The contract:
+/// A sink implements [`deliver`](FlowSink::deliver) (and [`name`](FlowSink::name));
+/// everything else has a default that is right for a sink that either delivers a chunk
+/// or fails. The exporter's pipeline (the `flowexporter` crate) calls
+/// [`accept`](FlowSink::accept) for every new chunk, [`replay`](FlowSink::replay) for
+/// the chunks its journal recovered after a crash, [`take_settled`](FlowSink::take_settled)
+/// on every tick, and [`flush`](FlowSink::flush) then [`close`](FlowSink::close) when it
+/// stops; the crash guarantees hold for every sink that keeps this contract:
 ///
 /// - [`deliver`](FlowSink::deliver) returns `Ok` once the chunk has been delivered
 ///   **or** kept durably (spooled, or set aside as rejected) by the sink: from then on
-///   the caller may forget it, and may tell a
-///   [`RecordJournal`](crate::RecordJournal) so. It returns `Err` only when the chunk
-///   could be neither delivered nor kept; the caller then still owns it.
-///   One exception, for sinks that ride out a full disk: a sink may accept a chunk into
-///   a bounded memory buffer when it cannot keep it durably, and still return `Ok`.
-///   [`CollectorSink`](crate::CollectorSink) does, on a full spool disk; a caller
-///   with a journal uses [`CollectorSink::accept_chunk`](crate::CollectorSink::accept_chunk)
-///   instead, which says so ([`Accepted::InMemory`](crate::Accepted::InMemory)), keeps
-///   such a chunk's intent open, and ends it once
-///   [`CollectorSink::take_settled`](crate::CollectorSink::take_settled) names it.
+///   the caller may forget it (and end its intent in the journal). It returns `Err`
+///   only when the chunk could be neither delivered nor kept; the caller then still
+///   owns it.
+/// - [`accept`](FlowSink::accept) takes a chunk under its batch ID, and says where it
+///   went. A sink that rides out a full disk may keep a chunk in a bounded memory
+///   buffer ([`Accepted::InMemory`]), and report its batch ID from
+///   [`take_settled`](FlowSink::take_settled) once it is delivered, spooled or dropped.
+///   The default calls `deliver` and answers [`Accepted::Sent`].
+/// - [`replay`](FlowSink::replay) takes a chunk recovered from the journal after a
+///   crash, under the batch ID it had then, so that a collector drops the copy it may
+///   already have. The default is [`accept`](FlowSink::accept): a sink that cannot drop
+///   duplicates delivers the chunk again (at least once).
 /// - Chunks are delivered one call at a time, in the order of their sequence
-///   numbers. A sink may be called from any task.
+///   numbers (replayed chunks first, in their old order). A sink may be called from
+///   any task.
 /// - [`flush`](FlowSink::flush) waits, as far as the sink can, until what it holds in
-///   memory or in a spool has gone out; call it on shutdown.
+///   memory or in a spool has gone out; [`close`](FlowSink::close) stops the sink's own
+///   tasks. Call them, in that order, on shutdown.
 ///
 /// Composition comes free, as with `tracing` layers: `Box<S>`, `Arc<S>` and `&S` are
 /// sinks; `Option<S>` is a sink that does nothing when `None`; `Vec<S>` delivers
@@ -65,9 +98,36 @@ pub trait FlowSink: Send + Sync {
     /// Delivers `chunk`, or keeps it durably; see the trait's contract.
     async fn deliver(&self, chunk: &Chunk) -> Result<(), SinkError>;
 
+    /// Takes `chunk`, whose batch ID is `id`, and says where it went. The default
+    /// delivers it and answers [`Accepted::Sent`].
+    async fn accept(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        let _ = id;
+        self.deliver(chunk).await.map(|()| Accepted::Sent)
+    }
+
+    /// Takes a chunk recovered from a record journal after a crash, under the batch
+    /// ID it had then (`id`). The default is [`accept`](FlowSink::accept).
+    async fn replay(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        self.accept(chunk, id).await
+    }
+
+    /// The batch IDs of the chunks answered [`Accepted::InMemory`] that were settled
+    /// (delivered, spooled, rejected or dropped) since the last call. The default has
+    /// none.
+    fn take_settled(&self) -> Vec<BatchId> {
+        Vec::new()
+    }
+
     /// Waits until what the sink holds has gone out, as far as it can. The default
     /// does nothing.
     async fn flush(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Stops the sink's own tasks; what it could not send stays where the sink keeps
+    /// it (its spool) or is settled. Called once, after [`flush`](FlowSink::flush);
+    /// the sink takes no chunk afterwards. The default does nothing.
+    async fn close(&self) -> Result<(), SinkError> {
         Ok(())
     }
 }
@@ -82,8 +142,24 @@ impl<S: FlowSink + ?Sized> FlowSink for Box<S> {
         (**self).deliver(chunk).await
     }
 
+    async fn accept(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        (**self).accept(chunk, id).await
+    }
+
+    async fn replay(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        (**self).replay(chunk, id).await
+    }
+
+    fn take_settled(&self) -> Vec<BatchId> {
+        (**self).take_settled()
+    }
+
     async fn flush(&self) -> Result<(), SinkError> {
         (**self).flush().await
+    }
+
+    async fn close(&self) -> Result<(), SinkError> {
+        (**self).close().await
     }
 }
 
@@ -97,8 +173,24 @@ impl<S: FlowSink + ?Sized> FlowSink for Arc<S> {
         (**self).deliver(chunk).await
     }
 
+    async fn accept(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        (**self).accept(chunk, id).await
+    }
+
+    async fn replay(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        (**self).replay(chunk, id).await
+    }
+
+    fn take_settled(&self) -> Vec<BatchId> {
+        (**self).take_settled()
+    }
+
     async fn flush(&self) -> Result<(), SinkError> {
         (**self).flush().await
+    }
+
+    async fn close(&self) -> Result<(), SinkError> {
+        (**self).close().await
     }
 }
 
@@ -112,8 +204,24 @@ impl<S: FlowSink + ?Sized> FlowSink for &S {
         (**self).deliver(chunk).await
     }
 
+    async fn accept(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        (**self).accept(chunk, id).await
+    }
+
+    async fn replay(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        (**self).replay(chunk, id).await
+    }
+
+    fn take_settled(&self) -> Vec<BatchId> {
+        (**self).take_settled()
+    }
+
     async fn flush(&self) -> Result<(), SinkError> {
         (**self).flush().await
+    }
+
+    async fn close(&self) -> Result<(), SinkError> {
+        (**self).close().await
     }
 }
 
@@ -134,9 +242,34 @@ impl<S: FlowSink> FlowSink for Option<S> {
         }
     }
 
+    async fn accept(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        match self {
+            Some(s) => s.accept(chunk, id).await,
+            None => Ok(Accepted::Sent),
+        }
+    }
+
+    async fn replay(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        match self {
+            Some(s) => s.replay(chunk, id).await,
+            None => Ok(Accepted::Sent),
+        }
+    }
+
+    fn take_settled(&self) -> Vec<BatchId> {
+        self.as_ref().map(|s| s.take_settled()).unwrap_or_default()
+    }
+
     async fn flush(&self) -> Result<(), SinkError> {
         match self {
             Some(s) => s.flush().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn close(&self) -> Result<(), SinkError> {
+        match self {
+            Some(s) => s.close().await,
             None => Ok(()),
         }
     }
@@ -147,6 +280,11 @@ impl<S: FlowSink> FlowSink for Option<S> {
 /// the sink) and the others are logged. A caller that retries a failed chunk sends it
 /// again to the sinks that had accepted it, so fan-out to sinks that cannot drop
 /// duplicates should use sinks that spool rather than fail.
+///
+/// A chunk is [`Accepted::InMemory`] when any sink kept it in memory, and settled when
+/// such a sink names it. When two sinks of one fan-out both keep the same chunk in
+/// memory (two collector sinks on one full disk), the first to settle it ends its
+/// journal intent: a crash before the second settles loses that copy.
 #[async_trait]
 impl<S: FlowSink> FlowSink for Vec<S> {
     fn name(&self) -> &str {
@@ -163,6 +301,18 @@ impl<S: FlowSink> FlowSink for Vec<S> {
         first.map_or(Ok(()), Err)
     }
 
+    async fn accept(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        fan_out_accept(self, chunk, id, false).await
+    }
+
+    async fn replay(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        fan_out_accept(self, chunk, id, true).await
+    }
+
+    fn take_settled(&self) -> Vec<BatchId> {
+        self.iter().flat_map(|s| s.take_settled()).collect()
+    }
+
     async fn flush(&self) -> Result<(), SinkError> {
         let mut first = None;
         for sink in self {
@@ -172,8 +322,42 @@ impl<S: FlowSink> FlowSink for Vec<S> {
         }
         first.map_or(Ok(()), Err)
     }
+
+    async fn close(&self) -> Result<(), SinkError> {
+        let mut first = None;
+        for sink in self {
+            if let Err(e) = sink.close().await {
+                first = Some(note_failure(first, sink.name(), e));
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
 }
 
+/// `accept` (or `replay`) on each sink of a fan-out; `InMemory` when any kept it in
+/// memory, else `Spooled` when any spooled it, else `Sent`.
+async fn fan_out_accept<S: FlowSink>(
+    sinks: &[S],
+    chunk: &Chunk,
+    id: &BatchId,
+    replay: bool,
+) -> Result<Accepted, SinkError> {
+    let mut first = None;
+    let mut outcome = Accepted::Sent;
+    for sink in sinks {
+        let taken = match replay {
+            true => sink.replay(chunk, id).await,
+            false => sink.accept(chunk, id).await,
+        };
+        match taken {
+            Ok(Accepted::InMemory) => outcome = Accepted::InMemory,
+            Ok(Accepted::Spooled) if outcome == Accepted::Sent => outcome = Accepted::Spooled,
+            Ok(_) => {}
+            Err(e) => first = Some(note_failure(first, sink.name(), e)),
+        }
+    }
+    first.map_or(Ok(outcome), Err)
+}
 /// Keeps the first failure of a fan-out and logs the later ones.
 fn note_failure(first: Option<SinkError>, name: &str, error: SinkError) -> SinkError {
     let error = SinkError::Sink {

@@ -106,6 +106,8 @@ use flow_batch::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 
+pub use crate::sink::Accepted;
+
 use self::memory::{MemoryId, MemoryQueue};
 use crate::{
     error::SinkError,
@@ -373,19 +375,23 @@ enum Attempt {
     },
 }
 
-/// Where [`CollectorSink::accept_chunk`] put a chunk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Accepted {
-    /// Written to the spool (`fsync`ed): durable.
-    Spooled,
-    /// The spool could not take it (an I/O error): kept in memory and sent from
-    /// there, but lost if the process dies first. A caller that journals records
-    /// should not mark the chunk done, so that a restart sends it again (under the
-    /// same batch ID: the collector drops it if it already has it).
-    InMemory,
-    /// Without a spool: the collector acknowledged it.
-    Sent,
+/// `chunk`'s frame under the host and instance of `id`.
+fn encode_as(chunk: &Chunk, id: &BatchId) -> Result<Vec<u8>, SinkError> {
+    let encode = |source| SinkError::Encode {
+        sequence: chunk.sequence,
+        source,
+    };
+    if chunk.sequence != id.sequence {
+        return Err(SinkError::InvalidConfig {
+            key: "batch_id",
+            value: format!("{id} for chunk {}", chunk.sequence),
+            reason: "the batch ID's sequence must be the chunk's",
+        });
+    }
+    ChunkEncoder::new(id.host.clone(), id.instance)
+        .map_err(encode)?
+        .encode_to_vec(chunk)
+        .map_err(encode)
 }
 
 /// A frame ready to send, with what the logs and counters need.
@@ -683,6 +689,21 @@ impl FlowSink for CollectorSink {
 
     async fn deliver(&self, chunk: &Chunk) -> Result<(), SinkError> {
         self.accept_chunk(chunk).await.map(|_| ())
+    }
+
+    /// Encodes `chunk` under `id` (its host, instance and sequence), so that the
+    /// frame's batch ID is the one the caller's journal knows.
+    async fn accept(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        let frame = encode_as(chunk, id)?;
+        self.accept_frame(frame).await
+    }
+
+    fn take_settled(&self) -> Vec<BatchId> {
+        CollectorSink::take_settled(self)
+    }
+
+    async fn close(&self) -> Result<(), SinkError> {
+        self.shut_down().await
     }
 
     async fn flush(&self) -> Result<(), SinkError> {
