@@ -23,11 +23,10 @@ use std::{
 use async_trait::async_trait;
 use clap::Parser;
 use flowexporter::{
+    JournalConfig, RecordJournal,
     batch::{BatchConfig, Chunk, MinuteBatcher, NO_TAG, wire::InstanceId},
     capture::{AsyncFlowReader, FlowCaptureBuilder, FlowRecord},
-    sink::{
-        Accepted, CollectorConfig, CollectorSink, FlowSink, JournalConfig, RecordJournal, SinkError,
-    },
+    sink::{Accepted, CollectorConfig, CollectorSink, FlowSink, SinkError},
 };
 
 #[derive(Debug, Parser)]

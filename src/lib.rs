@@ -12,6 +12,10 @@
 //!
 //! The bundled binary is the `flowexporter-bin` package (`flowexporter tail`).
 
+pub mod journal;
+
+pub use journal::{JournalConfig, JournalCounters, RecordJournal, Recovered, RecoveredChunk};
+
 pub use flow_batch as batch;
 pub use flow_capture as capture;
 pub use flow_identity as identity;

@@ -197,7 +197,8 @@ pub enum SinkError {
 }
 
 impl SinkError {
-    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    /// An [`SinkError::Io`] for `operation` on `path`.
+    pub fn io(operation: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         SinkError::Io {
             operation,
             path: path.into(),

@@ -9,8 +9,6 @@
 //!   timeouts, retries ([`RetryPolicy`]: exponential backoff, full jitter), a durable
 //!   on-disk [`Spool`] and optional mutual TLS. `docs/collector-protocol.md` describes
 //!   the HTTP exchange.
-//! - [`RecordJournal`]: a write-ahead log of captured records, so that a crash loses
-//!   at most about one sync interval (default 1 s) of them.
 //! - [`collector`]: the reference collector (`examples/flowcollector.rs`), which
 //!   doubles as the test peer of the collector sink.
 //!
@@ -20,7 +18,6 @@ pub mod collector;
 pub mod collector_sink;
 mod error;
 pub mod http_server;
-pub mod journal;
 pub mod json;
 mod json_sink;
 pub mod retry;
@@ -33,7 +30,6 @@ pub use collector_sink::{
     RESULT_HEADER,
 };
 pub use error::SinkError;
-pub use journal::{JournalConfig, JournalCounters, RecordJournal, Recovered, RecoveredChunk};
 pub use json_sink::{FileSink, JsonSinkCounters, StdoutSink, encode_chunk};
 pub use retry::{Disposition, RetryPolicy};
 pub use sink::{Accepted, FlowSink};

@@ -75,7 +75,7 @@ pub enum WhenFull {
     #[default]
     DropOldest,
     /// Refuse the new chunk with [`SinkError::SpoolFull`] and keep the old ones: the
-    /// caller decides (a caller with a [`RecordJournal`](crate::RecordJournal) keeps
+    /// caller decides (a caller with a [`RecordJournal`](https://docs.rs/flowexporter) keeps
     /// the records journaled and can try again later).
     RefuseNewest,
 }

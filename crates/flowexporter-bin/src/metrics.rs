@@ -18,9 +18,10 @@ use flow_batch::BatchCounters;
 use flow_capture::{CaptureCounters, ProgramStats, ReaderCounters};
 use flow_identity::IdentityCounters;
 use flow_sink::{
-    CollectorCounters, JournalCounters,
+    CollectorCounters,
     http_server::{self, ConnectionCounters, ConnectionLimits, ConnectionStats},
 };
+use flowexporter::JournalCounters;
 use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,

@@ -29,7 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use flow_batch::{Chunk, MinuteBatcher, NO_TAG, wire::BatchId};
 use flow_capture::FlowRecord;
-use flow_sink::{CollectorSink, RecordJournal, SinkError, collector_sink::Accepted};
+use flow_sink::{CollectorSink, SinkError, collector_sink::Accepted};
+use flowexporter::RecordJournal;
 
 use crate::ratelimit::RateLimited;
 

@@ -11,10 +11,8 @@ use std::{io, sync::Arc, time::Duration};
 use anyhow::Context;
 use flow_batch::{BatchConfig, MinuteBatcher, wire::InstanceId};
 use flow_capture::{AsyncFlowReader, FlowCapture, FlowRecord};
-use flow_sink::{
-    CollectorConfig, CollectorSink, FlowSink, JournalConfig, RecordJournal, SpoolConfig,
-    collector_sink::Accepted,
-};
+use flow_sink::{CollectorConfig, CollectorSink, FlowSink, SpoolConfig, collector_sink::Accepted};
+use flowexporter::{JournalConfig, RecordJournal};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -284,7 +282,7 @@ async fn to_collector(
 /// batch ID, then marks it done. When the sink could only keep it in memory, its
 /// intent stays open until the sink settles it (`Pipeline::settle`); when the sink
 /// could not take it at all, it is given up like any chunk (`Pipeline::give_up`).
-async fn recover_chunk(pipeline: &mut Pipeline, rc: &flow_sink::RecoveredChunk) {
+async fn recover_chunk(pipeline: &mut Pipeline, rc: &flowexporter::RecoveredChunk) {
     let accepted = match rc.encode() {
         Ok(frame) => pipeline.sink.accept_frame(frame).await,
         Err(e) => Err(e),

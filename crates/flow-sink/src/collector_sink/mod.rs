@@ -593,8 +593,8 @@ impl CollectorSink {
     }
 
     /// Delivers an already encoded frame as it is, keeping its batch ID: for chunks a
-    /// [`RecordJournal`](crate::RecordJournal) recovered under a previous run's
-    /// instance ([`RecoveredChunk::encode`](crate::RecoveredChunk::encode)). Same
+    /// record journal recovered under a previous run's instance (see
+    /// [`FlowSink::replay`](crate::FlowSink::replay), which needs no frame). Same
     /// contract as [`deliver`](crate::FlowSink::deliver).
     pub async fn deliver_frame(&self, frame: Vec<u8>) -> Result<(), SinkError> {
         self.accept_frame(frame).await.map(|_| ())

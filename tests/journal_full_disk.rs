@@ -13,8 +13,8 @@ use std::{
 
 use common::*;
 use flow_batch::wire::InstanceId;
-use flow_sink::{JournalConfig, RecordJournal, Recovered, journal::NOT_JOURNALED};
 use flow_testkit::{Tmpfs, fill_disk};
+use flowexporter::{JournalConfig, RecordJournal, Recovered, journal::NOT_JOURNALED};
 
 /// Deletes the filler, and waits until the file system shows the space as free. Run in
 /// parallel, the space was seen to come back a moment after the unlink (about one run

@@ -15,7 +15,7 @@ use std::{
 
 use common::*;
 use flow_batch::wire::InstanceId;
-use flow_sink::{JournalConfig, JournalCounters, RecordJournal, Recovered};
+use flowexporter::{JournalConfig, JournalCounters, RecordJournal, Recovered};
 
 fn open(dir: &Path, instance: u128) -> (RecordJournal, Recovered) {
     RecordJournal::open(

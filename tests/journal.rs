@@ -6,9 +6,10 @@ use std::{fs, path::Path, time::Instant};
 
 use common::*;
 use flow_batch::wire::InstanceId;
-use flow_sink::{CollectorSink, FlowSink, JournalConfig, RecordJournal, collector::FaultInjection};
+use flow_sink::{CollectorSink, FlowSink, collector::FaultInjection};
+use flowexporter::{JournalConfig, RecordJournal};
 
-fn open(dir: &Path, instance: u128) -> (RecordJournal, flow_sink::Recovered) {
+fn open(dir: &Path, instance: u128) -> (RecordJournal, flowexporter::Recovered) {
     RecordJournal::open(
         dir,
         HOST,
@@ -210,7 +211,7 @@ fn a_failed_rotation_journals_nothing_more_and_fails_nothing() {
         let at = journal
             .append_tagged(&record(written))
             .expect("never an error");
-        if at == flow_sink::journal::NOT_JOURNALED {
+        if at == flowexporter::journal::NOT_JOURNALED {
             break;
         }
         written += 1;
@@ -218,7 +219,7 @@ fn a_failed_rotation_journals_nothing_more_and_fails_nothing() {
     }
     for n in written + 1..written + 5 {
         let at = journal.append_tagged(&record(n)).expect("never an error");
-        assert_eq!(at, flow_sink::journal::NOT_JOURNALED);
+        assert_eq!(at, flowexporter::journal::NOT_JOURNALED);
     }
     let c = journal.counters();
     assert_eq!(

@@ -8,10 +8,12 @@
 use std::collections::HashSet;
 
 use super::format::{self, FLAG_RECOVERY, OldContent, Parsed};
-use crate::{
-    JournalCounters, SinkError, error_chain,
+use flow_sink::{
+    SinkError, error_chain,
     state_dir::{EntryKind, StateDir, free_name},
 };
+
+use super::JournalCounters;
 
 /// Suffix of a segment's name.
 pub(super) const SEGMENT_SUFFIX: &str = ".wal";

@@ -147,7 +147,7 @@ use self::{
     },
     scan::{segment_name, set_aside, tmp_name},
 };
-use crate::{error::SinkError, error_chain, state_dir::StateDir};
+use flow_sink::{SinkError, error_chain, state_dir::StateDir};
 
 /// Default longest time between two syncs of the journal: 1 s.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
