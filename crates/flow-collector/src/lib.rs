@@ -1,0 +1,1 @@
+//! The collector side of flowexporter (being moved here from `flow-sink`).
