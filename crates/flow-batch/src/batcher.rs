@@ -219,6 +219,19 @@ impl MinuteBatcher {
         }
     }
 
+    /// Ships the records of every open window at once, as chunks that are not their
+    /// window's last (counted in `chunks_split`); the windows stay open, and close as
+    /// usual. For consumers that want records as soon as they are read (a terminal, a
+    /// stream) while keeping chunks within window boundaries.
+    pub fn ship_open(&mut self) {
+        for i in 0..self.open.len() {
+            if !self.open[i].records.is_empty() {
+                let chunk = self.split(i);
+                self.emit(chunk);
+            }
+        }
+    }
+
     /// The next chunk ready to send, oldest first.
     pub fn poll_chunk(&mut self) -> Option<Chunk> {
         self.ready.pop_front()

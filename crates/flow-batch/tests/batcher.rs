@@ -570,3 +570,35 @@ fn tags_come_out_with_their_records_across_windows_splits_and_untagged_pushes() 
         "the limit split some window"
     );
 }
+
+#[test]
+fn ship_open_hands_out_what_is_buffered_and_keeps_the_windows_open() {
+    let mut b = batcher(config());
+    b.push(record(at(10), 1), at(10)).expect("push");
+    b.push(record(at(11), 2), at(11)).expect("push");
+    b.ship_open();
+    let first = drain(&mut b);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].window, window(10, 15));
+    assert_eq!(
+        (first[0].index, first[0].sequence, first[0].last),
+        (0, 0, false)
+    );
+    assert_eq!(ports(&first[0]), [1, 2]);
+    // Nothing buffered: nothing shipped, not even an empty chunk.
+    b.ship_open();
+    assert!(drain(&mut b).is_empty());
+    assert_eq!(b.counters().open_windows, 1);
+    // The window still closes with its last chunk, empty here.
+    b.push(record(at(12), 3), at(12)).expect("push");
+    b.ship_open();
+    assert_eq!(ports(&drain(&mut b)[0]), [3]);
+    b.handle_timeout(at(17));
+    let last = drain(&mut b);
+    assert_eq!(last.len(), 1);
+    assert_eq!(
+        (last[0].index, last[0].sequence, last[0].last),
+        (2, 2, true)
+    );
+    assert!(last[0].records.is_empty());
+}
