@@ -72,23 +72,25 @@ impl InstanceId {
         InstanceId(id)
     }
 
-    /// A fresh identifier: 128 bits of the standard library's OS-seeded SipHash keys,
-    /// mixed with the wall clock and the process id. Unique with overwhelming
-    /// probability; not a secret.
+    /// A fresh identifier: 128 random bits from the operating system (`getrandom(2)`
+    /// through the `getrandom` crate). Unique with overwhelming probability; not a
+    /// secret.
+    ///
+    /// Should the OS refuse randomness (a seccomp filter that denies both `getrandom`
+    /// and `/dev/urandom`), the identifier is the process ID above the wall clock's
+    /// nanoseconds instead: still new on every start of one host, as long as its
+    /// clock does not step back.
     pub fn random() -> InstanceId {
-        use std::hash::{BuildHasher, Hasher, RandomState};
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let half = |salt: u8| {
-            let mut h = RandomState::new().build_hasher();
-            h.write_u8(salt);
-            h.write_u128(nanos);
-            h.write_u32(std::process::id());
-            h.finish()
-        };
-        InstanceId((u128::from(half(0)) << 64) | u128::from(half(1)))
+        let mut bytes = [0u8; 16];
+        match getrandom::fill(&mut bytes) {
+            Ok(()) => InstanceId(u128::from_le_bytes(bytes)),
+            Err(_) => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                InstanceId((u128::from(std::process::id()) << 96) ^ nanos)
+            }
+        }
     }
 
     /// The 128-bit value.
