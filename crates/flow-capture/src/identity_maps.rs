@@ -1,151 +1,52 @@
-//! The pinned identity maps shared with other agents: where they live, their exact
-//! definition, and the checks made before using a map found at a pin path.
-//!
-//! | pin path (under the pin directory) | kernel map | key | value |
-//! | --- | --- | --- | --- |
-//! | `ip_map` | `FLOW_IP_MAP`, hash, 16,384 entries | `IpKey` (16 bytes) | `WorkloadValue` (64 bytes) |
-//! | `connect_map` | `FLOW_CONNECT_MAP`, LRU hash, 65,536 entries | `ConnectKey` (8 bytes) | `WorkloadValue` (64 bytes) |
-//!
-//! Whichever side starts first (the exporter or a writer) creates both maps with this
-//! definition and pins them; the other opens them. A map found at a pin path with
-//! another type, key size or value size is refused, never written.
+//! The pinned identity maps shared with other agents. Their definitions, pin paths and
+//! checks live in `flow-identity` ([`flow_identity::pins`], re-exported here); this
+//! module is the loader's side: pinning the kernel program's maps there while other
+//! processes may be doing the same.
 
-use std::{
-    ffi::CString,
-    os::unix::ffi::OsStrExt,
-    path::{Path, PathBuf},
+use std::path::Path;
+
+use aya::EbpfLoader;
+pub use flow_identity::pins::{
+    CONNECT_MAP, DEFAULT_IDENTITY_PIN_DIR, IDENTITY_MAPS, IP_MAP, IdentityMapSpec, check_pinned,
+    open_or_create_pinned, pin_path,
 };
+use flow_identity::{IdentityError, pins};
 
-use aya::{
-    EbpfLoader,
-    maps::{MapData, MapInfo, MapType},
-};
-use flow_common::{ConnectKey, IpKey, WorkloadValue};
-
-use crate::{error::CaptureError, object::KERNEL_OBJECT};
-
-/// The default pin directory (on the BPF filesystem).
-pub const DEFAULT_IDENTITY_PIN_DIR: &str = "/sys/fs/bpf/flowexporter";
-
-/// One identity map's definition.
-#[derive(Clone, Copy, Debug)]
-pub struct IdentityMapSpec {
-    /// The map's name in the kernel object.
-    pub name: &'static str,
-    /// Its file name under the pin directory.
-    pub file: &'static str,
-    /// Its type.
-    pub map_type: MapType,
-    /// Key size in bytes.
-    pub key_size: u32,
-    /// Value size in bytes.
-    pub value_size: u32,
-}
-
-/// The IP map: local address -> workload.
-pub const IP_MAP: IdentityMapSpec = IdentityMapSpec {
-    name: "FLOW_IP_MAP",
-    file: "ip_map",
-    map_type: MapType::Hash,
-    key_size: size_of::<IpKey>() as u32,
-    value_size: size_of::<WorkloadValue>() as u32,
-};
-
-/// The connect map: (local IPv4, local port) -> workload.
-pub const CONNECT_MAP: IdentityMapSpec = IdentityMapSpec {
-    name: "FLOW_CONNECT_MAP",
-    file: "connect_map",
-    map_type: MapType::LruHash,
-    key_size: size_of::<ConnectKey>() as u32,
-    value_size: size_of::<WorkloadValue>() as u32,
-};
-
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-/// Fails unless `dir` is (or will be created) on a BPF filesystem.
-fn check_bpffs(dir: &Path) -> Result<(), CaptureError> {
-    // The directory may not exist yet: check the nearest existing ancestor.
-    let mut probe = dir;
-    while !probe.exists() {
-        probe = probe.parent().unwrap_or(Path::new("/"));
-    }
-    let c = CString::new(probe.as_os_str().as_bytes()).map_err(|_| CaptureError::PinPath {
-        path: dir.to_path_buf(),
-        problem: "contains a NUL byte".into(),
-        source: None,
-    })?;
-    // SAFETY: a zeroed statfs is a valid out-parameter; `c` is NUL-terminated.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(CaptureError::PinPath {
-            path: dir.to_path_buf(),
-            problem: "cannot be inspected".into(),
-            source: Some(std::io::Error::last_os_error()),
-        });
-    }
-    if st.f_type as i64 != BPF_FS_MAGIC {
-        return Err(CaptureError::PinPath {
-            path: dir.to_path_buf(),
-            problem: "is not on a BPF filesystem (mount one: mount -t bpf bpf /sys/fs/bpf)".into(),
-            source: None,
-        });
-    }
-    Ok(())
-}
-
-/// The pin path of `spec` under `dir`.
-pub fn pin_path(dir: &Path, spec: &IdentityMapSpec) -> PathBuf {
-    dir.join(spec.file)
-}
-
-/// Checks the map pinned at `spec`'s path under `dir`, if any: `Ok(true)` when it is
-/// there and matches, `Ok(false)` when nothing is pinned there.
-pub fn check_pinned(dir: &Path, spec: &IdentityMapSpec) -> Result<bool, CaptureError> {
-    let path = pin_path(dir, spec);
-    if !path.exists() {
-        return Ok(false);
-    }
-    let info = MapInfo::from_pin(&path).map_err(|source| CaptureError::PinnedMap {
-        path: path.clone(),
-        source,
-    })?;
-    let found_type = info.map_type().map_err(|source| CaptureError::PinnedMap {
-        path: path.clone(),
-        source,
-    })?;
-    if found_type != spec.map_type
-        || info.key_size() != spec.key_size
-        || info.value_size() != spec.value_size
-    {
-        return Err(CaptureError::PinnedMapMismatch {
-            path,
-            expected: format!(
-                "{:?} map, {}-byte keys, {}-byte values",
-                spec.map_type, spec.key_size, spec.value_size
-            ),
-            found: format!(
-                "{found_type:?} map, {}-byte keys, {}-byte values",
-                info.key_size(),
-                info.value_size()
-            ),
-        });
-    }
-    Ok(true)
-}
+use crate::error::CaptureError;
 
 /// Prepares `dir` for pinning and checks any maps already pinned there.
 pub(crate) fn prepare_pin_dir(dir: &Path) -> Result<(), CaptureError> {
-    check_bpffs(dir)?;
-    std::fs::create_dir_all(dir).map_err(|source| CaptureError::PinPath {
-        path: dir.to_path_buf(),
-        problem: "cannot be created".into(),
-        source: Some(source),
-    })?;
-    for spec in [IP_MAP, CONNECT_MAP] {
-        check_pinned(dir, &spec)?;
+    pins::prepare_pin_dir(dir).map_err(capture_error)
+}
+
+/// The capture core's error for a pin directory or pinned map `flow-identity` refused
+/// (the same variants, so callers match one error type).
+fn capture_error(e: IdentityError) -> CaptureError {
+    match e {
+        IdentityError::PinPath {
+            path,
+            problem,
+            source,
+        } => CaptureError::PinPath {
+            path,
+            problem,
+            source,
+        },
+        IdentityError::PinnedMapMismatch {
+            path,
+            expected,
+            found,
+        } => CaptureError::PinnedMapMismatch {
+            path,
+            expected,
+            found,
+        },
+        IdentityError::PinnedMap { path, source } => CaptureError::PinnedMap { path, source },
+        other => CaptureError::Io {
+            operation: "preparing the identity pin directory",
+            source: std::io::Error::other(other),
+        },
     }
-    Ok(())
 }
 
 /// Whether a load failed because another process pinned a map at the same path
@@ -187,30 +88,43 @@ pub(crate) fn load_sharing_pins(
     }
 }
 
-/// Opens the identity maps pinned under `dir`, creating and pinning them (with the
-/// exporter's exact definition) when they are not there yet. Returns the IP map and
-/// the connect map.
-pub fn open_or_create_pinned(dir: &Path) -> Result<(MapData, MapData), CaptureError> {
-    prepare_pin_dir(dir)?;
-    let ip_path = pin_path(dir, &IP_MAP);
-    let connect_path = pin_path(dir, &CONNECT_MAP);
-    if !ip_path.exists() || !connect_path.exists() {
-        // Creating the kernel object's maps (without loading its programs) pins the
-        // identity maps with exactly the definition the program uses; the other maps
-        // are made minimal and freed again. Creating maps needs no kernel BTF: the copy
-        // `EbpfLoader::new` parses (about 19 MB) is dropped at once.
-        let mut loader = EbpfLoader::new();
-        loader
-            .btf(None)
-            .map_pin_path(IP_MAP.name, &ip_path)
-            .map_pin_path(CONNECT_MAP.name, &connect_path)
-            .map_max_entries("FLOW_EVENTS", 4096)
-            .map_max_entries("FLOW_SOCKETS", 1);
-        drop(load_sharing_pins(&mut loader, dir, KERNEL_OBJECT)?);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::KERNEL_OBJECT;
+
+    /// A writer that starts first creates the maps from `flow-identity`'s definitions,
+    /// without the kernel object: they must be the kernel program's own.
+    #[test]
+    fn the_definitions_are_the_kernel_objects_maps() {
+        let object = aya_obj::Object::parse(KERNEL_OBJECT).expect("the bundled object parses");
+        for spec in IDENTITY_MAPS {
+            let map = object
+                .maps
+                .get(spec.name)
+                .unwrap_or_else(|| panic!("the kernel object has no map {}", spec.name));
+            let map_type = aya_obj::generated::bpf_map_type::try_from(map.map_type())
+                .ok()
+                .and_then(|t| aya::maps::MapType::try_from(t).ok())
+                .expect("a known map type");
+            assert_eq!(
+                (
+                    map_type,
+                    map.key_size(),
+                    map.value_size(),
+                    map.max_entries(),
+                    map.map_flags()
+                ),
+                (
+                    spec.map_type,
+                    spec.key_size,
+                    spec.value_size,
+                    spec.max_entries,
+                    spec.flags
+                ),
+                "{}",
+                spec.name
+            );
+        }
     }
-    let open = |path: PathBuf, spec: IdentityMapSpec| {
-        check_pinned(dir, &spec)?;
-        MapData::from_pin(&path).map_err(|source| CaptureError::PinnedMap { path, source })
-    };
-    Ok((open(ip_path, IP_MAP)?, open(connect_path, CONNECT_MAP)?))
 }

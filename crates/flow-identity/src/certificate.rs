@@ -14,7 +14,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use flow_capture::{UnattributedReason, WorkloadId};
+use flow_record::{UnattributedReason, WorkloadId};
 use x509_parser::{extensions::GeneralName, pem::parse_x509_pem};
 
 use crate::error::IdentityError;

@@ -1,8 +1,8 @@
 //! The one error type of `flow-identity`.
 
-use std::path::PathBuf;
+use std::{io, path::PathBuf};
 
-use flow_capture::{CaptureError, UnattributedReason};
+use flow_record::UnattributedReason;
 
 /// Why an identity operation failed. Each variant names what was wrong and where.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +44,59 @@ pub enum IdentityError {
         /// The address given.
         addr: std::net::IpAddr,
     },
-    /// Opening, creating or validating the pinned maps failed, or a workload ID is
-    /// invalid.
+    /// The identity pin directory cannot be used.
+    #[error("identity pin directory {path} {problem}")]
+    PinPath {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+        /// The OS error, if any.
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// A map pinned at an identity pin path has another definition than the
+    /// exporter's; it is refused, never written.
+    #[error(
+        "the map pinned at {path} is a {found}, but flowexporter's is a {expected}: remove it (rm {path}) or use another pin directory"
+    )]
+    PinnedMapMismatch {
+        /// The pin path.
+        path: PathBuf,
+        /// The exporter's definition.
+        expected: String,
+        /// What was found.
+        found: String,
+    },
+    /// A pinned map could not be opened or inspected.
+    #[error("the map pinned at {path} could not be opened")]
+    PinnedMap {
+        /// The pin path.
+        path: PathBuf,
+        /// The loader's error.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// The kernel refused to create an identity map (nothing was pinned at its path).
+    #[error("creating the identity map to pin at {path} failed")]
+    CreateMap {
+        /// The pin path it was for.
+        path: PathBuf,
+        /// The loader's error.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// A newly created identity map could not be pinned.
+    #[error("pinning the identity map at {path} failed")]
+    PinMap {
+        /// The pin path.
+        path: PathBuf,
+        /// The loader's error.
+        #[source]
+        source: aya::pin::PinError,
+    },
+    /// A workload ID that cannot be stored: empty, longer than 64 bytes, or with a NUL
+    /// or another control character.
     #[error(transparent)]
-    Capture(#[from] CaptureError),
+    InvalidWorkloadId(#[from] flow_record::InvalidWorkloadId),
 }

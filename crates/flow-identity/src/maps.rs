@@ -21,16 +21,13 @@ use std::{
 };
 
 use aya::maps::{HashMap, Map, MapData, MapError};
-use flow_capture::{
-    InvalidWorkloadValue, WorkloadId,
-    identity_maps::{self, CONNECT_MAP, IP_MAP},
-};
-use flow_common::{
-    ConnectKey, IpKey, WorkloadValue,
-    identity::{CONNECT_MAP_ENTRIES, IP_MAP_ENTRIES},
-};
+use flow_common::{ConnectKey, IpKey, WorkloadValue};
+use flow_record::{InvalidWorkloadValue, WorkloadId};
 
-use crate::error::IdentityError;
+use crate::{
+    error::IdentityError,
+    pins::{self, CONNECT_MAP, IP_MAP},
+};
 
 /// The pinned identity maps, opened for writing.
 pub struct IdentityMaps {
@@ -128,16 +125,16 @@ fn connect_key(local: SocketAddrV4) -> ConnectKey {
     }
 }
 
-const E2BIG: i32 = 7;
-const ENOENT: i32 = 2;
+fn errno_is(e: &MapError, errno: rustix::io::Errno) -> bool {
+    matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(errno.raw_os_error()))
+}
 
 fn is_full(e: &MapError) -> bool {
-    matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(E2BIG))
+    errno_is(e, rustix::io::Errno::TOOBIG)
 }
 
 fn is_missing(e: &MapError) -> bool {
-    matches!(e, MapError::KeyNotFound)
-        || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(ENOENT))
+    matches!(e, MapError::KeyNotFound) || errno_is(e, rustix::io::Errno::NOENT)
 }
 
 impl IdentityMaps {
@@ -146,13 +143,13 @@ impl IdentityMaps {
     /// another definition is refused.
     pub fn open_or_create(dir: impl AsRef<Path>) -> Result<IdentityMaps, IdentityError> {
         let dir = dir.as_ref();
-        let (ip, connect) = identity_maps::open_or_create_pinned(dir)?;
+        let (ip, connect) = pins::open_or_create_pinned(dir)?;
         Ok(IdentityMaps {
-            ip: PinnedMap::new(ip, identity_maps::pin_path(dir, &IP_MAP), IP_MAP_ENTRIES)?,
+            ip: PinnedMap::new(ip, pins::pin_path(dir, &IP_MAP), IP_MAP.max_entries)?,
             connect: PinnedMap::new(
                 connect,
-                identity_maps::pin_path(dir, &CONNECT_MAP),
-                CONNECT_MAP_ENTRIES,
+                pins::pin_path(dir, &CONNECT_MAP),
+                CONNECT_MAP.max_entries,
             )?,
         })
     }

@@ -1,6 +1,6 @@
 //! Applies the certificate fallback to records and counts identity outcomes.
 
-use flow_capture::{FlowRecord, IdentitySource, UnattributedReason};
+use flow_record::{FlowRecord, IdentitySource, UnattributedReason};
 
 use crate::{certificate::CertificateIdentity, counters::IdentityCounters, error::IdentityError};
 

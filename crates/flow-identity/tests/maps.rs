@@ -331,7 +331,7 @@ fn a_wrong_map_at_the_pin_path_is_refused() {
     assert!(
         matches!(
             err,
-            IdentityError::Capture(CaptureError::PinnedMapMismatch { .. })
+            IdentityError::PinnedMapMismatch { .. }
         ),
         "{err}"
     );
