@@ -6,7 +6,8 @@ use std::{fs, path::Path, time::Instant};
 
 use common::*;
 use flow_batch::wire::InstanceId;
-use flow_sink::{CollectorSink, FlowSink, collector::FaultInjection};
+use flow_collector::FaultInjection;
+use flow_sink::{CollectorSink, FlowSink};
 use flowexporter::{JournalConfig, RecordJournal};
 
 fn open(dir: &Path, instance: u128) -> (RecordJournal, flowexporter::Recovered) {

@@ -10,13 +10,11 @@ use std::{
 };
 
 use flow_batch::{Chunk, Window};
+use flow_collector::{CollectorOptions, FaultInjection, FlowCollector};
 use flow_record::{
     CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
 };
-use flow_sink::{
-    CollectorConfig, RetryPolicy,
-    collector::{CollectorOptions, FaultInjection, FlowCollector},
-};
+use flow_sink::{CollectorConfig, RetryPolicy};
 
 pub const HOST: &str = "host-a";
 pub const WINDOW_START_MS: u64 = 1_700_000_000_000;

@@ -9,12 +9,12 @@
 //!   timeouts, retries ([`RetryPolicy`]: exponential backoff, full jitter), a durable
 //!   on-disk [`Spool`] and optional mutual TLS. `docs/collector-protocol.md` describes
 //!   the HTTP exchange.
-//! - [`collector`]: the reference collector (`examples/flowcollector.rs`), which
-//!   doubles as the test peer of the collector sink.
+//! - [`http_server`]: the HTTP/1.1 server loop (connection caps and timeouts) of the
+//!   reference collector (the `flow-collector` crate) and of the exporter's metrics
+//!   endpoint.
 //!
 //! The library emits `tracing` events and installs nothing process-wide.
 
-pub mod collector;
 pub mod collector_sink;
 mod error;
 pub mod http_server;

@@ -18,10 +18,8 @@ use flow_batch::{
     Chunk,
     wire::{ChunkEncoder, InstanceId},
 };
-use flow_sink::{
-    CHUNK_CONTENT_TYPE, CHUNKS_PATH,
-    collector::{CollectorOptions, FlowCollector},
-};
+use flow_collector::{CollectorOptions, FlowCollector};
+use flow_sink::{CHUNK_CONTENT_TYPE, CHUNKS_PATH};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

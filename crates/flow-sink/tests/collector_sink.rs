@@ -5,10 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use flow_sink::{
-    CollectorConfig, CollectorSink, FlowSink, SinkError,
-    collector::{CollectorOptions, FaultInjection, FlowCollector},
-};
+use flow_collector::{CollectorOptions, FaultInjection, FlowCollector};
+use flow_sink::{CollectorConfig, CollectorSink, FlowSink, SinkError};
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -10,11 +10,8 @@ use std::time::Duration;
 
 use common::*;
 use flow_batch::wire::{BatchId, InstanceId};
-use flow_sink::{
-    CollectorSink, FlowSink,
-    collector::{CollectorOptions, FlowCollector},
-    collector_sink::Accepted,
-};
+use flow_collector::{CollectorOptions, FlowCollector};
+use flow_sink::{CollectorSink, FlowSink, collector_sink::Accepted};
 use flow_testkit::{Tmpfs, fill_disk};
 
 const PER: u64 = 50;

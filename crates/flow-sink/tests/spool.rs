@@ -6,10 +6,8 @@ use std::{fs, path::Path, time::Duration};
 
 use common::*;
 use flow_batch::wire::{ChunkEncoder, InstanceId};
-use flow_sink::{
-    CollectorSink, FlowSink, SinkError, Spool, SpoolConfig, WhenFull,
-    collector::{CollectorOptions, FaultInjection, FlowCollector},
-};
+use flow_collector::{CollectorOptions, FaultInjection, FlowCollector};
+use flow_sink::{CollectorSink, FlowSink, SinkError, Spool, SpoolConfig, WhenFull};
 
 fn frames(instance: u128, n: u64, per: u64) -> Vec<Vec<u8>> {
     let mut encoder = ChunkEncoder::new(HOST, InstanceId::new(instance)).expect("encoder");

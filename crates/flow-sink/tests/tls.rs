@@ -6,10 +6,8 @@ use std::{path::PathBuf, time::Duration};
 
 use common::*;
 use flow_batch::wire::InstanceId;
-use flow_sink::{
-    ClientTls, CollectorConfig, CollectorSink, FlowSink, SinkError,
-    collector::{CollectorOptions, FlowCollector, ServerTls},
-};
+use flow_collector::{CollectorOptions, FlowCollector, ServerTls};
+use flow_sink::{ClientTls, CollectorConfig, CollectorSink, FlowSink, SinkError};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -9,7 +9,7 @@ mod common;
 use std::{path::Path, process::Command, time::Duration};
 
 use common::*;
-use flow_sink::collector::FaultInjection;
+use flow_collector::FaultInjection;
 use flow_testkit::{Tmpfs, fill_disk};
 
 /// The journal segment files in `dir`.

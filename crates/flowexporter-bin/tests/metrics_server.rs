@@ -14,7 +14,7 @@ use std::{
 };
 
 use common::*;
-use flow_sink::collector::FaultInjection;
+use flow_collector::FaultInjection;
 
 /// Starts the exporter sending to the collector at `collector_port` with 2 s windows,
 /// its metrics at `metrics_addr`, and its RLIMIT_NOFILE set to `nofile` (soft and

@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::*;
-use flow_sink::collector::{CollectorOptions, FaultInjection, FlowCollector, ServerTls};
+use flow_collector::{CollectorOptions, FaultInjection, FlowCollector, ServerTls};
 
 /// A configuration file with the certificate `cert`, the log level `level`, the poll
 /// interval `poll_ms` and the retry backoff `backoff` (which the tests' exporter also

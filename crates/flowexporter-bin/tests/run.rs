@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use flow_sink::collector::FaultInjection;
+use flow_collector::FaultInjection;
 
 #[test]
 fn sigterm_mid_window_delivers_every_record_exactly_once() {

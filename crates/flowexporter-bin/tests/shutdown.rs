@@ -16,7 +16,7 @@ use std::{
 };
 
 use common::*;
-use flow_sink::collector::FaultInjection;
+use flow_collector::FaultInjection;
 
 /// What the test allows a stop to take (the exporter's own bound is 5 s of flushing).
 const STOP_BOUND: Duration = Duration::from_secs(10);

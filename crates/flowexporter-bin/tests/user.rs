@@ -8,7 +8,7 @@ mod common;
 use std::{os::unix::fs::MetadataExt, process::Command, time::Duration};
 
 use common::*;
-use flow_sink::collector::FaultInjection;
+use flow_collector::FaultInjection;
 
 /// `id OPTION nobody`, as numbers.
 fn id_of_nobody(option: &str) -> Vec<u32> {

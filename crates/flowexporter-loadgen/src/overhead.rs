@@ -17,8 +17,8 @@ use std::{
 use anyhow::{Context, bail};
 use aya::sys::{Stats, enable_stats};
 use flow_capture::WorkloadId;
+use flow_collector::{CollectorOptions, FlowCollector};
 use flow_identity::IdentityMaps;
-use flow_sink::collector::{CollectorOptions, FlowCollector};
 
 use crate::churn::{self, ChurnConfig, ChurnReport};
 

@@ -1387,9 +1387,6 @@ fn build_client(
 }
 
 #[cfg(test)]
-mod reconfigure_tests;
-
-#[cfg(test)]
 mod tests {
     use super::*;
 

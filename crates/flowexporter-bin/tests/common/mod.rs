@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flow_sink::collector::{CollectorOptions, FaultInjection, FlowCollector};
+use flow_collector::{CollectorOptions, FaultInjection, FlowCollector};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flowexporter");
 

@@ -12,8 +12,9 @@ use flow_record::{
     CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
 };
 
-use super::*;
-use crate::collector::{CollectorOptions, FlowCollector, ServerTls};
+use flow_batch::wire::InstanceId;
+use flow_collector::{CollectorOptions, FlowCollector, ServerTls};
+use flow_sink::{ClientTls, CollectorConfig, CollectorSink, FlowSink, RetryPolicy, SinkError};
 
 const WINDOW_START_MS: u64 = 1_700_000_000_000;
 

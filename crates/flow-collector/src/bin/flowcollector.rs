@@ -3,7 +3,7 @@
 //! `flowexporter tail --json`) to a file.
 //!
 //! ```text
-//! cargo run --release --example flowcollector -- --listen 127.0.0.1:9000 --out /tmp/flows.jsonl
+//! cargo run --release -p flow-collector --bin flowcollector -- --listen 127.0.0.1:9000 --out /tmp/flows.jsonl
 //! ```
 //!
 //! It prints `listening on ADDR` on standard output once it accepts connections (with
@@ -12,12 +12,12 @@
 //! `--body-read-timeout` bound what clients can hold open (1024 connections, 30 s
 //! each by default). The `--fail-*`, `--lose-ack-every` and `--delay` options make it
 //! misbehave, for end-to-end tests. `docs/collector-protocol.md` describes the
-//! exchange; the logic lives in `flowexporter::sink::collector`.
+//! exchange; the logic lives in the `flow_collector` library.
 
 use std::{io::Write, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
-use flowexporter::sink::collector::{CollectorOptions, FaultInjection, FlowCollector, ServerTls};
+use flow_collector::{CollectorOptions, FaultInjection, FlowCollector, ServerTls};
 
 #[derive(Debug, Parser)]
 #[command(

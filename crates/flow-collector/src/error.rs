@@ -1,0 +1,48 @@
+//! The collector's one error type.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+/// Why a [`FlowCollector`](crate::FlowCollector) could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CollectorError {
+    /// The output file could not be opened for appending.
+    #[error("failed to open {} for appending", .path.display())]
+    Output {
+        /// The output file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The TLS material could not be loaded or used.
+    #[error("failed to {operation} {}", .path.display())]
+    Tls {
+        /// What was being done (`load TLS certificates from`, ...).
+        operation: &'static str,
+        /// The PEM file concerned.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// The chunk decoder could not be set up (decode limits out of range).
+    #[error("failed to set up a chunk decoder")]
+    Decoder {
+        /// Why.
+        #[source]
+        source: flow_batch::BatchError,
+    },
+
+    /// The listening socket could not be bound.
+    #[error("failed to listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,180 @@
+//! The request handler: checks the path, method, content type and size of a
+//! request, applies the [`FaultInjection`](crate::FaultInjection), stores the chunk
+//! and says how it went.
+
+use std::sync::{Arc, atomic::Ordering};
+
+use bytes::Bytes;
+use flow_sink::{CHUNK_CONTENT_TYPE, CHUNKS_PATH, RESULT_HEADER};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
+
+use crate::{State, stats::bump, store::Stored};
+
+/// A response with a one-line text body.
+type Answer = Response<Full<Bytes>>;
+
+/// A response with `status`, the result header (if any) and `text` as its body.
+fn answer(status: StatusCode, result: Option<&'static str>, text: String) -> Answer {
+    let mut response = Response::new(Full::new(Bytes::from(text + "\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Some(result) = result {
+        headers.insert(RESULT_HEADER, header::HeaderValue::from_static(result));
+    }
+    response
+}
+
+/// Answers one request.
+pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer {
+    if req.uri().path() != CHUNKS_PATH {
+        return answer(
+            StatusCode::NOT_FOUND,
+            None,
+            format!("no such path; chunks go to {CHUNKS_PATH}"),
+        );
+    }
+    if req.method() != Method::POST {
+        return answer(
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            "chunks are sent with POST".into(),
+        );
+    }
+    let number = state
+        .stats
+        .requests
+        .fetch_add(1, Ordering::Relaxed)
+        .saturating_add(1);
+    let faults = state
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if !faults.delay.is_zero() {
+        tokio::time::sleep(faults.delay).await;
+    }
+    let fail_status = StatusCode::from_u16(if faults.fail_status == 0 {
+        503
+    } else {
+        faults.fail_status
+    })
+    .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    if let Some(status) = faults.reject_all {
+        bump(&state.stats.faults_injected);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        return answer(status, None, "injected refusal".into());
+    }
+    let fail_first = number <= u64::from(faults.fail_first);
+    let fail_nth = faults.fail_every > 0
+        && number > u64::from(faults.fail_first)
+        && (number - u64::from(faults.fail_first)).is_multiple_of(u64::from(faults.fail_every));
+    if fail_first || fail_nth {
+        bump(&state.stats.faults_injected);
+        return answer(fail_status, None, "injected failure".into());
+    }
+
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type != CHUNK_CONTENT_TYPE {
+        bump(&state.stats.rejected_content_type);
+        return answer(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            format!("content type must be {CHUNK_CONTENT_TYPE}"),
+        );
+    }
+    let max = state.options.max_body_bytes;
+    let too_large = || {
+        bump(&state.stats.rejected_too_large);
+        answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            format!("body larger than {max} bytes"),
+        )
+    };
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max as u64) {
+        return too_large();
+    }
+    let timeout = state.options.body_read_timeout;
+    let collected =
+        match tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await {
+            Ok(collected) => collected,
+            Err(_) => {
+                bump(&state.stats.body_timeouts);
+                return answer(
+                    StatusCode::REQUEST_TIMEOUT,
+                    None,
+                    format!(
+                        "the body did not arrive within {}",
+                        humantime::format_duration(timeout)
+                    ),
+                );
+            }
+        };
+    let body = match collected {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(error) => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                None,
+                format!("reading the body failed: {error}"),
+            );
+        }
+    };
+
+    let lose_ack = faults.lose_ack_every > 0;
+    let state2 = Arc::clone(&state);
+    let fail_writes = faults.fail_writes;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut store = state2.store.lock().unwrap_or_else(|p| p.into_inner());
+        store.store(&body, fail_writes, &state2.stats)
+    })
+    .await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(error) => {
+            return answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                format!("storing task failed: {error}"),
+            );
+        }
+    };
+    match outcome {
+        Stored::Accepted { batch_id, records } => {
+            let accepted = state.stats.chunks_accepted.load(Ordering::Relaxed);
+            if lose_ack && accepted.is_multiple_of(u64::from(faults.lose_ack_every)) {
+                bump(&state.stats.faults_injected);
+                return answer(fail_status, None, "injected lost acknowledgement".into());
+            }
+            answer(
+                StatusCode::OK,
+                Some("accepted"),
+                format!("accepted {batch_id} records={records}"),
+            )
+        }
+        Stored::Duplicate { batch_id } => answer(
+            StatusCode::OK,
+            Some("duplicate"),
+            format!("duplicate {batch_id}"),
+        ),
+        Stored::Undecodable(reason) | Stored::Unstorable(reason) => {
+            answer(StatusCode::BAD_REQUEST, None, reason)
+        }
+        Stored::WriteFailed(reason) => answer(StatusCode::SERVICE_UNAVAILABLE, None, reason),
+    }
+}

@@ -1,0 +1,94 @@
+//! What the collector has done: the counters behind [`CollectorStats`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use flow_sink::http_server::ConnectionStats;
+
+/// What a collector has done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CollectorStats {
+    /// Requests to the chunk path.
+    pub requests: u64,
+    /// Chunks stored.
+    pub chunks_accepted: u64,
+    /// Records written.
+    pub records_written: u64,
+    /// Chunks answered as duplicates (not stored again).
+    pub chunks_duplicate: u64,
+    /// Requests answered 400 (undecodable frame).
+    pub rejected_undecodable: u64,
+    /// Requests answered 400 because the frame decodes but a record cannot be stored
+    /// (a time after 9999-12-31); nothing of such a chunk is stored.
+    pub rejected_unstorable: u64,
+    /// Requests answered 408 because the body did not arrive within
+    /// [`CollectorOptions::body_read_timeout`].
+    pub body_timeouts: u64,
+    /// Requests answered 413.
+    pub rejected_too_large: u64,
+    /// Requests answered 415.
+    pub rejected_content_type: u64,
+    /// Chunks answered 503 because the output could not be written.
+    pub write_failures: u64,
+    /// Failures injected ([`FaultInjection`]), lost acknowledgements included.
+    pub faults_injected: u64,
+    /// Connections accepted and served.
+    pub connections_accepted: u64,
+    /// Connections closed as soon as accepted because
+    /// [`CollectorOptions::max_connections`] were open.
+    pub connections_refused: u64,
+    /// Connections closed by the header read timeout or the idle timeout.
+    pub connections_timed_out: u64,
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Failed `accept` calls (out of file descriptors, ...), each followed by a short
+    /// wait.
+    pub accept_errors: u64,
+}
+
+/// The live counters behind [`CollectorStats`] (connections are counted by
+/// `flow_sink::http_server`).
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) requests: AtomicU64,
+    pub(crate) chunks_accepted: AtomicU64,
+    pub(crate) records_written: AtomicU64,
+    pub(crate) chunks_duplicate: AtomicU64,
+    pub(crate) rejected_undecodable: AtomicU64,
+    pub(crate) rejected_unstorable: AtomicU64,
+    pub(crate) body_timeouts: AtomicU64,
+    pub(crate) rejected_too_large: AtomicU64,
+    pub(crate) rejected_content_type: AtomicU64,
+    pub(crate) write_failures: AtomicU64,
+    pub(crate) faults_injected: AtomicU64,
+}
+
+impl Stats {
+    /// A snapshot, with the connection counters of `connections`.
+    pub(crate) fn snapshot(&self, connections: ConnectionStats) -> CollectorStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CollectorStats {
+            requests: get(&self.requests),
+            chunks_accepted: get(&self.chunks_accepted),
+            records_written: get(&self.records_written),
+            chunks_duplicate: get(&self.chunks_duplicate),
+            rejected_undecodable: get(&self.rejected_undecodable),
+            rejected_unstorable: get(&self.rejected_unstorable),
+            body_timeouts: get(&self.body_timeouts),
+            rejected_too_large: get(&self.rejected_too_large),
+            rejected_content_type: get(&self.rejected_content_type),
+            write_failures: get(&self.write_failures),
+            faults_injected: get(&self.faults_injected),
+            connections_accepted: connections.accepted,
+            connections_refused: connections.refused_over_cap,
+            connections_timed_out: connections.timed_out,
+            connections_open: connections.open,
+            accept_errors: connections.accept_errors,
+        }
+    }
+}
+
+/// Adds one to `counter`.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
