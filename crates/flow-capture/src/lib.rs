@@ -20,6 +20,20 @@
 //! # }
 //! ```
 //!
+//! Whether this host can load the tracer, and what to do if not, without loading it:
+//! [`preflight::diagnose`] runs the same probes as [`FlowCaptureBuilder::load`] (kernel
+//! version, privileges, kernel BTF, tracepoint, ring buffer) and reports every one.
+//!
+//! ```no_run
+//! use flow_capture::preflight::{self, Status};
+//!
+//! for d in preflight::diagnose() {
+//!     if d.status == Status::Fail {
+//!         eprintln!("{}: {}", d.name, d.detail);
+//!     }
+//! }
+//! ```
+//!
 //! The library changes nothing process-wide: it installs no logger, touches no rlimit and
 //! no signal handler (with glibc, loading returns the freed heap of parsing the kernel's
 //! BTF to the system with `malloc_trim`, a setting of nothing). Detaching happens when the [`FlowCapture`] is dropped; a
@@ -34,7 +48,7 @@ mod error;
 pub mod identity_maps;
 mod loader;
 mod object;
-mod preflight;
+pub mod preflight;
 mod prog_info;
 mod reader;
 

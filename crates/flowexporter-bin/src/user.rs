@@ -12,6 +12,7 @@ use std::{ffi::CString, io, os::unix::fs::DirBuilderExt, path::Path};
 
 use anyhow::{Context, bail};
 use flow_sink::state_dir::{EntryKind, StateDir};
+use nix::unistd::{self, AccessFlags, Gid, Uid, User};
 
 /// How deep `hand_over` walks a state directory (the exporter's own tree is two deep).
 const MAX_STATE_DEPTH: usize = 8;
@@ -31,40 +32,19 @@ impl ServiceUser {
     /// Looks `name` up in the user database (`/etc/passwd`, or whatever NSS is set up
     /// to read); a name that is not there is an error saying so.
     pub fn lookup(name: &str) -> anyhow::Result<ServiceUser> {
-        let c_name = CString::new(name).context("a user name cannot contain NUL")?;
-        let mut buf: Vec<libc::c_char> = vec![0; 4096];
-        loop {
-            // SAFETY: an all-zero `passwd` (null pointers, zero IDs) is a valid value
-            // for getpwnam_r to overwrite.
-            let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-            let mut found: *mut libc::passwd = std::ptr::null_mut();
-            // SAFETY: every pointer is valid for the call: the NUL-terminated name,
-            // the entry, the buffer with its true length, and the result slot.
-            let rc = unsafe {
-                libc::getpwnam_r(
-                    c_name.as_ptr(),
-                    &mut entry,
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                    &mut found,
-                )
-            };
-            if rc == libc::ERANGE && buf.len() < 1 << 20 {
-                buf.resize(buf.len() * 2, 0);
-                continue;
-            }
-            if rc != 0 {
-                return Err(io::Error::from_raw_os_error(rc))
-                    .with_context(|| format!("looking up the user {name:?}"));
-            }
-            if found.is_null() {
-                bail!("no user named {name:?} on this system");
-            }
-            return Ok(ServiceUser {
+        if name.contains('\0') {
+            bail!("a user name cannot contain NUL");
+        }
+        match User::from_name(name) {
+            Ok(Some(user)) => Ok(ServiceUser {
                 name: name.to_string(),
-                uid: entry.pw_uid,
-                gid: entry.pw_gid,
-            });
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+            }),
+            Ok(None) => bail!("no user named {name:?} on this system"),
+            Err(errno) => {
+                Err(io::Error::from(errno)).with_context(|| format!("looking up the user {name:?}"))
+            }
         }
     }
 
@@ -188,35 +168,32 @@ impl ServiceUser {
     pub fn assume(&self) -> anyhow::Result<()> {
         let name = CString::new(self.name.as_str()).context("a user name cannot contain NUL")?;
         let who = || format!("user {} ({}:{})", self.name, self.uid, self.gid);
-        // SAFETY: a NUL-terminated name and a plain group ID.
-        if unsafe { libc::initgroups(name.as_ptr(), self.gid) } != 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("setting the supplementary groups of {}", who()));
-        }
-        // SAFETY: plain IDs.
-        if unsafe { libc::setresgid(self.gid, self.gid, self.gid) } != 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("switching to the group of {}", who()));
-        }
-        // SAFETY: plain IDs.
-        if unsafe { libc::setresuid(self.uid, self.uid, self.uid) } != 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("switching to {}", who()));
-        }
-        let (mut r, mut e, mut s) = (0, 0, 0);
-        // SAFETY: three valid out-pointers.
-        unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
-        let (mut rg, mut eg, mut sg) = (0, 0, 0);
-        // SAFETY: three valid out-pointers.
-        unsafe { libc::getresgid(&mut rg, &mut eg, &mut sg) };
-        if [r, e, s] != [self.uid; 3] || [rg, eg, sg] != [self.gid; 3] {
+        let (uid, gid) = (Uid::from_raw(self.uid), Gid::from_raw(self.gid));
+        unistd::initgroups(&name, gid)
+            .map_err(io::Error::from)
+            .with_context(|| format!("setting the supplementary groups of {}", who()))?;
+        unistd::setresgid(gid, gid, gid)
+            .map_err(io::Error::from)
+            .with_context(|| format!("switching to the group of {}", who()))?;
+        unistd::setresuid(uid, uid, uid)
+            .map_err(io::Error::from)
+            .with_context(|| format!("switching to {}", who()))?;
+        let u = unistd::getresuid()
+            .map_err(io::Error::from)
+            .context("reading the user IDs back")?;
+        let g = unistd::getresgid()
+            .map_err(io::Error::from)
+            .context("reading the group IDs back")?;
+        let (r, e, s) = (u.real, u.effective, u.saved);
+        let (rg, eg, sg) = (g.real, g.effective, g.saved);
+        if [r, e, s] != [uid; 3] || [rg, eg, sg] != [gid; 3] {
             bail!(
                 "after switching to {}: uids {r}/{e}/{s}, gids {rg}/{eg}/{sg}",
                 who()
             );
         }
-        // SAFETY: plain ID; this must fail, as the user cannot become root again.
-        if self.uid != 0 && unsafe { libc::setuid(0) } == 0 {
+        // This must fail, as the user cannot become root again.
+        if self.uid != 0 && unistd::setuid(Uid::from_raw(0)).is_ok() {
             bail!("after switching to {}, user ID 0 could be regained", who());
         }
         Ok(())
@@ -225,19 +202,19 @@ impl ServiceUser {
     /// Checks, as the user, that `dir` can be listed and written (a parent that the
     /// user cannot enter would only show later, as a failure to open the spool).
     pub fn check_access(&self, dir: &Path) -> anyhow::Result<()> {
-        let c_path = CString::new(dir.as_os_str().as_encoded_bytes())
-            .with_context(|| format!("{} contains NUL", dir.display()))?;
-        // SAFETY: a NUL-terminated path; access(2) checks with the real IDs, the user's.
-        if unsafe { libc::access(c_path.as_ptr(), libc::R_OK | libc::W_OK | libc::X_OK) } != 0 {
-            return Err(io::Error::last_os_error()).with_context(|| {
-                format!(
-                    "the user {} cannot use {} (is every parent directory searchable by it?)",
-                    self.name,
-                    dir.display()
-                )
-            });
-        }
-        Ok(())
+        // access(2) checks with the real IDs: the user's.
+        unistd::access(
+            dir,
+            AccessFlags::R_OK | AccessFlags::W_OK | AccessFlags::X_OK,
+        )
+        .map_err(io::Error::from)
+        .with_context(|| {
+            format!(
+                "the user {} cannot use {} (is every parent directory searchable by it?)",
+                self.name,
+                dir.display()
+            )
+        })
     }
 }
 
@@ -261,8 +238,7 @@ mod tests {
     fn hand_over_gives_the_tree_but_never_a_link_target() {
         use std::os::unix::fs::{MetadataExt, symlink};
         // Not root: nothing to give away (the end-to-end tests run as root).
-        // SAFETY: getuid has no preconditions.
-        if unsafe { libc::getuid() } != 0 {
+        if !unistd::getuid().is_root() {
             eprintln!("skipped: needs root");
             return;
         }
