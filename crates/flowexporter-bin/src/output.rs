@@ -1,8 +1,16 @@
-//! How `tail` prints records: a table like bcc's tcplife, or JSON lines.
+//! How `tail` prints records: a table like bcc's tcplife, or JSON lines, through a
+//! [`TerminalSink`].
 
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    sync::{Arc, Mutex},
+};
 
-use flow_capture::FlowRecord;
+use async_trait::async_trait;
+use flow_batch::Chunk;
+use flow_record::FlowRecord;
+use flow_sink::{FlowSink, SinkError};
+use tokio::sync::Notify;
 
 /// The output format.
 #[derive(Clone, Copy, Debug)]
@@ -41,9 +49,9 @@ impl<W: Write> RecordWriter<W> {
                     .and_then(|s| r.t_end.duration_since(s).ok())
                     .map_or_else(|| "-".to_string(), |d| d.as_millis().to_string());
                 let dir = match r.direction {
-                    flow_capture::Direction::Outbound => "OUT",
-                    flow_capture::Direction::Inbound => "IN",
-                    flow_capture::Direction::Unknown => "?",
+                    flow_record::Direction::Outbound => "OUT",
+                    flow_record::Direction::Inbound => "IN",
+                    flow_record::Direction::Unknown => "?",
                 };
                 writeln!(
                     self.out,
@@ -62,5 +70,50 @@ impl<W: Write> RecordWriter<W> {
             }
         }
         self.out.flush()
+    }
+}
+
+/// Prints every record of every chunk on standard output, flushing after each one.
+///
+/// Once stdout is closed (the reader went away, e.g. `| head`), it wakes `closed` and
+/// takes every later chunk without printing it: there is nobody to print it for.
+pub struct TerminalSink {
+    out: Mutex<Option<RecordWriter<io::Stdout>>>,
+    closed: Arc<Notify>,
+}
+
+impl TerminalSink {
+    /// A sink printing in `format` (a table starts with its header now).
+    pub fn new(format: Format, closed: Arc<Notify>) -> io::Result<TerminalSink> {
+        Ok(TerminalSink {
+            out: Mutex::new(Some(RecordWriter::new(io::stdout(), format)?)),
+            closed,
+        })
+    }
+}
+
+#[async_trait]
+impl FlowSink for TerminalSink {
+    fn name(&self) -> &str {
+        "terminal"
+    }
+
+    async fn deliver(&self, chunk: &Chunk) -> Result<(), SinkError> {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(writer) = out.as_mut() else {
+            return Ok(());
+        };
+        for record in &chunk.records {
+            match writer.write(record) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    *out = None;
+                    self.closed.notify_one();
+                    return Ok(());
+                }
+                Err(source) => return Err(SinkError::Stdout { source }),
+            }
+        }
+        Ok(())
     }
 }

@@ -1,17 +1,18 @@
 //! `flowexporter tail`: print records as they are captured until SIGINT/SIGTERM, then
-//! detach and drain what was already captured.
+//! detach and drain what was already captured. The same pipeline as `run`, shipping
+//! every read at once to a terminal sink.
 
-use std::io;
+use std::sync::Arc;
 
 use anyhow::Context;
-use flow_capture::{AsyncFlowReader, FlowCapture, FlowRecord};
-use tokio::signal::unix::{SignalKind, signal};
+use flowexporter::{CaptureSource, Exporter, Shipping};
+use tokio::sync::Notify;
 
 use crate::{
     cli::TailArgs,
-    output::{Format, RecordWriter},
+    output::{Format, TerminalSink},
     privileges,
-    resolver::ReloadableResolver,
+    run::stop_signal,
     setup,
 };
 
@@ -24,64 +25,28 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(tail(args, capture, resolver))
-}
-
-async fn tail(
-    args: TailArgs,
-    mut capture: FlowCapture,
-    mut resolver: ReloadableResolver,
-) -> anyhow::Result<()> {
-    let format = if args.json {
-        Format::Json
-    } else {
-        Format::Table
+    let format = match args.json {
+        true => Format::Json,
+        false => Format::Table,
     };
-    let mut reader = AsyncFlowReader::new(capture.take_reader()?)?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut out = RecordWriter::new(io::stdout().lock(), format)?;
-    let mut batch: Vec<FlowRecord> = Vec::new();
-    tracing::info!("tracing TCP closes; SIGINT or SIGTERM to stop");
-    loop {
-        tokio::select! {
-            r = reader.next_batch(&mut batch) => { r?; }
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-        }
-        resolver.resolve_all(&mut batch);
-        if !write_all(&mut out, &mut batch)? {
-            return Ok(());
-        }
-    }
-    // Detach first, then drain: every record captured before the detach is printed.
-    let counters = capture.counters()?;
-    let stats = capture.program_stats()?;
-    drop(capture);
-    reader.drain(&mut batch);
-    batch.iter_mut().for_each(|r| resolver.resolve(r));
-    write_all(&mut out, &mut batch)?;
-    let read = reader.get_ref().counters();
-    tracing::info!(
-        records = read.records_read,
-        lost_in_kernel = counters.lost(),
-        missed_in_interrupts = stats.recursion_misses,
-        "stopped"
-    );
-    Ok(())
-}
-
-/// Writes and clears `batch`; returns false when stdout is closed (e.g. `| head`).
-fn write_all<W: io::Write>(
-    out: &mut RecordWriter<W>,
-    batch: &mut Vec<FlowRecord>,
-) -> anyhow::Result<bool> {
-    for r in batch.drain(..) {
-        match out.write(&r) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(false),
-            Err(e) => return Err(e).context("writing to stdout"),
-        }
-    }
-    Ok(true)
+    runtime.block_on(async move {
+        let source = CaptureSource::new(capture).context("reading the flow tracer")?;
+        // Stdout closed (`| head`): stop as on a signal.
+        let closed = Arc::new(Notify::new());
+        let sink = TerminalSink::new(format, closed.clone()).context("writing to stdout")?;
+        let exporter = Exporter::builder()
+            .shipping(Shipping::Immediately)
+            .build(source, resolver, sink)
+            .context("starting the pipeline")?;
+        let signal = stop_signal()?;
+        tracing::info!("tracing TCP closes; SIGINT or SIGTERM to stop");
+        let stop = async move {
+            tokio::select! {
+                () = signal => {}
+                () = closed.notified() => {}
+            }
+        };
+        exporter.run_until(stop).await?;
+        Ok(())
+    })
 }

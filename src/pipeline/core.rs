@@ -1,0 +1,310 @@
+//! The pipeline's state machine: records in (with the time), chunks out, timers polled.
+//!
+//! It reads no clock, spawns nothing and awaits nothing: the caller passes the time to
+//! every input and hands the chunks it polls to a sink ([`driver`](super::driver) does,
+//! on tokio). Its only I/O is the optional record journal's file writes.
+//!
+//! What becomes of each chunk, and why nothing stops the pipeline:
+//!
+//! - A record that cannot be journaled is still batched (`journal_errors`); a crash
+//!   before its chunk is delivered loses it.
+//! - A chunk's intent is journaled before it is handed out ([`PipelineCore::poll_transmit`]);
+//!   when that fails the chunk still goes out (a crash afterwards may send its records
+//!   again under a new batch ID: at least once, never lost).
+//! - A chunk the sink delivered or kept durably is marked done in the journal. A chunk
+//!   the sink kept only in memory ([`Accepted::InMemory`]) keeps its intent open until
+//!   the sink names it settled ([`PipelineCore::handle_settled`]): a crash meanwhile
+//!   sends it again at the next start, under its batch ID.
+//! - A chunk the sink could not take at all is given up: counted (`delivery_errors`,
+//!   its records in `records_dropped`) and its intent ended, so that it does not hold
+//!   the journal's segments for the rest of the run. Retrying it a moment later would
+//!   fail the same way.
+//! - A failed journal sync is tried again at the next timeout.
+
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant, SystemTime},
+};
+
+use flow_batch::{
+    BatchConfig, BatchCounters, Chunk, MinuteBatcher, NO_TAG,
+    wire::{BatchId, InstanceId},
+};
+use flow_record::FlowRecord;
+use flow_sink::{Accepted, SinkError, error_chain};
+
+use crate::{
+    counters::PipelineCounters,
+    error::ExporterError,
+    journal::{JournalCounters, RecordJournal, Recovered},
+    ratelimit::RateLimited,
+};
+
+/// How often each kind of failure is logged at most.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// When chunks leave the pipeline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Shipping {
+    /// When their window closes (or fills up): one chunk per window and minute, the
+    /// collector's batches.
+    #[default]
+    Windows,
+    /// As soon as they are read: every read is cut into chunks at once (still within
+    /// window boundaries; windows close as usual). For a terminal or a stream.
+    Immediately,
+}
+
+/// A chunk to hand to the sink, with its batch ID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The chunk.
+    pub chunk: Chunk,
+    /// Its batch ID (the original one for a replayed chunk).
+    pub batch_id: BatchId,
+    /// Recovered from the journal after a crash: give it to
+    /// [`FlowSink::replay`](flow_sink::FlowSink::replay), not `accept`.
+    pub replay: bool,
+    /// Whether its intent is open in the journal (to end once the sink has it).
+    intent: bool,
+}
+
+/// Records in, chunks out; see the [module docs](self).
+#[derive(Debug)]
+pub struct PipelineCore {
+    batcher: MinuteBatcher,
+    journal: Option<RecordJournal>,
+    host: String,
+    instance: InstanceId,
+    shipping: Shipping,
+    /// Chunks recovered from the journal, handed out before any new one.
+    replays: VecDeque<Transmit>,
+    counters: PipelineCounters,
+    record_warnings: RateLimited,
+    journal_warnings: RateLimited,
+    delivery_warnings: RateLimited,
+}
+
+impl PipelineCore {
+    /// A core batching with `batch`, journaling in `journal` when given, naming its
+    /// chunks `(host, instance, sequence)`.
+    pub fn new(
+        batch: BatchConfig,
+        shipping: Shipping,
+        journal: Option<RecordJournal>,
+        host: impl Into<String>,
+        instance: InstanceId,
+    ) -> Result<PipelineCore, ExporterError> {
+        Ok(PipelineCore {
+            batcher: MinuteBatcher::new(batch)?,
+            journal,
+            host: host.into(),
+            instance,
+            shipping,
+            replays: VecDeque::new(),
+            counters: PipelineCounters::default(),
+            record_warnings: RateLimited::new(WARN_EVERY),
+            journal_warnings: RateLimited::new(WARN_EVERY),
+            delivery_warnings: RateLimited::new(WARN_EVERY),
+        })
+    }
+
+    /// Takes what the journal recovered from a previous run: its chunks in flight are
+    /// handed out first (as replays, under their original batch IDs), its records in
+    /// no chunk are batched again (already journaled: not appended twice).
+    pub fn recover(&mut self, recovered: Recovered, now: SystemTime) {
+        if !recovered.is_empty() {
+            tracing::info!(
+                chunks = recovered.chunks.len(),
+                records = recovered.records.len(),
+                "recovered from the journal"
+            );
+        }
+        for rc in recovered.chunks {
+            self.counters.chunks_replayed += 1;
+            self.replays.push_back(Transmit {
+                batch_id: rc.batch_id(),
+                chunk: rc.chunk,
+                replay: true,
+                intent: true,
+            });
+        }
+        for record in recovered.records {
+            self.counters.records_recovered += 1;
+            self.batch(record, NO_TAG, now);
+        }
+        self.ship_if_immediate();
+    }
+
+    /// Journals records read together and batches them, each tagged with its journal
+    /// position (so that the chunk it ends up in names its records directly). `now`
+    /// is when they were read.
+    pub fn push(&mut self, records: impl IntoIterator<Item = FlowRecord>, now: SystemTime) {
+        for record in records {
+            self.counters.records_in += 1;
+            let tag = match self.journal.as_mut().map(|j| j.append_tagged(&record)) {
+                None => NO_TAG,
+                Some(Ok(at)) => at,
+                Some(Err(e)) => {
+                    self.counters.journal_errors += 1;
+                    self.record_warnings
+                        .warn(|| format!("record not journaled: {}", error_chain(&e)));
+                    NO_TAG
+                }
+            };
+            self.batch(record, tag, now);
+        }
+        self.ship_if_immediate();
+    }
+
+    fn batch(&mut self, record: FlowRecord, tag: u64, now: SystemTime) {
+        if let Err(e) = self.batcher.push_tagged(record, tag, now) {
+            self.counters.batch_refused += 1;
+            self.record_warnings
+                .warn(|| format!("record refused by the batcher: {e}"));
+        }
+    }
+
+    fn ship_if_immediate(&mut self) {
+        if self.shipping == Shipping::Immediately {
+            self.batcher.ship_open();
+        }
+    }
+
+    /// When [`handle_timeout`](PipelineCore::handle_timeout) is next due: the close
+    /// of the oldest open window (wall clock), or the journal's next sync (monotonic),
+    /// whichever the caller's timer reaches first.
+    pub fn poll_timeout(&self) -> (Option<SystemTime>, Option<Instant>) {
+        (
+            self.batcher.poll_timeout(),
+            self.journal.as_ref().and_then(RecordJournal::poll_timeout),
+        )
+    }
+
+    /// Closes the windows that are due at `now` and syncs the journal when due at
+    /// `mono`. A failed sync is logged and counted, and tried again next time.
+    pub fn handle_timeout(&mut self, now: SystemTime, mono: Instant) {
+        self.batcher.handle_timeout(now);
+        if let Some(Err(e)) = self.journal.as_mut().map(|j| j.sync_if_due(mono)) {
+            self.journal_failed("syncing the journal", &e);
+        }
+    }
+
+    /// The next chunk to hand to the sink: replays first, then the batcher's ready
+    /// chunks. Its intent is journaled first. Report what the sink did with it to
+    /// [`handle_accepted`](PipelineCore::handle_accepted).
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(replay) = self.replays.pop_front() {
+            self.counters.chunks_out += 1;
+            return Some(replay);
+        }
+        let chunk = self.batcher.poll_chunk()?;
+        self.counters.chunks_out += 1;
+        let (batch_id, intent) = match self.journal.as_mut().map(|j| j.begin_chunk(&chunk)) {
+            Some(Ok(id)) => (id, true),
+            Some(Err(e)) => {
+                self.journal_failed("announcing a chunk in the journal", &e);
+                (self.batch_id(&chunk), false)
+            }
+            None => (self.batch_id(&chunk), false),
+        };
+        Some(Transmit {
+            chunk,
+            batch_id,
+            replay: false,
+            intent,
+        })
+    }
+
+    fn batch_id(&self, chunk: &Chunk) -> BatchId {
+        BatchId {
+            host: self.host.clone(),
+            instance: self.instance,
+            sequence: chunk.sequence,
+        }
+    }
+
+    /// What the sink did with `sent` (see the [module docs](self)).
+    pub fn handle_accepted(&mut self, sent: &Transmit, result: &Result<Accepted, SinkError>) {
+        match result {
+            // Not durable yet: the open intent keeps its records until settled.
+            Ok(Accepted::InMemory) => {}
+            Ok(_) => self.end_intent(sent),
+            Err(e) => {
+                let records = sent.chunk.records.len();
+                self.counters.delivery_errors += 1;
+                self.counters.records_dropped += records as u64;
+                let what = match sent.replay {
+                    true => format!("recovered chunk {}", sent.batch_id),
+                    false => format!("chunk {}", sent.batch_id),
+                };
+                self.delivery_warnings.warn(|| {
+                    format!(
+                        "{what} ({records} records) could be neither delivered nor kept; \
+                         its records are dropped: {}",
+                        error_chain(e)
+                    )
+                });
+                self.end_intent(sent);
+            }
+        }
+    }
+
+    fn end_intent(&mut self, sent: &Transmit) {
+        if sent.intent {
+            self.end_chunk(&sent.batch_id);
+        }
+    }
+
+    /// The sink settled these chunks it had kept in memory: their intents end.
+    pub fn handle_settled(&mut self, ids: impl IntoIterator<Item = BatchId>) {
+        for id in ids {
+            self.end_chunk(&id);
+        }
+    }
+
+    fn end_chunk(&mut self, id: &BatchId) {
+        if let Some(Err(e)) = self.journal.as_mut().map(|j| j.end_chunk(id)) {
+            self.journal_failed("marking a chunk done in the journal", &e);
+        }
+    }
+
+    /// Closes every open window at once (shutdown): their last chunks become ready.
+    pub fn close_windows(&mut self, now: SystemTime) {
+        self.batcher.flush(now);
+    }
+
+    /// Syncs the journal now (at shutdown); a failure is logged and counted.
+    pub fn sync(&mut self) {
+        if let Some(Err(e)) = self.journal.as_mut().map(RecordJournal::sync) {
+            self.journal_failed("syncing the journal", &e);
+        }
+    }
+
+    fn journal_failed(&mut self, doing: &str, e: &SinkError) {
+        self.counters.journal_errors += 1;
+        self.journal_warnings
+            .warn(|| format!("{doing} failed: {}", error_chain(e)));
+    }
+
+    /// The pipeline's own counters.
+    pub fn counters(&self) -> PipelineCounters {
+        self.counters
+    }
+
+    /// The batcher's counters.
+    pub fn batch_counters(&self) -> BatchCounters {
+        self.batcher.counters()
+    }
+
+    /// The journal's counters, when there is a journal.
+    pub fn journal_counters(&self) -> Option<JournalCounters> {
+        self.journal.as_ref().map(RecordJournal::counters)
+    }
+
+    /// The batching configuration in force.
+    pub fn batch_config(&self) -> &BatchConfig {
+        self.batcher.config()
+    }
+}
