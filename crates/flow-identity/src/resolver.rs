@@ -1,81 +1,172 @@
-//! Applies the certificate fallback to records and counts identity outcomes.
+//! The resolver trait: what completes a record's local identity after the kernel, and
+//! the resolver for those without a certificate.
 
 use flow_record::{FlowRecord, IdentitySource, UnattributedReason};
 
-use crate::{certificate::CertificateIdentity, counters::IdentityCounters, error::IdentityError};
+use crate::counters::IdentityCounters;
 
-/// Completes the identity of records read from the capture core: the kernel already
-/// applied the connect map and the IP map; records they did not attribute get the
-/// certificate's identity, or the reason there is none.
-#[derive(Debug, Default)]
-pub struct IdentityResolver {
-    certificate: Option<CertificateIdentity>,
+/// Completes the local identity of records the kernel did not attribute.
+///
+/// The kernel program already applied the connect map and the IP map; a resolver
+/// fills in what they left unattributed (from a certificate, say) and counts every
+/// record's outcome. Implemented by [`CertificateResolver`](crate::CertificateResolver),
+/// [`ReloadableResolver`](crate::ReloadableResolver) and [`NoIdentity`], and for
+/// `Box<R>` and `&mut R` of any resolver.
+pub trait IdentityResolver: Send {
+    /// Completes one record's identity (kernel attribution, when present, wins).
+    fn resolve(&mut self, record: &mut FlowRecord);
+
+    /// Picks up changed sources (a replaced certificate file) if due, then resolves
+    /// each record.
+    fn resolve_all(&mut self, records: &mut [FlowRecord]) {
+        for r in records {
+            self.resolve(r)
+        }
+    }
+
+    /// Looks at the sources again now (SIGHUP), logging what was found. Default:
+    /// nothing.
+    fn refresh_now(&mut self) {}
+
+    /// What it resolved so far (never goes backwards).
+    fn counters(&self) -> IdentityCounters;
+}
+
+/// Leaves the kernel's attribution as it is (records the maps did not attribute stay
+/// unattributed, `no_match`) and counts the outcomes: for embedders without an
+/// identity certificate, and for tests.
+#[derive(Clone, Debug, Default)]
+pub struct NoIdentity {
     counters: IdentityCounters,
 }
 
-impl IdentityResolver {
-    /// A resolver with an optional identity certificate (a certificate that cannot be
-    /// used now counts as one certificate error).
-    pub fn new(certificate: Option<CertificateIdentity>) -> IdentityResolver {
-        let mut counters = IdentityCounters::default();
-        if let Some(cert) = &certificate
-            && cert.check(std::time::SystemTime::now()).is_err()
-        {
-            counters.certificate_errors += 1;
-        }
-        IdentityResolver {
-            certificate,
-            counters,
-        }
+impl NoIdentity {
+    /// A resolver that adds nothing to the kernel's attribution.
+    pub fn new() -> NoIdentity {
+        NoIdentity::default()
+    }
+}
+
+impl IdentityResolver for NoIdentity {
+    fn resolve(&mut self, record: &mut FlowRecord) {
+        count(&mut self.counters, record);
     }
 
-    /// Picks up a replaced certificate; call it before each batch of records. Returns
-    /// the new certificate's problem, if it has one (counted once per replacement).
-    pub fn refresh(&mut self) -> Option<IdentityError> {
-        let cert = self.certificate.as_mut()?;
-        match cert.refresh() {
-            Ok(false) => None,
-            Ok(true) => {
-                self.counters.certificate_reloads += 1;
-                None
-            }
-            Err(e) => {
-                self.counters.certificate_reloads += 1;
-                self.counters.certificate_errors += 1;
-                Some(e)
-            }
-        }
-    }
-
-    /// Completes one record's identity and counts the outcome.
-    pub fn resolve(&mut self, record: &mut FlowRecord) {
-        if record.identity_source == IdentitySource::None(UnattributedReason::NoMatch)
-            && let Some(cert) = &self.certificate
-        {
-            match cert.identity_at(record.t_end) {
-                Ok(id) => {
-                    record.local_workload_id = Some(id);
-                    record.identity_source = IdentitySource::Certificate;
-                }
-                Err(reason) => record.identity_source = IdentitySource::None(reason),
-            }
-        }
-        let c = &mut self.counters;
-        match record.identity_source {
-            IdentitySource::ConnectMap => c.connect_map += 1,
-            IdentitySource::IpMap => c.ip_map += 1,
-            IdentitySource::Certificate => c.certificate += 1,
-            IdentitySource::None(UnattributedReason::NoMatch) => c.unattributed_no_match += 1,
-            IdentitySource::None(UnattributedReason::InvalidMapValue) => {
-                c.unattributed_invalid_map_value += 1
-            }
-            IdentitySource::None(_) => c.unattributed_certificate += 1,
-            _ => {}
-        }
-    }
-
-    /// The counts so far.
-    pub fn counters(&self) -> IdentityCounters {
+    fn counters(&self) -> IdentityCounters {
         self.counters
+    }
+}
+
+impl<R: IdentityResolver + ?Sized> IdentityResolver for Box<R> {
+    fn resolve(&mut self, record: &mut FlowRecord) {
+        (**self).resolve(record)
+    }
+
+    fn resolve_all(&mut self, records: &mut [FlowRecord]) {
+        (**self).resolve_all(records)
+    }
+
+    fn refresh_now(&mut self) {
+        (**self).refresh_now()
+    }
+
+    fn counters(&self) -> IdentityCounters {
+        (**self).counters()
+    }
+}
+
+impl<R: IdentityResolver + ?Sized> IdentityResolver for &mut R {
+    fn resolve(&mut self, record: &mut FlowRecord) {
+        (**self).resolve(record)
+    }
+
+    fn resolve_all(&mut self, records: &mut [FlowRecord]) {
+        (**self).resolve_all(records)
+    }
+
+    fn refresh_now(&mut self) {
+        (**self).refresh_now()
+    }
+
+    fn counters(&self) -> IdentityCounters {
+        (**self).counters()
+    }
+}
+
+/// Counts a resolved record's outcome.
+pub(crate) fn count(c: &mut IdentityCounters, record: &FlowRecord) {
+    match record.identity_source {
+        IdentitySource::ConnectMap => c.connect_map += 1,
+        IdentitySource::IpMap => c.ip_map += 1,
+        IdentitySource::Certificate => c.certificate += 1,
+        IdentitySource::None(UnattributedReason::NoMatch) => c.unattributed_no_match += 1,
+        IdentitySource::None(UnattributedReason::InvalidMapValue) => {
+            c.unattributed_invalid_map_value += 1
+        }
+        IdentitySource::None(_) => c.unattributed_certificate += 1,
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::SystemTime;
+
+    use flow_record::{CloseReason, Direction, SocketStats, TcpState, WorkloadId};
+
+    use super::*;
+
+    /// A record the kernel attributed with `source` (`None(NoMatch)`: not at all).
+    pub(crate) fn record(source: IdentitySource) -> FlowRecord {
+        FlowRecord {
+            local: "10.0.0.1:443".parse().expect("addr"),
+            remote: "10.0.0.2:50000".parse().expect("addr"),
+            direction: Direction::Inbound,
+            t_start: None,
+            t_end: SystemTime::now(),
+            close_state: TcpState(7),
+            close_reason: CloseReason::Normal,
+            stats: SocketStats::default(),
+            local_workload_id: match source {
+                IdentitySource::None(_) => None,
+                _ => Some(WorkloadId::new("kernel").expect("id")),
+            },
+            identity_source: source,
+            incomplete: false,
+        }
+    }
+
+    fn unattributed() -> FlowRecord {
+        record(IdentitySource::None(UnattributedReason::NoMatch))
+    }
+
+    #[test]
+    fn no_identity_keeps_the_kernels_attribution_and_counts_it() {
+        let mut r = NoIdentity::new();
+        let mut records = [unattributed(), record(IdentitySource::IpMap)];
+        r.resolve_all(&mut records);
+        assert_eq!(
+            records[0].identity_source,
+            IdentitySource::None(UnattributedReason::NoMatch)
+        );
+        assert_eq!(records[0].local_workload_id, None);
+        assert_eq!(records[1].identity_source, IdentitySource::IpMap);
+        let c = r.counters();
+        assert_eq!((c.unattributed_no_match, c.ip_map), (1, 1));
+    }
+
+    #[test]
+    fn boxes_and_borrows_forward_to_the_resolver() {
+        fn feed<R: IdentityResolver>(mut resolver: R, record: &mut FlowRecord) -> R {
+            resolver.resolve_all(std::slice::from_mut(record));
+            resolver.refresh_now();
+            resolver
+        }
+        let mut inner = NoIdentity::new();
+        feed(&mut inner, &mut unattributed());
+        let boxed: Box<dyn IdentityResolver> = Box::new(inner);
+        let boxed = feed(boxed, &mut record(IdentitySource::ConnectMap));
+        let c = boxed.counters();
+        assert_eq!((c.unattributed_no_match, c.connect_map), (1, 1));
     }
 }

@@ -7,11 +7,13 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use flow_capture::{
+use flow_identity::{
+    CertificateIdentity, CertificateResolver, IdentityField, IdentityResolver, ReloadableResolver,
+};
+use flow_record::{
     CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
     WorkloadId,
 };
-use flow_identity::{CertificateIdentity, IdentityField, IdentityResolver};
 use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 use time::OffsetDateTime;
 
@@ -64,7 +66,7 @@ fn record_at(t_end: SystemTime) -> FlowRecord {
     }
 }
 
-fn resolve(resolver: &mut IdentityResolver, t_end: SystemTime) -> FlowRecord {
+fn resolve(resolver: &mut CertificateResolver, t_end: SystemTime) -> FlowRecord {
     let mut r = record_at(t_end);
     resolver.resolve(&mut r);
     r
@@ -78,7 +80,7 @@ fn identity_from_san_uri_and_from_cn() {
 
     let (cert, err) = CertificateIdentity::load(&path, IdentityField::SanUri);
     assert!(err.is_none(), "{err:?}");
-    let mut resolver = IdentityResolver::new(Some(cert));
+    let mut resolver = CertificateResolver::new(Some(cert));
     let r = resolve(&mut resolver, SystemTime::now());
     assert_eq!(
         r.local_workload_id.as_ref().map(WorkloadId::as_str),
@@ -88,7 +90,7 @@ fn identity_from_san_uri_and_from_cn() {
 
     let (cert, err) = CertificateIdentity::load(&path, IdentityField::SubjectCn);
     assert!(err.is_none(), "{err:?}");
-    let mut resolver = IdentityResolver::new(Some(cert));
+    let mut resolver = CertificateResolver::new(Some(cert));
     let r = resolve(&mut resolver, SystemTime::now());
     assert_eq!(
         r.local_workload_id.as_ref().map(WorkloadId::as_str),
@@ -102,7 +104,7 @@ fn map_attribution_takes_precedence_over_the_certificate() {
     let path = temp_path("precedence.pem");
     fs::write(&path, cert_pem(Some("spiffe://x/host"), None, now_window())).expect("write");
     let (cert, _) = CertificateIdentity::load(&path, IdentityField::SanUri);
-    let mut resolver = IdentityResolver::new(Some(cert));
+    let mut resolver = CertificateResolver::new(Some(cert));
     let mut r = record_at(SystemTime::now());
     r.identity_source = IdentitySource::IpMap;
     r.local_workload_id = Some(WorkloadId::new("from-ip-map").expect("id"));
@@ -120,7 +122,7 @@ fn rotation_is_picked_up_and_applies_from_the_replacement_on() {
     let path = temp_path("rotate.pem");
     fs::write(&path, cert_pem(Some("spiffe://x/old"), None, now_window())).expect("write");
     let (cert, _) = CertificateIdentity::load(&path, IdentityField::SanUri);
-    let mut resolver = IdentityResolver::new(Some(cert));
+    let mut resolver = CertificateResolver::new(Some(cert));
     let before_rotation = SystemTime::now();
     std::thread::sleep(Duration::from_millis(20));
 
@@ -162,6 +164,68 @@ fn rotation_is_picked_up_and_applies_from_the_replacement_on() {
     assert_eq!(resolver.counters().certificate_reloads, 1);
 }
 
+#[test]
+fn resolve_all_picks_up_a_rotation_through_the_trait() {
+    let path = temp_path("rotate-trait.pem");
+    fs::write(&path, cert_pem(Some("spiffe://x/one"), None, now_window())).expect("write");
+    let (cert, _) = CertificateIdentity::load(&path, IdentityField::SanUri);
+    let mut resolver: Box<dyn IdentityResolver> = Box::new(CertificateResolver::new(Some(cert)));
+    let mut first = [record_at(SystemTime::now())];
+    resolver.resolve_all(&mut first);
+    assert_eq!(
+        first[0].local_workload_id.as_ref().map(WorkloadId::as_str),
+        Some("spiffe://x/one")
+    );
+
+    std::thread::sleep(Duration::from_millis(20));
+    let staged = temp_path("rotate-trait.pem.new");
+    fs::write(
+        &staged,
+        cert_pem(Some("spiffe://x/two"), None, now_window()),
+    )
+    .expect("write");
+    fs::rename(&staged, &path).expect("rename");
+    std::thread::sleep(Duration::from_millis(20));
+    let mut second = [record_at(SystemTime::now())];
+    resolver.resolve_all(&mut second);
+    assert_eq!(
+        second[0].local_workload_id.as_ref().map(WorkloadId::as_str),
+        Some("spiffe://x/two")
+    );
+    let c = resolver.counters();
+    assert_eq!((c.certificate, c.certificate_reloads), (2, 1));
+}
+
+#[test]
+fn a_reloadable_resolver_switches_certificate_and_field() {
+    let path = temp_path("reloadable.pem");
+    fs::write(
+        &path,
+        cert_pem(Some("spiffe://x/uri"), Some("the-cn"), now_window()),
+    )
+    .expect("write");
+    let mut resolver = ReloadableResolver::new(Some(&path), IdentityField::SanUri);
+    let mut by_uri = record_at(SystemTime::now());
+    resolver.resolve(&mut by_uri);
+    resolver.replace(Some(&path), IdentityField::SubjectCn);
+    assert_eq!(
+        resolver.settings(),
+        (Some(path.as_path()), IdentityField::SubjectCn)
+    );
+    let mut by_cn = [record_at(SystemTime::now())];
+    resolver.resolve_all(&mut by_cn);
+    let ids: Vec<_> = [&by_uri, &by_cn[0]]
+        .iter()
+        .map(|r| r.local_workload_id.as_ref().map(WorkloadId::as_str))
+        .collect();
+    assert_eq!(ids, [Some("spiffe://x/uri"), Some("the-cn")]);
+    assert_eq!(
+        resolver.counters().certificate,
+        2,
+        "counts go on across a replacement"
+    );
+}
+
 /// Loads `path` and checks the error names the path and the problem, and that records
 /// are unattributed with `reason`.
 fn assert_unusable(path: &PathBuf, field: IdentityField, reason: UnattributedReason, words: &str) {
@@ -176,7 +240,7 @@ fn assert_unusable(path: &PathBuf, field: IdentityField, reason: UnattributedRea
     let text = err.to_string();
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert!(text.contains(words), "{text}");
-    let mut resolver = IdentityResolver::new(Some(cert));
+    let mut resolver = CertificateResolver::new(Some(cert));
     assert_eq!(resolver.counters().certificate_errors, 1);
     let r = resolve(&mut resolver, now);
     assert_eq!(r.local_workload_id, None, "never a guessed identity");

@@ -149,6 +149,15 @@ pub enum CertField {
     Cn,
 }
 
+impl From<CertField> for flow_identity::IdentityField {
+    fn from(field: CertField) -> flow_identity::IdentityField {
+        match field {
+            CertField::SanUri => flow_identity::IdentityField::SanUri,
+            CertField::Cn => flow_identity::IdentityField::SubjectCn,
+        }
+    }
+}
+
 /// Options of `flowexporter tail`.
 #[derive(Debug, Args)]
 pub struct TailArgs {

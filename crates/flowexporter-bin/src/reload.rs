@@ -11,13 +11,13 @@
 //! keeps its value in force until then.
 
 use clap::ArgMatches;
+use flow_identity::ReloadableResolver;
 use flow_sink::CollectorSink;
 
 use crate::{
     cli::CertField,
     config::{self, RunConfig},
     logging::LogControl,
-    resolver::ReloadableResolver,
 };
 
 /// Reloads by result, for the metrics.
@@ -124,8 +124,9 @@ impl Reloader {
         }
         next.file = read.file.clone();
         let c = &next.args.capture;
-        if identity.settings() != (c.identity_cert.as_deref(), c.identity_field) {
-            identity.replace(c.identity_cert.as_deref(), c.identity_field);
+        let field = c.identity_field.into();
+        if identity.settings() != (c.identity_cert.as_deref(), field) {
+            identity.replace(c.identity_cert.as_deref(), field);
         }
         if next.log_level != self.in_force.log_level
             && let Err(e) = self.log.set_filter(&next.log_level)

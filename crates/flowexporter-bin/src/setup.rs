@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 use flow_capture::{FlowCapture, FlowCaptureBuilder, identity_maps};
 
-use crate::{cli::CaptureArgs, resolver::ReloadableResolver};
+use flow_identity::ReloadableResolver;
+
+use crate::cli::CaptureArgs;
 
 /// Loads and attaches the capture core, and prepares identity resolution.
 pub fn capture_and_identity(
@@ -26,7 +28,8 @@ pub fn capture_and_identity(
     }
     // Loading hands the memory of parsing the kernel's BTF back to the system itself.
     let capture = builder.load().context("loading the flow tracer")?;
-    let resolver = ReloadableResolver::new(args.identity_cert.as_deref(), args.identity_field);
+    let resolver =
+        ReloadableResolver::new(args.identity_cert.as_deref(), args.identity_field.into());
     Ok((capture, resolver))
 }
 

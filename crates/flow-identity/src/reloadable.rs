@@ -1,23 +1,28 @@
 //! The identity resolver of a running exporter, whose certificate settings (path and
-//! field) a SIGHUP may replace. Its counts go on across replacements, so the metrics'
-//! counters never go backwards.
+//! field) a reload (SIGHUP) may replace. Its counts go on across replacements, so
+//! metrics built on them never go backwards.
 
 use std::{
     path::{Path, PathBuf},
     time::SystemTime,
 };
 
-use flow_capture::FlowRecord;
-use flow_identity::{CertificateIdentity, IdentityCounters, IdentityField, IdentityResolver};
+use flow_record::FlowRecord;
 
-use crate::cli::CertField;
+use crate::{
+    certificate::{CertificateIdentity, IdentityField},
+    certificate_resolver::CertificateResolver,
+    counters::IdentityCounters,
+    resolver::IdentityResolver,
+};
 
-/// [`IdentityResolver`] with the certificate settings it was made from.
+/// A [`CertificateResolver`] with the certificate settings it was made from, which
+/// [`replace`](ReloadableResolver::replace) swaps for others.
 #[derive(Debug)]
 pub struct ReloadableResolver {
-    resolver: IdentityResolver,
+    resolver: CertificateResolver,
     certificate: Option<PathBuf>,
-    field: CertField,
+    field: IdentityField,
     /// What the resolvers replaced so far counted.
     earlier: IdentityCounters,
 }
@@ -26,7 +31,7 @@ impl ReloadableResolver {
     /// A resolver with the certificate at `certificate`, if any, naming the workload
     /// with `field`. A certificate that cannot be used is logged with its problem
     /// (records not attributed by the maps then stay unattributed, with the reason).
-    pub fn new(certificate: Option<&Path>, field: CertField) -> ReloadableResolver {
+    pub fn new(certificate: Option<&Path>, field: IdentityField) -> ReloadableResolver {
         ReloadableResolver {
             resolver: resolver(certificate, field),
             certificate: certificate.map(Path::to_path_buf),
@@ -36,12 +41,12 @@ impl ReloadableResolver {
     }
 
     /// The certificate path and field in force.
-    pub fn settings(&self) -> (Option<&Path>, CertField) {
+    pub fn settings(&self) -> (Option<&Path>, IdentityField) {
         (self.certificate.as_deref(), self.field)
     }
 
     /// Uses the certificate at `certificate` with `field` from now on.
-    pub fn replace(&mut self, certificate: Option<&Path>, field: CertField) {
+    pub fn replace(&mut self, certificate: Option<&Path>, field: IdentityField) {
         let next = ReloadableResolver::new(certificate, field);
         self.earlier = sum(self.earlier, self.resolver.counters());
         self.resolver = next.resolver;
@@ -51,10 +56,7 @@ impl ReloadableResolver {
 
     /// Picks up a replaced certificate file, then completes every record's identity.
     pub fn resolve_all(&mut self, records: &mut [FlowRecord]) {
-        if let Some(e) = self.resolver.refresh() {
-            tracing::error!("{e}; records not attributed by the maps stay unattributed");
-        }
-        records.iter_mut().for_each(|r| self.resolver.resolve(r));
+        self.resolver.resolve_all(records);
     }
 
     /// Completes one record's identity (without looking at the file again).
@@ -64,19 +66,7 @@ impl ReloadableResolver {
 
     /// SIGHUP: looks at the certificate file again now, and says what was found.
     pub fn refresh_now(&mut self) {
-        if self.certificate.is_none() {
-            return;
-        }
-        let before = self.resolver.counters().certificate_reloads;
-        match self.resolver.refresh() {
-            Some(e) => {
-                tracing::error!("SIGHUP: {e}; records not attributed by the maps stay unattributed")
-            }
-            None if self.resolver.counters().certificate_reloads > before => {
-                tracing::info!("SIGHUP: identity certificate reloaded")
-            }
-            None => tracing::info!("SIGHUP: identity certificate unchanged"),
-        }
+        self.resolver.refresh_now();
     }
 
     /// The counts so far, replaced resolvers included.
@@ -85,12 +75,26 @@ impl ReloadableResolver {
     }
 }
 
-fn resolver(certificate: Option<&Path>, field: CertField) -> IdentityResolver {
+impl IdentityResolver for ReloadableResolver {
+    fn resolve(&mut self, record: &mut FlowRecord) {
+        ReloadableResolver::resolve(self, record)
+    }
+
+    fn resolve_all(&mut self, records: &mut [FlowRecord]) {
+        ReloadableResolver::resolve_all(self, records)
+    }
+
+    fn refresh_now(&mut self) {
+        ReloadableResolver::refresh_now(self)
+    }
+
+    fn counters(&self) -> IdentityCounters {
+        ReloadableResolver::counters(self)
+    }
+}
+
+fn resolver(certificate: Option<&Path>, field: IdentityField) -> CertificateResolver {
     let certificate = certificate.map(|path| {
-        let field = match field {
-            CertField::SanUri => IdentityField::SanUri,
-            CertField::Cn => IdentityField::SubjectCn,
-        };
         let (cert, err) = CertificateIdentity::load(path, field);
         match err
             .map(Err)
@@ -101,7 +105,7 @@ fn resolver(certificate: Option<&Path>, field: CertField) -> IdentityResolver {
         }
         cert
     });
-    IdentityResolver::new(certificate)
+    CertificateResolver::new(certificate)
 }
 
 /// Field-wise sum (every field is named: a new one must be added here too).
@@ -121,34 +125,23 @@ fn sum(a: IdentityCounters, b: IdentityCounters) -> IdentityCounters {
 
 #[cfg(test)]
 mod tests {
-    use flow_capture::{IdentitySource, UnattributedReason};
+    use flow_record::{IdentitySource, UnattributedReason};
 
     use super::*;
+    use crate::resolver::tests::record;
 
     fn unattributed() -> FlowRecord {
-        FlowRecord {
-            local: "10.0.0.1:443".parse().expect("addr"),
-            remote: "10.0.0.2:50000".parse().expect("addr"),
-            direction: flow_capture::Direction::Inbound,
-            t_start: None,
-            t_end: SystemTime::now(),
-            close_state: flow_capture::TcpState(7),
-            close_reason: flow_capture::CloseReason::Normal,
-            stats: flow_capture::SocketStats::default(),
-            local_workload_id: None,
-            identity_source: IdentitySource::None(UnattributedReason::NoMatch),
-            incomplete: false,
-        }
+        record(IdentitySource::None(UnattributedReason::NoMatch))
     }
 
     #[test]
     fn counts_survive_a_replacement() {
-        let mut r = ReloadableResolver::new(None, CertField::SanUri);
+        let mut r = ReloadableResolver::new(None, IdentityField::SanUri);
         r.resolve_all(&mut [unattributed(), unattributed()]);
         assert_eq!(r.counters().unattributed_no_match, 2);
         let missing = Path::new("/nonexistent/fe-host.pem");
-        r.replace(Some(missing), CertField::Cn);
-        assert_eq!(r.settings(), (Some(missing), CertField::Cn));
+        r.replace(Some(missing), IdentityField::SubjectCn);
+        assert_eq!(r.settings(), (Some(missing), IdentityField::SubjectCn));
         let mut record = unattributed();
         r.resolve_all(std::slice::from_mut(&mut record));
         assert_eq!(
@@ -159,5 +152,14 @@ mod tests {
         assert_eq!(c.unattributed_no_match, 2);
         assert_eq!(c.unattributed_certificate, 1);
         assert_eq!(c.certificate_errors, 1);
+    }
+
+    #[test]
+    fn the_trait_object_counts_like_the_resolver() {
+        let mut r: Box<dyn IdentityResolver> =
+            Box::new(ReloadableResolver::new(None, IdentityField::SanUri));
+        r.resolve_all(&mut [unattributed()]);
+        r.refresh_now();
+        assert_eq!(r.counters().unattributed_no_match, 1);
     }
 }
