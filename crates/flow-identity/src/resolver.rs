@@ -32,28 +32,28 @@ pub trait IdentityResolver: Send {
     fn counters(&self) -> IdentityCounters;
 }
 
-/// Leaves the kernel's attribution as it is (records the maps did not attribute stay
-/// unattributed, `no_match`) and counts the outcomes: for embedders without an
-/// identity certificate, and for tests.
-#[derive(Clone, Debug, Default)]
-pub struct NoIdentity {
-    counters: IdentityCounters,
-}
+/// Leaves the kernel's attribution as it is: records the maps did not attribute stay
+/// unattributed (`no_match`). For embedders without an identity certificate, and for
+/// tests. It counts nothing (its [`counters`](IdentityResolver::counters) stay zero);
+/// `CertificateResolver::new(None)` resolves the same and counts the outcomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoIdentity;
 
 impl NoIdentity {
-    /// A resolver that adds nothing to the kernel's attribution.
+    /// A resolver that adds nothing to the kernel's attribution (the same as
+    /// `NoIdentity`).
     pub fn new() -> NoIdentity {
-        NoIdentity::default()
+        NoIdentity
     }
 }
 
 impl IdentityResolver for NoIdentity {
-    fn resolve(&mut self, record: &mut FlowRecord) {
-        count(&mut self.counters, record);
-    }
+    fn resolve(&mut self, _record: &mut FlowRecord) {}
+
+    fn resolve_all(&mut self, _records: &mut [FlowRecord]) {}
 
     fn counters(&self) -> IdentityCounters {
-        self.counters
+        IdentityCounters::default()
     }
 }
 
@@ -115,6 +115,7 @@ pub(crate) mod tests {
     use flow_record::{CloseReason, Direction, SocketStats, TcpState, WorkloadId};
 
     use super::*;
+    use crate::CertificateResolver;
 
     /// A record the kernel attributed with `source` (`None(NoMatch)`: not at all).
     pub(crate) fn record(source: IdentitySource) -> FlowRecord {
@@ -141,18 +142,18 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn no_identity_keeps_the_kernels_attribution_and_counts_it() {
-        let mut r = NoIdentity::new();
+    fn no_identity_keeps_the_kernels_attribution() {
+        let mut r = NoIdentity;
         let mut records = [unattributed(), record(IdentitySource::IpMap)];
         r.resolve_all(&mut records);
+        r.resolve(&mut records[0]);
         assert_eq!(
             records[0].identity_source,
             IdentitySource::None(UnattributedReason::NoMatch)
         );
         assert_eq!(records[0].local_workload_id, None);
         assert_eq!(records[1].identity_source, IdentitySource::IpMap);
-        let c = r.counters();
-        assert_eq!((c.unattributed_no_match, c.ip_map), (1, 1));
+        assert_eq!(r.counters(), IdentityCounters::default());
     }
 
     #[test]
@@ -162,7 +163,7 @@ pub(crate) mod tests {
             resolver.refresh_now();
             resolver
         }
-        let mut inner = NoIdentity::new();
+        let mut inner = CertificateResolver::new(None);
         feed(&mut inner, &mut unattributed());
         let boxed: Box<dyn IdentityResolver> = Box::new(inner);
         let boxed = feed(boxed, &mut record(IdentitySource::ConnectMap));
