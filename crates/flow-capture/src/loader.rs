@@ -127,8 +127,9 @@ impl FlowCaptureBuilder {
 
     /// Loads `object` instead of the bundled kernel object ([`KERNEL_OBJECT`]): another
     /// build of `ebpf/flow-ebpf`, with the same programs, maps and record layout. Meant
-    /// for comparing builds side by side (the capture benchmark's baseline); the
-    /// identity maps, when created, still take the bundled object's definition.
+    /// for comparing builds side by side (the capture benchmark's baseline). Identity
+    /// maps already pinned are reused as they are; a writer that creates them first
+    /// uses `flow_identity::pins`' definition, the bundled object's.
     pub fn kernel_object(mut self, object: &'static [u8]) -> Self {
         self.object = ObjectBytes(object);
         self
