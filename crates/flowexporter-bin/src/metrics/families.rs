@@ -1,0 +1,346 @@
+//! Every metric family, declared once as a table: kind, exposed name, help, and for
+//! each series its labels and where its value comes from. [`State`] registers a
+//! family in the `prometheus-client` registry the first time one of its series has
+//! a value, and moves the values in on every update.
+
+use std::{collections::HashMap, sync::atomic::AtomicU64};
+
+use flow_batch::BatchCounters;
+use flow_sink::{CollectorCounters, SpoolCounters, http_server::ConnectionStats};
+use flowexporter::JournalCounters;
+use prometheus_client::{
+    encoding::text,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use super::Snapshot;
+
+/// A series' labels, as `(name, value)` pairs.
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Counter or gauge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// Only goes up; exposed as `<name>_total`.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// One metric family of the table.
+pub(super) struct FamilyDef<S: 'static> {
+    pub(super) kind: Kind,
+    /// The name of the samples (a counter's ends in `_total`).
+    pub(super) name: &'static str,
+    /// The HELP text, a sentence.
+    pub(super) help: &'static str,
+    pub(super) series: &'static [SeriesDef<S>],
+}
+
+/// One series of a family: its labels and its value in a source, if there is one.
+pub(super) struct SeriesDef<S> {
+    pub(super) labels: &'static [(&'static str, &'static str)],
+    pub(super) read: fn(&S) -> Option<u64>,
+}
+
+/// `kind "name" "help" { [label = "value", ...] => |source| value, ... }`, as a slice
+/// of [`FamilyDef`]s.
+macro_rules! families {
+    ($source:ty; $($kind:ident $name:literal $help:literal {
+        $([$($key:ident = $value:literal),*] => $read:expr),+ $(,)?
+    })*) => {
+        &[$(FamilyDef::<$source> {
+            kind: Kind::$kind,
+            name: $name,
+            help: $help,
+            series: &[$(SeriesDef {
+                labels: &[$((stringify!($key), $value)),*],
+                read: $read,
+            }),+],
+        }),*]
+    };
+}
+
+fn batch(s: &Snapshot) -> Option<&BatchCounters> {
+    s.batch.as_ref()
+}
+fn sink(s: &Snapshot) -> Option<&CollectorCounters> {
+    s.sink.as_ref()
+}
+fn spool(s: &Snapshot) -> Option<&SpoolCounters> {
+    s.sink.as_ref().and_then(|c| c.spool.as_ref())
+}
+fn journal(s: &Snapshot) -> Option<&JournalCounters> {
+    s.journal.as_ref()
+}
+
+/// The families read from a [`Snapshot`].
+pub(super) static SNAPSHOT: &[FamilyDef<Snapshot>] = families! { Snapshot;
+    Counter "flowexporter_records_captured_total" "Flow records read from the kernel." {
+        [] => |s| Some(s.reader.records_read),
+    }
+    Counter "flowexporter_kernel_records_submitted_total" "Flow records the kernel program wrote to the ring buffer." {
+        [] => |s| Some(s.kernel.records_submitted),
+    }
+    Counter "flowexporter_records_dropped_total" "Records dropped, by reason and whether the drop was a configured choice." {
+        [reason = "ring_full", intentional = "false"] => |s| Some(s.kernel.lost_ring_full),
+        [reason = "malformed", intentional = "false"] => |s| Some(s.reader.malformed),
+        [reason = "batch_refused", intentional = "false"] => |s| Some(s.batch_refused),
+        [reason = "delivery_failed", intentional = "false"] => |s| Some(s.pipeline_records_dropped),
+        [reason = "rejected_by_collector", intentional = "false"] => |s| sink(s).map(|c| c.records_rejected),
+        [reason = "memory_queue_full", intentional = "true"] => |s| sink(s).map(|c| c.records_dropped_memory),
+        [reason = "spool_full", intentional = "true"] => |s| spool(s).map(|p| p.records_dropped_full),
+        [reason = "disk_full", intentional = "true"] => |s| spool(s).map(|p| p.records_dropped_no_space),
+    }
+    Counter "flowexporter_kernel_start_not_recorded_total" "Socket opens the kernel could not record (their records have an unknown start)." {
+        [] => |s| Some(s.kernel.start_not_recorded),
+    }
+    Counter "flowexporter_kernel_read_failed_total" "Records emitted with a failed kernel read (flagged incomplete)." {
+        [] => |s| Some(s.kernel.read_failed),
+    }
+    Counter "flowexporter_kernel_recursion_misses_total" "Program invocations the kernel skipped (recursion on one CPU), either attachment." {
+        [] => |s| Some(s.program.recursion_misses),
+    }
+    Counter "flowexporter_kernel_recovered_by_backup_total" "Socket events the primary attachment missed and the backup handled." {
+        [] => |s| Some(s.kernel.recovered_by_backup),
+    }
+    Counter "flowexporter_bpf_runs_total" "Program invocations (kept only while BPF run-time statistics are enabled)." {
+        [] => |s| Some(s.program.run_count),
+    }
+    Counter "flowexporter_bpf_run_time_nanoseconds_total" "Program run time (kept only while BPF run-time statistics are enabled)." {
+        [] => |s| Some(u64::try_from(s.program.run_time.as_nanos()).unwrap_or(u64::MAX)),
+    }
+    Counter "flowexporter_identity_records_total" "Records by identity source, and unattributed ones by reason." {
+        [source = "connect_map"] => |s| Some(s.identity.connect_map),
+        [source = "ip_map"] => |s| Some(s.identity.ip_map),
+        [source = "certificate"] => |s| Some(s.identity.certificate),
+        [source = "none", reason = "no_match"] => |s| Some(s.identity.unattributed_no_match),
+        [source = "none", reason = "invalid_map_value"] => |s| Some(s.identity.unattributed_invalid_map_value),
+        [source = "none", reason = "certificate"] => |s| Some(s.identity.unattributed_certificate),
+    }
+    Counter "flowexporter_certificate_errors_total" "Times the identity certificate could not be used." {
+        [] => |s| Some(s.identity.certificate_errors),
+    }
+    Counter "flowexporter_certificate_reloads_total" "Times a replaced identity certificate was picked up." {
+        [] => |s| Some(s.identity.certificate_reloads),
+    }
+    Counter "flowexporter_config_reloads_total" "SIGHUP reloads of the configuration: applied, or failed (the configuration in force kept)." {
+        [result = "applied"] => |s| Some(s.reloads.applied),
+        [result = "failed"] => |s| Some(s.reloads.failed),
+    }
+    Counter "flowexporter_batch_records_total" "Records through the batcher: in, out, and those placed late or from the future." {
+        [stage = "in"] => |s| batch(s).map(|b| b.records_in),
+        [stage = "out"] => |s| batch(s).map(|b| b.records_out),
+        [stage = "late"] => |s| batch(s).map(|b| b.records_late),
+        [stage = "future"] => |s| batch(s).map(|b| b.records_future),
+    }
+    Counter "flowexporter_batch_chunks_total" "Chunks produced." {
+        [] => |s| batch(s).map(|b| b.chunks_out),
+    }
+    Gauge "flowexporter_batch_open_windows" "Windows open now." {
+        [] => |s| batch(s).map(|b| b.open_windows),
+    }
+    Gauge "flowexporter_batch_buffered_records" "Records waiting in open windows." {
+        [] => |s| batch(s).map(|b| b.buffered_records),
+    }
+    Counter "flowexporter_chunks_sent_total" "Chunks the collector accepted." {
+        [] => |s| sink(s).map(|c| c.chunks_sent),
+    }
+    Counter "flowexporter_records_sent_total" "Records the collector accepted." {
+        [] => |s| sink(s).map(|c| c.records_sent),
+    }
+    Counter "flowexporter_sent_bytes_total" "Bytes of chunks the collector accepted." {
+        [] => |s| sink(s).map(|c| c.bytes_sent),
+    }
+    Counter "flowexporter_sink_requests_total" "Requests to the collector." {
+        [] => |s| sink(s).map(|c| c.requests),
+    }
+    Counter "flowexporter_sink_retries_total" "Retried requests." {
+        [] => |s| sink(s).map(|c| c.retries),
+    }
+    Counter "flowexporter_sink_failures_total" "Failed requests, by kind." {
+        [kind = "transport"] => |s| sink(s).map(|c| c.transport_errors),
+        [kind = "retriable_status"] => |s| sink(s).map(|c| c.retriable_statuses),
+        [kind = "rejected"] => |s| sink(s).map(|c| c.chunks_rejected),
+    }
+    Counter "flowexporter_sink_unspooled_chunks_total" "Chunks the spool could not take (disk full or failing), kept in memory instead." {
+        [] => |s| sink(s).map(|c| c.chunks_unspooled),
+    }
+    Counter "flowexporter_sink_memory_respooled_chunks_total" "Chunks kept in memory that were moved to the spool once it took chunks again." {
+        [] => |s| sink(s).map(|c| c.chunks_respooled),
+    }
+    Counter "flowexporter_sink_memory_dropped_chunks_total" "Chunks dropped from the in-memory queue (full) while the spool could not take them." {
+        [] => |s| sink(s).map(|c| c.chunks_dropped_memory),
+    }
+    Gauge "flowexporter_sink_memory_chunks" "Chunks held in memory now, waiting to be sent." {
+        [] => |s| sink(s).map(|c| c.memory_chunks),
+    }
+    Gauge "flowexporter_sink_memory_bytes" "Bytes of chunks held in memory now." {
+        [] => |s| sink(s).map(|c| c.memory_bytes),
+    }
+    Gauge "flowexporter_spool_files" "Chunks waiting in the spool." {
+        [] => |s| spool(s).map(|p| p.files),
+    }
+    Gauge "flowexporter_spool_bytes" "Bytes waiting in the spool." {
+        [] => |s| spool(s).map(|p| p.bytes),
+    }
+    Counter "flowexporter_spool_dropped_chunks_total" "Chunks dropped because the spool was full." {
+        [] => |s| spool(s).map(|p| p.chunks_dropped_full),
+    }
+    Counter "flowexporter_spool_disk_full_dropped_chunks_total" "Oldest spooled chunks dropped because the disk was full (ENOSPC, EDQUOT)." {
+        [] => |s| spool(s).map(|p| p.chunks_dropped_no_space),
+    }
+    Counter "flowexporter_spool_disk_full_refused_chunks_total" "Chunks the spool could not write even when empty (the disk full)." {
+        [] => |s| spool(s).map(|p| p.chunks_refused_no_space),
+    }
+    Counter "flowexporter_spool_unreadable_files_total" "Spool files that could not be read (permissions, I/O error, not a file), set aside." {
+        [] => |s| spool(s).map(|p| p.unreadable_files),
+    }
+    Counter "flowexporter_spool_foreign_entries_total" "Entries in the spool directory that are not ours (links, FIFOs, directories), moved aside." {
+        [] => |s| spool(s).map(|p| p.foreign_entries),
+    }
+    Counter "flowexporter_spool_corrupt_files_total" "Spool files that failed verification (moved aside)." {
+        [] => |s| spool(s).map(|p| p.corrupt_files),
+    }
+    Gauge "flowexporter_spool_set_aside_bytes" "Bytes in the spool's rejected/ and corrupt/ folders." {
+        [] => |s| spool(s).map(|p| p.set_aside_bytes),
+    }
+    Counter "flowexporter_spool_set_aside_deleted_files_total" "Rejected or corrupt chunks deleted to keep those folders under their cap." {
+        [] => |s| spool(s).map(|p| p.set_aside_files_deleted),
+    }
+    Counter "flowexporter_journal_records_total" "Records journaled." {
+        [] => |s| journal(s).map(|j| j.records_appended),
+    }
+    Counter "flowexporter_journal_syncs_total" "Journal syncs." {
+        [] => |s| journal(s).map(|j| j.syncs),
+    }
+    Counter "flowexporter_journal_written_bytes_total" "Bytes written to the journal." {
+        [] => |s| journal(s).map(|j| j.bytes_written),
+    }
+    Gauge "flowexporter_journal_segments" "Journal segment files (the oldest are deleted once every chunk of their records is delivered, spooled or given up)." {
+        [] => |s| journal(s).map(|j| j.segments),
+    }
+    Gauge "flowexporter_journal_open_chunks" "Chunks announced in the journal and not yet durable (kept in memory by the sink, or being handed to it)." {
+        [] => |s| journal(s).map(|j| j.open_chunks),
+    }
+    Gauge "flowexporter_journal_degraded" "1 while the journal cannot write (disk full or failing): a crash then loses the records not yet in a delivered chunk." {
+        [] => |s| journal(s).map(|j| j.degraded),
+    }
+    Counter "flowexporter_journal_write_failures_total" "Journal writes or syncs that failed: while running each starts or prolongs the degraded state; a failed directory sync at start only counts here." {
+        [] => |s| journal(s).map(|j| j.write_failures),
+    }
+    Counter "flowexporter_journal_records_not_journaled_total" "Records captured while the journal could not write (still batched and sent)." {
+        [] => |s| journal(s).map(|j| j.records_not_journaled),
+    }
+    Counter "flowexporter_journal_resumed_total" "Times the journal resumed writing after a failure." {
+        [] => |s| journal(s).map(|j| j.resumed),
+    }
+    Counter "flowexporter_journal_damaged_segments_total" "Journal segments found damaged at start (intact records kept, segment moved to damaged/)." {
+        [] => |s| journal(s).map(|j| j.damaged_segments),
+    }
+    Counter "flowexporter_journal_bad_entries_total" "Damaged journal entries skipped at start." {
+        [] => |s| journal(s).map(|j| j.bad_entries),
+    }
+    Counter "flowexporter_journal_set_aside_entries_total" "Entries under a segment's name that are not readable files of ours, moved to damaged/." {
+        [] => |s| journal(s).map(|j| j.entries_set_aside),
+    }
+    Counter "flowexporter_pipeline_errors_total" "Failures the pipeline survived (logged; the run went on), by stage." {
+        [stage = "journal"] => |s| Some(s.pipeline_journal_errors),
+        [stage = "delivery"] => |s| Some(s.pipeline_delivery_errors),
+    }
+};
+
+/// The metrics endpoint's own families, read from its connection counters.
+pub(super) static SERVER: &[FamilyDef<ConnectionStats>] = families! { ConnectionStats;
+    Counter "flowexporter_metrics_connections_total" "Connections to the metrics endpoint: served, or closed at once because the cap was reached." {
+        [result = "accepted"] => |s| Some(s.accepted),
+        [result = "refused_over_cap"] => |s| Some(s.refused_over_cap),
+    }
+    Counter "flowexporter_metrics_connections_timed_out_total" "Metrics connections closed for sending no request headers or no traffic in time." {
+        [] => |s| Some(s.timed_out),
+    }
+    Counter "flowexporter_metrics_accept_errors_total" "Failed accepts on the metrics endpoint (e.g. out of file descriptors)." {
+        [] => |s| Some(s.accept_errors),
+    }
+    Gauge "flowexporter_metrics_connections_open" "Connections to the metrics endpoint open now." {
+        [] => |s| Some(s.open),
+    }
+};
+
+/// A family registered in the registry.
+#[derive(Clone, Debug)]
+enum Registered {
+    Counter(Family<Labels, Counter>),
+    Gauge(Family<Labels, Gauge<u64, AtomicU64>>),
+}
+
+/// The registry and the families registered in it so far, by name.
+#[derive(Debug, Default)]
+pub(super) struct State {
+    registry: Registry,
+    families: HashMap<&'static str, Registered>,
+}
+
+impl State {
+    /// Moves the values of `source` into the families of `table`, registering a
+    /// family when one of its series first has a value.
+    pub(super) fn apply<S>(&mut self, table: &'static [FamilyDef<S>], source: &S) {
+        for def in table {
+            for series in def.series {
+                if let Some(value) = (series.read)(source) {
+                    self.family(def).set(series.labels.to_vec(), value);
+                }
+            }
+        }
+    }
+
+    fn family<S>(&mut self, def: &'static FamilyDef<S>) -> &Registered {
+        let registry = &mut self.registry;
+        self.families.entry(def.name).or_insert_with(|| {
+            // The crate appends `_total` to a counter's samples and `.` to the help.
+            let help = def.help.strip_suffix('.').unwrap_or(def.help);
+            match def.kind {
+                Kind::Counter => {
+                    let family = Family::<Labels, Counter>::default();
+                    let name = def.name.strip_suffix("_total").unwrap_or(def.name);
+                    registry.register(name, help, family.clone());
+                    Registered::Counter(family)
+                }
+                Kind::Gauge => {
+                    let family = Family::<Labels, Gauge<u64, AtomicU64>>::default();
+                    registry.register(def.name, help, family.clone());
+                    Registered::Gauge(family)
+                }
+            }
+        })
+    }
+
+    /// The OpenMetrics text of every registered family.
+    pub(super) fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding the metrics failed");
+        }
+        out
+    }
+}
+
+impl Registered {
+    /// Sets one series: a gauge to `value`, a counter to `value` unless that is less
+    /// than it shows (counters never go backwards).
+    fn set(&self, labels: Labels, value: u64) {
+        match self {
+            Registered::Counter(family) => {
+                let counter = family.get_or_create(&labels);
+                let shown = counter.get();
+                if value > shown {
+                    counter.inc_by(value - shown);
+                }
+            }
+            Registered::Gauge(family) => {
+                family.get_or_create(&labels).set(value);
+            }
+        }
+    }
+}

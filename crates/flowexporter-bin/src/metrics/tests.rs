@@ -1,0 +1,181 @@
+use flow_sink::{CollectorCounters, SpoolCounters};
+use flowexporter::JournalCounters;
+
+use super::{Metrics, Snapshot, families};
+
+/// The exposition of the families read from `s` alone.
+fn render(s: &Snapshot) -> String {
+    let metrics = Metrics::default();
+    metrics.update(s);
+    metrics.state.lock().expect("state").encode()
+}
+
+#[test]
+fn renders_families_once_with_labels() {
+    let mut s = Snapshot::default();
+    s.kernel.lost_ring_full = 3;
+    s.reader.records_read = 10;
+    s.identity.ip_map = 7;
+    s.reloads.failed = 2;
+    let text = render(&s);
+    assert!(
+        text.contains("flowexporter_records_captured_total 10\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"flowexporter_records_dropped_total{reason="ring_full",intentional="false"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"flowexporter_identity_records_total{source="ip_map"} 7"#));
+    assert!(
+        text.contains(r#"flowexporter_identity_records_total{source="none",reason="no_match"} 0"#)
+    );
+    assert!(text.contains("flowexporter_config_reloads_total{result=\"applied\"} 0\n"));
+    assert!(text.contains("flowexporter_config_reloads_total{result=\"failed\"} 2\n"));
+    // OpenMetrics: the family is named without `_total`, once.
+    assert_eq!(
+        text.matches("# TYPE flowexporter_records_dropped counter\n")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains(
+        "# HELP flowexporter_records_dropped Records dropped, by reason and whether the drop was a configured choice.\n"
+    ));
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    // Without a collector, no sink, spool, batch or journal families.
+    for absent in [
+        "flowexporter_chunks_sent",
+        "flowexporter_spool_",
+        "flowexporter_batch_",
+        "flowexporter_journal_",
+        "disk_full",
+    ] {
+        assert!(!text.contains(absent), "{absent} in:\n{text}");
+    }
+}
+
+#[test]
+fn every_drop_and_degradation_of_the_state_directories_is_exposed() {
+    let mut spool = SpoolCounters::default();
+    spool.records_dropped_no_space = 5;
+    spool.chunks_dropped_no_space = 1;
+    spool.unreadable_files = 2;
+    spool.foreign_entries = 3;
+    let mut sink = CollectorCounters::default();
+    sink.records_dropped_memory = 7;
+    sink.memory_chunks = 4;
+    sink.chunks_respooled = 14;
+    sink.spool = Some(spool);
+    let mut journal = JournalCounters::default();
+    journal.degraded = 1;
+    journal.segments = 12;
+    journal.open_chunks = 13;
+    journal.records_not_journaled = 9;
+    journal.entries_set_aside = 6;
+    let s = Snapshot {
+        sink: Some(sink),
+        journal: Some(journal),
+        pipeline_delivery_errors: 8,
+        pipeline_records_dropped: 11,
+        ..Snapshot::default()
+    };
+    let text = render(&s);
+    for line in [
+        r#"flowexporter_records_dropped_total{reason="disk_full",intentional="true"} 5"#,
+        r#"flowexporter_records_dropped_total{reason="memory_queue_full",intentional="true"} 7"#,
+        "flowexporter_spool_disk_full_dropped_chunks_total 1",
+        "flowexporter_spool_unreadable_files_total 2",
+        "flowexporter_spool_foreign_entries_total 3",
+        "flowexporter_sink_memory_chunks 4",
+        "flowexporter_sink_memory_respooled_chunks_total 14",
+        "flowexporter_journal_degraded 1",
+        "flowexporter_journal_segments 12",
+        "flowexporter_journal_open_chunks 13",
+        "flowexporter_journal_records_not_journaled_total 9",
+        "flowexporter_journal_set_aside_entries_total 6",
+        r#"flowexporter_pipeline_errors_total{stage="delivery"} 8"#,
+        r#"flowexporter_records_dropped_total{reason="delivery_failed",intentional="false"} 11"#,
+        "# TYPE flowexporter_spool_bytes gauge",
+    ] {
+        assert!(
+            text.contains(&format!("{line}\n")),
+            "{line} missing in:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn counters_never_go_backwards_and_gauges_follow() {
+    let metrics = Metrics::default();
+    let mut s = Snapshot {
+        journal: Some(JournalCounters::default()),
+        ..Snapshot::default()
+    };
+    s.reader.records_read = 100;
+    if let Some(j) = s.journal.as_mut() {
+        j.segments = 5;
+    }
+    metrics.update(&s);
+    // A component read as zero (or a smaller value) leaves the counter as shown.
+    s.reader.records_read = 0;
+    if let Some(j) = s.journal.as_mut() {
+        j.segments = 2;
+    }
+    metrics.update(&s);
+    let text = metrics.state.lock().expect("state").encode();
+    assert!(
+        text.contains("flowexporter_records_captured_total 100\n"),
+        "{text}"
+    );
+    assert!(text.contains("flowexporter_journal_segments 2\n"), "{text}");
+    s.reader.records_read = 130;
+    metrics.update(&s);
+    let text = metrics.state.lock().expect("state").encode();
+    assert!(
+        text.contains("flowexporter_records_captured_total 130\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_table_keeps_the_naming_rules() {
+    let mut seen = std::collections::HashSet::new();
+    let kinds = families::SNAPSHOT
+        .iter()
+        .map(|f| (f.kind, f.name, f.help))
+        .chain(families::SERVER.iter().map(|f| (f.kind, f.name, f.help)));
+    for (kind, name, help) in kinds {
+        assert!(seen.insert(name), "{name} declared twice");
+        assert!(name.starts_with("flowexporter_"), "{name}");
+        assert_eq!(
+            name.ends_with("_total"),
+            kind == families::Kind::Counter,
+            "{name}"
+        );
+        assert!(help.ends_with('.'), "{name}: {help}");
+    }
+}
+
+#[test]
+fn the_endpoint_adds_its_own_connection_counters() {
+    let metrics = Metrics::default();
+    metrics.update(&Snapshot::default());
+    let mut server = flow_sink::http_server::ConnectionStats::default();
+    server.accepted = 4;
+    server.refused_over_cap = 2;
+    server.timed_out = 1;
+    server.open = 3;
+    let text = metrics.encode(&server);
+    for line in [
+        r#"flowexporter_metrics_connections_total{result="refused_over_cap"} 2"#,
+        "flowexporter_metrics_connections_timed_out_total 1",
+        "flowexporter_metrics_connections_open 3",
+        "flowexporter_records_captured_total 0",
+    ] {
+        assert!(text.contains(&format!("{line}\n")), "{line} in:\n{text}");
+    }
+    assert_eq!(text.matches("# EOF").count(), 1);
+}
