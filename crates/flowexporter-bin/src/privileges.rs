@@ -39,11 +39,9 @@ pub fn drop_all(user: Option<&ServiceUser>) -> anyhow::Result<()> {
     for set in [CapSet::Permitted, CapSet::Effective] {
         caps::clear(None, set).with_context(|| format!("clearing the {set:?} capability set"))?;
     }
-    // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) has no memory arguments.
-    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("setting no_new_privs");
-    }
+    nix::sys::prctl::set_no_new_privs()
+        .map_err(std::io::Error::from)
+        .context("setting no_new_privs")?;
     match user {
         Some(u) => tracing::info!(
             user = %u.name,
