@@ -15,7 +15,7 @@ use flow_capture::{
     WorkloadIdProblem,
 };
 use flow_common::{ConnectKey, IpKey, WorkloadValue};
-use flow_identity::{IdentityError, IdentityMaps, IdentityResolver, NoIdentity};
+use flow_identity::{CertificateResolver, IdentityError, IdentityMaps, IdentityResolver};
 use flow_testkit::{
     Capture, VethPair, by_local, involves, mount_kernel_filesystems, pin_foreign_map,
 };
@@ -235,7 +235,7 @@ fn map_values_with_an_inner_nul_or_control_characters_are_invalid() {
     drop(accepted);
     let mut records = cap.collect(6, WAIT, involves(server_addr.port()));
     // They are counted as invalid map values (the server ends match nothing).
-    let mut resolver = NoIdentity::new();
+    let mut resolver = CertificateResolver::new(None);
     resolver.resolve_all(&mut records);
     assert_eq!(resolver.counters().unattributed_invalid_map_value, 3);
     assert_eq!(resolver.counters().unattributed_no_match, 3);
