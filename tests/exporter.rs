@@ -1,0 +1,299 @@
+//! The exporter library with sinks of a test's own and records from a channel: every
+//! record delivered once through any `FlowSink`, the journal's intents ended only when
+//! a chunk is safe, failures counted, recovered chunks replayed under their batch IDs.
+
+mod common;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use common::*;
+use flow_batch::{Chunk, wire::BatchId, wire::InstanceId};
+use flow_identity::NoIdentity;
+use flow_record::FlowRecord;
+use flow_sink::{Accepted, FlowSink, SinkError};
+use flowexporter::{Exporter, JournalConfig, RecordJournal, Shipping, source};
+
+/// What a test sink was handed.
+#[derive(Clone, Debug, Default)]
+struct Log {
+    /// `(batch ID, replayed?, record numbers)` per chunk, in order.
+    chunks: Vec<(BatchId, bool, Vec<u64>)>,
+    flushed: bool,
+    closed: bool,
+}
+
+/// How the test sink answers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Answer {
+    Sent,
+    /// Keeps every chunk "in memory", and settles them all when flushed.
+    InMemory,
+    Fail,
+}
+
+#[derive(Clone)]
+struct TestSink {
+    log: Arc<Mutex<Log>>,
+    answer: Answer,
+    held: Arc<Mutex<Vec<BatchId>>>,
+    settled: Arc<Mutex<Vec<BatchId>>>,
+}
+
+impl TestSink {
+    fn new(answer: Answer) -> TestSink {
+        TestSink {
+            log: Arc::default(),
+            answer,
+            held: Arc::default(),
+            settled: Arc::default(),
+        }
+    }
+
+    fn log(&self) -> Log {
+        self.log.lock().expect("log").clone()
+    }
+
+    fn numbers(&self) -> Vec<u64> {
+        self.log().chunks.iter().flat_map(|c| c.2.clone()).collect()
+    }
+
+    fn take(&self, chunk: &Chunk, id: &BatchId, replay: bool) -> Result<Accepted, SinkError> {
+        let numbers = chunk.records.iter().map(|r| r.stats.bytes_sent).collect();
+        self.log
+            .lock()
+            .expect("log")
+            .chunks
+            .push((id.clone(), replay, numbers));
+        match self.answer {
+            Answer::Sent => Ok(Accepted::Sent),
+            Answer::InMemory => {
+                self.held.lock().expect("held").push(id.clone());
+                Ok(Accepted::InMemory)
+            }
+            Answer::Fail => Err(SinkError::other("the test sink refuses every chunk")),
+        }
+    }
+}
+
+#[async_trait]
+impl FlowSink for TestSink {
+    fn name(&self) -> &str {
+        "test"
+    }
+
+    async fn deliver(&self, _: &Chunk) -> Result<(), SinkError> {
+        unreachable!("the pipeline calls accept and replay")
+    }
+
+    async fn accept(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        self.take(chunk, id, false)
+    }
+
+    async fn replay(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+        self.take(chunk, id, true)
+    }
+
+    fn take_settled(&self) -> Vec<BatchId> {
+        std::mem::take(&mut *self.settled.lock().expect("settled"))
+    }
+
+    async fn flush(&self) -> Result<(), SinkError> {
+        let held = std::mem::take(&mut *self.held.lock().expect("held"));
+        self.settled.lock().expect("settled").extend(held);
+        self.log.lock().expect("log").flushed = true;
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), SinkError> {
+        self.log.lock().expect("log").closed = true;
+        Ok(())
+    }
+}
+
+/// Sends records `0..n` through a channel source and ends it.
+async fn feed(tx: source::RecordSender, n: u64) {
+    for i in 0..n {
+        tx.send(record(i)).await.expect("pipeline running");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_reaches_a_custom_sink_once_and_the_sink_is_flushed_and_closed() {
+    let (tx, rx) = source::channel(64);
+    let sink = TestSink::new(Answer::Sent);
+    let exporter = Exporter::builder()
+        .host_id("embedder")
+        .instance(InstanceId::new(7))
+        .build(rx, NoIdentity::new(), sink.clone())
+        .expect("exporter");
+    let run = tokio::spawn(exporter.run());
+    feed(tx, 1000).await;
+    let report = run.await.expect("join").expect("run");
+    assert_eq!(sink.numbers(), (0..1000).collect::<Vec<_>>());
+    let log = sink.log();
+    assert!(log.flushed && log.closed, "{log:?}");
+    for (i, (id, replay, _)) in log.chunks.iter().enumerate() {
+        assert_eq!(id.host, "embedder");
+        assert_eq!(id.instance, InstanceId::new(7));
+        assert_eq!(id.sequence, i as u64);
+        assert!(!replay);
+    }
+    assert_eq!(report.pipeline.records_in, 1000);
+    assert_eq!(report.batch.records_out, 1000);
+    assert_eq!(report.pipeline.records_dropped, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipping_immediately_delivers_while_running() {
+    let (tx, rx) = source::channel(64);
+    let sink = TestSink::new(Answer::Sent);
+    let exporter = Exporter::builder()
+        .shipping(Shipping::Immediately)
+        .build(rx, NoIdentity::new(), sink.clone())
+        .expect("exporter");
+    let handle = exporter.handle();
+    let run = tokio::spawn(exporter.run());
+    feed(tx.clone(), 10).await;
+    eventually(Duration::from_secs(10), "10 records delivered", || {
+        sink.numbers().len() == 10
+    })
+    .await;
+    assert!(!sink.log().closed, "delivered before the stop");
+    handle.stop();
+    run.await.expect("join").expect("run");
+    assert!(sink.log().closed);
+    drop(tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_kept_in_memory_keeps_its_intent_until_settled() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (tx, rx) = source::channel(64);
+    let sink = TestSink::new(Answer::InMemory);
+    let (seen, observed) = (Arc::new(Mutex::new(Vec::new())), sink.clone());
+    let exporter = Exporter::builder()
+        .shipping(Shipping::Immediately)
+        .journal(dir.path(), JournalConfig::default())
+        .build(rx, NoIdentity::new(), sink.clone())
+        .expect("exporter")
+        .observe(Duration::ZERO, {
+            let seen = seen.clone();
+            move |view| {
+                let open = view.journal.map_or(0, |j| j.open_chunks);
+                seen.lock().expect("seen").push(open);
+            }
+        });
+    let handle = exporter.handle();
+    let run = tokio::spawn(exporter.run());
+    feed(tx.clone(), 5).await;
+    eventually(Duration::from_secs(10), "an open intent", || {
+        seen.lock().expect("seen").iter().any(|&open| open > 0)
+    })
+    .await;
+    handle.stop();
+    let report = run.await.expect("join").expect("run");
+    // Settled at flush: every intent ended.
+    assert_eq!(report.journal.expect("journal").open_chunks, 0);
+    assert_eq!(observed.numbers(), (0..5).collect::<Vec<_>>());
+    drop(tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_fails_is_counted_and_does_not_stop_the_pipeline() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (tx, rx) = source::channel(64);
+    let sink = TestSink::new(Answer::Fail);
+    let exporter = Exporter::builder()
+        .journal(dir.path(), JournalConfig::default())
+        .build(rx, NoIdentity::new(), sink.clone())
+        .expect("exporter");
+    let run = tokio::spawn(exporter.run());
+    feed(tx, 100).await;
+    let report = run.await.expect("join").expect("run");
+    assert_eq!(report.pipeline.records_dropped, 100);
+    assert!(report.pipeline.delivery_errors >= 1);
+    // Given up: the intent is ended, so that it does not hold the journal.
+    assert_eq!(report.journal.expect("journal").open_chunks, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_in_flight_at_a_crash_are_replayed_under_their_batch_ids_then_the_rest() {
+    let dir = tempfile::tempdir().expect("dir");
+    // A previous run: 3 records journaled in a chunk handed out but never ended,
+    // 2 journaled in no chunk; then it "crashed" (dropped without ending anything).
+    let old = InstanceId::new(1);
+    let in_flight: BatchId = {
+        let (mut journal, recovered) =
+            RecordJournal::open(dir.path(), "embedder", old, JournalConfig::default())
+                .expect("journal");
+        assert!(recovered.is_empty());
+        let records: Vec<FlowRecord> = (0..5).map(record).collect();
+        let mut tags = Vec::new();
+        for r in &records {
+            tags.push(journal.append_tagged(r).expect("append"));
+        }
+        let mut chunk = Chunk::new(window(), 0, 0, false, records[..3].to_vec());
+        chunk.tags = tags[..3].to_vec();
+        let id = journal.begin_chunk(&chunk).expect("intent");
+        journal.sync().expect("sync");
+        id
+    };
+
+    let (tx, rx) = source::channel(8);
+    drop(tx);
+    let sink = TestSink::new(Answer::Sent);
+    let exporter = Exporter::builder()
+        .host_id("embedder")
+        .instance(InstanceId::new(2))
+        .journal(dir.path(), JournalConfig::default())
+        .build(rx, NoIdentity::new(), sink.clone())
+        .expect("exporter");
+    let report = exporter.run().await.expect("run");
+    let log = sink.log();
+    assert_eq!(log.chunks[0], (in_flight, true, vec![0, 1, 2]));
+    let rest: Vec<u64> = log.chunks[1..].iter().flat_map(|c| c.2.clone()).collect();
+    assert_eq!(rest, [3, 4]);
+    assert!(
+        log.chunks[1..]
+            .iter()
+            .all(|c| !c.1 && c.0.instance == InstanceId::new(2))
+    );
+    assert_eq!(report.pipeline.chunks_replayed, 1);
+    assert_eq!(report.pipeline.records_recovered, 2);
+
+    // Everything ended: a third run finds nothing to recover.
+    let (_journal, recovered) = RecordJournal::open(
+        dir.path(),
+        "embedder",
+        InstanceId::new(3),
+        JournalConfig::default(),
+    )
+    .expect("journal");
+    assert!(recovered.is_empty(), "{recovered:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_runs_inside_the_pipeline_with_the_resolver_and_the_sink() {
+    let (tx, rx) = source::channel(8);
+    let sink = TestSink::new(Answer::Sent);
+    let exporter = Exporter::builder()
+        .build(rx, NoIdentity::new(), sink.clone())
+        .expect("exporter");
+    let handle = exporter.handle();
+    let run = tokio::spawn(exporter.run());
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    assert!(
+        handle.reload(move |_resolver: &mut NoIdentity, sink: &TestSink| {
+            let _ = done_tx.send(sink.name().to_owned());
+        })
+    );
+    assert_eq!(done_rx.await.expect("reload ran"), "test");
+    drop(tx);
+    run.await.expect("join").expect("run");
+    // Stopped: a reload is refused.
+    assert!(!handle.reload(|_: &mut NoIdentity, _: &TestSink| {}));
+}
