@@ -1,7 +1,10 @@
 //! Helpers for flowexporter's real-kernel tests: loading the capture, collecting the
-//! records of one test's own connections, and network namespaces joined by veth pairs.
-//! Tests panic with a message rather than return errors.
+//! records of one test's own connections, and network namespaces joined by veth pairs;
+//! and a [`FlowRecord`] builder with fixed defaults ([`record`]) for tests that make
+//! records themselves. Tests panic with a message rather than return errors.
 #![allow(missing_docs, clippy::unwrap_used, clippy::new_without_default)]
+
+pub mod records;
 
 use std::{
     fs::File,
@@ -15,6 +18,7 @@ use std::{
 };
 
 use flow_capture::{FlowCapture, FlowCaptureBuilder, FlowReader, FlowRecord};
+pub use records::{RecordBuilder, record};
 
 /// Mounts tracefs and bpffs when they are missing (as on a fresh machine of this kind).
 pub fn mount_kernel_filesystems() {
