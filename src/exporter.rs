@@ -192,8 +192,9 @@ impl ExporterBuilder {
     }
 }
 
-/// The kernel's host name (the UTS namespace's), `unknown-host` if it has none.
-fn host_name() -> String {
+/// The kernel's host name (the UTS namespace's, from `uname`), `unknown-host` if it
+/// has none: the default host ID of batch IDs.
+pub fn host_name() -> String {
     let uname = rustix::system::uname();
     let name = uname.nodename().to_string_lossy().trim().to_owned();
     match name.is_empty() {

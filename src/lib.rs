@@ -75,7 +75,7 @@ pub mod source;
 pub use counters::PipelineCounters;
 pub use error::ExporterError;
 pub use exporter::{
-    DEFAULT_SHUTDOWN_TIMEOUT, Exporter, ExporterBuilder, ExporterHandle, Report, View,
+    DEFAULT_SHUTDOWN_TIMEOUT, Exporter, ExporterBuilder, ExporterHandle, Report, View, host_name,
 };
 pub use journal::{JournalConfig, JournalCounters, RecordJournal, Recovered, RecoveredChunk};
 pub use pipeline::core::Shipping;

@@ -211,11 +211,7 @@ fn snapshot<K: RunSink>(
 }
 
 fn host_id(args: &RunArgs) -> String {
-    args.host_id.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "unknown-host".into())
-    })
+    args.host_id.clone().unwrap_or_else(flowexporter::host_name)
 }
 
 /// Completes on SIGTERM or SIGINT.
