@@ -240,15 +240,14 @@ fn the_record_encoding_matches_the_documented_schema() {
     // Unattributed records carry the 4-byte reason after the 4-byte variant.
     assert_eq!(expected_minimal.len(), MIN_RECORD_LEN + 4);
 
-    let full = FlowRecord {
-        local: "[2001:db8::1]:8080".parse().expect("addr"),
-        remote: "[2001:db8::2]:1234".parse().expect("addr"),
-        direction: Direction::Outbound,
-        t_start: Some(at(9) + Duration::from_nanos(5)),
-        t_end: at(10),
-        close_state: TcpState(1),
-        close_reason: CloseReason::Error(113),
-        stats: SocketStats {
+    let full = flow_testkit::record()
+        .local("[2001:db8::1]:8080")
+        .remote("[2001:db8::2]:1234")
+        .direction(Direction::Outbound)
+        .t_start(Some(at(9) + Duration::from_nanos(5)))
+        .t_end(at(10))
+        .close(TcpState(1), CloseReason::Error(113))
+        .stats(SocketStats {
             bytes_sent: 1,
             bytes_received: 2,
             segs_in: 3,
@@ -257,11 +256,10 @@ fn the_record_encoding_matches_the_documented_schema() {
             bytes_retransmitted: 6,
             srtt_us: 7,
             rttvar_us: 8,
-        },
-        local_workload_id: Some(WorkloadId::new("wl").expect("valid id")),
-        identity_source: IdentitySource::IpMap,
-        incomplete: true,
-    };
+        })
+        .workload("wl", IdentitySource::IpMap)
+        .incomplete(true)
+        .build();
     let ip = |last: u8| {
         let mut a = vec![0x20, 0x01, 0x0d, 0xb8];
         a.extend_from_slice(&[0; 11]);

@@ -437,15 +437,15 @@ mod tests {
                                                 }
                                                 r => r,
                                             };
-                                            records.push(FlowRecord {
-                                                local: address(&mut rng, local_v6),
-                                                remote: address(&mut rng, remote_v6),
-                                                direction,
-                                                t_start: with_start.then(|| time(&mut rng)),
-                                                t_end: time(&mut rng),
-                                                close_state: TcpState(rng.next() as u8),
-                                                close_reason,
-                                                stats: SocketStats {
+                                            // Drawn in the order of the fields.
+                                            let record = flow_testkit::record()
+                                                .local(address(&mut rng, local_v6))
+                                                .remote(address(&mut rng, remote_v6))
+                                                .direction(direction)
+                                                .t_start(with_start.then(|| time(&mut rng)))
+                                                .t_end(time(&mut rng))
+                                                .close(TcpState(rng.next() as u8), close_reason)
+                                                .stats(SocketStats {
                                                     bytes_sent: rng.u64_edgy(),
                                                     bytes_received: rng.u64_edgy(),
                                                     segs_in: rng.u32_edgy(),
@@ -454,12 +454,13 @@ mod tests {
                                                     bytes_retransmitted: rng.u64_edgy(),
                                                     srtt_us: rng.u32_edgy(),
                                                     rttvar_us: rng.u32_edgy(),
-                                                },
-                                                local_workload_id: with_workload
-                                                    .then(|| workload(&mut rng)),
-                                                identity_source,
-                                                incomplete,
-                                            });
+                                                })
+                                                .identity(
+                                                    with_workload.then(|| workload(&mut rng)),
+                                                    identity_source,
+                                                )
+                                                .incomplete(incomplete);
+                                            records.push(record.build());
                                         }
                                     }
                                 }

@@ -30,19 +30,11 @@ pub fn at(s: u64) -> SystemTime {
 
 /// A small IPv4 record closing at `t_end`; `port` tells records apart.
 pub fn record(t_end: SystemTime, port: u16) -> FlowRecord {
-    FlowRecord {
-        local: SocketAddr::from(([10, 0, 0, 1], 443)),
-        remote: SocketAddr::from(([10, 0, 0, 2], port)),
-        direction: Direction::Inbound,
-        t_start: None,
-        t_end,
-        close_state: TcpState(7),
-        close_reason: CloseReason::Normal,
-        stats: SocketStats::default(),
-        local_workload_id: None,
-        identity_source: IdentitySource::None(UnattributedReason::NoMatch),
-        incomplete: false,
-    }
+    flow_testkit::record()
+        .remote(([10, 0, 0, 2], port))
+        .t_start(None)
+        .t_end(t_end)
+        .build()
 }
 
 /// SplitMix64: small, deterministic, good enough to drive tests.
@@ -115,19 +107,19 @@ impl Rng {
             (Some(_), 1) => IdentitySource::IpMap,
             (Some(_), _) => IdentitySource::Certificate,
         };
-        FlowRecord {
-            local: addr(self),
-            remote: addr(self),
-            direction: match self.below(3) {
+        // Drawn in the order of the fields, as they always were.
+        flow_testkit::record()
+            .local(addr(self))
+            .remote(addr(self))
+            .direction(match self.below(3) {
                 0 => Direction::Outbound,
                 1 => Direction::Inbound,
                 _ => Direction::Unknown,
-            },
-            t_start,
-            t_end,
-            close_state: TcpState(self.below(13) as u8),
-            close_reason,
-            stats: SocketStats {
+            })
+            .t_start(t_start)
+            .t_end(t_end)
+            .close(TcpState(self.below(13) as u8), close_reason)
+            .stats(SocketStats {
                 bytes_sent: self.next_u64(),
                 bytes_received: self.next_u64() >> self.below(64),
                 segs_in: self.next_u64() as u32,
@@ -136,10 +128,9 @@ impl Rng {
                 bytes_retransmitted: self.below(1 << 20),
                 srtt_us: self.below(1_000_000) as u32,
                 rttvar_us: self.below(100_000) as u32,
-            },
-            local_workload_id: workload,
-            identity_source,
-            incomplete: self.chance(10),
-        }
+            })
+            .identity(workload, identity_source)
+            .incomplete(self.chance(10))
+            .build()
     }
 }
