@@ -372,3 +372,248 @@ fn note_failure(first: Option<SinkError>, name: &str, error: SinkError) -> SinkE
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The trait's defaults and the forwarding of its blanket impls, sans IO: sinks
+    //! that only note what they were asked.
+
+    use std::sync::Mutex;
+
+    use flow_batch::{Window, wire::InstanceId};
+
+    use super::*;
+
+    fn chunk(sequence: u64) -> Chunk {
+        let window = Window::from_millis(0, 60_000).expect("window");
+        Chunk::new(window, 0, sequence, false, Vec::new())
+    }
+
+    fn id(sequence: u64) -> BatchId {
+        BatchId {
+            host: "h".into(),
+            instance: InstanceId::new(1),
+            sequence,
+        }
+    }
+
+    /// Implements only what a sink must: `name` and `deliver`.
+    #[derive(Default)]
+    struct Minimal {
+        delivered: Mutex<Vec<u64>>,
+    }
+
+    #[async_trait]
+    impl FlowSink for Minimal {
+        fn name(&self) -> &str {
+            "minimal"
+        }
+
+        async fn deliver(&self, chunk: &Chunk) -> Result<(), SinkError> {
+            self.delivered.lock().expect("lock").push(chunk.sequence);
+            Ok(())
+        }
+    }
+
+    /// Implements everything, noting each call; `accept` and `replay` answer
+    /// `answer`, `close` fails when `failing`.
+    struct Probe {
+        name: &'static str,
+        answer: Accepted,
+        failing: bool,
+        calls: Mutex<Vec<String>>,
+        settled: Mutex<Vec<BatchId>>,
+    }
+
+    impl Probe {
+        fn new(name: &'static str, answer: Accepted) -> Probe {
+            Probe {
+                name,
+                answer,
+                failing: false,
+                calls: Mutex::new(Vec::new()),
+                settled: Mutex::new(vec![id(100)]),
+            }
+        }
+
+        fn failing(mut self) -> Probe {
+            self.failing = true;
+            self
+        }
+
+        fn note(&self, call: String) {
+            self.calls.lock().expect("lock").push(call);
+        }
+
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().expect("lock").clone()
+        }
+
+        fn result(&self) -> Result<(), SinkError> {
+            match self.failing {
+                true => Err(SinkError::other(format!("{} fails", self.name))),
+                false => Ok(()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl FlowSink for Probe {
+        fn name(&self) -> &str {
+            self.name
+        }
+
+        async fn deliver(&self, chunk: &Chunk) -> Result<(), SinkError> {
+            self.note(format!("deliver {}", chunk.sequence));
+            self.result()
+        }
+
+        async fn accept(&self, _chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+            self.note(format!("accept {}", id.sequence));
+            self.result().map(|()| self.answer)
+        }
+
+        async fn replay(&self, _chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
+            self.note(format!("replay {}", id.sequence));
+            self.result().map(|()| self.answer)
+        }
+
+        fn take_settled(&self) -> Vec<BatchId> {
+            std::mem::take(&mut *self.settled.lock().expect("lock"))
+        }
+
+        async fn flush(&self) -> Result<(), SinkError> {
+            self.note("flush".into());
+            self.result()
+        }
+
+        async fn close(&self) -> Result<(), SinkError> {
+            self.note("close".into());
+            self.result()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_defaults_deliver_and_answer_sent() {
+        let sink = Minimal::default();
+        assert_eq!(
+            sink.accept(&chunk(1), &id(1)).await.ok(),
+            Some(Accepted::Sent)
+        );
+        assert_eq!(
+            sink.replay(&chunk(2), &id(2)).await.ok(),
+            Some(Accepted::Sent)
+        );
+        assert_eq!(*sink.delivered.lock().expect("lock"), [1, 2]);
+        assert!(sink.take_settled().is_empty());
+        assert!(sink.flush().await.is_ok());
+        assert!(sink.close().await.is_ok());
+        assert!(Accepted::Sent.is_durable() && Accepted::Spooled.is_durable());
+        assert!(!Accepted::InMemory.is_durable());
+    }
+
+    /// Every call of the trait, through `sink`, on `probe`.
+    async fn every_call(sink: &impl FlowSink, probe: &Probe) {
+        assert_eq!(sink.name(), probe.name);
+        assert!(sink.deliver(&chunk(1)).await.is_ok());
+        assert_eq!(
+            sink.accept(&chunk(2), &id(2)).await.ok(),
+            Some(probe.answer)
+        );
+        assert_eq!(
+            sink.replay(&chunk(3), &id(3)).await.ok(),
+            Some(probe.answer)
+        );
+        assert_eq!(sink.take_settled(), [id(100)]);
+        assert!(sink.flush().await.is_ok());
+        assert!(sink.close().await.is_ok());
+        assert_eq!(
+            probe.calls(),
+            ["deliver 1", "accept 2", "replay 3", "flush", "close"]
+        );
+    }
+
+    #[tokio::test]
+    async fn box_arc_and_references_forward_every_call() {
+        let probe = Probe::new("a", Accepted::InMemory);
+        every_call(&&probe, &probe).await;
+
+        let probe = Arc::new(Probe::new("b", Accepted::Spooled));
+        every_call(&Arc::clone(&probe), &probe).await;
+
+        let probe = Arc::new(Probe::new("c", Accepted::InMemory));
+        let boxed: Box<dyn FlowSink> = Box::new(Arc::clone(&probe));
+        every_call(&boxed, &probe).await;
+    }
+
+    #[tokio::test]
+    async fn some_forwards_and_none_takes_everything() {
+        let probe = Arc::new(Probe::new("d", Accepted::InMemory));
+        every_call(&Some(Arc::clone(&probe)), &probe).await;
+
+        let none = None::<Probe>;
+        assert_eq!(none.name(), "none");
+        assert!(none.deliver(&chunk(1)).await.is_ok());
+        assert_eq!(
+            none.accept(&chunk(1), &id(1)).await.ok(),
+            Some(Accepted::Sent)
+        );
+        assert_eq!(
+            none.replay(&chunk(1), &id(1)).await.ok(),
+            Some(Accepted::Sent)
+        );
+        assert!(none.take_settled().is_empty());
+        assert!(none.flush().await.is_ok() && none.close().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn fan_out_answers_the_least_durable_place() {
+        let sinks = |answers: &[Accepted]| -> Vec<Probe> {
+            answers.iter().map(|a| Probe::new("p", *a)).collect()
+        };
+        let all_sent = sinks(&[Accepted::Sent, Accepted::Sent]);
+        assert_eq!(
+            all_sent.accept(&chunk(1), &id(1)).await.ok(),
+            Some(Accepted::Sent)
+        );
+        let one_spooled = sinks(&[Accepted::Sent, Accepted::Spooled, Accepted::Sent]);
+        assert_eq!(
+            one_spooled.accept(&chunk(1), &id(1)).await.ok(),
+            Some(Accepted::Spooled)
+        );
+        let one_in_memory = sinks(&[Accepted::InMemory, Accepted::Spooled]);
+        assert_eq!(
+            one_in_memory.replay(&chunk(1), &id(1)).await.ok(),
+            Some(Accepted::InMemory)
+        );
+        // replay is forwarded as replay, accept as accept.
+        for probe in &one_in_memory {
+            assert_eq!(probe.calls(), ["replay 1"]);
+        }
+        // Every sink's settled IDs, in order.
+        assert_eq!(one_in_memory.take_settled(), [id(100), id(100)]);
+        assert!(one_in_memory.take_settled().is_empty());
+    }
+
+    #[tokio::test]
+    async fn fan_out_tries_every_sink_and_returns_the_first_failure() {
+        let sinks = vec![
+            Probe::new("first", Accepted::Sent),
+            Probe::new("second", Accepted::Sent).failing(),
+            Probe::new("third", Accepted::Sent).failing(),
+        ];
+        for outcome in [
+            sinks.accept(&chunk(1), &id(1)).await.err(),
+            sinks.replay(&chunk(2), &id(2)).await.err(),
+            sinks.close().await.err(),
+        ] {
+            match outcome {
+                Some(SinkError::Sink { name, .. }) => assert_eq!(name, "second"),
+                other => panic!("expected the second sink's failure, got {other:?}"),
+            }
+        }
+        for probe in &sinks {
+            assert_eq!(probe.calls(), ["accept 1", "replay 2", "close"]);
+        }
+    }
+}
