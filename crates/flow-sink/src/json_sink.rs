@@ -1,12 +1,12 @@
 //! `StdoutSink` and `FileSink`: JSON lines, one record per line, with the field set of
-//! `flowexporter tail --json` (see [`json`](crate::json)).
+//! `flowexporter tail --json` (see [`json`](mod@crate::json)).
 
 use std::{
     fs::{File, OpenOptions},
     io::{self, Write},
     path::{Path, PathBuf},
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -62,7 +62,8 @@ pub fn encode_chunk(chunk: &Chunk, out: &mut Vec<u8>) {
 /// Writes every record to standard output as one JSON line, and flushes after each
 /// chunk. The embedded default when no collector is configured.
 ///
-/// Writes are synchronous (a chunk is encoded first, then written with one call).
+/// A chunk is encoded first, then written with one call on tokio's blocking pool (a
+/// slow reader of the pipe holds a blocking thread, not a runtime thread).
 #[derive(Debug, Default)]
 pub struct StdoutSink {
     counters: AtomicJsonCounters,
@@ -89,11 +90,15 @@ impl FlowSink for StdoutSink {
     async fn deliver(&self, chunk: &Chunk) -> Result<(), SinkError> {
         let mut buf = Vec::with_capacity(chunk.records.len() * 400);
         encode_chunk(chunk, &mut buf);
-        let mut out = io::stdout().lock();
-        out.write_all(&buf)
-            .and_then(|()| out.flush())
-            .map_err(|source| SinkError::Stdout { source })?;
-        self.counters.add(chunk.records.len(), buf.len());
+        let bytes = buf.len();
+        blocking("stdout sink write", move || {
+            let mut out = io::stdout().lock();
+            out.write_all(&buf)
+                .and_then(|()| out.flush())
+                .map_err(|source| SinkError::Stdout { source })
+        })
+        .await?;
+        self.counters.add(chunk.records.len(), bytes);
         Ok(())
     }
 }
@@ -101,14 +106,16 @@ impl FlowSink for StdoutSink {
 /// Appends every record to a file as one JSON line; the file is created if missing.
 ///
 /// Each chunk is written with one `write` and, unless turned off with
-/// [`with_sync`](FileSink::with_sync), `fdatasync`ed before `deliver` returns, so a
+/// [`with_sync`](FileSink::with_sync), `fdatasync`ed before `deliver` returns (both on
+/// tokio's blocking pool, never on a runtime thread), so a
 /// delivered chunk survives a crash of the machine. A failed write can leave a partial
 /// last line; the next chunk starts on a new line only if the previous one was whole,
 /// so readers should skip a line that does not parse.
 #[derive(Debug)]
 pub struct FileSink {
     path: PathBuf,
-    file: Mutex<File>,
+    /// Shared with the blocking pool's writes; they lock it one chunk at a time.
+    file: Arc<Mutex<File>>,
     sync: bool,
     counters: AtomicJsonCounters,
 }
@@ -124,7 +131,7 @@ impl FileSink {
             .map_err(|e| SinkError::io("open for appending", &path, e))?;
         Ok(FileSink {
             path,
-            file: Mutex::new(file),
+            file: Arc::new(Mutex::new(file)),
             sync: true,
             counters: AtomicJsonCounters::default(),
         })
@@ -156,14 +163,30 @@ impl FlowSink for FileSink {
     async fn deliver(&self, chunk: &Chunk) -> Result<(), SinkError> {
         let mut buf = Vec::with_capacity(chunk.records.len() * 400);
         encode_chunk(chunk, &mut buf);
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        file.write_all(&buf)
-            .map_err(|e| SinkError::io("append to", &self.path, e))?;
-        if self.sync {
-            file.sync_data()
-                .map_err(|e| SinkError::io("fdatasync", &self.path, e))?;
-        }
-        self.counters.add(chunk.records.len(), buf.len());
+        let bytes = buf.len();
+        let (file, path, sync) = (Arc::clone(&self.file), self.path.clone(), self.sync);
+        blocking("file sink write", move || {
+            let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+            file.write_all(&buf)
+                .map_err(|e| SinkError::io("append to", &path, e))?;
+            if sync {
+                file.sync_data()
+                    .map_err(|e| SinkError::io("fdatasync", &path, e))?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.counters.add(chunk.records.len(), bytes);
         Ok(())
     }
+}
+
+/// Runs the blocking write `f` on tokio's blocking pool.
+async fn blocking(
+    task: &'static str,
+    f: impl FnOnce() -> Result<(), SinkError> + Send + 'static,
+) -> Result<(), SinkError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| SinkError::Task { task, source })?
 }
