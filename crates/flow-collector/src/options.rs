@@ -7,7 +7,7 @@ use flow_sink::http_server::ConnectionLimits;
 
 use crate::{FaultInjection, ServerTls};
 
-/// Settings of a [`FlowCollector`].
+/// Settings of a [`FlowCollector`](crate::FlowCollector).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct CollectorOptions {

@@ -22,7 +22,7 @@ pub struct CollectorStats {
     /// (a time after 9999-12-31); nothing of such a chunk is stored.
     pub rejected_unstorable: u64,
     /// Requests answered 408 because the body did not arrive within
-    /// [`CollectorOptions::body_read_timeout`].
+    /// [`CollectorOptions::body_read_timeout`](crate::CollectorOptions::body_read_timeout).
     pub body_timeouts: u64,
     /// Requests answered 413.
     pub rejected_too_large: u64,
@@ -30,12 +30,12 @@ pub struct CollectorStats {
     pub rejected_content_type: u64,
     /// Chunks answered 503 because the output could not be written.
     pub write_failures: u64,
-    /// Failures injected ([`FaultInjection`]), lost acknowledgements included.
+    /// Failures injected ([`FaultInjection`](crate::FaultInjection)), lost acknowledgements included.
     pub faults_injected: u64,
     /// Connections accepted and served.
     pub connections_accepted: u64,
     /// Connections closed as soon as accepted because
-    /// [`CollectorOptions::max_connections`] were open.
+    /// [`CollectorOptions::max_connections`](crate::CollectorOptions::max_connections) were open.
     pub connections_refused: u64,
     /// Connections closed by the header read timeout or the idle timeout.
     pub connections_timed_out: u64,
