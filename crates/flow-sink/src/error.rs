@@ -185,6 +185,13 @@ pub enum SinkError {
         source: io::Error,
     },
 
+    /// The sink was shut down (or its sending task ended): it takes no more chunks.
+    #[error("the collector sink for {url} is shut down")]
+    Closed {
+        /// The collector URL.
+        url: String,
+    },
+
     /// A background task of the sink panicked or was cancelled.
     #[error("background task `{task}` ended abnormally")]
     Task {

@@ -46,8 +46,3 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
-
-/// Completes once `shutdown` is true (or its sender is gone).
-pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
-}

@@ -145,37 +145,6 @@ impl RetryPolicy {
     }
 }
 
-/// A small, fast pseudo-random source for jitter (SplitMix64), seeded from the
-/// standard library's per-process random keys. Not for secrets.
-#[derive(Clone, Debug)]
-pub struct Jitter(u64);
-
-impl Jitter {
-    /// A generator seeded from the OS (through `std`'s `RandomState`).
-    pub fn from_entropy() -> Jitter {
-        use std::hash::{BuildHasher, Hasher, RandomState};
-        let mut h = RandomState::new().build_hasher();
-        h.write_u64(0x6a09_e667_f3bc_c909);
-        Jitter(h.finish())
-    }
-
-    /// A generator with a fixed seed (tests).
-    pub fn from_seed(seed: u64) -> Jitter {
-        Jitter(seed)
-    }
-
-    /// The next number, uniform in `[0, 1)`.
-    pub fn next_unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        // 53 random bits: every value exactly representable, strictly below 1.
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,11 +205,11 @@ mod tests {
     #[test]
     fn simulated_outage_with_seeded_randomness() {
         let p = policy();
-        let mut rng = Jitter::from_seed(42);
+        let mut rng = fastrand::Rng::with_seed(42);
         let mut now = Duration::ZERO;
         let mut waits = Vec::new();
         for retry in 1..=20 {
-            let wait = p.backoff(retry, rng.next_unit(), None);
+            let wait = p.backoff(retry, rng.f64(), None);
             assert!(wait <= p.ceiling(retry), "retry {retry}: {wait:?}");
             waits.push(wait);
             now += wait;
@@ -250,26 +219,9 @@ mod tests {
         // Full jitter: not every late wait sits at the cap.
         assert!(waits[10..].iter().any(|w| *w < Duration::from_secs(4)));
         // Same seed, same schedule.
-        let mut again = Jitter::from_seed(42);
-        let replay: Vec<Duration> = (1..=20)
-            .map(|n| p.backoff(n, again.next_unit(), None))
-            .collect();
+        let mut again = fastrand::Rng::with_seed(42);
+        let replay: Vec<Duration> = (1..=20).map(|n| p.backoff(n, again.f64(), None)).collect();
         assert_eq!(waits, replay);
-    }
-
-    #[test]
-    fn jitter_is_uniform_enough() {
-        let mut rng = Jitter::from_seed(7);
-        let mut buckets = [0u32; 10];
-        for _ in 0..10_000 {
-            let u = rng.next_unit();
-            assert!((0.0..1.0).contains(&u));
-            buckets[(u * 10.0) as usize] += 1;
-        }
-        assert!(
-            buckets.iter().all(|&b| (800..1200).contains(&b)),
-            "{buckets:?}"
-        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use super::Frame;
+use super::frame::Frame;
 
 /// Identifies a frame in the [`MemoryQueue`] (the sender checks that the frame it is
 /// retrying was not dropped meanwhile).

@@ -1,0 +1,42 @@
+//! What the sink's handle and its send task share: the URL, the counters, the settled
+//! list, and the settings [`reconfigure`](super::CollectorSink::reconfigure) replaces.
+
+use std::{collections::VecDeque, sync::Mutex};
+
+use flow_batch::wire::BatchId;
+
+use super::{DEFAULT_MEMORY_MAX_CHUNKS, counters::Counters};
+use crate::retry::RetryPolicy;
+
+/// Most settled batch IDs kept for [`CollectorSink::take_settled`](super::CollectorSink::take_settled); past it the oldest
+/// are forgotten (a caller that collects them does so every tick).
+const MAX_SETTLED: usize = 4 * DEFAULT_MEMORY_MAX_CHUNKS;
+
+/// What the sink and its send task both use.
+pub(super) struct Shared {
+    pub(super) url: String,
+    pub(super) counters: Counters,
+    /// Batch IDs of frames that left the memory queue, for
+    /// [`CollectorSink::take_settled`](super::CollectorSink::take_settled) (a plain getter, so not a message).
+    pub(super) settled: Mutex<VecDeque<BatchId>>,
+}
+
+impl Shared {
+    /// Notes that the frame `id`, kept in memory, has left the queue for good.
+    pub(super) fn settle(&self, id: BatchId) {
+        let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        // Never more than a bound, for a caller that does not collect them.
+        if settled.len() >= MAX_SETTLED {
+            settled.pop_front();
+        }
+        settled.push_back(id);
+    }
+}
+
+/// What [`CollectorSink::reconfigure`](super::CollectorSink::reconfigure) replaces: requests in flight keep the client
+/// they started with.
+#[derive(Clone)]
+pub(super) struct Settings {
+    pub(super) client: reqwest::Client,
+    pub(super) retry: RetryPolicy,
+}
