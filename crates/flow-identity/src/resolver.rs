@@ -112,29 +112,19 @@ pub(crate) fn count(c: &mut IdentityCounters, record: &FlowRecord) {
 pub(crate) mod tests {
     use std::time::SystemTime;
 
-    use flow_record::{CloseReason, Direction, SocketStats, TcpState, WorkloadId};
-
     use super::*;
     use crate::CertificateResolver;
 
     /// A record the kernel attributed with `source` (`None(NoMatch)`: not at all).
     pub(crate) fn record(source: IdentitySource) -> FlowRecord {
-        FlowRecord {
-            local: "10.0.0.1:443".parse().expect("addr"),
-            remote: "10.0.0.2:50000".parse().expect("addr"),
-            direction: Direction::Inbound,
-            t_start: None,
-            t_end: SystemTime::now(),
-            close_state: TcpState(7),
-            close_reason: CloseReason::Normal,
-            stats: SocketStats::default(),
-            local_workload_id: match source {
-                IdentitySource::None(_) => None,
-                _ => Some(WorkloadId::new("kernel").expect("id")),
-            },
-            identity_source: source,
-            incomplete: false,
+        let record = flow_testkit::record()
+            .t_start(None)
+            .t_end(SystemTime::now());
+        match source {
+            IdentitySource::None(reason) => record.unattributed(reason),
+            _ => record.workload("kernel", source),
         }
+        .build()
     }
 
     fn unattributed() -> FlowRecord {

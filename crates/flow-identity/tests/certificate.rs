@@ -11,8 +11,7 @@ use flow_identity::{
     CertificateIdentity, CertificateResolver, IdentityField, IdentityResolver, ReloadableResolver,
 };
 use flow_record::{
-    CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
-    WorkloadId,
+    CloseReason, Direction, FlowRecord, IdentitySource, TcpState, UnattributedReason, WorkloadId,
 };
 use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 use time::OffsetDateTime;
@@ -50,20 +49,16 @@ fn now_window() -> (OffsetDateTime, OffsetDateTime) {
 }
 
 fn record_at(t_end: SystemTime) -> FlowRecord {
-    FlowRecord {
-        local: "10.1.2.3:40000".parse().expect("addr"),
-        remote: "10.9.9.9:443".parse().expect("addr"),
-        direction: Direction::Outbound,
-        t_start: None,
-        t_end,
-        close_state: TcpState(5),
-        close_reason: CloseReason::Normal,
-        stats: SocketStats::default(),
-        local_workload_id: None,
+    flow_testkit::record()
+        .local("10.1.2.3:40000")
+        .remote("10.9.9.9:443")
+        .direction(Direction::Outbound)
+        .t_start(None)
+        .t_end(t_end)
+        .close(TcpState(5), CloseReason::Normal)
         // What the kernel reports when neither map had an entry.
-        identity_source: IdentitySource::None(UnattributedReason::NoMatch),
-        incomplete: false,
-    }
+        .unattributed(UnattributedReason::NoMatch)
+        .build()
 }
 
 fn resolve(resolver: &mut CertificateResolver, t_end: SystemTime) -> FlowRecord {
