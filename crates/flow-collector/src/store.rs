@@ -241,21 +241,13 @@ mod tests {
         assert!(s.contains(u64::MAX - 1) && s.contains(u64::MAX));
     }
 
+    /// Only the times matter to [`unstorable`].
     fn record_at(t_end_secs: u64, t_start_secs: Option<u64>) -> flow_record::FlowRecord {
         use std::time::{Duration, UNIX_EPOCH};
-        flow_record::FlowRecord {
-            local: "10.0.0.1:1".parse().expect("addr"),
-            remote: "10.0.0.2:2".parse().expect("addr"),
-            direction: flow_record::Direction::Inbound,
-            t_start: t_start_secs.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
-            t_end: UNIX_EPOCH + Duration::from_secs(t_end_secs),
-            close_state: flow_record::TcpState(7),
-            close_reason: flow_record::CloseReason::Normal,
-            stats: flow_record::SocketStats::default(),
-            local_workload_id: None,
-            identity_source: flow_record::IdentitySource::ConnectMap,
-            incomplete: false,
-        }
+        flow_testkit::record()
+            .t_start(t_start_secs.map(|s| UNIX_EPOCH + Duration::from_secs(s)))
+            .t_end(UNIX_EPOCH + Duration::from_secs(t_end_secs))
+            .build()
     }
 
     #[test]
