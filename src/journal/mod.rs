@@ -116,226 +116,44 @@
 //! serve as this run's journal (records are found by their old positions), until they
 //! are settled and deleted.
 
+mod config;
 mod degraded;
 mod format;
+mod matching;
 mod recover;
+mod recovered;
 mod scan;
+mod write;
+
+pub use self::{
+    config::{
+        DEFAULT_SEGMENT_MAX_BYTES, DEFAULT_SYNC_INTERVAL, JournalConfig, JournalCounters,
+        NOT_JOURNALED, SEGMENT_MAX_BYTES_LIMIT,
+    },
+    recovered::{Recovered, RecoveredChunk},
+};
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
     fs::File,
-    hash::{BuildHasherDefault, Hasher},
     io::{BufWriter, Write},
-    net::{IpAddr, SocketAddr},
     path::Path,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::Instant,
 };
 
-use bincode::Options;
 use flow_batch::{
     Chunk, NO_TAG, Window,
-    wire::{BatchId, ChunkEncoder, InstanceId, encode_record},
+    wire::{BatchId, InstanceId, encode_record},
 };
 use flow_record::FlowRecord;
-use serde::Serialize;
 
 use self::{
-    format::{
-        DoneBody, ENTRY_HEAD_LEN, FLAG_RECOVERY, HEADER_LEN, IntentBody, KIND_DONE, KIND_INTENT,
-        KIND_RECORD, Lsn, MAX_ENTRY_LEN, OldContent, encode_header, entry_head, lsn, lsn_segment,
-        options,
-    },
+    format::{DoneBody, IntentBody, KIND_RECORD, Lsn, OldContent, lsn_segment},
+    matching::{PendingMap, fingerprint},
     scan::{segment_name, set_aside, tmp_name},
+    write::{no_segment, start_segment},
 };
 use flow_sink::{SinkError, error_chain, state_dir::StateDir};
-
-/// Default longest time between two syncs of the journal: 1 s.
-pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
-/// Default size at which the active segment is closed and a new one started: 16 MiB.
-pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 16 << 20;
-/// Largest segment size in force: a larger
-/// [`segment_max_bytes`](JournalConfig::segment_max_bytes) counts as 1 GiB (a record's
-/// position in its segment is a 32-bit offset).
-pub const SEGMENT_MAX_BYTES_LIMIT: u64 = 1 << 30;
-/// What [`RecordJournal::append_tagged`] returns for a record it did not journal
-/// (while the journal cannot write): a tag that names no position. Give it to the
-/// batcher like any other tag; [`RecordJournal::begin_chunk`] skips it.
-pub const NOT_JOURNALED: u64 = u64::MAX - 1;
-
-/// Settings of a [`RecordJournal`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct JournalConfig {
-    /// Longest time appended records may sit unsynced: what a crash can lose. Also how
-    /// often a journal that cannot write tries again.
-    /// Default [`DEFAULT_SYNC_INTERVAL`].
-    pub sync_interval: Duration,
-    /// Size at which a new segment is started. Default [`DEFAULT_SEGMENT_MAX_BYTES`],
-    /// at most [`SEGMENT_MAX_BYTES_LIMIT`] in effect.
-    pub segment_max_bytes: u64,
-}
-
-impl Default for JournalConfig {
-    fn default() -> JournalConfig {
-        JournalConfig {
-            sync_interval: DEFAULT_SYNC_INTERVAL,
-            segment_max_bytes: DEFAULT_SEGMENT_MAX_BYTES,
-        }
-    }
-}
-
-impl JournalConfig {
-    /// Sets [`sync_interval`](JournalConfig::sync_interval).
-    pub fn with_sync_interval(mut self, d: Duration) -> JournalConfig {
-        self.sync_interval = d;
-        self
-    }
-
-    /// Sets [`segment_max_bytes`](JournalConfig::segment_max_bytes).
-    pub fn with_segment_max_bytes(mut self, bytes: u64) -> JournalConfig {
-        self.segment_max_bytes = bytes;
-        self
-    }
-
-    /// The segment size in force: `segment_max_bytes`, at most
-    /// [`SEGMENT_MAX_BYTES_LIMIT`].
-    fn segment_limit(&self) -> u64 {
-        self.segment_max_bytes.min(SEGMENT_MAX_BYTES_LIMIT)
-    }
-
-    /// The largest segment file the start-up scan reads: the larger of the segment
-    /// size in force and the default one (so that segments written before the setting
-    /// was lowered are still read), plus one entry of the largest size accepted and the
-    /// header. A segment never legitimately exceeds it: a new one is started before a
-    /// record is written once the active one reaches the segment size, so a segment
-    /// ends at most one entry past it. A larger file is set aside unread.
-    pub fn segment_read_limit(&self) -> u64 {
-        self.segment_limit().max(DEFAULT_SEGMENT_MAX_BYTES)
-            + u64::from(MAX_ENTRY_LEN)
-            + (ENTRY_HEAD_LEN + HEADER_LEN) as u64
-    }
-}
-
-/// What a journal has done, and what it holds now.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct JournalCounters {
-    /// Records appended (recovered ones re-journaled included).
-    pub records_appended: u64,
-    /// Bytes written to segments.
-    pub bytes_written: u64,
-    /// `fdatasync` calls.
-    pub syncs: u64,
-    /// Intents written ([`RecordJournal::begin_chunk`], and recovered chunks).
-    pub chunks_begun: u64,
-    /// Done marks written ([`RecordJournal::end_chunk`]).
-    pub chunks_ended: u64,
-    /// Records of a chunk that were never appended (not journaled, so not
-    /// recoverable).
-    pub records_unmatched: u64,
-    /// Segments created.
-    pub segments_created: u64,
-    /// Segments deleted because everything in them was done (or superseded).
-    pub segments_deleted: u64,
-    /// Records handed back for re-batching when the journal was opened.
-    pub records_recovered: u64,
-    /// Chunks handed back for re-delivery when the journal was opened.
-    pub chunks_recovered: u64,
-    /// Bytes of segments that held no intact entry and were skipped when the journal
-    /// was opened: the incomplete last entry a crash during a write leaves (normal),
-    /// and the bad stretches of damaged segments.
-    pub bytes_discarded: u64,
-    /// Always 0: kept for compatibility. A segment with a bad header is no longer
-    /// ignored; see [`damaged_segments`](JournalCounters::damaged_segments).
-    pub segments_discarded: u64,
-    /// Segments found damaged when the journal was opened (a bad header, or bad bytes
-    /// followed by intact entries): their intact entries were recovered, and the
-    /// segment was set aside in `damaged/`.
-    pub damaged_segments: u64,
-    /// Bad stretches skipped inside damaged segments when the journal was opened; each
-    /// lost at least one entry (a record, an intent or a done mark).
-    pub bad_entries: u64,
-    /// Entries under a segment's name that were no segment of ours (a directory, a
-    /// FIFO or device, a symbolic link, a file that cannot be read or is larger than
-    /// [`JournalConfig::segment_read_limit`]) and were set aside in `damaged/` unread,
-    /// never followed or deleted. One that could not be moved is not counted (it stays
-    /// in place, unread, with a warning).
-    pub entries_set_aside: u64,
-    /// Failed writes, `fdatasync`s and segment creations (a full disk, a quota, an I/O
-    /// error), retries while not journaling included, and failed `fsync`s of the
-    /// journal directory at open.
-    pub write_failures: u64,
-    /// Records appended while the journal could not write: handed on to the batcher,
-    /// but not journaled, so a crash loses them until they are in a delivered chunk.
-    pub records_not_journaled: u64,
-    /// Times the journal wrote again after a failure.
-    pub resumed: u64,
-    /// Gauge: 1 while the journal cannot write (records are not journaled), else 0.
-    pub degraded: u64,
-    /// Gauge: segment files now.
-    pub segments: u64,
-    /// Gauge: records appended and not yet in a done chunk.
-    pub live_records: u64,
-    /// Gauge: records appended and not yet in any chunk.
-    pub pending_records: u64,
-    /// Gauge: chunks begun and not yet ended.
-    pub open_chunks: u64,
-}
-
-/// A chunk a previous run had handed to a sink without knowing whether it arrived.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RecoveredChunk {
-    /// The host identity it was encoded with.
-    pub host: String,
-    /// The exporter instance it was encoded with (the previous run's).
-    pub instance: InstanceId,
-    /// The chunk: same window, index, sequence, `last` and records as before.
-    pub chunk: Chunk,
-}
-
-impl RecoveredChunk {
-    /// Its batch ID: the one it had before the crash.
-    pub fn batch_id(&self) -> BatchId {
-        BatchId {
-            host: self.host.clone(),
-            instance: self.instance,
-            sequence: self.chunk.sequence,
-        }
-    }
-
-    /// Its frame, encoded under its original host and instance.
-    pub fn encode(&self) -> Result<Vec<u8>, SinkError> {
-        let encode = |source| SinkError::Encode {
-            sequence: self.chunk.sequence,
-            source,
-        };
-        ChunkEncoder::new(self.host.clone(), self.instance)
-            .map_err(encode)?
-            .encode_to_vec(&self.chunk)
-            .map_err(encode)
-    }
-}
-
-/// What [`RecordJournal::open`] found from a previous run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Recovered {
-    /// Chunks to deliver again under their original batch ID, oldest first; call
-    /// [`RecordJournal::end_chunk`] with each one's [`batch_id`](RecoveredChunk::batch_id)
-    /// once delivered or spooled.
-    pub chunks: Vec<RecoveredChunk>,
-    /// Records that were in no chunk, in capture order, to push into the batcher
-    /// again. They are already re-journaled: do not append them a second time.
-    pub records: Vec<FlowRecord>,
-}
-
-impl Recovered {
-    /// Whether nothing was recovered.
-    pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && self.records.is_empty()
-    }
-}
 
 #[derive(Debug, Default)]
 struct Segment {
@@ -432,66 +250,6 @@ pub struct RecordJournal {
     scratch: Vec<u8>,
     counters: JournalCounters,
 }
-
-/// What a chunk's record is matched to its journal position by: both ends, close and
-/// open time and the byte counts, mixed into 64 bits. Computed from the fields (not
-/// the encoded record), so matching a chunk costs no second encoding; records that
-/// agree on all of these are interchangeable, and are matched in journal order.
-fn fingerprint(record: &FlowRecord) -> u64 {
-    let nanos = |t: SystemTime| {
-        t.duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    };
-    let ip = |a: &SocketAddr| match a.ip() {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6) ^ (1 << 127),
-    };
-    let (local, remote) = (ip(&record.local), ip(&record.remote));
-    let words = [
-        local as u64,
-        (local >> 64) as u64,
-        remote as u64,
-        (remote >> 64) as u64,
-        u64::from(record.local.port()) << 16 | u64::from(record.remote.port()),
-        nanos(record.t_end),
-        record.t_start.map_or(0, nanos),
-        record.stats.bytes_sent,
-        record.stats.bytes_received,
-    ];
-    words.into_iter().fold(0x243F_6A88_85A3_08D3, mix)
-}
-
-/// One round of splitmix64's finalizer over `h ^ v`: every input bit reaches about half
-/// of the output bits.
-fn mix(h: u64, v: u64) -> u64 {
-    let mut z = (h ^ v).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Hashes a [`fingerprint`] (already mixed) as itself.
-#[derive(Default)]
-struct FingerprintHasher(u64);
-
-impl Hasher for FingerprintHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-/// Pending records by fingerprint.
-type PendingMap = HashMap<u64, Positions, BuildHasherDefault<FingerprintHasher>>;
 
 impl RecordJournal {
     /// Opens the journal in `dir` (created if missing, mode `0700`) for an exporter run
@@ -928,170 +686,6 @@ impl RecordJournal {
         }
         self.sync_dir()
     }
-
-    /// `fsync`s the directory where a failure must not stop the journal (at open):
-    /// logs it and counts it in [`write_failures`](JournalCounters::write_failures).
-    /// What it would have made durable (a rename, deletions) is redone or undone
-    /// safely by the next start-up scan.
-    /// Returns whether it synced.
-    fn sync_dir_or_warn(&mut self) -> bool {
-        let Err(e) = self.sync_dir() else {
-            return true;
-        };
-        self.counters.write_failures += 1;
-        tracing::warn!(
-            dir = %self.dir.path().display(),
-            error = %error_chain(&e),
-            "journal: fsync of the journal directory failed; going on"
-        );
-        false
-    }
-
-    fn sync_dir(&self) -> Result<(), SinkError> {
-        self.dir
-            .sync()
-            .map_err(|e| SinkError::io("fsync", self.dir.path(), e))
-    }
-
-    /// Syncs the active segment and starts the next one.
-    fn rotate(&mut self) -> Result<(), SinkError> {
-        self.flush_and_sync(Instant::now())?;
-        self.start_next(self.active.number + 1)
-    }
-
-    fn start_next(&mut self, number: u64) -> Result<(), SinkError> {
-        let (flags, field) = match self.recovering {
-            Some(first) => (FLAG_RECOVERY, first),
-            None => (0, 0),
-        };
-        let name = segment_name(number);
-        let active = start_segment(&self.dir, number, &name, flags, field, &mut self.counters)?;
-        self.active = active;
-        self.segments.insert(number, Segment::default());
-        self.dirty = false;
-        Ok(())
-    }
-
-    /// Writes an intent, and takes note of it as open. Until a sync succeeds it is not
-    /// known to be durable (and after a failed write it is not written at all): it is
-    /// kept, to be written again if the journal fails before then.
-    fn write_intent(&mut self, id: BatchId, body: IntentBody) -> Result<(), SinkError> {
-        let written = self.write_intent_entry(&body);
-        let segment = written.is_ok().then_some(self.active.number);
-        if let Some(s) = segment.and_then(|n| self.segments.get_mut(&n)) {
-            s.open_intents += 1;
-        }
-        self.intents
-            .insert(id.clone(), open_intent(segment, &body.lsns));
-        self.unsynced.push(Mark::Intent(id, body));
-        written
-    }
-
-    fn write_intent_entry(&mut self, body: &IntentBody) -> Result<(), SinkError> {
-        self.encode_entry(KIND_INTENT, body)?;
-        self.write_scratch()?;
-        self.counters.chunks_begun += 1;
-        Ok(())
-    }
-
-    /// Writes a done mark, kept (like an intent) until a sync succeeds.
-    fn write_done(&mut self, body: DoneBody) -> Result<(), SinkError> {
-        let written = self.write_done_entry(&body);
-        self.unsynced.push(Mark::Done(body));
-        written
-    }
-
-    fn write_done_entry(&mut self, body: &DoneBody) -> Result<(), SinkError> {
-        self.encode_entry(KIND_DONE, body)?;
-        self.write_scratch()?;
-        self.counters.chunks_ended += 1;
-        Ok(())
-    }
-
-    /// Puts the entry `kind` + `body` into `scratch`.
-    fn encode_entry(&mut self, kind: u8, body: &impl Serialize) -> Result<(), SinkError> {
-        self.scratch.clear();
-        self.scratch.push(kind);
-        options()
-            .serialize_into(&mut self.scratch, body)
-            .map_err(|e| {
-                SinkError::io(
-                    "encode an entry for",
-                    self.dir.join(&self.active.name),
-                    std::io::Error::other(e),
-                )
-            })
-    }
-
-    /// Writes the record entry in `scratch` and returns its position (its offset).
-    fn write_scratch_record(&mut self) -> Result<Lsn, SinkError> {
-        // Below SEGMENT_MAX_BYTES_LIMIT plus one entry: fits.
-        let offset = u32::try_from(self.active.bytes).unwrap_or(u32::MAX);
-        let at = lsn(self.active.number, offset);
-        self.write_scratch()?;
-        if let Some(s) = self.segments.get_mut(&self.active.number) {
-            s.live += 1;
-        }
-        self.counters.records_appended += 1;
-        Ok(at)
-    }
-
-    /// Writes `scratch` as one entry of the active segment.
-    fn write_scratch(&mut self) -> Result<(), SinkError> {
-        let head = entry_head(&self.scratch);
-        let written = match self.active.writer.as_mut() {
-            Some(writer) => writer
-                .write_all(&head)
-                .and_then(|()| writer.write_all(&self.scratch)),
-            None => Err(no_segment()),
-        };
-        written.map_err(|e| SinkError::io("write", self.dir.join(&self.active.name), e))?;
-        let n = (ENTRY_HEAD_LEN + self.scratch.len()) as u64;
-        self.active.bytes += n;
-        self.active.empty = false;
-        self.counters.bytes_written += n;
-        self.dirty = true;
-        Ok(())
-    }
-
-    fn add_pending(&mut self, fp: u64, at: Lsn) {
-        self.pending_count += 1;
-        match self.pending.get_mut(&fp) {
-            None => {
-                self.pending.insert(fp, Positions::One(at));
-            }
-            Some(Positions::One(first)) => {
-                let first = *first;
-                self.pending
-                    .insert(fp, Positions::Many(VecDeque::from([first, at])));
-            }
-            Some(Positions::Many(q)) => q.push_back(at),
-        }
-    }
-
-    fn take_pending(&mut self, fp: u64) -> Option<Lsn> {
-        let at = match self.pending.get_mut(&fp)? {
-            Positions::One(at) => {
-                let at = *at;
-                self.pending.remove(&fp);
-                at
-            }
-            Positions::Many(q) => {
-                let at = q.pop_front()?;
-                if q.is_empty() {
-                    self.pending.remove(&fp);
-                }
-                at
-            }
-        };
-        self.pending_count -= 1;
-        Some(at)
-    }
-}
-
-/// The error of a write before the first segment exists.
-fn no_segment() -> std::io::Error {
-    std::io::Error::other("no segment could be created yet")
 }
 
 /// How many of `lsns` live in each segment, in order.
@@ -1110,121 +704,9 @@ fn open_intent(segment: Option<u64>, lsns: &[Lsn]) -> OpenIntent {
     }
 }
 
-/// Creates segment `number` as `name` (mode `0600`), writes its header and makes both
-/// durable. On failure, the file it created is removed again.
-fn start_segment(
-    dir: &StateDir,
-    number: u64,
-    name: &str,
-    flags: u16,
-    field: u64,
-    counters: &mut JournalCounters,
-) -> Result<Active, SinkError> {
-    if dir
-        .kind(name)
-        .map_err(|e| SinkError::io("inspect", dir.join(name), e))?
-        .is_some()
-    {
-        return Err(SinkError::io(
-            "create",
-            dir.join(name),
-            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
-        ));
-    }
-    let file = dir
-        .create_file(name)
-        .map_err(|e| SinkError::io("create", dir.join(name), e))?;
-    let mut writer = BufWriter::with_capacity(64 << 10, file);
-    let header = encode_header(flags, field);
-    let written = writer
-        .write_all(&header)
-        .and_then(|()| writer.flush())
-        .and_then(|()| writer.get_ref().sync_data())
-        .map_err(|e| SinkError::io("write", dir.join(name), e))
-        .and_then(|()| {
-            dir.sync()
-                .map_err(|e| SinkError::io("fsync", dir.path(), e))
-        });
-    if let Err(e) = written {
-        // Creating an empty file works on a full disk: without this, every retry
-        // would leave one more empty segment behind. The name was free before the
-        // create and `remove_file` deletes only a regular file, so this is the file
-        // just created. Its buffered header is dropped unwritten.
-        drop(writer.into_parts());
-        if let Err(remove) = dir.remove_file(name) {
-            tracing::debug!(
-                file = %dir.join(name).display(),
-                error = %error_chain(&remove),
-                "journal: cannot remove a segment it failed to start"
-            );
-        }
-        return Err(e);
-    }
-    counters.segments_created += 1;
-    counters.bytes_written += HEADER_LEN as u64;
-    counters.syncs += 1;
-    Ok(Active {
-        number,
-        name: name.to_owned(),
-        writer: Some(writer),
-        bytes: HEADER_LEN as u64,
-        empty: true,
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn record() -> FlowRecord {
-        let t_end = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        FlowRecord {
-            local: "10.0.0.1:443".parse().expect("addr"),
-            remote: "10.0.0.2:50000".parse().expect("addr"),
-            direction: flow_record::Direction::Inbound,
-            t_start: Some(t_end - Duration::from_millis(5)),
-            t_end,
-            close_state: flow_record::TcpState(7),
-            close_reason: flow_record::CloseReason::Normal,
-            stats: flow_record::SocketStats {
-                bytes_sent: 10,
-                bytes_received: 20,
-                segs_in: 3,
-                segs_out: 4,
-                retransmits: 0,
-                bytes_retransmitted: 0,
-                srtt_us: 100,
-                rttvar_us: 10,
-            },
-            local_workload_id: None,
-            identity_source: flow_record::IdentitySource::None(
-                flow_record::UnattributedReason::NoMatch,
-            ),
-            incomplete: false,
-        }
-    }
-
-    #[test]
-    fn fingerprints_tell_records_apart_by_each_field_they_cover() {
-        let base = record();
-        assert_eq!(fingerprint(&base), fingerprint(&base.clone()));
-        let variants: [fn(&mut FlowRecord); 8] = [
-            |r| r.local.set_port(444),
-            |r| r.remote.set_port(50001),
-            |r| r.remote = "[::ffff:10.0.0.2]:50000".parse().expect("addr"),
-            |r| r.local = "10.0.0.3:443".parse().expect("addr"),
-            |r| r.t_end += Duration::from_nanos(1),
-            |r| r.t_start = None,
-            |r| r.stats.bytes_sent += 1,
-            |r| r.stats.bytes_received += 1,
-        ];
-        let mut seen = HashSet::from([fingerprint(&base)]);
-        for change in variants {
-            let mut r = base.clone();
-            change(&mut r);
-            assert!(seen.insert(fingerprint(&r)), "{r:?}");
-        }
-    }
+    use super::format::{lsn, lsn_segment};
 
     #[test]
     fn lsn_round_trip() {
