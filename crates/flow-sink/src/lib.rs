@@ -4,7 +4,8 @@
 //!   with blanket impls so that `Option<S>` (optional), `Vec<S>` (fan-out), `Box<S>`
 //!   and `Arc<S>` are sinks too.
 //! - [`StdoutSink`] and [`FileSink`]: JSON lines with the field set of
-//!   `flowexporter tail --json` ([`json`]).
+//!   `flowexporter tail --json` ([`json`]); [`TerminalSink`]: a table (or JSON lines)
+//!   for a person at a terminal.
 //! - [`CollectorSink`]: HTTP POST of encoded chunk frames to a collector, with
 //!   timeouts, retries ([`RetryPolicy`]: exponential backoff, full jitter), a durable
 //!   on-disk [`Spool`] and optional mutual TLS. `docs/collector-protocol.md` describes
@@ -14,6 +15,39 @@
 //!   endpoint.
 //!
 //! The library emits `tracing` events and installs nothing process-wide.
+//!
+//! A sink of your own is one method; the trait's other methods have defaults that
+//! keep the exporter's crash guarantees for a sink that delivers or fails:
+//!
+//! ```
+//! use async_trait::async_trait;
+//! use flow_batch::Chunk;
+//! use flow_sink::{FlowSink, SinkError};
+//!
+//! /// Prints how many bytes each chunk's connections moved.
+//! struct Bytes;
+//!
+//! #[async_trait]
+//! impl FlowSink for Bytes {
+//!     fn name(&self) -> &str {
+//!         "bytes"
+//!     }
+//!
+//!     async fn deliver(&self, chunk: &Chunk) -> Result<(), SinkError> {
+//!         let bytes: u64 = chunk
+//!             .records
+//!             .iter()
+//!             .map(|r| r.stats.bytes_sent + r.stats.bytes_received)
+//!             .sum();
+//!         println!("window {:?}: {bytes} bytes", chunk.window);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! // Fan-out to ours and to the JSON lines on stdout: a Vec of sinks is a sink.
+//! let sinks: Vec<Box<dyn FlowSink>> = vec![Box::new(Bytes), Box::new(flow_sink::StdoutSink::new())];
+//! # let _ = sinks;
+//! ```
 
 pub mod collector_sink;
 mod error;
@@ -24,6 +58,7 @@ pub mod retry;
 mod sink;
 pub mod spool;
 pub mod state_dir;
+mod terminal_sink;
 
 pub use collector_sink::{
     CHUNK_CONTENT_TYPE, CHUNKS_PATH, ClientTls, CollectorConfig, CollectorCounters, CollectorSink,
@@ -34,6 +69,7 @@ pub use json_sink::{FileSink, JsonSinkCounters, StdoutSink, encode_chunk};
 pub use retry::{Disposition, RetryPolicy};
 pub use sink::{Accepted, FlowSink};
 pub use spool::{Spool, SpoolConfig, SpoolCounters, WhenFull};
+pub use terminal_sink::{TABLE_HEADER, TerminalFormat, TerminalSink, write_record};
 
 /// `error` and its sources, joined with `: ` (for log lines).
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -7,7 +7,6 @@ mod identity;
 mod logging;
 mod memory;
 mod metrics;
-mod output;
 mod privileges;
 mod reload;
 mod run;

@@ -2,19 +2,11 @@
 //! detach and drain what was already captured. The same pipeline as `run`, shipping
 //! every read at once to a terminal sink.
 
-use std::sync::Arc;
-
 use anyhow::Context;
+use flow_sink::{TerminalFormat, TerminalSink};
 use flowexporter::{CaptureSource, Exporter, Shipping};
-use tokio::sync::Notify;
 
-use crate::{
-    cli::TailArgs,
-    output::{Format, TerminalSink},
-    privileges,
-    run::stop_signal,
-    setup,
-};
+use crate::{cli::TailArgs, privileges, run::stop_signal, setup};
 
 /// Runs `tail` to completion.
 pub fn run(args: TailArgs) -> anyhow::Result<()> {
@@ -26,14 +18,14 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let format = match args.json {
-        true => Format::Json,
-        false => Format::Table,
+        true => TerminalFormat::Json,
+        false => TerminalFormat::Table,
     };
     runtime.block_on(async move {
         let source = CaptureSource::new(capture).context("reading the flow tracer")?;
+        let sink = TerminalSink::new(format).context("writing to stdout")?;
         // Stdout closed (`| head`): stop as on a signal.
-        let closed = Arc::new(Notify::new());
-        let sink = TerminalSink::new(format, closed.clone()).context("writing to stdout")?;
+        let closed = sink.closed();
         let exporter = Exporter::builder()
             .shipping(Shipping::Immediately)
             .build(source, resolver, sink)
@@ -43,7 +35,7 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
         let stop = async move {
             tokio::select! {
                 () = signal => {}
-                () = closed.notified() => {}
+                () = closed => {}
             }
         };
         exporter.run_until(stop).await?;
