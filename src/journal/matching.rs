@@ -114,32 +114,10 @@ mod tests {
 
     use super::*;
 
+    /// flow-testkit's defaults (10.0.0.1:443 from 10.0.0.2:50000, closed 5 ms after it
+    /// opened), with byte counts other than zero.
     fn record() -> FlowRecord {
-        let t_end = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        FlowRecord {
-            local: "10.0.0.1:443".parse().expect("addr"),
-            remote: "10.0.0.2:50000".parse().expect("addr"),
-            direction: flow_record::Direction::Inbound,
-            t_start: Some(t_end - Duration::from_millis(5)),
-            t_end,
-            close_state: flow_record::TcpState(7),
-            close_reason: flow_record::CloseReason::Normal,
-            stats: flow_record::SocketStats {
-                bytes_sent: 10,
-                bytes_received: 20,
-                segs_in: 3,
-                segs_out: 4,
-                retransmits: 0,
-                bytes_retransmitted: 0,
-                srtt_us: 100,
-                rttvar_us: 10,
-            },
-            local_workload_id: None,
-            identity_source: flow_record::IdentitySource::None(
-                flow_record::UnattributedReason::NoMatch,
-            ),
-            incomplete: false,
-        }
+        flow_testkit::record().bytes(10, 20).build()
     }
 
     #[test]
