@@ -123,23 +123,20 @@ mod tests {
 
     use std::time::{Duration, UNIX_EPOCH};
 
-    use flow_record::{
-        CloseReason, Direction, IdentitySource, SocketStats, TcpState, UnattributedReason,
-    };
+    use flow_record::{CloseReason, Direction, SocketStats, TcpState};
 
     use super::*;
 
     #[test]
     fn writes_every_field() {
-        let r = FlowRecord {
-            local: "10.0.0.1:40000".parse().expect("addr"),
-            remote: "[2001:db8::1]:443".parse().expect("addr"),
-            direction: Direction::Outbound,
-            t_start: None,
-            t_end: UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789),
-            close_state: TcpState(5),
-            close_reason: CloseReason::Normal,
-            stats: SocketStats {
+        let r = flow_testkit::record()
+            .local("10.0.0.1:40000")
+            .remote("[2001:db8::1]:443")
+            .direction(Direction::Outbound)
+            .t_end(UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789))
+            .t_start(None)
+            .close(TcpState(5), CloseReason::Normal)
+            .stats(SocketStats {
                 bytes_sent: 10,
                 bytes_received: 20,
                 segs_in: 3,
@@ -148,11 +145,8 @@ mod tests {
                 bytes_retransmitted: 0,
                 srtt_us: 55,
                 rttvar_us: 7,
-            },
-            local_workload_id: None,
-            identity_source: IdentitySource::None(UnattributedReason::NoMatch),
-            incomplete: false,
-        };
+            })
+            .build();
         let mut out = Vec::new();
         write_line(&mut out, &r).expect("write");
         let text = String::from_utf8(out).expect("utf8");

@@ -8,9 +8,7 @@ use std::{
 };
 
 use flow_batch::{Chunk, Window};
-use flow_record::{
-    CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
-};
+use flow_record::FlowRecord;
 
 use flow_batch::wire::InstanceId;
 use flow_collector::{CollectorOptions, FlowCollector, ServerTls};
@@ -25,20 +23,11 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn record(n: u64) -> FlowRecord {
-    let t_end = UNIX_EPOCH + Duration::from_millis(WINDOW_START_MS + n);
-    FlowRecord {
-        local: "10.0.0.1:443".parse().expect("addr"),
-        remote: format!("10.0.0.2:{}", 10_000 + n).parse().expect("addr"),
-        direction: Direction::Inbound,
-        t_start: None,
-        t_end,
-        close_state: TcpState(7),
-        close_reason: CloseReason::Normal,
-        stats: SocketStats::default(),
-        local_workload_id: None,
-        identity_source: IdentitySource::None(UnattributedReason::NoMatch),
-        incomplete: false,
-    }
+    flow_testkit::record()
+        .remote(format!("10.0.0.2:{}", 10_000 + n))
+        .t_end(UNIX_EPOCH + Duration::from_millis(WINDOW_START_MS + n))
+        .t_start(None)
+        .build()
 }
 
 fn chunk(sequence: u64, records: u64) -> Chunk {

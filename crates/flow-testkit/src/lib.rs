@@ -305,21 +305,24 @@ impl Tmpfs {
     /// Mounts a tmpfs of `size` (e.g. `"256k"`, `"2m"`) at `at`, created if missing.
     pub fn mount_at(at: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(at).expect("mount point");
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mount a tmpfs (these tests run as root): {status}"
-        );
+        // mount(2) itself, not the mount command: a child process forked by one test
+        // holds (until it execs) the descriptors other tests have open, such as a
+        // filler file just deleted to free its disk, whose space would then come back
+        // only after the exec.
+        let options = std::ffi::CString::new(format!("size={size},mode=0700")).expect("no NUL");
+        rustix::mount::mount(
+            "tmpfs",
+            at,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            options.as_c_str(),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "mount a tmpfs at {} (these tests run as root): {e}",
+                at.display()
+            )
+        });
         Tmpfs {
             path: at.to_path_buf(),
             own: false,
@@ -347,7 +350,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
         if self.own {
             let _ = std::fs::remove_dir(&self.path);
         }

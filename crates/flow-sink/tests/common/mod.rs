@@ -11,9 +11,7 @@ use std::{
 
 use flow_batch::{Chunk, Window};
 use flow_collector::{CollectorOptions, FaultInjection, FlowCollector};
-use flow_record::{
-    CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
-};
+use flow_record::{FlowRecord, SocketStats};
 use flow_sink::{CollectorConfig, RetryPolicy};
 
 pub const HOST: &str = "host-a";
@@ -22,35 +20,27 @@ pub const WINDOW_START_MS: u64 = 1_700_000_000_000;
 /// A record whose `bytes_sent` is `n`, so every record can be told apart in the output.
 pub fn record(n: u64) -> FlowRecord {
     let t_end = UNIX_EPOCH + Duration::from_millis(WINDOW_START_MS + n % 60_000);
-    FlowRecord {
-        local: "10.0.0.1:443".parse().expect("addr"),
-        remote: format!(
-            "10.0.{}.{}:{}",
-            (n >> 8) & 0xff,
-            n & 0xff,
-            10_000 + n % 50_000
-        )
-        .parse()
-        .expect("addr"),
-        direction: Direction::Inbound,
-        t_start: Some(t_end - Duration::from_millis(5)),
-        t_end,
-        close_state: TcpState(7),
-        close_reason: CloseReason::Normal,
-        stats: SocketStats {
-            bytes_sent: n,
-            bytes_received: 2 * n,
-            segs_in: 3,
-            segs_out: 4,
-            retransmits: 0,
-            bytes_retransmitted: 0,
-            srtt_us: 100,
-            rttvar_us: 10,
-        },
-        local_workload_id: None,
-        identity_source: IdentitySource::None(UnattributedReason::NoMatch),
-        incomplete: false,
-    }
+    let remote = format!(
+        "10.0.{}.{}:{}",
+        (n >> 8) & 0xff,
+        n & 0xff,
+        10_000 + n % 50_000
+    );
+    let stats = SocketStats {
+        bytes_sent: n,
+        bytes_received: 2 * n,
+        segs_in: 3,
+        segs_out: 4,
+        srtt_us: 100,
+        rttvar_us: 10,
+        ..SocketStats::default()
+    };
+    // t_start: 5 ms before t_end; unattributed.
+    flow_testkit::record()
+        .remote(remote)
+        .t_end(t_end)
+        .stats(stats)
+        .build()
 }
 
 pub fn window() -> Window {
