@@ -88,14 +88,16 @@ fn metric(text: &str, line_start: &str) -> u64 {
 
 /// The current RSS of a process, KiB (0 if it cannot be read).
 fn current_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    process(pid)
+        .and_then(|p| p.status())
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
+        .and_then(|s| s.vmrss)
         .unwrap_or(0)
+}
+
+/// The process `pid` in `/proc`.
+fn process(pid: u32) -> procfs::ProcResult<procfs::process::Process> {
+    procfs::process::Process::new(pid as i32)
 }
 
 /// CPU time of every live thread of a process, ns, by thread ID, from
@@ -103,17 +105,11 @@ fn current_rss_kib(pid: u32) -> u64 {
 /// `/proc/<pid>/stat` rounds to 10 ms clock ticks: too coarse for a few µs per record).
 fn thread_cpu_ns(pid: u32) -> anyhow::Result<std::collections::HashMap<u32, u64>> {
     let mut threads = std::collections::HashMap::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let entry = entry?;
-        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
-            continue;
-        };
-        // A thread that exits meanwhile simply has no file any more.
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("schedstat")) else {
-            continue;
-        };
-        if let Some(ns) = stat.split_whitespace().next().and_then(|v| v.parse().ok()) {
-            threads.insert(tid, ns);
+    for task in process(pid)?.tasks()? {
+        // A thread that exits meanwhile simply has no files any more.
+        let Ok(task) = task else { continue };
+        if let Ok(stat) = task.schedstat() {
+            threads.insert(task.tid as u32, stat.sum_exec_runtime);
         }
     }
     Ok(threads)
@@ -134,12 +130,7 @@ fn cpu_between(
 
 /// Peak RSS KiB (`VmHWM`) of a process.
 fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    Ok(status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0))
+    Ok(process(pid)?.status()?.vmhwm.unwrap_or(0))
 }
 
 struct Exporter {
