@@ -2,6 +2,19 @@
 //! records of one test's own connections, and network namespaces joined by veth pairs;
 //! and a [`FlowRecord`] builder with fixed defaults ([`record`]) for tests that make
 //! records themselves. Tests panic with a message rather than return errors.
+//!
+//! ```no_run
+//! use flow_testkit::{Capture, involves, record};
+//!
+//! // A record made by hand: the defaults, with what the test cares about.
+//! let r = record().remote("10.0.0.9:443").bytes(100, 2_000).build();
+//! assert_eq!(r.stats.bytes_received, 2_000);
+//!
+//! // The real kernel program (as root): this test's own connections' records.
+//! flow_testkit::mount_kernel_filesystems();
+//! let capture = Capture::load();
+//! # let _ = (capture, involves(443));
+//! ```
 #![allow(missing_docs, clippy::unwrap_used, clippy::new_without_default)]
 
 pub mod records;

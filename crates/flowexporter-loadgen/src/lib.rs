@@ -5,6 +5,21 @@
 //!   namespaces, with a payload, and reports what it achieved.
 //! - [`overhead`]: alternates rounds without (A) and with (B) the real exporter
 //!   process and reports the cost side by side.
+//!
+//! ```no_run
+//! use flowexporter_loadgen::churn::{self, ChurnConfig, Family};
+//!
+//! // 10,000 loopback connections at 5,000 per second.
+//! let report = churn::run(&ChurnConfig {
+//!     connections: 10_000,
+//!     rate: Some(5_000.0),
+//!     family: Family::V4,
+//!     payload: 0,
+//!     across_netns: false,
+//! })?;
+//! println!("{:.0} connections/s, {} errors", report.rate(), report.errors);
+//! # Ok::<(), anyhow::Error>(())
+//! ```
 
 pub mod churn;
 pub mod overhead;

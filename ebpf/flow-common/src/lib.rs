@@ -5,6 +5,17 @@
 //! same on both sides and no uninitialised padding bytes cross the ring buffer. The
 //! kernel program depends on this crate without features; user space enables `user`,
 //! which adds the `aya::Pod` impls needed to write globals and read maps.
+//!
+//! ```
+//! use flow_common::{RawFlowEvent, WORKLOAD_ID_MAX, WorkloadValue};
+//!
+//! // An identity map's value: the workload ID, NUL-padded to 64 bytes.
+//! let mut value = WorkloadValue::EMPTY;
+//! value.id[..6].copy_from_slice(b"api-v2");
+//! assert_eq!(value.id.len(), WORKLOAD_ID_MAX);
+//! // The record the kernel program writes to the ring buffer, byte for byte.
+//! assert_eq!(core::mem::size_of::<RawFlowEvent>(), 184);
+//! ```
 #![no_std]
 #![deny(missing_docs)]
 
