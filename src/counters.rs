@@ -10,13 +10,28 @@ pub struct PipelineCounters {
     /// Records the batcher refused (a time before the Unix epoch; they stay in the
     /// journal, and are dropped from the batch). Dropped, reason `batch_refused`.
     pub batch_refused: u64,
-    /// Failed journal operations (append, sync, chunk intent, done mark); the pipeline
-    /// went on each time.
+    /// Journal operations that returned an error (a record that cannot be encoded;
+    /// a journal that cannot write degrades instead, counted in its own counters); the
+    /// pipeline went on each time.
     pub journal_errors: u64,
-    /// Chunks the sink could neither deliver, keep durably nor keep in memory.
+    /// Chunks given up: the sink failed in a way retrying cannot fix
+    /// (`SinkError::is_permanent`), or the retry policy ran out.
     pub delivery_errors: u64,
     /// Records of those chunks: dropped, reason `delivery_failed`.
     pub records_dropped: u64,
+    /// Failed attempts to hand a chunk to the sink that will be tried again.
+    pub delivery_retries: u64,
+    /// Records of the oldest waiting chunks dropped because the backlog of chunks the
+    /// sink did not take reached its limits: reason `backlog_full`.
+    pub records_dropped_backlog_full: u64,
+    /// Records still waiting for the sink at shutdown without a journal to keep
+    /// them: lost, reason `unsent_at_stop`.
+    pub records_unsent_at_stop: u64,
+    /// Chunks still waiting for the sink at shutdown, left journaled for the next
+    /// start to replay.
+    pub chunks_left_in_journal: u64,
+    /// Gauge: chunks waiting for their next attempt.
+    pub chunks_waiting: u64,
     /// Chunks handed to the sink (new and replayed).
     pub chunks_out: u64,
     /// Chunks recovered from the journal and replayed.

@@ -4,7 +4,7 @@ use std::{future::Future, path::PathBuf, time::Duration};
 
 use flow_batch::{BatchConfig, BatchCounters, wire::InstanceId};
 use flow_identity::IdentityResolver;
-use flow_sink::FlowSink;
+use flow_sink::{FlowSink, RetryPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
@@ -12,6 +12,7 @@ use crate::{
     error::ExporterError,
     journal::{JournalConfig, JournalCounters, RecordJournal, Recovered},
     pipeline::{
+        backlog::BacklogLimits,
         core::{PipelineCore, Shipping},
         driver::Driver,
     },
@@ -71,6 +72,8 @@ pub struct ExporterBuilder {
     batch: BatchConfig,
     shipping: Shipping,
     journal: Option<(PathBuf, JournalConfig)>,
+    retry: RetryPolicy,
+    backlog: BacklogLimits,
     shutdown_timeout: Duration,
 }
 
@@ -82,6 +85,8 @@ impl Default for ExporterBuilder {
             batch: BatchConfig::default(),
             shipping: Shipping::Windows,
             journal: None,
+            retry: RetryPolicy::default(),
+            backlog: BacklogLimits::default(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
@@ -101,10 +106,16 @@ impl ExporterBuilder {
         self
     }
 
-    /// The window length (default 60 s); the other batching limits keep their
-    /// defaults.
+    /// The window length (default 60 s). The allowed lateness and future skew are
+    /// lowered to half the window when they are longer (so that any window from 1 s
+    /// is valid); the other batching limits stay as they are.
     pub fn window(mut self, window: Duration) -> Self {
-        self.batch = BatchConfig::for_window(window);
+        let (lateness, skew) = (self.batch.allowed_lateness, self.batch.max_future_skew);
+        self.batch = self
+            .batch
+            .with_window(window)
+            .with_allowed_lateness(lateness.min(window / 2))
+            .with_max_future_skew(skew.min(window / 2));
         self
     }
 
@@ -128,16 +139,33 @@ impl ExporterBuilder {
         self
     }
 
-    /// How long a stopping exporter waits for its sink's `flush` at most (default
-    /// [`DEFAULT_SHUTDOWN_TIMEOUT`]); what is not flushed stays where the sink keeps it.
+    /// How a chunk the sink failed to take (`Err`, not permanent) is tried again
+    /// (default: [`RetryPolicy::default`], 0.5 s doubling to 60 s, full jitter, for as
+    /// long as the backlog holds).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// How many chunks (and records) may wait for the sink at most; past that the
+    /// oldest is dropped, counted (default [`BacklogLimits::default`]).
+    pub fn backlog(mut self, limits: BacklogLimits) -> Self {
+        self.backlog = limits;
+        self
+    }
+
+    /// How long a stopping exporter gives its sink at most, for the last chunks, the
+    /// flush and the close together (default [`DEFAULT_SHUTDOWN_TIMEOUT`]); what the
+    /// sink has not taken by then stays journaled (or in the sink's spool) for the next
+    /// start.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
     }
 
     /// The exporter: records from `source`, identity completed by `resolver`,
-    /// chunks to `sink`. Opens the journal, if any, and takes what it recovered
-    /// (delivered first when the exporter runs).
+    /// chunks to `sink`. Nothing is opened yet: the journal is opened (and what it
+    /// recovered replayed first) when the exporter runs, on its own thread.
     pub fn build<S, R, K>(
         self,
         source: S,
@@ -159,18 +187,22 @@ impl ExporterBuilder {
                 reason: "must not be empty".into(),
             });
         }
-        let instance = self.instance.unwrap_or_else(InstanceId::random);
-        let (journal, recovered) = match &self.journal {
-            Some((dir, config)) => {
-                let (journal, recovered) =
-                    RecordJournal::open(dir, &host, instance, config.clone())
-                        .map_err(ExporterError::Journal)?;
-                (Some(journal), recovered)
-            }
-            None => (None, Recovered::default()),
+        self.batch.validate()?;
+        self.retry
+            .validate()
+            .map_err(|e| ExporterError::InvalidSetting {
+                key: "retry",
+                reason: flow_sink::error_chain(&e),
+            })?;
+        let setup = CoreSetup {
+            batch: self.batch,
+            shipping: self.shipping,
+            journal: self.journal,
+            host,
+            instance: self.instance.unwrap_or_else(InstanceId::random),
+            retry: self.retry,
+            backlog: self.backlog,
         };
-        let mut core = PipelineCore::new(self.batch, self.shipping, journal, host, instance)?;
-        core.recover(recovered, std::time::SystemTime::now());
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (stop_tx, stopped) = watch::channel(false);
         Ok(Exporter {
@@ -178,7 +210,7 @@ impl ExporterBuilder {
                 source,
                 resolver,
                 sink,
-                core,
+                setup,
                 commands,
                 stopped,
                 observer: None,
@@ -189,6 +221,39 @@ impl ExporterBuilder {
                 stop: std::sync::Arc::new(stop_tx),
             },
         })
+    }
+}
+
+/// What the pipeline thread makes its core from.
+#[derive(Debug)]
+pub(crate) struct CoreSetup {
+    batch: BatchConfig,
+    shipping: Shipping,
+    journal: Option<(PathBuf, JournalConfig)>,
+    host: String,
+    instance: InstanceId,
+    retry: RetryPolicy,
+    backlog: BacklogLimits,
+}
+
+impl CoreSetup {
+    /// Opens the journal, if any, and makes the core, which takes what the journal
+    /// recovered (replayed first).
+    pub(crate) fn open(self) -> Result<PipelineCore, ExporterError> {
+        let (journal, recovered) = match &self.journal {
+            Some((dir, config)) => {
+                let (journal, recovered) =
+                    RecordJournal::open(dir, &self.host, self.instance, config.clone())
+                        .map_err(ExporterError::Journal)?;
+                (Some(journal), recovered)
+            }
+            None => (None, Recovered::default()),
+        };
+        let mut core =
+            PipelineCore::new(self.batch, self.shipping, journal, self.host, self.instance)?
+                .with_delivery_retry(self.retry, self.backlog);
+        core.recover(recovered, std::time::SystemTime::now());
+        Ok(core)
     }
 }
 

@@ -78,7 +78,7 @@ pub use exporter::{
     DEFAULT_SHUTDOWN_TIMEOUT, Exporter, ExporterBuilder, ExporterHandle, Report, View, host_name,
 };
 pub use journal::{JournalConfig, JournalCounters, RecordJournal, Recovered, RecoveredChunk};
-pub use pipeline::core::Shipping;
+pub use pipeline::{backlog::BacklogLimits, core::Shipping};
 pub use source::{CaptureSource, ChannelSource, RecordSource};
 
 pub use flow_batch as batch;

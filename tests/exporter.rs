@@ -33,12 +33,15 @@ enum Answer {
     /// Keeps every chunk "in memory", and settles them all when flushed.
     InMemory,
     Fail,
+    /// Fails the first `n` attempts, then takes every chunk.
+    FailFirst(u32),
 }
 
 #[derive(Clone)]
 struct TestSink {
     log: Arc<Mutex<Log>>,
     answer: Answer,
+    attempts: Arc<Mutex<u32>>,
     held: Arc<Mutex<Vec<BatchId>>>,
     settled: Arc<Mutex<Vec<BatchId>>>,
 }
@@ -48,6 +51,7 @@ impl TestSink {
         TestSink {
             log: Arc::default(),
             answer,
+            attempts: Arc::default(),
             held: Arc::default(),
             settled: Arc::default(),
         }
@@ -62,6 +66,21 @@ impl TestSink {
     }
 
     fn take(&self, chunk: &Chunk, id: &BatchId, replay: bool) -> Result<Accepted, SinkError> {
+        let attempt = {
+            let mut attempts = self.attempts.lock().expect("attempts");
+            *attempts += 1;
+            *attempts
+        };
+        if let Answer::FailFirst(n) = self.answer
+            && attempt <= n
+        {
+            return Err(SinkError::other(format!(
+                "attempt {attempt}: the peer is down"
+            )));
+        }
+        if self.answer == Answer::Fail {
+            return Err(SinkError::other("the test sink refuses every chunk"));
+        }
         let numbers = chunk.records.iter().map(|r| r.stats.bytes_sent).collect();
         self.log
             .lock()
@@ -74,7 +93,8 @@ impl TestSink {
                 self.held.lock().expect("held").push(id.clone());
                 Ok(Accepted::InMemory)
             }
-            Answer::Fail => Err(SinkError::other("the test sink refuses every chunk")),
+            Answer::Fail => unreachable!("refused above"),
+            Answer::FailFirst(_) => Ok(Accepted::Sent),
         }
     }
 }
@@ -128,7 +148,7 @@ async fn every_record_reaches_a_custom_sink_once_and_the_sink_is_flushed_and_clo
     let exporter = Exporter::builder()
         .host_id("embedder")
         .instance(InstanceId::new(7))
-        .build(rx, NoIdentity::new(), sink.clone())
+        .build(rx, NoIdentity, sink.clone())
         .expect("exporter");
     let run = tokio::spawn(exporter.run());
     feed(tx, 1000).await;
@@ -153,7 +173,7 @@ async fn shipping_immediately_delivers_while_running() {
     let sink = TestSink::new(Answer::Sent);
     let exporter = Exporter::builder()
         .shipping(Shipping::Immediately)
-        .build(rx, NoIdentity::new(), sink.clone())
+        .build(rx, NoIdentity, sink.clone())
         .expect("exporter");
     let handle = exporter.handle();
     let run = tokio::spawn(exporter.run());
@@ -178,7 +198,7 @@ async fn a_chunk_kept_in_memory_keeps_its_intent_until_settled() {
     let exporter = Exporter::builder()
         .shipping(Shipping::Immediately)
         .journal(dir.path(), JournalConfig::default())
-        .build(rx, NoIdentity::new(), sink.clone())
+        .build(rx, NoIdentity, sink.clone())
         .expect("exporter")
         .observe(Duration::ZERO, {
             let seen = seen.clone();
@@ -203,21 +223,101 @@ async fn a_chunk_kept_in_memory_keeps_its_intent_until_settled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sink_that_fails_is_counted_and_does_not_stop_the_pipeline() {
+async fn a_sink_that_fails_for_a_while_gets_every_record_once_it_is_back() {
+    let (tx, rx) = source::channel(64);
+    let sink = TestSink::new(Answer::FailFirst(3));
+    let exporter = Exporter::builder()
+        .shipping(Shipping::Immediately)
+        .retry(fast_retry())
+        .build(rx, NoIdentity, sink.clone())
+        .expect("exporter");
+    let handle = exporter.handle();
+    let run = tokio::spawn(exporter.run());
+    feed(tx.clone(), 50).await;
+    eventually(Duration::from_secs(20), "all 50 records delivered", || {
+        sink.numbers().len() == 50
+    })
+    .await;
+    handle.stop();
+    let report = run.await.expect("join").expect("run");
+    assert_eq!(sink.numbers(), (0..50).collect::<Vec<_>>());
+    assert_eq!(report.pipeline.delivery_retries, 3);
+    assert_eq!(report.pipeline.records_dropped, 0);
+    drop(tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_failing_sink_never_took_is_delivered_by_the_next_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    // The sink's peer is down for the whole first run.
+    let (tx, rx) = source::channel(64);
+    let down = TestSink::new(Answer::Fail);
+    let exporter = Exporter::builder()
+        .host_id("embedder")
+        .journal(dir.path(), JournalConfig::default())
+        .retry(fast_retry())
+        .shutdown_timeout(Duration::from_secs(2))
+        .build(rx, NoIdentity, down.clone())
+        .expect("exporter");
+    let run = tokio::spawn(exporter.run());
+    feed(tx, 100).await;
+    let report = run.await.expect("join").expect("run");
+    assert_eq!(report.pipeline.records_dropped, 0, "{report:?}");
+    assert!(report.pipeline.chunks_left_in_journal >= 1, "{report:?}");
+    assert!(down.numbers().is_empty());
+
+    // Back: the next start replays what the first never delivered, once.
+    let (tx, rx) = source::channel(8);
+    drop(tx);
+    let up = TestSink::new(Answer::Sent);
+    let exporter = Exporter::builder()
+        .host_id("embedder")
+        .journal(dir.path(), JournalConfig::default())
+        .build(rx, NoIdentity, up.clone())
+        .expect("exporter");
+    exporter.run().await.expect("run");
+    let mut got = up.numbers();
+    got.sort_unstable();
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    assert!(up.log().chunks.iter().all(|c| c.1), "all replayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_refused_for_good_is_counted_and_does_not_stop_the_pipeline() {
     let dir = tempfile::tempdir().expect("dir");
     let (tx, rx) = source::channel(64);
-    let sink = TestSink::new(Answer::Fail);
+    let sink = Refusing;
     let exporter = Exporter::builder()
         .journal(dir.path(), JournalConfig::default())
-        .build(rx, NoIdentity::new(), sink.clone())
+        .build(rx, NoIdentity, sink)
         .expect("exporter");
     let run = tokio::spawn(exporter.run());
     feed(tx, 100).await;
     let report = run.await.expect("join").expect("run");
     assert_eq!(report.pipeline.records_dropped, 100);
     assert!(report.pipeline.delivery_errors >= 1);
+    assert_eq!(report.pipeline.delivery_retries, 0);
     // Given up: the intent is ended, so that it does not hold the journal.
     assert_eq!(report.journal.expect("journal").open_chunks, 0);
+}
+
+/// A sink whose peer refuses every chunk for good.
+struct Refusing;
+
+#[async_trait]
+impl FlowSink for Refusing {
+    fn name(&self) -> &str {
+        "refusing"
+    }
+
+    async fn deliver(&self, chunk: &Chunk) -> Result<(), SinkError> {
+        Err(SinkError::Rejected {
+            url: "http://peer".into(),
+            batch_id: chunk.sequence.to_string(),
+            status: 400,
+            body: "malformed".into(),
+        })
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,7 +350,7 @@ async fn chunks_in_flight_at_a_crash_are_replayed_under_their_batch_ids_then_the
         .host_id("embedder")
         .instance(InstanceId::new(2))
         .journal(dir.path(), JournalConfig::default())
-        .build(rx, NoIdentity::new(), sink.clone())
+        .build(rx, NoIdentity, sink.clone())
         .expect("exporter");
     let report = exporter.run().await.expect("run");
     let log = sink.log();
@@ -281,7 +381,7 @@ async fn a_reload_runs_inside_the_pipeline_with_the_resolver_and_the_sink() {
     let (tx, rx) = source::channel(8);
     let sink = TestSink::new(Answer::Sent);
     let exporter = Exporter::builder()
-        .build(rx, NoIdentity::new(), sink.clone())
+        .build(rx, NoIdentity, sink.clone())
         .expect("exporter");
     let handle = exporter.handle();
     let run = tokio::spawn(exporter.run());

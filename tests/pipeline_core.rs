@@ -6,12 +6,28 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::*;
 use flow_batch::{BatchConfig, wire::InstanceId};
+use flow_sink::RetryPolicy;
 use flow_sink::{Accepted, SinkError};
-use flowexporter::{JournalConfig, RecordJournal, Shipping, pipeline::core::PipelineCore};
+use flowexporter::{
+    BacklogLimits, JournalConfig, RecordJournal, Shipping, pipeline::core::PipelineCore,
+};
 
 /// The simulated clock: `WINDOW_START_MS` plus `s` seconds.
 fn at(s: u64) -> std::time::SystemTime {
     UNIX_EPOCH + Duration::from_millis(WINDOW_START_MS) + Duration::from_secs(s)
+}
+
+/// The simulated monotonic clock's origin (only differences to it matter).
+fn t0() -> Instant {
+    use std::sync::OnceLock;
+    static T0: OnceLock<Instant> = OnceLock::new();
+    *T0.get_or_init(Instant::now)
+}
+
+fn journal(dir: &std::path::Path) -> RecordJournal {
+    RecordJournal::open(dir, "host-a", InstanceId::new(9), JournalConfig::default())
+        .expect("journal")
+        .0
 }
 
 fn core(shipping: Shipping, journal: Option<RecordJournal>) -> PipelineCore {
@@ -25,7 +41,7 @@ fn a_window_leaves_when_its_time_has_passed_and_not_before() {
     let mut core = core(Shipping::Windows, None);
     core.push((0..10).map(record), at(1));
     assert!(
-        core.poll_transmit().is_none(),
+        core.poll_transmit(t0()).is_none(),
         "nothing before the window closes"
     );
     let (window_due, sync_due) = core.poll_timeout();
@@ -35,9 +51,9 @@ fn a_window_leaves_when_its_time_has_passed_and_not_before() {
     assert_eq!(sync_due, None, "no journal");
 
     core.handle_timeout(at(44), Instant::now());
-    assert!(core.poll_transmit().is_none());
+    assert!(core.poll_transmit(t0()).is_none());
     core.handle_timeout(at(45), Instant::now());
-    let t = core.poll_transmit().expect("the window's chunk");
+    let t = core.poll_transmit(t0()).expect("the window's chunk");
     assert_eq!(t.chunk.records.len(), 10);
     assert!(t.chunk.last && !t.replay);
     assert_eq!(
@@ -48,8 +64,8 @@ fn a_window_leaves_when_its_time_has_passed_and_not_before() {
         ),
         ("host-a", InstanceId::new(9), 0)
     );
-    core.handle_accepted(&t, &Ok(Accepted::Sent));
-    assert!(core.poll_transmit().is_none());
+    core.handle_accepted(t, Ok(Accepted::Sent), t0());
+    assert!(core.poll_transmit(t0()).is_none());
     assert_eq!(core.counters().records_in, 10);
     assert_eq!(core.counters().chunks_out, 1);
 }
@@ -58,9 +74,9 @@ fn a_window_leaves_when_its_time_has_passed_and_not_before() {
 fn shipping_immediately_cuts_a_chunk_per_push_within_the_window() {
     let mut core = core(Shipping::Immediately, None);
     core.push((0..3).map(record), at(1));
-    let first = core.poll_transmit().expect("first read");
+    let first = core.poll_transmit(t0()).expect("first read");
     core.push((3..5).map(record), at(2));
-    let second = core.poll_transmit().expect("second read");
+    let second = core.poll_transmit(t0()).expect("second read");
     assert_eq!(
         (first.chunk.records.len(), second.chunk.records.len()),
         (3, 2)
@@ -70,12 +86,12 @@ fn shipping_immediately_cuts_a_chunk_per_push_within_the_window() {
     assert_eq!((first.batch_id.sequence, second.batch_id.sequence), (0, 1));
     // The window still closes, with an empty last chunk.
     core.handle_timeout(at(65), Instant::now());
-    let last = core.poll_transmit().expect("last chunk");
+    let last = core.poll_transmit(t0()).expect("last chunk");
     assert!(last.chunk.last && last.chunk.records.is_empty());
 }
 
 #[test]
-fn a_chunk_the_sink_could_not_take_is_counted_and_its_intent_ended() {
+fn a_chunk_refused_for_good_is_counted_and_its_intent_ended() {
     let dir = tempfile::tempdir().expect("dir");
     let (journal, _) = RecordJournal::open(
         dir.path(),
@@ -87,9 +103,15 @@ fn a_chunk_the_sink_could_not_take_is_counted_and_its_intent_ended() {
     let mut core = core(Shipping::Windows, Some(journal));
     core.push((0..4).map(record), at(1));
     core.close_windows(at(2));
-    let t = core.poll_transmit().expect("chunk");
+    let t = core.poll_transmit(t0()).expect("chunk");
     assert_eq!(core.journal_counters().expect("journal").open_chunks, 1);
-    core.handle_accepted(&t, &Err(SinkError::other("refused")));
+    let refused = SinkError::Rejected {
+        url: "http://collector".into(),
+        batch_id: t.batch_id.to_string(),
+        status: 400,
+        body: "no".into(),
+    };
+    core.handle_accepted(t, Err(refused), t0());
     let c = core.counters();
     assert_eq!((c.delivery_errors, c.records_dropped), (1, 4));
     assert_eq!(core.journal_counters().expect("journal").open_chunks, 0);
@@ -108,10 +130,88 @@ fn a_chunk_kept_in_memory_stays_open_until_the_sink_settles_it() {
     let mut core = core(Shipping::Windows, Some(journal));
     core.push((0..4).map(record), at(1));
     core.close_windows(at(2));
-    let t = core.poll_transmit().expect("chunk");
-    core.handle_accepted(&t, &Ok(Accepted::InMemory));
+    let t = core.poll_transmit(t0()).expect("chunk");
+    let id = t.batch_id.clone();
+    core.handle_accepted(t, Ok(Accepted::InMemory), t0());
     assert_eq!(core.journal_counters().expect("journal").open_chunks, 1);
-    core.handle_settled([t.batch_id.clone()]);
+    core.handle_settled([id]);
     assert_eq!(core.journal_counters().expect("journal").open_chunks, 0);
     assert_eq!(core.counters().records_dropped, 0);
+}
+
+#[test]
+fn a_failed_chunk_is_tried_again_after_its_backoff_and_newer_chunks_wait_behind_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let policy = RetryPolicy::default()
+        .with_initial_backoff(Duration::from_secs(1))
+        .with_max_backoff(Duration::from_secs(4));
+    let mut core = core(Shipping::Immediately, Some(journal(dir.path())))
+        .with_delivery_retry(policy, BacklogLimits::default());
+    core.push((0..3).map(record), at(1));
+    let first = core.poll_transmit(t0()).expect("first chunk");
+    let first_id = first.batch_id.clone();
+    core.handle_accepted(first, Err(SinkError::other("peer down")), t0());
+    assert_eq!(core.counters().delivery_retries, 1);
+    assert_eq!(core.counters().records_dropped, 0);
+    let (_, due) = core.poll_timeout();
+    let due = due.expect("a retry is due");
+    assert!(
+        due <= t0() + Duration::from_secs(1),
+        "within the first backoff"
+    );
+
+    // A newer chunk does not overtake it.
+    core.push((3..5).map(record), at(2));
+    assert!(due == t0() || core.poll_transmit(t0()).is_none());
+    assert_eq!(core.counters().chunks_waiting, 2);
+
+    // Due: the failed chunk again, then the newer one.
+    let again = core.poll_transmit(due).expect("the retry");
+    assert_eq!(again.batch_id, first_id);
+    assert_eq!(again.chunk.records.len(), 3);
+    core.handle_accepted(again, Ok(Accepted::Sent), due);
+    let next = core.poll_transmit(due).expect("the newer chunk");
+    assert_eq!(next.chunk.records.len(), 2);
+    core.handle_accepted(next, Ok(Accepted::Sent), due);
+    assert_eq!(core.journal_counters().expect("journal").open_chunks, 0);
+    assert_eq!(core.counters().chunks_waiting, 0);
+}
+
+#[test]
+fn a_full_backlog_drops_its_oldest_chunk_counted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut core = core(Shipping::Immediately, Some(journal(dir.path())))
+        .with_delivery_retry(RetryPolicy::default(), BacklogLimits::new(2, 1_000));
+    core.push((0..3).map(record), at(1));
+    let first = core.poll_transmit(t0()).expect("first chunk");
+    core.handle_accepted(first, Err(SinkError::other("peer down")), t0());
+    for n in 0..3 {
+        core.push([record(10 + n)], at(2));
+        let _ = core.poll_transmit(t0());
+    }
+    // Four chunks for a backlog of two: the two oldest went, their 4 records counted.
+    let c = core.counters();
+    assert_eq!(c.records_dropped_backlog_full, 3 + 1);
+    assert_eq!(c.chunks_waiting, 2);
+    assert_eq!(core.journal_counters().expect("journal").open_chunks, 2);
+}
+
+#[test]
+fn what_still_waits_at_the_stop_stays_journaled_or_is_counted_lost() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut journaled = core(Shipping::Immediately, Some(journal(dir.path())));
+    let mut unjournaled = core(Shipping::Immediately, None);
+    for core in [&mut journaled, &mut unjournaled] {
+        core.push((0..3).map(record), at(1));
+        let t = core.poll_transmit(t0()).expect("chunk");
+        core.handle_accepted(t, Err(SinkError::other("peer down")), t0());
+        assert_eq!(core.abandon_backlog(), 1);
+    }
+    assert_eq!(journaled.counters().chunks_left_in_journal, 1);
+    assert_eq!(journaled.counters().records_unsent_at_stop, 0);
+    assert_eq!(
+        journaled.journal_counters().expect("journal").open_chunks,
+        1
+    );
+    assert_eq!(unjournaled.counters().records_unsent_at_stop, 3);
 }

@@ -1,8 +1,11 @@
 //! The pipeline's state machine: records in (with the time), chunks out, timers polled.
 //!
-//! It reads no clock, spawns nothing and awaits nothing: the caller passes the time to
-//! every input and hands the chunks it polls to a sink ([`driver`](super::driver) does,
-//! on tokio). Its only I/O is the optional record journal's file writes.
+//! It spawns nothing and awaits nothing, and every decision it makes (which window a
+//! record joins, when a window closes, when the journal syncs, when a failed chunk is
+//! tried again) follows from the times the caller passes in; the caller hands the
+//! chunks it polls to a sink ([`driver`](super::driver) does, on tokio). Its only I/O
+//! is the optional record journal's file writes (the journal and the rate limits of
+//! its warnings read the monotonic clock themselves).
 //!
 //! What becomes of each chunk, and why nothing stops the pipeline:
 //!
@@ -15,10 +18,18 @@
 //!   the sink kept only in memory ([`Accepted::InMemory`]) keeps its intent open until
 //!   the sink names it settled ([`PipelineCore::handle_settled`]): a crash meanwhile
 //!   sends it again at the next start, under its batch ID.
-//! - A chunk the sink could not take at all is given up: counted (`delivery_errors`,
-//!   its records in `records_dropped`) and its intent ended, so that it does not hold
-//!   the journal's segments for the rest of the run. Retrying it a moment later would
-//!   fail the same way.
+//! - A chunk the sink failed to take (`Err`) is kept, with its intent open, and tried
+//!   again with exponential backoff and full jitter ([`RetryPolicy`]); the chunks
+//!   after it wait behind it (a sink gets chunks in order). What waits is bounded
+//!   ([`BacklogLimits`]): past that, the oldest chunk is dropped, counted
+//!   (`records_dropped_backlog_full`) and its intent ended. So a sink whose peer is
+//!   down loses nothing for as long as the backlog holds, and with a journal, what
+//!   still waits at shutdown stays journaled and is replayed at the next start.
+//! - A chunk that cannot succeed however often it is tried ([`SinkError::is_permanent`]:
+//!   it cannot be encoded, the peer refused it for good, ...), or whose retry policy
+//!   ran out, is given up: counted (`delivery_errors`, its records in
+//!   `records_dropped`) and its intent ended, so that it does not hold the journal's
+//!   segments for the rest of the run.
 //! - A failed journal sync is tried again at the next timeout.
 
 use std::{
@@ -31,8 +42,9 @@ use flow_batch::{
     wire::{BatchId, InstanceId},
 };
 use flow_record::FlowRecord;
-use flow_sink::{Accepted, SinkError, error_chain};
+use flow_sink::{Accepted, RetryPolicy, SinkError, error_chain};
 
+use super::backlog::{Backlog, BacklogLimits};
 use crate::{
     counters::PipelineCounters,
     error::ExporterError,
@@ -80,6 +92,8 @@ pub struct PipelineCore {
     shipping: Shipping,
     /// Chunks recovered from the journal, handed out before any new one.
     replays: VecDeque<Transmit>,
+    /// Chunks the sink failed to take, waiting for their next attempt.
+    backlog: Backlog,
     counters: PipelineCounters,
     record_warnings: RateLimited,
     journal_warnings: RateLimited,
@@ -103,11 +117,24 @@ impl PipelineCore {
             instance,
             shipping,
             replays: VecDeque::new(),
+            backlog: Backlog::new(
+                RetryPolicy::default(),
+                BacklogLimits::default(),
+                instance.as_u128() as u64,
+            ),
             counters: PipelineCounters::default(),
             record_warnings: RateLimited::new(WARN_EVERY),
             journal_warnings: RateLimited::new(WARN_EVERY),
             delivery_warnings: RateLimited::new(WARN_EVERY),
         })
+    }
+
+    /// Retries chunks the sink failed to take with `policy`, keeping at most `limits`
+    /// of them waiting (defaults: [`RetryPolicy::default`], retrying for as long as the
+    /// backlog holds; [`BacklogLimits::default`]).
+    pub fn with_delivery_retry(mut self, policy: RetryPolicy, limits: BacklogLimits) -> Self {
+        self.backlog = Backlog::new(policy, limits, self.instance.as_u128() as u64);
+        self
     }
 
     /// Takes what the journal recovered from a previous run: its chunks in flight are
@@ -172,14 +199,19 @@ impl PipelineCore {
         }
     }
 
-    /// When [`handle_timeout`](PipelineCore::handle_timeout) is next due: the close
-    /// of the oldest open window (wall clock), or the journal's next sync (monotonic),
+    /// When the core next needs the caller: the close of the oldest open window (wall
+    /// clock: call [`handle_timeout`](PipelineCore::handle_timeout)), or the journal's
+    /// next sync or the next attempt of a failed chunk (monotonic: call
+    /// `handle_timeout`, then [`poll_transmit`](PipelineCore::poll_transmit)),
     /// whichever the caller's timer reaches first.
     pub fn poll_timeout(&self) -> (Option<SystemTime>, Option<Instant>) {
-        (
-            self.batcher.poll_timeout(),
-            self.journal.as_ref().and_then(RecordJournal::poll_timeout),
-        )
+        let sync = self.journal.as_ref().and_then(RecordJournal::poll_timeout);
+        let retry = self.backlog.retry_at();
+        let mono = match (sync, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        (self.batcher.poll_timeout(), mono)
     }
 
     /// Closes the windows that are due at `now` and syncs the journal when due at
@@ -191,10 +223,36 @@ impl PipelineCore {
         }
     }
 
-    /// The next chunk to hand to the sink: replays first, then the batcher's ready
-    /// chunks. Its intent is journaled first. Report what the sink did with it to
+    /// The next chunk to hand to the sink at `now`: a failed chunk whose next attempt
+    /// is due, else replays, else the batcher's ready chunks (`None` while a failed
+    /// chunk waits for its next attempt: newer chunks wait behind it). A new chunk's
+    /// intent is journaled first. Report what the sink did with it to
     /// [`handle_accepted`](PipelineCore::handle_accepted).
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if self.backlog.is_empty() {
+            return self.next_new();
+        }
+        // Newer chunks queue behind the failed one, within the backlog's limits.
+        while let Some(t) = self.next_new() {
+            for dropped in self.backlog.push_back(t) {
+                let records = dropped.chunk.records.len() as u64;
+                self.counters.records_dropped_backlog_full += records;
+                self.delivery_warnings.warn(|| {
+                    format!(
+                        "the sink has not taken chunks for a while and the backlog is full: \
+                         chunk {} ({records} records) is dropped",
+                        dropped.batch_id
+                    )
+                });
+                self.end_intent(&dropped);
+            }
+        }
+        self.counters.chunks_waiting = self.backlog.len() as u64;
+        self.backlog.pop_due(now)
+    }
+
+    /// The next chunk not yet handed out: a replay, else a ready chunk of the batcher.
+    fn next_new(&mut self) -> Option<Transmit> {
         if let Some(replay) = self.replays.pop_front() {
             self.counters.chunks_out += 1;
             return Some(replay);
@@ -225,30 +283,97 @@ impl PipelineCore {
         }
     }
 
-    /// What the sink did with `sent` (see the [module docs](self)).
-    pub fn handle_accepted(&mut self, sent: &Transmit, result: &Result<Accepted, SinkError>) {
+    /// What the sink did at `now` with `sent` (see the [module docs](self)).
+    pub fn handle_accepted(
+        &mut self,
+        sent: Transmit,
+        result: Result<Accepted, SinkError>,
+        now: Instant,
+    ) {
         match result {
             // Not durable yet: the open intent keeps its records until settled.
-            Ok(Accepted::InMemory) => {}
-            Ok(_) => self.end_intent(sent),
+            Ok(Accepted::InMemory) => self.backlog.succeeded(),
+            Ok(_) => {
+                self.backlog.succeeded();
+                self.end_intent(&sent);
+            }
+            Err(e) if e.is_permanent() => {
+                self.backlog.succeeded();
+                self.give_up(sent, &e);
+            }
             Err(e) => {
-                let records = sent.chunk.records.len();
-                self.counters.delivery_errors += 1;
-                self.counters.records_dropped += records as u64;
-                let what = match sent.replay {
-                    true => format!("recovered chunk {}", sent.batch_id),
-                    false => format!("chunk {}", sent.batch_id),
-                };
-                self.delivery_warnings.warn(|| {
-                    format!(
-                        "{what} ({records} records) could be neither delivered nor kept; \
-                         its records are dropped: {}",
-                        error_chain(e)
-                    )
-                });
-                self.end_intent(sent);
+                let (what, records) = (describe(&sent), sent.chunk.records.len());
+                match self.backlog.next_attempt(now) {
+                    Some(wait) => {
+                        self.backlog.put_back(sent);
+                        self.counters.delivery_retries += 1;
+                        let waiting = self.backlog.len();
+                        self.delivery_warnings.warn(|| {
+                            format!(
+                                "{what} ({records} records) was not taken, trying again in \
+                                 {wait:?} ({waiting} chunks waiting): {}",
+                                error_chain(&e)
+                            )
+                        });
+                    }
+                    None => self.give_up(sent, &e),
+                }
             }
         }
+        self.counters.chunks_waiting = self.backlog.len() as u64;
+    }
+
+    /// `sent` was not handed to the sink after all (the exporter is stopping): it
+    /// waits for its next attempt like a failed chunk, without counting an attempt.
+    pub fn put_back(&mut self, sent: Transmit) {
+        self.backlog.put_back(sent);
+        self.counters.chunks_waiting = self.backlog.len() as u64;
+    }
+
+    /// Counts `sent` and its records as dropped, logs `e`, and ends its intent.
+    fn give_up(&mut self, sent: Transmit, e: &SinkError) {
+        let records = sent.chunk.records.len();
+        self.counters.delivery_errors += 1;
+        self.counters.records_dropped += records as u64;
+        let what = describe(&sent);
+        self.delivery_warnings.warn(|| {
+            format!(
+                "{what} ({records} records) could be neither delivered nor kept; \
+                 its records are dropped: {}",
+                error_chain(e)
+            )
+        });
+        self.end_intent(&sent);
+    }
+
+    /// Makes a failed chunk that waits due now: one last attempt at shutdown.
+    pub fn retry_now(&mut self) {
+        self.backlog.due_now();
+    }
+
+    /// At shutdown, after the last attempts: the chunks still waiting. With a journal
+    /// their intents stay open, so that the next start replays them (counted in
+    /// `chunks_left_in_journal`); without one their records are lost (counted in
+    /// `records_unsent_at_stop`). Returns how many chunks were waiting.
+    pub fn abandon_backlog(&mut self) -> usize {
+        let left = self.backlog.take_all();
+        for t in &left {
+            match (self.journal.is_some(), t.intent) {
+                (true, true) => self.counters.chunks_left_in_journal += 1,
+                _ => self.counters.records_unsent_at_stop += t.chunk.records.len() as u64,
+            }
+        }
+        self.counters.chunks_waiting = 0;
+        if !left.is_empty() {
+            let c = self.counters;
+            tracing::warn!(
+                chunks = left.len(),
+                left_in_journal = c.chunks_left_in_journal,
+                records_lost = c.records_unsent_at_stop,
+                "the sink did not take every chunk before the stop"
+            );
+        }
+        left.len()
     }
 
     fn end_intent(&mut self, sent: &Transmit) {
@@ -306,5 +431,13 @@ impl PipelineCore {
     /// The batching configuration in force.
     pub fn batch_config(&self) -> &BatchConfig {
         self.batcher.config()
+    }
+}
+
+/// `chunk <batch ID>`, or `recovered chunk <batch ID>` for a replay.
+fn describe(t: &Transmit) -> String {
+    match t.replay {
+        true => format!("recovered chunk {}", t.batch_id),
+        false => format!("chunk {}", t.batch_id),
     }
 }

@@ -3,35 +3,51 @@
 
 use std::{
     future::Future,
+    pin::Pin,
     time::{Duration, Instant, SystemTime},
 };
 
 use flow_identity::IdentityResolver;
 use flow_record::FlowRecord;
-use flow_sink::{FlowSink, error_chain};
+use flow_sink::{Accepted, FlowSink, SinkError, error_chain};
 use tokio::sync::{mpsc, watch};
 
 use super::core::{PipelineCore, Transmit};
 use crate::{
     error::ExporterError,
-    exporter::{Command, Observer, Report, View},
+    exporter::{Command, CoreSetup, Observer, Report, View},
     source::RecordSource,
 };
 
 /// Longest wait between two looks at the timers and at the sink's settled chunks.
 const TICK: Duration = Duration::from_millis(200);
 
-/// Everything the running pipeline owns.
+/// Everything the pipeline thread is given.
 pub(crate) struct Driver<S, R, K> {
     pub(crate) source: S,
     pub(crate) resolver: R,
     pub(crate) sink: K,
-    pub(crate) core: PipelineCore,
+    pub(crate) setup: CoreSetup,
     pub(crate) commands: mpsc::UnboundedReceiver<Command<R, K>>,
     pub(crate) stopped: watch::Receiver<bool>,
     pub(crate) observer: Option<Observer<S, R, K>>,
     pub(crate) shutdown_timeout: Duration,
 }
+
+/// The running pipeline.
+struct Running<S, R, K> {
+    source: S,
+    resolver: R,
+    sink: K,
+    core: PipelineCore,
+    commands: mpsc::UnboundedReceiver<Command<R, K>>,
+    stopped: watch::Receiver<bool>,
+    observer: Option<Observer<S, R, K>>,
+    shutdown_timeout: Duration,
+}
+
+/// The stop signals a send is raced against.
+type Stop<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send)>;
 
 impl<S, R, K> Driver<S, R, K>
 where
@@ -39,23 +55,53 @@ where
     R: IdentityResolver,
     K: FlowSink,
 {
-    /// Runs until `stop` completes, the handle says stop, or the source ends; then
-    /// drains (see [`shut_down`](Driver::shut_down)).
+    /// Opens the journal (recovering what a previous run left), then runs until
+    /// `stop` completes, the handle says stop, or the source ends; then drains.
     pub(crate) async fn run(
-        mut self,
-        stop: impl Future<Output = ()>,
+        self,
+        stop: impl Future<Output = ()> + Send,
     ) -> Result<Report, ExporterError> {
+        // On this thread: the journal's recovery reads and rewrites files.
+        let core = self.setup.open()?;
+        let running = Running {
+            source: self.source,
+            resolver: self.resolver,
+            sink: self.sink,
+            core,
+            commands: self.commands,
+            stopped: self.stopped,
+            observer: self.observer,
+            shutdown_timeout: self.shutdown_timeout,
+        };
+        running.run(stop).await
+    }
+}
+
+impl<S, R, K> Running<S, R, K>
+where
+    S: RecordSource,
+    R: IdentityResolver,
+    K: FlowSink,
+{
+    async fn run(mut self, stop: impl Future<Output = ()> + Send) -> Result<Report, ExporterError> {
+        let mut stop = std::pin::pin!(stop);
+        let mut stopped = self.stopped.clone();
+        let mut stop_signals = std::pin::pin!(async move {
+            tokio::select! {
+                () = &mut stop => {}
+                () = wait_stopped(&mut stopped) => {}
+            }
+        });
         // Chunks recovered from the journal go out before anything new.
-        self.send_ready().await;
+        let mut ended = !self.send_ready(Some(stop_signals.as_mut())).await;
         self.observe_now();
-        tokio::pin!(stop);
         let mut batch: Vec<FlowRecord> = Vec::new();
         let mut observed = Instant::now();
         let mut result = Ok(());
-        loop {
+        while !ended {
             let mut command = None;
             let wait = self.until_due();
-            let ended = tokio::select! {
+            ended = tokio::select! {
                 read = self.source.next_batch(&mut batch) => match read {
                     Ok(more) => !more,
                     Err(e) => {
@@ -72,8 +118,7 @@ where
                     command = Some(c);
                     false
                 }
-                _ = stopped(&mut self.stopped) => true,
-                () = &mut stop => true,
+                () = stop_signals.as_mut() => true,
             };
             self.resolver.resolve_all(&mut batch);
             self.core.push(batch.drain(..), SystemTime::now());
@@ -82,15 +127,14 @@ where
             }
             self.core.handle_settled(self.sink.take_settled());
             self.core.handle_timeout(SystemTime::now(), Instant::now());
-            self.send_ready().await;
+            if !ended {
+                ended = !self.send_ready(Some(stop_signals.as_mut())).await;
+            }
             if let Some(observer) = &self.observer
                 && observed.elapsed() >= observer.every
             {
                 self.observe_now();
                 observed = Instant::now();
-            }
-            if ended {
-                break;
             }
         }
         let report = self.shut_down().await;
@@ -99,33 +143,38 @@ where
 
     /// How long until the core's next timer (or [`TICK`], whichever is sooner).
     fn until_due(&self) -> Duration {
-        let (window, sync) = self.core.poll_timeout();
+        let (window, mono) = self.core.poll_timeout();
         let mut wait = TICK;
         if let Some(at) = window {
-            wait = wait.min(
-                at.duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO),
-            );
+            wait = wait.min(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO));
         }
-        if let Some(at) = sync {
+        if let Some(at) = mono {
             wait = wait.min(at.saturating_duration_since(Instant::now()));
         }
         wait
     }
 
-    /// Hands every ready chunk to the sink, and tells the core what became of it.
-    async fn send_ready(&mut self) {
-        while let Some(transmit) = self.core.poll_transmit() {
-            let result = self.send(&transmit).await;
-            self.core.handle_accepted(&transmit, &result);
+    /// Hands every chunk that is due to the sink, and tells the core what became of
+    /// it. A send still running when `stop` completes is abandoned (the chunk waits
+    /// for the shutdown's last attempt); returns false then.
+    async fn send_ready(&mut self, mut stop: Option<Stop<'_>>) -> bool {
+        while let Some(transmit) = self.core.poll_transmit(Instant::now()) {
+            let result = match stop.as_mut() {
+                Some(stop) => tokio::select! {
+                    result = send(&self.sink, &transmit) => Some(result),
+                    () = stop.as_mut() => None,
+                },
+                None => Some(send(&self.sink, &transmit).await),
+            };
+            match result {
+                Some(result) => self.core.handle_accepted(transmit, result, Instant::now()),
+                None => {
+                    self.core.put_back(transmit);
+                    return false;
+                }
+            }
         }
-    }
-
-    async fn send(&self, t: &Transmit) -> Result<flow_sink::Accepted, flow_sink::SinkError> {
-        match t.replay {
-            true => self.sink.replay(&t.chunk, &t.batch_id).await,
-            false => self.sink.accept(&t.chunk, &t.batch_id).await,
-        }
+        true
     }
 
     fn observe_now(&mut self) {
@@ -142,9 +191,11 @@ where
         }
     }
 
-    /// Stops the source and takes what it still has, closes every window early,
-    /// delivers (or spools) the last chunks, gives the sink at most the shutdown
-    /// timeout to flush, closes it, and ends the intents of what it settled.
+    /// Stops the source and takes what it still has, closes every window early, and
+    /// within the shutdown timeout: hands the last chunks to the sink (one more
+    /// attempt for a chunk that failed), syncs the journal, flushes and closes the
+    /// sink. Chunks the sink did not take stay journaled for the next start (without
+    /// a journal they are counted as lost), and the intents of what it settled end.
     async fn shut_down(mut self) -> Report {
         let mut rest = Vec::new();
         self.source.finish(&mut rest);
@@ -152,22 +203,34 @@ where
         let now = SystemTime::now();
         self.core.push(rest, now);
         self.core.close_windows(now);
-        self.send_ready().await;
-        self.core.sync();
-        match tokio::time::timeout(self.shutdown_timeout, self.sink.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(sink = self.sink.name(), "flushing: {}", error_chain(&e)),
-            Err(_) => tracing::warn!(
+        self.core.retry_now();
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let last = async {
+            self.send_ready(None).await;
+            self.core.sync();
+            if let Err(e) = self.sink.flush().await {
+                tracing::warn!(sink = self.sink.name(), "flushing: {}", error_chain(&e));
+            }
+        };
+        if tokio::time::timeout_at(deadline, last).await.is_err() {
+            tracing::warn!(
                 sink = self.sink.name(),
                 timeout = ?self.shutdown_timeout,
-                "gave up flushing; what the sink keeps stays there for the next start"
-            ),
+                "gave up waiting for the sink; what it has not taken stays where it is kept \
+                 (the journal, the sink's spool) for the next start"
+            );
         }
-        if let Err(e) = self.sink.close().await {
-            tracing::warn!(sink = self.sink.name(), "closing: {}", error_chain(&e));
+        // Closing stops the sink's own tasks; bounded too, by what is left of the
+        // timeout (at least a second).
+        let close_by = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+        match tokio::time::timeout_at(close_by, self.sink.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(sink = self.sink.name(), "closing: {}", error_chain(&e)),
+            Err(_) => tracing::warn!(sink = self.sink.name(), "closing timed out"),
         }
         // Chunks kept in memory are now delivered, spooled or dropped: done.
         self.core.handle_settled(self.sink.take_settled());
+        self.core.abandon_backlog();
         self.core.sync();
         self.observe_now();
         let report = Report {
@@ -182,6 +245,7 @@ where
             refused = report.pipeline.batch_refused,
             journal_errors = report.pipeline.journal_errors,
             delivery_errors = report.pipeline.delivery_errors,
+            delivery_retries = report.pipeline.delivery_retries,
             records_dropped = report.pipeline.records_dropped,
             "stopped"
         );
@@ -189,9 +253,16 @@ where
     }
 }
 
-/// Completes once `stopped` says stop (or its sender is gone: nobody can say it
-/// any more, so it never completes).
-async fn stopped(stopped: &mut watch::Receiver<bool>) {
+/// `t` to the sink: `replay` for a recovered chunk, `accept` otherwise.
+async fn send<K: FlowSink>(sink: &K, t: &Transmit) -> Result<Accepted, SinkError> {
+    match t.replay {
+        true => sink.replay(&t.chunk, &t.batch_id).await,
+        false => sink.accept(&t.chunk, &t.batch_id).await,
+    }
+}
+
+/// Completes once `stopped` says stop (or never, once nobody can say it any more).
+async fn wait_stopped(stopped: &mut watch::Receiver<bool>) {
     if stopped.wait_for(|stop| *stop).await.is_err() {
         std::future::pending::<()>().await;
     }

@@ -14,10 +14,10 @@ use flow_batch::BatchError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SinkError {
-    /// A custom sink's own failure, with its cause (for sinks outside this crate:
-    /// `SinkError::other(e)`).
-    #[error("{0}")]
-    Other(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// A custom sink's own failure (for sinks outside this crate:
+    /// `SinkError::other(e)`); it shows as the wrapped error does.
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync + 'static>),
 
     /// A configuration value is out of range or malformed.
     #[error("invalid sink configuration: `{key}` = {value}: {reason}")]
@@ -220,5 +220,26 @@ impl SinkError {
         error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> SinkError {
         SinkError::Other(error.into())
+    }
+}
+
+impl SinkError {
+    /// Whether trying the same chunk again cannot succeed: it cannot be encoded, it
+    /// is not a valid frame, the configuration is wrong, the collector refused it for
+    /// good, or the sink is closed. Everything else (I/O, a peer that is down, a full
+    /// spool, a custom sink's failure) may pass later, and the exporter's pipeline
+    /// retries it with backoff. A fan-out's failure is as permanent as the failure of
+    /// the sink it names.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SinkError::Encode { .. }
+            | SinkError::InvalidFrame { .. }
+            | SinkError::InvalidConfig { .. }
+            | SinkError::JournalEncode { .. }
+            | SinkError::Rejected { .. }
+            | SinkError::Closed { .. } => true,
+            SinkError::Sink { source, .. } => source.is_permanent(),
+            _ => false,
+        }
     }
 }

@@ -62,8 +62,11 @@ pub fn write_record(
 }
 
 /// Prints every record of every chunk on standard output in a [`TerminalFormat`],
-/// flushing after each record (on the blocking pool: a slow terminal never stalls the
-/// runtime).
+/// one write and flush per chunk (on the blocking pool: a slow terminal never stalls
+/// the runtime). With [`Shipping::Immediately`](https://docs.rs/flowexporter) a chunk
+/// is what one read of the ring buffer found, so records appear as they are captured.
+/// Another write error than a closed pipe (a full disk behind a redirect, say) fails
+/// the chunk, which the exporter's pipeline tries again.
 ///
 /// Once stdout is closed (its reader went away, e.g. `| head`), it wakes
 /// [`closed`](TerminalSink::closed) and takes every later chunk without printing it:
@@ -106,30 +109,28 @@ impl FlowSink for TerminalSink {
     }
 
     async fn deliver(&self, chunk: &Chunk) -> Result<(), SinkError> {
-        let (open, closed, format) = (
-            Arc::clone(&self.open),
-            Arc::clone(&self.closed),
-            self.format,
-        );
-        let records = chunk.records.clone();
+        // Encoded here, written in one call on the blocking pool.
+        let mut lines = Vec::with_capacity(chunk.records.len() * 200);
+        for record in &chunk.records {
+            // Writing into a Vec cannot fail and every field serialises.
+            let _ = write_record(&mut lines, self.format, record);
+        }
+        let (open, closed) = (Arc::clone(&self.open), Arc::clone(&self.closed));
         tokio::task::spawn_blocking(move || {
             let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
             if !*open {
                 return Ok(());
             }
             let mut out = io::stdout().lock();
-            for record in &records {
-                match write_record(&mut out, format, record).and_then(|()| out.flush()) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                        *open = false;
-                        closed.notify_one();
-                        return Ok(());
-                    }
-                    Err(source) => return Err(SinkError::Stdout { source }),
+            match out.write_all(&lines).and_then(|()| out.flush()) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    *open = false;
+                    closed.notify_one();
+                    Ok(())
                 }
+                Err(source) => Err(SinkError::Stdout { source }),
             }
-            Ok(())
         })
         .await
         .map_err(|source| SinkError::Task {

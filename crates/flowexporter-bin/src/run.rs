@@ -17,7 +17,9 @@ use std::{
 use anyhow::Context;
 use flow_batch::wire::InstanceId;
 use flow_identity::ReloadableResolver;
-use flow_sink::{CollectorConfig, CollectorSink, FlowSink, SpoolConfig, StdoutSink};
+use flow_sink::{
+    CollectorConfig, CollectorSink, FlowSink, SpoolConfig, TerminalFormat, TerminalSink,
+};
 use flowexporter::{CaptureSource, Exporter, ExporterBuilder, JournalConfig, Shipping, View};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -83,7 +85,13 @@ pub fn run(reloader: Reloader) -> anyhow::Result<()> {
                 let ready = move || {
                     tracing::info!(%url, window = ?args.window, "tracing TCP closes, sending to the collector")
                 };
-                run_pipeline(builder, source, resolver, sink, reloader, metrics, ready).await
+                let parts = Parts {
+                    source,
+                    resolver,
+                    sink,
+                    also_stop: std::future::pending(),
+                };
+                run_pipeline(builder, parts, reloader, metrics, ready).await
             }
             None => {
                 // Records as JSON lines as soon as they are read.
@@ -92,8 +100,16 @@ pub fn run(reloader: Reloader) -> anyhow::Result<()> {
                     .shipping(Shipping::Immediately);
                 let ready =
                     || tracing::info!("tracing TCP closes, JSON lines on stdout (no --collector given)");
-                let sink = StdoutSink::new();
-                run_pipeline(builder, source, resolver, sink, reloader, metrics, ready).await
+                let sink = TerminalSink::new(TerminalFormat::Json).context("writing to stdout")?;
+                // Stdout closed (`| head`): stop as on a signal.
+                let also_stop = sink.closed();
+                let parts = Parts {
+                    source,
+                    resolver,
+                    sink,
+                    also_stop,
+                };
+                run_pipeline(builder, parts, reloader, metrics, ready).await
             }
         }
     })
@@ -135,24 +151,37 @@ impl RunSink for CollectorSink {
     }
 }
 
-impl RunSink for StdoutSink {
+impl RunSink for TerminalSink {
     fn collector(&self) -> Option<&CollectorSink> {
         None
     }
 }
 
-/// Builds the exporter from `builder`, publishes its counters on the metrics endpoint,
-/// applies SIGHUP reloads inside it, and runs it until SIGTERM or SIGINT. `ready` is
-/// called once every signal handler is in place.
-async fn run_pipeline<K: RunSink>(
-    builder: ExporterBuilder,
+/// What `run` builds the exporter from.
+struct Parts<K, F> {
     source: CaptureSource,
     resolver: ReloadableResolver,
     sink: K,
+    /// Stops the exporter as SIGTERM does when it completes (stdout closed).
+    also_stop: F,
+}
+
+/// Builds the exporter from `builder`, publishes its counters on the metrics endpoint,
+/// applies SIGHUP reloads inside it, and runs it until SIGTERM or SIGINT (or
+/// `also_stop`). `ready` is called once every signal handler is in place.
+async fn run_pipeline<K: RunSink, F: Future<Output = ()> + Send + 'static>(
+    builder: ExporterBuilder,
+    parts: Parts<K, F>,
     reloader: Arc<Mutex<Reloader>>,
     metrics: Arc<Metrics>,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
+    let Parts {
+        source,
+        resolver,
+        sink,
+        also_stop,
+    } = parts;
     let published = reloader.clone();
     let exporter = builder
         .build(source, resolver, sink)
@@ -174,8 +203,14 @@ async fn run_pipeline<K: RunSink>(
             }
         }
     });
-    let stop = stop_signal()?;
+    let signal = stop_signal()?;
     ready();
+    let stop = async move {
+        tokio::select! {
+            () = signal => {}
+            () = also_stop => {}
+        }
+    };
     exporter.run_until(stop).await?;
     Ok(())
 }
