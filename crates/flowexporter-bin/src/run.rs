@@ -230,12 +230,9 @@ fn snapshot<K: RunSink>(
         identity: view.resolver.counters(),
         reloads,
         batch: Some(view.batch),
-        batch_refused: view.pipeline.batch_refused,
+        pipeline: view.pipeline,
         sink: view.sink.collector().map(CollectorSink::counters),
         journal: view.journal,
-        pipeline_journal_errors: view.pipeline.journal_errors,
-        pipeline_delivery_errors: view.pipeline.delivery_errors,
-        pipeline_records_dropped: view.pipeline.records_dropped,
         ..Snapshot::default()
     };
     if let Some((kernel, program)) = view.source.kernel_counters() {

@@ -86,8 +86,10 @@ pub(super) static SNAPSHOT: &[FamilyDef<Snapshot>] = families! { Snapshot;
     Counter "flowexporter_records_dropped_total" "Records dropped, by reason and whether the drop was a configured choice." {
         [reason = "ring_full", intentional = "false"] => |s| Some(s.kernel.lost_ring_full),
         [reason = "malformed", intentional = "false"] => |s| Some(s.reader.malformed),
-        [reason = "batch_refused", intentional = "false"] => |s| Some(s.batch_refused),
-        [reason = "delivery_failed", intentional = "false"] => |s| Some(s.pipeline_records_dropped),
+        [reason = "batch_refused", intentional = "false"] => |s| Some(s.pipeline.batch_refused),
+        [reason = "delivery_failed", intentional = "false"] => |s| Some(s.pipeline.records_dropped),
+        [reason = "backlog_full", intentional = "true"] => |s| Some(s.pipeline.records_dropped_backlog_full),
+        [reason = "unsent_at_stop", intentional = "false"] => |s| Some(s.pipeline.records_unsent_at_stop),
         [reason = "rejected_by_collector", intentional = "false"] => |s| sink(s).map(|c| c.records_rejected),
         [reason = "memory_queue_full", intentional = "true"] => |s| sink(s).map(|c| c.records_dropped_memory),
         [reason = "spool_full", intentional = "true"] => |s| spool(s).map(|p| p.records_dropped_full),
@@ -246,8 +248,14 @@ pub(super) static SNAPSHOT: &[FamilyDef<Snapshot>] = families! { Snapshot;
         [] => |s| journal(s).map(|j| j.entries_set_aside),
     }
     Counter "flowexporter_pipeline_errors_total" "Failures the pipeline survived (logged; the run went on), by stage." {
-        [stage = "journal"] => |s| Some(s.pipeline_journal_errors),
-        [stage = "delivery"] => |s| Some(s.pipeline_delivery_errors),
+        [stage = "journal"] => |s| Some(s.pipeline.journal_errors),
+        [stage = "delivery"] => |s| Some(s.pipeline.delivery_errors),
+    }
+    Counter "flowexporter_pipeline_delivery_retries_total" "Failed attempts to hand a chunk to the sink that were tried again." {
+        [] => |s| Some(s.pipeline.delivery_retries),
+    }
+    Gauge "flowexporter_pipeline_chunks_waiting" "Chunks the sink failed to take, waiting for their next attempt." {
+        [] => |s| Some(s.pipeline.chunks_waiting),
     }
 };
 

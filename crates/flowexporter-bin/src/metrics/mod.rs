@@ -17,7 +17,7 @@ use flow_batch::BatchCounters;
 use flow_capture::{CaptureCounters, ProgramStats, ReaderCounters};
 use flow_identity::IdentityCounters;
 use flow_sink::{CollectorCounters, http_server::ConnectionStats};
-use flowexporter::JournalCounters;
+use flowexporter::{JournalCounters, PipelineCounters};
 
 pub use serve::serve;
 
@@ -36,14 +36,9 @@ pub struct Snapshot {
     pub identity: IdentityCounters,
     /// The batcher (collector mode).
     pub batch: Option<BatchCounters>,
-    /// Records the batcher refused.
-    pub batch_refused: u64,
-    /// Journal operations that failed in the pipeline (logged; the run went on).
-    pub pipeline_journal_errors: u64,
-    /// Chunks whose delivery failed in the pipeline (logged; given up).
-    pub pipeline_delivery_errors: u64,
-    /// Records of those chunks (lost).
-    pub pipeline_records_dropped: u64,
+    /// The pipeline's own counters (records refused by the batcher, failures it
+    /// survived, retries, records dropped).
+    pub pipeline: PipelineCounters,
     /// The collector sink and its spool (collector mode).
     pub sink: Option<CollectorCounters>,
     /// The record journal (collector mode).

@@ -75,11 +75,16 @@ fn every_drop_and_degradation_of_the_state_directories_is_exposed() {
     journal.open_chunks = 13;
     journal.records_not_journaled = 9;
     journal.entries_set_aside = 6;
+    let mut pipeline = flowexporter::PipelineCounters::default();
+    pipeline.delivery_errors = 8;
+    pipeline.records_dropped = 11;
+    pipeline.records_dropped_backlog_full = 15;
+    pipeline.delivery_retries = 16;
+    pipeline.chunks_waiting = 3;
     let s = Snapshot {
         sink: Some(sink),
         journal: Some(journal),
-        pipeline_delivery_errors: 8,
-        pipeline_records_dropped: 11,
+        pipeline,
         ..Snapshot::default()
     };
     let text = render(&s);
@@ -98,6 +103,9 @@ fn every_drop_and_degradation_of_the_state_directories_is_exposed() {
         "flowexporter_journal_set_aside_entries_total 6",
         r#"flowexporter_pipeline_errors_total{stage="delivery"} 8"#,
         r#"flowexporter_records_dropped_total{reason="delivery_failed",intentional="false"} 11"#,
+        r#"flowexporter_records_dropped_total{reason="backlog_full",intentional="true"} 15"#,
+        "flowexporter_pipeline_delivery_retries_total 16",
+        "flowexporter_pipeline_chunks_waiting 3",
         "# TYPE flowexporter_spool_bytes gauge",
     ] {
         assert!(
