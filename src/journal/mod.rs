@@ -3,17 +3,20 @@
 //!
 //! # How an exporter uses it
 //!
+//! [`PipelineCore`](crate::pipeline::core::PipelineCore) does all of this; the steps
+//! for a pipeline of one's own:
+//!
 //! ```text
 //! open:    (journal, recovered) = RecordJournal::open(dir, host, instance, config)
-//!          deliver every recovered.chunks[i] with its OLD batch ID, then end_chunk(its id)
+//!          hand every recovered.chunks[i] to FlowSink::replay under its OLD batch ID,
+//!          then end_chunk(its id)
 //!          push every recovered.records[i] into the new batcher (already re-journaled)
-//! capture: journal.append(&record); batcher.push(record, now)
+//! capture: at = journal.append_tagged(&record); batcher.push_tagged(record, at, now)
 //! timer:   journal.sync_if_due(now)            (at least every sync_interval)
 //! chunk:   id = journal.begin_chunk(&chunk)    (durable before the chunk leaves)
-//!          sink.deliver(&chunk).await          (delivered or spooled)
-//!          journal.end_chunk(&id)              (its records may now be forgotten)
-//!          (with a CollectorSink: accept_chunk; on Accepted::InMemory keep the intent
-//!          open, and end the IDs take_settled() returns, every tick and at shutdown)
+//!          sink.accept(&chunk, &id).await      (delivered or kept durably)
+//!          journal.end_chunk(&id)              (its records may now be forgotten;
+//!          on Accepted::InMemory only once FlowSink::take_settled names it)
 //! ```
 //!
 //! # Why intents, and why a recovered chunk keeps its batch ID

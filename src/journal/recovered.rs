@@ -2,10 +2,9 @@
 
 use flow_batch::{
     Chunk,
-    wire::{BatchId, ChunkEncoder, InstanceId},
+    wire::{BatchId, InstanceId},
 };
 use flow_record::FlowRecord;
-use flow_sink::SinkError;
 
 /// A chunk a previous run had handed to a sink without knowing whether it arrived.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,18 +26,6 @@ impl RecoveredChunk {
             instance: self.instance,
             sequence: self.chunk.sequence,
         }
-    }
-
-    /// Its frame, encoded under its original host and instance.
-    pub fn encode(&self) -> Result<Vec<u8>, SinkError> {
-        let encode = |source| SinkError::Encode {
-            sequence: self.chunk.sequence,
-            source,
-        };
-        ChunkEncoder::new(self.host.clone(), self.instance)
-            .map_err(encode)?
-            .encode_to_vec(&self.chunk)
-            .map_err(encode)
     }
 }
 

@@ -1,5 +1,7 @@
 //! A frame ready to send, with what the logs and counters need.
 
+use std::sync::Mutex;
+
 use bytes::Bytes;
 use flow_batch::{
     Chunk,
@@ -32,11 +34,22 @@ impl Frame {
     }
 }
 
-/// `chunk`'s frame under the host and instance of `id`.
-pub(super) fn encode_as(chunk: &Chunk, id: &BatchId) -> Result<Vec<u8>, SinkError> {
+/// `chunk`'s frame under the host and instance of `id` (the sink's own without one):
+/// with the sink's encoder (and its compression context) when they are the same, as
+/// they are for every chunk of the run the sink was configured for; with an encoder
+/// of their own otherwise (a chunk recovered from a previous run).
+pub(super) fn encode_as(
+    encoder: &Mutex<ChunkEncoder>,
+    chunk: &Chunk,
+    id: Option<&BatchId>,
+) -> Result<Vec<u8>, SinkError> {
     let encode = |source| SinkError::Encode {
         sequence: chunk.sequence,
         source,
+    };
+    let mut ours = encoder.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(id) = id else {
+        return ours.encode_to_vec(chunk).map_err(encode);
     };
     if chunk.sequence != id.sequence {
         return Err(SinkError::InvalidConfig {
@@ -45,6 +58,10 @@ pub(super) fn encode_as(chunk: &Chunk, id: &BatchId) -> Result<Vec<u8>, SinkErro
             reason: "the batch ID's sequence must be the chunk's",
         });
     }
+    if ours.host() == id.host && ours.instance() == id.instance {
+        return ours.encode_to_vec(chunk).map_err(encode);
+    }
+    drop(ours);
     ChunkEncoder::new(id.host.clone(), id.instance)
         .map_err(encode)?
         .encode_to_vec(chunk)

@@ -279,10 +279,10 @@ impl CollectorSink {
         self.shared.counters.snapshot(&self.gauges.borrow())
     }
 
-    /// Delivers an already encoded frame as it is, keeping its batch ID: for chunks a
-    /// record journal recovered under a previous run's instance (see
-    /// [`FlowSink::replay`], which needs no frame). Same
-    /// contract as [`deliver`](crate::FlowSink::deliver).
+    /// Delivers an already encoded frame as it is, keeping its batch ID (a relay
+    /// forwarding frames it received, say; the exporter's pipeline hands over chunks
+    /// through [`FlowSink::accept`] and [`FlowSink::replay`] instead). Same contract
+    /// as [`deliver`](crate::FlowSink::deliver).
     pub async fn deliver_frame(&self, frame: Vec<u8>) -> Result<(), SinkError> {
         self.accept_frame(frame).await.map(|_| ())
     }
@@ -297,15 +297,7 @@ impl CollectorSink {
     /// [`Accepted::InMemory`] when the spool could not take it (see the
     /// [module docs](self#when-the-spool-cannot-take-a-chunk)).
     pub async fn accept_chunk(&self, chunk: &Chunk) -> Result<Accepted, SinkError> {
-        let bytes = self
-            .encoder
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .encode_to_vec(chunk)
-            .map_err(|source| SinkError::Encode {
-                sequence: chunk.sequence,
-                source,
-            })?;
+        let bytes = encode_as(&self.encoder, chunk, None)?;
         self.hand_over(Frame::new(bytes)?).await
     }
 
@@ -343,15 +335,10 @@ impl CollectorSink {
     /// for that. What is still spooled stays on disk for the next run; frames kept in
     /// memory are written to the spool if it takes them now (never dropping a spooled
     /// frame for them); the others are left unsettled for the caller's journal
-    /// (counted in `chunks_unsaved_at_close`, logged).
-    pub async fn close(self) -> Result<(), SinkError> {
-        self.shut_down().await
-    }
-
-    /// [`close`](CollectorSink::close), leaving the sink in place so that
+    /// (counted in `chunks_unsaved_at_close`, logged). The sink stays in place so that
     /// [`take_settled`](CollectorSink::take_settled) can still be called (the frames
-    /// written from memory to the spool, or dropped, are settled). The sink sends
-    /// nothing more afterwards; drop it.
+    /// written from memory to the spool, or dropped, are settled); it sends nothing
+    /// more afterwards. [`FlowSink::close`] is this.
     pub async fn shut_down(&self) -> Result<(), SinkError> {
         let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return Ok(());
@@ -399,8 +386,8 @@ impl FlowSink for CollectorSink {
     /// Encodes `chunk` under `id` (its host, instance and sequence), so that the
     /// frame's batch ID is the one the caller's journal knows.
     async fn accept(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
-        let frame = encode_as(chunk, id)?;
-        self.accept_frame(frame).await
+        let bytes = encode_as(&self.encoder, chunk, Some(id))?;
+        self.hand_over(Frame::new(bytes)?).await
     }
 
     fn take_settled(&self) -> Vec<BatchId> {
