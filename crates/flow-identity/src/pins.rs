@@ -84,8 +84,9 @@ pub fn pin_path(dir: &Path, spec: &IdentityMapSpec) -> PathBuf {
     dir.join(spec.file)
 }
 
-/// Fails unless `dir` is (or will be created) on a BPF filesystem.
-fn check_bpffs(dir: &Path) -> Result<(), IdentityError> {
+/// Fails unless `dir` is (or will be created) on a BPF filesystem (statfs(2) of it,
+/// or of its nearest existing ancestor): where the identity maps can be pinned.
+pub fn check_bpffs(dir: &Path) -> Result<(), IdentityError> {
     // The directory may not exist yet: check the nearest existing ancestor.
     let mut probe = dir;
     while !probe.exists() {

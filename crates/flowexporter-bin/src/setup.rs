@@ -19,7 +19,11 @@ pub fn capture_and_identity(
         .poll_interval(Duration::from_millis(args.poll_ms.max(1)));
     match &args.pin_dir {
         Some(dir) => builder = builder.identity_pin_dir(dir),
-        None if bpffs_mounted() => {
+        None if flow_identity::pins::check_bpffs(
+            identity_maps::DEFAULT_IDENTITY_PIN_DIR.as_ref(),
+        )
+        .is_ok() =>
+        {
             builder = builder.identity_pin_dir(identity_maps::DEFAULT_IDENTITY_PIN_DIR)
         }
         None => tracing::warn!(
@@ -31,8 +35,4 @@ pub fn capture_and_identity(
     let resolver =
         ReloadableResolver::new(args.identity_cert.as_deref(), args.identity_field.into());
     Ok((capture, resolver))
-}
-
-fn bpffs_mounted() -> bool {
-    std::fs::read_to_string("/proc/mounts").is_ok_and(|m| m.contains(" /sys/fs/bpf bpf "))
 }
