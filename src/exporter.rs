@@ -332,7 +332,9 @@ where
     /// and is returned afterwards.
     ///
     /// Must be called inside a tokio runtime (multi-threaded, or current-thread
-    /// driven by `block_on`).
+    /// driven by `block_on`). Dropping the returned future before it completes stops
+    /// the exporter as [`ExporterHandle::stop`] does (the pipeline thread drains, then
+    /// ends).
     pub async fn run_until(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
@@ -340,6 +342,9 @@ where
         let runtime = tokio::runtime::Handle::current();
         let (done, result) = oneshot::channel();
         let driver = self.driver;
+        // Dropping this future (a cancelled task, a select! that went the other way)
+        // stops the pipeline, which drains, instead of leaving it running unseen.
+        let _stop_on_drop = StopOnDrop(self.handle.stop.clone());
         std::thread::Builder::new()
             .name("flowexporter-pipeline".into())
             .spawn(move || {
@@ -350,6 +355,15 @@ where
         result
             .await
             .map_err(|_| ExporterError::Thread("ended without an answer (it panicked)"))?
+    }
+}
+
+/// Says stop when dropped.
+struct StopOnDrop(std::sync::Arc<watch::Sender<bool>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
     }
 }
 
