@@ -2,7 +2,6 @@
 
 use flow_batch::BatchError;
 use flow_capture::CaptureError;
-use flow_sink::SinkError;
 
 /// Why the exporter could not start, or stopped early.
 ///
@@ -24,7 +23,7 @@ pub enum ExporterError {
     /// The record journal could not be opened (it is the only journal failure that
     /// stops anything: a journal that fails later degrades, counted).
     #[error("the record journal could not be opened")]
-    Journal(#[source] SinkError),
+    Journal(#[source] crate::journal::JournalError),
     /// A setting given to the builder is invalid.
     #[error("invalid exporter setting `{key}`: {reason}")]
     InvalidSetting {

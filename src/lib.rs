@@ -77,7 +77,9 @@ pub use error::ExporterError;
 pub use exporter::{
     DEFAULT_SHUTDOWN_TIMEOUT, Exporter, ExporterBuilder, ExporterHandle, Report, View, host_name,
 };
-pub use journal::{JournalConfig, JournalCounters, RecordJournal, Recovered, RecoveredChunk};
+pub use journal::{
+    JournalConfig, JournalCounters, JournalError, RecordJournal, Recovered, RecoveredChunk,
+};
 pub use pipeline::{backlog::BacklogLimits, core::Shipping};
 pub use source::{CaptureSource, ChannelSource, RecordSource};
 

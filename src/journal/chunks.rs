@@ -12,7 +12,7 @@ impl RecordJournal {
     /// journal cannot write, the intent is kept in memory and written when it writes
     /// again (a crash before then re-sends the chunk's journaled records under a new
     /// batch ID).
-    pub fn begin_chunk(&mut self, chunk: &Chunk) -> Result<BatchId, SinkError> {
+    pub fn begin_chunk(&mut self, chunk: &Chunk) -> Result<BatchId, JournalError> {
         let id = BatchId {
             host: self.host.clone(),
             instance: self.instance,
@@ -73,7 +73,7 @@ impl RecordJournal {
     ///
     /// While the journal cannot write, the done mark is kept in memory and written
     /// when it writes again.
-    pub fn end_chunk(&mut self, id: &BatchId) -> Result<(), SinkError> {
+    pub fn end_chunk(&mut self, id: &BatchId) -> Result<(), JournalError> {
         let Some(intent) = self.intents.remove(id) else {
             return Ok(());
         };
@@ -104,7 +104,7 @@ impl RecordJournal {
 
     /// Starts a new segment when the active one is full or settled, and deletes the
     /// old segments with nothing live.
-    pub(super) fn collect(&mut self) -> Result<(), SinkError> {
+    pub(super) fn collect(&mut self) -> Result<(), JournalError> {
         let settled = |s: &Segment| s.live == 0 && s.open_intents == 0;
         let active_settled = self.segments.get(&self.active.number).is_some_and(settled);
         if !self.active.empty

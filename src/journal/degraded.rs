@@ -10,7 +10,7 @@ const FRESH_NAMES: u64 = 1000;
 
 impl RecordJournal {
     /// Enters (or stays in) the state where the journal does not write, after `error`.
-    pub(super) fn fail(&mut self, error: &SinkError, now: Instant) {
+    pub(super) fn fail(&mut self, error: &JournalError, now: Instant) {
         self.counters.write_failures += 1;
         // What was written since the last sync may not be on disk: its intents and
         // done marks are written again when the journal writes again.
@@ -78,7 +78,7 @@ impl RecordJournal {
         }
     }
 
-    pub(super) fn resume(&mut self) -> Result<(), SinkError> {
+    pub(super) fn resume(&mut self) -> Result<(), JournalError> {
         // What the failed segment still buffers may go out now; its fate does not
         // matter (a torn end is read as such).
         if let Some(writer) = self.active.writer.as_mut() {
@@ -116,16 +116,16 @@ impl RecordJournal {
     /// A failed attempt removes the file it created, so retries do not pile up empty
     /// segments; when none of the next [`FRESH_NAMES`] names is free, the attempt
     /// fails (and is tried again later) rather than taking an occupied name.
-    pub(super) fn rotate_fresh(&mut self) -> Result<(), SinkError> {
+    pub(super) fn rotate_fresh(&mut self) -> Result<(), JournalError> {
         let mut number = self.active.number + 1;
         for _ in 0..FRESH_NAMES {
             match self.dir.kind(segment_name(number)) {
                 Ok(None) => return self.start_next(number),
                 Ok(Some(_)) => number += 1,
-                Err(e) => return Err(SinkError::io("inspect", self.dir.path(), e)),
+                Err(e) => return Err(JournalError::io("inspect", self.dir.path(), e)),
             }
         }
-        Err(SinkError::io(
+        Err(JournalError::io(
             "create a segment in",
             self.dir.path(),
             std::io::Error::new(

@@ -122,6 +122,7 @@
 mod chunks;
 mod config;
 mod degraded;
+mod error;
 mod format;
 mod matching;
 mod recover;
@@ -134,6 +135,7 @@ pub use self::{
         DEFAULT_SEGMENT_MAX_BYTES, DEFAULT_SYNC_INTERVAL, JournalConfig, JournalCounters,
         NOT_JOURNALED, SEGMENT_MAX_BYTES_LIMIT,
     },
+    error::JournalError,
     recovered::{Recovered, RecoveredChunk},
 };
 
@@ -157,7 +159,7 @@ use self::{
     scan::{segment_name, set_aside, tmp_name},
     write::{no_segment, start_segment},
 };
-use flow_sink::{SinkError, error_chain, state_dir::StateDir};
+use flow_sink::{error_chain, state_dir::StateDir};
 
 #[derive(Debug, Default)]
 struct Segment {
@@ -277,23 +279,23 @@ impl RecordJournal {
         host: impl Into<String>,
         instance: InstanceId,
         config: JournalConfig,
-    ) -> Result<(RecordJournal, Recovered), SinkError> {
+    ) -> Result<(RecordJournal, Recovered), JournalError> {
         let path = dir.as_ref();
         if config.sync_interval.is_zero() {
-            return Err(SinkError::InvalidConfig {
+            return Err(JournalError::InvalidConfig {
                 key: "journal sync_interval",
                 value: format!("{:?}", config.sync_interval),
                 reason: "must be more than zero",
             });
         }
         if config.segment_max_bytes < 4096 {
-            return Err(SinkError::InvalidConfig {
+            return Err(JournalError::InvalidConfig {
                 key: "journal segment_max_bytes",
                 value: config.segment_max_bytes.to_string(),
                 reason: "must be at least 4096",
             });
         }
-        let dir = StateDir::open(path).map_err(|e| SinkError::io("open directory", path, e))?;
+        let dir = StateDir::open(path).map_err(|e| JournalError::io("open directory", path, e))?;
         let host = host.into();
         let mut counters = JournalCounters::default();
         let old = scan::scan(&dir, config.segment_read_limit(), &mut counters)?;
@@ -304,7 +306,7 @@ impl RecordJournal {
                 journal.remove_old_segments(old.old);
                 recovered
             }
-            Err(e @ SinkError::Io { .. }) => {
+            Err(e @ JournalError::Io { .. }) => {
                 // The disk is full (or failing) at start: run without journaling
                 // rather than not at all, and leave what the previous run journaled
                 // where it is.
@@ -402,7 +404,7 @@ impl RecordJournal {
     /// record is not journaled either, but that is counted
     /// ([`records_not_journaled`](JournalCounters::records_not_journaled)), not an
     /// error.
-    pub fn append(&mut self, record: &FlowRecord) -> Result<(), SinkError> {
+    pub fn append(&mut self, record: &FlowRecord) -> Result<(), JournalError> {
         let at = self.append_tagged(record)?;
         if at != NOT_JOURNALED {
             self.pending_count -= 1;
@@ -419,7 +421,7 @@ impl RecordJournal {
     ///
     /// Returns [`NOT_JOURNALED`] for a record it could not journal (the journal cannot
     /// write): tag the record with it all the same.
-    pub fn append_tagged(&mut self, record: &FlowRecord) -> Result<u64, SinkError> {
+    pub fn append_tagged(&mut self, record: &FlowRecord) -> Result<u64, JournalError> {
         if self.degraded.is_some() {
             self.counters.records_not_journaled += 1;
             return Ok(NOT_JOURNALED);
@@ -429,7 +431,7 @@ impl RecordJournal {
                 self.pending_count += 1;
                 Ok(at)
             }
-            Err(e @ SinkError::JournalEncode { .. }) => Err(e),
+            Err(e @ JournalError::Encode { .. }) => Err(e),
             Err(e) => {
                 self.fail(&e, Instant::now());
                 self.counters.records_not_journaled += 1;
@@ -442,13 +444,13 @@ impl RecordJournal {
     /// active one is full: an error means the record was not written (a failed
     /// rotation after the write would leave a journaled record its caller believes
     /// lost, and send it twice after a restart).
-    fn write_record(&mut self, record: &FlowRecord) -> Result<Lsn, SinkError> {
+    fn write_record(&mut self, record: &FlowRecord) -> Result<Lsn, JournalError> {
         self.rotate_if_full()?;
         self.scratch.clear();
         self.scratch.push(KIND_RECORD);
         // The wire format's record writer: the same bytes as bincode with `options()`,
         // written field by field.
-        encode_record(record, &mut self.scratch).map_err(|source| SinkError::JournalEncode {
+        encode_record(record, &mut self.scratch).map_err(|source| JournalError::Encode {
             local: record.local,
             remote: record.remote,
             source,
@@ -456,7 +458,7 @@ impl RecordJournal {
         self.write_scratch_record()
     }
 
-    fn rotate_if_full(&mut self) -> Result<(), SinkError> {
+    fn rotate_if_full(&mut self) -> Result<(), JournalError> {
         if self.active.bytes >= self.config.segment_limit() {
             self.rotate()?;
         }
@@ -482,7 +484,7 @@ impl RecordJournal {
     /// While the journal cannot write, tries to write again instead (at most once per
     /// `sync_interval`). A failure is not an error: see
     /// [`is_journaling`](RecordJournal::is_journaling).
-    pub fn sync_if_due(&mut self, now: Instant) -> Result<bool, SinkError> {
+    pub fn sync_if_due(&mut self, now: Instant) -> Result<bool, JournalError> {
         if self.degraded.is_some() {
             return Ok(self.try_resume(now));
         }
@@ -505,7 +507,7 @@ impl RecordJournal {
     /// Writes out the buffer and `fdatasync`s the active segment now (while the journal
     /// cannot write: tries to write again, at most once per `sync_interval`). A failure
     /// is not an error: see [`is_journaling`](RecordJournal::is_journaling).
-    pub fn sync(&mut self) -> Result<(), SinkError> {
+    pub fn sync(&mut self) -> Result<(), JournalError> {
         let now = Instant::now();
         if self.degraded.is_some() {
             self.try_resume(now);
@@ -517,17 +519,17 @@ impl RecordJournal {
 
     /// Flushes and `fdatasync`s the active segment; on success, every intent and done
     /// mark written is durable.
-    fn flush_and_sync(&mut self, now: Instant) -> Result<(), SinkError> {
+    fn flush_and_sync(&mut self, now: Instant) -> Result<(), JournalError> {
         let path = || self.dir.join(&self.active.name);
         let writer = self.active.writer.as_mut().ok_or_else(no_segment);
-        let writer = writer.map_err(|e| SinkError::io("write", path(), e))?;
+        let writer = writer.map_err(|e| JournalError::io("write", path(), e))?;
         writer
             .flush()
-            .map_err(|e| SinkError::io("write", path(), e))?;
+            .map_err(|e| JournalError::io("write", path(), e))?;
         writer
             .get_ref()
             .sync_data()
-            .map_err(|e| SinkError::io("fdatasync", path(), e))?;
+            .map_err(|e| JournalError::io("fdatasync", path(), e))?;
         self.counters.syncs += 1;
         self.dirty = false;
         self.last_sync = Some(now);

@@ -12,7 +12,7 @@ impl RecordJournal {
         &mut self,
         first: u64,
         content: OldContent,
-    ) -> Result<Recovered, SinkError> {
+    ) -> Result<Recovered, JournalError> {
         let tmp = tmp_name(first);
         self.active = start_segment(&self.dir, first, &tmp, 0, first, &mut self.counters)?;
         self.segments.insert(first, Segment::default());
@@ -22,7 +22,7 @@ impl RecordJournal {
         let name = segment_name(first);
         self.dir
             .rename(&tmp, &self.dir, &name)
-            .map_err(|e| SinkError::io("rename into place", self.dir.join(&tmp), e))?;
+            .map_err(|e| JournalError::io("rename into place", self.dir.join(&tmp), e))?;
         if self.active.number == first {
             self.active.name = name;
         }
@@ -111,8 +111,8 @@ impl RecordJournal {
     pub(super) fn recover_in_place(
         &mut self,
         old: scan::Scan,
-        error: &SinkError,
-    ) -> Result<Recovered, SinkError> {
+        error: &JournalError,
+    ) -> Result<Recovered, JournalError> {
         // Obsolete segments go first: they must not outlive the segment whose header
         // makes them obsolete.
         for segment in &old.old {
@@ -210,7 +210,7 @@ impl RecordJournal {
 
     /// Writes the recovered content of old segments into the active one (and those it
     /// continues into) and returns what the caller must redo.
-    pub(super) fn rejournal(&mut self, content: OldContent) -> Result<Recovered, SinkError> {
+    pub(super) fn rejournal(&mut self, content: OldContent) -> Result<Recovered, JournalError> {
         let OldContent {
             records,
             intents,
@@ -272,7 +272,7 @@ impl RecordJournal {
     }
 
     /// Writes a recovered record's encoding as a record entry; returns its position.
-    pub(super) fn rewrite_record(&mut self, bytes: &[u8]) -> Result<Lsn, SinkError> {
+    pub(super) fn rewrite_record(&mut self, bytes: &[u8]) -> Result<Lsn, JournalError> {
         self.rotate_if_full()?;
         self.scratch.clear();
         self.scratch.push(KIND_RECORD);

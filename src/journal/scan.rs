@@ -9,11 +9,11 @@ use std::collections::HashSet;
 
 use super::format::{self, FLAG_RECOVERY, OldContent, Parsed};
 use flow_sink::{
-    SinkError, error_chain,
+    error_chain,
     state_dir::{EntryKind, StateDir, free_name},
 };
 
-use super::JournalCounters;
+use super::{JournalCounters, JournalError};
 
 /// Suffix of a segment's name.
 pub(super) const SEGMENT_SUFFIX: &str = ".wal";
@@ -159,10 +159,10 @@ pub(super) fn scan(
     dir: &StateDir,
     max_bytes: u64,
     counters: &mut JournalCounters,
-) -> Result<Scan, SinkError> {
+) -> Result<Scan, JournalError> {
     let items = dir
         .list()
-        .map_err(|e| SinkError::io("list", dir.path(), e))?;
+        .map_err(|e| JournalError::io("list", dir.path(), e))?;
     let mut segments = Vec::new();
     let mut tmps = Vec::new();
     let mut last_number = 0;
@@ -210,7 +210,7 @@ pub(super) fn scan(
             Err(e) if transient(&e) => {
                 // About this process, not the file: setting a good segment aside
                 // would lose it. Fail; a later start reads it.
-                return Err(SinkError::io("read", dir.join(&name), e));
+                return Err(JournalError::io("read", dir.join(&name), e));
             }
             Err(e) => {
                 let why = format!("cannot be read: {}", error_chain(&e));

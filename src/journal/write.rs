@@ -8,11 +8,11 @@ use std::{
 
 use bincode::Options;
 use flow_batch::wire::BatchId;
-use flow_sink::{SinkError, error_chain, state_dir::StateDir};
+use flow_sink::{error_chain, state_dir::StateDir};
 use serde::Serialize;
 
 use super::{
-    Active, JournalCounters, Mark, RecordJournal, Segment,
+    Active, JournalCounters, JournalError, Mark, RecordJournal, Segment,
     format::{
         DoneBody, ENTRY_HEAD_LEN, FLAG_RECOVERY, HEADER_LEN, IntentBody, KIND_DONE, KIND_INTENT,
         Lsn, encode_header, entry_head, lsn, options,
@@ -40,19 +40,19 @@ impl RecordJournal {
         false
     }
 
-    pub(super) fn sync_dir(&self) -> Result<(), SinkError> {
+    pub(super) fn sync_dir(&self) -> Result<(), JournalError> {
         self.dir
             .sync()
-            .map_err(|e| SinkError::io("fsync", self.dir.path(), e))
+            .map_err(|e| JournalError::io("fsync", self.dir.path(), e))
     }
 
     /// Syncs the active segment and starts the next one.
-    pub(super) fn rotate(&mut self) -> Result<(), SinkError> {
+    pub(super) fn rotate(&mut self) -> Result<(), JournalError> {
         self.flush_and_sync(Instant::now())?;
         self.start_next(self.active.number + 1)
     }
 
-    pub(super) fn start_next(&mut self, number: u64) -> Result<(), SinkError> {
+    pub(super) fn start_next(&mut self, number: u64) -> Result<(), JournalError> {
         let (flags, field) = match self.recovering {
             Some(first) => (FLAG_RECOVERY, first),
             None => (0, 0),
@@ -68,7 +68,11 @@ impl RecordJournal {
     /// Writes an intent, and takes note of it as open. Until a sync succeeds it is not
     /// known to be durable (and after a failed write it is not written at all): it is
     /// kept, to be written again if the journal fails before then.
-    pub(super) fn write_intent(&mut self, id: BatchId, body: IntentBody) -> Result<(), SinkError> {
+    pub(super) fn write_intent(
+        &mut self,
+        id: BatchId,
+        body: IntentBody,
+    ) -> Result<(), JournalError> {
         let written = self.write_intent_entry(&body);
         let segment = written.is_ok().then_some(self.active.number);
         if let Some(s) = segment.and_then(|n| self.segments.get_mut(&n)) {
@@ -80,7 +84,7 @@ impl RecordJournal {
         written
     }
 
-    pub(super) fn write_intent_entry(&mut self, body: &IntentBody) -> Result<(), SinkError> {
+    pub(super) fn write_intent_entry(&mut self, body: &IntentBody) -> Result<(), JournalError> {
         self.encode_entry(KIND_INTENT, body)?;
         self.write_scratch()?;
         self.counters.chunks_begun += 1;
@@ -88,13 +92,13 @@ impl RecordJournal {
     }
 
     /// Writes a done mark, kept (like an intent) until a sync succeeds.
-    pub(super) fn write_done(&mut self, body: DoneBody) -> Result<(), SinkError> {
+    pub(super) fn write_done(&mut self, body: DoneBody) -> Result<(), JournalError> {
         let written = self.write_done_entry(&body);
         self.unsynced.push(Mark::Done(body));
         written
     }
 
-    pub(super) fn write_done_entry(&mut self, body: &DoneBody) -> Result<(), SinkError> {
+    pub(super) fn write_done_entry(&mut self, body: &DoneBody) -> Result<(), JournalError> {
         self.encode_entry(KIND_DONE, body)?;
         self.write_scratch()?;
         self.counters.chunks_ended += 1;
@@ -106,13 +110,13 @@ impl RecordJournal {
         &mut self,
         kind: u8,
         body: &impl Serialize,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(), JournalError> {
         self.scratch.clear();
         self.scratch.push(kind);
         options()
             .serialize_into(&mut self.scratch, body)
             .map_err(|e| {
-                SinkError::io(
+                JournalError::io(
                     "encode an entry for",
                     self.dir.join(&self.active.name),
                     std::io::Error::other(e),
@@ -121,7 +125,7 @@ impl RecordJournal {
     }
 
     /// Writes the record entry in `scratch` and returns its position (its offset).
-    pub(super) fn write_scratch_record(&mut self) -> Result<Lsn, SinkError> {
+    pub(super) fn write_scratch_record(&mut self) -> Result<Lsn, JournalError> {
         // Below SEGMENT_MAX_BYTES_LIMIT plus one entry: fits.
         let offset = u32::try_from(self.active.bytes).unwrap_or(u32::MAX);
         let at = lsn(self.active.number, offset);
@@ -134,7 +138,7 @@ impl RecordJournal {
     }
 
     /// Writes `scratch` as one entry of the active segment.
-    pub(super) fn write_scratch(&mut self) -> Result<(), SinkError> {
+    pub(super) fn write_scratch(&mut self) -> Result<(), JournalError> {
         let head = entry_head(&self.scratch);
         let written = match self.active.writer.as_mut() {
             Some(writer) => writer
@@ -142,7 +146,7 @@ impl RecordJournal {
                 .and_then(|()| writer.write_all(&self.scratch)),
             None => Err(no_segment()),
         };
-        written.map_err(|e| SinkError::io("write", self.dir.join(&self.active.name), e))?;
+        written.map_err(|e| JournalError::io("write", self.dir.join(&self.active.name), e))?;
         let n = (ENTRY_HEAD_LEN + self.scratch.len()) as u64;
         self.active.bytes += n;
         self.active.empty = false;
@@ -166,13 +170,13 @@ pub(super) fn start_segment(
     flags: u16,
     field: u64,
     counters: &mut JournalCounters,
-) -> Result<Active, SinkError> {
+) -> Result<Active, JournalError> {
     if dir
         .kind(name)
-        .map_err(|e| SinkError::io("inspect", dir.join(name), e))?
+        .map_err(|e| JournalError::io("inspect", dir.join(name), e))?
         .is_some()
     {
-        return Err(SinkError::io(
+        return Err(JournalError::io(
             "create",
             dir.join(name),
             std::io::Error::from(std::io::ErrorKind::AlreadyExists),
@@ -180,17 +184,17 @@ pub(super) fn start_segment(
     }
     let file = dir
         .create_file(name)
-        .map_err(|e| SinkError::io("create", dir.join(name), e))?;
+        .map_err(|e| JournalError::io("create", dir.join(name), e))?;
     let mut writer = BufWriter::with_capacity(64 << 10, file);
     let header = encode_header(flags, field);
     let written = writer
         .write_all(&header)
         .and_then(|()| writer.flush())
         .and_then(|()| writer.get_ref().sync_data())
-        .map_err(|e| SinkError::io("write", dir.join(name), e))
+        .map_err(|e| JournalError::io("write", dir.join(name), e))
         .and_then(|()| {
             dir.sync()
-                .map_err(|e| SinkError::io("fsync", dir.path(), e))
+                .map_err(|e| JournalError::io("fsync", dir.path(), e))
         });
     if let Err(e) = written {
         // Creating an empty file works on a full disk: without this, every retry

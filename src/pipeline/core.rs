@@ -48,7 +48,7 @@ use super::backlog::{Backlog, BacklogLimits};
 use crate::{
     counters::PipelineCounters,
     error::ExporterError,
-    journal::{JournalCounters, RecordJournal, Recovered},
+    journal::{JournalCounters, JournalError, RecordJournal, Recovered},
     ratelimit::RateLimited,
 };
 
@@ -407,7 +407,7 @@ impl PipelineCore {
         }
     }
 
-    fn journal_failed(&mut self, doing: &str, e: &SinkError) {
+    fn journal_failed(&mut self, doing: &str, e: &JournalError) {
         self.counters.journal_errors += 1;
         self.journal_warnings
             .warn(|| format!("{doing} failed: {}", error_chain(e)));

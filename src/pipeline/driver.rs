@@ -146,7 +146,10 @@ where
         let (window, mono) = self.core.poll_timeout();
         let mut wait = TICK;
         if let Some(at) = window {
-            wait = wait.min(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO));
+            wait = wait.min(
+                at.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO),
+            );
         }
         if let Some(at) = mono {
             wait = wait.min(at.saturating_duration_since(Instant::now()));

@@ -78,19 +78,6 @@ pub enum SinkError {
         source: BatchError,
     },
 
-    /// A record could not be written to the journal (its times are before the Unix
-    /// epoch, which the wire format cannot carry either).
-    #[error("flow record {local} -> {remote} cannot be journaled")]
-    JournalEncode {
-        /// The record's local address.
-        local: SocketAddr,
-        /// The record's remote address.
-        remote: SocketAddr,
-        /// Why bincode refused it.
-        #[source]
-        source: bincode::Error,
-    },
-
     /// The TLS material of a collector sink could not be loaded.
     #[error("invalid TLS {what} in {}", .path.display())]
     Tls {
@@ -235,7 +222,6 @@ impl SinkError {
             SinkError::Encode { .. }
             | SinkError::InvalidFrame { .. }
             | SinkError::InvalidConfig { .. }
-            | SinkError::JournalEncode { .. }
             | SinkError::Rejected { .. }
             | SinkError::Closed { .. } => true,
             SinkError::Sink { source, .. } => source.is_permanent(),
