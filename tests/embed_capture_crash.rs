@@ -17,14 +17,26 @@ use std::{
 
 use serde_json::Value;
 
-/// The example, built by `cargo test` next to this test's own binary.
+/// The example, built by `cargo test` (the whole package's, as `.ci/run` runs it)
+/// next to this test's own binary.
 fn example() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>");
-    dir.join("examples").join("embed_capture")
+    let example = dir.join("examples").join("embed_capture");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/embed_capture.rs");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (modified(&example), modified(&source)) {
+        (Some(built), Some(written)) if built >= written => example,
+        _ => panic!(
+            "{} is missing or older than its source: `cargo test` builds it, \
+             `cargo test --test embed_capture_crash` alone does not \
+             (cargo build --example embed_capture first)",
+            example.display()
+        ),
+    }
 }
 
 /// A running example: its stdout lines as they come.
@@ -153,10 +165,6 @@ fn a_killed_embedding_delivers_what_was_journaled_once_after_restart() {
     }
     let want: BTreeMap<SocketAddr, usize> = clients.iter().map(|c| (*c, 1)).collect();
     assert_eq!(seen, want, "every connection once, before: {before:?}");
-    assert!(
-        !after.is_empty() || !before.is_empty(),
-        "nothing delivered at all"
-    );
     for (local, records) in &after {
         let r = &records[0];
         assert_eq!(r["direction"], "outbound", "{r}");
