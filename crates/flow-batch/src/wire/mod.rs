@@ -12,10 +12,15 @@
 //! it is what Kafka record batches, ext4 and iSCSI use, so every language a collector
 //! might be written in has it (Go's `hash/crc32` Castagnoli table, Java's
 //! `java.util.zip.CRC32C`, Python's `crc32c`).
+//!
+//! A frame travels to a collector in an HTTP `POST` to [`CHUNKS_PATH`] with
+//! [`CHUNK_CONTENT_TYPE`]; the collector may answer with [`RESULT_HEADER`]
+//! (`docs/collector-protocol.md`).
 
 mod decode;
 mod encode;
 mod header;
+mod protocol;
 mod record;
 
 use std::fmt;
@@ -27,6 +32,7 @@ pub use encode::{ChunkEncoder, DEFAULT_ZSTD_LEVEL, EncoderCounters};
 pub use header::{
     FIXED_HEADER_LEN, FLAG_LAST, FORMAT_VERSION, HEADER_CRC_LEN, MAGIC, MAX_HOST_LEN,
 };
+pub use protocol::{CHUNK_CONTENT_TYPE, CHUNKS_PATH, RESULT_HEADER};
 pub use record::{encode_record, encoded_record_len};
 
 use crate::window::Window;
