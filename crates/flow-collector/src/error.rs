@@ -1,4 +1,4 @@
-//! The collector's one error type.
+//! The collector's one error type, and how an error is written in an answer.
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -45,4 +45,16 @@ pub enum CollectorError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `error` and its sources, joined with `: ` (for answers and log lines).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }

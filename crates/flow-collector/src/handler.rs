@@ -5,7 +5,7 @@
 use std::sync::{Arc, atomic::Ordering};
 
 use bytes::Bytes;
-use flow_sink::{CHUNK_CONTENT_TYPE, CHUNKS_PATH, RESULT_HEADER};
+use flow_batch::wire::{CHUNK_CONTENT_TYPE, CHUNKS_PATH, RESULT_HEADER};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
 

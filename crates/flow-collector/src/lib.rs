@@ -31,7 +31,7 @@
 //! field, and nothing of it is stored; a body that does not arrive within
 //! [`CollectorOptions::body_read_timeout`] gets `408`.
 //!
-//! Connections are served by `flow_sink::http_server`: at most
+//! Connections are served by `flow_http`: at most
 //! [`CollectorOptions::max_connections`] at once, closed after
 //! [`CollectorOptions::header_read_timeout`] without a request's headers and after
 //! [`CollectorOptions::idle_timeout`] without traffic; a failing `accept` (out of file
@@ -60,7 +60,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use flow_sink::{CHUNKS_PATH, http_server::ConnectionCounters};
+use flow_batch::wire::CHUNKS_PATH;
+use flow_http::ConnectionCounters;
 use tokio::sync::watch;
 
 pub use error::CollectorError;

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use flow_batch::wire::DecodeLimits;
-use flow_sink::http_server::ConnectionLimits;
+use flow_http::ConnectionLimits;
 
 use crate::{FaultInjection, ServerTls};
 

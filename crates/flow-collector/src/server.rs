@@ -1,9 +1,9 @@
-//! Serving connections: plain or TLS, through `flow_sink::http_server` (connection
-//! caps and timeouts).
+//! Serving connections: plain or TLS, through `flow_http` (connection caps and
+//! timeouts).
 
 use std::sync::Arc;
 
-use flow_sink::http_server::{self, ConnectionCounters, ConnectionLimits};
+use flow_http::{ConnectionCounters, ConnectionLimits};
 use tokio::sync::watch;
 
 use crate::{State, handler::handle};
@@ -20,7 +20,7 @@ pub(crate) async fn serve(
     let stopped = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    http_server::serve(listener, limits, counters, stopped, move |stream, peer| {
+    flow_http::serve(listener, limits, counters, stopped, move |stream, peer| {
         let state = Arc::clone(&state);
         let acceptor = acceptor.clone();
         async move {
@@ -56,7 +56,7 @@ async fn serve_connection<IO>(
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    http_server::serve_connection(io, limits, counters, move |req| {
+    flow_http::serve_connection(io, limits, counters, move |req| {
         handle(Arc::clone(&state), req)
     })
     .await;

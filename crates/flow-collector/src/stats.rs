@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use flow_sink::http_server::ConnectionStats;
+use flow_http::ConnectionStats;
 
 /// What a collector has done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub struct CollectorStats {
 }
 
 /// The live counters behind [`CollectorStats`] (connections are counted by
-/// `flow_sink::http_server`).
+/// `flow_http`).
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     pub(crate) requests: AtomicU64,

@@ -13,10 +13,11 @@ use std::{
 };
 
 use flow_batch::wire::{BatchId, ChunkDecoder, DecodeLimits, InstanceId, decode_header};
-use flow_sink::{error_chain, json};
+use flow_record::json;
 
 use crate::{
     CollectorError,
+    error::error_chain,
     stats::{Stats, bump},
 };
 

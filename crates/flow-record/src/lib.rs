@@ -4,7 +4,8 @@
 //! This crate holds only data types, so that everything downstream of the capture
 //! (batching, the wire format, sinks, a collector, your own sink) depends on it
 //! without compiling the kernel loader (`aya`) or embedding the kernel program.
-//! `flow-capture` decodes kernel events into these records.
+//! `flow-capture` decodes kernel events into these records; [`json`] writes one as
+//! a JSON line.
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
@@ -33,6 +34,7 @@
 //! ```
 
 mod identity;
+pub mod json;
 mod record;
 mod workload;
 

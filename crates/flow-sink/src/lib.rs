@@ -4,15 +4,13 @@
 //!   with blanket impls so that `Option<S>` (optional), `Vec<S>` (fan-out), `Box<S>`
 //!   and `Arc<S>` are sinks too.
 //! - [`StdoutSink`] and [`FileSink`]: JSON lines with the field set of
-//!   `flowexporter tail --json` ([`json`]); [`TerminalSink`]: a table (or JSON lines)
-//!   for a person at a terminal.
+//!   `flowexporter tail --json` ([`json`], re-exported from `flow_record::json`);
+//!   [`TerminalSink`]: a table (or JSON lines) for a person at a terminal.
 //! - [`CollectorSink`]: HTTP POST of encoded chunk frames to a collector, with
 //!   timeouts, retries ([`RetryPolicy`]: exponential backoff, full jitter), a durable
 //!   on-disk [`Spool`] and optional mutual TLS. `docs/collector-protocol.md` describes
-//!   the HTTP exchange.
-//! - [`http_server`]: the HTTP/1.1 server loop (connection caps and timeouts) of the
-//!   reference collector (the `flow-collector` crate) and of the exporter's metrics
-//!   endpoint.
+//!   the HTTP exchange; its constants ([`CHUNKS_PATH`], [`CHUNK_CONTENT_TYPE`],
+//!   [`RESULT_HEADER`]) are re-exported from `flow_batch::wire`.
 //!
 //! The library emits `tracing` events and installs nothing process-wide.
 //!
@@ -51,8 +49,6 @@
 
 pub mod collector_sink;
 mod error;
-pub mod http_server;
-pub mod json;
 mod json_sink;
 pub mod retry;
 mod sink;
@@ -65,6 +61,13 @@ pub use collector_sink::{
     RESULT_HEADER,
 };
 pub use error::SinkError;
+/// The HTTP/1.1 server loop, now the `flow-http` crate; re-exported for the exporter's
+/// metrics code that still names `flow_sink::http_server::ConnectionStats`. New code
+/// uses `flow_http`.
+pub use flow_http as http_server;
+/// The JSON-line form of a record (the `flowexporter tail --json` fields), from
+/// `flow-record`.
+pub use flow_record::json;
 pub use json_sink::{FileSink, JsonSinkCounters, StdoutSink, encode_chunk};
 pub use retry::{Disposition, RetryPolicy};
 pub use sink::{Accepted, FlowSink};

@@ -138,12 +138,8 @@ use self::{
 };
 use crate::{error::SinkError, retry::RetryPolicy, sink::FlowSink, spool::Spool};
 
-/// The path chunks are posted to when the collector URL names none.
-pub const CHUNKS_PATH: &str = "/v1/chunks";
-/// The content type of a chunk frame.
-pub const CHUNK_CONTENT_TYPE: &str = "application/vnd.flowexporter.chunk";
-/// The response header in which a collector may say `accepted` or `duplicate`.
-pub const RESULT_HEADER: &str = "flowexporter-result";
+/// The collector protocol's constants, defined next to the frame format they carry.
+pub use flow_batch::wire::{CHUNK_CONTENT_TYPE, CHUNKS_PATH, RESULT_HEADER};
 /// Default of [`CollectorConfig::memory_max_bytes`]: 64 MiB.
 pub const DEFAULT_MEMORY_MAX_BYTES: u64 = 64 << 20;
 /// Default of [`CollectorConfig::memory_max_chunks`].

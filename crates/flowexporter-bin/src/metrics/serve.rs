@@ -1,10 +1,10 @@
-//! Serving the exposition over HTTP with `flow_sink::http_server`'s limits.
+//! Serving the exposition over HTTP with `flow_http`'s limits.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use bytes::Bytes;
-use flow_sink::http_server::{self, ConnectionCounters, ConnectionLimits, ConnectionStats};
+use flow_http::{ConnectionCounters, ConnectionLimits, ConnectionStats};
 use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
@@ -38,7 +38,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()
     tracing::info!(%addr, "metrics at http://{addr}/metrics");
     let limits = ConnectionLimits::new(MAX_CONNECTIONS, HEADER_READ_TIMEOUT, IDLE_TIMEOUT);
     let counters = Arc::new(ConnectionCounters::default());
-    tokio::spawn(http_server::serve(
+    tokio::spawn(flow_http::serve(
         listener,
         limits,
         Arc::clone(&counters),
@@ -47,7 +47,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()
             let metrics = Arc::clone(&metrics);
             let counters = Arc::clone(&counters);
             let server = Arc::clone(&counters);
-            http_server::serve_connection(stream, limits, counters, move |req| {
+            flow_http::serve_connection(stream, limits, counters, move |req| {
                 std::future::ready(respond(&req, &metrics, &server.snapshot()))
             })
         },

@@ -5,6 +5,39 @@
 //! was not seen), `bytes_sent`, `bytes_received`, `segs_in`, `segs_out`, `retransmits`,
 //! `srtt_us`, `close_state`, `close_reason`, `local_workload_id` (null when
 //! unattributed), `identity_source`, `unattributed_reason` (null when attributed).
+//!
+//! The form of `flowexporter tail --json`, of the JSON-lines sinks and of the
+//! reference collector's output file.
+//!
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//!
+//! use flow_record::{
+//!     CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState,
+//!     UnattributedReason, json,
+//! };
+//!
+//! let record = FlowRecord {
+//!     local: "10.0.0.5:41000".parse()?,
+//!     remote: "10.0.0.9:443".parse()?,
+//!     direction: Direction::Outbound,
+//!     t_start: None,
+//!     t_end: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+//!     close_state: TcpState(7),
+//!     close_reason: CloseReason::Normal,
+//!     stats: SocketStats::default(),
+//!     local_workload_id: None,
+//!     identity_source: IdentitySource::None(UnattributedReason::NoMatch),
+//!     incomplete: false,
+//! };
+//! let mut out = Vec::new();
+//! json::write_line(&mut out, &record)?;
+//! let line = String::from_utf8(out)?;
+//! assert!(line.starts_with(r#"{"local_ip":"10.0.0.5","local_port":41000,"#));
+//! assert!(line.contains(r#""t_end":"2023-11-14T22:13:20.000000000Z""#));
+//! assert!(line.ends_with("\n"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::{
     borrow::Cow,
@@ -13,8 +46,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use flow_record::FlowRecord;
 use serde::Serialize;
+
+use crate::FlowRecord;
 
 /// The JSON view of a [`FlowRecord`].
 #[derive(Debug, Serialize)]
@@ -123,20 +157,22 @@ mod tests {
 
     use std::time::{Duration, UNIX_EPOCH};
 
-    use flow_record::{CloseReason, Direction, SocketStats, TcpState};
-
     use super::*;
+    use crate::{
+        CloseReason, Direction, IdentitySource, SocketStats, TcpState, UnattributedReason,
+    };
 
     #[test]
     fn writes_every_field() {
-        let r = flow_testkit::record()
-            .local("10.0.0.1:40000")
-            .remote("[2001:db8::1]:443")
-            .direction(Direction::Outbound)
-            .t_end(UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789))
-            .t_start(None)
-            .close(TcpState(5), CloseReason::Normal)
-            .stats(SocketStats {
+        let r = FlowRecord {
+            local: "10.0.0.1:40000".parse().expect("addr"),
+            remote: "[2001:db8::1]:443".parse().expect("addr"),
+            direction: Direction::Outbound,
+            t_start: None,
+            t_end: UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789),
+            close_state: TcpState(5),
+            close_reason: CloseReason::Normal,
+            stats: SocketStats {
                 bytes_sent: 10,
                 bytes_received: 20,
                 segs_in: 3,
@@ -145,8 +181,11 @@ mod tests {
                 bytes_retransmitted: 0,
                 srtt_us: 55,
                 rttvar_us: 7,
-            })
-            .build();
+            },
+            local_workload_id: None,
+            identity_source: IdentitySource::None(UnattributedReason::NoMatch),
+            incomplete: false,
+        };
         let mut out = Vec::new();
         write_line(&mut out, &r).expect("write");
         let text = String::from_utf8(out).expect("utf8");
