@@ -32,7 +32,8 @@ pub struct PipelineCounters {
     pub chunks_left_in_journal: u64,
     /// Gauge: chunks waiting for their next attempt.
     pub chunks_waiting: u64,
-    /// Chunks handed to the sink (new and replayed).
+    /// Chunks made ready for the sink (new ones, when the batcher closed them, and
+    /// replays), whether or not the sink took them.
     pub chunks_out: u64,
     /// Chunks recovered from the journal and replayed.
     pub chunks_replayed: u64,

@@ -35,6 +35,10 @@ enum Answer {
     Fail,
     /// Fails the first `n` attempts, then takes every chunk.
     FailFirst(u32),
+    /// Never answers.
+    Hang,
+    /// Takes every chunk after this long.
+    Slow(Duration),
 }
 
 #[derive(Clone)]
@@ -94,7 +98,8 @@ impl TestSink {
                 Ok(Accepted::InMemory)
             }
             Answer::Fail => unreachable!("refused above"),
-            Answer::FailFirst(_) => Ok(Accepted::Sent),
+            Answer::FailFirst(_) | Answer::Slow(_) => Ok(Accepted::Sent),
+            Answer::Hang => unreachable!("never answers"),
         }
     }
 }
@@ -110,7 +115,17 @@ impl FlowSink for TestSink {
     }
 
     async fn accept(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
-        self.take(chunk, id, false)
+        match self.answer {
+            Answer::Hang => {
+                *self.attempts.lock().expect("attempts") += 1;
+                std::future::pending().await
+            }
+            Answer::Slow(d) => {
+                tokio::time::sleep(d).await;
+                self.take(chunk, id, false)
+            }
+            _ => self.take(chunk, id, false),
+        }
     }
 
     async fn replay(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
@@ -396,4 +411,76 @@ async fn a_reload_runs_inside_the_pipeline_with_the_resolver_and_the_sink() {
     run.await.expect("join").expect("run");
     // Stopped: a reload is refused.
     assert!(!handle.reload(|_: &mut NoIdentity, _: &TestSink| {}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_hanging_send_ends_by_the_deadline_and_keeps_the_chunk_journaled() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (tx, rx) = source::channel(64);
+    let hanging = TestSink::new(Answer::Hang);
+    let exporter = Exporter::builder()
+        .host_id("embedder")
+        .shipping(Shipping::Immediately)
+        .journal(dir.path(), JournalConfig::default())
+        .shutdown_timeout(Duration::from_millis(500))
+        .build(rx, NoIdentity, hanging.clone())
+        .expect("exporter");
+    let handle = exporter.handle();
+    let run = tokio::spawn(exporter.run());
+    feed(tx.clone(), 20).await;
+    eventually(Duration::from_secs(10), "the sink is called", || {
+        *hanging.attempts.lock().expect("attempts") > 0
+    })
+    .await;
+    let stopping = std::time::Instant::now();
+    handle.stop();
+    let report = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("stops by the deadline")
+        .expect("join")
+        .expect("run");
+    // The send's grace, then the close's second.
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    assert!(report.pipeline.chunks_left_in_journal >= 1, "{report:?}");
+    assert_eq!(report.pipeline.records_dropped, 0);
+    drop(tx);
+
+    // The next start delivers all 20, once.
+    let (tx, rx) = source::channel(8);
+    drop(tx);
+    let up = TestSink::new(Answer::Sent);
+    Exporter::builder()
+        .host_id("embedder")
+        .journal(dir.path(), JournalConfig::default())
+        .build(rx, NoIdentity, up.clone())
+        .expect("exporter")
+        .run()
+        .await
+        .expect("run");
+    let mut got = up.numbers();
+    got.sort_unstable();
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_under_way_at_the_stop_is_finished_not_repeated() {
+    let (tx, rx) = source::channel(64);
+    let slow = TestSink::new(Answer::Slow(Duration::from_millis(300)));
+    let exporter = Exporter::builder()
+        .shipping(Shipping::Immediately)
+        .build(rx, NoIdentity, slow.clone())
+        .expect("exporter");
+    let handle = exporter.handle();
+    let run = tokio::spawn(exporter.run());
+    tx.send(record(0)).await.expect("send");
+    // Stop while the sink is busy with the chunk.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    handle.stop();
+    run.await.expect("join").expect("run");
+    assert_eq!(slow.numbers(), [0], "delivered once");
+    drop(tx);
 }

@@ -187,7 +187,8 @@ fn a_full_backlog_drops_its_oldest_chunk_counted() {
     core.handle_accepted(first, Err(SinkError::other("peer down")), t0());
     for n in 0..3 {
         core.push([record(10 + n)], at(2));
-        let _ = core.poll_transmit(t0());
+        // The failed chunk's retry is not due yet: nothing is handed out.
+        assert!(core.poll_transmit(t0()).is_none());
     }
     // Four chunks for a backlog of two: the two oldest went, their 4 records counted.
     let c = core.counters();

@@ -12,12 +12,12 @@ pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 16 << 20;
 /// [`segment_max_bytes`](JournalConfig::segment_max_bytes) counts as 1 GiB (a record's
 /// position in its segment is a 32-bit offset).
 pub const SEGMENT_MAX_BYTES_LIMIT: u64 = 1 << 30;
-/// What [`RecordJournal::append_tagged`] returns for a record it did not journal
+/// What [`RecordJournal::append_tagged`](super::RecordJournal::append_tagged) returns for a record it did not journal
 /// (while the journal cannot write): a tag that names no position. Give it to the
-/// batcher like any other tag; [`RecordJournal::begin_chunk`] skips it.
+/// batcher like any other tag; [`RecordJournal::begin_chunk`](super::RecordJournal::begin_chunk) skips it.
 pub const NOT_JOURNALED: u64 = u64::MAX - 1;
 
-/// Settings of a [`RecordJournal`].
+/// Settings of a [`RecordJournal`](super::RecordJournal).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JournalConfig {
@@ -81,9 +81,9 @@ pub struct JournalCounters {
     pub bytes_written: u64,
     /// `fdatasync` calls.
     pub syncs: u64,
-    /// Intents written ([`RecordJournal::begin_chunk`], and recovered chunks).
+    /// Intents written ([`RecordJournal::begin_chunk`](super::RecordJournal::begin_chunk), and recovered chunks).
     pub chunks_begun: u64,
-    /// Done marks written ([`RecordJournal::end_chunk`]).
+    /// Done marks written ([`RecordJournal::end_chunk`](super::RecordJournal::end_chunk)).
     pub chunks_ended: u64,
     /// Records of a chunk that were never appended (not journaled, so not
     /// recoverable).

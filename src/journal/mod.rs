@@ -259,7 +259,7 @@ pub struct RecordJournal {
 
 impl RecordJournal {
     /// Opens the journal in `dir` (created if missing, mode `0700`) for an exporter run
-    /// with this `host` identity and `instance` (the same the run's [`ChunkEncoder`]
+    /// with this `host` identity and `instance` (the same the run's [`ChunkEncoder`](flow_batch::wire::ChunkEncoder)
     /// uses), and recovers what a previous run left.
     ///
     /// What is recovered is first rewritten into new segments (so a crash during

@@ -29,12 +29,12 @@ impl RecoveredChunk {
     }
 }
 
-/// What [`RecordJournal::open`] found from a previous run.
+/// What [`RecordJournal::open`](super::RecordJournal::open) found from a previous run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Recovered {
     /// Chunks to deliver again under their original batch ID, oldest first; call
-    /// [`RecordJournal::end_chunk`] with each one's [`batch_id`](RecoveredChunk::batch_id)
+    /// [`RecordJournal::end_chunk`](super::RecordJournal::end_chunk) with each one's [`batch_id`](RecoveredChunk::batch_id)
     /// once delivered or spooled.
     pub chunks: Vec<RecoveredChunk>,
     /// Records that were in no chunk, in capture order, to push into the batcher

@@ -78,6 +78,11 @@ impl Backlog {
         self.queue.len()
     }
 
+    /// Whether the chunk `id` waits here.
+    pub(crate) fn contains(&self, id: &flow_batch::wire::BatchId) -> bool {
+        self.queue.iter().any(|t| &t.batch_id == id)
+    }
+
     /// When the oldest chunk is due again (`None`: nothing waits, or it is due now).
     pub(crate) fn retry_at(&self) -> Option<Instant> {
         self.retry_at.filter(|_| !self.queue.is_empty())

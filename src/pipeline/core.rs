@@ -3,7 +3,7 @@
 //! It spawns nothing and awaits nothing, and every decision it makes (which window a
 //! record joins, when a window closes, when the journal syncs, when a failed chunk is
 //! tried again) follows from the times the caller passes in; the caller hands the
-//! chunks it polls to a sink ([`driver`](super::driver) does, on tokio). Its only I/O
+//! chunks it polls to a sink (the exporter's driver does, on tokio). Its only I/O
 //! is the optional record journal's file writes (the journal and the rate limits of
 //! its warnings read the monotonic clock themselves).
 //!
@@ -351,16 +351,27 @@ impl PipelineCore {
         self.backlog.due_now();
     }
 
-    /// At shutdown, after the last attempts: the chunks still waiting. With a journal
-    /// their intents stay open, so that the next start replays them (counted in
-    /// `chunks_left_in_journal`); without one their records are lost (counted in
-    /// `records_unsent_at_stop`). Returns how many chunks were waiting.
+    /// At shutdown, after the last attempts: the chunks the sink has not taken (those
+    /// waiting for another attempt, and any not handed out yet). With a journal their
+    /// records stay journaled (intents open, or records in no intent), so that the
+    /// next start replays or batches them again (counted in `chunks_left_in_journal`);
+    /// without one they are lost (counted in `records_unsent_at_stop`). Returns how
+    /// many chunks were left.
     pub fn abandon_backlog(&mut self) -> usize {
-        let left = self.backlog.take_all();
+        let mut left: Vec<Transmit> = self.backlog.take_all().into();
+        left.extend(self.replays.drain(..));
+        while let Some(chunk) = self.batcher.poll_chunk() {
+            left.push(Transmit {
+                batch_id: self.batch_id(&chunk),
+                chunk,
+                replay: false,
+                intent: false,
+            });
+        }
         for t in &left {
-            match (self.journal.is_some(), t.intent) {
-                (true, true) => self.counters.chunks_left_in_journal += 1,
-                _ => self.counters.records_unsent_at_stop += t.chunk.records.len() as u64,
+            match self.journal.is_some() {
+                true => self.counters.chunks_left_in_journal += 1,
+                false => self.counters.records_unsent_at_stop += t.chunk.records.len() as u64,
             }
         }
         self.counters.chunks_waiting = 0;
@@ -382,10 +393,14 @@ impl PipelineCore {
         }
     }
 
-    /// The sink settled these chunks it had kept in memory: their intents end.
+    /// The sink settled these chunks it had kept in memory: their intents end, unless
+    /// the chunk waits to be tried again (one member of a fan-out kept it in memory,
+    /// another failed): its intent stays open until the retry succeeds.
     pub fn handle_settled(&mut self, ids: impl IntoIterator<Item = BatchId>) {
         for id in ids {
-            self.end_chunk(&id);
+            if !self.backlog.contains(&id) {
+                self.end_chunk(&id);
+            }
         }
     }
 

@@ -44,6 +44,19 @@ struct Running<S, R, K> {
     stopped: watch::Receiver<bool>,
     observer: Option<Observer<S, R, K>>,
     shutdown_timeout: Duration,
+    /// Set when the stop is first seen: what the sink does from then on (a send in
+    /// flight, the last chunks, the flush) must be over by then.
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// What became of one send.
+enum Sent {
+    /// The sink answered.
+    Answered(Result<Accepted, SinkError>),
+    /// The stop came during the send; the sink answered before the deadline.
+    AnsweredThenStop(Result<Accepted, SinkError>),
+    /// The deadline passed first: the sink has not taken the chunk.
+    NotTaken,
 }
 
 /// The stop signals a send is raced against.
@@ -72,6 +85,7 @@ where
             stopped: self.stopped,
             observer: self.observer,
             shutdown_timeout: self.shutdown_timeout,
+            deadline: None,
         };
         running.run(stop).await
     }
@@ -118,7 +132,10 @@ where
                     command = Some(c);
                     false
                 }
-                () = stop_signals.as_mut() => true,
+                () = stop_signals.as_mut() => {
+                    self.stop_seen();
+                    true
+                }
             };
             self.resolver.resolve_all(&mut batch);
             self.core.push(batch.drain(..), SystemTime::now());
@@ -157,21 +174,61 @@ where
         wait
     }
 
+    /// The shutdown deadline, set the first time the stop is seen.
+    fn stop_seen(&mut self) -> tokio::time::Instant {
+        *self
+            .deadline
+            .get_or_insert_with(|| tokio::time::Instant::now() + self.shutdown_timeout)
+    }
+
     /// Hands every chunk that is due to the sink, and tells the core what became of
-    /// it. A send still running when `stop` completes is abandoned (the chunk waits
-    /// for the shutdown's last attempt); returns false then.
+    /// it. When `stop` completes during a send, the send still runs until the
+    /// shutdown deadline (a sink that cannot take back a write, a terminal say, must
+    /// not see the chunk twice); a send the deadline cuts short leaves its chunk
+    /// waiting. Once stopping (`stop` is `None`), every send is bounded by the
+    /// deadline. Returns false when the stop came or the deadline passed.
     async fn send_ready(&mut self, mut stop: Option<Stop<'_>>) -> bool {
         while let Some(transmit) = self.core.poll_transmit(Instant::now()) {
-            let result = match stop.as_mut() {
-                Some(stop) => tokio::select! {
-                    result = send(&self.sink, &transmit) => Some(result),
-                    () = stop.as_mut() => None,
-                },
-                None => Some(send(&self.sink, &transmit).await),
+            // Past the deadline no send starts: it would only be cut short.
+            if self
+                .deadline
+                .is_some_and(|d| d <= tokio::time::Instant::now())
+            {
+                self.core.put_back(transmit);
+                return false;
+            }
+            let sent = {
+                let mut sending = std::pin::pin!(send(&self.sink, &transmit));
+                match stop.as_mut() {
+                    Some(stop) => tokio::select! {
+                        result = sending.as_mut() => Sent::Answered(result),
+                        () = stop.as_mut() => {
+                            let deadline = *self.deadline.get_or_insert_with(|| {
+                                tokio::time::Instant::now() + self.shutdown_timeout
+                            });
+                            match tokio::time::timeout_at(deadline, sending.as_mut()).await {
+                                Ok(result) => Sent::AnsweredThenStop(result),
+                                Err(_) => Sent::NotTaken,
+                            }
+                        }
+                    },
+                    None => match self.deadline {
+                        Some(deadline) => tokio::time::timeout_at(deadline, sending.as_mut())
+                            .await
+                            .map_or(Sent::NotTaken, Sent::Answered),
+                        None => Sent::Answered(sending.await),
+                    },
+                }
             };
-            match result {
-                Some(result) => self.core.handle_accepted(transmit, result, Instant::now()),
-                None => {
+            match sent {
+                Sent::Answered(result) => {
+                    self.core.handle_accepted(transmit, result, Instant::now())
+                }
+                Sent::AnsweredThenStop(result) => {
+                    self.core.handle_accepted(transmit, result, Instant::now());
+                    return false;
+                }
+                Sent::NotTaken => {
                     self.core.put_back(transmit);
                     return false;
                 }
@@ -195,11 +252,13 @@ where
     }
 
     /// Stops the source and takes what it still has, closes every window early, and
-    /// within the shutdown timeout: hands the last chunks to the sink (one more
-    /// attempt for a chunk that failed), syncs the journal, flushes and closes the
-    /// sink. Chunks the sink did not take stay journaled for the next start (without
-    /// a journal they are counted as lost), and the intents of what it settled end.
+    /// by the shutdown deadline: hands the last chunks to the sink (one more attempt
+    /// for a chunk that failed), syncs the journal, flushes the sink; then closes it
+    /// (by the deadline, or within a second). Chunks the sink did not take stay
+    /// journaled for the next start (without a journal they are counted as lost), and
+    /// the intents of what it settled end.
     async fn shut_down(mut self) -> Report {
+        let deadline = self.stop_seen();
         let mut rest = Vec::new();
         self.source.finish(&mut rest);
         self.resolver.resolve_all(&mut rest);
@@ -207,24 +266,25 @@ where
         self.core.push(rest, now);
         self.core.close_windows(now);
         self.core.retry_now();
-        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
-        let last = async {
-            self.send_ready(None).await;
-            self.core.sync();
-            if let Err(e) = self.sink.flush().await {
-                tracing::warn!(sink = self.sink.name(), "flushing: {}", error_chain(&e));
-            }
-        };
-        if tokio::time::timeout_at(deadline, last).await.is_err() {
+        let all_sent = self.send_ready(None).await;
+        self.core.sync();
+        if !all_sent {
             tracing::warn!(
                 sink = self.sink.name(),
                 timeout = ?self.shutdown_timeout,
-                "gave up waiting for the sink; what it has not taken stays where it is kept \
-                 (the journal, the sink's spool) for the next start"
+                "gave up waiting for the sink; what it has not taken stays journaled for the \
+                 next start"
             );
         }
-        // Closing stops the sink's own tasks; bounded too, by what is left of the
-        // timeout (at least a second).
+        match tokio::time::timeout_at(deadline, self.sink.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(sink = self.sink.name(), "flushing: {}", error_chain(&e)),
+            Err(_) => tracing::warn!(
+                sink = self.sink.name(),
+                "gave up flushing; what the sink keeps (its spool) stays there for the next start"
+            ),
+        }
+        // Closing stops the sink's own tasks: by the deadline, or within a second.
         let close_by = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
         match tokio::time::timeout_at(close_by, self.sink.close()).await {
             Ok(Ok(())) => {}

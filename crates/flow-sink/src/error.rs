@@ -212,18 +212,18 @@ impl SinkError {
 
 impl SinkError {
     /// Whether trying the same chunk again cannot succeed: it cannot be encoded, it
-    /// is not a valid frame, the configuration is wrong, the collector refused it for
-    /// good, or the sink is closed. Everything else (I/O, a peer that is down, a full
-    /// spool, a custom sink's failure) may pass later, and the exporter's pipeline
-    /// retries it with backoff. A fan-out's failure is as permanent as the failure of
-    /// the sink it names.
+    /// is not a valid frame, the configuration is wrong, or the collector refused it
+    /// for good. Everything else (I/O, a peer that is down, a full spool, a sink that
+    /// is closed or whose task died, a custom sink's failure) says nothing against the
+    /// chunk: the exporter's pipeline keeps it (journaled) and retries it with
+    /// backoff. A fan-out's failure is as permanent as the failure of the sink it
+    /// names.
     pub fn is_permanent(&self) -> bool {
         match self {
             SinkError::Encode { .. }
             | SinkError::InvalidFrame { .. }
             | SinkError::InvalidConfig { .. }
-            | SinkError::Rejected { .. }
-            | SinkError::Closed { .. } => true,
+            | SinkError::Rejected { .. } => true,
             SinkError::Sink { source, .. } => source.is_permanent(),
             _ => false,
         }

@@ -281,6 +281,10 @@ impl<S: FlowSink> FlowSink for Option<S> {
 /// again to the sinks that had accepted it, so fan-out to sinks that cannot drop
 /// duplicates should use sinks that spool rather than fail.
 ///
+/// A chunk the exporter's pipeline retries (a member failed with an error a retry may
+/// fix) goes to every member again: members that took it see it twice (at least
+/// once). It is given up only when every failing member's error is permanent.
+///
 /// A chunk is [`Accepted::InMemory`] when any sink kept it in memory, and settled when
 /// such a sink names it. When two sinks of one fan-out both keep the same chunk in
 /// memory (two collector sinks on one full disk), the first to settle it ends its
@@ -358,7 +362,9 @@ async fn fan_out_accept<S: FlowSink>(
     }
     first.map_or(Ok(outcome), Err)
 }
-/// Keeps the first failure of a fan-out and logs the later ones.
+/// Keeps the first failure of a fan-out and logs the later ones; a failure that a
+/// retry may fix wins over one that it cannot (so that a caller retrying the chunk
+/// gives up on it only when every failing member's failure is permanent).
 fn note_failure(first: Option<SinkError>, name: &str, error: SinkError) -> SinkError {
     let error = SinkError::Sink {
         name: name.to_owned(),
@@ -366,6 +372,10 @@ fn note_failure(first: Option<SinkError>, name: &str, error: SinkError) -> SinkE
     };
     match first {
         None => error,
+        Some(first) if first.is_permanent() && !error.is_permanent() => {
+            tracing::warn!(error = %crate::error_chain(&first), "fan-out sink failed");
+            error
+        }
         Some(first) => {
             tracing::warn!(sink = name, error = %crate::error_chain(&error), "fan-out sink failed");
             first
@@ -615,5 +625,46 @@ mod tests {
         for probe in &sinks {
             assert_eq!(probe.calls(), ["accept 1", "replay 2", "close"]);
         }
+    }
+
+    /// Fails every delivery with the error `make` returns.
+    struct Failing(fn() -> SinkError);
+
+    #[async_trait]
+    impl FlowSink for Failing {
+        fn name(&self) -> &str {
+            "failing"
+        }
+
+        async fn deliver(&self, _: &Chunk) -> Result<(), SinkError> {
+            Err((self.0)())
+        }
+    }
+
+    fn refused() -> SinkError {
+        SinkError::Rejected {
+            url: "http://peer".into(),
+            batch_id: "h/1/0".into(),
+            status: 400,
+            body: "no".into(),
+        }
+    }
+
+    fn down() -> SinkError {
+        SinkError::other("peer down")
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_gives_up_only_when_every_failure_is_permanent() {
+        for (members, permanent) in [
+            (vec![Failing(refused), Failing(down)], false),
+            (vec![Failing(down), Failing(refused)], false),
+            (vec![Failing(refused), Failing(refused)], true),
+        ] {
+            let e = members.accept(&chunk(0), &id(0)).await.expect_err("fails");
+            assert_eq!(e.is_permanent(), permanent, "{e:?}");
+        }
+        // A closed sink says nothing against the chunk.
+        assert!(!SinkError::Closed { url: "u".into() }.is_permanent());
     }
 }
