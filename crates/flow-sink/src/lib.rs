@@ -61,10 +61,6 @@ pub use collector_sink::{
     RESULT_HEADER,
 };
 pub use error::SinkError;
-/// The HTTP/1.1 server loop, now the `flow-http` crate; re-exported for the exporter's
-/// metrics code that still names `flow_sink::http_server::ConnectionStats`. New code
-/// uses `flow_http`.
-pub use flow_http as http_server;
 /// The JSON-line form of a record (the `flowexporter tail --json` fields), from
 /// `flow-record`.
 pub use flow_record::json;

@@ -48,7 +48,7 @@ pub struct CollectorCounters {
     /// chunk again (durable from then on).
     pub chunks_respooled: u64,
     /// Chunks kept in memory that were dropped: the oldest, to make room for a newer
-    /// one, or at [`close`](super::CollectorSink::close) when the spool still could not take
+    /// one, or at [`shut_down`](super::CollectorSink::shut_down) when the spool still could not take
     /// them.
     pub chunks_dropped_memory: u64,
     /// Chunks still in memory at close that the spool could not take: not settled, so

@@ -31,7 +31,7 @@
 //! a chunk the spool cannot take, [below](self#when-the-spool-cannot-take-a-chunk).)
 //! [`flush`](crate::FlowSink::flush) makes a sender waiting to retry try at once and
 //! waits (up to `flush_timeout`) until nothing is left to send;
-//! [`close`](CollectorSink::close) stops the task without waiting for the collector
+//! [`shut_down`](CollectorSink::shut_down) stops the task without waiting for the collector
 //! (call `flush` first to give it a chance): what was not sent stays spooled.
 //!
 //! # When the spool cannot take a chunk

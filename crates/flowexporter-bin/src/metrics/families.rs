@@ -6,7 +6,8 @@
 use std::{collections::HashMap, sync::atomic::AtomicU64};
 
 use flow_batch::BatchCounters;
-use flow_sink::{CollectorCounters, SpoolCounters, http_server::ConnectionStats};
+use flow_http::ConnectionStats;
+use flow_sink::{CollectorCounters, SpoolCounters};
 use flowexporter::JournalCounters;
 use prometheus_client::{
     encoding::text,

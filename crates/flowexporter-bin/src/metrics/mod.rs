@@ -15,8 +15,9 @@ use std::sync::Mutex;
 
 use flow_batch::BatchCounters;
 use flow_capture::{CaptureCounters, ProgramStats, ReaderCounters};
+use flow_http::ConnectionStats;
 use flow_identity::IdentityCounters;
-use flow_sink::{CollectorCounters, http_server::ConnectionStats};
+use flow_sink::CollectorCounters;
 use flowexporter::{JournalCounters, PipelineCounters};
 
 pub use serve::serve;

@@ -171,7 +171,7 @@ fn the_table_keeps_the_naming_rules() {
 fn the_endpoint_adds_its_own_connection_counters() {
     let metrics = Metrics::default();
     metrics.update(&Snapshot::default());
-    let mut server = flow_sink::http_server::ConnectionStats::default();
+    let mut server = flow_http::ConnectionStats::default();
     server.accepted = 4;
     server.refused_over_cap = 2;
     server.timed_out = 1;
