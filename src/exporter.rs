@@ -304,7 +304,8 @@ where
         self.handle.clone()
     }
 
-    /// Calls `f` with a view of the pipeline's parts when the run starts, every
+    /// Calls `f` with a view of the pipeline's parts when the run starts (before the
+    /// journal's recovered chunks are replayed and before any record is read), every
     /// `every` while it runs, and once more when it has stopped (for metrics).
     pub fn observe(
         mut self,

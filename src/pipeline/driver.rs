@@ -106,9 +106,10 @@ where
                 () = wait_stopped(&mut stopped) => {}
             }
         });
+        // Observed once before anything else (the caller may say it is ready then).
+        self.observe_now();
         // Chunks recovered from the journal go out before anything new.
         let mut ended = !self.send_ready(Some(stop_signals.as_mut())).await;
-        self.observe_now();
         let mut batch: Vec<FlowRecord> = Vec::new();
         let mut observed = Instant::now();
         let mut result = Ok(());

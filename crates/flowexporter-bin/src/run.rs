@@ -168,13 +168,15 @@ struct Parts<K, F> {
 
 /// Builds the exporter from `builder`, publishes its counters on the metrics endpoint,
 /// applies SIGHUP reloads inside it, and runs it until SIGTERM or SIGINT (or
-/// `also_stop`). `ready` is called once every signal handler is in place.
+/// `also_stop`). `ready` is called once every signal handler is in place and the
+/// metrics endpoint shows the running pipeline (so that whoever waits for its log line
+/// finds every metric family).
 async fn run_pipeline<K: RunSink, F: Future<Output = ()> + Send + 'static>(
     builder: ExporterBuilder,
     parts: Parts<K, F>,
     reloader: Arc<Mutex<Reloader>>,
     metrics: Arc<Metrics>,
-    ready: impl FnOnce(),
+    ready: impl FnOnce() + Send + 'static,
 ) -> anyhow::Result<()> {
     let Parts {
         source,
@@ -185,11 +187,7 @@ async fn run_pipeline<K: RunSink, F: Future<Output = ()> + Send + 'static>(
     let published = reloader.clone();
     let exporter = builder
         .build(source, resolver, sink)
-        .context("starting the pipeline")?
-        .observe(METRICS_EVERY, move |view| {
-            let reloads = lock(&published).counters();
-            metrics.update(&snapshot(view, reloads));
-        });
+        .context("starting the pipeline")?;
     let handle = exporter.handle();
     let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     tokio::spawn(async move {
@@ -204,7 +202,14 @@ async fn run_pipeline<K: RunSink, F: Future<Output = ()> + Send + 'static>(
         }
     });
     let signal = stop_signal()?;
-    ready();
+    let mut ready = Some(ready);
+    let exporter = exporter.observe(METRICS_EVERY, move |view| {
+        let reloads = lock(&published).counters();
+        metrics.update(&snapshot(view, reloads));
+        if let Some(ready) = ready.take() {
+            ready();
+        }
+    });
     let stop = async move {
         tokio::select! {
             () = signal => {}
