@@ -19,7 +19,8 @@ use crate::{
     source::RecordSource,
 };
 
-/// How long a stopping exporter waits for its sink's `flush` at most, by default.
+/// How long a stopping exporter gives its sink at most, by default: for the last
+/// chunks, the flush and the close together (see [`ExporterBuilder::shutdown_timeout`]).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A change to make inside the running pipeline ([`ExporterHandle::reload`]).
@@ -327,10 +328,13 @@ where
 
     /// Runs until `stop` completes (e.g. SIGTERM), [`ExporterHandle::stop`] is
     /// called, or the source ends. Then it stops the source (a capture detaches) and
-    /// takes every record it still holds, closes the open windows early, hands their
-    /// chunks to the sink, waits at most the shutdown timeout for the sink's `flush`,
-    /// closes the sink, and syncs the journal. A source error stops it the same way,
-    /// and is returned afterwards.
+    /// takes every record it still holds, closes the open windows early and, within the
+    /// shutdown timeout, hands their chunks to the sink (a send under way when the stop
+    /// came is finished first), syncs the journal and flushes the sink; then closes the
+    /// sink (within what is left of the timeout, or a second). What the sink has not
+    /// taken stays journaled for the next start. A source error stops it the same
+    /// way, and is returned afterwards. The drain needs the caller's runtime to keep
+    /// running until this future completes.
     ///
     /// Must be called inside a tokio runtime (multi-threaded, or current-thread
     /// driven by `block_on`). Dropping the returned future before it completes stops

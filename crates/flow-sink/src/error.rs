@@ -1,6 +1,6 @@
 //! The crate's one error type.
 
-use std::{io, net::SocketAddr, path::PathBuf};
+use std::{io, path::PathBuf};
 
 use flow_batch::BatchError;
 
@@ -162,16 +162,6 @@ pub enum SinkError {
         source: Box<SinkError>,
     },
 
-    /// The reference collector could not listen.
-    #[error("failed to listen on {addr}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
-    },
-
     /// The sink was shut down (or its sending task ended): it takes no more chunks.
     #[error("the collector sink for {url} is shut down")]
     Closed {
@@ -213,7 +203,7 @@ impl SinkError {
 impl SinkError {
     /// Whether trying the same chunk again cannot succeed: it cannot be encoded, it
     /// is not a valid frame, the configuration is wrong, or the collector refused it
-    /// for good. Everything else (I/O, a peer that is down, a full spool, a sink that
+    /// for good, or it is larger than the whole spool. Everything else (I/O, a peer that is down, a full spool, a sink that
     /// is closed or whose task died, a custom sink's failure) says nothing against the
     /// chunk: the exporter's pipeline keeps it (journaled) and retries it with
     /// backoff. A fan-out's failure is as permanent as the failure of the sink it
@@ -224,6 +214,12 @@ impl SinkError {
             | SinkError::InvalidFrame { .. }
             | SinkError::InvalidConfig { .. }
             | SinkError::Rejected { .. } => true,
+            // A frame larger than the whole spool never fits, however long it waits.
+            SinkError::SpoolFull {
+                frame_bytes,
+                max_bytes,
+                ..
+            } => frame_bytes > max_bytes,
             SinkError::Sink { source, .. } => source.is_permanent(),
             _ => false,
         }

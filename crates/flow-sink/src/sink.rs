@@ -666,5 +666,14 @@ mod tests {
         }
         // A closed sink says nothing against the chunk.
         assert!(!SinkError::Closed { url: "u".into() }.is_permanent());
+        // A full spool may take the chunk later, unless the chunk is larger than it.
+        let full = |frame_bytes| SinkError::SpoolFull {
+            path: "/spool".into(),
+            spooled_bytes: 100,
+            frame_bytes,
+            max_bytes: 1_000,
+        };
+        assert!(!full(500).is_permanent());
+        assert!(full(1_001).is_permanent());
     }
 }
