@@ -113,39 +113,10 @@ pub enum CaptureError {
         /// The missing name.
         name: &'static str,
     },
-    /// The identity pin directory cannot be used.
-    #[error("identity pin directory {path} {problem}")]
-    PinPath {
-        /// The directory.
-        path: PathBuf,
-        /// What is wrong with it.
-        problem: String,
-        /// The OS error, if any.
-        #[source]
-        source: Option<io::Error>,
-    },
-    /// A map pinned at an identity pin path has another definition than the
-    /// exporter's; it is refused, never written.
-    #[error(
-        "the map pinned at {path} is a {found}, but flowexporter's is a {expected}: remove it (rm {path}) or use another pin directory"
-    )]
-    PinnedMapMismatch {
-        /// The pin path.
-        path: PathBuf,
-        /// The exporter's definition.
-        expected: String,
-        /// What was found.
-        found: String,
-    },
-    /// A pinned map could not be opened or inspected.
-    #[error("the map pinned at {path} could not be opened")]
-    PinnedMap {
-        /// The pin path.
-        path: PathBuf,
-        /// The loader's error.
-        #[source]
-        source: aya::maps::MapError,
-    },
+    /// The identity pin directory cannot be used, or a map pinned there is not the
+    /// exporter's (flow-identity's check of the pins, which writers share).
+    #[error(transparent)]
+    IdentityPins(#[from] flow_identity::IdentityError),
     /// A workload ID that cannot be stored: empty, longer than 64 bytes, or with a NUL
     /// or another control character.
     #[error(transparent)]

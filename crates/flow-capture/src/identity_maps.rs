@@ -6,47 +6,17 @@
 use std::path::Path;
 
 use aya::EbpfLoader;
+use flow_identity::pins;
 pub use flow_identity::pins::{
     CONNECT_MAP, DEFAULT_IDENTITY_PIN_DIR, IDENTITY_MAPS, IP_MAP, IdentityMapSpec, check_pinned,
     open_or_create_pinned, pin_path,
 };
-use flow_identity::{IdentityError, pins};
 
 use crate::error::CaptureError;
 
 /// Prepares `dir` for pinning and checks any maps already pinned there.
 pub(crate) fn prepare_pin_dir(dir: &Path) -> Result<(), CaptureError> {
-    pins::prepare_pin_dir(dir).map_err(capture_error)
-}
-
-/// The capture core's error for a pin directory or pinned map `flow-identity` refused
-/// (the same variants, so callers match one error type).
-fn capture_error(e: IdentityError) -> CaptureError {
-    match e {
-        IdentityError::PinPath {
-            path,
-            problem,
-            source,
-        } => CaptureError::PinPath {
-            path,
-            problem,
-            source,
-        },
-        IdentityError::PinnedMapMismatch {
-            path,
-            expected,
-            found,
-        } => CaptureError::PinnedMapMismatch {
-            path,
-            expected,
-            found,
-        },
-        IdentityError::PinnedMap { path, source } => CaptureError::PinnedMap { path, source },
-        other => CaptureError::Io {
-            operation: "preparing the identity pin directory",
-            source: std::io::Error::other(other),
-        },
-    }
+    Ok(pins::prepare_pin_dir(dir)?)
 }
 
 /// Whether a load failed because another process pinned a map at the same path

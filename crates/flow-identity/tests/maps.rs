@@ -340,7 +340,10 @@ fn a_wrong_map_at_the_pin_path_is_refused() {
         panic!("the exporter must refuse it too");
     };
     assert!(
-        matches!(err, CaptureError::PinnedMapMismatch { .. }),
+        matches!(
+            err,
+            CaptureError::IdentityPins(IdentityError::PinnedMapMismatch { .. })
+        ),
         "{err}"
     );
 }
