@@ -2,6 +2,9 @@
 //! record delivered once through any `FlowSink`, the journal's intents ended only when
 //! a chunk is safe, failures counted, recovered chunks replayed under their batch IDs.
 
+// The collector-sink tests' helpers: records that carry their own number, chunks,
+// the reference collector and readers of its output.
+#[path = "../crates/flow-sink/tests/common/mod.rs"]
 mod common;
 
 use std::{

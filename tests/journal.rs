@@ -1,5 +1,8 @@
 //! The record journal: crash recovery, torn writes, intents and batch IDs.
 
+// The collector-sink tests' helpers: records that carry their own number, chunks,
+// the reference collector and readers of its output.
+#[path = "../crates/flow-sink/tests/common/mod.rs"]
 mod common;
 
 use std::{fs, path::Path, time::Instant};

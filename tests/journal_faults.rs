@@ -2,6 +2,9 @@
 //! symbolic links, unreadable and oversize files under a segment's name, damaged
 //! segments, and private modes. The full disk is in `journal_full_disk.rs`.
 
+// The collector-sink tests' helpers: records that carry their own number, chunks,
+// the reference collector and readers of its output.
+#[path = "../crates/flow-sink/tests/common/mod.rs"]
 mod common;
 
 use std::{

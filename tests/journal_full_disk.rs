@@ -2,6 +2,9 @@
 //! counted, the journal resumes by itself when space returns, and after a crash what
 //! was journaled comes back exactly once. These tests run as root (they mount a tmpfs).
 
+// The collector-sink tests' helpers: records that carry their own number, chunks,
+// the reference collector and readers of its output.
+#[path = "../crates/flow-sink/tests/common/mod.rs"]
 mod common;
 
 use std::{

@@ -1,5 +1,8 @@
 //! The pipeline's sans-IO core under simulated time: no clock is read, no task runs.
 
+// The collector-sink tests' helpers: records that carry their own number, chunks,
+// the reference collector and readers of its output.
+#[path = "../crates/flow-sink/tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -93,14 +96,7 @@ fn shipping_immediately_cuts_a_chunk_per_push_within_the_window() {
 #[test]
 fn a_chunk_refused_for_good_is_counted_and_its_intent_ended() {
     let dir = tempfile::tempdir().expect("dir");
-    let (journal, _) = RecordJournal::open(
-        dir.path(),
-        "host-a",
-        InstanceId::new(9),
-        JournalConfig::default(),
-    )
-    .expect("journal");
-    let mut core = core(Shipping::Windows, Some(journal));
+    let mut core = core(Shipping::Windows, Some(journal(dir.path())));
     core.push((0..4).map(record), at(1));
     core.close_windows(at(2));
     let t = core.poll_transmit(t0()).expect("chunk");
@@ -120,14 +116,7 @@ fn a_chunk_refused_for_good_is_counted_and_its_intent_ended() {
 #[test]
 fn a_chunk_kept_in_memory_stays_open_until_the_sink_settles_it() {
     let dir = tempfile::tempdir().expect("dir");
-    let (journal, _) = RecordJournal::open(
-        dir.path(),
-        "host-a",
-        InstanceId::new(9),
-        JournalConfig::default(),
-    )
-    .expect("journal");
-    let mut core = core(Shipping::Windows, Some(journal));
+    let mut core = core(Shipping::Windows, Some(journal(dir.path())));
     core.push((0..4).map(record), at(1));
     core.close_windows(at(2));
     let t = core.poll_transmit(t0()).expect("chunk");
