@@ -247,7 +247,6 @@ impl PipelineCore {
                 self.end_intent(&dropped);
             }
         }
-        self.counters.chunks_waiting = self.backlog.len() as u64;
         self.backlog.pop_due(now)
     }
 
@@ -320,14 +319,12 @@ impl PipelineCore {
                 }
             }
         }
-        self.counters.chunks_waiting = self.backlog.len() as u64;
     }
 
     /// `sent` was not handed to the sink after all (the exporter is stopping): it
     /// waits for its next attempt like a failed chunk, without counting an attempt.
     pub fn put_back(&mut self, sent: Transmit) {
         self.backlog.put_back(sent);
-        self.counters.chunks_waiting = self.backlog.len() as u64;
     }
 
     /// Counts `sent` and its records as dropped, logs `e`, and ends its intent.
@@ -374,7 +371,6 @@ impl PipelineCore {
                 false => self.counters.records_unsent_at_stop += t.chunk.records.len() as u64,
             }
         }
-        self.counters.chunks_waiting = 0;
         if !left.is_empty() {
             let c = self.counters;
             tracing::warn!(
@@ -430,7 +426,10 @@ impl PipelineCore {
 
     /// The pipeline's own counters.
     pub fn counters(&self) -> PipelineCounters {
-        self.counters
+        PipelineCounters {
+            chunks_waiting: self.backlog.len() as u64,
+            ..self.counters
+        }
     }
 
     /// The batcher's counters.
