@@ -29,7 +29,7 @@ window=${SOAK_WINDOW:-60s}
 
 if [ -z "${SOAK_NO_BUILD:-}" ]; then
   cargo build --release -p flowexporter-bin -p flowexporter-loadgen >&2
-  cargo build --release -p flow-collector --bin flowcollector >&2
+  cargo build --release -p flowcollector --bin flowcollector >&2
 fi
 bin=target/release
 

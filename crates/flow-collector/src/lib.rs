@@ -45,10 +45,13 @@
 //! [`ServerTls`] (tls), the storage and deduplication (store), the request handler
 //! (handler), the connection loop (server) and [`CollectorStats`] (stats).
 
+pub mod attribution;
 mod error;
 mod faults;
 mod handler;
+pub mod ledger;
 mod options;
+pub mod output;
 mod server;
 mod stats;
 mod store;

@@ -3,7 +3,7 @@
 //! `flowexporter tail --json`) to a file.
 //!
 //! ```text
-//! cargo run --release -p flow-collector --bin flowcollector -- --listen 127.0.0.1:9000 --out /tmp/flows.jsonl
+//! cargo run --release -p flowcollector --bin flowcollector -- --listen 127.0.0.1:9000 --out /tmp/flows.jsonl
 //! ```
 //!
 //! It prints `listening on ADDR` on standard output once it accepts connections (with

@@ -1,0 +1,26 @@
+//! Remote attribution, sans-IO: who owned a flow's remote IP at the time of the flow.
+//!
+//! Every record an exporter sends is also a heartbeat: "workload W owned local IP X
+//! from `t_start` to `t_end`". The [`Attributor`] keeps, per IP, the time ranges in
+//! which each workload owned it (the ownership map), an index of recent records by
+//! connection 4-tuple (so that the two records of one connection, when both ends run
+//! an exporter, name each other exactly), and the flows it cannot decide yet (held
+//! back until the heartbeats of the same minute arrive, at most
+//! [`AttributionConfig::hold_back`]). It never guesses: a flow it cannot attribute
+//! safely goes out unattributed with a [`RemoteUnattributedReason`].
+//!
+//! No clocks, threads or files here: the caller passes the time in (`now`, the
+//! collector's wall clock) and takes decided flows out, so tests run on simulated
+//! time. `docs/attribution.md` describes the algorithm and its limits.
+
+mod config;
+mod engine;
+mod flow;
+mod stats;
+mod static_owners;
+
+pub use config::AttributionConfig;
+pub use engine::Attributor;
+pub use flow::{AttributedFlow, RemoteIdentitySource, RemoteUnattributedReason};
+pub use static_owners::{StaticOwners, StaticOwnersError};
+pub use stats::AttributionStats;
