@@ -3,8 +3,10 @@
 //! Fields: `local_ip`, `local_port`, `remote_ip`, `remote_port`, `direction`,
 //! `t_start`, `t_end` (RFC 3339 UTC with nanoseconds; `t_start` is null when the open
 //! was not seen), `bytes_sent`, `bytes_received`, `segs_in`, `segs_out`, `retransmits`,
-//! `srtt_us`, `close_state`, `close_reason`, `local_workload_id` (null when
-//! unattributed), `identity_source`, `unattributed_reason` (null when attributed).
+//! `srtt_us`, `rttvar_us`, `bytes_retransmitted`, `close_state`, `close_reason`,
+//! `local_workload_id` (null when unattributed), `identity_source`,
+//! `unattributed_reason` (null when attributed), `incomplete` (true when some
+//! kernel reads failed: the fields they would have filled are zero).
 //!
 //! The form of `flowexporter tail --json`, of the JSON-lines sinks and of the
 //! reference collector's output file.
@@ -79,6 +81,10 @@ pub struct JsonFlow<'a> {
     pub retransmits: u32,
     /// Smoothed RTT, µs.
     pub srtt_us: u32,
+    /// RTT mean deviation, µs.
+    pub rttvar_us: u32,
+    /// Payload bytes retransmitted.
+    pub bytes_retransmitted: u64,
     /// The TCP state the socket closed from.
     pub close_state: &'static str,
     /// Why it closed: `normal`, `refused`, `reset`, `timed_out`, ...
@@ -90,6 +96,8 @@ pub struct JsonFlow<'a> {
     /// Why the record is unattributed (`no_match`, `certificate_expired`, ...); null
     /// when attributed.
     pub unattributed_reason: Option<&'static str>,
+    /// Some kernel reads failed: the fields they would have filled are zero.
+    pub incomplete: bool,
 }
 
 /// 10000-01-01T00:00:00Z: RFC 3339 has four digits for the year.
@@ -125,11 +133,14 @@ impl<'a> From<&'a FlowRecord> for JsonFlow<'a> {
             segs_out: r.stats.segs_out,
             retransmits: r.stats.retransmits,
             srtt_us: r.stats.srtt_us,
+            rttvar_us: r.stats.rttvar_us,
+            bytes_retransmitted: r.stats.bytes_retransmitted,
             close_state: r.close_state.as_str(),
             close_reason: r.close_reason.as_str(),
             local_workload_id: r.local_workload_id.as_ref().map(|w| w.as_str()),
             identity_source: r.identity_source.as_str(),
             unattributed_reason: r.identity_source.unattributed_reason().map(|u| u.as_str()),
+            incomplete: r.incomplete,
         }
     }
 }
@@ -178,13 +189,13 @@ mod tests {
                 segs_in: 3,
                 segs_out: 4,
                 retransmits: 1,
-                bytes_retransmitted: 0,
+                bytes_retransmitted: 1448,
                 srtt_us: 55,
                 rttvar_us: 7,
             },
             local_workload_id: None,
             identity_source: IdentitySource::None(UnattributedReason::NoMatch),
-            incomplete: false,
+            incomplete: true,
         };
         let mut out = Vec::new();
         write_line(&mut out, &r).expect("write");
@@ -204,10 +215,14 @@ mod tests {
         assert_eq!(v["segs_out"], 4);
         assert_eq!(v["retransmits"], 1);
         assert_eq!(v["srtt_us"], 55);
+        assert_eq!(v["rttvar_us"], 7);
+        assert_eq!(v["bytes_retransmitted"], 1448);
         assert_eq!(v["close_state"], "FIN_WAIT2");
         assert_eq!(v["close_reason"], "normal");
         assert!(v["local_workload_id"].is_null());
         assert_eq!(v["identity_source"], "none");
         assert_eq!(v["unattributed_reason"], "no_match");
+        assert_eq!(v["incomplete"], true);
+        assert_eq!(v.as_object().map(|o| o.len()), Some(21), "no other field");
     }
 }

@@ -1,6 +1,10 @@
 //! Where attributed flows go: a sink behind a trait ([`FlowOutput`]), and the
 //! bundled one, JSON lines in a file rotated by size or time ([`JsonLinesOutput`]).
 
+mod json;
+
+pub use json::write_json_line;
+
 use crate::attribution::AttributedFlow;
 
 /// A flow's unique ID: its chunk's batch ID (text form) and its index in the chunk.
