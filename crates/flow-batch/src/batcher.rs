@@ -150,8 +150,8 @@ impl MinuteBatcher {
     ///
     /// Windows whose time has passed are closed first, as by
     /// [`handle_timeout`](MinuteBatcher::handle_timeout). Fails only for a record that
-    /// cannot be encoded (a time before the Unix epoch); that record is counted in
-    /// `records_rejected` and handed back inside the error.
+    /// cannot be encoded (a time before the Unix epoch or from 10000-01-01 on); that
+    /// record is counted in `records_rejected` and handed back inside the error.
     pub fn push(&mut self, record: FlowRecord, now: SystemTime) -> Result<(), BatchError> {
         self.push_tagged(record, NO_TAG, now)
     }

@@ -17,8 +17,8 @@ pub struct BatchCounters {
     /// Records whose close time was more than `max_future_skew` ahead of `now`; they
     /// were placed in the current window instead.
     pub records_future: u64,
-    /// Records refused because they cannot be encoded (a time before the Unix epoch);
-    /// each was handed back in [`BatchError::UnencodableRecord`](crate::BatchError::UnencodableRecord).
+    /// Records refused because they cannot be encoded (a time before the Unix epoch or
+    /// from 10000-01-01 on); each was handed back in [`BatchError::UnencodableRecord`](crate::BatchError::UnencodableRecord).
     pub records_rejected: u64,
     /// Records emitted in chunks.
     pub records_out: u64,

@@ -23,8 +23,8 @@ pub enum BatchError {
         reason: &'static str,
     },
 
-    /// A pushed record cannot be encoded in the wire format (a timestamp before the
-    /// Unix epoch). It was not buffered; it is handed back here and counted in
+    /// A pushed record cannot be encoded in the wire format (a time before the Unix
+    /// epoch, or at or after 10000-01-01T00:00:00Z). It was not buffered; it is handed back here and counted in
     /// [`BatchCounters::records_rejected`](crate::BatchCounters::records_rejected).
     #[error("flow record {} -> {} cannot be encoded", .record.local, .record.remote)]
     UnencodableRecord {
@@ -189,11 +189,48 @@ pub enum BatchError {
         source: bincode::Error,
     },
 
+    /// The payload is not one zstd frame of the form the format allows: it must start
+    /// with the zstd frame magic (a skippable frame is refused), carry its content
+    /// size, equal to `raw_len`, and have neither a dictionary ID nor a content
+    /// checksum. Bytes after the first frame are [`TrailingBytes`](BatchError::TrailingBytes)
+    /// instead.
+    #[error("payload at offset {offset} is not a zstd frame this format allows: {reason}")]
+    ZstdFrame {
+        /// Where the offending part starts: the payload, or its frame header
+        /// descriptor.
+        offset: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A record's time is one the format does not allow: nanoseconds of 10^9 or more
+    /// (one time would have two encodings), or a time at or after
+    /// 10000-01-01T00:00:00Z ([`TIME_LIMIT_SECS`](crate::wire::TIME_LIMIT_SECS)), which
+    /// RFC 3339 cannot write.
+    #[error(
+        "record {index}: {field} = {seconds} s + {nanos} ns at offset {offset} of the decompressed payload: {reason}"
+    )]
+    InvalidTime {
+        /// The record's position in the chunk.
+        index: u32,
+        /// Where the time (its seconds) starts in the decompressed payload.
+        offset: usize,
+        /// `t_start` or `t_end`.
+        field: &'static str,
+        /// Its seconds since the epoch, as sent.
+        seconds: u64,
+        /// Its nanoseconds, as sent.
+        nanos: u32,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
     /// Bytes are left over after the last record or after the frame.
     #[error("{count} unexpected bytes after the {region} at offset {offset}")]
     TrailingBytes {
-        /// `frame` (input longer than the header says) or `records` (decompressed
-        /// payload longer than its records).
+        /// `frame` (input longer than the header says), `zstd frame` (payload longer
+        /// than its first zstd frame) or `records` (decompressed payload longer than
+        /// its records).
         region: &'static str,
         /// Where the extra bytes start.
         offset: usize,

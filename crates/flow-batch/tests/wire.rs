@@ -479,16 +479,47 @@ fn limits_reject_oversized_chunks_before_decompressing() {
     assert!(small(d.with_max_records(20)).is_ok());
 }
 
+/// `frame` (one zstd frame) with its content size field rewritten to `size`, which
+/// must fit the field.
+fn with_content_size(frame: &[u8], size: u64) -> Vec<u8> {
+    let mut frame = frame.to_vec();
+    let descriptor = frame[4];
+    let single_segment = descriptor & 0x20 != 0;
+    let dictionary_len = [0, 1, 2, 4][usize::from(descriptor & 0x03)];
+    let at = 5 + usize::from(!single_segment) + dictionary_len;
+    match descriptor >> 6 {
+        0 if single_segment => frame[at] = u8::try_from(size).expect("fits"),
+        1 => frame[at..at + 2]
+            .copy_from_slice(&u16::try_from(size - 256).expect("fits").to_le_bytes()),
+        2 => frame[at..at + 4].copy_from_slice(&u32::try_from(size).expect("fits").to_le_bytes()),
+        3 => frame[at..at + 8].copy_from_slice(&size.to_le_bytes()),
+        _ => panic!("no content size field"),
+    }
+    frame
+}
+
 #[test]
 fn a_decompression_bomb_stops_at_the_announced_length() {
     let bomb = zstd::bulk::compress(&vec![0; 16 << 20], 19).expect("compress");
     let mut frame = Frame::with_raw(&[], 0);
     frame.raw_len = 4096;
-    frame.payload = bomb;
+    frame.payload = bomb.clone();
+    // Its content size gives it away before anything is decompressed.
+    assert!(matches!(
+        expect_err(&frame.bytes()),
+        BatchError::ZstdFrame { offset: 84, reason } if reason.contains("content size")
+    ));
+    // A bomb that lies about its content size still stops at raw_len bytes.
+    frame.payload = with_content_size(&bomb, 4096);
+    assert!(matches!(
+        zstd::zstd_safe::get_frame_content_size(&frame.payload),
+        Ok(Some(4096))
+    ));
     assert!(matches!(
         expect_err(&frame.bytes()),
         BatchError::Decompression { offset: 80, .. }
     ));
+    frame.payload = bomb;
     // Announcing the real size runs into the limit instead.
     frame.raw_len = 16 << 20;
     let limits = DecodeLimits::default().with_max_raw_len(8 << 20);
@@ -507,12 +538,13 @@ fn a_decompression_bomb_stops_at_the_announced_length() {
 fn payload_contents_are_checked_record_by_record() {
     let records = [record(at(11), 1), record(at(12), 2)];
     let raw = encode_records(&records);
-    // Fewer bytes than announced.
+    // Fewer bytes than announced: the zstd frame's content size says so before
+    // anything is decompressed.
     let mut short = Frame::with_raw(&raw, 2);
     short.raw_len += 10;
     assert!(matches!(
         expect_err(&short.bytes()),
-        BatchError::DecompressedLength { expected, actual } if expected == raw.len() + 10 && actual == raw.len()
+        BatchError::ZstdFrame { offset: 84, reason } if reason.contains("differs from raw_len")
     ));
     // Bytes left after the announced records.
     assert!(matches!(
@@ -621,5 +653,404 @@ fn decoded_workload_ids_are_validated() {
         bincode::serialize(&id).expect("encode"),
         ok,
         "same bytes as a String"
+    );
+}
+
+/// Offsets in the smallest record (`record(at(s), port)`: IPv4, no start time).
+const MIN_T_END: usize = 25;
+const MIN_CLOSE_STATE: usize = 37;
+const MIN_WORKLOAD_TAG: usize = 86;
+
+fn put_time(bytes: &mut [u8], at: usize, seconds: u64, nanos: u32) {
+    bytes[at..at + 8].copy_from_slice(&seconds.to_le_bytes());
+    bytes[at + 8..at + 12].copy_from_slice(&nanos.to_le_bytes());
+}
+
+#[test]
+fn nanoseconds_of_a_whole_second_or_more_are_refused() {
+    let records = [record(at(11), 1), record(at(12), 2)];
+    let mut raw = encode_records(&records);
+    // 9 s + 10^9 ns: bincode alone reads it as 10 s, a second encoding of the record
+    // whose t_end is 10 s.
+    put_time(&mut raw, 96 + MIN_T_END, 9, 1_000_000_000);
+    let carried: FlowRecord = bincode_options()
+        .deserialize(&raw[96..])
+        .expect("bincode carries the nanoseconds");
+    assert_eq!(carried.t_end, at(10));
+    match expect_err(&Frame::with_raw(&raw, 2).bytes()) {
+        BatchError::InvalidTime {
+            index: 1,
+            offset,
+            field: "t_end",
+            seconds: 9,
+            nanos: 1_000_000_000,
+            reason,
+        } => {
+            assert_eq!(offset, 96 + MIN_T_END);
+            assert!(reason.contains("10^9"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    // The largest nanoseconds are refused too, not only the first carrying value.
+    put_time(&mut raw, 96 + MIN_T_END, 9, u32::MAX);
+    assert!(matches!(
+        expect_err(&Frame::with_raw(&raw, 2).bytes()),
+        BatchError::InvalidTime {
+            index: 1,
+            field: "t_end",
+            nanos: u32::MAX,
+            ..
+        }
+    ));
+
+    // t_start, in a record with IPv6 addresses: after 22 + 22 + 4 bytes and the tag.
+    let v6 = flow_testkit::record()
+        .local("[2001:db8::1]:8080")
+        .remote("[2001:db8::2]:1234")
+        .t_start(Some(at(9)))
+        .t_end(at(10))
+        .build();
+    let mut raw = encode_records(&[v6]);
+    assert_eq!(raw[48], 1, "t_start is Some");
+    put_time(&mut raw, 49, 8, 1_999_999_999);
+    match expect_err(&Frame::with_raw(&raw, 1).bytes()) {
+        BatchError::InvalidTime {
+            index: 0,
+            offset: 49,
+            field: "t_start",
+            seconds: 8,
+            nanos: 1_999_999_999,
+            ..
+        } => {}
+        other => panic!("{other}"),
+    }
+    // The last nanosecond of a second is fine.
+    put_time(&mut raw, 49, 8, 999_999_999);
+    let decoded = decoder()
+        .decode(&Frame::with_raw(&raw, 1).bytes())
+        .expect("valid");
+    assert_eq!(
+        decoded.records[0].t_start,
+        Some(at(8) + Duration::from_nanos(999_999_999))
+    );
+}
+
+#[test]
+fn times_from_the_year_10000_on_are_refused() {
+    use flow_batch::wire::TIME_LIMIT_SECS;
+    assert_eq!(TIME_LIMIT_SECS, 253_402_300_800, "10000-01-01T00:00:00Z");
+    let mut raw = encode_records(&[record(at(11), 1)]);
+    // The last nanosecond of 9999-12-31 is the latest time a record may carry.
+    put_time(&mut raw, MIN_T_END, TIME_LIMIT_SECS - 1, 999_999_999);
+    let decoded = decoder()
+        .decode(&Frame::with_raw(&raw, 1).bytes())
+        .expect("valid");
+    assert_eq!(
+        decoded.records[0].t_end,
+        std::time::UNIX_EPOCH + Duration::new(TIME_LIMIT_SECS - 1, 999_999_999)
+    );
+    // From 10000-01-01 on, and up to seconds that no SystemTime holds (which bincode
+    // alone reports as an untyped overflow), the error names the record and field.
+    for seconds in [TIME_LIMIT_SECS, i64::MAX as u64, u64::MAX] {
+        put_time(&mut raw, MIN_T_END, seconds, 0);
+        match expect_err(&Frame::with_raw(&raw, 1).bytes()) {
+            BatchError::InvalidTime {
+                index: 0,
+                offset: MIN_T_END,
+                field: "t_end",
+                seconds: s,
+                nanos: 0,
+                reason,
+            } => {
+                assert_eq!(s, seconds);
+                assert!(reason.contains("10000-01-01T00:00:00Z"), "{reason}");
+            }
+            other => panic!("{seconds}: {other}"),
+        }
+    }
+    // A far t_start is refused even when t_end is fine.
+    let started = flow_testkit::record()
+        .t_start(Some(at(9)))
+        .t_end(at(10))
+        .build();
+    let mut raw = encode_records(&[record(at(11), 1), started]);
+    let second = 96;
+    assert_eq!(raw[second + 24], 1, "t_start is Some");
+    put_time(&mut raw, second + 25, TIME_LIMIT_SECS + 5, 1);
+    let err = expect_err(&Frame::with_raw(&raw, 2).bytes());
+    assert!(
+        matches!(
+            err,
+            BatchError::InvalidTime {
+                index: 1,
+                field: "t_start",
+                seconds: 253_402_300_805,
+                nanos: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("record 1: t_start = 253402300805 s + 1 ns")
+    );
+}
+
+#[test]
+fn close_states_outside_the_kernels_are_carried() {
+    let mut raw = encode_records(&[record(at(11), 1)]);
+    assert_eq!(raw[MIN_CLOSE_STATE], 7, "close_state CLOSE");
+    for state in [0, 13, 200, 255] {
+        raw[MIN_CLOSE_STATE] = state;
+        let decoded = decoder()
+            .decode(&Frame::with_raw(&raw, 1).bytes())
+            .expect("carried");
+        assert_eq!(decoded.records[0].close_state, TcpState(state));
+        assert_eq!(decoded.records[0].close_state.as_str(), "UNKNOWN");
+    }
+}
+
+/// The smallest record with `Some(id)` as its workload, `id` given as raw bytes.
+fn record_with_workload_bytes(id: &[u8]) -> Vec<u8> {
+    let mut raw = encode_records(&[record(at(11), 1)]);
+    assert_eq!(raw[MIN_WORKLOAD_TAG], 0, "no workload");
+    raw[MIN_WORKLOAD_TAG] = 1;
+    let mut string = (id.len() as u64).to_le_bytes().to_vec();
+    string.extend_from_slice(id);
+    raw.splice(MIN_WORKLOAD_TAG + 1..MIN_WORKLOAD_TAG + 1, string);
+    raw
+}
+
+#[test]
+fn decoded_workload_ids_are_1_to_64_bytes_of_utf8_without_controls() {
+    for good in ["a", "k8s:prod/ümlaut-€-𝄞", &"x".repeat(64)] {
+        let raw = record_with_workload_bytes(good.as_bytes());
+        let decoded = decoder()
+            .decode(&Frame::with_raw(&raw, 1).bytes())
+            .expect(good);
+        let id = decoded.records[0].local_workload_id.as_ref().expect("Some");
+        assert_eq!(id.as_str(), good);
+    }
+    let long = "x".repeat(65);
+    let bad: [(&[u8], &str); 8] = [
+        (b"", "empty"),
+        (long.as_bytes(), "longer than 64 bytes"),
+        (b"nul\0inside", "NUL"),
+        (b"esc\x1b[31m", "control character U+001B"),
+        (b"line\nbreak", "control character U+000A"),
+        (b"del\x7f", "control character U+007F"),
+        ("c1-\u{85}".as_bytes(), "control character U+0085"),
+        (&[b'a', 0xff], "invalid utf-8"),
+    ];
+    for (id, why) in bad {
+        let raw = record_with_workload_bytes(id);
+        match expect_err(&Frame::with_raw(&raw, 1).bytes()) {
+            BatchError::RecordDecode {
+                index: 0,
+                offset: 0,
+                source,
+            } => {
+                let text = source.to_string();
+                assert!(
+                    text.to_lowercase().contains(&why.to_lowercase()),
+                    "{id:?}: {text}"
+                );
+            }
+            other => panic!("{id:?}: {other}"),
+        }
+    }
+}
+
+#[test]
+fn the_payload_is_exactly_one_zstd_frame() {
+    let records = [record(at(11), 1), record(at(12), 2)];
+    let raw = encode_records(&records);
+    let base = Frame::with_raw(&raw, 2);
+    let payload_at = 80;
+    assert!(decoder().decode(&base.bytes()).is_ok());
+
+    // Two frames: zstd alone decompresses both, concatenated.
+    let mut two = base.clone();
+    two.payload = zstd::bulk::compress(&raw[..96], 1).expect("compress");
+    let first_len = two.payload.len();
+    two.payload
+        .extend_from_slice(&zstd::bulk::compress(&raw[96..], 1).expect("compress"));
+    assert_eq!(
+        zstd::stream::decode_all(&two.payload[..]).expect("zstd reads both"),
+        raw
+    );
+    match expect_err(&two.bytes()) {
+        BatchError::TrailingBytes {
+            region: "zstd frame",
+            offset,
+            count,
+        } => {
+            assert_eq!(offset, payload_at + first_len);
+            assert_eq!(count, two.payload.len() - first_len);
+        }
+        other => panic!("{other}"),
+    }
+    // A frame announcing all of raw_len, then a stray byte.
+    let mut stray = base.clone();
+    stray.payload.push(0);
+    assert!(matches!(
+        expect_err(&stray.bytes()),
+        BatchError::TrailingBytes {
+            region: "zstd frame",
+            count: 1,
+            ..
+        }
+    ));
+    // A skippable frame first: zstd alone skips it.
+    let mut skippable = base.clone();
+    let mut payload = vec![0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 1, 2, 3];
+    payload.extend_from_slice(&base.payload);
+    skippable.payload = payload;
+    assert!(matches!(
+        expect_err(&skippable.bytes()),
+        BatchError::ZstdFrame { offset: 80, reason } if reason.contains("magic")
+    ));
+
+    let compressor = |parameter| {
+        let mut c = zstd::bulk::Compressor::new(1).expect("compressor");
+        c.set_parameter(parameter).expect("parameter");
+        c.compress(&raw).expect("compress")
+    };
+    // A content checksum (zstd alone verifies it and accepts the frame).
+    let mut checksummed = base.clone();
+    checksummed.payload = compressor(zstd::zstd_safe::CParameter::ChecksumFlag(true));
+    assert_eq!(
+        zstd::bulk::decompress(&checksummed.payload, raw.len()).expect("zstd reads it"),
+        raw
+    );
+    assert!(matches!(
+        expect_err(&checksummed.bytes()),
+        BatchError::ZstdFrame { offset: 84, reason } if reason.contains("checksum")
+    ));
+    // No content size.
+    let mut no_size = base.clone();
+    no_size.payload = compressor(zstd::zstd_safe::CParameter::ContentSizeFlag(false));
+    assert!(matches!(
+        expect_err(&no_size.bytes()),
+        BatchError::ZstdFrame { offset: 84, reason } if reason.contains("content size")
+    ));
+    // A content size other than raw_len (here raw_len announces a third record).
+    let mut larger = base.clone();
+    larger.raw_len += 96;
+    larger.record_count = 3;
+    assert!(matches!(
+        expect_err(&larger.bytes()),
+        BatchError::ZstdFrame { offset: 84, reason } if reason.contains("differs from raw_len")
+    ));
+    // A dictionary ID (one byte, after the descriptor of a single-segment frame).
+    let mut dictionary = base.clone();
+    let descriptor = dictionary.payload[4];
+    assert_eq!(descriptor & 0x23, 0x20, "single segment, no dictionary ID");
+    dictionary.payload[4] = descriptor | 0x01;
+    dictionary.payload.insert(5, 7);
+    assert!(matches!(
+        expect_err(&dictionary.bytes()),
+        BatchError::ZstdFrame { offset: 84, reason } if reason.contains("dictionary")
+    ));
+    // Not a frame at all.
+    let mut garbage = base.clone();
+    garbage.payload = vec![0; 16];
+    assert!(matches!(
+        expect_err(&garbage.bytes()),
+        BatchError::ZstdFrame { offset: 80, .. }
+    ));
+}
+
+#[test]
+fn the_encoder_writes_nothing_the_decoder_refuses() {
+    use flow_batch::wire::TIME_LIMIT_SECS;
+    let epoch = std::time::UNIX_EPOCH;
+    let last = epoch + Duration::new(TIME_LIMIT_SECS - 1, 999_999_999);
+    let mut rng = Rng::new(11);
+    let mut records = Vec::new();
+    // Every close state, the extreme times, every workload length class.
+    for state in 0..=255_u8 {
+        let t_end = at(10) + Duration::from_nanos(rng.below(1 << 32));
+        let mut r = rng.record(t_end);
+        r.close_state = TcpState(state);
+        r.t_start = match state % 4 {
+            0 => None,
+            1 => Some(epoch),
+            2 => Some(last),
+            _ => Some(epoch + Duration::new(rng.below(TIME_LIMIT_SECS), 999_999_999)),
+        };
+        r.t_end = match state % 3 {
+            0 => epoch,
+            1 => last,
+            _ => r.t_end,
+        };
+        let id = match state % 5 {
+            0 => Some("a".to_string()),
+            1 => Some("é".repeat(32)),
+            2 => Some("𝄞".repeat(16)),
+            _ => None,
+        };
+        r.local_workload_id = id.map(|id| WorkloadId::new(id).expect("valid"));
+        records.push(r);
+    }
+    let window = Window::from_millis(0, 1).expect("window");
+    for level in [-5, 1, 3, 19] {
+        let mut enc =
+            ChunkEncoder::with_level("h/with/slashes", InstanceId::new(1), level).expect("level");
+        for n in [0, 1, records.len()] {
+            let chunk = Chunk::new(window, 0, n as u64, true, records[..n].to_vec());
+            let frame = enc.encode_to_vec(&chunk).expect("encodes");
+            let decoded = decoder()
+                .decode(&frame)
+                .unwrap_or_else(|e| panic!("level {level}, {n} records: {e}"));
+            assert_eq!(decoded.records, chunk.records);
+        }
+    }
+    // What the decoder refuses, the encoder refuses first (and the batcher with it).
+    for t in [
+        epoch + Duration::from_secs(TIME_LIMIT_SECS),
+        epoch + Duration::from_secs(u64::MAX >> 2),
+    ] {
+        let mut far = record(at(11), 1);
+        far.t_end = t;
+        let chunk = Chunk::new(window, 0, 0, true, vec![record(at(11), 2), far.clone()]);
+        match encoder().encode(&chunk, &mut Vec::new()) {
+            Err(BatchError::RecordEncode { index: 1, source }) => {
+                assert!(source.to_string().starts_with("t_end is "), "{source}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut batcher =
+            flow_batch::MinuteBatcher::new(flow_batch::BatchConfig::default()).expect("batcher");
+        assert!(matches!(
+            batcher.push(far, at(11)),
+            Err(BatchError::UnencodableRecord { .. })
+        ));
+    }
+}
+
+#[test]
+fn batch_ids_print_as_host_instance_sequence() {
+    let id = flow_batch::wire::BatchId {
+        host: "rack/7/node-3".to_string(),
+        instance: InstanceId::new(0xab),
+        sequence: 42,
+    };
+    let text = id.to_string();
+    assert_eq!(text, "rack/7/node-3/000000000000000000000000000000ab/42");
+    // The last two fields have a fixed form, so the host is what precedes them.
+    let mut fields = text.rsplitn(3, '/');
+    assert_eq!(fields.next(), Some("42"));
+    assert_eq!(fields.next(), Some("000000000000000000000000000000ab"));
+    assert_eq!(fields.next(), Some("rack/7/node-3"));
+    let max = flow_batch::wire::BatchId {
+        host: "h".to_string(),
+        instance: InstanceId::new(u128::MAX),
+        sequence: u64::MAX,
+    };
+    assert_eq!(
+        max.to_string(),
+        format!("h/{}/18446744073709551615", "f".repeat(32))
     );
 }

@@ -5,7 +5,7 @@ use bincode::Options;
 use flow_record::FlowRecord;
 
 use super::{
-    ChunkHeader, Codec, InstanceId, MIN_RECORD_LEN,
+    ChunkHeader, Codec, InstanceId, MIN_RECORD_LEN, TIME_LIMIT_SECS,
     header::{
         FIXED_HEADER_LEN, FLAG_LAST, FORMAT_VERSION, Fixed, HEADER_CRC_LEN, MAGIC, MAX_HOST_LEN,
         offset,
@@ -312,6 +312,7 @@ impl ChunkDecoder {
         payload_at: usize,
     ) -> Result<Vec<FlowRecord>, BatchError> {
         let raw_len = header.raw_len as usize;
+        check_zstd_frame(payload, header.raw_len, payload_at)?;
         self.raw.clear();
         self.raw.resize(raw_len, 0);
         // The output is a slice of exactly raw_len bytes: zstd fails rather than write
@@ -336,6 +337,7 @@ impl ChunkDecoder {
         let mut rest: &[u8] = &self.raw;
         for index in 0..header.record_count {
             let at = raw_len - rest.len();
+            check_times(rest, index, at)?;
             // The limit keeps bincode from allocating a string longer than what is left.
             let record = record_options()
                 .with_limit(rest.len() as u64)
@@ -356,4 +358,139 @@ impl ChunkDecoder {
         }
         Ok(records)
     }
+}
+
+/// The zstd frame magic number, little-endian (RFC 8878, 3.1.1).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// The content checksum flag of a zstd frame header descriptor.
+const ZSTD_CHECKSUM_FLAG: u8 = 0x04;
+
+/// Checks, before decompressing, that `payload` is exactly one zstd frame as the format
+/// allows: the frame magic (not a skippable frame), no content checksum, no
+/// dictionary, nothing after the frame, and a content size equal to `raw_len` (checked
+/// in this order). Only the frame and block headers are read.
+///
+/// zstd itself would decompress several concatenated frames and skip skippable ones,
+/// verify a checksum, and do without a content size; refusing all that gives every
+/// payload one form (the one [`ChunkEncoder`](super::ChunkEncoder) writes).
+fn check_zstd_frame(payload: &[u8], raw_len: u32, payload_at: usize) -> Result<(), BatchError> {
+    let frame_error = |offset, reason| BatchError::ZstdFrame { offset, reason };
+    if payload.first_chunk::<4>() != Some(&ZSTD_MAGIC) {
+        return Err(frame_error(
+            payload_at,
+            "does not start with the zstd frame magic 28 b5 2f fd",
+        ));
+    }
+    // The frame header descriptor follows the magic.
+    let descriptor_at = payload_at + ZSTD_MAGIC.len();
+    let Some(&descriptor) = payload.get(ZSTD_MAGIC.len()) else {
+        return Err(frame_error(descriptor_at, "the frame header is cut off"));
+    };
+    if descriptor & ZSTD_CHECKSUM_FLAG != 0 {
+        return Err(frame_error(
+            descriptor_at,
+            "the content checksum flag is set (the payload CRC-32C covers the payload)",
+        ));
+    }
+    if zstd::zstd_safe::get_dict_id_from_frame(payload).is_some() {
+        return Err(frame_error(descriptor_at, "the frame names a dictionary"));
+    }
+    let frame_len = zstd::zstd_safe::find_frame_compressed_size(payload).map_err(|code| {
+        BatchError::Decompression {
+            offset: payload_at,
+            source: std::io::Error::other(zstd::zstd_safe::get_error_name(code)),
+        }
+    })?;
+    if frame_len < payload.len() {
+        return Err(BatchError::TrailingBytes {
+            region: "zstd frame",
+            offset: payload_at + frame_len,
+            count: payload.len() - frame_len,
+        });
+    }
+    match zstd::zstd_safe::get_frame_content_size(payload) {
+        Ok(Some(size)) if size == u64::from(raw_len) => {}
+        Ok(Some(_)) => {
+            return Err(frame_error(
+                descriptor_at,
+                "the frame's content size differs from raw_len",
+            ));
+        }
+        Ok(None) => {
+            return Err(frame_error(
+                descriptor_at,
+                "the frame does not carry its content size",
+            ));
+        }
+        Err(_) => return Err(frame_error(payload_at, "the frame header is invalid")),
+    }
+    Ok(())
+}
+
+/// Checks the times of the record at the start of `bytes` (record `index`, at offset
+/// `at` of the decompressed payload) before bincode decodes it: nanoseconds below
+/// 10^9 (serde would carry more into the seconds, giving one time two encodings) and
+/// seconds below [`TIME_LIMIT_SECS`]. The fields before the times have fixed sizes
+/// once the address families and the `t_start` tag are known; when those are not valid
+/// (or the bytes run out), nothing is checked here and bincode reports the error.
+fn check_times(bytes: &[u8], index: u32, at: usize) -> Result<(), BatchError> {
+    let u32_at = |offset: usize| {
+        let b = bytes.get(offset..)?.first_chunk::<4>()?;
+        Some(u32::from_le_bytes(*b))
+    };
+    // A socket address: the variant, then 4 + 2 or 16 + 2 bytes.
+    let address_len = |offset: usize| match u32_at(offset)? {
+        0 => Some(10),
+        1 => Some(22),
+        _ => None,
+    };
+    let Some(local) = address_len(0) else {
+        return Ok(());
+    };
+    let Some(remote) = address_len(local) else {
+        return Ok(());
+    };
+    // The direction (4 bytes), then the t_start tag.
+    let tag_at = local + remote + 4;
+    let t_end_at = match bytes.get(tag_at) {
+        Some(0) => tag_at + 1,
+        Some(1) => {
+            check_time(bytes, tag_at + 1, "t_start", index, at)?;
+            tag_at + 13
+        }
+        _ => return Ok(()),
+    };
+    check_time(bytes, t_end_at, "t_end", index, at)
+}
+
+/// Checks the time (`u64` seconds, `u32` nanoseconds) at `offset` of a record's bytes.
+fn check_time(
+    bytes: &[u8],
+    offset: usize,
+    field: &'static str,
+    index: u32,
+    at: usize,
+) -> Result<(), BatchError> {
+    let Some((seconds, rest)) = bytes.get(offset..).and_then(|b| b.split_first_chunk::<8>()) else {
+        return Ok(());
+    };
+    let Some(nanos) = rest.first_chunk::<4>() else {
+        return Ok(());
+    };
+    let (seconds, nanos) = (u64::from_le_bytes(*seconds), u32::from_le_bytes(*nanos));
+    let reason = if nanos >= 1_000_000_000 {
+        "nanoseconds are not below 10^9"
+    } else if seconds >= TIME_LIMIT_SECS {
+        "not before 10000-01-01T00:00:00Z (253402300800 s)"
+    } else {
+        return Ok(());
+    };
+    Err(BatchError::InvalidTime {
+        index,
+        offset: at + offset,
+        field,
+        seconds,
+        nanos,
+        reason,
+    })
 }

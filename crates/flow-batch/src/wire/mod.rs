@@ -42,11 +42,19 @@ use crate::window::Window;
 /// payload cannot hold.
 pub const MIN_RECORD_LEN: usize = 92;
 
+/// The first second since the Unix epoch a record time cannot reach:
+/// 10000-01-01T00:00:00Z. Every time a record carries lies before it, so every decoded
+/// record can be written in RFC 3339, whose years have four digits. The encoder refuses
+/// later times and the decoder rejects them
+/// ([`BatchError::InvalidTime`](crate::BatchError::InvalidTime)).
+pub const TIME_LIMIT_SECS: u64 = 253_402_300_800;
+
 /// How the payload is compressed (the header's `codec` byte).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Codec {
-    /// A single zstd frame (codec byte 1).
+    /// Exactly one zstd frame, with its content size and without a dictionary or a
+    /// content checksum (codec byte 1).
     Zstd,
 }
 

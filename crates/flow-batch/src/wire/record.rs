@@ -11,7 +11,9 @@
 //! A record this writer does not know how to lay out (a variant added to one of
 //! `flow_record`'s `#[non_exhaustive]` enums, a workload ID longer than IDs may be)
 //! or cannot encode (a time before the Unix epoch) goes through bincode instead, so
-//! the result, or the error, is always bincode's.
+//! the result, or the error, is always bincode's. The one exception is a time at or
+//! after 10000-01-01T00:00:00Z ([`TIME_LIMIT_SECS`]): bincode would encode it, but the
+//! decoder refuses it, so it is refused here too, with an error of bincode's type.
 
 use std::{
     net::SocketAddr,
@@ -21,7 +23,7 @@ use std::{
 use bincode::Options;
 use flow_record::{CloseReason, Direction, FlowRecord, IdentitySource, UnattributedReason};
 
-use super::{MIN_RECORD_LEN, record_options};
+use super::{MIN_RECORD_LEN, TIME_LIMIT_SECS, record_options};
 
 /// Longest workload ID, in bytes (`flow_common::WORKLOAD_ID_MAX`, which `WorkloadId`
 /// enforces).
@@ -34,7 +36,8 @@ const MAX_RECORD_LEN: usize = MIN_RECORD_LEN + 2 * 12 + 12 + 4 + 8 + WORKLOAD_ID
 
 /// Appends the wire encoding of `record` to `out`: exactly the bytes of bincode 1's
 /// `serialize` (fixed-size little-endian integers), as `docs/wire-format.md` lays
-/// them out. Fails, as bincode does, for a time before the Unix epoch.
+/// them out. Fails, as bincode does, for a time before the Unix epoch, and for a time
+/// at or after 10000-01-01T00:00:00Z ([`TIME_LIMIT_SECS`]), which decoders refuse.
 ///
 /// On error, `out` may hold part of the record after its previous contents.
 pub fn encode_record(record: &FlowRecord, out: &mut Vec<u8>) -> Result<(), bincode::Error> {
@@ -44,16 +47,20 @@ pub fn encode_record(record: &FlowRecord, out: &mut Vec<u8>) -> Result<(), binco
             out.extend_from_slice(bytes);
             Ok(())
         }
-        None => record_options().serialize_into(out, record),
+        None => {
+            check_time_limit(record)?;
+            record_options().serialize_into(out, record)
+        }
     }
 }
 
 /// The exact number of bytes [`encode_record`] appends for `record`, or why it cannot
-/// be encoded (a time before the Unix epoch).
+/// be encoded (a time before the Unix epoch, or at or after 10000-01-01T00:00:00Z).
 pub fn encoded_record_len(record: &FlowRecord) -> Result<usize, bincode::Error> {
     match shape_len(record) {
         Some(len) => Ok(len),
         None => {
+            check_time_limit(record)?;
             let len = record_options().serialized_size(record)?;
             Ok(usize::try_from(len).unwrap_or(usize::MAX))
         }
@@ -63,7 +70,7 @@ pub fn encoded_record_len(record: &FlowRecord) -> Result<usize, bincode::Error> 
 /// The length of `record` from its shape, or `None` when [`write_fields`] would not
 /// write it.
 fn shape_len(r: &FlowRecord) -> Option<usize> {
-    if !after_epoch(r.t_end) || !r.t_start.is_none_or(after_epoch) {
+    if !writable(r.t_end) || !r.t_start.is_none_or(writable) {
         return None;
     }
     let mut len = MIN_RECORD_LEN + address_extra(&r.local) + address_extra(&r.remote);
@@ -87,8 +94,28 @@ fn shape_len(r: &FlowRecord) -> Option<usize> {
     Some(len)
 }
 
-fn after_epoch(t: SystemTime) -> bool {
-    t >= UNIX_EPOCH
+/// Whether `t` lies in `[UNIX_EPOCH, TIME_LIMIT_SECS)`, the times a record may carry.
+fn writable(t: SystemTime) -> bool {
+    since_epoch(t).is_some()
+}
+
+/// Refuses a record with a time at or after [`TIME_LIMIT_SECS`] (decoders refuse it),
+/// with an error of bincode's type so that callers see one kind of encoding error.
+/// Times before the epoch are left to bincode, which refuses them itself.
+fn check_time_limit(r: &FlowRecord) -> Result<(), bincode::Error> {
+    for (field, t) in [("t_start", r.t_start), ("t_end", Some(r.t_end))] {
+        let Some(Ok(d)) = t.map(|t| t.duration_since(UNIX_EPOCH)) else {
+            continue;
+        };
+        if d.as_secs() >= TIME_LIMIT_SECS {
+            return Err(Box::new(bincode::ErrorKind::Custom(format!(
+                "{field} is {} s after the Unix epoch, not before 10000-01-01T00:00:00Z \
+                 ({TIME_LIMIT_SECS} s)",
+                d.as_secs()
+            ))));
+        }
+    }
+    Ok(())
 }
 
 /// Bytes an address takes beyond an IPv4 one.
@@ -159,10 +186,11 @@ fn write_fields(r: &FlowRecord, buf: &mut [u8; MAX_RECORD_LEN]) -> Option<usize>
     w.finish()
 }
 
-/// Seconds and nanoseconds since the Unix epoch, as serde writes a `SystemTime`.
+/// Seconds and nanoseconds since the Unix epoch, as serde writes a `SystemTime`;
+/// `None` for a time before the epoch or at or after [`TIME_LIMIT_SECS`].
 fn since_epoch(t: SystemTime) -> Option<(u64, u32)> {
     let d = t.duration_since(UNIX_EPOCH).ok()?;
-    Some((d.as_secs(), d.subsec_nanos()))
+    (d.as_secs() < TIME_LIMIT_SECS).then(|| (d.as_secs(), d.subsec_nanos()))
 }
 
 /// Variant indices, in declaration order (serde's `variant_index`).
@@ -377,13 +405,13 @@ mod tests {
         }
     }
 
-    /// A time at or after the epoch: the epoch itself, the last nanosecond of a second,
-    /// today, or the latest second Linux represents.
+    /// A time the format allows: the epoch itself, the last nanosecond of a second,
+    /// today, or the last nanosecond before 10000-01-01T00:00:00Z.
     fn time(rng: &mut Rng) -> SystemTime {
         let d = match rng.next() % 6 {
             0 => Duration::ZERO,
-            1 => Duration::new(rng.next() % (1 << 40), 999_999_999),
-            2 => Duration::new(i64::MAX as u64, 999_999_999),
+            1 => Duration::new(rng.next() % (1 << 37), 999_999_999),
+            2 => Duration::new(TIME_LIMIT_SECS - 1, 999_999_999),
             _ => Duration::new(
                 1_700_000_000 + rng.next() % 1_000_000,
                 rng.next() as u32 % 1_000_000_000,
@@ -548,6 +576,34 @@ mod tests {
             assert_eq!(err.to_string(), expected.to_string());
             let err = encoded_record_len(&record).expect_err("refused");
             assert_eq!(err.to_string(), expected.to_string());
+        }
+    }
+
+    #[test]
+    fn times_from_the_year_10000_on_are_refused() {
+        let mut record = varied_records(1).swap_remove(0);
+        let last = UNIX_EPOCH + Duration::new(TIME_LIMIT_SECS - 1, 999_999_999);
+        let limit = UNIX_EPOCH + Duration::from_secs(TIME_LIMIT_SECS);
+        let far = UNIX_EPOCH + Duration::from_secs(i64::MAX as u64);
+        record.t_start = Some(last);
+        record.t_end = last;
+        let mut out = Vec::new();
+        encode_record(&record, &mut out).expect("the last nanosecond of 9999 encodes");
+        assert_eq!(encoded_record_len(&record).expect("sized"), out.len());
+        for (t_start, t_end, field) in [
+            (None, limit, "t_end"),
+            (Some(limit), last, "t_start"),
+            (Some(last), far, "t_end"),
+            (Some(far), limit, "t_start"),
+        ] {
+            record.t_start = t_start;
+            record.t_end = t_end;
+            let err = encode_record(&record, &mut Vec::new()).expect_err("refused");
+            let text = err.to_string();
+            assert!(text.starts_with(field), "{text}");
+            assert!(text.contains("10000-01-01T00:00:00Z"), "{text}");
+            let err = encoded_record_len(&record).expect_err("refused");
+            assert_eq!(err.to_string(), text);
         }
     }
 
