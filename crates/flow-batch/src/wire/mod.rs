@@ -130,6 +130,11 @@ pub struct BatchId {
     pub sequence: u64,
 }
 
+/// The text form of a batch ID, as logs and collector answers print it:
+/// `<host>/<instance as 32 lowercase hex digits>/<sequence in decimal>`, e.g.
+/// `node-3/000000000000000000000000000000ab/42`. The host may itself contain `/`; the
+/// last two fields have a fixed form (32 hex digits; decimal digits only), so the
+/// host is everything before the second-to-last `/`.
 impl fmt::Display for BatchId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}/{}", self.host, self.instance, self.sequence)
