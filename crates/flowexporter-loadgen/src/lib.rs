@@ -5,6 +5,9 @@
 //!   namespaces, with a payload, and reports what it achieved.
 //! - [`overhead`]: alternates rounds without (A) and with (B) the real exporter
 //!   process and reports the cost side by side.
+//! - [`fleet`]: simulates a fleet of hosts and their exporters against the
+//!   collector's remote attribution, in simulated time, and checks every flow
+//!   against the truth.
 //!
 //! ```no_run
 //! use flowexporter_loadgen::churn::{self, ChurnConfig, Family};
@@ -22,4 +25,5 @@
 //! ```
 
 pub mod churn;
+pub mod fleet;
 pub mod overhead;

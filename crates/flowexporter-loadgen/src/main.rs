@@ -1,10 +1,11 @@
 //! `flowexporter-loadgen`: TCP churn for benchmarks, and A/B overhead runs.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use flowexporter_loadgen::{
     churn::{self, ChurnConfig, Family},
+    fleet::{self, FleetConfig},
     overhead::{self, OverheadConfig},
 };
 
@@ -34,6 +35,95 @@ enum Cmd {
         #[command(flatten)]
         churn: ChurnArgs,
     },
+    /// Simulate a fleet of hosts and their exporters against the collector's remote
+    /// attribution (simulated time) and check every flow against the truth; exits
+    /// non-zero if any flow was misattributed or the counts do not add up.
+    Fleet(FleetArgs),
+}
+
+/// A probability from 0 to 1.
+fn probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not from 0 to 1"))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct FleetArgs {
+    /// Hosts running an exporter (one in ten shares its IPv4 among containers, one
+    /// in ten is a VM, the rest run pods with their own IPs).
+    #[arg(long, default_value_t = 20)]
+    hosts: u32,
+    /// Workload slots per host.
+    #[arg(long, default_value_t = 5)]
+    workloads_per_host: u16,
+    /// Simulated minutes of traffic.
+    #[arg(long, default_value_t = 10)]
+    minutes: u32,
+    /// Connections each host's workloads open per simulated minute.
+    #[arg(long, default_value_t = 20)]
+    connections_per_minute: u32,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Probability that a chunk never arrives.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    drop_chunks: f64,
+    /// Probability that a chunk arrives twice.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    duplicate_chunks: f64,
+    /// Probability that a chunk arrives late (by up to --max-late).
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    late_chunks: f64,
+    /// Probability that a chunk arrives after its host's next chunk.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    reorder_chunks: f64,
+    /// Longest delay of a late chunk.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    max_late: Duration,
+    /// Largest difference between two hosts' clocks.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    max_skew: Duration,
+    /// The collector's hold-back.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    hold_back: Duration,
+    /// The collector's clock tolerance.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    clock_tolerance: Duration,
+    /// Mean lifetime of a pod or container.
+    #[arg(long, default_value = "20m", value_parser = humantime::parse_duration)]
+    mean_lifetime: Duration,
+    /// Most records per chunk.
+    #[arg(long, default_value_t = 4096)]
+    max_records_per_chunk: usize,
+    /// Print the report as JSON (one object) after the human one.
+    #[arg(long)]
+    json: bool,
+}
+
+impl FleetArgs {
+    fn config(&self) -> FleetConfig {
+        FleetConfig {
+            hosts: self.hosts,
+            workloads_per_host: self.workloads_per_host,
+            minutes: self.minutes,
+            connections_per_minute: self.connections_per_minute,
+            seed: self.seed,
+            drop_chunks: self.drop_chunks,
+            duplicate_chunks: self.duplicate_chunks,
+            late_chunks: self.late_chunks,
+            reorder_chunks: self.reorder_chunks,
+            max_late: self.max_late,
+            max_skew: self.max_skew,
+            hold_back: self.hold_back,
+            tolerance: self.clock_tolerance,
+            mean_lifetime: self.mean_lifetime,
+            max_records_per_chunk: self.max_records_per_chunk,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -102,6 +192,19 @@ fn main() -> anyhow::Result<()> {
                 scratch,
             })?;
             print!("{}", overhead::table(&rounds));
+        }
+        Cmd::Fleet(args) => {
+            let report = fleet::run(&args.config())?;
+            print!("{report}");
+            if args.json {
+                println!("{}", report.to_json());
+            }
+            if report.tally.misattributed > 0 {
+                anyhow::bail!("{} flows misattributed", report.tally.misattributed);
+            }
+            if !report.counts_add_up() {
+                anyhow::bail!("the counts do not add up");
+            }
         }
     }
     Ok(())

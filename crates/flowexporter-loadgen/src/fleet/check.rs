@@ -1,0 +1,186 @@
+//! Checks every flow the collector hands out against the truth, and counts.
+
+use flow_collector::{
+    attribution::{AttributedFlow, RemoteIdentitySource, RemoteUnattributedReason},
+    output::write_json_line,
+};
+
+use crate::fleet::{
+    truth::{Truth, TruthTable, Unknown, Verdict, judge},
+    world::{Micros, SECOND, T0_SECS, World, host_index},
+};
+
+/// Misattributions printed in full, at most.
+pub const EXAMPLES: usize = 5;
+
+/// The verdicts so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Flows handed out and checked against their truth.
+    pub checked: u64,
+    /// Attributed to the true remote, from the peer's record.
+    pub correct_peer_record: u64,
+    /// Attributed to the true remote, from the ownership map.
+    pub correct_heartbeat: u64,
+    /// Attributed to the true remote, from the static table.
+    pub correct_static: u64,
+    /// Attributed to anyone else.
+    pub misattributed: u64,
+    /// Unattributed, by reason ([`RemoteUnattributedReason::ALL`] order).
+    pub unattributed: [u64; RemoteUnattributedReason::ALL.len()],
+    /// Unattributed although the truth had a name the collector could know, by reason.
+    pub unattributed_answerable: [u64; RemoteUnattributedReason::ALL.len()],
+    /// Unattributed flows without a reason (a bug in the collector).
+    pub unattributed_without_reason: u64,
+    /// Flows whose truth has no name (unmanaged services, host processes, released
+    /// IPs): unattributed is the right answer.
+    pub unanswerable: u64,
+    /// Flows handed out that were never sent (or were dropped).
+    pub unknown_chunk: u64,
+    /// Flows handed out with a record index beyond their chunk.
+    pub unknown_index: u64,
+    /// Flows handed out a second time.
+    pub twice: u64,
+}
+
+impl Tally {
+    /// Flows unattributed, all reasons.
+    pub fn unattributed_total(&self) -> u64 {
+        self.unattributed.iter().sum::<u64>() + self.unattributed_without_reason
+    }
+
+    /// Flows unattributed although the truth had a name.
+    pub fn unattributed_answerable_total(&self) -> u64 {
+        self.unattributed_answerable.iter().sum()
+    }
+
+    /// Flows attributed correctly, all sources.
+    pub fn correct(&self) -> u64 {
+        self.correct_peer_record + self.correct_heartbeat + self.correct_static
+    }
+
+    /// Flows handed out that could not be matched to a truth.
+    pub fn unknown(&self) -> u64 {
+        self.unknown_chunk + self.unknown_index + self.twice
+    }
+}
+
+/// Checks flows, keeps the tally and the first misattributions in full.
+#[derive(Debug, Default)]
+pub struct Checker {
+    /// The verdicts.
+    pub tally: Tally,
+    /// The first [`EXAMPLES`] misattributions, each described in full.
+    pub examples: Vec<String>,
+}
+
+impl Checker {
+    /// A checker with nothing counted.
+    pub fn new() -> Checker {
+        Checker::default()
+    }
+
+    /// Checks `flows` against `truths` and takes their truths out.
+    pub fn check(&mut self, flows: &[AttributedFlow], truths: &mut TruthTable, world: &World) {
+        for flow in flows {
+            let taken = match host_index(&flow.batch.host) {
+                Some(h) => truths.take(
+                    h,
+                    flow.batch.instance,
+                    flow.batch.sequence,
+                    flow.record_index,
+                ),
+                None => Err(Unknown::Chunk),
+            };
+            let truth = match taken {
+                Ok(truth) => truth,
+                Err(Unknown::Chunk) => {
+                    self.tally.unknown_chunk += 1;
+                    continue;
+                }
+                Err(Unknown::Index) => {
+                    self.tally.unknown_index += 1;
+                    continue;
+                }
+                Err(Unknown::Twice) => {
+                    self.tally.twice += 1;
+                    continue;
+                }
+            };
+            self.tally.checked += 1;
+            match judge(truth, flow, world) {
+                Verdict::Correct(RemoteIdentitySource::PeerRecord) => {
+                    self.tally.correct_peer_record += 1;
+                }
+                Verdict::Correct(RemoteIdentitySource::Static) => self.tally.correct_static += 1,
+                Verdict::Correct(_) => self.tally.correct_heartbeat += 1,
+                Verdict::Misattributed => {
+                    self.tally.misattributed += 1;
+                    if self.examples.len() < EXAMPLES {
+                        self.examples.push(describe(flow, truth, world));
+                    }
+                }
+                Verdict::Unattributed { answerable } => {
+                    if !answerable {
+                        self.tally.unanswerable += 1;
+                    }
+                    match flow.remote_unattributed_reason {
+                        Some(reason) => {
+                            self.tally.unattributed[reason.index()] += 1;
+                            if answerable {
+                                self.tally.unattributed_answerable[reason.index()] += 1;
+                            }
+                        }
+                        None => self.tally.unattributed_without_reason += 1,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A misattributed flow in full: its JSON line, the truth, and who owned its remote
+/// IP when.
+fn describe(flow: &AttributedFlow, truth: Truth, world: &World) -> String {
+    let mut line = Vec::new();
+    let _ = write_json_line(&mut line, flow);
+    let mut text = format!(
+        "flow: {}truth: {}\n",
+        String::from_utf8_lossy(&line),
+        truth.describe(world)
+    );
+    if let Some(h) = host_index(&flow.batch.host).and_then(|h| world.hosts.get(h as usize)) {
+        text += &format!(
+            "its host {} ({:?}, {}) runs {:.3} s ahead of true time\n",
+            h.name,
+            h.kind,
+            h.ip,
+            h.skew as f64 / SECOND as f64
+        );
+    }
+    if let std::net::IpAddr::V4(ip) = flow.record.remote.ip() {
+        for w in world.owners_of(ip) {
+            let host = &world.hosts[w.host as usize];
+            text += &format!(
+                "  {} had {} from {} to {} (host {}, clock {:+.3} s, {:?})\n",
+                w.name.as_str(),
+                w.ip,
+                clock(w.start),
+                clock(w.stop),
+                host.name,
+                host.skew as f64 / SECOND as f64,
+                w.identity
+            );
+        }
+    }
+    text
+}
+
+/// A true time as seconds since the Unix epoch.
+fn clock(t: Micros) -> String {
+    if t == Micros::MAX {
+        return "(still running)".into();
+    }
+    let secs = T0_SECS as f64 + t as f64 / SECOND as f64;
+    format!("{secs:.6}")
+}

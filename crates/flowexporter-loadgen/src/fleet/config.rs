@@ -1,0 +1,148 @@
+//! What to simulate: the fleet's size, its traffic, the faults on the way to the
+//! collector, and the collector's settings.
+
+use std::time::Duration;
+
+/// Largest `workloads_per_host`: a pod host's pool (a /24) holds a quarter more IPs
+/// than it has workload slots, so that IPs are reused minutes after their release.
+pub const MAX_WORKLOADS_PER_HOST: u16 = 200;
+
+/// Most hosts: pod CIDRs are /24s in 10.128.0.0/9 and host IPs are in 10.0.0.0/16.
+pub const MAX_HOSTS: u32 = 32_000;
+
+/// Settings of one fleet simulation. Every field has a default
+/// ([`FleetConfig::default`]); [`FleetConfig::validate`] checks the ranges.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetConfig {
+    /// Hosts that run an exporter (pod hosts, shared-IPv4 hosts and VMs; see
+    /// [`HostKind`](crate::fleet::world::HostKind)).
+    pub hosts: u32,
+    /// Workload slots per host (a VM has one workload whatever this says). Each slot
+    /// runs one workload at a time; a stopped one is replaced after a gap.
+    pub workloads_per_host: u16,
+    /// Simulated minutes of traffic (the run goes on until every chunk has arrived
+    /// and every held flow has been decided).
+    pub minutes: u32,
+    /// Connections each host's workloads open per minute (all hosts together open
+    /// `hosts` times as many).
+    pub connections_per_minute: u32,
+    /// Seed of every random choice: the same seed gives the same fleet, traffic and
+    /// faults.
+    pub seed: u64,
+    /// Probability that a chunk never arrives.
+    pub drop_chunks: f64,
+    /// Probability that a chunk arrives twice (a retry after a lost acknowledgement).
+    pub duplicate_chunks: f64,
+    /// Probability that a chunk arrives late: delayed by up to `max_late`.
+    pub late_chunks: f64,
+    /// Probability that a chunk arrives after its host's next chunk (out of order).
+    pub reorder_chunks: f64,
+    /// Longest delay of a late chunk.
+    pub max_late: Duration,
+    /// Largest difference between two hosts' clocks: each host's clock is off by up to
+    /// half of it, either way.
+    pub max_skew: Duration,
+    /// The collector's hold-back (how long a flow may wait for heartbeats).
+    pub hold_back: Duration,
+    /// The collector's clock tolerance.
+    pub tolerance: Duration,
+    /// Mean lifetime of a workload (pod or container); VMs live through the run.
+    pub mean_lifetime: Duration,
+    /// Most records in one chunk; a host's minute with more is sent as several chunks.
+    pub max_records_per_chunk: usize,
+}
+
+impl Default for FleetConfig {
+    fn default() -> FleetConfig {
+        FleetConfig {
+            hosts: 20,
+            workloads_per_host: 5,
+            minutes: 10,
+            connections_per_minute: 20,
+            seed: 1,
+            drop_chunks: 0.0,
+            duplicate_chunks: 0.0,
+            late_chunks: 0.0,
+            reorder_chunks: 0.0,
+            max_late: Duration::from_secs(90),
+            max_skew: Duration::from_secs(1),
+            hold_back: Duration::from_secs(120),
+            tolerance: Duration::from_secs(2),
+            mean_lifetime: Duration::from_secs(20 * 60),
+            max_records_per_chunk: 4096,
+        }
+    }
+}
+
+impl FleetConfig {
+    /// Checks the ranges; the error says which setting is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.hosts == 0 || self.hosts > MAX_HOSTS {
+            return Err(format!("hosts must be 1 to {MAX_HOSTS}"));
+        }
+        if self.workloads_per_host == 0 || self.workloads_per_host > MAX_WORKLOADS_PER_HOST {
+            return Err(format!(
+                "workloads per host must be 1 to {MAX_WORKLOADS_PER_HOST}"
+            ));
+        }
+        if self.minutes == 0 {
+            return Err("minutes must be at least 1".into());
+        }
+        for (name, p) in [
+            ("drop-chunks", self.drop_chunks),
+            ("duplicate-chunks", self.duplicate_chunks),
+            ("late-chunks", self.late_chunks),
+            ("reorder-chunks", self.reorder_chunks),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("{name} must be a probability from 0 to 1, not {p}"));
+            }
+        }
+        if self.max_skew > Duration::from_secs(30) {
+            return Err("max-skew must be at most 30 s".into());
+        }
+        if self.mean_lifetime < Duration::from_secs(60) {
+            return Err("mean-lifetime must be at least 1 minute".into());
+        }
+        if self.max_records_per_chunk == 0 {
+            return Err("max-records-per-chunk must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Minutes the run goes on after the traffic stops: long enough for the latest
+    /// chunk (late, reordered or duplicated) to arrive and for its flows to be held
+    /// back as long as the collector holds them.
+    pub fn tail_minutes(&self) -> u32 {
+        let late = self.max_late.as_secs() + 2 * 60; // a reordered chunk waits up to 2 min
+        let wait = late + self.hold_back.as_secs() + 60;
+        u32::try_from(wait.div_ceil(60)).unwrap_or(u32::MAX) + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_valid_and_ranges_are_checked() {
+        assert_eq!(FleetConfig::default().validate(), Ok(()));
+        let bad = FleetConfig {
+            drop_chunks: 1.5,
+            ..FleetConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = FleetConfig {
+            workloads_per_host: 201,
+            ..FleetConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn the_tail_outlasts_the_latest_chunk_and_the_hold_back() {
+        let c = FleetConfig::default();
+        let tail = u64::from(c.tail_minutes()) * 60;
+        assert!(tail > c.max_late.as_secs() + 120 + c.hold_back.as_secs());
+    }
+}

@@ -1,0 +1,347 @@
+//! What a run found: the verdicts, the collector's speed and memory.
+
+use std::{fmt, time::Duration};
+
+use flow_collector::attribution::{AttributionStats, RemoteUnattributedReason};
+use serde_json::{Value, json};
+
+use crate::fleet::{
+    check::Tally,
+    collector::{CollectorCounters, PeakMap},
+    config::FleetConfig,
+    traffic::{ConnKind, TrafficCounts},
+};
+
+/// What happened to the chunks on their way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Chunks sent.
+    pub chunks: u64,
+    /// Records in them.
+    pub records: u64,
+    /// Chunks that never arrived.
+    pub dropped: u64,
+    /// Records in those.
+    pub records_dropped: u64,
+    /// Extra copies sent (duplicates).
+    pub duplicated: u64,
+    /// Chunks delayed (late).
+    pub late: u64,
+    /// Chunks held back past their host's next chunk.
+    pub reordered: u64,
+    /// Frames still on their way when the run ended (0 unless the tail is too short).
+    pub undelivered: u64,
+}
+
+/// Everything a run reports.
+#[derive(Clone, Debug)]
+pub struct FleetReport {
+    /// The settings.
+    pub config: FleetConfig,
+    /// What was generated.
+    pub traffic: TrafficCounts,
+    /// What happened on the way.
+    pub delivery: Delivery,
+    /// What the collector side did.
+    pub collector: CollectorCounters,
+    /// The verdicts.
+    pub tally: Tally,
+    /// The first misattributions, in full.
+    pub examples: Vec<String>,
+    /// Flows sent (in chunks not dropped) that never came out of the collector.
+    pub missing: u64,
+    /// Time of the collector side (decode, deduplicate, attribute, serialize).
+    pub collector_time: Duration,
+    /// Time of the generation (world, traffic, encoding).
+    pub generation_time: Duration,
+    /// Time of the whole run.
+    pub wall_time: Duration,
+    /// The process's peak resident set, KiB (simulator and collector together).
+    pub peak_rss_kib: u64,
+    /// The attributor's stats at the end.
+    pub final_stats: AttributionStats,
+    /// The ownership map at its largest.
+    pub peak_map: PeakMap,
+    /// Workloads that ran.
+    pub workloads: u64,
+}
+
+impl FleetReport {
+    /// Records that should come out: every one sent, except those in dropped chunks.
+    pub fn expected_out(&self) -> u64 {
+        self.traffic.records - self.delivery.records_dropped
+    }
+
+    /// Whether every flow sent came out exactly once, and nothing else did.
+    pub fn counts_add_up(&self) -> bool {
+        self.delivery.records == self.traffic.records
+            && self.tally.checked == self.expected_out()
+            && self.collector.flows_out == self.tally.checked
+            && self.tally.unknown() == 0
+            && self.missing == 0
+            && self.delivery.undelivered == 0
+            && self.collector.duplicates == self.delivery.duplicated
+            && self.collector.decode_errors == 0
+    }
+
+    /// Whether the run passes: nothing misattributed, and the counts add up.
+    pub fn passed(&self) -> bool {
+        self.tally.misattributed == 0 && self.counts_add_up()
+    }
+
+    /// Unattributed flows, percent of the flows checked.
+    pub fn unattributed_percent(&self) -> f64 {
+        percent(self.tally.unattributed_total(), self.tally.checked)
+    }
+
+    /// Unattributed flows whose truth had a name, percent of the flows whose truth
+    /// had one.
+    pub fn unattributed_answerable_percent(&self) -> f64 {
+        let answerable = self.tally.checked - self.tally.unanswerable;
+        percent(self.tally.unattributed_answerable_total(), answerable)
+    }
+
+    /// Flows per second of the collector side.
+    pub fn throughput(&self) -> f64 {
+        self.collector.flows_out as f64 / self.collector_time.as_secs_f64().max(1e-9)
+    }
+
+    /// Ownership map bytes per tracked IP, at the map's largest.
+    pub fn bytes_per_ip(&self) -> f64 {
+        self.peak_map.map_bytes as f64 / self.peak_map.tracked_ips.max(1) as f64
+    }
+
+    /// Ownership map bytes per range, at the map's largest.
+    pub fn bytes_per_range(&self) -> f64 {
+        self.peak_map.map_bytes as f64 / self.peak_map.ranges.max(1) as f64
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> Value {
+        let c = &self.config;
+        let t = &self.tally;
+        let reasons = |counts: &[u64]| -> Value {
+            RemoteUnattributedReason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_string(), json!(counts[r.index()])))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        let kinds: serde_json::Map<String, Value> = ConnKind::ALL
+            .iter()
+            .map(|k| (k.as_str().to_string(), json!(self.traffic.of(*k))))
+            .collect();
+        let s = &self.final_stats;
+        let config = json!({
+            "hosts": c.hosts,
+            "workloads_per_host": c.workloads_per_host,
+            "minutes": c.minutes,
+            "connections_per_minute": c.connections_per_minute,
+            "seed": c.seed,
+            "drop_chunks": c.drop_chunks,
+            "duplicate_chunks": c.duplicate_chunks,
+            "late_chunks": c.late_chunks,
+            "reorder_chunks": c.reorder_chunks,
+            "max_late_s": c.max_late.as_secs_f64(),
+            "max_skew_s": c.max_skew.as_secs_f64(),
+            "hold_back_s": c.hold_back.as_secs_f64(),
+            "tolerance_s": c.tolerance.as_secs_f64(),
+            "mean_lifetime_s": c.mean_lifetime.as_secs_f64(),
+        });
+        let map = json!({
+            "peak_map_bytes": self.peak_map.map_bytes,
+            "peak_tracked_ips": self.peak_map.tracked_ips,
+            "peak_ranges": self.peak_map.ranges,
+            "bytes_per_ip": self.bytes_per_ip(),
+            "bytes_per_range": self.bytes_per_range(),
+            "peak_held": self.peak_map.held,
+            "peak_peer_index_entries": self.peak_map.peer_index_entries,
+            "final_tracked_ips": s.tracked_ips,
+            "final_ranges": s.ranges,
+            "final_map_bytes": s.map_bytes,
+            "heartbeats": s.heartbeats,
+            "heartbeats_too_old": s.heartbeats_too_old,
+            "conflicts": s.conflicts,
+            "ranges_evicted": s.ranges_evicted,
+            "ranges_expired": s.ranges_expired,
+        });
+        json!({
+            "config": config,
+            "passed": self.passed(),
+            "counts_add_up": self.counts_add_up(),
+            "workloads": self.workloads,
+            "connections": self.traffic.total(),
+            "connections_by_kind": kinds,
+            "flows": self.traffic.records,
+            "chunks": self.delivery.chunks,
+            "chunks_dropped": self.delivery.dropped,
+            "flows_in_dropped_chunks": self.delivery.records_dropped,
+            "chunks_duplicated": self.delivery.duplicated,
+            "chunks_late": self.delivery.late,
+            "chunks_reordered": self.delivery.reordered,
+            "duplicates_dropped_by_collector": self.collector.duplicates,
+            "flows_out": self.collector.flows_out,
+            "flows_expected_out": self.expected_out(),
+            "flows_missing": self.missing,
+            "flows_unknown": t.unknown(),
+            "misattributed": t.misattributed,
+            "misattributed_examples": self.examples,
+            "attributed": {
+                "peer_record": t.correct_peer_record,
+                "heartbeat": t.correct_heartbeat,
+                "static": t.correct_static,
+            },
+            "unattributed": t.unattributed_total(),
+            "unattributed_percent": self.unattributed_percent(),
+            "unattributed_by_reason": reasons(&t.unattributed),
+            "unattributed_without_reason": t.unattributed_without_reason,
+            "truth_without_name": t.unanswerable,
+            "unattributed_answerable": t.unattributed_answerable_total(),
+            "unattributed_answerable_percent": self.unattributed_answerable_percent(),
+            "unattributed_answerable_by_reason": reasons(&t.unattributed_answerable),
+            "collector_seconds": self.collector_time.as_secs_f64(),
+            "collector_flows_per_second": self.throughput(),
+            "generation_seconds": self.generation_time.as_secs_f64(),
+            "wall_seconds": self.wall_time.as_secs_f64(),
+            "json_bytes": self.collector.json_bytes,
+            "peak_rss_kib": self.peak_rss_kib,
+            "map": map,
+        })
+    }
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
+impl fmt::Display for FleetReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        let t = &self.tally;
+        let d = &self.delivery;
+        writeln!(
+            f,
+            "fleet: {} hosts x {} workloads, {} min, {} connections/host/min, seed {}; {} workloads ran",
+            c.hosts,
+            c.workloads_per_host,
+            c.minutes,
+            c.connections_per_minute,
+            c.seed,
+            self.workloads
+        )?;
+        writeln!(
+            f,
+            "faults: drop {} duplicate {} late {} (up to {:?}) reorder {}; skew up to {:?}; hold-back {:?}",
+            c.drop_chunks,
+            c.duplicate_chunks,
+            c.late_chunks,
+            c.max_late,
+            c.reorder_chunks,
+            c.max_skew,
+            c.hold_back
+        )?;
+        write!(f, "connections: {}", self.traffic.total())?;
+        for k in ConnKind::ALL {
+            write!(f, ", {} {}", k.as_str(), self.traffic.of(k))?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "chunks: {} sent, {} dropped ({} flows), {} duplicated ({} dropped by the collector), {} late, {} reordered",
+            d.chunks,
+            d.dropped,
+            d.records_dropped,
+            d.duplicated,
+            self.collector.duplicates,
+            d.late,
+            d.reordered
+        )?;
+        writeln!(
+            f,
+            "flows: {} generated, {} expected out, {} out, {} missing, {} unknown or twice: {}",
+            self.traffic.records,
+            self.expected_out(),
+            self.collector.flows_out,
+            self.missing,
+            t.unknown(),
+            if self.counts_add_up() {
+                "counts add up"
+            } else {
+                "COUNTS DO NOT ADD UP"
+            }
+        )?;
+        writeln!(
+            f,
+            "attributed correctly: {} (peer_record {}, heartbeat {}, static {})",
+            t.correct(),
+            t.correct_peer_record,
+            t.correct_heartbeat,
+            t.correct_static
+        )?;
+        write!(
+            f,
+            "unattributed: {} ({:.2}%; {} of them had no name to give)",
+            t.unattributed_total(),
+            self.unattributed_percent(),
+            t.unanswerable
+        )?;
+        for r in RemoteUnattributedReason::ALL {
+            let n = t.unattributed[r.index()];
+            if n > 0 {
+                write!(f, ", {} {}", r.as_str(), n)?;
+            }
+        }
+        writeln!(f)?;
+        write!(
+            f,
+            "unattributed although the truth had a name: {} ({:.2}%)",
+            t.unattributed_answerable_total(),
+            self.unattributed_answerable_percent()
+        )?;
+        for r in RemoteUnattributedReason::ALL {
+            let n = t.unattributed_answerable[r.index()];
+            if n > 0 {
+                write!(f, ", {} {}", r.as_str(), n)?;
+            }
+        }
+        writeln!(f)?;
+        writeln!(f, "MISATTRIBUTED: {}", t.misattributed)?;
+        for (i, e) in self.examples.iter().enumerate() {
+            writeln!(f, "--- misattribution {} ---\n{}", i + 1, e.trim_end())?;
+        }
+        writeln!(
+            f,
+            "collector (decode + dedup + attribute + serialize, one thread): {:.3} s, {:.0} flows/s",
+            self.collector_time.as_secs_f64(),
+            self.throughput()
+        )?;
+        writeln!(
+            f,
+            "generation {:.3} s, wall {:.3} s, peak RSS {:.1} MiB (simulator and collector)",
+            self.generation_time.as_secs_f64(),
+            self.wall_time.as_secs_f64(),
+            self.peak_rss_kib as f64 / 1024.0
+        )?;
+        let s = &self.final_stats;
+        writeln!(
+            f,
+            "ownership map at its largest: {} bytes, {} IPs, {} ranges: {:.1} bytes/IP, {:.1} bytes/range; held at most {}, peer index at most {}",
+            self.peak_map.map_bytes,
+            self.peak_map.tracked_ips,
+            self.peak_map.ranges,
+            self.bytes_per_ip(),
+            self.bytes_per_range(),
+            self.peak_map.held,
+            self.peak_map.peer_index_entries
+        )?;
+        writeln!(
+            f,
+            "attributor at the end: {} heartbeats ({} too old), {} conflicts, {} ranges evicted, {} expired",
+            s.heartbeats, s.heartbeats_too_old, s.conflicts, s.ranges_evicted, s.ranges_expired
+        )
+    }
+}
