@@ -1,22 +1,131 @@
 //! The attributor: heartbeats in, decided flows out.
+//!
+//! A pushed record is, in this order: a heartbeat for its local IP (when it names its
+//! local workload), an entry of the peer index, and a flow to attribute. A flow whose
+//! peer (the other end's record of the same connection) is indexed is decided at
+//! once. The others are held: until their peer wait ends only a peer can decide them;
+//! then the ownership map is asked (one owner: attributed; a conflict, a shared
+//! address, a change of owner or a time the map forgot: unattributed, as more
+//! heartbeats could not undo it); when it knows nothing yet, every heartbeat on the
+//! remote IP asks it again, until the hold-back ends: then the map once more, the
+//! static table, or unattributed.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::Arc,
+    time::SystemTime,
+};
 
 use flow_batch::wire::BatchId;
-use flow_record::FlowRecord;
+use flow_record::{FlowRecord, IdentitySource, WorkloadId};
 
-use crate::attribution::{AttributedFlow, AttributionConfig, AttributionStats};
+use crate::attribution::{
+    AttributedFlow, AttributionConfig, AttributionStats, RemoteIdentitySource,
+    RemoteUnattributedReason,
+    held::{Held, HeldFlows, HeldRef, Phase},
+    ip_key::{Hosts, IpKey},
+    ownership::{Claim, MapAnswer, OwnershipMap},
+    peers::{PeerAnswer, PeerIndex, PeerKey},
+    time::{Nanos, interval, nanos, span, system_time},
+};
+
+/// What a flow's remote side was decided to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Decision {
+    workload: Option<WorkloadId>,
+    source: RemoteIdentitySource,
+    reason: Option<RemoteUnattributedReason>,
+}
+
+impl Decision {
+    fn attributed(workload: WorkloadId, source: RemoteIdentitySource) -> Decision {
+        Decision {
+            workload: Some(workload),
+            source,
+            reason: None,
+        }
+    }
+
+    fn unattributed(reason: RemoteUnattributedReason) -> Decision {
+        Decision {
+            workload: None,
+            source: RemoteIdentitySource::None,
+            reason: Some(reason),
+        }
+    }
+}
+
+/// How far a map evaluation may go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// While held: only what more heartbeats cannot change decides.
+    Waiting,
+    /// At the hold-back deadline: the static table, then unattributed.
+    Final,
+}
+
+/// Flow counters.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    flows_in: u64,
+    flows_out: u64,
+    peer_record: u64,
+    heartbeat: u64,
+    static_table: u64,
+    unattributed: [u64; RemoteUnattributedReason::ALL.len()],
+}
 
 /// Attributes the remote side of flows from the heartbeats of every host (sans-IO).
+///
+/// Memory is bounded by the configuration: the ownership map by
+/// [`max_ranges`](AttributionConfig::max_ranges) (24 bytes a range, plus about 90
+/// bytes an IP), the held flows by [`max_held`](AttributionConfig::max_held), and the
+/// peer index by the hold-back plus the tolerance, and at most `max_held` records too
+/// (the oldest leave first).
 #[derive(Debug)]
 pub struct Attributor {
     config: AttributionConfig,
+    hold_back: Nanos,
+    peer_wait: Nanos,
+    tolerance: Nanos,
+    retention: Nanos,
+    /// The latest `now` passed in (time never goes back inside).
+    clock: Nanos,
+    hosts: Hosts,
+    map: OwnershipMap,
+    peers: PeerIndex,
+    held: HeldFlows,
+    ready: VecDeque<AttributedFlow>,
+    counters: Counters,
+    /// Reused per chunk: the records' keys and intervals, the flows to re-examine,
+    /// the IPs that received heartbeats.
+    keys: Vec<(PeerKey, Nanos, Nanos)>,
+    woken: Vec<HeldRef>,
+    touched: HashSet<IpKey, foldhash::fast::RandomState>,
 }
 
 impl Attributor {
     /// An empty attributor.
     pub fn new(config: AttributionConfig) -> Attributor {
-        Attributor { config }
+        let hold_back = span(config.hold_back);
+        let tolerance = span(config.tolerance);
+        Attributor {
+            hold_back,
+            peer_wait: span(config.peer_wait).min(hold_back),
+            tolerance,
+            retention: span(config.retention),
+            clock: 0,
+            hosts: Hosts::default(),
+            map: OwnershipMap::new(span(config.merge_gap), tolerance),
+            peers: PeerIndex::new(config.max_held),
+            held: HeldFlows::default(),
+            ready: VecDeque::new(),
+            counters: Counters::default(),
+            keys: Vec::new(),
+            woken: Vec::new(),
+            touched: HashSet::default(),
+            config,
+        }
     }
 
     /// The settings in force.
@@ -28,37 +137,301 @@ impl Attributor {
     /// IP (when it names its local workload), a candidate peer for other flows, and a
     /// flow to attribute. Flows that can be decided at once become ready.
     pub fn push_chunk(&mut self, batch: Arc<BatchId>, records: Vec<FlowRecord>, now: SystemTime) {
-        let _ = (batch, records, now);
-        todo!()
+        let now = self.tick(now);
+        let host = self.hosts.intern(&batch.host);
+        let leaves_at = now
+            .saturating_add(self.hold_back)
+            .saturating_add(self.tolerance);
+        let mut keys = std::mem::take(&mut self.keys);
+        let mut woken = std::mem::take(&mut self.woken);
+        keys.clear();
+        woken.clear();
+        self.touched.clear();
+        // Heartbeats and peer entries first, so that both records of a connection in
+        // one chunk find each other.
+        for record in &records {
+            let key = PeerKey::of(record, host);
+            let (start, end) = interval(record.t_start, record.t_end);
+            keys.push((key, start, end));
+            let Some(workload) = &record.local_workload_id else {
+                continue;
+            };
+            let claim = match record.identity_source {
+                IdentitySource::ConnectMap => Claim::Shared,
+                _ => Claim::Owned(workload),
+            };
+            if self.map.insert(key.local, start, end, claim) && self.held.has_waiters_on(&key.local)
+            {
+                self.touched.insert(key.local);
+            }
+            self.peers.insert(key, start, end, workload, leaves_at);
+            self.held.waiting_for_peer(&key, &mut woken);
+        }
+        // Flows held earlier whose peer just arrived.
+        for r in woken.drain(..) {
+            self.try_peer(r);
+        }
+        // Flows held earlier on an IP that just received heartbeats.
+        let touched = std::mem::take(&mut self.touched);
+        for ip in &touched {
+            self.held.waiting_on_ip(ip, &mut woken);
+        }
+        self.touched = touched;
+        for r in woken.drain(..) {
+            self.try_map(r, Stage::Waiting);
+        }
+        // This chunk's flows.
+        for (index, (record, (key, start, end))) in
+            records.into_iter().zip(keys.drain(..)).enumerate()
+        {
+            self.counters.flows_in += 1;
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let lo = start.saturating_sub(self.tolerance);
+            let hi = end.saturating_add(self.tolerance);
+            match self.peers.lookup(&key, lo, hi) {
+                PeerAnswer::Workload(w) => self.emit(
+                    record,
+                    batch.clone(),
+                    index,
+                    Decision::attributed(w, RemoteIdentitySource::PeerRecord),
+                ),
+                PeerAnswer::Unknown | PeerAnswer::Disagree => {
+                    self.held
+                        .insert(Held::new(record, batch.clone(), index, host, now));
+                }
+            }
+        }
+        self.keys = keys;
+        self.woken = woken;
+        while self.held.len() > self.config.max_held {
+            self.overflow();
+        }
+        self.map.enforce_cap(self.config.max_ranges);
+        self.map.log_conflicts(now);
     }
 
     /// Decides what the passing of time allows: flows whose peer wait or hold-back
     /// ended, flows whose remote IP received heartbeats; expires old ranges.
     pub fn advance(&mut self, now: SystemTime) {
-        let _ = now;
-        todo!()
+        let now = self.tick(now);
+        self.map.expire(now.saturating_sub(self.retention));
+        self.map.enforce_cap(self.config.max_ranges);
+        self.map.collect_workloads();
+        self.peers.expire(now);
+        // Peer waits that ended: the map, or wait for heartbeats.
+        while let Some((r, arrival)) = self.held.front_peer().map(|(r, h)| (r, h.arrival)) {
+            if arrival.saturating_add(self.peer_wait) > now {
+                break;
+            }
+            if !self.try_peer(r) && !self.try_map(r, Stage::Waiting) {
+                self.held.enter_map_phase(r);
+            }
+        }
+        // Hold-backs that ended.
+        while let Some((r, arrival)) = self.held.front_map().map(|(r, h)| (r, h.arrival)) {
+            if arrival.saturating_add(self.hold_back) > now {
+                break;
+            }
+            if !self.try_peer(r) {
+                self.try_map(r, Stage::Final);
+            }
+        }
+        self.map.log_conflicts(now);
     }
 
     /// The next decided flow, if any.
     pub fn pop_ready(&mut self) -> Option<AttributedFlow> {
-        todo!()
+        let flow = self.ready.pop_front()?;
+        self.counters.flows_out += 1;
+        Some(flow)
     }
 
     /// When [`advance`](Attributor::advance) has something to do next.
     pub fn next_deadline(&self) -> Option<SystemTime> {
-        todo!()
+        let peer = self
+            .held
+            .front_peer()
+            .map(|(_, h)| h.arrival.saturating_add(self.peer_wait));
+        let hold = self
+            .held
+            .front_map()
+            .map(|(_, h)| h.arrival.saturating_add(self.hold_back));
+        [
+            peer,
+            hold,
+            self.peers.next_expiry(),
+            self.map.next_expiry(self.retention),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(system_time)
     }
 
     /// Decides every held flow now (at shutdown): peer record or, once its peer wait
     /// is over, the ownership map and the static table as at its deadline; a flow
     /// that could still have waited for them goes out unattributed, `shutdown`.
     pub fn drain(&mut self, now: SystemTime) {
-        let _ = now;
-        todo!()
+        self.advance(now);
+        for r in self.held.all() {
+            if self.try_peer(r) {
+                continue;
+            }
+            let Some(phase) = self.held.get(r).map(|h| h.phase) else {
+                continue;
+            };
+            match phase {
+                // advance() moved every flow whose peer wait ended to the map phase.
+                Phase::Map => {
+                    self.try_map(r, Stage::Final);
+                }
+                Phase::Peer => self.decide(
+                    r,
+                    Decision::unattributed(RemoteUnattributedReason::Shutdown),
+                ),
+            }
+        }
     }
 
     /// Counters and sizes.
     pub fn stats(&self) -> AttributionStats {
-        todo!()
+        let c = &self.counters;
+        let m = self.map.counters();
+        AttributionStats {
+            flows_in: c.flows_in,
+            flows_out: c.flows_out,
+            attributed_peer_record: c.peer_record,
+            attributed_heartbeat: c.heartbeat,
+            attributed_static: c.static_table,
+            unattributed: c.unattributed,
+            heartbeats: m.heartbeats,
+            heartbeats_too_old: m.heartbeats_too_old,
+            conflicts: m.conflicts,
+            ranges_evicted: m.evicted,
+            ranges_expired: m.expired,
+            held: self.held.len() as u64,
+            tracked_ips: self.map.tracked_ips() as u64,
+            ranges: self.map.ranges() as u64,
+            peer_index_entries: self.peers.len() as u64,
+            map_bytes: self.map.bytes() as u64,
+        }
+    }
+
+    /// Advances the internal clock to `now` (never back) and returns it.
+    fn tick(&mut self, now: SystemTime) -> Nanos {
+        self.clock = self.clock.max(nanos(now));
+        self.clock
+    }
+
+    /// Decides the held flow `r` from its peer's record, if it is indexed.
+    fn try_peer(&mut self, r: HeldRef) -> bool {
+        let Some(held) = self.held.get(r) else {
+            return false;
+        };
+        let (start, end) = interval(held.record.t_start, held.record.t_end);
+        let lo = start.saturating_sub(self.tolerance);
+        let hi = end.saturating_add(self.tolerance);
+        match self.peers.lookup(&held.key(), lo, hi) {
+            PeerAnswer::Workload(w) => {
+                self.decide(r, Decision::attributed(w, RemoteIdentitySource::PeerRecord));
+                true
+            }
+            PeerAnswer::Unknown | PeerAnswer::Disagree => false,
+        }
+    }
+
+    /// Decides the held flow `r` from the ownership map (and at the `Final` stage the
+    /// static table), if they allow it.
+    fn try_map(&mut self, r: HeldRef, stage: Stage) -> bool {
+        let Some(held) = self.held.get(r) else {
+            return false;
+        };
+        let Some(decision) = self.map_decision(&held.record, held.key().remote, stage) else {
+            return false;
+        };
+        self.decide(r, decision);
+        true
+    }
+
+    /// What the map (and at the `Final` stage the static table) says about `record`,
+    /// whose remote IP key is `remote`; `None` while waiting can still help.
+    fn map_decision(&self, record: &FlowRecord, remote: IpKey, stage: Stage) -> Option<Decision> {
+        use RemoteUnattributedReason as R;
+        let t = record.t_start.map_or(nanos(record.t_end), nanos);
+        let reason = match self.map.lookup(&remote, t) {
+            MapAnswer::Owner(w) => {
+                return Some(Decision::attributed(w, RemoteIdentitySource::Heartbeat));
+            }
+            MapAnswer::Conflicting => R::ConflictingOwners,
+            MapAnswer::Shared => R::SharedAddress,
+            MapAnswer::OwnerChanged => R::OwnerChanged,
+            MapAnswer::BeforeRetention => R::BeforeRetention,
+            MapAnswer::NoOwner => match stage {
+                Stage::Waiting => return None,
+                Stage::Final => {
+                    if let Some(w) = self.config.static_owners.lookup(record.remote.ip()) {
+                        return Some(Decision::attributed(
+                            w.clone(),
+                            RemoteIdentitySource::Static,
+                        ));
+                    }
+                    if record.t_start.is_none() {
+                        R::NoStartTime
+                    } else {
+                        R::NoOwnerKnown
+                    }
+                }
+            },
+        };
+        Some(Decision::unattributed(reason))
+    }
+
+    /// The held flow limit is exceeded: the oldest goes out now, from its peer, or
+    /// from the map when its peer wait is over and the map has an answer, else
+    /// unattributed (`hold_back_full`).
+    fn overflow(&mut self) {
+        let Some(r) = self.held.oldest() else {
+            return;
+        };
+        if self.try_peer(r) {
+            return;
+        }
+        let peer_wait_over = self.held.get(r).is_some_and(|h| {
+            h.phase == Phase::Map || h.arrival.saturating_add(self.peer_wait) <= self.clock
+        });
+        if peer_wait_over && self.try_map(r, Stage::Waiting) {
+            return;
+        }
+        self.decide(
+            r,
+            Decision::unattributed(RemoteUnattributedReason::HoldBackFull),
+        );
+    }
+
+    /// Takes the held flow `r` out with `decision`.
+    fn decide(&mut self, r: HeldRef, decision: Decision) {
+        if let Some(held) = self.held.remove(r) {
+            self.emit(held.record, held.batch, held.index, decision);
+        }
+    }
+
+    /// Counts a decided flow and makes it ready.
+    fn emit(&mut self, record: FlowRecord, batch: Arc<BatchId>, index: u32, d: Decision) {
+        let c = &mut self.counters;
+        match (d.source, d.reason) {
+            (RemoteIdentitySource::PeerRecord, _) => c.peer_record += 1,
+            (RemoteIdentitySource::Heartbeat, _) => c.heartbeat += 1,
+            (RemoteIdentitySource::Static, _) => c.static_table += 1,
+            (_, Some(reason)) => c.unattributed[reason.index()] += 1,
+            (_, None) => {}
+        }
+        self.ready.push_back(AttributedFlow {
+            record,
+            batch,
+            record_index: index,
+            remote_workload_id: d.workload,
+            remote_identity_source: d.source,
+            remote_unattributed_reason: d.reason,
+        });
     }
 }

@@ -12,15 +12,33 @@
 //! No clocks, threads or files here: the caller passes the time in (`now`, the
 //! collector's wall clock) and takes decided flows out, so tests run on simulated
 //! time. `docs/attribution.md` describes the algorithm and its limits.
+//!
+//! The modules: the settings (config), the engine (engine), the ownership map
+//! (ownership) with its interned workloads (workloads) and rate-limited conflict log
+//! (conflict_log), the peer index (peers), the held flows (held), IP keys scoped to
+//! their host (ip_key), times (time), the static table (static_owners).
 
 mod config;
+mod conflict_log;
 mod engine;
 mod flow;
-mod stats;
+mod held;
+mod ip_key;
+mod ownership;
+mod peers;
 mod static_owners;
+mod stats;
+mod time;
+mod workloads;
+
+#[cfg(test)]
+mod tests;
 
 pub use config::AttributionConfig;
 pub use engine::Attributor;
 pub use flow::{AttributedFlow, RemoteIdentitySource, RemoteUnattributedReason};
 pub use static_owners::{StaticOwners, StaticOwnersError};
 pub use stats::AttributionStats;
+
+/// The hash map of the engine's hot paths: foldhash, seeded per map.
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -1,0 +1,560 @@
+//! The ownership map: per IP, a sorted list of non-overlapping time segments, each
+//! owned by one workload, marked as a conflict (two workloads claimed it), or marked
+//! shared (the connect map's shared IPv4: workloads told apart by port only).
+//!
+//! One segment costs `size_of::<Segment>()` = 24 bytes (two `u64` times and a
+//! [`Mark`] of 8 bytes; workloads are interned to 4-byte symbols). An IP costs its
+//! hash table slot (`size_of::<(IpKey, IpEntry)>()` = 56 bytes and a control byte,
+//! at a load factor of at most 7/8), its segments' allocation and one entry (24
+//! bytes) in the bucket list of its oldest segment's end.
+//!
+//! Forgetting (retention and the size cap) goes oldest end first, through buckets of
+//! one second of end time: each IP is filed under the bucket of its first segment's
+//! end, so the oldest ranges are found without scanning the map. Whatever ends at or
+//! before the *horizon* has been, or may have been, forgotten: a lookup whose window
+//! reaches back to the horizon answers [`MapAnswer::BeforeRetention`].
+
+use std::{collections::BTreeMap, mem::size_of};
+
+use flow_record::WorkloadId;
+
+use crate::attribution::{
+    FastMap,
+    conflict_log::{ConflictExample, ConflictLog},
+    ip_key::IpKey,
+    time::Nanos,
+    workloads::{Sym, Workloads},
+};
+
+/// Width of a bucket of end times.
+const BUCKET: Nanos = 1_000_000_000;
+
+/// What a segment says about its time span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// One workload's heartbeats, and no other's.
+    Owned(Sym),
+    /// Two workloads claimed it: never used to attribute.
+    Conflict,
+    /// A shared IPv4 of the connect map: only the peer's record can tell.
+    Shared,
+}
+
+/// A time span of one IP, both ends included. 24 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Segment {
+    /// First nanosecond.
+    pub(crate) start: Nanos,
+    /// Last nanosecond.
+    pub(crate) end: Nanos,
+    /// What it says.
+    pub(crate) mark: Mark,
+}
+
+/// One IP's segments, and the bucket it is filed under.
+#[derive(Debug)]
+pub(crate) struct IpEntry {
+    segs: Vec<Segment>,
+    filed: u64,
+}
+
+/// What a heartbeat claims.
+#[derive(Clone, Debug)]
+pub(crate) enum Claim<'a> {
+    /// The workload owns the IP.
+    Owned(&'a WorkloadId),
+    /// The IP is shared through the connect map.
+    Shared,
+}
+
+/// What the map says about an IP near a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum MapAnswer {
+    /// One workload, and no other claim, within the window.
+    Owner(WorkloadId),
+    /// Nothing within the window.
+    NoOwner,
+    /// A conflict within the window.
+    Conflicting,
+    /// A shared mark within the window.
+    Shared,
+    /// Two workloads one after the other within the window.
+    OwnerChanged,
+    /// The window reaches back to what was forgotten.
+    BeforeRetention,
+}
+
+/// Counters of the map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MapCounters {
+    /// Heartbeats applied.
+    pub(crate) heartbeats: u64,
+    /// Heartbeats that ended at or before the horizon.
+    pub(crate) heartbeats_too_old: u64,
+    /// Overlaps of two workloads' claims.
+    pub(crate) conflicts: u64,
+    /// Segments removed by the size cap.
+    pub(crate) evicted: u64,
+    /// Segments removed by retention.
+    pub(crate) expired: u64,
+}
+
+/// The ownership map.
+#[derive(Debug)]
+pub(crate) struct OwnershipMap {
+    ips: FastMap<IpKey, IpEntry>,
+    /// Bucket (end time / [`BUCKET`]) -> IPs filed under it (some stale).
+    buckets: BTreeMap<u64, Vec<IpKey>>,
+    workloads: Workloads,
+    /// Segments in the map.
+    ranges: usize,
+    /// Segments the IPs' allocations can hold.
+    seg_capacity: usize,
+    horizon: Nanos,
+    merge_gap: Nanos,
+    tolerance: Nanos,
+    scratch: Vec<Segment>,
+    counters: MapCounters,
+    log: ConflictLog,
+}
+
+/// How far apart two segments of one mark may be and still join: touching for
+/// conflicts, the merge gap (at least touching) for the others.
+fn join_gap(mark: Mark, merge_gap: Nanos) -> Nanos {
+    match mark {
+        Mark::Conflict => 1,
+        Mark::Owned(_) | Mark::Shared => merge_gap.max(1),
+    }
+}
+
+impl OwnershipMap {
+    /// An empty map.
+    pub(crate) fn new(merge_gap: Nanos, tolerance: Nanos) -> OwnershipMap {
+        OwnershipMap {
+            ips: FastMap::default(),
+            buckets: BTreeMap::new(),
+            workloads: Workloads::default(),
+            ranges: 0,
+            seg_capacity: 0,
+            horizon: 0,
+            merge_gap,
+            tolerance,
+            scratch: Vec::new(),
+            counters: MapCounters::default(),
+            log: ConflictLog::default(),
+        }
+    }
+
+    /// Applies a heartbeat: `claim` over `[start, end]` on `key`. Returns whether it
+    /// was applied (it is not when it ended at or before the horizon).
+    pub(crate) fn insert(
+        &mut self,
+        key: IpKey,
+        start: Nanos,
+        end: Nanos,
+        claim: Claim<'_>,
+    ) -> bool {
+        if self.horizon > 0 && end <= self.horizon {
+            self.counters.heartbeats_too_old += 1;
+            return false;
+        }
+        let start = start.min(end);
+        let mark = match claim {
+            Claim::Owned(id) => match self.workloads.intern(id) {
+                Some(sym) => Mark::Owned(sym),
+                // Four billion live workloads: nothing sane reaches it; not a claim.
+                None => return false,
+            },
+            Claim::Shared => Mark::Shared,
+        };
+        self.counters.heartbeats += 1;
+        let gap = join_gap(mark, self.merge_gap);
+        let entry = match self.ips.get_mut(&key) {
+            Some(entry) => entry,
+            None => {
+                let bucket = end / BUCKET;
+                self.ips.insert(
+                    key,
+                    IpEntry {
+                        segs: vec![Segment { start, end, mark }],
+                        filed: bucket,
+                    },
+                );
+                self.buckets.entry(bucket).or_default().push(key);
+                self.ranges += 1;
+                self.seg_capacity += 1;
+                return true;
+            }
+        };
+        // The common case: the same claim again, extending the IP's last segment.
+        if let Some(last) = entry.segs.last_mut()
+            && last.mark == mark
+            && start >= last.start
+            && start <= last.end.saturating_add(gap)
+        {
+            last.end = last.end.max(end);
+            return true;
+        }
+        let cap_before = entry.segs.capacity();
+        let len_before = entry.segs.len();
+        let mut conflicts_with = None;
+        splice_claim(
+            &mut entry.segs,
+            &mut self.scratch,
+            start,
+            end,
+            mark,
+            self.merge_gap,
+            |other| conflicts_with = Some(other),
+            &mut self.counters.conflicts,
+        );
+        self.ranges = self.ranges + entry.segs.len() - len_before;
+        self.seg_capacity = self.seg_capacity + entry.segs.capacity() - cap_before;
+        if let Some(first) = entry.segs.first() {
+            let bucket = first.end / BUCKET;
+            if bucket < entry.filed {
+                entry.filed = bucket;
+                self.buckets.entry(bucket).or_default().push(key);
+            }
+        }
+        if let (Some(other), Mark::Owned(sym)) = (conflicts_with, mark) {
+            let workloads = &self.workloads;
+            self.log.note(|| {
+                Some(ConflictExample {
+                    ip: key.ip(),
+                    scoped: key.is_scoped(),
+                    first: workloads.name(other)?.clone(),
+                    second: workloads.name(sym)?.clone(),
+                })
+            });
+        }
+        true
+    }
+
+    /// What the map says about `key` at `t` (within the tolerance).
+    pub(crate) fn lookup(&self, key: &IpKey, t: Nanos) -> MapAnswer {
+        let lo = t.saturating_sub(self.tolerance);
+        let hi = t.saturating_add(self.tolerance);
+        if self.horizon > 0 && lo <= self.horizon {
+            return MapAnswer::BeforeRetention;
+        }
+        let Some(entry) = self.ips.get(key) else {
+            return MapAnswer::NoOwner;
+        };
+        let first = entry.segs.partition_point(|s| s.end < lo);
+        let mut owner = None;
+        let (mut changed, mut shared) = (false, false);
+        for seg in entry.segs[first..].iter().take_while(|s| s.start <= hi) {
+            match seg.mark {
+                Mark::Conflict => return MapAnswer::Conflicting,
+                Mark::Shared => shared = true,
+                Mark::Owned(sym) => match owner {
+                    Some(o) if o != sym => changed = true,
+                    _ => owner = Some(sym),
+                },
+            }
+        }
+        if shared {
+            MapAnswer::Shared
+        } else if changed {
+            MapAnswer::OwnerChanged
+        } else {
+            match owner.and_then(|sym| self.workloads.name(sym)) {
+                Some(id) => MapAnswer::Owner(id.clone()),
+                None => MapAnswer::NoOwner,
+            }
+        }
+    }
+
+    /// Forgets the segments that ended before `cutoff` (retention): the horizon rises
+    /// to `cutoff`. Segments are removed one whole bucket at a time, once the bucket
+    /// lies entirely before the cutoff; those still in the map but behind the horizon
+    /// are never used.
+    pub(crate) fn expire(&mut self, cutoff: Nanos) {
+        self.horizon = self.horizon.max(cutoff);
+        while let Some((&bucket, _)) = self.buckets.first_key_value() {
+            if bucket.saturating_add(1).saturating_mul(BUCKET) > cutoff {
+                break;
+            }
+            let removed = self.forget_bucket(bucket, cutoff);
+            self.counters.expired += removed.0;
+        }
+    }
+
+    /// Evicts the oldest segments (by end) while there are more than `max`, down to
+    /// 90 % of it; the horizon rises to the last evicted end.
+    pub(crate) fn enforce_cap(&mut self, max: usize) {
+        if self.ranges <= max {
+            return;
+        }
+        let target = max - max / 10;
+        while self.ranges > target {
+            let Some((&bucket, _)) = self.buckets.first_key_value() else {
+                break;
+            };
+            let limit = bucket.saturating_add(1).saturating_mul(BUCKET);
+            let (removed, last_end) = self.forget_bucket(bucket, limit);
+            self.counters.evicted += removed;
+            if let Some(end) = last_end {
+                self.horizon = self.horizon.max(end);
+            }
+        }
+    }
+
+    /// Removes the segments ending before `limit` of the IPs filed under `bucket`,
+    /// and refiles the IPs that keep some. Returns how many it removed and the
+    /// latest end among them.
+    fn forget_bucket(&mut self, bucket: u64, limit: Nanos) -> (u64, Option<Nanos>) {
+        let Some(keys) = self.buckets.remove(&bucket) else {
+            return (0, None);
+        };
+        let (mut removed, mut last_end) = (0u64, None::<Nanos>);
+        for key in keys {
+            let Some(entry) = self.ips.get_mut(&key) else {
+                continue;
+            };
+            if entry.filed != bucket {
+                // Filed again under an earlier bucket since: a stale entry.
+                continue;
+            }
+            let n = entry.segs.partition_point(|s| s.end < limit);
+            if n > 0 {
+                let end = entry.segs[n - 1].end;
+                last_end = Some(last_end.map_or(end, |e: Nanos| e.max(end)));
+                entry.segs.drain(..n);
+                removed += n as u64;
+                self.ranges -= n;
+            }
+            match entry.segs.first() {
+                None => {
+                    self.seg_capacity -= entry.segs.capacity();
+                    self.ips.remove(&key);
+                }
+                Some(first) => {
+                    let next = first.end / BUCKET;
+                    entry.filed = next;
+                    let cap = entry.segs.capacity();
+                    if cap > 4 && entry.segs.len() * 4 <= cap {
+                        entry.segs.shrink_to(entry.segs.len() * 2);
+                        self.seg_capacity = self.seg_capacity + entry.segs.capacity() - cap;
+                    }
+                    self.buckets.entry(next).or_default().push(key);
+                }
+            }
+        }
+        (removed, last_end)
+    }
+
+    /// Frees the workload symbols no segment uses, when enough were created since the
+    /// last time to be worth a scan of the map.
+    pub(crate) fn collect_workloads(&mut self) {
+        if !self.workloads.wants_collection() {
+            return;
+        }
+        let mut used = vec![false; self.workloads.capacity()];
+        for entry in self.ips.values() {
+            for seg in &entry.segs {
+                if let Mark::Owned(sym) = seg.mark
+                    && let Some(u) = used.get_mut(sym.0 as usize)
+                {
+                    *u = true;
+                }
+            }
+        }
+        self.workloads.collect(&used);
+    }
+
+    /// Logs the conflicts noted since the last log line, at most once per 10 s.
+    pub(crate) fn log_conflicts(&mut self, now: Nanos) {
+        self.log.flush(now);
+    }
+
+    /// Counters so far.
+    pub(crate) fn counters(&self) -> MapCounters {
+        self.counters
+    }
+
+    /// Segments in the map.
+    pub(crate) fn ranges(&self) -> usize {
+        self.ranges
+    }
+
+    /// IPs in the map.
+    pub(crate) fn tracked_ips(&self) -> usize {
+        self.ips.len()
+    }
+
+    /// Everything ending at or before it may have been forgotten.
+    #[cfg(test)]
+    pub(crate) fn horizon(&self) -> Nanos {
+        self.horizon
+    }
+
+    /// When [`expire`](OwnershipMap::expire) next has something to remove, given
+    /// the retention: the end of the oldest bucket plus the retention.
+    pub(crate) fn next_expiry(&self, retention: Nanos) -> Option<Nanos> {
+        self.buckets.first_key_value().map(|(&bucket, _)| {
+            bucket
+                .saturating_add(1)
+                .saturating_mul(BUCKET)
+                .saturating_add(retention)
+        })
+    }
+
+    /// Estimated bytes: the IP table, the segments, the buckets and the workload
+    /// symbols.
+    pub(crate) fn bytes(&self) -> usize {
+        // A BTreeMap entry: its key and value, and its share of a node's overhead.
+        const BTREE_ENTRY: usize = size_of::<(u64, Vec<IpKey>)>() + 16;
+        let buckets: usize = self
+            .buckets
+            .values()
+            .map(|keys| BTREE_ENTRY + keys.capacity() * size_of::<IpKey>())
+            .sum();
+        self.ips.capacity() * (size_of::<(IpKey, IpEntry)>() + 1)
+            + self.seg_capacity * size_of::<Segment>()
+            + buckets
+            + self.scratch.capacity() * size_of::<Segment>()
+            + self.workloads.bytes()
+    }
+
+    /// The segments of `key` (for tests).
+    #[cfg(test)]
+    pub(crate) fn segments(&self, key: &IpKey) -> Vec<(Nanos, Nanos, Option<WorkloadId>, Mark)> {
+        self.ips.get(key).map_or_else(Vec::new, |e| {
+            e.segs
+                .iter()
+                .map(|s| {
+                    let name = match s.mark {
+                        Mark::Owned(sym) => self.workloads.name(sym).cloned(),
+                        _ => None,
+                    };
+                    (s.start, s.end, name, s.mark)
+                })
+                .collect()
+        })
+    }
+}
+
+/// Applies `mark` over `[start, end]` to the sorted segments `segs`, through
+/// `scratch`: the gaps it covers take the mark; where it meets another owner the
+/// overlap becomes a conflict (`conflict` is called with the other owner and
+/// `conflicts` counts it); conflicts stay conflicts and shared marks stay shared (a
+/// shared claim turns what it overlaps of an owner into shared); then neighbours of
+/// one mark join when at most their join gap apart.
+#[allow(clippy::too_many_arguments)]
+fn splice_claim(
+    segs: &mut Vec<Segment>,
+    scratch: &mut Vec<Segment>,
+    start: Nanos,
+    end: Nanos,
+    mark: Mark,
+    merge_gap: Nanos,
+    mut conflict: impl FnMut(Sym),
+    conflicts: &mut u64,
+) {
+    let gap = join_gap(mark, merge_gap);
+    // Every segment the claim overlaps or could join.
+    let lo = segs.partition_point(|s| s.end.saturating_add(gap) < start);
+    let hi = segs.partition_point(|s| s.start <= end.saturating_add(gap));
+    scratch.clear();
+    // The first point of the claim not placed yet (None: all of it is).
+    let mut cursor = Some(start);
+    let mut flushed = false;
+    let flush = |scratch: &mut Vec<Segment>, cursor: Option<Nanos>| {
+        if let Some(c) = cursor
+            && c <= end
+        {
+            scratch.push(Segment {
+                start: c,
+                end,
+                mark,
+            });
+        }
+    };
+    for seg in &segs[lo..hi] {
+        if seg.end < start {
+            scratch.push(*seg);
+            continue;
+        }
+        if seg.start > end {
+            if !flushed {
+                flush(scratch, cursor);
+                flushed = true;
+            }
+            scratch.push(*seg);
+            continue;
+        }
+        if let Some(c) = cursor
+            && c < seg.start
+        {
+            scratch.push(Segment {
+                start: c,
+                end: seg.start - 1,
+                mark,
+            });
+        }
+        // The part of `seg` the claim overlaps.
+        let (ov_start, ov_end) = (seg.start.max(start), seg.end.min(end));
+        let overlap = match (mark, seg.mark) {
+            (Mark::Owned(new), Mark::Owned(old)) if new != old => {
+                *conflicts += 1;
+                conflict(old);
+                Some(Mark::Conflict)
+            }
+            (Mark::Shared, Mark::Owned(_)) => Some(Mark::Shared),
+            _ => None,
+        };
+        match overlap {
+            None => scratch.push(*seg),
+            Some(overlap_mark) => {
+                if seg.start < ov_start {
+                    scratch.push(Segment {
+                        end: ov_start - 1,
+                        ..*seg
+                    });
+                }
+                scratch.push(Segment {
+                    start: ov_start,
+                    end: ov_end,
+                    mark: overlap_mark,
+                });
+                if seg.end > ov_end {
+                    scratch.push(Segment {
+                        start: ov_end + 1,
+                        ..*seg
+                    });
+                }
+            }
+        }
+        cursor = match (cursor, seg.end.checked_add(1)) {
+            (Some(c), Some(next)) => Some(c.max(next)),
+            _ => None,
+        };
+    }
+    if !flushed {
+        flush(scratch, cursor);
+    }
+    // Join neighbours of one mark.
+    let mut out = 0;
+    for i in 0..scratch.len() {
+        let seg = scratch[i];
+        if out > 0 {
+            let prev = &mut scratch[out - 1];
+            if prev.mark == seg.mark
+                && seg.start <= prev.end.saturating_add(join_gap(seg.mark, merge_gap))
+            {
+                prev.end = prev.end.max(seg.end);
+                continue;
+            }
+        }
+        scratch[out] = seg;
+        out += 1;
+    }
+    scratch.truncate(out);
+    segs.splice(lo..hi, scratch.drain(..));
+}
+
+#[cfg(test)]
+#[path = "ownership_tests.rs"]
+mod tests;

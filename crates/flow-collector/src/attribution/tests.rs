@@ -1,0 +1,1041 @@
+//! Scenario tests of the attributor on simulated time.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use flow_batch::wire::{BatchId, InstanceId};
+use flow_record::{FlowRecord, IdentitySource, WorkloadId};
+
+use super::*;
+use RemoteIdentitySource as Src;
+use RemoteUnattributedReason as Why;
+
+/// The simulated epoch of every test: 2023-11-14T22:13:20Z.
+const T0_SECS: u64 = 1_700_000_000;
+
+/// `ms` milliseconds after (or before) T0.
+fn at(ms: i64) -> SystemTime {
+    let t0 = UNIX_EPOCH + Duration::from_secs(T0_SECS);
+    if ms >= 0 {
+        t0 + Duration::from_millis(ms.unsigned_abs())
+    } else {
+        t0 - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+const SEC: i64 = 1_000;
+
+/// A record from `local` to `remote` over `[start, end]` (ms after T0; no start:
+/// `None`), of workload `w` when given.
+fn rec(
+    local: &str,
+    remote: &str,
+    start: Option<i64>,
+    end: i64,
+    w: Option<(&str, IdentitySource)>,
+) -> FlowRecord {
+    let b = flow_testkit::record()
+        .local(local)
+        .remote(remote)
+        .t_start(start.map(at))
+        .t_end(at(end));
+    match w {
+        Some((id, source)) => b.workload(id, source).build(),
+        None => b.build(),
+    }
+}
+
+const IP_MAP: IdentitySource = IdentitySource::IpMap;
+const CONNECT_MAP: IdentitySource = IdentitySource::ConnectMap;
+
+/// A heartbeat of `w` on `ip` over `[start, end]` ms, as a record of a connection
+/// from port 1 to a documentation address (whose own attribution tests ignore).
+fn hb(ip: &str, w: &str, start: i64, end: i64) -> FlowRecord {
+    rec(
+        &format!("{ip}:1"),
+        "192.0.2.250:1",
+        Some(start),
+        end,
+        Some((w, IP_MAP)),
+    )
+}
+
+/// The settings of most tests: hold-back 120 s, peer wait 5 s, tolerance 2 s, merge
+/// gap 30 s.
+fn config() -> AttributionConfig {
+    AttributionConfig::default().with_peer_wait(Duration::from_secs(5))
+}
+
+struct Harness {
+    a: Attributor,
+    sequence: u64,
+}
+
+impl Harness {
+    fn new(config: AttributionConfig) -> Harness {
+        Harness {
+            a: Attributor::new(config),
+            sequence: 0,
+        }
+    }
+
+    fn push(&mut self, host: &str, records: Vec<FlowRecord>, now_ms: i64) {
+        self.sequence += 1;
+        let batch = Arc::new(BatchId {
+            host: host.to_owned(),
+            instance: InstanceId::new(7),
+            sequence: self.sequence,
+        });
+        self.a.push_chunk(batch, records, at(now_ms));
+    }
+
+    fn advance(&mut self, now_ms: i64) {
+        self.a.advance(at(now_ms));
+    }
+
+    /// The flows decided so far, without the heartbeats' own flows (to 192.0.2.250).
+    fn take(&mut self) -> Vec<AttributedFlow> {
+        std::iter::from_fn(|| self.a.pop_ready())
+            .filter(|f| {
+                f.record.remote.ip()
+                    != "192.0.2.250"
+                        .parse::<std::net::IpAddr>()
+                        .ok()
+                        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
+            })
+            .collect()
+    }
+}
+
+/// What a flow was decided to be.
+fn verdict(f: &AttributedFlow) -> (Option<&str>, Src, Option<Why>) {
+    (
+        f.remote_workload_id.as_ref().map(WorkloadId::as_str),
+        f.remote_identity_source,
+        f.remote_unattributed_reason,
+    )
+}
+
+/// The one flow with local port `port`.
+fn by_port(flows: &[AttributedFlow], port: u16) -> &AttributedFlow {
+    let mut found = flows.iter().filter(|f| f.record.local.port() == port);
+    let f = found
+        .next()
+        .unwrap_or_else(|| panic!("no flow from port {port}: {flows:#?}"));
+    assert!(found.next().is_none(), "two flows from port {port}");
+    f
+}
+
+const HEARTBEAT_A: (Option<&str>, Src, Option<Why>) = (Some("a"), Src::Heartbeat, None);
+
+fn unattributed(why: Why) -> (Option<&'static str>, Src, Option<Why>) {
+    (None, Src::None, Some(why))
+}
+
+#[test]
+fn first_connection_just_before_the_servers_first_heartbeat() {
+    // The server's workload "a" owned nothing before; its first record starts at T0.
+    // The clients' sockets opened 0.3 s before (connect precedes accept), and with
+    // their clocks 1 s ahead or behind.
+    for (client_start, skew) in [(-300, 0), (-300, SEC), (-300, -SEC)] {
+        let mut h = Harness::new(config());
+        let start = client_start + skew;
+        h.push(
+            "client",
+            vec![rec(
+                "10.0.0.2:50000",
+                "10.0.0.1:443",
+                Some(start),
+                start + 100,
+                Some(("c", IP_MAP)),
+            )],
+            SEC,
+        );
+        h.push("server", vec![hb("10.0.0.1", "a", 0, 200)], 2 * SEC);
+        h.advance(SEC + 4_999);
+        assert!(h.take().is_empty(), "decided before the peer wait ended");
+        h.advance(SEC + 5_000);
+        let flows = h.take();
+        assert_eq!(flows.len(), 1);
+        let f = by_port(&flows, 50000);
+        assert_eq!(verdict(f), HEARTBEAT_A, "skew {skew}");
+        assert_eq!(f.host_id(), "client");
+        assert_eq!(f.record_index, 0);
+    }
+    // Had another workload owned the IP up to a second before: no guess.
+    let mut h = Harness::new(config());
+    h.push("old", vec![hb("10.0.0.1", "old", -60 * SEC, -SEC)], 0);
+    h.push(
+        "client",
+        vec![rec("10.0.0.2:50000", "10.0.0.1:443", Some(-300), 0, None)],
+        SEC,
+    );
+    h.push("server", vec![hb("10.0.0.1", "a", 0, 200)], 2 * SEC);
+    h.advance(6 * SEC);
+    assert_eq!(
+        verdict(by_port(&h.take(), 50000)),
+        unattributed(Why::OwnerChanged)
+    );
+}
+
+#[test]
+fn shared_ipv4_through_the_connect_map_is_told_apart_by_peer_records() {
+    let mut h = Harness::new(config());
+    // Workloads "a" (port 8080) and "b" (port 9090) share 10.0.0.5 on host "shared";
+    // client "c" on 10.0.0.9 calls both.
+    h.push(
+        "client",
+        vec![
+            rec(
+                "10.0.0.9:40001",
+                "10.0.0.5:8080",
+                Some(0),
+                500,
+                Some(("c", IP_MAP)),
+            ),
+            rec(
+                "10.0.0.9:40002",
+                "10.0.0.5:9090",
+                Some(10),
+                510,
+                Some(("c", IP_MAP)),
+            ),
+            // A flow to the shared IP whose other end sends no record.
+            rec(
+                "10.0.0.9:40003",
+                "10.0.0.5:7070",
+                Some(20),
+                520,
+                Some(("c", IP_MAP)),
+            ),
+        ],
+        SEC,
+    );
+    h.push(
+        "shared",
+        vec![
+            rec(
+                "10.0.0.5:8080",
+                "10.0.0.9:40001",
+                Some(5),
+                495,
+                Some(("a", CONNECT_MAP)),
+            ),
+            rec(
+                "10.0.0.5:9090",
+                "10.0.0.9:40002",
+                Some(15),
+                505,
+                Some(("b", CONNECT_MAP)),
+            ),
+        ],
+        2 * SEC,
+    );
+    // Decided as soon as the peers arrived, both ways.
+    let flows = h.take();
+    assert_eq!(flows.len(), 4);
+    assert_eq!(
+        verdict(by_port(&flows, 40001)),
+        (Some("a"), Src::PeerRecord, None)
+    );
+    assert_eq!(
+        verdict(by_port(&flows, 40002)),
+        (Some("b"), Src::PeerRecord, None)
+    );
+    assert_eq!(
+        verdict(by_port(&flows, 8080)),
+        (Some("c"), Src::PeerRecord, None)
+    );
+    assert_eq!(
+        verdict(by_port(&flows, 9090)),
+        (Some("c"), Src::PeerRecord, None)
+    );
+    // The map knows only that the address is shared.
+    h.advance(SEC + 5 * SEC);
+    let flows = h.take();
+    assert_eq!(
+        verdict(by_port(&flows, 40003)),
+        unattributed(Why::SharedAddress)
+    );
+    let s = h.a.stats();
+    assert_eq!(s.flows_in, 5);
+    assert_eq!(s.flows_out, 5);
+    assert_eq!(s.attributed_peer_record, 4);
+    assert_eq!(s.attributed_heartbeat, 0);
+    assert_eq!(s.attributed_static, 0);
+    assert_eq!(s.unattributed_for(Why::SharedAddress), 1);
+    assert_eq!(s.unattributed_total(), 1);
+    assert_eq!(s.heartbeats, 5);
+    assert_eq!(s.conflicts, 0);
+    assert_eq!(s.held, 0);
+    assert_eq!(s.tracked_ips, 2);
+    assert_eq!(s.ranges, 2);
+    assert_eq!(s.peer_index_entries, 5);
+    assert!(s.map_bytes > 0);
+}
+
+#[test]
+fn ip_reuse_old_flows_old_owner_new_flows_new_owner() {
+    let mut h = Harness::new(config());
+    h.push(
+        "h1",
+        vec![
+            hb("10.0.0.7", "a", 0, 20 * SEC),
+            hb("10.0.0.7", "a", 40 * SEC, 60 * SEC),
+        ],
+        60 * SEC,
+    );
+    h.push(
+        "h2",
+        vec![
+            hb("10.0.0.7", "b", 61 * SEC, 100 * SEC),
+            hb("10.0.0.7", "b", 300 * SEC, 400 * SEC),
+        ],
+        400 * SEC,
+    );
+    h.push(
+        "client",
+        vec![
+            rec(
+                "10.0.0.2:1001",
+                "10.0.0.7:80",
+                Some(30 * SEC),
+                31 * SEC,
+                None,
+            ),
+            rec(
+                "10.0.0.2:1002",
+                "10.0.0.7:80",
+                Some(350 * SEC),
+                351 * SEC,
+                None,
+            ),
+            rec("10.0.0.2:1003", "10.0.0.7:80", Some(60_500), 70 * SEC, None),
+            rec(
+                "10.0.0.2:1004",
+                "10.0.0.7:80",
+                Some(80 * SEC),
+                81 * SEC,
+                None,
+            ),
+        ],
+        401 * SEC,
+    );
+    h.advance(406 * SEC);
+    let flows = h.take();
+    assert_eq!(verdict(by_port(&flows, 1001)), HEARTBEAT_A);
+    assert_eq!(
+        verdict(by_port(&flows, 1002)),
+        (Some("b"), Src::Heartbeat, None)
+    );
+    assert_eq!(
+        verdict(by_port(&flows, 1003)),
+        unattributed(Why::OwnerChanged)
+    );
+    assert_eq!(
+        verdict(by_port(&flows, 1004)),
+        (Some("b"), Src::Heartbeat, None)
+    );
+    assert_eq!(h.a.stats().conflicts, 0);
+}
+
+#[test]
+fn overlapping_claims_are_conflicts_and_never_attribute() {
+    let mut h = Harness::new(config());
+    h.push("h1", vec![hb("10.0.0.7", "a", 0, 100 * SEC)], 100 * SEC);
+    h.push(
+        "h2",
+        vec![hb("10.0.0.7", "b", 40 * SEC, 60 * SEC)],
+        100 * SEC,
+    );
+    h.push(
+        "client",
+        vec![
+            rec(
+                "10.0.0.2:1001",
+                "10.0.0.7:80",
+                Some(50 * SEC),
+                51 * SEC,
+                None,
+            ),
+            rec(
+                "10.0.0.2:1002",
+                "10.0.0.7:80",
+                Some(10 * SEC),
+                11 * SEC,
+                None,
+            ),
+            rec(
+                "10.0.0.2:1003",
+                "10.0.0.7:80",
+                Some(61 * SEC),
+                62 * SEC,
+                None,
+            ),
+        ],
+        101 * SEC,
+    );
+    h.advance(106 * SEC);
+    let flows = h.take();
+    assert_eq!(
+        verdict(by_port(&flows, 1001)),
+        unattributed(Why::ConflictingOwners)
+    );
+    assert_eq!(verdict(by_port(&flows, 1002)), HEARTBEAT_A);
+    // 1 s after the conflict, within the tolerance.
+    assert_eq!(
+        verdict(by_port(&flows, 1003)),
+        unattributed(Why::ConflictingOwners)
+    );
+    let s = h.a.stats();
+    assert_eq!(
+        (s.conflicts, s.unattributed_for(Why::ConflictingOwners)),
+        (1, 2)
+    );
+}
+
+#[test]
+fn hold_back_expiry_no_owner_known_or_no_start_time() {
+    let mut h = Harness::new(config());
+    h.push(
+        "client",
+        vec![
+            rec("10.0.0.2:1001", "10.0.0.8:80", Some(0), SEC, None),
+            rec("10.0.0.2:1002", "10.0.0.8:80", None, SEC, None),
+        ],
+        2 * SEC,
+    );
+    assert_eq!(h.a.next_deadline(), Some(at(7 * SEC)));
+    h.advance(7 * SEC);
+    assert!(h.take().is_empty());
+    assert_eq!(h.a.stats().held, 2);
+    // Now only the hold-back (and the peer index's expiry) remain.
+    assert_eq!(h.a.next_deadline(), Some(at(122 * SEC)));
+    h.advance(122 * SEC - 1);
+    assert!(h.take().is_empty());
+    h.advance(122 * SEC);
+    let flows = h.take();
+    assert_eq!(
+        verdict(by_port(&flows, 1001)),
+        unattributed(Why::NoOwnerKnown)
+    );
+    assert_eq!(
+        verdict(by_port(&flows, 1002)),
+        unattributed(Why::NoStartTime)
+    );
+    assert_eq!(h.a.stats().held, 0);
+}
+
+#[test]
+fn heartbeats_arriving_during_the_hold_back_decide_at_once() {
+    let mut h = Harness::new(config());
+    h.push(
+        "client",
+        vec![
+            rec("10.0.0.2:1001", "10.0.0.8:80", Some(0), SEC, None),
+            rec("10.0.0.2:1002", "10.0.0.8:80", None, SEC, None),
+            rec("10.0.0.2:1003", "10.0.0.9:80", Some(0), SEC, None),
+        ],
+        2 * SEC,
+    );
+    h.advance(7 * SEC);
+    assert!(h.take().is_empty());
+    // 10.0.0.8's owner reports 30 s later: its flows go out without waiting for an
+    // advance; the other one keeps waiting.
+    h.push(
+        "server",
+        vec![hb("10.0.0.8", "a", -10 * SEC, 30 * SEC)],
+        30 * SEC,
+    );
+    let flows = h.take();
+    assert_eq!(flows.len(), 2);
+    assert_eq!(verdict(by_port(&flows, 1001)), HEARTBEAT_A);
+    assert_eq!(verdict(by_port(&flows, 1002)), HEARTBEAT_A);
+    // A heartbeat far from the flow's time leaves it waiting.
+    h.push(
+        "server",
+        vec![hb("10.0.0.9", "b", 60 * SEC, 61 * SEC)],
+        61 * SEC,
+    );
+    assert!(h.take().is_empty());
+    // 1003, and the flows of the two heartbeats' own records.
+    assert_eq!(h.a.stats().held, 3);
+}
+
+#[test]
+fn static_table_is_consulted_after_the_heartbeats() -> Result<(), StaticOwnersError> {
+    let table = StaticOwners::parse(
+        "10.9.0.0/16 static-net\n10.9.1.1 static-one\n10.9.3.3 static-three\n",
+        std::path::Path::new("owners"),
+    )?;
+    let mut h = Harness::new(config().with_static_owners(table));
+    h.push(
+        "servers",
+        vec![
+            hb("10.9.1.1", "a", 0, 10 * SEC),
+            hb("10.9.2.2", "x", 0, 10 * SEC),
+            hb("10.9.2.2", "y", 0, 10 * SEC),
+        ],
+        10 * SEC,
+    );
+    h.push(
+        "client",
+        vec![
+            rec("10.0.0.2:1001", "10.9.1.1:80", Some(5 * SEC), 6 * SEC, None),
+            rec("10.0.0.2:1002", "10.9.1.2:80", Some(5 * SEC), 6 * SEC, None),
+            rec("10.0.0.2:1003", "10.9.2.2:80", Some(5 * SEC), 6 * SEC, None),
+            rec("10.0.0.2:1004", "10.9.3.3:80", Some(5 * SEC), 6 * SEC, None),
+            rec("10.0.0.2:1005", "10.8.0.1:80", Some(5 * SEC), 6 * SEC, None),
+        ],
+        10 * SEC,
+    );
+    // Heartbeat before static; a conflict is not overridden by the table.
+    h.advance(15 * SEC);
+    let flows = h.take();
+    assert_eq!(flows.len(), 2);
+    assert_eq!(verdict(by_port(&flows, 1001)), HEARTBEAT_A);
+    assert_eq!(
+        verdict(by_port(&flows, 1003)),
+        unattributed(Why::ConflictingOwners)
+    );
+    // The table only at the hold-back deadline, longest prefix first.
+    h.advance(130 * SEC);
+    let flows = h.take();
+    assert_eq!(
+        verdict(by_port(&flows, 1002)),
+        (Some("static-net"), Src::Static, None)
+    );
+    assert_eq!(
+        verdict(by_port(&flows, 1004)),
+        (Some("static-three"), Src::Static, None)
+    );
+    assert_eq!(
+        verdict(by_port(&flows, 1005)),
+        unattributed(Why::NoOwnerKnown)
+    );
+    assert_eq!(h.a.stats().attributed_static, 2);
+    Ok(())
+}
+
+#[test]
+fn retention_gives_before_retention() {
+    let config = config().with_retention(Duration::from_secs(600));
+    let mut h = Harness::new(config);
+    h.push("server", vec![hb("10.0.0.7", "a", 0, 10 * SEC)], 10 * SEC);
+    h.advance(500 * SEC);
+    assert_eq!(h.a.stats().ranges, 1);
+    h.advance(700 * SEC);
+    let s = h.a.stats();
+    assert_eq!((s.ranges, s.tracked_ips, s.ranges_expired), (0, 0, 1));
+    // A late flow of that time, and a late heartbeat of that time.
+    h.push(
+        "client",
+        vec![rec(
+            "10.0.0.2:1001",
+            "10.0.0.7:80",
+            Some(5 * SEC),
+            6 * SEC,
+            None,
+        )],
+        700 * SEC,
+    );
+    h.push("server", vec![hb("10.0.0.7", "a", 0, 10 * SEC)], 700 * SEC);
+    assert_eq!(h.a.stats().heartbeats_too_old, 1);
+    h.advance(705 * SEC);
+    let flows = h.take();
+    assert_eq!(
+        verdict(by_port(&flows, 1001)),
+        unattributed(Why::BeforeRetention)
+    );
+}
+
+#[test]
+fn eviction_by_the_size_cap_gives_before_retention() {
+    let mut h = Harness::new(config().with_max_ranges(10));
+    let beats = (0..20i64)
+        .map(|i| hb(&format!("10.0.1.{i}"), "w", i * SEC, i * SEC + 500))
+        .collect();
+    h.push("servers", beats, 20 * SEC);
+    let s = h.a.stats();
+    assert!(s.ranges <= 9, "{s:?}");
+    assert_eq!(s.ranges_evicted, 20 - s.ranges);
+    assert_eq!(s.ranges_expired, 0);
+    h.push(
+        "client",
+        vec![
+            rec("10.0.0.2:1001", "10.0.1.0:80", Some(0), 100, None),
+            rec(
+                "10.0.0.2:1002",
+                "10.0.1.19:80",
+                Some(19 * SEC),
+                19 * SEC + 100,
+                None,
+            ),
+        ],
+        21 * SEC,
+    );
+    h.advance(26 * SEC);
+    let flows = h.take();
+    assert_eq!(
+        verdict(by_port(&flows, 1001)),
+        unattributed(Why::BeforeRetention)
+    );
+    assert_eq!(
+        verdict(by_port(&flows, 1002)),
+        (Some("w"), Src::Heartbeat, None)
+    );
+}
+
+#[test]
+fn max_held_sends_the_oldest_out() {
+    let mut h = Harness::new(config().with_max_held(3));
+    for port in 1001..=1005u16 {
+        h.push(
+            "client",
+            vec![rec(
+                &format!("10.0.0.2:{port}"),
+                "10.0.0.8:80",
+                Some(0),
+                SEC,
+                None,
+            )],
+            i64::from(port - 1000) * 10,
+        );
+    }
+    let flows = h.take();
+    assert_eq!(flows.len(), 2);
+    assert_eq!(
+        verdict(by_port(&flows, 1001)),
+        unattributed(Why::HoldBackFull)
+    );
+    assert_eq!(
+        verdict(by_port(&flows, 1002)),
+        unattributed(Why::HoldBackFull)
+    );
+    let s = h.a.stats();
+    assert_eq!((s.held, s.unattributed_for(Why::HoldBackFull)), (3, 2));
+    // Past its peer wait (without an advance since), the oldest takes the map's
+    // answer when it has one.
+    let mut h = Harness::new(config().with_max_held(1));
+    h.push(
+        "client",
+        vec![rec("10.0.0.2:1001", "10.0.0.8:80", Some(0), SEC, None)],
+        SEC,
+    );
+    // This heartbeat's own record is a flow too: two held.
+    h.push("server", vec![hb("10.0.0.8", "a", 0, SEC)], 6 * SEC);
+    let flows = h.take();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(verdict(by_port(&flows, 1001)), HEARTBEAT_A);
+    assert_eq!(h.a.stats().held, 1);
+}
+
+#[test]
+fn drain_decides_everything() -> Result<(), StaticOwnersError> {
+    let table = StaticOwners::parse("10.0.0.8 static\n", std::path::Path::new("owners"))?;
+    let mut h = Harness::new(config().with_static_owners(table));
+    h.push(
+        "client",
+        vec![
+            rec("10.0.0.2:1001", "10.0.0.8:80", Some(0), SEC, None),
+            rec("10.0.0.2:1002", "10.0.0.9:80", Some(0), SEC, None),
+        ],
+        SEC,
+    );
+    h.push(
+        "client",
+        vec![
+            rec("10.0.0.2:1003", "10.0.0.8:80", Some(0), SEC, None),
+            rec("10.0.0.2:1004", "10.0.0.7:80", Some(0), SEC, None),
+        ],
+        4 * SEC,
+    );
+    h.push("server", vec![hb("10.0.0.7", "a", 0, SEC)], 4 * SEC);
+    // At 7 s the first two have waited for their peer; the last two have not.
+    h.a.drain(at(7 * SEC));
+    let flows = h.take();
+    assert_eq!(flows.len(), 4);
+    assert_eq!(
+        verdict(by_port(&flows, 1001)),
+        (Some("static"), Src::Static, None)
+    );
+    assert_eq!(
+        verdict(by_port(&flows, 1002)),
+        unattributed(Why::NoOwnerKnown)
+    );
+    assert_eq!(verdict(by_port(&flows, 1003)), unattributed(Why::Shutdown));
+    assert_eq!(verdict(by_port(&flows, 1004)), unattributed(Why::Shutdown));
+    assert_eq!(h.a.stats().held, 0);
+    assert_eq!(h.a.next_deadline().filter(|t| *t < at(100 * SEC)), None);
+    Ok(())
+}
+
+#[test]
+fn loopback_addresses_of_two_hosts_never_mix() {
+    let mut h = Harness::new(config());
+    h.push(
+        "h1",
+        vec![
+            hb("127.0.0.1", "a", 0, 10 * SEC),
+            hb("169.254.1.1", "a", 0, 10 * SEC),
+        ],
+        10 * SEC,
+    );
+    h.push(
+        "h2",
+        vec![
+            hb("127.0.0.1", "b", 0, 10 * SEC),
+            hb("169.254.1.1", "b", 0, 10 * SEC),
+            // h2's server side of a connection from 127.0.0.1:5000: not h1's peer.
+            rec(
+                "127.0.0.1:8080",
+                "127.0.0.1:5000",
+                Some(SEC),
+                2 * SEC,
+                Some(("b", IP_MAP)),
+            ),
+        ],
+        10 * SEC,
+    );
+    h.push(
+        "h1",
+        vec![
+            // Without a workload: not a heartbeat, only a flow.
+            rec("127.0.0.1:5000", "127.0.0.1:8080", Some(SEC), 2 * SEC, None),
+            rec("10.0.0.1:5001", "169.254.1.1:80", Some(SEC), 2 * SEC, None),
+        ],
+        10 * SEC,
+    );
+    assert!(h.take().iter().all(|f| f.host_id() != "h1"));
+    h.advance(15 * SEC);
+    let flows: Vec<_> = h
+        .take()
+        .into_iter()
+        .filter(|f| f.host_id() == "h1")
+        .collect();
+    assert_eq!(verdict(by_port(&flows, 5000)), HEARTBEAT_A);
+    assert_eq!(verdict(by_port(&flows, 5001)), HEARTBEAT_A);
+    let s = h.a.stats();
+    assert_eq!((s.conflicts, s.tracked_ips), (0, 4));
+}
+
+#[test]
+fn a_peer_arriving_later_decides_at_once() {
+    let mut h = Harness::new(config());
+    h.push(
+        "client",
+        vec![rec(
+            "10.0.0.2:1001",
+            "10.0.0.8:80",
+            Some(0),
+            SEC,
+            Some(("c", IP_MAP)),
+        )],
+        SEC,
+    );
+    h.push(
+        "server",
+        vec![rec(
+            "10.0.0.8:80",
+            "10.0.0.2:1001",
+            Some(100),
+            900,
+            Some(("s", IP_MAP)),
+        )],
+        3 * SEC,
+    );
+    let flows = h.take();
+    assert_eq!(flows.len(), 2);
+    assert_eq!(
+        verdict(by_port(&flows, 1001)),
+        (Some("s"), Src::PeerRecord, None)
+    );
+    assert_eq!(
+        verdict(by_port(&flows, 80)),
+        (Some("c"), Src::PeerRecord, None)
+    );
+    // After the peer wait, while waiting for heartbeats, a peer still wins, even
+    // over the heartbeat its own record is.
+    h.push(
+        "client",
+        vec![rec(
+            "10.0.0.2:1003",
+            "10.0.0.9:80",
+            Some(0),
+            SEC,
+            Some(("c", IP_MAP)),
+        )],
+        SEC,
+    );
+    h.advance(7 * SEC);
+    assert!(h.take().is_empty());
+    h.push(
+        "server",
+        vec![rec(
+            "10.0.0.9:80",
+            "10.0.0.2:1003",
+            Some(100),
+            900,
+            Some(("s2", IP_MAP)),
+        )],
+        8 * SEC,
+    );
+    let flows = h.take();
+    assert_eq!(
+        verdict(by_port(&flows, 1003)),
+        (Some("s2"), Src::PeerRecord, None)
+    );
+    assert_eq!(h.a.stats().attributed_peer_record, 4);
+}
+
+#[test]
+fn a_peer_with_another_tuple_or_time_is_not_used() {
+    let mut h = Harness::new(config());
+    h.push(
+        "server",
+        vec![
+            // Right tuple, 10 s later.
+            rec(
+                "10.0.0.8:80",
+                "10.0.0.2:1001",
+                Some(20 * SEC),
+                21 * SEC,
+                Some(("s", IP_MAP)),
+            ),
+            // Another client port.
+            rec(
+                "10.0.0.8:80",
+                "10.0.0.2:2002",
+                Some(0),
+                SEC,
+                Some(("s", IP_MAP)),
+            ),
+            // Same direction as the flow (not reversed).
+            rec(
+                "10.0.0.2:1003",
+                "10.0.0.8:80",
+                Some(0),
+                SEC,
+                Some(("s", IP_MAP)),
+            ),
+        ],
+        SEC,
+    );
+    h.push(
+        "client",
+        vec![
+            rec("10.0.0.2:1001", "10.0.0.8:80", Some(0), 10 * SEC, None),
+            rec("10.0.0.2:1002", "10.0.0.8:80", Some(0), SEC, None),
+        ],
+        SEC,
+    );
+    assert!(
+        h.take()
+            .iter()
+            .all(|f| ![1001, 1002].contains(&f.record.local.port()))
+    );
+    h.advance(6 * SEC);
+    let flows = h.take();
+    // The map decides instead: the server IP is "s" then.
+    assert_eq!(
+        verdict(by_port(&flows, 1001)),
+        (Some("s"), Src::Heartbeat, None)
+    );
+    assert_eq!(
+        verdict(by_port(&flows, 1002)),
+        (Some("s"), Src::Heartbeat, None)
+    );
+    // Within the tolerance of the flow's end: a peer.
+    h.push(
+        "server",
+        vec![rec(
+            "10.0.0.8:80",
+            "10.0.0.2:3003",
+            Some(12 * SEC),
+            13 * SEC,
+            Some(("s", IP_MAP)),
+        )],
+        7 * SEC,
+    );
+    h.push(
+        "client",
+        vec![rec("10.0.0.2:3003", "10.0.0.8:80", Some(0), 10 * SEC, None)],
+        7 * SEC,
+    );
+    assert_eq!(
+        verdict(by_port(&h.take(), 3003)),
+        (Some("s"), Src::PeerRecord, None)
+    );
+}
+
+#[test]
+fn disagreeing_peers_are_no_evidence() {
+    let mut h = Harness::new(config());
+    h.push(
+        "server",
+        vec![
+            rec(
+                "10.0.0.8:80",
+                "10.0.0.2:1001",
+                Some(0),
+                SEC,
+                Some(("s", IP_MAP)),
+            ),
+            rec(
+                "10.0.0.8:80",
+                "10.0.0.2:1001",
+                Some(0),
+                SEC,
+                Some(("t", IP_MAP)),
+            ),
+        ],
+        SEC,
+    );
+    h.push(
+        "client",
+        vec![rec("10.0.0.2:1001", "10.0.0.8:80", Some(0), SEC, None)],
+        SEC,
+    );
+    assert!(h.take().iter().all(|f| f.record.local.port() != 1001));
+    h.advance(6 * SEC);
+    assert_eq!(
+        verdict(by_port(&h.take(), 1001)),
+        unattributed(Why::ConflictingOwners)
+    );
+}
+
+#[test]
+fn peer_index_entries_leave_after_hold_back_and_tolerance() {
+    let mut h = Harness::new(config());
+    h.push(
+        "server",
+        vec![rec(
+            "10.0.0.8:80",
+            "10.0.0.2:1001",
+            Some(0),
+            SEC,
+            Some(("s", IP_MAP)),
+        )],
+        SEC,
+    );
+    assert_eq!(h.a.stats().peer_index_entries, 1);
+    h.advance(SEC + 122 * SEC - 1);
+    assert_eq!(h.a.stats().peer_index_entries, 1);
+    h.advance(SEC + 122 * SEC);
+    assert_eq!(h.a.stats().peer_index_entries, 0);
+}
+
+#[test]
+fn clock_going_back_is_ignored() {
+    let mut h = Harness::new(config());
+    h.push(
+        "client",
+        vec![rec("10.0.0.2:1001", "10.0.0.8:80", Some(0), SEC, None)],
+        100 * SEC,
+    );
+    h.advance(50 * SEC);
+    h.push(
+        "client",
+        vec![rec("10.0.0.2:1002", "10.0.0.8:80", Some(0), SEC, None)],
+        10 * SEC,
+    );
+    // Both held as of 100 s.
+    assert_eq!(h.a.next_deadline(), Some(at(105 * SEC)));
+    h.advance(105 * SEC);
+    h.advance(220 * SEC);
+    assert_eq!(h.take().len(), 2);
+}
+
+/// Pushes 1,000,000 synthetic flows (1,000 a chunk, 10,000 server IPs, half the
+/// flows with their peer's record) and prints flows/s. Run with
+/// `cargo test --release -p flowcollector --lib attribution::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: run in release mode"]
+fn throughput() {
+    const FLOWS: usize = 1_000_000;
+    const CHUNK: usize = 1_000;
+    let mut a = Attributor::new(AttributionConfig::default().with_max_held(4_000_000));
+    let workloads: Vec<String> = (0..1_000)
+        .map(|i| format!("k8s:prod/service-{i}"))
+        .collect();
+    let mut chunks = Vec::new();
+    for c in 0..FLOWS / CHUNK {
+        let mut records = Vec::with_capacity(CHUNK);
+        for i in 0..CHUNK {
+            let n = c * CHUNK + i;
+            let server = n % 10_000;
+            let ip = format!(
+                "10.{}.{}.{}",
+                1 + server / 65_536,
+                (server / 256) % 256,
+                server % 256
+            );
+            let client_port = 1024 + (n % 60_000) as u16;
+            let t = (n as i64) / 10; // 10,000 flows a simulated second
+            let w = workloads[server % workloads.len()].as_str();
+            let client = format!("10.200.{}.{}", (n / 256) % 256, n % 256);
+            let r = if n.is_multiple_of(2) {
+                // A server's record (also the peer of the client record below).
+                rec(
+                    &format!("{ip}:443"),
+                    &format!("{client}:{client_port}"),
+                    Some(t),
+                    t + 5,
+                    Some((w, IP_MAP)),
+                )
+            } else {
+                let prev = n - 1;
+                let server = prev % 10_000;
+                let ip = format!(
+                    "10.{}.{}.{}",
+                    1 + server / 65_536,
+                    (server / 256) % 256,
+                    server % 256
+                );
+                let client = format!("10.200.{}.{}", (prev / 256) % 256, prev % 256);
+                let port = 1024 + (prev % 60_000) as u16;
+                rec(
+                    &format!("{client}:{port}"),
+                    &format!("{ip}:443"),
+                    Some(t),
+                    t + 5,
+                    Some(("client", IP_MAP)),
+                )
+            };
+            records.push(r);
+        }
+        chunks.push(records);
+    }
+    let batch = Arc::new(BatchId {
+        host: "bench".into(),
+        instance: InstanceId::new(1),
+        sequence: 0,
+    });
+    let started = std::time::Instant::now();
+    let mut out = 0usize;
+    for (c, records) in chunks.into_iter().enumerate() {
+        let now = at((c as i64) * 100);
+        a.push_chunk(batch.clone(), records, now);
+        a.advance(now);
+        while a.pop_ready().is_some() {
+            out += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    let s = a.stats();
+    println!(
+        "{FLOWS} flows in {elapsed:?}: {:.0} flows/s ({:.0} ns a flow); out {out}, held {}, \
+         peer {}, ranges {}, ips {}, map {} bytes, peer index {}",
+        FLOWS as f64 / elapsed.as_secs_f64(),
+        elapsed.as_nanos() as f64 / FLOWS as f64,
+        s.held,
+        s.attributed_peer_record,
+        s.ranges,
+        s.tracked_ips,
+        s.map_bytes,
+        s.peer_index_entries,
+    );
+    assert_eq!(s.flows_in, FLOWS as u64);
+}
