@@ -107,12 +107,23 @@ const RFC3339_END: Duration = Duration::from_secs(253_402_300_800);
 /// (before 1970 or from the year 10000 on; a decoded chunk can carry one) is written as
 /// `@<seconds since the epoch>.<nanoseconds>` (`@-…` before it) instead of panicking.
 pub fn rfc3339(t: SystemTime) -> String {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) if d < RFC3339_END => humantime::format_rfc3339_nanos(t).to_string(),
-        Ok(d) => format!("@{}.{:09}", d.as_secs(), d.subsec_nanos()),
-        Err(e) => {
-            let d = e.duration();
-            format!("@-{}.{:09}", d.as_secs(), d.subsec_nanos())
+    Rfc3339(t).to_string()
+}
+
+/// [`rfc3339`] without the `String`: displays the same text (for serializers that
+/// write straight into their output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rfc3339(pub SystemTime);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.duration_since(UNIX_EPOCH) {
+            Ok(d) if d < RFC3339_END => humantime::format_rfc3339_nanos(self.0).fmt(f),
+            Ok(d) => write!(f, "@{}.{:09}", d.as_secs(), d.subsec_nanos()),
+            Err(e) => {
+                let d = e.duration();
+                write!(f, "@-{}.{:09}", d.as_secs(), d.subsec_nanos())
+            }
         }
     }
 }

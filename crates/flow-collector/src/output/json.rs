@@ -7,47 +7,108 @@
 //! `remote_identity_source` (`peer_record`, `heartbeat`, `static` or `none`) and
 //! `remote_unattributed_reason` (null when attributed).
 
-use std::{fmt::Display, io};
+use std::io::{self, Write};
 
-use flow_batch::wire::BatchId;
-use flow_record::json::JsonFlow;
-use serde::{Serialize, Serializer};
+use flow_record::json::Rfc3339;
 
 use crate::attribution::AttributedFlow;
 
-/// The JSON view of an [`AttributedFlow`].
-#[derive(Serialize)]
-struct CollectorLine<'a> {
-    #[serde(flatten)]
-    flow: JsonFlow<'a>,
-    host_id: &'a str,
-    #[serde(serialize_with = "as_display")]
-    batch_id: &'a BatchId,
-    record_index: u32,
-    remote_workload_id: Option<&'a str>,
-    remote_identity_source: &'static str,
-    remote_unattributed_reason: Option<&'static str>,
-}
-
-/// Serializes a value as its `Display` text (without an intermediate `String`).
-fn as_display<S: Serializer>(value: &&BatchId, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value as &dyn Display)
-}
-
 /// Appends `flow` to `out` as one JSON object followed by `\n`.
+///
+/// Written by hand rather than derived: the keys are constant and need no escaping,
+/// and times and numbers go straight into `out` (about twice as fast as serde's
+/// derive with a flattened `JsonFlow`). The exporter's fields come in
+/// `flow_record::json::JsonFlow`'s order with its values: a test checks that the line
+/// begins with exactly what `flow_record::json::write_line` writes.
 pub fn write_json_line(out: &mut Vec<u8>, flow: &AttributedFlow) -> io::Result<()> {
-    let line = CollectorLine {
-        flow: JsonFlow::from(&flow.record),
-        host_id: &flow.batch.host,
-        batch_id: &flow.batch,
-        record_index: flow.record_index,
-        remote_workload_id: flow.remote_workload_id.as_ref().map(|w| w.as_str()),
-        remote_identity_source: flow.remote_identity_source.as_str(),
-        remote_unattributed_reason: flow.remote_unattributed_reason.map(|r| r.as_str()),
-    };
-    serde_json::to_writer(&mut *out, &line).map_err(io::Error::other)?;
-    out.push(b'\n');
+    let r = &flow.record;
+    let s = &r.stats;
+    out.extend_from_slice(b"{\"local_ip\":\"");
+    write!(out, "{}", r.local.ip())?;
+    out.extend_from_slice(b"\",\"local_port\":");
+    int(out, r.local.port());
+    out.extend_from_slice(b",\"remote_ip\":\"");
+    write!(out, "{}", r.remote.ip())?;
+    out.extend_from_slice(b"\",\"remote_port\":");
+    int(out, r.remote.port());
+    out.extend_from_slice(b",\"direction\":");
+    text(out, r.direction.as_str())?;
+    out.extend_from_slice(b",\"t_start\":");
+    match r.t_start {
+        Some(t) => write!(out, "\"{}\"", Rfc3339(t))?,
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"t_end\":");
+    write!(out, "\"{}\"", Rfc3339(r.t_end))?;
+    out.extend_from_slice(b",\"bytes_sent\":");
+    int(out, s.bytes_sent);
+    out.extend_from_slice(b",\"bytes_received\":");
+    int(out, s.bytes_received);
+    out.extend_from_slice(b",\"segs_in\":");
+    int(out, s.segs_in);
+    out.extend_from_slice(b",\"segs_out\":");
+    int(out, s.segs_out);
+    out.extend_from_slice(b",\"retransmits\":");
+    int(out, s.retransmits);
+    out.extend_from_slice(b",\"srtt_us\":");
+    int(out, s.srtt_us);
+    out.extend_from_slice(b",\"rttvar_us\":");
+    int(out, s.rttvar_us);
+    out.extend_from_slice(b",\"bytes_retransmitted\":");
+    int(out, s.bytes_retransmitted);
+    out.extend_from_slice(b",\"close_state\":");
+    text(out, r.close_state.as_str())?;
+    out.extend_from_slice(b",\"close_reason\":");
+    text(out, &r.close_reason.as_str())?;
+    out.extend_from_slice(b",\"local_workload_id\":");
+    optional(out, r.local_workload_id.as_ref().map(|w| w.as_str()))?;
+    out.extend_from_slice(b",\"identity_source\":");
+    text(out, r.identity_source.as_str())?;
+    out.extend_from_slice(b",\"unattributed_reason\":");
+    optional(
+        out,
+        r.identity_source.unattributed_reason().map(|u| u.as_str()),
+    )?;
+    out.extend_from_slice(b",\"incomplete\":");
+    out.extend_from_slice(if r.incomplete { b"true" } else { b"false" });
+    out.extend_from_slice(b",\"host_id\":");
+    text(out, &flow.batch.host)?;
+    out.extend_from_slice(b",\"batch_id\":");
+    // The host escaped as in host_id, then the two numbers (no escaping needed).
+    text(out, &flow.batch.host)?;
+    out.pop();
+    write!(out, "/{}/{}\"", flow.batch.instance, flow.batch.sequence)?;
+    out.extend_from_slice(b",\"record_index\":");
+    int(out, flow.record_index);
+    out.extend_from_slice(b",\"remote_workload_id\":");
+    optional(out, flow.remote_workload_id.as_ref().map(|w| w.as_str()))?;
+    out.extend_from_slice(b",\"remote_identity_source\":");
+    text(out, flow.remote_identity_source.as_str())?;
+    out.extend_from_slice(b",\"remote_unattributed_reason\":");
+    optional(out, flow.remote_unattributed_reason.map(|r| r.as_str()))?;
+    out.extend_from_slice(b"}\n");
     Ok(())
+}
+
+/// A JSON string, escaped.
+fn text(out: &mut Vec<u8>, s: &str) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, s).map_err(io::Error::other)
+}
+
+/// A JSON string, or null.
+fn optional(out: &mut Vec<u8>, s: Option<&str>) -> io::Result<()> {
+    match s {
+        Some(s) => text(out, s),
+        None => {
+            out.extend_from_slice(b"null");
+            Ok(())
+        }
+    }
+}
+
+/// An integer.
+fn int(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 #[cfg(test)]
@@ -55,7 +116,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
 
-    use flow_batch::wire::InstanceId;
+    use flow_batch::wire::{BatchId, InstanceId};
     use flow_record::{Direction, IdentitySource, SocketStats, WorkloadId};
 
     use super::*;
@@ -100,6 +161,10 @@ mod tests {
             remote_unattributed_reason: (!attributed)
                 .then_some(RemoteUnattributedReason::ConflictingOwners),
         }
+    }
+
+    pub(super) fn flow_for_speed() -> AttributedFlow {
+        flow(true)
     }
 
     fn parse(flow: &AttributedFlow) -> serde_json::Value {
@@ -165,5 +230,39 @@ mod tests {
         let prefix = &plain[..plain.len() - 2]; // without "}\n"
         assert!(out.starts_with(prefix));
         assert!(out[prefix.len()..].starts_with(b",\"host_id\":"));
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    /// Run with `cargo test --release -p flowcollector --lib json_line_speed -- --ignored
+    /// --nocapture`. The best of 20 rounds, to see through a busy machine.
+    #[test]
+    #[ignore = "a measurement, in release mode"]
+    fn json_line_speed() {
+        let flow = super::tests::flow_for_speed();
+        let mut out = Vec::with_capacity(1 << 20);
+        let n = 100_000;
+        let mut best = f64::MAX;
+        let mut plain_best = f64::MAX;
+        for _ in 0..20 {
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                out.clear();
+                super::write_json_line(&mut out, &flow).expect("write");
+            }
+            best = best.min(start.elapsed().as_secs_f64());
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                out.clear();
+                flow_record::json::write_line(&mut out, &flow.record).expect("write");
+            }
+            plain_best = plain_best.min(start.elapsed().as_secs_f64());
+        }
+        println!(
+            "{:.0} lines/s ({:.0} exporter lines/s)",
+            n as f64 / best,
+            n as f64 / plain_best
+        );
     }
 }

@@ -2,8 +2,15 @@
 //! bundled one, JSON lines in a file rotated by size or time ([`JsonLinesOutput`]).
 
 mod json;
+mod json_lines;
+mod position;
+mod rotation;
+#[cfg(test)]
+mod tests;
 
 pub use json::write_json_line;
+pub use json_lines::{JsonLinesOutput, OutputStats};
+pub use rotation::Rotation;
 
 use crate::attribution::AttributedFlow;
 
@@ -48,7 +55,3 @@ pub trait FlowOutput: Send + 'static {
         position: Option<&OutputPosition>,
     ) -> Result<Vec<FlowKey>, OutputError>;
 }
-
-/// JSON lines in a file, rotated by size or time.
-#[derive(Debug)]
-pub struct JsonLinesOutput {}
