@@ -13,6 +13,23 @@ use crate::fleet::{
 /// Misattributions printed in full, at most.
 pub const EXAMPLES: usize = 5;
 
+/// Where one chunk went, for describing misattributions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkFate {
+    /// The sending host's index.
+    pub host: u32,
+    /// The chunk's sequence number.
+    pub sequence: u64,
+    /// Its window (minutes since T0 in the host's clock).
+    pub window: i64,
+    /// Records in it.
+    pub records: u32,
+    /// When it was sent (true time).
+    pub sent: Micros,
+    /// When its copies arrived (true time); empty when it was dropped.
+    pub arrivals: Vec<Micros>,
+}
+
 /// The verdicts so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -81,7 +98,13 @@ impl Checker {
     }
 
     /// Checks `flows` against `truths` and takes their truths out.
-    pub fn check(&mut self, flows: &[AttributedFlow], truths: &mut TruthTable, world: &World) {
+    pub fn check(
+        &mut self,
+        flows: &[AttributedFlow],
+        truths: &mut TruthTable,
+        world: &World,
+        chunks: &[ChunkFate],
+    ) {
         for flow in flows {
             let taken = match host_index(&flow.batch.host) {
                 Some(h) => truths.take(
@@ -117,7 +140,7 @@ impl Checker {
                 Verdict::Misattributed => {
                     self.tally.misattributed += 1;
                     if self.examples.len() < EXAMPLES {
-                        self.examples.push(describe(flow, truth, world));
+                        self.examples.push(describe(flow, truth, world, chunks));
                     }
                 }
                 Verdict::Unattributed { answerable } => {
@@ -139,9 +162,9 @@ impl Checker {
     }
 }
 
-/// A misattributed flow in full: its JSON line, the truth, and who owned its remote
-/// IP when.
-fn describe(flow: &AttributedFlow, truth: Truth, world: &World) -> String {
+/// A misattributed flow in full: its JSON line, the truth, who owned its remote IP
+/// when, and what happened to the chunks of their hosts around the flow's time.
+fn describe(flow: &AttributedFlow, truth: Truth, world: &World, chunks: &[ChunkFate]) -> String {
     let mut line = Vec::new();
     let _ = write_json_line(&mut line, flow);
     let mut text = format!(
@@ -158,8 +181,12 @@ fn describe(flow: &AttributedFlow, truth: Truth, world: &World) -> String {
             h.skew as f64 / SECOND as f64
         );
     }
+    let mut hosts = Vec::new();
     if let std::net::IpAddr::V4(ip) = flow.record.remote.ip() {
         for w in world.owners_of(ip) {
+            if !hosts.contains(&w.host) {
+                hosts.push(w.host);
+            }
             let host = &world.hosts[w.host as usize];
             text += &format!(
                 "  {} had {} from {} to {} (host {}, clock {:+.3} s, {:?})\n",
@@ -173,7 +200,44 @@ fn describe(flow: &AttributedFlow, truth: Truth, world: &World) -> String {
             );
         }
     }
+    // The chunks of the flow's own host and of the remote IP's owners' hosts, from
+    // two windows before the flow's to two after.
+    let own = host_index(&flow.batch.host);
+    let t_end = micros_since_t0(flow.record.t_end);
+    let window = t_end.div_euclid(60 * SECOND);
+    text += "  chunks around the flow (true times, s):\n";
+    for c in chunks {
+        let relevant = Some(c.host) == own || hosts.contains(&c.host);
+        if relevant && (c.window - window).abs() <= 2 {
+            let arrivals: Vec<String> = c
+                .arrivals
+                .iter()
+                .map(|a| format!("{:.3}", *a as f64 / SECOND as f64))
+                .collect();
+            text += &format!(
+                "    {} seq {} window {} ({} records) sent {:.3}: {}\n",
+                world.hosts[c.host as usize].name,
+                c.sequence,
+                c.window,
+                c.records,
+                c.sent as f64 / SECOND as f64,
+                if arrivals.is_empty() {
+                    "DROPPED".to_string()
+                } else {
+                    format!("arrived {}", arrivals.join(", "))
+                }
+            );
+        }
+    }
     text
+}
+
+/// `t` as [`Micros`] since T0 (in whatever clock `t` was written).
+fn micros_since_t0(t: std::time::SystemTime) -> Micros {
+    let since_epoch = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    since_epoch - T0_SECS as i64 * SECOND
 }
 
 /// A true time as seconds since the Unix epoch.

@@ -38,6 +38,17 @@ pub struct CollectorCounters {
     pub json_bytes: u64,
 }
 
+/// Where the collector's time went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageTimes {
+    /// Decoding frames (checksums, zstd, records) and deduplicating batch IDs.
+    pub decode: Duration,
+    /// The attributor: push, advance, pop.
+    pub attribute: Duration,
+    /// Writing the JSON lines.
+    pub serialize: Duration,
+}
+
 /// The ownership map at its largest.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeakMap {
@@ -62,6 +73,7 @@ pub struct CollectorSide {
     out: Vec<u8>,
     ready: Vec<AttributedFlow>,
     busy: Duration,
+    stages: StageTimes,
     counters: CollectorCounters,
     peak: PeakMap,
 }
@@ -85,6 +97,7 @@ impl CollectorSide {
             out: Vec::with_capacity(OUT_BUFFER + 4096),
             ready: Vec::new(),
             busy: Duration::ZERO,
+            stages: StageTimes::default(),
             counters: CollectorCounters::default(),
             peak: PeakMap::default(),
         })
@@ -98,7 +111,10 @@ impl CollectorSide {
         self.ready.clear();
         self.advance_to(now);
         self.counters.frames += 1;
-        match self.decoder.decode(frame) {
+        let decoding = Instant::now();
+        let decoded = self.decoder.decode(frame);
+        self.stages.decode += decoding.elapsed();
+        match decoded {
             Ok(chunk) => {
                 let header = chunk.header;
                 let fresh = match self.seen.get_mut(header.host.as_str()) {
@@ -116,6 +132,7 @@ impl CollectorSide {
                     }
                 };
                 if fresh {
+                    let pushing = Instant::now();
                     self.counters.records_in += chunk.records.len() as u64;
                     let batch = Arc::new(BatchId {
                         host: header.host,
@@ -124,6 +141,7 @@ impl CollectorSide {
                     });
                     self.attributor
                         .push_chunk(batch, chunk.records, system_time(now));
+                    self.stages.attribute += pushing.elapsed();
                     self.take_ready();
                 } else {
                     self.counters.duplicates += 1;
@@ -147,20 +165,28 @@ impl CollectorSide {
         let started = Instant::now();
         self.ready.clear();
         self.advance_to(now);
+        let draining = Instant::now();
         self.attributor.drain(system_time(now));
+        self.stages.attribute += draining.elapsed();
         self.take_ready();
         self.busy += started.elapsed();
     }
 
     /// Runs the attributor's deadlines up to `now` in order, then `now` itself.
     fn advance_to(&mut self, now: Micros) {
+        let started = Instant::now();
+        self.advance_attributor(now);
+        self.stages.attribute += started.elapsed();
+        self.take_ready();
+    }
+
+    fn advance_attributor(&mut self, now: Micros) {
         let now = system_time(now);
         // Bounded: a deadline that does not move after its advance ends the loop.
         for _ in 0..1_000_000 {
             match self.attributor.next_deadline() {
                 Some(deadline) if deadline < now => {
                     self.attributor.advance(deadline);
-                    self.take_ready();
                     if self.attributor.next_deadline() == Some(deadline) {
                         break;
                     }
@@ -169,22 +195,28 @@ impl CollectorSide {
             }
         }
         self.attributor.advance(now);
-        self.take_ready();
     }
 
     /// Takes the decided flows out and writes their JSON lines.
     fn take_ready(&mut self) {
+        let popping = Instant::now();
+        let first = self.ready.len();
         while let Some(flow) = self.attributor.pop_ready() {
+            self.ready.push(flow);
+        }
+        let serializing = Instant::now();
+        self.stages.attribute += serializing - popping;
+        for flow in &self.ready[first..] {
             if self.out.len() >= OUT_BUFFER {
                 self.counters.json_bytes += self.out.len() as u64;
                 self.out.clear();
             }
             // Writing into a Vec fails only if serde_json does (it does not for
             // these types); the flow is checked all the same.
-            let _ = write_json_line(&mut self.out, &flow);
-            self.counters.flows_out += 1;
-            self.ready.push(flow);
+            let _ = write_json_line(&mut self.out, flow);
         }
+        self.counters.flows_out += (self.ready.len() - first) as u64;
+        self.stages.serialize += serializing.elapsed();
     }
 
     /// The flows decided by the last call.
@@ -196,6 +228,12 @@ impl CollectorSide {
     /// serialize).
     pub fn busy(&self) -> Duration {
         self.busy
+    }
+
+    /// Where the time went, by stage (the rest of [`busy`](CollectorSide::busy) is
+    /// the loop around them and dropping the flows taken out).
+    pub fn stages(&self) -> StageTimes {
+        self.stages
     }
 
     /// What it did.

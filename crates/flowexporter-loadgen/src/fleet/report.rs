@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::fleet::{
     check::Tally,
-    collector::{CollectorCounters, PeakMap},
+    collector::{CollectorCounters, PeakMap, StageTimes},
     config::FleetConfig,
     traffic::{ConnKind, TrafficCounts},
 };
@@ -52,6 +52,8 @@ pub struct FleetReport {
     pub missing: u64,
     /// Time of the collector side (decode, deduplicate, attribute, serialize).
     pub collector_time: Duration,
+    /// The same, by stage.
+    pub stages: StageTimes,
     /// Time of the generation (world, traffic, encoding).
     pub generation_time: Duration,
     /// Time of the whole run.
@@ -201,6 +203,10 @@ impl FleetReport {
             "unattributed_answerable_by_reason": reasons(&t.unattributed_answerable),
             "collector_seconds": self.collector_time.as_secs_f64(),
             "collector_flows_per_second": self.throughput(),
+            "collector_decode_seconds": self.stages.decode.as_secs_f64(),
+            "collector_attribute_seconds": self.stages.attribute.as_secs_f64(),
+            "collector_serialize_seconds": self.stages.serialize.as_secs_f64(),
+            "attribute_flows_per_second": self.collector.flows_out as f64 / self.stages.attribute.as_secs_f64().max(1e-9),
             "generation_seconds": self.generation_time.as_secs_f64(),
             "wall_seconds": self.wall_time.as_secs_f64(),
             "json_bytes": self.collector.json_bytes,
@@ -315,9 +321,12 @@ impl fmt::Display for FleetReport {
         }
         writeln!(
             f,
-            "collector (decode + dedup + attribute + serialize, one thread): {:.3} s, {:.0} flows/s",
+            "collector (decode + dedup + attribute + serialize, one thread): {:.3} s, {:.0} flows/s (decode {:.3} s, attribute {:.3} s, serialize {:.3} s)",
             self.collector_time.as_secs_f64(),
-            self.throughput()
+            self.throughput(),
+            self.stages.decode.as_secs_f64(),
+            self.stages.attribute.as_secs_f64(),
+            self.stages.serialize.as_secs_f64()
         )?;
         writeln!(
             f,

@@ -14,7 +14,7 @@ use flow_batch::{Chunk, Window, wire::ChunkEncoder};
 use flow_collector::attribution::{AttributionConfig, StaticOwners};
 
 use crate::fleet::{
-    check::Checker,
+    check::{Checker, ChunkFate},
     collector::CollectorSide,
     config::FleetConfig,
     faults::Faults,
@@ -56,9 +56,10 @@ impl Ord for Arrival {
     }
 }
 
-/// One host's exporter: its encoder and its next sequence number.
+/// One host's exporter: its next sequence number. Its encoder is made for each chunk:
+/// a zstd context kept per host costs about 175 KiB once used, which at 1,000 hosts
+/// would outweigh the collector being measured.
 struct Exporter {
-    encoder: ChunkEncoder,
     sequence: u64,
 }
 
@@ -91,6 +92,8 @@ struct Sim<'c> {
     checker: Checker,
     delivery: Delivery,
     generation: Duration,
+    /// Every chunk's fate (kept for describing misattributions).
+    chunk_log: Vec<ChunkFate>,
 }
 
 /// Runs the simulation `config` describes and reports.
@@ -107,13 +110,8 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
     let exporters = world
         .hosts
         .iter()
-        .map(|h| {
-            Ok(Exporter {
-                encoder: ChunkEncoder::new(h.name.clone(), h.instance)?,
-                sequence: 0,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|_| Exporter { sequence: 0 })
+        .collect();
     let mut sim = Sim {
         config,
         pending: vec![Vec::new(); world.hosts.len()],
@@ -128,6 +126,7 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
         checker: Checker::new(),
         delivery: Delivery::default(),
         generation: Duration::ZERO,
+        chunk_log: Vec::new(),
     };
     let total = i64::from(config.minutes) + i64::from(config.tail_minutes());
     for m in 0..total {
@@ -150,6 +149,7 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
         examples: sim.checker.examples,
         missing: sim.truths.pending(),
         collector_time: sim.collector.busy(),
+        stages: sim.collector.stages(),
         generation_time: sim.generation,
         wall_time: wall.elapsed(),
         peak_rss_kib,
@@ -227,6 +227,7 @@ impl Sim<'_> {
         part: &[Pending],
         send: Micros,
     ) -> anyhow::Result<()> {
+        let window_index = window;
         let start_ms = (T0_SECS as i64 * 1000 + window * 60_000) as u64;
         let window = Window::from_millis(start_ms, start_ms + 60_000)
             .ok_or_else(|| anyhow::anyhow!("window {window} is empty"))?;
@@ -235,8 +236,18 @@ impl Sim<'_> {
         exporter.sequence += 1;
         let records = part.iter().map(|p| p.record.clone()).collect();
         let chunk = Chunk::new(window, index, sequence, last, records);
-        let frame: Rc<[u8]> = exporter.encoder.encode_to_vec(&chunk)?.into();
+        let host = &self.world.hosts[h];
+        let mut encoder = ChunkEncoder::new(host.name.clone(), host.instance)?;
+        let frame: Rc<[u8]> = encoder.encode_to_vec(&chunk)?.into();
         let fate = self.faults.next_fate();
+        self.chunk_log.push(ChunkFate {
+            host: h as u32,
+            sequence,
+            window: window_index,
+            records: part.len() as u32,
+            sent: send,
+            arrivals: fate.delays.iter().map(|d| send + d).collect(),
+        });
         self.delivery.chunks += 1;
         self.delivery.records += part.len() as u64;
         if fate.dropped() {
@@ -280,8 +291,12 @@ impl Sim<'_> {
     }
 
     fn check(&mut self) {
-        self.checker
-            .check(self.collector.ready(), &mut self.truths, &self.world);
+        self.checker.check(
+            self.collector.ready(),
+            &mut self.truths,
+            &self.world,
+            &self.chunk_log,
+        );
     }
 }
 
