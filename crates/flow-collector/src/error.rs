@@ -36,6 +36,26 @@ pub enum CollectorError {
         source: flow_batch::BatchError,
     },
 
+    /// The ledger (the state directory) could not be opened or recovered.
+    #[error("failed to open or recover the ledger")]
+    Ledger {
+        /// Why.
+        #[source]
+        source: crate::ledger::LedgerError,
+    },
+
+    /// The output could not be opened, or could not say what it holds.
+    #[error("failed to open the output")]
+    OutputSink {
+        /// Why.
+        #[source]
+        source: crate::output::OutputError,
+    },
+
+    /// Starting failed for another reason (a task that could not run).
+    #[error("failed to start: {0}")]
+    Startup(String),
+
     /// The listening socket could not be bound.
     #[error("failed to listen on {addr}")]
     Bind {

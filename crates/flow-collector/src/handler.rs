@@ -1,6 +1,6 @@
 //! The request handler: checks the path, method, content type and size of a
 //! request, applies the [`FaultInjection`](crate::FaultInjection), stores the chunk
-//! and says how it went.
+//! and says how it went; `GET /metrics` is answered by the metrics module.
 
 use std::sync::{Arc, atomic::Ordering};
 
@@ -9,7 +9,7 @@ use flow_batch::wire::{CHUNK_CONTENT_TYPE, CHUNKS_PATH, RESULT_HEADER};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
 
-use crate::{State, stats::bump, store::Stored};
+use crate::{State, pipeline::Stored, stats::bump};
 
 /// A response with a one-line text body.
 type Answer = Response<Full<Bytes>>;
@@ -31,6 +31,9 @@ fn answer(status: StatusCode, result: Option<&'static str>, text: String) -> Ans
 
 /// Answers one request.
 pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer {
+    if req.uri().path() == crate::metrics::METRICS_PATH {
+        return crate::metrics::answer(&state, req.method()).await;
+    }
     if req.uri().path() != CHUNKS_PATH {
         return answer(
             StatusCode::NOT_FOUND,
@@ -137,22 +140,18 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer 
     };
 
     let lose_ack = faults.lose_ack_every > 0;
-    let state2 = Arc::clone(&state);
     let fail_writes = faults.fail_writes;
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut store = state2.store.lock().unwrap_or_else(|p| p.into_inner());
-        store.store(&body, fail_writes, &state2.stats)
-    })
-    .await;
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(error) => {
-            return answer(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                None,
-                format!("storing task failed: {error}"),
-            );
-        }
+    let outcome = state
+        .with_pipeline(move |pipeline, stats| {
+            pipeline.accept(&body, std::time::SystemTime::now(), fail_writes, stats)
+        })
+        .await;
+    let Some(outcome) = outcome else {
+        return answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "storing task failed".into(),
+        );
     };
     match outcome {
         Stored::Accepted { batch_id, records } => {
@@ -172,9 +171,9 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer 
             Some("duplicate"),
             format!("duplicate {batch_id}"),
         ),
-        Stored::Undecodable(reason) | Stored::Unstorable(reason) => {
-            answer(StatusCode::BAD_REQUEST, None, reason)
+        Stored::Undecodable(reason) => answer(StatusCode::BAD_REQUEST, None, reason),
+        Stored::WriteFailed(reason) | Stored::Busy(reason) => {
+            answer(StatusCode::SERVICE_UNAVAILABLE, None, reason)
         }
-        Stored::WriteFailed(reason) => answer(StatusCode::SERVICE_UNAVAILABLE, None, reason),
     }
 }

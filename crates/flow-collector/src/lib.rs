@@ -41,26 +41,31 @@
 //! collector forgets it, so a chunk retried across a collector restart can be stored
 //! twice; a production collector keeps it with the data.
 //!
-//! The modules: [`CollectorOptions`] (options), [`FaultInjection`] (faults),
-//! [`ServerTls`] (tls), the storage and deduplication (store), the request handler
-//! (handler), the connection loop (server) and [`CollectorStats`] (stats).
+//! The modules: [`attribution`] (the sans-IO engine), [`ledger`] (durable chunks,
+//! durable deduplication, the checkpoint), [`output`] (the [`FlowOutput`](output::FlowOutput)
+//! trait and the JSON-lines file), the pipeline that ties them (pipeline), the
+//! request handler (handler), the connection loop (server), the metrics (metrics),
+//! [`CollectorOptions`] (options), [`FaultInjection`] (faults), [`ServerTls`] (tls) and
+//! [`CollectorStats`] (stats).
 
 pub mod attribution;
 mod error;
 mod faults;
 mod handler;
 pub mod ledger;
+mod metrics;
 mod options;
 pub mod output;
+mod pipeline;
 mod server;
 mod stats;
-mod store;
 mod tls;
 
 use std::{
     net::SocketAddr,
     path::Path,
     sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
 };
 
 use flow_batch::wire::CHUNKS_PATH;
@@ -70,27 +75,54 @@ use tokio::sync::watch;
 pub use error::CollectorError;
 pub use faults::FaultInjection;
 pub use options::CollectorOptions;
-pub use stats::CollectorStats;
+pub use stats::{CollectorStats, PartsSnapshot};
 pub use tls::ServerTls;
 
-use crate::{stats::Stats, store::Store};
+use crate::{
+    attribution::Attributor,
+    ledger::Ledger,
+    output::{FlowOutput, JsonLinesOutput},
+    pipeline::Pipeline,
+    stats::Stats,
+};
+
+/// How often held-back flows are looked at, the output written and (every
+/// [`CollectorOptions::commit_interval`]) committed.
+pub const TICK: Duration = Duration::from_millis(250);
 
 /// What the connection tasks share.
 struct State {
     options: CollectorOptions,
     faults: Mutex<FaultInjection>,
     /// Used on the blocking pool only.
-    store: Mutex<Store>,
+    pipeline: Mutex<Pipeline>,
     stats: Stats,
     connections: Arc<ConnectionCounters>,
 }
 
-/// A running reference collector.
+impl State {
+    /// Runs `f` on the pipeline, on the blocking pool.
+    async fn with_pipeline<T: Send + 'static>(
+        self: &Arc<State>,
+        f: impl FnOnce(&mut Pipeline, &Stats) -> T + Send + 'static,
+    ) -> Option<T> {
+        let state = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut pipeline = state.pipeline.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut pipeline, &state.stats)
+        })
+        .await
+        .ok()
+    }
+}
+
+/// A running collector.
 pub struct FlowCollector {
     local_addr: SocketAddr,
     state: Arc<State>,
     shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<()>,
+    ticker: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for FlowCollector {
@@ -102,10 +134,20 @@ impl std::fmt::Debug for FlowCollector {
 }
 
 impl FlowCollector {
-    /// Opens the output, binds the address and starts serving in a background task.
+    /// Opens the ledger and the output, replays what the ledger holds (flows not yet
+    /// written are decided and written again), binds the address and starts serving
+    /// in background tasks.
     pub async fn start(options: CollectorOptions) -> Result<FlowCollector, CollectorError> {
-        let store = Store::open(options.out.clone(), options.sync, options.limits)?;
         let acceptor = options.tls.as_ref().map(ServerTls::acceptor).transpose()?;
+        let (opened, stats) = {
+            let options = options.clone();
+            tokio::task::spawn_blocking(move || {
+                let stats = Stats::default();
+                open_pipeline(&options, &stats).map(|p| (p, stats))
+            })
+            .await
+            .map_err(|e| CollectorError::Startup(e.to_string()))??
+        };
         let bind_error = |source| CollectorError::Bind {
             addr: options.listen,
             source,
@@ -116,19 +158,22 @@ impl FlowCollector {
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let state = Arc::new(State {
             faults: Mutex::new(options.faults.clone()),
-            store: Mutex::new(store),
+            pipeline: Mutex::new(opened),
             options,
-            stats: Stats::default(),
+            stats,
             connections: Arc::new(ConnectionCounters::default()),
         });
         let (shutdown, rx) = watch::channel(false);
-        let task = tokio::spawn(server::serve(listener, acceptor, Arc::clone(&state), rx));
-        tracing::info!(addr = %local_addr, out = %state.options.out.display(), "collector listening");
+        let server = tokio::spawn(server::serve(listener, acceptor, Arc::clone(&state), rx));
+        let ticker = tokio::spawn(tick_forever(Arc::clone(&state)));
+        tracing::info!(addr = %local_addr, out = %state.options.out.display(),
+            state_dir = %state.options.state_dir.display(), "collector listening");
         Ok(FlowCollector {
             local_addr,
             state,
             shutdown,
-            task,
+            server,
+            ticker,
         })
     }
 
@@ -157,20 +202,92 @@ impl FlowCollector {
         self.state.stats.snapshot(self.state.connections.snapshot())
     }
 
+    /// What the attributor, the ledger and the output hold now.
+    pub async fn parts(&self) -> PartsSnapshot {
+        self.state
+            .with_pipeline(|p, _| p.snapshot())
+            .await
+            .unwrap_or_default()
+    }
+
     /// Replaces the fault injection (request numbering goes on).
     pub fn set_faults(&self, faults: FaultInjection) {
         *self.state.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
     }
 
-    /// Stops listening and drops every open connection.
+    /// Stops listening and drops every open connection, then drains: waits (at most
+    /// [`CollectorOptions::drain_timeout`]) until every held-back flow is decided,
+    /// decides what is left (unattributed, `shutdown`, unless its peer's record or
+    /// the map can decide it already), writes and commits everything.
     pub async fn shutdown(self) {
         self.shutdown.send_replace(true);
-        let _ = self.task.await;
+        let _ = self.server.await;
+        let deadline = Instant::now() + self.state.options.drain_timeout;
+        loop {
+            let held = self
+                .state
+                .with_pipeline(|p, stats| {
+                    p.tick(SystemTime::now(), stats);
+                    p.held() + p.unwritten() as u64
+                })
+                .await
+                .unwrap_or(0);
+            if held == 0 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(TICK).await;
+        }
+        self.ticker.abort();
+        let _ = self.ticker.await;
+        self.state
+            .with_pipeline(|p, stats| p.drain(SystemTime::now(), stats))
+            .await;
     }
 
     /// Serves until `signal` completes, then shuts down (for a binary).
     pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
         signal.await;
         self.shutdown().await;
+    }
+}
+
+/// Opens the ledger and the output and recovers the pipeline (blocking).
+fn open_pipeline(options: &CollectorOptions, stats: &Stats) -> Result<Pipeline, CollectorError> {
+    let ledger_config = options.ledger.clone().with_sync(options.sync);
+    let ledger = Ledger::open(&options.state_dir, ledger_config)
+        .map_err(|source| CollectorError::Ledger { source })?;
+    let output: Box<dyn FlowOutput> = Box::new(
+        JsonLinesOutput::open(&options.out, options.rotation.clone())
+            .map_err(|source| CollectorError::OutputSink { source })?,
+    );
+    let attributor = Attributor::new(options.attribution.clone());
+    let (pipeline, recovered) = Pipeline::recover(
+        options,
+        ledger,
+        attributor,
+        output,
+        SystemTime::now(),
+        stats,
+    )?;
+    if recovered.chunks > 0 {
+        tracing::info!(
+            chunks = recovered.chunks,
+            flows_pending = recovered.flows_pending,
+            damaged = recovered.damaged_chunks,
+            "replayed the ledger"
+        );
+    }
+    Ok(pipeline)
+}
+
+/// Every [`TICK`]: decides held flows whose time has come, writes, commits.
+async fn tick_forever(state: Arc<State>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        state
+            .with_pipeline(|p, stats| p.tick(SystemTime::now(), stats))
+            .await;
     }
 }

@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use flow_batch::wire::DecodeLimits;
 use flow_http::ConnectionLimits;
 
-use crate::{FaultInjection, ServerTls};
+use crate::{
+    FaultInjection, ServerTls, attribution::AttributionConfig, ledger::LedgerConfig,
+    output::Rotation,
+};
 
 /// Settings of a [`FlowCollector`](crate::FlowCollector).
 #[derive(Clone, Debug)]
@@ -13,8 +16,26 @@ use crate::{FaultInjection, ServerTls};
 pub struct CollectorOptions {
     /// Address to listen on (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// The JSON-lines file records are appended to (created if missing).
+    /// The JSON-lines file attributed flows are appended to (created if missing).
     pub out: PathBuf,
+    /// When the output file is rotated (default: never).
+    pub rotation: Rotation,
+    /// The directory of the ledger: the chunks accepted (synced before they are
+    /// acknowledged) and the checkpoint of what was written out. Default: the output
+    /// file's path with `.state` appended.
+    pub state_dir: PathBuf,
+    /// The ledger's settings (`sync` follows [`sync`](CollectorOptions::sync)).
+    pub ledger: LedgerConfig,
+    /// How flows are attributed: hold-back, retention, static owners.
+    pub attribution: AttributionConfig,
+    /// How often the output is synced and the checkpoint written (default 1 s). A
+    /// crash repeats at most the flows written in the last interval, and only if the
+    /// output cannot tell which it holds.
+    pub commit_interval: Duration,
+    /// At shutdown, the longest to wait for held-back flows to be decided; what is
+    /// still held then goes out unattributed with reason `shutdown` (default: the
+    /// hold-back plus 5 s, so that nothing needs to).
+    pub drain_timeout: Duration,
     /// Limits for decoding frames.
     pub limits: DecodeLimits,
     /// Largest request body accepted (413 above). Default 64 MiB + 64 KiB.
@@ -43,9 +64,19 @@ pub struct CollectorOptions {
 impl CollectorOptions {
     /// Defaults: listen on `listen`, write to `out`.
     pub fn new(listen: SocketAddr, out: impl Into<PathBuf>) -> CollectorOptions {
+        let out: PathBuf = out.into();
+        let mut state_dir = out.clone().into_os_string();
+        state_dir.push(".state");
+        let attribution = AttributionConfig::default();
         CollectorOptions {
             listen,
-            out: out.into(),
+            drain_timeout: attribution.hold_back + Duration::from_secs(5),
+            attribution,
+            out,
+            rotation: Rotation::default(),
+            state_dir: state_dir.into(),
+            ledger: LedgerConfig::default(),
+            commit_interval: Duration::from_secs(1),
             limits: DecodeLimits::default(),
             max_body_bytes: (64 << 20) + (64 << 10),
             sync: true,
@@ -56,6 +87,46 @@ impl CollectorOptions {
             idle_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// Sets [`attribution`](CollectorOptions::attribution), and the drain timeout to
+    /// its hold-back plus 5 s.
+    pub fn with_attribution(mut self, attribution: AttributionConfig) -> CollectorOptions {
+        self.drain_timeout = attribution.hold_back + Duration::from_secs(5);
+        self.attribution = attribution;
+        self
+    }
+
+    /// Sets the hold-back (and the peer wait) of [`attribution`](CollectorOptions::attribution),
+    /// and the drain timeout to it plus 5 s. Tests that read the output right after a
+    /// delivery set zero: every flow is then decided as it arrives.
+    pub fn with_hold_back(self, hold_back: Duration) -> CollectorOptions {
+        let attribution = self.attribution.clone().with_hold_back(hold_back);
+        self.with_attribution(attribution)
+    }
+
+    /// Sets [`state_dir`](CollectorOptions::state_dir).
+    pub fn with_state_dir(mut self, dir: impl Into<PathBuf>) -> CollectorOptions {
+        self.state_dir = dir.into();
+        self
+    }
+
+    /// Sets [`rotation`](CollectorOptions::rotation).
+    pub fn with_rotation(mut self, rotation: Rotation) -> CollectorOptions {
+        self.rotation = rotation;
+        self
+    }
+
+    /// Sets [`commit_interval`](CollectorOptions::commit_interval).
+    pub fn with_commit_interval(mut self, interval: Duration) -> CollectorOptions {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// Sets [`drain_timeout`](CollectorOptions::drain_timeout).
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> CollectorOptions {
+        self.drain_timeout = timeout;
+        self
     }
 
     /// Sets [`max_connections`](CollectorOptions::max_connections) (at least 1).

@@ -12,8 +12,16 @@ pub struct CollectorStats {
     pub requests: u64,
     /// Chunks stored.
     pub chunks_accepted: u64,
-    /// Records written.
-    pub records_written: u64,
+    /// Records in the chunks stored (each becomes one output flow, after attribution).
+    pub records_accepted: u64,
+    /// Flows written to the output.
+    pub flows_written: u64,
+    /// Chunks refused with 503 because too many flows waited for a failing output.
+    pub refused_busy: u64,
+    /// Output writes or commits that failed (the flows are kept and retried).
+    pub output_failures: u64,
+    /// Checkpoints that could not be written.
+    pub checkpoint_failures: u64,
     /// Chunks answered as duplicates (not stored again).
     pub chunks_duplicate: u64,
     /// Requests answered 400 (undecodable frame).
@@ -28,7 +36,7 @@ pub struct CollectorStats {
     pub rejected_too_large: u64,
     /// Requests answered 415.
     pub rejected_content_type: u64,
-    /// Chunks answered 503 because the output could not be written.
+    /// Chunks answered 503 because the ledger could not store them.
     pub write_failures: u64,
     /// Failures injected ([`FaultInjection`](crate::FaultInjection)), lost acknowledgements included.
     pub faults_injected: u64,
@@ -52,7 +60,11 @@ pub struct CollectorStats {
 pub(crate) struct Stats {
     pub(crate) requests: AtomicU64,
     pub(crate) chunks_accepted: AtomicU64,
-    pub(crate) records_written: AtomicU64,
+    pub(crate) records_accepted: AtomicU64,
+    pub(crate) flows_written: AtomicU64,
+    pub(crate) refused_busy: AtomicU64,
+    pub(crate) output_failures: AtomicU64,
+    pub(crate) checkpoint_failures: AtomicU64,
     pub(crate) chunks_duplicate: AtomicU64,
     pub(crate) rejected_undecodable: AtomicU64,
     pub(crate) rejected_unstorable: AtomicU64,
@@ -70,7 +82,11 @@ impl Stats {
         CollectorStats {
             requests: get(&self.requests),
             chunks_accepted: get(&self.chunks_accepted),
-            records_written: get(&self.records_written),
+            records_accepted: get(&self.records_accepted),
+            flows_written: get(&self.flows_written),
+            refused_busy: get(&self.refused_busy),
+            output_failures: get(&self.output_failures),
+            checkpoint_failures: get(&self.checkpoint_failures),
             chunks_duplicate: get(&self.chunks_duplicate),
             rejected_undecodable: get(&self.rejected_undecodable),
             rejected_unstorable: get(&self.rejected_unstorable),
@@ -86,6 +102,19 @@ impl Stats {
             accept_errors: connections.accept_errors,
         }
     }
+}
+
+/// What the attributor, the ledger and the output hold, read under the pipeline's
+/// lock.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct PartsSnapshot {
+    /// The attributor's counters and sizes.
+    pub attribution: crate::attribution::AttributionStats,
+    /// The ledger's.
+    pub ledger: crate::ledger::LedgerStats,
+    /// Decided flows waiting for a failing output.
+    pub unwritten: u64,
 }
 
 /// Adds one to `counter`.

@@ -1,0 +1,426 @@
+//! The configuration of `flowcollector`: flags, environment variables and a TOML file.
+//!
+//! Precedence, highest first: a command-line flag, its environment variable
+//! (`FLOWCOLLECTOR_<FLAG>`, e.g. `FLOWCOLLECTOR_HOLD_BACK=30s`), the configuration
+//! file (`--config FILE`, default [`DEFAULT_CONFIG`] when it exists), the built-in
+//! default. Unknown keys, wrong types and out-of-range values are refused at start,
+//! naming the key (or flag) and what was expected.
+
+use std::{
+    fs::OpenOptions,
+    io::Read,
+    net::SocketAddr,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use flow_collector::{
+    CollectorOptions, FaultInjection, ServerTls,
+    attribution::{AttributionConfig, StaticOwners},
+    output::Rotation,
+};
+use serde::Deserialize;
+
+use crate::cli::{RunArgs, size};
+
+/// Where the configuration is read from when `--config` is not given.
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/flowcollector/config.toml";
+
+/// Largest configuration file read (1 MiB).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// A commented example configuration (`flowcollector config example`).
+pub(crate) const EXAMPLE: &str = r#"# flowcollector configuration (TOML). Every key is optional except out (here or
+# --out); a flag or its environment variable (FLOWCOLLECTOR_<FLAG>) overrides a key.
+
+listen = "127.0.0.1:9000"                       # chunks (POST /v1/chunks) and GET /metrics
+out = "/var/lib/flowcollector/flows.jsonl"      # attributed flows, JSON lines
+state_dir = "/var/lib/flowcollector/state"      # ledger: stored chunks, dedup, checkpoint
+
+[output]
+rotate_size = "256MiB"       # rotate the output past this size
+rotate_every = "1h"          # ... or this age
+rotate_keep = 48             # rotated files kept (default: all)
+
+[attribution]
+hold_back = "2m"             # longest a flow waits for heartbeats of its remote IP
+peer_wait = "2m"             # longest a flow waits for its peer's record (<= hold_back)
+clock_tolerance = "2s"       # clock skew between hosts + handshake time
+merge_gap = "30s"            # heartbeats of one workload this close join into one range
+retention = "1h"             # ownership ranges kept this long
+max_ranges = 4000000         # ownership map size cap (oldest evicted, counted)
+max_held = 2000000           # flows held back at most
+# static_owners = "/etc/flowcollector/static-owners.txt"   # "<IP or CIDR> <name>" lines
+
+[server]
+max_body_bytes = "64MiB"
+sync = true                  # fdatasync the ledger before acknowledging a chunk
+max_connections = 1024
+header_read_timeout = "30s"
+idle_timeout = "30s"
+body_read_timeout = "30s"
+drain_timeout = "2m5s"       # at SIGTERM, longest wait for held flows
+
+# [tls]
+# cert = "/etc/flowcollector/tls/cert.pem"
+# key = "/etc/flowcollector/tls/key.pem"
+# client_ca = "/etc/flowcollector/tls/exporters-ca.pem"
+"#;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    /// A key or flag has a wrong value.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key in the file and its flag, e.g. `attribution.hold_back (--hold-back)`.
+        key: &'static str,
+        /// What is wrong and what was expected.
+        reason: String,
+    },
+    /// The configuration file could not be read or parsed.
+    #[error("configuration file {}: {reason}", .path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The static owners table was refused.
+    #[error("attribution.static_owners (--static-owners)")]
+    StaticOwners(#[source] flow_collector::attribution::StaticOwnersError),
+}
+
+/// A duration written as text (`"2m"`).
+#[derive(Debug, Clone, Copy)]
+struct TextDuration(Duration);
+
+impl<'de> Deserialize<'de> for TextDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(TextDuration)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e} (e.g. \"2m\", \"90s\")")))
+    }
+}
+
+/// A size written as text (`"256MiB"`) or a number of bytes.
+#[derive(Debug, Clone, Copy)]
+struct TextSize(u64);
+
+impl<'de> Deserialize<'de> for TextSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(TextSize(n)),
+            Raw::Text(t) => size(&t).map(TextSize).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The file's top level.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    out: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    output: OutputSection,
+    #[serde(default)]
+    attribution: AttributionSection,
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    tls: TlsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputSection {
+    rotate_size: Option<TextSize>,
+    rotate_every: Option<TextDuration>,
+    rotate_keep: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttributionSection {
+    hold_back: Option<TextDuration>,
+    peer_wait: Option<TextDuration>,
+    clock_tolerance: Option<TextDuration>,
+    merge_gap: Option<TextDuration>,
+    retention: Option<TextDuration>,
+    max_ranges: Option<usize>,
+    max_held: Option<usize>,
+    static_owners: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    max_body_bytes: Option<TextSize>,
+    sync: Option<bool>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<TextDuration>,
+    idle_timeout: Option<TextDuration>,
+    body_read_timeout: Option<TextDuration>,
+    drain_timeout: Option<TextDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+}
+
+/// The configuration in force: the collector's options, and the file it came from.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    /// What to start the collector with.
+    pub(crate) options: CollectorOptions,
+    /// The configuration file read, if any.
+    pub(crate) file: Option<PathBuf>,
+}
+
+/// Reads the file (if any) and combines it with `args` (flags and environment).
+pub(crate) fn resolve(args: &RunArgs) -> Result<Resolved, ConfigError> {
+    let file_path = match &args.config {
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+    };
+    let file = match &file_path {
+        Some(path) => read(path)?,
+        None => FileConfig::default(),
+    };
+    let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
+
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9000)));
+    let out = args.out.clone().or(file.out).ok_or_else(|| {
+        invalid(
+            "out (--out)",
+            "required: the JSON-lines file attributed flows are written to".into(),
+        )
+    })?;
+    let d = |flag: Option<Duration>, key: Option<TextDuration>| flag.or(key.map(|t| t.0));
+    let a = &file.attribution;
+    let defaults = AttributionConfig::default();
+    let hold_back = d(args.hold_back, a.hold_back).unwrap_or(defaults.hold_back);
+    let peer_wait = d(args.peer_wait, a.peer_wait).unwrap_or(hold_back);
+    if peer_wait > hold_back {
+        return Err(invalid(
+            "attribution.peer_wait (--peer-wait)",
+            format!(
+                "{} is longer than the hold-back ({}); a flow never waits longer than the hold-back",
+                humantime::format_duration(peer_wait),
+                humantime::format_duration(hold_back)
+            ),
+        ));
+    }
+    let retention = d(args.retention, a.retention).unwrap_or(defaults.retention);
+    if retention < hold_back {
+        return Err(invalid(
+            "attribution.retention (--retention)",
+            "must be at least the hold-back: a held flow is looked up in ranges that old".into(),
+        ));
+    }
+    let max_ranges = args
+        .max_ranges
+        .or(a.max_ranges)
+        .unwrap_or(defaults.max_ranges);
+    if max_ranges == 0 {
+        return Err(invalid(
+            "attribution.max_ranges (--max-ranges)",
+            "must be at least 1".into(),
+        ));
+    }
+    let max_held = args.max_held.or(a.max_held).unwrap_or(defaults.max_held);
+    if max_held == 0 {
+        return Err(invalid(
+            "attribution.max_held (--max-held)",
+            "must be at least 1".into(),
+        ));
+    }
+    let static_path = args.static_owners.clone().or(a.static_owners.clone());
+    let static_owners = match &static_path {
+        Some(path) => StaticOwners::load(path).map_err(ConfigError::StaticOwners)?,
+        None => StaticOwners::default(),
+    };
+    let attribution = AttributionConfig::default()
+        .with_hold_back(hold_back)
+        .with_peer_wait(peer_wait)
+        .with_tolerance(d(args.clock_tolerance, a.clock_tolerance).unwrap_or(defaults.tolerance))
+        .with_merge_gap(d(args.merge_gap, a.merge_gap).unwrap_or(defaults.merge_gap))
+        .with_retention(retention)
+        .with_max_ranges(max_ranges)
+        .with_max_held(max_held)
+        .with_static_owners(static_owners);
+
+    let o = &file.output;
+    let mut rotation = Rotation::default();
+    rotation.max_bytes = args.rotate_size.or(o.rotate_size.map(|s| s.0));
+    rotation.max_age = d(args.rotate_every, o.rotate_every);
+    rotation.keep = args.rotate_keep.or(o.rotate_keep);
+    if rotation.max_bytes == Some(0) || rotation.max_age == Some(Duration::ZERO) {
+        return Err(invalid(
+            "output.rotate_size / output.rotate_every",
+            "must be more than zero (leave it out to never rotate)".into(),
+        ));
+    }
+
+    let s = &file.server;
+    let mut options = CollectorOptions::new(listen, out)
+        .with_attribution(attribution)
+        .with_rotation(rotation);
+    if let Some(dir) = args.state_dir.clone().or(file.state_dir) {
+        options = options.with_state_dir(dir);
+    }
+    if let Some(max) = args.max_body_bytes.or(s.max_body_bytes.map(|t| t.0)) {
+        let max = usize::try_from(max).map_err(|_| {
+            invalid(
+                "server.max_body_bytes (--max-body-bytes)",
+                "too large".into(),
+            )
+        })?;
+        options = options.with_max_body_bytes(max);
+    }
+    let sync = if args.no_sync {
+        false
+    } else {
+        s.sync.unwrap_or(true)
+    };
+    options = options.with_sync(sync);
+    if let Some(max) = args.max_connections.or(s.max_connections) {
+        options = options.with_max_connections(max);
+    }
+    if let Some(t) = d(args.header_read_timeout, s.header_read_timeout) {
+        options = options.with_header_read_timeout(t);
+    }
+    if let Some(t) = d(args.idle_timeout, s.idle_timeout) {
+        options = options.with_idle_timeout(t);
+    }
+    if let Some(t) = d(args.body_read_timeout, s.body_read_timeout) {
+        options = options.with_body_read_timeout(t);
+    }
+    if let Some(t) = d(args.drain_timeout, s.drain_timeout) {
+        options = options.with_drain_timeout(t);
+    }
+    let cert = args.tls_cert.clone().or(file.tls.cert.clone());
+    let key = args.tls_key.clone().or(file.tls.key.clone());
+    let client_ca = args.client_ca.clone().or(file.tls.client_ca.clone());
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let mut tls = ServerTls::new(cert, key);
+            if let Some(ca) = client_ca {
+                tls = tls.with_client_ca(ca);
+            }
+            options = options.with_tls(tls);
+        }
+        (None, None) if client_ca.is_none() => {}
+        _ => {
+            return Err(invalid(
+                "tls.cert / tls.key / tls.client_ca (--tls-cert, --tls-key, --client-ca)",
+                "a certificate needs its key, and a client CA needs both".into(),
+            ));
+        }
+    }
+    let faults = FaultInjection::default()
+        .with_fail_first(args.fail_first)
+        .with_fail_every(args.fail_every)
+        .with_fail_status(args.fail_status)
+        .with_lose_ack_every(args.lose_ack_every)
+        .with_delay(args.delay.unwrap_or_default());
+    options = options.with_faults(faults);
+    Ok(Resolved {
+        options,
+        file: file_path,
+    })
+}
+
+/// Reads and parses the configuration file: a regular file (never waited on: opened
+/// non-blocking) of at most 1 MiB of UTF-8.
+fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+    let fail = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| fail(format!("cannot open it: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| fail(format!("cannot stat it: {e}")))?;
+    if !meta.is_file() {
+        return Err(fail("not a regular file".into()));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(fail(format!("larger than {MAX_CONFIG_BYTES} bytes")));
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(format!("cannot read it as UTF-8 text: {e}")))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(fail(format!("larger than {MAX_CONFIG_BYTES} bytes")));
+    }
+    toml::from_str(&text).map_err(|e| fail(e.to_string()))
+}
+
+/// What `config check` prints: every setting in force.
+pub(crate) fn describe(resolved: &Resolved) -> String {
+    let o = &resolved.options;
+    let a = &o.attribution;
+    let fmt = |d: Duration| humantime::format_duration(d).to_string();
+    let mut lines = vec![
+        format!(
+            "configuration file: {}",
+            resolved
+                .file
+                .as_ref()
+                .map_or("(none)".into(), |p| p.display().to_string())
+        ),
+        format!("listen = {}", o.listen),
+        format!("out = {}", o.out.display()),
+        format!("state_dir = {}", o.state_dir.display()),
+        format!("output.rotate_size = {:?}", o.rotation.max_bytes),
+        format!("output.rotate_every = {:?}", o.rotation.max_age.map(fmt)),
+        format!("output.rotate_keep = {:?}", o.rotation.keep),
+        format!("attribution.hold_back = {}", fmt(a.hold_back)),
+        format!("attribution.peer_wait = {}", fmt(a.peer_wait)),
+        format!("attribution.clock_tolerance = {}", fmt(a.tolerance)),
+        format!("attribution.merge_gap = {}", fmt(a.merge_gap)),
+        format!("attribution.retention = {}", fmt(a.retention)),
+        format!("attribution.max_ranges = {}", a.max_ranges),
+        format!("attribution.max_held = {}", a.max_held),
+        format!(
+            "attribution.static_owners = {} entries",
+            a.static_owners.len()
+        ),
+        format!("server.max_body_bytes = {}", o.max_body_bytes),
+        format!("server.sync = {}", o.sync),
+        format!("server.max_connections = {}", o.max_connections),
+        format!(
+            "server.header_read_timeout = {}",
+            fmt(o.header_read_timeout)
+        ),
+        format!("server.idle_timeout = {}", fmt(o.idle_timeout)),
+        format!("server.body_read_timeout = {}", fmt(o.body_read_timeout)),
+        format!("server.drain_timeout = {}", fmt(o.drain_timeout)),
+        format!("tls = {}", if o.tls.is_some() { "on" } else { "off" }),
+    ];
+    lines.push("configuration OK".into());
+    lines.join("\n")
+}

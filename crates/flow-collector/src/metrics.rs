@@ -1,0 +1,300 @@
+//! `GET /metrics` on the collector's own listener: what it received, stored,
+//! attributed (by source) and left unattributed (by reason), what it holds back, the
+//! size of the ownership map, the ledger and the output. OpenMetrics text from
+//! `prometheus-client`, encoded from one snapshot per scrape (a [`Collector`] over
+//! constant metrics), so the numbers of one scrape are read together.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Response, StatusCode, header};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, text},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use crate::{
+    CollectorStats, PartsSnapshot, State,
+    attribution::{RemoteIdentitySource, RemoteUnattributedReason},
+};
+
+/// The path of the metrics.
+pub(crate) const METRICS_PATH: &str = "/metrics";
+
+/// The OpenMetrics content type.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Everything one scrape shows.
+#[derive(Debug)]
+struct Snapshot {
+    stats: CollectorStats,
+    parts: PartsSnapshot,
+}
+
+/// Labels of one series.
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// One series: labels and value.
+type Series = (Labels, u64);
+
+impl Snapshot {
+    /// `(name, help, type, series)` of every family.
+    fn families(&self) -> Vec<(&'static str, &'static str, MetricType, Vec<Series>)> {
+        let s = &self.stats;
+        let a = &self.parts.attribution;
+        let l = &self.parts.ledger;
+        let one = |v: u64| vec![(Vec::new(), v)];
+        let counter = MetricType::Counter;
+        let gauge = MetricType::Gauge;
+        let mut unattributed = Vec::new();
+        for reason in RemoteUnattributedReason::ALL {
+            unattributed.push((
+                vec![("reason", reason.as_str())],
+                a.unattributed_for(reason),
+            ));
+        }
+        vec![
+            (
+                "flowcollector_requests",
+                "Requests to the chunk path.",
+                counter,
+                one(s.requests),
+            ),
+            (
+                "flowcollector_chunks",
+                "Chunk requests by result: accepted (stored), duplicate (a batch ID stored before), undecodable (400), too_large (413), content_type (415), body_timeout (408), store_failed (503, the ledger could not store it), busy (503, the output is behind).",
+                counter,
+                vec![
+                    (vec![("result", "accepted")], s.chunks_accepted),
+                    (vec![("result", "duplicate")], s.chunks_duplicate),
+                    (vec![("result", "undecodable")], s.rejected_undecodable),
+                    (vec![("result", "too_large")], s.rejected_too_large),
+                    (vec![("result", "content_type")], s.rejected_content_type),
+                    (vec![("result", "body_timeout")], s.body_timeouts),
+                    (vec![("result", "store_failed")], s.write_failures),
+                    (vec![("result", "busy")], s.refused_busy),
+                ],
+            ),
+            (
+                "flowcollector_flows_in",
+                "Flows (records) in the chunks stored.",
+                counter,
+                one(s.records_accepted),
+            ),
+            (
+                "flowcollector_flows_out",
+                "Flows written to the output.",
+                counter,
+                one(s.flows_written),
+            ),
+            (
+                "flowcollector_flows_attributed",
+                "Flows whose remote side was attributed, by source.",
+                counter,
+                vec![
+                    (
+                        vec![("source", RemoteIdentitySource::PeerRecord.as_str())],
+                        a.attributed_peer_record,
+                    ),
+                    (
+                        vec![("source", RemoteIdentitySource::Heartbeat.as_str())],
+                        a.attributed_heartbeat,
+                    ),
+                    (
+                        vec![("source", RemoteIdentitySource::Static.as_str())],
+                        a.attributed_static,
+                    ),
+                ],
+            ),
+            (
+                "flowcollector_flows_unattributed",
+                "Flows whose remote side was left unattributed, by reason.",
+                counter,
+                unattributed,
+            ),
+            (
+                "flowcollector_flows_held",
+                "Flows held back now, waiting for their peer's record or for heartbeats.",
+                gauge,
+                one(a.held),
+            ),
+            (
+                "flowcollector_flows_waiting_for_output",
+                "Decided flows the output has not taken yet (it is failing).",
+                gauge,
+                one(self.parts.unwritten),
+            ),
+            (
+                "flowcollector_output_failures",
+                "Output writes or commits that failed (the flows are kept and retried).",
+                counter,
+                one(s.output_failures),
+            ),
+            (
+                "flowcollector_checkpoint_failures",
+                "Checkpoints of the ledger that could not be written.",
+                counter,
+                one(s.checkpoint_failures),
+            ),
+            (
+                "flowcollector_heartbeats",
+                "Heartbeats (records naming their local workload) applied to the ownership map.",
+                counter,
+                one(a.heartbeats),
+            ),
+            (
+                "flowcollector_heartbeats_too_old",
+                "Heartbeats ignored because they ended before what the map still holds.",
+                counter,
+                one(a.heartbeats_too_old),
+            ),
+            (
+                "flowcollector_ownership_conflicts",
+                "Times two workloads claimed overlapping time on one IP; the overlap is never used to attribute.",
+                counter,
+                one(a.conflicts),
+            ),
+            (
+                "flowcollector_ownership_ips",
+                "IPs the ownership map tracks.",
+                gauge,
+                one(a.tracked_ips),
+            ),
+            (
+                "flowcollector_ownership_ranges",
+                "Ranges in the ownership map (conflict and shared marks included).",
+                gauge,
+                one(a.ranges),
+            ),
+            (
+                "flowcollector_ownership_bytes",
+                "Estimated memory of the ownership map, in bytes.",
+                gauge,
+                one(a.map_bytes),
+            ),
+            (
+                "flowcollector_ownership_ranges_removed",
+                "Ranges removed from the ownership map: expired (older than the retention) or evicted (the size cap).",
+                counter,
+                vec![
+                    (vec![("why", "expired")], a.ranges_expired),
+                    (vec![("why", "evicted")], a.ranges_evicted),
+                ],
+            ),
+            (
+                "flowcollector_peer_index_records",
+                "Records kept to match the two ends of a connection.",
+                gauge,
+                one(a.peer_index_entries),
+            ),
+            (
+                "flowcollector_ledger_bytes",
+                "Bytes of stored chunks in the ledger.",
+                gauge,
+                one(l.bytes),
+            ),
+            (
+                "flowcollector_ledger_pending_chunks",
+                "Stored chunks with flows not yet written and committed to the output.",
+                gauge,
+                one(l.pending_chunks),
+            ),
+            (
+                "flowcollector_connections",
+                "Connections: accepted, refused (over the cap), timed_out.",
+                counter,
+                vec![
+                    (vec![("result", "accepted")], s.connections_accepted),
+                    (vec![("result", "refused")], s.connections_refused),
+                    (vec![("result", "timed_out")], s.connections_timed_out),
+                ],
+            ),
+            (
+                "flowcollector_connections_open",
+                "Connections open now.",
+                gauge,
+                one(s.connections_open),
+            ),
+        ]
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, kind, series) in self.families() {
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            for (labels, value) in &series {
+                let metric = family.encode_family(labels)?;
+                match kind {
+                    MetricType::Counter => ConstCounter::new(*value).encode(metric)?,
+                    _ => {
+                        ConstGauge::new(i64::try_from(*value).unwrap_or(i64::MAX)).encode(metric)?
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The OpenMetrics text of `snapshot`.
+fn render(stats: CollectorStats, parts: PartsSnapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot { stats, parts }));
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = text::encode(&mut text, &registry);
+    text
+}
+
+/// Answers a request to [`METRICS_PATH`].
+pub(crate) async fn answer(state: &Arc<State>, method: &Method) -> Response<Full<Bytes>> {
+    let mut response = if method != Method::GET {
+        let mut r = Response::new(Full::new(Bytes::from_static(
+            b"metrics are read with GET\n",
+        )));
+        *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        r
+    } else {
+        let parts = state
+            .with_pipeline(|p, _| p.snapshot())
+            .await
+            .unwrap_or_default();
+        let stats = state.stats.snapshot(state.connections.snapshot());
+        Response::new(Full::new(Bytes::from(render(stats, parts))))
+    };
+    let content_type = if response.status() == StatusCode::OK {
+        CONTENT_TYPE
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_renders_with_its_type_and_labels() {
+        let text = render(CollectorStats::default(), PartsSnapshot::default());
+        assert!(
+            text.contains("# TYPE flowcollector_chunks counter"),
+            "{text}"
+        );
+        assert!(text.contains("flowcollector_chunks_total{result=\"accepted\"} 0"));
+        assert!(
+            text.contains("flowcollector_flows_unattributed_total{reason=\"no_owner_known\"} 0")
+        );
+        assert!(text.contains("flowcollector_flows_attributed_total{source=\"peer_record\"} 0"));
+        assert!(text.contains("# TYPE flowcollector_flows_held gauge"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,366 @@
+//! What happens to a chunk once its body has arrived, and to its flows afterwards:
+//! verify, deduplicate against the ledger, store durably, attribute, write out, and
+//! checkpoint what was written.
+//!
+//! [`Pipeline`] is synchronous and called under one lock, from the blocking pool: by
+//! a request (`accept`) and by the collector's ticker (`tick`, every
+//! [`TICK`](crate::TICK)), which is how held-back flows leave once their time
+//! comes. Time is passed in.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, SystemTime},
+};
+
+use flow_batch::wire::{BatchId, ChunkDecoder, DecodeLimits, decode_header};
+
+use crate::{
+    CollectorError,
+    attribution::{AttributedFlow, Attributor},
+    error::error_chain,
+    ledger::{Emitted, Ledger},
+    output::{FlowKey, FlowOutput},
+    stats::{Stats, bump},
+};
+
+/// What became of one frame.
+pub(crate) enum Stored {
+    /// Stored durably (its flows are being attributed).
+    Accepted {
+        /// Its batch ID.
+        batch_id: BatchId,
+        /// How many records it held.
+        records: usize,
+    },
+    /// Its batch ID was stored before; nothing stored.
+    Duplicate {
+        /// Its batch ID.
+        batch_id: BatchId,
+    },
+    /// Not a frame, or a frame with a record the spec refuses; the reason says why.
+    Undecodable(String),
+    /// The ledger could not be written (a full disk); the reason says why.
+    WriteFailed(String),
+    /// Too many flows wait to be written out (the output is failing): refused until
+    /// it catches up, so that memory stays bounded. Nothing is lost: the sender retries.
+    Busy(String),
+}
+
+/// Most flows kept in memory while the output fails; above it chunks are refused
+/// with 503 until the output takes them.
+const MAX_UNWRITTEN: usize = 1_000_000;
+
+/// The ledger, the attributor and the output, and what moves between them.
+pub(crate) struct Pipeline {
+    limits: DecodeLimits,
+    decoder: ChunkDecoder,
+    ledger: Ledger,
+    attributor: Attributor,
+    output: Box<dyn FlowOutput>,
+    /// Decided flows the output has not taken yet (it failed).
+    unwritten: Vec<AttributedFlow>,
+    /// Flows written but not yet committed: marked emitted in the ledger at the
+    /// next commit.
+    uncommitted: Vec<(Arc<BatchId>, u32)>,
+    /// During and right after recovery: flows of replayed chunks that were already
+    /// written before the restart (skipped when they are decided again).
+    already_written: HashMap<Arc<BatchId>, Emitted>,
+    last_commit: SystemTime,
+    last_prune: SystemTime,
+    commit_interval: Duration,
+    /// Ledger entries older than this (and fully emitted) are deleted.
+    keep_ledger: Duration,
+    last_output_error_log: Option<SystemTime>,
+}
+
+/// What recovery found.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Recovered {
+    pub(crate) chunks: u64,
+    pub(crate) flows_pending: u64,
+    pub(crate) damaged_chunks: u64,
+}
+
+impl Pipeline {
+    /// Ties the parts together and replays what the ledger holds: every retained chunk
+    /// goes through the attributor again with its original arrival time (rebuilding
+    /// the ownership map and the held flows), and only the flows not written before
+    /// are written.
+    pub(crate) fn recover(
+        options: &crate::CollectorOptions,
+        ledger: Ledger,
+        attributor: Attributor,
+        mut output: Box<dyn FlowOutput>,
+        now: SystemTime,
+        stats: &Stats,
+    ) -> Result<(Pipeline, Recovered), CollectorError> {
+        let limits = options.limits;
+        // The ledger keeps what rebuilding the map after a restart needs.
+        let keep_ledger = options.attribution.retention + options.attribution.hold_back;
+        let commit_interval = options.commit_interval;
+        let decoder =
+            ChunkDecoder::new(limits).map_err(|source| CollectorError::Decoder { source })?;
+        // Flows the output holds beyond the position of the last checkpoint: written,
+        // but the crash came before the ledger heard of it.
+        let written: Vec<FlowKey> = output
+            .written_since(ledger.output_position())
+            .map_err(|source| CollectorError::OutputSink { source })?;
+        let mut written_by_batch: HashMap<String, Vec<u32>> = HashMap::new();
+        for (batch, index) in written {
+            written_by_batch.entry(batch).or_default().push(index);
+        }
+        let mut pipeline = Pipeline {
+            limits,
+            decoder,
+            ledger,
+            attributor,
+            output,
+            unwritten: Vec::new(),
+            uncommitted: Vec::new(),
+            already_written: HashMap::new(),
+            last_commit: now,
+            last_prune: now,
+            commit_interval,
+            keep_ledger,
+            last_output_error_log: None,
+        };
+        let mut recovered = Recovered::default();
+        // The ledger streams its chunks; decoding needs &mut self, so each is decoded
+        // as it comes (the closure borrows only the decoder and the attributor).
+        let Pipeline {
+            ledger,
+            decoder,
+            attributor,
+            already_written,
+            unwritten,
+            ..
+        } = &mut pipeline;
+        let mut decided = Vec::new();
+        let mut undecodable = Vec::new();
+        let stats_recovery = ledger
+            .recover(|chunk| {
+                let batch = Arc::new(chunk.batch);
+                let mut emitted = chunk.emitted;
+                if let Some(extra) = written_by_batch.remove(&batch.to_string()) {
+                    emitted = emitted.with(extra);
+                }
+                match decoder.decode(&chunk.frame) {
+                    Ok(decoded) => {
+                        recovered.chunks += 1;
+                        // Fully written chunks too: their flows are decided again.
+                        already_written.insert(Arc::clone(&batch), emitted);
+                        attributor.push_chunk(batch, decoded.records, chunk.arrival);
+                        attributor.advance(chunk.arrival);
+                        while let Some(flow) = attributor.pop_ready() {
+                            decided.push(flow);
+                        }
+                    }
+                    Err(e) => {
+                        recovered.damaged_chunks += 1;
+                        tracing::error!(batch = %batch, error = %error_chain(&e),
+                            "a stored chunk no longer decodes; its flows are lost");
+                        undecodable.push(batch);
+                    }
+                }
+            })
+            .map_err(|source| CollectorError::Ledger { source })?;
+        tracing::info!(?stats_recovery, "ledger recovered");
+        // What the output holds beyond the checkpoint, the ledger must hear of, or the
+        // next checkpoint would list it as unwritten again; a chunk that no longer
+        // decodes will never be written and must not keep its segment forever.
+        for (batch, emitted) in already_written.iter() {
+            if let Emitted::Some(indexes) = emitted {
+                for index in indexes {
+                    ledger.mark_emitted(batch, *index);
+                }
+            }
+        }
+        for batch in &undecodable {
+            ledger.mark_chunk_emitted(batch);
+        }
+        for flow in decided {
+            if !is_written(already_written, &flow) {
+                recovered.flows_pending += 1;
+                unwritten.push(flow);
+            }
+        }
+        pipeline.pump(now, stats);
+        // A checkpoint at once: from now on the output's position is known, so a crash
+        // before the first periodic commit cannot make the next start write again
+        // what this one wrote.
+        pipeline.commit(now, stats);
+        Ok((pipeline, recovered))
+    }
+
+    /// Verifies, deduplicates and stores one frame, then attributes what it can.
+    pub(crate) fn accept(
+        &mut self,
+        frame: &[u8],
+        now: SystemTime,
+        fail_writes: bool,
+        stats: &Stats,
+    ) -> Stored {
+        let header = match decode_header(frame, &self.limits) {
+            Ok(h) => h,
+            Err(e) => {
+                bump(&stats.rejected_undecodable);
+                return Stored::Undecodable(format!("bad frame header: {}", error_chain(&e)));
+            }
+        };
+        let batch_id = header.batch_id();
+        if self.ledger.contains(&batch_id) {
+            bump(&stats.chunks_duplicate);
+            return Stored::Duplicate { batch_id };
+        }
+        if self.unwritten.len() >= MAX_UNWRITTEN {
+            bump(&stats.refused_busy);
+            return Stored::Busy(format!(
+                "{} flows wait for the output; try again later",
+                self.unwritten.len()
+            ));
+        }
+        let decoded = match self.decoder.decode(frame) {
+            Ok(d) => d,
+            Err(e) => {
+                bump(&stats.rejected_undecodable);
+                tracing::warn!(%batch_id, error = %error_chain(&e), "undecodable chunk");
+                return Stored::Undecodable(format!("bad frame: {}", error_chain(&e)));
+            }
+        };
+        let records = decoded.records.len();
+        let count = u32::try_from(records).unwrap_or(u32::MAX);
+        let stored = if fail_writes {
+            Err(crate::ledger::LedgerError::injected())
+        } else {
+            self.ledger.append(&batch_id, count, now, frame)
+        };
+        if let Err(e) = stored {
+            bump(&stats.write_failures);
+            tracing::error!(%batch_id, error = %error_chain(&e), "storing a chunk failed");
+            return Stored::WriteFailed(format!("cannot store the chunk: {}", error_chain(&e)));
+        }
+        bump(&stats.chunks_accepted);
+        stats
+            .records_accepted
+            .fetch_add(records as u64, Ordering::Relaxed);
+        self.attributor
+            .push_chunk(Arc::new(batch_id.clone()), decoded.records, now);
+        self.pump(now, stats);
+        Stored::Accepted { batch_id, records }
+    }
+
+    /// What time allows: held flows whose wait is over, the output, a commit and
+    /// ledger pruning when due.
+    pub(crate) fn tick(&mut self, now: SystemTime, stats: &Stats) {
+        self.pump(now, stats);
+        if now.duration_since(self.last_commit).unwrap_or_default() >= self.commit_interval {
+            self.commit(now, stats);
+        }
+        if now.duration_since(self.last_prune).unwrap_or_default() >= Duration::from_secs(60) {
+            self.last_prune = now;
+            let cutoff = now
+                .checked_sub(self.keep_ledger)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            match self.ledger.prune(cutoff) {
+                Ok(n) if n > 0 => tracing::debug!(segments = n, "ledger pruned"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %error_chain(&e), "pruning the ledger failed"),
+            }
+        }
+    }
+
+    /// Decides every held flow now (at shutdown) and writes and commits everything.
+    pub(crate) fn drain(&mut self, now: SystemTime, stats: &Stats) {
+        self.attributor.drain(now);
+        self.pump(now, stats);
+        self.commit(now, stats);
+    }
+
+    /// Flows held back by the attributor.
+    pub(crate) fn held(&self) -> u64 {
+        self.attributor.stats().held
+    }
+
+    /// Flows waiting for the output.
+    pub(crate) fn unwritten(&self) -> usize {
+        self.unwritten.len()
+    }
+
+    /// Snapshots of the parts, for stats and metrics.
+    pub(crate) fn snapshot(&self) -> crate::stats::PartsSnapshot {
+        crate::stats::PartsSnapshot {
+            attribution: self.attributor.stats(),
+            ledger: self.ledger.stats(),
+            unwritten: self.unwritten.len() as u64,
+        }
+    }
+
+    /// Moves decided flows to the output.
+    fn pump(&mut self, now: SystemTime, stats: &Stats) {
+        self.attributor.advance(now);
+        while let Some(flow) = self.attributor.pop_ready() {
+            if !self.already_written.is_empty() && is_written(&self.already_written, &flow) {
+                continue;
+            }
+            self.unwritten.push(flow);
+        }
+        if self.unwritten.is_empty() {
+            return;
+        }
+        match self.output.write(&self.unwritten) {
+            Ok(()) => {
+                stats
+                    .flows_written
+                    .fetch_add(self.unwritten.len() as u64, Ordering::Relaxed);
+                self.uncommitted.extend(
+                    self.unwritten
+                        .drain(..)
+                        .map(|f| (Arc::clone(&f.batch), f.record_index)),
+                );
+            }
+            Err(e) => {
+                bump(&stats.output_failures);
+                let due = self.last_output_error_log.is_none_or(|t| {
+                    now.duration_since(t).unwrap_or_default() >= Duration::from_secs(10)
+                });
+                if due {
+                    self.last_output_error_log = Some(now);
+                    tracing::error!(error = %error_chain(&e), waiting = self.unwritten.len(),
+                        "writing the output failed; flows are kept and retried");
+                }
+            }
+        }
+    }
+
+    /// Makes the output durable, then tells the ledger what it holds.
+    fn commit(&mut self, now: SystemTime, stats: &Stats) {
+        self.last_commit = now;
+        let position = match self.output.commit() {
+            Ok(p) => p,
+            Err(e) => {
+                bump(&stats.output_failures);
+                tracing::warn!(error = %error_chain(&e), "committing the output failed");
+                return;
+            }
+        };
+        for (batch, index) in self.uncommitted.drain(..) {
+            self.ledger.mark_emitted(&batch, index);
+        }
+        if let Err(e) = self.ledger.checkpoint(&position) {
+            bump(&stats.checkpoint_failures);
+            tracing::warn!(error = %error_chain(&e), "writing the checkpoint failed");
+        }
+        // Replayed chunks are decided within one hold-back of the restart.
+        if self.attributor.stats().held == 0 {
+            self.already_written.clear();
+        }
+    }
+}
+
+/// Whether `flow` was written before the restart.
+fn is_written(already: &HashMap<Arc<BatchId>, Emitted>, flow: &AttributedFlow) -> bool {
+    already
+        .get(&flow.batch)
+        .is_some_and(|e| e.contains(flow.record_index))
+}
