@@ -1,0 +1,127 @@
+//! The fleet simulator against the real attribution engine, at a scale CI affords:
+//! nothing may be misattributed, every flow sent must come out exactly once, and the
+//! share left unattributed must stay within what the faults explain.
+
+use std::time::Duration;
+
+use flowexporter_loadgen::fleet::{self, FleetConfig, FleetReport};
+
+/// A small fleet with short-lived workloads (so that IPs change hands often within
+/// ten minutes) and every fault.
+fn faulty(seed: u64) -> FleetConfig {
+    FleetConfig {
+        hosts: 20,
+        workloads_per_host: 5,
+        minutes: 10,
+        connections_per_minute: 20,
+        seed,
+        drop_chunks: 0.05,
+        duplicate_chunks: 0.05,
+        late_chunks: 0.10,
+        reorder_chunks: 0.05,
+        max_late: Duration::from_secs(90),
+        max_skew: Duration::from_secs(1),
+        mean_lifetime: Duration::from_secs(3 * 60),
+        ..FleetConfig::default()
+    }
+}
+
+fn run(config: &FleetConfig) -> FleetReport {
+    let report = fleet::run(config).expect("the simulation runs");
+    println!("{report}");
+    report
+}
+
+fn assert_sound(report: &FleetReport) {
+    assert_eq!(
+        report.tally.misattributed,
+        0,
+        "misattributed flows:\n{}",
+        report.examples.join("\n")
+    );
+    assert!(
+        report.counts_add_up(),
+        "the counts do not add up:\n{report}"
+    );
+    assert_eq!(report.tally.unattributed_without_reason, 0);
+}
+
+#[test]
+fn a_faulty_fleet_is_never_misattributed_and_every_flow_comes_out_once() {
+    let report = run(&faulty(1));
+    assert_sound(&report);
+    // Every fault happened, and the collector dropped each duplicate.
+    let d = report.delivery;
+    assert!(
+        d.dropped > 0 && d.duplicated > 0 && d.late > 0 && d.reordered > 0,
+        "{d:?}"
+    );
+    assert_eq!(report.collector.duplicates, d.duplicated);
+    // Every source of attribution was used.
+    let t = &report.tally;
+    assert!(t.correct_peer_record > 0 && t.correct_heartbeat > 0 && t.correct_static > 0);
+    // Unattributed although the truth had a name. Without faults that is none (see
+    // the next test). A dropped chunk takes with it the peer records of its host's
+    // minute and the heartbeats that would have covered its workloads' IPs then, so
+    // the flows that had their peer in it mostly go unattributed: measured 0.8 to 0.9
+    // times the share of flows dropped, over seeds 1 to 12. Allow that share plus 2
+    // points (owner changes within the tolerance, shared IPv4s without their peer).
+    let dropped = 100.0 * d.records_dropped as f64 / report.traffic.records as f64;
+    let answerable = report.unattributed_answerable_percent();
+    println!(
+        "unattributed: {:.2} % of all flows, {answerable:.2} % of those whose truth had a \
+         name; {dropped:.2} % of flows were in dropped chunks",
+        report.unattributed_percent(),
+    );
+    assert!(answerable < dropped + 2.0, "{answerable:.2} % unattributed");
+}
+
+#[test]
+fn without_faults_little_is_left_unattributed() {
+    let config = FleetConfig {
+        drop_chunks: 0.0,
+        duplicate_chunks: 0.0,
+        late_chunks: 0.0,
+        reorder_chunks: 0.0,
+        ..faulty(2)
+    };
+    let report = run(&config);
+    assert_sound(&report);
+    assert_eq!(report.delivery.dropped, 0);
+    println!(
+        "unattributed without faults: {:.2} % of those whose truth had a name",
+        report.unattributed_answerable_percent()
+    );
+    // Every flow whose truth has a name is attributed: peer records for flows between
+    // two exporters, heartbeats for refused connections, the static table for the
+    // database and the load balancer; what is left is owner changes within the
+    // tolerance, which this seed does not hit (0.0 % measured).
+    assert!(
+        report.unattributed_answerable_percent() < 0.5,
+        "{:.2} %",
+        report.unattributed_answerable_percent()
+    );
+}
+
+#[test]
+fn heavy_faults_and_other_seeds_still_misattribute_nothing() {
+    for seed in [3, 4, 5] {
+        let config = FleetConfig {
+            drop_chunks: 0.3,
+            duplicate_chunks: 0.3,
+            late_chunks: 0.3,
+            reorder_chunks: 0.2,
+            max_late: Duration::from_secs(200),
+            ..faulty(seed)
+        };
+        assert_sound(&run(&config));
+    }
+}
+
+#[test]
+fn a_seed_replays_the_same_run() {
+    let (a, b) = (run(&faulty(6)), run(&faulty(6)));
+    assert_eq!(a.traffic, b.traffic);
+    assert_eq!(a.delivery, b.delivery);
+    assert_eq!(a.tally, b.tally);
+}
