@@ -272,6 +272,9 @@ impl HeldFlows {
 
     /// Appends to `out` the flows waiting for a peer record whose own key is `key`.
     pub(crate) fn waiting_for_peer(&self, key: &PeerKey, out: &mut Vec<HeldRef>) {
+        if self.by_peer.is_empty() {
+            return;
+        }
         if let Some(head) = self.by_peer.get(key) {
             self.walk(*head, List::Peer, out);
         }
@@ -279,7 +282,7 @@ impl HeldFlows {
 
     /// Whether flows wait on heartbeats of `ip`.
     pub(crate) fn has_waiters_on(&self, ip: &IpKey) -> bool {
-        self.by_ip.contains_key(ip)
+        !self.by_ip.is_empty() && self.by_ip.contains_key(ip)
     }
 
     /// Appends to `out` the flows in the map phase waiting on `ip`.

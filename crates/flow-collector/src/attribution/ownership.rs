@@ -14,7 +14,10 @@
 //! before the *horizon* has been, or may have been, forgotten: a lookup whose window
 //! reaches back to the horizon answers [`MapAnswer::BeforeRetention`].
 
-use std::{collections::BTreeMap, mem::size_of};
+use std::{
+    collections::{BTreeMap, hash_map::Entry},
+    mem::size_of,
+};
 
 use flow_record::WorkloadId;
 
@@ -169,17 +172,14 @@ impl OwnershipMap {
         };
         self.counters.heartbeats += 1;
         let gap = join_gap(mark, self.merge_gap);
-        let entry = match self.ips.get_mut(&key) {
-            Some(entry) => entry,
-            None => {
+        let entry = match self.ips.entry(key) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
                 let bucket = end / BUCKET;
-                self.ips.insert(
-                    key,
-                    IpEntry {
-                        segs: vec![Segment { start, end, mark }],
-                        filed: bucket,
-                    },
-                );
+                v.insert(IpEntry {
+                    segs: vec![Segment { start, end, mark }],
+                    filed: bucket,
+                });
                 self.buckets.entry(bucket).or_default().push(key);
                 self.ranges += 1;
                 self.seg_capacity += 1;

@@ -5,7 +5,7 @@
 //! Entries leave in arrival order, a fixed time after they arrived (the hold-back
 //! plus the tolerance), or earlier when the index holds more than its cap.
 
-use std::collections::VecDeque;
+use std::collections::{VecDeque, hash_map::Entry};
 
 use flow_record::{FlowRecord, WorkloadId};
 
@@ -121,17 +121,20 @@ impl PeerIndex {
             seq,
             workload: workload.clone(),
         };
-        match self.map.get_mut(&key) {
-            None => {
-                self.map.insert(key, Slot::One(entry));
+        match self.map.entry(key) {
+            Entry::Vacant(v) => {
+                v.insert(Slot::One(entry));
             }
-            Some(slot) => match slot {
-                Slot::Many(v) => v.push(entry),
-                Slot::One(first) => {
-                    let first = first.clone();
-                    *slot = Slot::Many(vec![first, entry]);
+            Entry::Occupied(mut o) => {
+                let slot = o.get_mut();
+                match slot {
+                    Slot::Many(v) => v.push(entry),
+                    Slot::One(first) => {
+                        let first = first.clone();
+                        *slot = Slot::Many(vec![first, entry]);
+                    }
                 }
-            },
+            }
         }
         self.fifo.push_back((leaves_at, seq, key));
         while self.fifo.len() > self.cap {
@@ -150,22 +153,23 @@ impl PeerIndex {
         let Some((_, seq, key)) = self.fifo.pop_front() else {
             return;
         };
-        let Some(slot) = self.map.get_mut(&key) else {
+        // One probe of the table: the entry is removed through its handle.
+        let Entry::Occupied(mut occupied) = self.map.entry(key) else {
             return;
         };
-        match slot {
+        match occupied.get_mut() {
             Slot::One(_) => {
-                self.map.remove(&key);
+                occupied.remove();
             }
             Slot::Many(v) => {
                 v.retain(|e| e.seq != seq);
                 match v.len() {
                     0 => {
-                        self.map.remove(&key);
+                        occupied.remove();
                     }
                     1 => {
                         if let Some(last) = v.pop() {
-                            *slot = Slot::One(last);
+                            *occupied.get_mut() = Slot::One(last);
                         }
                     }
                     _ => {}
