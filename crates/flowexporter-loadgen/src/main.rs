@@ -99,6 +99,9 @@ struct FleetArgs {
     /// Most records per chunk.
     #[arg(long, default_value_t = 4096)]
     max_records_per_chunk: usize,
+    /// Generate and encode, deliver nothing: the simulator's own time and memory.
+    #[arg(long)]
+    generate_only: bool,
     /// Print the report as JSON (one object) after the human one.
     #[arg(long)]
     json: bool,
@@ -122,6 +125,7 @@ impl FleetArgs {
             tolerance: self.clock_tolerance,
             mean_lifetime: self.mean_lifetime,
             max_records_per_chunk: self.max_records_per_chunk,
+            generate_only: self.generate_only,
         }
     }
 }
@@ -198,6 +202,9 @@ fn main() -> anyhow::Result<()> {
             print!("{report}");
             if args.json {
                 println!("{}", report.to_json());
+            }
+            if args.generate_only {
+                return Ok(());
             }
             if report.tally.misattributed > 0 {
                 anyhow::bail!("{} flows misattributed", report.tally.misattributed);

@@ -230,7 +230,9 @@ pub fn run(config: &OverheadConfig) -> anyhow::Result<Vec<RoundReport>> {
     let out = config.scratch.join("collector.jsonl");
     let _ = std::fs::remove_file(&out);
     let listen = ([127, 0, 0, 1], free_port()?).into();
-    let collector = rt.block_on(FlowCollector::start(CollectorOptions::new(listen, &out)))?;
+    let collector = rt.block_on(FlowCollector::start(
+        CollectorOptions::new(listen, &out).with_hold_back(std::time::Duration::ZERO),
+    ))?;
     let url = collector.url();
     churn::run(&ChurnConfig {
         connections: 1_000,

@@ -50,6 +50,9 @@ pub struct FleetConfig {
     pub mean_lifetime: Duration,
     /// Most records in one chunk; a host's minute with more is sent as several chunks.
     pub max_records_per_chunk: usize,
+    /// Generate and encode everything but deliver nothing: measures the simulator's
+    /// own time and memory, to tell them apart from the collector's.
+    pub generate_only: bool,
 }
 
 impl Default for FleetConfig {
@@ -70,6 +73,7 @@ impl Default for FleetConfig {
             tolerance: Duration::from_secs(2),
             mean_lifetime: Duration::from_secs(20 * 60),
             max_records_per_chunk: 4096,
+            generate_only: false,
         }
     }
 }

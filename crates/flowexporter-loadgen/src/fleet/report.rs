@@ -250,6 +250,9 @@ impl fmt::Display for FleetReport {
             c.max_skew,
             c.hold_back
         )?;
+        if c.generate_only {
+            writeln!(f, "generate only: nothing was delivered to the collector")?;
+        }
         write!(f, "connections: {}", self.traffic.total())?;
         for k in ConnKind::ALL {
             write!(f, ", {} {}", k.as_str(), self.traffic.of(k))?;

@@ -180,6 +180,8 @@ impl Sim<'_> {
         for h in 0..self.pending.len() {
             self.flush(h, m - 1, from)?;
         }
+        // Misattributions are described from the chunks of the last minutes only.
+        self.chunk_log.retain(|c| c.window >= m - 15);
         self.generation += started.elapsed();
         self.deliver(from);
         self.collector.sample();
@@ -250,6 +252,9 @@ impl Sim<'_> {
         });
         self.delivery.chunks += 1;
         self.delivery.records += part.len() as u64;
+        if self.config.generate_only {
+            return Ok(());
+        }
         if fate.dropped() {
             self.delivery.dropped += 1;
             self.delivery.records_dropped += part.len() as u64;
