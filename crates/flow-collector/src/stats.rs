@@ -26,9 +26,6 @@ pub struct CollectorStats {
     pub chunks_duplicate: u64,
     /// Requests answered 400 (undecodable frame).
     pub rejected_undecodable: u64,
-    /// Requests answered 400 because the frame decodes but a record cannot be stored
-    /// (a time after 9999-12-31); nothing of such a chunk is stored.
-    pub rejected_unstorable: u64,
     /// Requests answered 408 because the body did not arrive within
     /// [`CollectorOptions::body_read_timeout`](crate::CollectorOptions::body_read_timeout).
     pub body_timeouts: u64,
@@ -67,7 +64,6 @@ pub(crate) struct Stats {
     pub(crate) checkpoint_failures: AtomicU64,
     pub(crate) chunks_duplicate: AtomicU64,
     pub(crate) rejected_undecodable: AtomicU64,
-    pub(crate) rejected_unstorable: AtomicU64,
     pub(crate) body_timeouts: AtomicU64,
     pub(crate) rejected_too_large: AtomicU64,
     pub(crate) rejected_content_type: AtomicU64,
@@ -89,7 +85,6 @@ impl Stats {
             checkpoint_failures: get(&self.checkpoint_failures),
             chunks_duplicate: get(&self.chunks_duplicate),
             rejected_undecodable: get(&self.rejected_undecodable),
-            rejected_unstorable: get(&self.rejected_unstorable),
             body_timeouts: get(&self.body_timeouts),
             rejected_too_large: get(&self.rejected_too_large),
             rejected_content_type: get(&self.rejected_content_type),

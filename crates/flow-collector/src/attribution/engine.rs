@@ -138,6 +138,7 @@ impl Attributor {
     /// flow to attribute. Flows that can be decided at once become ready.
     pub fn push_chunk(&mut self, batch: Arc<BatchId>, records: Vec<FlowRecord>, now: SystemTime) {
         let now = self.tick(now);
+        self.map.observe(now);
         let host = self.hosts.intern(&batch.host);
         let leaves_at = now
             .saturating_add(self.hold_back)
@@ -358,7 +359,7 @@ impl Attributor {
     fn map_decision(&self, record: &FlowRecord, remote: IpKey, stage: Stage) -> Option<Decision> {
         use RemoteUnattributedReason as R;
         let t = record.t_start.map_or(nanos(record.t_end), nanos);
-        let reason = match self.map.lookup(&remote, t) {
+        let reason = match self.map.lookup_flow(&remote, t, nanos(record.t_end)) {
             MapAnswer::Owner(w) => {
                 return Some(Decision::attributed(w, RemoteIdentitySource::Heartbeat));
             }
@@ -366,6 +367,11 @@ impl Attributor {
             MapAnswer::Shared => R::SharedAddress,
             MapAnswer::OwnerChanged => R::OwnerChanged,
             MapAnswer::BeforeRetention => R::BeforeRetention,
+            // More heartbeats of the owner may still confirm it.
+            MapAnswer::Unconfirmed => match stage {
+                Stage::Waiting => return None,
+                Stage::Final => R::OwnerUnconfirmed,
+            },
             MapAnswer::NoOwner => match stage {
                 Stage::Waiting => return None,
                 Stage::Final => {

@@ -45,6 +45,11 @@ pub enum RemoteUnattributedReason {
     /// The remote IP passed from one workload to another too close to the flow's time
     /// to tell which one it reached.
     OwnerChanged,
+    /// One workload claims the remote IP near the flow's time, but its heartbeats do
+    /// not confirm it: they do not cover the flow's time with the clock tolerance to
+    /// spare, and the flow did not outlive the tolerance into them. The flow may have
+    /// reached the previous (or next) owner, whose records were lost.
+    OwnerUnconfirmed,
     /// The remote IP is shared by several workloads through the connect map (one
     /// IPv4, workloads told apart by port): only the peer's own record can say which
     /// one, and it did not arrive.
@@ -63,10 +68,11 @@ pub enum RemoteUnattributedReason {
 
 impl RemoteUnattributedReason {
     /// Every reason, in a fixed order (for metrics).
-    pub const ALL: [RemoteUnattributedReason; 8] = [
+    pub const ALL: [RemoteUnattributedReason; 9] = [
         RemoteUnattributedReason::NoOwnerKnown,
         RemoteUnattributedReason::ConflictingOwners,
         RemoteUnattributedReason::OwnerChanged,
+        RemoteUnattributedReason::OwnerUnconfirmed,
         RemoteUnattributedReason::SharedAddress,
         RemoteUnattributedReason::NoStartTime,
         RemoteUnattributedReason::BeforeRetention,
@@ -80,6 +86,7 @@ impl RemoteUnattributedReason {
             RemoteUnattributedReason::NoOwnerKnown => "no_owner_known",
             RemoteUnattributedReason::ConflictingOwners => "conflicting_owners",
             RemoteUnattributedReason::OwnerChanged => "owner_changed",
+            RemoteUnattributedReason::OwnerUnconfirmed => "owner_unconfirmed",
             RemoteUnattributedReason::SharedAddress => "shared_address",
             RemoteUnattributedReason::NoStartTime => "no_start_time",
             RemoteUnattributedReason::BeforeRetention => "before_retention",

@@ -85,7 +85,16 @@ pub(crate) enum MapAnswer {
     OwnerChanged,
     /// The window reaches back to what was forgotten.
     BeforeRetention,
+    /// One workload, and no other claim, within the window, but its heartbeats do not
+    /// confirm the flow's time: they neither cover the whole window nor began while
+    /// the flow was alive for at least the tolerance (see [`OwnershipMap::lookup_flow`]).
+    Unconfirmed,
 }
+
+/// How long the map must have known an IP's history with no owner before a first
+/// owner's claim is trusted for a flow that began just before it (5 minutes: five
+/// chunk windows; a previous owner would have had to lose every record of them).
+pub(crate) const FRESH_GUARD: Nanos = 300_000_000_000;
 
 /// Counters of the map.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -114,6 +123,9 @@ pub(crate) struct OwnershipMap {
     /// Segments the IPs' allocations can hold.
     seg_capacity: usize,
     horizon: Nanos,
+    /// When the map started listening (the first chunk's arrival): before it, and
+    /// before the horizon, the map knows nothing of any IP.
+    known_since: Option<Nanos>,
     merge_gap: Nanos,
     tolerance: Nanos,
     scratch: Vec<Segment>,
@@ -140,6 +152,7 @@ impl OwnershipMap {
             ranges: 0,
             seg_capacity: 0,
             horizon: 0,
+            known_since: None,
             merge_gap,
             tolerance,
             scratch: Vec::new(),
@@ -150,6 +163,23 @@ impl OwnershipMap {
 
     /// Applies a heartbeat: `claim` over `[start, end]` on `key`. Returns whether it
     /// was applied (it is not when it ended at or before the horizon).
+    /// Notes the time chunks arrive (the first one starts the map's knowledge).
+    pub(crate) fn observe(&mut self, now: Nanos) {
+        if self.known_since.is_none() {
+            self.known_since = Some(now);
+        }
+    }
+
+    /// Whether `seg`, the first segment of its IP, began long enough after the map
+    /// started knowing the IP's history ([`FRESH_GUARD`]) that no earlier owner can
+    /// have gone unseen, except one whose every record in that time was lost.
+    fn is_fresh(&self, seg_start: Nanos) -> bool {
+        let Some(since) = self.known_since else {
+            return false;
+        };
+        seg_start >= since.max(self.horizon).saturating_add(FRESH_GUARD)
+    }
+
     pub(crate) fn insert(
         &mut self,
         key: IpKey,
@@ -232,7 +262,24 @@ impl OwnershipMap {
     }
 
     /// What the map says about `key` at `t` (within the tolerance).
+    #[cfg(test)]
     pub(crate) fn lookup(&self, key: &IpKey, t: Nanos) -> MapAnswer {
+        self.lookup_flow(key, t, t)
+    }
+
+    /// Who owned `key` at `t`, the start of a flow that lasted until `flow_end`.
+    ///
+    /// Every segment within `t ± tolerance` must be owned by one workload W, and W's
+    /// claim must confirm the time: either one of W's segments covers the whole window
+    /// (the clocks' skew cannot put the flow outside it), or W's segment begins inside
+    /// the window (the first connection to a new owner: the client's socket opens
+    /// before the server's) and the flow was alive for at least the tolerance after
+    /// that beginning. A flow that ended before W's first heartbeat (plus the
+    /// tolerance) may have reached the IP's previous owner, whose last records were
+    /// lost: it is [`MapAnswer::Unconfirmed`], never W, unless W is the first owner
+    /// the IP had since the map has known it for [`FRESH_GUARD`]. So is a flow near the end of
+    /// W's last heartbeat, where the next owner's first records may be the ones lost.
+    pub(crate) fn lookup_flow(&self, key: &IpKey, t: Nanos, flow_end: Nanos) -> MapAnswer {
         let lo = t.saturating_sub(self.tolerance);
         let hi = t.saturating_add(self.tolerance);
         if self.horizon > 0 && lo <= self.horizon {
@@ -243,15 +290,29 @@ impl OwnershipMap {
         };
         let first = entry.segs.partition_point(|s| s.end < lo);
         let mut owner = None;
-        let (mut changed, mut shared) = (false, false);
-        for seg in entry.segs[first..].iter().take_while(|s| s.start <= hi) {
+        let (mut changed, mut shared, mut confirmed) = (false, false, false);
+        for (i, seg) in entry.segs[first..]
+            .iter()
+            .enumerate()
+            .take_while(|(_, s)| s.start <= hi)
+        {
             match seg.mark {
                 Mark::Conflict => return MapAnswer::Conflicting,
                 Mark::Shared => shared = true,
-                Mark::Owned(sym) => match owner {
-                    Some(o) if o != sym => changed = true,
-                    _ => owner = Some(sym),
-                },
+                Mark::Owned(sym) => {
+                    match owner {
+                        Some(o) if o != sym => changed = true,
+                        _ => owner = Some(sym),
+                    }
+                    let covers = seg.start <= lo && seg.end >= hi;
+                    let begins_inside = seg.start > lo;
+                    let lived_into = begins_inside
+                        && flow_end.max(t).min(seg.end) >= seg.start.saturating_add(self.tolerance);
+                    // The first owner an IP ever had (in what the map knows): nobody
+                    // else's connection can have been cut short by the handover.
+                    let first_owner = begins_inside && first + i == 0 && self.is_fresh(seg.start);
+                    confirmed |= covers || lived_into || first_owner;
+                }
             }
         }
         if shared {
@@ -260,7 +321,8 @@ impl OwnershipMap {
             MapAnswer::OwnerChanged
         } else {
             match owner.and_then(|sym| self.workloads.name(sym)) {
-                Some(id) => MapAnswer::Owner(id.clone()),
+                Some(id) if confirmed => MapAnswer::Owner(id.clone()),
+                Some(_) => MapAnswer::Unconfirmed,
                 None => MapAnswer::NoOwner,
             }
         }

@@ -163,9 +163,21 @@ fn lookup_answers() {
     own(&mut m, "10.0.0.1", "a", 0, 10);
     own(&mut m, "10.0.0.1", "b", 100, 110);
     assert_eq!(at(&m, "10.0.0.1", 5), MapAnswer::Owner(id("a")));
-    // Within the tolerance after the end, and before the start.
-    assert_eq!(at(&m, "10.0.0.1", 12), MapAnswer::Owner(id("a")));
-    assert_eq!(at(&m, "10.0.0.1", 98), MapAnswer::Owner(id("b")));
+    // Within the tolerance after the end, and before the start: one claimant, but
+    // its claim does not cover the time with the tolerance to spare.
+    assert_eq!(at(&m, "10.0.0.1", 12), MapAnswer::Unconfirmed);
+    assert_eq!(at(&m, "10.0.0.1", 9), MapAnswer::Unconfirmed);
+    assert_eq!(at(&m, "10.0.0.1", 98), MapAnswer::Unconfirmed);
+    // A flow that began just before b's first heartbeat and lived on into it.
+    let k = key("10.0.0.1");
+    assert_eq!(
+        m.lookup_flow(&k, T0 + 98 * S, T0 + 103 * S),
+        MapAnswer::Owner(id("b"))
+    );
+    assert_eq!(
+        m.lookup_flow(&k, T0 + 98 * S, T0 + 101 * S),
+        MapAnswer::Unconfirmed
+    );
     // Beyond it: nothing.
     assert_eq!(at(&m, "10.0.0.1", 13), MapAnswer::NoOwner);
     assert_eq!(at(&m, "10.0.0.1", 50), MapAnswer::NoOwner);
@@ -257,7 +269,7 @@ fn the_size_cap_evicts_the_oldest_ends() {
     let horizon = m.horizon();
     assert!((T0 + 100 * S..T0 + 119 * S).contains(&horizon), "{horizon}");
     assert_eq!(at(&m, "10.0.0.1", 40), MapAnswer::BeforeRetention);
-    assert_eq!(at(&m, "10.0.1.19", 118), MapAnswer::Owner(id("w")));
+    assert_eq!(at(&m, "10.0.1.19", 110), MapAnswer::Owner(id("w")));
 }
 
 #[test]
@@ -282,13 +294,13 @@ fn unused_workload_symbols_are_collected() {
             &format!("10.1.{}.{}", i / 256, i % 256),
             &format!("w{i}"),
             i,
-            i,
+            i + 10,
         );
     }
-    m.expire(T0 + 2990 * S);
+    m.expire(T0 + 3000 * S);
     m.collect_workloads();
     assert!(m.workloads.len() <= 10, "{}", m.workloads.len());
-    assert_eq!(at(&m, "10.1.11.183", 2999), MapAnswer::Owner(id("w2999")));
+    assert_eq!(at(&m, "10.1.11.183", 3004), MapAnswer::Owner(id("w2999")));
 }
 
 #[test]

@@ -141,6 +141,13 @@ fn first_connection_just_before_the_servers_first_heartbeat() {
     // their clocks 1 s ahead or behind.
     for (client_start, skew) in [(-300, 0), (-300, SEC), (-300, -SEC)] {
         let mut h = Harness::new(config());
+        // The collector has known the fleet for ten minutes, and nobody owned
+        // 10.0.0.1 in that time.
+        h.push(
+            "other",
+            vec![hb("10.9.9.9", "z", -600 * SEC, -599 * SEC)],
+            -600 * SEC,
+        );
         let start = client_start + skew;
         h.push(
             "client",
@@ -178,6 +185,31 @@ fn first_connection_just_before_the_servers_first_heartbeat() {
         verdict(by_port(&h.take(), 50000)),
         unattributed(Why::OwnerChanged)
     );
+    // Had it owned the IP until a minute before (its last records lost, so its claim
+    // ends early), the short flow may have reached it: not confirmed, never "a".
+    // A flow that outlived the tolerance into "a"'s claim was "a"'s.
+    let mut h = Harness::new(config());
+    h.push(
+        "old",
+        vec![hb("10.0.0.1", "old", -600 * SEC, -60 * SEC)],
+        -600 * SEC,
+    );
+    h.push(
+        "client",
+        vec![
+            rec("10.0.0.2:50000", "10.0.0.1:443", Some(-300), 0, None),
+            rec("10.0.0.2:50001", "10.0.0.1:443", Some(-300), 5 * SEC, None),
+        ],
+        SEC,
+    );
+    h.push("server", vec![hb("10.0.0.1", "a", 0, 200 * SEC)], 2 * SEC);
+    h.advance(200 * SEC);
+    let flows = h.take();
+    assert_eq!(
+        verdict(by_port(&flows, 50000)),
+        unattributed(Why::OwnerUnconfirmed)
+    );
+    assert_eq!(verdict(by_port(&flows, 50001)), HEARTBEAT_A);
 }
 
 #[test]
@@ -555,7 +587,14 @@ fn retention_gives_before_retention() {
 fn eviction_by_the_size_cap_gives_before_retention() {
     let mut h = Harness::new(config().with_max_ranges(10));
     let beats = (0..20i64)
-        .map(|i| hb(&format!("10.0.1.{i}"), "w", i * SEC, i * SEC + 500))
+        .map(|i| {
+            hb(
+                &format!("10.0.1.{i}"),
+                "w",
+                i * SEC - 3 * SEC,
+                i * SEC + 3 * SEC,
+            )
+        })
         .collect();
     h.push("servers", beats, 20 * SEC);
     let s = h.a.stats();
@@ -625,7 +664,12 @@ fn max_held_sends_the_oldest_out() {
         SEC,
     );
     // This heartbeat's own record is a flow too: two held.
-    h.push("server", vec![hb("10.0.0.8", "a", 0, SEC)], 6 * SEC);
+    // (Covering the flow's start with the tolerance to spare.)
+    h.push(
+        "server",
+        vec![hb("10.0.0.8", "a", -5 * SEC, 5 * SEC)],
+        6 * SEC,
+    );
     let flows = h.take();
     assert_eq!(flows.len(), 1);
     assert_eq!(verdict(by_port(&flows, 1001)), HEARTBEAT_A);
@@ -827,7 +871,8 @@ fn a_peer_with_another_tuple_or_time_is_not_used() {
         "client",
         vec![
             rec("10.0.0.2:1001", "10.0.0.8:80", Some(0), 10 * SEC, None),
-            rec("10.0.0.2:1002", "10.0.0.8:80", Some(0), SEC, None),
+            // Long enough to outlive the tolerance into the server's first heartbeat.
+            rec("10.0.0.2:1002", "10.0.0.8:80", Some(0), 3 * SEC, None),
         ],
         SEC,
     );
