@@ -293,6 +293,7 @@ fn bad_chunks_are_refused_with_a_reason_and_never_reach_the_output() {
             Duration::ZERO,
         )],
     );
+    let good = f.clone();
     let last = f.len() - 1;
     f[last] ^= 0xff; // the payload's CRC no longer matches
     let (status, _, body) = c.post(&f);
@@ -301,6 +302,10 @@ fn bad_chunks_are_refused_with_a_reason_and_never_reach_the_output() {
         body.to_lowercase().contains("crc") || body.contains("checksum"),
         "{body}"
     );
+    // A refused chunk's batch ID is not remembered: the intact bytes under it are
+    // stored.
+    let (status, result, body) = c.post(&good);
+    assert_eq!((status, result.as_str()), (200, "accepted"), "{body}");
     let (_, _, metrics) = c.get("/metrics");
     assert_eq!(
         metric(
@@ -311,10 +316,12 @@ fn bad_chunks_are_refused_with_a_reason_and_never_reach_the_output() {
     );
     assert_eq!(
         metric(&metrics, "flowcollector_chunks_total{result=\"accepted\"}"),
-        0
+        1
     );
     c.stop();
-    assert!(lines(dir.path()).is_empty());
+    let out = lines(dir.path());
+    assert_eq!(out.len(), 1, "only the intact chunk's record: {out:#?}");
+    assert_eq!(out[0]["batch_id"], format!("host-c/{:032x}/0", 3));
 }
 
 #[test]

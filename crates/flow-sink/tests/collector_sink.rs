@@ -53,9 +53,13 @@ async fn collector_down_then_up_loses_and_duplicates_nothing() {
     assert_eq!(sink.counters().chunks_sent, 0);
     assert_eq!(sink.counters().spool.expect("spool").files, 10);
 
-    let collector = FlowCollector::start(CollectorOptions::new(addr, &out).with_sync(false))
-        .await
-        .expect("collector on the same port");
+    let collector = FlowCollector::start(
+        CollectorOptions::new(addr, &out)
+            .with_hold_back(std::time::Duration::ZERO)
+            .with_sync(false),
+    )
+    .await
+    .expect("collector on the same port");
     sink.flush().await.expect("flush");
     assert_exactly_once(&out, 300);
     assert_eq!(sink.counters().chunks_sent, 10);
@@ -252,6 +256,7 @@ async fn collector_answers_protocol_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("flows.jsonl");
     let options = CollectorOptions::new("127.0.0.1:0".parse().expect("addr"), &out)
+        .with_hold_back(std::time::Duration::ZERO)
         .with_max_body_bytes(1024)
         .with_sync(false);
     let collector = FlowCollector::start(options).await.expect("collector");

@@ -80,9 +80,13 @@ async fn a_full_spool_disk_keeps_chunks_in_memory_until_the_collector_has_them()
     assert_eq!(sequences(settled), (4..12).collect::<Vec<_>>());
 
     // The collector comes up: everything not counted as dropped arrives, once.
-    let collector = FlowCollector::start(CollectorOptions::new(addr, &out).with_sync(false))
-        .await
-        .expect("collector on the same port");
+    let collector = FlowCollector::start(
+        CollectorOptions::new(addr, &out)
+            .with_hold_back(std::time::Duration::ZERO)
+            .with_sync(false),
+    )
+    .await
+    .expect("collector on the same port");
     sink.flush().await.expect("flush");
     let seen = numbers_in(&out);
     let want: Vec<u64> = (4 * PER..17 * PER).collect();
@@ -135,9 +139,13 @@ async fn chunks_still_in_memory_at_close_go_to_the_spool_if_it_has_room() {
     drop(sink);
 
     // The next run finds them in the spool and sends them.
-    let collector = FlowCollector::start(CollectorOptions::new(addr, &out).with_sync(false))
-        .await
-        .expect("collector");
+    let collector = FlowCollector::start(
+        CollectorOptions::new(addr, &out)
+            .with_hold_back(std::time::Duration::ZERO)
+            .with_sync(false),
+    )
+    .await
+    .expect("collector");
     let sink = CollectorSink::start(sink_config(&url, 62, &spool_dir)).expect("sink");
     assert_eq!(sink.counters().spool.expect("spool").files, 3);
     sink.flush().await.expect("flush");
@@ -190,9 +198,13 @@ async fn chunks_delivered_from_memory_are_settled() {
         );
     }
     assert!(sink.take_settled().is_empty(), "not delivered yet");
-    let collector = FlowCollector::start(CollectorOptions::new(addr, &out).with_sync(false))
-        .await
-        .expect("collector");
+    let collector = FlowCollector::start(
+        CollectorOptions::new(addr, &out)
+            .with_hold_back(std::time::Duration::ZERO)
+            .with_sync(false),
+    )
+    .await
+    .expect("collector");
     sink.flush().await.expect("flush");
     assert_exactly_once(&out, 3 * PER);
     let c = sink.counters();

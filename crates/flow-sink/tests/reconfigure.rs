@@ -65,6 +65,7 @@ async fn a_rotated_client_certificate_is_read_again_and_sent_at_once() {
         .with_client_ca(fixture("ca.pem"));
     let collector = FlowCollector::start(
         CollectorOptions::new("127.0.0.1:0".parse().expect("addr"), &out)
+            .with_hold_back(std::time::Duration::ZERO)
             .with_tls(tls)
             .with_sync(false),
     )
@@ -119,7 +120,9 @@ async fn a_failed_reconfiguration_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("flows.jsonl");
     let collector = FlowCollector::start(
-        CollectorOptions::new("127.0.0.1:0".parse().expect("addr"), &out).with_sync(false),
+        CollectorOptions::new("127.0.0.1:0".parse().expect("addr"), &out)
+            .with_hold_back(std::time::Duration::ZERO)
+            .with_sync(false),
     )
     .await
     .expect("collector");

@@ -219,9 +219,13 @@ async fn restart_picks_up_the_spool_and_sends_it_first() {
     assert_eq!(spool_files(&spool_dir).len(), 5);
 
     // Second run, new instance (its sequences restart at 0), collector up.
-    let collector = FlowCollector::start(CollectorOptions::new(addr, &out).with_sync(false))
-        .await
-        .expect("collector");
+    let collector = FlowCollector::start(
+        CollectorOptions::new(addr, &out)
+            .with_hold_back(std::time::Duration::ZERO)
+            .with_sync(false),
+    )
+    .await
+    .expect("collector");
     let sink = CollectorSink::start(sink_config(&url, 21, &spool_dir)).expect("sink");
     for (i, c) in all[5..].iter().enumerate() {
         let mut c = c.clone();
@@ -265,9 +269,13 @@ async fn outage_with_a_small_spool_keeps_the_newest() {
     for c in &all {
         sink.deliver(c).await.expect("deliver");
     }
-    let collector = FlowCollector::start(CollectorOptions::new(addr, &out).with_sync(false))
-        .await
-        .expect("collector");
+    let collector = FlowCollector::start(
+        CollectorOptions::new(addr, &out)
+            .with_hold_back(std::time::Duration::ZERO)
+            .with_sync(false),
+    )
+    .await
+    .expect("collector");
     sink.flush().await.expect("flush");
     let spool = sink.counters().spool.expect("spool");
     assert_eq!(

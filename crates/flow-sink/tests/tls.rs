@@ -19,6 +19,7 @@ async fn mtls_collector(out: &std::path::Path) -> FlowCollector {
     let tls = ServerTls::new(fixture("server.pem"), fixture("server.key"))
         .with_client_ca(fixture("ca.pem"));
     let options = CollectorOptions::new("127.0.0.1:0".parse().expect("addr"), out)
+        .with_hold_back(std::time::Duration::ZERO)
         .with_tls(tls)
         .with_sync(false);
     FlowCollector::start(options).await.expect("collector")

@@ -189,7 +189,9 @@ fn sighup_reads_rotated_client_certificates_again() {
     let port = free_port();
     let tls = ServerTls::new(tls_fixture("server.pem"), tls_fixture("server.key"))
         .with_client_ca(tls_fixture("ca.pem"));
-    let options = CollectorOptions::new(([127, 0, 0, 1], port).into(), &out).with_tls(tls);
+    let options = CollectorOptions::new(([127, 0, 0, 1], port).into(), &out)
+        .with_hold_back(std::time::Duration::ZERO)
+        .with_tls(tls);
     let collector = rt
         .block_on(FlowCollector::start(options))
         .expect("collector");

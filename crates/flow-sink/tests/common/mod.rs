@@ -81,6 +81,7 @@ pub fn sink_config(url: &str, instance: u128, spool: &Path) -> CollectorConfig {
 
 pub async fn collector(out: &Path, faults: FaultInjection) -> FlowCollector {
     let options = CollectorOptions::new("127.0.0.1:0".parse().expect("addr"), out)
+        .with_hold_back(std::time::Duration::ZERO)
         .with_faults(faults)
         .with_sync(false);
     FlowCollector::start(options).await.expect("collector")

@@ -65,7 +65,8 @@ pub fn start_collector(
     out: &Path,
     faults: FaultInjection,
 ) -> FlowCollector {
-    let mut options = CollectorOptions::new(([127, 0, 0, 1], port).into(), out);
+    let mut options = CollectorOptions::new(([127, 0, 0, 1], port).into(), out)
+        .with_hold_back(std::time::Duration::ZERO);
     options.faults = faults;
     rt.block_on(FlowCollector::start(options))
         .expect("collector")
