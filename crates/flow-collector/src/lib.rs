@@ -138,12 +138,31 @@ impl FlowCollector {
     /// written are decided and written again), binds the address and starts serving
     /// in background tasks.
     pub async fn start(options: CollectorOptions) -> Result<FlowCollector, CollectorError> {
+        FlowCollector::start_inner(options, None).await
+    }
+
+    /// Like [`start`](FlowCollector::start), with attributed flows going to `output`
+    /// instead of the JSON-lines file [`CollectorOptions::out`] (which is then not
+    /// opened): a database, a message bus, your own format. The ledger and the
+    /// checkpoint work the same; after a crash `output` is asked
+    /// ([`FlowOutput::written_since`]) which flows it already holds.
+    pub async fn start_with_output(
+        options: CollectorOptions,
+        output: Box<dyn FlowOutput>,
+    ) -> Result<FlowCollector, CollectorError> {
+        FlowCollector::start_inner(options, Some(output)).await
+    }
+
+    async fn start_inner(
+        options: CollectorOptions,
+        output: Option<Box<dyn FlowOutput>>,
+    ) -> Result<FlowCollector, CollectorError> {
         let acceptor = options.tls.as_ref().map(ServerTls::acceptor).transpose()?;
         let (opened, stats) = {
             let options = options.clone();
             tokio::task::spawn_blocking(move || {
                 let stats = Stats::default();
-                open_pipeline(&options, &stats).map(|p| (p, stats))
+                open_pipeline(&options, output, &stats).map(|p| (p, stats))
             })
             .await
             .map_err(|e| CollectorError::Startup(e.to_string()))??
@@ -252,14 +271,21 @@ impl FlowCollector {
 }
 
 /// Opens the ledger and the output and recovers the pipeline (blocking).
-fn open_pipeline(options: &CollectorOptions, stats: &Stats) -> Result<Pipeline, CollectorError> {
+fn open_pipeline(
+    options: &CollectorOptions,
+    output: Option<Box<dyn FlowOutput>>,
+    stats: &Stats,
+) -> Result<Pipeline, CollectorError> {
     let ledger_config = options.ledger.clone().with_sync(options.sync);
     let ledger = Ledger::open(&options.state_dir, ledger_config)
         .map_err(|source| CollectorError::Ledger { source })?;
-    let output: Box<dyn FlowOutput> = Box::new(
-        JsonLinesOutput::open(&options.out, options.rotation.clone())
-            .map_err(|source| CollectorError::OutputSink { source })?,
-    );
+    let output: Box<dyn FlowOutput> = match output {
+        Some(output) => output,
+        None => Box::new(
+            JsonLinesOutput::open(&options.out, options.rotation.clone())
+                .map_err(|source| CollectorError::OutputSink { source })?,
+        ),
+    };
     let attributor = Attributor::new(options.attribution.clone());
     let (pipeline, recovered) = Pipeline::recover(
         options,
