@@ -172,29 +172,14 @@ impl CollectorSide {
         self.busy += started.elapsed();
     }
 
-    /// Runs the attributor's deadlines up to `now` in order, then `now` itself.
+    /// Advances the attributor to `now`, as the collector's pipeline does before each
+    /// chunk and every second: what became due before `now` is decided at `now`, with
+    /// the same evidence, since nothing arrived in between.
     fn advance_to(&mut self, now: Micros) {
         let started = Instant::now();
-        self.advance_attributor(now);
+        self.attributor.advance(system_time(now));
         self.stages.attribute += started.elapsed();
         self.take_ready();
-    }
-
-    fn advance_attributor(&mut self, now: Micros) {
-        let now = system_time(now);
-        // Bounded: a deadline that does not move after its advance ends the loop.
-        for _ in 0..1_000_000 {
-            match self.attributor.next_deadline() {
-                Some(deadline) if deadline < now => {
-                    self.attributor.advance(deadline);
-                    if self.attributor.next_deadline() == Some(deadline) {
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
-        self.attributor.advance(now);
     }
 
     /// Takes the decided flows out and writes their JSON lines.
