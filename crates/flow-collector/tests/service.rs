@@ -440,7 +440,7 @@ fn config_check_names_what_is_wrong_and_shows_what_is_in_force() {
         "out = \"/tmp/x.jsonl\"\n[attribution]\nhold_back = \"45s\"\n",
     )
     .expect("write");
-    let (ok, text) = config_check(&["--config", path], &[]);
+    let (ok, text) = config_check(&[path], &[]);
     assert!(ok, "{text}");
     assert!(text.contains("attribution.hold_back = 45s"), "{text}");
     assert!(text.contains("configuration OK"), "{text}");

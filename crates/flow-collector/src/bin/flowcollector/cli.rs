@@ -72,7 +72,14 @@ pub(crate) enum ConfigAction {
     /// Load the configuration (file, environment, flags) as `run` would, check every
     /// value (the static owners file included), print the result and exit 0, or name
     /// what is wrong and exit 1.
-    Check(Box<RunArgs>),
+    Check {
+        /// The configuration file to check (as the exporter's `config check FILE`);
+        /// the same as `--config FILE`.
+        file: Option<PathBuf>,
+        /// Flags and environment, as for `run`.
+        #[command(flatten)]
+        args: Box<RunArgs>,
+    },
     /// Print a commented example configuration file.
     Example,
 }

@@ -38,8 +38,13 @@ fn main() -> ExitCode {
         None => run(&cli.run),
         Some(Command::Run(args)) => run(&args),
         Some(Command::Config {
-            action: ConfigAction::Check(args),
-        }) => check(&args),
+            action: ConfigAction::Check { file, mut args },
+        }) => {
+            if file.is_some() {
+                args.config = file;
+            }
+            check(&args)
+        }
         Some(Command::Config {
             action: ConfigAction::Example,
         }) => {
