@@ -24,8 +24,8 @@ use crate::attribution::{
     RemoteUnattributedReason,
     held::{Held, HeldFlows, HeldRef, Phase},
     ip_key::{Hosts, IpKey},
-    ownership::{Claim, MapAnswer, OwnershipMap},
-    peers::{PeerAnswer, PeerIndex, PeerKey},
+    ownership::{MapAnswer, Mark, OwnershipMap},
+    peers::{ConnRef, PeerAnswer, PeerIndex, PeerKey},
     time::{Nanos, interval, nanos, span, system_time},
 };
 
@@ -99,7 +99,7 @@ pub struct Attributor {
     counters: Counters,
     /// Reused per chunk: the records' keys and intervals, the flows to re-examine,
     /// the IPs that received heartbeats.
-    keys: Vec<(PeerKey, Nanos, Nanos)>,
+    keys: Vec<(ConnRef, Nanos, Nanos)>,
     woken: Vec<HeldRef>,
     touched: HashSet<IpKey, foldhash::fast::RandomState>,
 }
@@ -152,20 +152,26 @@ impl Attributor {
         // one chunk find each other.
         for record in &records {
             let key = PeerKey::of(record, host);
+            let conn = self.peers.conn(&key);
             let (start, end) = interval(record.t_start, record.t_end);
-            keys.push((key, start, end));
+            keys.push((conn, start, end));
             let Some(workload) = &record.local_workload_id else {
                 continue;
             };
-            let claim = match record.identity_source {
-                IdentitySource::ConnectMap => Claim::Shared,
-                _ => Claim::Owned(workload),
+            // Four billion live workloads: nothing sane reaches it; not a claim.
+            let Some(sym) = self.map.intern(workload) else {
+                continue;
             };
-            if self.map.insert(key.local, start, end, claim) && self.held.has_waiters_on(&key.local)
+            let mark = match record.identity_source {
+                IdentitySource::ConnectMap => Mark::Shared,
+                _ => Mark::Owned(sym),
+            };
+            if self.map.insert_mark(key.local, start, end, mark)
+                && self.held.has_waiters_on(&key.local)
             {
                 self.touched.insert(key.local);
             }
-            self.peers.insert(key, start, end, workload, leaves_at);
+            self.peers.insert(&conn, start, end, sym, leaves_at);
             self.held.waiting_for_peer(&key, &mut woken);
         }
         // Flows held earlier whose peer just arrived.
@@ -182,21 +188,21 @@ impl Attributor {
             self.try_map(r, Stage::Waiting);
         }
         // This chunk's flows.
-        for (index, (record, (key, start, end))) in
+        for (index, (record, (conn, start, end))) in
             records.into_iter().zip(keys.drain(..)).enumerate()
         {
             self.counters.flows_in += 1;
             let index = u32::try_from(index).unwrap_or(u32::MAX);
             let lo = start.saturating_sub(self.tolerance);
             let hi = end.saturating_add(self.tolerance);
-            match self.peers.lookup(&key, lo, hi) {
-                PeerAnswer::Workload(w) => self.emit(
+            match self.peer_workload(self.peers.lookup(&conn, lo, hi)) {
+                Some(w) => self.emit(
                     record,
                     batch.clone(),
                     index,
                     Decision::attributed(w, RemoteIdentitySource::PeerRecord),
                 ),
-                PeerAnswer::Unknown | PeerAnswer::Disagree => {
+                None => {
                     self.held
                         .insert(Held::new(record, batch.clone(), index, host, now));
                 }
@@ -217,7 +223,9 @@ impl Attributor {
         let now = self.tick(now);
         self.map.expire(now.saturating_sub(self.retention));
         self.map.enforce_cap(self.config.max_ranges);
-        self.map.collect_workloads();
+        let peers = &self.peers;
+        self.map
+            .collect_workloads_with(|used| peers.mark_used(used));
         self.peers.expire(now);
         // Peer waits that ended: the map, or wait for heartbeats.
         while let Some((r, arrival)) = self.held.front_peer().map(|(r, h)| (r, h.arrival)) {
@@ -332,12 +340,20 @@ impl Attributor {
         let (start, end) = interval(held.record.t_start, held.record.t_end);
         let lo = start.saturating_sub(self.tolerance);
         let hi = end.saturating_add(self.tolerance);
-        match self.peers.lookup(&held.key(), lo, hi) {
-            PeerAnswer::Workload(w) => {
+        match self.peer_workload(self.peers.lookup_key(&held.key(), lo, hi)) {
+            Some(w) => {
                 self.decide(r, Decision::attributed(w, RemoteIdentitySource::PeerRecord));
                 true
             }
-            PeerAnswer::Unknown | PeerAnswer::Disagree => false,
+            None => false,
+        }
+    }
+
+    /// The workload a peer answer names, if it names one.
+    fn peer_workload(&self, answer: PeerAnswer) -> Option<WorkloadId> {
+        match answer {
+            PeerAnswer::Workload(sym) => self.map.workload(sym).cloned(),
+            PeerAnswer::Unknown | PeerAnswer::Disagree => None,
         }
     }
 

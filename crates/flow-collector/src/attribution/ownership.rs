@@ -61,7 +61,9 @@ pub(crate) struct IpEntry {
     filed: u64,
 }
 
-/// What a heartbeat claims.
+/// What a heartbeat claims (the engine interns the workload itself and calls
+/// [`OwnershipMap::insert_mark`]).
+#[cfg(test)]
 #[derive(Clone, Debug)]
 pub(crate) enum Claim<'a> {
     /// The workload owns the IP.
@@ -161,8 +163,6 @@ impl OwnershipMap {
         }
     }
 
-    /// Applies a heartbeat: `claim` over `[start, end]` on `key`. Returns whether it
-    /// was applied (it is not when it ended at or before the horizon).
     /// Notes the time chunks arrive (the first one starts the map's knowledge).
     pub(crate) fn observe(&mut self, now: Nanos) {
         if self.known_since.is_none() {
@@ -180,6 +180,9 @@ impl OwnershipMap {
         seg_start >= since.max(self.horizon).saturating_add(FRESH_GUARD)
     }
 
+    /// Applies a heartbeat: `claim` over `[start, end]` on `key`. Returns whether it
+    /// was applied (it is not when it ended at or before the horizon).
+    #[cfg(test)]
     pub(crate) fn insert(
         &mut self,
         key: IpKey,
@@ -191,7 +194,6 @@ impl OwnershipMap {
             self.counters.heartbeats_too_old += 1;
             return false;
         }
-        let start = start.min(end);
         let mark = match claim {
             Claim::Owned(id) => match self.workloads.intern(id) {
                 Some(sym) => Mark::Owned(sym),
@@ -200,6 +202,31 @@ impl OwnershipMap {
             },
             Claim::Shared => Mark::Shared,
         };
+        self.insert_mark(key, start, end, mark)
+    }
+
+    /// The symbol of `id`, interned on first sight (`None` when every symbol is
+    /// taken): what [`insert_mark`](OwnershipMap::insert_mark) and the peer index take.
+    #[inline]
+    pub(crate) fn intern(&mut self, id: &WorkloadId) -> Option<Sym> {
+        self.workloads.intern(id)
+    }
+
+    /// The workload a symbol stands for.
+    #[inline]
+    pub(crate) fn workload(&self, sym: Sym) -> Option<&WorkloadId> {
+        self.workloads.name(sym)
+    }
+
+    /// Applies a heartbeat: `mark` over `[start, end]` on `key` (a claim with its
+    /// workload already interned). Returns whether it was applied (it is not when it
+    /// ended at or before the horizon).
+    pub(crate) fn insert_mark(&mut self, key: IpKey, start: Nanos, end: Nanos, mark: Mark) -> bool {
+        if self.horizon > 0 && end <= self.horizon {
+            self.counters.heartbeats_too_old += 1;
+            return false;
+        }
+        let start = start.min(end);
         self.counters.heartbeats += 1;
         let gap = join_gap(mark, self.merge_gap);
         let entry = match self.ips.entry(key) {
@@ -409,11 +436,19 @@ impl OwnershipMap {
 
     /// Frees the workload symbols no segment uses, when enough were created since the
     /// last time to be worth a scan of the map.
+    #[cfg(test)]
     pub(crate) fn collect_workloads(&mut self) {
+        self.collect_workloads_with(|_| {});
+    }
+
+    /// [`collect_workloads`](OwnershipMap::collect_workloads), keeping also the
+    /// symbols `also_used` marks (the peer index's).
+    pub(crate) fn collect_workloads_with(&mut self, also_used: impl FnOnce(&mut [bool])) {
         if !self.workloads.wants_collection() {
             return;
         }
         let mut used = vec![false; self.workloads.capacity()];
+        also_used(&mut used);
         for entry in self.ips.values() {
             for seg in &entry.segs {
                 if let Mark::Owned(sym) = seg.mark

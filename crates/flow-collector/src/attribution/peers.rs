@@ -1,18 +1,33 @@
-//! The peer index: recent records with a local workload, by connection 4-tuple, so
-//! that the two records of one connection (the 4-tuple reversed, overlapping in
-//! time) name each other's workload exactly, even on a shared IPv4.
+//! The peer index: recent records with a local workload, by connection, so that the
+//! two records of one connection (the 4-tuple reversed, overlapping in time) name
+//! each other's workload exactly, even on a shared IPv4.
+//!
+//! Both ends' records of a connection share one entry, under the connection's
+//! unordered key (its two ends in a fixed order), and each record says which end
+//! wrote it: indexing a record and finding its peer are one probe of the table (the
+//! second, right after, finds the entry in the cache). Workloads are the ownership
+//! map's interned symbols (4 bytes), which the map keeps alive while the index uses
+//! them (see `OwnershipMap::collect_workloads`).
+//!
+//! Sizes (x86-64): a record ([`Rec`]) is 24 bytes, a connection's entry ([`Conn`])
+//! 104 bytes holding up to two records inline (more, after port reuse, spill to the
+//! heap), plus a control byte of the table; the departure queue costs 8 bytes a
+//! record. So a connection whose two ends both export costs about 60 bytes a record,
+//! where the previous index (one entry per direction, an `Arc` workload, a queue of
+//! full keys) cost about 170.
 //!
 //! Entries leave in arrival order, a fixed time after they arrived (the hold-back
 //! plus the tolerance), or earlier when the index holds more than its cap.
 
-use std::collections::{VecDeque, hash_map::Entry};
+use std::{collections::VecDeque, hash::BuildHasher};
 
-use flow_record::{FlowRecord, WorkloadId};
+use flow_record::FlowRecord;
+use hashbrown::{HashTable, hash_table::Entry};
 
 use crate::attribution::{
-    FastMap,
     ip_key::{HostId, IpKey},
     time::Nanos,
+    workloads::Sym,
 };
 
 /// A connection as one end sees it: (local IP, local port, remote IP, remote port).
@@ -26,6 +41,7 @@ pub(crate) struct PeerKey {
 
 impl PeerKey {
     /// The key of `record`, reported by `host`.
+    #[inline]
     pub(crate) fn of(record: &FlowRecord, host: HostId) -> PeerKey {
         PeerKey {
             local: IpKey::new(record.local.ip(), host),
@@ -46,49 +62,148 @@ impl PeerKey {
     }
 }
 
-/// One record in the index.
-#[derive(Clone, Debug)]
-struct PeerEntry {
+/// A connection without a direction: its two ends (IP key and port), the lesser
+/// first, in 11 words (44 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ConnKey([u32; 11]);
+
+/// Which end of its connection wrote a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The lesser end (its local end is the connection key's first).
+    First,
+    /// The greater end.
+    Second,
+    /// Both ends are one (a socket connected to itself): its own peer, as under the
+    /// previous index, where the reversed 4-tuple was the same 4-tuple.
+    Both,
+}
+
+/// A record's connection, ready to probe the index: the key, which end wrote it, and
+/// the key's hash (computed once).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnRef {
+    key: ConnKey,
+    side: Side,
+    hash: u64,
+}
+
+/// One record in the index. 24 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Rec {
     start: Nanos,
     end: Nanos,
-    seq: u64,
-    workload: WorkloadId,
+    /// The record's sequence number (its low 31 bits; unique among the records in the
+    /// index, which are fewer than 2^31), shifted left, and 1 when the greater end
+    /// wrote it.
+    tag: u32,
+    workload: Sym,
 }
 
-/// The records of one 4-tuple: nearly always one.
-#[derive(Clone, Debug)]
-enum Slot {
-    One(PeerEntry),
-    Many(Vec<PeerEntry>),
-}
+impl Rec {
+    fn seq_bits(&self) -> u32 {
+        self.tag >> 1
+    }
 
-impl Slot {
-    fn entries(&self) -> &[PeerEntry] {
-        match self {
-            Slot::One(e) => std::slice::from_ref(e),
-            Slot::Many(v) => v,
+    /// Whether it is the peer of a record of `side`: written by the other end.
+    fn peer_of(&self, side: Side) -> bool {
+        let greater = self.tag & 1 == 1;
+        match side {
+            Side::First => greater,
+            Side::Second => !greater,
+            Side::Both => true,
         }
     }
 }
 
+/// The records of one connection, oldest first: nearly always one or two.
+#[derive(Clone, Debug)]
+enum Recs {
+    One(Rec),
+    Two([Rec; 2]),
+    Many(Vec<Rec>),
+}
+
+impl Recs {
+    fn as_slice(&self) -> &[Rec] {
+        match self {
+            Recs::One(r) => std::slice::from_ref(r),
+            Recs::Two(rs) => rs,
+            Recs::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, rec: Rec) {
+        *self = match std::mem::replace(self, Recs::Many(Vec::new())) {
+            Recs::One(a) => Recs::Two([a, rec]),
+            Recs::Two([a, b]) => Recs::Many(vec![a, b, rec]),
+            Recs::Many(mut v) => {
+                v.push(rec);
+                Recs::Many(v)
+            }
+        };
+    }
+
+    /// Removes the record whose sequence bits are `seq`; returns whether none is left.
+    fn remove(&mut self, seq: u32) -> bool {
+        match self {
+            Recs::One(r) => r.seq_bits() == seq,
+            Recs::Two([a, b]) => {
+                if a.seq_bits() == seq {
+                    *self = Recs::One(*b);
+                } else if b.seq_bits() == seq {
+                    *self = Recs::One(*a);
+                }
+                false
+            }
+            Recs::Many(v) => {
+                v.retain(|r| r.seq_bits() != seq);
+                match v.as_slice() {
+                    [] => return true,
+                    [a] => *self = Recs::One(*a),
+                    [a, b] => *self = Recs::Two([*a, *b]),
+                    _ => {}
+                }
+                false
+            }
+        }
+    }
+}
+
+/// One connection's entry. 104 bytes.
+#[derive(Clone, Debug)]
+struct Conn {
+    key: ConnKey,
+    recs: Recs,
+}
+
 /// What the index says about a flow's peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PeerAnswer {
     /// No record of the other end overlaps the flow.
     Unknown,
     /// Every overlapping record of the other end names this workload.
-    Workload(WorkloadId),
+    Workload(Sym),
     /// Overlapping records of the other end name different workloads.
     Disagree,
 }
 
-/// Recent records by 4-tuple.
+/// The most records the index holds whatever its cap: sequence numbers are told
+/// apart by their low 31 bits.
+const MAX_CAP: usize = (1 << 30) - 1;
+
+/// Recent records by connection.
 #[derive(Debug)]
 pub(crate) struct PeerIndex {
-    map: FastMap<PeerKey, Slot>,
-    /// (leaves at, seq, key), in arrival order.
-    fifo: VecDeque<(Nanos, u64, PeerKey)>,
-    next_seq: u64,
+    table: HashTable<Conn>,
+    hasher: foldhash::fast::RandomState,
+    /// The hash of each record's connection, in arrival order: the record at
+    /// position i has sequence number `front_seq + i`.
+    fifo: VecDeque<u64>,
+    front_seq: u64,
+    /// (leaves at, the sequence number after the last record leaving then), in
+    /// arrival order: one per distinct departure time.
+    departures: VecDeque<(Nanos, u64)>,
     cap: usize,
 }
 
@@ -96,47 +211,73 @@ impl PeerIndex {
     /// An empty index of at most `cap` records.
     pub(crate) fn new(cap: usize) -> PeerIndex {
         PeerIndex {
-            map: FastMap::default(),
+            table: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             fifo: VecDeque::new(),
-            next_seq: 0,
-            cap: cap.max(1),
+            front_seq: 0,
+            departures: VecDeque::new(),
+            cap: cap.clamp(1, MAX_CAP),
         }
     }
 
-    /// Indexes a record of `workload` over `[start, end]` under `key`, until
-    /// `leaves_at`.
+    /// The connection of a flow whose own key is `key`.
+    #[inline]
+    pub(crate) fn conn(&self, key: &PeerKey) -> ConnRef {
+        let local = key.local.words();
+        let remote = key.remote.words();
+        let (l, r) = ((local, key.local_port), (remote, key.remote_port));
+        let (side, (a, a_port), (b, b_port)) = match l.cmp(&r) {
+            std::cmp::Ordering::Less => (Side::First, l, r),
+            std::cmp::Ordering::Greater => (Side::Second, r, l),
+            std::cmp::Ordering::Equal => (Side::Both, l, r),
+        };
+        let ports = (u32::from(a_port) << 16) | u32::from(b_port);
+        let key = ConnKey([
+            a[0], a[1], a[2], a[3], a[4], b[0], b[1], b[2], b[3], b[4], ports,
+        ]);
+        ConnRef {
+            key,
+            side,
+            hash: self.hasher.hash_one(key),
+        }
+    }
+
+    /// Indexes a record of `workload` over `[start, end]` of the connection `conn`,
+    /// until `leaves_at`.
     pub(crate) fn insert(
         &mut self,
-        key: PeerKey,
+        conn: &ConnRef,
         start: Nanos,
         end: Nanos,
-        workload: &WorkloadId,
+        workload: Sym,
         leaves_at: Nanos,
     ) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let entry = PeerEntry {
+        let seq = self.front_seq + self.fifo.len() as u64;
+        let greater = u32::from(conn.side == Side::Second);
+        let rec = Rec {
             start,
             end,
-            seq,
-            workload: workload.clone(),
+            tag: ((seq as u32) << 1) | greater,
+            workload,
         };
-        match self.map.entry(key) {
+        let hasher = &self.hasher;
+        match self
+            .table
+            .entry(conn.hash, |c| c.key == conn.key, |c| hasher.hash_one(c.key))
+        {
+            Entry::Occupied(mut o) => o.get_mut().recs.push(rec),
             Entry::Vacant(v) => {
-                v.insert(Slot::One(entry));
-            }
-            Entry::Occupied(mut o) => {
-                let slot = o.get_mut();
-                match slot {
-                    Slot::Many(v) => v.push(entry),
-                    Slot::One(first) => {
-                        let first = first.clone();
-                        *slot = Slot::Many(vec![first, entry]);
-                    }
-                }
+                v.insert(Conn {
+                    key: conn.key,
+                    recs: Recs::One(rec),
+                });
             }
         }
-        self.fifo.push_back((leaves_at, seq, key));
+        self.fifo.push_back(conn.hash);
+        match self.departures.back_mut() {
+            Some((at, until)) if *at == leaves_at => *until = seq + 1,
+            _ => self.departures.push_back((leaves_at, seq + 1)),
+        }
         while self.fifo.len() > self.cap {
             self.pop_oldest();
         }
@@ -144,61 +285,78 @@ impl PeerIndex {
 
     /// Removes the records whose time is up at `now`.
     pub(crate) fn expire(&mut self, now: Nanos) {
-        while self.fifo.front().is_some_and(|(at, _, _)| *at <= now) {
+        while let Some(&(at, until)) = self.departures.front() {
+            if at > now {
+                break;
+            }
+            if self.front_seq >= until || self.fifo.is_empty() {
+                self.departures.pop_front();
+                continue;
+            }
             self.pop_oldest();
         }
     }
 
     fn pop_oldest(&mut self) {
-        let Some((_, seq, key)) = self.fifo.pop_front() else {
+        let Some(hash) = self.fifo.pop_front() else {
             return;
         };
-        // One probe of the table: the entry is removed through its handle.
-        let Entry::Occupied(mut occupied) = self.map.entry(key) else {
-            return;
-        };
-        match occupied.get_mut() {
-            Slot::One(_) => {
-                occupied.remove();
-            }
-            Slot::Many(v) => {
-                v.retain(|e| e.seq != seq);
-                match v.len() {
-                    0 => {
-                        occupied.remove();
-                    }
-                    1 => {
-                        if let Some(last) = v.pop() {
-                            *occupied.get_mut() = Slot::One(last);
-                        }
-                    }
-                    _ => {}
-                }
-            }
+        let seq = (self.front_seq as u32) & (u32::MAX >> 1);
+        self.front_seq += 1;
+        // The entry of this hash holding this record: sequence numbers are unique.
+        if let Ok(mut o) = self.table.find_entry(hash, |c| {
+            c.recs.as_slice().iter().any(|r| r.seq_bits() == seq)
+        }) && o.get_mut().recs.remove(seq)
+        {
+            o.remove();
+        }
+        while self
+            .departures
+            .front()
+            .is_some_and(|(_, until)| *until <= self.front_seq)
+        {
+            self.departures.pop_front();
         }
     }
 
-    /// The peer of a flow whose own key is `flow` and which covers `[lo, hi]` (its
-    /// interval widened by the tolerance).
-    pub(crate) fn lookup(&self, flow: &PeerKey, lo: Nanos, hi: Nanos) -> PeerAnswer {
-        let Some(slot) = self.map.get(&flow.reversed()) else {
+    /// The peer of a flow of the connection `conn` which covers `[lo, hi]` (its
+    /// interval widened by the tolerance): the other end's records overlapping it.
+    #[inline]
+    pub(crate) fn lookup(&self, conn: &ConnRef, lo: Nanos, hi: Nanos) -> PeerAnswer {
+        let Some(c) = self.table.find(conn.hash, |c| c.key == conn.key) else {
             return PeerAnswer::Unknown;
         };
-        let mut found: Option<&WorkloadId> = None;
-        for e in slot.entries() {
-            if e.start <= hi && e.end >= lo {
+        let mut found: Option<Sym> = None;
+        for r in c.recs.as_slice() {
+            if r.peer_of(conn.side) && r.start <= hi && r.end >= lo {
                 match found {
-                    Some(w) if w != &e.workload => return PeerAnswer::Disagree,
-                    _ => found = Some(&e.workload),
+                    Some(w) if w != r.workload => return PeerAnswer::Disagree,
+                    _ => found = Some(r.workload),
                 }
             }
         }
-        found.map_or(PeerAnswer::Unknown, |w| PeerAnswer::Workload(w.clone()))
+        found.map_or(PeerAnswer::Unknown, PeerAnswer::Workload)
+    }
+
+    /// The peer of a flow whose own key is `flow` (see [`lookup`](PeerIndex::lookup)).
+    pub(crate) fn lookup_key(&self, flow: &PeerKey, lo: Nanos, hi: Nanos) -> PeerAnswer {
+        self.lookup(&self.conn(flow), lo, hi)
+    }
+
+    /// Marks in `used` (indexed by symbol) every workload the index names.
+    pub(crate) fn mark_used(&self, used: &mut [bool]) {
+        for c in &self.table {
+            for r in c.recs.as_slice() {
+                if let Some(u) = used.get_mut(r.workload.0 as usize) {
+                    *u = true;
+                }
+            }
+        }
     }
 
     /// When the oldest record leaves.
     pub(crate) fn next_expiry(&self) -> Option<Nanos> {
-        self.fifo.front().map(|(at, _, _)| *at)
+        self.departures.front().map(|(at, _)| *at)
     }
 
     /// Records in the index.
@@ -226,8 +384,12 @@ mod tests {
         }
     }
 
-    fn id(s: &str) -> WorkloadId {
-        WorkloadId::new(s).expect("test ID")
+    const SRV: Sym = Sym(7);
+    const OTHER: Sym = Sym(8);
+
+    fn insert(index: &mut PeerIndex, k: PeerKey, start: Nanos, end: Nanos, w: Sym, at: Nanos) {
+        let conn = index.conn(&k);
+        index.insert(&conn, start, end, w, at);
     }
 
     #[test]
@@ -235,58 +397,121 @@ mod tests {
         let mut index = PeerIndex::new(100);
         let server = key("10.0.0.1", 443, "10.0.0.2", 5000);
         let client = key("10.0.0.2", 5000, "10.0.0.1", 443);
-        index.insert(server, 100, 200, &id("srv"), 1_000);
+        insert(&mut index, server, 100, 200, SRV, 1_000);
         assert_eq!(
-            index.lookup(&client, 150, 160),
-            PeerAnswer::Workload(id("srv"))
+            index.lookup_key(&client, 150, 160),
+            PeerAnswer::Workload(SRV)
         );
         // Touching counts; no overlap does not.
         assert_eq!(
-            index.lookup(&client, 200, 300),
-            PeerAnswer::Workload(id("srv"))
+            index.lookup_key(&client, 200, 300),
+            PeerAnswer::Workload(SRV)
         );
-        assert_eq!(index.lookup(&client, 201, 300), PeerAnswer::Unknown);
-        assert_eq!(index.lookup(&client, 0, 99), PeerAnswer::Unknown);
+        assert_eq!(index.lookup_key(&client, 201, 300), PeerAnswer::Unknown);
+        assert_eq!(index.lookup_key(&client, 0, 99), PeerAnswer::Unknown);
         // Another port, or the same direction, is not the peer.
         assert_eq!(
-            index.lookup(&key("10.0.0.2", 5001, "10.0.0.1", 443), 150, 160),
+            index.lookup_key(&key("10.0.0.2", 5001, "10.0.0.1", 443), 150, 160),
             PeerAnswer::Unknown
         );
-        assert_eq!(index.lookup(&server, 150, 160), PeerAnswer::Unknown);
-        // A second record naming another workload: no evidence.
-        index.insert(server, 150, 250, &id("other"), 1_001);
-        assert_eq!(index.lookup(&client, 150, 160), PeerAnswer::Disagree);
+        assert_eq!(index.lookup_key(&server, 150, 160), PeerAnswer::Unknown);
+        // The client's own record shares the entry, and is the server's peer.
+        insert(&mut index, client, 100, 200, OTHER, 1_000);
         assert_eq!(
-            index.lookup(&client, 210, 220),
-            PeerAnswer::Workload(id("other"))
+            index.lookup_key(&server, 150, 160),
+            PeerAnswer::Workload(OTHER)
         );
-        assert_eq!(index.len(), 2);
+        assert_eq!(
+            index.lookup_key(&client, 150, 160),
+            PeerAnswer::Workload(SRV)
+        );
+        // A second record naming another workload: no evidence.
+        insert(&mut index, server, 150, 250, OTHER, 1_001);
+        assert_eq!(index.lookup_key(&client, 150, 160), PeerAnswer::Disagree);
+        assert_eq!(
+            index.lookup_key(&client, 210, 220),
+            PeerAnswer::Workload(OTHER)
+        );
+        assert_eq!(index.len(), 3);
         index.expire(1_000);
         assert_eq!(index.len(), 1);
         assert_eq!(
-            index.lookup(&client, 150, 160),
-            PeerAnswer::Workload(id("other"))
+            index.lookup_key(&client, 150, 160),
+            PeerAnswer::Workload(OTHER)
         );
+        assert_eq!(index.lookup_key(&server, 150, 160), PeerAnswer::Unknown);
         assert_eq!(index.next_expiry(), Some(1_001));
         index.expire(1_001);
-        assert_eq!(index.lookup(&client, 150, 160), PeerAnswer::Unknown);
-        assert_eq!((index.len(), index.map.len()), (0, 0));
+        assert_eq!(index.lookup_key(&client, 150, 160), PeerAnswer::Unknown);
+        assert_eq!((index.len(), index.table.len()), (0, 0));
+        assert_eq!(index.next_expiry(), None);
+    }
+
+    #[test]
+    fn a_socket_connected_to_itself_is_its_own_peer() {
+        let mut index = PeerIndex::new(100);
+        let own = key("127.0.0.1", 7000, "127.0.0.1", 7000);
+        insert(&mut index, own, 100, 200, SRV, 1_000);
+        assert_eq!(index.lookup_key(&own, 150, 160), PeerAnswer::Workload(SRV));
+    }
+
+    #[test]
+    fn port_reuse_spills_and_leaves_in_order() {
+        let mut index = PeerIndex::new(100);
+        let server = key("10.0.0.1", 443, "10.0.0.2", 5000);
+        let client = key("10.0.0.2", 5000, "10.0.0.1", 443);
+        for i in 0..5u64 {
+            insert(
+                &mut index,
+                server,
+                i * 100,
+                i * 100 + 50,
+                Sym(i as u32),
+                1_000 + i,
+            );
+        }
+        for i in 0..5u64 {
+            assert_eq!(
+                index.lookup_key(&client, i * 100 + 10, i * 100 + 20),
+                PeerAnswer::Workload(Sym(i as u32))
+            );
+        }
+        index.expire(1_002);
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.lookup_key(&client, 110, 120), PeerAnswer::Unknown);
+        assert_eq!(
+            index.lookup_key(&client, 410, 420),
+            PeerAnswer::Workload(Sym(4))
+        );
+        let mut used = vec![false; 6];
+        index.mark_used(&mut used);
+        assert_eq!(used, [false, false, false, true, true, false]);
     }
 
     #[test]
     fn cap_drops_the_oldest() {
         let mut index = PeerIndex::new(2);
         for port in 1..=3 {
-            index.insert(key("10.0.0.1", port, "10.0.0.2", 9), 0, 10, &id("a"), 100);
+            insert(
+                &mut index,
+                key("10.0.0.1", port, "10.0.0.2", 9),
+                0,
+                10,
+                SRV,
+                100,
+            );
         }
         assert_eq!(index.len(), 2);
         assert_eq!(
-            index.lookup(&key("10.0.0.2", 9, "10.0.0.1", 1), 0, 10),
+            index.lookup_key(&key("10.0.0.2", 9, "10.0.0.1", 1), 0, 10),
             PeerAnswer::Unknown
         );
         assert_eq!(
-            index.lookup(&key("10.0.0.2", 9, "10.0.0.1", 3), 0, 10),
-            PeerAnswer::Workload(id("a"))
+            index.lookup_key(&key("10.0.0.2", 9, "10.0.0.1", 3), 0, 10),
+            PeerAnswer::Workload(SRV)
         );
+        assert_eq!(index.next_expiry(), Some(100));
+        index.expire(100);
+        assert_eq!((index.len(), index.table.len()), (0, 0));
     }
 }
