@@ -118,7 +118,12 @@ pub struct Rfc3339(pub SystemTime);
 impl std::fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0.duration_since(UNIX_EPOCH) {
-            Ok(d) if d < RFC3339_END => humantime::format_rfc3339_nanos(self.0).fmt(f),
+            Ok(d) if d < RFC3339_END => {
+                let mut buf = [0u8; RFC3339_LEN];
+                rfc3339_digits(d, &mut buf);
+                // Only ASCII digits and separators are written.
+                f.write_str(std::str::from_utf8(&buf).map_err(|_| std::fmt::Error)?)
+            }
             Ok(d) => write!(f, "@{}.{:09}", d.as_secs(), d.subsec_nanos()),
             Err(e) => {
                 let d = e.duration();
@@ -126,6 +131,71 @@ impl std::fmt::Display for Rfc3339 {
             }
         }
     }
+}
+
+/// Length of `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
+pub const RFC3339_LEN: usize = 30;
+
+/// Appends `t` as [`Rfc3339`] does, without going through `fmt` (the collector writes
+/// two per output line).
+pub fn write_rfc3339(out: &mut Vec<u8>, t: SystemTime) {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) if d < RFC3339_END => {
+            let mut buf = [0u8; RFC3339_LEN];
+            rfc3339_digits(d, &mut buf);
+            out.extend_from_slice(&buf);
+        }
+        _ => {
+            use std::io::Write;
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{}", Rfc3339(t));
+        }
+    }
+}
+
+/// `d` after the epoch (before the year 10000) as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`:
+/// the proleptic Gregorian date from the day count (Howard Hinnant's `civil_from_days`),
+/// the same text as `humantime::format_rfc3339_nanos`.
+fn rfc3339_digits(d: Duration, buf: &mut [u8; RFC3339_LEN]) {
+    let secs = d.as_secs();
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (hour, minute, second) = (rem / 3_600, rem % 3_600 / 60, rem % 60);
+    // civil_from_days, shifted to start the era on 0000-03-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let mut put = |at: usize, value: u64, width: usize| {
+        let mut v = value;
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, hour, 2);
+    put(14, minute, 2);
+    put(17, second, 2);
+    put(20, u64::from(d.subsec_nanos()), 9);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+    ] {
+        buf[at] = c;
+    }
+    buf[29] = b'Z';
 }
 
 impl<'a> From<&'a FlowRecord> for JsonFlow<'a> {
@@ -235,5 +305,37 @@ mod tests {
         assert_eq!(v["unattributed_reason"], "no_match");
         assert_eq!(v["incomplete"], true);
         assert_eq!(v.as_object().map(|o| o.len()), Some(21), "no other field");
+    }
+
+    #[test]
+    fn rfc3339_matches_humantime_everywhere_it_can_write() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let edges = [
+            0,
+            1,
+            86_399,
+            86_400,
+            951_782_400,   // 2000-02-29
+            4_107_542_400, // 2100-03-01
+            253_402_300_799,
+        ];
+        let mut times: Vec<(u64, u32)> = edges.iter().map(|s| (*s, 999_999_999)).collect();
+        for _ in 0..100_000 {
+            times.push((next() % 253_402_300_800, (next() % 1_000_000_000) as u32));
+        }
+        for (secs, nanos) in times {
+            let t = UNIX_EPOCH + Duration::new(secs, nanos);
+            let expected = humantime::format_rfc3339_nanos(t).to_string();
+            let mut out = Vec::new();
+            write_rfc3339(&mut out, t);
+            assert_eq!(String::from_utf8(out).expect("ASCII"), expected);
+            assert_eq!(rfc3339(t), expected);
+        }
     }
 }

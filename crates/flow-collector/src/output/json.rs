@@ -9,7 +9,7 @@
 
 use std::io::{self, Write};
 
-use flow_record::json::Rfc3339;
+use flow_record::json::write_rfc3339;
 
 use crate::attribution::AttributedFlow;
 
@@ -35,11 +35,11 @@ pub fn write_json_line(out: &mut Vec<u8>, flow: &AttributedFlow) -> io::Result<(
     text(out, r.direction.as_str())?;
     out.extend_from_slice(b",\"t_start\":");
     match r.t_start {
-        Some(t) => write!(out, "\"{}\"", Rfc3339(t))?,
+        Some(t) => time(out, t),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"t_end\":");
-    write!(out, "\"{}\"", Rfc3339(r.t_end))?;
+    time(out, r.t_end);
     out.extend_from_slice(b",\"bytes_sent\":");
     int(out, s.bytes_sent);
     out.extend_from_slice(b",\"bytes_received\":");
@@ -77,7 +77,11 @@ pub fn write_json_line(out: &mut Vec<u8>, flow: &AttributedFlow) -> io::Result<(
     // The host escaped as in host_id, then the two numbers (no escaping needed).
     text(out, &flow.batch.host)?;
     out.pop();
-    write!(out, "/{}/{}\"", flow.batch.instance, flow.batch.sequence)?;
+    out.push(b'/');
+    hex32(out, flow.batch.instance.as_u128());
+    out.push(b'/');
+    int(out, flow.batch.sequence);
+    out.push(b'"');
     out.extend_from_slice(b",\"record_index\":");
     int(out, flow.record_index);
     out.extend_from_slice(b",\"remote_workload_id\":");
@@ -90,9 +94,35 @@ pub fn write_json_line(out: &mut Vec<u8>, flow: &AttributedFlow) -> io::Result<(
     Ok(())
 }
 
-/// A JSON string, escaped.
+/// A JSON string, escaped. Most strings here (enum names, workload IDs, which hold no
+/// control character) need no escaping: they are copied as they are.
 fn text(out: &mut Vec<u8>, s: &str) -> io::Result<()> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return Ok(());
+    }
     serde_json::to_writer(&mut *out, s).map_err(io::Error::other)
+}
+
+/// A time in quotes, RFC 3339 UTC with nanoseconds (or `@<seconds>.<nanoseconds>`
+/// when RFC 3339 cannot write it).
+fn time(out: &mut Vec<u8>, t: std::time::SystemTime) {
+    out.push(b'"');
+    write_rfc3339(out, t);
+    out.push(b'"');
+}
+
+/// 32 lowercase hex digits (an instance ID, as its `Display` writes it).
+fn hex32(out: &mut Vec<u8>, v: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = DIGITS[((v >> (4 * (31 - i))) & 0xf) as usize];
+    }
+    out.extend_from_slice(&buf);
 }
 
 /// A JSON string, or null.
