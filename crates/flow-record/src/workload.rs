@@ -233,9 +233,63 @@ impl Serialize for WorkloadId {
 
 /// Deserialized from a string, which must be a valid workload ID.
 impl<'de> Deserialize<'de> for WorkloadId {
+    /// Validates, and interns per thread: a chunk's records name few workloads, so
+    /// the second record of one neither validates nor allocates its ID again (see
+    /// `decoded_cache`).
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<WorkloadId, D::Error> {
-        let id = String::deserialize(deserializer)?;
-        WorkloadId::new(id).map_err(serde::de::Error::custom)
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = WorkloadId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a workload ID: 1 to 64 bytes of UTF-8 without control characters")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<WorkloadId, E> {
+                decoded_cache::lookup(s).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
+impl std::borrow::Borrow<str> for WorkloadId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Per-thread interning of the workload IDs found in decoded records (a collector
+/// decodes every host's chunks; each chunk names few workloads many times).
+mod decoded_cache {
+    use std::{cell::RefCell, collections::HashSet};
+
+    use super::{InvalidWorkloadId, WorkloadId};
+
+    /// Most IDs kept per thread; when full the set is emptied and fills again, so it
+    /// never holds more than about 4,096 x 100 bytes however many workloads a fleet
+    /// has. Keys come from the network: the set keeps std's keyed hash.
+    pub(super) const CAPACITY: usize = 4096;
+
+    thread_local! {
+        static IDS: RefCell<HashSet<WorkloadId>> = RefCell::new(HashSet::new());
+    }
+
+    /// The ID `text` names, validated (or known valid from before).
+    pub(super) fn lookup(text: &str) -> Result<WorkloadId, InvalidWorkloadId> {
+        IDS.try_with(|ids| match ids.try_borrow_mut() {
+            Ok(mut ids) => {
+                if let Some(id) = ids.get(text) {
+                    return Ok(id.clone());
+                }
+                let id = WorkloadId::new(text)?;
+                if ids.len() >= CAPACITY {
+                    ids.clear();
+                }
+                ids.insert(id.clone());
+                Ok(id)
+            }
+            Err(_) => WorkloadId::new(text),
+        })
+        .unwrap_or_else(|_| WorkloadId::new(text))
     }
 }
 
@@ -355,6 +409,28 @@ mod workload_cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoded_ids_are_validated_and_shared() {
+        let a: WorkloadId = serde_json::from_str("\"k8s:prod/api\"").expect("valid");
+        let b: WorkloadId = serde_json::from_str("\"k8s:prod/api\"").expect("valid");
+        assert!(
+            Arc::ptr_eq(&a.0, &b.0),
+            "the second decode shares the first's text"
+        );
+        for bad in [
+            "\"\"",
+            "\"a\\u0000b\"",
+            "\"a\\nb\"",
+            &format!("\"{}\"", "x".repeat(65)),
+        ] {
+            let e = serde_json::from_str::<WorkloadId>(bad).expect_err(bad);
+            assert!(
+                e.to_string().contains("workload") || e.to_string().contains("it "),
+                "{e}"
+            );
+        }
+    }
 
     fn value(id: &[u8]) -> WorkloadValue {
         let mut v = WorkloadValue::EMPTY;
