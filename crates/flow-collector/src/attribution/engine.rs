@@ -27,6 +27,7 @@ use crate::attribution::{
     ownership::{MapAnswer, Mark, OwnershipMap},
     peers::{ConnRef, PeerAnswer, PeerIndex, PeerKey},
     time::{Nanos, interval, nanos, span, system_time},
+    workloads::Sym,
 };
 
 /// What a flow's remote side was decided to be.
@@ -53,6 +54,19 @@ impl Decision {
             reason: Some(reason),
         }
     }
+}
+
+/// A record of the chunk being pushed, its keys computed once.
+#[derive(Clone, Copy, Debug)]
+struct Keyed {
+    key: PeerKey,
+    conn: ConnRef,
+    start: Nanos,
+    end: Nanos,
+    /// Its local workload, interned (`None`: not a heartbeat, nor a peer entry).
+    sym: Option<Sym>,
+    /// What its heartbeat claims.
+    mark: Option<Mark>,
 }
 
 /// How far a map evaluation may go.
@@ -99,7 +113,7 @@ pub struct Attributor {
     counters: Counters,
     /// Reused per chunk: the records' keys and intervals, the flows to re-examine,
     /// the IPs that received heartbeats.
-    keys: Vec<(ConnRef, Nanos, Nanos)>,
+    keys: Vec<Keyed>,
     woken: Vec<HeldRef>,
     touched: HashSet<IpKey, foldhash::fast::RandomState>,
 }
@@ -150,29 +164,49 @@ impl Attributor {
         self.touched.clear();
         // Heartbeats and peer entries first, so that both records of a connection in
         // one chunk find each other.
+        // One loop per structure, so that the processor overlaps the cache misses of
+        // consecutive records (each loop's iterations are independent).
         for record in &records {
             let key = PeerKey::of(record, host);
             let conn = self.peers.conn(&key);
             let (start, end) = interval(record.t_start, record.t_end);
-            keys.push((conn, start, end));
-            let Some(workload) = &record.local_workload_id else {
-                continue;
-            };
             // Four billion live workloads: nothing sane reaches it; not a claim.
-            let Some(sym) = self.map.intern(workload) else {
-                continue;
-            };
-            let mark = match record.identity_source {
+            let sym = record
+                .local_workload_id
+                .as_ref()
+                .and_then(|w| self.map.intern(w));
+            let mark = sym.map(|sym| match record.identity_source {
                 IdentitySource::ConnectMap => Mark::Shared,
                 _ => Mark::Owned(sym),
-            };
-            if self.map.insert_mark(key.local, start, end, mark)
-                && self.held.has_waiters_on(&key.local)
+            });
+            keys.push(Keyed {
+                key,
+                conn,
+                start,
+                end,
+                sym,
+                mark,
+            });
+        }
+        for k in &keys {
+            if let Some(mark) = k.mark
+                && self.map.insert_mark(k.key.local, k.start, k.end, mark)
+                && self.held.has_waiters_on(&k.key.local)
             {
-                self.touched.insert(key.local);
+                self.touched.insert(k.key.local);
             }
-            self.peers.insert(&conn, start, end, sym, leaves_at);
-            self.held.waiting_for_peer(&key, &mut woken);
+        }
+        for k in &keys {
+            if let Some(sym) = k.sym {
+                self.peers.insert(&k.conn, k.start, k.end, sym, leaves_at);
+            }
+        }
+        if self.held.len() > 0 {
+            for k in &keys {
+                if k.sym.is_some() {
+                    self.held.waiting_for_peer(&k.key, &mut woken);
+                }
+            }
         }
         // Flows held earlier whose peer just arrived.
         for r in woken.drain(..) {
@@ -188,8 +222,15 @@ impl Attributor {
             self.try_map(r, Stage::Waiting);
         }
         // This chunk's flows.
-        for (index, (record, (conn, start, end))) in
-            records.into_iter().zip(keys.drain(..)).enumerate()
+        for (
+            index,
+            (
+                record,
+                Keyed {
+                    conn, start, end, ..
+                },
+            ),
+        ) in records.into_iter().zip(keys.drain(..)).enumerate()
         {
             self.counters.flows_in += 1;
             let index = u32::try_from(index).unwrap_or(u32::MAX);

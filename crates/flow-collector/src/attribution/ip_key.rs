@@ -7,6 +7,7 @@
 
 use std::{
     collections::HashMap,
+    hash::{Hash, Hasher},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
 };
@@ -18,9 +19,30 @@ pub(crate) struct HostId(u32);
 /// An IP as a map key: the address (IPv4 as IPv4-mapped IPv6) in four big-endian
 /// 32-bit words, then its scope (0: global, else the host it belongs to). 20 bytes,
 /// 4-aligned, so that a 4-tuple of two of them and the ports packs into 44 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Eq, PartialOrd, Ord)]
 pub(crate) struct IpKey {
     words: [u32; 5],
+}
+
+impl Hash for IpKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.words.hash(state);
+    }
+}
+
+impl PartialEq for IpKey {
+    /// Word by word, without a branch or a call to `memcmp`.
+    #[inline]
+    fn eq(&self, other: &IpKey) -> bool {
+        words_eq(&self.words, &other.words)
+    }
+}
+
+/// Whether two arrays of words are equal, compared without a branch or a call.
+#[inline]
+pub(crate) fn words_eq<const N: usize>(a: &[u32; N], b: &[u32; N]) -> bool {
+    a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl IpKey {

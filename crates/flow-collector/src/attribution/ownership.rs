@@ -4,9 +4,10 @@
 //!
 //! One segment costs `size_of::<Segment>()` = 24 bytes (two `u64` times and a
 //! [`Mark`] of 8 bytes; workloads are interned to 4-byte symbols). An IP costs its
-//! hash table slot (`size_of::<(IpKey, IpEntry)>()` = 56 bytes and a control byte,
-//! at a load factor of at most 7/8), its segments' allocation and one entry (24
-//! bytes) in the bucket list of its oldest segment's end.
+//! hash table slot (`size_of::<(IpKey, IpEntry)>()` = 64 bytes and a control byte,
+//! at a load factor of at most 7/8), which holds its first segment, the allocation
+//! of its segments when it has more than one, and one entry (20 bytes) in the
+//! bucket list of its oldest segment's end.
 //!
 //! Forgetting (retention and the size cap) goes oldest end first, through buckets of
 //! one second of end time: each IP is filed under the bucket of its first segment's
@@ -54,11 +55,63 @@ pub(crate) struct Segment {
     pub(crate) mark: Mark,
 }
 
-/// One IP's segments, and the bucket it is filed under.
+/// One IP's segments, and the bucket it is filed under. With its key, 64 bytes: an
+/// IP with one segment (most of them) costs one cache line and no allocation.
 #[derive(Debug)]
 pub(crate) struct IpEntry {
-    segs: Vec<Segment>,
+    segs: Segs,
     filed: u64,
+}
+
+/// An IP's sorted segments: one inline, or more on the heap.
+#[derive(Debug)]
+enum Segs {
+    One(Segment),
+    Many(Vec<Segment>),
+}
+
+impl Segs {
+    fn as_slice(&self) -> &[Segment] {
+        match self {
+            Segs::One(s) => std::slice::from_ref(s),
+            Segs::Many(v) => v,
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Segment> {
+        match self {
+            Segs::One(s) => Some(s),
+            Segs::Many(v) => v.last_mut(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Segments allocated on the heap.
+    fn heap_capacity(&self) -> usize {
+        match self {
+            Segs::One(_) => 0,
+            Segs::Many(v) => v.capacity(),
+        }
+    }
+
+    /// Applies `f` to the segments as a vector (one inline segment goes to the heap
+    /// for it, and comes back inline when one is left).
+    fn with_vec(&mut self, f: impl FnOnce(&mut Vec<Segment>)) {
+        match self {
+            Segs::Many(v) => f(v),
+            Segs::One(seg) => {
+                let mut v = vec![*seg];
+                f(&mut v);
+                *self = match v.as_slice() {
+                    [one] => Segs::One(*one),
+                    _ => Segs::Many(v),
+                };
+            }
+        }
+    }
 }
 
 /// What a heartbeat claims (the engine interns the workload itself and calls
@@ -234,12 +287,11 @@ impl OwnershipMap {
             Entry::Vacant(v) => {
                 let bucket = end / BUCKET;
                 v.insert(IpEntry {
-                    segs: vec![Segment { start, end, mark }],
+                    segs: Segs::One(Segment { start, end, mark }),
                     filed: bucket,
                 });
                 self.buckets.entry(bucket).or_default().push(key);
                 self.ranges += 1;
-                self.seg_capacity += 1;
                 return true;
             }
         };
@@ -252,22 +304,29 @@ impl OwnershipMap {
             last.end = last.end.max(end);
             return true;
         }
-        let cap_before = entry.segs.capacity();
+        let cap_before = entry.segs.heap_capacity();
         let len_before = entry.segs.len();
         let mut conflicts_with = None;
-        splice_claim(
-            &mut entry.segs,
+        let (scratch, merge_gap, conflicts) = (
             &mut self.scratch,
-            start,
-            end,
-            mark,
             self.merge_gap,
-            |other| conflicts_with = Some(other),
             &mut self.counters.conflicts,
         );
+        entry.segs.with_vec(|segs| {
+            splice_claim(
+                segs,
+                scratch,
+                start,
+                end,
+                mark,
+                merge_gap,
+                |other| conflicts_with = Some(other),
+                conflicts,
+            );
+        });
         self.ranges = self.ranges + entry.segs.len() - len_before;
-        self.seg_capacity = self.seg_capacity + entry.segs.capacity() - cap_before;
-        if let Some(first) = entry.segs.first() {
+        self.seg_capacity = self.seg_capacity + entry.segs.heap_capacity() - cap_before;
+        if let Some(first) = entry.segs.as_slice().first() {
             let bucket = first.end / BUCKET;
             if bucket < entry.filed {
                 entry.filed = bucket;
@@ -315,10 +374,11 @@ impl OwnershipMap {
         let Some(entry) = self.ips.get(key) else {
             return MapAnswer::NoOwner;
         };
-        let first = entry.segs.partition_point(|s| s.end < lo);
+        let segs = entry.segs.as_slice();
+        let first = segs.partition_point(|s| s.end < lo);
         let mut owner = None;
         let (mut changed, mut shared, mut confirmed) = (false, false, false);
-        for (i, seg) in entry.segs[first..]
+        for (i, seg) in segs[first..]
             .iter()
             .enumerate()
             .take_while(|(_, s)| s.start <= hi)
@@ -406,29 +466,41 @@ impl OwnershipMap {
                 // Filed again under an earlier bucket since: a stale entry.
                 continue;
             }
-            let n = entry.segs.partition_point(|s| s.end < limit);
+            let segs = entry.segs.as_slice();
+            let n = segs.partition_point(|s| s.end < limit);
+            if n >= segs.len() {
+                if let Some(last) = segs.last() {
+                    let end = last.end;
+                    last_end = Some(last_end.map_or(end, |e: Nanos| e.max(end)));
+                }
+                removed += n as u64;
+                self.ranges -= n;
+                self.seg_capacity -= entry.segs.heap_capacity();
+                self.ips.remove(&key);
+                continue;
+            }
+            let cap = entry.segs.heap_capacity();
             if n > 0 {
-                let end = entry.segs[n - 1].end;
+                let end = segs[n - 1].end;
                 last_end = Some(last_end.map_or(end, |e: Nanos| e.max(end)));
-                entry.segs.drain(..n);
+                // Only a heap list can keep some after losing some.
+                if let Segs::Many(v) = &mut entry.segs {
+                    v.drain(..n);
+                }
                 removed += n as u64;
                 self.ranges -= n;
             }
-            match entry.segs.first() {
-                None => {
-                    self.seg_capacity -= entry.segs.capacity();
-                    self.ips.remove(&key);
-                }
-                Some(first) => {
-                    let next = first.end / BUCKET;
-                    entry.filed = next;
-                    let cap = entry.segs.capacity();
-                    if cap > 4 && entry.segs.len() * 4 <= cap {
-                        entry.segs.shrink_to(entry.segs.len() * 2);
-                        self.seg_capacity = self.seg_capacity + entry.segs.capacity() - cap;
-                    }
-                    self.buckets.entry(next).or_default().push(key);
-                }
+            if let Segs::Many(v) = &mut entry.segs
+                && cap > 4
+                && v.len() * 4 <= cap
+            {
+                v.shrink_to(v.len() * 2);
+            }
+            self.seg_capacity = self.seg_capacity + entry.segs.heap_capacity() - cap;
+            if let Some(first) = entry.segs.as_slice().first() {
+                let next = first.end / BUCKET;
+                entry.filed = next;
+                self.buckets.entry(next).or_default().push(key);
             }
         }
         (removed, last_end)
@@ -450,7 +522,7 @@ impl OwnershipMap {
         let mut used = vec![false; self.workloads.capacity()];
         also_used(&mut used);
         for entry in self.ips.values() {
-            for seg in &entry.segs {
+            for seg in entry.segs.as_slice() {
                 if let Mark::Owned(sym) = seg.mark
                     && let Some(u) = used.get_mut(sym.0 as usize)
                 {
@@ -520,6 +592,7 @@ impl OwnershipMap {
     pub(crate) fn segments(&self, key: &IpKey) -> Vec<(Nanos, Nanos, Option<WorkloadId>, Mark)> {
         self.ips.get(key).map_or_else(Vec::new, |e| {
             e.segs
+                .as_slice()
                 .iter()
                 .map(|s| {
                     let name = match s.mark {

@@ -306,7 +306,7 @@ fn unused_workload_symbols_are_collected() {
 #[test]
 fn map_bytes_follow_the_ranges() {
     assert_eq!(size_of::<Segment>(), 24);
-    assert_eq!(size_of::<(IpKey, IpEntry)>(), 56);
+    assert_eq!(size_of::<(IpKey, IpEntry)>(), 64);
     let mut m = map();
     let empty = m.bytes();
     // 1,000 IPs whose ranges end within 10 s.

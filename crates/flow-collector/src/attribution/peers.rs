@@ -25,7 +25,7 @@ use flow_record::FlowRecord;
 use hashbrown::{HashTable, hash_table::Entry};
 
 use crate::attribution::{
-    ip_key::{HostId, IpKey},
+    ip_key::{HostId, IpKey, words_eq},
     time::Nanos,
     workloads::Sym,
 };
@@ -64,8 +64,22 @@ impl PeerKey {
 
 /// A connection without a direction: its two ends (IP key and port), the lesser
 /// first, in 11 words (44 bytes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Eq)]
 struct ConnKey([u32; 11]);
+
+impl std::hash::Hash for ConnKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for ConnKey {
+    #[inline]
+    fn eq(&self, other: &ConnKey) -> bool {
+        words_eq(&self.0, &other.0)
+    }
+}
 
 /// Which end of its connection wrote a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
