@@ -198,14 +198,9 @@ impl Attributor {
         }
         for k in &keys {
             if let Some(sym) = k.sym {
-                self.peers.insert(&k.conn, k.start, k.end, sym, leaves_at);
-            }
-        }
-        if self.held.len() > 0 {
-            for k in &keys {
-                if k.sym.is_some() {
-                    self.held.waiting_for_peer(&k.key, &mut woken);
-                }
+                let waiters = self.peers.insert(&k.conn, k.start, k.end, sym, leaves_at);
+                self.held
+                    .waiting_for_peer(waiters, k.conn.side(), &mut woken);
             }
         }
         // Flows held earlier whose peer just arrived.
@@ -244,8 +239,11 @@ impl Attributor {
                     Decision::attributed(w, RemoteIdentitySource::PeerRecord),
                 ),
                 None => {
-                    self.held
-                        .insert(Held::new(record, batch.clone(), index, host, now));
+                    self.held.insert(
+                        Held::new(record, batch.clone(), index, host, now),
+                        &conn,
+                        &mut self.peers,
+                    );
                 }
             }
         }
@@ -473,7 +471,7 @@ impl Attributor {
 
     /// Takes the held flow `r` out with `decision`.
     fn decide(&mut self, r: HeldRef, decision: Decision) {
-        if let Some(held) = self.held.remove(r) {
+        if let Some(held) = self.held.remove(r, &mut self.peers) {
             self.emit(held.record, held.batch, held.index, decision);
         }
     }

@@ -17,12 +17,12 @@ use flow_record::FlowRecord;
 use crate::attribution::{
     FastMap,
     ip_key::{HostId, IpKey},
-    peers::PeerKey,
+    peers::{ConnRef, PeerIndex, PeerKey, Side},
     time::Nanos,
 };
 
 /// No slot.
-const NIL: u32 = u32::MAX;
+pub(crate) const NIL: u32 = u32::MAX;
 
 /// Where a held flow is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +70,8 @@ pub(crate) struct Held {
     pub(crate) arrival: Nanos,
     /// Where it is.
     pub(crate) phase: Phase,
+    /// Which end of its connection it is (set when held).
+    side: Side,
     peer_link: Link,
     ip_link: Link,
 }
@@ -90,6 +92,7 @@ impl Held {
             host,
             arrival,
             phase: Phase::Peer,
+            side: Side::Both,
             peer_link: UNLINKED,
             ip_link: UNLINKED,
         }
@@ -126,8 +129,10 @@ struct Slot {
 pub(crate) struct HeldFlows {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    /// The peer record's key (the flow's key reversed) -> first flow waiting for it.
-    by_peer: FastMap<PeerKey, u32>,
+    /// Flows waiting for their peer, in one list per connection whose head is kept
+    /// in the connection's entry of the peer index (so that indexing a record finds
+    /// the flows waiting for it in the same probe).
+    waiting: usize,
     /// Remote IP -> first flow in the map phase waiting on it.
     by_ip: FastMap<IpKey, u32>,
     peer_queue: VecDeque<HeldRef>,
@@ -142,9 +147,15 @@ impl HeldFlows {
         self.live_peer + self.live_map
     }
 
-    /// Holds a flow that just arrived, waiting for its peer.
-    pub(crate) fn insert(&mut self, held: Held) -> HeldRef {
-        let waits_for = held.key().reversed();
+    /// Holds a flow of the connection `conn` that just arrived, waiting for its peer
+    /// (listed in `peers`, the index its peer's record will arrive in).
+    pub(crate) fn insert(
+        &mut self,
+        mut held: Held,
+        conn: &ConnRef,
+        peers: &mut PeerIndex,
+    ) -> HeldRef {
+        held.side = conn.side();
         let slot = match self.free.pop() {
             Some(n) => {
                 self.slots[n as usize].held = Some(held);
@@ -166,11 +177,11 @@ impl HeldFlows {
         };
         push_front(
             &mut self.slots,
-            &mut self.by_peer,
-            waits_for,
+            |s| peers.swap_waiters(conn, s),
             slot,
             List::Peer,
         );
+        self.waiting += 1;
         self.peer_queue.push_back(r);
         self.live_peer += 1;
         r
@@ -184,24 +195,25 @@ impl HeldFlows {
             .flatten()
     }
 
-    /// Takes the flow `r` refers to out.
-    pub(crate) fn remove(&mut self, r: HeldRef) -> Option<Held> {
+    /// Takes the flow `r` refers to out (and out of its list in `peers`).
+    pub(crate) fn remove(&mut self, r: HeldRef, peers: &mut PeerIndex) -> Option<Held> {
         let phase = self.get(r)?.phase;
         let key = self.get(r)?.key();
+        let conn = peers.conn(&key);
         unlink(
             &mut self.slots,
-            &mut self.by_peer,
-            &key.reversed(),
+            |next| peers.set_waiters(&conn, next),
             r.slot,
             List::Peer,
         );
+        self.waiting -= 1;
         match phase {
             Phase::Peer => self.live_peer -= 1,
             Phase::Map => {
+                let by_ip = &mut self.by_ip;
                 unlink(
                     &mut self.slots,
-                    &mut self.by_ip,
-                    &key.remote,
+                    |next| set_head(by_ip, &key.remote, next),
                     r.slot,
                     List::Ip,
                 );
@@ -228,7 +240,13 @@ impl HeldFlows {
         if let Some(held) = self.slots[r.slot as usize].held.as_mut() {
             held.phase = Phase::Map;
         }
-        push_front(&mut self.slots, &mut self.by_ip, remote, r.slot, List::Ip);
+        let by_ip = &mut self.by_ip;
+        push_front(
+            &mut self.slots,
+            |s| by_ip.insert(remote, s).unwrap_or(NIL),
+            r.slot,
+            List::Ip,
+        );
         self.live_peer -= 1;
         self.live_map += 1;
         self.map_queue.push_back(r);
@@ -270,13 +288,27 @@ impl HeldFlows {
             .collect()
     }
 
-    /// Appends to `out` the flows waiting for a peer record whose own key is `key`.
-    pub(crate) fn waiting_for_peer(&self, key: &PeerKey, out: &mut Vec<HeldRef>) {
-        if self.by_peer.is_empty() {
+    /// Appends to `out` the flows a record of `side` is the peer of, in the list of
+    /// its connection that starts at `head` (from [`PeerIndex::insert`]).
+    pub(crate) fn waiting_for_peer(&self, head: u32, side: Side, out: &mut Vec<HeldRef>) {
+        if self.waiting == 0 || head == NIL {
             return;
         }
-        if let Some(head) = self.by_peer.get(key) {
-            self.walk(*head, List::Peer, out);
+        let mut at = head;
+        while at != NIL {
+            let Some(slot) = self.slots.get(at as usize) else {
+                break;
+            };
+            let Some(held) = slot.held.as_ref() else {
+                break;
+            };
+            if held.side.is_peer_of(side) {
+                out.push(HeldRef {
+                    slot: at,
+                    generation: slot.generation,
+                });
+            }
+            at = held.peer_link.next;
         }
     }
 
@@ -334,16 +366,9 @@ impl HeldFlows {
     }
 }
 
-/// Puts `slot` first in the list of `key`.
-fn push_front<K: Hash + Eq>(
-    slots: &mut [Slot],
-    heads: &mut FastMap<K, u32>,
-    key: K,
-    slot: u32,
-    list: List,
-) {
-    let old = heads.insert(key, slot);
-    let next = old.unwrap_or(NIL);
+/// Puts `slot` first in a list; `swap_head` makes it the head and returns the old one.
+fn push_front(slots: &mut [Slot], swap_head: impl FnOnce(u32) -> u32, slot: u32, list: List) {
+    let next = swap_head(slot);
     if let Some(held) = slots.get_mut(slot as usize).and_then(|s| s.held.as_mut()) {
         *held.link(list) = Link { prev: NIL, next };
     }
@@ -352,27 +377,25 @@ fn push_front<K: Hash + Eq>(
     }
 }
 
-/// Takes `slot` out of the list of `key`.
-fn unlink<K: Hash + Eq>(
-    slots: &mut [Slot],
-    heads: &mut FastMap<K, u32>,
-    key: &K,
-    slot: u32,
-    list: List,
-) {
+/// Sets the head of the list of `key` in `heads` (`NIL`: the list is empty).
+fn set_head<K: Hash + Eq>(heads: &mut FastMap<K, u32>, key: &K, head: u32) {
+    if head == NIL {
+        heads.remove(key);
+    } else if let Some(h) = heads.get_mut(key) {
+        *h = head;
+    }
+}
+
+/// Takes `slot` out of its list; `set_head` is called with the new head when it was
+/// the head.
+fn unlink(slots: &mut [Slot], set_head: impl FnOnce(u32), slot: u32, list: List) {
     let Some(held) = slots.get_mut(slot as usize).and_then(|s| s.held.as_mut()) else {
         return;
     };
     let Link { prev, next } = std::mem::replace(held.link(list), UNLINKED);
     match slots.get_mut(prev as usize).and_then(|s| s.held.as_mut()) {
         Some(p) => p.link(list).next = next,
-        None => {
-            if next == NIL {
-                heads.remove(key);
-            } else if let Some(head) = heads.get_mut(key) {
-                *head = next;
-            }
-        }
+        None => set_head(next),
     }
     if let Some(n) = slots.get_mut(next as usize).and_then(|s| s.held.as_mut()) {
         n.link(list).prev = prev;

@@ -25,6 +25,7 @@ use flow_record::FlowRecord;
 use hashbrown::{HashTable, hash_table::Entry};
 
 use crate::attribution::{
+    held::NIL,
     ip_key::{HostId, IpKey, words_eq},
     time::Nanos,
     workloads::Sym,
@@ -48,16 +49,6 @@ impl PeerKey {
             remote: IpKey::new(record.remote.ip(), host),
             local_port: record.local.port(),
             remote_port: record.remote.port(),
-        }
-    }
-
-    /// The same connection seen from the other end.
-    pub(crate) fn reversed(&self) -> PeerKey {
-        PeerKey {
-            local: self.remote,
-            remote: self.local,
-            local_port: self.remote_port,
-            remote_port: self.local_port,
         }
     }
 }
@@ -93,6 +84,13 @@ pub(crate) enum Side {
     Both,
 }
 
+impl Side {
+    /// Whether a record of `side` is the peer of a flow of this side.
+    pub(crate) fn is_peer_of(self, side: Side) -> bool {
+        self != side || side == Side::Both
+    }
+}
+
 /// A record's connection, ready to probe the index: the key, which end wrote it, and
 /// the key's hash (computed once).
 #[derive(Clone, Copy, Debug)]
@@ -100,6 +98,13 @@ pub(crate) struct ConnRef {
     key: ConnKey,
     side: Side,
     hash: u64,
+}
+
+impl ConnRef {
+    /// Which end of the connection the record is.
+    pub(crate) fn side(&self) -> Side {
+        self.side
+    }
 }
 
 /// One record in the index. 24 bytes.
@@ -151,6 +156,7 @@ impl Recs {
         *self = match std::mem::replace(self, Recs::Many(Vec::new())) {
             Recs::One(a) => Recs::Two([a, rec]),
             Recs::Two([a, b]) => Recs::Many(vec![a, b, rec]),
+            Recs::Many(v) if v.is_empty() => Recs::One(rec),
             Recs::Many(mut v) => {
                 v.push(rec);
                 Recs::Many(v)
@@ -161,7 +167,13 @@ impl Recs {
     /// Removes the record whose sequence bits are `seq`; returns whether none is left.
     fn remove(&mut self, seq: u32) -> bool {
         match self {
-            Recs::One(r) => r.seq_bits() == seq,
+            Recs::One(r) => {
+                if r.seq_bits() != seq {
+                    return false;
+                }
+                *self = Recs::Many(Vec::new());
+                true
+            }
             Recs::Two([a, b]) => {
                 if a.seq_bits() == seq {
                     *self = Recs::One(*b);
@@ -184,10 +196,13 @@ impl Recs {
     }
 }
 
-/// One connection's entry. 104 bytes.
+/// One connection's entry: its records (none while only held flows wait on it) and
+/// the first of the held flows waiting for a peer record of it. 104 bytes.
 #[derive(Clone, Debug)]
 struct Conn {
     key: ConnKey,
+    /// The first held flow's slot in the list of those waiting (`NIL`: none).
+    waiters: u32,
     recs: Recs,
 }
 
@@ -257,7 +272,8 @@ impl PeerIndex {
     }
 
     /// Indexes a record of `workload` over `[start, end]` of the connection `conn`,
-    /// until `leaves_at`.
+    /// until `leaves_at`. Returns the first held flow of the connection's waiting
+    /// list (`NIL`: none).
     pub(crate) fn insert(
         &mut self,
         conn: &ConnRef,
@@ -265,7 +281,7 @@ impl PeerIndex {
         end: Nanos,
         workload: Sym,
         leaves_at: Nanos,
-    ) {
+    ) -> u32 {
         let seq = self.front_seq + self.fifo.len() as u64;
         let greater = u32::from(conn.side == Side::Second);
         let rec = Rec {
@@ -275,18 +291,25 @@ impl PeerIndex {
             workload,
         };
         let hasher = &self.hasher;
-        match self
-            .table
-            .entry(conn.hash, |c| c.key == conn.key, |c| hasher.hash_one(c.key))
-        {
-            Entry::Occupied(mut o) => o.get_mut().recs.push(rec),
-            Entry::Vacant(v) => {
-                v.insert(Conn {
-                    key: conn.key,
-                    recs: Recs::One(rec),
-                });
-            }
-        }
+        let waiters =
+            match self
+                .table
+                .entry(conn.hash, |c| c.key == conn.key, |c| hasher.hash_one(c.key))
+            {
+                Entry::Occupied(mut o) => {
+                    let c = o.get_mut();
+                    c.recs.push(rec);
+                    c.waiters
+                }
+                Entry::Vacant(v) => {
+                    v.insert(Conn {
+                        key: conn.key,
+                        waiters: NIL,
+                        recs: Recs::One(rec),
+                    });
+                    NIL
+                }
+            };
         self.fifo.push_back(conn.hash);
         match self.departures.back_mut() {
             Some((at, until)) if *at == leaves_at => *until = seq + 1,
@@ -294,6 +317,39 @@ impl PeerIndex {
         }
         while self.fifo.len() > self.cap {
             self.pop_oldest();
+        }
+        waiters
+    }
+
+    /// Makes `slot` the first held flow waiting on `conn`; returns the previous
+    /// first (`NIL`: none).
+    pub(crate) fn swap_waiters(&mut self, conn: &ConnRef, slot: u32) -> u32 {
+        let hasher = &self.hasher;
+        match self
+            .table
+            .entry(conn.hash, |c| c.key == conn.key, |c| hasher.hash_one(c.key))
+        {
+            Entry::Occupied(mut o) => std::mem::replace(&mut o.get_mut().waiters, slot),
+            Entry::Vacant(v) => {
+                v.insert(Conn {
+                    key: conn.key,
+                    waiters: slot,
+                    recs: Recs::Many(Vec::new()),
+                });
+                NIL
+            }
+        }
+    }
+
+    /// Sets the first held flow waiting on `conn` (`NIL`: none is left; the entry
+    /// goes when it holds no record either).
+    pub(crate) fn set_waiters(&mut self, conn: &ConnRef, slot: u32) {
+        if let Ok(mut o) = self.table.find_entry(conn.hash, |c| c.key == conn.key) {
+            let c = o.get_mut();
+            c.waiters = slot;
+            if slot == NIL && c.recs.as_slice().is_empty() {
+                o.remove();
+            }
         }
     }
 
@@ -321,6 +377,7 @@ impl PeerIndex {
         if let Ok(mut o) = self.table.find_entry(hash, |c| {
             c.recs.as_slice().iter().any(|r| r.seq_bits() == seq)
         }) && o.get_mut().recs.remove(seq)
+            && o.get().waiters == NIL
         {
             o.remove();
         }
