@@ -9,9 +9,13 @@
 //! map's interned symbols (4 bytes), which the map keeps alive while the index uses
 //! them (see `OwnershipMap::collect_workloads`).
 //!
+//! The entry also holds the head of the list of held flows waiting for a peer record
+//! of the connection (see `held`), so that indexing a record finds them in the same
+//! probe; an entry stays while flows wait on it, even with no record left.
+//!
 //! Sizes (x86-64): a record ([`Rec`]) is 24 bytes, a connection's entry ([`Conn`])
-//! 104 bytes holding up to two records inline (more, after port reuse, spill to the
-//! heap), plus a control byte of the table; the departure queue costs 8 bytes a
+//! 104 bytes (its 44-byte key, the waiting list's head, and up to two records inline;
+//! more, after port reuse, spill to the heap), plus a control byte of the table; the departure queue costs 8 bytes a
 //! record. So a connection whose two ends both export costs about 60 bytes a record,
 //! where the previous index (one entry per direction, an `Arc` workload, a queue of
 //! full keys) cost about 170.
@@ -584,5 +588,33 @@ mod tests {
         assert_eq!(index.next_expiry(), Some(100));
         index.expire(100);
         assert_eq!((index.len(), index.table.len()), (0, 0));
+    }
+
+    /// The sizes the module documentation gives.
+    #[test]
+    fn entry_sizes() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<ConnKey>(), 44);
+        assert_eq!(size_of::<Rec>(), 24);
+        assert_eq!(size_of::<Conn>(), 104);
+    }
+
+    #[test]
+    fn an_entry_stays_while_flows_wait_on_it() {
+        let mut index = PeerIndex::new(100);
+        let server = key("10.0.0.1", 443, "10.0.0.2", 5000);
+        let client = key("10.0.0.2", 5000, "10.0.0.1", 443);
+        let (sc, cc) = (index.conn(&server), index.conn(&client));
+        assert!(cc.side().is_peer_of(sc.side()) && !cc.side().is_peer_of(cc.side()));
+        // A held client flow waits on the connection before any record of it.
+        assert_eq!(index.swap_waiters(&cc, 3), NIL);
+        assert_eq!((index.len(), index.table.len()), (0, 1));
+        assert_eq!(index.insert(&sc, 100, 200, SRV, 1_000), 3);
+        index.expire(1_000);
+        // The record left; the waiting list did not.
+        assert_eq!((index.len(), index.table.len()), (0, 1));
+        assert_eq!(index.swap_waiters(&cc, 4), 3);
+        index.set_waiters(&cc, NIL);
+        assert_eq!(index.table.len(), 0);
     }
 }
