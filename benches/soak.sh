@@ -29,7 +29,7 @@ window=${SOAK_WINDOW:-60s}
 
 if [ -z "${SOAK_NO_BUILD:-}" ]; then
   cargo build --release -p flowexporter-bin -p flowexporter-loadgen >&2
-  cargo build --release -p flowcollector --bin flowcollector >&2
+  cargo build --release -p flowcollector >&2
 fi
 bin=target/release
 
@@ -50,7 +50,7 @@ mount -t tmpfs -o "size=${spool_mb}m" tmpfs "$work/spool"
 log() { printf '[%s %4ss] %s\n' "$(date -u +%H:%M:%S)" "$SECONDS" "$*" >&2; }
 
 start_collector() {
-  "$bin/flowcollector" --listen "127.0.0.1:$port" --out "$work/out.jsonl" \
+  "$bin/flowcollector" --listen "127.0.0.1:$port" --out "$work/out.jsonl" --hold-back 5s \
     >>"$work/collector.log" 2>&1 &
   collector_pid=$!
 }
