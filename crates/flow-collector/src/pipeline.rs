@@ -67,6 +67,8 @@ pub(crate) struct Pipeline {
     /// written before the restart (skipped when they are decided again).
     already_written: HashMap<Arc<BatchId>, Emitted>,
     last_commit: SystemTime,
+    /// Something was stored or written since the last checkpoint.
+    dirty: bool,
     last_prune: SystemTime,
     commit_interval: Duration,
     /// Ledger entries older than this (and fully emitted) are deleted.
@@ -120,6 +122,7 @@ impl Pipeline {
             uncommitted: Vec::new(),
             already_written: HashMap::new(),
             last_commit: now,
+            dirty: true,
             last_prune: now,
             commit_interval,
             keep_ledger,
@@ -240,6 +243,7 @@ impl Pipeline {
             tracing::error!(%batch_id, error = %error_chain(&e), "storing a chunk failed");
             return Stored::WriteFailed(format!("cannot store the chunk: {}", error_chain(&e)));
         }
+        self.dirty = true;
         bump(&stats.chunks_accepted);
         stats
             .records_accepted
@@ -336,6 +340,10 @@ impl Pipeline {
     /// Makes the output durable, then tells the ledger what it holds.
     fn commit(&mut self, now: SystemTime, stats: &Stats) {
         self.last_commit = now;
+        // An idle collector syncs and checkpoints nothing.
+        if !self.dirty && self.uncommitted.is_empty() {
+            return;
+        }
         let position = match self.output.commit() {
             Ok(p) => p,
             Err(e) => {
@@ -347,9 +355,12 @@ impl Pipeline {
         for (batch, index) in self.uncommitted.drain(..) {
             self.ledger.mark_emitted(&batch, index);
         }
-        if let Err(e) = self.ledger.checkpoint(&position) {
-            bump(&stats.checkpoint_failures);
-            tracing::warn!(error = %error_chain(&e), "writing the checkpoint failed");
+        match self.ledger.checkpoint(&position) {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                bump(&stats.checkpoint_failures);
+                tracing::warn!(error = %error_chain(&e), "writing the checkpoint failed");
+            }
         }
         // Replayed chunks are decided within one hold-back of the restart.
         if self.attributor.stats().held == 0 {
