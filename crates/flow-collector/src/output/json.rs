@@ -7,9 +7,13 @@
 //! `remote_identity_source` (`peer_record`, `heartbeat`, `static` or `none`) and
 //! `remote_unattributed_reason` (null when attributed).
 
-use std::io::{self, Write};
+use std::{
+    borrow::Cow,
+    io::{self, Write},
+    net::IpAddr,
+};
 
-use flow_record::json::write_rfc3339;
+use flow_record::{WorkloadId, json::write_rfc3339};
 
 use crate::attribution::AttributedFlow;
 
@@ -24,15 +28,15 @@ pub fn write_json_line(out: &mut Vec<u8>, flow: &AttributedFlow) -> io::Result<(
     let r = &flow.record;
     let s = &r.stats;
     out.extend_from_slice(b"{\"local_ip\":\"");
-    write!(out, "{}", r.local.ip())?;
+    ip(out, r.local.ip())?;
     out.extend_from_slice(b"\",\"local_port\":");
     int(out, r.local.port());
     out.extend_from_slice(b",\"remote_ip\":\"");
-    write!(out, "{}", r.remote.ip())?;
+    ip(out, r.remote.ip())?;
     out.extend_from_slice(b"\",\"remote_port\":");
     int(out, r.remote.port());
     out.extend_from_slice(b",\"direction\":");
-    text(out, r.direction.as_str())?;
+    name(out, r.direction.as_str());
     out.extend_from_slice(b",\"t_start\":");
     match r.t_start {
         Some(t) => time(out, t),
@@ -57,26 +61,31 @@ pub fn write_json_line(out: &mut Vec<u8>, flow: &AttributedFlow) -> io::Result<(
     out.extend_from_slice(b",\"bytes_retransmitted\":");
     int(out, s.bytes_retransmitted);
     out.extend_from_slice(b",\"close_state\":");
-    text(out, r.close_state.as_str())?;
+    name(out, r.close_state.as_str());
     out.extend_from_slice(b",\"close_reason\":");
-    text(out, &r.close_reason.as_str())?;
+    match r.close_reason.as_str() {
+        Cow::Borrowed(s) => name(out, s),
+        Cow::Owned(s) => text(out, &s)?,
+    }
     out.extend_from_slice(b",\"local_workload_id\":");
-    optional(out, r.local_workload_id.as_ref().map(|w| w.as_str()))?;
+    workload(out, r.local_workload_id.as_ref())?;
     out.extend_from_slice(b",\"identity_source\":");
-    text(out, r.identity_source.as_str())?;
+    name(out, r.identity_source.as_str());
     out.extend_from_slice(b",\"unattributed_reason\":");
-    optional(
+    optional_name(
         out,
         r.identity_source.unattributed_reason().map(|u| u.as_str()),
-    )?;
+    );
     out.extend_from_slice(b",\"incomplete\":");
     out.extend_from_slice(if r.incomplete { b"true" } else { b"false" });
     out.extend_from_slice(b",\"host_id\":");
+    let host_at = out.len();
     text(out, &flow.batch.host)?;
+    // The host text without its closing quote.
+    let host_end = out.len() - 1;
     out.extend_from_slice(b",\"batch_id\":");
     // The host escaped as in host_id, then the two numbers (no escaping needed).
-    text(out, &flow.batch.host)?;
-    out.pop();
+    out.extend_from_within(host_at..host_end);
     out.push(b'/');
     hex32(out, flow.batch.instance.as_u128());
     out.push(b'/');
@@ -85,11 +94,11 @@ pub fn write_json_line(out: &mut Vec<u8>, flow: &AttributedFlow) -> io::Result<(
     out.extend_from_slice(b",\"record_index\":");
     int(out, flow.record_index);
     out.extend_from_slice(b",\"remote_workload_id\":");
-    optional(out, flow.remote_workload_id.as_ref().map(|w| w.as_str()))?;
+    workload(out, flow.remote_workload_id.as_ref())?;
     out.extend_from_slice(b",\"remote_identity_source\":");
-    text(out, flow.remote_identity_source.as_str())?;
+    name(out, flow.remote_identity_source.as_str());
     out.extend_from_slice(b",\"remote_unattributed_reason\":");
-    optional(out, flow.remote_unattributed_reason.map(|r| r.as_str()))?;
+    optional_name(out, flow.remote_unattributed_reason.map(|r| r.as_str()));
     out.extend_from_slice(b"}\n");
     Ok(())
 }
@@ -97,7 +106,11 @@ pub fn write_json_line(out: &mut Vec<u8>, flow: &AttributedFlow) -> io::Result<(
 /// A JSON string, escaped. Most strings here (enum names, workload IDs, which hold no
 /// control character) need no escaping: they are copied as they are.
 fn text(out: &mut Vec<u8>, s: &str) -> io::Result<()> {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // Without an early exit, so that the loop is vectorized.
+    let escape = s
+        .bytes()
+        .fold(false, |e, b| e | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if !escape {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -105,6 +118,72 @@ fn text(out: &mut Vec<u8>, s: &str) -> io::Result<()> {
         return Ok(());
     }
     serde_json::to_writer(&mut *out, s).map_err(io::Error::other)
+}
+
+/// A name of the crate's enums (`'static`, lowercase ASCII letters, digits and `_`,
+/// or the kernel's upper-case TCP state names): nothing to escape.
+fn name(out: &mut Vec<u8>, s: &'static str) {
+    debug_assert!(s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'));
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+/// An enum name, or null.
+fn optional_name(out: &mut Vec<u8>, s: Option<&'static str>) {
+    match s {
+        Some(s) => name(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A workload ID, or null. A valid ID holds no control character: only `"` and `\`
+/// could need escaping.
+fn workload(out: &mut Vec<u8>, w: Option<&WorkloadId>) -> io::Result<()> {
+    let Some(w) = w else {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    };
+    let s = w.as_str();
+    let escape = s.bytes().fold(false, |e, b| e | (b == b'"') | (b == b'\\'));
+    if escape {
+        return text(out, s);
+    }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+    Ok(())
+}
+
+/// An IP address as its `Display` writes it: IPv4 by hand, IPv6 (rare) through `fmt`.
+fn ip(out: &mut Vec<u8>, addr: IpAddr) -> io::Result<()> {
+    match addr {
+        IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            out.extend_from_slice(&buf[..n]);
+            Ok(())
+        }
+        IpAddr::V6(v6) => write!(out, "{v6}"),
+    }
 }
 
 /// A time in quotes, RFC 3339 UTC with nanoseconds (or `@<seconds>.<nanoseconds>`
@@ -123,17 +202,6 @@ fn hex32(out: &mut Vec<u8>, v: u128) {
         *b = DIGITS[((v >> (4 * (31 - i))) & 0xf) as usize];
     }
     out.extend_from_slice(&buf);
-}
-
-/// A JSON string, or null.
-fn optional(out: &mut Vec<u8>, s: Option<&str>) -> io::Result<()> {
-    match s {
-        Some(s) => text(out, s),
-        None => {
-            out.extend_from_slice(b"null");
-            Ok(())
-        }
-    }
 }
 
 /// An integer.
@@ -190,6 +258,25 @@ mod tests {
             },
             remote_unattributed_reason: (!attributed)
                 .then_some(RemoteUnattributedReason::ConflictingOwners),
+        }
+    }
+
+    #[test]
+    fn writes_ips_as_display_does() {
+        for a in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "9.99.100.255",
+            "192.168.10.200",
+            "255.255.255.255",
+            "::",
+            "2001:db8::1",
+            "::ffff:10.1.2.3",
+        ] {
+            let addr: IpAddr = a.parse().expect("ip");
+            let mut out = Vec::new();
+            ip(&mut out, addr).expect("ip");
+            assert_eq!(out, addr.to_string().into_bytes());
         }
     }
 
