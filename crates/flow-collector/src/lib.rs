@@ -75,6 +75,7 @@ use tokio::sync::watch;
 pub use error::CollectorError;
 pub use faults::FaultInjection;
 pub use options::CollectorOptions;
+pub use pipeline::RecoveryLosses;
 pub use stats::{CollectorStats, PartsSnapshot};
 pub use tls::ServerTls;
 

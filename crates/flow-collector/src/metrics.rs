@@ -46,6 +46,7 @@ impl Snapshot {
         let s = &self.stats;
         let a = &self.parts.attribution;
         let l = &self.parts.ledger;
+        let r = &self.parts.recovery;
         let one = |v: u64| vec![(Vec::new(), v)];
         let counter = MetricType::Counter;
         let gauge = MetricType::Gauge;
@@ -201,6 +202,45 @@ impl Snapshot {
                 "Stored chunks with flows not yet written and committed to the output.",
                 gauge,
                 one(l.pending_chunks),
+            ),
+            (
+                "flowcollector_recovery_flows_lost",
+                "Flows lost at the last start: of stored chunks that no longer decode (undecodable), and chunks the checkpoint listed as unwritten that the log no longer holds (missing_chunks, counted per chunk).",
+                counter,
+                vec![
+                    (vec![("reason", "undecodable")], r.flows_undecodable),
+                    (vec![("reason", "missing_chunks")], r.pending_missing),
+                ],
+            ),
+            (
+                "flowcollector_ledger_damaged_bytes",
+                "Bytes of damaged ledger stretches skipped at the last start (their chunks are lost).",
+                counter,
+                one(r.damaged_bytes),
+            ),
+            (
+                "flowcollector_ledger_checkpoint_lost",
+                "1 when the last start found no intact checkpoint and replayed every retained chunk (flows may have been written twice).",
+                gauge,
+                one(r.checkpoint_lost),
+            ),
+            (
+                "flowcollector_ledger_skipped_files",
+                "Files in the state directory that are not the ledger's (links, FIFOs, odd names): skipped, never opened.",
+                counter,
+                one(l.skipped_files),
+            ),
+            (
+                "flowcollector_dedup_runs",
+                "Exporter runs whose stored batch IDs the collector remembers.",
+                gauge,
+                one(l.dedup_runs),
+            ),
+            (
+                "flowcollector_dedup_runs_forgotten",
+                "Exporter runs forgotten after storing nothing for 7 days.",
+                counter,
+                one(l.dedup_runs_forgotten),
             ),
             (
                 "flowcollector_connections",

@@ -74,6 +74,10 @@ pub(crate) struct Pipeline {
     /// Ledger entries older than this (and fully emitted) are deleted.
     keep_ledger: Duration,
     last_output_error_log: Option<SystemTime>,
+    /// Until then, replayed flows may be decided again: the restart plus the
+    /// hold-back, the tolerance and a minute.
+    replay_until: SystemTime,
+    losses: RecoveryLosses,
 }
 
 /// What recovery found.
@@ -82,6 +86,25 @@ pub(crate) struct Recovered {
     pub(crate) chunks: u64,
     pub(crate) flows_pending: u64,
     pub(crate) damaged_chunks: u64,
+}
+
+/// What recovery lost or could not tell, for the metrics (all zero after a clean
+/// stop).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryLosses {
+    /// Flows of stored chunks that no longer decode: lost.
+    pub flows_undecodable: u64,
+    /// Damaged stretches of the ledger skipped (their chunks are lost).
+    pub damaged_regions: u64,
+    /// Bytes in them.
+    pub damaged_bytes: u64,
+    /// Chunks the checkpoint listed as not fully written that the log no longer
+    /// holds: their unwritten flows are lost.
+    pub pending_missing: u64,
+    /// 1 when no intact checkpoint was found and every retained chunk was replayed
+    /// (flows may be written twice).
+    pub checkpoint_lost: u64,
 }
 
 impl Pipeline {
@@ -127,6 +150,11 @@ impl Pipeline {
             commit_interval,
             keep_ledger,
             last_output_error_log: None,
+            replay_until: now
+                + options.attribution.hold_back
+                + options.attribution.tolerance
+                + Duration::from_secs(60),
+            losses: RecoveryLosses::default(),
         };
         let mut recovered = Recovered::default();
         // The ledger streams its chunks; decoding needs &mut self, so each is decoded
@@ -141,6 +169,7 @@ impl Pipeline {
         } = &mut pipeline;
         let mut decided = Vec::new();
         let mut undecodable = Vec::new();
+        let mut flows_undecodable = 0u64;
         let stats_recovery = ledger
             .recover(|chunk| {
                 let batch = Arc::new(chunk.batch);
@@ -163,12 +192,23 @@ impl Pipeline {
                         recovered.damaged_chunks += 1;
                         tracing::error!(batch = %batch, error = %error_chain(&e),
                             "a stored chunk no longer decodes; its flows are lost");
+                        flows_undecodable += u64::from(chunk.record_count);
                         undecodable.push(batch);
                     }
                 }
             })
             .map_err(|source| CollectorError::Ledger { source })?;
         tracing::info!(?stats_recovery, "ledger recovered");
+        let losses = RecoveryLosses {
+            flows_undecodable,
+            damaged_regions: stats_recovery.damaged_regions,
+            damaged_bytes: stats_recovery.damaged_bytes,
+            pending_missing: stats_recovery.pending_missing,
+            checkpoint_lost: u64::from(matches!(
+                stats_recovery.checkpoint,
+                crate::ledger::CheckpointSource::Lost
+            )),
+        };
         // What the output holds beyond the checkpoint, the ledger must hear of, or the
         // next checkpoint would list it as unwritten again; a chunk that no longer
         // decodes will never be written and must not keep its segment forever.
@@ -188,6 +228,7 @@ impl Pipeline {
                 unwritten.push(flow);
             }
         }
+        pipeline.losses = losses;
         pipeline.pump(now, stats);
         // A checkpoint at once: from now on the output's position is known, so a crash
         // before the first periodic commit cannot make the next start write again
@@ -263,6 +304,7 @@ impl Pipeline {
         }
         if now.duration_since(self.last_prune).unwrap_or_default() >= Duration::from_secs(60) {
             self.last_prune = now;
+            self.ledger.forget_idle_runs(now);
             let cutoff = now
                 .checked_sub(self.keep_ledger)
                 .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -297,6 +339,7 @@ impl Pipeline {
             attribution: self.attributor.stats(),
             ledger: self.ledger.stats(),
             unwritten: self.unwritten.len() as u64,
+            recovery: self.losses,
         }
     }
 
@@ -363,8 +406,8 @@ impl Pipeline {
             }
         }
         // Replayed chunks are decided within one hold-back of the restart.
-        if self.attributor.stats().held == 0 {
-            self.already_written.clear();
+        if !self.already_written.is_empty() && now >= self.replay_until {
+            self.already_written = HashMap::new();
         }
     }
 }

@@ -110,6 +110,8 @@ pub struct PartsSnapshot {
     pub ledger: crate::ledger::LedgerStats,
     /// Decided flows waiting for a failing output.
     pub unwritten: u64,
+    /// What the last start's recovery lost or could not tell.
+    pub recovery: crate::pipeline::RecoveryLosses,
 }
 
 /// Adds one to `counter`.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! magic     4 bytes  "FLCK"
-//! version   u32 LE   1
+//! version   u32 LE   2 (1: the dedup set as contiguous + above, no longer read)
 //! len       u64 LE   bytes of the body
 //! crc32c    u32 LE   CRC-32C of the body
 //! body      bincode 1 (fixint, little-endian) of `Body`
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{dedup::SnapshotEntry, emitted::LogPosition, files};
 
 const MAGIC: [u8; 4] = *b"FLCK";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER_LEN: usize = 4 + 4 + 8 + 4;
 /// A checkpoint larger than this is damaged (the dedup set of a million exporter
 /// runs is far smaller).

@@ -1,48 +1,77 @@
-//! The set of stored batch IDs: per `(host, instance)`, the highest contiguous
-//! sequence and the stored sequences above it.
+//! The set of stored batch IDs: per `(host, instance)`, the stored sequences as
+//! disjoint ranges, and when the run last stored a chunk.
+//!
+//! A run's sequences are stored nearly in order, so a run costs one range plus one
+//! per permanent gap (a chunk its spool dropped, a chunk refused for good). Runs that
+//! stored nothing for [`FORGET_RUNS_AFTER`] are forgotten (counted): an exporter
+//! retries a chunk long before that, or has dropped it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use flow_batch::wire::{BatchId, InstanceId};
 use serde::{Deserialize, Serialize};
 
+/// How long a run that stores nothing is remembered: 7 days.
+pub(crate) const FORGET_RUNS_AFTER: u64 = 7 * 86_400;
+
 /// The sequences stored for one exporter run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Seen {
-    /// Every sequence below this is stored.
-    contiguous: u64,
-    /// Stored sequences at or above `contiguous`.
-    above: BTreeSet<u64>,
+    /// Stored sequences: disjoint, non-adjacent inclusive ranges, first -> last.
+    ranges: BTreeMap<u64, u64>,
+    /// When the run last stored a chunk, seconds since the epoch.
+    last_stored: u64,
 }
 
 impl Seen {
     fn contains(&self, sequence: u64) -> bool {
-        sequence < self.contiguous || self.above.contains(&sequence)
+        self.ranges
+            .range(..=sequence)
+            .next_back()
+            .is_some_and(|(_, &last)| sequence <= last)
     }
 
     fn insert(&mut self, sequence: u64) {
-        if sequence < self.contiguous {
-            return;
+        self.insert_range(sequence, sequence);
+    }
+
+    /// Adds `first..=last`, joining the ranges it overlaps or touches.
+    fn insert_range(&mut self, first: u64, last: u64) {
+        let (mut first, mut last) = (first, last.max(first));
+        // A range starting before `first` that reaches it (or touches it).
+        if let Some((&s, &l)) = self.ranges.range(..first).next_back()
+            && l.saturating_add(1) >= first
+        {
+            first = s;
+            last = last.max(l);
+            self.ranges.remove(&s);
         }
-        self.above.insert(sequence);
-        // u64::MAX itself stays in `above`: `contiguous` cannot pass it.
-        while self.contiguous < u64::MAX && self.above.remove(&self.contiguous) {
-            self.contiguous += 1;
+        // Ranges starting inside `first..=last + 1`.
+        loop {
+            let next = self
+                .ranges
+                .range(first..)
+                .next()
+                .map(|(&s, &l)| (s, l))
+                .filter(|&(s, _)| s <= last.saturating_add(1));
+            let Some((s, l)) = next else { break };
+            last = last.max(l);
+            self.ranges.remove(&s);
         }
+        self.ranges.insert(first, last);
     }
 
     fn merge(&mut self, other: &Seen) {
-        if other.contiguous > self.contiguous {
-            self.contiguous = other.contiguous;
-            self.above = self.above.split_off(&other.contiguous);
+        for (&first, &last) in &other.ranges {
+            self.insert_range(first, last);
         }
-        for q in &other.above {
-            self.insert(*q);
-        }
-        // Sequences of `self.above` that `other.contiguous` made contiguous.
-        while self.contiguous < u64::MAX && self.above.remove(&self.contiguous) {
-            self.contiguous += 1;
-        }
+        self.last_stored = self.last_stored.max(other.last_stored);
+    }
+
+    /// Ranges kept (one, plus one per gap).
+    #[cfg(test)]
+    fn ranges(&self) -> usize {
+        self.ranges.len()
     }
 }
 
@@ -69,15 +98,28 @@ impl Dedup {
             .is_some_and(|seen| seen.contains(batch.sequence))
     }
 
-    /// Notes `batch` as stored.
-    pub(crate) fn insert(&mut self, batch: &BatchId) {
+    /// Notes `batch` as stored, at `stored_at` (seconds since the epoch).
+    pub(crate) fn insert(&mut self, batch: &BatchId, stored_at: u64) {
         let runs = match self.runs.get_mut(&batch.host) {
             Some(runs) => runs,
             None => self.runs.entry(batch.host.clone()).or_default(),
         };
-        runs.entry(batch.instance)
-            .or_default()
-            .insert(batch.sequence);
+        let seen = runs.entry(batch.instance).or_default();
+        seen.insert(batch.sequence);
+        seen.last_stored = seen.last_stored.max(stored_at);
+    }
+
+    /// Forgets the runs that stored nothing since `cutoff` (seconds since the epoch);
+    /// returns how many.
+    pub(crate) fn forget_idle(&mut self, cutoff: u64) -> usize {
+        let mut forgotten = 0;
+        self.runs.retain(|_, runs| {
+            let before = runs.len();
+            runs.retain(|_, seen| seen.last_stored >= cutoff);
+            forgotten += before - runs.len();
+            !runs.is_empty()
+        });
+        forgotten
     }
 
     /// Hosts with at least one stored batch ID.
@@ -134,28 +176,70 @@ mod tests {
     fn gaps_runs_and_snapshots() {
         let mut d = Dedup::default();
         for q in [0, 1, 3, 5] {
-            d.insert(&id("a", 1, q));
+            d.insert(&id("a", 1, q), 100);
         }
-        d.insert(&id("b", 2, 9));
+        d.insert(&id("b", 2, 9), 100);
         assert!(d.contains(&id("a", 1, 1)) && d.contains(&id("a", 1, 5)));
         assert!(!d.contains(&id("a", 1, 2)) && !d.contains(&id("a", 2, 0)));
         assert!(d.contains(&id("b", 2, 9)) && !d.contains(&id("b", 2, 8)));
         assert_eq!((d.hosts(), d.runs()), (2, 2));
         let mut back = Dedup::default();
-        back.insert(&id("a", 1, 2));
+        back.insert(&id("a", 1, 2), 50);
         back.restore(&d.snapshot());
         for q in [0, 1, 2, 3, 5] {
             assert!(back.contains(&id("a", 1, q)), "{q}");
         }
         assert!(!back.contains(&id("a", 1, 4)) && !back.contains(&id("a", 1, 6)));
         let seen = &back.runs["a"][&InstanceId::new(1)];
-        assert_eq!((seen.contiguous, seen.above.len()), (4, 1));
+        assert_eq!((seen.ranges(), seen.last_stored), (2, 100));
+    }
+
+    #[test]
+    fn a_permanent_gap_costs_one_range_not_every_later_sequence() {
+        let mut d = Dedup::default();
+        for q in (0..10_000u64).filter(|q| *q != 17) {
+            d.insert(&id("a", 1, q), 1);
+        }
+        assert!(!d.contains(&id("a", 1, 17)) && d.contains(&id("a", 1, 9_999)));
+        assert_eq!(d.runs["a"][&InstanceId::new(1)].ranges(), 2);
+        // Out of order and overlapping merges join up.
+        let mut s = Seen::default();
+        for (a, b) in [
+            (10, 20),
+            (30, 40),
+            (21, 29),
+            (5, 9),
+            (0, 2),
+            (41, 41),
+            (3, 3),
+        ] {
+            s.insert_range(a, b);
+        }
+        assert_eq!(
+            s.ranges.iter().map(|(a, b)| (*a, *b)).collect::<Vec<_>>(),
+            vec![(0, 3), (5, 41)]
+        );
+        s.insert_range(4, 4);
+        assert_eq!(s.ranges(), 1);
+    }
+
+    #[test]
+    fn idle_runs_are_forgotten() {
+        let mut d = Dedup::default();
+        d.insert(&id("a", 1, 0), 100);
+        d.insert(&id("a", 2, 0), 200);
+        d.insert(&id("b", 3, 0), 50);
+        assert_eq!(d.forget_idle(150), 2);
+        assert_eq!((d.hosts(), d.runs()), (1, 1));
+        assert!(d.contains(&id("a", 2, 0)) && !d.contains(&id("a", 1, 0)));
     }
 
     #[test]
     fn never_overflows_at_the_last_sequence() {
         let mut d = Dedup::default();
-        d.insert(&id("a", 1, u64::MAX));
+        d.insert(&id("a", 1, u64::MAX), 0);
+        d.insert(&id("a", 1, u64::MAX - 1), 0);
         assert!(d.contains(&id("a", 1, u64::MAX)) && !d.contains(&id("a", 1, 0)));
+        assert_eq!(d.runs["a"][&InstanceId::new(1)].ranges(), 1);
     }
 }

@@ -191,7 +191,7 @@ impl Ledger {
         replay: &mut Replay<'_, impl FnMut(RecoveredChunk)>,
     ) {
         replay.stats.entries += 1;
-        self.dedup.insert(&e.batch);
+        self.dedup.insert(&e.batch, epoch_secs(e.arrival));
         if let Some(info) = self.segments.get_mut(&replay.seq) {
             info.newest_arrival = info.newest_arrival.max(Some(e.arrival));
         }
@@ -241,4 +241,10 @@ fn next_intact(file: &File, offset: u64, size: u64) -> io::Result<Option<u64>> {
     let mut rest = vec![0u8; (size - start) as usize];
     file.read_exact_at(&mut rest, start)?;
     Ok(entry::find_next(&rest, 0).map(|at| start + at as u64))
+}
+
+/// Seconds since the epoch (0 before it).
+pub(super) fn epoch_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

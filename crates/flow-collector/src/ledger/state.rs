@@ -82,6 +82,9 @@ pub struct LedgerStats {
     pub checkpoint_failures: u64,
     /// Segments deleted by pruning since open.
     pub segments_pruned: u64,
+    /// Exporter runs forgotten by the set of stored batch IDs after storing nothing
+    /// for 7 days.
+    pub dedup_runs_forgotten: u64,
     /// Files in the directory that are not the ledger's (odd names, FIFOs,
     /// directories, links), skipped at open.
     pub skipped_files: u64,
@@ -284,7 +287,8 @@ impl Ledger {
         }
         let position = result?;
         self.stats.entries_appended += 1;
-        self.dedup.insert(batch);
+        self.dedup
+            .insert(batch, super::recovery::epoch_secs(arrival));
         if record_count > 0 {
             self.pending
                 .insert(batch.clone(), Pending::new(position, record_count));
@@ -440,6 +444,16 @@ impl Ledger {
         self.covered_unemitted = self.pending.values().map(|p| p.position.segment).collect();
         self.output_position = Some(output.clone());
         Ok(())
+    }
+
+    /// Forgets the exporter runs that stored nothing for 7 days before `now`: their
+    /// retries have long stopped. Returns how many (also counted in the stats).
+    pub fn forget_idle_runs(&mut self, now: SystemTime) -> usize {
+        let cutoff =
+            super::recovery::epoch_secs(now).saturating_sub(super::dedup::FORGET_RUNS_AFTER);
+        let forgotten = self.dedup.forget_idle(cutoff);
+        self.stats.dedup_runs_forgotten += forgotten as u64;
+        forgotten
     }
 
     /// Deletes whole segments whose entries all arrived before `older_than` and were
