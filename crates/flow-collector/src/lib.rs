@@ -1,9 +1,12 @@
-//! The reference collector of flowexporter: an HTTP server that receives chunk
-//! frames, verifies them, drops duplicate batch IDs and appends the records as JSON
-//! lines (the `flowexporter tail --json` fields) to a file.
+//! The flowexporter collector: an HTTP server that receives the exporters' chunk
+//! frames, verifies them, stores each once (durably, before acknowledging it), and
+//! attributes the remote side of every flow from the heartbeats every record carries
+//! (`docs/attribution.md`); attributed flows go to a [`FlowOutput`](output::FlowOutput),
+//! by default JSON lines in [`CollectorOptions::out`] (`docs/collector-output.md`).
 //!
-//! The `flowcollector` binary of this crate runs it; the collector sink's tests use it
-//! as their peer over loopback, with [`FaultInjection`] to make it fail, lose
+//! The `flowcollector` binary of this crate runs it; the exporter's tests use it as
+//! their peer over loopback (with a zero hold-back, so a chunk's flows are written
+//! before it is acknowledged), with [`FaultInjection`] to make it fail, lose
 //! acknowledgements or answer slowly.
 //!
 //! ```
@@ -22,14 +25,15 @@
 //! ```
 //!
 //! Answers (see `docs/collector-protocol.md`): `200` with
-//! `Flowexporter-Result: accepted` for a stored chunk and `duplicate` for a batch ID
-//! already stored; `400` for a frame that does not decode; `404` for another path;
-//! `405` for another method; `413` for a body over the limit; `415` for another
-//! content type; `503` when the output cannot be written. Each answer's body is one
-//! line of text saying why. A frame that decodes but holds a record the output cannot
-//! represent (a time after 9999-12-31) is refused with `400` naming the record and the
-//! field, and nothing of it is stored; a body that does not arrive within
-//! [`CollectorOptions::body_read_timeout`] gets `408`.
+//! `Flowexporter-Result: accepted` for a chunk stored in the ledger and `duplicate`
+//! for a batch ID already stored (before or after a restart); `400` for a frame that
+//! breaks a decoding rule of `docs/wire-format.md` (nothing of it is stored, its batch
+//! ID is not remembered); `404` for another path; `405` for another method; `413` for
+//! a body over the limit; `415` for another content type; `408` for a body that does
+//! not arrive within [`CollectorOptions::body_read_timeout`]; `503` when the ledger
+//! cannot store the chunk (a full disk) or too many decided flows wait for a failing
+//! output. Each answer's body is one line of text saying why. `GET /metrics` answers
+//! with the metrics.
 //!
 //! Connections are served by `flow_http`: at most
 //! [`CollectorOptions::max_connections`] at once, closed after
@@ -37,9 +41,11 @@
 //! [`CollectorOptions::idle_timeout`] without traffic; a failing `accept` (out of file
 //! descriptors) makes it wait and go on.
 //!
-//! Deduplication state is kept in memory, per `(host, instance)`. A restarted
-//! collector forgets it, so a chunk retried across a collector restart can be stored
-//! twice; a production collector keeps it with the data.
+//! Deduplication is durable: a chunk's batch ID is written with it in the ledger
+//! ([`CollectorOptions::state_dir`]), and every checkpoint carries the whole set, so
+//! a chunk retried across a restart or a crash is answered `duplicate`. After a crash
+//! the ledger is replayed through the attributor and only flows the output does not
+//! hold are written.
 //!
 //! The modules: [`attribution`] (the sans-IO engine), [`ledger`] (durable chunks,
 //! durable deduplication, the checkpoint), [`output`] (the [`FlowOutput`](output::FlowOutput)
