@@ -167,7 +167,6 @@ impl Pipeline {
             unwritten,
             ..
         } = &mut pipeline;
-        let mut decided = Vec::new();
         let mut undecodable = Vec::new();
         let mut flows_undecodable = 0u64;
         let stats_recovery = ledger
@@ -184,8 +183,13 @@ impl Pipeline {
                         already_written.insert(Arc::clone(&batch), emitted);
                         attributor.push_chunk(batch, decoded.records, chunk.arrival);
                         attributor.advance(chunk.arrival);
+                        // Only what the output does not hold is kept: an hour of
+                        // replayed flows is never in memory at once.
                         while let Some(flow) = attributor.pop_ready() {
-                            decided.push(flow);
+                            if !is_written(already_written, &flow) {
+                                recovered.flows_pending += 1;
+                                unwritten.push(flow);
+                            }
                         }
                     }
                     Err(e) => {
@@ -221,12 +225,6 @@ impl Pipeline {
         }
         for batch in &undecodable {
             ledger.mark_chunk_emitted(batch);
-        }
-        for flow in decided {
-            if !is_written(already_written, &flow) {
-                recovered.flows_pending += 1;
-                unwritten.push(flow);
-            }
         }
         pipeline.losses = losses;
         pipeline.pump(now, stats);

@@ -79,10 +79,17 @@ pub struct JsonLinesOutput {
     current: Option<Current>,
     buf: Vec<u8>,
     stats: OutputStats,
+    /// The files (device, inode) named by the last two positions handed out: a
+    /// checkpoint may name either, so `--rotate-keep` never deletes them.
+    protected: [Option<(u64, u64)>; 2],
     /// Tests: the next write writes this many bytes, then fails with `ENOSPC`.
     #[cfg(test)]
     pub(super) fail_next_write: Option<usize>,
 }
+
+/// The longest line read back (ours are under 2 KiB: a host ID of up to 1,024 bytes
+/// twice, two workload IDs of up to 64): a longer one is not a line of this output.
+const MAX_LINE: u64 = 16 << 10;
 
 /// The two fields `written_since` needs of a line.
 #[derive(Deserialize)]
@@ -139,6 +146,7 @@ impl JsonLinesOutput {
             current: None,
             buf: Vec::new(),
             stats: OutputStats::default(),
+            protected: [None, None],
             #[cfg(test)]
             fail_next_write: None,
         };
@@ -162,6 +170,14 @@ impl JsonLinesOutput {
         let meta = file.metadata().map_err(io_error("open", &self.path))?;
         let len = meta.len();
         let whole = last_line_end(&file, len).map_err(io_error("open", &self.path))?;
+        // Never cut (or append to) a file that is not this output: its last whole line
+        // must be one of ours, and a torn tail no longer than a line.
+        if len > 0 && (len - whole > MAX_LINE || !ends_with_our_line(&file, whole)) {
+            return Err(io_error("open", &self.path)(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the file is not a flowcollector output (its last line is not a JSON object); refusing to append to it",
+            )));
+        }
         if whole < len {
             file.set_len(whole).map_err(io_error("open", &self.path))?;
             file.sync_data().map_err(io_error("sync", &self.path))?;
@@ -214,6 +230,9 @@ impl JsonLinesOutput {
                 }
             }
         }
+        if let Some(c) = &self.current {
+            self.protected = [Some((c.dev, c.ino)), self.protected[0]];
+        }
         self.prune_rotated();
         let (name, current) = match &self.current {
             Some(c) => (self.base.clone(), c),
@@ -259,9 +278,16 @@ impl JsonLinesOutput {
                 return;
             }
         };
+        let protected = self.protected;
         let excess = rotated.len().saturating_sub(keep);
         let mut deleted = 0;
-        for path in rotated.into_iter().take(excess) {
+        // The oldest first, but never a file a checkpoint may name.
+        let doomed = rotated.into_iter().take(excess).filter(|r| {
+            std::fs::symlink_metadata(r)
+                .map(|m| !protected.contains(&Some((m.dev(), m.ino()))))
+                .unwrap_or(true)
+        });
+        for path in doomed {
             match std::fs::remove_file(&path) {
                 Ok(()) => deleted += 1,
                 Err(e) => tracing::warn!(path = %path.display(), error = %e,
@@ -317,11 +343,30 @@ impl JsonLinesOutput {
         let mut at = start;
         loop {
             line.clear();
-            let n = reader
+            let n = (&mut reader)
+                .take(MAX_LINE)
                 .read_until(b'\n', &mut line)
                 .map_err(io_error("read", path))?;
             if n == 0 {
                 break;
+            }
+            if line.last() != Some(&b'\n') && n as u64 == MAX_LINE {
+                // Not a line of ours: skip to its end, counted.
+                self.stats.unparsable_lines += 1;
+                at += n as u64;
+                let mut skip = Vec::new();
+                loop {
+                    skip.clear();
+                    let m = (&mut reader)
+                        .take(MAX_LINE)
+                        .read_until(b'\n', &mut skip)
+                        .map_err(io_error("read", path))?;
+                    at += m as u64;
+                    if m == 0 || skip.last() == Some(&b'\n') {
+                        break;
+                    }
+                }
+                continue;
             }
             if line.last() != Some(&b'\n') {
                 self.cut_torn(path, &meta, at)?;
@@ -355,6 +400,30 @@ impl JsonLinesOutput {
         }
         Ok(())
     }
+}
+
+/// Whether the whole line that ends at `end` (the file's last) is a JSON object, as
+/// every line of this output is.
+fn ends_with_our_line(file: &File, end: u64) -> bool {
+    if end == 0 {
+        return false;
+    }
+    let start = end.saturating_sub(MAX_LINE);
+    let mut tail = vec![0u8; (end - start) as usize];
+    if file.read_exact_at(&mut tail, start).is_err() {
+        return false;
+    }
+    // Without its newline, from the previous newline on.
+    let body = &tail[..tail.len() - 1];
+    let line = match body.iter().rposition(|b| *b == b'\n') {
+        Some(i) => &body[i + 1..],
+        None if start == 0 => body,
+        None => return false,
+    };
+    // Any JSON object: the crash that tore the tail may have left an odd line before
+    // it, which written_since skips and counts; a text file, a log or a binary is
+    // refused.
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line).is_ok()
 }
 
 /// The length of `file` up to and including its last newline (0 when none), reading

@@ -161,7 +161,7 @@ fn written_since_after_a_crash_cuts_the_torn_line_and_follows_rotations() {
         .append(true)
         .open(&path)
         .expect("open");
-    f.write_all(b"{\"batch_id\":\"x\"}\nnot json\n{\"local_ip\":\"10.")
+    f.write_all(b"not json\n{\"batch_id\":\"x\"}\n{\"local_ip\":\"10.")
         .expect("write");
     drop(f);
     let before = std::fs::metadata(&path).expect("meta").len();
@@ -264,4 +264,44 @@ fn a_failed_write_leaves_no_partial_line() {
         text.lines()
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
     );
+}
+
+#[test]
+fn a_file_that_is_not_this_output_is_refused_not_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in [
+        ("passwd", &b"root:x:0:0:root:/root:/bin/bash\n"[..]),
+        ("log", &b"line one\nhalf a line"[..]),
+        ("long-tail", &[b'{'; 20_000][..]),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        let e = JsonLinesOutput::open(&path, Rotation::default()).expect_err(name);
+        assert!(e.to_string().contains("open"), "{e}");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            text,
+            "{name} untouched"
+        );
+    }
+}
+
+#[test]
+fn rotate_keep_never_deletes_the_file_the_last_checkpoint_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("flows.jsonl");
+    let rotation = Rotation::default().with_max_bytes(line_len()).with_keep(0);
+    let mut out = JsonLinesOutput::open_at(&path, rotation, t(0)).expect("open");
+    out.write(&flows(0, 1)).expect("write");
+    let first = out.commit_at(t(0)).expect("commit"); // rotates: the position names the new file
+    out.write(&flows(1, 1)).expect("write");
+    let _second = out.commit_at(t(1)).expect("commit");
+    // With keep 0 every rotated file goes, except those the last two positions name:
+    // a crash before the second checkpoint still finds the first's file.
+    out.write(&flows(2, 1)).expect("write");
+    assert_eq!(out.written_since(Some(&first)).expect("since"), {
+        let mut k = keys(1, 1);
+        k.extend(keys(2, 1));
+        k
+    });
 }
