@@ -170,19 +170,4 @@ pub(crate) struct RunArgs {
     /// Require client certificates signed by the CA(s) in this PEM file (mutual TLS).
     #[arg(long, env = "FLOWCOLLECTOR_CLIENT_CA")]
     pub(crate) client_ca: Option<PathBuf>,
-    /// Test hook: answer the first N requests with --fail-status.
-    #[arg(long, default_value_t = 0, hide = true)]
-    pub(crate) fail_first: u32,
-    /// Test hook: then answer every N-th request with --fail-status.
-    #[arg(long, default_value_t = 0, hide = true)]
-    pub(crate) fail_every: u32,
-    /// Test hook: the status of injected failures.
-    #[arg(long, default_value_t = 503, hide = true)]
-    pub(crate) fail_status: u16,
-    /// Test hook: store every N-th chunk but answer 503 (a lost acknowledgement).
-    #[arg(long, default_value_t = 0, hide = true)]
-    pub(crate) lose_ack_every: u32,
-    /// Test hook: wait this long before answering each request.
-    #[arg(long, value_parser = duration, hide = true)]
-    pub(crate) delay: Option<Duration>,
 }

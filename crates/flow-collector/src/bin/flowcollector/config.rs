@@ -16,7 +16,7 @@ use std::{
 };
 
 use flow_collector::{
-    CollectorOptions, FaultInjection, ServerTls,
+    CollectorOptions, ServerTls,
     attribution::{AttributionConfig, StaticOwners},
     output::Rotation,
 };
@@ -335,13 +335,6 @@ pub(crate) fn resolve(args: &RunArgs) -> Result<Resolved, ConfigError> {
             ));
         }
     }
-    let faults = FaultInjection::default()
-        .with_fail_first(args.fail_first)
-        .with_fail_every(args.fail_every)
-        .with_fail_status(args.fail_status)
-        .with_lose_ack_every(args.lose_ack_every)
-        .with_delay(args.delay.unwrap_or_default());
-    options = options.with_faults(faults);
     Ok(Resolved {
         options,
         file: file_path,
