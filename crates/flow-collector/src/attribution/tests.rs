@@ -1077,3 +1077,49 @@ fn throughput() {
     assert_eq!(s.flows_in, (WARM_UP + FLOWS) as u64);
     assert_eq!(s.attributed_peer_record, (WARM_UP + FLOWS) as u64);
 }
+
+#[test]
+fn a_shared_ipv4_stays_shared_even_where_the_hosts_own_records_claim_it() {
+    let mut h = Harness::new(config());
+    // Host "shared" on 10.0.0.5: a container connects out through the connect map at
+    // 0-1 s; the host's own service (certificate identity) answers on the same IP
+    // from 100 to 200 s.
+    h.push(
+        "shared",
+        vec![
+            rec(
+                "10.0.0.5:40001",
+                "10.0.0.9:443",
+                Some(0),
+                SEC,
+                Some(("container-a", CONNECT_MAP)),
+            ),
+            rec(
+                "10.0.0.5:22",
+                "10.0.0.7:50000",
+                Some(100 * SEC),
+                200 * SEC,
+                Some(("host", IdentitySource::Certificate)),
+            ),
+        ],
+        SEC,
+    );
+    // A flow to the shared IP at 150 s whose peer record never comes (lost, or a
+    // refused port): the map sees only "host" near it, but the IP is shared.
+    h.push(
+        "client",
+        vec![rec(
+            "10.0.0.8:50001",
+            "10.0.0.5:8080",
+            Some(150 * SEC),
+            151 * SEC,
+            None,
+        )],
+        2 * SEC,
+    );
+    h.advance(200 * SEC);
+    assert_eq!(
+        verdict(by_port(&h.take(), 50001)),
+        unattributed(Why::SharedAddress)
+    );
+}
