@@ -153,6 +153,14 @@ pub fn write_rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     }
 }
 
+/// "00" to "99".
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
 /// `d` after the epoch (before the year 10000) as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`:
 /// the proleptic Gregorian date from the day count (Howard Hinnant's `civil_from_days`),
 /// the same text as `humantime::format_rfc3339_nanos`.
@@ -171,20 +179,25 @@ fn rfc3339_digits(d: Duration, buf: &mut [u8; RFC3339_LEN]) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    let mut put = |at: usize, value: u64, width: usize| {
-        let mut v = value;
-        for i in (at..at + width).rev() {
-            buf[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, year, 4);
-    put(5, month, 2);
-    put(8, day, 2);
-    put(11, hour, 2);
-    put(14, minute, 2);
-    put(17, second, 2);
-    put(20, u64::from(d.subsec_nanos()), 9);
+    // Two digits at a time, the groups independent of each other (short dependency
+    // chains, where dividing one number by ten nine times is one long chain).
+    fn pair(buf: &mut [u8; RFC3339_LEN], at: usize, v: u64) {
+        let i = 2 * (v % 100) as usize;
+        buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[i..i + 2]);
+    }
+    pair(buf, 0, year / 100);
+    pair(buf, 2, year % 100);
+    pair(buf, 5, month);
+    pair(buf, 8, day);
+    pair(buf, 11, hour);
+    pair(buf, 14, minute);
+    pair(buf, 17, second);
+    let nanos = u64::from(d.subsec_nanos());
+    let (high, middle, low) = (nanos / 1_000_000, nanos / 1_000 % 1_000, nanos % 1_000);
+    for (at, group) in [(20, high), (23, middle), (26, low)] {
+        buf[at] = b'0' + (group / 100) as u8;
+        pair(buf, at + 1, group % 100);
+    }
     for (at, c) in [
         (4, b'-'),
         (7, b'-'),
