@@ -192,6 +192,12 @@ impl Snapshot {
                 one(a.peer_index_entries),
             ),
             (
+                "flowcollector_peer_index_evicted",
+                "Records that left the peer index early because it was full (a flow whose peer left this way may go unattributed).",
+                counter,
+                one(a.peer_index_evicted),
+            ),
+            (
                 "flowcollector_ledger_bytes",
                 "Bytes of stored chunks in the ledger.",
                 gauge,

@@ -375,6 +375,7 @@ impl Attributor {
             tracked_ips: self.map.tracked_ips() as u64,
             ranges: self.map.ranges() as u64,
             peer_index_entries: self.peers.len() as u64,
+            peer_index_evicted: self.peers.evicted(),
             map_bytes: self.map.bytes() as u64,
         }
     }

@@ -238,6 +238,8 @@ pub(crate) struct PeerIndex {
     /// arrival order: one per distinct departure time.
     departures: VecDeque<(Nanos, u64)>,
     cap: usize,
+    /// Records that left before their time because the index was full.
+    evicted: u64,
 }
 
 impl PeerIndex {
@@ -250,7 +252,14 @@ impl PeerIndex {
             front_seq: 0,
             departures: VecDeque::new(),
             cap: cap.clamp(1, MAX_CAP),
+            evicted: 0,
         }
+    }
+
+    /// Records that left before their time because the index was full (their
+    /// connection's other end may then find no peer: unattributed, never wrong).
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// The connection of a flow whose own key is `key`.
@@ -321,6 +330,7 @@ impl PeerIndex {
         }
         while self.fifo.len() > self.cap {
             self.pop_oldest();
+            self.evicted += 1;
         }
         waiters
     }
@@ -577,6 +587,7 @@ mod tests {
             );
         }
         assert_eq!(index.len(), 2);
+        assert_eq!(index.evicted(), 1);
         assert_eq!(
             index.lookup_key(&key("10.0.0.2", 9, "10.0.0.1", 1), 0, 10),
             PeerAnswer::Unknown

@@ -36,6 +36,9 @@ pub struct AttributionStats {
     pub ranges: u64,
     /// Records in the peer index now.
     pub peer_index_entries: u64,
+    /// Records that left the peer index early because it was full (its cap is
+    /// `max_held`): a flow whose peer left this way may go unattributed.
+    pub peer_index_evicted: u64,
     /// Estimated bytes of the ownership map (IPs, ranges, their allocations).
     pub map_bytes: u64,
 }
