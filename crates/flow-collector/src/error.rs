@@ -67,8 +67,9 @@ pub enum CollectorError {
     },
 }
 
-/// `error` and its sources, joined with `: ` (for answers and log lines).
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+/// `error` and its sources, joined with `: ` (for answers, log lines and the
+/// binary's error messages).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

@@ -78,7 +78,7 @@ use flow_batch::wire::CHUNKS_PATH;
 use flow_http::ConnectionCounters;
 use tokio::sync::watch;
 
-pub use error::CollectorError;
+pub use error::{CollectorError, error_chain};
 pub use faults::FaultInjection;
 pub use options::CollectorOptions;
 pub use pipeline::RecoveryLosses;

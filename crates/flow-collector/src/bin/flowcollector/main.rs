@@ -55,22 +55,13 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("flowcollector: {}", chain(error.as_ref()));
+            eprintln!(
+                "flowcollector: {}",
+                flow_collector::error_chain(error.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
-}
-
-/// `error` and its sources, joined with `: `.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 /// `config check`.
