@@ -132,7 +132,8 @@ impl Attributor {
             retention: span(config.retention),
             clock: 0,
             hosts: Hosts::default(),
-            map: OwnershipMap::new(span(config.merge_gap), tolerance),
+            map: OwnershipMap::new(span(config.merge_gap), tolerance)
+                .with_shared_reach(span(config.retention)),
             peers: PeerIndex::new(config.max_held),
             held: HeldFlows::default(),
             ready: VecDeque::new(),
@@ -191,20 +192,8 @@ impl Attributor {
             });
         }
         for k in &keys {
-            // A shared IPv4 stays shared: the host's own records (certificate or IP
-            // map, for sockets the connect map does not know) claim the same IP as
-            // one owner's, which a flow to one of the per-port workloads must never
-            // be given. The mark reaches a retention before and after each connect-map
-            // record, so no per-IP answer is given there while the map remembers it.
-            let (start, end) = match k.mark {
-                Some(Mark::Shared) => (
-                    k.start.saturating_sub(self.retention),
-                    k.end.saturating_add(self.retention),
-                ),
-                _ => (k.start, k.end),
-            };
             if let Some(mark) = k.mark
-                && self.map.insert_mark(k.key.local, start, end, mark)
+                && self.map.insert_mark(k.key.local, k.start, k.end, mark)
                 && self.held.has_waiters_on(&k.key.local)
             {
                 self.touched.insert(k.key.local);

@@ -183,6 +183,8 @@ pub(crate) struct OwnershipMap {
     known_since: Option<Nanos>,
     merge_gap: Nanos,
     tolerance: Nanos,
+    /// How far a shared mark reaches before and after its record (0: its interval).
+    shared_reach: Nanos,
     scratch: Vec<Segment>,
     counters: MapCounters,
     log: ConflictLog,
@@ -210,6 +212,7 @@ impl OwnershipMap {
             known_since: None,
             merge_gap,
             tolerance,
+            shared_reach: 0,
             scratch: Vec::new(),
             counters: MapCounters::default(),
             log: ConflictLog::default(),
@@ -258,6 +261,18 @@ impl OwnershipMap {
         self.insert_mark(key, start, end, mark)
     }
 
+    /// Makes every shared mark reach `reach` before and after its record's interval.
+    ///
+    /// A shared IPv4 stays shared: the host's own records (certificate or IP map, for
+    /// sockets the connect map does not know) claim the same IP as one owner's, which
+    /// a flow to one of the per-port workloads must never be given. With the
+    /// retention as the reach, no per-IP answer is given on such an IP while the map
+    /// remembers any of its connect-map records.
+    pub(crate) fn with_shared_reach(mut self, reach: Nanos) -> OwnershipMap {
+        self.shared_reach = reach;
+        self
+    }
+
     /// The symbol of `id`, interned on first sight (`None` when every symbol is
     /// taken): what [`insert_mark`](OwnershipMap::insert_mark) and the peer index take.
     #[inline]
@@ -275,6 +290,13 @@ impl OwnershipMap {
     /// workload already interned). Returns whether it was applied (it is not when it
     /// ended at or before the horizon).
     pub(crate) fn insert_mark(&mut self, key: IpKey, start: Nanos, end: Nanos, mark: Mark) -> bool {
+        let (start, end) = match mark {
+            Mark::Shared => (
+                start.saturating_sub(self.shared_reach),
+                end.saturating_add(self.shared_reach),
+            ),
+            _ => (start, end),
+        };
         if self.horizon > 0 && end <= self.horizon {
             self.counters.heartbeats_too_old += 1;
             return false;
