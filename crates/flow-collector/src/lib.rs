@@ -242,13 +242,13 @@ impl FlowCollector {
     }
 
     /// Stops listening and drops every open connection, then drains: waits (at most
-    /// [`CollectorOptions::drain_timeout`]) until every held-back flow is decided,
+    /// [`CollectorOptions::drain_timeout()`]) until every held-back flow is decided,
     /// decides what is left (unattributed, `shutdown`, unless its peer's record or
     /// the map can decide it already), writes and commits everything.
     pub async fn shutdown(self) {
         self.shutdown.send_replace(true);
         let _ = self.server.await;
-        let deadline = Instant::now() + self.state.options.drain_timeout;
+        let deadline = Instant::now() + self.state.options.drain_timeout();
         loop {
             let held = self
                 .state

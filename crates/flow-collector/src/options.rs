@@ -33,9 +33,10 @@ pub struct CollectorOptions {
     /// output cannot tell which it holds.
     pub commit_interval: Duration,
     /// At shutdown, the longest to wait for held-back flows to be decided; what is
-    /// still held then goes out unattributed with reason `shutdown` (default: the
-    /// hold-back plus 5 s, so that nothing needs to).
-    pub drain_timeout: Duration,
+    /// still held then goes out unattributed with reason `shutdown`. `None` (the
+    /// default): the hold-back plus 5 s, so that nothing needs to; see
+    /// [`CollectorOptions::drain_timeout()`].
+    pub drain_timeout: Option<Duration>,
     /// Limits for decoding frames.
     pub limits: DecodeLimits,
     /// Largest request body accepted (413 above). Default 64 MiB + 64 KiB.
@@ -70,7 +71,7 @@ impl CollectorOptions {
         let attribution = AttributionConfig::default();
         CollectorOptions {
             listen,
-            drain_timeout: attribution.hold_back + Duration::from_secs(5),
+            drain_timeout: None,
             attribution,
             out,
             rotation: Rotation::default(),
@@ -89,17 +90,21 @@ impl CollectorOptions {
         }
     }
 
-    /// Sets [`attribution`](CollectorOptions::attribution), and the drain timeout to
-    /// its hold-back plus 5 s.
+    /// The drain timeout in force: the one set, or the hold-back plus 5 s.
+    pub fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
+            .unwrap_or(self.attribution.hold_back + Duration::from_secs(5))
+    }
+
+    /// Sets [`attribution`](CollectorOptions::attribution).
     pub fn with_attribution(mut self, attribution: AttributionConfig) -> CollectorOptions {
-        self.drain_timeout = attribution.hold_back + Duration::from_secs(5);
         self.attribution = attribution;
         self
     }
 
-    /// Sets the hold-back (and the peer wait) of [`attribution`](CollectorOptions::attribution),
-    /// and the drain timeout to it plus 5 s. Tests that read the output right after a
-    /// delivery set zero: every flow is then decided as it arrives.
+    /// Sets the hold-back (and the peer wait) of [`attribution`](CollectorOptions::attribution)
+    /// (the default drain timeout follows it). Tests that read the output right after
+    /// a delivery set zero: every flow is then decided as it arrives.
     pub fn with_hold_back(self, hold_back: Duration) -> CollectorOptions {
         let attribution = self.attribution.clone().with_hold_back(hold_back);
         self.with_attribution(attribution)
@@ -125,7 +130,7 @@ impl CollectorOptions {
 
     /// Sets [`drain_timeout`](CollectorOptions::drain_timeout).
     pub fn with_drain_timeout(mut self, timeout: Duration) -> CollectorOptions {
-        self.drain_timeout = timeout;
+        self.drain_timeout = Some(timeout);
         self
     }
 

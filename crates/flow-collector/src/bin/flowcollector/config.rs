@@ -411,7 +411,7 @@ pub(crate) fn describe(resolved: &Resolved) -> String {
         ),
         format!("server.idle_timeout = {}", fmt(o.idle_timeout)),
         format!("server.body_read_timeout = {}", fmt(o.body_read_timeout)),
-        format!("server.drain_timeout = {}", fmt(o.drain_timeout)),
+        format!("server.drain_timeout = {}", fmt(o.drain_timeout())),
         format!("tls = {}", if o.tls.is_some() { "on" } else { "off" }),
     ];
     lines.push("configuration OK".into());
