@@ -1,7 +1,7 @@
 //! The flowexporter collector: an HTTP server that receives the exporters' chunk
 //! frames, verifies them, stores each once (durably, before acknowledging it), and
 //! attributes the remote side of every flow from the heartbeats every record carries
-//! (`docs/attribution.md`); attributed flows go to a [`FlowOutput`](output::FlowOutput),
+//! (`docs/attribution.md`); attributed flows go to a [`FlowOutput`],
 //! by default JSON lines in [`CollectorOptions::out`] (`docs/collector-output.md`).
 //!
 //! The `flowcollector` binary of this crate runs it; the exporter's tests use it as
@@ -48,7 +48,7 @@
 //! hold are written.
 //!
 //! The modules: [`attribution`] (the sans-IO engine), [`ledger`] (durable chunks,
-//! durable deduplication, the checkpoint), [`output`] (the [`FlowOutput`](output::FlowOutput)
+//! durable deduplication, the checkpoint), [`output`] (the [`FlowOutput`]
 //! trait and the JSON-lines file), the pipeline that ties them (pipeline), the
 //! request handler (handler), the connection loop (server), the metrics (metrics),
 //! [`CollectorOptions`] (options), [`FaultInjection`] (faults), [`ServerTls`] (tls) and

@@ -135,7 +135,7 @@ pub(crate) struct RunArgs {
     /// Most flows held back at once. Default 2000000.
     #[arg(long, env = "FLOWCOLLECTOR_MAX_HELD")]
     pub(crate) max_held: Option<usize>,
-    /// Table of IPs/CIDRs of things that run no exporter: one "<IP or CIDR> <name>"
+    /// Table of IPs/CIDRs of things that run no exporter: one "IP-or-CIDR name"
     /// per line. Consulted after the heartbeats.
     #[arg(long, env = "FLOWCOLLECTOR_STATIC_OWNERS")]
     pub(crate) static_owners: Option<PathBuf>,
