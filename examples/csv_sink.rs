@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use flowexporter::{
     batch::{Chunk, Window},
     capture::{
-        CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState,
+        CloseReason, Direction, FlowRecord, IdentitySource, RecordKind, SocketStats, TcpState,
         UnattributedReason,
     },
     sink::{FlowSink, SinkError},
@@ -124,6 +124,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             local_workload_id: None,
             identity_source: IdentitySource::None(UnattributedReason::NoMatch),
             incomplete: false,
+            record_kind: RecordKind::Final,
+            flow_id: None,
+            process: None,
         })
         .collect();
     let start = millis(now) as u64 / 60_000 * 60_000;

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use flowexporter::{
     batch::{Chunk, Window},
     capture::{
-        CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState,
+        CloseReason, Direction, FlowRecord, IdentitySource, RecordKind, SocketStats, TcpState,
         UnattributedReason,
     },
     sink::{FlowSink, SinkError, json::JsonFlow},
@@ -101,6 +101,9 @@ fn demo_chunk() -> Chunk {
         local_workload_id: None,
         identity_source: IdentitySource::None(UnattributedReason::NoMatch),
         incomplete: false,
+        record_kind: RecordKind::Final,
+        flow_id: None,
+        process: None,
     };
     let start = now
         .duration_since(SystemTime::UNIX_EPOCH)

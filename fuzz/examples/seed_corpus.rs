@@ -20,7 +20,7 @@ use flow_batch::{
     wire::{ChunkDecoder, ChunkEncoder, DecodeLimits, InstanceId},
 };
 use flow_capture::{
-    CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
+    CloseReason, Direction, FlowRecord, RecordKind, IdentitySource, SocketStats, TcpState, UnattributedReason,
     WorkloadId,
 };
 
@@ -44,6 +44,9 @@ fn plain(port: u16) -> FlowRecord {
         local_workload_id: None,
         identity_source: IdentitySource::None(UnattributedReason::NoMatch),
         incomplete: false,
+        record_kind: RecordKind::Final,
+        flow_id: None,
+        process: None,
     }
 }
 
@@ -123,6 +126,9 @@ fn varied(i: u32) -> FlowRecord {
         local_workload_id: workload,
         identity_source,
         incomplete: i % 7 == 6,
+        record_kind: RecordKind::Final,
+        flow_id: None,
+        process: None,
     }
 }
 

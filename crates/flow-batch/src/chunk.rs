@@ -2,7 +2,7 @@
 
 use flow_record::FlowRecord;
 
-use crate::window::Window;
+use crate::{completeness::Completeness, window::Window};
 
 /// Records of one window, ready to encode and send.
 ///
@@ -33,6 +33,9 @@ pub struct Chunk {
     pub last: bool,
     /// The records, in the order they were pushed.
     pub records: Vec<FlowRecord>,
+    /// How complete the window's records are; set by the exporter on a window's last
+    /// chunk (the batcher leaves it `None`), carried from wire format 2 on.
+    pub completeness: Option<Completeness>,
     /// The tags given with the records ([`MinuteBatcher::push_tagged`](crate::MinuteBatcher::push_tagged)):
     /// `tags[i]` is `records[i]`'s, [`NO_TAG`] for a record pushed without one. Empty
     /// when no record of the chunk was tagged. Not part of the wire format.
@@ -46,6 +49,7 @@ impl PartialEq for Chunk {
             && self.sequence == other.sequence
             && self.last == other.last
             && self.records == other.records
+            && self.completeness == other.completeness
     }
 }
 
@@ -69,6 +73,7 @@ impl Chunk {
             sequence,
             last,
             records,
+            completeness: None,
             tags: Vec::new(),
         }
     }

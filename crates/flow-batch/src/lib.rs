@@ -18,6 +18,7 @@
 //! #         direction: Direction::Inbound, t_start: None, t_end, close_state: TcpState(7),
 //! #         close_reason: CloseReason::Normal, stats: SocketStats::default(), local_workload_id: None,
 //! #         identity_source: IdentitySource::None(UnattributedReason::NoMatch), incomplete: false,
+//! #         record_kind: RecordKind::Final, flow_id: None, process: None,
 //! #     }
 //! # }
 //!
@@ -42,6 +43,7 @@
 
 mod batcher;
 mod chunk;
+mod completeness;
 pub mod config;
 mod counters;
 mod error;
@@ -50,6 +52,7 @@ pub mod wire;
 
 pub use batcher::MinuteBatcher;
 pub use chunk::{Chunk, NO_TAG};
+pub use completeness::Completeness;
 pub use config::BatchConfig;
 pub use counters::BatchCounters;
 pub use error::BatchError;

@@ -40,6 +40,9 @@ pub fn decode_record(ev: &RawFlowEvent, clock: &BootClock) -> FlowRecord {
         local_workload_id,
         identity_source,
         incomplete: ev.flags & flags::READ_FAILED != 0,
+        record_kind: flow_record::RecordKind::Final,
+        flow_id: None,
+        process: None,
     }
 }
 

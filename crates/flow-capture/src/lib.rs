@@ -64,8 +64,9 @@ pub use error::CaptureError;
 /// The record types live in `flow-record` (no aya there); re-exported here so that a
 /// capture user needs one import.
 pub use flow_record::{
-    CloseReason, Direction, FlowRecord, IdentitySource, InvalidWorkloadId, InvalidWorkloadValue,
-    SocketStats, TcpState, UnattributedReason, WorkloadId, WorkloadIdProblem,
+    CloseReason, Direction, FlowId, FlowRecord, IdentitySource, InvalidWorkloadId,
+    InvalidWorkloadValue, ProcessInfo, RecordKind, SocketStats, TcpState, UnattributedReason,
+    WorkloadId, WorkloadIdProblem,
 };
 pub use loader::{
     DEFAULT_POLL_INTERVAL, DEFAULT_RING_SIZE, DEFAULT_SOCKET_TABLE_SIZE, DEFAULT_WAKEUP_BYTES,

@@ -15,7 +15,7 @@
 //! use std::time::{Duration, UNIX_EPOCH};
 //!
 //! use flow_record::{
-//!     CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState,
+//!     CloseReason, Direction, FlowRecord, RecordKind, IdentitySource, SocketStats, TcpState,
 //!     UnattributedReason, json,
 //! };
 //!
@@ -31,6 +31,9 @@
 //!     local_workload_id: None,
 //!     identity_source: IdentitySource::None(UnattributedReason::NoMatch),
 //!     incomplete: false,
+//!     record_kind: RecordKind::Final,
+//!     flow_id: None,
+//!     process: None,
 //! };
 //! let mut out = Vec::new();
 //! json::write_line(&mut out, &record)?;
@@ -264,7 +267,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        CloseReason, Direction, IdentitySource, SocketStats, TcpState, UnattributedReason,
+        CloseReason, Direction, IdentitySource, RecordKind, SocketStats, TcpState,
+        UnattributedReason,
     };
 
     #[test]
@@ -290,6 +294,9 @@ mod tests {
             local_workload_id: None,
             identity_source: IdentitySource::None(UnattributedReason::NoMatch),
             incomplete: true,
+            record_kind: RecordKind::Final,
+            flow_id: None,
+            process: None,
         };
         let mut out = Vec::new();
         write_line(&mut out, &r).expect("write");

@@ -11,7 +11,7 @@
 //! use std::time::{Duration, UNIX_EPOCH};
 //!
 //! use flow_record::{
-//!     CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, WorkloadId,
+//!     CloseReason, Direction, FlowRecord, RecordKind, IdentitySource, SocketStats, TcpState, WorkloadId,
 //! };
 //!
 //! let record = FlowRecord {
@@ -26,6 +26,9 @@
 //!     local_workload_id: Some(WorkloadId::new("k8s:prod/api")?),
 //!     identity_source: IdentitySource::Certificate,
 //!     incomplete: false,
+//!     record_kind: RecordKind::Final,
+//!     flow_id: None,
+//!     process: None,
 //! };
 //! assert_eq!(record.local_workload_id.as_ref().map(WorkloadId::as_str), Some("k8s:prod/api"));
 //! // Workload IDs are validated: no control characters, 1 to 64 bytes.
@@ -35,10 +38,12 @@
 
 mod identity;
 pub mod json;
+mod lifecycle;
 mod record;
 mod workload;
 
 pub use flow_common::WORKLOAD_ID_MAX;
 pub use identity::{IdentitySource, UnattributedReason};
+pub use lifecycle::{COMM_MAX, FlowId, ProcessInfo, RecordKind};
 pub use record::{CloseReason, Direction, FlowRecord, SocketStats, TcpState};
 pub use workload::{InvalidWorkloadId, InvalidWorkloadValue, WorkloadId, WorkloadIdProblem};

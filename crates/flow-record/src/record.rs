@@ -5,7 +5,7 @@ use std::{borrow::Cow, fmt, net::SocketAddr, time::SystemTime};
 use flow_common::tcp;
 use serde::{Deserialize, Serialize};
 
-use crate::{IdentitySource, WorkloadId};
+use crate::{FlowId, IdentitySource, ProcessInfo, RecordKind, WorkloadId};
 
 /// Which side opened the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -158,7 +158,8 @@ pub struct SocketStats {
     pub rttvar_us: u32,
 }
 
-/// One closed TCP connection as seen from this host.
+/// One TCP connection as seen from this host: closed ([`RecordKind::Final`]) or, at
+/// the close of a batch window, still open ([`RecordKind::Interim`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowRecord {
     /// Local address and port. IPv4-mapped IPv6 addresses are reported as IPv4.
@@ -183,4 +184,15 @@ pub struct FlowRecord {
     pub identity_source: IdentitySource,
     /// Some kernel reads failed: fields they would have filled are zero.
     pub incomplete: bool,
+    /// Whether the connection closed (`Final`) or this is a snapshot of one still
+    /// open (`Interim`). For an interim record `t_end` is the snapshot's time,
+    /// `close_state` the state it was in, `close_reason` is `Normal` and means
+    /// nothing, and the statistics are cumulative since the open.
+    pub record_kind: RecordKind,
+    /// The connection's ID, shared by its interim records and its final record;
+    /// `None` for records from a sender that did not know it (wire format 1).
+    pub flow_id: Option<FlowId>,
+    /// The task that opened an outbound connection; `None` for inbound connections
+    /// and when the active open was not seen.
+    pub process: Option<ProcessInfo>,
 }

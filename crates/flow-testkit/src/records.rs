@@ -8,8 +8,8 @@ use std::{
 };
 
 use flow_record::{
-    CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
-    WorkloadId,
+    CloseReason, Direction, FlowRecord, IdentitySource, RecordKind, SocketStats, TcpState,
+    UnattributedReason, WorkloadId,
 };
 
 /// The default `t_end`, in seconds after the Unix epoch (2023-11-14T22:13:20Z).
@@ -88,6 +88,9 @@ impl RecordBuilder {
                 local_workload_id: None,
                 identity_source: IdentitySource::None(UnattributedReason::NoMatch),
                 incomplete: false,
+                record_kind: RecordKind::Final,
+                flow_id: None,
+                process: None,
             },
             start_before_end: Some(DEFAULT_DURATION),
         }
@@ -274,6 +277,9 @@ mod tests {
                 local_workload_id: None,
                 identity_source: IdentitySource::None(UnattributedReason::NoMatch),
                 incomplete: false,
+                record_kind: RecordKind::Final,
+                flow_id: None,
+                process: None,
             }
         );
         assert_eq!(FlowRecord::from(RecordBuilder::default()), r);

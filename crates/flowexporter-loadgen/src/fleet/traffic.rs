@@ -13,7 +13,8 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use flow_record::{
-    CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
+    CloseReason, Direction, FlowRecord, IdentitySource, RecordKind, SocketStats, TcpState,
+    UnattributedReason,
 };
 
 use crate::fleet::{
@@ -522,6 +523,9 @@ impl Traffic {
             local_workload_id: client_identity.0,
             identity_source: client_identity.1,
             incomplete: false,
+            record_kind: RecordKind::Final,
+            flow_id: None,
+            process: None,
         };
         push(out, client_host, conn.t_end + skew, record, server_truth);
         self.counts.records += 1;
@@ -557,6 +561,9 @@ impl Traffic {
             local_workload_id: Some(w.name.clone()),
             identity_source: w.identity,
             incomplete: false,
+            record_kind: RecordKind::Final,
+            flow_id: None,
+            process: None,
         };
         push(out, w.host, conn.t_end + skew, record, client_truth);
         self.counts.records += 1;

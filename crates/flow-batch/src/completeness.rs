@@ -1,0 +1,56 @@
+//! How complete a window's records are: what the kernel saw close, what reached the
+//! batcher, and what was lost on the way, by reason.
+
+use serde::{Deserialize, Serialize};
+
+/// The completeness of one window on one host, carried by the window's last chunk.
+///
+/// The kernel counts every TCP close it sees before it reserves room for the record,
+/// in per-CPU buckets by the close's window, so that for a window
+/// `closes_seen == records_emitted + lost_ring_full` holds exactly. The other losses
+/// happen after the kernel: `lost_journal` and `lost_spool` are records the kernel
+/// emitted that did not leave the host. `lost_recursion` is an upper bound of closes
+/// the kernel skipped on both attachments of the program (no program ran, so they are
+/// not in `closes_seen`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Completeness {
+    /// TCP closes the kernel program saw whose close falls in the window.
+    pub closes_seen: u64,
+    /// Final records the kernel program wrote to the ring buffer for those closes
+    /// (and user space read).
+    pub records_emitted: u64,
+    /// Closes whose record found the ring buffer full.
+    pub lost_ring_full: u64,
+    /// State changes the kernel skipped on both attachments of the program during the
+    /// window (recursion misses of the backup attachment); an upper bound of the
+    /// closes missed that way.
+    pub lost_recursion: u64,
+    /// Records of the window's exporter run that the journal could not replay after a
+    /// crash (torn or damaged entries); reported in the first window after a restart,
+    /// because their own window could not be read.
+    pub lost_journal: u64,
+    /// Records of earlier chunks of this window that were dropped from the spool
+    /// (overflow) before they were delivered.
+    pub lost_spool: u64,
+    /// Interim records emitted for connections open at the window's close.
+    pub interim_records: u64,
+    /// Whether the exporter was capturing for the whole window (false for the windows
+    /// in which it started or stopped).
+    pub running_whole_window: bool,
+}
+
+impl Completeness {
+    /// Whether the kernel's numbers add up: every close seen was emitted or counted
+    /// lost in the ring.
+    pub fn adds_up(&self) -> bool {
+        self.closes_seen == self.records_emitted.saturating_add(self.lost_ring_full)
+    }
+
+    /// Final records of the window that should reach a collector: emitted less what
+    /// was lost after the kernel.
+    pub fn records_expected(&self) -> u64 {
+        self.records_emitted
+            .saturating_sub(self.lost_journal)
+            .saturating_sub(self.lost_spool)
+    }
+}
