@@ -45,7 +45,10 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, CaptureError> {
     let sock = Layout::new(btf, "sock")?;
     let inet = Layout::new(btf, "inet_sock")?;
     let tcp = Layout::new(btf, "tcp_sock")?;
+    let socket = Layout::new(btf, "socket")?;
     Ok(KernelOffsets {
+        skc_state: sock.member("skc_state", 1)?,
+        socket_sk: socket.member("sk", 8)?,
         skc_family: sock.member("skc_family", 2)?,
         sk_protocol: sock.member("sk_protocol", 2)?,
         skc_daddr: sock.member("skc_daddr", 4)?,

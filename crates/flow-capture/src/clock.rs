@@ -49,6 +49,11 @@ impl BootClock {
         BootClock { offset_ns }
     }
 
+    /// Wall-clock ns since the Unix epoch at boot time 0.
+    pub fn offset_ns(&self) -> i128 {
+        self.offset_ns
+    }
+
     /// The current `CLOCK_BOOTTIME` in ns.
     pub fn boot_now_ns() -> u64 {
         now_ns(libc::CLOCK_BOOTTIME) as u64

@@ -17,6 +17,8 @@ pub struct CaptureCounters {
     /// Socket opens and closes that the primary program missed (it was already running
     /// on that CPU when an interrupt raised them) and its backup attachment handled.
     pub recovered_by_backup: u64,
+    /// TCP closes the program saw (each became a record or a loss).
+    pub closes_seen: u64,
 }
 
 impl CaptureCounters {
@@ -27,6 +29,7 @@ impl CaptureCounters {
             KernelCounter::StartNotRecorded => self.start_not_recorded = value,
             KernelCounter::ReadFailed => self.read_failed = value,
             KernelCounter::RecoveredByBackup => self.recovered_by_backup = value,
+            KernelCounter::ClosesSeen => self.closes_seen = value,
         }
     }
 

@@ -2,10 +2,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use flow_common::{RawFlowEvent, flags, identity, tcp};
+use flow_common::{RawFlowEvent, flags, identity, kind, tcp};
 use flow_record::{
-    CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, UnattributedReason,
-    WorkloadId,
+    CloseReason, Direction, FlowId, FlowRecord, IdentitySource, ProcessInfo, RecordKind,
+    SocketStats, TcpState, UnattributedReason, WorkloadId,
 };
 
 use crate::clock::BootClock;
@@ -15,6 +15,9 @@ use crate::clock::BootClock;
 /// The workload IDs of the kernel's events are interned per thread: a workload
 /// value seen recently (up to 256 distinct values are kept) is neither validated
 /// nor allocated again, its record shares the ID decoded the first time.
+///
+/// The flow ID is this host's boot ID ([`crate::boot_id`]) with the event's socket
+/// cookie; a process comes with an event that names one (an active open).
 pub fn decode_record(ev: &RawFlowEvent, clock: &BootClock) -> FlowRecord {
     let (local_ip, remote_ip) = addresses(ev);
     let close_state = TcpState(ev.close_state);
@@ -28,6 +31,14 @@ pub fn decode_record(ev: &RawFlowEvent, clock: &BootClock) -> FlowRecord {
         flow_common::Direction::Unknown => Direction::Unknown,
     };
     let (local_workload_id, identity_source) = kernel_identity(ev);
+    let record_kind = match ev.kind {
+        kind::INTERIM => RecordKind::Interim,
+        _ => RecordKind::Final,
+    };
+    let close_reason = match record_kind {
+        RecordKind::Final => CloseReason::classify(close_state, established, ev.sk_err),
+        RecordKind::Interim => CloseReason::Normal,
+    };
     FlowRecord {
         local: SocketAddr::new(local_ip, ev.local_port),
         remote: SocketAddr::new(remote_ip, ev.remote_port),
@@ -35,15 +46,35 @@ pub fn decode_record(ev: &RawFlowEvent, clock: &BootClock) -> FlowRecord {
         t_start: start_known.then(|| clock.to_wall(ev.start_ns)),
         t_end: clock.to_wall(ev.end_ns),
         close_state,
-        close_reason: CloseReason::classify(close_state, established, ev.sk_err),
+        close_reason,
         stats: stats(ev, direction, established),
         local_workload_id,
         identity_source,
         incomplete: ev.flags & flags::READ_FAILED != 0,
-        record_kind: flow_record::RecordKind::Final,
-        flow_id: None,
-        process: None,
+        record_kind,
+        flow_id: flow_id(ev),
+        process: process(ev),
     }
+}
+
+/// The connection's ID: the boot ID and the socket cookie (none without either).
+fn flow_id(ev: &RawFlowEvent) -> Option<FlowId> {
+    if ev.cookie == 0 {
+        return None;
+    }
+    crate::boot_id::boot_id().map(|boot_id| FlowId {
+        boot_id,
+        cookie: ev.cookie,
+    })
+}
+
+/// The task that made the active open, when the kernel recorded one.
+fn process(ev: &RawFlowEvent) -> Option<ProcessInfo> {
+    (ev.pid != 0).then_some(ProcessInfo {
+        pid: ev.pid,
+        cgroup_id: ev.cgroup_id,
+        comm: ev.comm,
+    })
 }
 
 /// The identity the kernel resolved, if any.

@@ -121,6 +121,12 @@ pub enum CaptureError {
     /// or another control character.
     #[error(transparent)]
     InvalidWorkloadId(#[from] flow_record::InvalidWorkloadId),
+    /// The open-socket iterator (interim records) could not be loaded.
+    #[error("interim records are unavailable: {reason}")]
+    InterimUnavailable {
+        /// Why the iterator program could not be loaded or linked.
+        reason: String,
+    },
     /// The reader was already taken from this capture.
     #[error("the flow reader of this capture was already taken")]
     ReaderTaken,

@@ -40,6 +40,7 @@
 //! [`FlowReader`] outlives it, so a caller can detach first and then drain every record
 //! already captured.
 
+pub mod boot_id;
 mod btf_offsets;
 mod clock;
 mod counters;
@@ -48,9 +49,11 @@ mod error;
 pub mod identity_maps;
 mod loader;
 mod object;
+mod open_sockets;
 pub mod preflight;
 mod prog_info;
 mod reader;
+mod windows;
 
 #[cfg(feature = "tokio")]
 mod async_reader;
@@ -73,5 +76,7 @@ pub use loader::{
     FlowCapture, FlowCaptureBuilder, ProgramStats,
 };
 pub use object::{KERNEL_OBJECT, kernel_object_id};
+pub use open_sockets::{OpenSocketScanner, Snapshot};
 pub use preflight::{KernelVersion, MIN_KERNEL};
 pub use reader::FlowReader;
+pub use windows::{KernelWindowCounts, window_index};

@@ -8,8 +8,8 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::BtfTracePoint,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, Iter},
 };
 use flow_common::{KernelCounter, ProgramConfig};
 
@@ -19,8 +19,10 @@ use crate::{
     error::CaptureError,
     identity_maps,
     object::KERNEL_OBJECT,
+    open_sockets::OpenSocketScanner,
     preflight,
     reader::FlowReader,
+    windows::{KernelWindowCounts, WindowClock, WindowTable},
 };
 
 /// The handler, attached twice so that an event the kernel skips for one (recursion
@@ -30,6 +32,10 @@ const EVENTS_MAP: &str = "FLOW_EVENTS";
 const COUNTERS_MAP: &str = "FLOW_COUNTERS";
 const SOCKETS_MAP: &str = "FLOW_SOCKETS";
 const CONFIG_GLOBAL: &str = "FLOW_CONFIG";
+const CLOCK_MAP: &str = "FLOW_CLOCK";
+const WINDOWS_MAP: &str = "FLOW_WINDOWS";
+/// The open-socket iterator (`iter/task_file`), for interim records.
+const ITER_PROGRAM: &str = "flow_open_sockets";
 
 /// Default ring buffer size: 4 MiB, about 22,000 records, a second of the highest churn
 /// measured on a 2-core host (the reader drains every 50 ms). It is mapped into the
@@ -52,6 +58,7 @@ pub struct FlowCaptureBuilder {
     poll_interval: Duration,
     btf_path: PathBuf,
     identity_pin_dir: Option<PathBuf>,
+    window: Option<Duration>,
     object: ObjectBytes,
 }
 
@@ -82,8 +89,18 @@ impl FlowCaptureBuilder {
             poll_interval: DEFAULT_POLL_INTERVAL,
             btf_path: PathBuf::from(VMLINUX_BTF),
             identity_pin_dir: None,
+            window: None,
             object: ObjectBytes(KERNEL_OBJECT),
         }
+    }
+
+    /// Count closes per wall-clock window of this length (aligned to the Unix epoch,
+    /// as the batcher's): [`FlowCapture::window_counts`] and
+    /// [`FlowReader::records_in_window`] then say, for each window, how many closes
+    /// the kernel saw, how many records it wrote, and how many it lost.
+    pub fn window_counts(mut self, window: Duration) -> Self {
+        self.window = Some(window);
+        self
     }
 
     /// Size of the ring buffer in bytes: a power of two, a multiple of the page size.
@@ -209,6 +226,19 @@ impl FlowCaptureBuilder {
         for name in PROGRAMS {
             attach(&mut ebpf, name, &aya_btf)?;
         }
+        // Interim records are an addition: a kernel that refuses the iterator still
+        // captures every close.
+        let scanner = open_socket_scanner(&mut ebpf, &aya_btf).map_err(|e| {
+            let mut reason = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(inner) = source {
+                reason.push_str(": ");
+                reason.push_str(&inner.to_string());
+                source = inner.source();
+            }
+            tracing::warn!("no interim records: {reason}");
+            reason
+        });
         // The parsed BTF (about 19 MB) is freed and handed back to the system before
         // the ring buffer is mapped below (its pages are resident from the start,
         // twice its size), so that the two never add up in the process's peak.
@@ -233,6 +263,28 @@ impl FlowCaptureBuilder {
                 source,
             }
         })?;
+        let (window_clock, windows) = match self.window {
+            Some(window) => {
+                let clock = Array::try_from(take_map(&mut ebpf, CLOCK_MAP)?).map_err(|source| {
+                    CaptureError::Map {
+                        name: CLOCK_MAP,
+                        source,
+                    }
+                })?;
+                let table =
+                    PerCpuArray::try_from(take_map(&mut ebpf, WINDOWS_MAP)?).map_err(|source| {
+                        CaptureError::Map {
+                            name: WINDOWS_MAP,
+                            source,
+                        }
+                    })?;
+                (
+                    Some(WindowClock::start(clock, window)?),
+                    Some(WindowTable { map: table }),
+                )
+            }
+            None => (None, None),
+        };
         tracing::debug!(
             ring_size = self.ring_size,
             wakeup_bytes,
@@ -241,7 +293,9 @@ impl FlowCaptureBuilder {
         Ok(FlowCapture {
             ebpf,
             counters,
-            reader: Some(FlowReader::new(ring, self.poll_interval)),
+            windows,
+            scanner,
+            reader: Some(FlowReader::new(ring, self.poll_interval, window_clock)),
         })
     }
 }
@@ -271,6 +325,32 @@ fn attach(ebpf: &mut Ebpf, name: &'static str, btf: &aya::Btf) -> Result<(), Cap
     Ok(())
 }
 
+/// Loads the open-socket iterator and links it.
+fn open_socket_scanner(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<OpenSocketScanner, CaptureError> {
+    let program: &mut Iter = ebpf
+        .program_mut(ITER_PROGRAM)
+        .ok_or(CaptureError::ObjectMismatch {
+            what: "program",
+            name: ITER_PROGRAM,
+        })?
+        .try_into()
+        .map_err(|source| CaptureError::Program {
+            program: ITER_PROGRAM,
+            source,
+        })?;
+    program
+        .load("task_file", btf)
+        .map_err(|source| CaptureError::Program {
+            program: ITER_PROGRAM,
+            source,
+        })?;
+    let fd = program.fd().map_err(|source| CaptureError::Program {
+        program: ITER_PROGRAM,
+        source,
+    })?;
+    OpenSocketScanner::new(fd.as_fd())
+}
+
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
     ebpf.take_map(name)
         .ok_or(CaptureError::ObjectMismatch { what: "map", name })
@@ -281,6 +361,9 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Captu
 pub struct FlowCapture {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
+    windows: Option<WindowTable>,
+    /// The open-socket scanner, or why it could not be loaded.
+    scanner: Result<OpenSocketScanner, String>,
     reader: Option<FlowReader>,
 }
 
@@ -304,6 +387,21 @@ impl FlowCapture {
     /// Takes the reader of captured records (once).
     pub fn take_reader(&mut self) -> Result<FlowReader, CaptureError> {
         self.reader.take().ok_or(CaptureError::ReaderTaken)
+    }
+
+    /// A scanner of the open TCP sockets, for interim records; an error saying why
+    /// when the kernel refused the iterator program (closes are captured regardless).
+    pub fn open_socket_scanner(&self) -> Result<OpenSocketScanner, CaptureError> {
+        self.scanner
+            .clone()
+            .map_err(|reason| CaptureError::InterimUnavailable { reason })
+    }
+
+    /// The kernel's close counts for window `index` ([`crate::window_index`]);
+    /// `None` unless the capture was built with
+    /// [`window_counts`](FlowCaptureBuilder::window_counts).
+    pub fn window_counts(&self, index: u64) -> Option<Result<KernelWindowCounts, CaptureError>> {
+        self.windows.as_ref().map(|w| w.counts(index))
     }
 
     /// The kernel program's counters, summed over CPUs.

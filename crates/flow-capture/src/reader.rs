@@ -8,9 +8,12 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use flow_common::RawFlowEvent;
+use flow_common::{RawFlowEvent, kind};
 
-use crate::{FlowRecord, clock::BootClock, counters::ReaderCounters, error::CaptureError};
+use crate::{
+    FlowRecord, clock::BootClock, counters::ReaderCounters, error::CaptureError,
+    windows::WindowClock,
+};
 
 /// Reads closed-socket records from the kernel's ring buffer.
 ///
@@ -21,21 +24,51 @@ pub struct FlowReader {
     ring: RingBuf<MapData>,
     poll_interval: Duration,
     counters: ReaderCounters,
+    /// Set when the capture counts closes per window.
+    windows: Option<WindowClock>,
 }
 
 impl FlowReader {
-    pub(crate) fn new(ring: RingBuf<MapData>, poll_interval: Duration) -> FlowReader {
+    pub(crate) fn new(
+        ring: RingBuf<MapData>,
+        poll_interval: Duration,
+        windows: Option<WindowClock>,
+    ) -> FlowReader {
         FlowReader {
             ring,
             poll_interval,
             counters: ReaderCounters::default(),
+            windows,
         }
     }
 
     /// Hands every record now in the ring to `f`, oldest first; returns how many.
+    ///
+    /// When the capture counts closes per window
+    /// ([`FlowCaptureBuilder::window_counts`](crate::FlowCaptureBuilder::window_counts)),
+    /// the records are also counted by their window
+    /// ([`records_in_window`](FlowReader::records_in_window)).
     pub fn read_available(&mut self, mut f: impl FnMut(FlowRecord)) -> usize {
-        let clock = BootClock::measure();
-        self.read_raw(|ev| f(crate::decode_record(ev, &clock)))
+        let mut windows = self.windows.take();
+        let clock = windows
+            .as_mut()
+            .map_or_else(BootClock::measure, WindowClock::clock);
+        let n = self.read_raw(|ev| {
+            if let Some(w) = windows.as_mut()
+                && ev.kind == kind::FINAL
+            {
+                w.count(ev.end_ns);
+            }
+            f(crate::decode_record(ev, &clock))
+        });
+        self.windows = windows;
+        n
+    }
+
+    /// Final records read whose close falls in window `index`
+    /// ([`window_index`](crate::window_index)); 0 unless the capture counts windows.
+    pub fn records_in_window(&self, index: u64) -> u64 {
+        self.windows.as_ref().map_or(0, |w| w.read_in(index))
     }
 
     /// Like [`FlowReader::read_available`], but hands on the kernel's raw events.

@@ -19,11 +19,14 @@ pub enum KernelCounter {
     /// Socket opens and closes the primary program missed (the kernel skipped it
     /// because it was already running on that CPU) and the backup attachment handled.
     RecoveredByBackup = 4,
+    /// TCP closes the program saw (counted before the ring reservation, so that every
+    /// close is either a record or a loss).
+    ClosesSeen = 5,
 }
 
 impl KernelCounter {
     /// Number of slots in the counter array.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
 
     /// Every counter, in index order.
     pub const ALL: [KernelCounter; Self::COUNT as usize] = [
@@ -32,5 +35,6 @@ impl KernelCounter {
         KernelCounter::StartNotRecorded,
         KernelCounter::ReadFailed,
         KernelCounter::RecoveredByBackup,
+        KernelCounter::ClosesSeen,
     ];
 }

@@ -16,6 +16,15 @@ pub mod flags {
     pub const FIN_RECEIVED: u8 = 1 << 2;
 }
 
+/// Values of [`RawFlowEvent::kind`].
+pub mod kind {
+    /// The socket closed (written to the ring buffer at `TCP_CLOSE`).
+    pub const FINAL: u8 = 0;
+    /// The socket is still open (written by the open-socket iterator at a window's
+    /// close); `end_ns` is the snapshot's time and `close_state` the current state.
+    pub const INTERIM: u8 = 1;
+}
+
 /// Bit number of `SOCK_DONE` in `sock.sk_flags` (`enum sock_flags`, stable since 2.6).
 pub const SOCK_DONE_BIT: u32 = 1;
 
@@ -93,10 +102,21 @@ pub struct RawFlowEvent {
     pub flags: u8,
     /// Where `workload` came from (`crate::identity::source`).
     pub identity_source: u8,
+    /// A [`kind`] value: a close, or a snapshot of an open socket.
+    pub kind: u8,
     /// Explicit padding; always zero.
-    pub _pad: [u8; 6],
+    pub _pad: u8,
+    /// The process (thread group) ID that made the active open; 0 when the socket is
+    /// inbound or its open was not seen.
+    pub pid: u32,
     /// The local workload resolved in the kernel (empty when `identity_source` is 0).
     pub workload: WorkloadValue,
+    /// The socket cookie (`bpf_get_socket_cookie`): unique per boot.
+    pub cookie: u64,
+    /// The cgroup ID of the task that made the active open; 0 when `pid` is 0.
+    pub cgroup_id: u64,
+    /// The command name of that task (`comm`, NUL-padded); zero when `pid` is 0.
+    pub comm: [u8; 16],
 }
 
 impl RawFlowEvent {
@@ -127,8 +147,13 @@ impl RawFlowEvent {
             direction: 0,
             flags: 0,
             identity_source: 0,
-            _pad: [0; 6],
+            kind: 0,
+            _pad: 0,
+            pid: 0,
             workload: WorkloadValue::EMPTY,
+            cookie: 0,
+            cgroup_id: 0,
+            comm: [0; 16],
         }
     }
 }
@@ -149,18 +174,24 @@ pub struct SocketStart {
     pub resolved: u8,
     /// Where `workload` came from (`crate::identity::source`).
     pub identity_source: u8,
-    /// Explicit padding; always zero.
-    pub _pad: [u8; 4],
+    /// The process (thread group) ID that made the active open; 0 for a passive one.
+    pub pid: u32,
     /// The workload resolved when the connection was established.
     pub workload: WorkloadValue,
+    /// The cgroup ID of the task that made the active open.
+    pub cgroup_id: u64,
+    /// The command name of that task (`comm`, NUL-padded).
+    pub comm: [u8; 16],
 }
 
-const _: () = assert!(RawFlowEvent::SIZE == 184);
-const _: () = assert!(core::mem::size_of::<SocketStart>() == 80);
+const _: () = assert!(RawFlowEvent::SIZE == 216);
+const _: () = assert!(core::mem::size_of::<SocketStart>() == 104);
 // The layout user space decodes (and the kernel program writes a word at a time).
 const _: () = assert!(core::mem::offset_of!(RawFlowEvent, local_addr) == 48);
 const _: () = assert!(core::mem::offset_of!(RawFlowEvent, workload) == 120);
+const _: () = assert!(core::mem::offset_of!(RawFlowEvent, cookie) == 184);
 const _: () = assert!(core::mem::offset_of!(SocketStart, workload) == 16);
+const _: () = assert!(core::mem::offset_of!(SocketStart, comm) == 88);
 
 #[cfg(feature = "user")]
 // SAFETY: plain-old-data: `#[repr(C)]`, integer fields only, no implicit padding.

@@ -14,7 +14,7 @@
 //! value.id[..6].copy_from_slice(b"api-v2");
 //! assert_eq!(value.id.len(), WORKLOAD_ID_MAX);
 //! // The record the kernel program writes to the ring buffer, byte for byte.
-//! assert_eq!(core::mem::size_of::<RawFlowEvent>(), 184);
+//! assert_eq!(core::mem::size_of::<RawFlowEvent>(), 216);
 //! ```
 #![no_std]
 #![deny(missing_docs)]
@@ -24,8 +24,10 @@ pub mod event;
 pub mod identity;
 pub mod offsets;
 pub mod tcp;
+pub mod windows;
 
 pub use counters::KernelCounter;
-pub use event::{Direction, RawFlowEvent, SOCK_DONE_BIT, SocketStart, flags};
+pub use event::{Direction, RawFlowEvent, SOCK_DONE_BIT, SocketStart, flags, kind};
 pub use identity::{ConnectKey, IpKey, WORKLOAD_ID_MAX, WorkloadValue};
 pub use offsets::{KernelOffsets, ProgramConfig};
+pub use windows::{ClockConfig, WINDOW_SLOTS, WindowCounts};

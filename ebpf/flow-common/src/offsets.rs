@@ -22,6 +22,10 @@ pub struct KernelOffsets {
     pub skc_v6_rcv_saddr: u32,
     /// `inet_sock.inet_sport` (local port, network order u16; `skc_num` is 0 at close).
     pub inet_sport: u32,
+    /// `sock_common.skc_state` (u8, volatile unsigned char): the current TCP state.
+    pub skc_state: u32,
+    /// `socket.sk` (`struct sock *`), counted from the start of `struct socket`.
+    pub socket_sk: u32,
     /// `sock.sk_err` (int).
     pub sk_err: u32,
     /// `sock_common.skc_flags`, formerly `sock.sk_flags` (unsigned long; bit `SOCK_DONE` is set when the peer's FIN
@@ -61,7 +65,7 @@ pub struct ProgramConfig {
     pub wakeup_bytes: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ProgramConfig>() == 19 * 4 + 4 + 8);
+const _: () = assert!(core::mem::size_of::<ProgramConfig>() == 21 * 4 + 4 + 8);
 
 #[cfg(feature = "user")]
 // SAFETY: plain-old-data: `#[repr(C)]`, integer fields only, explicit padding.

@@ -10,7 +10,9 @@
 #![no_main]
 
 mod identity;
+mod open_sockets;
 mod sock;
+mod windows;
 mod words;
 
 use core::{ffi::c_void, mem::MaybeUninit, ptr};
@@ -18,20 +20,28 @@ use core::{ffi::c_void, mem::MaybeUninit, ptr};
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     btf_maps::{LruHashMap, PerCpuArray, RingBuf},
-    helpers::{bpf_ktime_get_boot_ns, generated::bpf_ringbuf_query},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_socket_cookie,
+            bpf_ringbuf_query,
+        },
+    },
     macros::{btf_map, btf_tracepoint},
     programs::BtfTracePointContext,
 };
 use flow_common::{
-    Direction, KernelCounter, KernelOffsets, ProgramConfig, RawFlowEvent, SocketStart, WorkloadValue,
-    flags, identity::source,
+    Direction, KernelCounter, KernelOffsets, ProgramConfig, RawFlowEvent, SocketStart,
+    WorkloadValue, flags,
+    identity::source,
+    kind,
     tcp::{IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT},
 };
 use sock::Sock;
 
 /// Offsets and options, written by user space before load and frozen (`.rodata`).
 #[unsafe(no_mangle)]
-static FLOW_CONFIG: ProgramConfig = ProgramConfig {
+pub(crate) static FLOW_CONFIG: ProgramConfig = ProgramConfig {
     offsets: KernelOffsets {
         skc_family: 0,
         sk_protocol: 0,
@@ -41,6 +51,8 @@ static FLOW_CONFIG: ProgramConfig = ProgramConfig {
         skc_v6_daddr: 0,
         skc_v6_rcv_saddr: 0,
         inet_sport: 0,
+        skc_state: 0,
+        socket_sk: 0,
         sk_err: 0,
         sk_flags: 0,
         bytes_acked: 0,
@@ -71,7 +83,7 @@ static FLOW_COUNTERS: PerCpuArray<u64, { KernelCounter::COUNT as usize }> = PerC
 /// close was never seen are recycled instead of filling the table. User space sets
 /// the size at load time.
 #[btf_map]
-static FLOW_SOCKETS: LruHashMap<u64, SocketStart, 65536> = LruHashMap::new();
+pub(crate) static FLOW_SOCKETS: LruHashMap<u64, SocketStart, 65536> = LruHashMap::new();
 
 /// `tp_btf/inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`.
 ///
@@ -163,7 +175,24 @@ fn on_open(sk: *mut c_void, direction: Direction, backup: bool) {
     }
     let mut start = MaybeUninit::uninit();
     // SAFETY: helper without preconditions.
-    socket_start(&mut start, unsafe { bpf_ktime_get_boot_ns() }, direction as u8, 0);
+    socket_start(
+        &mut start,
+        unsafe { bpf_ktime_get_boot_ns() },
+        direction as u8,
+        0,
+    );
+    if direction == Direction::Outbound {
+        // The active open runs in the connecting task's context (`connect()`).
+        let p = start.as_mut_ptr();
+        // SAFETY: `p` was fully written by `socket_start`; helpers without
+        // preconditions (comm is written into the entry's 16-byte field).
+        unsafe {
+            (*p).pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            (*p).cgroup_id = bpf_get_current_cgroup_id();
+            // On failure the helper zeroes the buffer: no command name.
+            bpf_get_current_comm(ptr::addr_of_mut!((*p).comm).cast::<c_void>(), 16);
+        }
+    }
     // SAFETY: fully written by `socket_start`.
     let start = unsafe { start.assume_init_ref() };
     // BPF_ANY: a socket that reconnects after a close starts afresh.
@@ -223,12 +252,27 @@ fn on_close(sk: *mut c_void, sock: &Sock, old: u8, backup: bool) {
     if backup {
         count(KernelCounter::RecoveredByBackup);
     }
+    // Counted before the reservation: every close seen becomes a record or a loss.
+    // SAFETY: helper without preconditions.
+    let end_ns = unsafe { bpf_ktime_get_boot_ns() };
+    count(KernelCounter::ClosesSeen);
+    let window = windows::count_close(end_ns);
     match FLOW_EVENTS.reserve(0) {
         Some(mut entry) => {
             // SAFETY: `start` is valid for this program run (the entry is freed
             // below, after the last read); the ring entry is 8-byte aligned and
             // `RECORD_WORDS` words long.
-            unsafe { write_record(entry.as_mut_ptr(), sk, sock, old, start) };
+            unsafe {
+                write_record(
+                    entry.as_mut_ptr(),
+                    sk,
+                    sock,
+                    old,
+                    start,
+                    end_ns,
+                    kind::FINAL,
+                )
+            };
             let wake = {
                 let map = ptr::addr_of!(FLOW_EVENTS).cast_mut().cast::<c_void>();
                 // SAFETY: `map` is the ring buffer map.
@@ -241,8 +285,12 @@ fn on_close(sk: *mut c_void, sock: &Sock, old: u8, backup: bool) {
             };
             entry.submit(wake as u64);
             count(KernelCounter::RecordsSubmitted);
+            windows::count_outcome(window, true);
         }
-        None => count(KernelCounter::LostRingFull),
+        None => {
+            count(KernelCounter::LostRingFull);
+            windows::count_outcome(window, false);
+        }
     }
     match start {
         // The backup runs last: it frees the entry. The primary marks it, so that the
@@ -264,24 +312,30 @@ fn on_close(sk: *mut c_void, sock: &Sock, old: u8, backup: bool) {
     }
 }
 
-/// Writes the whole record for a closing socket into ring memory.
+/// Writes the whole record for a socket into `ev`: a closing socket's (`kind::FINAL`,
+/// `state` the one it closed from) or an open one's (`kind::INTERIM`, its current
+/// state), stamped `end_ns`.
 ///
 /// # Safety
 /// `ev` must be 8-byte aligned and valid for writes of a record; `start`, when given,
 /// a valid socket entry.
 #[inline(always)]
-unsafe fn write_record(
+pub(crate) unsafe fn write_record(
     ev: *mut RawFlowEvent,
     sk: *mut c_void,
     sock: &Sock,
-    old: u8,
+    state: u8,
     start: Option<*mut SocketStart>,
+    end_ns: u64,
+    record_kind: u8,
 ) {
     // SAFETY: the caller's contract.
     unsafe {
         words::zero::<RECORD_WORDS>(ev.cast::<u64>());
-        (*ev).end_ns = bpf_ktime_get_boot_ns();
-        (*ev).close_state = old;
+        (*ev).end_ns = end_ns;
+        (*ev).close_state = state;
+        (*ev).kind = record_kind;
+        (*ev).cookie = bpf_get_socket_cookie(sk);
         match start {
             Some(start) => {
                 let start_ns = (*start).start_ns;
@@ -290,6 +344,15 @@ unsafe fn write_record(
                     (*ev).flags |= flags::START_UNKNOWN;
                 }
                 (*ev).direction = (*start).direction;
+                let pid = (*start).pid;
+                if pid != 0 {
+                    (*ev).pid = pid;
+                    (*ev).cgroup_id = (*start).cgroup_id;
+                    words::copy::<2>(
+                        ptr::addr_of_mut!((*ev).comm).cast::<u64>(),
+                        ptr::addr_of!((*start).comm).cast::<u64>(),
+                    );
+                }
                 let src = (*start).identity_source;
                 (*ev).identity_source = src;
                 if src != source::NONE {
@@ -324,7 +387,7 @@ unsafe fn write_record(
 }
 
 #[inline(always)]
-fn count(counter: KernelCounter) {
+pub(crate) fn count(counter: KernelCounter) {
     if let Some(slot) = FLOW_COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: a per-CPU slot: only this CPU writes it, and the program is not
         // re-entered on one CPU for the same tracepoint.

@@ -82,6 +82,13 @@ impl Sock {
         unsafe { load::<u16>(self.base, &self.offsets.sk_protocol) }
     }
 
+    /// `skc_state`: the current TCP state.
+    #[inline(always)]
+    pub fn state(&self) -> u8 {
+        // SAFETY: `base` is a `struct sock *` BTF pointer.
+        unsafe { load::<u8>(self.base, &self.offsets.skc_state) }
+    }
+
     /// `skc_family`.
     #[inline(always)]
     fn family(&self) -> u16 {
@@ -129,7 +136,11 @@ impl Sock {
     /// # Safety
     /// `ev` must point to a writable, 8-byte-aligned record.
     #[inline(always)]
-    pub unsafe fn write_flow(&self, sk: *mut c_void, ev: *mut RawFlowEvent) -> Option<(LocalAddr, u16)> {
+    pub unsafe fn write_flow(
+        &self,
+        sk: *mut c_void,
+        ev: *mut RawFlowEvent,
+    ) -> Option<(LocalAddr, u16)> {
         let (o, b) = (self.offsets, self.base);
         let family = self.family();
         // SAFETY: `b` is the tracepoint's `struct sock *` (loads checked by the
