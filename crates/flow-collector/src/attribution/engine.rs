@@ -94,7 +94,7 @@ struct Counters {
 /// Memory is bounded by the configuration: the ownership map by
 /// [`max_ranges`](AttributionConfig::max_ranges) (24 bytes a range, plus about 90
 /// bytes an IP, whose first range is inline), the held flows by
-/// [`max_held`](AttributionConfig::max_held) (a 232-byte slot each, the record
+/// [`max_held`](AttributionConfig::max_held) (a 304-byte slot each, the record
 /// included, plus 8 bytes of deadline queue: see `held`), and the peer index by the hold-back plus the tolerance, and at most
 /// `max_held` records too (the oldest leave first; about 60 bytes a record when both
 /// ends of a connection export: one 104-byte entry per connection).

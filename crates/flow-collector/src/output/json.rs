@@ -1,7 +1,9 @@
 //! The collector's JSON line: one attributed flow per line.
 //!
 //! Fields: every field of [`flow_record::json`] (the exporter's record, in its order),
-//! then `host_id` (the exporter's host ID), `batch_id` (`host/instance/sequence`),
+//! then the connection's `record_kind` (`final` or `interim`), `flow_id` (null when
+//! the sender did not know it), `pid`, `comm` and `cgroup_id` (the task that made an
+//! outbound connection; null when unknown), then `host_id` (the exporter's host ID), `batch_id` (`host/instance/sequence`),
 //! `record_index` (the flow's position in its chunk, from 0: with `batch_id`, the
 //! flow's unique ID), `remote_workload_id` (null when unattributed),
 //! `remote_identity_source` (`peer_record`, `heartbeat`, `static` or `none`) and
@@ -13,11 +15,14 @@ use std::{
     net::IpAddr,
 };
 
-use flow_record::{WorkloadId, json::write_rfc3339};
+use flow_record::{FlowId, RecordKind, WorkloadId, json::write_rfc3339};
 
 use crate::attribution::AttributedFlow;
 
 /// Appends `flow` to `out` as one JSON object followed by `\n`.
+///
+/// `close_reason` is null for an interim record (a connection still open: its
+/// close reason means nothing).
 ///
 /// Written by hand rather than derived: the keys are constant and need no escaping,
 /// and times and numbers go straight into `out` (about twice as fast as serde's
@@ -63,9 +68,10 @@ pub fn write_json_line(out: &mut Vec<u8>, flow: &AttributedFlow) -> io::Result<(
     out.extend_from_slice(b",\"close_state\":");
     name(out, r.close_state.as_str());
     out.extend_from_slice(b",\"close_reason\":");
-    match r.close_reason.as_str() {
-        Cow::Borrowed(s) => name(out, s),
-        Cow::Owned(s) => text(out, &s)?,
+    match (r.record_kind, r.close_reason.as_str()) {
+        (RecordKind::Interim, _) => out.extend_from_slice(b"null"),
+        (RecordKind::Final, Cow::Borrowed(s)) => name(out, s),
+        (RecordKind::Final, Cow::Owned(s)) => text(out, &s)?,
     }
     out.extend_from_slice(b",\"local_workload_id\":");
     workload(out, r.local_workload_id.as_ref())?;
@@ -78,6 +84,30 @@ pub fn write_json_line(out: &mut Vec<u8>, flow: &AttributedFlow) -> io::Result<(
     );
     out.extend_from_slice(b",\"incomplete\":");
     out.extend_from_slice(if r.incomplete { b"true" } else { b"false" });
+    out.extend_from_slice(b",\"record_kind\":");
+    name(out, r.record_kind.as_str());
+    out.extend_from_slice(b",\"flow_id\":");
+    match &r.flow_id {
+        Some(id) => {
+            let mut text = [0u8; FlowId::TEXT_LEN];
+            id.write_text(&mut text);
+            out.push(b'"');
+            out.extend_from_slice(&text);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    match &r.process {
+        Some(p) => {
+            out.extend_from_slice(b",\"pid\":");
+            int(out, p.pid);
+            out.extend_from_slice(b",\"comm\":");
+            text(out, &p.comm())?;
+            out.extend_from_slice(b",\"cgroup_id\":");
+            int(out, p.cgroup_id);
+        }
+        None => out.extend_from_slice(b",\"pid\":null,\"comm\":null,\"cgroup_id\":null"),
+    }
     out.extend_from_slice(b",\"host_id\":");
     let host_at = out.len();
     text(out, &flow.batch.host)?;
@@ -316,6 +346,9 @@ mod tests {
         assert_eq!(v["identity_source"], "ip_map");
         assert!(v["unattributed_reason"].is_null());
         assert_eq!(v["incomplete"], true);
+        assert_eq!(v["record_kind"], "final");
+        assert!(v["flow_id"].is_null());
+        assert!(v["pid"].is_null() && v["comm"].is_null() && v["cgroup_id"].is_null());
         assert_eq!(v["host_id"], "node-\"7\"");
         assert_eq!(
             v["batch_id"],
@@ -325,7 +358,7 @@ mod tests {
         assert_eq!(v["remote_workload_id"], "k8s:prod/db");
         assert_eq!(v["remote_identity_source"], "heartbeat");
         assert!(v["remote_unattributed_reason"].is_null());
-        assert_eq!(v.as_object().map(|o| o.len()), Some(27), "no other field");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(32), "no other field");
     }
 
     #[test]
@@ -334,7 +367,44 @@ mod tests {
         assert!(v["remote_workload_id"].is_null());
         assert_eq!(v["remote_identity_source"], "none");
         assert_eq!(v["remote_unattributed_reason"], "conflicting_owners");
-        assert_eq!(v.as_object().map(|o| o.len()), Some(27));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(32));
+    }
+
+    #[test]
+    fn an_interim_record_has_its_kind_its_id_its_process_and_no_close_reason() {
+        let mut f = flow(true);
+        f.record.record_kind = RecordKind::Interim;
+        f.record.flow_id = Some(FlowId {
+            boot_id: [0x0f; 16],
+            cookie: 0xfeed,
+        });
+        f.record.process = Some(flow_record::ProcessInfo::new(4242, "cu\"rl\n", 99));
+        let v = parse(&f);
+        assert_eq!(v["record_kind"], "interim");
+        assert!(v["close_reason"].is_null());
+        assert_eq!(
+            v["flow_id"],
+            "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f-000000000000feed"
+        );
+        assert_eq!(v["pid"], 4242);
+        assert_eq!(v["comm"], "cu\"rl\n");
+        assert_eq!(v["cgroup_id"], 99);
+        assert_eq!(v.as_object().map(|o| o.len()), Some(32));
+        // The same connection's final record: its close reason is back.
+        f.record.record_kind = RecordKind::Final;
+        let v = parse(&f);
+        assert_eq!(v["record_kind"], "final");
+        assert!(v["close_reason"].is_string());
+    }
+
+    #[test]
+    fn a_command_name_that_is_not_utf8_is_written_replaced() {
+        let mut f = flow(true);
+        let mut process = flow_record::ProcessInfo::new(1, "", 2);
+        process.comm[..3].copy_from_slice(&[b'a', 0xff, b'b']);
+        f.record.process = Some(process);
+        let v = parse(&f);
+        assert_eq!(v["comm"], "a\u{fffd}b");
     }
 
     #[test]
@@ -343,10 +413,16 @@ mod tests {
         write_json_line(&mut out, &flow(true)).expect("write");
         let mut plain = Vec::new();
         flow_record::json::write_line(&mut plain, &flow(true).record).expect("write");
-        // The collector's line is the exporter's line with more fields at the end.
+        // The collector's line is the exporter's line with more fields at the end: the
+        // connection's (unless the exporter's line has them too), then the collector's.
         let prefix = &plain[..plain.len() - 2]; // without "}\n"
         assert!(out.starts_with(prefix));
-        assert!(out[prefix.len()..].starts_with(b",\"host_id\":"));
+        let rest = &out[prefix.len()..];
+        assert!(
+            rest.starts_with(b",\"record_kind\":") || rest.starts_with(b",\"host_id\":"),
+            "{}",
+            String::from_utf8_lossy(rest)
+        );
     }
 }
 
