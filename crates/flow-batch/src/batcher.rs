@@ -232,6 +232,32 @@ impl MinuteBatcher {
         }
     }
 
+    /// Opens the window containing `now` (unless it is open or closed already) without
+    /// a record, so that it closes with a last chunk even if no record comes: for a
+    /// sender that reports on every window (its completeness, say), not only on
+    /// windows with records. Windows whose time has passed are closed first.
+    pub fn open_current(&mut self, now: SystemTime) {
+        let now = self.advance(now);
+        let current = self.current_window(now.ms);
+        self.make_room(current, 0);
+    }
+
+    /// The open windows that close at `now` (their end plus the allowed lateness has
+    /// passed), oldest first: what [`handle_timeout`](MinuteBatcher::handle_timeout)
+    /// or a push at `now` would close.
+    pub fn closing_at(&self, now: SystemTime) -> impl Iterator<Item = Window> + '_ {
+        let until = Now::at(now, self.window_ms, self.lateness_ms, self.skew_ms).closable_until_ms;
+        self.open
+            .iter()
+            .take_while(move |w| w.window.end_ms() <= until)
+            .map(|w| w.window)
+    }
+
+    /// Every open window, oldest first (what [`flush`](MinuteBatcher::flush) closes).
+    pub fn open_windows(&self) -> impl Iterator<Item = Window> + '_ {
+        self.open.iter().map(|w| w.window)
+    }
+
     /// The next chunk ready to send, oldest first.
     pub fn poll_chunk(&mut self) -> Option<Chunk> {
         self.ready.pop_front()

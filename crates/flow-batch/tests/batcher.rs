@@ -602,3 +602,29 @@ fn ship_open_hands_out_what_is_buffered_and_keeps_the_windows_open() {
     );
     assert!(last[0].records.is_empty());
 }
+
+#[test]
+fn an_opened_window_closes_with_an_empty_last_chunk_and_says_when_it_closes() {
+    let mut b = batcher(config());
+    b.open_current(at(101));
+    assert_eq!(b.open_windows().collect::<Vec<_>>(), vec![window(100, 105)]);
+    // Due at 105 s + 2 s lateness.
+    assert_eq!(b.closing_at(at(106)).count(), 0);
+    assert_eq!(
+        b.closing_at(at(107)).collect::<Vec<_>>(),
+        vec![window(100, 105)]
+    );
+    b.open_current(at(106));
+    assert_eq!(
+        b.open_windows().collect::<Vec<_>>(),
+        vec![window(100, 105), window(105, 110)]
+    );
+    b.handle_timeout(at(107));
+    let chunks = drain(&mut b);
+    assert_eq!(chunks.len(), 1);
+    assert!(chunks[0].last && chunks[0].records.is_empty());
+    assert_eq!(chunks[0].window, window(100, 105));
+    // Opening it again once closed opens the current one instead.
+    b.open_current(at(107));
+    assert_eq!(b.open_windows().collect::<Vec<_>>(), vec![window(105, 110)]);
+}
