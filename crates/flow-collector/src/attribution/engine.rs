@@ -369,6 +369,12 @@ impl Attributor {
         }
     }
 
+    /// Connections the peer index has an entry for (tests).
+    #[cfg(test)]
+    pub(crate) fn peer_connections(&self) -> usize {
+        self.peers.table_len()
+    }
+
     /// Advances the internal clock to `now` (never back) and returns it.
     fn tick(&mut self, now: SystemTime) -> Nanos {
         self.clock = self.clock.max(nanos(now));

@@ -22,6 +22,20 @@
 //!
 //! Entries leave in arrival order, a fixed time after they arrived (the hold-back
 //! plus the tolerance), or earlier when the index holds more than its cap.
+//!
+//! A long connection sends several records from each end: an interim record at the
+//! close of every batch window it is open at (`[t_start, snapshot]`), then its final
+//! record. A record whose interval overlaps one already indexed for the same end of
+//! the connection, naming the same workload, is merged into it (the union of the two
+//! intervals, leaving when the newer record would): two records of one end of a
+//! 4-tuple that overlap in time are records of one connection, since a 4-tuple is
+//! open once at a time on a host. Every lookup answers as it would with both records
+//! (an interval overlaps the union exactly when it overlaps one of them, and the
+//! workload is the same), so a connection keeps one record per end, inline, however
+//! many windows it spans. Records of one end naming different workloads are kept
+//! apart, and a flow overlapping both has no peer evidence. The connection's
+//! `flow_id` is not needed for this (and records of the other end carry the other
+//! host's ID, so it cannot pair the two ends).
 
 use std::{collections::VecDeque, hash::BuildHasher};
 
@@ -153,6 +167,30 @@ impl Recs {
             Recs::One(r) => std::slice::from_ref(r),
             Recs::Two(rs) => rs,
             Recs::Many(v) => v,
+        }
+    }
+
+    /// Merges `rec` into a record of the same end naming the same workload whose
+    /// interval overlaps it (the union of the two, under `rec`'s sequence number);
+    /// returns whether there was one.
+    fn absorb(&mut self, rec: Rec) -> bool {
+        let recs: &mut [Rec] = match self {
+            Recs::One(r) => std::slice::from_mut(r),
+            Recs::Two(rs) => rs,
+            Recs::Many(v) => v,
+        };
+        let same_end = |r: &Rec| (r.tag & 1) == (rec.tag & 1) && r.workload == rec.workload;
+        match recs
+            .iter_mut()
+            .find(|r| same_end(r) && r.start <= rec.end && r.end >= rec.start)
+        {
+            Some(r) => {
+                r.start = r.start.min(rec.start);
+                r.end = r.end.max(rec.end);
+                r.tag = rec.tag;
+                true
+            }
+            None => false,
         }
     }
 
@@ -311,7 +349,12 @@ impl PeerIndex {
             {
                 Entry::Occupied(mut o) => {
                     let c = o.get_mut();
-                    c.recs.push(rec);
+                    // A later record of the same connection's same end (interim
+                    // records, then the final one): one record, widened. The one it
+                    // replaces finds nothing to remove when its time is up.
+                    if !c.recs.absorb(rec) {
+                        c.recs.push(rec);
+                    }
                     c.waiters
                 }
                 Entry::Vacant(v) => {
@@ -439,12 +482,19 @@ impl PeerIndex {
         }
     }
 
+    /// Connections in the table (tests).
+    #[cfg(test)]
+    pub(crate) fn table_len(&self) -> usize {
+        self.table.len()
+    }
+
     /// When the oldest record leaves.
     pub(crate) fn next_expiry(&self) -> Option<Nanos> {
         self.departures.front().map(|(at, _)| *at)
     }
 
-    /// Records in the index.
+    /// Records in the index (a record merged into an earlier one of its connection
+    /// counts until its own time is up).
     pub(crate) fn len(&self) -> usize {
         self.fifo.len()
     }
@@ -530,6 +580,71 @@ mod tests {
         assert_eq!(index.lookup_key(&client, 150, 160), PeerAnswer::Unknown);
         assert_eq!((index.len(), index.table.len()), (0, 0));
         assert_eq!(index.next_expiry(), None);
+    }
+
+    #[test]
+    fn interim_and_final_records_of_one_end_merge_into_one() {
+        let mut index = PeerIndex::new(100);
+        let server = key("10.0.0.1", 443, "10.0.0.2", 5000);
+        let client = key("10.0.0.2", 5000, "10.0.0.1", 443);
+        // A connection open from 100 to 350: interim records at 200 and 300 (its
+        // windows' closes), the final one at 350, from both ends.
+        for (i, end) in [200, 300, 350].into_iter().enumerate() {
+            let at = 1_000 + 100 * i as u64;
+            insert(&mut index, server, 100, end, SRV, at);
+            insert(&mut index, client, 99, end + 1, OTHER, at);
+        }
+        let c = index.conn(&client);
+        let entry = index
+            .table
+            .find(c.hash, |e| e.key == c.key)
+            .expect("the connection's entry");
+        // One record per end, inline, covering the union.
+        let recs: Vec<(Nanos, Nanos)> = entry
+            .recs
+            .as_slice()
+            .iter()
+            .map(|r| (r.start, r.end))
+            .collect();
+        assert_eq!(recs, [(100, 350), (99, 351)]);
+        assert_eq!(
+            index.lookup_key(&client, 340, 345),
+            PeerAnswer::Workload(SRV)
+        );
+        assert_eq!(
+            index.lookup_key(&server, 90, 100),
+            PeerAnswer::Workload(OTHER)
+        );
+        // The merged record leaves with the newest record it absorbed.
+        index.expire(1_100);
+        assert_eq!(
+            index.lookup_key(&client, 150, 160),
+            PeerAnswer::Workload(SRV)
+        );
+        index.expire(1_200);
+        assert_eq!(index.lookup_key(&client, 150, 160), PeerAnswer::Unknown);
+        assert_eq!((index.len(), index.table.len()), (0, 0));
+    }
+
+    #[test]
+    fn records_of_one_end_naming_different_workloads_stay_apart() {
+        let mut index = PeerIndex::new(100);
+        let server = key("10.0.0.1", 443, "10.0.0.2", 5000);
+        let client = key("10.0.0.2", 5000, "10.0.0.1", 443);
+        insert(&mut index, server, 100, 200, SRV, 1_000);
+        insert(&mut index, server, 100, 300, OTHER, 1_001);
+        assert_eq!(index.lookup_key(&client, 150, 160), PeerAnswer::Disagree);
+        assert_eq!(
+            index.lookup_key(&client, 250, 260),
+            PeerAnswer::Workload(OTHER)
+        );
+        // Records of one end that do not overlap (port reuse) stay apart too.
+        insert(&mut index, server, 400, 500, SRV, 1_002);
+        assert_eq!(
+            index.lookup_key(&client, 450, 460),
+            PeerAnswer::Workload(SRV)
+        );
+        assert_eq!(index.lookup_key(&client, 350, 360), PeerAnswer::Unknown);
     }
 
     #[test]

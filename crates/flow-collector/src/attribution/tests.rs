@@ -1123,3 +1123,206 @@ fn a_shared_ipv4_stays_shared_even_where_the_hosts_own_records_claim_it() {
         unattributed(Why::SharedAddress)
     );
 }
+
+/// `record` as an interim record of the connection `cookie` (on a host whose boot ID
+/// is all `boot`).
+fn interim(mut record: FlowRecord, boot: u8, cookie: u64) -> FlowRecord {
+    record.record_kind = flow_record::RecordKind::Interim;
+    record.flow_id = Some(flow_record::FlowId {
+        boot_id: [boot; 16],
+        cookie,
+    });
+    record
+}
+
+/// `record` as the final record of the connection `cookie`.
+fn last(mut record: FlowRecord, boot: u8, cookie: u64) -> FlowRecord {
+    record.flow_id = Some(flow_record::FlowId {
+        boot_id: [boot; 16],
+        cookie,
+    });
+    record
+}
+
+#[test]
+fn a_host_holding_only_long_connections_is_attributable_from_its_interim_records() {
+    // A database host: workload "a" on 10.0.0.1 holds a pool of connections opened
+    // half an hour ago and never closed. Without interim records it sends nothing;
+    // with them, every window's close says "a owned 10.0.0.1 from the open until
+    // now".
+    let db_records = |window_end_s: i64| {
+        (0..3)
+            .map(|i| {
+                interim(
+                    rec(
+                        &format!("10.0.0.1:{}", 5432),
+                        &format!("10.0.0.{}:{}", 50 + i, 40000 + i),
+                        Some(-1_800 * SEC),
+                        window_end_s * SEC,
+                        Some(("a", IP_MAP)),
+                    ),
+                    1,
+                    100 + i as u64,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // A client's short connection at 90 s whose peer record (the database's) is
+    // lost: only heartbeats can name its remote.
+    let client = || {
+        rec(
+            "10.0.0.2:1001",
+            "10.0.0.1:5432",
+            Some(90 * SEC),
+            91 * SEC,
+            None,
+        )
+    };
+    for with_interim in [true, false] {
+        let mut h = Harness::new(config());
+        if with_interim {
+            h.push("db", db_records(60), 61 * SEC);
+        }
+        h.push("client", vec![client()], 92 * SEC);
+        if with_interim {
+            h.push("db", db_records(120), 121 * SEC);
+        }
+        h.advance(92 * SEC + 120 * SEC);
+        let flows = h.take();
+        let f = by_port(&flows, 1001);
+        if with_interim {
+            assert_eq!(verdict(f), HEARTBEAT_A);
+        } else {
+            assert_eq!(verdict(f), unattributed(Why::NoOwnerKnown));
+        }
+    }
+}
+
+#[test]
+fn every_record_of_a_long_connection_is_attributed_by_its_peer_once() {
+    // Client "c" (10.0.0.2:50000) to server "a" (10.0.0.1:443), open from 10 s to
+    // 150 s: both ends send an interim record at the 60 s and 120 s windows' closes
+    // and a final record, each in its own window's chunk.
+    let mut h = Harness::new(config());
+    let client = |end: i64| {
+        rec(
+            "10.0.0.2:50000",
+            "10.0.0.1:443",
+            Some(10 * SEC),
+            end,
+            Some(("c", IP_MAP)),
+        )
+    };
+    let server = |end: i64| {
+        rec(
+            "10.0.0.1:443",
+            "10.0.0.2:50000",
+            Some(10 * SEC + 300),
+            end + 200,
+            Some(("a", IP_MAP)),
+        )
+    };
+    h.push("client", vec![interim(client(60 * SEC), 2, 7)], 61 * SEC);
+    h.push("server", vec![interim(server(60 * SEC), 1, 9)], 62 * SEC);
+    h.push("client", vec![interim(client(120 * SEC), 2, 7)], 121 * SEC);
+    h.push("server", vec![interim(server(120 * SEC), 1, 9)], 122 * SEC);
+    // The two ends' records of one connection share one entry of the peer index.
+    assert_eq!(h.a.peer_connections(), 1);
+    h.push("client", vec![last(client(150 * SEC), 2, 7)], 181 * SEC);
+    h.push("server", vec![last(server(150 * SEC), 1, 9)], 182 * SEC);
+    h.advance(190 * SEC);
+    let flows = h.take();
+    assert_eq!(flows.len(), 6, "one line per record: {flows:#?}");
+    for f in &flows {
+        let expected = if f.host_id() == "client" { "a" } else { "c" };
+        assert_eq!(verdict(f), (Some(expected), Src::PeerRecord, None), "{f:?}");
+    }
+    let kinds: Vec<(&str, flow_record::RecordKind)> = flows
+        .iter()
+        .map(|f| (f.host_id(), f.record.record_kind))
+        .collect();
+    use flow_record::RecordKind::{Final, Interim};
+    for host in ["client", "server"] {
+        let of_host: Vec<_> = kinds
+            .iter()
+            .filter(|(h, _)| *h == host)
+            .map(|k| k.1)
+            .collect();
+        assert_eq!(of_host, [Interim, Interim, Final], "{host}");
+    }
+}
+
+#[test]
+fn an_interim_record_is_decided_as_a_final_record_ending_at_its_snapshot() {
+    // The scenarios of IP reuse, conflicts and first connections, each flow sent once
+    // as a final record and once as an interim one: the same verdicts.
+    let scenario = |kind: flow_record::RecordKind| {
+        let mut h = Harness::new(config());
+        h.push(
+            "other",
+            vec![hb("10.9.9.9", "z", -600 * SEC, -599 * SEC)],
+            -600 * SEC,
+        );
+        h.push(
+            "h1",
+            vec![
+                hb("10.0.0.7", "a", 0, 20 * SEC),
+                hb("10.0.0.7", "a", 40 * SEC, 60 * SEC),
+                hb("10.0.0.8", "a", 0, 100 * SEC),
+            ],
+            60 * SEC,
+        );
+        h.push(
+            "h2",
+            vec![
+                hb("10.0.0.7", "b", 61 * SEC, 100 * SEC),
+                hb("10.0.0.8", "b", 40 * SEC, 60 * SEC),
+                hb("10.0.0.9", "b", 100 * SEC, 160 * SEC),
+            ],
+            100 * SEC,
+        );
+        let flows = [
+            ("10.0.0.7:80", Some(30 * SEC), 31 * SEC),
+            ("10.0.0.7:80", Some(60_500), 70 * SEC),
+            ("10.0.0.7:80", Some(80 * SEC), 81 * SEC),
+            ("10.0.0.8:80", Some(50 * SEC), 51 * SEC),
+            ("10.0.0.8:80", Some(10 * SEC), 11 * SEC),
+            ("10.0.0.9:80", Some(99 * SEC), 99_500),
+            ("10.0.0.9:80", Some(99 * SEC), 110 * SEC),
+            ("10.0.0.9:80", None, 110 * SEC),
+            ("10.0.0.6:80", Some(99 * SEC), 110 * SEC),
+        ];
+        let records = flows
+            .iter()
+            .enumerate()
+            .map(|(i, (remote, start, end))| {
+                let mut r = rec(
+                    &format!("10.0.0.2:{}", 1000 + i),
+                    remote,
+                    *start,
+                    *end,
+                    None,
+                );
+                r.record_kind = kind;
+                r
+            })
+            .collect();
+        h.push("client", records, 111 * SEC);
+        h.advance(111 * SEC + 120 * SEC);
+        let mut out: Vec<(u16, Option<String>, Src, Option<Why>)> = h
+            .take()
+            .iter()
+            .map(|f| {
+                let (w, s, r) = verdict(f);
+                (f.record.local.port(), w.map(str::to_owned), s, r)
+            })
+            .collect();
+        out.sort_by_key(|v| v.0);
+        out
+    };
+    let finals = scenario(flow_record::RecordKind::Final);
+    assert_eq!(finals.len(), 9);
+    assert_eq!(finals, scenario(flow_record::RecordKind::Interim));
+    // The scenarios cover attributed and unattributed verdicts alike.
+    assert!(finals.iter().any(|v| v.1.is_some()) && finals.iter().any(|v| v.1.is_none()));
+}
