@@ -39,4 +39,12 @@ pub struct PipelineCounters {
     pub chunks_replayed: u64,
     /// Records recovered from the journal in no chunk, batched again.
     pub records_recovered: u64,
+    /// Snapshots of the open connections taken (one per window).
+    pub interim_snapshots: u64,
+    /// Snapshots that failed (logged; the window goes without interim records).
+    pub interim_snapshot_failures: u64,
+    /// Interim records taken (one per open connection per window).
+    pub interim_records: u64,
+    /// Gauge: how long the last snapshot took, µs.
+    pub interim_last_snapshot_us: u64,
 }

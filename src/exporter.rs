@@ -76,6 +76,7 @@ pub struct ExporterBuilder {
     retry: RetryPolicy,
     backlog: BacklogLimits,
     shutdown_timeout: Duration,
+    interim: bool,
 }
 
 impl Default for ExporterBuilder {
@@ -89,6 +90,7 @@ impl Default for ExporterBuilder {
             retry: RetryPolicy::default(),
             backlog: BacklogLimits::default(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            interim: true,
         }
     }
 }
@@ -164,6 +166,14 @@ impl ExporterBuilder {
         self
     }
 
+    /// Whether every connection still open shortly before a window closes yields an
+    /// interim record in that window (default: yes, when the source can scan its
+    /// open sockets, as the kernel capture can).
+    pub fn interim_records(mut self, on: bool) -> Self {
+        self.interim = on;
+        self
+    }
+
     /// The exporter: records from `source`, identity completed by `resolver`,
     /// chunks to `sink`. Nothing is opened yet: the journal is opened (and what it
     /// recovered replayed first) when the exporter runs, on its own thread.
@@ -216,6 +226,7 @@ impl ExporterBuilder {
                 stopped,
                 observer: None,
                 shutdown_timeout: self.shutdown_timeout,
+                interim: self.interim,
             },
             handle: ExporterHandle {
                 commands: commands_tx,

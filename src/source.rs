@@ -1,8 +1,14 @@
 //! Where the pipeline's records come from: the kernel capture, or anything else that
 //! produces [`FlowRecord`]s (a test, a replay, another agent's own capture).
 
+use std::time::{Duration, SystemTime};
+
 use async_trait::async_trait;
-use flow_capture::{AsyncFlowReader, CaptureCounters, FlowCapture, ProgramStats, ReaderCounters};
+use flow_batch::{Completeness, Window};
+use flow_capture::{
+    AsyncFlowReader, CaptureCounters, FlowCapture, OpenSocketScanner, ProgramStats, ReaderCounters,
+    window_index,
+};
 use flow_record::FlowRecord;
 use tokio::sync::mpsc;
 
@@ -27,6 +33,25 @@ pub trait RecordSource: Send {
     /// Stops the source and appends every record it produced before stopping. Called
     /// once, at shutdown.
     fn finish(&mut self, out: &mut Vec<FlowRecord>);
+
+    /// A scanner of the open TCP sockets, for interim records at each window's close;
+    /// `None` (the default) when the source has none.
+    fn open_socket_scanner(&self) -> Option<OpenSocketScanner> {
+        None
+    }
+
+    /// The window length this source counts closes by, if it does
+    /// ([`completeness`](RecordSource::completeness)); the default counts none.
+    fn completeness_window(&self) -> Option<Duration> {
+        None
+    }
+
+    /// What the source knows of `window`'s completeness, asked once as the window
+    /// closes, after every record of it was taken (`closes_seen`, `records_emitted`,
+    /// the kernel's losses, whether it ran the whole window); `None` by default.
+    fn completeness(&mut self, _window: Window) -> Option<Completeness> {
+        None
+    }
 }
 
 #[async_trait]
@@ -42,18 +67,41 @@ impl<S: RecordSource + ?Sized> RecordSource for Box<S> {
     fn finish(&mut self, out: &mut Vec<FlowRecord>) {
         (**self).finish(out)
     }
+
+    fn open_socket_scanner(&self) -> Option<OpenSocketScanner> {
+        (**self).open_socket_scanner()
+    }
+
+    fn completeness_window(&self) -> Option<Duration> {
+        (**self).completeness_window()
+    }
+
+    fn completeness(&mut self, window: Window) -> Option<Completeness> {
+        (**self).completeness(window)
+    }
 }
 
 /// The kernel capture as a source: the loaded program and its ring buffer.
 ///
 /// [`finish`](RecordSource::finish) detaches the program first, then drains the ring:
 /// every record captured before the detach is kept.
+///
+/// Built on a capture that counts closes per window
+/// ([`FlowCaptureBuilder::window_counts`](flow_capture::FlowCaptureBuilder::window_counts)),
+/// it reports each window's completeness; it offers the capture's open-socket scanner
+/// for interim records.
 pub struct CaptureSource {
-    /// `None` once detached.
+    /// Kept after the detach (its maps hold the last windows' counts).
     capture: Option<FlowCapture>,
     reader: AsyncFlowReader,
     /// The kernel's counters at the detach.
     detached: Option<(CaptureCounters, ProgramStats)>,
+    /// When the program was attached (as far as this source knows: when it was made).
+    attached_at: SystemTime,
+    /// When it was detached.
+    detached_at: Option<SystemTime>,
+    /// The backup attachment's recursion misses when the last window was reported.
+    misses_reported: u64,
 }
 
 impl std::fmt::Debug for CaptureSource {
@@ -69,16 +117,23 @@ impl CaptureSource {
     /// tokio runtime (call it inside one).
     pub fn new(mut capture: FlowCapture) -> Result<CaptureSource, ExporterError> {
         let reader = AsyncFlowReader::new(capture.take_reader()?)?;
+        let misses_reported = capture.unrecovered_misses().unwrap_or(0);
         Ok(CaptureSource {
             capture: Some(capture),
             reader,
             detached: None,
+            attached_at: SystemTime::now(),
+            detached_at: None,
+            misses_reported,
         })
     }
 
     /// The loaded capture, until [`finish`](RecordSource::finish) detaches it.
     pub fn capture(&self) -> Option<&FlowCapture> {
-        self.capture.as_ref()
+        match self.detached_at {
+            None => self.capture.as_ref(),
+            Some(_) => None,
+        }
     }
 
     /// What the reader has read and decoded.
@@ -89,7 +144,7 @@ impl CaptureSource {
     /// The kernel's counters and the program's statistics: live while attached, as
     /// they were at the detach afterwards. `None` when they cannot be read.
     pub fn kernel_counters(&self) -> Option<(CaptureCounters, ProgramStats)> {
-        match &self.capture {
+        match self.capture() {
             Some(c) => match (c.counters(), c.program_stats()) {
                 (Ok(k), Ok(p)) => Some((k, p)),
                 (Err(e), _) | (_, Err(e)) => {
@@ -116,7 +171,14 @@ impl RecordSource for CaptureSource {
     fn finish(&mut self, out: &mut Vec<FlowRecord>) {
         self.detached = self.kernel_counters();
         // Detach first, then drain: every record captured before the detach is kept.
-        drop(self.capture.take());
+        // The maps stay (the last windows' counts are read from them).
+        if let Some(capture) = self.capture.as_mut()
+            && let Err(e) = capture.detach()
+        {
+            tracing::warn!("detaching the capture: {e}; dropping it instead");
+            self.capture = None;
+        }
+        self.detached_at = Some(SystemTime::now());
         self.reader.drain(out);
         let read = self.reader_counters();
         match self.detached {
@@ -128,6 +190,50 @@ impl RecordSource for CaptureSource {
             ),
             None => tracing::info!(records = read.records_read, "capture detached"),
         }
+    }
+
+    fn open_socket_scanner(&self) -> Option<OpenSocketScanner> {
+        match self.capture()?.open_socket_scanner() {
+            Ok(scanner) => Some(scanner),
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        }
+    }
+
+    fn completeness_window(&self) -> Option<Duration> {
+        self.capture.as_ref()?.window_length()
+    }
+
+    fn completeness(&mut self, window: Window) -> Option<Completeness> {
+        let capture = self.capture.as_ref()?;
+        let index = window_index(window.start_ms(), capture.window_length()?);
+        let kernel = match capture.window_counts(index)? {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::warn!("reading the window counts of {window}: {e}");
+                return None;
+            }
+        };
+        let lost_recursion = match self.detached_at {
+            None => {
+                let misses = capture.unrecovered_misses().unwrap_or(self.misses_reported);
+                let delta = misses.saturating_sub(self.misses_reported);
+                self.misses_reported = misses;
+                delta
+            }
+            Some(_) => 0,
+        };
+        Some(Completeness {
+            closes_seen: kernel.closes,
+            records_emitted: self.reader.get_ref().records_in_window(index),
+            lost_ring_full: kernel.ring_full,
+            lost_recursion,
+            running_whole_window: self.attached_at <= window.start()
+                && self.detached_at.is_none_or(|at| at >= window.end()),
+            ..Completeness::default()
+        })
     }
 }
 

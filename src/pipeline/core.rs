@@ -38,13 +38,16 @@ use std::{
 };
 
 use flow_batch::{
-    BatchConfig, BatchCounters, Chunk, MinuteBatcher, NO_TAG,
+    BatchConfig, BatchCounters, Chunk, Completeness, MinuteBatcher, NO_TAG, Window,
     wire::{BatchId, InstanceId},
 };
 use flow_record::FlowRecord;
 use flow_sink::{Accepted, RetryPolicy, SinkError, error_chain};
 
-use super::backlog::{Backlog, BacklogLimits};
+use super::{
+    backlog::{Backlog, BacklogLimits},
+    completeness::CompletenessBook,
+};
 use crate::{
     counters::PipelineCounters,
     error::ExporterError,
@@ -95,6 +98,7 @@ pub struct PipelineCore {
     /// Chunks the sink failed to take, waiting for their next attempt.
     backlog: Backlog,
     counters: PipelineCounters,
+    completeness: CompletenessBook,
     record_warnings: RateLimited,
     journal_warnings: RateLimited,
     delivery_warnings: RateLimited,
@@ -110,7 +114,9 @@ impl PipelineCore {
         host: impl Into<String>,
         instance: InstanceId,
     ) -> Result<PipelineCore, ExporterError> {
+        let window_ms = batch.window.as_millis() as u64;
         Ok(PipelineCore {
+            completeness: CompletenessBook::new(window_ms),
             batcher: MinuteBatcher::new(batch)?,
             journal,
             host: host.into(),
@@ -137,6 +143,49 @@ impl PipelineCore {
         self
     }
 
+    /// Reports every window: each one is kept open from `now` on even without records,
+    /// so that it closes with a last chunk, and the completeness given for it with
+    /// [`supply_completeness`](PipelineCore::supply_completeness) before it closes
+    /// rides on that chunk (with the interim records batched in the window, and the
+    /// journal's losses at recovery added to the first one).
+    pub fn report_windows(&mut self, now: SystemTime) {
+        self.completeness.enabled = true;
+        self.batcher.open_current(now);
+    }
+
+    /// The windows that close at `now` (or, at shutdown with `all`, every open
+    /// window) whose completeness was not supplied yet, oldest first.
+    pub fn windows_to_report(&self, now: SystemTime, all: bool) -> Vec<Window> {
+        if !self.completeness.enabled {
+            return Vec::new();
+        }
+        let windows: Vec<Window> = match all {
+            true => self.batcher.open_windows().collect(),
+            false => self.batcher.closing_at(now).collect(),
+        };
+        windows
+            .into_iter()
+            .filter(|w| !self.completeness.has(*w))
+            .collect()
+    }
+
+    /// Counts a snapshot of the open connections (its records are pushed as usual).
+    pub fn count_snapshot(&mut self, snapshot: &flow_capture::Snapshot) {
+        self.counters.interim_snapshots += 1;
+        self.counters.interim_records += snapshot.records.len() as u64;
+        self.counters.interim_last_snapshot_us = snapshot.elapsed.as_micros() as u64;
+    }
+
+    /// Counts a snapshot that failed.
+    pub fn count_failed_snapshot(&mut self) {
+        self.counters.interim_snapshot_failures += 1;
+    }
+
+    /// The source's counts for `window`, to ride on its last chunk.
+    pub fn supply_completeness(&mut self, window: Window, counts: Completeness) {
+        self.completeness.supply(window, counts);
+    }
+
     /// Takes what the journal recovered from a previous run: its chunks in flight are
     /// handed out first (as replays, under their original batch IDs), its records in
     /// no chunk are batched again (already journaled: not appended twice).
@@ -147,6 +196,9 @@ impl PipelineCore {
                 records = recovered.records.len(),
                 "recovered from the journal"
             );
+        }
+        if let Some(lost) = self.journal.as_ref().map(|j| j.counters().bad_entries) {
+            self.completeness.journal_lost(lost);
         }
         for rc in recovered.chunks {
             self.counters.chunks_replayed += 1;
@@ -186,6 +238,7 @@ impl PipelineCore {
     }
 
     fn batch(&mut self, record: FlowRecord, tag: u64, now: SystemTime) {
+        self.completeness.saw(&record);
         if let Err(e) = self.batcher.push_tagged(record, tag, now) {
             self.counters.batch_refused += 1;
             self.record_warnings
@@ -218,6 +271,9 @@ impl PipelineCore {
     /// `mono`. A failed sync is logged and counted, and tried again next time.
     pub fn handle_timeout(&mut self, now: SystemTime, mono: Instant) {
         self.batcher.handle_timeout(now);
+        if self.completeness.enabled {
+            self.batcher.open_current(now);
+        }
         if let Some(Err(e)) = self.journal.as_mut().map(|j| j.sync_if_due(mono)) {
             self.journal_failed("syncing the journal", &e);
         }
@@ -256,7 +312,10 @@ impl PipelineCore {
             self.counters.chunks_out += 1;
             return Some(replay);
         }
-        let chunk = self.batcher.poll_chunk()?;
+        let mut chunk = self.batcher.poll_chunk()?;
+        if chunk.last {
+            chunk.completeness = self.completeness.take(chunk.window);
+        }
         self.counters.chunks_out += 1;
         let (batch_id, intent) = match self.journal.as_mut().map(|j| j.begin_chunk(&chunk)) {
             Some(Ok(id)) => (id, true),

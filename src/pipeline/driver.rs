@@ -7,12 +7,16 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use flow_capture::{CaptureError, Snapshot};
 use flow_identity::IdentityResolver;
 use flow_record::FlowRecord;
 use flow_sink::{Accepted, FlowSink, SinkError, error_chain};
 use tokio::sync::{mpsc, watch};
 
-use super::core::{PipelineCore, Transmit};
+use super::{
+    core::{PipelineCore, Transmit},
+    interim::Interim,
+};
 use crate::{
     error::ExporterError,
     exporter::{Command, CoreSetup, Observer, Report, View},
@@ -32,6 +36,8 @@ pub(crate) struct Driver<S, R, K> {
     pub(crate) stopped: watch::Receiver<bool>,
     pub(crate) observer: Option<Observer<S, R, K>>,
     pub(crate) shutdown_timeout: Duration,
+    /// Whether to take interim records of the open connections at each window's close.
+    pub(crate) interim: bool,
 }
 
 /// The running pipeline.
@@ -47,6 +53,8 @@ struct Running<S, R, K> {
     /// Set when the stop is first seen: what the sink does from then on (a send in
     /// flight, the last chunks, the flush) must be over by then.
     deadline: Option<tokio::time::Instant>,
+    /// Interim records: when the next snapshot is due, and the one running.
+    interim: Option<Interim>,
 }
 
 /// What became of one send.
@@ -75,7 +83,25 @@ where
         stop: impl Future<Output = ()> + Send,
     ) -> Result<Report, ExporterError> {
         // On this thread: the journal's recovery reads and rewrites files.
-        let core = self.setup.open()?;
+        let mut core = self.setup.open()?;
+        let window = core.batch_config().window;
+        match self.source.completeness_window() {
+            Some(counted) if counted == window => core.report_windows(SystemTime::now()),
+            Some(counted) => tracing::warn!(
+                ?counted,
+                ?window,
+                "the capture counts closes by another window length than the batcher's: \
+                 chunks carry no completeness"
+            ),
+            None => {}
+        }
+        let interim = match self.interim {
+            true => self
+                .source
+                .open_socket_scanner()
+                .map(|scanner| Interim::new(scanner, window, SystemTime::now())),
+            false => None,
+        };
         let running = Running {
             source: self.source,
             resolver: self.resolver,
@@ -86,6 +112,7 @@ where
             observer: self.observer,
             shutdown_timeout: self.shutdown_timeout,
             deadline: None,
+            interim,
         };
         running.run(stop).await
     }
@@ -133,18 +160,27 @@ where
                     command = Some(c);
                     false
                 }
+                snapshot = Interim::finished(&mut self.interim) => {
+                    self.take_snapshot(snapshot, &mut batch);
+                    false
+                }
                 () = stop_signals.as_mut() => {
                     self.stop_seen();
                     true
                 }
             };
+            if let Some(interim) = &mut self.interim {
+                interim.start_if_due(SystemTime::now());
+            }
             self.resolver.resolve_all(&mut batch);
-            self.core.push(batch.drain(..), SystemTime::now());
+            let now = SystemTime::now();
+            self.report_windows(now, false);
+            self.core.push(batch.drain(..), now);
             if let Some(command) = command {
                 command(&mut self.resolver, &self.sink);
             }
             self.core.handle_settled(self.sink.take_settled());
-            self.core.handle_timeout(SystemTime::now(), Instant::now());
+            self.core.handle_timeout(now, Instant::now());
             if !ended {
                 ended = !self.send_ready(Some(stop_signals.as_mut())).await;
             }
@@ -159,10 +195,50 @@ where
         result.map(|()| report)
     }
 
+    /// Hands the source's completeness of the windows closing at `now` (every open
+    /// one with `all`) to the core, before their last chunks are made.
+    fn report_windows(&mut self, now: SystemTime, all: bool) {
+        for window in self.core.windows_to_report(now, all) {
+            if let Some(counts) = self.source.completeness(window) {
+                self.core.supply_completeness(window, counts);
+            }
+        }
+    }
+
+    /// Appends a finished snapshot's interim records to `batch`.
+    fn take_snapshot(
+        &mut self,
+        snapshot: Result<Snapshot, CaptureError>,
+        batch: &mut Vec<FlowRecord>,
+    ) {
+        match snapshot {
+            Ok(snapshot) => {
+                tracing::debug!(
+                    records = snapshot.records.len(),
+                    files = snapshot.files,
+                    elapsed = ?snapshot.elapsed,
+                    "interim snapshot"
+                );
+                self.core.count_snapshot(&snapshot);
+                batch.extend(snapshot.records);
+            }
+            Err(e) => {
+                self.core.count_failed_snapshot();
+                tracing::warn!("interim snapshot failed: {}", error_chain(&e));
+            }
+        }
+    }
+
     /// How long until the core's next timer (or [`TICK`], whichever is sooner).
     fn until_due(&self) -> Duration {
         let (window, mono) = self.core.poll_timeout();
         let mut wait = TICK;
+        if let Some(at) = self.interim.as_ref().and_then(Interim::next_at) {
+            wait = wait.min(
+                at.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO),
+            );
+        }
         if let Some(at) = window {
             wait = wait.min(
                 at.duration_since(SystemTime::now())
@@ -264,6 +340,7 @@ where
         self.source.finish(&mut rest);
         self.resolver.resolve_all(&mut rest);
         let now = SystemTime::now();
+        self.report_windows(now, true);
         self.core.push(rest, now);
         self.core.close_windows(now);
         self.core.retry_now();

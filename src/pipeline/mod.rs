@@ -2,5 +2,7 @@
 //! timers polled) and the async [`driver`](self) that runs it on tokio.
 
 pub mod backlog;
+mod completeness;
 pub mod core;
 pub(crate) mod driver;
+mod interim;

@@ -294,6 +294,7 @@ impl FlowCaptureBuilder {
             ebpf,
             counters,
             windows,
+            window: self.window,
             scanner,
             reader: Some(FlowReader::new(ring, self.poll_interval, window_clock)),
         })
@@ -362,6 +363,7 @@ pub struct FlowCapture {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     windows: Option<WindowTable>,
+    window: Option<Duration>,
     /// The open-socket scanner, or why it could not be loaded.
     scanner: Result<OpenSocketScanner, String>,
     reader: Option<FlowReader>,
@@ -402,6 +404,56 @@ impl FlowCapture {
     /// [`window_counts`](FlowCaptureBuilder::window_counts).
     pub fn window_counts(&self, index: u64) -> Option<Result<KernelWindowCounts, CaptureError>> {
         self.windows.as_ref().map(|w| w.counts(index))
+    }
+
+    /// The window length closes are counted by, when they are
+    /// ([`window_counts`](FlowCaptureBuilder::window_counts)).
+    pub fn window_length(&self) -> Option<Duration> {
+        self.window
+    }
+
+    /// Detaches the tracepoint programs (no close is captured from here on) but
+    /// keeps the maps: the reader drains what was captured, and the window counts
+    /// stay readable, until the capture is dropped.
+    pub fn detach(&mut self) -> Result<(), CaptureError> {
+        for name in PROGRAMS {
+            let program: &mut BtfTracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(CaptureError::ObjectMismatch {
+                    what: "program",
+                    name,
+                })?
+                .try_into()
+                .map_err(|source| CaptureError::Program {
+                    program: name,
+                    source,
+                })?;
+            program.unload().map_err(|source| CaptureError::Program {
+                program: name,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Recursion misses of the backup attachment: state changes the kernel skipped
+    /// on both attachments (the primary's misses are recovered by the backup), an
+    /// upper bound of the closes missed that way.
+    pub fn unrecovered_misses(&self) -> Result<u64, CaptureError> {
+        let name = PROGRAMS[1];
+        let program = self
+            .ebpf
+            .program(name)
+            .ok_or(CaptureError::ObjectMismatch {
+                what: "program",
+                name,
+            })?;
+        let fd = program.fd().map_err(|source| CaptureError::Program {
+            program: name,
+            source,
+        })?;
+        Ok(crate::prog_info::program_stats(fd.as_fd())?.recursion_misses)
     }
 
     /// The kernel program's counters, summed over CPUs.

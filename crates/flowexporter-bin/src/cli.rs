@@ -164,6 +164,13 @@ pub struct TailArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also print interim records: every connection still open shortly before each
+    /// window (--window) closes, with its counters so far.
+    #[arg(long)]
+    pub interim: bool,
+    /// The window of interim records.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub window: Duration,
     /// Capture and identity options.
     #[command(flatten)]
     pub capture: CaptureArgs,
@@ -202,6 +209,11 @@ pub struct RunArgs {
     /// Batch window, on wall-clock boundaries (e.g. 60s, 5s, 1m).
     #[arg(long, env = "FLOWEXPORTER_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
     pub window: Duration,
+    /// Whether every connection still open shortly before a window closes yields an
+    /// interim record in that window (counters so far, the same flow_id as its final
+    /// record).
+    #[arg(long, env = "FLOWEXPORTER_INTERIM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub interim: bool,
     /// Where chunks wait until the collector takes them (bounded, survives restarts).
     #[arg(
         long,

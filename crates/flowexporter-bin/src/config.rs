@@ -122,6 +122,7 @@ field = "san-uri"            # "san-uri" or "cn"
 
 [batch]
 window = "60s"               # 1s to 1h, on wall-clock boundaries
+interim = true               # an interim record per open connection at each window's close
 
 [sink]
 # collector = "http://collector.example:9000"   # without it: JSON lines on stdout
@@ -200,6 +201,7 @@ enum FieldName {
 #[serde(deny_unknown_fields)]
 struct BatchSection {
     window: Option<String>,
+    interim: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -414,6 +416,7 @@ fn apply(config: &mut RunConfig, file: FileConfig, m: &ArgMatches) -> anyhow::Re
         .map(|w| duration("batch.window", &w))
         .transpose()?;
     set!("window", args.window, window);
+    set!("interim", args.interim, file.batch.interim);
     set!("collector", args.collector, file.sink.collector.map(Some));
     set!("host_id", args.host_id, file.sink.host_id.map(Some));
     let backoff = file

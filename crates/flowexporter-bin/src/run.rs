@@ -46,7 +46,7 @@ pub fn run(reloader: Reloader) -> anyhow::Result<()> {
     let user = args.user.as_deref().map(ServiceUser::lookup).transpose()?;
     // Load and attach while this is the only thread, then give up root before the
     // runtime starts any other thread.
-    let (capture, resolver) = setup::capture_and_identity(&args.capture)?;
+    let (capture, resolver) = setup::capture_and_identity(&args.capture, Some(args.window))?;
     give_up_privileges(user.as_ref(), &args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -78,6 +78,7 @@ pub fn run(reloader: Reloader) -> anyhow::Result<()> {
                     .host_id(host)
                     .instance(instance)
                     .window(args.window)
+                    .interim_records(args.interim)
                     .journal(
                         &args.journal_dir,
                         JournalConfig::default().with_sync_interval(args.journal_sync),
@@ -97,6 +98,7 @@ pub fn run(reloader: Reloader) -> anyhow::Result<()> {
                 // Records as JSON lines as soon as they are read.
                 let builder = Exporter::builder()
                     .window(args.window)
+                    .interim_records(args.interim)
                     .shipping(Shipping::Immediately);
                 let ready =
                     || tracing::info!("tracing TCP closes, JSON lines on stdout (no --collector given)");

@@ -11,12 +11,19 @@ use flow_identity::ReloadableResolver;
 use crate::cli::CaptureArgs;
 
 /// Loads and attaches the capture core, and prepares identity resolution.
+///
+/// With `window`, the kernel counts closes per window of that length (each window's
+/// completeness rides on its last chunk).
 pub fn capture_and_identity(
     args: &CaptureArgs,
+    window: Option<Duration>,
 ) -> anyhow::Result<(FlowCapture, ReloadableResolver)> {
     let mut builder = FlowCaptureBuilder::new()
         .ring_size(args.ring_size)
         .poll_interval(Duration::from_millis(args.poll_ms.max(1)));
+    if let Some(window) = window {
+        builder = builder.window_counts(window);
+    }
     match &args.pin_dir {
         Some(dir) => builder = builder.identity_pin_dir(dir),
         None if flow_identity::pins::check_bpffs(

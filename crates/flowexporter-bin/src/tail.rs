@@ -11,7 +11,7 @@ use crate::{cli::TailArgs, privileges, run::stop_signal, setup};
 /// Runs `tail` to completion.
 pub fn run(args: TailArgs) -> anyhow::Result<()> {
     // Load and attach, then give up every capability before anything else runs.
-    let (capture, resolver) = setup::capture_and_identity(&args.capture)?;
+    let (capture, resolver) = setup::capture_and_identity(&args.capture, None)?;
     privileges::drop_all(None)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -27,6 +27,8 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
         // Stdout closed (`| head`): stop as on a signal.
         let closed = sink.closed();
         let exporter = Exporter::builder()
+            .window(args.window)
+            .interim_records(args.interim)
             .shipping(Shipping::Immediately)
             .build(source, resolver, sink)
             .context("starting the pipeline")?;

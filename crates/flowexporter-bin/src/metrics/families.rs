@@ -258,6 +258,19 @@ pub(super) static SNAPSHOT: &[FamilyDef<Snapshot>] = families! { Snapshot;
     Gauge "flowexporter_pipeline_chunks_waiting" "Chunks the sink failed to take, waiting for their next attempt." {
         [] => |s| Some(s.pipeline.chunks_waiting),
     }
+    Counter "flowexporter_closes_seen_total" "TCP closes the kernel program saw (each became a record or a counted loss)." {
+        [] => |s| Some(s.kernel.closes_seen),
+    }
+    Counter "flowexporter_interim_snapshots_total" "Snapshots of the open TCP connections taken for interim records, by result." {
+        [result = "ok"] => |s| Some(s.pipeline.interim_snapshots),
+        [result = "failed"] => |s| Some(s.pipeline.interim_snapshot_failures),
+    }
+    Counter "flowexporter_interim_records_total" "Interim records taken: one per open connection per window." {
+        [] => |s| Some(s.pipeline.interim_records),
+    }
+    Gauge "flowexporter_interim_last_snapshot_microseconds" "How long the last snapshot of the open connections took." {
+        [] => |s| Some(s.pipeline.interim_last_snapshot_us),
+    }
 };
 
 /// The metrics endpoint's own families, read from its connection counters.
