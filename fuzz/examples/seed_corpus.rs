@@ -1,13 +1,14 @@
-//! Writes the seed corpora of the fuzz targets: a few valid frames, small enough for
-//! libFuzzer's default input length, that between them use every header flag and
-//! every variant of every enum in a record.
+//! Writes the seed corpora of the fuzz targets: a few valid frames (format version 2),
+//! small enough for libFuzzer's default input length, that between them use every
+//! header flag and every variant of every enum in a record.
 //!
 //! `cargo run --manifest-path fuzz/Cargo.toml --example seed_corpus -- [ROOT] [--frames-to DIR]`
-//! writes `valid-*.bin` into `ROOT/decode_chunk` and `ROOT/decode_chunk_resealed`
+//! writes `valid-v2-*.bin` into `ROOT/decode_chunk` and `ROOT/decode_chunk_resealed`
 //! (the frames) and `ROOT/decode_records` (a record count byte, then the
 //! uncompressed records); ROOT defaults to `fuzz/corpus`. `--frames-to DIR` also
-//! writes the frames into DIR (how `crates/flow-batch/tests/fuzz-corpus/valid-*` were
-//! made).
+//! writes the frames into DIR (how `crates/flow-batch/tests/fuzz-corpus/valid-v2-*`
+//! were made; the `valid-*` files without `v2` there are version 1 frames, written
+//! by this program before version 2, and kept as they are).
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -16,12 +17,12 @@ use std::{
 };
 
 use flow_batch::{
-    Chunk, Window,
+    Chunk, Completeness, Window,
     wire::{ChunkDecoder, ChunkEncoder, DecodeLimits, InstanceId},
 };
 use flow_capture::{
-    CloseReason, Direction, FlowRecord, RecordKind, IdentitySource, SocketStats, TcpState, UnattributedReason,
-    WorkloadId,
+    CloseReason, Direction, FlowId, FlowRecord, IdentitySource, ProcessInfo, RecordKind,
+    SocketStats, TcpState, UnattributedReason, WorkloadId,
 };
 
 const WINDOW_START_MS: u64 = 1_700_000_040_000;
@@ -126,15 +127,48 @@ fn varied(i: u32) -> FlowRecord {
         local_workload_id: workload,
         identity_source,
         incomplete: i % 7 == 6,
-        record_kind: RecordKind::Final,
-        flow_id: None,
-        process: None,
+        record_kind: if i % 2 == 1 {
+            RecordKind::Interim
+        } else {
+            RecordKind::Final
+        },
+        flow_id: (i % 3 != 2).then(|| FlowId {
+            boot_id: [0x5a ^ i as u8; 16],
+            cookie: 0x1000 + u64::from(i),
+        }),
+        process: (i % 4 == 1).then(|| {
+            ProcessInfo::new(
+                1_000 + i,
+                &"curl-".repeat(1 + i as usize % 4),
+                4_096 + u64::from(i),
+            )
+        }),
     }
+}
+
+/// What an exporter reports on a window's last chunk.
+fn completeness(whole: bool) -> Completeness {
+    Completeness {
+        closes_seen: 1_000,
+        records_emitted: 998,
+        lost_ring_full: 2,
+        lost_recursion: 1,
+        lost_journal: 3,
+        lost_spool: 4,
+        interim_records: 12,
+        running_whole_window: whole,
+    }
+}
+
+/// `chunk` with `completeness`.
+fn with(mut chunk: Chunk, completeness: Completeness) -> Chunk {
+    chunk.completeness = Some(completeness);
+    chunk
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::create_dir_all(dir).expect("create the corpus directory");
-    let path = dir.join(format!("valid-{name}.bin"));
+    let path = dir.join(format!("valid-v2-{name}.bin"));
     std::fs::write(&path, bytes).expect("write a seed");
     println!("{} ({} bytes)", path.display(), bytes.len());
 }
@@ -155,7 +189,11 @@ fn main() {
     let instance = InstanceId::new(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
     let seeds: Vec<(&str, &str, Chunk)> = vec![
         // A window whose records all left in earlier chunks.
-        ("empty-last", "h", Chunk::new(window, 2, 5, true, vec![])),
+        (
+            "empty-last",
+            "h",
+            with(Chunk::new(window, 2, 5, true, vec![]), completeness(false)),
+        ),
         (
             "one-v4",
             "host-a",
@@ -174,7 +212,10 @@ fn main() {
         (
             "every-variant",
             "host-b",
-            Chunk::new(window, 0, u64::MAX, true, (0..24).map(varied).collect()),
+            with(
+                Chunk::new(window, 0, u64::MAX, true, (0..24).map(varied).collect()),
+                completeness(true),
+            ),
         ),
         (
             "long-host",
@@ -190,6 +231,7 @@ fn main() {
             .expect("encode");
         let decoded = decoder.decode(&frame).expect("a seed decodes");
         assert_eq!(decoded.records, chunk.records);
+        assert_eq!(decoded.completeness, chunk.completeness);
         for dir in ["decode_chunk", "decode_chunk_resealed"] {
             write(&root.join(dir), name, &frame);
         }
@@ -199,7 +241,10 @@ fn main() {
         let header_len = decoded.header.header_len();
         let raw = zstd::bulk::decompress(&frame[header_len..], decoded.header.raw_len as usize)
             .expect("own payload");
-        let mut records = vec![u8::try_from(chunk.records.len()).expect("at most 255 records")];
+        // Bit 7 clear: a version 2 frame (`flow_batch_fuzz::records_frame`).
+        let count = u8::try_from(chunk.records.len()).expect("at most 127 records");
+        assert!(count < 0x80, "at most 127 records");
+        let mut records = vec![count];
         records.extend_from_slice(&raw);
         write(&root.join("decode_records"), name, &records);
     }

@@ -1,6 +1,6 @@
 //! Arbitrary bytes as the uncompressed records of an otherwise valid frame
-//! (`flow_batch_fuzz::records_frame`: the first byte is the record count, the rest
-//! the records), so mutations reach the bincode record decoder directly. Same
+//! (`flow_batch_fuzz::records_frame`: the first byte is the record count in bits 0-6,
+//! bit 7 set for a version 1 frame, the rest the records), so mutations reach the bincode record decoder directly. Same
 //! properties as `decode_chunk`:
 //! nothing panics, and whatever decodes round-trips.
 //!

@@ -10,6 +10,9 @@ use flow_batch::wire::{ChunkDecoder, ChunkEncoder, DecodeLimits, decode_header};
 
 /// Bytes of the header before the host identity (`docs/wire-format.md`).
 const FIXED: usize = 70;
+/// Bytes of the completeness block a version 2 header has after the host when its
+/// flag (`0x02`) is set.
+const COMPLETENESS: usize = 57;
 
 /// The limits the fuzz targets decode with: the defaults, but 1 MiB of payload rather
 /// than 64 MiB, so that a 100-byte input announcing 64 MiB does not make every run
@@ -33,7 +36,13 @@ pub fn resealed(data: &[u8]) -> Vec<u8> {
         return frame;
     }
     let host_len = usize::from(u16::from_le_bytes([frame[68], frame[69]]));
-    let crc_at = FIXED + host_len;
+    let version = u16::from_le_bytes([frame[4], frame[5]]);
+    let block = if version >= 2 && frame[7] & 0x02 != 0 {
+        COMPLETENESS
+    } else {
+        0
+    };
+    let crc_at = FIXED + host_len + block;
     if frame.len() < crc_at + 4 {
         return frame;
     }
@@ -48,16 +57,20 @@ pub fn resealed(data: &[u8]) -> Vec<u8> {
 }
 
 /// A consistent frame whose records are `data[1..]`, uncompressed, with a record
-/// count of `data[0]` (0 to 255), compressed and sealed as the encoder would.
+/// count of `data[0] & 0x7f` (0 to 127), compressed and sealed as the encoder would:
+/// a version 2 frame, or a version 1 frame when bit 7 of `data[0]` is set (so both
+/// record decoders are reached).
 pub fn records_frame(data: &[u8]) -> Vec<u8> {
-    let (count, raw) = match data.split_first() {
-        Some((count, raw)) => (u32::from(*count), raw),
+    let (first, raw) = match data.split_first() {
+        Some((first, raw)) => (*first, raw),
         None => (0, data),
     };
+    let count = u32::from(first & 0x7f);
+    let version: u16 = if first & 0x80 != 0 { 1 } else { 2 };
     let host = b"fuzz-host";
     let mut frame = vec![0; FIXED];
     frame[..4].copy_from_slice(b"FXCB");
-    frame[4..6].copy_from_slice(&1u16.to_le_bytes());
+    frame[4..6].copy_from_slice(&version.to_le_bytes());
     frame[6] = 1; // zstd
     frame[7] = 1; // last
     frame[32..40].copy_from_slice(&1_700_000_000_000u64.to_le_bytes());
@@ -102,13 +115,19 @@ pub fn check(frame: &[u8], decoder: &mut ChunkDecoder, checker: &mut ChunkDecode
         .expect("a decoded chunk encodes");
     let again = checker.decode(&again).expect("a re-encoded frame decodes");
     assert_eq!(again.records, decoded.records);
+    assert_eq!(again.completeness, decoded.completeness);
     let a = &again.header;
     assert_eq!(
         (a.last, a.instance, a.sequence, a.window, a.chunk_index),
         (h.last, h.instance, h.sequence, h.window, h.chunk_index)
     );
     assert_eq!(
-        (a.record_count, a.raw_len, &a.host),
-        (h.record_count, h.raw_len, &h.host)
+        (a.record_count, &a.host, a.completeness),
+        (h.record_count, &h.host, h.completeness)
     );
+    // The encoder writes the newest version: the same payload only from the same
+    // version (version 1 records are shorter).
+    if h.version == a.version {
+        assert_eq!(a.raw_len, h.raw_len);
+    }
 }

@@ -54,6 +54,16 @@ pub enum BatchError {
         source: bincode::Error,
     },
 
+    /// A hand-built chunk holds something the format cannot carry: a
+    /// [`Completeness`](crate::Completeness) on a chunk that is not its window's last.
+    #[error("chunk cannot be encoded: {field}: {reason}")]
+    InvalidChunk {
+        /// The chunk's field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
     /// A chunk is too large for a field of the header.
     #[error("chunk too large to encode: {field} is {value}, at most {max}")]
     EncodeLimit {
@@ -99,12 +109,13 @@ pub enum BatchError {
 
     /// The format version is not one this decoder reads.
     #[error(
-        "unsupported wire format version {found} at offset 4 (this decoder reads version {supported})"
+        "unsupported wire format version {found} at offset 4 (this decoder reads versions 1 to {supported})"
     )]
     UnsupportedVersion {
         /// The version in the input.
         found: u16,
-        /// The version this decoder reads.
+        /// The newest version this decoder reads (it reads every version from
+        /// [`MIN_FORMAT_VERSION`](crate::wire::MIN_FORMAT_VERSION) to this one).
         supported: u16,
     },
 
@@ -187,6 +198,22 @@ pub enum BatchError {
         /// Why bincode refused it.
         #[source]
         source: bincode::Error,
+    },
+
+    /// A field of a record that bincode does not read (the record kind, flow ID and
+    /// process of version 2) holds a value the format does not allow, or the payload
+    /// ends inside it.
+    #[error("record {index}: {field} at offset {offset} of the decompressed payload: {reason}")]
+    InvalidRecord {
+        /// The record's position in the chunk.
+        index: u32,
+        /// Where the offending bytes start in the decompressed payload.
+        offset: usize,
+        /// `record_kind`, `flow_id`, `process`, `process.pid`, `process.cgroup_id` or
+        /// `process.comm`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
     },
 
     /// The payload is not one zstd frame of the form the format allows: it must start

@@ -5,7 +5,9 @@
 //!
 //! File names say what is expected:
 //! - `valid-*`: seeds written by `fuzz/examples/seed_corpus.rs`; they decode, and
-//!   their records match their header;
+//!   their records match their header. `valid-v2-*` are version 2 frames, the other
+//!   `valid-*` version 1 frames (written before version 2: they check that version 1
+//!   still decodes);
 //! - `reject-*`: corpus entries the fuzzer found interesting; they are rejected with
 //!   an error;
 //! - anything else (`crash-*`, `timeout-*`, `oom-*` as libFuzzer names its findings):
@@ -85,6 +87,14 @@ fn corpus_is_present() {
         .filter(|p| name(p).starts_with("valid-"))
         .count();
     assert!(valid >= 5, "expected the seed frames, found {files:?}");
+    let v2 = files
+        .iter()
+        .filter(|p| name(p).starts_with("valid-v2-"))
+        .count();
+    assert!(
+        v2 >= 5,
+        "expected the version 2 seed frames, found {files:?}"
+    );
 }
 
 #[test]
@@ -108,6 +118,20 @@ fn no_corpus_entry_panics_the_decoder() {
                 header.record_count as usize,
                 "{file}"
             );
+            let version = if file.starts_with("valid-v2-") { 2 } else { 1 };
+            assert_eq!(header.version, version, "{file}");
+            if version == 1 {
+                assert!(decoded.completeness.is_none(), "{file}");
+                assert!(
+                    decoded
+                        .records
+                        .iter()
+                        .all(|r| r.record_kind == flow_record::RecordKind::Final
+                            && r.flow_id.is_none()
+                            && r.process.is_none()),
+                    "{file}"
+                );
+            }
         } else if file.starts_with("reject-") {
             assert!(result.is_err(), "{file}: expected an error, it decoded");
         }

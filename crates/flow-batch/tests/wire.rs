@@ -7,14 +7,15 @@ use std::time::Duration;
 use bincode::Options;
 use common::{Rng, at, record};
 use flow_batch::{
-    BatchError, Chunk, Window,
+    BatchError, Chunk, Completeness, Window,
     wire::{
-        ChunkDecoder, ChunkEncoder, DecodeLimits, FIXED_HEADER_LEN, FORMAT_VERSION, InstanceId,
-        MAGIC, MIN_RECORD_LEN, decode_header,
+        COMPLETENESS_LEN, ChunkDecoder, ChunkEncoder, DecodeLimits, FIXED_HEADER_LEN,
+        FORMAT_VERSION, InstanceId, MAGIC, MIN_RECORD_LEN, MIN_RECORD_LEN_V1, decode_header,
     },
 };
 use flow_record::{
-    CloseReason, Direction, FlowRecord, IdentitySource, SocketStats, TcpState, WorkloadId,
+    CloseReason, Direction, FlowId, FlowRecord, IdentitySource, ProcessInfo, RecordKind,
+    SocketStats, TcpState, WorkloadId,
 };
 
 const INSTANCE: u128 = 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10;
@@ -66,6 +67,9 @@ struct Frame {
     record_count: u32,
     raw_len: u32,
     host: Vec<u8>,
+    /// Written between the host and the header checksum, whatever the flags say (the
+    /// completeness block, when the flags announce one).
+    block: Vec<u8>,
     payload: Vec<u8>,
 }
 
@@ -79,6 +83,7 @@ impl Frame {
             record_count,
             raw_len: raw.len() as u32,
             host: b"host-1".to_vec(),
+            block: Vec::new(),
             payload: zstd::bulk::compress(raw, 1).expect("compress"),
         }
     }
@@ -100,6 +105,7 @@ impl Frame {
         b.extend_from_slice(&crc32c::crc32c(&self.payload).to_le_bytes());
         b.extend_from_slice(&(self.host.len() as u16).to_le_bytes());
         b.extend_from_slice(&self.host);
+        b.extend_from_slice(&self.block);
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b.extend_from_slice(&self.payload);
@@ -185,7 +191,7 @@ fn header_fields_sit_at_their_documented_offsets() {
     let u32_at = |at: usize| u32::from_le_bytes(frame[at..at + 4].try_into().expect("4 bytes"));
     assert_eq!(&frame[0..4], b"FXCB");
     assert_eq!(&frame[0..4], &MAGIC);
-    assert_eq!(&frame[4..6], &[1, 0], "version 1, little-endian");
+    assert_eq!(&frame[4..6], &[2, 0], "version 2, little-endian");
     assert_eq!(frame[6], 1, "codec zstd");
     assert_eq!(frame[7], 1, "flags: last");
     assert_eq!(&frame[8..24], &INSTANCE.to_le_bytes());
@@ -234,11 +240,42 @@ fn the_record_encoding_matches_the_documented_schema() {
         &[0],                                       // local_workload_id: None
         &[3, 0, 0, 0, 0, 0, 0, 0],                  // identity_source: None(NoMatch)
         &[0],                                       // incomplete
+        &[0, 0, 0, 0],                              // record_kind: Final
+        &[0],                                       // flow_id: None
+        &[0],                                       // process: None
     ]
     .concat();
     assert_eq!(encode_records(&[minimal]), expected_minimal);
     // Unattributed records carry the 4-byte reason after the 4-byte variant.
     assert_eq!(expected_minimal.len(), MIN_RECORD_LEN + 4);
+    // The documentation's second example: the same record, interim, with a flow ID
+    // and a process.
+    let mut interim = record(at(10), 1);
+    interim.record_kind = RecordKind::Interim;
+    interim.flow_id = Some(FlowId {
+        boot_id: *b"0123456789abcdef",
+        cookie: 0x0102_0304_0506_0708,
+    });
+    interim.process = Some(ProcessInfo::new(4242, "curl", 0x1122));
+    assert_eq!(
+        interim.flow_id.map(|id| id.to_string()).as_deref(),
+        Some("30313233343536373839616263646566-0102030405060708")
+    );
+    let bytes = encode_records(&[interim]);
+    assert_eq!(bytes.len(), 154);
+    assert_eq!(bytes[..REC - 6], expected_minimal[..REC - 6]);
+    let tail: Vec<u8> = [
+        &[1, 0, 0, 0][..],
+        &[1],
+        b"0123456789abcdef",
+        &[8, 7, 6, 5, 4, 3, 2, 1],
+        &[1, 0x92, 0x10, 0, 0],
+        &[0x22, 0x11, 0, 0, 0, 0, 0, 0],
+        b"curl",
+        &[0; 12],
+    ]
+    .concat();
+    assert_eq!(bytes[REC - 6..], tail[..]);
 
     let full = flow_testkit::record()
         .local("[2001:db8::1]:8080")
@@ -259,6 +296,12 @@ fn the_record_encoding_matches_the_documented_schema() {
         })
         .workload("wl", IdentitySource::IpMap)
         .incomplete(true)
+        .kind(RecordKind::Interim)
+        .flow_id(Some(FlowId {
+            boot_id: *b"0123456789abcdef",
+            cookie: 0x0102_0304_0506_0708,
+        }))
+        .process(Some(ProcessInfo::new(4242, "curl", 0x1122)))
         .build();
     let ip = |last: u8| {
         let mut a = vec![0x20, 0x01, 0x0d, 0xb8];
@@ -285,6 +328,14 @@ fn the_record_encoding_matches_the_documented_schema() {
         &[1, 2, 0, 0, 0, 0, 0, 0, 0, b'w', b'l'], // Some("wl")
         &[1, 0, 0, 0],                            // IpMap
         &[1],
+        &[1, 0, 0, 0], // Interim
+        &[1],          // Some(flow_id)
+        b"0123456789abcdef",
+        &[8, 7, 6, 5, 4, 3, 2, 1],
+        &[1],                            // Some(process)
+        &[0x92, 0x10, 0, 0],             // pid 4242
+        &[0x22, 0x11, 0, 0, 0, 0, 0, 0], // cgroup_id
+        b"curl\0\0\0\0\0\0\0\0\0\0\0\0", // comm
     ]
     .concat();
     assert_eq!(encode_records(&[full]), expected_full);
@@ -323,14 +374,16 @@ fn wrong_magic_and_unknown_versions_are_named() {
     assert!(matches!(expect_err(&frame), BatchError::BadMagic { found } if &found == b"GXCB"));
     assert!(matches!(expect_err(b"{\"js"), BatchError::BadMagic { .. }));
     assert!(matches!(expect_err(b"GET"), BatchError::BadMagic { found } if &found == b"GET\0"));
-    let mut v2 = Frame::with_raw(&[], 0);
-    v2.version = 2;
-    match expect_err(&v2.bytes()) {
-        BatchError::UnsupportedVersion {
-            found: 2,
-            supported: 1,
-        } => {}
-        other => panic!("{other}"),
+    for version in [0, 3, 0x2100] {
+        let mut other = Frame::with_raw(&[], 0);
+        other.version = version;
+        match expect_err(&other.bytes()) {
+            BatchError::UnsupportedVersion {
+                found,
+                supported: 2,
+            } if found == version => {}
+            other => panic!("{other}"),
+        }
     }
 }
 
@@ -384,10 +437,36 @@ fn header_values_outside_the_format_are_rejected() {
         ),
         (
             Frame {
-                flags: 0x82,
+                flags: 0x84,
                 ..base.clone()
             },
             "flags",
+        ),
+        // Completeness is a version 2 flag: reserved in version 1.
+        (
+            Frame {
+                version: 1,
+                flags: 0x03,
+                ..base.clone()
+            },
+            "flags",
+        ),
+        // Only a window's last chunk carries its completeness.
+        (
+            Frame {
+                flags: 0x02,
+                block: vec![0; COMPLETENESS_LEN],
+                ..base.clone()
+            },
+            "flags",
+        ),
+        (
+            Frame {
+                flags: 0x03,
+                block: [&[0; COMPLETENESS_LEN - 1][..], &[0x02]].concat(),
+                ..base.clone()
+            },
+            "completeness flags",
         ),
         (
             Frame {
@@ -551,25 +630,25 @@ fn payload_contents_are_checked_record_by_record() {
         expect_err(&Frame::with_raw(&raw, 1).bytes()),
         BatchError::TrailingBytes {
             region: "records",
-            offset: 96,
-            count: 96
+            offset: REC,
+            count: REC
         }
     ));
     // A record cut in the middle.
     let mut cut = raw.clone();
-    cut.truncate(96 + 50);
+    cut.truncate(REC + 50);
     cut.extend_from_slice(&[0; 46]); // keeps raw_len >= 2 * MIN_RECORD_LEN
-    cut[96 + 20] = 9; // direction variant 9 does not exist
+    cut[REC + 20] = 9; // direction variant 9 does not exist
     assert!(matches!(
         expect_err(&Frame::with_raw(&cut, 2).bytes()),
         BatchError::RecordDecode {
             index: 1,
-            offset: 96,
+            offset: REC,
             ..
         }
     ));
     // A workload string announcing 2^64 - 1 bytes allocates nothing.
-    let mut huge = raw[..96].to_vec();
+    let mut huge = raw[..REC].to_vec();
     huge[86] = 1; // Some(workload)
     huge.splice(87..87, u64::MAX.to_le_bytes());
     assert!(matches!(
@@ -658,6 +737,8 @@ fn decoded_workload_ids_are_validated() {
 
 /// Offsets in the smallest record (`record(at(s), port)`: IPv4, no start time).
 const MIN_T_END: usize = 25;
+/// Length of that record: the smallest one plus the 4-byte unattributed reason.
+const REC: usize = MIN_RECORD_LEN + 4;
 const MIN_CLOSE_STATE: usize = 37;
 const MIN_WORKLOAD_TAG: usize = 86;
 
@@ -672,9 +753,9 @@ fn nanoseconds_of_a_whole_second_or_more_are_refused() {
     let mut raw = encode_records(&records);
     // 9 s + 10^9 ns: bincode alone reads it as 10 s, a second encoding of the record
     // whose t_end is 10 s.
-    put_time(&mut raw, 96 + MIN_T_END, 9, 1_000_000_000);
+    put_time(&mut raw, REC + MIN_T_END, 9, 1_000_000_000);
     let carried: FlowRecord = bincode_options()
-        .deserialize(&raw[96..])
+        .deserialize(&raw[REC..])
         .expect("bincode carries the nanoseconds");
     assert_eq!(carried.t_end, at(10));
     match expect_err(&Frame::with_raw(&raw, 2).bytes()) {
@@ -686,13 +767,13 @@ fn nanoseconds_of_a_whole_second_or_more_are_refused() {
             nanos: 1_000_000_000,
             reason,
         } => {
-            assert_eq!(offset, 96 + MIN_T_END);
+            assert_eq!(offset, REC + MIN_T_END);
             assert!(reason.contains("10^9"), "{reason}");
         }
         other => panic!("{other}"),
     }
     // The largest nanoseconds are refused too, not only the first carrying value.
-    put_time(&mut raw, 96 + MIN_T_END, 9, u32::MAX);
+    put_time(&mut raw, REC + MIN_T_END, 9, u32::MAX);
     assert!(matches!(
         expect_err(&Frame::with_raw(&raw, 2).bytes()),
         BatchError::InvalidTime {
@@ -774,7 +855,7 @@ fn times_from_the_year_10000_on_are_refused() {
         .t_end(at(10))
         .build();
     let mut raw = encode_records(&[record(at(11), 1), started]);
-    let second = 96;
+    let second = REC;
     assert_eq!(raw[second + 24], 1, "t_start is Some");
     put_time(&mut raw, second + 25, TIME_LIMIT_SECS + 5, 1);
     let err = expect_err(&Frame::with_raw(&raw, 2).bytes());
@@ -872,10 +953,10 @@ fn the_payload_is_exactly_one_zstd_frame() {
 
     // Two frames: zstd alone decompresses both, concatenated.
     let mut two = base.clone();
-    two.payload = zstd::bulk::compress(&raw[..96], 1).expect("compress");
+    two.payload = zstd::bulk::compress(&raw[..REC], 1).expect("compress");
     let first_len = two.payload.len();
     two.payload
-        .extend_from_slice(&zstd::bulk::compress(&raw[96..], 1).expect("compress"));
+        .extend_from_slice(&zstd::bulk::compress(&raw[REC..], 1).expect("compress"));
     assert_eq!(
         zstd::stream::decode_all(&two.payload[..]).expect("zstd reads both"),
         raw
@@ -937,7 +1018,7 @@ fn the_payload_is_exactly_one_zstd_frame() {
     ));
     // A content size other than raw_len (here raw_len announces a third record).
     let mut larger = base.clone();
-    larger.raw_len += 96;
+    larger.raw_len += REC as u32;
     larger.record_count = 3;
     assert!(matches!(
         expect_err(&larger.bytes()),
@@ -1053,4 +1134,320 @@ fn batch_ids_print_as_host_instance_sequence() {
         max.to_string(),
         format!("h/{}/18446744073709551615", "f".repeat(32))
     );
+}
+
+/// A record as format version 1 encodes it: the fields up to `incomplete`, through
+/// bincode (a writer of version 1 records, independent of the crate's).
+fn encode_records_v1(records: &[FlowRecord]) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct RecordV1<'a> {
+        local: &'a std::net::SocketAddr,
+        remote: &'a std::net::SocketAddr,
+        direction: &'a Direction,
+        t_start: &'a Option<std::time::SystemTime>,
+        t_end: &'a std::time::SystemTime,
+        close_state: &'a TcpState,
+        close_reason: &'a CloseReason,
+        stats: &'a SocketStats,
+        local_workload_id: &'a Option<WorkloadId>,
+        identity_source: &'a IdentitySource,
+        incomplete: &'a bool,
+    }
+    let mut raw = Vec::new();
+    for r in records {
+        let v1 = RecordV1 {
+            local: &r.local,
+            remote: &r.remote,
+            direction: &r.direction,
+            t_start: &r.t_start,
+            t_end: &r.t_end,
+            close_state: &r.close_state,
+            close_reason: &r.close_reason,
+            stats: &r.stats,
+            local_workload_id: &r.local_workload_id,
+            identity_source: &r.identity_source,
+            incomplete: &r.incomplete,
+        };
+        bincode_options()
+            .serialize_into(&mut raw, &v1)
+            .expect("serialize");
+    }
+    raw
+}
+
+#[test]
+fn version_1_frames_still_decode() {
+    let mut rng = Rng::new(21);
+    let records: Vec<FlowRecord> = (0..50)
+        .map(|i| rng.record(at(10) + Duration::from_millis(i)))
+        .collect();
+    let raw = encode_records_v1(&records);
+    let minimal = encode_records_v1(&[record(at(11), 1)]);
+    assert_eq!(minimal.len(), MIN_RECORD_LEN_V1 + 4);
+    assert_eq!(minimal[..], encode_records(&[record(at(11), 1)])[..REC - 6]);
+    let mut frame = Frame::with_raw(&raw, 50);
+    frame.version = 1;
+    let decoded = decoder().decode(&frame.bytes()).expect("a version 1 frame");
+    assert_eq!(decoded.header.version, 1);
+    assert_eq!(decoded.completeness, None);
+    // Final records, without flow ID or process: what the test's records are.
+    assert!(
+        records.iter().all(|r| r.record_kind == RecordKind::Final
+            && r.flow_id.is_none()
+            && r.process.is_none())
+    );
+    assert_eq!(decoded.records, records);
+    // Version 1 records are shorter: the header's bound on the record count is the
+    // version's own.
+    let mut one = Frame::with_raw(&minimal, 1);
+    one.version = 1;
+    assert!(decoder().decode(&one.bytes()).is_ok());
+    let mut too_many = one.clone();
+    too_many.record_count = 2;
+    assert!(matches!(
+        expect_err(&too_many.bytes()),
+        BatchError::InvalidHeader {
+            field: "record_count",
+            ..
+        }
+    ));
+    // A version 2 record in a version 1 frame has bytes left over.
+    let mut mixed = Frame::with_raw(&encode_records(&[record(at(11), 1)]), 1);
+    mixed.version = 1;
+    assert!(matches!(
+        expect_err(&mixed.bytes()),
+        BatchError::TrailingBytes {
+            region: "records",
+            offset,
+            count: 6
+        } if offset == REC - 6
+    ));
+
+    // And frames the version 1 encoder wrote (the fuzz seeds, committed before
+    // version 2) decode as they did.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-corpus");
+    let bytes = std::fs::read(dir.join("valid-every-variant.bin")).expect("seed");
+    let decoded = decoder().decode(&bytes).expect("decodes");
+    assert_eq!(decoded.header.version, 1);
+    assert_eq!(decoded.records.len(), 24);
+    for r in &decoded.records {
+        assert_eq!(
+            (r.record_kind, r.flow_id, r.process),
+            (RecordKind::Final, None, None)
+        );
+    }
+    // Re-encoded, they become a version 2 frame of the same records.
+    let again = ChunkEncoder::new(decoded.header.host.clone(), decoded.header.instance)
+        .expect("encoder")
+        .encode_to_vec(&decoded.clone().into_chunk())
+        .expect("encode");
+    let again = decoder().decode(&again).expect("decodes");
+    assert_eq!(again.header.version, 2);
+    assert_eq!(again.records, decoded.records);
+}
+
+fn completeness() -> Completeness {
+    Completeness {
+        closes_seen: 1_000,
+        records_emitted: 990,
+        lost_ring_full: 10,
+        lost_recursion: 2,
+        lost_journal: 3,
+        lost_spool: 4,
+        interim_records: 77,
+        running_whole_window: true,
+    }
+}
+
+#[test]
+fn version_2_carries_interim_records_flow_ids_processes_and_completeness() {
+    let mut rng = Rng::new(22);
+    let records: Vec<FlowRecord> = (0..40u64)
+        .map(|i| {
+            let mut r = rng.record(at(10) + Duration::from_millis(i));
+            r.record_kind = if i % 2 == 0 {
+                RecordKind::Interim
+            } else {
+                RecordKind::Final
+            };
+            r.flow_id = (i % 3 != 0).then(|| FlowId {
+                boot_id: [i as u8; 16],
+                cookie: rng.next_u64(),
+            });
+            r.process = (i % 4 != 0).then(|| {
+                ProcessInfo::from_comm_bytes(rng.next_u64() as u32, &rng.bytes(i as usize % 17), i)
+            });
+            r
+        })
+        .collect();
+    // Index 3 and sequence 7, as `Frame` writes them.
+    let mut chunk = Chunk::new(window(), 3, 7, true, records);
+    chunk.completeness = Some(completeness());
+    let mut enc = encoder();
+    let frame = enc.encode_to_vec(&chunk).expect("encode");
+    let decoded = decoder().decode(&frame).expect("decode");
+    assert_eq!(decoded.records, chunk.records);
+    assert_eq!(decoded.completeness, Some(completeness()));
+    assert_eq!(decoded.header.completeness, Some(completeness()));
+    assert_eq!(decoded.header.header_len(), 80 + COMPLETENESS_LEN);
+    assert_eq!(decoded.header.frame_len(), frame.len());
+    assert_eq!(decoded.clone().into_chunk(), chunk);
+    // The header alone tells the frame's length.
+    let header =
+        decode_header(&frame[..80 + COMPLETENESS_LEN], &DecodeLimits::default()).expect("header");
+    assert_eq!(header, decoded.header);
+
+    // Each field of the block at its documented offset (from 70 + N), under the
+    // header checksum.
+    assert_eq!(frame[7], 0x03, "flags: last, completeness");
+    let block = &frame[76..76 + COMPLETENESS_LEN];
+    let u64_at = |at: usize| u64::from_le_bytes(block[at..at + 8].try_into().expect("8"));
+    assert_eq!(
+        [0, 8, 16, 24, 32, 40, 48].map(u64_at),
+        [1_000, 990, 10, 2, 3, 4, 77]
+    );
+    assert_eq!(block[56], 0x01, "running the whole window");
+    let crc_at = 76 + COMPLETENESS_LEN;
+    let crc = u32::from_le_bytes(frame[crc_at..crc_at + 4].try_into().expect("4"));
+    assert_eq!(crc, crc32c::crc32c(&frame[..crc_at]));
+    // A frame built from the documentation alone is byte-identical.
+    let mut doc = Frame::with_raw(&[], 0);
+    doc.flags = 0x03;
+    doc.block = block.to_vec();
+    doc.record_count = chunk.records.len() as u32;
+    doc.raw_len = u32::from_le_bytes(frame[56..60].try_into().expect("4"));
+    doc.payload = frame[crc_at + 4..].to_vec();
+    assert!(frame == doc.bytes(), "the documented layout");
+
+    // Every truncation of such a header is a truncation, and a flipped bit in the
+    // block fails the header checksum.
+    for len in 0..crc_at + 4 {
+        assert!(
+            matches!(expect_err(&frame[..len]), BatchError::Truncated { .. }),
+            "len {len}"
+        );
+    }
+    let mut flipped = frame.clone();
+    flipped[76 + 20] ^= 0x04;
+    assert!(matches!(
+        expect_err(&flipped),
+        BatchError::HeaderChecksum { offset, .. } if offset == crc_at
+    ));
+    // Without completeness the header has no block, and running_whole_window false
+    // is a zero flags byte.
+    let mut plain = chunk.clone();
+    plain.completeness = None;
+    let frame = enc.encode_to_vec(&plain).expect("encode");
+    assert_eq!(frame[7], 0x01);
+    let decoded = decoder().decode(&frame).expect("decode");
+    assert_eq!(decoded.completeness, None);
+    assert_eq!(decoded.header.header_len(), 80);
+    let mut partial = chunk.clone();
+    partial.completeness = Some(Completeness {
+        running_whole_window: false,
+        ..Completeness::default()
+    });
+    let frame = enc.encode_to_vec(&partial).expect("encode");
+    assert_eq!(frame[76 + 56], 0);
+    assert_eq!(
+        decoder().decode(&frame).expect("decode").completeness,
+        partial.completeness
+    );
+}
+
+#[test]
+fn the_encoder_puts_completeness_only_on_a_last_chunk() {
+    let mut chunk = Chunk::new(window(), 0, 0, false, vec![record(at(11), 1)]);
+    chunk.completeness = Some(completeness());
+    let mut out = vec![7];
+    assert!(matches!(
+        encoder().encode(&chunk, &mut out),
+        Err(BatchError::InvalidChunk {
+            field: "completeness",
+            ..
+        })
+    ));
+    assert_eq!(out, [7]);
+}
+
+/// Offsets in the smallest version 2 record (`record(at(s), port)`): the fields after
+/// `incomplete`.
+const MIN_RECORD_KIND: usize = REC - 6;
+const MIN_FLOW_ID_TAG: usize = REC - 2;
+const MIN_PROCESS_TAG: usize = REC - 1;
+
+#[test]
+fn invalid_version_2_fields_are_named_with_their_offset() {
+    let mut raw = encode_records(&[record(at(11), 1), record(at(12), 2)]);
+    assert_eq!(raw.len(), 2 * REC);
+    let expect = |raw: &[u8], count: u32| match expect_err(&Frame::with_raw(raw, count).bytes()) {
+        BatchError::InvalidRecord {
+            index,
+            offset,
+            field,
+            reason,
+        } => (index, offset, field, reason),
+        other => panic!("{other}"),
+    };
+    // An unknown record kind, in the second record.
+    for kind in [2_u32, 0x100, u32::MAX] {
+        raw[REC + MIN_RECORD_KIND..REC + MIN_RECORD_KIND + 4].copy_from_slice(&kind.to_le_bytes());
+        let (index, offset, field, reason) = expect(&raw, 2);
+        assert_eq!(
+            (index, offset, field),
+            (1, REC + MIN_RECORD_KIND, "record_kind")
+        );
+        assert!(reason.contains("record kind"), "{reason}");
+    }
+    raw[REC + MIN_RECORD_KIND..REC + MIN_RECORD_KIND + 4].copy_from_slice(&1_u32.to_le_bytes());
+    let decoded = decoder()
+        .decode(&Frame::with_raw(&raw, 2).bytes())
+        .expect("interim");
+    assert_eq!(decoded.records[1].record_kind, RecordKind::Interim);
+    // Option tags other than 0 and 1.
+    for (at, field) in [(MIN_FLOW_ID_TAG, "flow_id"), (MIN_PROCESS_TAG, "process")] {
+        let mut bad = raw.clone();
+        bad[at] = 2;
+        assert_eq!(
+            expect(&bad, 2),
+            (0, at, field, "option tag is neither 0 (none) nor 1 (some)")
+        );
+    }
+
+    // A process whose comm is not NUL-padded.
+    let with_process = flow_testkit::record()
+        .remote(([10, 0, 0, 2], 1))
+        .t_start(None)
+        .t_end(at(11))
+        .process(Some(ProcessInfo::new(7, "sh", 8)))
+        .build();
+    let raw = encode_records(&[with_process]);
+    let comm_at = raw.len() - 16;
+    assert_eq!(&raw[comm_at..comm_at + 3], b"sh\0");
+    let mut after_nul = raw.clone();
+    after_nul[comm_at + 9] = b'x';
+    let (index, offset, field, reason) = expect(&after_nul, 1);
+    assert_eq!((index, offset, field), (0, comm_at + 9, "process.comm"));
+    assert!(reason.contains("after the first NUL"), "{reason}");
+    let mut no_nul = raw.clone();
+    no_nul[comm_at..].copy_from_slice(&[b'a'; 16]);
+    let (_, offset, field, reason) = expect(&no_nul, 1);
+    assert_eq!((offset, field), (comm_at + 15, "process.comm"));
+    assert!(reason.contains("no NUL"), "{reason}");
+    // Any other byte, non-UTF-8 included, is a valid name.
+    let mut odd = raw.clone();
+    odd[comm_at..comm_at + 15].copy_from_slice(&[0xff; 15]);
+    let decoded = decoder()
+        .decode(&Frame::with_raw(&odd, 1).bytes())
+        .expect("any bytes but NUL");
+    let process = decoded.records[0].process.expect("Some");
+    assert_eq!(process.comm[..15], [0xff; 15]);
+    assert_eq!((process.pid, process.cgroup_id), (7, 8));
+
+    // The payload ends inside a version 2 field.
+    let mut cut = raw.clone();
+    cut.truncate(comm_at + 4);
+    let (_, offset, field, reason) = expect(&cut, 1);
+    assert_eq!((offset, field), (comm_at, "process.comm"));
+    assert!(reason.contains("ends inside"), "{reason}");
 }

@@ -8,9 +8,13 @@ use std::time::Duration;
 
 use common::{Rng, at};
 use flow_batch::{
-    Chunk, Window,
-    wire::{ChunkDecoder, ChunkEncoder, DecodeLimits, InstanceId, decode_header},
+    Chunk, Completeness, Window,
+    wire::{
+        COMPLETENESS_LEN, ChunkDecoder, ChunkEncoder, DecodeLimits, FLAG_COMPLETENESS, InstanceId,
+        decode_header,
+    },
 };
+use flow_record::{FlowId, ProcessInfo, RecordKind};
 
 const ITERATIONS: u64 = 4_000;
 
@@ -19,11 +23,40 @@ fn frame(rng: &mut Rng) -> Vec<u8> {
     let records = (0..n)
         .map(|_| {
             let t_end = at(10) + Duration::from_millis(rng.below(5_000));
-            rng.record(t_end)
+            let mut r = rng.record(t_end);
+            // The version 2 fields, so that mutations reach them too.
+            if rng.chance(2) {
+                r.record_kind = RecordKind::Interim;
+            }
+            if rng.chance(2) {
+                r.flow_id = Some(FlowId {
+                    boot_id: (u128::from(rng.next_u64()) << 64).to_le_bytes(),
+                    cookie: rng.next_u64(),
+                });
+            }
+            if rng.chance(2) {
+                let len = rng.below(16) as usize;
+                let comm = rng.bytes(len);
+                r.process = Some(ProcessInfo::from_comm_bytes(
+                    rng.next_u64() as u32,
+                    &comm,
+                    rng.next_u64(),
+                ));
+            }
+            r
         })
         .collect();
     let window = Window::from_millis(10_000, 15_000).expect("window");
-    let chunk = Chunk::new(window, 0, rng.next_u64(), rng.chance(2), records);
+    let last = rng.chance(2);
+    let mut chunk = Chunk::new(window, 0, rng.next_u64(), last, records);
+    if last && rng.chance(2) {
+        chunk.completeness = Some(Completeness {
+            closes_seen: rng.next_u64(),
+            lost_ring_full: rng.below(100),
+            running_whole_window: rng.chance(2),
+            ..Completeness::default()
+        });
+    }
     let host = "h".repeat(1 + rng.below(40) as usize);
     ChunkEncoder::new(host, InstanceId::new(u128::from(rng.next_u64())))
         .expect("encoder")
@@ -32,12 +65,21 @@ fn frame(rng: &mut Rng) -> Vec<u8> {
 }
 
 fn header_len(frame: &[u8]) -> usize {
-    70 + usize::from(u16::from_le_bytes([frame[68], frame[69]])) + 4
+    let block = if frame[7] & FLAG_COMPLETENESS != 0 {
+        COMPLETENESS_LEN
+    } else {
+        0
+    };
+    70 + usize::from(u16::from_le_bytes([frame[68], frame[69]])) + block + 4
 }
 
 /// Rewrites both checksums (and the payload lengths) so the decoder gets past them.
 fn reseal(frame: &mut Vec<u8>, raw: Option<(&[u8], u32)>) {
     let hl = header_len(frame);
+    if hl > frame.len() {
+        // A flipped completeness flag announces a header longer than the frame.
+        return;
+    }
     if let Some((raw, count)) = raw {
         let payload = zstd::bulk::compress(raw, 1).expect("compress");
         frame.truncate(hl);

@@ -112,14 +112,36 @@ impl ProcessInfo {
 
     /// A process with a command name given as text (cut to [`COMM_MAX`] bytes).
     pub fn new(pid: u32, comm: &str, cgroup_id: u64) -> ProcessInfo {
+        ProcessInfo::from_comm_bytes(pid, comm.as_bytes(), cgroup_id)
+    }
+
+    /// A process with a command name given as raw bytes, as the kernel hands them over
+    /// (`bpf_get_current_comm`): the name ends at the first NUL, or after
+    /// [`COMM_MAX`] bytes, and the rest of [`comm`](ProcessInfo::comm) is NUL. That is
+    /// the one form of `comm` the wire format carries ([`ProcessInfo::comm_is_canonical`]).
+    pub fn from_comm_bytes(pid: u32, comm: &[u8], cgroup_id: u64) -> ProcessInfo {
         let mut bytes = [0u8; 16];
-        let n = comm.len().min(COMM_MAX);
-        bytes[..n].copy_from_slice(&comm.as_bytes()[..n]);
+        let name = comm.split(|&b| b == 0).next().unwrap_or_default();
+        let n = name.len().min(COMM_MAX);
+        bytes[..n].copy_from_slice(&name[..n]);
         ProcessInfo {
             pid,
             cgroup_id,
             comm: bytes,
         }
+    }
+
+    /// Whether [`comm`](ProcessInfo::comm) is in its one form: at most [`COMM_MAX`]
+    /// bytes of name, then only NULs (so its last byte is always NUL). What
+    /// [`ProcessInfo::new`] and [`ProcessInfo::from_comm_bytes`] build; the wire format
+    /// refuses anything else.
+    pub fn comm_is_canonical(&self) -> bool {
+        let end = self
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm.len());
+        end <= COMM_MAX && self.comm[end..].iter().all(|&b| b == 0)
     }
 }
 
@@ -156,5 +178,24 @@ mod tests {
         assert_eq!(p.comm(), "curl");
         let long = ProcessInfo::new(7, "a-very-long-command-name", 9);
         assert_eq!(long.comm().len(), COMM_MAX);
+        assert!(p.comm_is_canonical() && long.comm_is_canonical());
+    }
+
+    #[test]
+    fn raw_comm_bytes_are_made_canonical() {
+        let p = ProcessInfo::from_comm_bytes(1, b"sh\0garbage\0", 2);
+        assert_eq!(p.comm(), "sh");
+        assert_eq!(&p.comm[..], b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+        assert!(p.comm_is_canonical());
+        let full = ProcessInfo::from_comm_bytes(1, &[b'x'; 16], 2);
+        assert_eq!(full.comm().len(), COMM_MAX);
+        assert!(full.comm_is_canonical());
+        let mut bad = p;
+        bad.comm[5] = b'!';
+        assert!(!bad.comm_is_canonical());
+        bad.comm = [b'y'; 16];
+        assert!(!bad.comm_is_canonical());
+        bad.comm = [0; 16];
+        assert!(bad.comm_is_canonical(), "an empty name");
     }
 }

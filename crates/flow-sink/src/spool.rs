@@ -42,10 +42,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use flow_batch::wire::{
-    BatchId, DecodeLimits, FIXED_HEADER_LEN, HEADER_CRC_LEN, MAX_HOST_LEN, decode_header,
-    verify_frame,
-};
+use flow_batch::wire::{BatchId, DecodeLimits, MAX_HEADER_LEN, decode_header, verify_frame};
 
 use crate::{
     error::SinkError,
@@ -1068,9 +1065,10 @@ impl Spool {
 }
 
 /// The largest file a frame within `limits` can be: the largest header (the fixed
-/// part, the longest host name, the checksum) and the largest payload.
+/// part, the longest host name, a completeness block, the checksum) and the largest
+/// payload.
 fn max_frame_len(limits: &DecodeLimits) -> u64 {
-    (FIXED_HEADER_LEN + MAX_HOST_LEN + HEADER_CRC_LEN) as u64 + limits.max_payload_len as u64
+    MAX_HEADER_LEN as u64 + limits.max_payload_len as u64
 }
 
 /// The disk (or the quota) is full.
@@ -1094,10 +1092,10 @@ fn is_transient(e: &io::Error) -> bool {
 
 /// The record count in a spool file's header, if it can be read.
 fn read_record_count(dir: &StateDir, name: &OsStr, limits: &DecodeLimits) -> Option<u32> {
-    let mut head = Vec::with_capacity(2048);
+    let mut head = Vec::with_capacity(MAX_HEADER_LEN);
     dir.open_file(name)
         .ok()?
-        .take(2048)
+        .take(MAX_HEADER_LEN as u64)
         .read_to_end(&mut head)
         .ok()?;
     decode_header(&head, limits).ok().map(|h| h.record_count)

@@ -8,8 +8,8 @@ use std::{
 };
 
 use flow_record::{
-    CloseReason, Direction, FlowRecord, IdentitySource, RecordKind, SocketStats, TcpState,
-    UnattributedReason, WorkloadId,
+    CloseReason, Direction, FlowId, FlowRecord, IdentitySource, ProcessInfo, RecordKind,
+    SocketStats, TcpState, UnattributedReason, WorkloadId,
 };
 
 /// The default `t_end`, in seconds after the Unix epoch (2023-11-14T22:13:20Z).
@@ -180,6 +180,24 @@ impl RecordBuilder {
     /// Whether some kernel reads failed.
     pub fn incomplete(mut self, incomplete: bool) -> Self {
         self.record.incomplete = incomplete;
+        self
+    }
+
+    /// Final (closed) or interim (still open at a window's close).
+    pub fn kind(mut self, kind: RecordKind) -> Self {
+        self.record.record_kind = kind;
+        self
+    }
+
+    /// The connection's ID (default none).
+    pub fn flow_id(mut self, flow_id: Option<FlowId>) -> Self {
+        self.record.flow_id = flow_id;
+        self
+    }
+
+    /// The process that opened the connection (default none).
+    pub fn process(mut self, process: Option<ProcessInfo>) -> Self {
+        self.record.process = process;
         self
     }
 

@@ -1,18 +1,18 @@
 //! Decoding and verifying a frame. Nothing here panics or allocates more than the
 //! limits allow, whatever the input.
 
-use bincode::Options;
 use flow_record::FlowRecord;
 
 use super::{
-    ChunkHeader, Codec, InstanceId, MIN_RECORD_LEN, TIME_LIMIT_SECS,
+    ChunkHeader, Codec, InstanceId,
     header::{
-        FIXED_HEADER_LEN, FLAG_LAST, FORMAT_VERSION, Fixed, HEADER_CRC_LEN, MAGIC, MAX_HOST_LEN,
-        offset,
+        COMPLETENESS_LEN, FIXED_HEADER_LEN, FLAG_COMPLETENESS, FLAG_LAST, FORMAT_VERSION, Fixed,
+        HEADER_CRC_LEN, MAGIC, MAX_HOST_LEN, MIN_FORMAT_VERSION, offset, read_completeness,
     },
-    record_options,
+    min_record_len,
+    record_decode::decode_at,
 };
-use crate::{chunk::Chunk, error::BatchError, window::Window};
+use crate::{chunk::Chunk, completeness::Completeness, error::BatchError, window::Window};
 
 /// How much a decoder accepts. A header announcing more is rejected before anything
 /// is decompressed or allocated.
@@ -65,15 +65,22 @@ impl DecodeLimits {
 pub struct DecodedChunk {
     /// Its header.
     pub header: ChunkHeader,
-    /// Its records, in the order they were encoded.
+    /// Its records, in the order they were encoded. Records of a version 1 frame are
+    /// final and carry no flow ID or process.
     pub records: Vec<FlowRecord>,
+    /// The window's completeness, when this is its last chunk and the exporter sent it
+    /// (version 2 on; the same as `header.completeness`).
+    pub completeness: Option<Completeness>,
 }
 
 impl DecodedChunk {
-    /// The chunk as the batcher emitted it (the host and instance are dropped).
+    /// The chunk as the batcher emitted it, with its completeness (the host and
+    /// instance are dropped).
     pub fn into_chunk(self) -> Chunk {
         let h = self.header;
-        Chunk::new(h.window, h.chunk_index, h.sequence, h.last, self.records)
+        let mut chunk = Chunk::new(h.window, h.chunk_index, h.sequence, h.last, self.records);
+        chunk.completeness = self.completeness;
+        chunk
     }
 }
 
@@ -138,7 +145,7 @@ pub fn decode_header(bytes: &[u8], limits: &DecodeLimits) -> Result<ChunkHeader,
         return Err(truncated("version", offset::VERSION, 2));
     };
     let version = u16::from_le_bytes([version[0], version[1]]);
-    if version != FORMAT_VERSION {
+    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(BatchError::UnsupportedVersion {
             found: version,
             supported: FORMAT_VERSION,
@@ -158,12 +165,26 @@ pub fn decode_header(bytes: &[u8], limits: &DecodeLimits) -> Result<ChunkHeader,
             max: MAX_HOST_LEN as u64,
         });
     }
-    let crc_at = offset::HOST + host_len;
+    // The flags say whether a completeness block sits between the host and the
+    // checksum; the checksum covers them, so a damaged flags byte fails it.
+    let flags = fixed.u8(offset::FLAGS);
+    let block_at = offset::HOST + host_len;
+    let has_completeness = version >= 2 && flags & FLAG_COMPLETENESS != 0;
+    let crc_at = if has_completeness {
+        block_at + COMPLETENESS_LEN
+    } else {
+        block_at
+    };
     let Some(stored) = bytes.get(crc_at..crc_at + HEADER_CRC_LEN) else {
+        let field = if has_completeness {
+            "host, completeness and header checksum"
+        } else {
+            "host and header checksum"
+        };
         return Err(truncated(
-            "host and header checksum",
+            field,
             offset::HOST,
-            host_len + HEADER_CRC_LEN,
+            crc_at + HEADER_CRC_LEN - offset::HOST,
         ));
     };
     let stored = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
@@ -185,11 +206,22 @@ pub fn decode_header(bytes: &[u8], limits: &DecodeLimits) -> Result<ChunkHeader,
     let Some(codec) = Codec::from_u8(fixed.u8(offset::CODEC)) else {
         return Err(invalid("codec", offset::CODEC, "unknown codec"));
     };
-    let flags = fixed.u8(offset::FLAGS);
-    if flags & !FLAG_LAST != 0 {
+    let known_flags = if version >= 2 {
+        FLAG_LAST | FLAG_COMPLETENESS
+    } else {
+        FLAG_LAST
+    };
+    if flags & !known_flags != 0 {
         return Err(invalid("flags", offset::FLAGS, "reserved bits are set"));
     }
-    let host = match std::str::from_utf8(&bytes[offset::HOST..crc_at]) {
+    if has_completeness && flags & FLAG_LAST == 0 {
+        return Err(invalid(
+            "flags",
+            offset::FLAGS,
+            "completeness on a chunk that is not its window's last",
+        ));
+    }
+    let host = match std::str::from_utf8(&bytes[offset::HOST..block_at]) {
         Ok("") => return Err(invalid("host_len", offset::HOST_LEN, "empty host identity")),
         Ok(host) => host.to_owned(),
         Err(_) => return Err(invalid("host", offset::HOST, "not UTF-8")),
@@ -203,6 +235,13 @@ pub fn decode_header(bytes: &[u8], limits: &DecodeLimits) -> Result<ChunkHeader,
             offset::WINDOW_END,
             "not after window_start",
         ));
+    };
+    let completeness = match bytes[block_at..crc_at].first_chunk::<COMPLETENESS_LEN>() {
+        Some(block) if has_completeness => match read_completeness(block) {
+            Ok(c) => Some(c),
+            Err((at, reason)) => return Err(invalid("completeness flags", block_at + at, reason)),
+        },
+        _ => None,
     };
     let record_count = fixed.u32(offset::RECORD_COUNT);
     let raw_len = fixed.u32(offset::RAW_LEN);
@@ -231,7 +270,7 @@ pub fn decode_header(bytes: &[u8], limits: &DecodeLimits) -> Result<ChunkHeader,
             });
         }
     }
-    if u64::from(record_count) * MIN_RECORD_LEN as u64 > u64::from(raw_len) {
+    if u64::from(record_count) * min_record_len(version) as u64 > u64::from(raw_len) {
         return Err(invalid(
             "record_count",
             offset::RECORD_COUNT,
@@ -259,6 +298,7 @@ pub fn decode_header(bytes: &[u8], limits: &DecodeLimits) -> Result<ChunkHeader,
         payload_len,
         payload_crc32c: fixed.u32(offset::PAYLOAD_CRC),
         host,
+        completeness,
     })
 }
 
@@ -302,7 +342,12 @@ impl ChunkDecoder {
         let header_len = header.header_len();
         let payload = &bytes[header_len..header.frame_len()];
         let records = self.decode_payload(&header, payload, header_len)?;
-        Ok(DecodedChunk { header, records })
+        let completeness = header.completeness;
+        Ok(DecodedChunk {
+            header,
+            records,
+            completeness,
+        })
     }
 
     fn decode_payload(
@@ -331,29 +376,21 @@ impl ChunkDecoder {
             });
         }
 
-        // record_count <= raw_len / MIN_RECORD_LEN (checked with the header), so this
-        // allocation is bounded by max_raw_len.
+        // record_count <= raw_len / min_record_len(version) (checked with the header),
+        // so this allocation is bounded by max_raw_len.
         let mut records = Vec::with_capacity(header.record_count as usize);
-        let mut rest: &[u8] = &self.raw;
+        let mut at = 0;
         for index in 0..header.record_count {
-            let at = raw_len - rest.len();
-            check_times(rest, index, at)?;
-            // The limit keeps bincode from allocating a string longer than what is left.
-            let record = record_options()
-                .with_limit(rest.len() as u64)
-                .deserialize_from(&mut rest)
-                .map_err(|source| BatchError::RecordDecode {
-                    index,
-                    offset: at,
-                    source,
-                })?;
+            let rest = self.raw.get(at..).unwrap_or_default();
+            let (record, len) = decode_at(rest, header.version, index, at)?;
             records.push(record);
+            at += len;
         }
-        if !rest.is_empty() {
+        if at < raw_len {
             return Err(BatchError::TrailingBytes {
                 region: "records",
-                offset: raw_len - rest.len(),
-                count: rest.len(),
+                offset: at,
+                count: raw_len - at,
             });
         }
         Ok(records)
@@ -425,72 +462,4 @@ fn check_zstd_frame(payload: &[u8], raw_len: u32, payload_at: usize) -> Result<(
         Err(_) => return Err(frame_error(payload_at, "the frame header is invalid")),
     }
     Ok(())
-}
-
-/// Checks the times of the record at the start of `bytes` (record `index`, at offset
-/// `at` of the decompressed payload) before bincode decodes it: nanoseconds below
-/// 10^9 (serde would carry more into the seconds, giving one time two encodings) and
-/// seconds below [`TIME_LIMIT_SECS`]. The fields before the times have fixed sizes
-/// once the address families and the `t_start` tag are known; when those are not valid
-/// (or the bytes run out), nothing is checked here and bincode reports the error.
-fn check_times(bytes: &[u8], index: u32, at: usize) -> Result<(), BatchError> {
-    let u32_at = |offset: usize| {
-        let b = bytes.get(offset..)?.first_chunk::<4>()?;
-        Some(u32::from_le_bytes(*b))
-    };
-    // A socket address: the variant, then 4 + 2 or 16 + 2 bytes.
-    let address_len = |offset: usize| match u32_at(offset)? {
-        0 => Some(10),
-        1 => Some(22),
-        _ => None,
-    };
-    let Some(local) = address_len(0) else {
-        return Ok(());
-    };
-    let Some(remote) = address_len(local) else {
-        return Ok(());
-    };
-    // The direction (4 bytes), then the t_start tag.
-    let tag_at = local + remote + 4;
-    let t_end_at = match bytes.get(tag_at) {
-        Some(0) => tag_at + 1,
-        Some(1) => {
-            check_time(bytes, tag_at + 1, "t_start", index, at)?;
-            tag_at + 13
-        }
-        _ => return Ok(()),
-    };
-    check_time(bytes, t_end_at, "t_end", index, at)
-}
-
-/// Checks the time (`u64` seconds, `u32` nanoseconds) at `offset` of a record's bytes.
-fn check_time(
-    bytes: &[u8],
-    offset: usize,
-    field: &'static str,
-    index: u32,
-    at: usize,
-) -> Result<(), BatchError> {
-    let Some((seconds, rest)) = bytes.get(offset..).and_then(|b| b.split_first_chunk::<8>()) else {
-        return Ok(());
-    };
-    let Some(nanos) = rest.first_chunk::<4>() else {
-        return Ok(());
-    };
-    let (seconds, nanos) = (u64::from_le_bytes(*seconds), u32::from_le_bytes(*nanos));
-    let reason = if nanos >= 1_000_000_000 {
-        "nanoseconds are not below 10^9"
-    } else if seconds >= TIME_LIMIT_SECS {
-        "not before 10000-01-01T00:00:00Z (253402300800 s)"
-    } else {
-        return Ok(());
-    };
-    Err(BatchError::InvalidTime {
-        index,
-        offset: at + offset,
-        field,
-        seconds,
-        nanos,
-        reason,
-    })
 }

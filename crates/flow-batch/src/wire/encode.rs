@@ -4,7 +4,10 @@ use std::io::Cursor;
 
 use super::{
     ChunkHeader, Codec, InstanceId,
-    header::{FIXED_HEADER_LEN, FORMAT_VERSION, HEADER_CRC_LEN, MAX_HOST_LEN, write_header},
+    header::{
+        COMPLETENESS_LEN, FIXED_HEADER_LEN, FORMAT_VERSION, HEADER_CRC_LEN, MAX_HOST_LEN,
+        write_header,
+    },
     record::encode_record,
 };
 use crate::{chunk::Chunk, error::BatchError};
@@ -112,9 +115,13 @@ impl ChunkEncoder {
         self.counters
     }
 
-    /// Appends the frame of `chunk` to `out` and returns its header.
+    /// Appends the frame of `chunk` (format version [`FORMAT_VERSION`], with the
+    /// chunk's [`completeness`](Chunk::completeness) in the header) to `out` and returns
+    /// its header.
     ///
-    /// On error `out` is left as it was.
+    /// Fails for a record the format cannot carry, and for a completeness on a chunk
+    /// that is not its window's last ([`BatchError::InvalidChunk`]). On error `out` is
+    /// left as it was.
     pub fn encode(&mut self, chunk: &Chunk, out: &mut Vec<u8>) -> Result<ChunkHeader, BatchError> {
         let start = out.len();
         let result = self.encode_at(chunk, out, start);
@@ -137,6 +144,12 @@ impl ChunkEncoder {
         out: &mut Vec<u8>,
         start: usize,
     ) -> Result<ChunkHeader, BatchError> {
+        if chunk.completeness.is_some() && !chunk.last {
+            return Err(BatchError::InvalidChunk {
+                field: "completeness",
+                reason: "only a window's last chunk carries its completeness",
+            });
+        }
         let record_count = to_u32("record_count", chunk.records.len())?;
         self.raw.clear();
         for (index, record) in chunk.records.iter().enumerate() {
@@ -145,7 +158,12 @@ impl ChunkEncoder {
         }
         let raw_len = to_u32("raw_len", self.raw.len())?;
 
-        let header_len = FIXED_HEADER_LEN + self.host.len() + HEADER_CRC_LEN;
+        let block_len = if chunk.completeness.is_some() {
+            COMPLETENESS_LEN
+        } else {
+            0
+        };
+        let header_len = FIXED_HEADER_LEN + self.host.len() + block_len + HEADER_CRC_LEN;
         let payload_at = start + header_len;
         out.resize(payload_at, 0);
         out.reserve(zstd::compress_bound(self.raw.len()));
@@ -173,6 +191,7 @@ impl ChunkEncoder {
             payload_len,
             payload_crc32c: crc32c::crc32c(payload),
             host: self.host.clone(),
+            completeness: chunk.completeness,
         };
         write_header(&mut out[start..payload_at], &header);
 

@@ -2,10 +2,15 @@
 //!
 //! A frame is a header followed by the payload: the chunk's records, each encoded as
 //! bincode 1 encodes them (fixed-size little-endian integers; written by
-//! [`encode_record`], read by bincode), concatenated and compressed with zstd. The
-//! header carries the batch ID (host, exporter instance, sequence), the window, the
-//! record count, both lengths of the payload, a CRC-32C of the payload and a CRC-32C
+//! [`encode_record`], read by [`decode_record`]), concatenated and compressed with
+//! zstd. The header carries the batch ID (host, exporter instance, sequence), the
+//! window, the record count, both lengths of the payload, a CRC-32C of the payload,
+//! on a window's last chunk its [`Completeness`](crate::Completeness), and a CRC-32C
 //! of the header itself. `docs/wire-format.md` gives the byte-exact layout.
+//!
+//! The encoder writes version 2 ([`FORMAT_VERSION`]); the decoder reads versions 1 and
+//! 2. A version 1 record lacks the record kind, flow ID and process: it decodes as a
+//! final record without them.
 //!
 //! CRC-32C (Castagnoli) rather than the IEEE CRC-32 of zip: it detects more error
 //! patterns at these lengths, x86-64 (SSE 4.2) and ARMv8 compute it in hardware, and
@@ -22,6 +27,7 @@ mod encode;
 mod header;
 mod protocol;
 mod record;
+mod record_decode;
 
 use std::fmt;
 
@@ -30,17 +36,34 @@ use bincode::Options;
 pub use decode::{ChunkDecoder, DecodeLimits, DecodedChunk, decode_header, verify_frame};
 pub use encode::{ChunkEncoder, DEFAULT_ZSTD_LEVEL, EncoderCounters};
 pub use header::{
-    FIXED_HEADER_LEN, FLAG_LAST, FORMAT_VERSION, HEADER_CRC_LEN, MAGIC, MAX_HOST_LEN,
+    COMPLETENESS_FLAG_WHOLE_WINDOW, COMPLETENESS_LEN, FIXED_HEADER_LEN, FLAG_COMPLETENESS,
+    FLAG_LAST, FORMAT_VERSION, HEADER_CRC_LEN, MAGIC, MAX_HEADER_LEN, MAX_HOST_LEN,
+    MIN_FORMAT_VERSION,
 };
 pub use protocol::{CHUNK_CONTENT_TYPE, CHUNKS_PATH, RESULT_HEADER};
 pub use record::{encode_record, encoded_record_len};
+pub use record_decode::decode_record;
 
-use crate::window::Window;
+use crate::{completeness::Completeness, window::Window};
 
-/// The fewest bytes a record encodes to (IPv4 addresses, no start time, no workload,
-/// no errno, a 4-byte identity source); a decoder uses it to reject record counts the
-/// payload cannot hold.
-pub const MIN_RECORD_LEN: usize = 92;
+/// The fewest bytes a version 2 record encodes to (IPv4 addresses, no start time, no
+/// workload, no errno, a 4-byte identity source, no flow ID, no process); a decoder
+/// uses it to reject record counts the payload cannot hold.
+pub const MIN_RECORD_LEN: usize = MIN_RECORD_LEN_V1 + 4 + 1 + 1;
+
+/// The fewest bytes a version 1 record encodes to: [`MIN_RECORD_LEN`] without the
+/// record kind (4 bytes) and the flow ID and process tags (1 byte each).
+pub const MIN_RECORD_LEN_V1: usize = 92;
+
+/// The fewest bytes a record of format `version` encodes to ([`MIN_RECORD_LEN_V1`]
+/// for version 1, [`MIN_RECORD_LEN`] from version 2 on).
+pub fn min_record_len(version: u16) -> usize {
+    if version <= 1 {
+        MIN_RECORD_LEN_V1
+    } else {
+        MIN_RECORD_LEN
+    }
+}
 
 /// The first second since the Unix epoch a record time cannot reach:
 /// 10000-01-01T00:00:00Z. Every time a record carries lies before it, so every decoded
@@ -145,7 +168,8 @@ impl fmt::Display for BatchId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ChunkHeader {
-    /// Format version ([`FORMAT_VERSION`]).
+    /// Format version: [`FORMAT_VERSION`] from the encoder, [`MIN_FORMAT_VERSION`] to
+    /// [`FORMAT_VERSION`] from the decoder.
     pub version: u16,
     /// Payload compression.
     pub codec: Codec,
@@ -169,12 +193,20 @@ pub struct ChunkHeader {
     pub payload_crc32c: u32,
     /// The host identity.
     pub host: String,
+    /// The window's completeness, on its last chunk ([`FLAG_COMPLETENESS`]; version 2
+    /// on). Always `None` in a version 1 header.
+    pub completeness: Option<Completeness>,
 }
 
 impl ChunkHeader {
-    /// Length of the header in bytes, its checksum included.
+    /// Length of the header in bytes, its completeness block and checksum included.
     pub fn header_len(&self) -> usize {
-        FIXED_HEADER_LEN + self.host.len() + HEADER_CRC_LEN
+        let block = if self.completeness.is_some() {
+            COMPLETENESS_LEN
+        } else {
+            0
+        };
+        FIXED_HEADER_LEN + self.host.len() + block + HEADER_CRC_LEN
     }
 
     /// Length of the whole frame: header and payload.

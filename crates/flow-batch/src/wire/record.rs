@@ -1,7 +1,7 @@
 //! One record of the payload, written straight into its fixed layout.
 //!
-//! The layout is bincode 1's fixint little-endian serialization of `FlowRecord`
-//! (`docs/wire-format.md`, "Record encoding"). Going through serde and bincode cost a
+//! The layout (format version 2) is bincode 1's fixint little-endian serialization of
+//! `FlowRecord` (`docs/wire-format.md`, "Record encoding"). Going through serde and bincode cost a
 //! call and a length check per field, a second serializer pass to learn the size, and
 //! a copy of the workload string; here the size follows from the record's shape and
 //! the fields are copied into a stack buffer. The bytes are the same: the tests below
@@ -13,7 +13,9 @@
 //! or cannot encode (a time before the Unix epoch) goes through bincode instead, so
 //! the result, or the error, is always bincode's. The one exception is a time at or
 //! after 10000-01-01T00:00:00Z ([`TIME_LIMIT_SECS`]): bincode would encode it, but the
-//! decoder refuses it, so it is refused here too, with an error of bincode's type.
+//! decoder refuses it, so it is refused here too, with an error of bincode's type. So
+//! is a process whose `comm` is not in its one form (bytes after the first NUL, or no
+//! NUL at all: [`ProcessInfo::comm_is_canonical`]).
 
 use std::{
     net::SocketAddr,
@@ -21,7 +23,9 @@ use std::{
 };
 
 use bincode::Options;
-use flow_record::{CloseReason, Direction, FlowRecord, IdentitySource, UnattributedReason};
+use flow_record::{
+    CloseReason, Direction, FlowRecord, IdentitySource, ProcessInfo, RecordKind, UnattributedReason,
+};
 
 use super::{MIN_RECORD_LEN, TIME_LIMIT_SECS, record_options};
 
@@ -29,15 +33,22 @@ use super::{MIN_RECORD_LEN, TIME_LIMIT_SECS, record_options};
 /// enforces).
 const WORKLOAD_ID_MAX: usize = 64;
 
+/// Bytes a flow ID takes after its option tag: the boot ID (16) and the cookie (8).
+pub(super) const FLOW_ID_LEN: usize = 16 + 8;
+/// Bytes a process takes after its option tag: pid (4), cgroup ID (8), comm (16).
+pub(super) const PROCESS_LEN: usize = 4 + 8 + 16;
+
 /// The most bytes a record written here takes: two IPv6 addresses (12 bytes more
-/// each), a start time (12), an errno (4), the longest workload (8 + 64) and an
-/// unattributed reason (4).
-const MAX_RECORD_LEN: usize = MIN_RECORD_LEN + 2 * 12 + 12 + 4 + 8 + WORKLOAD_ID_MAX + 4;
+/// each), a start time (12), an errno (4), the longest workload (8 + 64), an
+/// unattributed reason (4), a flow ID and a process.
+const MAX_RECORD_LEN: usize =
+    MIN_RECORD_LEN + 2 * 12 + 12 + 4 + 8 + WORKLOAD_ID_MAX + 4 + FLOW_ID_LEN + PROCESS_LEN;
 
 /// Appends the wire encoding of `record` to `out`: exactly the bytes of bincode 1's
 /// `serialize` (fixed-size little-endian integers), as `docs/wire-format.md` lays
-/// them out. Fails, as bincode does, for a time before the Unix epoch, and for a time
-/// at or after 10000-01-01T00:00:00Z ([`TIME_LIMIT_SECS`]), which decoders refuse.
+/// them out (format version 2). Fails, as bincode does, for a time before the Unix
+/// epoch, and for what decoders refuse: a time at or after 10000-01-01T00:00:00Z
+/// ([`TIME_LIMIT_SECS`]) and a process `comm` not in its one form.
 ///
 /// On error, `out` may hold part of the record after its previous contents.
 pub fn encode_record(record: &FlowRecord, out: &mut Vec<u8>) -> Result<(), bincode::Error> {
@@ -48,19 +59,20 @@ pub fn encode_record(record: &FlowRecord, out: &mut Vec<u8>) -> Result<(), binco
             Ok(())
         }
         None => {
-            check_time_limit(record)?;
+            check_refused(record)?;
             record_options().serialize_into(out, record)
         }
     }
 }
 
 /// The exact number of bytes [`encode_record`] appends for `record`, or why it cannot
-/// be encoded (a time before the Unix epoch, or at or after 10000-01-01T00:00:00Z).
+/// be encoded (a time before the Unix epoch, or at or after 10000-01-01T00:00:00Z; a
+/// process `comm` not in its one form).
 pub fn encoded_record_len(record: &FlowRecord) -> Result<usize, bincode::Error> {
     match shape_len(record) {
         Some(len) => Ok(len),
         None => {
-            check_time_limit(record)?;
+            check_refused(record)?;
             let len = record_options().serialized_size(record)?;
             Ok(usize::try_from(len).unwrap_or(usize::MAX))
         }
@@ -91,6 +103,15 @@ fn shape_len(r: &FlowRecord) -> Option<usize> {
     if reason.is_some() {
         len += 4;
     }
+    if r.flow_id.is_some() {
+        len += FLOW_ID_LEN;
+    }
+    if let Some(p) = &r.process {
+        if !p.comm_is_canonical() {
+            return None;
+        }
+        len += PROCESS_LEN;
+    }
     Some(len)
 }
 
@@ -99,10 +120,18 @@ fn writable(t: SystemTime) -> bool {
     since_epoch(t).is_some()
 }
 
-/// Refuses a record with a time at or after [`TIME_LIMIT_SECS`] (decoders refuse it),
-/// with an error of bincode's type so that callers see one kind of encoding error.
-/// Times before the epoch are left to bincode, which refuses them itself.
-fn check_time_limit(r: &FlowRecord) -> Result<(), bincode::Error> {
+/// Refuses a record with a time at or after [`TIME_LIMIT_SECS`] or a process `comm`
+/// not in its one form (decoders refuse both), with an error of bincode's type so that
+/// callers see one kind of encoding error. Times before the epoch are left to bincode,
+/// which refuses them itself.
+fn check_refused(r: &FlowRecord) -> Result<(), bincode::Error> {
+    if let Some(p) = r.process.filter(|p| !p.comm_is_canonical()) {
+        return Err(Box::new(bincode::ErrorKind::Custom(format!(
+            "process.comm {:?} is not a NUL-padded name of at most 15 bytes (build it with \
+             ProcessInfo::new or ProcessInfo::from_comm_bytes)",
+            p.comm
+        ))));
+    }
     for (field, t) in [("t_start", r.t_start), ("t_end", Some(r.t_end))] {
         let Some(Ok(d)) = t.map(|t| t.duration_since(UNIX_EPOCH)) else {
             continue;
@@ -140,6 +169,9 @@ fn write_fields(r: &FlowRecord, buf: &mut [u8; MAX_RECORD_LEN]) -> Option<usize>
         Some(id) => Some(id.as_str().as_bytes()),
         None => None,
     };
+    if r.process.is_some_and(|p| !p.comm_is_canonical()) {
+        return None;
+    }
 
     let mut w = Writer { buf, at: 0 };
     w.address(&r.local);
@@ -183,6 +215,28 @@ fn write_fields(r: &FlowRecord, buf: &mut [u8; MAX_RECORD_LEN]) -> Option<usize>
         w.u32(reason);
     }
     w.u8(u8::from(r.incomplete));
+    w.u32(record_kind(r.record_kind));
+    match &r.flow_id {
+        Some(id) => {
+            w.u8(1);
+            w.bytes(&id.boot_id);
+            w.u64(id.cookie);
+        }
+        None => w.u8(0),
+    }
+    match &r.process {
+        Some(ProcessInfo {
+            pid,
+            cgroup_id,
+            comm,
+        }) => {
+            w.u8(1);
+            w.u32(*pid);
+            w.u64(*cgroup_id);
+            w.bytes(comm);
+        }
+        None => w.u8(0),
+    }
     w.finish()
 }
 
@@ -199,6 +253,14 @@ fn direction(d: Direction) -> u32 {
         Direction::Outbound => 0,
         Direction::Inbound => 1,
         Direction::Unknown => 2,
+    }
+}
+
+/// The record kind's variant index: 0 final, 1 interim.
+pub(super) fn record_kind(k: RecordKind) -> u32 {
+    match k {
+        RecordKind::Final => 0,
+        RecordKind::Interim => 1,
     }
 }
 
@@ -310,7 +372,7 @@ mod tests {
         time::Duration,
     };
 
-    use flow_record::{SocketStats, TcpState, WorkloadId};
+    use flow_record::{FlowId, SocketStats, TcpState, WorkloadId};
 
     use super::*;
 
@@ -444,9 +506,29 @@ mod tests {
         WorkloadId::new(id).expect("valid by construction")
     }
 
+    /// A process with a command name of 0 to 15 bytes, any of them but NUL.
+    fn process(rng: &mut Rng) -> ProcessInfo {
+        let len = match rng.next() % 4 {
+            0 => 0,
+            1 => 15,
+            _ => (rng.next() % 16) as usize,
+        };
+        let name: Vec<u8> = (0..len).map(|_| (rng.next() % 255) as u8 + 1).collect();
+        ProcessInfo::from_comm_bytes(rng.u32_edgy(), &name, rng.u64_edgy())
+    }
+
+    /// The four combinations of the version 2 fields: a final record without flow ID
+    /// and process, an interim one with both, and two in between.
+    const TAILS: [(RecordKind, bool, bool); 4] = [
+        (RecordKind::Final, false, false),
+        (RecordKind::Interim, true, false),
+        (RecordKind::Final, true, true),
+        (RecordKind::Interim, false, true),
+    ];
+
     /// Records of every shape and every variant: each combination of address families,
-    /// start time, close reason, workload, identity source, direction and `incomplete`,
-    /// `per_shape` times with other field values.
+    /// start time, close reason, workload, identity source, direction, `incomplete`
+    /// and the version 2 fields ([`TAILS`]), `per_shape` times with other field values.
     fn varied_records(per_shape: usize) -> Vec<FlowRecord> {
         let mut rng = Rng(0x5eed);
         let mut records = Vec::new();
@@ -458,37 +540,51 @@ mod tests {
                             for identity_source in identity_sources() {
                                 for direction in DIRECTIONS {
                                     for incomplete in [false, true] {
-                                        for _ in 0..per_shape {
-                                            let close_reason = match close_reason {
-                                                CloseReason::Error(_) => {
-                                                    CloseReason::Error(rng.u32_edgy())
-                                                }
-                                                r => r,
-                                            };
-                                            // Drawn in the order of the fields.
-                                            let record = flow_testkit::record()
-                                                .local(address(&mut rng, local_v6))
-                                                .remote(address(&mut rng, remote_v6))
-                                                .direction(direction)
-                                                .t_start(with_start.then(|| time(&mut rng)))
-                                                .t_end(time(&mut rng))
-                                                .close(TcpState(rng.next() as u8), close_reason)
-                                                .stats(SocketStats {
-                                                    bytes_sent: rng.u64_edgy(),
-                                                    bytes_received: rng.u64_edgy(),
-                                                    segs_in: rng.u32_edgy(),
-                                                    segs_out: rng.u32_edgy(),
-                                                    retransmits: rng.u32_edgy(),
-                                                    bytes_retransmitted: rng.u64_edgy(),
-                                                    srtt_us: rng.u32_edgy(),
-                                                    rttvar_us: rng.u32_edgy(),
-                                                })
-                                                .identity(
-                                                    with_workload.then(|| workload(&mut rng)),
-                                                    identity_source,
-                                                )
-                                                .incomplete(incomplete);
-                                            records.push(record.build());
+                                        for (kind, with_id, with_process) in TAILS {
+                                            for _ in 0..per_shape {
+                                                let close_reason = match close_reason {
+                                                    CloseReason::Error(_) => {
+                                                        CloseReason::Error(rng.u32_edgy())
+                                                    }
+                                                    r => r,
+                                                };
+                                                // Drawn in the order of the fields.
+                                                let record = flow_testkit::record()
+                                                    .local(address(&mut rng, local_v6))
+                                                    .remote(address(&mut rng, remote_v6))
+                                                    .direction(direction)
+                                                    .t_start(with_start.then(|| time(&mut rng)))
+                                                    .t_end(time(&mut rng))
+                                                    .close(TcpState(rng.next() as u8), close_reason)
+                                                    .stats(SocketStats {
+                                                        bytes_sent: rng.u64_edgy(),
+                                                        bytes_received: rng.u64_edgy(),
+                                                        segs_in: rng.u32_edgy(),
+                                                        segs_out: rng.u32_edgy(),
+                                                        retransmits: rng.u32_edgy(),
+                                                        bytes_retransmitted: rng.u64_edgy(),
+                                                        srtt_us: rng.u32_edgy(),
+                                                        rttvar_us: rng.u32_edgy(),
+                                                    })
+                                                    .identity(
+                                                        with_workload.then(|| workload(&mut rng)),
+                                                        identity_source,
+                                                    )
+                                                    .incomplete(incomplete)
+                                                    .kind(kind)
+                                                    .flow_id(with_id.then(|| {
+                                                        FlowId {
+                                                            boot_id: (u128::from(rng.next()) << 64
+                                                                | u128::from(rng.next()))
+                                                            .to_le_bytes(),
+                                                            cookie: rng.u64_edgy(),
+                                                        }
+                                                    }))
+                                                    .process(
+                                                        with_process.then(|| process(&mut rng)),
+                                                    );
+                                                records.push(record.build());
+                                            }
                                         }
                                     }
                                 }
@@ -509,8 +605,8 @@ mod tests {
     #[test]
     fn writes_the_bytes_bincode_writes() {
         let records = varied_records(3);
-        // 2 * 2 * 2 * 8 * 2 * 11 * 3 * 2 shapes and variants, 3 records each.
-        assert_eq!(records.len(), 8_448 * 3);
+        // 2 * 2 * 2 * 8 * 2 * 11 * 3 * 2 * 4 shapes and variants, 3 records each.
+        assert_eq!(records.len(), 33_792 * 3);
         let mut lens = std::collections::BTreeSet::new();
         let mut out = Vec::new();
         for (i, record) in records.iter().enumerate() {
@@ -605,6 +701,53 @@ mod tests {
             let err = encoded_record_len(&record).expect_err("refused");
             assert_eq!(err.to_string(), text);
         }
+    }
+
+    #[test]
+    fn records_decode_back_in_both_versions() {
+        for (i, record) in varied_records(1).iter().enumerate() {
+            let mut out = Vec::new();
+            encode_record(record, &mut out).expect("encodes");
+            out.extend_from_slice(b"next");
+            let (back, len) = super::super::decode_record(&out, 2).expect("decodes");
+            assert_eq!((&back, len), (record, out.len() - 4), "record {i}");
+            // A version 1 record is a version 2 one without the fields after
+            // `incomplete`: it decodes as final, without flow ID or process.
+            let tail = 4
+                + 1
+                + record.flow_id.map_or(0, |_| FLOW_ID_LEN)
+                + 1
+                + record.process.map_or(0, |_| PROCESS_LEN);
+            let mut v1 = out[..len - tail].to_vec();
+            v1.extend_from_slice(b"next");
+            let (old, old_len) = super::super::decode_record(&v1, 1).expect("decodes");
+            let expected = FlowRecord {
+                record_kind: RecordKind::Final,
+                flow_id: None,
+                process: None,
+                ..record.clone()
+            };
+            assert_eq!((old, old_len), (expected, len - tail), "record {i}");
+        }
+    }
+
+    #[test]
+    fn a_comm_not_in_its_one_form_is_refused() {
+        let mut record = varied_records(1).swap_remove(0);
+        let mut process = ProcessInfo::new(1, "curl", 2);
+        process.comm[10] = b'x';
+        for comm in [process.comm, [b'z'; 16]] {
+            process.comm = comm;
+            record.process = Some(process);
+            let err = encode_record(&record, &mut Vec::new()).expect_err("refused");
+            assert!(err.to_string().starts_with("process.comm"), "{err}");
+            let err = encoded_record_len(&record).expect_err("refused");
+            assert!(err.to_string().starts_with("process.comm"), "{err}");
+        }
+        record.process = Some(ProcessInfo::from_comm_bytes(1, &[b'z'; 16], 2));
+        let mut out = Vec::new();
+        encode_record(&record, &mut out).expect("the canonical form encodes");
+        assert_eq!(encoded_record_len(&record).expect("sized"), out.len());
     }
 
     #[test]
