@@ -47,7 +47,12 @@
 //! the ledger is replayed through the attributor and only flows the output does not
 //! hold are written.
 //!
-//! The modules: [`attribution`] (the sans-IO engine), [`ledger`] (durable chunks,
+//! Every exporter window's records are counted against the completeness its last
+//! chunk carries, and one completeness record per window goes to the output too
+//! ([`completeness`], `docs/collector-output.md`).
+//!
+//! The modules: [`attribution`] (the sans-IO engine), [`completeness`] (the sans-IO
+//! window tracker), [`ledger`] (durable chunks,
 //! durable deduplication, the checkpoint), [`output`] (the [`FlowOutput`]
 //! trait and the JSON-lines file), the pipeline that ties them (pipeline), the
 //! request handler (handler), the connection loop (server), the metrics (metrics),
@@ -55,6 +60,7 @@
 //! [`CollectorStats`] (stats).
 
 pub mod attribution;
+pub mod completeness;
 mod error;
 mod faults;
 mod handler;

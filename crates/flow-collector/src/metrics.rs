@@ -19,6 +19,7 @@ use prometheus_client::{
 use crate::{
     CollectorStats, PartsSnapshot, State,
     attribution::{RemoteIdentitySource, RemoteUnattributedReason},
+    completeness::WindowStatus,
 };
 
 /// The path of the metrics.
@@ -47,6 +48,7 @@ impl Snapshot {
         let a = &self.parts.attribution;
         let l = &self.parts.ledger;
         let r = &self.parts.recovery;
+        let w = &self.parts.completeness;
         let one = |v: u64| vec![(Vec::new(), v)];
         let counter = MetricType::Counter;
         let gauge = MetricType::Gauge;
@@ -57,6 +59,10 @@ impl Snapshot {
                 a.unattributed_for(reason),
             ));
         }
+        let windows = WindowStatus::ALL
+            .iter()
+            .map(|status| (vec![("status", status.as_str())], w.windows_for(*status)))
+            .collect();
         vec![
             (
                 "flowcollector_requests",
@@ -249,6 +255,77 @@ impl Snapshot {
                 one(l.dedup_runs_forgotten),
             ),
             (
+                "flowcollector_window_completeness_windows",
+                "Exporter windows reported, by status: all_chunks (the last chunk, with the window's completeness, and every chunk before it arrived), chunks_missing (the last chunk arrived, not every chunk before it within the grace), last_chunk_missing (the last chunk did not arrive within the grace).",
+                counter,
+                windows,
+            ),
+            (
+                "flowcollector_window_completeness_not_adding_up",
+                "Exporter windows reported whose numbers do not add up: closes seen != records emitted + lost in the ring, or final records received != emitted - lost in the journal - lost in the spool (every last_chunk_missing window counts).",
+                counter,
+                one(w.windows_not_adding_up),
+            ),
+            (
+                "flowcollector_window_completeness_closes_seen",
+                "TCP closes the exporters' kernel programs saw, in the windows reported.",
+                counter,
+                one(w.closes_seen),
+            ),
+            (
+                "flowcollector_window_completeness_records_emitted",
+                "Final records the exporters' kernel programs emitted, in the windows reported.",
+                counter,
+                one(w.records_emitted),
+            ),
+            (
+                "flowcollector_window_completeness_records_received",
+                "Final records received, in the windows reported.",
+                counter,
+                one(w.records_received),
+            ),
+            (
+                "flowcollector_window_completeness_records_lost",
+                "Records the exporters reported lost, in the windows reported, by reason: ring_full (the kernel's ring buffer was full), recursion (an upper bound of closes the kernel program missed), journal (not replayed after an exporter crash), spool (dropped from a full spool).",
+                counter,
+                vec![
+                    (vec![("reason", "ring_full")], w.lost_ring_full),
+                    (vec![("reason", "recursion")], w.lost_recursion),
+                    (vec![("reason", "journal")], w.lost_journal),
+                    (vec![("reason", "spool")], w.lost_spool),
+                ],
+            ),
+            (
+                "flowcollector_window_completeness_interim_records",
+                "Interim records the exporters reported emitting, in the windows reported.",
+                counter,
+                one(w.interim_records),
+            ),
+            (
+                "flowcollector_window_completeness_late_chunks",
+                "Chunks that arrived for an exporter window already reported (their records are in no completeness record).",
+                counter,
+                one(w.late_chunks),
+            ),
+            (
+                "flowcollector_window_completeness_evicted",
+                "Exporter windows closed early (reported with what had arrived) because the collector tracked too many.",
+                counter,
+                one(w.windows_evicted),
+            ),
+            (
+                "flowcollector_window_completeness_windows_open",
+                "Exporter windows waiting for chunks now.",
+                gauge,
+                one(w.windows_open),
+            ),
+            (
+                "flowcollector_window_completeness_written",
+                "Completeness records written to the output.",
+                counter,
+                one(s.completeness_written),
+            ),
+            (
                 "flowcollector_connections",
                 "Connections: accepted, refused (over the cap), timed_out.",
                 counter,
@@ -341,6 +418,14 @@ mod tests {
         );
         assert!(text.contains("flowcollector_flows_attributed_total{source=\"peer_record\"} 0"));
         assert!(text.contains("# TYPE flowcollector_flows_held gauge"));
+        assert!(text.contains(
+            "flowcollector_window_completeness_windows_total{status=\"last_chunk_missing\"} 0"
+        ));
+        assert!(text.contains(
+            "flowcollector_window_completeness_records_lost_total{reason=\"ring_full\"} 0"
+        ));
+        assert!(text.contains("flowcollector_window_completeness_not_adding_up_total 0"));
+        assert!(text.contains("# TYPE flowcollector_window_completeness_windows_open gauge"));
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -6,8 +6,8 @@ use flow_batch::wire::DecodeLimits;
 use flow_http::ConnectionLimits;
 
 use crate::{
-    FaultInjection, ServerTls, attribution::AttributionConfig, ledger::LedgerConfig,
-    output::Rotation,
+    FaultInjection, ServerTls, attribution::AttributionConfig, completeness::CompletenessConfig,
+    ledger::LedgerConfig, output::Rotation,
 };
 
 /// Settings of a [`FlowCollector`](crate::FlowCollector).
@@ -28,6 +28,9 @@ pub struct CollectorOptions {
     pub ledger: LedgerConfig,
     /// How flows are attributed: hold-back, retention, static owners.
     pub attribution: AttributionConfig,
+    /// How exporter windows are checked for completeness: the grace for missing
+    /// chunks, how long reported windows are remembered.
+    pub completeness: CompletenessConfig,
     /// How often the output is synced and the checkpoint written (default 1 s). A
     /// crash repeats at most the flows written in the last interval, and only if the
     /// output cannot tell which it holds.
@@ -73,6 +76,7 @@ impl CollectorOptions {
             listen,
             drain_timeout: None,
             attribution,
+            completeness: CompletenessConfig::default(),
             out,
             rotation: Rotation::default(),
             state_dir: state_dir.into(),
@@ -108,6 +112,12 @@ impl CollectorOptions {
     pub fn with_hold_back(self, hold_back: Duration) -> CollectorOptions {
         let attribution = self.attribution.clone().with_hold_back(hold_back);
         self.with_attribution(attribution)
+    }
+
+    /// Sets [`completeness`](CollectorOptions::completeness).
+    pub fn with_completeness(mut self, completeness: CompletenessConfig) -> CollectorOptions {
+        self.completeness = completeness;
+        self
     }
 
     /// Sets [`state_dir`](CollectorOptions::state_dir).

@@ -1,6 +1,7 @@
 //! What happens to a chunk once its body has arrived, and to its flows afterwards:
-//! verify, deduplicate against the ledger, store durably, attribute, write out, and
-//! checkpoint what was written.
+//! verify, deduplicate against the ledger, store durably, count it in its window,
+//! attribute, write out (flows, then windows' completeness records), and checkpoint
+//! what was written.
 //!
 //! [`Pipeline`] is synchronous and called under one lock, from the blocking pool: by
 //! a request (`accept`) and by the collector's ticker (`tick`, every
@@ -13,11 +14,16 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use flow_batch::wire::{BatchId, ChunkDecoder, DecodeLimits, decode_header};
+use flow_batch::{
+    Completeness,
+    wire::{BatchId, ChunkDecoder, ChunkHeader, DecodeLimits, decode_header},
+};
+use flow_record::FlowRecord;
 
 use crate::{
     CollectorError,
     attribution::{AttributedFlow, Attributor},
+    completeness::{Slot, WindowChunk, WindowReport, WindowTracker},
     error::error_chain,
     ledger::{Emitted, Ledger},
     output::{FlowKey, FlowOutput},
@@ -51,17 +57,41 @@ pub(crate) enum Stored {
 /// with 503 until the output takes them.
 const MAX_UNWRITTEN: usize = 1_000_000;
 
-/// The ledger, the attributor and the output, and what moves between them.
+/// The window's completeness a chunk's header carries (wire format 2, on a window's
+/// last chunk).
+fn completeness_of(_header: &ChunkHeader) -> Option<Completeness> {
+    // Until the decoder exposes the header's completeness, windows arrive without it.
+    None
+}
+
+/// What the window tracker needs of a decoded chunk.
+fn window_chunk(batch: &Arc<BatchId>, header: &ChunkHeader, records: &[FlowRecord]) -> WindowChunk {
+    WindowChunk::new(
+        Arc::clone(batch),
+        header.window,
+        header.chunk_index,
+        header.last,
+        completeness_of(header),
+        records,
+    )
+}
+
+/// The ledger, the attributor, the window tracker and the output, and what moves
+/// between them.
 pub(crate) struct Pipeline {
     limits: DecodeLimits,
     decoder: ChunkDecoder,
     ledger: Ledger,
     attributor: Attributor,
+    /// Every window's records against its completeness.
+    windows: WindowTracker,
     output: Box<dyn FlowOutput>,
     /// Decided flows the output has not taken yet (it failed).
     unwritten: Vec<AttributedFlow>,
-    /// Flows written but not yet committed: marked emitted in the ledger at the
-    /// next commit.
+    /// Completeness records the output has not taken yet.
+    unwritten_reports: Vec<WindowReport>,
+    /// Flows (and completeness records, and report slots resolved without one)
+    /// written but not yet committed: marked emitted in the ledger at the next commit.
     uncommitted: Vec<(Arc<BatchId>, u32)>,
     /// During and right after recovery: flows of replayed chunks that were already
     /// written before the restart (skipped when they are decided again).
@@ -140,8 +170,10 @@ impl Pipeline {
             decoder,
             ledger,
             attributor,
+            windows: WindowTracker::new(options.completeness.clone()),
             output,
             unwritten: Vec::new(),
+            unwritten_reports: Vec::new(),
             uncommitted: Vec::new(),
             already_written: HashMap::new(),
             last_commit: now,
@@ -163,10 +195,12 @@ impl Pipeline {
             ledger,
             decoder,
             attributor,
+            windows,
             already_written,
             unwritten,
             ..
         } = &mut pipeline;
+        windows.set_replaying(true);
         let mut undecodable = Vec::new();
         let mut flows_undecodable = 0u64;
         let stats_recovery = ledger
@@ -179,6 +213,23 @@ impl Pipeline {
                 match decoder.decode(&chunk.frame) {
                     Ok(decoded) => {
                         recovered.chunks += 1;
+                        // The window's report slot is one more than the records.
+                        let records = decoded.records.len();
+                        let slot = if chunk.record_count as usize == records + 1 {
+                            let index = u32::try_from(records).unwrap_or(u32::MAX);
+                            if emitted.contains(index) {
+                                Slot::Written
+                            } else {
+                                Slot::Unwritten
+                            }
+                        } else {
+                            Slot::None
+                        };
+                        windows.observe(
+                            &window_chunk(&batch, &decoded.header, &decoded.records),
+                            slot,
+                            chunk.arrival,
+                        );
                         // Fully written chunks too: their flows are decided again.
                         already_written.insert(Arc::clone(&batch), emitted);
                         attributor.push_chunk(batch, decoded.records, chunk.arrival);
@@ -186,7 +237,7 @@ impl Pipeline {
                         // Only what the output does not hold is kept: an hour of
                         // replayed flows is never in memory at once.
                         while let Some(flow) = attributor.pop_ready() {
-                            if !is_written(already_written, &flow) {
+                            if !is_written(already_written, &flow.batch, flow.record_index) {
                                 recovered.flows_pending += 1;
                                 unwritten.push(flow);
                             }
@@ -202,6 +253,7 @@ impl Pipeline {
                 }
             })
             .map_err(|source| CollectorError::Ledger { source })?;
+        windows.set_replaying(false);
         tracing::info!(?stats_recovery, "ledger recovered");
         let losses = RecoveryLosses {
             flows_undecodable,
@@ -255,11 +307,11 @@ impl Pipeline {
             bump(&stats.chunks_duplicate);
             return Stored::Duplicate { batch_id };
         }
-        if self.unwritten.len() >= MAX_UNWRITTEN {
+        if self.unwritten() >= MAX_UNWRITTEN {
             bump(&stats.refused_busy);
             return Stored::Busy(format!(
                 "{} flows wait for the output; try again later",
-                self.unwritten.len()
+                self.unwritten()
             ));
         }
         let decoded = match self.decoder.decode(frame) {
@@ -271,7 +323,11 @@ impl Pipeline {
             }
         };
         let records = decoded.records.len();
-        let count = u32::try_from(records).unwrap_or(u32::MAX);
+        let batch = Arc::new(batch_id.clone());
+        let window = window_chunk(&batch, &decoded.header, &decoded.records);
+        // The first chunk of a window stores one slot more: its completeness record.
+        let slot = self.windows.wants_slot(&batch, decoded.header.window, now);
+        let count = u32::try_from(records + usize::from(slot)).unwrap_or(u32::MAX);
         let stored = if fail_writes {
             Err(crate::ledger::LedgerError::injected())
         } else {
@@ -287,8 +343,12 @@ impl Pipeline {
         stats
             .records_accepted
             .fetch_add(records as u64, Ordering::Relaxed);
-        self.attributor
-            .push_chunk(Arc::new(batch_id.clone()), decoded.records, now);
+        self.windows.observe(
+            &window,
+            if slot { Slot::Unwritten } else { Slot::None },
+            now,
+        );
+        self.attributor.push_chunk(batch, decoded.records, now);
         self.pump(now, stats);
         Stored::Accepted { batch_id, records }
     }
@@ -326,9 +386,9 @@ impl Pipeline {
         self.attributor.stats().held
     }
 
-    /// Flows waiting for the output.
+    /// Flows and completeness records waiting for the output.
     pub(crate) fn unwritten(&self) -> usize {
-        self.unwritten.len()
+        self.unwritten.len() + self.unwritten_reports.len()
     }
 
     /// Snapshots of the parts, for stats and metrics.
@@ -336,22 +396,45 @@ impl Pipeline {
         crate::stats::PartsSnapshot {
             attribution: self.attributor.stats(),
             ledger: self.ledger.stats(),
-            unwritten: self.unwritten.len() as u64,
+            unwritten: self.unwritten() as u64,
             recovery: self.losses,
+            completeness: self.windows.stats(),
         }
     }
 
-    /// Moves decided flows to the output.
+    /// Moves decided flows, then reported windows, to the output.
     fn pump(&mut self, now: SystemTime, stats: &Stats) {
         self.attributor.advance(now);
         while let Some(flow) = self.attributor.pop_ready() {
-            if !self.already_written.is_empty() && is_written(&self.already_written, &flow) {
+            if !self.already_written.is_empty()
+                && is_written(&self.already_written, &flow.batch, flow.record_index)
+            {
                 continue;
             }
             self.unwritten.push(flow);
         }
-        if self.unwritten.is_empty() {
+        self.windows.advance(now);
+        while let Some(report) = self.windows.pop_report() {
+            if !self.already_written.is_empty()
+                && is_written(&self.already_written, &report.batch, report.record_index)
+            {
+                continue;
+            }
+            self.unwritten_reports.push(report);
+        }
+        while let Some(slot) = self.windows.pop_silent() {
+            self.uncommitted.push(slot);
+        }
+        if !self.write_flows(now, stats) {
             return;
+        }
+        self.write_reports(now, stats);
+    }
+
+    /// Writes the decided flows; returns whether none is left unwritten.
+    fn write_flows(&mut self, now: SystemTime, stats: &Stats) -> bool {
+        if self.unwritten.is_empty() {
+            return true;
         }
         match self.output.write(&self.unwritten) {
             Ok(()) => {
@@ -363,18 +446,45 @@ impl Pipeline {
                         .drain(..)
                         .map(|f| (Arc::clone(&f.batch), f.record_index)),
                 );
+                true
             }
             Err(e) => {
-                bump(&stats.output_failures);
-                let due = self.last_output_error_log.is_none_or(|t| {
-                    now.duration_since(t).unwrap_or_default() >= Duration::from_secs(10)
-                });
-                if due {
-                    self.last_output_error_log = Some(now);
-                    tracing::error!(error = %error_chain(&e), waiting = self.unwritten.len(),
-                        "writing the output failed; flows are kept and retried");
-                }
+                self.output_failed(now, stats, &e);
+                false
             }
+        }
+    }
+
+    /// Writes the reported windows' completeness records.
+    fn write_reports(&mut self, now: SystemTime, stats: &Stats) {
+        if self.unwritten_reports.is_empty() {
+            return;
+        }
+        match self.output.write_completeness(&self.unwritten_reports) {
+            Ok(()) => {
+                stats
+                    .completeness_written
+                    .fetch_add(self.unwritten_reports.len() as u64, Ordering::Relaxed);
+                self.uncommitted.extend(
+                    self.unwritten_reports
+                        .drain(..)
+                        .map(|r| (Arc::clone(&r.batch), r.record_index)),
+                );
+            }
+            Err(e) => self.output_failed(now, stats, &e),
+        }
+    }
+
+    /// Counts a failed write, and logs it at most every 10 s.
+    fn output_failed(&mut self, now: SystemTime, stats: &Stats, e: &crate::output::OutputError) {
+        bump(&stats.output_failures);
+        let due = self
+            .last_output_error_log
+            .is_none_or(|t| now.duration_since(t).unwrap_or_default() >= Duration::from_secs(10));
+        if due {
+            self.last_output_error_log = Some(now);
+            tracing::error!(error = %error_chain(e), waiting = self.unwritten(),
+                "writing the output failed; flows are kept and retried");
         }
     }
 
@@ -410,9 +520,8 @@ impl Pipeline {
     }
 }
 
-/// Whether `flow` was written before the restart.
-fn is_written(already: &HashMap<Arc<BatchId>, Emitted>, flow: &AttributedFlow) -> bool {
-    already
-        .get(&flow.batch)
-        .is_some_and(|e| e.contains(flow.record_index))
+/// Whether the flow (or completeness record) at `index` of `batch` was written before
+/// the restart.
+fn is_written(already: &HashMap<Arc<BatchId>, Emitted>, batch: &Arc<BatchId>, index: u32) -> bool {
+    already.get(batch).is_some_and(|e| e.contains(index))
 }

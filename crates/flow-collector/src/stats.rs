@@ -16,6 +16,8 @@ pub struct CollectorStats {
     pub records_accepted: u64,
     /// Flows written to the output.
     pub flows_written: u64,
+    /// Completeness records written to the output (one per exporter window).
+    pub completeness_written: u64,
     /// Chunks refused with 503 because too many flows waited for a failing output.
     pub refused_busy: u64,
     /// Output writes or commits that failed (the flows are kept and retried).
@@ -59,6 +61,7 @@ pub(crate) struct Stats {
     pub(crate) chunks_accepted: AtomicU64,
     pub(crate) records_accepted: AtomicU64,
     pub(crate) flows_written: AtomicU64,
+    pub(crate) completeness_written: AtomicU64,
     pub(crate) refused_busy: AtomicU64,
     pub(crate) output_failures: AtomicU64,
     pub(crate) checkpoint_failures: AtomicU64,
@@ -80,6 +83,7 @@ impl Stats {
             chunks_accepted: get(&self.chunks_accepted),
             records_accepted: get(&self.records_accepted),
             flows_written: get(&self.flows_written),
+            completeness_written: get(&self.completeness_written),
             refused_busy: get(&self.refused_busy),
             output_failures: get(&self.output_failures),
             checkpoint_failures: get(&self.checkpoint_failures),
@@ -112,6 +116,8 @@ pub struct PartsSnapshot {
     pub unwritten: u64,
     /// What the last start's recovery lost or could not tell.
     pub recovery: crate::pipeline::RecoveryLosses,
+    /// The window tracker's counters and sizes.
+    pub completeness: crate::completeness::CompletenessStats,
 }
 
 /// Adds one to `counter`.

@@ -452,6 +452,20 @@ fn config_check_names_what_is_wrong_and_shows_what_is_in_force() {
         &[("FLOWCOLLECTOR_HOLD_BACK", "20s")],
     );
     assert!(ok && text.contains("attribution.hold_back = 10s"), "{text}");
+    assert!(text.contains("completeness.window_grace = 10m"), "{text}");
+
+    std::fs::write(
+        &file,
+        "out = \"/tmp/x.jsonl\"\n[completeness]\nwindow_grace = \"3m\"\n",
+    )
+    .expect("write");
+    let (ok, text) = config_check(&["--config", path], &[]);
+    assert!(
+        ok && text.contains("completeness.window_grace = 3m"),
+        "{text}"
+    );
+    let (ok, text) = config_check(&["--config", path, "--window-grace", "0s"], &[]);
+    assert!(!ok && text.contains("window_grace"), "{text}");
 
     std::fs::write(
         &file,

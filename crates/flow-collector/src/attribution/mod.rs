@@ -28,7 +28,7 @@ mod ownership;
 mod peers;
 mod static_owners;
 mod stats;
-mod time;
+pub(crate) mod time;
 mod workloads;
 
 #[cfg(test)]
@@ -41,4 +41,4 @@ pub use static_owners::{StaticOwners, StaticOwnersError};
 pub use stats::AttributionStats;
 
 /// The hash map of the engine's hot paths: foldhash, seeded per map.
-type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -17,7 +17,7 @@ use std::{
 
 use flow_record::{FlowId, RecordKind, WorkloadId, json::write_rfc3339};
 
-use crate::attribution::AttributedFlow;
+use crate::{attribution::AttributedFlow, completeness::WindowReport};
 
 /// Appends `flow` to `out` as one JSON object followed by `\n`.
 ///
@@ -129,6 +129,80 @@ pub fn write_json_line(out: &mut Vec<u8>, flow: &AttributedFlow) -> io::Result<(
     name(out, flow.remote_identity_source.as_str());
     out.extend_from_slice(b",\"remote_unattributed_reason\":");
     optional_name(out, flow.remote_unattributed_reason.map(|r| r.as_str()));
+    out.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+/// Appends `report` to `out` as one JSON object followed by `\n`: a completeness
+/// record, told apart from flows by its first field, `"record_type":"completeness"`
+/// (fields in `docs/collector-output.md`). The completeness counters are null when
+/// the window's last chunk did not arrive.
+pub fn write_completeness_line(out: &mut Vec<u8>, report: &WindowReport) -> io::Result<()> {
+    let c = report.completeness;
+    let counter = |out: &mut Vec<u8>, key: &[u8], value: Option<u64>| {
+        out.extend_from_slice(key);
+        match value {
+            Some(v) => int(out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+    };
+    out.extend_from_slice(b"{\"record_type\":\"completeness\",\"host_id\":");
+    let host_at = out.len();
+    text(out, &report.batch.host)?;
+    let host_end = out.len() - 1;
+    out.extend_from_slice(b",\"instance\":\"");
+    hex32(out, report.instance.as_u128());
+    out.extend_from_slice(b"\",\"window_start\":");
+    time(out, report.window_start());
+    out.extend_from_slice(b",\"window_end\":");
+    time(out, report.window_end());
+    out.extend_from_slice(b",\"status\":");
+    name(out, report.status.as_str());
+    out.extend_from_slice(b",\"running_whole_window\":");
+    out.extend_from_slice(match c.map(|c| c.running_whole_window) {
+        Some(true) => b"true",
+        Some(false) => b"false",
+        None => b"null",
+    });
+    counter(out, b",\"closes_seen\":", c.map(|c| c.closes_seen));
+    counter(out, b",\"records_emitted\":", c.map(|c| c.records_emitted));
+    counter(out, b",\"lost_ring_full\":", c.map(|c| c.lost_ring_full));
+    counter(out, b",\"lost_recursion\":", c.map(|c| c.lost_recursion));
+    counter(out, b",\"lost_journal\":", c.map(|c| c.lost_journal));
+    counter(out, b",\"lost_spool\":", c.map(|c| c.lost_spool));
+    counter(out, b",\"interim_records\":", c.map(|c| c.interim_records));
+    counter(out, b",\"records_expected\":", report.records_expected());
+    counter(
+        out,
+        b",\"records_received\":",
+        Some(report.records_received),
+    );
+    counter(
+        out,
+        b",\"interim_records_received\":",
+        Some(report.interim_records_received),
+    );
+    counter(
+        out,
+        b",\"chunks_expected\":",
+        report.chunks_expected.map(u64::from),
+    );
+    counter(
+        out,
+        b",\"chunks_received\":",
+        Some(u64::from(report.chunks_received)),
+    );
+    out.extend_from_slice(b",\"adds_up\":");
+    out.extend_from_slice(if report.adds_up() { b"true" } else { b"false" });
+    out.extend_from_slice(b",\"batch_id\":");
+    out.extend_from_within(host_at..host_end);
+    out.push(b'/');
+    hex32(out, report.batch.instance.as_u128());
+    out.push(b'/');
+    int(out, report.batch.sequence);
+    out.push(b'"');
+    out.extend_from_slice(b",\"record_index\":");
+    int(out, report.record_index);
     out.extend_from_slice(b"}\n");
     Ok(())
 }
@@ -423,6 +497,117 @@ mod tests {
             "{}",
             String::from_utf8_lossy(rest)
         );
+    }
+}
+
+#[cfg(test)]
+mod completeness_tests {
+    use std::sync::Arc;
+
+    use flow_batch::{
+        Completeness, Window,
+        wire::{BatchId, InstanceId},
+    };
+
+    use super::write_completeness_line;
+    use crate::completeness::{CompletenessConfig, Slot, WindowChunk, WindowTracker};
+
+    fn line(report: &crate::completeness::WindowReport) -> serde_json::Value {
+        let mut out = Vec::new();
+        write_completeness_line(&mut out, report).expect("write");
+        assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1, "one line");
+        serde_json::from_slice(&out).expect("JSON")
+    }
+
+    fn chunk(sequence: u64, index: u32, last: bool, c: Option<Completeness>) -> WindowChunk {
+        let batch = Arc::new(BatchId {
+            host: "node-\"7\"".into(),
+            instance: InstanceId::new(0xab),
+            sequence,
+        });
+        let window = Window::from_millis(1_700_000_040_000, 1_700_000_100_000).expect("window");
+        let mut chunk = WindowChunk::new(batch, window, index, last, c, &[]);
+        chunk.final_records = 5;
+        chunk.interim_records = 2;
+        chunk
+    }
+
+    #[test]
+    fn writes_every_field_of_a_window_that_adds_up() {
+        let mut t = WindowTracker::new(CompletenessConfig::default());
+        let c = Completeness {
+            closes_seen: 12,
+            records_emitted: 11,
+            lost_ring_full: 1,
+            lost_recursion: 3,
+            lost_journal: 2,
+            lost_spool: 4,
+            interim_records: 2,
+            running_whole_window: false,
+        };
+        t.observe(
+            &chunk(41, 0, true, Some(c)),
+            Slot::Unwritten,
+            std::time::UNIX_EPOCH,
+        );
+        let v = line(&t.pop_report().expect("report"));
+        assert_eq!(v["record_type"], "completeness");
+        assert_eq!(v["host_id"], "node-\"7\"");
+        assert_eq!(v["instance"], "000000000000000000000000000000ab");
+        assert_eq!(v["window_start"], "2023-11-14T22:14:00.000000000Z");
+        assert_eq!(v["window_end"], "2023-11-14T22:15:00.000000000Z");
+        assert_eq!(v["status"], "all_chunks");
+        assert_eq!(v["running_whole_window"], false);
+        assert_eq!(v["closes_seen"], 12);
+        assert_eq!(v["records_emitted"], 11);
+        assert_eq!(v["lost_ring_full"], 1);
+        assert_eq!(v["lost_recursion"], 3);
+        assert_eq!(v["lost_journal"], 2);
+        assert_eq!(v["lost_spool"], 4);
+        assert_eq!(v["interim_records"], 2);
+        assert_eq!(v["records_expected"], 5);
+        assert_eq!(v["records_received"], 5);
+        assert_eq!(v["interim_records_received"], 2);
+        assert_eq!(v["chunks_expected"], 1);
+        assert_eq!(v["chunks_received"], 1);
+        assert_eq!(v["adds_up"], true);
+        assert_eq!(
+            v["batch_id"],
+            "node-\"7\"/000000000000000000000000000000ab/41"
+        );
+        assert_eq!(v["record_index"], 7);
+        assert_eq!(v.as_object().map(|o| o.len()), Some(22));
+    }
+
+    #[test]
+    fn a_window_without_its_last_chunk_has_null_counts() {
+        let mut t = WindowTracker::new(CompletenessConfig::default());
+        t.observe(
+            &chunk(41, 0, false, None),
+            Slot::Unwritten,
+            std::time::UNIX_EPOCH,
+        );
+        t.advance(std::time::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000_000));
+        let v = line(&t.pop_report().expect("report"));
+        assert_eq!(v["status"], "last_chunk_missing");
+        for key in [
+            "running_whole_window",
+            "closes_seen",
+            "records_emitted",
+            "lost_ring_full",
+            "lost_recursion",
+            "lost_journal",
+            "lost_spool",
+            "interim_records",
+            "records_expected",
+            "chunks_expected",
+        ] {
+            assert!(v[key].is_null(), "{key}: {v}");
+        }
+        assert_eq!(v["records_received"], 5);
+        assert_eq!(v["chunks_received"], 1);
+        assert_eq!(v["adds_up"], false);
+        assert_eq!(v.as_object().map(|o| o.len()), Some(22));
     }
 }
 

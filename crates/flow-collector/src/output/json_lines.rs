@@ -13,9 +13,9 @@ use serde::Deserialize;
 
 use super::{
     FlowKey, FlowOutput, OutputError, OutputPosition, position::FilePosition, rotation,
-    rotation::Rotation, write_json_line,
+    rotation::Rotation, write_completeness_line, write_json_line,
 };
-use crate::{attribution::AttributedFlow, ledger::files};
+use crate::{attribution::AttributedFlow, completeness::WindowReport, ledger::files};
 
 /// What a [`JsonLinesOutput`] has done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,8 +57,10 @@ struct Current {
 
 /// JSON lines in a file, rotated by size or time (see [`Rotation`]).
 ///
-/// - [`write`](FlowOutput::write) appends the flows' lines (one `write(2)`); a failed
-///   write is cut back, so the file never holds a partial line from it.
+/// - [`write`](FlowOutput::write) appends the flows' lines (one `write(2)`), and
+///   [`write_completeness`](FlowOutput::write_completeness) the windows' completeness
+///   records; a failed write is cut back, so the file never holds a partial line from
+///   it.
 /// - [`commit`](FlowOutput::commit) `fdatasync`s the file, rotates it when due, and
 ///   returns the position: the file (name, device, inode) and its length.
 /// - [`written_since`](FlowOutput::written_since) reads what lies beyond a position
@@ -458,6 +460,22 @@ impl FlowOutput for JsonLinesOutput {
         self.buf = buf;
         if result.is_ok() {
             self.stats.lines_written += flows.len() as u64;
+        } else {
+            self.stats.write_failures += 1;
+        }
+        result
+    }
+
+    fn write_completeness(&mut self, reports: &[WindowReport]) -> Result<(), OutputError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        for report in reports {
+            write_completeness_line(&mut buf, report).map_err(io_error("write", &self.path))?;
+        }
+        let result = self.append(&buf);
+        self.buf = buf;
+        if result.is_ok() {
+            self.stats.lines_written += reports.len() as u64;
         } else {
             self.stats.write_failures += 1;
         }

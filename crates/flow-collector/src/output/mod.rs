@@ -8,13 +8,15 @@ mod rotation;
 #[cfg(test)]
 mod tests;
 
-pub use json::write_json_line;
+pub use json::{write_completeness_line, write_json_line};
 pub use json_lines::{JsonLinesOutput, OutputStats};
 pub use rotation::Rotation;
 
-use crate::attribution::AttributedFlow;
+use crate::{attribution::AttributedFlow, completeness::WindowReport};
 
 /// A flow's unique ID: its chunk's batch ID (text form) and its index in the chunk.
+/// A completeness record has one too: the batch ID of the first chunk of its window
+/// the collector received, and that chunk's record count.
 pub type FlowKey = (String, u32);
 
 /// Where an output stood at a commit, as the output itself understands it (for the
@@ -41,15 +43,32 @@ pub enum OutputError {
 
 /// Where attributed flows go. Called from one thread; calls may block.
 ///
-/// The collector writes flows, then commits; after a commit succeeded it records the
-/// returned position with what has been emitted. After a crash it asks which flows
-/// were written after the last recorded position, so that none is written twice.
+/// The collector writes flows (and completeness records), then commits; after a
+/// commit succeeded it records the returned position with what has been emitted.
+/// After a crash it asks which flows were written after the last recorded position,
+/// so that none is written twice.
 pub trait FlowOutput: Send + 'static {
     /// Writes `flows` (may buffer).
     fn write(&mut self, flows: &[AttributedFlow]) -> Result<(), OutputError>;
+    /// Writes the completeness records of exporter windows (one per window, see
+    /// [`WindowReport`] and `docs/collector-output.md`); may buffer, and is
+    /// committed with the flows. A failure is retried like a failed
+    /// [`write`](FlowOutput::write).
+    ///
+    /// The default drops them: an output that keeps only flows needs nothing more
+    /// (the windows are still counted in the collector's metrics). An output that
+    /// keeps them should also report their keys ([`WindowReport::batch`],
+    /// [`WindowReport::record_index`]) from
+    /// [`written_since`](FlowOutput::written_since), or one written after the last
+    /// commit may be written again after a crash.
+    fn write_completeness(&mut self, reports: &[WindowReport]) -> Result<(), OutputError> {
+        let _ = reports;
+        Ok(())
+    }
     /// Makes everything written so far durable; returns where the output now stands.
     fn commit(&mut self) -> Result<OutputPosition, OutputError>;
-    /// The flows written after `position` (all the output knows of, when `None`).
+    /// The flows (and completeness records) written after `position` (all the output
+    /// knows of, when `None`).
     fn written_since(
         &mut self,
         position: Option<&OutputPosition>,

@@ -305,3 +305,74 @@ fn rotate_keep_never_deletes_the_file_the_last_checkpoint_names() {
         k
     });
 }
+
+/// The completeness record of a one-chunk window whose first chunk is `sequence`,
+/// with `records` records.
+fn report(sequence: u64, records: u64) -> crate::completeness::WindowReport {
+    use crate::completeness::{CompletenessConfig, Slot, WindowChunk, WindowTracker};
+    let mut tracker = WindowTracker::new(CompletenessConfig::default());
+    let window = flow_batch::Window::from_millis(60_000, 120_000).expect("window");
+    let mut chunk = WindowChunk::new(
+        batch(sequence),
+        window,
+        0,
+        true,
+        Some(flow_batch::Completeness {
+            closes_seen: records,
+            records_emitted: records,
+            ..Default::default()
+        }),
+        &[],
+    );
+    chunk.final_records = records;
+    tracker.observe(&chunk, Slot::Unwritten, t(0));
+    tracker.pop_report().expect("a report")
+}
+
+#[test]
+fn completeness_records_are_lines_of_their_own_and_read_back_as_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("flows.jsonl");
+    let mut out = JsonLinesOutput::open(&path, Rotation::default()).expect("open");
+    let p = out.commit().expect("commit");
+    out.write(&flows(1, 2)).expect("write");
+    out.write_completeness(&[report(1, 2)]).expect("write");
+    out.commit().expect("commit");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[..2].iter().all(|l| l.get("record_type").is_none()));
+    let c = &lines[2];
+    assert_eq!(c["record_type"], "completeness");
+    assert_eq!(c["status"], "all_chunks");
+    assert_eq!(
+        (&c["records_received"], &c["adds_up"]),
+        (&2.into(), &true.into())
+    );
+    // The record's key follows the chunk's flows.
+    let mut expected = keys(1, 2);
+    expected.push((batch(1).to_string(), 2));
+    assert_eq!(out.written_since(Some(&p)).expect("since"), expected);
+    assert_eq!(out.stats().lines_written, 3);
+}
+
+#[test]
+fn a_failed_completeness_write_leaves_no_partial_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("flows.jsonl");
+    let mut out = JsonLinesOutput::open(&path, Rotation::default()).expect("open");
+    out.write(&flows(1, 1)).expect("write");
+    out.fail_next_write = Some(10);
+    assert!(out.write_completeness(&[report(1, 1)]).is_err());
+    out.write_completeness(&[report(1, 1)]).expect("retried");
+    out.commit().expect("commit");
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert_eq!(text.lines().count(), 2);
+    assert!(
+        text.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
+}

@@ -139,6 +139,11 @@ pub(crate) struct RunArgs {
     /// per line. Consulted after the heartbeats.
     #[arg(long, env = "FLOWCOLLECTOR_STATIC_OWNERS")]
     pub(crate) static_owners: Option<PathBuf>,
+    /// How long an exporter window waits for its missing chunks before its
+    /// completeness record is written (after its last chunk, or without it after the
+    /// window's end or its latest chunk). Default 10m.
+    #[arg(long, env = "FLOWCOLLECTOR_WINDOW_GRACE", value_parser = duration)]
+    pub(crate) window_grace: Option<Duration>,
     /// At SIGTERM, the longest to wait for held flows to be decided; the rest are
     /// written unattributed (reason shutdown). Default: the hold-back plus 5s.
     #[arg(long, env = "FLOWCOLLECTOR_DRAIN_TIMEOUT", value_parser = duration)]

@@ -18,6 +18,7 @@ use std::{
 use flow_collector::{
     CollectorOptions, ServerTls,
     attribution::{AttributionConfig, StaticOwners},
+    completeness::CompletenessConfig,
     output::Rotation,
 };
 use serde::Deserialize;
@@ -52,6 +53,9 @@ retention = "1h"             # ownership ranges kept this long
 max_ranges = 4000000         # ownership map size cap (oldest evicted, counted)
 max_held = 2000000           # flows held back at most
 # static_owners = "/etc/flowcollector/static-owners.txt"   # "<IP or CIDR> <name>" lines
+
+[completeness]
+window_grace = "10m"         # how long an exporter window waits for missing chunks
 
 [server]
 max_body_bytes = "64MiB"
@@ -136,6 +140,8 @@ struct FileConfig {
     #[serde(default)]
     attribution: AttributionSection,
     #[serde(default)]
+    completeness: CompletenessSection,
+    #[serde(default)]
     server: ServerSection,
     #[serde(default)]
     tls: TlsSection,
@@ -160,6 +166,12 @@ struct AttributionSection {
     max_ranges: Option<usize>,
     max_held: Option<usize>,
     static_owners: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompletenessSection {
+    window_grace: Option<TextDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -279,9 +291,20 @@ pub(crate) fn resolve(args: &RunArgs) -> Result<Resolved, ConfigError> {
         ));
     }
 
+    let grace = d(args.window_grace, file.completeness.window_grace)
+        .unwrap_or(CompletenessConfig::default().grace);
+    if grace.is_zero() {
+        return Err(invalid(
+            "completeness.window_grace (--window-grace)",
+            "must be more than zero: a window's chunks need time to arrive".into(),
+        ));
+    }
+    let completeness = CompletenessConfig::default().with_grace(grace);
+
     let s = &file.server;
     let mut options = CollectorOptions::new(listen, out)
         .with_attribution(attribution)
+        .with_completeness(completeness)
         .with_rotation(rotation);
     if let Some(dir) = args.state_dir.clone().or(file.state_dir) {
         options = options.with_state_dir(dir);
@@ -402,6 +425,7 @@ pub(crate) fn describe(resolved: &Resolved) -> String {
             "attribution.static_owners = {} entries",
             a.static_owners.len()
         ),
+        format!("completeness.window_grace = {}", fmt(o.completeness.grace)),
         format!("server.max_body_bytes = {}", o.max_body_bytes),
         format!("server.sync = {}", o.sync),
         format!("server.max_connections = {}", o.max_connections),
