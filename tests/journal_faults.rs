@@ -502,15 +502,153 @@ fn a_recovery_spans_segments_and_one_cut_short_counts_for_nothing() {
     assert_eq!(numbers(&recovered.records), (0..200).collect::<Vec<_>>());
 }
 
+/// Length of the journal's segment header and of an entry's framing (`FXWJ`, version,
+/// flags, a `u64`; then per entry a `u32` length and a `u32` CRC-32C).
+const SEGMENT_HEADER_LEN: usize = 16;
+const ENTRY_HEAD_LEN: usize = 8;
+
+/// `segment` (written by this release: version 3, records in wire format 2) as an
+/// older release wrote it: `version` 2 (positions are byte offsets) or 1 (positions
+/// are ordinals), records in wire format 1 (without the last 6 bytes: record kind
+/// final, no flow ID, no process, which is what `common::record` makes). The positions
+/// the intents name are rewritten to where their records are now.
+fn as_older_release(segment: &[u8], version: u16) -> Vec<u8> {
+    use std::collections::HashMap;
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8"));
+    assert_eq!(&segment[..4], b"FXWJ");
+    assert_eq!(segment[4..6], [3, 0], "written by this release");
+    let mut out = segment[..SEGMENT_HEADER_LEN].to_vec();
+    out[4..6].copy_from_slice(&version.to_le_bytes());
+    let mut moved: HashMap<u32, u32> = HashMap::new();
+    let mut ordinal = 0;
+    let mut at = SEGMENT_HEADER_LEN;
+    while at < segment.len() {
+        let len = u32_at(segment, at) as usize;
+        let body = &segment[at + ENTRY_HEAD_LEN..at + ENTRY_HEAD_LEN + len];
+        let mut body = body.to_vec();
+        match body[0] {
+            1 => {
+                let tail = body.split_off(body.len() - 6);
+                assert_eq!(tail, [0; 6], "a final record without flow ID and process");
+                let now = if version == 1 {
+                    ordinal
+                } else {
+                    out.len() as u32
+                };
+                moved.insert(at as u32, now);
+                ordinal += 1;
+            }
+            2 => {
+                // Kind, host (u64 length and bytes), 45 bytes of fixed fields, the
+                // position count and the positions (segment << 32 | position).
+                let count_at = 1 + 8 + u64_at(&body, 1) as usize + 45;
+                let count = u64_at(&body, count_at) as usize;
+                for i in 0..count {
+                    let p = count_at + 8 + 8 * i;
+                    let lsn = u64_at(&body, p);
+                    let now = moved[&(lsn as u32)];
+                    let lsn = (lsn & !0xffff_ffff) | u64::from(now);
+                    body[p..p + 8].copy_from_slice(&lsn.to_le_bytes());
+                }
+            }
+            _ => {}
+        }
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        at += ENTRY_HEAD_LEN + len;
+    }
+    out
+}
+
+#[test]
+fn segments_of_older_releases_replay() {
+    // A run of the previous release crashed with one chunk delivered, one in flight
+    // and records in no chunk yet; its segment (version 2, or version 1 of the release
+    // before) is replayed by this one: the same chunk under the same batch ID, the same
+    // records, as final records without flow ID or process.
+    for version in [2, 1] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut journal, _) = open(dir.path(), 7);
+        for n in 0..30 {
+            journal.append(&record(n)).expect("append");
+        }
+        let (a, b) = (chunk(0, 0, 10), chunk(1, 10, 10));
+        let id_a = journal.begin_chunk(&a).expect("begin");
+        journal.end_chunk(&id_a).expect("end");
+        let id_b = journal.begin_chunk(&b).expect("begin");
+        journal.sync().expect("sync");
+        crash(journal);
+        let all = segments(dir.path());
+        assert_eq!(all.len(), 1);
+        let bytes = fs::read(&all[0]).expect("read");
+        fs::write(&all[0], as_older_release(&bytes, version)).expect("write");
+
+        let (journal, recovered) = open(dir.path(), 8);
+        assert_eq!(journal.counters().damaged_segments, 0, "version {version}");
+        assert_eq!(recovered.chunks.len(), 1, "version {version}");
+        assert_eq!(recovered.chunks[0].batch_id(), id_b);
+        assert_eq!(
+            recovered.chunks[0].chunk, b,
+            "same window, index and records"
+        );
+        assert_eq!(numbers(&recovered.records), (20..30).collect::<Vec<_>>());
+        assert!(
+            recovered
+                .records
+                .iter()
+                .all(|r| r.record_kind == flow_record::RecordKind::Final
+                    && r.flow_id.is_none()
+                    && r.process.is_none())
+        );
+        crash(journal);
+
+        // The recovery rewrote them in this release's format, which replays the same.
+        for seg in segments(dir.path()) {
+            assert_eq!(
+                fs::read(&seg).expect("read")[4..6],
+                [3, 0],
+                "{}",
+                seg.display()
+            );
+        }
+        let (_journal, again) = open(dir.path(), 9);
+        assert_eq!(again.chunks.len(), 1);
+        assert_eq!(again.chunks[0].batch_id(), id_b);
+        assert_eq!(again.chunks[0].chunk, b);
+        assert_eq!(again.records, recovered.records);
+    }
+}
+
+#[test]
+fn records_with_the_new_fields_survive_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut journal, _) = open(dir.path(), 1);
+    let mut records: Vec<flow_record::FlowRecord> = (0..5).map(record).collect();
+    records[1].record_kind = flow_record::RecordKind::Interim;
+    records[2].flow_id = Some(flow_record::FlowId {
+        boot_id: [7; 16],
+        cookie: 42,
+    });
+    records[3].process = Some(flow_record::ProcessInfo::new(99, "nginx", 1234));
+    for r in &records {
+        journal.append(r).expect("append");
+    }
+    journal.sync().expect("sync");
+    crash(journal);
+    let (_journal, recovered) = open(dir.path(), 2);
+    assert_eq!(recovered.records, records);
+}
+
 #[test]
 fn a_version_1_segment_is_read_damage_included() {
-    // Segments of the previous release (version 1: positions are ordinals) are still
+    // Segments of an older release (version 1: positions are ordinals) are still
     // read; after damage their positions are unknown, and the records come back as
     // records in no chunk rather than being lost.
     let dir = tempfile::tempdir().expect("tempdir");
     let seg = one_segment(dir.path(), 100);
-    let mut bytes = fs::read(&seg).expect("read");
-    bytes[4] = 1;
+    let mut bytes = as_older_release(&fs::read(&seg).expect("read"), 1);
     fs::write(&seg, &bytes).expect("write");
     let copy = tempfile::tempdir().expect("tempdir");
     fs::copy(&seg, copy.path().join(seg.file_name().expect("name"))).expect("copy");

@@ -3,7 +3,10 @@
 //!
 //! A segment is a 16-byte header, then entries: `u32` body length, `u32` CRC-32C of the
 //! body, the body (a kind byte, then the bincode 1 encoding with fixed little-endian
-//! integers of a record, an intent or a done mark). The reader accepts an entry only if
+//! integers of a record, an intent or a done mark). A record is in the wire format's
+//! record encoding: version 2 in a version 3 segment, version 1 in the segments of
+//! older releases (versions 1 and 2); it is read back with the wire format's decoder
+//! and handed on in version 2, whatever it was stored in. The reader accepts an entry only if
 //! its length is sane, its checksum matches, its body decodes to exactly its length, and
 //! — after damage, when it is searching for a place to start again — the entry right
 //! after it is acceptable too (or it ends the segment). So resynchronisation never
@@ -13,17 +16,21 @@
 use std::collections::{BTreeMap, HashSet};
 
 use bincode::Options;
-use flow_batch::wire::{BatchId, InstanceId};
+use flow_batch::wire::{BatchId, InstanceId, decode_record, encode_record};
 use flow_record::FlowRecord;
 use serde::{Deserialize, Serialize};
 
 /// The first bytes of a segment.
 pub(super) const MAGIC: [u8; 4] = *b"FXWJ";
-/// Version 1: a record's position is its ordinal in its segment.
+/// Version 1: a record's position is its ordinal in its segment; records in wire
+/// format 1.
 pub(super) const VERSION_ORDINALS: u16 = 1;
-/// Version 2 (written now): a record's position is its byte offset in its segment, so
-/// a lost entry does not shift the positions of the entries after it.
-pub(super) const VERSION: u16 = 2;
+/// Version 2: a record's position is its byte offset in its segment, so a lost entry
+/// does not shift the positions of the entries after it; records in wire format 1.
+pub(super) const VERSION_OFFSETS: u16 = 2;
+/// Version 3 (written now): as version 2, with records in wire format 2 (record kind,
+/// flow ID, process).
+pub(super) const VERSION: u16 = 3;
 /// Header length.
 pub(super) const HEADER_LEN: usize = 16;
 /// Length of an entry's framing (length and checksum).
@@ -116,7 +123,9 @@ fn decode_header(bytes: &[u8]) -> Option<Header> {
     let mut field = [0u8; 8];
     field.copy_from_slice(&b[8..16]);
     let known = b[..4] == MAGIC
-        && (version == VERSION || (version == VERSION_ORDINALS && flags == 0))
+        && (version == VERSION
+            || version == VERSION_OFFSETS
+            || (version == VERSION_ORDINALS && flags == 0))
         && flags & !FLAG_RECOVERY == 0;
     known.then_some(Header {
         version,
@@ -125,10 +134,26 @@ fn decode_header(bytes: &[u8]) -> Option<Header> {
     })
 }
 
+/// The wire format version of the records in a segment of version `version` (read
+/// from its header bytes, even when the rest of the header is damaged): 1 in the
+/// segments of older releases, 2 (the current one) otherwise.
+fn record_version(version: u16) -> u16 {
+    match version {
+        VERSION_ORDINALS | VERSION_OFFSETS => 1,
+        _ => 2,
+    }
+}
+
 /// One decoded entry.
 pub(super) enum Entry {
-    /// A record and its encoding (without the kind byte).
-    Record(FlowRecord, Vec<u8>),
+    Record {
+        record: FlowRecord,
+        /// Its encoding in the current wire format (without the kind byte): what a
+        /// recovery writes into a new segment.
+        bytes: Vec<u8>,
+        /// Length of its body in the segment (kind byte included).
+        stored_len: usize,
+    },
     Intent(IntentBody),
     Done(DoneBody),
 }
@@ -177,8 +202,14 @@ impl Budget {
 }
 
 /// The entry starting at `at`, if one is acceptable there (and the checksum `budget`
-/// allows checking it), and where it ends.
-fn entry_at(bytes: &[u8], at: usize, budget: &mut Budget) -> Option<(Entry, usize)> {
+/// allows checking it), and where it ends. Records are in wire format
+/// `record_version`.
+fn entry_at(
+    bytes: &[u8],
+    at: usize,
+    record_version: u16,
+    budget: &mut Budget,
+) -> Option<(Entry, usize)> {
     let head = bytes.get(at..at.checked_add(ENTRY_HEAD_LEN)?)?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
     let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
@@ -201,8 +232,25 @@ fn entry_at(bytes: &[u8], at: usize, budget: &mut Budget) -> Option<(Entry, usiz
     }
     let entry = match body[0] {
         KIND_RECORD => {
-            let record = options().deserialize::<FlowRecord>(&body[1..]).ok()?;
-            Entry::Record(record, body[1..].to_vec())
+            let encoded = &body[1..];
+            let (record, len) = decode_record(encoded, record_version).ok()?;
+            if len != encoded.len() {
+                return None;
+            }
+            let bytes = if record_version == 2 {
+                encoded.to_vec()
+            } else {
+                // An older release's record: in the current encoding from here on, so
+                // that a recovery writes what this release reads.
+                let mut current = Vec::with_capacity(encoded.len() + 6);
+                encode_record(&record, &mut current).ok()?;
+                current
+            };
+            Entry::Record {
+                record,
+                bytes,
+                stored_len: body.len(),
+            }
         }
         KIND_INTENT => Entry::Intent(options().deserialize(&body[1..]).ok()?),
         _ => Entry::Done(options().deserialize(&body[1..]).ok()?),
@@ -234,8 +282,8 @@ fn has_its_length(body: &[u8]) -> bool {
 
 /// Whether an entry well-formed enough to trust starts at `at` (or the segment ends
 /// there).
-fn confirmed(bytes: &[u8], end: usize, budget: &mut Budget) -> bool {
-    end == bytes.len() || entry_at(bytes, end, budget).is_some()
+fn confirmed(bytes: &[u8], end: usize, record_version: u16, budget: &mut Budget) -> bool {
+    end == bytes.len() || entry_at(bytes, end, record_version, budget).is_some()
 }
 
 /// What reading one segment found.
@@ -272,14 +320,16 @@ pub(super) fn parse(bytes: &[u8]) -> Parsed {
         return parsed;
     }
     parsed.header = decode_header(bytes);
-    parsed.ordinals = u16::from_le_bytes([bytes[4], bytes[5]]) == VERSION_ORDINALS;
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    parsed.ordinals = version == VERSION_ORDINALS;
+    let record_version = record_version(version);
     if parsed.header.is_none() {
         parsed.damaged = true;
     }
     let mut budget = Budget::for_segment(bytes.len());
     let mut at = HEADER_LEN;
     while at < bytes.len() {
-        if let Some((entry, end)) = entry_at(bytes, at, &mut budget) {
+        if let Some((entry, end)) = entry_at(bytes, at, record_version, &mut budget) {
             parsed.entries.push((at, entry));
             at = end;
             continue;
@@ -287,7 +337,7 @@ pub(super) fn parse(bytes: &[u8]) -> Parsed {
         let next = if budget.exhausted {
             None
         } else {
-            resync(bytes, at + 1, &mut budget)
+            resync(bytes, at + 1, record_version, &mut budget)
         };
         match next {
             Some(next) => {
@@ -315,10 +365,12 @@ pub(super) fn parse(bytes: &[u8]) -> Parsed {
 /// The first position at or after `from` where an acceptable entry starts that is
 /// followed by another (or by the end of the segment). `None` also when the checksum
 /// `budget` runs out first.
-fn resync(bytes: &[u8], from: usize, budget: &mut Budget) -> Option<usize> {
+fn resync(bytes: &[u8], from: usize, record_version: u16, budget: &mut Budget) -> Option<usize> {
     let last = bytes.len().checked_sub(ENTRY_HEAD_LEN + 1)?;
     for at in from..=last {
-        if entry_at(bytes, at, budget).is_some_and(|(_, end)| confirmed(bytes, end, budget)) {
+        if entry_at(bytes, at, record_version, budget)
+            .is_some_and(|(_, end)| confirmed(bytes, end, record_version, budget))
+        {
             return Some(at);
         }
         if budget.exhausted {
@@ -355,8 +407,12 @@ impl OldContent {
                 lost_track = true;
             }
             match entry {
-                Entry::Record(record, bytes) => {
-                    expected = offset + ENTRY_HEAD_LEN + 1 + bytes.len();
+                Entry::Record {
+                    record,
+                    bytes,
+                    stored_len,
+                } => {
+                    expected = offset + ENTRY_HEAD_LEN + stored_len;
                     let at = if ordinals && lost_track {
                         // Its ordinal is unknown after damage: a position no intent
                         // names, so that it comes back as a record in no chunk.
@@ -566,6 +622,76 @@ mod tests {
         assert!(has_its_length(&body));
         body.pop();
         assert!(!has_its_length(&body));
+    }
+
+    /// A segment header of `version`, without flags.
+    fn header_of(version: u16) -> Vec<u8> {
+        let mut header = encode_header(0, 1).to_vec();
+        header[4..6].copy_from_slice(&version.to_le_bytes());
+        header
+    }
+
+    #[test]
+    fn records_of_older_releases_come_back_in_the_current_encoding() {
+        let record = flow_testkit::record().bytes(10, 20).build();
+        let mut current = Vec::new();
+        encode_record(&record, &mut current).expect("encode");
+        // Wire format 1: the same bytes without record kind, flow ID and process.
+        assert_eq!(current[current.len() - 6..], [0; 6]);
+        let v1 = current[..current.len() - 6].to_vec();
+        let records = |parsed: &Parsed| -> Vec<(FlowRecord, Vec<u8>, usize)> {
+            parsed
+                .entries
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    Entry::Record {
+                        record,
+                        bytes,
+                        stored_len,
+                    } => Some((record.clone(), bytes.clone(), *stored_len)),
+                    _ => None,
+                })
+                .collect()
+        };
+        for version in [VERSION_ORDINALS, VERSION_OFFSETS] {
+            let mut bytes = header_of(version);
+            bytes.extend_from_slice(&framed(KIND_RECORD, &v1));
+            bytes.extend_from_slice(&done(3));
+            bytes.extend_from_slice(&framed(KIND_RECORD, &v1));
+            let parsed = parse(&bytes);
+            assert!(
+                parsed.header.is_some() && !parsed.damaged,
+                "version {version}"
+            );
+            assert_eq!(parsed.ordinals, version == VERSION_ORDINALS);
+            let found = records(&parsed);
+            assert_eq!(found.len(), 2, "version {version}");
+            for (r, encoded, stored_len) in found {
+                assert_eq!(r, record);
+                assert_eq!(encoded, current, "handed on in the current encoding");
+                assert_eq!(stored_len, 1 + v1.len(), "its length in the segment");
+            }
+            // Positions follow the stored lengths: no entry is taken for lost.
+            let mut content = OldContent::default();
+            content.add(7, parsed);
+            let positions: Vec<u32> = content.records.keys().map(|at| *at as u32).collect();
+            let second = HEADER_LEN + ENTRY_HEAD_LEN + 1 + v1.len() + done(3).len();
+            let expected = if version == VERSION_ORDINALS {
+                vec![0, 1]
+            } else {
+                vec![HEADER_LEN as u32, second as u32]
+            };
+            assert_eq!(positions, expected, "version {version}");
+        }
+        // In a current segment, a record in the old encoding is no record; one in the
+        // current encoding is.
+        let mut bytes = header_of(VERSION);
+        bytes.extend_from_slice(&framed(KIND_RECORD, &v1));
+        assert!(records(&parse(&bytes)).is_empty());
+        let mut bytes = header_of(VERSION);
+        bytes.extend_from_slice(&framed(KIND_RECORD, &current));
+        let found = records(&parse(&bytes));
+        assert_eq!(found, vec![(record, current.clone(), 1 + current.len())]);
     }
 
     #[test]

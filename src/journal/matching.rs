@@ -8,12 +8,13 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use flow_record::FlowRecord;
+use flow_record::{FlowRecord, RecordKind};
 
 use super::{Positions, RecordJournal, format::Lsn};
 
 /// What a chunk's record is matched to its journal position by: both ends, close and
-/// open time and the byte counts, mixed into 64 bits. Computed from the fields (not
+/// open time, the byte counts, the record kind and the flow ID's cookie, mixed into 64
+/// bits. Computed from the fields (not
 /// the encoded record), so matching a chunk costs no second encoding; records that
 /// agree on all of these are interchangeable, and are matched in journal order.
 pub(super) fn fingerprint(record: &FlowRecord) -> u64 {
@@ -36,6 +37,11 @@ pub(super) fn fingerprint(record: &FlowRecord) -> u64 {
         record.t_start.map_or(0, nanos),
         record.stats.bytes_sent,
         record.stats.bytes_received,
+        match record.record_kind {
+            RecordKind::Final => 0,
+            RecordKind::Interim => 1,
+        },
+        record.flow_id.map_or(0, |id| id.cookie ^ (1 << 63)),
     ];
     words.into_iter().fold(0x243F_6A88_85A3_08D3, mix)
 }
@@ -124,7 +130,7 @@ mod tests {
     fn fingerprints_tell_records_apart_by_each_field_they_cover() {
         let base = record();
         assert_eq!(fingerprint(&base), fingerprint(&base.clone()));
-        let variants: [fn(&mut FlowRecord); 8] = [
+        let variants: [fn(&mut FlowRecord); 11] = [
             |r| r.local.set_port(444),
             |r| r.remote.set_port(50001),
             |r| r.remote = "[::ffff:10.0.0.2]:50000".parse().expect("addr"),
@@ -133,6 +139,19 @@ mod tests {
             |r| r.t_start = None,
             |r| r.stats.bytes_sent += 1,
             |r| r.stats.bytes_received += 1,
+            |r| r.record_kind = RecordKind::Interim,
+            |r| {
+                r.flow_id = Some(flow_record::FlowId {
+                    boot_id: [1; 16],
+                    cookie: 0,
+                })
+            },
+            |r| {
+                r.flow_id = Some(flow_record::FlowId {
+                    boot_id: [1; 16],
+                    cookie: 7,
+                })
+            },
         ];
         let mut seen = HashSet::from([fingerprint(&base)]);
         for change in variants {

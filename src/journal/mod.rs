@@ -51,16 +51,21 @@
 //!
 //! `DIR/<segment, 20 digits>.wal`, mode `0600` in a `0700` directory; a new segment
 //! when the active one passes `segment_max_bytes` or when every record and chunk in it
-//! is done. A segment starts with `FXWJ`, a `u16` version (2), a `u16` of flags and a
+//! is done. A segment starts with `FXWJ`, a `u16` version (3), a `u16` of flags and a
 //! `u64`: without flags, "supersedes below" (segments numbered below it are obsolete: a
 //! recovery wrote their live content into this one); with flag 1, the first segment of
 //! the recovery that continued into this one (it counts only once that first segment
 //! has its final name). Then entries: `u32` body length, `u32` CRC-32C of the body, the
 //! body (a kind byte: 1 record, 2 intent, 3 done; then its bincode 1 encoding with
-//! fixed little-endian integers). All integers are little-endian. A record's position
-//! is its segment number and its byte offset in the segment (version 1 segments, of
-//! older releases, are still read: there it is its ordinal). A segment is deleted once
-//! every record in it belongs to a done chunk.
+//! fixed little-endian integers: for a record, the wire format's record encoding,
+//! version 2). All integers are little-endian. A record's position is its segment
+//! number and its byte offset in the segment. A segment is deleted once every record
+//! in it belongs to a done chunk.
+//!
+//! Segments of older releases are still read: version 2 (positions are byte offsets,
+//! records in wire format 1) and version 1 (positions are ordinals, records in wire
+//! format 1). Their records come back as final records without flow ID or process,
+//! and a recovery writes them into version 3 segments in the current encoding.
 //!
 //! # What the start-up scan tolerates
 //!
