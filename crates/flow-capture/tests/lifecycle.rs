@@ -178,3 +178,39 @@ fn closes_are_counted_per_window_and_add_up_even_when_the_ring_overflows() {
     assert_eq!(cap.reader.records_in_window(index), kernel.submitted);
     assert!(read as u64 >= kernel.submitted);
 }
+
+#[test]
+fn an_outbound_connection_names_the_process_that_made_it() {
+    let mut cap = Capture::load();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // bash connects itself (its /dev/tcp), writes a line and closes.
+    let mut child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{port}; echo hello >&3; exec 3>&-"
+        ))
+        .spawn()
+        .expect("bash");
+    let pid = child.id();
+    let (mut server, _) = listener.accept().expect("accept");
+    let mut got = String::new();
+    server.read_to_string(&mut got).expect("read");
+    assert_eq!(got, "hello\n");
+    assert!(child.wait().expect("bash exits").success());
+    drop(server);
+    let records = cap.collect(2, WAIT, involves(port));
+    let outbound = records
+        .iter()
+        .find(|r| r.direction == Direction::Outbound)
+        .expect("the client's record");
+    let process = outbound.process.expect("a process");
+    assert_eq!(process.pid, pid, "{outbound:#?}");
+    assert_eq!(process.comm(), "bash");
+    assert_ne!(process.cgroup_id, 0);
+    let inbound = records
+        .iter()
+        .find(|r| r.direction == Direction::Inbound)
+        .expect("the server's record");
+    assert!(inbound.process.is_none(), "{inbound:#?}");
+}
