@@ -2,11 +2,19 @@
 //!
 //! Fields: `local_ip`, `local_port`, `remote_ip`, `remote_port`, `direction`,
 //! `t_start`, `t_end` (RFC 3339 UTC with nanoseconds; `t_start` is null when the open
-//! was not seen), `bytes_sent`, `bytes_received`, `segs_in`, `segs_out`, `retransmits`,
-//! `srtt_us`, `rttvar_us`, `bytes_retransmitted`, `close_state`, `close_reason`,
+//! was not seen; for an interim record `t_end` is the time of the snapshot),
+//! `bytes_sent`, `bytes_received`, `segs_in`, `segs_out`, `retransmits`, `srtt_us`,
+//! `rttvar_us`, `bytes_retransmitted`, `close_state` (for an interim record, the state
+//! the connection is in), `close_reason` (null for an interim record),
 //! `local_workload_id` (null when unattributed), `identity_source`,
 //! `unattributed_reason` (null when attributed), `incomplete` (true when some
-//! kernel reads failed: the fields they would have filled are zero).
+//! kernel reads failed: the fields they would have filled are zero), `record_kind`
+//! (`final`: the connection closed; `interim`: still open at the close of a batch
+//! window), `flow_id` (the connection's ID, shared by its interim records and its final
+//! record: the boot ID's 32 hex digits, `-`, the socket cookie's 16; null when not
+//! known), `pid`, `comm` and `cgroup_id` (the task that made an outbound connection:
+//! process ID, command name with bytes that are not UTF-8 written as U+FFFD, cgroup v2
+//! ID; all three null when not known).
 //!
 //! The form of `flowexporter tail --json`, of the JSON-lines sinks and of the
 //! reference collector's output file.
@@ -53,7 +61,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::FlowRecord;
+use crate::{FlowId, FlowRecord, RecordKind};
 
 /// The JSON view of a [`FlowRecord`].
 #[derive(Debug, Serialize)]
@@ -90,8 +98,9 @@ pub struct JsonFlow<'a> {
     pub bytes_retransmitted: u64,
     /// The TCP state the socket closed from.
     pub close_state: &'static str,
-    /// Why it closed: `normal`, `refused`, `reset`, `timed_out`, ...
-    pub close_reason: Cow<'static, str>,
+    /// Why it closed: `normal`, `refused`, `reset`, `timed_out`, ...; null for an
+    /// interim record (the connection has not closed).
+    pub close_reason: Option<Cow<'static, str>>,
     /// The local workload, null when unattributed.
     pub local_workload_id: Option<&'a str>,
     /// Which source resolved the identity (`none` when unattributed).
@@ -101,6 +110,19 @@ pub struct JsonFlow<'a> {
     pub unattributed_reason: Option<&'static str>,
     /// Some kernel reads failed: the fields they would have filled are zero.
     pub incomplete: bool,
+    /// `final` (the connection closed) or `interim` (still open when a batch window
+    /// closed).
+    pub record_kind: &'static str,
+    /// The connection's ID ([`FlowId`]'s text form); null when not known.
+    pub flow_id: Option<String>,
+    /// The process ID of the task that made an outbound connection; null when not
+    /// known.
+    pub pid: Option<u32>,
+    /// That task's command name (bytes that are not UTF-8 replaced by U+FFFD); null
+    /// when not known.
+    pub comm: Option<Cow<'a, str>>,
+    /// That task's cgroup v2 ID; null when not known.
+    pub cgroup_id: Option<u64>,
 }
 
 /// 10000-01-01T00:00:00Z: RFC 3339 has four digits for the year.
@@ -233,11 +255,19 @@ impl<'a> From<&'a FlowRecord> for JsonFlow<'a> {
             rttvar_us: r.stats.rttvar_us,
             bytes_retransmitted: r.stats.bytes_retransmitted,
             close_state: r.close_state.as_str(),
-            close_reason: r.close_reason.as_str(),
+            close_reason: match r.record_kind {
+                RecordKind::Final => Some(r.close_reason.as_str()),
+                RecordKind::Interim => None,
+            },
             local_workload_id: r.local_workload_id.as_ref().map(|w| w.as_str()),
             identity_source: r.identity_source.as_str(),
             unattributed_reason: r.identity_source.unattributed_reason().map(|u| u.as_str()),
             incomplete: r.incomplete,
+            record_kind: r.record_kind.as_str(),
+            flow_id: r.flow_id.as_ref().map(FlowId::to_string),
+            pid: r.process.as_ref().map(|p| p.pid),
+            comm: r.process.as_ref().map(|p| p.comm()),
+            cgroup_id: r.process.as_ref().map(|p| p.cgroup_id),
         }
     }
 }
@@ -267,7 +297,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        CloseReason, Direction, IdentitySource, RecordKind, SocketStats, TcpState,
+        CloseReason, Direction, IdentitySource, ProcessInfo, RecordKind, SocketStats, TcpState,
         UnattributedReason,
     };
 
@@ -324,7 +354,65 @@ mod tests {
         assert_eq!(v["identity_source"], "none");
         assert_eq!(v["unattributed_reason"], "no_match");
         assert_eq!(v["incomplete"], true);
-        assert_eq!(v.as_object().map(|o| o.len()), Some(21), "no other field");
+        assert_eq!(v["record_kind"], "final");
+        assert!(v["flow_id"].is_null());
+        assert!(v["pid"].is_null());
+        assert!(v["comm"].is_null());
+        assert!(v["cgroup_id"].is_null());
+        assert_eq!(v.as_object().map(|o| o.len()), Some(26), "no other field");
+    }
+
+    #[test]
+    fn an_interim_record_has_no_close_reason_and_names_its_flow_and_process() {
+        let mut r: FlowRecord = FlowRecord {
+            local: "10.0.0.1:40000".parse().expect("addr"),
+            remote: "10.0.0.2:443".parse().expect("addr"),
+            direction: Direction::Outbound,
+            t_start: Some(UNIX_EPOCH + Duration::from_secs(1_699_999_000)),
+            t_end: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            close_state: TcpState(1),
+            close_reason: CloseReason::Normal,
+            stats: SocketStats::default(),
+            local_workload_id: None,
+            identity_source: IdentitySource::None(UnattributedReason::NoMatch),
+            incomplete: false,
+            record_kind: RecordKind::Interim,
+            flow_id: Some(FlowId {
+                boot_id: [0xab; 16],
+                cookie: 0x1234,
+            }),
+            process: Some(ProcessInfo::from_comm_bytes(4242, b"tab\tname\xff", 0x1122)),
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, &r).expect("write");
+        let text = String::from_utf8(out).expect("utf8");
+        // The exact tail of the line: control characters escaped, invalid UTF-8 as
+        // U+FFFD.
+        let tail = "\"incomplete\":false,\"record_kind\":\"interim\",\
+             \"flow_id\":\"abababababababababababababababab-0000000000001234\",\
+             \"pid\":4242,\"comm\":\"tab\\tname\u{fffd}\",\"cgroup_id\":4386}\n";
+        assert!(text.ends_with(tail), "{text}");
+        assert!(text.contains("\"close_reason\":null,"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert!(v["close_reason"].is_null());
+        assert_eq!(v["close_state"], "ESTABLISHED");
+        assert_eq!(v["record_kind"], "interim");
+        assert_eq!(
+            v["flow_id"],
+            "abababababababababababababababab-0000000000001234"
+        );
+        assert_eq!(v["pid"], 4242);
+        assert_eq!(v["comm"], "tab\tname\u{fffd}");
+        assert_eq!(v["cgroup_id"], 0x1122);
+
+        // The same connection's final record.
+        r.record_kind = RecordKind::Final;
+        r.close_reason = CloseReason::Reset;
+        let mut out = Vec::new();
+        write_line(&mut out, &r).expect("write");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["close_reason"], "reset");
+        assert_eq!(v["record_kind"], "final");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::{
 
 use async_trait::async_trait;
 use flow_batch::Chunk;
-use flow_record::{Direction, FlowRecord};
+use flow_record::{Direction, FlowRecord, RecordKind};
 use tokio::sync::Notify;
 
 use crate::{error::SinkError, json, sink::FlowSink};
@@ -55,7 +55,12 @@ pub fn write_record(
                 r.stats.srtt_us,
                 ms,
                 r.close_state.as_str(),
-                r.close_reason.as_str(),
+                // An interim record's connection has not closed: its state is the one
+                // it is in, and it has no close reason.
+                match r.record_kind {
+                    RecordKind::Final => r.close_reason.as_str(),
+                    RecordKind::Interim => "interim".into(),
+                },
             )
         }
     }
@@ -157,6 +162,18 @@ mod tests {
             line.split_whitespace().count(),
             TABLE_HEADER.split_whitespace().count()
         );
+    }
+
+    #[test]
+    fn an_interim_row_says_so_instead_of_a_close_reason() {
+        let r = record()
+            .close(flow_record::TcpState(1), flow_record::CloseReason::Normal)
+            .kind(RecordKind::Interim)
+            .build();
+        let mut line = Vec::new();
+        write_record(&mut line, TerminalFormat::Table, &r).expect("write");
+        let line = String::from_utf8(line).expect("UTF-8");
+        assert!(line.trim_end().ends_with("ESTABLISHED interim"), "{line}");
     }
 
     #[test]

@@ -42,7 +42,7 @@ const TOLERANCE: Duration = Duration::from_secs(2);
 const HOST_ID: &str = "test-host";
 
 /// Every field of a collector line: the exporter's record, then the collector's.
-const FIELDS: [&str; 27] = [
+const FIELDS: [&str; 32] = [
     "local_ip",
     "local_port",
     "remote_ip",
@@ -64,6 +64,11 @@ const FIELDS: [&str; 27] = [
     "identity_source",
     "unattributed_reason",
     "incomplete",
+    "record_kind",
+    "flow_id",
+    "pid",
+    "comm",
+    "cgroup_id",
     "host_id",
     "batch_id",
     "record_index",
