@@ -5,7 +5,7 @@
 //! [`encode_record`], read by [`decode_record`]), concatenated and compressed with
 //! zstd. The header carries the batch ID (host, exporter instance, sequence), the
 //! window, the record count, both lengths of the payload, a CRC-32C of the payload,
-//! on a window's last chunk its [`Completeness`](crate::Completeness), and a CRC-32C
+//! on a window's last chunk its [`Completeness`], and a CRC-32C
 //! of the header itself. `docs/wire-format.md` gives the byte-exact layout.
 //!
 //! The encoder writes version 2 ([`FORMAT_VERSION`]); the decoder reads versions 1 and
