@@ -59,9 +59,8 @@ const MAX_UNWRITTEN: usize = 1_000_000;
 
 /// The window's completeness a chunk's header carries (wire format 2, on a window's
 /// last chunk).
-fn completeness_of(_header: &ChunkHeader) -> Option<Completeness> {
-    // Until the decoder exposes the header's completeness, windows arrive without it.
-    None
+fn completeness_of(header: &ChunkHeader) -> Option<Completeness> {
+    header.completeness
 }
 
 /// What the window tracker needs of a decoded chunk.
@@ -123,7 +122,8 @@ pub(crate) struct Recovered {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecoveryLosses {
-    /// Flows of stored chunks that no longer decode: lost.
+    /// Flows of stored chunks that no longer decode: lost (a chunk that held its
+    /// window's completeness record counts that too).
     pub flows_undecodable: u64,
     /// Damaged stretches of the ledger skipped (their chunks are lost).
     pub damaged_regions: u64,
@@ -525,3 +525,7 @@ impl Pipeline {
 fn is_written(already: &HashMap<Arc<BatchId>, Emitted>, batch: &Arc<BatchId>, index: u32) -> bool {
     already.get(batch).is_some_and(|e| e.contains(index))
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;

@@ -14,7 +14,7 @@ use std::{
 };
 
 use flow_batch::{
-    Chunk, Window,
+    Chunk, Completeness, Window,
     wire::{ChunkEncoder, InstanceId},
 };
 use flow_record::{Direction, FlowRecord, IdentitySource};
@@ -414,6 +414,75 @@ fn sigterm_writes_what_cannot_wait_as_shutdown() {
     assert_eq!(out.len(), 1, "{out:#?}");
     assert_eq!(out[0]["remote_unattributed_reason"], "shutdown");
     assert_eq!(out[0]["remote_identity_source"], "none");
+}
+
+#[test]
+fn a_window_with_its_completeness_gets_a_record_and_metrics() {
+    let dir = tempfile::tempdir().expect("dir");
+    let c = Collector::start(dir.path(), &["--hold-back", "0s"]);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let start = now - now % 60_000;
+    let window = Window::from_millis(start, start + 60_000).expect("window");
+    let records = vec![
+        record("10.6.0.1:40000", "10.6.0.2:80", Some("w"), Duration::ZERO),
+        record("10.6.0.1:40001", "10.6.0.2:80", Some("w"), Duration::ZERO),
+    ];
+    let mut chunk = Chunk::new(window, 0, 0, true, records);
+    // Three closes: two emitted, one lost in the ring buffer.
+    chunk.completeness = Some(Completeness {
+        closes_seen: 3,
+        records_emitted: 2,
+        lost_ring_full: 1,
+        running_whole_window: true,
+        ..Completeness::default()
+    });
+    let frame = ChunkEncoder::new("host-f", InstanceId::new(7))
+        .expect("encoder")
+        .encode_to_vec(&chunk)
+        .expect("encode");
+    assert_eq!(c.post(&frame).0, 200);
+    let out = wait_lines(dir.path(), 3, Duration::from_secs(20));
+    let windows: Vec<_> = out
+        .iter()
+        .filter(|v| v["record_type"] == "completeness")
+        .collect();
+    assert_eq!(windows.len(), 1, "{out:#?}");
+    let w = windows[0];
+    assert_eq!(w["host_id"], "host-f");
+    assert_eq!(w["status"], "all_chunks");
+    assert_eq!(
+        (&w["closes_seen"], &w["lost_ring_full"]),
+        (&3.into(), &1.into())
+    );
+    assert_eq!(w["records_received"], 2);
+    assert_eq!(w["adds_up"], true);
+    let (_, _, metrics) = c.get("/metrics");
+    assert_eq!(
+        metric(
+            &metrics,
+            "flowcollector_window_completeness_windows_total{status=\"all_chunks\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "flowcollector_window_completeness_records_lost_total{reason=\"ring_full\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "flowcollector_window_completeness_not_adding_up_total"
+        ),
+        0
+    );
+    assert_eq!(metric(&metrics, "flowcollector_flows_out_total"), 2);
+    c.stop();
 }
 
 /// `flowcollector config check` with `args` and the environment `env`.

@@ -10,7 +10,8 @@
 //!   host          host_len bytes, UTF-8
 //!   instance      u128 LE
 //!   sequence      u64 LE
-//!   record_count  u32 LE
+//!   record_count  u32 LE   output slots: the records, plus one for the window's
+//!                          completeness record on the first chunk of a window
 //!   frame         the rest: the chunk frame exactly as received
 //! ```
 

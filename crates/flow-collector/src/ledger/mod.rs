@@ -8,7 +8,8 @@
 //!
 //! - segments, named by their sequence number, zero-padded to 20 digits
 //!   (`00000000000000000001`): log entries back to back, each a whole chunk frame
-//!   with its batch ID, record count and arrival time under a CRC-32C (the
+//!   with its batch ID, record count (output slots: a window's completeness record
+//!   takes one more) and arrival time under a CRC-32C (the
 //!   format is in `entry.rs`). A new segment is started when the next
 //!   entry would take the current one past [`LedgerConfig::segment_bytes`], and at
 //!   every open (a segment written before a restart is never appended to again);

@@ -29,7 +29,8 @@ pub struct RecoveredChunk {
     pub arrival: SystemTime,
     /// The frame as received.
     pub frame: Vec<u8>,
-    /// Records in the chunk, as counted when it was stored.
+    /// Output slots of the chunk, as counted when it was stored: its records, plus one
+    /// when it holds its window's completeness record.
     pub record_count: u32,
     /// Which of its flows the output held as of the checkpoint.
     pub emitted: Emitted,

@@ -271,6 +271,11 @@ impl Ledger {
     /// and the error returned: nothing of the chunk is stored, and the ledger goes on
     /// (a later append may succeed). Does not check for duplicates: ask
     /// [`contains`](Ledger::contains) first.
+    ///
+    /// `record_count` is the number of output slots the chunk yields, each marked
+    /// emitted with [`mark_emitted`](Ledger::mark_emitted): its records, and for the
+    /// collector one more on the first chunk of a window (its completeness record,
+    /// see `crate::completeness`).
     pub fn append(
         &mut self,
         batch: &BatchId,
