@@ -1,9 +1,8 @@
 //! The collector's JSON line: one attributed flow per line.
 //!
-//! Fields: every field of [`flow_record::json`] (the exporter's record, in its order),
-//! then the connection's `record_kind` (`final` or `interim`), `flow_id` (null when
-//! the sender did not know it), `pid`, `comm` and `cgroup_id` (the task that made an
-//! outbound connection; null when unknown), then `host_id` (the exporter's host ID), `batch_id` (`host/instance/sequence`),
+//! Fields: every field of [`flow_record::json`] (the exporter's record, in its order,
+//! ending with the connection's `record_kind`, `flow_id`, `pid`, `comm` and
+//! `cgroup_id`), then `host_id` (the exporter's host ID), `batch_id` (`host/instance/sequence`),
 //! `record_index` (the flow's position in its chunk, from 0: with `batch_id`, the
 //! flow's unique ID), `remote_workload_id` (null when unattributed),
 //! `remote_identity_source` (`peer_record`, `heartbeat`, `static` or `none`) and
@@ -483,20 +482,30 @@ mod tests {
 
     #[test]
     fn the_exporter_fields_come_first_in_their_order() {
-        let mut out = Vec::new();
-        write_json_line(&mut out, &flow(true)).expect("write");
-        let mut plain = Vec::new();
-        flow_record::json::write_line(&mut plain, &flow(true).record).expect("write");
-        // The collector's line is the exporter's line with more fields at the end: the
-        // connection's (unless the exporter's line has them too), then the collector's.
-        let prefix = &plain[..plain.len() - 2]; // without "}\n"
-        assert!(out.starts_with(prefix));
-        let rest = &out[prefix.len()..];
-        assert!(
-            rest.starts_with(b",\"record_kind\":") || rest.starts_with(b",\"host_id\":"),
-            "{}",
-            String::from_utf8_lossy(rest)
-        );
+        // The collector's line is the exporter's line with more fields at the end, for
+        // final and interim records, with and without their connection's ID and
+        // process.
+        let mut interim = flow(true);
+        interim.record.record_kind = RecordKind::Interim;
+        interim.record.flow_id = Some(FlowId {
+            boot_id: [7; 16],
+            cookie: 9,
+        });
+        interim.record.process = Some(flow_record::ProcessInfo::new(3, "sh\"", 4));
+        for f in [flow(true), interim] {
+            let mut out = Vec::new();
+            write_json_line(&mut out, &f).expect("write");
+            let mut plain = Vec::new();
+            flow_record::json::write_line(&mut plain, &f.record).expect("write");
+            let prefix = &plain[..plain.len() - 2]; // without "}\n"
+            assert!(
+                out.starts_with(prefix),
+                "{}\n{}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&plain)
+            );
+            assert!(out[prefix.len()..].starts_with(b",\"host_id\":"));
+        }
     }
 }
 
