@@ -70,11 +70,8 @@ fn flow_id(ev: &RawFlowEvent) -> Option<FlowId> {
 
 /// The task that made the active open, when the kernel recorded one.
 fn process(ev: &RawFlowEvent) -> Option<ProcessInfo> {
-    (ev.pid != 0).then_some(ProcessInfo {
-        pid: ev.pid,
-        cgroup_id: ev.cgroup_id,
-        comm: ev.comm,
-    })
+    // In the one form the wire format carries, whatever follows the kernel's NUL.
+    (ev.pid != 0).then(|| ProcessInfo::from_comm_bytes(ev.pid, &ev.comm, ev.cgroup_id))
 }
 
 /// The identity the kernel resolved, if any.
