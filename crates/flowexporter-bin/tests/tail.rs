@@ -135,3 +135,106 @@ fn without_privileges_the_error_says_what_to_do() {
     assert!(stderr.contains("CAP_BPF"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Starts `tail` with `args`; returns it and its stdout lines once it has attached.
+fn start_tail(args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .arg("tail")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flowexporter");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let (ready_tx, ready_rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("tracing TCP closes") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("tracer attached");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The JSON lines about `port` printed within `wait`.
+fn lines_about(
+    lines: &mpsc::Receiver<String>,
+    port: u16,
+    wait: Duration,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + wait;
+    let mut mine = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+            let v: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+            if v["local_port"] == port || v["remote_port"] == port {
+                mine.push(v);
+            }
+        }
+    }
+    mine
+}
+
+#[test]
+fn tail_prints_interim_records_only_when_asked() {
+    for (args, want_interim) in [
+        (&["--json", "--window", "1s"][..], false),
+        (&["--json", "--interim", "--window", "1s"][..], true),
+    ] {
+        let (child, lines) = start_tail(args);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        client.write_all(&[1u8; 100]).expect("write");
+        let mut buf = [0u8; 100];
+        server.read_exact(&mut buf).expect("read");
+        // Open across at least two 1 s windows.
+        let open = lines_about(&lines, port, Duration::from_millis(2_500));
+        drop(client);
+        drop(server);
+        let closed = lines_about(&lines, port, Duration::from_secs(2));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let mut child = child;
+        assert!(child.wait().expect("exit").success());
+
+        let interim: Vec<_> = open
+            .iter()
+            .chain(closed.iter())
+            .filter(|v| v["record_kind"] == "interim")
+            .collect();
+        let finals: Vec<_> = closed
+            .iter()
+            .filter(|v| v["record_kind"] == "final")
+            .collect();
+        assert_eq!(finals.len(), 2, "{args:?}: {closed:#?}");
+        match want_interim {
+            false => assert!(interim.is_empty(), "{args:?}: {interim:#?}"),
+            true => {
+                assert!(interim.len() >= 2, "both ends, every window: {open:#?}");
+                for v in &interim {
+                    assert!(v["close_reason"].is_null());
+                    let id = &v["flow_id"];
+                    assert!(
+                        finals.iter().any(|f| &f["flow_id"] == id),
+                        "the final record shares the flow ID: {v:#}"
+                    );
+                }
+            }
+        }
+    }
+}
