@@ -55,6 +55,7 @@ mod sink;
 pub mod spool;
 pub mod state_dir;
 mod terminal_sink;
+mod window_losses;
 
 pub use collector_sink::{
     CHUNK_CONTENT_TYPE, CHUNKS_PATH, ClientTls, CollectorConfig, CollectorCounters, CollectorSink,

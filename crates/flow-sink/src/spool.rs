@@ -42,11 +42,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use flow_batch::wire::{BatchId, DecodeLimits, MAX_HEADER_LEN, decode_header, verify_frame};
+use flow_batch::wire::{
+    BatchId, ChunkHeader, DecodeLimits, MAX_HEADER_LEN, decode_header, verify_frame,
+};
 
 use crate::{
     error::SinkError,
     state_dir::{EntryKind, StateDir, free_name},
+    window_losses::WindowLosses,
 };
 
 /// Default size cap of a spool: 1 GiB.
@@ -241,6 +244,9 @@ pub struct Spool {
     set_aside: VecDeque<SetAside>,
     set_aside_bytes: u64,
     counters: SpoolCounters,
+    /// Where a [`CollectorSink`](crate::CollectorSink) notes the records of each
+    /// window dropped to make room, for the window's completeness.
+    losses: Option<WindowLosses>,
 }
 
 /// A frame set aside in `rejected/` or `corrupt/`, with its `.reason` note if any
@@ -281,7 +287,17 @@ impl Spool {
     /// found exceed the cap and `when_full` is [`WhenFull::DropOldest`], the oldest
     /// are dropped now.
     pub fn open(dir: impl AsRef<Path>, config: SpoolConfig) -> Result<Spool, SinkError> {
-        let path = dir.as_ref();
+        Spool::open_noting_losses(dir.as_ref(), config, None)
+    }
+
+    /// [`open`](Spool::open), noting in `losses` the records of every frame dropped to
+    /// make room (full spool, full disk), by window; from the frames dropped on open
+    /// on.
+    pub(crate) fn open_noting_losses(
+        path: &Path,
+        config: SpoolConfig,
+        losses: Option<WindowLosses>,
+    ) -> Result<Spool, SinkError> {
         if config.max_bytes == 0 {
             return Err(SinkError::InvalidConfig {
                 key: "spool max_bytes",
@@ -302,6 +318,7 @@ impl Spool {
             set_aside: VecDeque::new(),
             set_aside_bytes: 0,
             counters: SpoolCounters::default(),
+            losses,
         };
         let mut found = Vec::new();
         for item in items {
@@ -692,7 +709,11 @@ impl Spool {
             return;
         };
         let (name, bytes) = (entry.name.clone(), entry.bytes);
-        let records = read_record_count(&self.root, &name, &self.config.decode_limits);
+        let header = read_header(&self.root, &name, &self.config.decode_limits);
+        let records = header.as_ref().map(|h| h.record_count);
+        if let (Some(losses), Some(header)) = (&self.losses, &header) {
+            losses.dropped(header);
+        }
         let removed = self.root.remove_file(&name);
         self.forget_front();
         let records_n = u64::from(records.unwrap_or(0));
@@ -1090,15 +1111,15 @@ fn is_transient(e: &io::Error) -> bool {
         .any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))
 }
 
-/// The record count in a spool file's header, if it can be read.
-fn read_record_count(dir: &StateDir, name: &OsStr, limits: &DecodeLimits) -> Option<u32> {
+/// A spool file's header (its record count, its window), if it can be read.
+fn read_header(dir: &StateDir, name: &OsStr, limits: &DecodeLimits) -> Option<ChunkHeader> {
     let mut head = Vec::with_capacity(MAX_HEADER_LEN);
     dir.open_file(name)
         .ok()?
         .take(MAX_HEADER_LEN as u64)
         .read_to_end(&mut head)
         .ok()?;
-    decode_header(&head, limits).ok().map(|h| h.record_count)
+    decode_header(&head, limits).ok()
 }
 
 /// Writes a `.reason` note (`0600`) and `fsync`s it and its folder.

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use flow_batch::wire::{DecodeLimits, decode_header};
 
 use super::{
     Shared,
@@ -167,9 +168,14 @@ impl Backlog {
         Ok(Accepted::InMemory)
     }
 
-    /// Counts and logs `frame`, dropped from the full memory queue, and settles it.
+    /// Counts and logs `frame`, dropped from the full memory queue, notes its records
+    /// for its window's completeness, and settles it.
     fn note_dropped(&self, frame: &Frame) {
         self.shared.settle(frame.batch_id.clone());
+        // Read once already (`Frame::new`, with these limits): it is a frame.
+        if let Ok(header) = decode_header(&frame.bytes, &DecodeLimits::default()) {
+            self.shared.losses.dropped(&header);
+        }
         let counters = &self.shared.counters;
         bump(&counters.chunks_dropped_memory, 1);
         bump(&counters.records_dropped_memory, u64::from(frame.records));

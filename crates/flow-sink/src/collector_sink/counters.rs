@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::spool::SpoolCounters;
+use crate::{spool::SpoolCounters, window_losses::LossCounts};
 
 /// What a collector sink has done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,6 +61,19 @@ pub struct CollectorCounters {
     pub records_dropped_memory: u64,
     /// Frame bytes in those chunks.
     pub bytes_dropped_memory: u64,
+    /// Records of frames dropped before delivery (from a full spool, for a full disk,
+    /// from a full memory queue) that were added to the
+    /// [`lost_spool`](flow_batch::Completeness::lost_spool) of their window's last
+    /// chunk (see the [module docs](super#records-dropped-and-the-windows-completeness)).
+    /// Should that last chunk be dropped in turn, its own records count as unreported.
+    pub records_lost_spool_reported: u64,
+    /// Records of frames dropped too late to be reported so: after their window's
+    /// last chunk was encoded (often to make room for it), in the last chunk itself,
+    /// or of a window whose last chunk carried no completeness.
+    pub records_lost_spool_unreported: u64,
+    /// Records dropped of windows forgotten before their last chunk came, because
+    /// more windows than the sink remembers (64) had drops waiting.
+    pub records_lost_spool_forgotten: u64,
     /// Chunks in memory now, waiting to be sent (a gauge).
     pub memory_chunks: u64,
     /// Frame bytes in memory now (a gauge).
@@ -97,8 +110,9 @@ pub(super) struct Counters {
 }
 
 impl Counters {
-    /// A snapshot, with the send task's latest `gauges`.
-    pub(super) fn snapshot(&self, gauges: &Gauges) -> CollectorCounters {
+    /// A snapshot, with the send task's latest `gauges` and what became of the records
+    /// dropped (`losses`).
+    pub(super) fn snapshot(&self, gauges: &Gauges, losses: LossCounts) -> CollectorCounters {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CollectorCounters {
             chunks_accepted: get(&self.chunks_accepted),
@@ -123,6 +137,9 @@ impl Counters {
             chunks_respooled: get(&self.chunks_respooled),
             records_dropped_memory: get(&self.records_dropped_memory),
             bytes_dropped_memory: get(&self.bytes_dropped_memory),
+            records_lost_spool_reported: losses.reported,
+            records_lost_spool_unreported: losses.unreported,
+            records_lost_spool_forgotten: losses.forgotten,
             memory_chunks: gauges.memory_chunks as u64,
             memory_bytes: gauges.memory_bytes,
             spool: gauges.spool,

@@ -65,6 +65,29 @@
 //! done in its journal (nothing more is to be gained by keeping their records: a
 //! dropped frame's loss is counted here).
 //!
+//! # Records dropped and the window's completeness
+//!
+//! Every frame the sink drops before delivery (the spool's oldest, when it is over
+//! its cap or its disk is full; the memory queue's oldest, when it is full) has its
+//! records noted under its window (the exporter run and the window start of its
+//! header). When the window's last chunk is then handed over
+//! ([`accept`](crate::FlowSink::accept), [`accept_chunk`](CollectorSink::accept_chunk),
+//! [`deliver`](crate::FlowSink::deliver)) with a
+//! [`completeness`](flow_batch::Chunk::completeness), those records are added to its
+//! [`lost_spool`](flow_batch::Completeness::lost_spool) before it is encoded (counted
+//! in [`records_lost_spool_reported`](CollectorCounters::records_lost_spool_reported)).
+//! What cannot be reported so is counted apart: frames dropped after the window's
+//! last chunk was encoded (to make room for it, often), the last chunk itself, or a
+//! window whose last chunk has no completeness
+//! ([`records_lost_spool_unreported`](CollectorCounters::records_lost_spool_unreported));
+//! and the drops of the oldest window when more than 64 windows wait for their last
+//! chunk ([`records_lost_spool_forgotten`](CollectorCounters::records_lost_spool_forgotten)).
+//! The sink remembers drops in memory only: drops before a restart are not reported
+//! after it. (Frames a reopened spool drops at start to fit its cap are noted like
+//! any other, under the run that spooled them, for a last chunk of that run replayed
+//! from a journal.) A frame given to [`deliver_frame`](CollectorSink::deliver_frame)
+//! is forwarded as it is.
+//!
 //! # Answers are read, not trusted
 //!
 //! Of a response body the sink reads at most 512 bytes (a refusal's reason) or 4 KiB
@@ -95,7 +118,9 @@
 //! [`counters`](CollectorSink::counters) and `flush` read). Spool operations run on
 //! the blocking pool. The rest: settings (`config`), the HTTP client with its TLS
 //! material (`client`), one request and what its answer means (`response`), reading
-//! an answer's body without trusting it (`body`), the counters (`counters`).
+//! an answer's body without trusting it (`body`), the counters (`counters`); the
+//! records dropped per window are in a ledger the spool, the memory queue and the
+//! encoding caller share (`crate::window_losses`).
 
 mod backlog;
 mod body;
@@ -116,7 +141,7 @@ use std::{
 use async_trait::async_trait;
 use flow_batch::{
     Chunk,
-    wire::{BatchId, ChunkEncoder},
+    wire::{BatchId, ChunkEncoder, InstanceId},
 };
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -136,7 +161,13 @@ use self::{
     send_task::{Command, SendTask},
     shared::{Settings, Shared},
 };
-use crate::{error::SinkError, retry::RetryPolicy, sink::FlowSink, spool::Spool};
+use crate::{
+    error::SinkError,
+    retry::RetryPolicy,
+    sink::FlowSink,
+    spool::Spool,
+    window_losses::{WindowKey, WindowLosses},
+};
 
 /// The collector protocol's constants, defined next to the frame format they carry.
 pub use flow_batch::wire::{CHUNK_CONTENT_TYPE, CHUNKS_PATH, RESULT_HEADER};
@@ -155,6 +186,8 @@ pub struct CollectorSink {
     /// Taken by the first shut down.
     task: Mutex<Option<JoinHandle<()>>>,
     spooled: bool,
+    /// The run chunks handed over without a batch ID are encoded as.
+    instance: InstanceId,
     connect_timeout: Duration,
     request_timeout: Duration,
     flush_timeout: Duration,
@@ -199,10 +232,11 @@ impl CollectorSink {
             url,
             counters: Counters::default(),
             settled: Mutex::default(),
+            losses: WindowLosses::default(),
         });
         let backlog = match &config.spool_dir {
             Some(dir) => Some(Backlog::new(
-                Spool::open(dir, config.spool.clone())?,
+                Spool::open_noting_losses(dir, config.spool.clone(), Some(shared.losses.clone()))?,
                 config.memory_max_bytes,
                 config.memory_max_chunks,
                 Arc::clone(&shared),
@@ -235,6 +269,7 @@ impl CollectorSink {
             encoder: Mutex::new(encoder),
             task: Mutex::new(Some(tokio::spawn(task.run()))),
             spooled,
+            instance: config.instance,
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
             flush_timeout: config.flush_timeout,
@@ -272,7 +307,9 @@ impl CollectorSink {
 
     /// A snapshot of the counters (and of the spool's).
     pub fn counters(&self) -> CollectorCounters {
-        self.shared.counters.snapshot(&self.gauges.borrow())
+        self.shared
+            .counters
+            .snapshot(&self.gauges.borrow(), self.shared.losses.counts())
     }
 
     /// Delivers an already encoded frame as it is, keeping its batch ID (a relay
@@ -293,8 +330,51 @@ impl CollectorSink {
     /// [`Accepted::InMemory`] when the spool could not take it (see the
     /// [module docs](self#when-the-spool-cannot-take-a-chunk)).
     pub async fn accept_chunk(&self, chunk: &Chunk) -> Result<Accepted, SinkError> {
-        let bytes = encode_as(&self.encoder, chunk, None)?;
-        self.hand_over(Frame::new(bytes)?).await
+        self.encode_and_hand_over(chunk, None).await
+    }
+
+    /// Encodes `chunk` (under `id`, or the sink's own host and instance) and hands the
+    /// frame over. A window's last chunk first reports in its completeness the records
+    /// of the window the sink dropped (see the
+    /// [module docs](self#records-dropped-and-the-windows-completeness)); the chunk is
+    /// copied only when there is something to add.
+    async fn encode_and_hand_over(
+        &self,
+        chunk: &Chunk,
+        id: Option<&BatchId>,
+    ) -> Result<Accepted, SinkError> {
+        // Only a spool or a memory queue drops frames: without one, nothing to report.
+        let window = (self.spooled && chunk.last).then(|| WindowKey {
+            instance: id.map_or(self.instance, |id| id.instance),
+            start_ms: chunk.window.start_ms(),
+        });
+        let lost = window.map_or(0, |key| {
+            self.shared
+                .losses
+                .take_for_last(key, chunk.completeness.is_some())
+        });
+        let reported;
+        let chunk = match chunk.completeness {
+            Some(mut completeness) if lost > 0 => {
+                completeness.lost_spool = completeness.lost_spool.saturating_add(lost);
+                let mut copy = chunk.clone();
+                copy.completeness = Some(completeness);
+                reported = copy;
+                &reported
+            }
+            _ => chunk,
+        };
+        let result = match encode_as(&self.encoder, chunk, id).and_then(Frame::new) {
+            Ok(frame) => self.hand_over(frame).await,
+            Err(error) => Err(error),
+        };
+        // Not taken: the caller may hand the chunk over again.
+        if result.is_err()
+            && let Some(key) = window
+        {
+            self.shared.losses.give_back(key, lost);
+        }
+        result
     }
 
     /// Gives `frame` to the send task and waits for where it went.
@@ -382,8 +462,7 @@ impl FlowSink for CollectorSink {
     /// Encodes `chunk` under `id` (its host, instance and sequence), so that the
     /// frame's batch ID is the one the caller's journal knows.
     async fn accept(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
-        let bytes = encode_as(&self.encoder, chunk, Some(id))?;
-        self.hand_over(Frame::new(bytes)?).await
+        self.encode_and_hand_over(chunk, Some(id)).await
     }
 
     fn take_settled(&self) -> Vec<BatchId> {

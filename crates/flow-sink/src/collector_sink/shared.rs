@@ -1,12 +1,12 @@
 //! What the sink's handle and its send task share: the URL, the counters, the settled
-//! list, and the settings [`reconfigure`](super::CollectorSink::reconfigure) replaces.
+//! list, the records dropped per window, and the settings [`reconfigure`](super::CollectorSink::reconfigure) replaces.
 
 use std::{collections::VecDeque, sync::Mutex};
 
 use flow_batch::wire::BatchId;
 
 use super::{DEFAULT_MEMORY_MAX_CHUNKS, counters::Counters};
-use crate::retry::RetryPolicy;
+use crate::{retry::RetryPolicy, window_losses::WindowLosses};
 
 /// Most settled batch IDs kept for [`CollectorSink::take_settled`](super::CollectorSink::take_settled); past it the oldest
 /// are forgotten (a caller that collects them does so every tick).
@@ -19,6 +19,9 @@ pub(super) struct Shared {
     /// Batch IDs of frames that left the memory queue, for
     /// [`CollectorSink::take_settled`](super::CollectorSink::take_settled) (a plain getter, so not a message).
     pub(super) settled: Mutex<VecDeque<BatchId>>,
+    /// Records dropped before delivery (spool, disk or memory queue full), per window,
+    /// until the window's last chunk reports them; the spool holds a clone.
+    pub(super) losses: WindowLosses,
 }
 
 impl Shared {
