@@ -29,8 +29,10 @@ pub struct Completeness {
     /// crash (torn or damaged entries); reported in the first window after a restart,
     /// because their own window could not be read.
     pub lost_journal: u64,
-    /// Records of earlier chunks of this window that were dropped from the spool
-    /// (overflow) before they were delivered.
+    /// Records of earlier chunks of this window that the sink dropped before they
+    /// were delivered (a full spool or disk, a full in-memory queue), as far as known
+    /// when the window's last chunk was encoded: drops after that, and drops before a
+    /// restart, are not included (the sink counts them).
     pub lost_spool: u64,
     /// Interim records emitted for connections open at the window's close.
     pub interim_records: u64,

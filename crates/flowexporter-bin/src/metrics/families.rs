@@ -258,6 +258,11 @@ pub(super) static SNAPSHOT: &[FamilyDef<Snapshot>] = families! { Snapshot;
     Gauge "flowexporter_pipeline_chunks_waiting" "Chunks the sink failed to take, waiting for their next attempt." {
         [] => |s| Some(s.pipeline.chunks_waiting),
     }
+    Counter "flowexporter_spool_drops_in_completeness_total" "Records the sink dropped, by whether a window's completeness (lost_spool) reports them." {
+        [reported = "reported"] => |s| sink(s).map(|c| c.records_lost_spool_reported),
+        [reported = "too_late"] => |s| sink(s).map(|c| c.records_lost_spool_unreported),
+        [reported = "forgotten"] => |s| sink(s).map(|c| c.records_lost_spool_forgotten),
+    }
     Counter "flowexporter_closes_seen_total" "TCP closes the kernel program saw (each became a record or a counted loss)." {
         [] => |s| Some(s.kernel.closes_seen),
     }
