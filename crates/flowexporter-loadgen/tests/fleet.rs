@@ -1,10 +1,13 @@
 //! The fleet simulator against the real attribution engine, at a scale CI affords:
-//! nothing may be misattributed, every flow sent must come out exactly once, and the
-//! share left unattributed must stay within what the faults explain.
+//! nothing may be misattributed (interim records of long-lived connections included),
+//! every flow sent must come out exactly once, the share left unattributed must stay
+//! within what the faults explain, and every window's completeness record must be
+//! right: adding up when all its chunks arrived, not when some were lost.
 
 use std::time::Duration;
 
-use flowexporter_loadgen::fleet::{self, FleetConfig, FleetReport};
+use flow_collector::completeness::WindowStatus;
+use flowexporter_loadgen::fleet::{self, FleetConfig, FleetReport, traffic::ConnKind};
 
 /// A small fleet with short-lived workloads (so that IPs change hands often within
 /// ten minutes) and every fault.
@@ -22,6 +25,9 @@ fn faulty(seed: u64) -> FleetConfig {
         max_late: Duration::from_secs(90),
         max_skew: Duration::from_secs(1),
         mean_lifetime: Duration::from_secs(3 * 60),
+        // A host's minute is two or three chunks: a dropped one leaves its window
+        // with chunks missing, or without its last chunk.
+        max_records_per_chunk: 25,
         ..FleetConfig::default()
     }
 }
@@ -44,6 +50,15 @@ fn assert_sound(report: &FleetReport) {
         "the counts do not add up:\n{report}"
     );
     assert_eq!(report.tally.unattributed_without_reason, 0);
+    assert!(
+        report.windows_are_right(),
+        "the windows' completeness records are wrong:\n{report}"
+    );
+    // Long-lived connections were open across window closes, and every interim
+    // record came out (checked like every flow above).
+    assert!(report.traffic.of(ConnKind::LongLived) > 0);
+    assert!(report.traffic.interim_records > 0);
+    assert!(report.collector.interim_out > 0);
 }
 
 #[test]
@@ -60,6 +75,14 @@ fn a_faulty_fleet_is_never_misattributed_and_every_flow_comes_out_once() {
     // Every source of attribution was used.
     let t = &report.tally;
     assert!(t.correct_peer_record > 0 && t.correct_heartbeat > 0 && t.correct_static > 0);
+    // Dropped chunks leave windows that do not add up, and say so (a window none of
+    // whose chunks arrived has no record).
+    let w = &report.windows;
+    assert!(
+        w.of(WindowStatus::ChunksMissing) + w.of(WindowStatus::LastChunkMissing) > 0,
+        "{w:?}"
+    );
+    assert!(w.adding_up < w.total());
     // Unattributed although the truth had a name. Without faults that is none (see
     // the next test). A dropped chunk takes with it the peer records of its host's
     // minute and the heartbeats that would have covered its workloads' IPs then, so
@@ -88,6 +111,15 @@ fn without_faults_little_is_left_unattributed() {
     let report = run(&config);
     assert_sound(&report);
     assert_eq!(report.delivery.dropped, 0);
+    // Every window arrived whole and adds up, and counts every record that came out.
+    let w = &report.windows;
+    assert_eq!(w.of(WindowStatus::AllChunks), w.total());
+    assert_eq!(w.adding_up, w.total());
+    assert_eq!(
+        w.records_received + w.interim_received,
+        report.collector.flows_out
+    );
+    assert_eq!(report.collector.interim_out, report.traffic.interim_records);
     println!(
         "unattributed without faults: {:.2} % of those whose truth had a name",
         report.unattributed_answerable_percent()

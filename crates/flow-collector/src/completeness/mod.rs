@@ -43,7 +43,8 @@
 //! # Memory
 //!
 //! One entry per window that is open (waiting for chunks) or remembered as reported:
-//! about 200 bytes each, at most [`CompletenessConfig::max_windows`]. Above the cap
+//! a few hundred bytes each (two table slots, the host's name twice, and while open
+//! its counts), at most [`CompletenessConfig::max_windows`]. Above the cap
 //! the oldest remembered windows are forgotten first, then the open windows nearest
 //! their deadline are reported early (counted in
 //! [`CompletenessStats::windows_evicted`]). A fleet of 1,000 exporters with 1-minute

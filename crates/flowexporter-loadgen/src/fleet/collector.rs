@@ -1,7 +1,9 @@
 //! The collector's side, as the real collector runs it on one thread: decode each
-//! frame, drop batch IDs seen before, push the records into the [`Attributor`] at the
-//! simulated arrival time, advance it, take the decided flows out and serialize each
-//! as the collector's JSON line. Only this work is timed.
+//! frame, drop batch IDs seen before, count it in its window
+//! ([`WindowTracker`]), push the records into the [`Attributor`] at the simulated
+//! arrival time, advance it, take the decided flows out and serialize each as the
+//! collector's JSON line, and each window's completeness record too. Only this work is
+//! timed.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -12,8 +14,12 @@ use std::{
 use flow_batch::wire::{BatchId, ChunkDecoder, DecodeLimits, InstanceId};
 use flow_collector::{
     attribution::{AttributedFlow, AttributionConfig, AttributionStats, Attributor},
-    output::write_json_line,
+    completeness::{
+        CompletenessConfig, Slot, WindowChunk, WindowReport, WindowStatus, WindowTracker,
+    },
+    output::{write_completeness_line, write_json_line},
 };
+use flow_record::RecordKind;
 
 use crate::fleet::world::{Micros, system_time};
 
@@ -34,6 +40,8 @@ pub struct CollectorCounters {
     pub records_in: u64,
     /// Flows taken out.
     pub flows_out: u64,
+    /// Interim records among them.
+    pub interim_out: u64,
     /// Bytes of JSON lines written.
     pub json_bytes: u64,
 }
@@ -47,6 +55,55 @@ pub struct StageTimes {
     pub attribute: Duration,
     /// Writing the JSON lines.
     pub serialize: Duration,
+    /// Counting every window's records against its completeness.
+    pub windows: Duration,
+}
+
+/// The windows' completeness records, judged: the simulated exporters lose nothing on
+/// their hosts, so a window every chunk of which arrived must add up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WindowTally {
+    /// Windows reported, in [`WindowStatus::ALL`] order.
+    pub reported: [u64; WindowStatus::ALL.len()],
+    /// Windows whose numbers add up.
+    pub adding_up: u64,
+    /// Windows every chunk of which arrived whose numbers do not add up (must be 0).
+    pub all_chunks_not_adding_up: u64,
+    /// Windows reported with chunks missing that add up all the same (must be 0:
+    /// nothing on the hosts says those records were lost).
+    pub missing_chunks_adding_up: u64,
+    /// Final records counted in the reports.
+    pub records_received: u64,
+    /// Interim records counted in the reports.
+    pub interim_received: u64,
+    /// Windows whose last chunk carried no completeness (must be 0).
+    pub without_completeness: u64,
+    /// Chunks that arrived after their window was reported.
+    pub late_chunks: u64,
+}
+
+impl WindowTally {
+    /// Windows reported.
+    pub fn total(&self) -> u64 {
+        self.reported.iter().sum()
+    }
+
+    /// Windows reported with `status`.
+    pub fn of(&self, status: WindowStatus) -> u64 {
+        self.reported[status.index()]
+    }
+
+    fn note(&mut self, report: &WindowReport) {
+        self.reported[report.status.index()] += 1;
+        let adds_up = report.adds_up();
+        self.adding_up += u64::from(adds_up);
+        match report.status {
+            WindowStatus::AllChunks => self.all_chunks_not_adding_up += u64::from(!adds_up),
+            _ => self.missing_chunks_adding_up += u64::from(adds_up),
+        }
+        self.records_received += report.records_received;
+        self.interim_received += report.interim_records_received;
+    }
 }
 
 /// The ownership map at its largest.
@@ -67,6 +124,8 @@ pub struct PeakMap {
 /// The collector: decoder, deduplication set, attributor and output buffer.
 pub struct CollectorSide {
     attributor: Attributor,
+    windows: WindowTracker,
+    window_tally: WindowTally,
     decoder: ChunkDecoder,
     /// Sequences seen, per host and exporter instance (the ledger's in-memory part).
     seen: HashMap<String, HashMap<InstanceId, HashSet<u64>>>,
@@ -92,6 +151,8 @@ impl CollectorSide {
     pub fn new(config: AttributionConfig) -> anyhow::Result<CollectorSide> {
         Ok(CollectorSide {
             attributor: Attributor::new(config),
+            windows: WindowTracker::new(CompletenessConfig::default()),
+            window_tally: WindowTally::default(),
             decoder: ChunkDecoder::new(DecodeLimits::default())?,
             seen: HashMap::new(),
             out: Vec::with_capacity(OUT_BUFFER + 4096),
@@ -132,15 +193,28 @@ impl CollectorSide {
                     }
                 };
                 if fresh {
-                    let pushing = Instant::now();
-                    self.counters.records_in += chunk.records.len() as u64;
+                    let counting = Instant::now();
                     let batch = Arc::new(BatchId {
                         host: header.host,
                         instance: header.instance,
                         sequence: header.sequence,
                     });
-                    self.attributor
-                        .push_chunk(batch, chunk.records, system_time(now));
+                    let window = WindowChunk::new(
+                        Arc::clone(&batch),
+                        header.window,
+                        header.chunk_index,
+                        header.last,
+                        header.completeness,
+                        &chunk.records,
+                    );
+                    let at = system_time(now);
+                    let slot = self.windows.wants_slot(&batch, header.window, at);
+                    let slot = if slot { Slot::Unwritten } else { Slot::None };
+                    self.windows.observe(&window, slot, at);
+                    self.stages.windows += counting.elapsed();
+                    let pushing = Instant::now();
+                    self.counters.records_in += chunk.records.len() as u64;
+                    self.attributor.push_chunk(batch, chunk.records, at);
                     self.stages.attribute += pushing.elapsed();
                     self.take_ready();
                 } else {
@@ -168,6 +242,10 @@ impl CollectorSide {
         let draining = Instant::now();
         self.attributor.drain(system_time(now));
         self.stages.attribute += draining.elapsed();
+        // Every window still waiting for chunks is reported as it would be after its
+        // grace.
+        let grace = self.windows.config().grace;
+        self.windows.advance(system_time(now) + grace);
         self.take_ready();
         self.busy += started.elapsed();
     }
@@ -179,6 +257,9 @@ impl CollectorSide {
         let started = Instant::now();
         self.attributor.advance(system_time(now));
         self.stages.attribute += started.elapsed();
+        let counting = Instant::now();
+        self.windows.advance(system_time(now));
+        self.stages.windows += counting.elapsed();
         self.take_ready();
     }
 
@@ -199,9 +280,23 @@ impl CollectorSide {
             // Writing into a Vec fails only if serde_json does (it does not for
             // these types); the flow is checked all the same.
             let _ = write_json_line(&mut self.out, flow);
+            self.counters.interim_out += u64::from(flow.record.record_kind == RecordKind::Interim);
         }
+        while let Some(report) = self.windows.pop_report() {
+            self.window_tally.note(&report);
+            let _ = write_completeness_line(&mut self.out, &report);
+        }
+        while self.windows.pop_silent().is_some() {
+            self.window_tally.without_completeness += 1;
+        }
+        self.window_tally.late_chunks = self.windows.stats().late_chunks;
         self.counters.flows_out += (self.ready.len() - first) as u64;
         self.stages.serialize += serializing.elapsed();
+    }
+
+    /// The windows' completeness records so far, judged.
+    pub fn windows(&self) -> &WindowTally {
+        &self.window_tally
     }
 
     /// The flows decided by the last call.

@@ -4,13 +4,18 @@
 //! seconds) after their release; some hosts share one IPv4 among containers told
 //! apart by port (connect map); a few services run no exporter, some of them in the
 //! collector's static table. Every connection writes the records its ends' exporters
-//! would write, in each host's skewed clock; each host ships every minute's records
-//! as real frames ([`ChunkEncoder`](flow_batch::wire::ChunkEncoder)), which arrive
-//! late, twice, out of order or never. The collector side decodes them, drops
-//! duplicate batch IDs, attributes with the real
-//! [`Attributor`](flow_collector::attribution::Attributor) and writes JSON lines; the
-//! simulator knows the truth and checks every flow: misattributed (must be 0),
-//! unattributed and why, and the collector's throughput and memory.
+//! would write, in each host's skewed clock (a long-lived one an interim record at
+//! every window close it spans, then its final record); each host ships every
+//! minute's records as real frames ([`ChunkEncoder`](flow_batch::wire::ChunkEncoder)),
+//! the window's last with its completeness, which arrive late, twice, out of order or
+//! never. The collector side decodes them, drops duplicate batch IDs, counts each
+//! window's records with the real
+//! [`WindowTracker`](flow_collector::completeness::WindowTracker), attributes with
+//! the real [`Attributor`](flow_collector::attribution::Attributor) and writes JSON
+//! lines; the simulator knows the truth and checks every flow: misattributed (must be
+//! 0), unattributed and why, and the collector's throughput and memory; and every
+//! window's completeness record: it adds up when every chunk of the window arrived,
+//! and not when one was lost.
 //!
 //! Simulated time throughout, deterministic from the seed.
 //!
@@ -32,7 +37,7 @@
 //! Modules: [`config`], [`world`] (hosts, workloads, IPs over time), [`traffic`]
 //! (connections and records), [`faults`] (what happens to chunks), [`truth`] (the
 //! true remote of each flow), [`collector`] (the timed collector side), [`check`]
-//! (verdicts), [`run`] (the loop) and [`report`].
+//! (verdicts), [`run`](mod@run) (the loop) and [`report`].
 
 pub mod check;
 pub mod collector;

@@ -2,12 +2,15 @@
 
 use std::{fmt, time::Duration};
 
-use flow_collector::attribution::{AttributionStats, RemoteUnattributedReason};
+use flow_collector::{
+    attribution::{AttributionStats, RemoteUnattributedReason},
+    completeness::WindowStatus,
+};
 use serde_json::{Value, json};
 
 use crate::fleet::{
     check::Tally,
-    collector::{CollectorCounters, PeakMap, StageTimes},
+    collector::{CollectorCounters, PeakMap, StageTimes, WindowTally},
     config::FleetConfig,
     traffic::{ConnKind, TrafficCounts},
 };
@@ -66,6 +69,8 @@ pub struct FleetReport {
     pub peak_map: PeakMap,
     /// Workloads that ran.
     pub workloads: u64,
+    /// The windows' completeness records, judged.
+    pub windows: WindowTally,
 }
 
 impl FleetReport {
@@ -86,9 +91,23 @@ impl FleetReport {
             && self.collector.decode_errors == 0
     }
 
-    /// Whether the run passes: nothing misattributed, and the counts add up.
+    /// Whether the windows' completeness records are right: a window every chunk of
+    /// which arrived adds up, one with chunks missing does not (the simulated hosts
+    /// lose nothing, so nothing explains them), every window's last chunk carried its
+    /// completeness, and every interim record came out.
+    pub fn windows_are_right(&self) -> bool {
+        let w = &self.windows;
+        w.all_chunks_not_adding_up == 0
+            && w.missing_chunks_adding_up == 0
+            && w.without_completeness == 0
+            && w.total() > 0
+            && w.records_received + w.interim_received <= self.collector.flows_out
+    }
+
+    /// Whether the run passes: nothing misattributed, the counts add up, and the
+    /// windows' completeness records are right.
     pub fn passed(&self) -> bool {
-        self.tally.misattributed == 0 && self.counts_add_up()
+        self.tally.misattributed == 0 && self.counts_add_up() && self.windows_are_right()
     }
 
     /// Unattributed flows, percent of the flows checked.
@@ -167,7 +186,16 @@ impl FleetReport {
             "ranges_evicted": s.ranges_evicted,
             "ranges_expired": s.ranges_expired,
         });
-        json!({
+        let windows = json!({
+            "all_chunks": self.windows.of(WindowStatus::AllChunks),
+            "chunks_missing": self.windows.of(WindowStatus::ChunksMissing),
+            "last_chunk_missing": self.windows.of(WindowStatus::LastChunkMissing),
+            "adding_up": self.windows.adding_up,
+            "all_chunks_not_adding_up": self.windows.all_chunks_not_adding_up,
+            "late_chunks": self.windows.late_chunks,
+            "right": self.windows_are_right(),
+        });
+        let mut report = json!({
             "config": config,
             "passed": self.passed(),
             "counts_add_up": self.counts_add_up(),
@@ -212,7 +240,13 @@ impl FleetReport {
             "json_bytes": self.collector.json_bytes,
             "peak_rss_kib": self.peak_rss_kib,
             "map": map,
-        })
+        });
+        // Added after: one json! of every key would pass the macro's recursion limit.
+        report["collector_windows_seconds"] = json!(self.stages.windows.as_secs_f64());
+        report["interim_flows"] = json!(self.traffic.interim_records);
+        report["interim_flows_out"] = json!(self.collector.interim_out);
+        report["windows"] = windows;
+        report
     }
 }
 
@@ -269,10 +303,28 @@ impl fmt::Display for FleetReport {
             d.late,
             d.reordered
         )?;
+        let w = &self.windows;
         writeln!(
             f,
-            "flows: {} generated, {} expected out, {} out, {} missing, {} unknown or twice: {}",
+            "windows: {} reported ({} all chunks, {} chunks missing, {} last chunk missing), {} add up, {} with every chunk do not, {} late chunks: {}",
+            w.total(),
+            w.of(WindowStatus::AllChunks),
+            w.of(WindowStatus::ChunksMissing),
+            w.of(WindowStatus::LastChunkMissing),
+            w.adding_up,
+            w.all_chunks_not_adding_up,
+            w.late_chunks,
+            if self.windows_are_right() {
+                "right"
+            } else {
+                "WRONG"
+            }
+        )?;
+        writeln!(
+            f,
+            "flows: {} generated ({} interim), {} expected out, {} out, {} missing, {} unknown or twice: {}",
             self.traffic.records,
+            self.traffic.interim_records,
             self.expected_out(),
             self.collector.flows_out,
             self.missing,
@@ -324,10 +376,11 @@ impl fmt::Display for FleetReport {
         }
         writeln!(
             f,
-            "collector (decode + dedup + attribute + serialize, one thread): {:.3} s, {:.0} flows/s (decode {:.3} s, attribute {:.3} s, serialize {:.3} s)",
+            "collector (decode + dedup + windows + attribute + serialize, one thread): {:.3} s, {:.0} flows/s (decode {:.3} s, windows {:.3} s, attribute {:.3} s, serialize {:.3} s)",
             self.collector_time.as_secs_f64(),
             self.throughput(),
             self.stages.decode.as_secs_f64(),
+            self.stages.windows.as_secs_f64(),
             self.stages.attribute.as_secs_f64(),
             self.stages.serialize.as_secs_f64()
         )?;

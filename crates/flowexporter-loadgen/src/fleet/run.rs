@@ -1,6 +1,7 @@
 //! The simulation loop: minute by minute, the fleet runs, its workloads connect, each
-//! exporter ships the window that closed as real frames, the network delays, repeats
-//! or loses them, and the collector takes what arrived.
+//! exporter ships the window that closed as real frames (the last one with the
+//! window's completeness: every close emitted, nothing lost on the host), the network
+//! delays, repeats or loses them, and the collector takes what arrived.
 
 use std::{
     cmp::Reverse,
@@ -10,8 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flow_batch::{Chunk, Window, wire::ChunkEncoder};
+use flow_batch::{Chunk, Completeness, Window, wire::ChunkEncoder};
 use flow_collector::attribution::{AttributionConfig, StaticOwners};
+use flow_record::RecordKind;
 
 use crate::fleet::{
     check::{Checker, ChunkFate},
@@ -116,7 +118,7 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
         config,
         pending: vec![Vec::new(); world.hosts.len()],
         world,
-        traffic: Traffic::new(traffic_seed),
+        traffic: Traffic::new(traffic_seed, i64::from(config.minutes) * MINUTE),
         faults: Faults::new(config, fault_seed),
         exporters,
         network: BinaryHeap::new(),
@@ -154,6 +156,7 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
         wall_time: wall.elapsed(),
         peak_rss_kib,
         final_stats: sim.collector.stats(),
+        windows: sim.collector.windows().clone(),
         peak_map: sim.collector.peak().clone(),
         workloads: sim.world.workloads.len() as u64,
     })
@@ -209,8 +212,22 @@ impl Sim<'_> {
             let (this, next) = rest.split_at(in_window);
             rest = next;
             let chunks = this.len().div_ceil(max);
+            // What the exporter counted of the window: its kernel saw every close and
+            // emitted a record for each, and nothing was lost on the host.
+            let interim = this
+                .iter()
+                .filter(|p| p.record.record_kind == RecordKind::Interim)
+                .count() as u64;
+            let finals = this.len() as u64 - interim;
+            let completeness = Completeness {
+                closes_seen: finals,
+                records_emitted: finals,
+                interim_records: interim,
+                running_whole_window: true,
+                ..Completeness::default()
+            };
             for (index, part) in this.chunks(max).enumerate() {
-                let last = index + 1 == chunks;
+                let last = (index + 1 == chunks).then_some(completeness);
                 // The window ends at (window + 1) minutes in the host's clock.
                 let send = ((window + 1) * MINUTE + SEND_AFTER - skew).max(now + SEND_AFTER);
                 self.send(h, window, index as u32, last, part, send)?;
@@ -219,13 +236,14 @@ impl Sim<'_> {
         Ok(())
     }
 
-    /// Encodes and sends one chunk.
+    /// Encodes and sends one chunk (the window's last when it carries the window's
+    /// completeness).
     fn send(
         &mut self,
         h: usize,
         window: i64,
         index: u32,
-        last: bool,
+        last: Option<Completeness>,
         part: &[Pending],
         send: Micros,
     ) -> anyhow::Result<()> {
@@ -237,7 +255,8 @@ impl Sim<'_> {
         let sequence = exporter.sequence;
         exporter.sequence += 1;
         let records = part.iter().map(|p| p.record.clone()).collect();
-        let chunk = Chunk::new(window, index, sequence, last, records);
+        let mut chunk = Chunk::new(window, index, sequence, last.is_some(), records);
+        chunk.completeness = last;
         let host = &self.world.hosts[h];
         let mut encoder = ChunkEncoder::new(host.name.clone(), host.instance)?;
         let frame: Rc<[u8]> = encoder.encode_to_vec(&chunk)?.into();

@@ -6,15 +6,21 @@
 //! service without an exporter (only the client writes one), some refused (the
 //! client's record only), some to an IP whose owner stopped a while ago (timed out,
 //! nobody there), some kubelet-style probes from a pod host's own IP (no identity),
-//! and some long-lived connections older than the exporters (no start time). Each
-//! workload that starts gets a connection right after its start, and each that stops
-//! one right before its stop.
+//! some connections older than the exporters (no start time), and some that stay open
+//! for minutes (a pool's connections to a database): both ends send an interim record
+//! shortly before the close of every window such a connection spans, then the final
+//! one. Each workload that starts gets a connection right after its start, and each
+//! that stops one right before its stop.
+//!
+//! Every record carries its connection's flow ID (its host's boot ID and a socket
+//! cookie, the same in the interim and final records of one end), and a client's
+//! record the process that connected.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use flow_record::{
-    CloseReason, Direction, FlowRecord, IdentitySource, RecordKind, SocketStats, TcpState,
-    UnattributedReason,
+    CloseReason, Direction, FlowId, FlowRecord, IdentitySource, ProcessInfo, RecordKind,
+    SocketStats, TcpState, UnattributedReason,
 };
 
 use crate::fleet::{
@@ -24,6 +30,10 @@ use crate::fleet::{
 
 /// One millisecond of [`Micros`].
 const MS: Micros = 1_000;
+
+/// How long before a window's close (in its host's clock) an exporter snapshots the
+/// connections still open (a tenth of the window, at most 1 s).
+const SNAPSHOT_BEFORE_CLOSE: Micros = 500 * MS;
 
 /// A record waiting in its host's exporter for its window to close.
 #[derive(Clone, Debug)]
@@ -57,11 +67,13 @@ pub enum ConnKind {
     AfterStart,
     /// Right before the server stopped.
     BeforeStop,
+    /// Open for minutes: interim records at every window close it spans.
+    LongLived,
 }
 
 impl ConnKind {
     /// Every kind, in report order.
-    pub const ALL: [ConnKind; 9] = [
+    pub const ALL: [ConnKind; 10] = [
         ConnKind::Normal,
         ConnKind::Static,
         ConnKind::Unmanaged,
@@ -71,6 +83,7 @@ impl ConnKind {
         ConnKind::NoStart,
         ConnKind::AfterStart,
         ConnKind::BeforeStop,
+        ConnKind::LongLived,
     ];
 
     /// Its name in reports.
@@ -85,6 +98,7 @@ impl ConnKind {
             ConnKind::NoStart => "no_start_time",
             ConnKind::AfterStart => "right_after_server_start",
             ConnKind::BeforeStop => "right_before_server_stop",
+            ConnKind::LongLived => "long_lived",
         }
     }
 
@@ -98,8 +112,10 @@ impl ConnKind {
 pub struct TrafficCounts {
     /// Connections, by [`ConnKind::ALL`] order.
     pub connections: [u64; ConnKind::ALL.len()],
-    /// Records (one or two per connection).
+    /// Records (one or two per connection, and the interim ones).
     pub records: u64,
+    /// Interim records among them.
+    pub interim_records: u64,
 }
 
 impl TrafficCounts {
@@ -154,14 +170,20 @@ struct Conn {
 pub struct Traffic {
     rng: fastrand::Rng,
     counts: TrafficCounts,
+    /// When the traffic ends: a long-lived connection closes before.
+    end: Micros,
+    /// The last socket cookie handed out.
+    cookie: u64,
 }
 
 impl Traffic {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Traffic {
+    /// A generator seeded with `seed`, whose connections all close before `end`.
+    pub fn new(seed: u64, end: Micros) -> Traffic {
         Traffic {
             rng: fastrand::Rng::with_seed(seed),
             counts: TrafficCounts::default(),
+            end,
+            cookie: 0,
         }
     }
 
@@ -245,6 +267,11 @@ impl Traffic {
             }
             120..130 => {
                 if let Some(conn) = self.no_start(world, client, t_end) {
+                    return Some(conn);
+                }
+            }
+            160..200 => {
+                if let Some(conn) = self.long_lived(world, client, lo, hi) {
                     return Some(conn);
                 }
             }
@@ -341,6 +368,31 @@ impl Traffic {
                     t_end,
                     outcome: Outcome::Normal,
                     kind: ConnKind::NoStart,
+                });
+            }
+        }
+        None
+    }
+
+    /// A connection from `client` opening between `lo` and `hi` and staying open for
+    /// minutes, to a server that runs all that time.
+    fn long_lived(&mut self, world: &World, client: u32, lo: Micros, hi: Micros) -> Option<Conn> {
+        let t_start = self.rng.i64(lo..hi);
+        let t_end = t_start + self.rng.i64(70 * SECOND..4 * MINUTE);
+        let through = |w: u32| world.workloads[w as usize].runs_through(t_start - MS, t_end + MS);
+        if t_end >= self.end || !through(client) || world.live_servers.is_empty() {
+            return None;
+        }
+        for _ in 0..8 {
+            let s = world.live_servers[self.rng.usize(..world.live_servers.len())];
+            if s != client && through(s) {
+                return Some(Conn {
+                    client: Client::Workload(client),
+                    server: Server::Workload(s),
+                    t_start: Some(t_start),
+                    t_end,
+                    outcome: Outcome::Normal,
+                    kind: ConnKind::LongLived,
                 });
             }
         }
@@ -509,8 +561,15 @@ impl Traffic {
             Client::HostProcess(_) => (None, IdentitySource::None(UnattributedReason::NoMatch)),
         };
         let client_identity = identity(conn.client);
+        let process = match (conn.client, out_dir) {
+            (Client::Workload(w), Direction::Outbound) => {
+                Some(ProcessInfo::new(1_000 + w, "app", 4_000 + u64::from(w)))
+            }
+            _ => None,
+        };
         let stats = self.stats(established);
         let skew = world.hosts[client_host as usize].skew;
+        let client_flow = self.flow_id(client_host);
         let record = FlowRecord {
             local: SocketAddr::V4(client_addr),
             remote: SocketAddr::V4(server_addr),
@@ -524,9 +583,10 @@ impl Traffic {
             identity_source: client_identity.1,
             incomplete: false,
             record_kind: RecordKind::Final,
-            flow_id: None,
-            process: None,
+            flow_id: Some(client_flow),
+            process,
         };
+        self.interim(out, client_host, &conn, &record, skew, server_truth);
         push(out, client_host, conn.t_end + skew, record, server_truth);
         self.counts.records += 1;
 
@@ -543,6 +603,7 @@ impl Traffic {
         let t_start = conn
             .t_start
             .map(|t| (t + self.rng.i64(50..400)).min(conn.t_end));
+        let server_flow = self.flow_id(w.host);
         let record = FlowRecord {
             local: SocketAddr::V4(server_addr),
             remote: SocketAddr::V4(client_addr),
@@ -562,11 +623,62 @@ impl Traffic {
             identity_source: w.identity,
             incomplete: false,
             record_kind: RecordKind::Final,
-            flow_id: None,
+            flow_id: Some(server_flow),
             process: None,
         };
+        let conn = Conn { t_start, ..conn };
+        self.interim(out, w.host, &conn, &record, skew, client_truth);
         push(out, w.host, conn.t_end + skew, record, client_truth);
         self.counts.records += 1;
+    }
+
+    /// A new connection's ID on host `h`: the host's boot ID, a fresh socket cookie.
+    fn flow_id(&mut self, h: u32) -> FlowId {
+        self.cookie += 1;
+        let mut boot_id = [0xb0; 16];
+        boot_id[12..].copy_from_slice(&h.to_be_bytes());
+        FlowId {
+            boot_id,
+            cookie: self.cookie,
+        }
+    }
+
+    /// The interim records of one end (`final_record`, on `host`, whose clock is
+    /// `skew` ahead) of a long-lived connection: one shortly before the close of every
+    /// window, in the host's clock, that the connection is open across.
+    fn interim(
+        &mut self,
+        out: &mut [Vec<Pending>],
+        host: u32,
+        conn: &Conn,
+        final_record: &FlowRecord,
+        skew: Micros,
+        truth: Truth,
+    ) {
+        if conn.kind != ConnKind::LongLived {
+            return;
+        }
+        let Some(t_start) = conn.t_start else {
+            return;
+        };
+        let (start, end) = (t_start + skew, conn.t_end + skew);
+        let mut close = (start.div_euclid(MINUTE) + 1) * MINUTE;
+        while close <= end {
+            let snapshot = close - SNAPSHOT_BEFORE_CLOSE;
+            if snapshot > start {
+                let record = FlowRecord {
+                    t_end: system_time(snapshot),
+                    close_state: TcpState(1),
+                    close_reason: CloseReason::Normal,
+                    record_kind: RecordKind::Interim,
+                    ..final_record.clone()
+                };
+                push(out, host, snapshot, record, truth);
+                self.counts.records += 1;
+                self.counts.interim_records += 1;
+            }
+            close += MINUTE;
+        }
     }
 
     fn stats(&mut self, established: bool) -> SocketStats {
@@ -614,7 +726,8 @@ mod tests {
         d - T0_SECS as i64 * SECOND
     }
 
-    /// Runs `minutes` of a small fleet and returns the world and every record.
+    /// Runs `minutes` of a small fleet (whose traffic goes on 20 minutes) and returns
+    /// the world and every record.
     fn generate(minutes: i64) -> (World, Vec<(u32, Pending)>, TrafficCounts) {
         let config = FleetConfig {
             hosts: 30,
@@ -623,7 +736,7 @@ mod tests {
             ..FleetConfig::default()
         };
         let mut world = World::new(&config, 11);
-        let mut traffic = Traffic::new(12);
+        let mut traffic = Traffic::new(12, 20 * MINUTE);
         let mut out = vec![Vec::new(); config.hosts as usize];
         for m in 0..minutes {
             world.run_minute(m * MINUTE, (m + 1) * MINUTE);
@@ -697,11 +810,65 @@ mod tests {
     }
 
     #[test]
+    fn long_lived_connections_send_an_interim_record_per_window_close() {
+        let (_, records, counts) = generate(20);
+        assert!(counts.interim_records > 0);
+        // Per end of a connection (its flow ID): its records, final last.
+        let mut by_flow: HashMap<FlowId, Vec<&Pending>> = HashMap::new();
+        for (_, p) in &records {
+            let id = p.record.flow_id.expect("every record has a flow ID");
+            by_flow.entry(id).or_default().push(p);
+        }
+        let mut spanning = 0;
+        for (id, list) in &by_flow {
+            let finals: Vec<_> = list
+                .iter()
+                .filter(|p| p.record.record_kind == RecordKind::Final)
+                .collect();
+            assert_eq!(finals.len(), 1, "{id:?}");
+            let last = &finals[0].record;
+            // In the host's clock, as the exporter's windows are.
+            let Some(start) = last.t_start.map(micros) else {
+                continue;
+            };
+            let end = micros(last.t_end);
+            let mut interims: Vec<_> = list
+                .iter()
+                .filter(|p| p.record.record_kind == RecordKind::Interim)
+                .collect();
+            interims.sort_by_key(|p| p.record.t_end);
+            if interims.is_empty() {
+                // Not a long-lived connection (the others send their final record only).
+                continue;
+            }
+            // One per window close inside the connection, in the window that closes.
+            let closes = (start.div_euclid(MINUTE) + 1..=end.div_euclid(MINUTE))
+                .filter(|k| k * MINUTE - SNAPSHOT_BEFORE_CLOSE > start)
+                .count();
+            assert_eq!(interims.len(), closes, "{id:?}");
+            for p in &interims {
+                let t = micros(p.record.t_end);
+                assert!(start < t && t < end);
+                assert_eq!(p.window, (t + SNAPSHOT_BEFORE_CLOSE) / MINUTE - 1);
+                assert_eq!(p.truth, finals[0].truth);
+                assert_eq!(
+                    (p.record.local, p.record.remote, p.record.t_start),
+                    (last.local, last.remote, last.t_start)
+                );
+            }
+            spanning += 1;
+        }
+        assert!(spanning > 0);
+    }
+
+    #[test]
     fn no_two_overlapping_connections_share_a_four_tuple() {
         let (world, records, _) = generate(20);
         let mut by_tuple: HashMap<(SocketAddr, SocketAddr), Vec<(Micros, Micros)>> = HashMap::new();
         for (h, p) in &records {
-            if p.record.direction == Direction::Inbound {
+            if p.record.direction == Direction::Inbound
+                || p.record.record_kind == RecordKind::Interim
+            {
                 continue;
             }
             let skew = world.hosts[*h as usize].skew;

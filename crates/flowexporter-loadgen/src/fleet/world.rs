@@ -308,7 +308,7 @@ impl World {
         world
     }
 
-    /// The current time (what [`advance`](World::advance) reached).
+    /// The current time (what [`run_minute`](World::run_minute) reached).
     pub fn now(&self) -> Micros {
         self.now
     }
