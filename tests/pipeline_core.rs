@@ -205,3 +205,74 @@ fn what_still_waits_at_the_stop_stays_journaled_or_is_counted_lost() {
     );
     assert_eq!(unjournaled.counters().records_unsent_at_stop, 3);
 }
+
+#[test]
+fn every_window_is_reported_with_the_sources_counts_interim_and_replayed_records_added() {
+    let dir = tempfile::tempdir().expect("dir");
+    // A run journals five records, then crashes before any chunk left.
+    {
+        let mut crashed = core(Shipping::Windows, Some(journal(dir.path())));
+        crashed.push((0..5).map(record), at(1));
+        crashed.sync();
+    }
+    let (journal, recovered) = RecordJournal::open(
+        dir.path(),
+        "host-a",
+        InstanceId::new(10),
+        JournalConfig::default(),
+    )
+    .expect("journal");
+    let batch = BatchConfig::for_window(Duration::from_secs(60))
+        .with_allowed_lateness(Duration::from_secs(5));
+    let mut core = PipelineCore::new(
+        batch,
+        Shipping::Windows,
+        Some(journal),
+        "host-a",
+        InstanceId::new(10),
+    )
+    .expect("core");
+    // The next start, in the window [at(100), at(160)): the old records are late.
+    core.recover(recovered, at(100));
+    core.report_windows(at(100));
+    let interim: Vec<_> = (10..12)
+        .map(|i| {
+            let mut r = record(i);
+            r.record_kind = flow_record::RecordKind::Interim;
+            r.t_end = at(110);
+            r
+        })
+        .collect();
+    core.push(interim, at(110));
+    // Nothing is due before the window's end plus the lateness.
+    assert!(core.windows_to_report(at(164), false).is_empty());
+    let due = core.windows_to_report(at(165), false);
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].start(), at(100));
+    let counts = flow_batch::Completeness {
+        closes_seen: 3,
+        records_emitted: 3,
+        running_whole_window: false,
+        ..Default::default()
+    };
+    core.supply_completeness(due[0], counts);
+    assert!(
+        core.windows_to_report(at(165), false).is_empty(),
+        "asked once"
+    );
+    core.handle_timeout(at(165), t0());
+    let t = core.poll_transmit(t0()).expect("the window's last chunk");
+    assert!(t.chunk.last);
+    assert_eq!(t.chunk.records.len(), 7, "5 replayed, 2 interim");
+    let c = t
+        .chunk
+        .completeness
+        .expect("completeness on the last chunk");
+    assert_eq!(c.records_replayed, 5, "{c:?}");
+    assert_eq!(c.interim_records, 2, "{c:?}");
+    assert_eq!((c.closes_seen, c.records_emitted), (3, 3));
+    // The next window is open already, without a record: it will be reported too.
+    let next = core.windows_to_report(at(225), false);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].start(), at(160));
+}

@@ -156,6 +156,7 @@ fn completeness(whole: bool) -> Completeness {
         lost_journal: 3,
         lost_spool: 4,
         interim_records: 12,
+        records_replayed: 5,
         running_whole_window: whole,
     }
 }

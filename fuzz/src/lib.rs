@@ -12,7 +12,7 @@ use flow_batch::wire::{ChunkDecoder, ChunkEncoder, DecodeLimits, decode_header};
 const FIXED: usize = 70;
 /// Bytes of the completeness block a version 2 header has after the host when its
 /// flag (`0x02`) is set.
-const COMPLETENESS: usize = 57;
+const COMPLETENESS: usize = 65;
 
 /// The limits the fuzz targets decode with: the defaults, but 1 MiB of payload rather
 /// than 64 MiB, so that a 100-byte input announcing 64 MiB does not make every run

@@ -1,5 +1,6 @@
 //! What the core adds to a window's completeness (the source supplies the kernel's
-//! counts): the interim records batched in it, and the journal's losses at recovery.
+//! counts): the interim records batched in it, the records of a previous run the
+//! journal gave back, and the journal's losses at recovery.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,9 @@ pub(crate) struct CompletenessBook {
     supplied: BTreeMap<u64, Completeness>,
     /// Interim records batched, by the start (ms) of their `t_end`'s window.
     interim: BTreeMap<u64, u64>,
+    /// Final records of a previous run recovered from the journal, by the start (ms)
+    /// of the window the batcher put them in.
+    replayed: BTreeMap<u64, u64>,
     /// Journal entries lost at recovery, not yet reported.
     journal_lost: u64,
     window_ms: u64,
@@ -29,15 +33,22 @@ impl CompletenessBook {
         }
     }
 
-    /// Counts `record` if it is an interim one.
+    /// Counts `record` if it is an interim one (also before windows are reported:
+    /// records recovered from the journal are batched before).
     pub(crate) fn saw(&mut self, record: &FlowRecord) {
-        if self.enabled && record.record_kind == RecordKind::Interim {
+        if record.record_kind == RecordKind::Interim {
             let ms = record
                 .t_end
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            *self.interim.entry(ms - ms % self.window_ms).or_default() += 1;
+            count(&mut self.interim, ms - ms % self.window_ms);
         }
+    }
+
+    /// A final record of a previous run, recovered from the journal, batched in
+    /// `window`.
+    pub(crate) fn replayed(&mut self, window: Window) {
+        count(&mut self.replayed, window.start_ms());
     }
 
     /// Journal entries the recovery could not read: reported with the next window.
@@ -62,9 +73,22 @@ impl CompletenessBook {
         let start = window.start_ms();
         let mut c = self.supplied.remove(&start)?;
         c.interim_records = self.interim.remove(&start).unwrap_or(0);
+        c.records_replayed = self.replayed.remove(&start).unwrap_or(0);
         c.lost_journal += std::mem::take(&mut self.journal_lost);
         self.supplied.retain(|&s, _| s > start);
         self.interim.retain(|&s, _| s > start);
+        self.replayed.retain(|&s, _| s > start);
         Some(c)
+    }
+}
+
+/// Windows a count is kept for at most: those never reported (windows are not
+/// reported, or their last chunk was never made) are forgotten, oldest first.
+const KEEP_WINDOWS: usize = 64;
+
+fn count(map: &mut BTreeMap<u64, u64>, window_start_ms: u64) {
+    *map.entry(window_start_ms).or_default() += 1;
+    if map.len() > KEEP_WINDOWS {
+        map.pop_first();
     }
 }

@@ -41,7 +41,7 @@ use flow_batch::{
     BatchConfig, BatchCounters, Chunk, Completeness, MinuteBatcher, NO_TAG, Window,
     wire::{BatchId, InstanceId},
 };
-use flow_record::FlowRecord;
+use flow_record::{FlowRecord, RecordKind};
 use flow_sink::{Accepted, RetryPolicy, SinkError, error_chain};
 
 use super::{
@@ -211,6 +211,12 @@ impl PipelineCore {
         }
         for record in recovered.records {
             self.counters.records_recovered += 1;
+            // Counted only if the window is reported (`report_windows` comes after
+            // recovery, so count now and let the book drop what is never asked for).
+            if record.record_kind == RecordKind::Final {
+                self.completeness
+                    .replayed(self.batcher.window_for(record.t_end, now));
+            }
             self.batch(record, NO_TAG, now);
         }
         self.ship_if_immediate();

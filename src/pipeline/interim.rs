@@ -85,11 +85,7 @@ impl Interim {
             })
         });
         if let Ok(snapshot) = &result {
-            interim.lead_ms = lead_ms(
-                snapshot.elapsed,
-                interim.base_lead_ms,
-                interim.window_ms,
-            );
+            interim.lead_ms = lead_ms(snapshot.elapsed, interim.base_lead_ms, interim.window_ms);
         }
         interim.next_at = next_due(
             ms(SystemTime::now()),

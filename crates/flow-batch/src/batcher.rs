@@ -253,6 +253,22 @@ impl MinuteBatcher {
             .map(|w| w.window)
     }
 
+    /// The window a record closing at `t_end` pushed at `now` goes to: its own, or
+    /// the current one if it is late or from the future. Changes nothing.
+    pub fn window_for(&self, t_end: SystemTime, now: SystemTime) -> Window {
+        let now = Now::at(now, self.window_ms, self.lateness_ms, self.skew_ms);
+        // What a push at `now` closes first.
+        let closed_until = self.closed_until_ms.max(now.closable_until_ms);
+        let t_end_ms = window::to_ms(t_end);
+        let own = Window::aligned(t_end_ms, self.window_ms);
+        if own.end_ms() <= closed_until || t_end_ms > now.ms.saturating_add(self.skew_ms) {
+            let start = window::align_down(now.ms, self.window_ms).max(closed_until);
+            Window::aligned(start, self.window_ms)
+        } else {
+            own
+        }
+    }
+
     /// Every open window, oldest first (what [`flush`](MinuteBatcher::flush) closes).
     pub fn open_windows(&self) -> impl Iterator<Item = Window> + '_ {
         self.open.iter().map(|w| w.window)

@@ -36,6 +36,11 @@ pub struct Completeness {
     pub lost_spool: u64,
     /// Interim records emitted for connections open at the window's close.
     pub interim_records: u64,
+    /// Final records of an earlier run of this exporter that its journal gave back
+    /// after a crash (read then, in no delivered chunk) and that went out in this
+    /// window's chunks: their own windows had closed. They are in no other count of
+    /// this window.
+    pub records_replayed: u64,
     /// Whether the exporter was capturing for the whole window (false for the windows
     /// in which it started or stopped).
     pub running_whole_window: bool,
@@ -49,10 +54,12 @@ impl Completeness {
     }
 
     /// Final records of the window that should reach a collector: emitted less what
-    /// was lost after the kernel.
+    /// the sink dropped, plus those a crashed run's journal gave back.
+    /// (`lost_journal` counts records of that crashed run, which are in no count of
+    /// this window.)
     pub fn records_expected(&self) -> u64 {
         self.records_emitted
-            .saturating_sub(self.lost_journal)
             .saturating_sub(self.lost_spool)
+            .saturating_add(self.records_replayed)
     }
 }

@@ -628,3 +628,27 @@ fn an_opened_window_closes_with_an_empty_last_chunk_and_says_when_it_closes() {
     b.open_current(at(107));
     assert_eq!(b.open_windows().collect::<Vec<_>>(), vec![window(105, 110)]);
 }
+
+#[test]
+fn window_for_says_where_a_push_would_put_a_record() {
+    let mut b = batcher(config());
+    let cases = [
+        (at(101), at(102)), // its own window
+        (at(90), at(102)),  // late: the current one
+        (at(104), at(106)), // its window still takes records (lateness)
+        (at(110), at(106)), // from the future (more than 1 s ahead): the current one
+        (at(99), at(108)),  // late once the window before closed
+    ];
+    for (t_end, now) in cases {
+        let predicted = b.window_for(t_end, now);
+        b.push(record(t_end, 1), now).expect("push");
+        b.flush(now);
+        let chunks = drain(&mut b);
+        let placed: Vec<Window> = chunks
+            .iter()
+            .filter(|c| !c.records.is_empty())
+            .map(|c| c.window)
+            .collect();
+        assert_eq!(placed, vec![predicted], "t_end {t_end:?} pushed at {now:?}");
+    }
+}

@@ -1255,6 +1255,7 @@ fn completeness() -> Completeness {
         lost_journal: 3,
         lost_spool: 4,
         interim_records: 77,
+        records_replayed: 5,
         running_whole_window: true,
     }
 }
@@ -1303,10 +1304,10 @@ fn version_2_carries_interim_records_flow_ids_processes_and_completeness() {
     let block = &frame[76..76 + COMPLETENESS_LEN];
     let u64_at = |at: usize| u64::from_le_bytes(block[at..at + 8].try_into().expect("8"));
     assert_eq!(
-        [0, 8, 16, 24, 32, 40, 48].map(u64_at),
-        [1_000, 990, 10, 2, 3, 4, 77]
+        [0, 8, 16, 24, 32, 40, 48, 56].map(u64_at),
+        [1_000, 990, 10, 2, 3, 4, 77, 5]
     );
-    assert_eq!(block[56], 0x01, "running the whole window");
+    assert_eq!(block[64], 0x01, "running the whole window");
     let crc_at = 76 + COMPLETENESS_LEN;
     let crc = u32::from_le_bytes(frame[crc_at..crc_at + 4].try_into().expect("4"));
     assert_eq!(crc, crc32c::crc32c(&frame[..crc_at]));

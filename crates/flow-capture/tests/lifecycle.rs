@@ -25,10 +25,12 @@ fn send(from: &mut TcpStream, to: &mut TcpStream, n: usize) {
     to.read_exact(&mut got).expect("read");
 }
 
-fn interim_of(records: &[FlowRecord], local: SocketAddr) -> Vec<&FlowRecord> {
+/// The interim records of the connection whose local end is `local` (and remote end
+/// `remote`: other tests' sockets may reuse the local port towards another peer).
+fn interim_of(records: &[FlowRecord], local: SocketAddr, remote: SocketAddr) -> Vec<&FlowRecord> {
     records
         .iter()
-        .filter(|r| r.local == local && r.record_kind == RecordKind::Interim)
+        .filter(|r| r.local == local && r.remote == remote && r.record_kind == RecordKind::Interim)
         .collect()
 }
 
@@ -47,8 +49,8 @@ fn an_open_connection_is_snapshotted_and_its_close_shares_the_flow_id() {
         send(&mut client, &mut server, 1000);
         send(&mut server, &mut client, 300);
         let first = scanner.snapshot().expect("snapshot");
-        let c1 = interim_of(&first.records, client_addr);
-        let s1 = interim_of(&first.records, server_addr);
+        let c1 = interim_of(&first.records, client_addr, server_addr);
+        let s1 = interim_of(&first.records, server_addr, client_addr);
         assert_eq!((c1.len(), s1.len()), (1, 1), "{:#?}", first.records);
         let (c1, s1) = (c1[0].clone(), s1[0].clone());
         assert_eq!(c1.stats.bytes_sent, 1000, "{c1:#?}");
@@ -69,7 +71,7 @@ fn an_open_connection_is_snapshotted_and_its_close_shares_the_flow_id() {
         let deadline = std::time::Instant::now() + WAIT;
         let c2 = loop {
             let second = scanner.snapshot().expect("snapshot");
-            let c2 = interim_of(&second.records, client_addr)[0].clone();
+            let c2 = interim_of(&second.records, client_addr, server_addr)[0].clone();
             if c2.stats.bytes_sent == 3000 || std::time::Instant::now() > deadline {
                 break c2;
             }
@@ -111,6 +113,7 @@ fn a_socket_opened_before_the_capture_is_snapshotted_with_an_unknown_start() {
     let (mut server, _) = listener.accept().expect("accept");
     send(&mut client, &mut server, 500);
     let client_addr = client.local_addr().expect("a");
+    let server_addr = server.local_addr().expect("b");
 
     let mut cap = Capture::load();
     let snap = cap
@@ -119,7 +122,7 @@ fn a_socket_opened_before_the_capture_is_snapshotted_with_an_unknown_start() {
         .expect("iterator")
         .snapshot()
         .expect("snapshot");
-    let found = interim_of(&snap.records, client_addr);
+    let found = interim_of(&snap.records, client_addr, server_addr);
     assert_eq!(found.len(), 1, "{:#?}", snap.records);
     let interim = found[0].clone();
     assert!(interim.t_start.is_none());

@@ -204,6 +204,7 @@ fn settings(c: &RunConfig) -> Vec<(&'static str, String)> {
             .to_string(),
         ),
         ("batch.window", duration(a.window)),
+        ("batch.interim", a.interim.to_string()),
         ("sink.collector", text(a.collector.as_deref())),
         ("sink.host_id", text(a.host_id.as_deref())),
         ("sink.retry_max_backoff", duration(a.retry_max_backoff)),

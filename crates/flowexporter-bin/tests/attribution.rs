@@ -410,6 +410,12 @@ fn read_lines(out: &Path) -> Vec<Value> {
 
 /// The lines whose local and remote ends are those of `e`.
 fn lines_of<'a>(lines: &'a [Value], e: &Expected) -> Vec<&'a Value> {
+    of_kind(lines, e, "final")
+}
+
+/// The lines of `e`'s connection of one `record_kind` (a held connection also has
+/// interim records, one per window it was open at the window's close).
+fn of_kind<'a>(lines: &'a [Value], e: &Expected, kind: &str) -> Vec<&'a Value> {
     lines
         .iter()
         .filter(|v| {
@@ -417,6 +423,7 @@ fn lines_of<'a>(lines: &'a [Value], e: &Expected) -> Vec<&'a Value> {
                 && v["local_port"] == e.local.port()
                 && v["remote_ip"] == e.remote.ip().to_string()
                 && v["remote_port"] == e.remote.port()
+                && v["record_kind"] == kind
         })
         .collect()
 }
@@ -657,6 +664,17 @@ fn remote_side_is_attributed_and_follows_an_ip_to_its_new_owner() {
                 let bad = mismatches(v, e, from, to);
                 if !bad.is_empty() {
                     wrong.push(format!("{}: {bad:?}\n    {v}", e.what));
+                }
+                // Its interim records: the same connection, and never another
+                // remote workload (unattributed is acceptable).
+                for interim in of_kind(&lines, e, "interim") {
+                    let remote = &interim["remote_workload_id"];
+                    if interim["flow_id"] != v["flow_id"]
+                        || !(remote.is_null() || *remote == e.remote_workload)
+                        || interim["local_workload_id"] != e.local_workload
+                    {
+                        wrong.push(format!("{}: interim record {interim}", e.what));
+                    }
                 }
             }
             found => wrong.push(format!("{}: {} lines {found:#?}", e.what, found.len())),

@@ -46,22 +46,26 @@ fn send(from: &mut TcpStream, to: &mut TcpStream, n: usize) {
     to.read_exact(&mut got).expect("read");
 }
 
-/// The collector's JSON lines about the connection whose local end is `local`.
-fn lines_of(out: &Path, local: SocketAddr) -> Vec<Value> {
+/// The collector's JSON lines about the connection from `local` to `remote` (both
+/// ends: other tests' connections may reuse a local port towards another peer).
+fn lines_of(out: &Path, local: SocketAddr, remote: SocketAddr) -> Vec<Value> {
     let text = std::fs::read_to_string(out).unwrap_or_default();
+    let is = |v: &Value, ip: &str, port: &str, a: SocketAddr| {
+        v[port] == a.port() && v[ip] == a.ip().to_string().as_str()
+    };
     text.lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
         .filter(|v| {
-            v["local_port"] == local.port() && v["local_ip"] == local.ip().to_string().as_str()
+            is(v, "local_ip", "local_port", local) && is(v, "remote_ip", "remote_port", remote)
         })
         .collect()
 }
 
 /// Waits until the connection has a final record at the collector.
-fn wait_final(out: &Path, local: SocketAddr) -> Vec<Value> {
+fn wait_final(out: &Path, local: SocketAddr, remote: SocketAddr) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        let lines = lines_of(out, local);
+        let lines = lines_of(out, local, remote);
         if lines.iter().any(|v| v["record_kind"] == "final") || Instant::now() > deadline {
             return lines;
         }
@@ -120,7 +124,7 @@ fn a_connection_held_open_across_three_windows_yields_an_interim_record_per_wind
     drop(client);
     drop(server);
 
-    let lines = wait_final(&out, client_addr);
+    let lines = wait_final(&out, client_addr, server_addr);
     stop(exporter);
     rt.block_on(collector.shutdown());
 
@@ -168,7 +172,7 @@ fn a_connection_held_open_across_three_windows_yields_an_interim_record_per_wind
     assert!(interim.iter().all(|v| v["close_reason"].is_null()));
     assert_eq!(interim[0]["close_state"], "ESTABLISHED");
     // The accepting end: interim records too, inbound, no process.
-    let server_lines = lines_of(&out, server_addr);
+    let server_lines = lines_of(&out, server_addr, client_addr);
     assert_eq!(kind(&server_lines, "interim").len(), 3, "{server_lines:#?}");
     assert!(
         server_lines
@@ -187,6 +191,7 @@ fn a_connection_opened_before_the_exporter_gets_interim_records_and_a_final_one(
     let (mut server, _) = listener.accept().expect("accept");
     send(&mut client, &mut server, 7_000);
     let client_addr = client.local_addr().expect("a");
+    let server_addr = server.local_addr().expect("b");
 
     let port = free_port();
     let out = scratch.path("flows.jsonl");
@@ -200,7 +205,7 @@ fn a_connection_opened_before_the_exporter_gets_interim_records_and_a_final_one(
     server.read_to_end(&mut rest).expect("eof");
     drop(client);
     drop(server);
-    let lines = wait_final(&out, client_addr);
+    let lines = wait_final(&out, client_addr, server_addr);
     stop(exporter);
     rt.block_on(collector.shutdown());
 

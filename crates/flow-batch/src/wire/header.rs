@@ -24,8 +24,8 @@ pub const FLAG_LAST: u8 = 0x01;
 /// [`Completeness`] (version 2 on; only with [`FLAG_LAST`]). Reserved in version 1.
 pub const FLAG_COMPLETENESS: u8 = 0x02;
 /// Bytes of the completeness block that follows the host identity when
-/// [`FLAG_COMPLETENESS`] is set: seven `u64` counters and a flags byte.
-pub const COMPLETENESS_LEN: usize = 57;
+/// [`FLAG_COMPLETENESS`] is set: eight `u64` counters and a flags byte.
+pub const COMPLETENESS_LEN: usize = 65;
 /// Bit of the completeness block's flags byte: the exporter captured for the whole
 /// window ([`Completeness::running_whole_window`]). Other bits are reserved and zero.
 pub const COMPLETENESS_FLAG_WHOLE_WINDOW: u8 = 0x01;
@@ -62,7 +62,8 @@ pub(crate) mod completeness_offset {
     pub const LOST_JOURNAL: usize = 32;
     pub const LOST_SPOOL: usize = 40;
     pub const INTERIM_RECORDS: usize = 48;
-    pub const FLAGS: usize = 56;
+    pub const RECORDS_REPLAYED: usize = 56;
+    pub const FLAGS: usize = 64;
 }
 
 /// The completeness block of `c`.
@@ -77,6 +78,7 @@ pub(crate) fn completeness_block(c: &Completeness) -> [u8; COMPLETENESS_LEN] {
         (at::LOST_JOURNAL, c.lost_journal),
         (at::LOST_SPOOL, c.lost_spool),
         (at::INTERIM_RECORDS, c.interim_records),
+        (at::RECORDS_REPLAYED, c.records_replayed),
     ] {
         block[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
     }
@@ -109,6 +111,7 @@ pub(crate) fn read_completeness(
         lost_journal: u64_at(at::LOST_JOURNAL),
         lost_spool: u64_at(at::LOST_SPOOL),
         interim_records: u64_at(at::INTERIM_RECORDS),
+        records_replayed: u64_at(at::RECORDS_REPLAYED),
         running_whole_window: flags & COMPLETENESS_FLAG_WHOLE_WINDOW != 0,
     })
 }

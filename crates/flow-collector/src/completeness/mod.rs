@@ -196,8 +196,9 @@ impl WindowReport {
     /// Whether the window's numbers add up: the last chunk arrived, every close the
     /// kernel saw was emitted or counted lost in the ring
     /// (`closes_seen == records_emitted + lost_ring_full`), and the final records
-    /// received are exactly those emitted less the losses after the kernel
-    /// (`records_received == records_emitted - lost_journal - lost_spool`).
+    /// received are exactly those emitted less the losses after the kernel, plus those
+    /// a crashed run's journal gave back
+    /// (`records_received == records_emitted - lost_spool + records_replayed`).
     pub fn adds_up(&self) -> bool {
         self.completeness
             .is_some_and(|c| c.adds_up() && self.records_received == c.records_expected())

@@ -170,6 +170,11 @@ pub fn write_completeness_line(out: &mut Vec<u8>, report: &WindowReport) -> io::
     counter(out, b",\"lost_journal\":", c.map(|c| c.lost_journal));
     counter(out, b",\"lost_spool\":", c.map(|c| c.lost_spool));
     counter(out, b",\"interim_records\":", c.map(|c| c.interim_records));
+    counter(
+        out,
+        b",\"records_replayed\":",
+        c.map(|c| c.records_replayed),
+    );
     counter(out, b",\"records_expected\":", report.records_expected());
     counter(
         out,
@@ -550,8 +555,9 @@ mod completeness_tests {
             lost_ring_full: 1,
             lost_recursion: 3,
             lost_journal: 2,
-            lost_spool: 4,
+            lost_spool: 6,
             interim_records: 2,
+            records_replayed: 0,
             running_whole_window: false,
         };
         t.observe(
@@ -572,8 +578,9 @@ mod completeness_tests {
         assert_eq!(v["lost_ring_full"], 1);
         assert_eq!(v["lost_recursion"], 3);
         assert_eq!(v["lost_journal"], 2);
-        assert_eq!(v["lost_spool"], 4);
+        assert_eq!(v["lost_spool"], 6);
         assert_eq!(v["interim_records"], 2);
+        assert_eq!(v["records_replayed"], 0);
         assert_eq!(v["records_expected"], 5);
         assert_eq!(v["records_received"], 5);
         assert_eq!(v["interim_records_received"], 2);
@@ -585,7 +592,7 @@ mod completeness_tests {
             "node-\"7\"/000000000000000000000000000000ab/41"
         );
         assert_eq!(v["record_index"], 7);
-        assert_eq!(v.as_object().map(|o| o.len()), Some(22));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(23));
     }
 
     #[test]
@@ -608,6 +615,7 @@ mod completeness_tests {
             "lost_journal",
             "lost_spool",
             "interim_records",
+            "records_replayed",
             "records_expected",
             "chunks_expected",
         ] {
@@ -616,7 +624,7 @@ mod completeness_tests {
         assert_eq!(v["records_received"], 5);
         assert_eq!(v["chunks_received"], 1);
         assert_eq!(v["adds_up"], false);
-        assert_eq!(v.as_object().map(|o| o.len()), Some(22));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(23));
     }
 }
 
