@@ -180,6 +180,29 @@ fn a_connection_held_open_across_three_windows_yields_an_interim_record_per_wind
             .all(|v| v["pid"].is_null() && v["comm"].is_null())
     );
     assert_ne!(server_lines[0]["flow_id"], *flow_id);
+
+    // The collector wrote each window's completeness; a window the exporter ran
+    // through adds up, and counts the interim records it received.
+    let text = std::fs::read_to_string(&out).expect("output");
+    let windows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        .filter(|v| v["record_type"] == "completeness" && v["host_id"] == "test-host")
+        .collect();
+    let whole: Vec<&Value> = windows
+        .iter()
+        .filter(|v| v["running_whole_window"] == true)
+        .collect();
+    assert!(whole.len() >= 3, "{windows:#?}");
+    for v in &whole {
+        assert_eq!(v["adds_up"], true, "{v:#}");
+        assert_eq!(v["status"], "all_chunks", "{v:#}");
+        assert_eq!(v["interim_records"], v["interim_records_received"], "{v:#}");
+        assert!(
+            v["interim_records"].as_u64().is_some_and(|n| n >= 2),
+            "{v:#}"
+        );
+    }
 }
 
 #[test]
