@@ -163,6 +163,80 @@ fn chunks_in_flight_come_back_with_their_batch_id() {
     assert_eq!(numbers(&recovered.records), (20..30).collect::<Vec<_>>());
 }
 
+/// A completeness whose every field differs from the others.
+fn a_completeness() -> flow_batch::Completeness {
+    flow_batch::Completeness {
+        closes_seen: 31,
+        records_emitted: 29,
+        lost_ring_full: 2,
+        lost_recursion: 3,
+        lost_journal: 4,
+        lost_spool: 5,
+        interim_records: 6,
+        records_replayed: 7,
+        running_whole_window: true,
+    }
+}
+
+#[test]
+fn a_last_chunk_comes_back_with_its_completeness() {
+    // The window's last chunk carries its completeness: replayed after a crash, it
+    // must carry it again (or the collector writes no completeness for the window).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut journal, _) = open(dir.path(), 7);
+    let positions: Vec<u64> = (0..30)
+        .map(|n| journal.append_tagged(&record(n)).expect("append"))
+        .collect();
+    let mut a = chunk(0, 0, 10);
+    a.tags = positions[..10].to_vec();
+    let mut b = chunk(1, 10, 10);
+    b.tags = positions[10..20].to_vec();
+    b.last = true;
+    b.completeness = Some(a_completeness());
+    // A last chunk of no records (they all left in earlier chunks) keeps it too.
+    let mut empty = flow_batch::Chunk::new(window(), 2, 2, true, Vec::new());
+    empty.completeness = Some(flow_batch::Completeness {
+        running_whole_window: false,
+        ..a_completeness()
+    });
+    let id_a = journal.begin_chunk(&a).expect("begin");
+    let id_b = journal.begin_chunk(&b).expect("begin");
+    let id_empty = journal.begin_chunk(&empty).expect("begin");
+    crash(journal);
+
+    let (journal, recovered) = open(dir.path(), 8);
+    let ids: Vec<_> = recovered.chunks.iter().map(|c| c.batch_id()).collect();
+    assert_eq!(ids, vec![id_a, id_b.clone(), id_empty]);
+    assert_eq!(recovered.chunks[0].chunk, a, "none: not a last chunk");
+    assert_eq!(recovered.chunks[0].chunk.completeness, None);
+    assert_eq!(
+        recovered.chunks[1].chunk, b,
+        "same records and completeness"
+    );
+    assert_eq!(
+        recovered.chunks[1].chunk.completeness,
+        Some(a_completeness())
+    );
+    assert_eq!(recovered.chunks[2].chunk, empty);
+    assert_eq!(numbers(&recovered.records), (20..30).collect::<Vec<_>>());
+
+    // The recovery wrote the intents again, completeness included: a crash right
+    // after it brings back the same chunks.
+    crash(journal);
+    let (mut journal, again) = open(dir.path(), 9);
+    assert_eq!(again, recovered);
+
+    // Once delivered, it is gone.
+    for c in &again.chunks {
+        journal.end_chunk(&c.batch_id()).expect("end");
+    }
+    journal.sync().expect("sync");
+    crash(journal);
+    let (_journal, last) = open(dir.path(), 10);
+    assert!(last.chunks.is_empty());
+    assert_eq!(numbers(&last.records), (20..30).collect::<Vec<_>>());
+}
+
 #[test]
 fn tagged_chunks_name_their_records_positions() {
     // The exporter's path: positions from append_tagged ride along as chunk tags.

@@ -389,7 +389,7 @@ fn a_truncated_entry_is_a_quiet_torn_tail() {
 #[test]
 fn damage_before_a_chunk_does_not_shift_its_records() {
     // Positions are byte offsets: a record lost in front of a chunk's records does not
-    // make the chunk's intent name the wrong records.
+    // make the chunk's intent name the wrong records (nor lose its completeness).
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut journal, _) = open(dir.path(), 7);
     let positions: Vec<u64> = (0..30)
@@ -397,6 +397,14 @@ fn damage_before_a_chunk_does_not_shift_its_records() {
         .collect();
     let mut b = chunk(1, 10, 10);
     b.tags = positions[10..20].to_vec();
+    b.last = true;
+    b.completeness = Some(flow_batch::Completeness {
+        closes_seen: 30,
+        records_emitted: 30,
+        interim_records: 2,
+        running_whole_window: true,
+        ..Default::default()
+    });
     let id_b = journal.begin_chunk(&b).expect("begin");
     crash(journal);
     let seg = segments(dir.path()).pop().expect("segment");
@@ -409,7 +417,7 @@ fn damage_before_a_chunk_does_not_shift_its_records() {
     let (_journal, recovered) = open(dir.path(), 8);
     assert_eq!(recovered.chunks.len(), 1);
     assert_eq!(recovered.chunks[0].batch_id(), id_b);
-    assert_eq!(recovered.chunks[0].chunk.records, b.records);
+    assert_eq!(recovered.chunks[0].chunk, b);
     let mut want: Vec<u64> = (0..10).filter(|&n| n != 5).collect();
     want.extend(20..30);
     assert_eq!(numbers(&recovered.records), want);
@@ -510,8 +518,9 @@ const ENTRY_HEAD_LEN: usize = 8;
 /// `segment` (written by this release: version 3, records in wire format 2) as an
 /// older release wrote it: `version` 2 (positions are byte offsets) or 1 (positions
 /// are ordinals), records in wire format 1 (without the last 6 bytes: record kind
-/// final, no flow ID, no process, which is what `common::record` makes). The positions
-/// the intents name are rewritten to where their records are now.
+/// final, no flow ID, no process, which is what `common::record` makes), intents
+/// without completeness (they end with their positions; `common::chunk` has none). The
+/// positions the intents name are rewritten to where their records are now.
 fn as_older_release(segment: &[u8], version: u16) -> Vec<u8> {
     use std::collections::HashMap;
     let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
@@ -541,9 +550,13 @@ fn as_older_release(segment: &[u8], version: u16) -> Vec<u8> {
             }
             2 => {
                 // Kind, host (u64 length and bytes), 45 bytes of fixed fields, the
-                // position count and the positions (segment << 32 | position).
+                // position count and the positions (segment << 32 | position), then
+                // (in this release's segments only) the completeness: `None` here.
                 let count_at = 1 + 8 + u64_at(&body, 1) as usize + 45;
                 let count = u64_at(&body, count_at) as usize;
+                let positions_end = count_at + 8 + 8 * count;
+                assert_eq!(body[positions_end..], [0], "an intent without completeness");
+                body.truncate(positions_end);
                 for i in 0..count {
                     let p = count_at + 8 + 8 * i;
                     let lsn = u64_at(&body, p);
@@ -618,6 +631,40 @@ fn segments_of_older_releases_replay() {
         assert_eq!(again.chunks[0].batch_id(), id_b);
         assert_eq!(again.chunks[0].chunk, b);
         assert_eq!(again.records, recovered.records);
+    }
+}
+
+#[test]
+fn records_after_an_older_release_s_intent_stay_in_their_chunk() {
+    // An older release's intent is shorter than the same intent written now: the
+    // entries after it are where its stored length says (in a version 1 segment,
+    // records taken for records after damage would lose their ordinal, and their
+    // chunk would come back without them).
+    for version in [2, 1] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut journal, _) = open(dir.path(), 7);
+        let (a, b) = (chunk(0, 0, 10), chunk(1, 10, 10));
+        for n in 0..10 {
+            journal.append(&record(n)).expect("append");
+        }
+        let id_a = journal.begin_chunk(&a).expect("begin");
+        for n in 10..25 {
+            journal.append(&record(n)).expect("append");
+        }
+        let id_b = journal.begin_chunk(&b).expect("begin");
+        journal.sync().expect("sync");
+        crash(journal);
+        let all = segments(dir.path());
+        assert_eq!(all.len(), 1);
+        let bytes = fs::read(&all[0]).expect("read");
+        fs::write(&all[0], as_older_release(&bytes, version)).expect("write");
+
+        let (_journal, recovered) = open(dir.path(), 8);
+        let ids: Vec<_> = recovered.chunks.iter().map(|c| c.batch_id()).collect();
+        assert_eq!(ids, vec![id_a, id_b], "version {version}");
+        assert_eq!(recovered.chunks[0].chunk, a, "version {version}");
+        assert_eq!(recovered.chunks[1].chunk, b, "version {version}");
+        assert_eq!(numbers(&recovered.records), (20..25).collect::<Vec<_>>());
     }
 }
 

@@ -245,7 +245,7 @@ fn a_chunk_begun_and_ended_as_the_disk_fills_does_not_come_back() {
 }
 
 /// A previous run on `dir`: records 0..60, chunk 0 (records 0..20) delivered, chunk 1
-/// (records 20..40) in flight; returns chunk 1.
+/// (records 20..40, its window's last, with a completeness) in flight; returns chunk 1.
 fn previous_run(dir: &Path) -> (flow_batch::wire::BatchId, flow_batch::Chunk) {
     let (mut journal, _) = open(dir, 1);
     for n in 0..60 {
@@ -253,7 +253,15 @@ fn previous_run(dir: &Path) -> (flow_batch::wire::BatchId, flow_batch::Chunk) {
     }
     let id_a = journal.begin_chunk(&chunk(0, 0, 20)).expect("begin");
     journal.end_chunk(&id_a).expect("end");
-    let b = chunk(1, 20, 20);
+    let mut b = chunk(1, 20, 20);
+    b.last = true;
+    b.completeness = Some(flow_batch::Completeness {
+        closes_seen: 45,
+        records_emitted: 40,
+        lost_ring_full: 5,
+        running_whole_window: true,
+        ..Default::default()
+    });
     let id_b = journal.begin_chunk(&b).expect("begin");
     journal.sync().expect("sync");
     std::mem::forget(journal);

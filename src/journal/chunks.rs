@@ -47,6 +47,7 @@ impl RecordJournal {
             index: chunk.index,
             last: chunk.last,
             lsns,
+            completeness: chunk.completeness,
         };
         let now = Instant::now();
         if self.degraded.is_some() && !self.try_resume(now) {

@@ -6,7 +6,10 @@
 //! integers of a record, an intent or a done mark). A record is in the wire format's
 //! record encoding: version 2 in a version 3 segment, version 1 in the segments of
 //! older releases (versions 1 and 2); it is read back with the wire format's decoder
-//! and handed on in version 2, whatever it was stored in. The reader accepts an entry only if
+//! and handed on in version 2, whatever it was stored in. An intent in a version 3
+//! segment ends with its chunk's completeness (an option: a `0` byte, or a `1` byte and
+//! the 65 bytes of [`StoredCompleteness`]); the intents of older releases end with
+//! their positions, and are read as having none. The reader accepts an entry only if
 //! its length is sane, its checksum matches, its body decodes to exactly its length, and
 //! — after damage, when it is searching for a place to start again — the entry right
 //! after it is acceptable too (or it ends the segment). So resynchronisation never
@@ -16,7 +19,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use bincode::Options;
-use flow_batch::wire::{BatchId, InstanceId, decode_record, encode_record};
+use flow_batch::{
+    Completeness,
+    wire::{BatchId, InstanceId, decode_record, encode_record},
+};
 use flow_record::FlowRecord;
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +35,7 @@ pub(super) const VERSION_ORDINALS: u16 = 1;
 /// does not shift the positions of the entries after it; records in wire format 1.
 pub(super) const VERSION_OFFSETS: u16 = 2;
 /// Version 3 (written now): as version 2, with records in wire format 2 (record kind,
-/// flow ID, process).
+/// flow ID, process) and intents that end with their chunk's completeness.
 pub(super) const VERSION: u16 = 3;
 /// Header length.
 pub(super) const HEADER_LEN: usize = 16;
@@ -67,6 +73,7 @@ pub(super) fn lsn_segment(lsn: Lsn) -> u64 {
     lsn >> 32
 }
 
+/// An intent: a chunk handed to a sink, with the positions of its records.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct IntentBody {
     pub(super) host: String,
@@ -77,6 +84,155 @@ pub(super) struct IntentBody {
     pub(super) index: u32,
     pub(super) last: bool,
     pub(super) lsns: Vec<u64>,
+    /// The chunk's completeness (a window's last chunk); in version 3 segments only
+    /// (`None` for an intent of an older release).
+    #[serde(with = "stored_completeness")]
+    pub(super) completeness: Option<Completeness>,
+}
+
+/// An intent as the segments of older releases (versions 1 and 2) hold it: without
+/// completeness.
+#[derive(Deserialize)]
+struct LegacyIntentBody {
+    host: String,
+    instance: u128,
+    sequence: u64,
+    window_start_ms: u64,
+    window_end_ms: u64,
+    index: u32,
+    last: bool,
+    lsns: Vec<u64>,
+}
+
+impl From<LegacyIntentBody> for IntentBody {
+    fn from(legacy: LegacyIntentBody) -> IntentBody {
+        let LegacyIntentBody {
+            host,
+            instance,
+            sequence,
+            window_start_ms,
+            window_end_ms,
+            index,
+            last,
+            lsns,
+        } = legacy;
+        IntentBody {
+            host,
+            instance,
+            sequence,
+            window_start_ms,
+            window_end_ms,
+            index,
+            last,
+            lsns,
+            completeness: None,
+        }
+    }
+}
+
+/// Whether the intents of a segment of version `version` (read from its header bytes,
+/// even when the rest of the header is damaged) end with a completeness: not in the
+/// segments of older releases.
+fn intents_have_completeness(version: u16) -> bool {
+    !matches!(version, VERSION_ORDINALS | VERSION_OFFSETS)
+}
+
+/// A [`Completeness`] as an intent stores it: the journal's own copy of its fields, so
+/// that a field added to [`Completeness`] does not change the segment format unseen
+/// (the conversions name every field: adding one fails to compile until the format
+/// is decided on).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct StoredCompleteness {
+    closes_seen: u64,
+    records_emitted: u64,
+    lost_ring_full: u64,
+    lost_recursion: u64,
+    lost_journal: u64,
+    lost_spool: u64,
+    interim_records: u64,
+    records_replayed: u64,
+    running_whole_window: bool,
+}
+
+/// Length of a [`StoredCompleteness`] (bincode 1, fixed integers): 8 `u64` and a
+/// `bool`.
+const COMPLETENESS_LEN: usize = 8 * 8 + 1;
+
+impl From<Completeness> for StoredCompleteness {
+    fn from(c: Completeness) -> StoredCompleteness {
+        let Completeness {
+            closes_seen,
+            records_emitted,
+            lost_ring_full,
+            lost_recursion,
+            lost_journal,
+            lost_spool,
+            interim_records,
+            records_replayed,
+            running_whole_window,
+        } = c;
+        StoredCompleteness {
+            closes_seen,
+            records_emitted,
+            lost_ring_full,
+            lost_recursion,
+            lost_journal,
+            lost_spool,
+            interim_records,
+            records_replayed,
+            running_whole_window,
+        }
+    }
+}
+
+impl From<StoredCompleteness> for Completeness {
+    fn from(c: StoredCompleteness) -> Completeness {
+        let StoredCompleteness {
+            closes_seen,
+            records_emitted,
+            lost_ring_full,
+            lost_recursion,
+            lost_journal,
+            lost_spool,
+            interim_records,
+            records_replayed,
+            running_whole_window,
+        } = c;
+        Completeness {
+            closes_seen,
+            records_emitted,
+            lost_ring_full,
+            lost_recursion,
+            lost_journal,
+            lost_spool,
+            interim_records,
+            records_replayed,
+            running_whole_window,
+        }
+    }
+}
+
+/// (De)serializes an intent's `Option<Completeness>` as an `Option<StoredCompleteness>`.
+mod stored_completeness {
+    use flow_batch::Completeness;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::StoredCompleteness;
+
+    pub(super) fn serialize<S: Serializer>(
+        completeness: &Option<Completeness>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        completeness
+            .map(StoredCompleteness::from)
+            .serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Completeness>, D::Error> {
+        Ok(Option::<StoredCompleteness>::deserialize(deserializer)?.map(Completeness::from))
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -154,7 +310,12 @@ pub(super) enum Entry {
         /// Length of its body in the segment (kind byte included).
         stored_len: usize,
     },
-    Intent(IntentBody),
+    Intent {
+        body: IntentBody,
+        /// Length of its body in the segment (kind byte included): an older
+        /// release's intent is shorter than its encoding now.
+        stored_len: usize,
+    },
     Done(DoneBody),
 }
 
@@ -202,14 +363,9 @@ impl Budget {
 }
 
 /// The entry starting at `at`, if one is acceptable there (and the checksum `budget`
-/// allows checking it), and where it ends. Records are in wire format
-/// `record_version`.
-fn entry_at(
-    bytes: &[u8],
-    at: usize,
-    record_version: u16,
-    budget: &mut Budget,
-) -> Option<(Entry, usize)> {
+/// allows checking it), and where it ends, in a segment of version `version` (read
+/// from its header bytes).
+fn entry_at(bytes: &[u8], at: usize, version: u16, budget: &mut Budget) -> Option<(Entry, usize)> {
     let head = bytes.get(at..at.checked_add(ENTRY_HEAD_LEN)?)?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
     let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
@@ -221,7 +377,7 @@ fn entry_at(
     let body = bytes.get(start..end)?;
     let shaped = match body[0] {
         KIND_RECORD => len <= MAX_RECORD_LEN,
-        KIND_INTENT | KIND_DONE => has_its_length(body),
+        KIND_INTENT | KIND_DONE => has_its_length(body, version),
         _ => false,
     };
     // Checked before the checksum: when resynchronising over garbage, a position that
@@ -232,6 +388,7 @@ fn entry_at(
     }
     let entry = match body[0] {
         KIND_RECORD => {
+            let record_version = record_version(version);
             let encoded = &body[1..];
             let (record, len) = decode_record(encoded, record_version).ok()?;
             if len != encoded.len() {
@@ -252,17 +409,32 @@ fn entry_at(
                 stored_len: body.len(),
             }
         }
-        KIND_INTENT => Entry::Intent(options().deserialize(&body[1..]).ok()?),
+        KIND_INTENT => Entry::Intent {
+            body: decode_intent(&body[1..], version)?,
+            stored_len: body.len(),
+        },
         _ => Entry::Done(options().deserialize(&body[1..]).ok()?),
     };
     Some((entry, end))
 }
 
-/// Whether an intent or done body (kind byte included) is exactly as long as the
-/// lengths inside it say (bincode 1, fixed integers): a host string (`u64` length and
-/// bytes), then for a done mark 24 bytes (instance, sequence), for an intent 45 bytes
-/// (instance, sequence, window, index, last), a `u64` count and 8 bytes per position.
-fn has_its_length(body: &[u8]) -> bool {
+/// An intent's encoding (without the kind byte) in a segment of version `version`.
+fn decode_intent(bytes: &[u8], version: u16) -> Option<IntentBody> {
+    if intents_have_completeness(version) {
+        options().deserialize(bytes).ok()
+    } else {
+        let legacy: LegacyIntentBody = options().deserialize(bytes).ok()?;
+        Some(legacy.into())
+    }
+}
+
+/// Whether an intent or done body (kind byte included) in a segment of version
+/// `version` is exactly as long as the lengths inside it say (bincode 1, fixed
+/// integers): a host string (`u64` length and bytes), then for a done mark 24 bytes
+/// (instance, sequence), for an intent 45 bytes (instance, sequence, window, index,
+/// last), a `u64` count and 8 bytes per position, and in a version 3 segment a
+/// completeness: a `0` byte, or a `1` byte and [`COMPLETENESS_LEN`] bytes.
+fn has_its_length(body: &[u8], version: u16) -> bool {
     let u64_at = |at: usize| -> Option<usize> {
         let b = body.get(at..at.checked_add(8)?)?;
         usize::try_from(u64::from_le_bytes(b.try_into().ok()?)).ok()
@@ -275,15 +447,26 @@ fn has_its_length(body: &[u8]) -> bool {
         }
         let count_at = fixed.checked_add(45)?;
         let count = u64_at(count_at)?;
-        count_at.checked_add(8)?.checked_add(count.checked_mul(8)?)
+        let positions_end = count_at
+            .checked_add(8)?
+            .checked_add(count.checked_mul(8)?)?;
+        if !intents_have_completeness(version) {
+            return Some(positions_end);
+        }
+        let completeness = match body.get(positions_end)? {
+            0 => 0,
+            1 => COMPLETENESS_LEN,
+            _ => return None,
+        };
+        positions_end.checked_add(1 + completeness)
     };
     expected() == Some(body.len())
 }
 
 /// Whether an entry well-formed enough to trust starts at `at` (or the segment ends
 /// there).
-fn confirmed(bytes: &[u8], end: usize, record_version: u16, budget: &mut Budget) -> bool {
-    end == bytes.len() || entry_at(bytes, end, record_version, budget).is_some()
+fn confirmed(bytes: &[u8], end: usize, version: u16, budget: &mut Budget) -> bool {
+    end == bytes.len() || entry_at(bytes, end, version, budget).is_some()
 }
 
 /// What reading one segment found.
@@ -322,14 +505,13 @@ pub(super) fn parse(bytes: &[u8]) -> Parsed {
     parsed.header = decode_header(bytes);
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
     parsed.ordinals = version == VERSION_ORDINALS;
-    let record_version = record_version(version);
     if parsed.header.is_none() {
         parsed.damaged = true;
     }
     let mut budget = Budget::for_segment(bytes.len());
     let mut at = HEADER_LEN;
     while at < bytes.len() {
-        if let Some((entry, end)) = entry_at(bytes, at, record_version, &mut budget) {
+        if let Some((entry, end)) = entry_at(bytes, at, version, &mut budget) {
             parsed.entries.push((at, entry));
             at = end;
             continue;
@@ -337,7 +519,7 @@ pub(super) fn parse(bytes: &[u8]) -> Parsed {
         let next = if budget.exhausted {
             None
         } else {
-            resync(bytes, at + 1, record_version, &mut budget)
+            resync(bytes, at + 1, version, &mut budget)
         };
         match next {
             Some(next) => {
@@ -365,11 +547,11 @@ pub(super) fn parse(bytes: &[u8]) -> Parsed {
 /// The first position at or after `from` where an acceptable entry starts that is
 /// followed by another (or by the end of the segment). `None` also when the checksum
 /// `budget` runs out first.
-fn resync(bytes: &[u8], from: usize, record_version: u16, budget: &mut Budget) -> Option<usize> {
+fn resync(bytes: &[u8], from: usize, version: u16, budget: &mut Budget) -> Option<usize> {
     let last = bytes.len().checked_sub(ENTRY_HEAD_LEN + 1)?;
     for at in from..=last {
-        if entry_at(bytes, at, record_version, budget)
-            .is_some_and(|(_, end)| confirmed(bytes, end, record_version, budget))
+        if entry_at(bytes, at, version, budget)
+            .is_some_and(|(_, end)| confirmed(bytes, end, version, budget))
         {
             return Some(at);
         }
@@ -426,9 +608,9 @@ impl OldContent {
                     };
                     self.records.insert(lsn(number, at), (record, bytes));
                 }
-                Entry::Intent(intent) => {
-                    expected = end_of(offset, &intent);
-                    self.intents.push((number, intent));
+                Entry::Intent { body, stored_len } => {
+                    expected = offset + ENTRY_HEAD_LEN + stored_len;
+                    self.intents.push((number, body));
                 }
                 Entry::Done(done) => {
                     expected = end_of(offset, &done);
@@ -488,17 +670,92 @@ mod tests {
             .iter()
             .filter_map(|(_, e)| match e {
                 Entry::Done(d) => Some(d.sequence),
-                _ => None,
+                Entry::Intent { body, .. } => Some(body.sequence),
+                Entry::Record { .. } => None,
             })
             .collect()
     }
 
+    /// A completeness whose every field differs from the others.
+    fn a_completeness() -> Completeness {
+        Completeness {
+            closes_seen: 11,
+            records_emitted: 12,
+            lost_ring_full: 13,
+            lost_recursion: 14,
+            lost_journal: 15,
+            lost_spool: 16,
+            interim_records: 17,
+            records_replayed: 18,
+            running_whole_window: true,
+        }
+    }
+
+    fn intent_body(sequence: u64, completeness: Option<Completeness>) -> IntentBody {
+        IntentBody {
+            host: "host-a".into(),
+            instance: 7,
+            sequence,
+            window_start_ms: 60_000,
+            window_end_ms: 120_000,
+            index: 2,
+            last: completeness.is_some(),
+            lsns: vec![lsn(1, 16), lsn(1, 80), lsn(2, 16)],
+            completeness,
+        }
+    }
+
+    /// An intent body (kind byte included) as a segment of `version` holds it: without
+    /// completeness in the segments of older releases.
+    fn intent_bytes(body: &IntentBody, version: u16) -> Vec<u8> {
+        let mut bytes = vec![KIND_INTENT];
+        bytes.extend(options().serialize(body).expect("encode"));
+        if !intents_have_completeness(version) {
+            assert!(body.completeness.is_none());
+            assert_eq!(bytes.pop(), Some(0), "the None tag");
+        }
+        bytes
+    }
+
+    fn framed_intent(body: &IntentBody, version: u16) -> Vec<u8> {
+        let bytes = intent_bytes(body, version);
+        framed(bytes[0], &bytes[1..])
+    }
+
     #[test]
     fn every_single_byte_flip_keeps_the_other_entries() {
-        let entries: Vec<_> = (0..6).map(done).collect();
-        let clean = segment(&entries);
+        let dones: Vec<_> = (0..6).map(done).collect();
+        every_flip_keeps_the_others(&dones, VERSION);
+        for completeness in [None, Some(a_completeness())] {
+            let intents: Vec<_> = (0..6)
+                .map(|s| framed_intent(&intent_body(s, completeness), VERSION))
+                .collect();
+            every_flip_keeps_the_others(&intents, VERSION);
+        }
+        for version in [VERSION_ORDINALS, VERSION_OFFSETS] {
+            let intents: Vec<_> = (0..6)
+                .map(|s| framed_intent(&intent_body(s, None), version))
+                .collect();
+            every_flip_keeps_the_others(&intents, version);
+        }
+    }
+
+    /// Flips each byte of a segment of `version` holding `entries` (framed, of one
+    /// length, with sequences 0 to 5) in turn: every other entry is kept.
+    fn every_flip_keeps_the_others(entries: &[Vec<u8>], version: u16) {
+        let mut clean = header_of(version);
+        for e in entries {
+            clean.extend_from_slice(e);
+        }
         let entry_len = entries[0].len();
+        assert!(entries.iter().all(|e| e.len() == entry_len));
+        assert_eq!(sequences(&parse(&clean)), (0..6).collect::<Vec<_>>());
         for i in 0..clean.len() {
+            if (4..6).contains(&i) && version != VERSION {
+                // The version bytes of an older release's segment: the current
+                // version (any unknown one) reads its intents as too short.
+                continue;
+            }
             let mut bytes = clean.clone();
             bytes[i] ^= 0x55;
             let parsed = parse(&bytes);
@@ -594,21 +851,38 @@ mod tests {
 
     #[test]
     fn real_intents_and_done_marks_have_their_length() {
-        let intent = IntentBody {
-            host: "host-a".into(),
-            instance: 7,
-            sequence: 3,
-            window_start_ms: 1,
-            window_end_ms: 2,
-            index: 0,
-            last: true,
-            lsns: vec![1, 2, 3],
-        };
-        let mut body = vec![KIND_INTENT];
-        body.extend(options().serialize(&intent).expect("encode"));
-        assert!(has_its_length(&body));
-        body.push(0);
-        assert!(!has_its_length(&body));
+        let all = [VERSION_ORDINALS, VERSION_OFFSETS, VERSION];
+        for completeness in [None, Some(a_completeness())] {
+            let mut body = intent_bytes(&intent_body(3, completeness), VERSION);
+            assert!(has_its_length(&body, VERSION));
+            // Not in the segments of older releases: their intents end earlier.
+            assert!(!has_its_length(&body, VERSION_ORDINALS));
+            assert!(!has_its_length(&body, VERSION_OFFSETS));
+            // A version unknown (a damaged header) is read as the current one.
+            assert!(has_its_length(&body, 0xffff));
+            body.push(0);
+            assert!(!all.iter().any(|&v| has_its_length(&body, v)));
+            body.truncate(body.len() - 2);
+            assert!(!has_its_length(&body, VERSION), "one byte short");
+            // Without its `None` tag, an intent is an older release's one.
+            let legacy = completeness.is_none();
+            assert_eq!(has_its_length(&body, VERSION_OFFSETS), legacy);
+        }
+        // An option tag other than 0 or 1 is no intent, whatever follows it.
+        let mut body = intent_bytes(&intent_body(3, None), VERSION);
+        *body.last_mut().expect("tag") = 2;
+        assert!(!has_its_length(&body, VERSION));
+        body.extend([0; COMPLETENESS_LEN]);
+        assert!(!has_its_length(&body, VERSION));
+        // The intents of older releases: their positions end them.
+        for version in [VERSION_ORDINALS, VERSION_OFFSETS] {
+            let mut body = intent_bytes(&intent_body(3, None), version);
+            assert!(has_its_length(&body, version));
+            assert!(!has_its_length(&body, VERSION), "one byte short");
+            body.push(0);
+            assert!(!has_its_length(&body, version));
+            assert!(has_its_length(&body, VERSION), "as a current one with None");
+        }
         let mut body = vec![KIND_DONE];
         body.extend(
             options()
@@ -619,9 +893,123 @@ mod tests {
                 })
                 .expect("encode"),
         );
-        assert!(has_its_length(&body));
+        for version in all {
+            assert!(has_its_length(&body, version));
+        }
         body.pop();
-        assert!(!has_its_length(&body));
+        assert!(!all.iter().any(|&v| has_its_length(&body, v)));
+    }
+
+    #[test]
+    fn a_stored_completeness_is_65_bytes_and_keeps_every_field() {
+        let c = a_completeness();
+        let stored = options()
+            .serialize(&StoredCompleteness::from(c))
+            .expect("encode");
+        assert_eq!(stored.len(), COMPLETENESS_LEN);
+        let back: StoredCompleteness = options().deserialize(&stored).expect("decode");
+        assert_eq!(Completeness::from(back), c);
+        // A bool that is neither 0 nor 1 is no completeness.
+        let mut bad = stored;
+        bad[COMPLETENESS_LEN - 1] = 2;
+        assert!(options().deserialize::<StoredCompleteness>(&bad).is_err());
+    }
+
+    #[test]
+    fn intents_come_back_with_their_completeness_in_current_segments_only() {
+        let intents = |parsed: &Parsed| -> Vec<(Option<Completeness>, usize)> {
+            parsed
+                .entries
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    Entry::Intent { body, stored_len } => Some((body.completeness, *stored_len)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let with = intent_body(1, Some(a_completeness()));
+        let without = intent_body(2, None);
+        let mut bytes = header_of(VERSION);
+        bytes.extend(framed_intent(&with, VERSION));
+        bytes.extend(done(5));
+        bytes.extend(framed_intent(&without, VERSION));
+        let parsed = parse(&bytes);
+        assert!(!parsed.damaged && parsed.torn_tail == 0);
+        let found = intents(&parsed);
+        let (with_len, without_len) = (
+            intent_bytes(&with, VERSION).len(),
+            intent_bytes(&without, VERSION).len(),
+        );
+        assert_eq!(with_len, without_len + COMPLETENESS_LEN);
+        assert_eq!(
+            found,
+            vec![(Some(a_completeness()), with_len), (None, without_len)]
+        );
+        let mut content = OldContent::default();
+        content.add(3, parsed);
+        let (segment, body) = &content.intents[0];
+        assert_eq!(*segment, 3);
+        assert_eq!(body.lsns, with.lsns);
+        assert_eq!(
+            (
+                body.window_start_ms,
+                body.window_end_ms,
+                body.index,
+                body.last
+            ),
+            (60_000, 120_000, 2, true)
+        );
+
+        // A segment of an older release: the same intent, without completeness, is
+        // read; one with a completeness is not (its length is wrong there).
+        for version in [VERSION_ORDINALS, VERSION_OFFSETS] {
+            let mut bytes = header_of(version);
+            bytes.extend(framed_intent(&without, version));
+            let parsed = parse(&bytes);
+            assert!(
+                !parsed.damaged && parsed.torn_tail == 0,
+                "version {version}"
+            );
+            assert_eq!(intents(&parsed), vec![(None, without_len - 1)]);
+            let mut bytes = header_of(version);
+            bytes.extend(framed_intent(&with, VERSION));
+            let parsed = parse(&bytes);
+            assert!(intents(&parsed).is_empty(), "version {version}");
+        }
+    }
+
+    #[test]
+    fn records_after_an_older_release_s_intent_keep_their_positions() {
+        // An older release's intent is one byte shorter than the same intent encoded
+        // now: the records after it must not be taken for records after damage (in a
+        // version 1 segment, their ordinals would be lost).
+        let record = flow_testkit::record().bytes(10, 20).build();
+        let mut current = Vec::new();
+        encode_record(&record, &mut current).expect("encode");
+        let v1 = current[..current.len() - 6].to_vec();
+        for version in [VERSION_ORDINALS, VERSION_OFFSETS] {
+            let mut bytes = header_of(version);
+            bytes.extend_from_slice(&framed(KIND_RECORD, &v1));
+            bytes.extend(framed_intent(&intent_body(1, None), version));
+            let third = bytes.len();
+            bytes.extend_from_slice(&framed(KIND_RECORD, &v1));
+            bytes.extend(done(1));
+            let fourth = bytes.len();
+            bytes.extend_from_slice(&framed(KIND_RECORD, &v1));
+            let parsed = parse(&bytes);
+            assert!(!parsed.damaged, "version {version}");
+            let mut content = OldContent::default();
+            content.add(7, parsed);
+            let positions: Vec<u32> = content.records.keys().map(|at| *at as u32).collect();
+            let expected = if version == VERSION_ORDINALS {
+                vec![0, 1, 2]
+            } else {
+                vec![HEADER_LEN as u32, third as u32, fourth as u32]
+            };
+            assert_eq!(positions, expected, "version {version}");
+            assert_eq!(content.intents.len(), 1);
+            assert_eq!(content.done.len(), 1);
+        }
     }
 
     /// A segment header of `version`, without flags.

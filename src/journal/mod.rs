@@ -25,16 +25,17 @@
 //! batcher decides which window a record lands in (late and future records move) and
 //! splits big windows into several chunks, so "everything before window W" is not a
 //! set the journal can name. Instead, [`begin_chunk`](RecordJournal::begin_chunk)
-//! writes an **intent**: the chunk's batch ID, window, index and the journal positions
-//! of its records, and `fsync`s it *before* the chunk is handed to a sink.
+//! writes an **intent**: the chunk's batch ID, window, index, the journal positions
+//! of its records and its [completeness](flow_batch::Completeness) (a window's last
+//! chunk), and `fsync`s it *before* the chunk is handed to a sink.
 //! [`end_chunk`](RecordJournal::end_chunk) writes a **done** mark after. After a crash:
 //!
 //! - a record in no intent was never sent: it comes back in
 //!   [`Recovered::records`], to be batched again under the new exporter instance;
 //! - an intent without a done mark may or may not have reached the collector: it comes
 //!   back in [`Recovered::chunks`] as the *same* chunk (same records, window, index,
-//!   host, instance and sequence), so it encodes to the same batch ID and the
-//!   collector drops it if it already has it;
+//!   host, instance, sequence and completeness), so it encodes to the same batch ID
+//!   and the collector drops it if it already has it;
 //! - an intent with its done mark is forgotten.
 //!
 //! So nothing is lost but what had not been synced, and nothing is duplicated under a
@@ -58,14 +59,16 @@
 //! has its final name). Then entries: `u32` body length, `u32` CRC-32C of the body, the
 //! body (a kind byte: 1 record, 2 intent, 3 done; then its bincode 1 encoding with
 //! fixed little-endian integers: for a record, the wire format's record encoding,
-//! version 2). All integers are little-endian. A record's position is its segment
-//! number and its byte offset in the segment. A segment is deleted once every record
-//! in it belongs to a done chunk.
+//! version 2; an intent ends with the chunk's completeness, an option: a `0` byte, or
+//! a `1` byte and its eight `u64` counts and a `bool`). All integers are
+//! little-endian. A record's position is its segment number and its byte offset in the
+//! segment. A segment is deleted once every record in it belongs to a done chunk.
 //!
 //! Segments of older releases are still read: version 2 (positions are byte offsets,
 //! records in wire format 1) and version 1 (positions are ordinals, records in wire
-//! format 1). Their records come back as final records without flow ID or process,
-//! and a recovery writes them into version 3 segments in the current encoding.
+//! format 1; intents without completeness). Their records come back as final records
+//! without flow ID or process, their chunks without completeness, and a recovery
+//! writes them into version 3 segments in the current encoding.
 //!
 //! # What the start-up scan tolerates
 //!

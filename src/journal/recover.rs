@@ -187,16 +187,18 @@ impl RecordJournal {
             }
             self.intents
                 .insert(id.clone(), open_intent(Some(segment), &present));
+            let mut chunk = Chunk::new(
+                window,
+                intent.index,
+                intent.sequence,
+                intent.last,
+                chunk_records,
+            );
+            chunk.completeness = intent.completeness;
             recovered.chunks.push(RecoveredChunk {
                 host: id.host,
                 instance: id.instance,
-                chunk: Chunk::new(
-                    window,
-                    intent.index,
-                    intent.sequence,
-                    intent.last,
-                    chunk_records,
-                ),
+                chunk,
             });
         }
         tracing::warn!(
@@ -253,13 +255,16 @@ impl RecordJournal {
                     chunk_records.push(record.clone());
                 }
             }
-            let chunk = Chunk::new(
+            let mut chunk = Chunk::new(
                 window,
                 intent.index,
                 intent.sequence,
                 intent.last,
                 chunk_records,
             );
+            chunk.completeness = intent.completeness;
+            // Written again with its completeness too: after another crash it replays
+            // the same.
             let body = IntentBody { lsns, ..intent };
             self.write_intent(id.clone(), body)?;
             recovered.chunks.push(RecoveredChunk {

@@ -14,7 +14,8 @@ pub struct RecoveredChunk {
     pub host: String,
     /// The exporter instance it was encoded with (the previous run's).
     pub instance: InstanceId,
-    /// The chunk: same window, index, sequence, `last` and records as before.
+    /// The chunk: same window, index, sequence, `last`, records and completeness as
+    /// before (an older release's journal kept no completeness: `None` then).
     pub chunk: Chunk,
 }
 
