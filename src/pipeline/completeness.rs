@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use flow_batch::{Completeness, Window};
-use flow_record::{FlowRecord, RecordKind};
 
 /// Completeness per window, from the source's counts to the window's last chunk.
 #[derive(Debug, Default)]
@@ -15,34 +14,25 @@ pub(crate) struct CompletenessBook {
     pub(crate) enabled: bool,
     /// The source's counts, by window start (ms), until the window's last chunk.
     supplied: BTreeMap<u64, Completeness>,
-    /// Interim records batched, by the start (ms) of their `t_end`'s window.
+    /// Interim records batched, by the start (ms) of the window the batcher put them
+    /// in.
     interim: BTreeMap<u64, u64>,
     /// Final records of a previous run recovered from the journal, by the start (ms)
     /// of the window the batcher put them in.
     replayed: BTreeMap<u64, u64>,
     /// Journal entries lost at recovery, not yet reported.
     journal_lost: u64,
-    window_ms: u64,
 }
 
 impl CompletenessBook {
-    pub(crate) fn new(window_ms: u64) -> CompletenessBook {
-        CompletenessBook {
-            window_ms: window_ms.max(1),
-            ..CompletenessBook::default()
-        }
+    pub(crate) fn new() -> CompletenessBook {
+        CompletenessBook::default()
     }
 
-    /// Counts `record` if it is an interim one (also before windows are reported:
-    /// records recovered from the journal are batched before).
-    pub(crate) fn saw(&mut self, record: &FlowRecord) {
-        if record.record_kind == RecordKind::Interim {
-            let ms = record
-                .t_end
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            count(&mut self.interim, ms - ms % self.window_ms);
-        }
+    /// Counts an interim record batched in `window` (also before windows are
+    /// reported: records recovered from the journal are batched before).
+    pub(crate) fn interim(&mut self, window: Window) {
+        count(&mut self.interim, window.start_ms());
     }
 
     /// A final record of a previous run, recovered from the journal, batched in

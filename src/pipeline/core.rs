@@ -114,9 +114,8 @@ impl PipelineCore {
         host: impl Into<String>,
         instance: InstanceId,
     ) -> Result<PipelineCore, ExporterError> {
-        let window_ms = batch.window.as_millis() as u64;
         Ok(PipelineCore {
-            completeness: CompletenessBook::new(window_ms),
+            completeness: CompletenessBook::new(),
             batcher: MinuteBatcher::new(batch)?,
             journal,
             host: host.into(),
@@ -244,7 +243,10 @@ impl PipelineCore {
     }
 
     fn batch(&mut self, record: FlowRecord, tag: u64, now: SystemTime) {
-        self.completeness.saw(&record);
+        if record.record_kind == RecordKind::Interim {
+            self.completeness
+                .interim(self.batcher.window_for(record.t_end, now));
+        }
         if let Err(e) = self.batcher.push_tagged(record, tag, now) {
             self.counters.batch_refused += 1;
             self.record_warnings

@@ -34,7 +34,8 @@ pub struct Completeness {
     /// when the window's last chunk was encoded: drops after that, and drops before a
     /// restart, are not included (the sink counts them).
     pub lost_spool: u64,
-    /// Interim records emitted for connections open at the window's close.
+    /// Interim records sent in this window's chunks (those of the window's own
+    /// snapshot, and any a crashed run's journal gave back).
     pub interim_records: u64,
     /// Final records of an earlier run of this exporter that its journal gave back
     /// after a crash (read then, in no delivered chunk) and that went out in this
@@ -53,13 +54,15 @@ impl Completeness {
         self.closes_seen == self.records_emitted.saturating_add(self.lost_ring_full)
     }
 
-    /// Final records of the window that should reach a collector: emitted less what
-    /// the sink dropped, plus those a crashed run's journal gave back.
-    /// (`lost_journal` counts records of that crashed run, which are in no count of
-    /// this window.)
+    /// Records (final and interim) the window's chunks should bring to a collector:
+    /// the final records emitted, the interim records, and those a crashed run's
+    /// journal gave back, less what the sink dropped (`lost_spool` counts records of
+    /// both kinds). `lost_journal` counts records of that crashed run, in no count of
+    /// this window.
     pub fn records_expected(&self) -> u64 {
         self.records_emitted
-            .saturating_sub(self.lost_spool)
+            .saturating_add(self.interim_records)
             .saturating_add(self.records_replayed)
+            .saturating_sub(self.lost_spool)
     }
 }

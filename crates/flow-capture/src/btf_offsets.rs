@@ -47,6 +47,7 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, CaptureError> {
     let tcp = Layout::new(btf, "tcp_sock")?;
     let socket = Layout::new(btf, "socket")?;
     Ok(KernelOffsets {
+        sk_type: sock.member("sk_type", 2)?,
         skc_state: sock.member("skc_state", 1)?,
         socket_sk: socket.member("sk", 8)?,
         skc_family: sock.member("skc_family", 2)?,

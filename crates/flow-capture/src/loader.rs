@@ -11,7 +11,7 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, Iter},
 };
-use flow_common::{KernelCounter, ProgramConfig};
+use flow_common::{KernelCounter, ProgramConfig, features};
 
 use crate::{
     btf_offsets::{self, TRACEPOINT, VMLINUX_BTF},
@@ -36,6 +36,11 @@ const CLOCK_MAP: &str = "FLOW_CLOCK";
 const WINDOWS_MAP: &str = "FLOW_WINDOWS";
 /// The open-socket iterator (`iter/task_file`), for interim records.
 const ITER_PROGRAM: &str = "flow_open_sockets";
+/// The first kernel whose tracing programs may call `bpf_get_socket_cookie`.
+const SOCKET_COOKIE_KERNEL: preflight::KernelVersion = preflight::KernelVersion {
+    major: 5,
+    minor: 12,
+};
 
 /// Default ring buffer size: 4 MiB, about 22,000 records, a second of the highest churn
 /// measured on a 2-core host (the reader drains every 50 ms). It is mapped into the
@@ -171,7 +176,7 @@ impl FlowCaptureBuilder {
     /// Checks the host, loads the program and attaches it. Records flow from here on.
     pub fn load(self) -> Result<FlowCapture, CaptureError> {
         self.validate_ring_size()?;
-        preflight::check_kernel()?;
+        let kernel = preflight::check_kernel()?;
         preflight::check_privileges()?;
         // Parsed kernel BTF is large: keep one parse alive at a time, so that the peak
         // memory of loading is one parse, not two.
@@ -183,8 +188,13 @@ impl FlowCaptureBuilder {
         let wakeup_bytes = self
             .wakeup_bytes
             .unwrap_or_else(|| DEFAULT_WAKEUP_BYTES.min(u64::from(self.ring_size) / 4));
+        // Tracing programs may call `bpf_get_socket_cookie` from Linux 5.12 on; before,
+        // the frozen bit off makes the verifier drop the call (records carry no flow
+        // ID, and interim records, which need the cookie, are off).
+        let cookie = kernel >= SOCKET_COOKIE_KERNEL;
         let config = ProgramConfig {
             offsets,
+            features: if cookie { features::SOCKET_COOKIE } else { 0 },
             _pad: 0,
             wakeup_bytes,
         };
@@ -223,12 +233,45 @@ impl FlowCaptureBuilder {
             None => loader.load(self.object.0).map_err(CaptureError::Load)?,
         };
 
+        // The window clock is in the kernel before the first close is seen: every
+        // close the reader counts, the kernel counted too.
+        let (window_clock, windows) = match self.window {
+            Some(window) => {
+                let clock = Array::try_from(take_map(&mut ebpf, CLOCK_MAP)?).map_err(|source| {
+                    CaptureError::Map {
+                        name: CLOCK_MAP,
+                        source,
+                    }
+                })?;
+                let table =
+                    PerCpuArray::try_from(take_map(&mut ebpf, WINDOWS_MAP)?).map_err(|source| {
+                        CaptureError::Map {
+                            name: WINDOWS_MAP,
+                            source,
+                        }
+                    })?;
+                (
+                    Some(WindowClock::start(clock, window)?),
+                    Some(WindowTable { map: table }),
+                )
+            }
+            None => (None, None),
+        };
         for name in PROGRAMS {
             attach(&mut ebpf, name, &aya_btf)?;
         }
         // Interim records are an addition: a kernel that refuses the iterator still
-        // captures every close.
-        let scanner = open_socket_scanner(&mut ebpf, &aya_btf).map_err(|e| {
+        // captures every close. Without socket cookies they could not be matched to
+        // their connection's final record.
+        let scanner = match cookie {
+            true => open_socket_scanner(&mut ebpf, &aya_btf),
+            false => Err(CaptureError::InterimUnavailable {
+                reason: format!(
+                    "socket cookies need Linux {SOCKET_COOKIE_KERNEL} or newer (this is {kernel})"
+                ),
+            }),
+        }
+        .map_err(|e| {
             let mut reason = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(inner) = source {
@@ -263,28 +306,6 @@ impl FlowCaptureBuilder {
                 source,
             }
         })?;
-        let (window_clock, windows) = match self.window {
-            Some(window) => {
-                let clock = Array::try_from(take_map(&mut ebpf, CLOCK_MAP)?).map_err(|source| {
-                    CaptureError::Map {
-                        name: CLOCK_MAP,
-                        source,
-                    }
-                })?;
-                let table =
-                    PerCpuArray::try_from(take_map(&mut ebpf, WINDOWS_MAP)?).map_err(|source| {
-                        CaptureError::Map {
-                            name: WINDOWS_MAP,
-                            source,
-                        }
-                    })?;
-                (
-                    Some(WindowClock::start(clock, window)?),
-                    Some(WindowTable { map: table }),
-                )
-            }
-            None => (None, None),
-        };
         tracing::debug!(
             ring_size = self.ring_size,
             wakeup_bytes,

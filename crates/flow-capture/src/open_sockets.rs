@@ -12,7 +12,9 @@
 //! (`docs/performance.md`, "Interim records"): `sock_diag` answers only for the
 //! caller's network namespace and copies a `tcp_info` per socket through netlink;
 //! walking `/proc/net/tcp` has no byte counters. The iterator costs one kernel pass
-//! over the files and one copy per open socket.
+//! over every open file of every task (its cost grows with the host's open files,
+//! not only its TCP sockets) and one copy per open TCP socket. It sees the tasks of
+//! the exporter's own PID namespace (run it in the host's).
 
 use std::{
     collections::HashSet,
@@ -79,7 +81,16 @@ impl OpenSocketScanner {
             let got = match file.read(&mut buf[filled..]) {
                 Ok(0) => break,
                 Ok(got) => got,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The kernel stops a read after a million objects without output
+                // (`EAGAIN`) and goes on at the next one.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    continue;
+                }
                 Err(source) => {
                     return Err(CaptureError::Io {
                         operation: "reading the open-socket iterator",

@@ -133,7 +133,16 @@ fn a_window_is_written_once_its_chunks_are_in_and_counted_by_kind() {
     assert!(lines(dir.path()).1.is_empty());
     accept(
         &mut p,
-        &frame(1, w, 1, Some(kernel(5)), records(w, 2, 4)),
+        &frame(
+            1,
+            w,
+            1,
+            Some(Completeness {
+                interim_records: 4,
+                ..kernel(5)
+            }),
+            records(w, 2, 4),
+        ),
         at(61),
     );
     p.tick(at(62), &stats);

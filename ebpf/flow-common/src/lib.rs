@@ -29,5 +29,5 @@ pub mod windows;
 pub use counters::KernelCounter;
 pub use event::{Direction, RawFlowEvent, SOCK_DONE_BIT, SocketStart, flags, kind};
 pub use identity::{ConnectKey, IpKey, WORKLOAD_ID_MAX, WorkloadValue};
-pub use offsets::{KernelOffsets, ProgramConfig};
+pub use offsets::{KernelOffsets, ProgramConfig, features};
 pub use windows::{ClockConfig, WINDOW_SLOTS, WindowCounts};

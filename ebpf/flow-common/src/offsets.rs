@@ -22,6 +22,8 @@ pub struct KernelOffsets {
     pub skc_v6_rcv_saddr: u32,
     /// `inet_sock.inet_sport` (local port, network order u16; `skc_num` is 0 at close).
     pub inet_sport: u32,
+    /// `sock.sk_type` (u16): `SOCK_STREAM` for a TCP socket.
+    pub sk_type: u32,
     /// `sock_common.skc_state` (u8, volatile unsigned char): the current TCP state.
     pub skc_state: u32,
     /// `socket.sk` (`struct sock *`), counted from the start of `struct socket`.
@@ -51,12 +53,23 @@ pub struct KernelOffsets {
     pub mdev_us: u32,
 }
 
+/// Bits of [`ProgramConfig::features`]. The program branches on them; as the
+/// configuration is frozen, the verifier drops the branch not taken, so a helper the
+/// kernel lacks is never called (nor checked).
+pub mod features {
+    /// `bpf_get_socket_cookie` may be called from tracing programs (Linux 5.12):
+    /// records carry the socket cookie (their flow ID).
+    pub const SOCKET_COOKIE: u32 = 1 << 0;
+}
+
 /// The program's read-only configuration global (`FLOW_CONFIG`), frozen at load time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProgramConfig {
     /// Where to read each kernel member.
     pub offsets: KernelOffsets,
+    /// [`features`] bits: what the running kernel lets the program do.
+    pub features: u32,
     /// Explicit padding; always zero.
     pub _pad: u32,
     /// Wake the reader only once at least this many bytes are waiting in the ring
@@ -65,7 +78,7 @@ pub struct ProgramConfig {
     pub wakeup_bytes: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ProgramConfig>() == 21 * 4 + 4 + 8);
+const _: () = assert!(core::mem::size_of::<ProgramConfig>() == 22 * 4 + 4 + 4 + 8);
 
 #[cfg(feature = "user")]
 // SAFETY: plain-old-data: `#[repr(C)]`, integer fields only, explicit padding.

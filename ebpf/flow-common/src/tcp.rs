@@ -31,3 +31,6 @@ pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 /// `IPPROTO_TCP`.
 pub const IPPROTO_TCP: u16 = 6;
+
+/// `SOCK_STREAM`: the socket type of a TCP socket.
+pub const SOCK_STREAM: u16 = 1;

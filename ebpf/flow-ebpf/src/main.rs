@@ -8,6 +8,9 @@
 //! could not be written is counted in `FLOW_COUNTERS`.
 #![no_std]
 #![no_main]
+// BPF inline assembly (an atomic add: the target has no atomic read-modify-write in
+// Rust's `core`).
+#![feature(asm_experimental_arch)]
 
 mod identity;
 mod open_sockets;
@@ -32,7 +35,7 @@ use aya_ebpf::{
 };
 use flow_common::{
     Direction, KernelCounter, KernelOffsets, ProgramConfig, RawFlowEvent, SocketStart,
-    WorkloadValue, flags,
+    WorkloadValue, features, flags,
     identity::source,
     kind,
     tcp::{IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT},
@@ -51,6 +54,7 @@ pub(crate) static FLOW_CONFIG: ProgramConfig = ProgramConfig {
         skc_v6_daddr: 0,
         skc_v6_rcv_saddr: 0,
         inet_sport: 0,
+        sk_type: 0,
         skc_state: 0,
         socket_sk: 0,
         sk_err: 0,
@@ -65,6 +69,7 @@ pub(crate) static FLOW_CONFIG: ProgramConfig = ProgramConfig {
         srtt_us: 0,
         mdev_us: 0,
     },
+    features: 0,
     _pad: 0,
     wakeup_bytes: 0,
 };
@@ -335,7 +340,11 @@ pub(crate) unsafe fn write_record(
         (*ev).end_ns = end_ns;
         (*ev).close_state = state;
         (*ev).kind = record_kind;
-        (*ev).cookie = bpf_get_socket_cookie(sk);
+        // A frozen bit: on a kernel without the helper for tracing programs the
+        // verifier drops this call, and records carry no cookie (no flow ID).
+        if ptr::read_volatile(&FLOW_CONFIG.features) & features::SOCKET_COOKIE != 0 {
+            (*ev).cookie = bpf_get_socket_cookie(sk);
+        }
         match start {
             Some(start) => {
                 let start_ns = (*start).start_ns;
@@ -389,9 +398,8 @@ pub(crate) unsafe fn write_record(
 #[inline(always)]
 pub(crate) fn count(counter: KernelCounter) {
     if let Some(slot) = FLOW_COUNTERS.get_ptr_mut(counter as u32) {
-        // SAFETY: a per-CPU slot: only this CPU writes it, and the program is not
-        // re-entered on one CPU for the same tracepoint.
-        unsafe { *slot += 1 };
+        // SAFETY: a per-CPU slot, valid for this program run.
+        unsafe { words::add(slot, 1) };
     }
 }
 

@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use flow_common::{
     RawFlowEvent, kind,
-    tcp::{IPPROTO_TCP, TCP_CLOSE, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT},
+    tcp::{IPPROTO_TCP, SOCK_STREAM, TCP_CLOSE, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT},
 };
 
 use crate::{FLOW_CONFIG, FLOW_SOCKETS, sock::Sock, write_record};
@@ -75,7 +75,9 @@ unsafe fn on_file(ctx: *mut TaskFileContext) {
             return;
         }
         let sock = Sock::new(sk, offsets);
-        if sock.protocol() != IPPROTO_TCP {
+        // A TCP socket: an IPv4 or IPv6 stream socket of protocol TCP (a netlink
+        // socket of protocol 6, or a raw socket of IPPROTO_TCP, is not one).
+        if sock.protocol() != IPPROTO_TCP || sock.sk_type() != SOCK_STREAM || !sock.is_inet() {
             return;
         }
         let state = sock.state();

@@ -89,6 +89,20 @@ impl Sock {
         unsafe { load::<u8>(self.base, &self.offsets.skc_state) }
     }
 
+    /// `sk_type`: `SOCK_STREAM` for TCP.
+    #[inline(always)]
+    pub fn sk_type(&self) -> u16 {
+        // SAFETY: `base` is a `struct sock *` BTF pointer.
+        unsafe { load::<u16>(self.base, &self.offsets.sk_type) }
+    }
+
+    /// Whether the socket is IPv4 or IPv6.
+    #[inline(always)]
+    pub fn is_inet(&self) -> bool {
+        let family = self.family();
+        family == AF_INET || family == AF_INET6
+    }
+
     /// `skc_family`.
     #[inline(always)]
     fn family(&self) -> u16 {

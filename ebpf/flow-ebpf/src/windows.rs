@@ -8,6 +8,8 @@ use aya_ebpf::{
 };
 use flow_common::{ClockConfig, WINDOW_SLOTS, WindowCounts};
 
+use crate::words;
+
 /// The window length and the boot-to-wall offset; written by user space (a zero
 /// window length turns the counting off).
 #[btf_map]
@@ -34,16 +36,19 @@ pub fn count_close(end_ns: u64) -> Option<*mut WindowCounts> {
     }
     let window = end_ns.wrapping_add(offset_ns) / window_ns;
     let slot = FLOW_WINDOWS.get_ptr_mut((window % u64::from(WINDOW_SLOTS)) as u32)?;
-    // SAFETY: this CPU's slot; the program does not run twice at once on one CPU.
+    // SAFETY: this CPU's slot, valid for this program run. The counts are added
+    // atomically (the second attachment can run nested inside the first on this
+    // CPU); the reset, once per window and CPU at its first close, is not: a nested
+    // close at that very instant could be counted in the slot's previous window.
     unsafe {
         if (*slot).window != window {
             // The slot held a window long past: start it afresh.
-            (*slot).window = window;
             (*slot).closes = 0;
             (*slot).submitted = 0;
             (*slot).ring_full = 0;
+            (*slot).window = window;
         }
-        (*slot).closes += 1;
+        words::add(ptr::addr_of_mut!((*slot).closes), 1);
     }
     Some(slot)
 }
@@ -55,9 +60,9 @@ pub fn count_outcome(slot: Option<*mut WindowCounts>, submitted: bool) {
         // SAFETY: as in `count_close`, same program run.
         unsafe {
             if submitted {
-                (*slot).submitted += 1;
+                words::add(ptr::addr_of_mut!((*slot).submitted), 1);
             } else {
-                (*slot).ring_full += 1;
+                words::add(ptr::addr_of_mut!((*slot).ring_full), 1);
             }
         }
     }

@@ -186,22 +186,25 @@ impl WindowReport {
         &self.batch.host
     }
 
-    /// Final records that should have arrived: emitted less what the exporter lost
-    /// after the kernel ([`Completeness::records_expected`]); `None` without the last
-    /// chunk.
+    /// Records (final and interim) that should have arrived: the final records
+    /// emitted, the interim records and those replayed from a crashed run's journal,
+    /// less what the exporter's sink dropped ([`Completeness::records_expected`]);
+    /// `None` without the last chunk.
     pub fn records_expected(&self) -> Option<u64> {
         self.completeness.map(|c| c.records_expected())
     }
 
     /// Whether the window's numbers add up: the last chunk arrived, every close the
     /// kernel saw was emitted or counted lost in the ring
-    /// (`closes_seen == records_emitted + lost_ring_full`), and the final records
-    /// received are exactly those emitted less the losses after the kernel, plus those
-    /// a crashed run's journal gave back
-    /// (`records_received == records_emitted - lost_spool + records_replayed`).
+    /// (`closes_seen == records_emitted + lost_ring_full`), and the records received
+    /// (final and interim) are exactly those expected
+    /// (`records_received + interim_records_received == records_emitted +
+    /// interim_records + records_replayed - lost_spool`).
     pub fn adds_up(&self) -> bool {
-        self.completeness
-            .is_some_and(|c| c.adds_up() && self.records_received == c.records_expected())
+        self.completeness.is_some_and(|c| {
+            c.adds_up()
+                && self.records_received + self.interim_records_received == c.records_expected()
+        })
     }
 
     /// The window's start.

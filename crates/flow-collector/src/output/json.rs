@@ -581,7 +581,7 @@ mod completeness_tests {
         assert_eq!(v["lost_spool"], 6);
         assert_eq!(v["interim_records"], 2);
         assert_eq!(v["records_replayed"], 0);
-        assert_eq!(v["records_expected"], 5);
+        assert_eq!(v["records_expected"], 7);
         assert_eq!(v["records_received"], 5);
         assert_eq!(v["interim_records_received"], 2);
         assert_eq!(v["chunks_expected"], 1);
