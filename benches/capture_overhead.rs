@@ -7,6 +7,8 @@
 //! the IP map among 1,000 others, and 1,000 connect-map entries), so every socket pays
 //! for its identity lookups as on a container host.
 //!
+//! Each capture counts closes per 60 s window, as the exporter does.
+//!
 //! Run as root: `cargo bench --bench capture_overhead`
 //! Knobs (environment): `FLOW_BENCH_CONNECTIONS` per round (default 20000),
 //! `FLOW_BENCH_ROUNDS` A/B pairs (default 3), `FLOW_BENCH_BASELINE_OBJECT` another
@@ -108,7 +110,12 @@ struct Round {
 /// Loads the capture core (the bundled object, or `object`), drains it from a reader
 /// thread, and churns `n` connections.
 fn captured_churn(n: usize, pin_dir: &std::path::Path, object: Option<&'static [u8]>) -> Captured {
+    // Closes counted per 60 s window, as the exporter does (`FLOW_BENCH_NO_WINDOWS`
+    // set: not, for an object from before per-window counts).
     let mut builder = FlowCaptureBuilder::new().identity_pin_dir(pin_dir);
+    if std::env::var_os("FLOW_BENCH_NO_WINDOWS").is_none() {
+        builder = builder.window_counts(Duration::from_secs(60));
+    }
     if let Some(object) = object {
         builder = builder.kernel_object(object);
     }
