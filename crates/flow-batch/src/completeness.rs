@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 /// The kernel counts every TCP close it sees before it reserves room for the record,
 /// in per-CPU buckets by the close's window, so that for a window
 /// `closes_seen == records_emitted + lost_ring_full` holds exactly. The other losses
-/// happen after the kernel: `lost_journal` and `lost_spool` are records the kernel
-/// emitted that did not leave the host. `lost_recursion` is an upper bound of closes
-/// the kernel skipped on both attachments of the program (no program ran, so they are
-/// not in `closes_seen`).
+/// happen after the kernel: `lost_spool` counts records of the window the sink
+/// dropped, `lost_journal` damaged stretches of a crashed earlier run's journal.
+/// `lost_recursion` is a loose upper bound of closes the kernel skipped on both
+/// attachments of the program (no program ran, so they are not in `closes_seen`).
+/// [`records_expected`](Completeness::records_expected) is what a collector should
+/// receive.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Completeness {
     /// TCP closes the kernel program saw whose close falls in the window.
@@ -21,13 +23,15 @@ pub struct Completeness {
     pub records_emitted: u64,
     /// Closes whose record found the ring buffer full.
     pub lost_ring_full: u64,
-    /// State changes the kernel skipped on both attachments of the program during the
-    /// window (recursion misses of the backup attachment); an upper bound of the
-    /// closes missed that way.
+    /// Recursion misses of the backup attachment during the window: a loose upper
+    /// bound of the state changes (closes among them) both attachments missed; most
+    /// are events the primary attachment handled.
     pub lost_recursion: u64,
-    /// Records of the window's exporter run that the journal could not replay after a
-    /// crash (torn or damaged entries); reported in the first window after a restart,
-    /// because their own window could not be read.
+    /// Damaged stretches of a crashed earlier run's journal that the recovery skipped
+    /// (each held at least one entry: a record, an intent or a done mark; not a count
+    /// of records); reported in the first window after the restart, because their own
+    /// window could not be read. Records the crashed run read but had not journaled
+    /// yet are in no count.
     pub lost_journal: u64,
     /// Records of earlier chunks of this window that the sink dropped before they
     /// were delivered (a full spool or disk, a full in-memory queue), as far as known
