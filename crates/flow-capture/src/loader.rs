@@ -49,7 +49,8 @@ pub const DEFAULT_RING_SIZE: u32 = 4 << 20;
 /// Default wakeup threshold: 512 KiB pending.
 pub const DEFAULT_WAKEUP_BYTES: u64 = 512 << 10;
 /// Default size of the socket table: how many sockets can be open at once with their
-/// open time and direction remembered (about 72 bytes each, preallocated: 9 MiB).
+/// open time, direction, identity and process remembered (104 bytes of value each,
+/// preallocated: about 20 MiB with the table's own overhead).
 pub const DEFAULT_SOCKET_TABLE_SIZE: u32 = 131_072;
 /// Default timer on which the reader drains below the wakeup threshold.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(50);
