@@ -210,13 +210,15 @@ impl PipelineCore {
         }
         for record in recovered.records {
             self.counters.records_recovered += 1;
-            // Counted only if the window is reported (`report_windows` comes after
-            // recovery, so count now and let the book drop what is never asked for).
-            if record.record_kind == RecordKind::Final {
-                self.completeness
-                    .replayed(self.batcher.window_for(record.t_end, now));
+            // Counted before windows are reported (`report_windows` comes after
+            // recovery); the book drops what is never asked for.
+            let replayed = (record.record_kind == RecordKind::Final)
+                .then(|| self.batcher.window_for(record.t_end, now));
+            if self.batch(record, NO_TAG, now)
+                && let Some(window) = replayed
+            {
+                self.completeness.replayed(window);
             }
-            self.batch(record, NO_TAG, now);
         }
         self.ship_if_immediate();
     }
@@ -237,20 +239,29 @@ impl PipelineCore {
                     NO_TAG
                 }
             };
-            self.batch(record, tag, now);
+            let _ = self.batch(record, tag, now);
         }
         self.ship_if_immediate();
     }
 
-    fn batch(&mut self, record: FlowRecord, tag: u64, now: SystemTime) {
-        if record.record_kind == RecordKind::Interim {
-            self.completeness
-                .interim(self.batcher.window_for(record.t_end, now));
-        }
-        if let Err(e) = self.batcher.push_tagged(record, tag, now) {
-            self.counters.batch_refused += 1;
-            self.record_warnings
-                .warn(|| format!("record refused by the batcher: {e}"));
+    /// Batches `record`; returns whether the batcher took it. An interim record is
+    /// counted in the window the batcher put it in.
+    fn batch(&mut self, record: FlowRecord, tag: u64, now: SystemTime) -> bool {
+        let interim = (record.record_kind == RecordKind::Interim)
+            .then(|| self.batcher.window_for(record.t_end, now));
+        match self.batcher.push_tagged(record, tag, now) {
+            Ok(()) => {
+                if let Some(window) = interim {
+                    self.completeness.interim(window);
+                }
+                true
+            }
+            Err(e) => {
+                self.counters.batch_refused += 1;
+                self.record_warnings
+                    .warn(|| format!("record refused by the batcher: {e}"));
+                false
+            }
         }
     }
 
