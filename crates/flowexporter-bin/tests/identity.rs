@@ -106,6 +106,7 @@ fn records_for(
     while out.len() < n && Instant::now() < deadline {
         if let Ok(v) = rx.recv_timeout(Duration::from_millis(200))
             && (v["local_port"] == port || v["remote_port"] == port)
+            && v["record_kind"] != "interim"
         {
             out.push(v);
         }
