@@ -85,7 +85,9 @@ impl Embedded {
         let mut by_local: BTreeMap<SocketAddr, Vec<Value>> = BTreeMap::new();
         for line in self.lines.lock().expect("lines").iter() {
             let v: Value = serde_json::from_str(line).expect("each stdout line is a JSON record");
-            if v["remote_port"] == u64::from(port) {
+            // Final records only: an interim one (a snapshot before the hour's end)
+            // is not a delivery of the connection.
+            if v["remote_port"] == u64::from(port) && v["record_kind"] != "interim" {
                 let ip: std::net::IpAddr = v["local_ip"]
                     .as_str()
                     .expect("local_ip")
