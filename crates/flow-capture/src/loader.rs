@@ -324,17 +324,7 @@ impl FlowCaptureBuilder {
 }
 
 fn attach(ebpf: &mut Ebpf, name: &'static str, btf: &aya::Btf) -> Result<(), CaptureError> {
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(CaptureError::ObjectMismatch {
-            what: "program",
-            name,
-        })?
-        .try_into()
-        .map_err(|source| CaptureError::Program {
-            program: name,
-            source,
-        })?;
+    let program = tracepoint(ebpf, name)?;
     program
         .load(TRACEPOINT, btf)
         .map_err(|source| CaptureError::Program {
@@ -346,6 +336,36 @@ fn attach(ebpf: &mut Ebpf, name: &'static str, btf: &aya::Btf) -> Result<(), Cap
         source,
     })?;
     Ok(())
+}
+
+/// The tracepoint program `name` of the object.
+fn tracepoint<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut BtfTracePoint, CaptureError> {
+    ebpf.program_mut(name)
+        .ok_or(CaptureError::ObjectMismatch {
+            what: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|source| CaptureError::Program {
+            program: name,
+            source,
+        })
+}
+
+/// The run-time statistics of the program `name` of the object.
+fn stats_of(ebpf: &Ebpf, name: &'static str) -> Result<ProgramStats, CaptureError> {
+    let program = ebpf.program(name).ok_or(CaptureError::ObjectMismatch {
+        what: "program",
+        name,
+    })?;
+    let fd = program.fd().map_err(|source| CaptureError::Program {
+        program: name,
+        source,
+    })?;
+    crate::prog_info::program_stats(fd.as_fd())
 }
 
 /// Loads the open-socket iterator and links it.
@@ -439,22 +459,12 @@ impl FlowCapture {
     /// stay readable, until the capture is dropped.
     pub fn detach(&mut self) -> Result<(), CaptureError> {
         for name in PROGRAMS {
-            let program: &mut BtfTracePoint = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(CaptureError::ObjectMismatch {
-                    what: "program",
-                    name,
-                })?
-                .try_into()
+            tracepoint(&mut self.ebpf, name)?
+                .unload()
                 .map_err(|source| CaptureError::Program {
                     program: name,
                     source,
                 })?;
-            program.unload().map_err(|source| CaptureError::Program {
-                program: name,
-                source,
-            })?;
         }
         Ok(())
     }
@@ -463,19 +473,7 @@ impl FlowCapture {
     /// on both attachments (the primary's misses are recovered by the backup), an
     /// upper bound of the closes missed that way.
     pub fn unrecovered_misses(&self) -> Result<u64, CaptureError> {
-        let name = PROGRAMS[1];
-        let program = self
-            .ebpf
-            .program(name)
-            .ok_or(CaptureError::ObjectMismatch {
-                what: "program",
-                name,
-            })?;
-        let fd = program.fd().map_err(|source| CaptureError::Program {
-            program: name,
-            source,
-        })?;
-        Ok(crate::prog_info::program_stats(fd.as_fd())?.recursion_misses)
+        Ok(stats_of(&self.ebpf, PROGRAMS[1])?.recursion_misses)
     }
 
     /// The kernel program's counters, summed over CPUs.
@@ -498,18 +496,7 @@ impl FlowCapture {
     pub fn program_stats(&self) -> Result<ProgramStats, CaptureError> {
         let mut total = ProgramStats::default();
         for name in PROGRAMS {
-            let program = self
-                .ebpf
-                .program(name)
-                .ok_or(CaptureError::ObjectMismatch {
-                    what: "program",
-                    name,
-                })?;
-            let fd = program.fd().map_err(|source| CaptureError::Program {
-                program: name,
-                source,
-            })?;
-            let one = crate::prog_info::program_stats(fd.as_fd())?;
+            let one = stats_of(&self.ebpf, name)?;
             total.run_count += one.run_count;
             total.run_time += one.run_time;
             total.recursion_misses += one.recursion_misses;

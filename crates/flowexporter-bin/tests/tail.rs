@@ -18,37 +18,8 @@ fn parse_time(v: &serde_json::Value) -> SystemTime {
 
 #[test]
 fn tail_json_prints_each_record_and_drains_on_sigterm() {
-    let mut child = Command::new(BIN)
-        .args(["tail", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start flowexporter");
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    // Wait until the tracer is attached (it says so on stderr).
-    let (ready_tx, ready_rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("tracing TCP closes") {
-                let _ = ready_tx.send(());
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("tracer attached");
-    let lines = {
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        rx
-    };
+    // Returns once the tracer is attached (it says so on stderr).
+    let (mut child, lines) = start_tail(&["--json"]);
 
     let before = SystemTime::now();
     let listener = TcpListener::bind("[::1]:0").expect("bind");
