@@ -66,6 +66,9 @@ pub(crate) struct WindowClock {
     map: Array<MapData, ClockConfig>,
     window_ns: u64,
     clock: BootClock,
+    /// The offset as the kernel has it (`FLOW_CLOCK`): records are counted with the
+    /// kernel's own arithmetic.
+    offset_ns: u64,
     /// Final records read, by window index; the oldest are forgotten.
     read: BTreeMap<u64, u64>,
 }
@@ -83,6 +86,7 @@ impl WindowClock {
             map,
             window_ns: window.as_nanos().clamp(1, u128::from(u64::MAX)) as u64,
             clock: BootClock::measure(),
+            offset_ns: 0,
             read: BTreeMap::new(),
         };
         me.publish()?;
@@ -90,9 +94,10 @@ impl WindowClock {
     }
 
     fn publish(&mut self) -> Result<(), CaptureError> {
+        self.offset_ns = self.clock.offset_ns().max(0) as u64;
         let config = ClockConfig {
             window_ns: self.window_ns,
-            offset_ns: self.clock.offset_ns().max(0) as u64,
+            offset_ns: self.offset_ns,
         };
         self.map
             .set(0, config, 0)
@@ -118,9 +123,8 @@ impl WindowClock {
 
     /// Counts a final record closed at boot time `end_ns`.
     pub(crate) fn count(&mut self, end_ns: u64) {
-        let index =
-            (end_ns as i128 + self.clock.offset_ns()).max(0) as u128 / u128::from(self.window_ns);
-        let index = index as u64;
+        // What the kernel program computes for the same close (`windows.rs` there).
+        let index = end_ns.wrapping_add(self.offset_ns) / self.window_ns;
         *self.read.entry(index).or_default() += 1;
         if self.read.len() as u64 > KEEP
             && let Some((&oldest, _)) = self.read.first_key_value()
