@@ -17,6 +17,7 @@
 //! ```
 #![allow(missing_docs, clippy::unwrap_used, clippy::new_without_default)]
 
+pub mod kafka;
 pub mod records;
 
 use std::{
