@@ -33,6 +33,13 @@ pub struct AttributionConfig {
     pub max_held: usize,
     /// IPs and CIDRs of things that run no exporter (`--static-owners`).
     pub static_owners: StaticOwners,
+    /// Keep the claims of the records pushed in, compacted, for
+    /// [`Attributor::take_heartbeats`](crate::attribution::Attributor::take_heartbeats)
+    /// to hand to the other collector nodes (default: off; without it, nothing is
+    /// kept and pushing a chunk costs nothing more). Applying other nodes' heartbeats
+    /// ([`Attributor::apply_heartbeats`](crate::attribution::Attributor::apply_heartbeats))
+    /// works either way.
+    pub share_heartbeats: bool,
 }
 
 impl Default for AttributionConfig {
@@ -46,6 +53,7 @@ impl Default for AttributionConfig {
             max_ranges: 4_000_000,
             max_held: 2_000_000,
             static_owners: StaticOwners::default(),
+            share_heartbeats: false,
         }
     }
 }
@@ -97,6 +105,12 @@ impl AttributionConfig {
     /// Sets [`static_owners`](AttributionConfig::static_owners).
     pub fn with_static_owners(mut self, owners: StaticOwners) -> AttributionConfig {
         self.static_owners = owners;
+        self
+    }
+
+    /// Sets [`share_heartbeats`](AttributionConfig::share_heartbeats).
+    pub fn with_heartbeat_sharing(mut self, share: bool) -> AttributionConfig {
+        self.share_heartbeats = share;
         self
     }
 }

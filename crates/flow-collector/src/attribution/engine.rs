@@ -22,6 +22,7 @@ use flow_record::{FlowRecord, IdentitySource, WorkloadId};
 use crate::attribution::{
     AttributedFlow, AttributionConfig, AttributionStats, RemoteIdentitySource,
     RemoteUnattributedReason,
+    heartbeats::{Book, BookKey, Heartbeat, HeartbeatClaim, MAX_HEARTBEAT_RANGES},
     held::{Held, HeldFlows, HeldRef, Phase},
     ip_key::{Hosts, IpKey},
     ownership::{MapAnswer, Mark, OwnershipMap},
@@ -87,6 +88,12 @@ struct Counters {
     heartbeat: u64,
     static_table: u64,
     unattributed: [u64; RemoteUnattributedReason::ALL.len()],
+    shared_out: u64,
+    ranges_shared_out: u64,
+    applied_remote: u64,
+    ranges_remote: u64,
+    ranges_remote_too_old: u64,
+    remote_refused: u64,
 }
 
 /// Attributes the remote side of flows from the heartbeats of every host (sans-IO).
@@ -111,6 +118,8 @@ pub struct Attributor {
     map: OwnershipMap,
     peers: PeerIndex,
     held: HeldFlows,
+    /// The local records' claims, for the other nodes (only when sharing is on).
+    book: Option<Book>,
     ready: VecDeque<AttributedFlow>,
     counters: Counters,
     /// Reused per chunk: the records' keys and intervals, the flows to re-examine,
@@ -136,6 +145,7 @@ impl Attributor {
                 .with_shared_reach(span(config.retention)),
             peers: PeerIndex::new(config.max_held),
             held: HeldFlows::default(),
+            book: config.share_heartbeats.then(Book::default),
             ready: VecDeque::new(),
             counters: Counters::default(),
             keys: Vec::new(),
@@ -197,6 +207,18 @@ impl Attributor {
                 && self.held.has_waiters_on(&k.key.local)
             {
                 self.touched.insert(k.key.local);
+            }
+        }
+        if let Some(book) = self.book.as_mut() {
+            for k in &keys {
+                if let Some(mark) = k.mark {
+                    let key = BookKey {
+                        ip: k.key.local,
+                        host,
+                        mark,
+                    };
+                    book.add(key, k.start, k.end);
+                }
             }
         }
         for k in &keys {
@@ -265,9 +287,13 @@ impl Attributor {
         let now = self.tick(now);
         self.map.expire(now.saturating_sub(self.retention));
         self.map.enforce_cap(self.config.max_ranges);
-        let peers = &self.peers;
-        self.map
-            .collect_workloads_with(|used| peers.mark_used(used));
+        let (peers, book) = (&self.peers, &self.book);
+        self.map.collect_workloads_with(|used| {
+            peers.mark_used(used);
+            if let Some(book) = book {
+                book.mark_used(used);
+            }
+        });
         self.peers.expire(now);
         // Peer waits that ended: the map, or wait for heartbeats.
         while let Some((r, arrival)) = self.held.front_peer().map(|(r, h)| (r, h.arrival)) {
@@ -287,6 +313,95 @@ impl Attributor {
                 self.try_map(r, Stage::Final);
             }
         }
+        self.map.log_conflicts(now);
+    }
+
+    /// Takes out the claims of the records pushed in since the last call, for the
+    /// other collector nodes to [apply](Attributor::apply_heartbeats): one
+    /// [`Heartbeat`] per host, IP and claim (a workload, or the connect map's shared
+    /// mark), with the exact union of the records' intervals (more than one heartbeat
+    /// when it has more than [`MAX_HEARTBEAT_RANGES`] ranges), in a fixed order. Empty
+    /// unless [`share_heartbeats`](AttributionConfig::share_heartbeats) is on.
+    ///
+    /// Call it every second or so: the claims are kept until then.
+    pub fn take_heartbeats(&mut self) -> Vec<Heartbeat> {
+        let Some(book) = self.book.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, ranges) in book.drain() {
+            let Some(host) = self.hosts.name(key.host) else {
+                continue;
+            };
+            let claim = match key.mark {
+                Mark::Owned(sym) => match self.map.workload(sym) {
+                    Some(w) => HeartbeatClaim::Owned(w.clone()),
+                    // The book keeps its symbols alive (see advance).
+                    None => continue,
+                },
+                Mark::Shared => HeartbeatClaim::Shared,
+                // Records never claim a conflict.
+                Mark::Conflict => continue,
+            };
+            self.counters.ranges_shared_out += ranges.len() as u64;
+            for part in ranges.chunks(MAX_HEARTBEAT_RANGES) {
+                out.push(Heartbeat::from_book(
+                    host,
+                    key.ip.ip(),
+                    claim.clone(),
+                    part.to_vec(),
+                ));
+            }
+        }
+        self.counters.shared_out += out.len() as u64;
+        out
+    }
+
+    /// Applies other nodes' heartbeats, received at `now`, to the ownership map
+    /// exactly as their records' claims would have been applied had the records been
+    /// pushed here (each range a claim; those that ended before what the map still
+    /// holds are ignored and counted), then decides the held flows waiting on the IPs
+    /// they touched that the map can now decide. Applying a heartbeat the map already
+    /// has changes nothing. They are not shared again.
+    pub fn apply_heartbeats(&mut self, heartbeats: &[Heartbeat], now: SystemTime) {
+        let now = self.tick(now);
+        self.map.observe(now);
+        self.touched.clear();
+        for heartbeat in heartbeats {
+            let host = self.hosts.intern(heartbeat.host());
+            let key = IpKey::new(heartbeat.ip(), host);
+            let mark = match heartbeat.claim() {
+                HeartbeatClaim::Owned(w) => match self.map.intern(w) {
+                    Some(sym) => Mark::Owned(sym),
+                    None => {
+                        self.counters.remote_refused += 1;
+                        continue;
+                    }
+                },
+                HeartbeatClaim::Shared => Mark::Shared,
+            };
+            self.counters.applied_remote += 1;
+            for &(start, end) in heartbeat.ranges() {
+                self.counters.ranges_remote += 1;
+                if !self.map.insert_mark(key, start, end, mark) {
+                    self.counters.ranges_remote_too_old += 1;
+                } else if self.held.has_waiters_on(&key) {
+                    self.touched.insert(key);
+                }
+            }
+        }
+        let mut woken = std::mem::take(&mut self.woken);
+        woken.clear();
+        let touched = std::mem::take(&mut self.touched);
+        for ip in &touched {
+            self.held.waiting_on_ip(ip, &mut woken);
+        }
+        self.touched = touched;
+        for r in woken.drain(..) {
+            self.try_map(r, Stage::Waiting);
+        }
+        self.woken = woken;
+        self.map.enforce_cap(self.config.max_ranges);
         self.map.log_conflicts(now);
     }
 
@@ -357,6 +472,13 @@ impl Attributor {
             unattributed: c.unattributed,
             heartbeats: m.heartbeats,
             heartbeats_too_old: m.heartbeats_too_old,
+            heartbeats_shared_out: c.shared_out,
+            heartbeat_ranges_shared_out: c.ranges_shared_out,
+            heartbeat_book_entries: self.book.as_ref().map_or(0, |b| b.len() as u64),
+            heartbeats_applied_remote: c.applied_remote,
+            heartbeat_ranges_remote: c.ranges_remote,
+            heartbeat_ranges_remote_too_old: c.ranges_remote_too_old,
+            heartbeats_remote_refused: c.remote_refused,
             conflicts: m.conflicts,
             ranges_evicted: m.evicted,
             ranges_expired: m.expired,
@@ -367,6 +489,15 @@ impl Attributor {
             peer_index_evicted: self.peers.evicted(),
             map_bytes: self.map.bytes() as u64,
         }
+    }
+
+    /// The ownership map's segments of `key` (tests).
+    #[cfg(test)]
+    pub(crate) fn map_segments(
+        &self,
+        key: &IpKey,
+    ) -> Vec<(Nanos, Nanos, Option<WorkloadId>, Mark)> {
+        self.map.segments(key)
     }
 
     /// Connections the peer index has an entry for (tests).

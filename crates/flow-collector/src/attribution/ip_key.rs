@@ -16,6 +16,13 @@ use std::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct HostId(u32);
 
+impl HostId {
+    /// Its number (from 1, in the order hosts were first seen).
+    pub(crate) fn index(self) -> u32 {
+        self.0
+    }
+}
+
 /// An IP as a map key: the address (IPv4 as IPv4-mapped IPv6) in four big-endian
 /// 32-bit words, then its scope (0: global, else the host it belongs to). 20 bytes,
 /// 4-aligned, so that a 4-tuple of two of them and the ports packs into 44 bytes.
@@ -107,6 +114,8 @@ fn is_scoped_v4(v4: Ipv4Addr) -> bool {
 #[derive(Debug, Default)]
 pub(crate) struct Hosts {
     ids: HashMap<Arc<str>, HostId>,
+    /// The host of each ID, at `id - 1`.
+    names: Vec<Arc<str>>,
 }
 
 impl Hosts {
@@ -116,8 +125,16 @@ impl Hosts {
             return *id;
         }
         let id = HostId(u32::try_from(self.ids.len() + 1).unwrap_or(u32::MAX));
-        self.ids.insert(Arc::from(host), id);
+        let name: Arc<str> = Arc::from(host);
+        self.ids.insert(Arc::clone(&name), id);
+        self.names.push(name);
         id
+    }
+
+    /// The host an ID stands for.
+    pub(crate) fn name(&self, id: HostId) -> Option<&str> {
+        let index = usize::try_from(id.0).ok()?.checked_sub(1)?;
+        self.names.get(index).map(|n| &**n)
     }
 
     /// Hosts interned.
@@ -141,6 +158,10 @@ mod tests {
         let (a, b) = (hosts.intern("host-a"), hosts.intern("host-b"));
         assert_eq!(hosts.intern("host-a"), a);
         assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts.name(a), Some("host-a"));
+        assert_eq!(hosts.name(b), Some("host-b"));
+        assert_eq!(hosts.name(HostId(0)), None);
+        assert_eq!(hosts.name(HostId(3)), None);
         for scoped in [
             "127.0.0.1",
             "127.1.2.3",

@@ -9,6 +9,13 @@
 //! [`AttributionConfig::hold_back`]). It never guesses: a flow it cannot attribute
 //! safely goes out unattributed with a [`RemoteUnattributedReason`].
 //!
+//! Several collector nodes, each receiving some hosts' chunks, share their records'
+//! claims: with [`AttributionConfig::share_heartbeats`] on, a node keeps them
+//! compacted (one [`Heartbeat`] per host, IP and claim, the exact union of the
+//! records' intervals) for [`Attributor::take_heartbeats`]; the caller publishes
+//! them ([`Heartbeat::encode`]) and every other node applies them
+//! ([`Attributor::apply_heartbeats`]) as if the records had reached it.
+//!
 //! No clocks, threads or files here: the caller passes the time in (`now`, the
 //! collector's wall clock) and takes decided flows out, so tests run on simulated
 //! time. `docs/attribution.md` describes the algorithm and its limits.
@@ -16,12 +23,14 @@
 //! The modules: the settings (config), the engine (engine), the ownership map
 //! (ownership) with its interned workloads (workloads) and rate-limited conflict log
 //! (conflict_log), the peer index (peers), the held flows (held), IP keys scoped to
-//! their host (ip_key), times (time), the static table (static_owners).
+//! their host (ip_key), times (time), the static table (static_owners), and the
+//! heartbeats collector nodes share (heartbeats).
 
 mod config;
 mod conflict_log;
 mod engine;
 mod flow;
+mod heartbeats;
 mod held;
 mod ip_key;
 mod ownership;
@@ -37,6 +46,10 @@ mod tests;
 pub use config::AttributionConfig;
 pub use engine::Attributor;
 pub use flow::{AttributedFlow, RemoteIdentitySource, RemoteUnattributedReason};
+pub use heartbeats::{
+    HEARTBEAT_FORMAT_VERSION, Heartbeat, HeartbeatClaim, HeartbeatDecodeError, MAX_HEARTBEAT_BYTES,
+    MAX_HEARTBEAT_RANGES,
+};
 pub use static_owners::{StaticOwners, StaticOwnersError};
 pub use stats::AttributionStats;
 

@@ -34,7 +34,7 @@ use crate::attribution::{
 const BUCKET: Nanos = 1_000_000_000;
 
 /// What a segment says about its time span.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Mark {
     /// One workload's heartbeats, and no other's.
     Owned(Sym),

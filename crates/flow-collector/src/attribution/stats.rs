@@ -18,10 +18,30 @@ pub struct AttributionStats {
     pub attributed_static: u64,
     /// Flows unattributed, by reason (indexed by [`RemoteUnattributedReason::index`]).
     pub unattributed: [u64; RemoteUnattributedReason::ALL.len()],
-    /// Heartbeats applied to the ownership map.
+    /// Heartbeats applied to the ownership map: the local records' claims and the
+    /// time ranges of other nodes' heartbeats.
     pub heartbeats: u64,
-    /// Heartbeats ignored because they ended before what the map still holds.
+    /// Heartbeats ignored because they ended before what the map still holds (local
+    /// records and other nodes' ranges).
     pub heartbeats_too_old: u64,
+    /// Shared heartbeats taken out for the other nodes
+    /// ([`Attributor::take_heartbeats`](crate::attribution::Attributor::take_heartbeats)).
+    pub heartbeats_shared_out: u64,
+    /// Time ranges in them.
+    pub heartbeat_ranges_shared_out: u64,
+    /// Keys (host, IP, claim) with claims not taken out yet.
+    pub heartbeat_book_entries: u64,
+    /// Other nodes' heartbeats applied
+    /// ([`Attributor::apply_heartbeats`](crate::attribution::Attributor::apply_heartbeats)).
+    pub heartbeats_applied_remote: u64,
+    /// Time ranges in them.
+    pub heartbeat_ranges_remote: u64,
+    /// Of those, ranges ignored because they ended before what the map still holds
+    /// (also in [`heartbeats_too_old`](AttributionStats::heartbeats_too_old)).
+    pub heartbeat_ranges_remote_too_old: u64,
+    /// Other nodes' heartbeats ignored because every workload symbol is taken
+    /// (four billion live workloads: never in practice).
+    pub heartbeats_remote_refused: u64,
     /// Times two workloads claimed overlapping time on one IP (each marks a conflict).
     pub conflicts: u64,
     /// Ranges evicted by the size cap (not by retention).

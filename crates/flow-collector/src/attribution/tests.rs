@@ -1029,14 +1029,18 @@ fn synthetic_chunk(c: usize, chunk: usize, workloads: &[WorkloadId]) -> Vec<Flow
 /// connection's two records) through an attributor already in its steady state
 /// (1,000,000 flows before: the peer index full of the last 122 s), and prints
 /// flows/s. Run with `cargo test --release -p flowcollector --lib
-/// attribution::tests::throughput -- --ignored --nocapture`.
+/// attribution::tests::throughput -- --ignored --nocapture`; with
+/// `SHARE_HEARTBEATS=1` in the environment, heartbeat sharing is on and its
+/// heartbeats are taken and encoded every simulated second (10 chunks), timed apart.
 #[test]
 #[ignore = "a measurement: run in release mode"]
 fn throughput() {
     const WARM_UP: usize = 1_500_000;
     const FLOWS: usize = 1_000_000;
     const CHUNK: usize = 1_000;
-    let mut a = Attributor::new(AttributionConfig::default());
+    let share = std::env::var_os("SHARE_HEARTBEATS").is_some_and(|v| v == "1");
+    let mut a = Attributor::new(AttributionConfig::default().with_heartbeat_sharing(share));
+    let (mut sharing, mut messages, mut bytes) = (Duration::ZERO, 0usize, 0usize);
     let workloads: Vec<WorkloadId> = (0..1_000)
         .map(|i| WorkloadId::new(format!("k8s:prod/service-{i}")).expect("ID"))
         .collect();
@@ -1060,6 +1064,16 @@ fn throughput() {
             out += decided.len();
         }
         decided.clear();
+        if share && c % 10 == 9 {
+            let taking = std::time::Instant::now();
+            let heartbeats = a.take_heartbeats();
+            let encoded: usize = heartbeats.iter().map(|h| h.encode().len()).sum();
+            if c * CHUNK >= WARM_UP {
+                sharing += taking.elapsed();
+                messages += heartbeats.len();
+                bytes += encoded;
+            }
+        }
     }
     let s = a.stats();
     println!(
@@ -1074,6 +1088,13 @@ fn throughput() {
         s.map_bytes,
         s.peer_index_entries,
     );
+    if share {
+        println!(
+            "sharing: {messages} heartbeats ({bytes} bytes) taken and encoded in {sharing:?}: \
+             {:.0} ns a flow",
+            sharing.as_nanos() as f64 / FLOWS as f64
+        );
+    }
     assert_eq!(s.flows_in, (WARM_UP + FLOWS) as u64);
     assert_eq!(s.attributed_peer_record, (WARM_UP + FLOWS) as u64);
 }
@@ -1326,3 +1347,6 @@ fn an_interim_record_is_decided_as_a_final_record_ending_at_its_snapshot() {
     // The scenarios cover attributed and unattributed verdicts alike.
     assert!(finals.iter().any(|v| v.1.is_some()) && finals.iter().any(|v| v.1.is_none()));
 }
+
+#[path = "heartbeats_tests.rs"]
+mod heartbeats_tests;
