@@ -4,7 +4,7 @@ use std::{io, path::PathBuf};
 
 use flow_batch::BatchError;
 
-/// Everything that can go wrong in `flow-sink`: configuration, files, HTTP and
+/// Everything that can go wrong in `flow-sink`: configuration, files, HTTP, Kafka and
 /// encoding.
 ///
 /// A sink returns an error only when a chunk could be neither delivered nor kept
@@ -136,6 +136,34 @@ pub enum SinkError {
         body: String,
     },
 
+    /// A Kafka producer could not be set up, or producing a chunk failed and was not
+    /// retried further (a sink without a spool whose attempts ran out).
+    #[cfg(feature = "kafka")]
+    #[error("Kafka {destination}: {what} failed")]
+    Kafka {
+        /// `kafka://BROKERS/TOPIC`.
+        destination: String,
+        /// What was being done.
+        what: &'static str,
+        /// The Kafka error (boxed: it is large, and rare).
+        #[source]
+        source: Box<flow_kafka::KafkaError>,
+    },
+
+    /// Kafka refused a chunk for good (a message larger than the brokers or the topic
+    /// allow). Producing the same bytes again cannot succeed.
+    #[cfg(feature = "kafka")]
+    #[error("Kafka {destination} refused batch {batch_id} for good")]
+    KafkaRejected {
+        /// `kafka://BROKERS/TOPIC`.
+        destination: String,
+        /// The batch ID of the refused chunk.
+        batch_id: String,
+        /// The Kafka error (boxed: it is large, and rare).
+        #[source]
+        source: Box<flow_kafka::KafkaError>,
+    },
+
     /// The spool is full and configured to refuse new chunks.
     #[error(
         "spool {} is full: {spooled_bytes} bytes spooled, {frame_bytes} more would exceed the cap of {max_bytes}",
@@ -163,7 +191,7 @@ pub enum SinkError {
     },
 
     /// The sink was shut down (or its sending task ended): it takes no more chunks.
-    #[error("the collector sink for {url} is shut down")]
+    #[error("the sink for {url} is shut down")]
     Closed {
         /// The collector URL.
         url: String,
@@ -202,8 +230,8 @@ impl SinkError {
 
 impl SinkError {
     /// Whether trying the same chunk again cannot succeed: it cannot be encoded, it
-    /// is not a valid frame, the configuration is wrong, or the collector refused it
-    /// for good, or it is larger than the whole spool. Everything else (I/O, a peer that is down, a full spool, a sink that
+    /// is not a valid frame, the configuration is wrong, or the collector (or Kafka)
+    /// refused it for good, or it is larger than the whole spool. Everything else (I/O, a peer that is down, a full spool, a sink that
     /// is closed or whose task died, a custom sink's failure) says nothing against the
     /// chunk: the exporter's pipeline keeps it (journaled) and retries it with
     /// backoff. A fan-out's failure is as permanent as the failure of the sink it
@@ -214,6 +242,8 @@ impl SinkError {
             | SinkError::InvalidFrame { .. }
             | SinkError::InvalidConfig { .. }
             | SinkError::Rejected { .. } => true,
+            #[cfg(feature = "kafka")]
+            SinkError::KafkaRejected { .. } => true,
             // A frame larger than the whole spool never fits, however long it waits.
             SinkError::SpoolFull {
                 frame_bytes,

@@ -11,6 +11,8 @@
 //!   on-disk [`Spool`] and optional mutual TLS. `docs/collector-protocol.md` describes
 //!   the HTTP exchange; its constants ([`CHUNKS_PATH`], [`CHUNK_CONTENT_TYPE`],
 //!   [`RESULT_HEADER`]) are re-exported from `flow_batch::wire`.
+//! - `KafkaSink` (cargo feature `kafka`): the same frames, spool and retries, produced
+//!   to a Kafka topic instead (`kafka_sink`).
 //!
 //! The library emits `tracing` events and installs nothing process-wide.
 //!
@@ -50,6 +52,8 @@
 pub mod collector_sink;
 mod error;
 mod json_sink;
+#[cfg(feature = "kafka")]
+pub mod kafka_sink;
 pub mod retry;
 mod sink;
 pub mod spool;
@@ -66,6 +70,8 @@ pub use error::SinkError;
 /// `flow-record`.
 pub use flow_record::json;
 pub use json_sink::{FileSink, JsonSinkCounters, StdoutSink, encode_chunk};
+#[cfg(feature = "kafka")]
+pub use kafka_sink::{KafkaCounters, KafkaSink, KafkaSinkConfig, TopicCheck};
 pub use retry::{Disposition, RetryPolicy};
 pub use sink::{Accepted, FlowSink};
 pub use spool::{Spool, SpoolConfig, SpoolCounters, WhenFull};

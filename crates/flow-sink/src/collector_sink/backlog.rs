@@ -8,10 +8,10 @@ use bytes::Bytes;
 use flow_batch::wire::{DecodeLimits, decode_header};
 
 use super::{
-    Shared,
     counters::{Gauges, bump},
     frame::Frame,
     memory::{self, MemoryId, MemoryQueue},
+    shared::Shared,
 };
 use crate::{
     error::SinkError,
@@ -21,7 +21,7 @@ use crate::{
 
 /// Where the frame being sent lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Place {
+pub(crate) enum Place {
     /// In the spool.
     Spool(SpoolId),
     /// In the memory queue.
@@ -29,7 +29,7 @@ pub(super) enum Place {
 }
 
 /// The spool and the memory queue.
-pub(super) struct Backlog {
+pub(crate) struct Backlog {
     /// Always `Some` but while an operation has it on the blocking pool.
     spool: Option<Spool>,
     memory: MemoryQueue,
@@ -41,7 +41,7 @@ pub(super) struct Backlog {
 impl Backlog {
     /// Frames wait in `spool`, or in a memory queue of at most `memory_max_bytes` and
     /// `memory_max_chunks` when it cannot take them.
-    pub(super) fn new(
+    pub(crate) fn new(
         spool: Spool,
         memory_max_bytes: u64,
         memory_max_chunks: usize,
@@ -89,7 +89,7 @@ impl Backlog {
     }
 
     /// What waits now.
-    pub(super) fn gauges(&self) -> Gauges {
+    pub(crate) fn gauges(&self) -> Gauges {
         let spool = self.spool();
         Gauges {
             spooled: spool.len(),
@@ -102,7 +102,7 @@ impl Backlog {
     /// Takes a frame: into the spool or, if the spool cannot take it (an I/O error),
     /// into memory. Once the spool takes a frame again, the frames kept in memory move
     /// to it; returns where each went, so that the sender can follow the one it sends.
-    pub(super) async fn accept(
+    pub(crate) async fn accept(
         &mut self,
         frame: Frame,
     ) -> (Result<Accepted, SinkError>, Vec<(MemoryId, SpoolId)>) {
@@ -231,7 +231,7 @@ impl Backlog {
     /// The next frame to send: those kept in memory first (a crash would lose them,
     /// not the spooled ones), then the oldest spooled one. `spool_too`: whether the
     /// spool may be read now (not while its reads fail and back off).
-    pub(super) async fn next(
+    pub(crate) async fn next(
         &mut self,
         spool_too: bool,
     ) -> Result<Option<(Place, Frame)>, SinkError> {
@@ -254,7 +254,7 @@ impl Backlog {
 
     /// Whether the frame at `place` is still waiting: a full spool (or memory queue)
     /// may have dropped it meanwhile.
-    pub(super) fn contains(&self, place: Place) -> bool {
+    pub(crate) fn contains(&self, place: Place) -> bool {
         match place {
             Place::Spool(id) => self.spool().contains(id),
             Place::Memory(id) => self.memory.contains(id),
@@ -264,7 +264,7 @@ impl Backlog {
     /// The frame at `place` is done with: delivered (`reason` `None`), or refused for
     /// good (`reason` says how; a spooled frame is set aside in `rejected/`). A frame
     /// kept in memory is settled either way.
-    pub(super) async fn finish(&mut self, place: Place, reason: Option<String>) {
+    pub(crate) async fn finish(&mut self, place: Place, reason: Option<String>) {
         let done = match place {
             Place::Memory(id) => {
                 // A refused frame kept in memory is not set aside: the spool could not
@@ -291,7 +291,7 @@ impl Backlog {
     /// dropping a spooled frame for them. Those it cannot take are not settled: a
     /// caller with a record journal keeps their intents open and sends them again at
     /// its next start; they are counted in `chunks_unsaved_at_close` and logged.
-    pub(super) async fn save_memory(&mut self) {
+    pub(crate) async fn save_memory(&mut self) {
         while let Some(frame) = self.memory.pop() {
             match self.push_keeping_oldest(frame.bytes.clone()).await {
                 Ok(_) => self.shared.settle(frame.batch_id.clone()),

@@ -6,17 +6,17 @@
 use std::time::Duration;
 
 /// How much of a refusing response body is logged and kept (`.reason` files).
-pub(super) const BODY_SNIPPET: usize = 512;
+pub(crate) const BODY_SNIPPET: usize = 512;
 /// How much of a `2xx` body is read so that the connection can be reused; a longer
 /// body is not read on, and the connection is closed instead.
-pub(super) const ACK_BODY_LIMIT: usize = 4096;
+pub(crate) const ACK_BODY_LIMIT: usize = 4096;
 /// The longest a response body is read for.
-pub(super) const BODY_READ_TIME: Duration = Duration::from_secs(2);
+pub(crate) const BODY_READ_TIME: Duration = Duration::from_secs(2);
 
 /// Reads at most `limit` bytes of `response`'s body, for at most `within`. Returns
 /// what arrived and whether that was the whole body (only then can the connection be
 /// reused: dropping a response whose body was not read to its end closes it).
-pub(super) async fn read_prefix(
+pub(crate) async fn read_prefix(
     mut response: reqwest::Response,
     limit: usize,
     within: Duration,
@@ -46,14 +46,14 @@ pub(super) async fn read_prefix(
 /// The start of a response body as text: at most [`BODY_SNIPPET`] bytes of it, read
 /// for at most [`BODY_READ_TIME`], trimmed, and at most [`BODY_SNIPPET`] bytes long
 /// once made valid UTF-8.
-pub(super) async fn snippet(response: reqwest::Response) -> String {
+pub(crate) async fn snippet(response: reqwest::Response) -> String {
     let (prefix, _) = read_prefix(response, BODY_SNIPPET, BODY_READ_TIME).await;
     text_within(&prefix, BODY_SNIPPET)
 }
 
 /// `bytes` as trimmed text of at most `max` bytes (invalid UTF-8 replaced; cut at a
 /// character boundary).
-pub(super) fn text_within(bytes: &[u8], max: usize) -> String {
+pub(crate) fn text_within(bytes: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let text = text.trim();
     let mut end = text.len().min(max);

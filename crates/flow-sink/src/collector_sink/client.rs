@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// The HTTP client for `url`: reads the TLS files in `tls` now.
-pub(super) fn build_client(
+pub(crate) fn build_client(
     tls: &ClientTls,
     connect_timeout: Duration,
     request_timeout: Duration,

@@ -84,35 +84,35 @@ pub struct CollectorCounters {
 
 /// The live counters behind [`CollectorCounters`] (the gauges come from [`Gauges`]).
 #[derive(Debug, Default)]
-pub(super) struct Counters {
-    pub(super) chunks_accepted: AtomicU64,
-    pub(super) chunks_sent: AtomicU64,
-    pub(super) records_sent: AtomicU64,
-    pub(super) bytes_sent: AtomicU64,
-    pub(super) chunks_duplicate: AtomicU64,
-    pub(super) requests: AtomicU64,
-    pub(super) retries: AtomicU64,
-    pub(super) transport_errors: AtomicU64,
-    pub(super) retriable_statuses: AtomicU64,
-    pub(super) chunks_rejected: AtomicU64,
-    pub(super) records_rejected: AtomicU64,
-    pub(super) chunks_failed: AtomicU64,
-    pub(super) request_time_ns: AtomicU64,
-    pub(super) requests_timed: AtomicU64,
-    pub(super) chunks_unspooled: AtomicU64,
-    pub(super) records_unspooled: AtomicU64,
-    pub(super) chunks_dropped_memory: AtomicU64,
-    pub(super) chunks_unsaved_at_close: AtomicU64,
-    pub(super) records_unsaved_at_close: AtomicU64,
-    pub(super) chunks_respooled: AtomicU64,
-    pub(super) records_dropped_memory: AtomicU64,
-    pub(super) bytes_dropped_memory: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) chunks_accepted: AtomicU64,
+    pub(crate) chunks_sent: AtomicU64,
+    pub(crate) records_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) chunks_duplicate: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) transport_errors: AtomicU64,
+    pub(crate) retriable_statuses: AtomicU64,
+    pub(crate) chunks_rejected: AtomicU64,
+    pub(crate) records_rejected: AtomicU64,
+    pub(crate) chunks_failed: AtomicU64,
+    pub(crate) request_time_ns: AtomicU64,
+    pub(crate) requests_timed: AtomicU64,
+    pub(crate) chunks_unspooled: AtomicU64,
+    pub(crate) records_unspooled: AtomicU64,
+    pub(crate) chunks_dropped_memory: AtomicU64,
+    pub(crate) chunks_unsaved_at_close: AtomicU64,
+    pub(crate) records_unsaved_at_close: AtomicU64,
+    pub(crate) chunks_respooled: AtomicU64,
+    pub(crate) records_dropped_memory: AtomicU64,
+    pub(crate) bytes_dropped_memory: AtomicU64,
 }
 
 impl Counters {
     /// A snapshot, with the send task's latest `gauges` and what became of the records
     /// dropped (`losses`).
-    pub(super) fn snapshot(&self, gauges: &Gauges, losses: LossCounts) -> CollectorCounters {
+    pub(crate) fn snapshot(&self, gauges: &Gauges, losses: LossCounts) -> CollectorCounters {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CollectorCounters {
             chunks_accepted: get(&self.chunks_accepted),
@@ -148,26 +148,26 @@ impl Counters {
 }
 
 /// Adds `n` to `counter`.
-pub(super) fn bump(counter: &AtomicU64, n: u64) {
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
 /// What waits to be sent, as the send task last published it.
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Gauges {
+pub(crate) struct Gauges {
     /// Frames in the spool.
-    pub(super) spooled: usize,
+    pub(crate) spooled: usize,
     /// Frames in the memory queue.
-    pub(super) memory_chunks: usize,
+    pub(crate) memory_chunks: usize,
     /// Their bytes.
-    pub(super) memory_bytes: u64,
+    pub(crate) memory_bytes: u64,
     /// The spool's counters, when there is a spool.
-    pub(super) spool: Option<SpoolCounters>,
+    pub(crate) spool: Option<SpoolCounters>,
 }
 
 impl Gauges {
     /// Frames waiting in the spool and in memory (0 when drained): what flush waits on.
-    pub(super) fn backlog(&self) -> usize {
+    pub(crate) fn backlog(&self) -> usize {
         self.spooled + self.memory_chunks
     }
 }

@@ -12,18 +12,18 @@ use crate::error::SinkError;
 
 /// An encoded chunk frame, its batch ID and record count (from its header).
 #[derive(Clone, Debug)]
-pub(super) struct Frame {
+pub(crate) struct Frame {
     /// The frame's bytes, exactly as sent.
-    pub(super) bytes: Bytes,
+    pub(crate) bytes: Bytes,
     /// Its batch ID.
-    pub(super) batch_id: BatchId,
+    pub(crate) batch_id: BatchId,
     /// Records in it.
-    pub(super) records: u32,
+    pub(crate) records: u32,
 }
 
 impl Frame {
     /// Reads the header of `bytes`: refused if it is not a frame.
-    pub(super) fn new(bytes: Vec<u8>) -> Result<Frame, SinkError> {
+    pub(crate) fn new(bytes: Vec<u8>) -> Result<Frame, SinkError> {
         let header = decode_header(&bytes, &DecodeLimits::default())
             .map_err(|source| SinkError::InvalidFrame { source })?;
         Ok(Frame {
@@ -38,7 +38,7 @@ impl Frame {
 /// with the sink's encoder (and its compression context) when they are the same, as
 /// they are for every chunk of the run the sink was configured for; with an encoder
 /// of their own otherwise (a chunk recovered from a previous run).
-pub(super) fn encode_as(
+pub(crate) fn encode_as(
     encoder: &Mutex<ChunkEncoder>,
     chunk: &Chunk,
     id: Option<&BatchId>,

@@ -8,11 +8,11 @@ use super::frame::Frame;
 /// Identifies a frame in the [`MemoryQueue`] (the sender checks that the frame it is
 /// retrying was not dropped meanwhile).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct MemoryId(u64);
+pub(crate) struct MemoryId(u64);
 
 /// A bounded FIFO of frames.
 #[derive(Debug)]
-pub(super) struct MemoryQueue {
+pub(crate) struct MemoryQueue {
     frames: VecDeque<(MemoryId, Frame)>,
     bytes: u64,
     max_bytes: u64,
@@ -22,7 +22,7 @@ pub(super) struct MemoryQueue {
 
 /// What [`MemoryQueue::push`] did.
 #[derive(Debug)]
-pub(super) enum Pushed {
+pub(crate) enum Pushed {
     /// Kept; the frames dropped (oldest first) to make room for it.
     Kept(Vec<Frame>),
     /// Larger than the whole queue: not kept, nothing dropped.
@@ -32,7 +32,7 @@ pub(super) enum Pushed {
 impl MemoryQueue {
     /// An empty queue holding at most `max_bytes` of frames and `max_frames` frames
     /// (each at least 1).
-    pub(super) fn new(max_bytes: u64, max_frames: usize) -> MemoryQueue {
+    pub(crate) fn new(max_bytes: u64, max_frames: usize) -> MemoryQueue {
         MemoryQueue {
             frames: VecDeque::new(),
             bytes: 0,
@@ -43,12 +43,12 @@ impl MemoryQueue {
     }
 
     /// Whether a frame of `len` bytes fits without dropping anything.
-    pub(super) fn has_room_for(&self, len: u64) -> bool {
+    pub(crate) fn has_room_for(&self, len: u64) -> bool {
         self.frames.len() < self.max_frames && self.bytes + len <= self.max_bytes
     }
 
     /// Appends `frame`, dropping the oldest frames while it would not fit.
-    pub(super) fn push(&mut self, frame: Frame) -> Pushed {
+    pub(crate) fn push(&mut self, frame: Frame) -> Pushed {
         let len = frame.bytes.len() as u64;
         if len > self.max_bytes {
             return Pushed::TooLarge(frame);
@@ -68,17 +68,17 @@ impl MemoryQueue {
     }
 
     /// The oldest frame, left in the queue.
-    pub(super) fn front(&self) -> Option<(MemoryId, Frame)> {
+    pub(crate) fn front(&self) -> Option<(MemoryId, Frame)> {
         self.frames.front().cloned()
     }
 
     /// Whether `id` is still queued.
-    pub(super) fn contains(&self, id: MemoryId) -> bool {
+    pub(crate) fn contains(&self, id: MemoryId) -> bool {
         self.frames.iter().any(|(i, _)| *i == id)
     }
 
     /// Removes `id` if it is still queued.
-    pub(super) fn remove(&mut self, id: MemoryId) -> Option<Frame> {
+    pub(crate) fn remove(&mut self, id: MemoryId) -> Option<Frame> {
         let at = self.frames.iter().position(|(i, _)| *i == id)?;
         let (_, frame) = self.frames.remove(at)?;
         self.bytes -= frame.bytes.len() as u64;
@@ -86,19 +86,19 @@ impl MemoryQueue {
     }
 
     /// Removes the oldest frame.
-    pub(super) fn pop(&mut self) -> Option<Frame> {
+    pub(crate) fn pop(&mut self) -> Option<Frame> {
         let (_, frame) = self.frames.pop_front()?;
         self.bytes -= frame.bytes.len() as u64;
         Some(frame)
     }
 
     /// Frames queued.
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.frames.len()
     }
 
     /// Bytes queued.
-    pub(super) fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 }

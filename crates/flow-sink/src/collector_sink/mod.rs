@@ -20,7 +20,7 @@
 //! # Delivery with a spool (the normal mode)
 //!
 //! [`deliver`](crate::FlowSink::deliver) encodes the chunk, writes the frame to the
-//! [`Spool`] (`fsync`ed) and returns: the chunk is durable. A background task started
+//! [`Spool`](crate::Spool) (`fsync`ed) and returns: the chunk is durable. A background task started
 //! with the sink sends spooled frames oldest first, one at a time, and deletes each
 //! once the collector has it. A failed attempt is retried with exponential backoff and
 //! full jitter ([`RetryPolicy`]) for as long as it takes; the spool's size cap
@@ -116,37 +116,32 @@
 //! without a spool, the frames callers wait on), takes frames and orders through a
 //! channel, runs the one retry loop, and publishes what waits (a `watch` that
 //! [`counters`](CollectorSink::counters) and `flush` read). Spool operations run on
-//! the blocking pool. The rest: settings (`config`), the HTTP client with its TLS
-//! material (`client`), one request and what its answer means (`response`), reading
-//! an answer's body without trusting it (`body`), the counters (`counters`); the
-//! records dropped per window are in a ledger the spool, the memory queue and the
-//! encoding caller share (`crate::window_losses`).
+//! the blocking pool. The handle (`core`) encodes chunks in the caller's task and
+//! hands frames to the send task. An attempt goes over a `transport`: this sink's is
+//! HTTP (one request and what its answer means, `response`); the
+//! `KafkaSink` (feature `kafka`) is the same core, send task and spool with a Kafka
+//! producer as its transport. The rest: settings (`config`), the HTTP client with its
+//! TLS material (`client`), reading an answer's body without trusting it (`body`),
+//! the counters (`counters`); the records dropped per window are in a ledger the
+//! spool, the memory queue and the encoding caller share (`crate::window_losses`).
 
 mod backlog;
 mod body;
 mod client;
 mod config;
-mod counters;
-mod frame;
+pub(crate) mod core;
+pub(crate) mod counters;
+pub(crate) mod frame;
 mod memory;
 mod response;
 mod send_task;
-mod shared;
+pub(crate) mod shared;
+pub(crate) mod transport;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use flow_batch::{
-    Chunk,
-    wire::{BatchId, ChunkEncoder, InstanceId},
-};
-use tokio::{
-    sync::{mpsc, oneshot, watch},
-    task::JoinHandle,
-};
+use flow_batch::{Chunk, wire::BatchId};
 
 pub use self::{
     config::{ClientTls, CollectorConfig, chunk_url},
@@ -155,19 +150,10 @@ pub use self::{
 pub use crate::sink::Accepted;
 
 use self::{
-    backlog::Backlog,
-    counters::{Counters, Gauges},
-    frame::{Frame, encode_as},
-    send_task::{Command, SendTask},
-    shared::{Settings, Shared},
+    core::{CoreConfig, SinkCore},
+    transport::Transport,
 };
-use crate::{
-    error::SinkError,
-    retry::RetryPolicy,
-    sink::FlowSink,
-    spool::Spool,
-    window_losses::{WindowKey, WindowLosses},
-};
+use crate::{error::SinkError, retry::RetryPolicy, sink::FlowSink};
 
 /// The collector protocol's constants, defined next to the frame format they carry.
 pub use flow_batch::wire::{CHUNK_CONTENT_TYPE, CHUNKS_PATH, RESULT_HEADER};
@@ -177,26 +163,15 @@ pub const DEFAULT_MEMORY_MAX_BYTES: u64 = 64 << 20;
 pub const DEFAULT_MEMORY_MAX_CHUNKS: usize = 1024;
 /// Sends chunks to a collector over HTTP(S); see the [module docs](self).
 pub struct CollectorSink {
-    shared: Arc<Shared>,
-    commands: mpsc::Sender<Command>,
-    settings: watch::Sender<Settings>,
-    gauges: watch::Receiver<Gauges>,
-    /// Encoding is CPU work: done by the caller, not by the send task.
-    encoder: Mutex<ChunkEncoder>,
-    /// Taken by the first shut down.
-    task: Mutex<Option<JoinHandle<()>>>,
-    spooled: bool,
-    /// The run chunks handed over without a batch ID are encoded as.
-    instance: InstanceId,
+    core: SinkCore,
     connect_timeout: Duration,
     request_timeout: Duration,
-    flush_timeout: Duration,
 }
 
 impl std::fmt::Debug for CollectorSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CollectorSink")
-            .field("url", &self.shared.url)
+            .field("url", &self.core.destination())
             .finish_non_exhaustive()
     }
 }
@@ -221,69 +196,36 @@ impl CollectorSink {
             config.request_timeout,
             &url,
         )?;
-        let encoder =
-            ChunkEncoder::new(config.host.clone(), config.instance).map_err(|source| {
-                SinkError::Codec {
-                    operation: "set up the chunk encoder",
-                    source,
-                }
-            })?;
-        let shared = Arc::new(Shared {
-            url,
-            counters: Counters::default(),
-            settled: Mutex::default(),
-            losses: WindowLosses::default(),
-        });
-        let backlog = match &config.spool_dir {
-            Some(dir) => Some(Backlog::new(
-                Spool::open_noting_losses(dir, config.spool.clone(), Some(shared.losses.clone()))?,
-                config.memory_max_bytes,
-                config.memory_max_chunks,
-                Arc::clone(&shared),
-            )),
-            None => None,
-        };
-        let (gauges_tx, gauges) = watch::channel(
-            backlog
-                .as_ref()
-                .map_or_else(Gauges::default, Backlog::gauges),
-        );
-        let (settings, settings_rx) = watch::channel(Settings {
-            client,
-            retry: config.retry.clone(),
-        });
-        let (commands, commands_rx) = mpsc::channel(16);
-        let spooled = backlog.is_some();
-        let task = SendTask::new(
-            Arc::clone(&shared),
-            commands_rx,
-            settings_rx,
-            gauges_tx,
-            backlog,
-        );
+        let core = SinkCore::start(
+            CoreConfig {
+                destination: url,
+                host: config.host,
+                instance: config.instance,
+                transport: Transport::Http(client),
+                retry: config.retry,
+                spool_dir: config.spool_dir,
+                spool: config.spool,
+                memory_max_bytes: config.memory_max_bytes,
+                memory_max_chunks: config.memory_max_chunks,
+                flush_timeout: config.flush_timeout,
+            },
+            "CollectorSink::start must be called inside a tokio runtime",
+        )?;
         Ok(CollectorSink {
-            shared,
-            commands,
-            settings,
-            gauges,
-            encoder: Mutex::new(encoder),
-            task: Mutex::new(Some(tokio::spawn(task.run()))),
-            spooled,
-            instance: config.instance,
+            core,
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
-            flush_timeout: config.flush_timeout,
         })
     }
 
     /// The URL chunks are posted to.
     pub fn url(&self) -> &str {
-        &self.shared.url
+        self.core.destination()
     }
 
     /// The retry policy in force.
     pub fn retry_policy(&self) -> RetryPolicy {
-        self.settings.borrow().retry.clone()
+        self.core.retry_policy()
     }
 
     /// Replaces the TLS settings and the retry policy of the running sink (see the
@@ -298,18 +240,15 @@ impl CollectorSink {
             tls,
             self.connect_timeout,
             self.request_timeout,
-            &self.shared.url,
+            self.core.destination(),
         )?;
         // Wakes a sender waiting to retry: it tries at once with the new settings.
-        self.settings.send_replace(Settings { client, retry });
-        Ok(())
+        self.core.replace(Transport::Http(client), retry)
     }
 
     /// A snapshot of the counters (and of the spool's).
     pub fn counters(&self) -> CollectorCounters {
-        self.shared
-            .counters
-            .snapshot(&self.gauges.borrow(), self.shared.losses.counts())
+        self.core.counters()
     }
 
     /// Delivers an already encoded frame as it is, keeping its batch ID (a relay
@@ -323,71 +262,14 @@ impl CollectorSink {
     /// [`deliver_frame`](CollectorSink::deliver_frame), saying where the frame went:
     /// [`Accepted::InMemory`] when the spool could not take it.
     pub async fn accept_frame(&self, frame: Vec<u8>) -> Result<Accepted, SinkError> {
-        self.hand_over(Frame::new(frame)?).await
+        self.core.accept_frame(frame).await
     }
 
     /// [`deliver`](crate::FlowSink::deliver), saying where the chunk went:
     /// [`Accepted::InMemory`] when the spool could not take it (see the
     /// [module docs](self#when-the-spool-cannot-take-a-chunk)).
     pub async fn accept_chunk(&self, chunk: &Chunk) -> Result<Accepted, SinkError> {
-        self.encode_and_hand_over(chunk, None).await
-    }
-
-    /// Encodes `chunk` (under `id`, or the sink's own host and instance) and hands the
-    /// frame over. A window's last chunk first reports in its completeness the records
-    /// of the window the sink dropped (see the
-    /// [module docs](self#records-dropped-and-the-windows-completeness)); the chunk is
-    /// copied only when there is something to add.
-    async fn encode_and_hand_over(
-        &self,
-        chunk: &Chunk,
-        id: Option<&BatchId>,
-    ) -> Result<Accepted, SinkError> {
-        // Only a spool or a memory queue drops frames: without one, nothing to report.
-        let window = (self.spooled && chunk.last).then(|| WindowKey {
-            instance: id.map_or(self.instance, |id| id.instance),
-            start_ms: chunk.window.start_ms(),
-        });
-        let lost = window.map_or(0, |key| {
-            self.shared
-                .losses
-                .take_for_last(key, chunk.completeness.is_some())
-        });
-        let reported;
-        let chunk = match chunk.completeness {
-            Some(mut completeness) if lost > 0 => {
-                completeness.lost_spool = completeness.lost_spool.saturating_add(lost);
-                let mut copy = chunk.clone();
-                copy.completeness = Some(completeness);
-                reported = copy;
-                &reported
-            }
-            _ => chunk,
-        };
-        let result = match encode_as(&self.encoder, chunk, id).and_then(Frame::new) {
-            Ok(frame) => self.hand_over(frame).await,
-            Err(error) => Err(error),
-        };
-        // Not taken: the caller may hand the chunk over again.
-        if result.is_err()
-            && let Some(key) = window
-        {
-            self.shared.losses.give_back(key, lost);
-        }
-        result
-    }
-
-    /// Gives `frame` to the send task and waits for where it went.
-    async fn hand_over(&self, frame: Frame) -> Result<Accepted, SinkError> {
-        let closed = || SinkError::Closed {
-            url: self.shared.url.clone(),
-        };
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Accept { frame, reply })
-            .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.core.encode_and_hand_over(chunk, None).await
     }
 
     /// The batch IDs of the frames kept in memory ([`Accepted::InMemory`]) that were
@@ -397,12 +279,7 @@ impl CollectorSink {
     /// with a record journal marks them done (see the
     /// [module docs](self#when-the-spool-cannot-take-a-chunk)).
     pub fn take_settled(&self) -> Vec<BatchId> {
-        let mut settled = self
-            .shared
-            .settled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        settled.drain(..).collect()
+        self.core.take_settled()
     }
 
     /// Stops the sending task at once, a request in flight included (its chunk stays
@@ -416,36 +293,7 @@ impl CollectorSink {
     /// written from memory to the spool, or dropped, are settled); it sends nothing
     /// more afterwards. [`FlowSink::close`] is this.
     pub async fn shut_down(&self) -> Result<(), SinkError> {
-        let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-            return Ok(());
-        };
-        let (reply, done) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Shutdown { reply })
-            .await
-            .is_ok()
-        {
-            let _ = done.await;
-        }
-        task.await.map_err(|source| SinkError::Task {
-            task: "collector sink sender",
-            source,
-        })
-    }
-}
-
-impl Drop for CollectorSink {
-    fn drop(&mut self) {
-        // Without shut_down: stop at once, saving nothing (the spool keeps what it has).
-        if let Some(task) = self
-            .task
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            task.abort();
-        }
+        self.core.shut_down("collector sink sender").await
     }
 }
 
@@ -462,7 +310,7 @@ impl FlowSink for CollectorSink {
     /// Encodes `chunk` under `id` (its host, instance and sequence), so that the
     /// frame's batch ID is the one the caller's journal knows.
     async fn accept(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
-        self.encode_and_hand_over(chunk, Some(id)).await
+        self.core.encode_and_hand_over(chunk, Some(id)).await
     }
 
     fn take_settled(&self) -> Vec<BatchId> {
@@ -474,23 +322,6 @@ impl FlowSink for CollectorSink {
     }
 
     async fn flush(&self) -> Result<(), SinkError> {
-        if !self.spooled {
-            return Ok(());
-        }
-        let deadline = tokio::time::Instant::now() + self.flush_timeout;
-        // A sender waiting out a backoff tries now: the collector may be back.
-        if self.commands.send(Command::RetryNow).await.is_err() {
-            return Ok(());
-        }
-        let mut gauges = self.gauges.clone();
-        let drained = tokio::time::timeout_at(deadline, gauges.wait_for(|g| g.backlog() == 0));
-        if !matches!(drained.await, Ok(Ok(_))) {
-            tracing::info!(
-                url = %self.shared.url,
-                spooled = self.gauges.borrow().backlog(),
-                "flush timed out; the rest stays spooled"
-            );
-        }
-        Ok(())
+        self.core.flush().await
     }
 }

@@ -1,47 +1,27 @@
 //! One request and what its answer means: a status is delivered (2xx), to be retried
 //! (no answer, 408, 429, 5xx, with `Retry-After` honoured) or refused for good
-//! (anything else); see [`Disposition`].
+//! (anything else); see [`Disposition`]. The HTTP side of
+//! [`Transport`](super::transport::Transport).
 
 use std::{sync::Arc, time::Duration};
 
 use super::{
-    CHUNK_CONTENT_TYPE, RESULT_HEADER, Shared, body,
+    CHUNK_CONTENT_TYPE, RESULT_HEADER, body,
     counters::{Counters, bump},
     frame::Frame,
+    shared::Shared,
+    transport::{Attempt, Failure, Refusal},
 };
 use crate::retry::Disposition;
 
-/// The outcome of one request.
-#[derive(Debug)]
-pub(super) enum Attempt {
-    /// The collector has the frame (2xx).
-    Delivered,
-    /// Try again later.
-    Retry {
-        /// The answer's status, if there was an answer.
-        status: Option<u16>,
-        /// The transport error, if there was no answer.
-        error: Option<reqwest::Error>,
-        /// The collector's `Retry-After`, in seconds.
-        retry_after: Option<Duration>,
-    },
-    /// Refused for good.
-    Reject {
-        /// The answer's status.
-        status: u16,
-        /// The start of its body.
-        body: String,
-    },
-}
-
 /// One POST of `frame` with `client`, classified and counted. Owns what it uses, so
 /// that the send task can go on with other work while it runs.
-pub(super) async fn post(client: reqwest::Client, shared: Arc<Shared>, frame: Frame) -> Attempt {
+pub(crate) async fn post(client: reqwest::Client, shared: Arc<Shared>, frame: Frame) -> Attempt {
     let counters = &shared.counters;
     bump(&counters.requests, 1);
     let started = std::time::Instant::now();
     let sent = client
-        .post(&shared.url)
+        .post(&shared.destination)
         .header(reqwest::header::CONTENT_TYPE, CHUNK_CONTENT_TYPE)
         .body(frame.bytes.clone())
         .send()
@@ -50,10 +30,9 @@ pub(super) async fn post(client: reqwest::Client, shared: Arc<Shared>, frame: Fr
         Ok(r) => r,
         Err(error) => {
             bump(&counters.transport_errors, 1);
-            tracing::debug!(url = %shared.url, batch_id = %frame.batch_id, error = %crate::error_chain(&error), "collector request failed");
+            tracing::debug!(url = %shared.destination, batch_id = %frame.batch_id, error = %crate::error_chain(&error), "collector request failed");
             return Attempt::Retry {
-                status: None,
-                error: Some(error),
+                failure: Failure::Transport(error),
                 retry_after: None,
             };
         }
@@ -79,17 +58,16 @@ pub(super) async fn post(client: reqwest::Client, shared: Arc<Shared>, frame: Fr
             bump(&counters.retriable_statuses, 1);
             let retry_after = retry_after(response.headers());
             let body = body::snippet(response).await;
-            tracing::debug!(url = %shared.url, batch_id = %frame.batch_id, status, body, "collector asked to retry");
+            tracing::debug!(url = %shared.destination, batch_id = %frame.batch_id, status, body, "collector asked to retry");
             Attempt::Retry {
-                status: Some(status),
-                error: None,
+                failure: Failure::Status(status),
                 retry_after,
             }
         }
-        _ => Attempt::Reject {
+        _ => Attempt::Reject(Refusal::Status {
             status,
             body: body::snippet(response).await,
-        },
+        }),
     }
 }
 
@@ -109,21 +87,6 @@ fn count_delivered(counters: &Counters, frame: &Frame, duplicate: bool) {
     if duplicate {
         bump(&counters.chunks_duplicate, 1);
     }
-}
-
-/// Counts and logs `frame`, refused for good, once it is set aside (or its caller
-/// told).
-pub(super) fn count_rejected(shared: &Shared, frame: &Frame, status: u16, body: &str) {
-    bump(&shared.counters.chunks_rejected, 1);
-    bump(&shared.counters.records_rejected, u64::from(frame.records));
-    tracing::error!(
-        url = %shared.url,
-        batch_id = %frame.batch_id,
-        records = frame.records,
-        status,
-        body,
-        "collector rejected a chunk for good; not retrying it"
-    );
 }
 
 #[cfg(test)]

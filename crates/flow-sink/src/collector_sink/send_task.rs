@@ -2,7 +2,7 @@
 //! queue) or, without a spool, the frames callers wait on; takes frames and orders
 //! through a channel; and runs the one retry loop, for frames from any of them.
 
-use std::{collections::VecDeque, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{collections::VecDeque, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -10,16 +10,16 @@ use tokio::{
 };
 
 use super::{
-    Settings, Shared,
     backlog::{Backlog, Place},
     counters::{Gauges, bump},
     frame::Frame,
-    response::{self, Attempt},
+    shared::{Settings, Shared},
+    transport::{Attempt, AttemptFuture, Failure, Refusal},
 };
 use crate::{error::SinkError, sink::Accepted};
 
 /// What the sink asks of its send task.
-pub(super) enum Command {
+pub(crate) enum Command {
     /// Take a frame; the answer says where it went (without a spool: once sent).
     Accept {
         frame: Frame,
@@ -40,9 +40,9 @@ enum Source {
     Caller(oneshot::Sender<Result<Accepted, SinkError>>),
 }
 
-/// A request in flight, or the wait before the next one.
+/// An attempt in flight, or the wait before the next one.
 enum Phase {
-    Posting(Pin<Box<dyn Future<Output = Attempt> + Send>>),
+    Posting(AttemptFuture),
     BackingOff(Pin<Box<Sleep>>),
 }
 
@@ -65,7 +65,7 @@ enum Event {
 }
 
 /// The send task's state.
-pub(super) struct SendTask {
+pub(crate) struct SendTask {
     shared: Arc<Shared>,
     commands: mpsc::Receiver<Command>,
     settings: watch::Receiver<Settings>,
@@ -82,7 +82,7 @@ pub(super) struct SendTask {
 
 impl SendTask {
     /// A task sending what `backlog` holds (or, without one, what callers hand it).
-    pub(super) fn new(
+    pub(crate) fn new(
         shared: Arc<Shared>,
         commands: mpsc::Receiver<Command>,
         settings: watch::Receiver<Settings>,
@@ -103,7 +103,7 @@ impl SendTask {
     }
 
     /// Runs until shut down, or until the sink is dropped.
-    pub(super) async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         loop {
             if self.job.is_none() {
                 self.job = self.next_job().await;
@@ -219,12 +219,8 @@ impl SendTask {
     }
 
     fn post(&self, frame: &Frame) -> Phase {
-        let client = self.settings.borrow().client.clone();
-        Phase::Posting(Box::pin(response::post(
-            client,
-            Arc::clone(&self.shared),
-            frame.clone(),
-        )))
+        let transport = self.settings.borrow().transport.clone();
+        Phase::Posting(transport.attempt(Arc::clone(&self.shared), frame.clone()))
     }
 
     fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
@@ -241,17 +237,16 @@ impl SendTask {
         };
         match attempt {
             Attempt::Delivered => self.finish(job, None).await,
-            Attempt::Reject { status, body } => self.finish(job, Some((status, body))).await,
+            Attempt::Reject(refusal) => self.finish(job, Some(refusal)).await,
             Attempt::Retry {
-                status,
-                error,
+                failure,
                 retry_after,
             } => {
                 // Only a caller waits for an answer; the spool and memory keep trying.
                 if let Source::Caller(_) = &job.source
                     && !self.settings.borrow().retry.may_retry(job.attempts)
                 {
-                    return self.give_up(job, status, error);
+                    return self.give_up(job, failure);
                 }
                 let wait = self.backoff(job.attempts, retry_after);
                 job.phase = Phase::BackingOff(Box::pin(tokio::time::sleep(wait)));
@@ -277,18 +272,17 @@ impl SendTask {
         self.job = Some(job);
     }
 
-    /// Done with the job's frame: delivered (`rejected` `None`) or refused for good
-    /// (with the status and the start of the body). A refusal is counted once the
-    /// frame is set aside.
-    async fn finish(&mut self, job: Job, rejected: Option<(u16, String)>) {
+    /// Done with the job's frame: delivered (`rejected` `None`) or refused for good.
+    /// A refusal is counted once the frame is set aside.
+    async fn finish(&mut self, job: Job, rejected: Option<Refusal>) {
         if let (Source::Waiting(place), Some(backlog)) = (&job.source, &mut self.backlog) {
             let reason = rejected
                 .as_ref()
-                .map(|(status, body)| format!("HTTP {status} from {}\n{body}\n", self.shared.url));
+                .map(|refusal| refusal.note(&self.shared.destination));
             backlog.finish(*place, reason).await;
         }
-        if let Some((status, body)) = &rejected {
-            response::count_rejected(&self.shared, &job.frame, *status, body);
+        if let Some(refusal) = &rejected {
+            refusal.count(&self.shared, &job.frame);
         }
         match job.source {
             Source::Caller(reply) => {
@@ -297,12 +291,7 @@ impl SendTask {
                         bump(&self.shared.counters.chunks_accepted, 1);
                         Ok(Accepted::Sent)
                     }
-                    Some((status, body)) => Err(SinkError::Rejected {
-                        url: self.shared.url.clone(),
-                        batch_id: job.frame.batch_id.to_string(),
-                        status,
-                        body,
-                    }),
+                    Some(refusal) => Err(refusal.into_error(&self.shared.destination, &job.frame)),
                 };
                 let _ = reply.send(answer);
             }
@@ -311,17 +300,9 @@ impl SendTask {
     }
 
     /// A caller's frame ran out of attempts: the caller gets the last failure.
-    fn give_up(&mut self, job: Job, status: Option<u16>, error: Option<reqwest::Error>) {
+    fn give_up(&mut self, job: Job, failure: Failure) {
         bump(&self.shared.counters.chunks_failed, 1);
-        let url = self.shared.url.clone();
-        let failure = match (error, status) {
-            (Some(source), _) => SinkError::Transport { url, source },
-            (None, status) => SinkError::Unavailable {
-                url,
-                status: status.unwrap_or(0),
-                attempts: job.attempts,
-            },
-        };
+        let failure = failure.into_error(&self.shared.destination, job.attempts);
         if let Source::Caller(reply) = job.source {
             let _ = reply.send(Err(failure));
         }
