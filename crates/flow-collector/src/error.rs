@@ -52,6 +52,18 @@ pub enum CollectorError {
         source: crate::output::OutputError,
     },
 
+    /// Kafka (`--kafka-brokers`) could not be used: an unreachable broker, a missing
+    /// topic, a refused authorization, the heartbeat topic not read back in time.
+    #[cfg(feature = "kafka")]
+    #[error("Kafka ({what})")]
+    Kafka {
+        /// Which part (`output topic`, `heartbeat topic`, `input topic`).
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: flow_kafka::KafkaError,
+    },
+
     /// Starting failed for another reason (a task that could not run).
     #[error("failed to start: {0}")]
     Startup(String),

@@ -141,18 +141,41 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer 
 
     let lose_ack = faults.lose_ack_every > 0;
     let fail_writes = faults.fail_writes;
+    let acks = state.acks.clone();
     let outcome = state
         .with_pipeline(move |pipeline, stats| {
-            pipeline.accept(&body, std::time::SystemTime::now(), fail_writes, stats)
+            let stored = pipeline.accept(&body, std::time::SystemTime::now(), fail_writes, stats);
+            // Every flow written so far, this chunk's decided ones included, is below
+            // the mark.
+            (stored, acks.map(|a| (a.mark(), a)))
         })
         .await;
-    let Some(outcome) = outcome else {
+    let Some((outcome, waiting)) = outcome else {
         return answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             None,
             "storing task failed".into(),
         );
     };
+    // With an output that acknowledges later (Kafka), a chunk is answered 2xx only
+    // once its decided flows, and everything written before them, are acknowledged.
+    if let (Stored::Accepted { .. } | Stored::Duplicate { .. }, Some((mark, acks))) =
+        (&outcome, waiting)
+    {
+        let timeout = state.options.output_ack_timeout;
+        if !acks.wait(mark, timeout).await {
+            bump(&state.stats.ack_timeouts);
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                format!(
+                    "stored, but the output has not acknowledged its flows within {} ({} writes outstanding); retry later",
+                    humantime::format_duration(timeout),
+                    acks.outstanding()
+                ),
+            );
+        }
+    }
     match outcome {
         Stored::Accepted { batch_id, records } => {
             let accepted = state.stats.chunks_accepted.load(Ordering::Relaxed);

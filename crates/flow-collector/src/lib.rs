@@ -64,6 +64,9 @@ pub mod completeness;
 mod error;
 mod faults;
 mod handler;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+mod kafka_runtime;
 pub mod ledger;
 mod metrics;
 mod options;
@@ -94,7 +97,7 @@ pub use tls::ServerTls;
 use crate::{
     attribution::Attributor,
     ledger::Ledger,
-    output::{FlowOutput, JsonLinesOutput},
+    output::{Acknowledgements, FlowOutput, JsonLinesOutput},
     pipeline::Pipeline,
     stats::Stats,
 };
@@ -111,6 +114,10 @@ struct State {
     pipeline: Mutex<Pipeline>,
     stats: Stats,
     connections: Arc<ConnectionCounters>,
+    /// The output's acknowledgement book, when a chunk's answer waits for it (Kafka).
+    acks: Option<Acknowledgements>,
+    /// The Kafka parts running (heartbeats, input), if any.
+    kafka: Option<kafka_runtime::KafkaRuntime>,
 }
 
 impl State {
@@ -171,15 +178,27 @@ impl FlowCollector {
         output: Option<Box<dyn FlowOutput>>,
     ) -> Result<FlowCollector, CollectorError> {
         let acceptor = options.tls.as_ref().map(ServerTls::acceptor).transpose()?;
-        let (opened, stats) = {
+        let prepared = {
+            let options = options.clone();
+            tokio::task::spawn_blocking(move || kafka_runtime::prepare(&options))
+                .await
+                .map_err(|e| CollectorError::Startup(e.to_string()))??
+        };
+        let (output, prepared) = kafka_runtime::output(prepared, output);
+        let (opened, stats, mut prepared) = {
             let options = options.clone();
             tokio::task::spawn_blocking(move || {
                 let stats = Stats::default();
-                open_pipeline(&options, output, &stats).map(|p| (p, stats))
+                let mut attribution = options.attribution.clone();
+                attribution.share_heartbeats |= kafka_runtime::shares_heartbeats(&prepared);
+                let mut attributor = Attributor::new(attribution);
+                let prepared = kafka_runtime::rebuild(prepared, &mut attributor)?;
+                open_pipeline(&options, output, attributor, &stats).map(|p| (p, stats, prepared))
             })
             .await
             .map_err(|e| CollectorError::Startup(e.to_string()))??
         };
+        let acks = opened.output_acknowledgements();
         let bind_error = |source| CollectorError::Bind {
             addr: options.listen,
             source,
@@ -194,7 +213,12 @@ impl FlowCollector {
             options,
             stats,
             connections: Arc::new(ConnectionCounters::default()),
+            acks,
+            kafka: prepared.as_mut().map(kafka_runtime::KafkaStart::runtime),
         });
+        if let Some(prepared) = prepared {
+            prepared.run(&state)?;
+        }
         let (shutdown, rx) = watch::channel(false);
         let server = tokio::spawn(server::serve(listener, acceptor, Arc::clone(&state), rx));
         let ticker = tokio::spawn(tick_forever(Arc::clone(&state)));
@@ -254,6 +278,9 @@ impl FlowCollector {
     pub async fn shutdown(self) {
         self.shutdown.send_replace(true);
         let _ = self.server.await;
+        if let Some(kafka) = &self.state.kafka {
+            kafka.stop_reading();
+        }
         let deadline = Instant::now() + self.state.options.drain_timeout();
         loop {
             let held = self
@@ -274,6 +301,21 @@ impl FlowCollector {
         self.state
             .with_pipeline(|p, stats| p.drain(SystemTime::now(), stats))
             .await;
+        if self.state.kafka.is_some() {
+            let state = Arc::clone(&self.state);
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(kafka) = &state.kafka {
+                    kafka.finish(&state);
+                }
+            })
+            .await;
+        }
+    }
+
+    /// What the Kafka parts did (`None` without Kafka).
+    #[cfg(feature = "kafka")]
+    pub fn kafka_stats(&self) -> Option<Arc<kafka::KafkaStats>> {
+        self.state.kafka.as_ref().map(|k| Arc::clone(&k.stats))
     }
 
     /// Serves until `signal` completes, then shuts down (for a binary).
@@ -287,6 +329,7 @@ impl FlowCollector {
 fn open_pipeline(
     options: &CollectorOptions,
     output: Option<Box<dyn FlowOutput>>,
+    attributor: Attributor,
     stats: &Stats,
 ) -> Result<Pipeline, CollectorError> {
     let ledger_config = options.ledger.clone().with_sync(options.sync);
@@ -299,7 +342,6 @@ fn open_pipeline(
                 .map_err(|source| CollectorError::OutputSink { source })?,
         ),
     };
-    let attributor = Attributor::new(options.attribution.clone());
     let (pipeline, recovered) = Pipeline::recover(
         options,
         ledger,
@@ -319,7 +361,8 @@ fn open_pipeline(
     Ok(pipeline)
 }
 
-/// Every [`TICK`]: decides held flows whose time has come, writes, commits.
+/// Every [`TICK`]: decides held flows whose time has come, writes, commits (and
+/// publishes the heartbeats extracted, when they are shared).
 async fn tick_forever(state: Arc<State>) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -328,5 +371,14 @@ async fn tick_forever(state: Arc<State>) {
         state
             .with_pipeline(|p, stats| p.tick(SystemTime::now(), stats))
             .await;
+        if state.kafka.is_some() {
+            let state = Arc::clone(&state);
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(kafka) = &state.kafka {
+                    kafka.publish_due(&state);
+                }
+            })
+            .await;
+        }
     }
 }

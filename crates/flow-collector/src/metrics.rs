@@ -33,6 +33,9 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 struct Snapshot {
     stats: CollectorStats,
     parts: PartsSnapshot,
+    /// The Kafka parts' counters, when they run.
+    #[cfg(feature = "kafka")]
+    kafka: Option<Arc<crate::kafka::KafkaStats>>,
 }
 
 /// Labels of one series.
@@ -72,7 +75,7 @@ impl Snapshot {
             ),
             (
                 "flowcollector_chunks",
-                "Chunk requests by result: accepted (stored), duplicate (a batch ID stored before), undecodable (400), too_large (413), content_type (415), body_timeout (408), store_failed (503, the ledger could not store it), busy (503, the output is behind).",
+                "Chunk requests by result: accepted (stored), duplicate (a batch ID stored before), undecodable (400), too_large (413), content_type (415), body_timeout (408), store_failed (503, the ledger could not store it), busy (503, the output is behind), ack_timeout (503, stored but Kafka did not acknowledge its flows in time).",
                 counter,
                 vec![
                     (vec![("result", "accepted")], s.chunks_accepted),
@@ -83,6 +86,7 @@ impl Snapshot {
                     (vec![("result", "body_timeout")], s.body_timeouts),
                     (vec![("result", "store_failed")], s.write_failures),
                     (vec![("result", "busy")], s.refused_busy),
+                    (vec![("result", "ack_timeout")], s.ack_timeouts),
                 ],
             ),
             (
@@ -345,9 +349,180 @@ impl Snapshot {
     }
 }
 
+/// The Kafka families (`docs/kafka.md`).
+#[cfg(feature = "kafka")]
+fn kafka_families(
+    k: &crate::kafka::KafkaStats,
+) -> Vec<(&'static str, &'static str, MetricType, Vec<Series>)> {
+    use crate::kafka::KafkaStats as K;
+    use flow_kafka::ErrorKind;
+    let one = |v: u64| vec![(Vec::new(), v)];
+    let by_kind = |counters: &[std::sync::atomic::AtomicU64; ErrorKind::ALL.len()]| {
+        ErrorKind::ALL
+            .iter()
+            .map(|kind| {
+                (
+                    vec![("kind", kind.as_str())],
+                    K::get(&counters[kind.index()]),
+                )
+            })
+            .collect::<Vec<Series>>()
+    };
+    let counter = MetricType::Counter;
+    let gauge = MetricType::Gauge;
+    vec![
+        (
+            "flowcollector_kafka_output_messages",
+            "Flow and completeness messages produced to the output topic (retries included).",
+            counter,
+            one(K::get(&k.output_produced)),
+        ),
+        (
+            "flowcollector_kafka_output_bytes",
+            "Bytes of the messages produced to the output topic (values).",
+            counter,
+            one(K::get(&k.output_bytes)),
+        ),
+        (
+            "flowcollector_kafka_output_acknowledged",
+            "Output messages the brokers acknowledged.",
+            counter,
+            one(K::get(&k.output_acknowledged)),
+        ),
+        (
+            "flowcollector_kafka_output_retried",
+            "Output messages produced again after a failed delivery.",
+            counter,
+            one(K::get(&k.output_retried)),
+        ),
+        (
+            "flowcollector_kafka_output_dropped_too_large",
+            "Output messages dropped because the brokers refuse them as too large.",
+            counter,
+            one(K::get(&k.output_dropped_too_large)),
+        ),
+        (
+            "flowcollector_kafka_output_errors",
+            "Output produce and delivery errors by kind.",
+            counter,
+            by_kind(&k.output_errors),
+        ),
+        (
+            "flowcollector_kafka_heartbeats_published",
+            "Heartbeat messages published to the heartbeat topic.",
+            counter,
+            one(K::get(&k.heartbeats_published)),
+        ),
+        (
+            "flowcollector_kafka_heartbeat_bytes_published",
+            "Bytes of the heartbeat messages published.",
+            counter,
+            one(K::get(&k.heartbeat_bytes_published)),
+        ),
+        (
+            "flowcollector_kafka_heartbeat_errors",
+            "Heartbeat publish errors by kind.",
+            counter,
+            by_kind(&k.heartbeat_errors),
+        ),
+        (
+            "flowcollector_kafka_heartbeats_consumed",
+            "Other nodes' heartbeat messages consumed.",
+            counter,
+            one(K::get(&k.heartbeats_consumed)),
+        ),
+        (
+            "flowcollector_kafka_heartbeats_undecodable",
+            "Heartbeat messages that did not decode (skipped).",
+            counter,
+            one(K::get(&k.heartbeats_undecodable)),
+        ),
+        (
+            "flowcollector_kafka_heartbeats_rebuilt",
+            "Heartbeats applied while rebuilding the ownership map at start.",
+            counter,
+            one(K::get(&k.heartbeats_rebuilt)),
+        ),
+        (
+            "flowcollector_kafka_heartbeat_rebuild_microseconds",
+            "How long the rebuild of the ownership map from the heartbeat topic took at start.",
+            gauge,
+            one(K::get(&k.rebuild_micros)),
+        ),
+        (
+            "flowcollector_kafka_heartbeat_lag",
+            "Messages between the heartbeat reader and the end of the heartbeat topic.",
+            gauge,
+            one(K::get(&k.heartbeat_lag)),
+        ),
+        (
+            "flowcollector_kafka_input_messages",
+            "Chunk messages consumed from the input topic.",
+            counter,
+            one(K::get(&k.input_consumed)),
+        ),
+        (
+            "flowcollector_kafka_input_bytes",
+            "Bytes of the chunk messages consumed.",
+            counter,
+            one(K::get(&k.input_bytes)),
+        ),
+        (
+            "flowcollector_kafka_input_undecodable",
+            "Input messages that were not chunk frames (skipped, committed).",
+            counter,
+            one(K::get(&k.input_undecodable)),
+        ),
+        (
+            "flowcollector_kafka_input_duplicates",
+            "Input messages whose batch ID was stored before.",
+            counter,
+            one(K::get(&k.input_duplicates)),
+        ),
+        (
+            "flowcollector_kafka_input_retried",
+            "Input messages read again because the pipeline could not take them (store failed, busy).",
+            counter,
+            one(K::get(&k.input_retried)),
+        ),
+        (
+            "flowcollector_kafka_input_commits",
+            "Offset commits of the input consumer group.",
+            counter,
+            one(K::get(&k.input_commits)),
+        ),
+        (
+            "flowcollector_kafka_input_lag",
+            "Messages between this node's positions and the ends of its input partitions.",
+            gauge,
+            one(K::get(&k.input_lag)),
+        ),
+        (
+            "flowcollector_kafka_input_uncommitted",
+            "Input messages taken whose offsets wait for their chunks' flows to be written and acknowledged.",
+            gauge,
+            one(K::get(&k.input_uncommitted)),
+        ),
+        (
+            "flowcollector_kafka_consumer_errors",
+            "Consumer errors (input and heartbeat topics) by kind.",
+            counter,
+            by_kind(&k.consumer_errors),
+        ),
+    ]
+}
+
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for (name, help, kind, series) in self.families() {
+        #[cfg(feature = "kafka")]
+        let kafka = self
+            .kafka
+            .as_deref()
+            .map(kafka_families)
+            .unwrap_or_default();
+        #[cfg(not(feature = "kafka"))]
+        let kafka = Vec::new();
+        for (name, help, kind, series) in self.families().into_iter().chain(kafka) {
             let mut family = encoder.encode_descriptor(name, help, None, kind)?;
             for (labels, value) in &series {
                 let metric = family.encode_family(labels)?;
@@ -364,9 +539,9 @@ impl Collector for Snapshot {
 }
 
 /// The OpenMetrics text of `snapshot`.
-fn render(stats: CollectorStats, parts: PartsSnapshot) -> String {
+fn render(snapshot: Snapshot) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Snapshot { stats, parts }));
+    registry.register_collector(Box::new(snapshot));
     let mut text = String::new();
     // Writing into a String cannot fail.
     let _ = text::encode(&mut text, &registry);
@@ -387,7 +562,12 @@ pub(crate) async fn answer(state: &Arc<State>, method: &Method) -> Response<Full
             .await
             .unwrap_or_default();
         let stats = state.stats.snapshot(state.connections.snapshot());
-        Response::new(Full::new(Bytes::from(render(stats, parts))))
+        Response::new(Full::new(Bytes::from(render(Snapshot {
+            stats,
+            parts,
+            #[cfg(feature = "kafka")]
+            kafka: state.kafka.as_ref().map(|k| Arc::clone(&k.stats)),
+        }))))
     };
     let content_type = if response.status() == StatusCode::OK {
         CONTENT_TYPE
@@ -407,7 +587,12 @@ mod tests {
 
     #[test]
     fn every_family_renders_with_its_type_and_labels() {
-        let text = render(CollectorStats::default(), PartsSnapshot::default());
+        let text = render(Snapshot {
+            stats: CollectorStats::default(),
+            parts: PartsSnapshot::default(),
+            #[cfg(feature = "kafka")]
+            kafka: Some(Arc::default()),
+        });
         assert!(
             text.contains("# TYPE flowcollector_chunks counter"),
             "{text}"
@@ -426,6 +611,8 @@ mod tests {
         ));
         assert!(text.contains("flowcollector_window_completeness_not_adding_up_total 0"));
         assert!(text.contains("# TYPE flowcollector_window_completeness_windows_open gauge"));
+        #[cfg(feature = "kafka")]
+        assert!(text.contains("flowcollector_kafka_output_errors_total{kind=\"unreachable\"} 0"));
         assert!(text.ends_with("# EOF\n"));
     }
 }

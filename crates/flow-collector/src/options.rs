@@ -63,6 +63,15 @@ pub struct CollectorOptions {
     /// Time a client has to send a whole request body once its headers arrived (`408`
     /// after it). Default 30 s, the exporter's own default request timeout.
     pub body_read_timeout: Duration,
+    /// With an output that acknowledges its writes later (Kafka), the longest a chunk's
+    /// answer waits for the acknowledgement of every flow written before it; then the
+    /// answer is `503` (the chunk is stored: the retry is answered `duplicate` once
+    /// the flows are acknowledged). Default 10 s, under the exporter's request timeout.
+    pub output_ack_timeout: Duration,
+    /// Kafka: flows out, heartbeats shared with the other nodes, chunks in
+    /// (`docs/kafka.md`). Default: none.
+    #[cfg(feature = "kafka")]
+    pub kafka: Option<crate::kafka::KafkaOptions>,
 }
 
 impl CollectorOptions {
@@ -91,7 +100,17 @@ impl CollectorOptions {
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
+            output_ack_timeout: Duration::from_secs(10),
+            #[cfg(feature = "kafka")]
+            kafka: None,
         }
+    }
+
+    /// Sets [`kafka`](CollectorOptions::kafka).
+    #[cfg(feature = "kafka")]
+    pub fn with_kafka(mut self, kafka: crate::kafka::KafkaOptions) -> CollectorOptions {
+        self.kafka = Some(kafka);
+        self
     }
 
     /// The drain timeout in force: the one set, or the hold-back plus 5 s.

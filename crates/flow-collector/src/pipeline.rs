@@ -314,6 +314,10 @@ impl Pipeline {
                 self.unwritten()
             ));
         }
+        if let Some(reason) = self.output.backpressure() {
+            bump(&stats.refused_busy);
+            return Stored::Busy(reason);
+        }
         let decoded = match self.decoder.decode(frame) {
             Ok(d) => d,
             Err(e) => {
@@ -379,6 +383,42 @@ impl Pipeline {
         self.attributor.drain(now);
         self.pump(now, stats);
         self.commit(now, stats);
+    }
+
+    #[cfg(feature = "kafka")]
+    /// Whether the flows of chunk `batch` (its first `records`, when known: not the
+    /// window's completeness record a first chunk also carries, which waits for the
+    /// window's grace) are all written and committed (acknowledged, for Kafka): the
+    /// input's offsets wait for it.
+    pub(crate) fn flows_written(&self, batch: &BatchId, records: Option<u32>) -> bool {
+        match records {
+            Some(n) => self.ledger.emitted_below(batch, n),
+            None => !self.ledger.is_pending(batch),
+        }
+    }
+
+    /// The output's acknowledgement book, if its writes are acknowledged later.
+    pub(crate) fn output_acknowledgements(&self) -> Option<crate::output::Acknowledgements> {
+        self.output.acknowledgements()
+    }
+
+    #[cfg(feature = "kafka")]
+    /// Other nodes' heartbeats: applied to the ownership map, then whatever they
+    /// decide is written.
+    pub(crate) fn apply_heartbeats(
+        &mut self,
+        heartbeats: &[crate::attribution::Heartbeat],
+        now: SystemTime,
+        stats: &Stats,
+    ) {
+        self.attributor.apply_heartbeats(heartbeats, now);
+        self.pump(now, stats);
+    }
+
+    #[cfg(feature = "kafka")]
+    /// The heartbeats extracted since the last call, compacted (for the other nodes).
+    pub(crate) fn take_heartbeats(&mut self) -> Vec<crate::attribution::Heartbeat> {
+        self.attributor.take_heartbeats()
     }
 
     /// Flows held back by the attributor.

@@ -51,6 +51,10 @@ pub struct CollectorStats {
     /// Failed `accept` calls (out of file descriptors, ...), each followed by a short
     /// wait.
     pub accept_errors: u64,
+    /// Chunks answered 503 because the output (Kafka) did not acknowledge their flows
+    /// within [`CollectorOptions::output_ack_timeout`](crate::CollectorOptions::output_ack_timeout)
+    /// (they are stored: the retry is answered `duplicate` once it does).
+    pub ack_timeouts: u64,
 }
 
 /// The live counters behind [`CollectorStats`] (connections are counted by
@@ -72,6 +76,7 @@ pub(crate) struct Stats {
     pub(crate) rejected_content_type: AtomicU64,
     pub(crate) write_failures: AtomicU64,
     pub(crate) faults_injected: AtomicU64,
+    pub(crate) ack_timeouts: AtomicU64,
 }
 
 impl Stats {
@@ -99,6 +104,7 @@ impl Stats {
             connections_timed_out: connections.timed_out,
             connections_open: connections.open,
             accept_errors: connections.accept_errors,
+            ack_timeouts: get(&self.ack_timeouts),
         }
     }
 }

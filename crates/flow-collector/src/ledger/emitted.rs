@@ -85,6 +85,15 @@ impl Pending {
         }
     }
 
+    /// Whether every flow below index `n` has been emitted.
+    pub(crate) fn emitted_below(&self, n: u32) -> bool {
+        (0..n.min(self.record_count)).all(|i| {
+            self.bits
+                .get((i / 64) as usize)
+                .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
+        })
+    }
+
     /// Whether every flow has been emitted.
     pub(crate) fn is_complete(&self) -> bool {
         self.emitted >= self.record_count

@@ -385,6 +385,20 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether chunk `batch` is stored with flows not yet emitted (as of the last
+    /// [`mark_emitted`](Ledger::mark_emitted)): false for a chunk fully emitted, or
+    /// never stored.
+    pub fn is_pending(&self, batch: &BatchId) -> bool {
+        self.pending.contains_key(batch)
+    }
+
+    /// Whether the flows `0..n` of chunk `batch` are all emitted (a chunk not pending
+    /// is): its records, without the window's completeness record its first chunk
+    /// carries in the slot after them.
+    pub fn emitted_below(&self, batch: &BatchId, n: u32) -> bool {
+        self.pending.get(batch).is_none_or(|p| p.emitted_below(n))
+    }
+
     /// Notes the flow `record_index` of chunk `batch` as written to the output (and
     /// committed by it). Kept in memory until the next [`checkpoint`](Ledger::checkpoint).
     /// A chunk not pending (unknown, or fully emitted) is ignored.

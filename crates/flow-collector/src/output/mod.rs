@@ -1,6 +1,7 @@
 //! Where attributed flows go: a sink behind a trait ([`FlowOutput`]), and the
 //! bundled one, JSON lines in a file rotated by size or time ([`JsonLinesOutput`]).
 
+mod acknowledgements;
 mod json;
 mod json_lines;
 mod position;
@@ -8,6 +9,7 @@ mod rotation;
 #[cfg(test)]
 mod tests;
 
+pub use acknowledgements::Acknowledgements;
 pub use json::{write_completeness_line, write_json_line};
 pub use json_lines::{JsonLinesOutput, OutputStats};
 pub use rotation::Rotation;
@@ -28,6 +30,20 @@ pub struct OutputPosition(pub Vec<u8>);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OutputError {
+    /// The destination has not acknowledged everything written (a Kafka cluster that
+    /// is down or refuses the messages); nothing is lost: the writes are kept and
+    /// retried, and the commit is tried again.
+    #[error("{destination}: {outstanding} writes not acknowledged within {}{}", humantime::format_duration(*.waited), .last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
+    NotAcknowledged {
+        /// Where the writes go (`kafka topic flows on 10.0.0.1:9092`).
+        destination: String,
+        /// Writes still outstanding.
+        outstanding: u64,
+        /// How long the commit waited.
+        waited: std::time::Duration,
+        /// The destination's last error, if any.
+        last_error: Option<String>,
+    },
     /// Writing, syncing or rotating failed.
     #[error("{operation} {}", .path.display())]
     Io {
@@ -73,4 +89,19 @@ pub trait FlowOutput: Send + 'static {
         &mut self,
         position: Option<&OutputPosition>,
     ) -> Result<Vec<FlowKey>, OutputError>;
+    /// For an output whose destination acknowledges writes later (Kafka): the book
+    /// its writes are numbered in. The collector then answers a chunk `2xx` only once
+    /// every flow written before the answer is acknowledged
+    /// ([`CollectorOptions::output_ack_timeout`](crate::CollectorOptions::output_ack_timeout)).
+    /// Default `None`: a file output's writes are as durable as its commit, and the
+    /// ledger holds the chunk.
+    fn acknowledgements(&self) -> Option<Acknowledgements> {
+        None
+    }
+    /// Why the output wants no more input now (too many writes wait for its
+    /// destination), if it does: the collector then refuses chunks with `503` until it
+    /// catches up. Default: never.
+    fn backpressure(&self) -> Option<String> {
+        None
+    }
 }

@@ -1,0 +1,76 @@
+//! What the Kafka parts did, counted (exported as `flowcollector_kafka_*` metrics).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use flow_kafka::ErrorKind;
+
+/// Counters of the Kafka output, heartbeat topic and input.
+#[derive(Debug, Default)]
+pub struct KafkaStats {
+    /// Flow and completeness messages handed to the producer (retries included).
+    pub output_produced: AtomicU64,
+    /// Their bytes (values).
+    pub output_bytes: AtomicU64,
+    /// Flow and completeness messages the brokers acknowledged.
+    pub output_acknowledged: AtomicU64,
+    /// Messages produced again after a failed delivery.
+    pub output_retried: AtomicU64,
+    /// Messages given up for good (larger than the brokers accept): counted, logged.
+    pub output_dropped_too_large: AtomicU64,
+    /// Delivery and produce errors, by [`ErrorKind`] (index order of `ErrorKind::ALL`).
+    pub output_errors: [AtomicU64; ErrorKind::ALL.len()],
+    /// Chunk answers that waited for the output's acknowledgement and timed out (503).
+    pub ack_timeouts: AtomicU64,
+    /// Heartbeat messages published.
+    pub heartbeats_published: AtomicU64,
+    /// Their bytes.
+    pub heartbeat_bytes_published: AtomicU64,
+    /// Heartbeat publish errors, by kind.
+    pub heartbeat_errors: [AtomicU64; ErrorKind::ALL.len()],
+    /// Heartbeat messages consumed (other nodes', live).
+    pub heartbeats_consumed: AtomicU64,
+    /// Heartbeat messages that did not decode (skipped, logged).
+    pub heartbeats_undecodable: AtomicU64,
+    /// Heartbeat messages applied while rebuilding the map at start.
+    pub heartbeats_rebuilt: AtomicU64,
+    /// How long the rebuild took, in microseconds.
+    pub rebuild_micros: AtomicU64,
+    /// Messages behind the heartbeat topic's end (summed over partitions).
+    pub heartbeat_lag: AtomicU64,
+    /// Chunk messages consumed from the input topic.
+    pub input_consumed: AtomicU64,
+    /// Their bytes.
+    pub input_bytes: AtomicU64,
+    /// Input messages that were not decodable frames (skipped, committed, logged).
+    pub input_undecodable: AtomicU64,
+    /// Input messages whose batch ID was stored before (dropped).
+    pub input_duplicates: AtomicU64,
+    /// Input messages the pipeline could not take yet (store failed, busy): read again.
+    pub input_retried: AtomicU64,
+    /// Offset commits of the input consumer group.
+    pub input_commits: AtomicU64,
+    /// Messages behind the input topic's end on the partitions this node reads.
+    pub input_lag: AtomicU64,
+    /// Input messages taken whose offsets wait to be committed (their chunks' flows
+    /// not all written and acknowledged yet).
+    pub input_uncommitted: AtomicU64,
+    /// Consumer errors (input and heartbeat topics), by kind.
+    pub consumer_errors: [AtomicU64; ErrorKind::ALL.len()],
+}
+
+impl KafkaStats {
+    /// Adds `n` to `counter`.
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts an error of `kind` in `counters`.
+    pub(crate) fn error(counters: &[AtomicU64; ErrorKind::ALL.len()], kind: ErrorKind) {
+        counters[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A counter's value.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

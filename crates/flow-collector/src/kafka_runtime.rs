@@ -1,0 +1,374 @@
+//! Starting, running and stopping the collector's Kafka parts (`crate::kafka`): at
+//! start the topics are checked (a clear error for an unreachable broker, a missing
+//! topic, a refused authorization), the output created and the heartbeat topic read
+//! back into the attributor before the ledger is replayed; once serving, the
+//! heartbeat reader and the input consumer run on threads of their own and the
+//! ticker publishes heartbeats every second; at shutdown the input stops reading
+//! before the drain and commits after it. Without the `kafka` feature every type here
+//! is empty and nothing happens.
+
+use crate::{CollectorError, CollectorOptions, attribution::Attributor, output::FlowOutput};
+
+#[cfg(feature = "kafka")]
+pub(crate) use enabled::{KafkaRuntime, KafkaStart};
+
+#[cfg(not(feature = "kafka"))]
+pub(crate) use disabled::{KafkaRuntime, KafkaStart};
+
+/// Checks the topics and creates the producers, if Kafka is configured (blocking).
+pub(crate) fn prepare(options: &CollectorOptions) -> Result<Option<KafkaStart>, CollectorError> {
+    KafkaStart::prepare(options)
+}
+
+/// The output to use: Kafka's, if an output topic is configured, else `output`.
+pub(crate) fn output(
+    prepared: Option<KafkaStart>,
+    output: Option<Box<dyn FlowOutput>>,
+) -> (Option<Box<dyn FlowOutput>>, Option<KafkaStart>) {
+    match prepared {
+        Some(mut start) => {
+            let kafka = start.take_output();
+            (kafka.or(output), Some(start))
+        }
+        None => (output, None),
+    }
+}
+
+/// Whether the attributor extracts heartbeats to share (a heartbeat topic is
+/// configured).
+pub(crate) fn shares_heartbeats(prepared: &Option<KafkaStart>) -> bool {
+    prepared.as_ref().is_some_and(KafkaStart::shares_heartbeats)
+}
+
+/// Fills `attributor` from the heartbeat topic, if one
+/// is configured (blocking).
+pub(crate) fn rebuild(
+    prepared: Option<KafkaStart>,
+    attributor: &mut Attributor,
+) -> Result<Option<KafkaStart>, CollectorError> {
+    match prepared {
+        Some(mut start) => {
+            start.rebuild(attributor)?;
+            Ok(Some(start))
+        }
+        None => Ok(None),
+    }
+}
+
+#[cfg(feature = "kafka")]
+mod enabled {
+    use std::{
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicBool, Ordering},
+        },
+        thread::JoinHandle,
+        time::{Duration, Instant, SystemTime},
+    };
+
+    use flow_kafka::rdkafka::TopicPartitionList;
+
+    use crate::{
+        CollectorError, CollectorOptions, State,
+        attribution::Attributor,
+        kafka::{
+            HEARTBEAT_PUBLISH_INTERVAL, HeartbeatPublisher, KafkaOptions, KafkaOutput,
+            KafkaOutputConfig, KafkaStats, follow,
+            input::{self, InputStop},
+            rebuild,
+        },
+        output::FlowOutput,
+    };
+
+    /// What start prepared, before the collector serves.
+    pub(crate) struct KafkaStart {
+        options: KafkaOptions,
+        retention: Duration,
+        stats: Arc<KafkaStats>,
+        output: Option<Box<dyn FlowOutput>>,
+        publisher: Option<HeartbeatPublisher>,
+        /// Where the heartbeat reader goes on from, once rebuilt.
+        heartbeat_from: Option<TopicPartitionList>,
+    }
+
+    /// The running Kafka parts.
+    pub(crate) struct KafkaRuntime {
+        pub(crate) stats: Arc<KafkaStats>,
+        publisher: Mutex<Option<HeartbeatPublisher>>,
+        last_publish: Mutex<Instant>,
+        input_stop: Arc<InputStop>,
+        follow_stop: Arc<AtomicBool>,
+        threads: Mutex<Vec<JoinHandle<()>>>,
+    }
+
+    impl KafkaStart {
+        /// Checks every configured topic and creates the producers.
+        pub(crate) fn prepare(
+            options: &CollectorOptions,
+        ) -> Result<Option<KafkaStart>, CollectorError> {
+            let Some(kafka) = &options.kafka else {
+                return Ok(None);
+            };
+            let stats = Arc::new(KafkaStats::default());
+            let check = |what: &'static str, topic: &str| {
+                flow_kafka::check_topic(&kafka.settings, topic, kafka.check_timeout)
+                    .map_err(|source| CollectorError::Kafka { what, source })
+            };
+            let kafka_error =
+                |what: &'static str| move |source| CollectorError::Kafka { what, source };
+            let output = match &kafka.output_topic {
+                Some(topic) => {
+                    check("output topic", topic)?;
+                    let output = KafkaOutput::new(
+                        KafkaOutputConfig::new(kafka.settings.clone(), topic.clone()),
+                        Arc::clone(&stats),
+                    )
+                    .map_err(kafka_error("output topic"))?;
+                    Some(Box::new(output) as Box<dyn FlowOutput>)
+                }
+                None => None,
+            };
+            if let Some(topic) = &kafka.input_topic {
+                check("input topic", topic)?;
+            }
+            let publisher = match &kafka.heartbeat_topic {
+                Some(topic) => {
+                    check("heartbeat topic", topic)?;
+                    Some(
+                        HeartbeatPublisher::new(
+                            &kafka.settings,
+                            topic,
+                            &kafka.node_id,
+                            Arc::clone(&stats),
+                        )
+                        .map_err(kafka_error("heartbeat topic"))?,
+                    )
+                }
+                None => None,
+            };
+            Ok(Some(KafkaStart {
+                options: kafka.clone(),
+                retention: options.attribution.retention,
+                stats,
+                output,
+                publisher,
+                heartbeat_from: None,
+            }))
+        }
+
+        /// Whether a heartbeat topic is configured.
+        pub(crate) fn shares_heartbeats(&self) -> bool {
+            self.options.heartbeat_topic.is_some()
+        }
+
+        /// The Kafka output, once.
+        pub(crate) fn take_output(&mut self) -> Option<Box<dyn FlowOutput>> {
+            self.output.take()
+        }
+
+        /// Reads the heartbeat topic back into `attributor`.
+        pub(crate) fn rebuild(
+            &mut self,
+            attributor: &mut Attributor,
+        ) -> Result<(), CollectorError> {
+            let Some(topic) = self.options.heartbeat_topic.clone() else {
+                return Ok(());
+            };
+            tracing::info!(topic = %topic, since = %humantime::format_duration(self.retention),
+                "rebuilding the ownership map from the heartbeat topic");
+            let (report, from) = rebuild(
+                &self.options.settings,
+                &topic,
+                self.retention,
+                self.options.rebuild_timeout,
+                &self.stats,
+                |batch| attributor.apply_heartbeats(&batch, SystemTime::now()),
+            )
+            .map_err(|source| CollectorError::Kafka {
+                what: "heartbeat topic",
+                source,
+            })?;
+            tracing::info!(messages = report.messages, applied = report.applied,
+                undecodable = report.undecodable, took = ?report.took,
+                "ownership map rebuilt from the heartbeat topic");
+            self.heartbeat_from = Some(from);
+            Ok(())
+        }
+
+        /// The runtime the collector's state keeps (the publisher moves into it).
+        pub(crate) fn runtime(&mut self) -> KafkaRuntime {
+            KafkaRuntime {
+                stats: Arc::clone(&self.stats),
+                publisher: Mutex::new(self.publisher.take()),
+                last_publish: Mutex::new(Instant::now()),
+                input_stop: Arc::new(InputStop::default()),
+                follow_stop: Arc::new(AtomicBool::new(false)),
+                threads: Mutex::new(Vec::new()),
+            }
+        }
+
+        /// Starts the heartbeat reader and the input consumer.
+        pub(crate) fn run(self, state: &Arc<State>) -> Result<(), CollectorError> {
+            let Some(runtime) = &state.kafka else {
+                return Ok(());
+            };
+            let mut threads = Vec::new();
+            if let (Some(topic), Some(from)) = (&self.options.heartbeat_topic, self.heartbeat_from)
+            {
+                let target = Arc::downgrade(state);
+                let handle = follow(
+                    self.options.settings.clone(),
+                    topic.clone(),
+                    self.options.node_id.clone(),
+                    from,
+                    Arc::clone(&self.stats),
+                    Arc::clone(&runtime.follow_stop),
+                    move |batch| {
+                        if let Some(state) = target.upgrade() {
+                            let mut pipeline =
+                                state.pipeline.lock().unwrap_or_else(|p| p.into_inner());
+                            pipeline.apply_heartbeats(&batch, SystemTime::now(), &state.stats);
+                        }
+                    },
+                )
+                .map_err(|source| CollectorError::Kafka {
+                    what: "heartbeat topic",
+                    source,
+                })?;
+                threads.push(handle);
+            }
+            if let Some(topic) = &self.options.input_topic {
+                let handle = input::spawn(
+                    &self.options.settings,
+                    topic,
+                    &self.options.group,
+                    Arc::clone(state),
+                    Arc::clone(&self.stats),
+                    Arc::clone(&runtime.input_stop),
+                )
+                .map_err(|source| CollectorError::Kafka {
+                    what: "input topic",
+                    source,
+                })?;
+                tracing::info!(topic = %topic, group = %self.options.group, "consuming chunks");
+                threads.push(handle);
+            }
+            runtime
+                .threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(threads);
+            Ok(())
+        }
+    }
+
+    impl KafkaRuntime {
+        /// Publishes the heartbeats extracted since the last time, once a second
+        /// (blocking).
+        pub(crate) fn publish_due(&self, state: &State) {
+            {
+                let mut last = self.last_publish.lock().unwrap_or_else(|p| p.into_inner());
+                if last.elapsed() < HEARTBEAT_PUBLISH_INTERVAL {
+                    return;
+                }
+                *last = Instant::now();
+            }
+            self.publish_now(state);
+        }
+
+        fn publish_now(&self, state: &State) {
+            let mut publisher = self.publisher.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(publisher) = publisher.as_mut() else {
+                return;
+            };
+            let heartbeats = state
+                .pipeline
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take_heartbeats();
+            if !heartbeats.is_empty() {
+                publisher.publish(&heartbeats);
+            }
+        }
+
+        /// Stops taking input messages (before the drain).
+        pub(crate) fn stop_reading(&self) {
+            self.input_stop.reading.store(true, Ordering::Relaxed);
+        }
+
+        /// After the drain: publishes the last heartbeats, commits the input's last
+        /// offsets, stops the threads and flushes the producers (blocking).
+        pub(crate) fn finish(&self, state: &State) {
+            self.publish_now(state);
+            self.input_stop.finished.store(true, Ordering::Relaxed);
+            self.follow_stop.store(true, Ordering::Relaxed);
+            let threads: Vec<JoinHandle<()>> = self
+                .threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..)
+                .collect();
+            for thread in threads {
+                if thread.join().is_err() {
+                    tracing::error!("a Kafka thread panicked");
+                }
+            }
+            if let Some(publisher) = self
+                .publisher
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
+                drop(publisher);
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "kafka"))]
+mod disabled {
+    use std::sync::Arc;
+
+    use crate::{
+        CollectorError, CollectorOptions, State, attribution::Attributor, output::FlowOutput,
+    };
+
+    /// Nothing (built without Kafka).
+    pub(crate) enum KafkaStart {}
+
+    /// Nothing (built without Kafka).
+    pub(crate) enum KafkaRuntime {}
+
+    impl KafkaStart {
+        pub(crate) fn shares_heartbeats(&self) -> bool {
+            match *self {}
+        }
+        pub(crate) fn prepare(_: &CollectorOptions) -> Result<Option<KafkaStart>, CollectorError> {
+            Ok(None)
+        }
+        pub(crate) fn take_output(&mut self) -> Option<Box<dyn FlowOutput>> {
+            match *self {}
+        }
+        pub(crate) fn rebuild(&mut self, _: &mut Attributor) -> Result<(), CollectorError> {
+            match *self {}
+        }
+        pub(crate) fn runtime(&mut self) -> KafkaRuntime {
+            match *self {}
+        }
+        pub(crate) fn run(self, _: &Arc<State>) -> Result<(), CollectorError> {
+            match self {}
+        }
+    }
+
+    impl KafkaRuntime {
+        pub(crate) fn publish_due(&self, _: &State) {
+            match *self {}
+        }
+        pub(crate) fn stop_reading(&self) {
+            match *self {}
+        }
+        pub(crate) fn finish(&self, _: &State) {
+            match *self {}
+        }
+    }
+}
