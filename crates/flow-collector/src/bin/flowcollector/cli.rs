@@ -175,4 +175,61 @@ pub(crate) struct RunArgs {
     /// Require client certificates signed by the CA(s) in this PEM file (mutual TLS).
     #[arg(long, env = "FLOWCOLLECTOR_CLIENT_CA")]
     pub(crate) client_ca: Option<PathBuf>,
+    /// Kafka bootstrap brokers, HOST:PORT[,HOST:PORT...]: needed by the topics below.
+    #[arg(long, env = "FLOWCOLLECTOR_KAFKA_BROKERS")]
+    pub(crate) kafka_brokers: Option<String>,
+    /// Write attributed flows to this Kafka topic (one message per flow) instead of
+    /// --out; a chunk is answered 2xx once its flows are acknowledged.
+    #[arg(long, env = "FLOWCOLLECTOR_OUTPUT_TOPIC")]
+    pub(crate) output_topic: Option<String>,
+    /// Share ownership heartbeats with the other collector nodes through this topic
+    /// (every node of one fleet names the same one).
+    #[arg(long, env = "FLOWCOLLECTOR_HEARTBEAT_TOPIC")]
+    pub(crate) heartbeat_topic: Option<String>,
+    /// Also consume chunks from this topic (as written by `flowexporter run
+    /// --kafka-topic`), as a member of --group.
+    #[arg(long, env = "FLOWCOLLECTOR_INPUT_TOPIC")]
+    pub(crate) input_topic: Option<String>,
+    /// Consumer group of --input-topic. Default flowcollector.
+    #[arg(long, env = "FLOWCOLLECTOR_GROUP")]
+    pub(crate) group: Option<String>,
+    /// This node's name in the heartbeats it publishes. Default: host name and a
+    /// random suffix.
+    #[arg(long, env = "FLOWCOLLECTOR_NODE_ID")]
+    pub(crate) node_id: Option<String>,
+    /// Producer compression: zstd (default), lz4, snappy, gzip or none.
+    #[arg(long, env = "FLOWCOLLECTOR_KAFKA_COMPRESSION")]
+    pub(crate) kafka_compression: Option<String>,
+    /// TLS to the brokers, checked against the CA(s) in this PEM file.
+    #[arg(long, env = "FLOWCOLLECTOR_KAFKA_CA")]
+    pub(crate) kafka_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for brokers that require one (needs --kafka-key).
+    #[arg(long, env = "FLOWCOLLECTOR_KAFKA_CERT")]
+    pub(crate) kafka_cert: Option<PathBuf>,
+    /// The PEM private key of --kafka-cert.
+    #[arg(long, env = "FLOWCOLLECTOR_KAFKA_KEY")]
+    pub(crate) kafka_key: Option<PathBuf>,
+    /// Use TLS to the brokers with the system's CAs (implied by --kafka-ca).
+    #[arg(long, env = "FLOWCOLLECTOR_KAFKA_TLS")]
+    pub(crate) kafka_tls: bool,
+    /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, env = "FLOWCOLLECTOR_KAFKA_SASL_MECHANISM")]
+    pub(crate) kafka_sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[arg(long, env = "FLOWCOLLECTOR_KAFKA_SASL_USERNAME")]
+    pub(crate) kafka_sasl_username: Option<String>,
+    /// File holding the SASL password (its first line).
+    #[arg(long, env = "FLOWCOLLECTOR_KAFKA_SASL_PASSWORD_FILE")]
+    pub(crate) kafka_sasl_password_file: Option<PathBuf>,
+    /// Longest the start waits for the brokers to describe each topic (an unreachable
+    /// broker is an error after it). Default 30s.
+    #[arg(long, env = "FLOWCOLLECTOR_KAFKA_CHECK_TIMEOUT", value_parser = duration)]
+    pub(crate) kafka_check_timeout: Option<Duration>,
+    /// Longest the start may spend reading the heartbeat topic back. Default 5m.
+    #[arg(long, env = "FLOWCOLLECTOR_HEARTBEAT_REBUILD_TIMEOUT", value_parser = duration)]
+    pub(crate) heartbeat_rebuild_timeout: Option<Duration>,
+    /// With --output-topic, the longest a chunk's answer waits for Kafka's
+    /// acknowledgement of its flows (503 after it). Default 10s.
+    #[arg(long, env = "FLOWCOLLECTOR_OUTPUT_ACK_TIMEOUT", value_parser = duration)]
+    pub(crate) output_ack_timeout: Option<Duration>,
 }

@@ -19,8 +19,10 @@ use flow_collector::{
     CollectorOptions, ServerTls,
     attribution::{AttributionConfig, StaticOwners},
     completeness::CompletenessConfig,
+    kafka::KafkaOptions,
     output::Rotation,
 };
+use flow_kafka::{KafkaSettings, KafkaTls, Sasl, SaslMechanism};
 use serde::Deserialize;
 
 use crate::cli::{RunArgs, size};
@@ -70,6 +72,30 @@ drain_timeout = "2m5s"       # at SIGTERM, longest wait for held flows
 # cert = "/etc/flowcollector/tls/cert.pem"
 # key = "/etc/flowcollector/tls/key.pem"
 # client_ca = "/etc/flowcollector/tls/exporters-ca.pem"
+
+# Kafka (docs/kafka.md): several nodes behind a load balancer share heartbeats, flows
+# go to a topic, chunks may come from one. Topics are never created by flowcollector.
+# [kafka]
+# brokers = "kafka-1:9092,kafka-2:9092"
+# output_topic = "flows"               # instead of out: one message per flow
+# heartbeat_topic = "flow-heartbeats"  # the same on every node of the fleet
+# input_topic = "flow-chunks"          # chunks from `flowexporter run --kafka-topic`
+# group = "flowcollector"              # consumer group of input_topic
+# node_id = "collector-1"              # default: host name + random suffix
+# compression = "zstd"
+# rebuild_timeout = "5m"               # longest the heartbeat rebuild may take at start
+# check_timeout = "30s"                # longest the start waits for the brokers
+# ack_timeout = "10s"                  # longest a chunk's answer waits for Kafka
+# [kafka.tls]
+# ca = "/etc/flowcollector/kafka-ca.pem"
+# cert = "/etc/flowcollector/kafka-client.pem"
+# key = "/etc/flowcollector/kafka-client.key"
+# [kafka.sasl]
+# mechanism = "SCRAM-SHA-512"
+# username = "flowcollector"
+# password_file = "/etc/flowcollector/kafka-password"
+# [kafka.properties]                   # more librdkafka properties, as it names them
+# "queue.buffering.max.kbytes" = "262144"
 "#;
 
 /// Why the configuration was refused.
@@ -145,6 +171,46 @@ struct FileConfig {
     server: ServerSection,
     #[serde(default)]
     tls: TlsSection,
+    #[serde(default)]
+    kafka: KafkaSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaSection {
+    brokers: Option<String>,
+    output_topic: Option<String>,
+    heartbeat_topic: Option<String>,
+    input_topic: Option<String>,
+    group: Option<String>,
+    node_id: Option<String>,
+    compression: Option<String>,
+    rebuild_timeout: Option<TextDuration>,
+    check_timeout: Option<TextDuration>,
+    ack_timeout: Option<TextDuration>,
+    #[serde(default)]
+    tls: KafkaTlsSection,
+    #[serde(default)]
+    sasl: KafkaSaslSection,
+    #[serde(default)]
+    properties: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaTlsSection {
+    enabled: Option<bool>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaSaslSection {
+    mechanism: Option<String>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,12 +285,29 @@ pub(crate) fn resolve(args: &RunArgs) -> Result<Resolved, ConfigError> {
         .listen
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9000)));
-    let out = args.out.clone().or(file.out).ok_or_else(|| {
-        invalid(
-            "out (--out)",
-            "required: the JSON-lines file attributed flows are written to".into(),
-        )
-    })?;
+    let output_topic = args
+        .output_topic
+        .clone()
+        .or(file.kafka.output_topic.clone());
+    let out = match (args.out.clone().or(file.out.clone()), &output_topic) {
+        (Some(out), _) => out,
+        // Flows go to Kafka: no file is opened; the ledger needs its directory.
+        (None, Some(_)) => match args.state_dir.clone().or(file.state_dir.clone()) {
+            Some(dir) => dir.join("flows.jsonl"),
+            None => {
+                return Err(invalid(
+                    "state_dir (--state-dir)",
+                    "required with kafka.output_topic (--output-topic) when out (--out) is not set: the ledger's directory".into(),
+                ));
+            }
+        },
+        (None, None) => {
+            return Err(invalid(
+                "out (--out)",
+                "required: the JSON-lines file attributed flows are written to (or kafka.output_topic, --output-topic)".into(),
+            ));
+        }
+    };
     let d = |flag: Option<Duration>, key: Option<TextDuration>| flag.or(key.map(|t| t.0));
     let a = &file.attribution;
     let defaults = AttributionConfig::default();
@@ -358,10 +441,195 @@ pub(crate) fn resolve(args: &RunArgs) -> Result<Resolved, ConfigError> {
             ));
         }
     }
+    if let Some(kafka) = kafka_options(args, &file.kafka, output_topic)? {
+        options = options.with_kafka(kafka);
+    }
+    if let Some(t) = d(args.output_ack_timeout, file.kafka.ack_timeout) {
+        if t.is_zero() {
+            return Err(invalid(
+                "kafka.ack_timeout (--output-ack-timeout)",
+                "must be more than zero".into(),
+            ));
+        }
+        options.output_ack_timeout = t;
+    }
     Ok(Resolved {
         options,
         file: file_path,
     })
+}
+
+/// The Kafka options, if any topic is configured.
+fn kafka_options(
+    args: &RunArgs,
+    k: &KafkaSection,
+    output_topic: Option<String>,
+) -> Result<Option<KafkaOptions>, ConfigError> {
+    let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
+    let heartbeat_topic = args.heartbeat_topic.clone().or(k.heartbeat_topic.clone());
+    let input_topic = args.input_topic.clone().or(k.input_topic.clone());
+    let brokers = args.kafka_brokers.clone().or(k.brokers.clone());
+    let any_topic = output_topic.is_some() || heartbeat_topic.is_some() || input_topic.is_some();
+    let Some(brokers) = brokers else {
+        if any_topic {
+            return Err(invalid(
+                "kafka.brokers (--kafka-brokers)",
+                "required with a Kafka topic (--output-topic, --heartbeat-topic, --input-topic)"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if !any_topic {
+        return Err(invalid(
+            "kafka.brokers (--kafka-brokers)",
+            "given without a topic: name --output-topic, --heartbeat-topic or --input-topic".into(),
+        ));
+    }
+    for (key, topic) in [
+        ("kafka.output_topic (--output-topic)", &output_topic),
+        (
+            "kafka.heartbeat_topic (--heartbeat-topic)",
+            &heartbeat_topic,
+        ),
+        ("kafka.input_topic (--input-topic)", &input_topic),
+    ] {
+        if let Some(topic) = topic
+            && !valid_topic(topic)
+        {
+            return Err(invalid(
+                key,
+                format!("{topic:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"),
+            ));
+        }
+    }
+    let kafka_error = |key: &'static str| {
+        move |e: flow_kafka::KafkaError| ConfigError::Invalid {
+            key,
+            reason: e.to_string(),
+        }
+    };
+    let mut settings =
+        KafkaSettings::new(&brokers).map_err(kafka_error("kafka.brokers (--kafka-brokers)"))?;
+    if let Some(codec) = args.kafka_compression.clone().or(k.compression.clone()) {
+        settings = settings
+            .with_compression(&codec)
+            .map_err(kafka_error("kafka.compression (--kafka-compression)"))?;
+    }
+    let ca = args.kafka_ca.clone().or(k.tls.ca.clone());
+    let cert = args.kafka_cert.clone().or(k.tls.cert.clone());
+    let key = args.kafka_key.clone().or(k.tls.key.clone());
+    if cert.is_some() != key.is_some() {
+        return Err(invalid(
+            "kafka.tls.cert / kafka.tls.key (--kafka-cert, --kafka-key)",
+            "a client certificate needs its key".into(),
+        ));
+    }
+    if args.kafka_tls || k.tls.enabled == Some(true) || ca.is_some() || cert.is_some() {
+        settings = settings.with_tls(KafkaTls {
+            ca_file: ca,
+            cert_file: cert,
+            key_file: key,
+        });
+    }
+    let mechanism = args
+        .kafka_sasl_mechanism
+        .clone()
+        .or(k.sasl.mechanism.clone());
+    if let Some(mechanism) = mechanism {
+        let mechanism = SaslMechanism::parse(&mechanism)
+            .map_err(kafka_error("kafka.sasl.mechanism (--kafka-sasl-mechanism)"))?;
+        let username = args
+            .kafka_sasl_username
+            .clone()
+            .or(k.sasl.username.clone())
+            .ok_or_else(|| {
+                invalid(
+                    "kafka.sasl.username (--kafka-sasl-username)",
+                    "required with a SASL mechanism".into(),
+                )
+            })?;
+        let path = args
+            .kafka_sasl_password_file
+            .clone()
+            .or(k.sasl.password_file.clone())
+            .ok_or_else(|| {
+                invalid(
+                    "kafka.sasl.password_file (--kafka-sasl-password-file)",
+                    "required with a SASL mechanism".into(),
+                )
+            })?;
+        let password = read_secret(&path).map_err(|reason| {
+            invalid(
+                "kafka.sasl.password_file (--kafka-sasl-password-file)",
+                format!("{}: {reason}", path.display()),
+            )
+        })?;
+        settings = settings.with_sasl(Sasl {
+            mechanism,
+            username,
+            password,
+        });
+    }
+    for (key, value) in &k.properties {
+        settings = settings.with_property(key, value);
+    }
+    let mut kafka = KafkaOptions::new(settings);
+    kafka.output_topic = output_topic;
+    kafka.heartbeat_topic = heartbeat_topic;
+    kafka.input_topic = input_topic;
+    if let Some(group) = args.group.clone().or(k.group.clone()) {
+        kafka.group = group;
+    }
+    if let Some(node) = args.node_id.clone().or(k.node_id.clone()) {
+        kafka.node_id = node;
+    }
+    if let Some(t) = args
+        .heartbeat_rebuild_timeout
+        .or(k.rebuild_timeout.map(|t| t.0))
+    {
+        kafka.rebuild_timeout = t;
+    }
+    if let Some(t) = args.kafka_check_timeout.or(k.check_timeout.map(|t| t.0)) {
+        kafka.check_timeout = t;
+    }
+    Ok(Some(kafka))
+}
+
+/// Whether `topic` is a legal Kafka topic name.
+fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// The first line of a secret file: a regular file (not followed if a link, never
+/// waited on) of at most 4 KiB.
+fn read_secret(path: &Path) -> Result<String, String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("cannot open it: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot stat it: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut text = String::new();
+    file.take(4096)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read it as UTF-8 text: {e}"))?;
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(line.to_owned())
 }
 
 /// Reads and parses the configuration file: a regular file (never waited on: opened
@@ -438,6 +706,43 @@ pub(crate) fn describe(resolved: &Resolved) -> String {
         format!("server.drain_timeout = {}", fmt(o.drain_timeout())),
         format!("tls = {}", if o.tls.is_some() { "on" } else { "off" }),
     ];
+    match &o.kafka {
+        Some(k) => {
+            let topic = |t: &Option<String>| t.clone().unwrap_or_else(|| "(none)".into());
+            lines.push(format!("kafka.brokers = {}", k.settings.brokers));
+            lines.push(format!("kafka.output_topic = {}", topic(&k.output_topic)));
+            lines.push(format!(
+                "kafka.heartbeat_topic = {}",
+                topic(&k.heartbeat_topic)
+            ));
+            lines.push(format!("kafka.input_topic = {}", topic(&k.input_topic)));
+            lines.push(format!("kafka.group = {}", k.group));
+            lines.push(format!("kafka.node_id = {}", k.node_id));
+            lines.push(format!("kafka.compression = {}", k.settings.compression));
+            lines.push(format!(
+                "kafka.tls = {}",
+                if k.settings.tls.is_some() {
+                    "on"
+                } else {
+                    "off"
+                }
+            ));
+            lines.push(format!(
+                "kafka.sasl = {}",
+                k.settings.sasl.as_ref().map_or("off".into(), |s| format!(
+                    "{} as {}",
+                    s.mechanism.as_str(),
+                    s.username
+                ))
+            ));
+            lines.push(format!(
+                "kafka.rebuild_timeout = {}",
+                fmt(k.rebuild_timeout)
+            ));
+            lines.push(format!("kafka.ack_timeout = {}", fmt(o.output_ack_timeout)));
+        }
+        None => lines.push("kafka = off".into()),
+    }
     lines.push("configuration OK".into());
     lines.join("\n")
 }
