@@ -56,7 +56,7 @@ pub fn python_binary() -> PathBuf {
     assert!(
         venv.is_file(),
         "no Python with kafka-python at {}: run .ci/run, or `python3 -m venv {} && {} -m pip \
-         install kafka-python==3.0.12`",
+         install kafka-python==3.0.12 zstandard==0.25.0`",
         venv.display(),
         cache_dir().join("venv").display(),
         venv.display()
@@ -100,16 +100,27 @@ impl Broker {
 
     fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let storage = match &self.storage {
-            Storage::Memory => format!("memory://tansu-{}/", self.port),
-            Storage::Sqlite(path) => format!("sqlite://{}", path.display()),
+        // tansu reads a SQLite URL's path relative to its working directory.
+        let (storage, cwd) = match &self.storage {
+            Storage::Memory => (format!("memory://tansu-{}/", self.port), None),
+            Storage::Sqlite(path) => (
+                format!(
+                    "sqlite://{}",
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                ),
+                path.parent().map(Path::to_path_buf),
+            ),
         };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(tansu_binary())
+        let mut command = Command::new(tansu_binary());
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let child = command
             .args([
                 "broker",
                 "--listener-url",
