@@ -74,15 +74,6 @@ fn assert_chunks_once(messages: &[Message], chunks: &[Chunk], instance: u128) {
     }
 }
 
-/// `path` as the testkit must write it into tansu's `sqlite://` URL: tansu reads an
-/// absolute path only after four slashes (`sqlite:////tmp/x.db`), and the testkit
-/// writes `sqlite://` and the path, so an absolute path needs its leading `/` doubled.
-fn sqlite_path(path: &Path) -> std::path::PathBuf {
-    let mut doubled = std::ffi::OsString::from(if path.is_absolute() { "/" } else { "" });
-    doubled.push(path.as_os_str());
-    doubled.into()
-}
-
 /// Waits for the topic check at start to answer.
 async fn checked(sink: &KafkaSink) -> TopicCheck {
     eventually(WAIT, "the topic check", || {
@@ -131,7 +122,7 @@ async fn broker_down_at_start_spools_every_chunk_then_all_arrive_once_it_is_up()
     let dir = tempfile::tempdir().expect("tempdir");
     // The topic is made, then the broker stopped: its SQLite store keeps the topic
     // for when it comes back on the same port.
-    let mut broker = Broker::start(Storage::Sqlite(sqlite_path(&dir.path().join("broker.db"))));
+    let mut broker = Broker::start(Storage::Sqlite(dir.path().join("broker.db")));
     broker.create_topic(TOPIC, 1);
     broker.stop();
     let sink = KafkaSink::start(config(

@@ -78,7 +78,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use flow_batch::{Chunk, wire::BatchId};
 pub use flow_kafka::{
-    BATCH_ID_HEADER, ErrorKind, KafkaSettings, KafkaTls, Sasl, SaslMechanism, check_topic,
+    BATCH_ID_HEADER, ErrorKind, KafkaError, KafkaSettings, KafkaTls, Sasl, SaslMechanism,
+    TopicInfo, check_topic,
 };
 
 pub use self::{

@@ -20,7 +20,8 @@ use std::{
 use flow_kafka::{
     BATCH_ID_HEADER, ErrorKind, KafkaError,
     rdkafka::{
-        ClientConfig,
+        ClientConfig, ClientContext,
+        config::RDKafkaLogLevel,
         error::KafkaError as ClientError,
         message::{Header, OwnedHeaders},
         producer::{FutureProducer, FutureRecord, Producer},
@@ -39,11 +40,40 @@ use crate::{
     error::SinkError,
 };
 
+/// The producer type: librdkafka's own log lines and global errors through
+/// [`SinkContext`].
+type Client = FutureProducer<SinkContext>;
+
+/// Where librdkafka's own log lines and global errors go: `tracing`, at debug level.
+/// librdkafka reports every failed connection of an outage (at its error level, once
+/// per reconnect); the sink's own lines, rate-limited per kind of failure, are what
+/// an operator reads, and `flow_sink=debug` shows librdkafka's too.
+struct SinkContext {
+    destination: String,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!(kafka = %self.destination, facility, "librdkafka: {message}")
+            }
+            _ => {
+                tracing::debug!(kafka = %self.destination, facility, ?level, "librdkafka: {message}")
+            }
+        }
+    }
+
+    fn error(&self, error: ClientError, reason: &str) {
+        tracing::debug!(kafka = %self.destination, %error, "librdkafka: {reason}");
+    }
+}
+
 /// The producer the send task produces with, and what it needs to classify and log
 /// the outcomes.
 pub(crate) struct KafkaProducer {
     /// The producer in use; replaced after a fatal error, taken at shut down.
-    producer: Mutex<Option<Arc<FutureProducer>>>,
+    producer: Mutex<Option<Arc<Client>>>,
     /// What a replacement is made from.
     config: ClientConfig,
     topic: String,
@@ -85,7 +115,7 @@ impl KafkaProducer {
         })
     }
 
-    fn current(&self) -> Option<Arc<FutureProducer>> {
+    fn current(&self) -> Option<Arc<Client>> {
         self.producer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -278,13 +308,18 @@ impl KafkaProducer {
 }
 
 /// A producer from `config`.
-fn create(config: &ClientConfig, destination: &str) -> Result<FutureProducer, SinkError> {
-    config.create().map_err(|source| SinkError::Kafka {
+fn create(config: &ClientConfig, destination: &str) -> Result<Client, SinkError> {
+    let context = SinkContext {
         destination: destination.to_owned(),
-        what: "creating the producer",
-        source: Box::new(KafkaError::Client {
-            what: "producer creation",
-            source,
-        }),
-    })
+    };
+    config
+        .create_with_context(context)
+        .map_err(|source| SinkError::Kafka {
+            destination: destination.to_owned(),
+            what: "creating the producer",
+            source: Box::new(KafkaError::Client {
+                what: "producer creation",
+                source,
+            }),
+        })
 }
