@@ -82,7 +82,41 @@ fn run_checks(args: &CheckArgs) -> Vec<Diagnostic> {
     } else {
         out.extend(args.state_dirs.iter().map(|d| state_dir(d, "")));
     }
+    if let Some(kafka) = kafka_topic(&args.kafka) {
+        out.push(kafka);
+    }
     out
+}
+
+/// With `--kafka-brokers`: the topic `run` would produce to, asked of the cluster
+/// with the same settings (TLS, SASL) and the same check the Kafka sink makes at
+/// start. A failure says whether no broker answered, the topic is missing or access
+/// was refused.
+fn kafka_topic(args: &crate::cli::KafkaArgs) -> Option<Diagnostic> {
+    const NAME: &str = "kafka topic";
+    let target = match args.target() {
+        Ok(Some(target)) => target,
+        Ok(None) => return None,
+        Err(e) => return Some(fail(NAME, format!("{e:#}"))),
+    };
+    let settings = target
+        .settings
+        .with_property("allow.auto.create.topics", "false");
+    let found = flow_sink::kafka_sink::check_topic(
+        &settings,
+        &target.topic,
+        std::time::Duration::from_secs(10),
+    );
+    Some(match found {
+        Ok(info) => pass(
+            NAME,
+            format!(
+                "topic {:?} on {}: {} partition(s)",
+                info.topic, settings.brokers, info.partitions
+            ),
+        ),
+        Err(e) => fail(NAME, error_chain(&e)),
+    })
 }
 
 /// Writes the table; multi-line details (a verifier log) follow it in full.

@@ -52,7 +52,7 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Probe this host: can it run the exporter? Prints a pass/fail table with what to
     /// do for each failure; the exit status is 0 only if every required check passes.
-    Check(CheckArgs),
+    Check(Box<CheckArgs>),
     /// Validate a configuration file, or print a commented example.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -191,6 +191,51 @@ pub struct CheckArgs {
     /// Spool and journal directories to check for writability.
     #[arg(long = "state-dir")]
     pub state_dirs: Vec<PathBuf>,
+    /// A Kafka topic to check (with --kafka-brokers and --kafka-topic): the brokers
+    /// answer, the topic exists, the credentials are accepted.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+/// Where `run` produces chunks to Kafka (beside, or instead of, a collector), and how
+/// it reaches the brokers. The `[kafka]` table of the configuration file.
+#[derive(Clone, Debug, Default, Args)]
+pub struct KafkaArgs {
+    /// Produce minute batches to Kafka: the bootstrap brokers, HOST:PORT[,HOST:PORT...]
+    /// (with --kafka-topic).
+    #[arg(long, env = "FLOWEXPORTER_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// The topic chunks are produced to (it must exist: the exporter never creates it).
+    #[arg(long, env = "FLOWEXPORTER_KAFKA_TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// Talk to the brokers over TLS, checked against the system's CAs unless
+    /// --kafka-ca is given (implied by --kafka-ca and --kafka-cert).
+    #[arg(long, env = "FLOWEXPORTER_KAFKA_TLS")]
+    pub kafka_tls: bool,
+    /// CA certificate(s) (PEM) the brokers' certificates are checked against.
+    #[arg(long, env = "FLOWEXPORTER_KAFKA_CA")]
+    pub kafka_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for brokers that require one.
+    #[arg(long, env = "FLOWEXPORTER_KAFKA_CERT")]
+    pub kafka_cert: Option<PathBuf>,
+    /// Private key (PEM) of --kafka-cert.
+    #[arg(long, env = "FLOWEXPORTER_KAFKA_KEY")]
+    pub kafka_key: Option<PathBuf>,
+    /// SASL mechanism: PLAIN (over TLS only, in practice), SCRAM-SHA-256 or
+    /// SCRAM-SHA-512 (with --kafka-sasl-username and --kafka-sasl-password-file).
+    #[arg(long, env = "FLOWEXPORTER_KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[arg(long, env = "FLOWEXPORTER_KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// File holding the SASL password (its first line; read at start, never given on
+    /// the command line).
+    #[arg(long, env = "FLOWEXPORTER_KAFKA_SASL_PASSWORD_FILE")]
+    pub kafka_sasl_password_file: Option<PathBuf>,
+    /// Producer compression: none (default: a chunk's records are zstd-compressed
+    /// already), zstd, lz4, snappy or gzip.
+    #[arg(long, env = "FLOWEXPORTER_KAFKA_COMPRESSION", default_value = "none")]
+    pub kafka_compression: String,
 }
 
 /// Options of `flowexporter run`. Each can also be set by its environment variable
@@ -202,8 +247,9 @@ pub struct RunArgs {
     /// /etc/flowexporter/config.toml when it exists.
     #[arg(long, env = "FLOWEXPORTER_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Send minute batches to this collector (e.g. http://collector:9000). Without it,
-    /// records are written to stdout as JSON lines as soon as they are captured.
+    /// Send minute batches to this collector (e.g. http://collector:9000). Without it
+    /// (and without --kafka-brokers), records are written to stdout as JSON lines as
+    /// soon as they are captured.
     #[arg(long, env = "FLOWEXPORTER_COLLECTOR")]
     pub collector: Option<String>,
     /// Batch window, on wall-clock boundaries (e.g. 60s, 5s, 1m).
@@ -214,7 +260,8 @@ pub struct RunArgs {
     /// record).
     #[arg(long, env = "FLOWEXPORTER_INTERIM", default_value_t = true, action = clap::ArgAction::Set)]
     pub interim: bool,
-    /// Where chunks wait until the collector takes them (bounded, survives restarts).
+    /// Where chunks wait until the collector takes them (bounded, survives restarts);
+    /// chunks for Kafka wait in its subdirectory `kafka`, with a cap of their own.
     #[arg(
         long,
         env = "FLOWEXPORTER_SPOOL_DIR",
@@ -235,7 +282,7 @@ pub struct RunArgs {
     /// How often the journal is synced to disk.
     #[arg(long, env = "FLOWEXPORTER_JOURNAL_SYNC", default_value = "1s", value_parser = humantime::parse_duration)]
     pub journal_sync: Duration,
-    /// Longest wait between two attempts to reach the collector (backoff is
+    /// Longest wait between two attempts to reach the collector or Kafka (backoff is
     /// exponential from 0.5 s, with full jitter; retries never stop while a spool
     /// holds the chunk).
     #[arg(long, env = "FLOWEXPORTER_RETRY_MAX_BACKOFF", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -255,6 +302,9 @@ pub struct RunArgs {
     /// Private key (PEM) of --client-cert.
     #[arg(long, env = "FLOWEXPORTER_CLIENT_KEY")]
     pub client_key: Option<PathBuf>,
+    /// Kafka: where chunks are produced, and how the brokers are reached.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// Run as this user (and its groups) once the kernel program is loaded and the
     /// spool and journal directories are handed to it; files read later (the
     /// configuration on SIGHUP, certificates, keys) must be readable by it.

@@ -20,10 +20,13 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::{ArgMatches, FromArgMatches, parser::ValueSource};
-use flow_sink::{ClientTls, RetryPolicy};
+use flow_sink::{
+    ClientTls, RetryPolicy,
+    kafka_sink::{KafkaSettings, KafkaTls, Sasl, SaslMechanism},
+};
 use serde::Deserialize;
 
-use crate::cli::{CertField, Cli, Command, LogFormat, RunArgs};
+use crate::cli::{CertField, Cli, Command, KafkaArgs, LogFormat, RunArgs};
 
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/flowexporter/config.toml";
@@ -132,8 +135,20 @@ retry_max_backoff = "60s"
 # client_cert = "/etc/flowexporter/host.pem"
 # client_key = "/etc/flowexporter/host.key"
 
+[kafka]
+# brokers = "kafka-1.example:9092,kafka-2.example:9092"   # produce chunks to Kafka
+# topic = "flowexporter-chunks"   # must exist (never created); with brokers
+tls = false                  # TLS to the brokers (implied by ca or cert)
+# ca = "/etc/flowexporter/kafka-ca.pem"
+# cert = "/etc/flowexporter/host.pem"
+# key = "/etc/flowexporter/host.key"
+# sasl_mechanism = "SCRAM-SHA-512"   # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+# sasl_username = "flowexporter"
+# sasl_password_file = "/etc/flowexporter/kafka-password"
+compression = "none"         # frames are zstd already; or zstd, lz4, snappy, gzip
+
 [spool]
-dir = "/var/lib/flowexporter/spool"
+dir = "/var/lib/flowexporter/spool"   # chunks for Kafka wait in its subdirectory kafka
 max_bytes = 1073741824       # past it the oldest chunks are dropped (and counted)
 
 [journal]
@@ -163,6 +178,8 @@ pub struct FileConfig {
     batch: BatchSection,
     #[serde(default)]
     sink: SinkSection,
+    #[serde(default)]
+    kafka: KafkaSection,
     #[serde(default)]
     spool: DirSection,
     #[serde(default)]
@@ -213,6 +230,21 @@ struct SinkSection {
     collector_ca: Option<PathBuf>,
     client_cert: Option<PathBuf>,
     client_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaSection {
+    brokers: Option<String>,
+    topic: Option<String>,
+    tls: Option<bool>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    sasl_mechanism: Option<String>,
+    sasl_username: Option<String>,
+    sasl_password_file: Option<PathBuf>,
+    compression: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -440,6 +472,30 @@ fn apply(config: &mut RunConfig, file: FileConfig, m: &ArgMatches) -> anyhow::Re
         args.client_key,
         file.sink.client_key.map(Some)
     );
+    let k = &mut args.kafka;
+    let f = file.kafka;
+    set!("kafka_brokers", k.kafka_brokers, f.brokers.map(Some));
+    set!("kafka_topic", k.kafka_topic, f.topic.map(Some));
+    set!("kafka_tls", k.kafka_tls, f.tls);
+    set!("kafka_ca", k.kafka_ca, f.ca.map(Some));
+    set!("kafka_cert", k.kafka_cert, f.cert.map(Some));
+    set!("kafka_key", k.kafka_key, f.key.map(Some));
+    set!(
+        "kafka_sasl_mechanism",
+        k.kafka_sasl_mechanism,
+        f.sasl_mechanism.map(Some)
+    );
+    set!(
+        "kafka_sasl_username",
+        k.kafka_sasl_username,
+        f.sasl_username.map(Some)
+    );
+    set!(
+        "kafka_sasl_password_file",
+        k.kafka_sasl_password_file,
+        f.sasl_password_file.map(Some)
+    );
+    set!("kafka_compression", k.kafka_compression, f.compression);
     set!("spool_dir", args.spool_dir, file.spool.dir);
     set!(
         "spool_max_bytes",
@@ -485,9 +541,187 @@ impl RunArgs {
         tls
     }
 
-    /// The collector sink's retry policy.
+    /// The retry policy of the collector and Kafka sinks.
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::default().with_max_backoff(self.retry_max_backoff)
+    }
+
+    /// Whether chunks go anywhere (a collector, Kafka, or both): then records are
+    /// batched, journaled and spooled; otherwise they are JSON lines on stdout.
+    pub fn sends_chunks(&self) -> bool {
+        self.collector.is_some() || self.kafka.kafka_brokers.is_some()
+    }
+
+    /// Where the Kafka sink spools: the subdirectory `kafka` of the spool directory
+    /// (the collector sink's spool leaves entries of other names alone).
+    pub fn kafka_spool_dir(&self) -> PathBuf {
+        self.spool_dir.join(KAFKA_SPOOL_SUBDIR)
+    }
+}
+
+/// The subdirectory of `spool.dir` the Kafka sink spools in.
+pub const KAFKA_SPOOL_SUBDIR: &str = "kafka";
+
+/// Kafka's settings and topic, when `--kafka-brokers` is given: the settings checked,
+/// the SASL password read from its file (the first line).
+#[derive(Clone, Debug)]
+pub struct KafkaTarget {
+    /// How to reach the cluster.
+    pub settings: KafkaSettings,
+    /// The topic.
+    pub topic: String,
+}
+
+impl KafkaArgs {
+    /// The Kafka settings and topic these options name (`None` without
+    /// `--kafka-brokers`), checked as the Kafka sink will use them, with the SASL
+    /// password read from its file. Errors name the key and the flag.
+    pub fn target(&self) -> anyhow::Result<Option<KafkaTarget>> {
+        let Some(brokers) = &self.kafka_brokers else {
+            if let Some((key, flag)) = self.set_without_brokers() {
+                bail!(
+                    "{key} ({flag}) is set but kafka.brokers (--kafka-brokers) is not: give the brokers, or remove it"
+                );
+            }
+            return Ok(None);
+        };
+        let Some(topic) = &self.kafka_topic else {
+            bail!(
+                "kafka.brokers and kafka.topic (--kafka-brokers, --kafka-topic): give both or neither"
+            );
+        };
+        let invalid = |key, flag, value: &str, reason: String| ConfigError::InvalidValue {
+            key,
+            flag,
+            value: shown(value),
+            reason,
+        };
+        // A malformed setting's own reason: the key and the value are said already.
+        let reason = |e: &flow_sink::kafka_sink::KafkaError| match e {
+            flow_sink::kafka_sink::KafkaError::InvalidSetting { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        let mut settings = KafkaSettings::new(brokers).map_err(|e| {
+            invalid(
+                "kafka.brokers",
+                "--kafka-brokers",
+                brokers,
+                format!("{}; expected HOST:PORT[,HOST:PORT...]", reason(&e)),
+            )
+        })?;
+        if let Err(e) = flow_sink::kafka_sink::check_topic_name(topic) {
+            let why = match &e {
+                flow_sink::SinkError::InvalidConfig { reason, .. } => (*reason).to_owned(),
+                other => other.to_string(),
+            };
+            return Err(invalid("kafka.topic", "--kafka-topic", topic, why).into());
+        }
+        settings = settings
+            .with_compression(&self.kafka_compression)
+            .map_err(|e| {
+                invalid(
+                    "kafka.compression",
+                    "--kafka-compression",
+                    &self.kafka_compression,
+                    reason(&e),
+                )
+            })?;
+        if self.kafka_cert.is_some() != self.kafka_key.is_some() {
+            bail!("kafka.cert and kafka.key (--kafka-cert, --kafka-key): give both or neither");
+        }
+        if self.kafka_tls || self.kafka_ca.is_some() || self.kafka_cert.is_some() {
+            settings = settings.with_tls(KafkaTls {
+                ca_file: self.kafka_ca.clone(),
+                cert_file: self.kafka_cert.clone(),
+                key_file: self.kafka_key.clone(),
+            });
+        }
+        if let Some(sasl) = self.sasl()? {
+            settings = settings.with_sasl(sasl);
+        }
+        Ok(Some(KafkaTarget {
+            settings,
+            topic: topic.clone(),
+        }))
+    }
+
+    /// The first Kafka option set without brokers, as (key, flag).
+    fn set_without_brokers(&self) -> Option<(&'static str, &'static str)> {
+        [
+            (self.kafka_topic.is_some(), "kafka.topic", "--kafka-topic"),
+            (self.kafka_tls, "kafka.tls", "--kafka-tls"),
+            (self.kafka_ca.is_some(), "kafka.ca", "--kafka-ca"),
+            (self.kafka_cert.is_some(), "kafka.cert", "--kafka-cert"),
+            (self.kafka_key.is_some(), "kafka.key", "--kafka-key"),
+            (
+                self.kafka_sasl_mechanism.is_some(),
+                "kafka.sasl_mechanism",
+                "--kafka-sasl-mechanism",
+            ),
+            (
+                self.kafka_sasl_username.is_some(),
+                "kafka.sasl_username",
+                "--kafka-sasl-username",
+            ),
+            (
+                self.kafka_sasl_password_file.is_some(),
+                "kafka.sasl_password_file",
+                "--kafka-sasl-password-file",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(set, key, flag)| set.then_some((key, flag)))
+    }
+
+    /// SASL, when a mechanism is given: the user name and the password (read from its
+    /// file) must be given too.
+    fn sasl(&self) -> anyhow::Result<Option<Sasl>> {
+        let (mechanism, username, password_file) = match (
+            &self.kafka_sasl_mechanism,
+            &self.kafka_sasl_username,
+            &self.kafka_sasl_password_file,
+        ) {
+            (None, None, None) => return Ok(None),
+            (Some(m), Some(u), Some(p)) => (m, u, p),
+            _ => bail!(
+                "kafka.sasl_mechanism, kafka.sasl_username and kafka.sasl_password_file (--kafka-sasl-mechanism, --kafka-sasl-username, --kafka-sasl-password-file): give all three or none"
+            ),
+        };
+        let mechanism = SaslMechanism::parse(mechanism).map_err(|e| ConfigError::InvalidValue {
+            key: "kafka.sasl_mechanism",
+            flag: "--kafka-sasl-mechanism",
+            value: shown(mechanism),
+            reason: match e {
+                flow_sink::kafka_sink::KafkaError::InvalidSetting { reason, .. } => reason,
+                other => other.to_string(),
+            },
+        })?;
+        let bytes = flow_sink::state_dir::read_regular_file(password_file, 64 << 10).with_context(
+            || {
+                format!(
+                    "kafka.sasl_password_file (--kafka-sasl-password-file): reading {}",
+                    password_file.display()
+                )
+            },
+        )?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            anyhow::anyhow!(
+                "kafka.sasl_password_file (--kafka-sasl-password-file): {} is not UTF-8 text",
+                password_file.display()
+            )
+        })?;
+        let password = text.lines().next().unwrap_or_default().to_owned();
+        if password.is_empty() {
+            bail!(
+                "kafka.sasl_password_file (--kafka-sasl-password-file): {} holds no password on its first line",
+                password_file.display()
+            );
+        }
+        Ok(Some(Sasl {
+            mechanism,
+            username: username.clone(),
+            password,
+        }))
     }
 }
 
@@ -567,6 +801,7 @@ fn validate(config: &RunConfig) -> anyhow::Result<()> {
             "sink.client_cert and sink.client_key (--client-cert, --client-key): give both or neither"
         );
     }
+    args.kafka.target()?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod identity;
 mod logging;
 mod memory;
 mod metrics;
+mod outputs;
 mod privileges;
 mod reload;
 mod run;
@@ -42,7 +43,7 @@ fn start() -> anyhow::Result<()> {
         cli::Command::Tail(args) => tail::run(args),
         cli::Command::Run(_) => anyhow::bail!("internal: run was handled above"),
         cli::Command::Identity(cmd) => identity::run(cmd),
-        cli::Command::Check(args) => check::run(args),
+        cli::Command::Check(args) => check::run(*args),
         cli::Command::Config(cmd) => config_command(cmd),
     }
 }

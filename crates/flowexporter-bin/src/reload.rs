@@ -7,12 +7,13 @@
 //! loaded, an error says why and the configuration in force stays as it was, whole.
 //! Otherwise every key of [`LIVE`] takes effect at once (the collector's TLS files are
 //! read again even when their paths did not change: this is how rotated certificates
-//! are picked up); a changed key of any other kind is logged as needing a restart and
-//! keeps its value in force until then.
+//! are picked up; `sink.retry_max_backoff` applies to the Kafka sink too); a changed
+//! key of any other kind (every `kafka.*` key among them) is logged as needing a
+//! restart and keeps its value in force until then.
 
 use clap::ArgMatches;
 use flow_identity::ReloadableResolver;
-use flow_sink::CollectorSink;
+use flow_sink::{CollectorSink, KafkaSink};
 
 use crate::{
     cli::CertField,
@@ -91,8 +92,14 @@ impl Reloader {
     }
 
     /// Reads the configuration again and applies it to `identity`, `sink` (when
-    /// sending to a collector) and the log filter; see the [module docs](self).
-    pub fn reload(&mut self, identity: &mut ReloadableResolver, sink: Option<&CollectorSink>) {
+    /// sending to a collector), `kafka` (when producing to Kafka: its retry policy)
+    /// and the log filter; see the [module docs](self).
+    pub fn reload(
+        &mut self,
+        identity: &mut ReloadableResolver,
+        sink: Option<&CollectorSink>,
+        kafka: Option<&KafkaSink>,
+    ) {
         let read = match config::load(&self.matches, self.in_force.file.as_deref()) {
             Ok(read) => read,
             Err(e) => return self.refuse(&format!("{e:#}")),
@@ -102,6 +109,13 @@ impl Reloader {
         {
             let e = anyhow::Error::from(e);
             return self.refuse(&format!("collector TLS material: {e:#}"));
+        }
+        // The policy was checked with the collector's, or is the default's shape.
+        if let Some(kafka) = kafka
+            && let Err(e) = kafka.set_retry_policy(read.args.retry_policy())
+        {
+            let e = anyhow::Error::from(e);
+            return self.refuse(&format!("Kafka retry policy: {e:#}"));
         }
         let before = settings(&self.in_force);
         let after = settings(&read);
@@ -211,6 +225,28 @@ fn settings(c: &RunConfig) -> Vec<(&'static str, String)> {
         ("sink.collector_ca", path(a.collector_ca.as_deref())),
         ("sink.client_cert", path(a.client_cert.as_deref())),
         ("sink.client_key", path(a.client_key.as_deref())),
+        ("kafka.brokers", text(a.kafka.kafka_brokers.as_deref())),
+        ("kafka.topic", text(a.kafka.kafka_topic.as_deref())),
+        ("kafka.tls", a.kafka.kafka_tls.to_string()),
+        ("kafka.ca", path(a.kafka.kafka_ca.as_deref())),
+        ("kafka.cert", path(a.kafka.kafka_cert.as_deref())),
+        ("kafka.key", path(a.kafka.kafka_key.as_deref())),
+        (
+            "kafka.sasl_mechanism",
+            text(a.kafka.kafka_sasl_mechanism.as_deref()),
+        ),
+        (
+            "kafka.sasl_username",
+            text(a.kafka.kafka_sasl_username.as_deref()),
+        ),
+        (
+            "kafka.sasl_password_file",
+            path(a.kafka.kafka_sasl_password_file.as_deref()),
+        ),
+        (
+            "kafka.compression",
+            format!("{:?}", a.kafka.kafka_compression),
+        ),
         ("spool.dir", path(Some(&a.spool_dir))),
         ("spool.max_bytes", a.spool_max_bytes.to_string()),
         ("journal.dir", path(Some(&a.journal_dir))),

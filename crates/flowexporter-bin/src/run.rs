@@ -1,6 +1,6 @@
 //! `flowexporter run`: wires the configuration into the exporter library's pipeline
-//! (capture -> identity -> journal -> minute batches -> collector sink, or JSON lines
-//! on stdout without a collector) and runs it until SIGTERM/SIGINT.
+//! (capture -> identity -> journal -> minute batches -> collector sink, Kafka sink or
+//! both, or JSON lines on stdout without either) and runs it until SIGTERM/SIGINT.
 //!
 //! The pipeline (`flowexporter::Exporter`) closes the open window early on stop and
 //! delivers or spools it; the collector gets at most [`SHUTDOWN_FLUSH`] to take what is
@@ -18,14 +18,17 @@ use anyhow::Context;
 use flow_batch::wire::InstanceId;
 use flow_identity::ReloadableResolver;
 use flow_sink::{
-    CollectorConfig, CollectorSink, FlowSink, SpoolConfig, TerminalFormat, TerminalSink,
+    CollectorConfig, CollectorSink, FlowSink, KafkaSink, KafkaSinkConfig, SpoolConfig,
+    TerminalFormat, TerminalSink,
 };
 use flowexporter::{CaptureSource, Exporter, ExporterBuilder, JournalConfig, Shipping, View};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::RunArgs,
+    config::KafkaTarget,
     metrics::{self, Metrics, Snapshot},
+    outputs::Outputs,
     privileges,
     reload::Reloader,
     setup,
@@ -42,8 +45,10 @@ pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// SIGINT.
 pub fn run(reloader: Reloader) -> anyhow::Result<()> {
     let args = reloader.config().args.clone();
-    // An unknown user stops the start before anything is loaded.
+    // An unknown user stops the start before anything is loaded, and so does a
+    // Kafka password file that cannot be read (it is read once, as root).
     let user = args.user.as_deref().map(ServiceUser::lookup).transpose()?;
+    let kafka = args.kafka.target()?;
     // Load and attach while this is the only thread, then give up root before the
     // runtime starts any other thread.
     let (capture, resolver) = setup::capture_and_identity(&args.capture, Some(args.window))?;
@@ -60,20 +65,11 @@ pub fn run(reloader: Reloader) -> anyhow::Result<()> {
         }
         let source = CaptureSource::new(capture).context("reading the flow tracer")?;
         let reloader = Arc::new(Mutex::new(reloader));
-        match args.collector.clone() {
-            Some(url) => {
-                let host = host_id(&args);
-                // A new instance per start: batch IDs (host, instance, sequence) never
-                // repeat.
-                let instance = InstanceId::random();
-                let config = CollectorConfig::new(&url, &host, instance)
-                    .with_spool_dir(&args.spool_dir)
-                    .with_spool(SpoolConfig::default().with_max_bytes(args.spool_max_bytes))
-                    .with_retry(args.retry_policy())
-                    .with_tls(args.collector_tls())
-                    // Flushed only when stopping.
-                    .with_flush_timeout(SHUTDOWN_FLUSH);
-                let sink = CollectorSink::start(config).context("starting the collector sink")?;
+        let host = host_id(&args);
+        // A new instance per start: batch IDs (host, instance, sequence) never repeat.
+        let instance = InstanceId::random();
+        match outputs(&args, kafka, &host, instance)? {
+            Some(sink) => {
                 let builder = Exporter::builder()
                     .host_id(host)
                     .instance(instance)
@@ -83,8 +79,13 @@ pub fn run(reloader: Reloader) -> anyhow::Result<()> {
                         &args.journal_dir,
                         JournalConfig::default().with_sync_interval(args.journal_sync),
                     );
-                let ready = move || {
-                    tracing::info!(%url, window = ?args.window, "tracing TCP closes, sending to the collector")
+                let collector = sink.collector().map(|c| c.url().to_owned());
+                let kafka = sink.kafka().map(|k| k.destination().to_owned());
+                let window = args.window;
+                let ready = move || match (collector, kafka) {
+                    (Some(url), None) => tracing::info!(%url, ?window, "tracing TCP closes, sending to the collector"),
+                    (None, Some(kafka)) => tracing::info!(%kafka, ?window, "tracing TCP closes, producing to Kafka"),
+                    (url, kafka) => tracing::info!(url = url.unwrap_or_default(), kafka = kafka.unwrap_or_default(), ?window, "tracing TCP closes, sending to the collector and producing to Kafka"),
                 };
                 let parts = Parts {
                     source,
@@ -101,7 +102,7 @@ pub fn run(reloader: Reloader) -> anyhow::Result<()> {
                     .interim_records(args.interim)
                     .shipping(Shipping::Immediately);
                 let ready =
-                    || tracing::info!("tracing TCP closes, JSON lines on stdout (no --collector given)");
+                    || tracing::info!("tracing TCP closes, JSON lines on stdout (no --collector or --kafka-brokers given)");
                 let sink = TerminalSink::new(TerminalFormat::Json).context("writing to stdout")?;
                 // Stdout closed (`| head`): stop as on a signal.
                 let also_stop = sink.closed();
@@ -117,12 +118,50 @@ pub fn run(reloader: Reloader) -> anyhow::Result<()> {
     })
 }
 
-/// Hands the spool and journal directories (when sending to a collector) to `user`,
+/// The sinks chunks go to: the collector sink (`--collector`), the Kafka sink
+/// (`--kafka-brokers`, spooling in the spool directory's `kafka`), or both; `None`
+/// without either. Each is flushed for at most [`SHUTDOWN_FLUSH`] when stopping.
+fn outputs(
+    args: &RunArgs,
+    kafka: Option<KafkaTarget>,
+    host: &str,
+    instance: InstanceId,
+) -> anyhow::Result<Option<Outputs>> {
+    let spool = SpoolConfig::default().with_max_bytes(args.spool_max_bytes);
+    let collector = match &args.collector {
+        Some(url) => {
+            let config = CollectorConfig::new(url, host, instance)
+                .with_spool_dir(&args.spool_dir)
+                .with_spool(spool.clone())
+                .with_retry(args.retry_policy())
+                .with_tls(args.collector_tls())
+                // Flushed only when stopping.
+                .with_flush_timeout(SHUTDOWN_FLUSH);
+            Some(CollectorSink::start(config).context("starting the collector sink")?)
+        }
+        None => None,
+    };
+    let kafka = match kafka {
+        Some(KafkaTarget { settings, topic }) => {
+            let config = KafkaSinkConfig::new(settings, topic, host, instance)
+                .with_spool_dir(args.kafka_spool_dir())
+                .with_spool(spool)
+                .with_retry(args.retry_policy())
+                .with_flush_timeout(SHUTDOWN_FLUSH);
+            Some(KafkaSink::start(config).context("starting the Kafka sink")?)
+        }
+        None => None,
+    };
+    Ok(Outputs::new(collector, kafka))
+}
+
+/// Hands the spool and journal directories (when sending chunks: the Kafka sink's
+/// spool is inside the spool directory) to `user`,
 /// becomes it, and drops every capability. Call it while the process has one thread.
 fn give_up_privileges(user: Option<&ServiceUser>, args: &RunArgs) -> anyhow::Result<()> {
-    let state_dirs = match args.collector {
-        Some(_) => vec![&args.spool_dir, &args.journal_dir],
-        None => Vec::new(),
+    let state_dirs = match args.sends_chunks() {
+        true => vec![&args.spool_dir, &args.journal_dir],
+        false => Vec::new(),
     };
     if let Some(user) = user {
         for dir in &state_dirs {
@@ -141,20 +180,30 @@ fn give_up_privileges(user: Option<&ServiceUser>, args: &RunArgs) -> anyhow::Res
 /// How often the metrics snapshot is refreshed.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
 
-/// The sinks `run` wires, as a SIGHUP reload sees them.
+/// The sinks `run` wires, as a SIGHUP reload and the metrics see them.
 trait RunSink: FlowSink + 'static {
     /// The collector sink, whose TLS and retry settings a reload may change.
     fn collector(&self) -> Option<&CollectorSink>;
+    /// The Kafka sink, whose retry policy a reload may change.
+    fn kafka(&self) -> Option<&KafkaSink>;
 }
 
-impl RunSink for CollectorSink {
+impl RunSink for Outputs {
     fn collector(&self) -> Option<&CollectorSink> {
-        Some(self)
+        Outputs::collector(self)
+    }
+
+    fn kafka(&self) -> Option<&KafkaSink> {
+        Outputs::kafka(self)
     }
 }
 
 impl RunSink for TerminalSink {
     fn collector(&self) -> Option<&CollectorSink> {
+        None
+    }
+
+    fn kafka(&self) -> Option<&KafkaSink> {
         None
     }
 }
@@ -196,7 +245,7 @@ async fn run_pipeline<K: RunSink, F: Future<Output = ()> + Send + 'static>(
         while hangup.recv().await.is_some() {
             let reloader = reloader.clone();
             let applied = handle.reload(move |resolver: &mut ReloadableResolver, sink: &K| {
-                lock(&reloader).reload(resolver, sink.collector())
+                lock(&reloader).reload(resolver, sink.collector(), sink.kafka())
             });
             if !applied {
                 break;
@@ -239,6 +288,7 @@ fn snapshot<K: RunSink>(
         batch: Some(view.batch),
         pipeline: view.pipeline,
         sink: view.sink.collector().map(CollectorSink::counters),
+        kafka: view.sink.kafka().map(KafkaSink::counters),
         journal: view.journal,
         ..Snapshot::default()
     };

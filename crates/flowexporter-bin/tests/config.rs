@@ -240,6 +240,139 @@ fn collector_and_host_id_are_checked_before_anything_is_loaded() {
     assert!(ok, "{err}");
 }
 
+#[test]
+fn kafka_options_are_checked_before_anything_is_loaded() {
+    let password = temp_file("kafka-password", "s3cret\n");
+    let empty_password = temp_file("kafka-empty-password", "\n");
+    let good_sasl = format!(
+        "[kafka]\nbrokers = \"b1:9092,b2:9092\"\ntopic = \"flows\"\nsasl_mechanism = \"scram-sha-512\"\nsasl_username = \"fe\"\nsasl_password_file = \"{}\"\nca = \"/etc/ca.pem\"\n",
+        password.display()
+    );
+    let empty_sasl = good_sasl.replace(
+        &password.display().to_string(),
+        &empty_password.display().to_string(),
+    );
+    let missing_sasl = good_sasl.replace(&password.display().to_string(), "/nonexistent/pw");
+    let cases = [
+        (
+            "kafka-no-topic.toml",
+            "[kafka]\nbrokers = \"127.0.0.1:9092\"\n".to_owned(),
+            "kafka.topic",
+            "give both or neither",
+        ),
+        (
+            "kafka-no-brokers.toml",
+            "[kafka]\ntopic = \"flows\"\n".to_owned(),
+            "kafka.topic (--kafka-topic) is set but kafka.brokers",
+            "give the brokers",
+        ),
+        (
+            "kafka-orphan-ca.toml",
+            "[kafka]\nca = \"/etc/ca.pem\"\n".to_owned(),
+            "kafka.ca",
+            "kafka.brokers",
+        ),
+        (
+            "kafka-bad-brokers.toml",
+            "[kafka]\nbrokers = \"kafka.example\"\ntopic = \"flows\"\n".to_owned(),
+            "kafka.brokers",
+            "HOST:PORT",
+        ),
+        (
+            "kafka-bad-topic.toml",
+            "[kafka]\nbrokers = \"k:9092\"\ntopic = \"flows/x\"\n".to_owned(),
+            "kafka.topic",
+            "only ASCII letters",
+        ),
+        (
+            "kafka-bad-compression.toml",
+            "[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\ncompression = \"brotli\"\n".to_owned(),
+            "kafka.compression",
+            "zstd",
+        ),
+        (
+            "kafka-half-identity.toml",
+            "[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\ncert = \"/c.pem\"\n".to_owned(),
+            "kafka.cert and kafka.key",
+            "both or neither",
+        ),
+        (
+            "kafka-half-sasl.toml",
+            "[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\nsasl_mechanism = \"PLAIN\"\n".to_owned(),
+            "kafka.sasl_username",
+            "all three or none",
+        ),
+        (
+            "kafka-bad-mechanism.toml",
+            good_sasl.replace("scram-sha-512", "GSSAPI"),
+            "kafka.sasl_mechanism",
+            "SCRAM-SHA-512",
+        ),
+        (
+            "kafka-empty-password.toml",
+            empty_sasl,
+            "kafka.sasl_password_file",
+            "no password",
+        ),
+        (
+            "kafka-missing-password.toml",
+            missing_sasl,
+            "kafka.sasl_password_file",
+            "/nonexistent/pw",
+        ),
+        (
+            "kafka-unknown-key.toml",
+            "[kafka]\nbroker = \"k:9092\"\n".to_owned(),
+            "broker",
+            "unknown field",
+        ),
+    ];
+    for (name, text, key, why) in &cases {
+        let path = temp_file(name, text);
+        let p = path.to_str().expect("path");
+        let (ok, err) = run(&["config", "check", p], &[]);
+        assert!(!ok, "{name} must be refused");
+        assert!(err.contains(key) && err.contains(why), "{name}: {err}");
+        let (ok, err) = run(&["run", "--config", p], &[]);
+        assert!(!ok, "{name} must stop run");
+        assert!(err.contains(key) && err.contains(why), "{name}: {err}");
+        refused_before_loading(&err);
+    }
+    // Flags and environment variables are checked the same way.
+    for (args, env, key) in [
+        (
+            vec!["run", "--kafka-brokers", "k:9092"],
+            vec![],
+            "kafka.topic",
+        ),
+        (vec!["run", "--kafka-topic", "t"], vec![], "kafka.brokers"),
+        (
+            vec!["run"],
+            vec![
+                ("FLOWEXPORTER_KAFKA_BROKERS", "k:0"),
+                ("FLOWEXPORTER_KAFKA_TOPIC", "t"),
+            ],
+            "kafka.brokers",
+        ),
+        (
+            vec!["run", "--kafka-brokers", "k:9092", "--kafka-topic", "t"],
+            vec![("FLOWEXPORTER_KAFKA_COMPRESSION", "xz")],
+            "kafka.compression",
+        ),
+    ] {
+        let (ok, err) = run(&args, &env);
+        assert!(!ok, "{args:?} {env:?} must stop run");
+        assert!(err.contains(key), "{args:?} {env:?}: {err}");
+        refused_before_loading(&err);
+    }
+    // A whole Kafka table, TLS and SASL included, is accepted; its password is never
+    // echoed.
+    let path = temp_file("good-kafka.toml", &good_sasl);
+    let (ok, err) = run(&["config", "check", path.to_str().expect("path")], &[]);
+    assert!(ok, "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}
+
 /// Runs the binary with `args`, killing it after 20 s; returns (success, stderr, peak
 /// resident set in KiB).
 // The child is reaped by `wait4` (for its resource usage), which clippy cannot see.

@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::atomic::AtomicU64};
 
 use flow_batch::BatchCounters;
 use flow_http::ConnectionStats;
-use flow_sink::{CollectorCounters, SpoolCounters};
+use flow_sink::{CollectorCounters, KafkaCounters, SpoolCounters, kafka_sink::ErrorKind};
 use flowexporter::JournalCounters;
 use prometheus_client::{
     encoding::text,
@@ -69,8 +69,33 @@ fn batch(s: &Snapshot) -> Option<&BatchCounters> {
 fn sink(s: &Snapshot) -> Option<&CollectorCounters> {
     s.sink.as_ref()
 }
-fn spool(s: &Snapshot) -> Option<&SpoolCounters> {
-    s.sink.as_ref().and_then(|c| c.spool.as_ref())
+fn kafka(s: &Snapshot) -> Option<&KafkaCounters> {
+    s.kafka.as_ref()
+}
+fn kafka_spool(s: &Snapshot) -> Option<&SpoolCounters> {
+    s.kafka.as_ref().and_then(|k| k.spool.as_ref())
+}
+/// `read` summed over every sink's spool (the collector's and Kafka's); `None` without
+/// a spool.
+fn spools(s: &Snapshot, read: fn(&SpoolCounters) -> u64) -> Option<u64> {
+    let collector = s.sink.as_ref().and_then(|c| c.spool.as_ref());
+    [collector, kafka_spool(s)]
+        .into_iter()
+        .flatten()
+        .map(read)
+        .reduce(|a, b| a.saturating_add(b))
+}
+/// `collector` of the collector sink plus `kafka` of the Kafka sink; `None` without
+/// either.
+fn both(
+    s: &Snapshot,
+    collector: fn(&CollectorCounters) -> u64,
+    kafka: fn(&KafkaCounters) -> u64,
+) -> Option<u64> {
+    match (s.sink.as_ref(), s.kafka.as_ref()) {
+        (None, None) => None,
+        (c, k) => Some(c.map_or(0, collector).saturating_add(k.map_or(0, kafka))),
+    }
 }
 fn journal(s: &Snapshot) -> Option<&JournalCounters> {
     s.journal.as_ref()
@@ -92,9 +117,10 @@ pub(super) static SNAPSHOT: &[FamilyDef<Snapshot>] = families! { Snapshot;
         [reason = "backlog_full", intentional = "true"] => |s| Some(s.pipeline.records_dropped_backlog_full),
         [reason = "unsent_at_stop", intentional = "false"] => |s| Some(s.pipeline.records_unsent_at_stop),
         [reason = "rejected_by_collector", intentional = "false"] => |s| sink(s).map(|c| c.records_rejected),
-        [reason = "memory_queue_full", intentional = "true"] => |s| sink(s).map(|c| c.records_dropped_memory),
-        [reason = "spool_full", intentional = "true"] => |s| spool(s).map(|p| p.records_dropped_full),
-        [reason = "disk_full", intentional = "true"] => |s| spool(s).map(|p| p.records_dropped_no_space),
+        [reason = "rejected_by_kafka", intentional = "false"] => |s| kafka(s).map(|k| k.records_rejected),
+        [reason = "memory_queue_full", intentional = "true"] => |s| both(s, |c| c.records_dropped_memory, |k| k.records_dropped_memory),
+        [reason = "spool_full", intentional = "true"] => |s| spools(s, |p| p.records_dropped_full),
+        [reason = "disk_full", intentional = "true"] => |s| spools(s, |p| p.records_dropped_no_space),
     }
     Counter "flowexporter_kernel_start_not_recorded_total" "Socket opens the kernel could not record (their records have an unknown start)." {
         [] => |s| Some(s.kernel.start_not_recorded),
@@ -182,35 +208,80 @@ pub(super) static SNAPSHOT: &[FamilyDef<Snapshot>] = families! { Snapshot;
     Gauge "flowexporter_sink_memory_bytes" "Bytes of chunks held in memory now." {
         [] => |s| sink(s).map(|c| c.memory_bytes),
     }
-    Gauge "flowexporter_spool_files" "Chunks waiting in the spool." {
-        [] => |s| spool(s).map(|p| p.files),
+    Counter "flowexporter_kafka_messages_produced_total" "Chunk messages the Kafka brokers acknowledged (acks=all)." {
+        [] => |s| kafka(s).map(|k| k.messages_produced),
     }
-    Gauge "flowexporter_spool_bytes" "Bytes waiting in the spool." {
-        [] => |s| spool(s).map(|p| p.bytes),
+    Counter "flowexporter_kafka_produced_records_total" "Records in the chunk messages the Kafka brokers acknowledged." {
+        [] => |s| kafka(s).map(|k| k.records_produced),
+    }
+    Counter "flowexporter_kafka_produced_bytes_total" "Bytes of the chunk messages the Kafka brokers acknowledged (the frames)." {
+        [] => |s| kafka(s).map(|k| k.bytes_produced),
+    }
+    Counter "flowexporter_kafka_produce_attempts_total" "Attempts to produce a chunk to Kafka." {
+        [] => |s| kafka(s).map(|k| k.produce_attempts),
+    }
+    Counter "flowexporter_kafka_produce_retries_total" "Produce attempts that failed and were tried again." {
+        [] => |s| kafka(s).map(|k| k.retries),
+    }
+    Counter "flowexporter_kafka_produce_errors_total" "Failed produce attempts, by kind (missing_topic and authorization are retried until fixed; message_too_large is set aside)." {
+        [kind = "unreachable"] => |s| kafka(s).map(|k| k.produce_errors(ErrorKind::Unreachable)),
+        [kind = "missing_topic"] => |s| kafka(s).map(|k| k.produce_errors(ErrorKind::MissingTopic)),
+        [kind = "authorization"] => |s| kafka(s).map(|k| k.produce_errors(ErrorKind::Authorization)),
+        [kind = "message_too_large"] => |s| kafka(s).map(|k| k.produce_errors(ErrorKind::MessageTooLarge)),
+        [kind = "queue_full"] => |s| kafka(s).map(|k| k.produce_errors(ErrorKind::QueueFull)),
+        [kind = "fatal"] => |s| kafka(s).map(|k| k.produce_errors(ErrorKind::Fatal)),
+        [kind = "other"] => |s| kafka(s).map(|k| k.produce_errors(ErrorKind::Other)),
+    }
+    Counter "flowexporter_kafka_produce_time_nanoseconds_total" "Time from a produce to its acknowledgement, summed over acknowledged messages." {
+        [] => |s| kafka(s).map(|k| k.produce_time_ns),
+    }
+    Counter "flowexporter_kafka_producers_rebuilt_total" "Kafka producers replaced after the idempotent producer's fatal error." {
+        [] => |s| kafka(s).map(|k| k.producers_rebuilt),
+    }
+    Counter "flowexporter_kafka_rejected_chunks_total" "Chunks Kafka refused for good (larger than a message may be), kept in the Kafka spool's rejected/." {
+        [] => |s| kafka(s).map(|k| k.chunks_rejected),
+    }
+    Counter "flowexporter_kafka_unspooled_chunks_total" "Chunks for Kafka the spool could not take (disk full or failing), kept in memory instead." {
+        [] => |s| kafka(s).map(|k| k.chunks_unspooled),
+    }
+    Gauge "flowexporter_kafka_memory_chunks" "Chunks for Kafka held in memory now, waiting to be produced." {
+        [] => |s| kafka(s).map(|k| k.memory_chunks),
+    }
+    Gauge "flowexporter_kafka_spool_files" "Chunks waiting in the Kafka spool (also counted in flowexporter_spool_files)." {
+        [] => |s| kafka_spool(s).map(|p| p.files),
+    }
+    Gauge "flowexporter_kafka_spool_bytes" "Bytes waiting in the Kafka spool (also counted in flowexporter_spool_bytes)." {
+        [] => |s| kafka_spool(s).map(|p| p.bytes),
+    }
+    Gauge "flowexporter_spool_files" "Chunks waiting in the spool (every sink's: the collector's and Kafka's)." {
+        [] => |s| spools(s, |p| p.files),
+    }
+    Gauge "flowexporter_spool_bytes" "Bytes waiting in the spool (every sink's)." {
+        [] => |s| spools(s, |p| p.bytes),
     }
     Counter "flowexporter_spool_dropped_chunks_total" "Chunks dropped because the spool was full." {
-        [] => |s| spool(s).map(|p| p.chunks_dropped_full),
+        [] => |s| spools(s, |p| p.chunks_dropped_full),
     }
     Counter "flowexporter_spool_disk_full_dropped_chunks_total" "Oldest spooled chunks dropped because the disk was full (ENOSPC, EDQUOT)." {
-        [] => |s| spool(s).map(|p| p.chunks_dropped_no_space),
+        [] => |s| spools(s, |p| p.chunks_dropped_no_space),
     }
     Counter "flowexporter_spool_disk_full_refused_chunks_total" "Chunks the spool could not write even when empty (the disk full)." {
-        [] => |s| spool(s).map(|p| p.chunks_refused_no_space),
+        [] => |s| spools(s, |p| p.chunks_refused_no_space),
     }
     Counter "flowexporter_spool_unreadable_files_total" "Spool files that could not be read (permissions, I/O error, not a file), set aside." {
-        [] => |s| spool(s).map(|p| p.unreadable_files),
+        [] => |s| spools(s, |p| p.unreadable_files),
     }
     Counter "flowexporter_spool_foreign_entries_total" "Entries in the spool directory that are not ours (links, FIFOs, directories), moved aside." {
-        [] => |s| spool(s).map(|p| p.foreign_entries),
+        [] => |s| spools(s, |p| p.foreign_entries),
     }
     Counter "flowexporter_spool_corrupt_files_total" "Spool files that failed verification (moved aside)." {
-        [] => |s| spool(s).map(|p| p.corrupt_files),
+        [] => |s| spools(s, |p| p.corrupt_files),
     }
     Gauge "flowexporter_spool_set_aside_bytes" "Bytes in the spool's rejected/ and corrupt/ folders." {
-        [] => |s| spool(s).map(|p| p.set_aside_bytes),
+        [] => |s| spools(s, |p| p.set_aside_bytes),
     }
     Counter "flowexporter_spool_set_aside_deleted_files_total" "Rejected or corrupt chunks deleted to keep those folders under their cap." {
-        [] => |s| spool(s).map(|p| p.set_aside_files_deleted),
+        [] => |s| spools(s, |p| p.set_aside_files_deleted),
     }
     Counter "flowexporter_journal_records_total" "Records journaled." {
         [] => |s| journal(s).map(|j| j.records_appended),
@@ -259,9 +330,9 @@ pub(super) static SNAPSHOT: &[FamilyDef<Snapshot>] = families! { Snapshot;
         [] => |s| Some(s.pipeline.chunks_waiting),
     }
     Counter "flowexporter_spool_drops_in_completeness_total" "Records the sink dropped, by whether a window's completeness (lost_spool) reports them." {
-        [reported = "reported"] => |s| sink(s).map(|c| c.records_lost_spool_reported),
-        [reported = "too_late"] => |s| sink(s).map(|c| c.records_lost_spool_unreported),
-        [reported = "forgotten"] => |s| sink(s).map(|c| c.records_lost_spool_forgotten),
+        [reported = "reported"] => |s| both(s, |c| c.records_lost_spool_reported, |k| k.records_lost_spool_reported),
+        [reported = "too_late"] => |s| both(s, |c| c.records_lost_spool_unreported, |k| k.records_lost_spool_unreported),
+        [reported = "forgotten"] => |s| both(s, |c| c.records_lost_spool_forgotten, |k| k.records_lost_spool_forgotten),
     }
     Counter "flowexporter_closes_seen_total" "TCP closes the kernel program saw (each became a record or a counted loss)." {
         [] => |s| Some(s.kernel.closes_seen),

@@ -1,6 +1,6 @@
 //! The Prometheus endpoint (`--metrics-addr`): what the exporter captured,
-//! attributed, batched, sent, spooled, and every place a record was dropped, with the
-//! reason. Names follow `flowexporter_<name>_<unit>_total` for counters.
+//! attributed, batched, sent (to a collector, produced to Kafka), spooled, and every
+//! place a record was dropped, with the reason. Names follow `flowexporter_<name>_<unit>_total` for counters.
 //!
 //! The metrics are `prometheus-client` families in one registry, declared as a table
 //! in [`families`]; the exposition is the crate's OpenMetrics text. The main loop hands
@@ -17,7 +17,7 @@ use flow_batch::BatchCounters;
 use flow_capture::{CaptureCounters, ProgramStats, ReaderCounters};
 use flow_http::ConnectionStats;
 use flow_identity::IdentityCounters;
-use flow_sink::CollectorCounters;
+use flow_sink::{CollectorCounters, KafkaCounters};
 use flowexporter::{JournalCounters, PipelineCounters};
 
 pub use serve::serve;
@@ -40,8 +40,10 @@ pub struct Snapshot {
     /// The pipeline's own counters (records refused by the batcher, failures it
     /// survived, retries, records dropped).
     pub pipeline: PipelineCounters,
-    /// The collector sink and its spool (collector mode).
+    /// The collector sink and its spool (with `--collector`).
     pub sink: Option<CollectorCounters>,
+    /// The Kafka sink and its spool (with `--kafka-brokers`).
+    pub kafka: Option<KafkaCounters>,
     /// The record journal (collector mode).
     pub journal: Option<JournalCounters>,
     /// SIGHUP reloads of the configuration.

@@ -1,4 +1,4 @@
-use flow_sink::{CollectorCounters, SpoolCounters};
+use flow_sink::{CollectorCounters, KafkaCounters, SpoolCounters, kafka_sink::ErrorKind};
 use flowexporter::JournalCounters;
 
 use super::{Metrics, Snapshot, families};
@@ -113,6 +113,72 @@ fn every_drop_and_degradation_of_the_state_directories_is_exposed() {
             "{line} missing in:\n{text}"
         );
     }
+}
+
+#[test]
+fn the_kafka_sink_has_its_families_and_drops_add_up_over_both_sinks() {
+    let mut collector_spool = SpoolCounters::default();
+    collector_spool.files = 2;
+    collector_spool.records_dropped_full = 10;
+    let mut collector = CollectorCounters::default();
+    collector.records_dropped_memory = 1;
+    collector.spool = Some(collector_spool);
+    let mut kafka_spool = SpoolCounters::default();
+    kafka_spool.files = 3;
+    kafka_spool.bytes = 300;
+    kafka_spool.records_dropped_full = 20;
+    let mut kafka = KafkaCounters::default();
+    kafka.messages_produced = 7;
+    kafka.records_produced = 70;
+    kafka.bytes_produced = 7_000;
+    kafka.produce_attempts = 12;
+    kafka.retries = 5;
+    kafka.produce_errors_by_kind[ErrorKind::Unreachable.index()] = 4;
+    kafka.produce_errors_by_kind[ErrorKind::MissingTopic.index()] = 1;
+    kafka.chunks_rejected = 1;
+    kafka.records_rejected = 30;
+    kafka.records_dropped_memory = 2;
+    kafka.memory_chunks = 6;
+    kafka.spool = Some(kafka_spool);
+    let both = Snapshot {
+        sink: Some(collector),
+        kafka: Some(kafka),
+        ..Snapshot::default()
+    };
+    let text = render(&both);
+    for line in [
+        "flowexporter_kafka_messages_produced_total 7",
+        "flowexporter_kafka_produced_records_total 70",
+        "flowexporter_kafka_produced_bytes_total 7000",
+        "flowexporter_kafka_produce_attempts_total 12",
+        "flowexporter_kafka_produce_retries_total 5",
+        r#"flowexporter_kafka_produce_errors_total{kind="unreachable"} 4"#,
+        r#"flowexporter_kafka_produce_errors_total{kind="missing_topic"} 1"#,
+        r#"flowexporter_kafka_produce_errors_total{kind="authorization"} 0"#,
+        "flowexporter_kafka_rejected_chunks_total 1",
+        "flowexporter_kafka_memory_chunks 6",
+        "flowexporter_kafka_spool_files 3",
+        "flowexporter_kafka_spool_bytes 300",
+        // Every sink's spool, and every sink's drops, by reason.
+        "flowexporter_spool_files 5",
+        r#"flowexporter_records_dropped_total{reason="spool_full",intentional="true"} 30"#,
+        r#"flowexporter_records_dropped_total{reason="memory_queue_full",intentional="true"} 3"#,
+        r#"flowexporter_records_dropped_total{reason="rejected_by_kafka",intentional="false"} 30"#,
+    ] {
+        assert!(
+            text.contains(&format!("{line}\n")),
+            "{line} missing in:\n{text}"
+        );
+    }
+    // Kafka alone: no collector families, the spool ones from Kafka's spool.
+    let alone = Snapshot {
+        kafka: both.kafka,
+        ..Snapshot::default()
+    };
+    let text = render(&alone);
+    assert!(text.contains("flowexporter_spool_files 3\n"), "{text}");
+    assert!(!text.contains("flowexporter_chunks_sent"), "{text}");
+    assert!(!text.contains("rejected_by_collector"), "{text}");
 }
 
 #[test]
