@@ -451,3 +451,98 @@ fn a_state_dir_that_is_a_symlink_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ledger") || err.contains("state"), "{err}");
 }
+
+#[test]
+fn config_check_shows_and_refuses_kafka_settings() {
+    let dir = tempfile::tempdir().expect("dir");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "s3cret\n").expect("write");
+    let file = dir.path().join("config.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "state_dir = \"/tmp/state\"\n[kafka]\nbrokers = \"k1:9092,k2:9092\"\noutput_topic = \"flows\"\nheartbeat_topic = \"hb\"\n[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"collector\"\npassword_file = \"{}\"\n[kafka.tls]\nenabled = true\n",
+            password.display()
+        ),
+    )
+    .expect("write");
+    let path = file.to_str().expect("path");
+    let (ok, text) = config_check(&[path], &[]);
+    assert!(ok, "{text}");
+    for line in [
+        "kafka.brokers = k1:9092,k2:9092",
+        "kafka.output_topic = flows",
+        "kafka.heartbeat_topic = hb",
+        "kafka.input_topic = (none)",
+        "kafka.tls = on",
+        "kafka.sasl = SCRAM-SHA-512 as collector",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    assert!(
+        !text.contains("s3cret"),
+        "the password is never printed: {text}"
+    );
+    // The flags and the environment override the file.
+    let (ok, text) = config_check(
+        &["--config", path, "--input-topic", "chunks", "--group", "g"],
+        &[("FLOWCOLLECTOR_OUTPUT_TOPIC", "attributed")],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("kafka.output_topic = attributed"), "{text}");
+    assert!(text.contains("kafka.input_topic = chunks") && text.contains("kafka.group = g"));
+    // What is wrong is named.
+    for (args, wanted) in [
+        (
+            vec!["--state-dir", "/tmp/s", "--output-topic", "flows"],
+            "kafka.brokers (--kafka-brokers)",
+        ),
+        (
+            vec!["--out", "/tmp/x.jsonl", "--kafka-brokers", "k:9092"],
+            "given without a topic",
+        ),
+        (
+            vec!["--kafka-brokers", "k:9092", "--output-topic", "flows"],
+            "state_dir (--state-dir)",
+        ),
+        (
+            vec![
+                "--state-dir",
+                "/tmp/s",
+                "--kafka-brokers",
+                "k",
+                "--output-topic",
+                "f",
+            ],
+            "is not HOST:PORT",
+        ),
+        (
+            vec![
+                "--state-dir",
+                "/tmp/s",
+                "--kafka-brokers",
+                "k:1",
+                "--output-topic",
+                "a b",
+            ],
+            "is not a Kafka topic name",
+        ),
+        (
+            vec![
+                "--state-dir",
+                "/tmp/s",
+                "--kafka-brokers",
+                "k:1",
+                "--output-topic",
+                "f",
+                "--kafka-sasl-mechanism",
+                "GSSAPI",
+            ],
+            "is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+        ),
+    ] {
+        let (ok, text) = config_check(&args, &[]);
+        assert!(!ok, "{args:?}: {text}");
+        assert!(text.contains(wanted), "{args:?}: {wanted} in {text}");
+    }
+}
