@@ -283,23 +283,23 @@ impl KafkaProducer {
         let error = crate::error_chain(error);
         let kafka = &self.destination;
         let batch_id = &frame.batch_id;
-        let kind = kind.as_str();
+        let name = kind.as_str();
         if !due {
-            tracing::debug!(%kafka, %batch_id, kind, %error, "producing a chunk failed; retrying");
+            tracing::debug!(%kafka, %batch_id, kind = name, %error, "producing a chunk failed; retrying");
             return;
         }
         match kind {
-            "unreachable" | "queue_full" => tracing::warn!(
+            ErrorKind::Unreachable | ErrorKind::QueueFull => tracing::warn!(
                 %kafka,
                 %batch_id,
-                kind,
+                kind = name,
                 %error,
                 "producing a chunk to Kafka failed; chunks stay spooled and are retried"
             ),
             _ => tracing::error!(
                 %kafka,
                 %batch_id,
-                kind,
+                kind = name,
                 %error,
                 "producing a chunk to Kafka failed; chunks stay spooled and are retried until this is fixed"
             ),
