@@ -54,7 +54,9 @@ fn producer(
 ) -> ThreadedProducer<flow_kafka::rdkafka::producer::DefaultProducerContext> {
     KafkaSettings::new(&broker.address())
         .expect("brokers")
-        .producer_config(Some(Duration::from_secs(60)))
+        // No message timeout: on a loaded machine a bounded one could drop messages
+        // silently, and the bench would read back fewer than it produced.
+        .producer_config(None)
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .expect("producer")
@@ -227,7 +229,7 @@ async fn rebuild(hosts: u32, ips: u32, minutes: u32) {
                 }
             }
         }
-        producer.flush(Duration::from_secs(300)).expect("flush");
+        producer.flush(Duration::from_secs(600)).expect("flush");
     }
     let dir = tempfile::tempdir().expect("dir");
     let settings = KafkaSettings::new(&broker.address()).expect("brokers");

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
     error::KafkaError as ClientError,
-    producer::{BaseProducer, Producer},
     types::RDKafkaErrorCode,
 };
 
@@ -27,16 +27,17 @@ pub fn check_topic(
     topic: &str,
     timeout: Duration,
 ) -> Result<TopicInfo, KafkaError> {
-    let client: BaseProducer =
+    // A consumer's metadata request: with allow.auto.create.topics=false it never
+    // makes a broker that auto-creates topics create the one it asks about.
+    let client: BaseConsumer =
         settings
-            .client_config()
+            .consumer_config(None)
             .create()
             .map_err(|source| KafkaError::Client {
                 what: "client creation",
                 source,
             })?;
     let metadata = client
-        .client()
         .fetch_metadata(Some(topic), timeout)
         .map_err(|source| classify(settings, topic, source))?;
     let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {

@@ -1,0 +1,217 @@
+//! The whole pipeline on Kafka, for real: the `flowexporter` binary traces real TCP
+//! connections (IPv4 and IPv6) and produces its chunks to an input topic; a collector
+//! node consumes that topic as a consumer group, attributes every flow and writes it
+//! to an output topic; an independent client (kafka-python) reads the output back.
+//! Every record of the test's connections must arrive attributed (both ends are on
+//! this host and traced, so each names the other: `peer_record`), once by its ID,
+//! field by field.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{Scratch, runtime, spawn_logged, write_cert, write_file};
+use flow_collector::{
+    CollectorOptions, FlowCollector,
+    kafka::{KafkaOptions, KafkaSettings},
+};
+use flow_testkit::kafka::Broker;
+
+const WORKLOAD: &str = "spiffe://e2e/shop";
+
+/// The exporter process, stopped (SIGTERM, then waited for) when dropped, so that a
+/// failing test leaves nothing tracing the machine.
+struct Exporter(Child);
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        common::signal(&self.0, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One connection from a client to a fresh listener on `ip`, the client sending
+/// `bytes` bytes and the server answering `bytes * 2`; returns (server, client).
+fn exchange(ip: &str, bytes: usize) -> (SocketAddr, SocketAddr) {
+    let listener = TcpListener::bind((ip, 0)).expect("bind");
+    let server_addr = listener.local_addr().expect("addr");
+    let mut client = TcpStream::connect(server_addr).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    client.write_all(&vec![1u8; bytes]).expect("write");
+    let mut buf = vec![0u8; bytes];
+    server.read_exact(&mut buf).expect("read");
+    server.write_all(&vec![2u8; bytes * 2]).expect("answer");
+    let mut answer = vec![0u8; bytes * 2];
+    client.read_exact(&mut answer).expect("read answer");
+    let client_addr = client.local_addr().expect("local");
+    drop(client);
+    drop(server);
+    (server_addr, client_addr)
+}
+
+/// The output topic's final flows of connections to `server`, by flow ID.
+fn flows_of(
+    broker: &Broker,
+    servers: &[SocketAddr],
+) -> (HashMap<String, serde_json::Value>, usize) {
+    let mut by_id = HashMap::new();
+    let mut messages = 0;
+    for m in broker.read_topic("flows") {
+        if m.header("flowexporter-kind") != Some("flow") {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&m.value).expect("JSON");
+        if v["record_kind"] != "final" {
+            continue;
+        }
+        let ours = servers.iter().any(|s| {
+            let port = serde_json::Value::from(s.port());
+            let ip = serde_json::Value::from(s.ip().to_string());
+            (v["local_port"] == port && v["local_ip"] == ip)
+                || (v["remote_port"] == port && v["remote_ip"] == ip)
+        });
+        if ours {
+            messages += 1;
+            let id = m.header("flowexporter-id").expect("an ID").to_owned();
+            by_id.insert(id, v);
+        }
+    }
+    (by_id, messages)
+}
+
+#[test]
+fn real_connections_go_exporter_kafka_collector_kafka_attributed_once_by_id() {
+    flow_testkit::mount_kernel_filesystems();
+    let scratch = Scratch::new("kafka-pipeline");
+    let broker = Broker::in_memory();
+    broker.create_topic("chunks", 2);
+    broker.create_topic("flows", 3);
+    broker.create_topic("heartbeats", 2);
+    let rt = runtime();
+    let settings = KafkaSettings::new(&broker.address()).expect("brokers");
+    let kafka = KafkaOptions::new(settings)
+        .with_input("chunks", "collectors")
+        .with_output_topic("flows")
+        .with_heartbeat_topic("heartbeats")
+        .with_node_id("node-1");
+    let options = CollectorOptions::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        scratch.path("unused.jsonl"),
+    )
+    .with_hold_back(Duration::from_secs(5))
+    .with_kafka(kafka);
+    let collector = rt
+        .block_on(FlowCollector::start(options))
+        .expect("collector");
+
+    let cert = scratch.path("identity.pem");
+    write_cert(&cert, WORKLOAD);
+    let config = scratch.path("config.toml");
+    write_file(
+        &config,
+        &format!("[identity]\ncertificate = \"{}\"\n", cert.display()),
+    );
+    let mut cmd = Command::new(common::BIN);
+    cmd.args([
+        "run",
+        "--kafka-brokers",
+        &broker.address(),
+        "--kafka-topic",
+        "chunks",
+    ])
+    .args([
+        "--window",
+        "2s",
+        "--retry-max-backoff",
+        "1s",
+        "--host-id",
+        "e2e-host",
+    ])
+    .arg("--config")
+    .arg(&config)
+    .arg("--spool-dir")
+    .arg(scratch.path("spool"))
+    .arg("--journal-dir")
+    .arg(scratch.path("journal"))
+    .arg("--pin-dir")
+    .arg(scratch.pins())
+    .stdout(Stdio::null());
+    let (child, _logs) = spawn_logged(cmd);
+    let exporter = Exporter(child);
+
+    let mut connections = Vec::new();
+    for (i, ip) in ["127.0.0.1", "::1", "127.0.0.1", "::1"].iter().enumerate() {
+        connections.push((exchange(ip, 1000 * (i + 1)), 1000 * (i + 1)));
+    }
+    let servers: Vec<SocketAddr> = connections.iter().map(|((s, _), _)| *s).collect();
+    let want = connections.len() * 2;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (flows, messages) = loop {
+        let (flows, messages) = flows_of(&broker, &servers);
+        if flows.len() >= want || Instant::now() > deadline {
+            break (flows, messages);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        flows.len(),
+        want,
+        "both ends of every connection: {flows:#?}"
+    );
+    assert_eq!(messages, want, "each flow once (no crash, no rebalance)");
+    for ((server, client), bytes) in &connections {
+        let end = |local: &SocketAddr, remote: &SocketAddr| {
+            let found: Vec<&serde_json::Value> = flows
+                .values()
+                .filter(|v| {
+                    v["local_ip"] == local.ip().to_string()
+                        && v["local_port"] == local.port()
+                        && v["remote_ip"] == remote.ip().to_string()
+                        && v["remote_port"] == remote.port()
+                })
+                .collect();
+            assert_eq!(found.len(), 1, "{local} -> {remote}: {flows:#?}");
+            found[0].clone()
+        };
+        let c = end(client, server);
+        let s = end(server, client);
+        let bytes = *bytes as u64;
+        assert_eq!(c["direction"], "outbound");
+        assert_eq!(s["direction"], "inbound");
+        assert_eq!(
+            (c["bytes_sent"].as_u64(), c["bytes_received"].as_u64()),
+            (Some(bytes), Some(2 * bytes))
+        );
+        assert_eq!(
+            (s["bytes_sent"].as_u64(), s["bytes_received"].as_u64()),
+            (Some(2 * bytes), Some(bytes))
+        );
+        for v in [&c, &s] {
+            assert_eq!(v["host_id"], "e2e-host");
+            assert_eq!(v["local_workload_id"], WORKLOAD);
+            assert_eq!(v["identity_source"], "certificate");
+            assert_eq!(v["remote_workload_id"], WORKLOAD, "{v}");
+            assert_eq!(v["remote_identity_source"], "peer_record", "{v}");
+            assert!(v["remote_unattributed_reason"].is_null());
+            assert!(v["flow_id"].is_string(), "{v}");
+        }
+        // The two ends of one connection are two flows with IDs of their own.
+        assert_ne!(c["record_index"], s["record_index"]);
+    }
+    drop(exporter);
+    rt.block_on(collector.shutdown());
+}
