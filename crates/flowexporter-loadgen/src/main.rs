@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Parser, Subcommand, ValueEnum};
 use flowexporter_loadgen::{
     churn::{self, ChurnConfig, Family},
-    fleet::{self, FleetConfig},
+    fleet::{self, FleetConfig, config::Routing},
     overhead::{self, OverheadConfig},
 };
 
@@ -102,6 +102,19 @@ struct FleetArgs {
     /// Generate and encode, deliver nothing: the simulator's own time and memory.
     #[arg(long)]
     generate_only: bool,
+    /// Collector nodes: each attributes the chunks it receives and shares its
+    /// heartbeats with the others.
+    #[arg(long, default_value_t = 1)]
+    nodes: u32,
+    /// How chunks are spread over the nodes: by host (affinity), or round robin.
+    #[arg(long, value_enum, default_value = "by-host")]
+    routing: RoutingArg,
+    /// Time from a chunk's arrival at a node to its heartbeats' arrival at the others.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    heartbeat_delay: Duration,
+    /// Keep, take and encode heartbeats even with one node (their cost and volume).
+    #[arg(long)]
+    share_heartbeats: bool,
     /// Print the report as JSON (one object) after the human one.
     #[arg(long)]
     json: bool,
@@ -126,8 +139,24 @@ impl FleetArgs {
             mean_lifetime: self.mean_lifetime,
             max_records_per_chunk: self.max_records_per_chunk,
             generate_only: self.generate_only,
+            nodes: self.nodes,
+            routing: match self.routing {
+                RoutingArg::ByHost => Routing::ByHost,
+                RoutingArg::RoundRobin => Routing::RoundRobin,
+            },
+            heartbeat_delay: self.heartbeat_delay,
+            share_heartbeats: self.share_heartbeats,
         }
     }
+}
+
+/// How chunks are spread over the collector nodes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RoutingArg {
+    /// Each host's chunks to one node.
+    ByHost,
+    /// Chunk after chunk to the next node.
+    RoundRobin,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

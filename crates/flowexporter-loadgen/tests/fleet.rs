@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use flow_collector::completeness::WindowStatus;
-use flowexporter_loadgen::fleet::{self, FleetConfig, FleetReport, traffic::ConnKind};
+use flowexporter_loadgen::fleet::{
+    self, FleetConfig, FleetReport, config::Routing, traffic::ConnKind,
+};
 
 /// A small fleet with short-lived workloads (so that IPs change hands often within
 /// ten minutes) and every fault.
@@ -50,8 +52,9 @@ fn assert_sound(report: &FleetReport) {
         "the counts do not add up:\n{report}"
     );
     assert_eq!(report.tally.unattributed_without_reason, 0);
+    // Round robin splits a window's chunks across nodes: no node can judge it.
     assert!(
-        report.windows_are_right(),
+        !report.windows_judged() || report.windows_are_right(),
         "the windows' completeness records are wrong:\n{report}"
     );
     // Long-lived connections were open across window closes, and every interim
@@ -175,4 +178,94 @@ fn a_seed_replays_the_same_run() {
     assert_eq!(a.traffic, b.traffic);
     assert_eq!(a.delivery, b.delivery);
     assert_eq!(a.tally, b.tally);
+}
+
+#[test]
+fn three_collector_nodes_sharing_heartbeats_misattribute_nothing() {
+    for routing in [Routing::ByHost, Routing::RoundRobin] {
+        let one = run(&faulty(1));
+        let config = FleetConfig {
+            nodes: 3,
+            routing,
+            ..faulty(1)
+        };
+        let three = run(&config);
+        assert_sound(&three);
+        assert!(three.passed());
+        // The same traffic and faults as on one node; every flow came out once,
+        // from the node its chunk reached.
+        assert_eq!(three.traffic, one.traffic);
+        assert_eq!(three.delivery, one.delivery);
+        assert_eq!(three.nodes.len(), 3);
+        for node in &three.nodes {
+            assert!(node.collector.flows_out > 0, "{node:?}");
+            assert_eq!(node.tally.misattributed, 0);
+            // Every node published heartbeats and applied the others'.
+            assert!(node.collector.heartbeats_out > 0 && node.collector.heartbeats_in > 0);
+        }
+        let h = &three.collector;
+        assert_eq!(h.heartbeat_decode_errors, 0);
+        assert_eq!(h.heartbeats_in, 2 * h.heartbeats_out);
+        // Compacted: fewer heartbeats than records.
+        assert!(h.heartbeats_out < three.traffic.records, "{h:?}");
+        // Flows whose peer record reached another node are decided from the
+        // heartbeats (or not at all): fewer attributed than on one node. Measured on
+        // this seed: 94.2 % on one node, 85.0 % (by host) and 84.9 % (round robin)
+        // on three. Flows to a shared IPv4 and short flows the map cannot confirm
+        // need their peer's record, which only one node sees.
+        println!(
+            "attributed: {:.2} % on one node, {:.2} % on three ({}); heartbeats: {:.0} \
+             messages and {:.0} bytes per simulated minute per 1,000 hosts",
+            one.attributed_percent(),
+            three.attributed_percent(),
+            routing.as_str(),
+            three.heartbeats_per_minute_per_1000_hosts(),
+            three.heartbeat_bytes_per_minute_per_1000_hosts(),
+        );
+        assert!(three.tally.correct_heartbeat > one.tally.correct_heartbeat);
+        assert!(three.attributed_percent() > one.attributed_percent() - 15.0);
+        // The heartbeats are what attributes across nodes: arriving after the
+        // hold-back, too late for every flow, they leave far more unattributed
+        // (attributed: 33.8 % by host, 46.7 % round robin), and still nothing
+        // misattributed.
+        let late = run(&FleetConfig {
+            heartbeat_delay: Duration::from_secs(600),
+            ..config.clone()
+        });
+        assert_sound(&late);
+        println!(
+            "attributed with the heartbeats too late: {:.2} %",
+            late.attributed_percent()
+        );
+        assert!(three.attributed_percent() > late.attributed_percent() + 20.0);
+        // A seed replays the same run through the nodes.
+        let again = run(&config);
+        assert_eq!(again.tally, three.tally);
+        assert_eq!(again.collector, three.collector);
+    }
+}
+
+#[test]
+fn many_nodes_and_heavy_faults_still_misattribute_nothing() {
+    for (seed, nodes, routing) in [
+        (3, 5, Routing::RoundRobin),
+        (4, 2, Routing::ByHost),
+        (5, 4, Routing::RoundRobin),
+    ] {
+        let config = FleetConfig {
+            drop_chunks: 0.3,
+            duplicate_chunks: 0.3,
+            late_chunks: 0.3,
+            reorder_chunks: 0.2,
+            max_late: Duration::from_secs(200),
+            nodes,
+            routing,
+            // Kafka slow: the heartbeats take a minute.
+            heartbeat_delay: Duration::from_secs(if seed == 4 { 60 } else { 2 }),
+            ..faulty(seed)
+        };
+        let report = run(&config);
+        assert_sound(&report);
+        assert_eq!(report.collector.heartbeat_decode_errors, 0);
+    }
 }

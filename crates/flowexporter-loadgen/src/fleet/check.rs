@@ -80,6 +80,30 @@ impl Tally {
     pub fn unknown(&self) -> u64 {
         self.unknown_chunk + self.unknown_index + self.twice
     }
+
+    /// Adds `other`'s counts (nodes together).
+    pub fn add(&mut self, other: &Tally) {
+        self.checked += other.checked;
+        self.correct_peer_record += other.correct_peer_record;
+        self.correct_heartbeat += other.correct_heartbeat;
+        self.correct_static += other.correct_static;
+        self.misattributed += other.misattributed;
+        for (sum, n) in self.unattributed.iter_mut().zip(other.unattributed) {
+            *sum += n;
+        }
+        for (sum, n) in self
+            .unattributed_answerable
+            .iter_mut()
+            .zip(other.unattributed_answerable)
+        {
+            *sum += n;
+        }
+        self.unattributed_without_reason += other.unattributed_without_reason;
+        self.unanswerable += other.unanswerable;
+        self.unknown_chunk += other.unknown_chunk;
+        self.unknown_index += other.unknown_index;
+        self.twice += other.twice;
+    }
 }
 
 /// Checks flows, keeps the tally and the first misattributions in full.

@@ -2,8 +2,10 @@
 //! frame, drop batch IDs seen before, count it in its window
 //! ([`WindowTracker`]), push the records into the [`Attributor`] at the simulated
 //! arrival time, advance it, take the decided flows out and serialize each as the
-//! collector's JSON line, and each window's completeness record too. Only this work is
-//! timed.
+//! collector's JSON line, and each window's completeness record too. With several
+//! nodes, one of these per node, which also takes its heartbeats out (encoding and
+//! decoding them as the heartbeat topic carries them) and applies the others'. Only
+//! this work is timed.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -13,7 +15,7 @@ use std::{
 
 use flow_batch::wire::{BatchId, ChunkDecoder, DecodeLimits, InstanceId};
 use flow_collector::{
-    attribution::{AttributedFlow, AttributionConfig, AttributionStats, Attributor},
+    attribution::{AttributedFlow, AttributionConfig, AttributionStats, Attributor, Heartbeat},
     completeness::{
         CompletenessConfig, Slot, WindowChunk, WindowReport, WindowStatus, WindowTracker,
     },
@@ -44,6 +46,16 @@ pub struct CollectorCounters {
     pub interim_out: u64,
     /// Bytes of JSON lines written.
     pub json_bytes: u64,
+    /// Heartbeats taken out for the other nodes (messages on the heartbeat topic).
+    pub heartbeats_out: u64,
+    /// Their encoded bytes.
+    pub heartbeat_bytes_out: u64,
+    /// Time ranges in them.
+    pub heartbeat_ranges_out: u64,
+    /// Heartbeats that did not decode (must be 0).
+    pub heartbeat_decode_errors: u64,
+    /// Other nodes' heartbeats applied.
+    pub heartbeats_in: u64,
 }
 
 /// Where the collector's time went.
@@ -57,6 +69,20 @@ pub struct StageTimes {
     pub serialize: Duration,
     /// Counting every window's records against its completeness.
     pub windows: Duration,
+    /// Taking the heartbeats out, encoding and decoding them (applying them is in
+    /// [`attribute`](StageTimes::attribute)).
+    pub heartbeats: Duration,
+}
+
+impl StageTimes {
+    /// Adds `other`'s times (nodes together).
+    pub fn add(&mut self, other: &StageTimes) {
+        self.decode += other.decode;
+        self.attribute += other.attribute;
+        self.serialize += other.serialize;
+        self.windows += other.windows;
+        self.heartbeats += other.heartbeats;
+    }
 }
 
 /// The windows' completeness records, judged: the simulated exporters lose nothing on
@@ -93,6 +119,20 @@ impl WindowTally {
         self.reported[status.index()]
     }
 
+    /// Adds `other`'s counts (nodes together).
+    pub fn add(&mut self, other: &WindowTally) {
+        for (sum, n) in self.reported.iter_mut().zip(other.reported) {
+            *sum += n;
+        }
+        self.adding_up += other.adding_up;
+        self.all_chunks_not_adding_up += other.all_chunks_not_adding_up;
+        self.missing_chunks_adding_up += other.missing_chunks_adding_up;
+        self.records_received += other.records_received;
+        self.interim_received += other.interim_received;
+        self.without_completeness += other.without_completeness;
+        self.late_chunks += other.late_chunks;
+    }
+
     fn note(&mut self, report: &WindowReport) {
         self.reported[report.status.index()] += 1;
         let adds_up = report.adds_up();
@@ -103,6 +143,24 @@ impl WindowTally {
         }
         self.records_received += report.records_received;
         self.interim_received += report.interim_records_received;
+    }
+}
+
+impl CollectorCounters {
+    /// Adds `other`'s counts (nodes together).
+    pub fn add(&mut self, other: &CollectorCounters) {
+        self.frames += other.frames;
+        self.duplicates += other.duplicates;
+        self.decode_errors += other.decode_errors;
+        self.records_in += other.records_in;
+        self.flows_out += other.flows_out;
+        self.interim_out += other.interim_out;
+        self.json_bytes += other.json_bytes;
+        self.heartbeats_out += other.heartbeats_out;
+        self.heartbeat_bytes_out += other.heartbeat_bytes_out;
+        self.heartbeat_ranges_out += other.heartbeat_ranges_out;
+        self.heartbeat_decode_errors += other.heartbeat_decode_errors;
+        self.heartbeats_in += other.heartbeats_in;
     }
 }
 
@@ -326,6 +384,46 @@ impl CollectorSide {
     /// The attributor's counters and sizes now (not timed).
     pub fn stats(&self) -> AttributionStats {
         self.attributor.stats()
+    }
+
+    /// Takes the heartbeats of the chunks pushed since the last call out, encodes
+    /// each as the heartbeat topic's message and decodes it as every other node
+    /// would: returns them as decoded (decoding is timed once, here, for all the
+    /// receivers).
+    pub fn publish_heartbeats(&mut self) -> Vec<Heartbeat> {
+        let started = Instant::now();
+        let taken = self.attributor.take_heartbeats();
+        let mut decoded = Vec::with_capacity(taken.len());
+        for heartbeat in &taken {
+            let message = heartbeat.encode();
+            self.counters.heartbeats_out += 1;
+            self.counters.heartbeat_bytes_out += message.len() as u64;
+            self.counters.heartbeat_ranges_out += heartbeat.ranges().len() as u64;
+            match Heartbeat::decode(&message) {
+                Ok(h) => decoded.push(h),
+                Err(_) => self.counters.heartbeat_decode_errors += 1,
+            }
+        }
+        let elapsed = started.elapsed();
+        self.stages.heartbeats += elapsed;
+        self.busy += elapsed;
+        decoded
+    }
+
+    /// Receives other nodes' heartbeats at `now`: first decides what time allows up
+    /// to `now`, then applies them. The flows decided meanwhile are in
+    /// [`ready`](CollectorSide::ready) until the next call.
+    pub fn apply_heartbeats(&mut self, heartbeats: &[Heartbeat], now: Micros) {
+        let started = Instant::now();
+        self.ready.clear();
+        self.advance_to(now);
+        let applying = Instant::now();
+        self.attributor
+            .apply_heartbeats(heartbeats, system_time(now));
+        self.counters.heartbeats_in += heartbeats.len() as u64;
+        self.stages.attribute += applying.elapsed();
+        self.take_ready();
+        self.busy += started.elapsed();
     }
 
     /// Notes the ownership map's size if it is the largest seen (not timed).

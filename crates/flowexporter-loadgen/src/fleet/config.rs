@@ -10,6 +10,34 @@ pub const MAX_WORKLOADS_PER_HOST: u16 = 200;
 /// Most hosts: pod CIDRs are /24s in 10.128.0.0/9 and host IPs are in 10.0.0.0/16.
 pub const MAX_HOSTS: u32 = 32_000;
 
+/// Most collector nodes.
+pub const MAX_NODES: u32 = 64;
+
+/// How the chunks reach the collector nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Routing {
+    /// Each host's chunks go to one node, `hash(host) % nodes` (FNV-1a of the host
+    /// ID): a load balancer with affinity, or a Kafka topic keyed by host.
+    #[default]
+    ByHost,
+    /// Chunk after chunk to the next node, whatever its host (a load balancer without
+    /// affinity): one host's records, even one window's, are split across nodes. A
+    /// chunk's copies (duplicates) go where its first went, so that the "out once"
+    /// check stays about attribution: a retry reaching another node would be written
+    /// by both (their batch ID lets a reader drop one).
+    RoundRobin,
+}
+
+impl Routing {
+    /// Its name on the command line: `by-host`, `round-robin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Routing::ByHost => "by-host",
+            Routing::RoundRobin => "round-robin",
+        }
+    }
+}
+
 /// Settings of one fleet simulation. Every field has a default
 /// ([`FleetConfig::default`]); [`FleetConfig::validate`] checks the ranges.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,6 +81,19 @@ pub struct FleetConfig {
     /// Generate and encode everything but deliver nothing: measures the simulator's
     /// own time and memory, to tell them apart from the collector's.
     pub generate_only: bool,
+    /// Collector nodes. With more than one, each node attributes the chunks
+    /// [`routing`](FleetConfig::routing) sends it and shares its heartbeats with the
+    /// others, which receive them [`heartbeat_delay`](FleetConfig::heartbeat_delay)
+    /// later (encoded and decoded as the heartbeat topic carries them).
+    pub nodes: u32,
+    /// How chunks are spread over the nodes.
+    pub routing: Routing,
+    /// Time from a chunk's arrival at a node to its heartbeats' arrival at every
+    /// other node: the publishing interval (about 1 s) plus Kafka's latency.
+    pub heartbeat_delay: Duration,
+    /// Keep and take heartbeats even with one node (nowhere to send them): measures
+    /// their cost and volume. Always on with more than one node.
+    pub share_heartbeats: bool,
 }
 
 impl Default for FleetConfig {
@@ -74,6 +115,10 @@ impl Default for FleetConfig {
             mean_lifetime: Duration::from_secs(20 * 60),
             max_records_per_chunk: 4096,
             generate_only: false,
+            nodes: 1,
+            routing: Routing::ByHost,
+            heartbeat_delay: Duration::from_secs(2),
+            share_heartbeats: false,
         }
     }
 }
@@ -111,15 +156,26 @@ impl FleetConfig {
         if self.max_records_per_chunk == 0 {
             return Err("max-records-per-chunk must be at least 1".into());
         }
+        if self.nodes == 0 || self.nodes > MAX_NODES {
+            return Err(format!("nodes must be 1 to {MAX_NODES}"));
+        }
+        if self.heartbeat_delay > Duration::from_secs(600) {
+            return Err("heartbeat-delay must be at most 10 minutes".into());
+        }
         Ok(())
     }
 
+    /// Whether the nodes keep and take heartbeats.
+    pub fn sharing(&self) -> bool {
+        self.nodes > 1 || self.share_heartbeats
+    }
+
     /// Minutes the run goes on after the traffic stops: long enough for the latest
-    /// chunk (late, reordered or duplicated) to arrive and for its flows to be held
-    /// back as long as the collector holds them.
+    /// chunk (late, reordered or duplicated) to arrive, its heartbeats to reach the
+    /// other nodes, and its flows to be held back as long as the collector holds them.
     pub fn tail_minutes(&self) -> u32 {
         let late = self.max_late.as_secs() + 2 * 60; // a reordered chunk waits up to 2 min
-        let wait = late + self.hold_back.as_secs() + 60;
+        let wait = late + self.heartbeat_delay.as_secs() + self.hold_back.as_secs() + 60;
         u32::try_from(wait.div_ceil(60)).unwrap_or(u32::MAX) + 1
     }
 }
@@ -141,6 +197,14 @@ mod tests {
             ..FleetConfig::default()
         };
         assert!(bad.validate().is_err());
+        for nodes in [0, MAX_NODES + 1] {
+            let bad = FleetConfig {
+                nodes,
+                ..FleetConfig::default()
+            };
+            assert!(bad.validate().is_err());
+        }
+        assert!(!FleetConfig::default().sharing());
     }
 
     #[test]

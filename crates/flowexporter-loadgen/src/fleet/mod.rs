@@ -17,6 +17,13 @@
 //! window's completeness record: it adds up when every chunk of the window arrived,
 //! and not when one was lost.
 //!
+//! With [`FleetConfig::nodes`] above one, the collector is several nodes, each
+//! receiving the chunks [`config::Routing`] sends it (by host, or round robin) and
+//! sharing its heartbeats with the others (taken out after each chunk, encoded and
+//! decoded as the heartbeat topic carries them, applied
+//! [`heartbeat_delay`](FleetConfig::heartbeat_delay) later); the report gives each
+//! node's tallies and the heartbeats' volume.
+//!
 //! Simulated time throughout, deterministic from the seed.
 //!
 //! ```no_run

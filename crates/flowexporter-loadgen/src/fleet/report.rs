@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::fleet::{
     check::Tally,
     collector::{CollectorCounters, PeakMap, StageTimes, WindowTally},
-    config::FleetConfig,
+    config::{FleetConfig, Routing},
     traffic::{ConnKind, TrafficCounts},
 };
 
@@ -34,6 +34,32 @@ pub struct Delivery {
     pub reordered: u64,
     /// Frames still on their way when the run ended (0 unless the tail is too short).
     pub undelivered: u64,
+}
+
+/// What one collector node did.
+#[derive(Clone, Debug)]
+pub struct NodeReport {
+    /// What its collector side did.
+    pub collector: CollectorCounters,
+    /// The verdicts on the flows it handed out.
+    pub tally: Tally,
+    /// Its attributor's stats at the end.
+    pub stats: AttributionStats,
+    /// Its windows' completeness records, judged.
+    pub windows: WindowTally,
+    /// Its ownership map at its largest.
+    pub peak_map: PeakMap,
+    /// Its time (decode, deduplicate, attribute, serialize, heartbeats).
+    pub busy: Duration,
+    /// The same, by stage.
+    pub stages: StageTimes,
+}
+
+impl NodeReport {
+    /// Flows it attributed correctly, percent of the flows it handed out.
+    pub fn attributed_percent(&self) -> f64 {
+        percent(self.tally.correct(), self.tally.checked)
+    }
 }
 
 /// Everything a run reports.
@@ -69,8 +95,11 @@ pub struct FleetReport {
     pub peak_map: PeakMap,
     /// Workloads that ran.
     pub workloads: u64,
-    /// The windows' completeness records, judged.
+    /// The windows' completeness records, judged (nodes together).
     pub windows: WindowTally,
+    /// Each collector node (one unless [`FleetConfig::nodes`] says more). The other
+    /// fields are their sums (`peak_map`: the largest node's).
+    pub nodes: Vec<NodeReport>,
 }
 
 impl FleetReport {
@@ -104,10 +133,43 @@ impl FleetReport {
             && w.records_received + w.interim_received <= self.collector.flows_out
     }
 
+    /// Whether each window's chunks all reach one node, so that its completeness
+    /// record can be judged: one node, or chunks routed by host. Round robin splits a
+    /// window's chunks across nodes, each of which reports what it saw.
+    pub fn windows_judged(&self) -> bool {
+        self.config.nodes == 1 || self.config.routing == Routing::ByHost
+    }
+
     /// Whether the run passes: nothing misattributed, the counts add up, and the
-    /// windows' completeness records are right.
+    /// windows' completeness records are right (where they can be judged).
     pub fn passed(&self) -> bool {
-        self.tally.misattributed == 0 && self.counts_add_up() && self.windows_are_right()
+        self.tally.misattributed == 0
+            && self.counts_add_up()
+            && (!self.windows_judged() || self.windows_are_right())
+            && self.collector.heartbeat_decode_errors == 0
+    }
+
+    /// Flows attributed correctly, percent of the flows checked.
+    pub fn attributed_percent(&self) -> f64 {
+        percent(self.tally.correct(), self.tally.checked)
+    }
+
+    /// Heartbeat messages published per simulated minute of traffic per 1,000 hosts
+    /// (every node's together: each record's claim is published by the one node that
+    /// received it).
+    pub fn heartbeats_per_minute_per_1000_hosts(&self) -> f64 {
+        self.per_minute_per_1000_hosts(self.collector.heartbeats_out)
+    }
+
+    /// Their bytes (encoded messages, without Kafka's framing) per simulated minute
+    /// per 1,000 hosts.
+    pub fn heartbeat_bytes_per_minute_per_1000_hosts(&self) -> f64 {
+        self.per_minute_per_1000_hosts(self.collector.heartbeat_bytes_out)
+    }
+
+    fn per_minute_per_1000_hosts(&self, n: u64) -> f64 {
+        let c = &self.config;
+        n as f64 / f64::from(c.minutes.max(1)) * 1000.0 / f64::from(c.hosts.max(1))
     }
 
     /// Unattributed flows, percent of the flows checked.
@@ -246,6 +308,42 @@ impl FleetReport {
         report["interim_flows"] = json!(self.traffic.interim_records);
         report["interim_flows_out"] = json!(self.collector.interim_out);
         report["windows"] = windows;
+        report["attributed_percent"] = json!(self.attributed_percent());
+        report["nodes"] = json!({
+            "count": c.nodes,
+            "routing": c.routing.as_str(),
+            "heartbeat_delay_s": c.heartbeat_delay.as_secs_f64(),
+            "share_heartbeats": c.sharing(),
+            "windows_judged": self.windows_judged(),
+            "per_node": self.nodes.iter().map(|n| json!({
+                "frames": n.collector.frames,
+                "flows_out": n.collector.flows_out,
+                "misattributed": n.tally.misattributed,
+                "attributed": n.tally.correct(),
+                "attributed_percent": n.attributed_percent(),
+                "attributed_peer_record": n.tally.correct_peer_record,
+                "attributed_heartbeat": n.tally.correct_heartbeat,
+                "attributed_static": n.tally.correct_static,
+                "unattributed": n.tally.unattributed_total(),
+                "heartbeats_out": n.collector.heartbeats_out,
+                "heartbeats_in": n.collector.heartbeats_in,
+                "seconds": n.busy.as_secs_f64(),
+                "peak_map_bytes": n.peak_map.map_bytes,
+            })).collect::<Vec<_>>(),
+        });
+        report["heartbeats"] = json!({
+            "messages": self.collector.heartbeats_out,
+            "bytes": self.collector.heartbeat_bytes_out,
+            "ranges": self.collector.heartbeat_ranges_out,
+            "decode_errors": self.collector.heartbeat_decode_errors,
+            "applied": self.collector.heartbeats_in,
+            "messages_per_minute_per_1000_hosts": self.heartbeats_per_minute_per_1000_hosts(),
+            "bytes_per_minute_per_1000_hosts": self.heartbeat_bytes_per_minute_per_1000_hosts(),
+            "bytes_per_message": self.collector.heartbeat_bytes_out as f64
+                / self.collector.heartbeats_out.max(1) as f64,
+            "ranges_too_old": s.heartbeat_ranges_remote_too_old,
+            "seconds": self.stages.heartbeats.as_secs_f64(),
+        });
         report
     }
 }
@@ -314,7 +412,9 @@ impl fmt::Display for FleetReport {
             w.adding_up,
             w.all_chunks_not_adding_up,
             w.late_chunks,
-            if self.windows_are_right() {
+            if !self.windows_judged() {
+                "not judged (round robin splits each window's chunks across nodes)"
+            } else if self.windows_are_right() {
                 "right"
             } else {
                 "WRONG"
@@ -370,19 +470,25 @@ impl fmt::Display for FleetReport {
             }
         }
         writeln!(f)?;
+        writeln!(
+            f,
+            "attributed: {:.2}% of the flows checked",
+            self.attributed_percent()
+        )?;
         writeln!(f, "MISATTRIBUTED: {}", t.misattributed)?;
         for (i, e) in self.examples.iter().enumerate() {
             writeln!(f, "--- misattribution {} ---\n{}", i + 1, e.trim_end())?;
         }
         writeln!(
             f,
-            "collector (decode + dedup + windows + attribute + serialize, one thread): {:.3} s, {:.0} flows/s (decode {:.3} s, windows {:.3} s, attribute {:.3} s, serialize {:.3} s)",
+            "collector (decode + dedup + windows + attribute + serialize + heartbeats, one thread per node, nodes added up): {:.3} s, {:.0} flows/s (decode {:.3} s, windows {:.3} s, attribute {:.3} s, serialize {:.3} s, heartbeats {:.3} s)",
             self.collector_time.as_secs_f64(),
             self.throughput(),
             self.stages.decode.as_secs_f64(),
             self.stages.windows.as_secs_f64(),
             self.stages.attribute.as_secs_f64(),
-            self.stages.serialize.as_secs_f64()
+            self.stages.serialize.as_secs_f64(),
+            self.stages.heartbeats.as_secs_f64()
         )?;
         writeln!(
             f,
@@ -391,6 +497,49 @@ impl fmt::Display for FleetReport {
             self.wall_time.as_secs_f64(),
             self.peak_rss_kib as f64 / 1024.0
         )?;
+        if c.sharing() {
+            let k = &self.collector;
+            writeln!(
+                f,
+                "heartbeats: {} published ({} bytes, {:.1} bytes each, {} ranges), {} applied by the other nodes, {} decode errors; {:.0} messages and {:.0} bytes per simulated minute per 1,000 hosts; {:.3} s taking, encoding and decoding",
+                k.heartbeats_out,
+                k.heartbeat_bytes_out,
+                k.heartbeat_bytes_out as f64 / k.heartbeats_out.max(1) as f64,
+                k.heartbeat_ranges_out,
+                k.heartbeats_in,
+                k.heartbeat_decode_errors,
+                self.heartbeats_per_minute_per_1000_hosts(),
+                self.heartbeat_bytes_per_minute_per_1000_hosts(),
+                self.stages.heartbeats.as_secs_f64()
+            )?;
+        }
+        if self.nodes.len() > 1 {
+            writeln!(
+                f,
+                "{} nodes, chunks {}, heartbeats {:?} late:",
+                self.nodes.len(),
+                c.routing.as_str(),
+                c.heartbeat_delay
+            )?;
+            for (i, n) in self.nodes.iter().enumerate() {
+                writeln!(
+                    f,
+                    "  node {i}: {} frames, {} flows out, {} attributed ({:.2}%: peer_record {}, heartbeat {}, static {}), {} unattributed, {} misattributed; heartbeats {} out, {} in; {:.3} s",
+                    n.collector.frames,
+                    n.collector.flows_out,
+                    n.tally.correct(),
+                    n.attributed_percent(),
+                    n.tally.correct_peer_record,
+                    n.tally.correct_heartbeat,
+                    n.tally.correct_static,
+                    n.tally.unattributed_total(),
+                    n.tally.misattributed,
+                    n.collector.heartbeats_out,
+                    n.collector.heartbeats_in,
+                    n.busy.as_secs_f64()
+                )?;
+            }
+        }
         let s = &self.final_stats;
         writeln!(
             f,

@@ -1,7 +1,10 @@
 //! The simulation loop: minute by minute, the fleet runs, its workloads connect, each
 //! exporter ships the window that closed as real frames (the last one with the
 //! window's completeness: every close emitted, nothing lost on the host), the network
-//! delays, repeats or loses them, and the collector takes what arrived.
+//! delays, repeats or loses them, and the collector takes what arrived. With several
+//! collector nodes, each chunk goes to one node ([`Routing`]); after each chunk a
+//! node takes its heartbeats out, and they reach every other node
+//! [`heartbeat_delay`](FleetConfig::heartbeat_delay) later.
 
 use std::{
     cmp::Reverse,
@@ -12,15 +15,15 @@ use std::{
 };
 
 use flow_batch::{Chunk, Completeness, Window, wire::ChunkEncoder};
-use flow_collector::attribution::{AttributionConfig, StaticOwners};
+use flow_collector::attribution::{AttributionConfig, AttributionStats, Heartbeat, StaticOwners};
 use flow_record::RecordKind;
 
 use crate::fleet::{
-    check::{Checker, ChunkFate},
-    collector::CollectorSide,
-    config::FleetConfig,
+    check::{Checker, ChunkFate, EXAMPLES, Tally},
+    collector::{CollectorCounters, CollectorSide, PeakMap, StageTimes, WindowTally},
+    config::{FleetConfig, Routing},
     faults::Faults,
-    report::{Delivery, FleetReport},
+    report::{Delivery, FleetReport, NodeReport},
     traffic::{Pending, Traffic},
     truth::{Truth, TruthTable},
     world::{MINUTE, Micros, SECOND, STATIC_TABLE, T0_SECS, World},
@@ -30,12 +33,25 @@ use crate::fleet::{
 /// the batcher's default allowed lateness.
 const SEND_AFTER: Micros = 2 * SECOND;
 
-/// A frame on its way.
+/// What travels: a chunk's frame to a node, or a node's heartbeats to every other.
+#[derive(Debug)]
+enum Payload {
+    Frame {
+        node: usize,
+        frame: Rc<[u8]>,
+    },
+    Heartbeats {
+        from: usize,
+        heartbeats: Rc<[Heartbeat]>,
+    },
+}
+
+/// A frame or heartbeats on their way.
 #[derive(Debug)]
 struct Arrival {
     at: Micros,
     order: u64,
-    frame: Rc<[u8]>,
+    payload: Payload,
 }
 
 impl PartialEq for Arrival {
@@ -90,8 +106,11 @@ struct Sim<'c> {
     network: BinaryHeap<Reverse<Arrival>>,
     order: u64,
     truths: TruthTable,
-    collector: CollectorSide,
-    checker: Checker,
+    /// The collector nodes, and the checker of each one's flows.
+    nodes: Vec<CollectorSide>,
+    checkers: Vec<Checker>,
+    /// The node the next chunk goes to, when they go round robin.
+    next_node: usize,
     delivery: Delivery,
     generation: Duration,
     /// Every chunk's fate (kept for describing misattributions).
@@ -108,7 +127,11 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
     let attribution = AttributionConfig::default()
         .with_hold_back(config.hold_back)
         .with_tolerance(config.tolerance)
-        .with_static_owners(static_owners);
+        .with_static_owners(static_owners)
+        .with_heartbeat_sharing(config.sharing());
+    let nodes = (0..config.nodes)
+        .map(|_| CollectorSide::new(attribution.clone()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let exporters = world
         .hosts
         .iter()
@@ -124,8 +147,9 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
         network: BinaryHeap::new(),
         order: 0,
         truths: TruthTable::new(),
-        collector: CollectorSide::new(attribution)?,
-        checker: Checker::new(),
+        checkers: nodes.iter().map(|_| Checker::new()).collect(),
+        nodes,
+        next_node: 0,
         delivery: Delivery::default(),
         generation: Duration::ZERO,
         chunk_log: Vec::new(),
@@ -138,27 +162,116 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
     // then the collector shuts down.
     let end = total * MINUTE;
     sim.deliver(end);
-    sim.delivery.undelivered = sim.network.len() as u64;
-    sim.collector.drain(end);
-    sim.check();
+    sim.delivery.undelivered = sim
+        .network
+        .iter()
+        .filter(|Reverse(a)| matches!(a.payload, Payload::Frame { .. }))
+        .count() as u64;
+    for n in 0..sim.nodes.len() {
+        sim.nodes[n].drain(end);
+        sim.check(n);
+    }
     let peak_rss_kib = peak_rss_kib();
+    let nodes: Vec<NodeReport> = sim
+        .nodes
+        .iter()
+        .zip(&sim.checkers)
+        .map(|(node, checker)| NodeReport {
+            collector: node.counters(),
+            tally: checker.tally.clone(),
+            stats: node.stats(),
+            windows: node.windows().clone(),
+            peak_map: node.peak().clone(),
+            busy: node.busy(),
+            stages: node.stages(),
+        })
+        .collect();
+    let (mut collector, mut tally, mut windows, mut stages) = (
+        CollectorCounters::default(),
+        Tally::default(),
+        WindowTally::default(),
+        StageTimes::default(),
+    );
+    let mut collector_time = Duration::ZERO;
+    let mut peak_map = PeakMap::default();
+    for node in &nodes {
+        collector.add(&node.collector);
+        tally.add(&node.tally);
+        windows.add(&node.windows);
+        stages.add(&node.stages);
+        collector_time += node.busy;
+        if node.peak_map.map_bytes >= peak_map.map_bytes {
+            peak_map = node.peak_map.clone();
+        }
+    }
+    let examples = sim
+        .checkers
+        .iter()
+        .flat_map(|c| c.examples.iter().cloned())
+        .take(EXAMPLES)
+        .collect();
+    let final_stats = sum_stats(nodes.iter().map(|n| &n.stats));
     Ok(FleetReport {
         config: config.clone(),
         traffic: sim.traffic.counts().clone(),
         delivery: sim.delivery,
-        collector: sim.collector.counters(),
-        tally: sim.checker.tally,
-        examples: sim.checker.examples,
+        collector,
+        tally,
+        examples,
         missing: sim.truths.pending(),
-        collector_time: sim.collector.busy(),
-        stages: sim.collector.stages(),
+        collector_time,
+        stages,
         generation_time: sim.generation,
         wall_time: wall.elapsed(),
         peak_rss_kib,
-        final_stats: sim.collector.stats(),
-        windows: sim.collector.windows().clone(),
-        peak_map: sim.collector.peak().clone(),
+        final_stats,
+        windows,
+        peak_map,
         workloads: sim.world.workloads.len() as u64,
+        nodes,
+    })
+}
+
+/// The nodes' attributor stats added up (counters, and gauges: the nodes' maps
+/// together).
+fn sum_stats<'a>(all: impl Iterator<Item = &'a AttributionStats>) -> AttributionStats {
+    let mut s = AttributionStats::default();
+    for n in all {
+        s.flows_in += n.flows_in;
+        s.flows_out += n.flows_out;
+        s.attributed_peer_record += n.attributed_peer_record;
+        s.attributed_heartbeat += n.attributed_heartbeat;
+        s.attributed_static += n.attributed_static;
+        for (sum, x) in s.unattributed.iter_mut().zip(n.unattributed) {
+            *sum += x;
+        }
+        s.heartbeats += n.heartbeats;
+        s.heartbeats_too_old += n.heartbeats_too_old;
+        s.heartbeats_shared_out += n.heartbeats_shared_out;
+        s.heartbeat_ranges_shared_out += n.heartbeat_ranges_shared_out;
+        s.heartbeat_book_entries += n.heartbeat_book_entries;
+        s.heartbeats_applied_remote += n.heartbeats_applied_remote;
+        s.heartbeat_ranges_remote += n.heartbeat_ranges_remote;
+        s.heartbeat_ranges_remote_too_old += n.heartbeat_ranges_remote_too_old;
+        s.heartbeats_remote_refused += n.heartbeats_remote_refused;
+        s.conflicts += n.conflicts;
+        s.ranges_evicted += n.ranges_evicted;
+        s.ranges_expired += n.ranges_expired;
+        s.held += n.held;
+        s.tracked_ips += n.tracked_ips;
+        s.ranges += n.ranges;
+        s.peer_index_entries += n.peer_index_entries;
+        s.peer_index_evicted += n.peer_index_evicted;
+        s.map_bytes += n.map_bytes;
+    }
+    s
+}
+
+/// FNV-1a of `bytes`: a stable hash, so that a host goes to the same node in every
+/// run.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
@@ -187,7 +300,9 @@ impl Sim<'_> {
         self.chunk_log.retain(|c| c.window >= m - 15);
         self.generation += started.elapsed();
         self.deliver(from);
-        self.collector.sample();
+        for node in &mut self.nodes {
+            node.sample();
+        }
         Ok(())
     }
 
@@ -286,19 +401,32 @@ impl Sim<'_> {
         let host = &self.world.hosts[h];
         self.truths
             .insert(h as u32, host.instance, sequence, truths);
+        let nodes = self.nodes.len();
+        let node = match self.config.routing {
+            Routing::ByHost => (fnv1a(host.name.as_bytes()) % nodes as u64) as usize,
+            Routing::RoundRobin => {
+                let node = self.next_node;
+                self.next_node = (node + 1) % nodes;
+                node
+            }
+        };
         for delay in fate.delays {
             self.order += 1;
             self.network.push(Reverse(Arrival {
                 at: send + delay,
                 order: self.order,
-                frame: Rc::clone(&frame),
+                payload: Payload::Frame {
+                    node,
+                    frame: Rc::clone(&frame),
+                },
             }));
         }
         Ok(())
     }
 
-    /// The collector receives every frame that arrives up to `upto`, in order of
-    /// arrival, then advances to `upto`.
+    /// The nodes receive every frame and every node's heartbeats that arrive up to
+    /// `upto`, in order of arrival, then advance to `upto`. A node that received a
+    /// frame takes its heartbeats out then (when sharing), for the other nodes.
     fn deliver(&mut self, upto: Micros) {
         while let Some(Reverse(arrival)) = self.network.peek() {
             if arrival.at > upto {
@@ -307,16 +435,52 @@ impl Sim<'_> {
             let Some(Reverse(arrival)) = self.network.pop() else {
                 break;
             };
-            self.collector.receive(&arrival.frame, arrival.at);
-            self.check();
+            match arrival.payload {
+                Payload::Frame { node, frame } => {
+                    self.nodes[node].receive(&frame, arrival.at);
+                    self.check(node);
+                    if self.config.sharing() {
+                        self.publish(node, arrival.at);
+                    }
+                }
+                Payload::Heartbeats { from, heartbeats } => {
+                    for n in (0..self.nodes.len()).filter(|&n| n != from) {
+                        self.nodes[n].apply_heartbeats(&heartbeats, arrival.at);
+                        self.check(n);
+                    }
+                }
+            }
         }
-        self.collector.advance(upto);
-        self.check();
+        for n in 0..self.nodes.len() {
+            self.nodes[n].advance(upto);
+            self.check(n);
+        }
     }
 
-    fn check(&mut self) {
-        self.checker.check(
-            self.collector.ready(),
+    /// Node `node` takes its heartbeats out at `now`; they reach every other node
+    /// after the heartbeat delay (with one node, nobody: only their cost and volume
+    /// are counted).
+    fn publish(&mut self, node: usize, now: Micros) {
+        let heartbeats = self.nodes[node].publish_heartbeats();
+        if heartbeats.is_empty() || self.nodes.len() < 2 {
+            return;
+        }
+        let delay = i64::try_from(self.config.heartbeat_delay.as_micros()).unwrap_or(i64::MAX);
+        self.order += 1;
+        self.network.push(Reverse(Arrival {
+            at: now.saturating_add(delay),
+            order: self.order,
+            payload: Payload::Heartbeats {
+                from: node,
+                heartbeats: heartbeats.into(),
+            },
+        }));
+    }
+
+    /// Checks the flows node `node` decided last.
+    fn check(&mut self, node: usize) {
+        self.checkers[node].check(
+            self.nodes[node].ready(),
             &mut self.truths,
             &self.world,
             &self.chunk_log,
@@ -336,6 +500,14 @@ fn peak_rss_kib() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fnv1a_is_the_reference_hash() {
+        // The published FNV-1a 64 test vectors.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
 
     #[test]
     fn seeds_differ_and_repeat() {
