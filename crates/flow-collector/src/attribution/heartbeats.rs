@@ -21,11 +21,17 @@
 //!
 //! `docs/heartbeat-topic.md` describes the message format.
 
-use std::{borrow::Cow, collections::hash_map::Entry, fmt, net::IpAddr};
+use std::{
+    borrow::Cow,
+    collections::hash_map::Entry,
+    fmt,
+    hash::{Hash, Hasher},
+    net::IpAddr,
+};
 
 use flow_batch::wire::MAX_HOST_LEN;
 use flow_record::{InvalidWorkloadId, WorkloadId};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::attribution::{
     FastMap,
@@ -132,8 +138,9 @@ pub enum HeartbeatDecodeError {
     },
 }
 
-/// The message as JSON (see `docs/heartbeat-topic.md`).
-#[derive(Serialize, Deserialize)]
+/// The message as JSON (see `docs/heartbeat-topic.md`), as read;
+/// [`Heartbeat::encode`] writes the same fields in this order.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire<'a> {
     v: u64,
@@ -143,13 +150,18 @@ struct Wire<'a> {
     ip: Cow<'a, str>,
     #[serde(borrow)]
     c: Cow<'a, str>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(borrow, default)]
     w: Option<Cow<'a, str>>,
     r: Vec<(u64, u64)>,
 }
 
-/// The version alone, read first so that another version's message is told apart
-/// from a malformed one.
+/// Appends `s` as a JSON string, quoted and escaped (serde_json's escaping).
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// The version alone, read when a message is not this version's, so that another
+/// version's message is told apart from a malformed one.
 #[derive(Deserialize)]
 struct Version {
     v: u64,
@@ -236,22 +248,50 @@ impl Heartbeat {
     /// "r":[[START,END],...]}` (`"c":"shared"` without `"w"`), at most
     /// [`MAX_HEARTBEAT_BYTES`].
     pub fn encode(&self) -> Vec<u8> {
-        let (c, w) = match &self.claim {
-            HeartbeatClaim::Owned(w) => (OWNED, Some(Cow::Borrowed(w.as_str()))),
-            HeartbeatClaim::Shared => (SHARED, None),
-        };
-        let wire = Wire {
-            v: HEARTBEAT_FORMAT_VERSION,
-            h: Cow::Borrowed(&self.host),
-            ip: Cow::Owned(self.ip.to_string()),
-            c: Cow::Borrowed(c),
-            w,
-            r: self.ranges.clone(),
-        };
-        let mut out = Vec::with_capacity(96 + self.host.len() + 44 * self.ranges.len());
-        // Writing strings and integers into a Vec cannot fail; were it ever to, the
-        // message would be cut short, and every reader would refuse it.
-        let _ = serde_json::to_writer(&mut out, &wire);
+        use std::io::Write;
+        let mut out = Vec::with_capacity(96 + self.host.len() + 42 * self.ranges.len());
+        let mut n = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"v\":");
+        out.extend_from_slice(n.format(HEARTBEAT_FORMAT_VERSION).as_bytes());
+        out.extend_from_slice(b",\"h\":");
+        json_string(&mut out, &self.host);
+        out.extend_from_slice(b",\"ip\":\"");
+        // Writing into a Vec cannot fail (nor can serde_json's escaping of a str
+        // below); were it ever to, the message would be cut short, and every reader
+        // would refuse it.
+        match self.ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b'.');
+                    }
+                    out.extend_from_slice(n.format(octet).as_bytes());
+                }
+            }
+            IpAddr::V6(v6) => {
+                let _ = write!(out, "{v6}");
+            }
+        }
+        out.push(b'"');
+        match &self.claim {
+            HeartbeatClaim::Owned(w) => {
+                out.extend_from_slice(b",\"c\":\"owned\",\"w\":");
+                json_string(&mut out, w.as_str());
+            }
+            HeartbeatClaim::Shared => out.extend_from_slice(b",\"c\":\"shared\""),
+        }
+        out.extend_from_slice(b",\"r\":[");
+        for (i, &(start, end)) in self.ranges.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'[');
+            out.extend_from_slice(n.format(start).as_bytes());
+            out.push(b',');
+            out.extend_from_slice(n.format(end).as_bytes());
+            out.push(b']');
+        }
+        out.extend_from_slice(b"]}");
         out
     }
 
@@ -262,12 +302,22 @@ impl Heartbeat {
         if bytes.len() > MAX_HEARTBEAT_BYTES {
             return Err(HeartbeatDecodeError::TooLarge { len: bytes.len() });
         }
-        let json = |e: serde_json::Error| HeartbeatDecodeError::Json(e.to_string());
-        let version: Version = serde_json::from_slice(bytes).map_err(json)?;
-        if version.v != HEARTBEAT_FORMAT_VERSION {
-            return Err(HeartbeatDecodeError::UnsupportedVersion(version.v));
+        let wire: Wire<'_> = match serde_json::from_slice(bytes) {
+            Ok(wire) => wire,
+            // Another version's message need not have this one's fields: say so
+            // rather than what its fields lack.
+            Err(e) => {
+                return Err(match serde_json::from_slice::<Version>(bytes) {
+                    Ok(Version { v }) if v != HEARTBEAT_FORMAT_VERSION => {
+                        HeartbeatDecodeError::UnsupportedVersion(v)
+                    }
+                    _ => HeartbeatDecodeError::Json(e.to_string()),
+                });
+            }
+        };
+        if wire.v != HEARTBEAT_FORMAT_VERSION {
+            return Err(HeartbeatDecodeError::UnsupportedVersion(wire.v));
         }
-        let wire: Wire<'_> = serde_json::from_slice(bytes).map_err(json)?;
         let ip: IpAddr = wire
             .ip
             .parse()
@@ -332,11 +382,30 @@ fn check_ranges(ranges: &[(u64, u64)]) -> Result<(), HeartbeatDecodeError> {
 
 /// What the book files a record's claim under: its host, its IP (scoped to the host
 /// when the IP is), and its mark (a workload's symbol, or shared).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BookKey {
     pub(crate) ip: IpKey,
     pub(crate) host: HostId,
     pub(crate) mark: Mark,
+}
+
+impl Hash for BookKey {
+    /// Four words, rather than the derived field by field (a length, five words, a
+    /// discriminant...): this is hashed for every record pushed.
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let w = self.ip.words();
+        let (tag, sym) = match self.mark {
+            Mark::Owned(sym) => (0u32, sym.0),
+            Mark::Shared => (1, 0),
+            Mark::Conflict => (2, 0),
+        };
+        let pair = |hi: u32, lo: u32| (u64::from(hi) << 32) | u64::from(lo);
+        state.write_u64(pair(w[0], w[1]));
+        state.write_u64(pair(w[2], w[3]));
+        state.write_u64(pair(w[4], self.host.index()));
+        state.write_u64(pair(tag, sym));
+    }
 }
 
 /// One key's ranges: one inline (most keys, whose records of a second overlap), or
@@ -604,6 +673,10 @@ mod tests {
             (r#"{"v":2,"anything":"else"}"#, |e| {
                 matches!(e, E::UnsupportedVersion(2))
             }),
+            (
+                r#"{"v":0,"h":"h","ip":"10.0.0.1","c":"owned","w":"w","r":[[1,2]]}"#,
+                |e| matches!(e, E::UnsupportedVersion(0)),
+            ),
             (
                 r#"{"v":1,"h":"h","ip":"10.0.0.1","c":"owned","w":"w","r":[[1,2]],"x":1}"#,
                 |e| matches!(e, E::Json(_)),
