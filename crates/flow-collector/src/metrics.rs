@@ -163,6 +163,34 @@ impl Snapshot {
                 one(a.heartbeats_too_old),
             ),
             (
+                "flowcollector_shared_heartbeats_out",
+                "Heartbeats taken out of the attributor for the other collector nodes (the heartbeat topic), and their time ranges.",
+                counter,
+                vec![
+                    (vec![("unit", "heartbeats")], a.heartbeats_shared_out),
+                    (vec![("unit", "ranges")], a.heartbeat_ranges_shared_out),
+                ],
+            ),
+            (
+                "flowcollector_shared_heartbeats_pending",
+                "Keys (host, IP, claim) with claims not taken out for the other nodes yet.",
+                gauge,
+                one(a.heartbeat_book_entries),
+            ),
+            (
+                "flowcollector_shared_heartbeats_applied",
+                "Other nodes' heartbeats applied to the ownership map, their ranges, and the ranges ignored as older than the map holds.",
+                counter,
+                vec![
+                    (vec![("unit", "heartbeats")], a.heartbeats_applied_remote),
+                    (vec![("unit", "ranges")], a.heartbeat_ranges_remote),
+                    (
+                        vec![("unit", "ranges_too_old")],
+                        a.heartbeat_ranges_remote_too_old,
+                    ),
+                ],
+            ),
+            (
                 "flowcollector_ownership_conflicts",
                 "Times two workloads claimed overlapping time on one IP; the overlap is never used to attribute.",
                 counter,
