@@ -99,6 +99,52 @@ fn frame(h: u32, sequence: u64, records: u32, now: SystemTime) -> Vec<u8> {
         .expect("encode")
 }
 
+/// Messages in `topic` (its `partitions` partitions' high minus low watermarks).
+fn messages_in(broker: &Broker, topic: &str, partitions: i32) -> i64 {
+    use flow_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = KafkaSettings::new(&broker.address())
+        .expect("brokers")
+        .consumer_config(None)
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            high - low
+        })
+        .sum()
+}
+
+/// Messages a plain consumer reads from the start of `topic` until 5 s pass without one.
+fn count_messages(broker: &Broker, topic: &str, partitions: i32) -> u64 {
+    use flow_kafka::rdkafka::{
+        Offset, TopicPartitionList,
+        consumer::{BaseConsumer, Consumer},
+    };
+    let consumer: BaseConsumer = KafkaSettings::new(&broker.address())
+        .expect("brokers")
+        .consumer_config(None)
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&list).expect("assign");
+    let mut n = 0;
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(5) {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            n += 1;
+            last = Instant::now();
+        }
+    }
+    n
+}
+
 fn options(dir: &std::path::Path, kafka: KafkaOptions) -> CollectorOptions {
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     CollectorOptions::new(listen, dir.join("flows.jsonl"))
@@ -231,6 +277,9 @@ async fn rebuild(hosts: u32, ips: u32, minutes: u32) {
         }
         producer.flush(Duration::from_secs(600)).expect("flush");
     }
+    let in_topic = messages_in(&broker, "heartbeats", 6);
+    let readable = count_messages(&broker, "heartbeats", 6);
+    println!("  produced {messages}; watermarks say {in_topic}; a plain consumer reads {readable}");
     let dir = tempfile::tempdir().expect("dir");
     let settings = KafkaSettings::new(&broker.address()).expect("brokers");
     let kafka = KafkaOptions::new(settings).with_heartbeat_topic("heartbeats");
@@ -242,10 +291,24 @@ async fn rebuild(hosts: u32, ips: u32, minutes: u32) {
     let stats = collector.kafka_stats().expect("kafka");
     let rebuilt = KafkaStats::get(&stats.heartbeats_rebuilt);
     let micros = stats.rebuild_micros.load(Ordering::Relaxed);
+    // What the broker reported as the end at start may be short of what it holds: the
+    // rest comes through the follower right after.
+    let caught_up = Instant::now();
+    while rebuilt + KafkaStats::get(&stats.heartbeats_consumed) < messages
+        && caught_up.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let followed = KafkaStats::get(&stats.heartbeats_consumed);
     let parts = collector.parts().await;
     collector.shutdown().await;
     println!(
-        "rebuild: {hosts} hosts x {ips} IPs x {minutes} minutes = {messages} heartbeat messages ({:.1} MB)",
+        "  after the start the follower read {followed} more ({} in all) within {:.2} s",
+        rebuilt + followed,
+        caught_up.elapsed().as_secs_f64()
+    );
+    println!(
+        "rebuild: {hosts} hosts x {ips} IPs x {minutes} minutes = {messages} heartbeat messages produced ({:.1} MB), {in_topic} in the topic",
         bytes as f64 / 1e6
     );
     println!(

@@ -31,6 +31,10 @@ use flow_kafka::{
 use super::stats::KafkaStats;
 use crate::attribution::Heartbeat;
 
+/// How long the rebuild goes on reading after the ends reported at start are reached,
+/// until nothing more comes.
+const QUIET: Duration = Duration::from_millis(300);
+
 /// Most heartbeats handed to the attributor at once by the reader.
 const APPLY_BATCH: usize = 10_000;
 
@@ -189,6 +193,7 @@ pub(crate) fn rebuild(
             // Nothing as recent as the retention: nothing to read there.
             _ => Offset::Offset(high),
         };
+
         assignment
             .add_partition_offset(topic, p, start)
             .map_err(client_error("assignment"))?;
@@ -210,7 +215,11 @@ pub(crate) fn rebuild(
             .zip(&ends)
             .all(|((_, at), (_, end))| *at + 1 >= *end)
     };
-    while !done(&positions) {
+    // The ends are what the broker reported at start; a broker may serve more than its
+    // reported high watermark (tansu does), so the rebuild also reads on until nothing
+    // has come for a moment.
+    let mut last_message = Instant::now();
+    while !done(&positions) || last_message.elapsed() < QUIET {
         if started.elapsed() >= timeout {
             return Err(KafkaError::Client {
                 what: "heartbeat rebuild (the topic was not read to its end in time)",
@@ -219,13 +228,14 @@ pub(crate) fn rebuild(
                 ),
             });
         }
-        match consumer.poll(Duration::from_millis(200)) {
+        match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(error)) => {
                 KafkaStats::error(&stats.consumer_errors, ErrorKind::of(&error));
                 tracing::warn!(error = %error, "reading the heartbeat topic");
             }
             Some(Ok(message)) => {
+                last_message = Instant::now();
                 report.messages += 1;
                 if let Some(slot) = positions
                     .iter_mut()
