@@ -9,7 +9,7 @@ use std::{
     collections::HashMap,
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -24,7 +24,7 @@ const BATCH_ID_HEADER: &str = "flowexporter-batch-id";
 /// Starts the exporter producing to `brokers` (topic [`TOPIC`]), with the host ID
 /// `test-host`, 1 s retry backoff, spool and journal in `scratch`, and `extra`
 /// arguments; returns once it has attached, with its log lines.
-fn start_exporter_kafka(brokers: &str, scratch: &Scratch, extra: &[&str]) -> (Child, Logs) {
+fn start_exporter_kafka(brokers: &str, scratch: &Scratch, extra: &[&str]) -> (Exporter, Logs) {
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--kafka-brokers", brokers, "--kafka-topic", TOPIC])
         .args([
@@ -43,7 +43,8 @@ fn start_exporter_kafka(brokers: &str, scratch: &Scratch, extra: &[&str]) -> (Ch
         .arg(scratch.pins())
         .args(extra)
         .stdout(Stdio::null());
-    spawn_logged(cmd)
+    let (child, logs) = spawn_logged(cmd);
+    (Exporter::new(child), logs)
 }
 
 /// The final records in `messages`, as `flowexporter tail --json` writes them (the
@@ -198,7 +199,7 @@ fn run_produces_the_records_of_real_connections_to_kafka_once_each() {
     // No collector: no collector families.
     assert!(!text.contains("flowexporter_chunks_sent"), "{text}");
 
-    stop(exporter);
+    exporter.stop();
     // What the stop flushed too: still every record once, every message a frame of
     // this host with its batch ID as header.
     let messages = broker.read_topic(TOPIC);
@@ -242,7 +243,7 @@ fn run_sends_every_record_to_the_collector_and_to_kafka_alike() {
     let port = connections(25);
     let by_collector = wait_for(&out, port, 50, Duration::from_secs(30));
     let in_kafka = wait_for_topic(&broker, &[(port, 50)]);
-    stop(exporter);
+    exporter.stop();
     assert_exactly_once(&by_collector, 50);
     assert_exactly_once(&count_for(&in_kafka, port), 50);
     // The same records: both sinks got every chunk.

@@ -12,11 +12,11 @@ use std::{
     collections::HashMap,
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{Scratch, runtime, spawn_logged, write_cert, write_file};
+use common::{Exporter, Scratch, runtime, spawn_logged, write_cert, write_file};
 use flow_collector::{
     CollectorOptions, FlowCollector,
     kafka::{KafkaOptions, KafkaSettings},
@@ -24,25 +24,6 @@ use flow_collector::{
 use flow_testkit::kafka::Broker;
 
 const WORKLOAD: &str = "spiffe://e2e/shop";
-
-/// The exporter process, stopped (SIGTERM, then waited for) when dropped, so that a
-/// failing test leaves nothing tracing the machine.
-struct Exporter(Child);
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        common::signal(&self.0, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One connection from a client to a fresh listener on `ip`, the client sending
 /// `bytes` bytes and the server answering `bytes * 2`; returns (server, client).
@@ -151,7 +132,7 @@ fn real_connections_go_exporter_kafka_collector_kafka_attributed_once_by_id() {
     .arg(scratch.pins())
     .stdout(Stdio::null());
     let (child, _logs) = spawn_logged(cmd);
-    let exporter = Exporter(child);
+    let exporter = Exporter::new(child);
 
     let mut connections = Vec::new();
     for (i, ip) in ["127.0.0.1", "::1", "127.0.0.1", "::1"].iter().enumerate() {
@@ -212,6 +193,6 @@ fn real_connections_go_exporter_kafka_collector_kafka_attributed_once_by_id() {
         // The two ends of one connection are two flows with IDs of their own.
         assert_ne!(c["record_index"], s["record_index"]);
     }
-    drop(exporter);
+    exporter.stop();
     rt.block_on(collector.shutdown());
 }

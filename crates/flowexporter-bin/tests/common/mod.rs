@@ -213,6 +213,33 @@ pub fn stop(mut child: Child) {
     assert!(status.success(), "exporter exit status {status}");
 }
 
+/// An exporter process that is killed when dropped (a failing test must not leave it
+/// tracing the machine); [`Exporter::stop`] stops it cleanly and checks its exit.
+pub struct Exporter(Option<Child>);
+
+impl Exporter {
+    /// Guards `child`.
+    pub fn new(child: Child) -> Exporter {
+        Exporter(Some(child))
+    }
+
+    /// SIGTERM, then its exit status must be success.
+    pub fn stop(mut self) {
+        if let Some(child) = self.0.take() {
+            stop(child);
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Opens and closes `n` connections to a fresh listener; returns its port.
 pub fn connections(n: usize) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
