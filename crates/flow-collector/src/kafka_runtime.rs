@@ -291,6 +291,14 @@ mod enabled {
             }
         }
 
+        /// Tells every thread to stop, without waiting (a collector dropped without
+        /// its shutdown).
+        pub(crate) fn signal_stop(&self) {
+            self.input_stop.reading.store(true, Ordering::Relaxed);
+            self.input_stop.finished.store(true, Ordering::Relaxed);
+            self.follow_stop.store(true, Ordering::Relaxed);
+        }
+
         /// Stops taking input messages (before the drain).
         pub(crate) fn stop_reading(&self) {
             self.input_stop.reading.store(true, Ordering::Relaxed);
@@ -365,6 +373,9 @@ mod disabled {
             match *self {}
         }
         pub(crate) fn stop_reading(&self) {
+            match *self {}
+        }
+        pub(crate) fn signal_stop(&self) {
             match *self {}
         }
         pub(crate) fn finish(&self, _: &State) {

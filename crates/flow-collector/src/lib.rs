@@ -145,6 +145,16 @@ pub struct FlowCollector {
     ticker: tokio::task::JoinHandle<()>,
 }
 
+impl Drop for FlowCollector {
+    /// A collector dropped without [`shutdown`](FlowCollector::shutdown) stops its
+    /// Kafka threads (they hold the state; nothing else would end them).
+    fn drop(&mut self) {
+        if let Some(kafka) = &self.state.kafka {
+            kafka.signal_stop();
+        }
+    }
+}
+
 impl std::fmt::Debug for FlowCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FlowCollector")
@@ -275,9 +285,9 @@ impl FlowCollector {
     /// [`CollectorOptions::drain_timeout()`]) until every held-back flow is decided,
     /// decides what is left (unattributed, `shutdown`, unless its peer's record or
     /// the map can decide it already), writes and commits everything.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.shutdown.send_replace(true);
-        let _ = self.server.await;
+        let _ = (&mut self.server).await;
         if let Some(kafka) = &self.state.kafka {
             kafka.stop_reading();
         }
@@ -297,7 +307,7 @@ impl FlowCollector {
             tokio::time::sleep(TICK).await;
         }
         self.ticker.abort();
-        let _ = self.ticker.await;
+        let _ = (&mut self.ticker).await;
         self.state
             .with_pipeline(|p, stats| p.drain(SystemTime::now(), stats))
             .await;
