@@ -182,7 +182,7 @@ mod enabled {
                 self.retention,
                 self.options.rebuild_timeout,
                 &self.stats,
-                |batch| attributor.apply_heartbeats(&batch, SystemTime::now()),
+                |batch| attributor.restore_heartbeats(&batch, SystemTime::now()),
             )
             .map_err(|source| CollectorError::Kafka {
                 what: "heartbeat topic",

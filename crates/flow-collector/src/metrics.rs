@@ -448,6 +448,12 @@ fn kafka_families(
             one(K::get(&k.heartbeat_bytes_published)),
         ),
         (
+            "flowcollector_kafka_heartbeats_dropped",
+            "Heartbeats dropped because the producer refused them (queue full after a long outage, or an error).",
+            counter,
+            one(K::get(&k.heartbeats_dropped)),
+        ),
+        (
             "flowcollector_kafka_heartbeat_errors",
             "Heartbeat publish errors by kind.",
             counter,

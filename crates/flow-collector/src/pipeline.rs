@@ -26,7 +26,7 @@ use crate::{
     completeness::{Slot, WindowChunk, WindowReport, WindowTracker},
     error::error_chain,
     ledger::{Emitted, Ledger},
-    output::{FlowKey, FlowOutput},
+    output::{Acknowledgements, FlowKey, FlowOutput},
     stats::{Stats, bump},
 };
 
@@ -85,13 +85,18 @@ pub(crate) struct Pipeline {
     /// Every window's records against its completeness.
     windows: WindowTracker,
     output: Box<dyn FlowOutput>,
+    /// The output's acknowledgement book, if its writes are acknowledged later.
+    acks: Option<Acknowledgements>,
     /// Decided flows the output has not taken yet (it failed).
     unwritten: Vec<AttributedFlow>,
     /// Completeness records the output has not taken yet.
     unwritten_reports: Vec<WindowReport>,
     /// Flows (and completeness records, and report slots resolved without one)
     /// written but not yet committed: marked emitted in the ledger at the next commit.
-    uncommitted: Vec<(Arc<BatchId>, u32)>,
+    /// Each with the output's acknowledgement mark after its write (0 when the output
+    /// does not acknowledge later, or nothing was written): with a Kafka output, only
+    /// entries whose writes the brokers acknowledged are marked emitted.
+    uncommitted: Vec<(Arc<BatchId>, u32, u64)>,
     /// During and right after recovery: flows of replayed chunks that were already
     /// written before the restart (skipped when they are decided again).
     already_written: HashMap<Arc<BatchId>, Emitted>,
@@ -171,6 +176,7 @@ impl Pipeline {
             ledger,
             attributor,
             windows: WindowTracker::new(options.completeness.clone()),
+            acks: output.acknowledgements(),
             output,
             unwritten: Vec::new(),
             unwritten_reports: Vec::new(),
@@ -382,6 +388,13 @@ impl Pipeline {
     pub(crate) fn drain(&mut self, now: SystemTime, stats: &Stats) {
         self.attributor.drain(now);
         self.pump(now, stats);
+        // An output acknowledged later gets a last chance to acknowledge everything,
+        // so that what it has is marked emitted (else it is written again at the next
+        // start).
+        if let Some(acks) = &self.acks {
+            let _ = self.output.commit();
+            acks.wait_blocking(acks.mark(), Duration::from_secs(10));
+        }
         self.commit(now, stats);
     }
 
@@ -463,7 +476,7 @@ impl Pipeline {
             self.unwritten_reports.push(report);
         }
         while let Some(slot) = self.windows.pop_silent() {
-            self.uncommitted.push(slot);
+            self.uncommitted.push((slot.0, slot.1, 0));
         }
         if !self.write_flows(now, stats) {
             return;
@@ -481,10 +494,11 @@ impl Pipeline {
                 stats
                     .flows_written
                     .fetch_add(self.unwritten.len() as u64, Ordering::Relaxed);
+                let mark = self.output_mark();
                 self.uncommitted.extend(
                     self.unwritten
                         .drain(..)
-                        .map(|f| (Arc::clone(&f.batch), f.record_index)),
+                        .map(|f| (Arc::clone(&f.batch), f.record_index, mark)),
                 );
                 true
             }
@@ -505,10 +519,11 @@ impl Pipeline {
                 stats
                     .completeness_written
                     .fetch_add(self.unwritten_reports.len() as u64, Ordering::Relaxed);
+                let mark = self.output_mark();
                 self.uncommitted.extend(
                     self.unwritten_reports
                         .drain(..)
-                        .map(|r| (Arc::clone(&r.batch), r.record_index)),
+                        .map(|r| (Arc::clone(&r.batch), r.record_index, mark)),
                 );
             }
             Err(e) => self.output_failed(now, stats, &e),
@@ -528,6 +543,12 @@ impl Pipeline {
         }
     }
 
+    /// The output's acknowledgement mark now (every write so far is below it), or 0
+    /// for an output that does not acknowledge later.
+    fn output_mark(&self) -> u64 {
+        self.acks.as_ref().map_or(0, Acknowledgements::mark)
+    }
+
     /// Makes the output durable, then tells the ledger what it holds.
     fn commit(&mut self, now: SystemTime, stats: &Stats) {
         self.last_commit = now;
@@ -543,9 +564,21 @@ impl Pipeline {
                 return;
             }
         };
-        for (batch, index) in self.uncommitted.drain(..) {
-            self.ledger.mark_emitted(&batch, index);
+        // With an output acknowledged later, only what the destination acknowledged
+        // is emitted; the rest waits for a later commit.
+        let acknowledged = self
+            .acks
+            .as_ref()
+            .map_or(u64::MAX, Acknowledgements::acknowledged_below);
+        let mut waiting = Vec::new();
+        for (batch, index, mark) in self.uncommitted.drain(..) {
+            if mark <= acknowledged {
+                self.ledger.mark_emitted(&batch, index);
+            } else {
+                waiting.push((batch, index, mark));
+            }
         }
+        self.uncommitted = waiting;
         match self.ledger.checkpoint(&position) {
             Ok(()) => self.dirty = false,
             Err(e) => {

@@ -366,6 +366,38 @@ impl Attributor {
     pub fn apply_heartbeats(&mut self, heartbeats: &[Heartbeat], now: SystemTime) {
         let now = self.tick(now);
         self.map.observe(now);
+        self.insert_heartbeats(heartbeats);
+        let mut woken = std::mem::take(&mut self.woken);
+        woken.clear();
+        let touched = std::mem::take(&mut self.touched);
+        for ip in &touched {
+            self.held.waiting_on_ip(ip, &mut woken);
+        }
+        self.touched = touched;
+        for r in woken.drain(..) {
+            self.try_map(r, Stage::Waiting);
+        }
+        self.woken = woken;
+        self.map.enforce_cap(self.config.max_ranges);
+        self.map.log_conflicts(now);
+    }
+
+    /// Applies heartbeats read back at start (a restarted node's rebuild from the
+    /// heartbeat topic), before anything else is pushed: like
+    /// [`apply_heartbeats`](Attributor::apply_heartbeats), but without moving the
+    /// internal clock, so that the ledger's chunks replayed next are pushed at their
+    /// own arrival times. The map counts as knowing the fleet from `now` on (the
+    /// conservative choice: an IP's first owner is only taken as such once the map
+    /// has watched long enough after the restart).
+    pub fn restore_heartbeats(&mut self, heartbeats: &[Heartbeat], now: SystemTime) {
+        self.map.observe(nanos(now));
+        self.insert_heartbeats(heartbeats);
+        self.touched.clear();
+        self.map.enforce_cap(self.config.max_ranges);
+    }
+
+    /// Inserts the marks of `heartbeats`, noting in `touched` the IPs with held flows.
+    fn insert_heartbeats(&mut self, heartbeats: &[Heartbeat]) {
         self.touched.clear();
         for heartbeat in heartbeats {
             let host = self.hosts.intern(heartbeat.host());
@@ -390,19 +422,6 @@ impl Attributor {
                 }
             }
         }
-        let mut woken = std::mem::take(&mut self.woken);
-        woken.clear();
-        let touched = std::mem::take(&mut self.touched);
-        for ip in &touched {
-            self.held.waiting_on_ip(ip, &mut woken);
-        }
-        self.touched = touched;
-        for r in woken.drain(..) {
-            self.try_map(r, Stage::Waiting);
-        }
-        self.woken = woken;
-        self.map.enforce_cap(self.config.max_ranges);
-        self.map.log_conflicts(now);
     }
 
     /// The next decided flow, if any.

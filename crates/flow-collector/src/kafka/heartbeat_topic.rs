@@ -31,8 +31,8 @@ use flow_kafka::{
 use super::stats::KafkaStats;
 use crate::attribution::Heartbeat;
 
-/// How long the rebuild goes on reading after the ends reported at start are reached,
-/// until nothing more comes.
+/// How long the rebuild goes on reading after the ends reported at start are reached
+/// (the follower goes on from there).
 const QUIET: Duration = Duration::from_millis(300);
 
 /// Most heartbeats handed to the attributor at once by the reader.
@@ -40,6 +40,7 @@ const APPLY_BATCH: usize = 10_000;
 
 /// Publishes this node's heartbeats.
 pub(crate) struct HeartbeatPublisher {
+    settings: KafkaSettings,
     producer: ThreadedProducer<DefaultProducerContext>,
     topic: String,
     node: String,
@@ -64,6 +65,7 @@ impl HeartbeatPublisher {
                     source,
                 })?;
         Ok(HeartbeatPublisher {
+            settings: settings.clone(),
             producer,
             topic: topic.to_owned(),
             node: node.to_owned(),
@@ -77,41 +79,43 @@ impl HeartbeatPublisher {
     /// been down a long time) is dropped and counted: other nodes then lack it, which
     /// can leave flows unattributed, never misattributed.
     pub(crate) fn publish(&mut self, heartbeats: &[Heartbeat]) {
+        // A producer that hit a fatal error is replaced (it would refuse every message).
+        if self.producer.client().fatal_error().is_some() {
+            match self.settings.producer_config(None).create() {
+                Ok(producer) => {
+                    tracing::error!("the heartbeat producer hit a fatal error; replaced");
+                    self.producer = producer;
+                }
+                Err(e) => tracing::error!(error = %e, "replacing the heartbeat producer failed"),
+            }
+        }
         for heartbeat in heartbeats {
             let value = heartbeat.encode();
             let key = heartbeat.key();
-            let mut tries = 0;
-            loop {
-                let headers = OwnedHeaders::new().insert(Header {
-                    key: NODE_HEADER,
-                    value: Some(self.node.as_bytes()),
-                });
-                let record = BaseRecord::to(&self.topic)
-                    .key(&key)
-                    .payload(&value)
-                    .headers(headers);
-                match self.producer.send(record) {
-                    Ok(()) => {
-                        KafkaStats::add(&self.stats.heartbeats_published, 1);
-                        KafkaStats::add(&self.stats.heartbeat_bytes_published, value.len() as u64);
-                        break;
-                    }
-                    Err((error, _)) => {
-                        let kind = ErrorKind::of(&error);
-                        KafkaStats::error(&self.stats.heartbeat_errors, kind);
-                        tries += 1;
-                        if kind == ErrorKind::QueueFull && tries < 20 {
-                            std::thread::sleep(Duration::from_millis(50));
-                            continue;
-                        }
-                        if self
-                            .last_log
-                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
-                        {
-                            self.last_log = Some(Instant::now());
-                            tracing::error!(error = %error, "publishing a heartbeat failed; it is dropped");
-                        }
-                        break;
+            let headers = OwnedHeaders::new().insert(Header {
+                key: NODE_HEADER,
+                value: Some(self.node.as_bytes()),
+            });
+            let record = BaseRecord::to(&self.topic)
+                .key(&key)
+                .payload(&value)
+                .headers(headers);
+            match self.producer.send(record) {
+                Ok(()) => {
+                    KafkaStats::add(&self.stats.heartbeats_published, 1);
+                    KafkaStats::add(&self.stats.heartbeat_bytes_published, value.len() as u64);
+                }
+                Err((error, _)) => {
+                    // Never waited on: the ticker that publishes also decides held
+                    // flows and commits. Dropped and counted.
+                    KafkaStats::error(&self.stats.heartbeat_errors, ErrorKind::of(&error));
+                    KafkaStats::add(&self.stats.heartbeats_dropped, 1);
+                    if self
+                        .last_log
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+                    {
+                        self.last_log = Some(Instant::now());
+                        tracing::error!(error = %error, "publishing a heartbeat failed; it is dropped (counted)");
                     }
                 }
             }
@@ -216,10 +220,16 @@ pub(crate) fn rebuild(
             .all(|((_, at), (_, end))| *at + 1 >= *end)
     };
     // The ends are what the broker reported at start; a broker may serve more than its
-    // reported high watermark (tansu does), so the rebuild also reads on until nothing
-    // has come for a moment.
-    let mut last_message = Instant::now();
-    while !done(&positions) || last_message.elapsed() < QUIET {
+    // reported high watermark (tansu does), so once they are reached the rebuild reads
+    // on for a fixed moment (never extended: on a busy topic messages never stop).
+    let mut reached: Option<Instant> = None;
+    loop {
+        if done(&positions) {
+            let at = *reached.get_or_insert_with(Instant::now);
+            if at.elapsed() >= QUIET {
+                break;
+            }
+        }
         if started.elapsed() >= timeout {
             return Err(KafkaError::Client {
                 what: "heartbeat rebuild (the topic was not read to its end in time)",
@@ -235,7 +245,6 @@ pub(crate) fn rebuild(
                 tracing::warn!(error = %error, "reading the heartbeat topic");
             }
             Some(Ok(message)) => {
-                last_message = Instant::now();
                 report.messages += 1;
                 if let Some(slot) = positions
                     .iter_mut()

@@ -219,8 +219,17 @@ fn run(
                     Offset::Offset(offset),
                     Duration::from_secs(5),
                 ) {
+                    // The message would be skipped: it stays in the book as never done,
+                    // so no offset at or after it is committed; the group reads it
+                    // again after a restart or a rebalance.
                     KafkaStats::error(&stats.consumer_errors, ErrorKind::of(&error));
-                    tracing::warn!(error = %error, "seeking back on the input topic failed");
+                    tracing::error!(error = %error, partition, offset,
+                        "seeking back on the input topic failed; offsets of this partition stay uncommitted from here until a restart");
+                    book.lock().unwrap_or_else(|p| p.into_inner()).taken(
+                        partition,
+                        offset,
+                        Taken::Never,
+                    );
                 }
                 std::thread::sleep(Duration::from_secs(1));
                 continue;

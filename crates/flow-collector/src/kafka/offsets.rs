@@ -17,6 +17,9 @@ pub(crate) enum Taken {
     Chunk(Arc<BatchId>, Option<u32>),
     /// Nothing to wait for (not a frame: skipped and counted).
     Done,
+    /// Never done: a message that could not be taken nor read again; nothing at or
+    /// after it is committed.
+    Never,
 }
 
 /// Consumed messages per partition, in offset order, until they may be committed.
@@ -49,6 +52,7 @@ impl OffsetBook {
             while let Some(entry) = messages.first_entry() {
                 let done = match entry.get() {
                     Taken::Done => true,
+                    Taken::Never => false,
                     Taken::Chunk(batch, records) => written(batch, *records),
                 };
                 if !done {

@@ -12,9 +12,9 @@
 //! The producer is librdkafka's idempotent producer, `acks=all`, compressed, with no
 //! message timeout: a message is retried until the brokers take it (a broker outage
 //! delays, never drops). Every message is numbered in an [`Acknowledgements`] book
-//! and acknowledged by its delivery report; [`commit`](FlowOutput::commit) waits
-//! until everything written is acknowledged, so the ledger marks a flow emitted only
-//! once Kafka has it. A delivery that fails for good-but-fixable reasons
+//! and acknowledged by its delivery report; the collector marks a flow emitted in its
+//! ledger only once the book says Kafka has it ([`commit`](FlowOutput::commit) never
+//! waits under the pipeline's lock). A delivery that fails for good-but-fixable reasons
 //! (authorization, missing topic) is produced again; one larger than the brokers
 //! accept is dropped, counted and logged (a flow's line is a few hundred bytes: it
 //! does not happen unless the topic's limit is set absurdly low). When librdkafka's
@@ -155,9 +155,8 @@ pub struct KafkaOutputConfig {
     pub settings: KafkaSettings,
     /// The topic flows go to.
     pub topic: String,
-    /// Longest a commit waits for the brokers' acknowledgements (default 2 s; after
-    /// a failed commit, a tenth of it, so that a broker outage does not hold the
-    /// pipeline).
+    /// How long acknowledgements may stall, with messages outstanding, before a
+    /// commit reports the output failing (default 2 s). A commit never waits.
     pub commit_timeout: Duration,
     /// Most messages waiting for the brokers before chunks are refused (default
     /// 200,000).
@@ -183,7 +182,8 @@ pub struct KafkaOutput {
     deliveries: Arc<Deliveries>,
     /// Messages librdkafka had no room for, in order.
     waiting: VecDeque<Outgoing>,
-    last_commit_failed: bool,
+    /// The acknowledgement mark last seen to move, and when.
+    last_progress: (u64, Instant),
     destination: String,
     buffer: Vec<u8>,
 }
@@ -222,7 +222,7 @@ impl KafkaOutput {
             producer,
             deliveries,
             waiting: VecDeque::new(),
-            last_commit_failed: false,
+            last_progress: (0, Instant::now()),
             buffer: Vec::with_capacity(1024),
         })
     }
@@ -266,6 +266,9 @@ impl KafkaOutput {
             Err((error, _)) => {
                 let kind = ErrorKind::of(&error);
                 KafkaStats::error(&stats.output_errors, kind);
+                if kind == ErrorKind::Fatal {
+                    self.deliveries.fatal.store(true, Ordering::Relaxed);
+                }
                 if kind == ErrorKind::MessageTooLarge {
                     KafkaStats::add(&stats.output_dropped_too_large, 1);
                     tracing::error!(id = %message.id, bytes = message.value.len(),
@@ -285,6 +288,11 @@ impl KafkaOutput {
     /// librdkafka's queue is full again. A producer that hit a fatal error is
     /// replaced first.
     fn resend(&mut self) {
+        // librdkafka reports a fatal idempotence error on the client (and on produce
+        // calls), not on delivery reports: ask it.
+        if self.producer.client().fatal_error().is_some() {
+            self.deliveries.fatal.store(true, Ordering::Relaxed);
+        }
         if self.deliveries.fatal.swap(false, Ordering::Relaxed) {
             tracing::error!("the Kafka producer hit a fatal error; replacing it");
             // Purging the old one hands its messages back as failed deliveries.
@@ -396,40 +404,34 @@ impl FlowOutput for KafkaOutput {
         Ok(())
     }
 
+    /// Produces what waits, and returns at once: the collector marks a flow emitted
+    /// only once its message is acknowledged (it reads the [`Acknowledgements`] book),
+    /// so a commit never waits for the brokers under the pipeline's lock. It fails
+    /// (and the checkpoint waits) only when nothing has been acknowledged for longer
+    /// than the commit timeout while messages are outstanding, so that the output's
+    /// trouble is counted and logged.
     fn commit(&mut self) -> Result<OutputPosition, OutputError> {
         self.resend();
         let acks = self.deliveries.acks.clone();
-        let mark = acks.mark();
-        let timeout = if self.last_commit_failed {
-            self.config.commit_timeout / 10
-        } else {
-            self.config.commit_timeout
-        };
-        let started = Instant::now();
-        // Room may free up while waiting: whatever waits is produced as it does.
-        loop {
-            let step = Duration::from_millis(50).min(timeout);
-            if acks.wait_blocking(mark, step) {
-                self.last_commit_failed = false;
-                return Ok(OutputPosition::default());
-            }
-            self.resend();
-            if started.elapsed() >= timeout {
-                break;
-            }
+        let below = acks.acknowledged_below();
+        if below != self.last_progress.0 || acks.outstanding() == 0 {
+            self.last_progress = (below, Instant::now());
         }
-        self.last_commit_failed = true;
-        Err(OutputError::NotAcknowledged {
-            destination: self.destination.clone(),
-            outstanding: acks.outstanding(),
-            waited: started.elapsed(),
-            last_error: self
-                .deliveries
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        })
+        let stalled = self.last_progress.1.elapsed();
+        if stalled >= self.config.commit_timeout {
+            return Err(OutputError::NotAcknowledged {
+                destination: self.destination.clone(),
+                outstanding: acks.outstanding(),
+                waited: stalled,
+                last_error: self
+                    .deliveries
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            });
+        }
+        Ok(OutputPosition::default())
     }
 
     /// Kafka cannot say which messages arrived after a position without reading the

@@ -19,12 +19,14 @@ pub struct KafkaStats {
     pub output_dropped_too_large: AtomicU64,
     /// Delivery and produce errors, by [`ErrorKind`] (index order of `ErrorKind::ALL`).
     pub output_errors: [AtomicU64; ErrorKind::ALL.len()],
-    /// Chunk answers that waited for the output's acknowledgement and timed out (503).
-    pub ack_timeouts: AtomicU64,
     /// Heartbeat messages published.
     pub heartbeats_published: AtomicU64,
     /// Their bytes.
     pub heartbeat_bytes_published: AtomicU64,
+    /// Heartbeats dropped because the producer refused them (its queue full after a
+    /// long outage, or an error): other nodes lack them, which can leave flows
+    /// unattributed.
+    pub heartbeats_dropped: AtomicU64,
     /// Heartbeat publish errors, by kind.
     pub heartbeat_errors: [AtomicU64; ErrorKind::ALL.len()],
     /// Heartbeat messages consumed (other nodes', live).

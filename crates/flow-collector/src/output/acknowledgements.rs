@@ -100,6 +100,11 @@ impl Acknowledgements {
         self.book().next
     }
 
+    /// Every write below this number is acknowledged.
+    pub fn acknowledged_below(&self) -> u64 {
+        self.book().acknowledged_below()
+    }
+
     /// Writes issued and not yet acknowledged.
     pub fn outstanding(&self) -> u64 {
         self.book().outstanding.len() as u64
