@@ -35,9 +35,17 @@ pub(crate) fn output(
 }
 
 /// Whether the attributor extracts heartbeats to share (a heartbeat topic is
-/// configured).
+/// configured, and the pipeline's attributor is the one deciding).
 pub(crate) fn shares_heartbeats(prepared: &Option<KafkaStart>) -> bool {
     prepared.as_ref().is_some_and(KafkaStart::shares_heartbeats)
+}
+
+/// Whether the pipeline only routes records by connection (`--connection-topic`):
+/// its attributor then decides nothing.
+pub(crate) fn routes_connections(prepared: &Option<KafkaStart>) -> bool {
+    prepared
+        .as_ref()
+        .is_some_and(KafkaStart::routes_connections)
 }
 
 /// Fills `attributor` from the heartbeat topic, if one
@@ -68,17 +76,29 @@ mod enabled {
 
     use flow_kafka::rdkafka::TopicPartitionList;
 
+    use flow_kafka::KafkaError;
+
     use crate::{
         CollectorError, CollectorOptions, State,
-        attribution::Attributor,
+        attribution::{AttributionStats, Attributor},
+        connections::ConnectionStage,
         kafka::{
-            HEARTBEAT_PUBLISH_INTERVAL, HeartbeatPublisher, KafkaOptions, KafkaOutput,
-            KafkaOutputConfig, KafkaStats, follow,
+            ConnectionRoute, HEARTBEAT_PUBLISH_INTERVAL, HeartbeatPublisher, KafkaOptions,
+            KafkaOutput, KafkaOutputConfig, KafkaStats, connections, follow,
             input::{self, InputStop},
             rebuild,
         },
         output::FlowOutput,
     };
+
+    /// The attributing half of connection routing, before it runs.
+    struct ConnectionsStart {
+        topic: String,
+        group: String,
+        stage: Arc<Mutex<ConnectionStage>>,
+        /// Its output (to the output topic), until the consumer takes it.
+        output: Option<KafkaOutput>,
+    }
 
     /// What start prepared, before the collector serves.
     pub(crate) struct KafkaStart {
@@ -89,6 +109,8 @@ mod enabled {
         publisher: Option<HeartbeatPublisher>,
         /// Where the heartbeat reader goes on from, once rebuilt.
         heartbeat_from: Option<TopicPartitionList>,
+        /// Connection routing, if configured.
+        connections: Option<ConnectionsStart>,
     }
 
     /// The running Kafka parts.
@@ -99,6 +121,11 @@ mod enabled {
         input_stop: Arc<InputStop>,
         follow_stop: Arc<AtomicBool>,
         threads: Mutex<Vec<JoinHandle<()>>>,
+        /// The attributing half of connection routing: where heartbeats go and come
+        /// from instead of the pipeline's attributor.
+        stage: Option<Arc<Mutex<ConnectionStage>>>,
+        connections_stop: Arc<InputStop>,
+        connections_thread: Mutex<Option<JoinHandle<()>>>,
     }
 
     impl KafkaStart {
@@ -116,14 +143,57 @@ mod enabled {
             };
             let kafka_error =
                 |what: &'static str| move |source| CollectorError::Kafka { what, source };
+            let route = match &kafka.connection_topic {
+                Some(topic) => {
+                    if kafka.output_topic.is_none() || kafka.heartbeat_topic.is_none() {
+                        return Err(CollectorError::Kafka {
+                            what: "connection topic",
+                            source: KafkaError::InvalidSetting {
+                                key: "connection-topic",
+                                value: topic.clone(),
+                                reason: "routing records by connection needs an output topic \
+                                         (--output-topic) and a heartbeat topic \
+                                         (--heartbeat-topic)"
+                                    .into(),
+                            },
+                        });
+                    }
+                    let info = check("connection topic", topic)?;
+                    Some(ConnectionRoute {
+                        topic: topic.clone(),
+                        partitions: info.partitions.max(1),
+                    })
+                }
+                None => None,
+            };
+            let mut connections = None;
             let output = match &kafka.output_topic {
                 Some(topic) => {
                     check("output topic", topic)?;
-                    let output = KafkaOutput::new(
-                        KafkaOutputConfig::new(kafka.settings.clone(), topic.clone()),
-                        Arc::clone(&stats),
-                    )
-                    .map_err(kafka_error("output topic"))?;
+                    let config = KafkaOutputConfig::new(kafka.settings.clone(), topic.clone());
+                    if let Some(route) = &route {
+                        // The attributing half writes flows; the intake routes records
+                        // (and writes the windows' completeness records).
+                        let attributing = KafkaOutput::new(config.clone(), Arc::clone(&stats))
+                            .map_err(kafka_error("output topic"))?;
+                        let mut attribution = options.attribution.clone();
+                        attribution.share_heartbeats = true;
+                        attribution.route_only = false;
+                        connections = Some(ConnectionsStart {
+                            topic: route.topic.clone(),
+                            group: kafka.connection_group(),
+                            stage: Arc::new(Mutex::new(ConnectionStage::new(Attributor::new(
+                                attribution,
+                            )))),
+                            output: Some(attributing),
+                        });
+                    }
+                    let config = match &route {
+                        Some(route) => config.with_route(route.clone()),
+                        None => config,
+                    };
+                    let output = KafkaOutput::new(config, Arc::clone(&stats))
+                        .map_err(kafka_error("output topic"))?;
                     Some(Box::new(output) as Box<dyn FlowOutput>)
                 }
                 None => None,
@@ -153,12 +223,18 @@ mod enabled {
                 output,
                 publisher,
                 heartbeat_from: None,
+                connections,
             }))
         }
 
-        /// Whether a heartbeat topic is configured.
+        /// Whether a heartbeat topic is configured and the pipeline attributes.
         pub(crate) fn shares_heartbeats(&self) -> bool {
-            self.options.heartbeat_topic.is_some()
+            self.options.heartbeat_topic.is_some() && self.connections.is_none()
+        }
+
+        /// Whether the pipeline only routes records by connection.
+        pub(crate) fn routes_connections(&self) -> bool {
+            self.connections.is_some()
         }
 
         /// The Kafka output, once.
@@ -182,7 +258,15 @@ mod enabled {
                 self.retention,
                 self.options.rebuild_timeout,
                 &self.stats,
-                |batch| attributor.restore_heartbeats(&batch, SystemTime::now()),
+                |batch| match &self.connections {
+                    Some(c) => c
+                        .stage
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .attributor()
+                        .restore_heartbeats(&batch, SystemTime::now()),
+                    None => attributor.restore_heartbeats(&batch, SystemTime::now()),
+                },
             )
             .map_err(|source| CollectorError::Kafka {
                 what: "heartbeat topic",
@@ -204,18 +288,45 @@ mod enabled {
                 input_stop: Arc::new(InputStop::default()),
                 follow_stop: Arc::new(AtomicBool::new(false)),
                 threads: Mutex::new(Vec::new()),
+                stage: self.connections.as_ref().map(|c| Arc::clone(&c.stage)),
+                connections_stop: Arc::new(InputStop::default()),
+                connections_thread: Mutex::new(None),
             }
         }
 
         /// Starts the heartbeat reader and the input consumer.
-        pub(crate) fn run(self, state: &Arc<State>) -> Result<(), CollectorError> {
+        pub(crate) fn run(mut self, state: &Arc<State>) -> Result<(), CollectorError> {
             let Some(runtime) = &state.kafka else {
                 return Ok(());
             };
             let mut threads = Vec::new();
+            if let Some(c) = self.connections.as_mut()
+                && let Some(output) = c.output.take()
+            {
+                let handle = connections::spawn(
+                    &self.options.settings,
+                    &c.topic,
+                    &c.group,
+                    Arc::clone(&c.stage),
+                    output,
+                    Arc::clone(&self.stats),
+                    Arc::clone(&runtime.connections_stop),
+                )
+                .map_err(|source| CollectorError::Kafka {
+                    what: "connection topic",
+                    source,
+                })?;
+                tracing::info!(topic = %c.topic, group = %c.group,
+                    "attributing the records of this node's connection-topic partitions");
+                *runtime
+                    .connections_thread
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(handle);
+            }
             if let (Some(topic), Some(from)) = (&self.options.heartbeat_topic, self.heartbeat_from)
             {
                 let target = Arc::downgrade(state);
+                let stage = runtime.stage.clone();
                 let handle = follow(
                     self.options.settings.clone(),
                     topic.clone(),
@@ -224,7 +335,13 @@ mod enabled {
                     Arc::clone(&self.stats),
                     Arc::clone(&runtime.follow_stop),
                     move |batch| {
-                        if let Some(state) = target.upgrade() {
+                        if let Some(stage) = &stage {
+                            stage
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .attributor()
+                                .apply_heartbeats(&batch, SystemTime::now());
+                        } else if let Some(state) = target.upgrade() {
                             let mut pipeline =
                                 state.pipeline.lock().unwrap_or_else(|p| p.into_inner());
                             pipeline.apply_heartbeats(&batch, SystemTime::now(), &state.stats);
@@ -281,19 +398,39 @@ mod enabled {
             let Some(publisher) = publisher.as_mut() else {
                 return;
             };
-            let heartbeats = state
-                .pipeline
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take_heartbeats();
+            let heartbeats = match &self.stage {
+                Some(stage) => stage
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .attributor()
+                    .take_heartbeats(),
+                None => state
+                    .pipeline
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take_heartbeats(),
+            };
             if !heartbeats.is_empty() {
                 publisher.publish(&heartbeats);
             }
         }
 
+        /// The attribution statistics of the attributing half of connection routing,
+        /// if this node routes by connection.
+        pub(crate) fn attribution_stats(&self) -> Option<AttributionStats> {
+            self.stage.as_ref().map(|stage| {
+                stage
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .attributor()
+                    .stats()
+            })
+        }
+
         /// Tells every thread to stop, without waiting (a collector dropped without
         /// its shutdown).
         pub(crate) fn signal_stop(&self) {
+            self.connections_stop.reading.store(true, Ordering::Relaxed);
             self.input_stop.reading.store(true, Ordering::Relaxed);
             self.input_stop.finished.store(true, Ordering::Relaxed);
             self.follow_stop.store(true, Ordering::Relaxed);
@@ -307,6 +444,19 @@ mod enabled {
         /// After the drain: publishes the last heartbeats, commits the input's last
         /// offsets, stops the threads and flushes the producers (blocking).
         pub(crate) fn finish(&self, state: &State) {
+            // The attributing half stops first (what it holds is read again at the
+            // next start), so that its last heartbeats are published below.
+            self.connections_stop.reading.store(true, Ordering::Relaxed);
+            let connections = self
+                .connections_thread
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(thread) = connections
+                && thread.join().is_err()
+            {
+                tracing::error!("the connection-topic thread panicked");
+            }
             self.publish_now(state);
             self.input_stop.finished.store(true, Ordering::Relaxed);
             self.follow_stop.store(true, Ordering::Relaxed);
@@ -351,6 +501,9 @@ mod disabled {
         pub(crate) fn shares_heartbeats(&self) -> bool {
             match *self {}
         }
+        pub(crate) fn routes_connections(&self) -> bool {
+            match *self {}
+        }
         pub(crate) fn prepare(_: &CollectorOptions) -> Result<Option<KafkaStart>, CollectorError> {
             Ok(None)
         }
@@ -370,6 +523,9 @@ mod disabled {
 
     impl KafkaRuntime {
         pub(crate) fn publish_due(&self, _: &State) {
+            match *self {}
+        }
+        pub(crate) fn attribution_stats(&self) -> Option<crate::attribution::AttributionStats> {
             match *self {}
         }
         pub(crate) fn stop_reading(&self) {

@@ -61,6 +61,7 @@
 
 pub mod attribution;
 pub mod completeness;
+pub mod connections;
 mod error;
 mod faults;
 mod handler;
@@ -121,6 +122,23 @@ struct State {
 }
 
 impl State {
+    /// What the attributor (the attributing half's, when records are routed by
+    /// connection), the ledger and the output hold now.
+    async fn parts(self: &Arc<State>) -> PartsSnapshot {
+        let mut parts = self
+            .with_pipeline(|p, _| p.snapshot())
+            .await
+            .unwrap_or_default();
+        if let Some(attribution) = self
+            .kafka
+            .as_ref()
+            .and_then(kafka_runtime::KafkaRuntime::attribution_stats)
+        {
+            parts.attribution = attribution;
+        }
+        parts
+    }
+
     /// Runs `f` on the pipeline, on the blocking pool.
     async fn with_pipeline<T: Send + 'static>(
         self: &Arc<State>,
@@ -201,6 +219,7 @@ impl FlowCollector {
                 let stats = Stats::default();
                 let mut attribution = options.attribution.clone();
                 attribution.share_heartbeats |= kafka_runtime::shares_heartbeats(&prepared);
+                attribution.route_only = kafka_runtime::routes_connections(&prepared);
                 let mut attributor = Attributor::new(attribution);
                 let prepared = kafka_runtime::rebuild(prepared, &mut attributor)?;
                 open_pipeline(&options, output, attributor, &stats).map(|p| (p, stats, prepared))
@@ -270,10 +289,7 @@ impl FlowCollector {
 
     /// What the attributor, the ledger and the output hold now.
     pub async fn parts(&self) -> PartsSnapshot {
-        self.state
-            .with_pipeline(|p, _| p.snapshot())
-            .await
-            .unwrap_or_default()
+        self.state.parts().await
     }
 
     /// Replaces the fault injection (request numbering goes on).

@@ -538,8 +538,56 @@ fn kafka_families(
             one(K::get(&k.input_uncommitted)),
         ),
         (
+            "flowcollector_kafka_routed_records",
+            "Records this node's intake routed, undecided, to the connection topic (--connection-topic).",
+            counter,
+            one(K::get(&k.routed_records)),
+        ),
+        (
+            "flowcollector_kafka_connection_messages",
+            "Connection-topic messages consumed (records of this node's partitions).",
+            counter,
+            one(K::get(&k.connection_consumed)),
+        ),
+        (
+            "flowcollector_kafka_connection_bytes",
+            "Bytes of the connection-topic messages consumed.",
+            counter,
+            one(K::get(&k.connection_bytes)),
+        ),
+        (
+            "flowcollector_kafka_connection_undecodable",
+            "Connection-topic messages that did not decode (skipped, logged).",
+            counter,
+            one(K::get(&k.connection_undecodable)),
+        ),
+        (
+            "flowcollector_kafka_connection_dropped",
+            "Attributed flows of the connection stage dropped because their output line could not be encoded (logged).",
+            counter,
+            one(K::get(&k.connection_dropped)),
+        ),
+        (
+            "flowcollector_kafka_connection_commits",
+            "Offset commits of the connection consumer group.",
+            counter,
+            one(K::get(&k.connection_commits)),
+        ),
+        (
+            "flowcollector_kafka_connection_lag",
+            "Messages between this node's positions and the ends of its connection-topic partitions.",
+            gauge,
+            one(K::get(&k.connection_lag)),
+        ),
+        (
+            "flowcollector_kafka_connection_uncommitted",
+            "Connection-topic messages taken whose offsets wait (records held back, or not yet acknowledged by the output).",
+            gauge,
+            one(K::get(&k.connection_uncommitted)),
+        ),
+        (
             "flowcollector_kafka_consumer_errors",
-            "Consumer errors (input and heartbeat topics) by kind.",
+            "Consumer errors (input, heartbeat and connection topics) by kind.",
             counter,
             by_kind(&k.consumer_errors),
         ),
@@ -591,10 +639,7 @@ pub(crate) async fn answer(state: &Arc<State>, method: &Method) -> Response<Full
         *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         r
     } else {
-        let parts = state
-            .with_pipeline(|p, _| p.snapshot())
-            .await
-            .unwrap_or_default();
+        let parts = state.parts().await;
         let stats = state.stats.snapshot(state.connections.snapshot());
         Response::new(Full::new(Bytes::from(render(Snapshot {
             stats,

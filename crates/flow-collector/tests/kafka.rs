@@ -266,6 +266,162 @@ fn two_nodes_attribute_each_others_hosts_through_the_heartbeat_topic() {
     b.stop();
 }
 
+/// A record of the container `workload` behind the shared IPv4 of `local` (the
+/// connect map names it), to `remote`, closed a second ago.
+fn shared(local: &str, remote: &str, workload: &str, direction: Direction) -> FlowRecord {
+    let now = SystemTime::now();
+    flow_testkit::record()
+        .local(local)
+        .remote(remote)
+        .direction(direction)
+        .t_start(Some(now - secs(20)))
+        .t_end(now - secs(1))
+        .bytes(100, 200)
+        .workload(workload, IdentitySource::ConnectMap)
+        .build()
+}
+
+#[test]
+fn two_nodes_routing_by_connection_attribute_as_one_node_would() {
+    let broker = Broker::in_memory();
+    broker.create_topic("flows", 2);
+    broker.create_topic("heartbeats", 2);
+    broker.create_topic("connections", 4);
+    let dir = tempfile::tempdir().expect("dir");
+    let addr = broker.address();
+    let start = |name: &str| {
+        let state = dir.path().join(name);
+        Collector::start_with(&kafka_args(
+            &addr,
+            &[
+                "--state-dir",
+                state.to_str().expect("path"),
+                "--output-topic",
+                "flows",
+                "--heartbeat-topic",
+                "heartbeats",
+                "--connection-topic",
+                "connections",
+                "--node-id",
+                name,
+                "--hold-back",
+                "60s",
+            ],
+        ))
+    };
+    let a = start("a");
+    let b = start("b");
+    // Host 1 runs containers behind 10.9.0.1, host 2 behind 10.9.0.2, each told
+    // apart only by port (the connect map): the heartbeats cannot say which container
+    // an address reached (shared_address); only the other end's own record can. Host
+    // 1's chunk reaches node a, host 2's node b: routed by connection, both records
+    // of each connection meet on one node.
+    let n: u16 = 24;
+    let clients: Vec<FlowRecord> = (0..n)
+        .map(|i| {
+            shared(
+                &format!("10.9.0.1:{}", 40_000 + i),
+                &format!("10.9.0.2:{}", 5_000 + i % 3),
+                &format!("web-{}", i % 4),
+                Direction::Outbound,
+            )
+        })
+        .collect();
+    let servers: Vec<FlowRecord> = (0..n)
+        .map(|i| {
+            shared(
+                &format!("10.9.0.2:{}", 5_000 + i % 3),
+                &format!("10.9.0.1:{}", 40_000 + i),
+                &format!("db-{}", i % 3),
+                Direction::Inbound,
+            )
+        })
+        .collect();
+    assert_eq!(a.post(&frame("host-1", 1, 0, clients)).0, 200);
+    assert_eq!(b.post(&frame("host-2", 2, 0, servers)).0, 200);
+    let messages = wait_flows(
+        &broker,
+        "flows",
+        2 * usize::from(n),
+        Duration::from_secs(50),
+    );
+    assert_eq!(messages.len(), 2 * usize::from(n), "each flow once");
+    let ids: HashSet<&str> = messages
+        .iter()
+        .filter_map(|m| m.header(FLOW_ID_HEADER))
+        .collect();
+    assert_eq!(ids.len(), 2 * usize::from(n), "each flow once by its ID");
+    for m in &messages {
+        let v = json(m);
+        let port = |field: &str| {
+            v[field]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .expect("a port")
+        };
+        let (host, client_port) = match v["host_id"].as_str() {
+            Some("host-1") => ("host-1", port("local_port")),
+            Some("host-2") => ("host-2", port("remote_port")),
+            other => panic!("unexpected host {other:?}: {v}"),
+        };
+        let i = client_port - 40_000;
+        let expected = if host == "host-1" {
+            format!("db-{}", i % 3)
+        } else {
+            format!("web-{}", i % 4)
+        };
+        assert_eq!(v["remote_identity_source"], "peer_record", "{v}");
+        assert_eq!(v["remote_workload_id"], expected.as_str(), "{v}");
+        // The flow keeps the ID of its place in the exporter's chunk.
+        let instance = if host == "host-1" { 1 } else { 2 };
+        assert_eq!(
+            m.header(FLOW_ID_HEADER),
+            Some(format!("{host}/{instance:032x}/0/{i}").as_str()),
+            "{v}"
+        );
+    }
+    let routed: u64 = [&a, &b]
+        .iter()
+        .map(|c| {
+            metric(
+                &c.get("/metrics").2,
+                "flowcollector_kafka_routed_records_total",
+            )
+        })
+        .sum();
+    assert_eq!(routed, 2 * u64::from(n));
+    let peer: u64 = [&a, &b]
+        .iter()
+        .map(|c| {
+            metric(
+                &c.get("/metrics").2,
+                "flowcollector_flows_attributed_total{source=\"peer_record\"}",
+            )
+        })
+        .sum();
+    assert_eq!(peer, 2 * u64::from(n));
+    a.stop();
+    b.stop();
+    assert_eq!(flow_messages(&broker, "flows").len(), 2 * usize::from(n));
+}
+
+#[test]
+fn routing_by_connection_needs_the_output_and_heartbeat_topics() {
+    let dir = tempfile::tempdir().expect("dir");
+    let state = dir.path().join("state");
+    let out = std::process::Command::new(common::BIN)
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(&state)
+        .args(["--kafka-brokers", "127.0.0.1:1", "--output-topic", "flows"])
+        .args(["--connection-topic", "connections"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--connection-topic"), "{stderr}");
+    assert!(stderr.contains("--heartbeat-topic"), "{stderr}");
+}
+
 #[test]
 fn a_node_started_later_rebuilds_its_map_from_the_heartbeat_topic() {
     let broker = Broker::in_memory();

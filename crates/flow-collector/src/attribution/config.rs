@@ -40,6 +40,12 @@ pub struct AttributionConfig {
     /// ([`Attributor::apply_heartbeats`](crate::attribution::Attributor::apply_heartbeats))
     /// works either way.
     pub share_heartbeats: bool,
+    /// Decide nothing: every record pushed leaves at once with its remote side
+    /// undecided (source `none`, no reason), no heartbeat or peer entry kept (default
+    /// off). What a collector node's intake runs when its chunks' records are routed
+    /// by connection to the nodes that attribute them (`--connection-topic`,
+    /// `docs/kafka.md`).
+    pub route_only: bool,
 }
 
 impl Default for AttributionConfig {
@@ -54,6 +60,7 @@ impl Default for AttributionConfig {
             max_held: 2_000_000,
             static_owners: StaticOwners::default(),
             share_heartbeats: false,
+            route_only: false,
         }
     }
 }

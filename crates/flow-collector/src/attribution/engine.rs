@@ -164,6 +164,36 @@ impl Attributor {
     /// IP (when it names its local workload), a candidate peer for other flows, and a
     /// flow to attribute. Flows that can be decided at once become ready.
     pub fn push_chunk(&mut self, batch: Arc<BatchId>, records: Vec<FlowRecord>, now: SystemTime) {
+        self.push(batch, records, None, now);
+    }
+
+    /// Takes some of a chunk's records, received at `now`, each with its index in
+    /// the chunk (`indices[i]` is the index of `records[i]`; the decided flows carry
+    /// it): what a node that receives a chunk's records routed by connection
+    /// (`connection_partition`) pushes. Otherwise as
+    /// [`push_chunk`](Attributor::push_chunk). Records beyond `indices` are dropped.
+    pub fn push_records(
+        &mut self,
+        batch: Arc<BatchId>,
+        mut records: Vec<FlowRecord>,
+        indices: &[u32],
+        now: SystemTime,
+    ) {
+        records.truncate(indices.len());
+        self.push(batch, records, Some(indices), now);
+    }
+
+    fn push(
+        &mut self,
+        batch: Arc<BatchId>,
+        records: Vec<FlowRecord>,
+        indices: Option<&[u32]>,
+        now: SystemTime,
+    ) {
+        if self.config.route_only {
+            self.pass_through(batch, records, indices);
+            return;
+        }
         let now = self.tick(now);
         self.map.observe(now);
         let host = self.hosts.intern(&batch.host);
@@ -253,7 +283,7 @@ impl Attributor {
         ) in records.into_iter().zip(keys.drain(..)).enumerate()
         {
             self.counters.flows_in += 1;
-            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let index = index_of(indices, index);
             let lo = start.saturating_sub(self.tolerance);
             let hi = end.saturating_add(self.tolerance);
             match self.peer_workload(self.peers.lookup(&conn, lo, hi)) {
@@ -637,6 +667,28 @@ impl Attributor {
     }
 
     /// Counts a decided flow and makes it ready.
+    /// Route-only mode: every record leaves at once, undecided.
+    fn pass_through(
+        &mut self,
+        batch: Arc<BatchId>,
+        records: Vec<FlowRecord>,
+        indices: Option<&[u32]>,
+    ) {
+        for (i, record) in records.into_iter().enumerate() {
+            self.counters.flows_in += 1;
+            self.emit(
+                record,
+                Arc::clone(&batch),
+                index_of(indices, i),
+                Decision {
+                    workload: None,
+                    source: RemoteIdentitySource::None,
+                    reason: None,
+                },
+            );
+        }
+    }
+
     fn emit(&mut self, record: FlowRecord, batch: Arc<BatchId>, index: u32, d: Decision) {
         let c = &mut self.counters;
         match (d.source, d.reason) {
@@ -654,5 +706,14 @@ impl Attributor {
             remote_identity_source: d.source,
             remote_unattributed_reason: d.reason,
         });
+    }
+}
+
+/// The chunk index of the `i`th record pushed: its own position, or the one given.
+#[inline]
+fn index_of(indices: Option<&[u32]>, i: usize) -> u32 {
+    match indices.and_then(|ix| ix.get(i)) {
+        Some(index) => *index,
+        None => u32::try_from(i).unwrap_or(u32::MAX),
     }
 }

@@ -17,6 +17,10 @@ use std::{
 pub(crate) struct HostId(u32);
 
 impl HostId {
+    /// A host ID that only marks a scoped key as scoped (routing hashes the host's
+    /// name instead of its per-process number).
+    pub(crate) const SCOPED_MARK: HostId = HostId(1);
+
     /// Its number (from 1, in the order hosts were first seen).
     pub(crate) fn index(self) -> u32 {
         self.0

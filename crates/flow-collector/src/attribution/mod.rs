@@ -35,6 +35,7 @@ mod held;
 mod ip_key;
 mod ownership;
 mod peers;
+mod routing;
 mod static_owners;
 mod stats;
 pub(crate) mod time;
@@ -50,6 +51,7 @@ pub use heartbeats::{
     HEARTBEAT_FORMAT_VERSION, Heartbeat, HeartbeatClaim, HeartbeatDecodeError, MAX_HEARTBEAT_BYTES,
     MAX_HEARTBEAT_RANGES,
 };
+pub use routing::{connection_hash, connection_partition};
 pub use static_owners::{StaticOwners, StaticOwnersError};
 pub use stats::AttributionStats;
 

@@ -9,6 +9,7 @@
 //! node can take chunks over HTTP and write flows to Kafka, or read chunks from
 //! Kafka and write JSON lines, and share heartbeats either way.
 
+pub(crate) mod connections;
 mod heartbeat_topic;
 pub(crate) mod input;
 mod offsets;
@@ -20,7 +21,7 @@ use std::time::Duration;
 pub use flow_kafka::{KafkaError, KafkaSettings};
 pub use heartbeat_topic::RebuildReport;
 pub(crate) use heartbeat_topic::{HeartbeatPublisher, follow, rebuild};
-pub use output::{KafkaOutput, KafkaOutputConfig};
+pub use output::{ConnectionRoute, KafkaOutput, KafkaOutputConfig};
 pub use stats::KafkaStats;
 
 /// How often a node publishes the heartbeats it extracted.
@@ -43,6 +44,13 @@ pub struct KafkaOptions {
     pub input_topic: Option<String>,
     /// The consumer group of the input (`--group`, default `flowcollector`).
     pub group: String,
+    /// Route every chunk's records by connection through this topic, and attribute
+    /// the records of the partitions this node owns (`--connection-topic`; needs the
+    /// output and heartbeat topics). See `docs/kafka.md`, "Connection routing".
+    pub connection_topic: Option<String>,
+    /// The consumer group of the connection topic (`--connection-group`, default
+    /// the input group's name followed by `-connections`).
+    pub connection_group: Option<String>,
     /// This node's name in the heartbeats it publishes (`--node-id`; default the host
     /// name and a random suffix, so that two nodes never share one).
     pub node_id: String,
@@ -63,6 +71,8 @@ impl KafkaOptions {
             heartbeat_topic: None,
             input_topic: None,
             group: "flowcollector".to_owned(),
+            connection_topic: None,
+            connection_group: None,
             node_id: default_node_id(),
             rebuild_timeout: Duration::from_secs(300),
             check_timeout: Duration::from_secs(30),
@@ -90,6 +100,20 @@ impl KafkaOptions {
         self.input_topic = Some(topic.into());
         self.group = group.into();
         self
+    }
+
+    /// Sets [`connection_topic`](KafkaOptions::connection_topic).
+    pub fn with_connection_topic(mut self, topic: impl Into<String>) -> KafkaOptions {
+        self.connection_topic = Some(topic.into());
+        self
+    }
+
+    /// The connection topic's consumer group: [`connection_group`](KafkaOptions::connection_group)
+    /// or `<group>-connections`.
+    pub fn connection_group(&self) -> String {
+        self.connection_group
+            .clone()
+            .unwrap_or_else(|| format!("{}-connections", self.group))
     }
 
     /// Sets [`node_id`](KafkaOptions::node_id).

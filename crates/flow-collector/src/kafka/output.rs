@@ -20,6 +20,14 @@
 //! does not happen unless the topic's limit is set absurdly low). When librdkafka's
 //! queue is full the messages wait in order in a queue of this output, and the
 //! collector refuses chunks (`503`) while more than `max_pending` messages wait.
+//!
+//! With a [`ConnectionRoute`] (`--connection-topic`) the output writes no flow to
+//! the output topic: a node's intake hands each chunk's records, undecided, to the
+//! nodes that attribute them, one message per chunk and partition of the connection
+//! topic (the records whose connections route there, `crate::connections`), kind
+//! `records`, header [`FLOW_ID_HEADER`] the batch ID; completeness records still go
+//! to the output topic. The guarantees are the same: a chunk's records are marked
+//! emitted in the intake's ledger once Kafka acknowledged them.
 
 use std::{
     collections::VecDeque,
@@ -43,8 +51,9 @@ use flow_kafka::{
 
 use super::stats::KafkaStats;
 use crate::{
-    attribution::AttributedFlow,
+    attribution::{AttributedFlow, connection_partition},
     completeness::WindowReport,
+    connections::encode_routed,
     output::{
         Acknowledgements, FlowKey, FlowOutput, OutputError, OutputPosition,
         write_completeness_line, write_json_line,
@@ -56,6 +65,9 @@ use crate::{
 #[derive(Debug)]
 struct Outgoing {
     number: u64,
+    /// The connection topic's partition, for routed records (else the output topic,
+    /// partitioned by key).
+    partition: Option<i32>,
     key: Vec<u8>,
     value: Vec<u8>,
     id: String,
@@ -125,6 +137,7 @@ impl ProducerContext for DeliveryContext {
                     .unwrap_or_else(|p| p.into_inner())
                     .push_back(Outgoing {
                         number,
+                        partition: (kind == ROUTED_KIND).then(|| message.partition()),
                         key: message.key().map(<[u8]>::to_vec).unwrap_or_default(),
                         value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                         id,
@@ -161,6 +174,19 @@ pub struct KafkaOutputConfig {
     /// Most messages waiting for the brokers before chunks are refused (default
     /// 200,000).
     pub max_pending: u64,
+    /// Route records, undecided, to the connection topic instead of writing flows
+    /// (see the module docs; default `None`).
+    pub route: Option<ConnectionRoute>,
+}
+
+/// Where an intake routes its chunks' records: a topic and its partition count (read
+/// at start; every node must route with the same count).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionRoute {
+    /// The connection topic.
+    pub topic: String,
+    /// Its partitions.
+    pub partitions: u32,
 }
 
 impl KafkaOutputConfig {
@@ -171,7 +197,14 @@ impl KafkaOutputConfig {
             topic: topic.into(),
             commit_timeout: Duration::from_secs(2),
             max_pending: 200_000,
+            route: None,
         }
+    }
+
+    /// Sets [`route`](KafkaOutputConfig::route).
+    pub fn with_route(mut self, route: ConnectionRoute) -> KafkaOutputConfig {
+        self.route = Some(route);
+        self
     }
 }
 
@@ -250,13 +283,18 @@ impl KafkaOutput {
                 key: KIND_HEADER,
                 value: Some(message.kind.as_bytes()),
             });
-        let record = BaseRecord::with_opaque_to(
-            &self.config.topic,
-            Box::new((message.number, message.kind)),
-        )
-        .key(&message.key)
-        .payload(&message.value)
-        .headers(headers);
+        let topic = match (&self.config.route, message.partition) {
+            (Some(route), Some(_)) => &route.topic,
+            _ => &self.config.topic,
+        };
+        let mut record =
+            BaseRecord::with_opaque_to(topic, Box::new((message.number, message.kind)))
+                .key(&message.key)
+                .payload(&message.value)
+                .headers(headers);
+        if let Some(partition) = message.partition {
+            record = record.partition(partition);
+        }
         match self.producer.send(record) {
             Ok(()) => {
                 KafkaStats::add(&stats.output_produced, 1);
@@ -333,10 +371,17 @@ impl KafkaOutput {
 
     /// Numbers one message and sends it.
     fn produce(&mut self, key: Vec<u8>, id: String, kind: &'static str) {
+        self.produce_to(None, key, id, kind);
+    }
+
+    /// Numbers one message for `partition` of the connection topic (or the output
+    /// topic) and sends it.
+    fn produce_to(&mut self, partition: Option<i32>, key: Vec<u8>, id: String, kind: &'static str) {
         let number = self.deliveries.acks.issue(1);
         let value = std::mem::take(&mut self.buffer);
         self.send(Outgoing {
             number,
+            partition,
             key,
             value,
             id,
@@ -362,6 +407,58 @@ fn create_producer(
         })
 }
 
+/// The kind header of a connection-topic message.
+pub(crate) const ROUTED_KIND: &str = "records";
+
+impl KafkaOutput {
+    /// Routes `flows`' records (undecided) to the connection topic: one message per
+    /// run of flows of one chunk and partition.
+    fn route(
+        &mut self,
+        route: &ConnectionRoute,
+        flows: &[AttributedFlow],
+    ) -> Result<(), OutputError> {
+        let mut start = 0;
+        while start < flows.len() {
+            let batch = &flows[start].batch;
+            let end = flows[start..]
+                .iter()
+                .position(|f| !Arc::ptr_eq(&f.batch, batch))
+                .map_or(flows.len(), |n| start + n);
+            let mut by_partition: std::collections::BTreeMap<u32, Vec<&AttributedFlow>> =
+                std::collections::BTreeMap::new();
+            for flow in &flows[start..end] {
+                let partition =
+                    connection_partition(&flow.record, flow.host_id(), route.partitions);
+                by_partition.entry(partition).or_default().push(flow);
+            }
+            for (partition, part) in by_partition {
+                self.buffer.clear();
+                encode_routed(
+                    batch,
+                    part.iter().map(|f| (f.record_index, &f.record)),
+                    &mut self.buffer,
+                )
+                .map_err(|e| OutputError::Io {
+                    operation: "encode",
+                    path: route.topic.clone().into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                KafkaStats::add(&self.deliveries.stats.routed_records, part.len() as u64);
+                let id = batch.to_string();
+                self.produce_to(
+                    Some(i32::try_from(partition).unwrap_or(0)),
+                    id.clone().into_bytes(),
+                    id,
+                    ROUTED_KIND,
+                );
+            }
+            start = end;
+        }
+        Ok(())
+    }
+}
+
 /// The message key of a flow: its connection.
 fn flow_key(flow: &AttributedFlow) -> Vec<u8> {
     let r = &flow.record;
@@ -374,6 +471,9 @@ fn flow_key(flow: &AttributedFlow) -> Vec<u8> {
 impl FlowOutput for KafkaOutput {
     fn write(&mut self, flows: &[AttributedFlow]) -> Result<(), OutputError> {
         self.resend();
+        if let Some(route) = self.config.route.clone() {
+            return self.route(&route, flows);
+        }
         for flow in flows {
             self.buffer.clear();
             write_json_line(&mut self.buffer, flow).map_err(|source| OutputError::Io {

@@ -56,7 +56,25 @@ pub struct KafkaStats {
     /// Input messages taken whose offsets wait to be committed (their chunks' flows
     /// not all written and acknowledged yet).
     pub input_uncommitted: AtomicU64,
-    /// Consumer errors (input and heartbeat topics), by kind.
+    /// Records an intake routed to the connection topic (`--connection-topic`).
+    pub routed_records: AtomicU64,
+    /// Connection-topic messages consumed.
+    pub connection_consumed: AtomicU64,
+    /// Their bytes.
+    pub connection_bytes: AtomicU64,
+    /// Connection-topic messages that did not decode (skipped, committed, logged).
+    pub connection_undecodable: AtomicU64,
+    /// Attributed flows dropped because their output line could not be encoded
+    /// (logged).
+    pub connection_dropped: AtomicU64,
+    /// Offset commits of the connection consumer group.
+    pub connection_commits: AtomicU64,
+    /// Messages behind the connection topic's end on the partitions this node owns.
+    pub connection_lag: AtomicU64,
+    /// Connection-topic messages taken whose offsets wait to be committed (records
+    /// held back, or not yet acknowledged by the output).
+    pub connection_uncommitted: AtomicU64,
+    /// Consumer errors (input, heartbeat and connection topics), by kind.
     pub consumer_errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 

@@ -193,6 +193,16 @@ pub(crate) struct RunArgs {
     /// Consumer group of --input-topic. Default flowcollector.
     #[arg(long, env = "FLOWCOLLECTOR_GROUP")]
     pub(crate) group: Option<String>,
+    /// Route every chunk's records by connection through this topic, and attribute
+    /// the records of this node's partitions, so that N nodes attribute as one
+    /// (docs/kafka.md, "Connection routing"). Needs --output-topic and
+    /// --heartbeat-topic; every node of the fleet names the same one.
+    #[arg(long, env = "FLOWCOLLECTOR_CONNECTION_TOPIC")]
+    pub(crate) connection_topic: Option<String>,
+    /// Consumer group of --connection-topic. Default: --group followed by
+    /// "-connections".
+    #[arg(long, env = "FLOWCOLLECTOR_CONNECTION_GROUP")]
+    pub(crate) connection_group: Option<String>,
     /// This node's name in the heartbeats it publishes. Default: host name and a
     /// random suffix.
     #[arg(long, env = "FLOWCOLLECTOR_NODE_ID")]

@@ -81,6 +81,8 @@ drain_timeout = "2m5s"       # at SIGTERM, longest wait for held flows
 # heartbeat_topic = "flow-heartbeats"  # the same on every node of the fleet
 # input_topic = "flow-chunks"          # chunks from `flowexporter run --kafka-topic`
 # group = "flowcollector"              # consumer group of input_topic
+# connection_topic = "flow-connections" # route records by connection: N nodes attribute as one
+# connection_group = "flowcollector-connections"
 # node_id = "collector-1"              # default: host name + random suffix
 # compression = "zstd"
 # rebuild_timeout = "5m"               # longest the heartbeat rebuild may take at start
@@ -183,6 +185,8 @@ struct KafkaSection {
     heartbeat_topic: Option<String>,
     input_topic: Option<String>,
     group: Option<String>,
+    connection_topic: Option<String>,
+    connection_group: Option<String>,
     node_id: Option<String>,
     compression: Option<String>,
     rebuild_timeout: Option<TextDuration>,
@@ -468,8 +472,12 @@ fn kafka_options(
     let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
     let heartbeat_topic = args.heartbeat_topic.clone().or(k.heartbeat_topic.clone());
     let input_topic = args.input_topic.clone().or(k.input_topic.clone());
+    let connection_topic = args.connection_topic.clone().or(k.connection_topic.clone());
     let brokers = args.kafka_brokers.clone().or(k.brokers.clone());
-    let any_topic = output_topic.is_some() || heartbeat_topic.is_some() || input_topic.is_some();
+    let any_topic = output_topic.is_some()
+        || heartbeat_topic.is_some()
+        || input_topic.is_some()
+        || connection_topic.is_some();
     let Some(brokers) = brokers else {
         if any_topic {
             return Err(invalid(
@@ -493,6 +501,10 @@ fn kafka_options(
             &heartbeat_topic,
         ),
         ("kafka.input_topic (--input-topic)", &input_topic),
+        (
+            "kafka.connection_topic (--connection-topic)",
+            &connection_topic,
+        ),
     ] {
         if let Some(topic) = topic
             && !valid_topic(topic)
@@ -502,6 +514,12 @@ fn kafka_options(
                 format!("{topic:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"),
             ));
         }
+    }
+    if connection_topic.is_some() && (output_topic.is_none() || heartbeat_topic.is_none()) {
+        return Err(invalid(
+            "kafka.connection_topic (--connection-topic)",
+            "routing records by connection needs --output-topic and --heartbeat-topic (every node attributes some connections and shares its heartbeats)".into(),
+        ));
     }
     let kafka_error = |key: &'static str| {
         move |e: flow_kafka::KafkaError| ConfigError::Invalid {
@@ -581,6 +599,8 @@ fn kafka_options(
     if let Some(group) = args.group.clone().or(k.group.clone()) {
         kafka.group = group;
     }
+    kafka.connection_topic = connection_topic;
+    kafka.connection_group = args.connection_group.clone().or(k.connection_group.clone());
     if let Some(node) = args.node_id.clone().or(k.node_id.clone()) {
         kafka.node_id = node;
     }
@@ -717,6 +737,13 @@ pub(crate) fn describe(resolved: &Resolved) -> String {
             ));
             lines.push(format!("kafka.input_topic = {}", topic(&k.input_topic)));
             lines.push(format!("kafka.group = {}", k.group));
+            lines.push(format!(
+                "kafka.connection_topic = {}",
+                topic(&k.connection_topic)
+            ));
+            if k.connection_topic.is_some() {
+                lines.push(format!("kafka.connection_group = {}", k.connection_group()));
+            }
             lines.push(format!("kafka.node_id = {}", k.node_id));
             lines.push(format!("kafka.compression = {}", k.settings.compression));
             lines.push(format!(

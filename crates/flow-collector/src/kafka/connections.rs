@@ -1,0 +1,314 @@
+//! The attributing half of connection routing (`--connection-topic`): consumes the
+//! connection topic as a member of the connection group, so that this node owns some
+//! of its partitions and receives every record (both ends) of their connections;
+//! feeds them to its [`ConnectionStage`] (an attributor configured as a single
+//! node's, sharing its heartbeats); writes the decided flows to the output topic;
+//! commits a message's offset once every record it brought is out and acknowledged,
+//! and every earlier message of its partition too.
+//!
+//! Records still held back are not drained at shutdown: their offsets are not
+//! committed, and the partition's next owner (this node after a restart, or another
+//! after a rebalance) reads them again. So a flow decided and written before that,
+//! behind a held one in its partition, is written again (same ID; `docs/kafka.md`).
+
+use std::{
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::{Duration, Instant, SystemTime},
+};
+
+use flow_kafka::{
+    ErrorKind, KafkaError, KafkaSettings,
+    rdkafka::{
+        ClientContext, Message, Offset, TopicPartitionList,
+        consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
+    },
+};
+
+use super::{
+    KafkaOutput,
+    heartbeat_topic::lag_of,
+    input::InputStop,
+    offsets::{OffsetBook, Taken},
+    stats::KafkaStats,
+};
+use crate::{
+    connections::{ConnectionStage, decode_routed},
+    output::{Acknowledgements, FlowOutput},
+};
+
+/// How often committable offsets are committed.
+const COMMIT_EVERY: Duration = Duration::from_millis(500);
+
+/// How often held flows are looked at and decided ones written.
+const PUMP_EVERY: Duration = Duration::from_millis(100);
+
+/// Most flows written per pump.
+const WRITE_BATCH: usize = 10_000;
+
+/// What the consumer thread and its rebalance callback share.
+struct Shared {
+    topic: String,
+    book: Mutex<OffsetBook>,
+    stage: Arc<Mutex<ConnectionStage>>,
+    acks: Acknowledgements,
+    stats: Arc<KafkaStats>,
+}
+
+impl Shared {
+    /// Commits the offsets whose messages are done.
+    fn commit<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, mode: CommitMode) {
+        let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        let committable = {
+            let stage = self.stage.lock().unwrap_or_else(|p| p.into_inner());
+            let acknowledged = self.acks.acknowledged_below();
+            book.committable(|batch, _| stage.done(batch, acknowledged))
+        };
+        self.stats
+            .connection_uncommitted
+            .store(book.waiting() as u64, Ordering::Relaxed);
+        if committable.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, next) in committable {
+            if list
+                .add_partition_offset(&self.topic, partition, Offset::Offset(next))
+                .is_err()
+            {
+                return;
+            }
+        }
+        match consumer.commit(&list, mode) {
+            Ok(()) => KafkaStats::add(&self.stats.connection_commits, 1),
+            Err(error) => {
+                KafkaStats::error(&self.stats.consumer_errors, ErrorKind::of(&error));
+                tracing::warn!(error = %error, "committing connection-topic offsets failed; retried");
+            }
+        }
+    }
+}
+
+/// The consumer's context: on a rebalance that takes partitions away, commits what
+/// may be committed, then forgets them (their held records are read again by the
+/// next owner).
+struct ConnectionContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for ConnectionContext {}
+
+impl ConsumerContext for ConnectionContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<ConnectionContext>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        self.shared.commit(consumer, CommitMode::Sync);
+        let mut book = self.shared.book.lock().unwrap_or_else(|p| p.into_inner());
+        for element in revoked.elements_for_topic(&self.shared.topic) {
+            book.forget(element.partition());
+        }
+    }
+}
+
+/// Consumes the connection topic `topic` as a member of `group` until `stop`,
+/// attributing in `stage` and writing to `output`.
+pub(crate) fn spawn(
+    settings: &KafkaSettings,
+    topic: &str,
+    group: &str,
+    stage: Arc<Mutex<ConnectionStage>>,
+    output: KafkaOutput,
+    stats: Arc<KafkaStats>,
+    stop: Arc<InputStop>,
+) -> Result<std::thread::JoinHandle<()>, KafkaError> {
+    let acks = output.acknowledgements().unwrap_or_default();
+    let shared = Arc::new(Shared {
+        topic: topic.to_owned(),
+        book: Mutex::new(OffsetBook::default()),
+        stage,
+        acks,
+        stats,
+    });
+    let consumer: BaseConsumer<ConnectionContext> = settings
+        .consumer_config(Some(group))
+        .create_with_context(ConnectionContext {
+            shared: Arc::clone(&shared),
+        })
+        .map_err(|source| KafkaError::Client {
+            what: "connection consumer creation",
+            source,
+        })?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|source| KafkaError::Client {
+            what: "connection-topic subscription",
+            source,
+        })?;
+    std::thread::Builder::new()
+        .name("connections-in".into())
+        .spawn(move || {
+            Attributing {
+                consumer,
+                shared,
+                output,
+                last_output_log: None,
+                last_log: None,
+            }
+            .run(&stop)
+        })
+        .map_err(|e| KafkaError::InvalidSetting {
+            key: "connection consumer thread",
+            value: String::new(),
+            reason: e.to_string(),
+        })
+}
+
+/// The consumer thread's parts.
+struct Attributing {
+    consumer: BaseConsumer<ConnectionContext>,
+    shared: Arc<Shared>,
+    output: KafkaOutput,
+    last_output_log: Option<Instant>,
+    last_log: Option<Instant>,
+}
+
+impl Attributing {
+    fn run(mut self, stop: &InputStop) {
+        let mut last_pump = Instant::now();
+        let mut last_commit = Instant::now();
+        let mut last_lag = Instant::now();
+        let mut paused = false;
+        while !stop.reading.load(Ordering::Relaxed) {
+            if last_pump.elapsed() >= PUMP_EVERY {
+                last_pump = Instant::now();
+                self.pump();
+                // The output is behind: stop taking messages until it catches up
+                // (the group membership lives on: polling goes on, paused).
+                let behind = self.output.backpressure();
+                if behind.is_some() != paused {
+                    paused = behind.is_some();
+                    if let Ok(assignment) = self.consumer.assignment() {
+                        let _ = if paused {
+                            self.consumer.pause(&assignment)
+                        } else {
+                            self.consumer.resume(&assignment)
+                        };
+                    }
+                }
+            }
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                last_commit = Instant::now();
+                self.shared.commit(&self.consumer, CommitMode::Async);
+            }
+            if last_lag.elapsed() >= Duration::from_secs(5) {
+                last_lag = Instant::now();
+                if let Some(lag) = lag_of(&self.consumer, &self.shared.topic) {
+                    self.shared
+                        .stats
+                        .connection_lag
+                        .store(lag, Ordering::Relaxed);
+                }
+            }
+            match self.consumer.poll(PUMP_EVERY) {
+                None => {}
+                Some(Err(error)) => {
+                    KafkaStats::error(&self.shared.stats.consumer_errors, ErrorKind::of(&error));
+                    if self
+                        .last_log
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+                    {
+                        self.last_log = Some(Instant::now());
+                        tracing::error!(topic = %self.shared.topic, error = %error,
+                            "consuming the connection topic");
+                    }
+                }
+                Some(Ok(message)) => {
+                    let partition = message.partition();
+                    let offset = message.offset();
+                    let payload = message.payload().unwrap_or_default();
+                    let stats = &self.shared.stats;
+                    KafkaStats::add(&stats.connection_consumed, 1);
+                    KafkaStats::add(&stats.connection_bytes, payload.len() as u64);
+                    let taken = match decode_routed(payload) {
+                        Ok(routed) => {
+                            let batch = self
+                                .shared
+                                .stage
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(routed, SystemTime::now());
+                            Taken::Chunk(batch, None)
+                        }
+                        Err(error) => {
+                            KafkaStats::add(&stats.connection_undecodable, 1);
+                            tracing::error!(topic = %self.shared.topic, partition, offset,
+                                error = %error, "a connection-topic message does not decode; skipped");
+                            Taken::Done
+                        }
+                    };
+                    self.shared
+                        .book
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .taken(partition, offset, taken);
+                }
+            }
+        }
+        // Stopped: write what is decided, wait a little for its acknowledgements,
+        // commit what is done. What is still held is read again at the next start.
+        if let Ok(assignment) = self.consumer.assignment() {
+            let _ = self.consumer.pause(&assignment);
+        }
+        self.pump();
+        let mark = self.shared.acks.mark();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.shared.acks.reached(mark) && Instant::now() < deadline {
+            let _ = self.output.commit();
+            let _ = self.consumer.poll(Duration::from_millis(50));
+        }
+        self.shared.commit(&self.consumer, CommitMode::Sync);
+    }
+
+    /// Decides what time allows, writes the decided flows, commits the output.
+    fn pump(&mut self) {
+        let now = SystemTime::now();
+        loop {
+            let flows = {
+                let mut stage = self.shared.stage.lock().unwrap_or_else(|p| p.into_inner());
+                stage.advance(now);
+                stage.take_ready(WRITE_BATCH)
+            };
+            if flows.is_empty() {
+                break;
+            }
+            if let Err(error) = self.output.write(&flows) {
+                // Only encoding can fail here (the JSON line of a decoded record):
+                // the flows are counted as written so that the partition moves on.
+                tracing::error!(error = %crate::error_chain(&error), flows = flows.len(),
+                    "writing attributed flows failed; they are dropped");
+                KafkaStats::add(&self.shared.stats.connection_dropped, flows.len() as u64);
+            }
+            let mark = self.shared.acks.mark();
+            let mut stage = self.shared.stage.lock().unwrap_or_else(|p| p.into_inner());
+            stage.written(&flows, mark);
+            if flows.len() < WRITE_BATCH {
+                break;
+            }
+        }
+        if let Err(error) = self.output.commit()
+            && self
+                .last_output_log
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            self.last_output_log = Some(Instant::now());
+            tracing::error!(error = %crate::error_chain(&error),
+                "the output topic does not acknowledge; attributed flows wait");
+        }
+        let acknowledged = self.shared.acks.acknowledged_below();
+        self.shared
+            .stage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .prune(acknowledged);
+    }
+}
