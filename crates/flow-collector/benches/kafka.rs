@@ -6,12 +6,18 @@
 //!   its start until the brokers acknowledged every flow. Reports flows/s of wall
 //!   time and per core (the process's CPU time: the collector and librdkafka's
 //!   threads; the broker is another process), and the heartbeat topic's volume.
+//! - `connections`: the same, with the records routed by connection through a
+//!   connection topic (`--connection-topic`, 3 partitions) and attributed by the
+//!   node's connection consumer: every record crosses Kafka twice more (routed, then
+//!   written as a flow); timed until every flow is decided and every message
+//!   acknowledged.
 //! - `rebuild`: an hour of heartbeats of N hosts in the heartbeat topic (as their
 //!   nodes publish them: one message per host, IP and claim per minute); then a node
 //!   starts and reads them back; reports how long that took.
 //!
 //! ```text
 //! cargo bench -p flowcollector --bench kafka -- throughput [CHUNKS] [RECORDS_PER_CHUNK]
+//! cargo bench -p flowcollector --bench kafka -- connections [CHUNKS] [RECORDS_PER_CHUNK]
 //! cargo bench -p flowcollector --bench kafka -- rebuild [HOSTS] [IPS_PER_HOST] [MINUTES]
 //! ```
 //! Needs tansu (`.ci/run` installs it) and writes under the temporary directory.
@@ -152,9 +158,9 @@ fn options(dir: &std::path::Path, kafka: KafkaOptions) -> CollectorOptions {
         .with_kafka(kafka)
 }
 
-async fn throughput(chunks: u32, per_chunk: u32) {
+async fn throughput(chunks: u32, per_chunk: u32, route: bool) {
     let broker = Broker::in_memory();
-    for topic in ["chunks", "flows", "heartbeats"] {
+    for topic in ["chunks", "flows", "heartbeats", "connections"] {
         broker.create_topic(topic, 3);
     }
     let now = SystemTime::now();
@@ -192,6 +198,11 @@ async fn throughput(chunks: u32, per_chunk: u32) {
         .with_input("chunks", "bench")
         .with_output_topic("flows")
         .with_heartbeat_topic("heartbeats");
+    let kafka = if route {
+        kafka.with_connection_topic("connections")
+    } else {
+        kafka
+    };
     let cpu0 = cpu_seconds();
     let started = Instant::now();
     let collector = FlowCollector::start(options(dir.path(), kafka))
@@ -199,8 +210,21 @@ async fn throughput(chunks: u32, per_chunk: u32) {
         .expect("collector");
     let stats = collector.kafka_stats().expect("kafka");
     let deadline = Instant::now() + Duration::from_secs(1800);
-    while KafkaStats::get(&stats.output_acknowledged) < total {
+    loop {
         assert!(Instant::now() < deadline, "not done in 30 minutes");
+        let acked = KafkaStats::get(&stats.output_acknowledged);
+        let done = if route {
+            // Routed messages and flows share the counters: every flow decided, and
+            // every message produced acknowledged.
+            let produced =
+                KafkaStats::get(&stats.output_produced) - KafkaStats::get(&stats.output_retried);
+            collector.parts().await.attribution.flows_out >= total && acked >= produced
+        } else {
+            acked >= total
+        };
+        if done {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let wall = started.elapsed().as_secs_f64();
@@ -209,7 +233,8 @@ async fn throughput(chunks: u32, per_chunk: u32) {
     let published = KafkaStats::get(&stats.heartbeats_published);
     let hb_bytes = KafkaStats::get(&stats.heartbeat_bytes_published);
     println!(
-        "throughput: {total} flows ({chunks} chunks of {per_chunk}, {hosts} hosts) in {wall:.2} s wall, {cpu:.2} s CPU"
+        "{}: {total} flows ({chunks} chunks of {per_chunk}, {hosts} hosts) in {wall:.2} s wall, {cpu:.2} s CPU",
+        if route { "connections" } else { "throughput" }
     );
     println!(
         "  {:.0} flows/s wall, {:.0} flows/s per core (CPU), output {:.0} bytes/flow",
@@ -330,10 +355,12 @@ async fn main() {
         .collect();
     let n = |i: usize, default: u32| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     match args.first().map(String::as_str) {
-        Some("throughput") => throughput(n(1, 200), n(2, 1000)).await,
+        Some("throughput") => throughput(n(1, 200), n(2, 1000), false).await,
+        Some("connections") => throughput(n(1, 200), n(2, 1000), true).await,
         Some("rebuild") => rebuild(n(1, 1000), n(2, 20), n(3, 60)).await,
         _ => {
-            throughput(n(1, 200), n(2, 1000)).await;
+            throughput(n(1, 200), n(2, 1000), false).await;
+            throughput(n(1, 200), n(2, 1000), true).await;
             rebuild(1000, 20, 60).await;
         }
     }

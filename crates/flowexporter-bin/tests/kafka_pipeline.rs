@@ -76,12 +76,25 @@ fn flows_of(
 
 #[test]
 fn real_connections_go_exporter_kafka_collector_kafka_attributed_once_by_id() {
+    pipeline("kafka-pipeline", false);
+}
+
+/// The same, with the collector routing records by connection through a connection
+/// topic (`--connection-topic`) and attributing them in its connection consumer:
+/// loopback connections (scoped to the host) route with the host's name.
+#[test]
+fn real_connections_routed_by_connection_are_attributed_once_by_id() {
+    pipeline("kafka-pipeline-routed", true);
+}
+
+fn pipeline(name: &str, route: bool) {
     flow_testkit::mount_kernel_filesystems();
-    let scratch = Scratch::new("kafka-pipeline");
+    let scratch = Scratch::new(name);
     let broker = Broker::in_memory();
     broker.create_topic("chunks", 2);
     broker.create_topic("flows", 3);
     broker.create_topic("heartbeats", 2);
+    broker.create_topic("connections", 4);
     let rt = runtime();
     let settings = KafkaSettings::new(&broker.address()).expect("brokers");
     let kafka = KafkaOptions::new(settings)
@@ -89,6 +102,11 @@ fn real_connections_go_exporter_kafka_collector_kafka_attributed_once_by_id() {
         .with_output_topic("flows")
         .with_heartbeat_topic("heartbeats")
         .with_node_id("node-1");
+    let kafka = if route {
+        kafka.with_connection_topic("connections")
+    } else {
+        kafka
+    };
     let options = CollectorOptions::new(
         "127.0.0.1:0".parse().expect("addr"),
         scratch.path("unused.jsonl"),
@@ -192,6 +210,13 @@ fn real_connections_go_exporter_kafka_collector_kafka_attributed_once_by_id() {
         }
         // The two ends of one connection are two flows with IDs of their own.
         assert_ne!(c["record_index"], s["record_index"]);
+    }
+    if route {
+        let stats = collector.kafka_stats().expect("kafka");
+        assert!(
+            flow_collector::kafka::KafkaStats::get(&stats.routed_records) >= want as u64,
+            "the records went through the connection topic"
+        );
     }
     exporter.stop();
     rt.block_on(collector.shutdown());
