@@ -647,22 +647,42 @@ fn a_broker_down_for_a_minute_stops_the_answers_and_loses_nothing() {
 
 #[test]
 fn a_node_killed_mid_stream_loses_nothing_and_repeats_flows_with_their_ids() {
+    killed_mid_stream(false);
+}
+
+/// The same with records routed by connection: the restarted node's connection
+/// consumer reads again what the killed one had not committed (after the group
+/// gives the dead member's partitions back: its session timeout).
+#[test]
+fn a_node_routing_by_connection_killed_mid_stream_loses_nothing() {
+    killed_mid_stream(true);
+}
+
+fn killed_mid_stream(route: bool) {
     let broker = Broker::in_memory();
     broker.create_topic("flows", 3);
+    broker.create_topic("heartbeats", 2);
+    broker.create_topic("connections", 4);
     let dir = tempfile::tempdir().expect("dir");
     let state = dir.path().join("state");
     let addr = broker.address();
-    let args = kafka_args(
-        &addr,
-        &[
-            "--state-dir",
-            state.to_str().expect("path"),
-            "--output-topic",
-            "flows",
-            "--hold-back",
-            "0s",
-        ],
-    );
+    let mut extra = vec![
+        "--state-dir",
+        state.to_str().expect("path"),
+        "--output-topic",
+        "flows",
+        "--hold-back",
+        "0s",
+    ];
+    if route {
+        extra.extend([
+            "--heartbeat-topic",
+            "heartbeats",
+            "--connection-topic",
+            "connections",
+        ]);
+    }
+    let args = kafka_args(&addr, &extra);
     const FRAMES: u64 = 40;
     const PER_FRAME: u16 = 50;
     let frames: Vec<Vec<u8>> = (0..FRAMES)
@@ -696,6 +716,8 @@ fn a_node_killed_mid_stream_loses_nothing_and_repeats_flows_with_their_ids() {
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
+                // An exporter's pace, so that the kill lands mid-stream.
+                std::thread::sleep(Duration::from_millis(50));
             }
             done.store(true, Ordering::Relaxed);
         })
@@ -709,11 +731,15 @@ fn a_node_killed_mid_stream_loses_nothing_and_repeats_flows_with_their_ids() {
     if let Some(c) = collector.lock().expect("lock").take() {
         c.crash();
     }
+    assert!(
+        !done.load(Ordering::Relaxed),
+        "the kill came after the last frame"
+    );
     *collector.lock().expect("lock") = Some(Collector::start_with(&args));
     sender.join().expect("sender");
     assert!(done.load(Ordering::Relaxed));
     let total = usize::try_from(FRAMES).expect("small") * usize::from(PER_FRAME);
-    let messages = wait_flows(&broker, "flows", total, Duration::from_secs(60));
+    let messages = wait_flows(&broker, "flows", total, Duration::from_secs(150));
     let mut by_id: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
     for m in &messages {
         by_id
@@ -727,7 +753,7 @@ fn a_node_killed_mid_stream_loses_nothing_and_repeats_flows_with_their_ids() {
     for values in by_id.values() {
         assert!(values.iter().all(|v| v == &values[0]));
     }
-    eprintln!("{repeated} of {total} flows repeated after the crash");
+    eprintln!("{repeated} of {total} flows repeated after the crash (routed: {route})");
     if let Some(c) = collector.lock().expect("lock").take() {
         c.stop();
     }
