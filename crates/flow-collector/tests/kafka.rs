@@ -702,8 +702,10 @@ fn killed_mid_stream(route: bool) {
         let collector = Arc::clone(&collector);
         let done = Arc::clone(&done);
         std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(300);
             for f in &frames {
                 loop {
+                    assert!(Instant::now() < deadline, "frames not taken in 5 minutes");
                     let addr = collector
                         .lock()
                         .expect("lock")

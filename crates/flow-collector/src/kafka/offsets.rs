@@ -26,8 +26,6 @@ pub(crate) enum Taken {
 #[derive(Debug, Default)]
 pub(crate) struct OffsetBook {
     partitions: HashMap<i32, BTreeMap<i64, Taken>>,
-    /// The next offset to commit per partition, as last computed.
-    committed: HashMap<i32, i64>,
 }
 
 impl OffsetBook {
@@ -62,7 +60,6 @@ impl OffsetBook {
                 entry.remove();
             }
             if let Some(next) = next {
-                self.committed.insert(*partition, next);
                 out.push((*partition, next));
             }
         }
@@ -74,7 +71,6 @@ impl OffsetBook {
     /// read again by its next owner.
     pub(crate) fn forget(&mut self, partition: i32) {
         self.partitions.remove(&partition);
-        self.committed.remove(&partition);
     }
 
     /// Messages waiting.
