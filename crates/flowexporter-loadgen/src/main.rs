@@ -102,16 +102,28 @@ struct FleetArgs {
     /// Generate and encode, deliver nothing: the simulator's own time and memory.
     #[arg(long)]
     generate_only: bool,
-    /// Collector nodes: each attributes the chunks it receives and shares its
-    /// heartbeats with the others.
+    /// Collector nodes: each attributes the chunks it receives (or, routed by
+    /// connection, the records of its partitions) and shares its heartbeats with the
+    /// others.
     #[arg(long, default_value_t = 1)]
     nodes: u32,
-    /// How chunks are spread over the nodes: by host (affinity), or round robin.
+    /// How chunks are spread over the nodes: by host (affinity), round robin, or by
+    /// connection (chunks by host to an intake, which routes each record by its
+    /// connection to the node owning its partition).
     #[arg(long, value_enum, default_value = "by-host")]
     routing: RoutingArg,
-    /// Time from a chunk's arrival at a node to its heartbeats' arrival at the others.
+    /// Time from records' arrival at the node that attributes them to their
+    /// heartbeats' arrival at the others.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     heartbeat_delay: Duration,
+    /// Partitions of the connection topic (--routing by-connection); node i owns the
+    /// partitions p with p % nodes == i.
+    #[arg(long, default_value_t = 12)]
+    connection_partitions: u32,
+    /// Time from a chunk's arrival at its intake to its records' arrival at the nodes
+    /// that attribute them (--routing by-connection).
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    routing_delay: Duration,
     /// Keep, take and encode heartbeats even with one node (their cost and volume).
     #[arg(long)]
     share_heartbeats: bool,
@@ -143,8 +155,11 @@ impl FleetArgs {
             routing: match self.routing {
                 RoutingArg::ByHost => Routing::ByHost,
                 RoutingArg::RoundRobin => Routing::RoundRobin,
+                RoutingArg::ByConnection => Routing::ByConnection,
             },
             heartbeat_delay: self.heartbeat_delay,
+            connection_partitions: self.connection_partitions,
+            routing_delay: self.routing_delay,
             share_heartbeats: self.share_heartbeats,
         }
     }
@@ -157,6 +172,9 @@ enum RoutingArg {
     ByHost,
     /// Chunk after chunk to the next node.
     RoundRobin,
+    /// Chunks by host to an intake node, records by connection to the node that
+    /// attributes them.
+    ByConnection,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -6,6 +6,7 @@ use flow_collector::{
 };
 
 use crate::fleet::{
+    routing::fnv1a,
     truth::{Truth, TruthTable, Unknown, Verdict, judge},
     world::{Micros, SECOND, T0_SECS, World, host_index},
 };
@@ -58,6 +59,10 @@ pub struct Tally {
     pub unknown_index: u64,
     /// Flows handed out a second time.
     pub twice: u64,
+    /// A digest of every checked flow's decision ([`decision_digest`]), added up
+    /// (wrapping): equal for two runs that decided every flow alike, whatever the
+    /// order and the node each flow came out of.
+    pub decisions: u64,
 }
 
 impl Tally {
@@ -103,6 +108,7 @@ impl Tally {
         self.unknown_chunk += other.unknown_chunk;
         self.unknown_index += other.unknown_index;
         self.twice += other.twice;
+        self.decisions = self.decisions.wrapping_add(other.decisions);
     }
 }
 
@@ -155,6 +161,7 @@ impl Checker {
                 }
             };
             self.tally.checked += 1;
+            self.tally.decisions = self.tally.decisions.wrapping_add(decision_digest(flow));
             match judge(truth, flow, world) {
                 Verdict::Correct(RemoteIdentitySource::PeerRecord) => {
                     self.tally.correct_peer_record += 1;
@@ -184,6 +191,28 @@ impl Checker {
             }
         }
     }
+}
+
+/// A digest of what the collector decided for `flow`: its ID (batch and index), the
+/// remote workload named, the source and the reason (FNV-1a).
+pub fn decision_digest(flow: &AttributedFlow) -> u64 {
+    let b = &flow.batch;
+    let mut bytes = Vec::with_capacity(96);
+    bytes.extend_from_slice(b.host.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(&b.instance.as_u128().to_le_bytes());
+    bytes.extend_from_slice(&b.sequence.to_le_bytes());
+    bytes.extend_from_slice(&flow.record_index.to_le_bytes());
+    if let Some(w) = &flow.remote_workload_id {
+        bytes.extend_from_slice(w.as_str().as_bytes());
+    }
+    bytes.push(0);
+    bytes.extend_from_slice(flow.remote_identity_source.as_str().as_bytes());
+    bytes.push(0);
+    if let Some(r) = flow.remote_unattributed_reason {
+        bytes.extend_from_slice(r.as_str().as_bytes());
+    }
+    fnv1a(&bytes)
 }
 
 /// A misattributed flow in full: its JSON line, the truth, who owned its remote IP

@@ -4,7 +4,11 @@
 //! arrival time, advance it, take the decided flows out and serialize each as the
 //! collector's JSON line, and each window's completeness record too. With several
 //! nodes, one of these per node, which also takes its heartbeats out (encoding and
-//! decoding them as the heartbeat topic carries them) and applies the others'. Only
+//! decoding them as the heartbeat topic carries them) and applies the others'. Routed
+//! by connection, a node is two stages: the intake takes a chunk (decode, drop a
+//! batch ID seen before, count it in its window) and writes its records to the
+//! connection topic ([`CollectorSide::receive_and_route`]); the attributing stage
+//! takes the messages of its partitions ([`CollectorSide::receive_routed`]). Only
 //! this work is timed.
 
 use std::{
@@ -19,11 +23,15 @@ use flow_collector::{
     completeness::{
         CompletenessConfig, Slot, WindowChunk, WindowReport, WindowStatus, WindowTracker,
     },
+    connections::decode_routed,
     output::{write_completeness_line, write_json_line},
 };
-use flow_record::RecordKind;
+use flow_record::{FlowRecord, RecordKind};
 
-use crate::fleet::world::{Micros, system_time};
+use crate::fleet::{
+    routing::{ConnectionRouter, RoutedMessage},
+    world::{Micros, system_time},
+};
 
 /// Serialized output is dropped once the buffer holds this much (the bytes are
 /// counted, not kept).
@@ -56,6 +64,21 @@ pub struct CollectorCounters {
     pub heartbeat_decode_errors: u64,
     /// Other nodes' heartbeats applied.
     pub heartbeats_in: u64,
+    /// Messages written to the connection topic by this node's intake (routed by
+    /// connection).
+    pub routed_messages_out: u64,
+    /// Records in them.
+    pub routed_records_out: u64,
+    /// Their encoded bytes.
+    pub routed_bytes_out: u64,
+    /// Chunks whose records could not be routed (must be 0).
+    pub route_errors: u64,
+    /// Connection-topic messages this node attributed.
+    pub routed_messages_in: u64,
+    /// Records in them.
+    pub routed_records_in: u64,
+    /// Connection-topic messages that did not decode (must be 0).
+    pub routed_decode_errors: u64,
 }
 
 /// Where the collector's time went.
@@ -72,6 +95,10 @@ pub struct StageTimes {
     /// Taking the heartbeats out, encoding and decoding them (applying them is in
     /// [`attribute`](StageTimes::attribute)).
     pub heartbeats: Duration,
+    /// Routed by connection: grouping a chunk's records by partition and encoding
+    /// the connection topic's messages (intake), and decoding them (attributing
+    /// node).
+    pub route: Duration,
 }
 
 impl StageTimes {
@@ -82,6 +109,7 @@ impl StageTimes {
         self.serialize += other.serialize;
         self.windows += other.windows;
         self.heartbeats += other.heartbeats;
+        self.route += other.route;
     }
 }
 
@@ -161,6 +189,13 @@ impl CollectorCounters {
         self.heartbeat_ranges_out += other.heartbeat_ranges_out;
         self.heartbeat_decode_errors += other.heartbeat_decode_errors;
         self.heartbeats_in += other.heartbeats_in;
+        self.routed_messages_out += other.routed_messages_out;
+        self.routed_records_out += other.routed_records_out;
+        self.routed_bytes_out += other.routed_bytes_out;
+        self.route_errors += other.route_errors;
+        self.routed_messages_in += other.routed_messages_in;
+        self.routed_records_in += other.routed_records_in;
+        self.routed_decode_errors += other.routed_decode_errors;
     }
 }
 
@@ -229,59 +264,132 @@ impl CollectorSide {
         let started = Instant::now();
         self.ready.clear();
         self.advance_to(now);
+        if let Some((batch, records)) = self.take_in(frame, now) {
+            let pushing = Instant::now();
+            self.counters.records_in += records.len() as u64;
+            self.attributor.push_chunk(batch, records, system_time(now));
+            self.stages.attribute += pushing.elapsed();
+        }
+        self.take_ready();
+        self.busy += started.elapsed();
+    }
+
+    /// The intake's stage of connection routing: receives one frame at `now` as
+    /// [`receive`](CollectorSide::receive) does (decides what time allows, decodes,
+    /// deduplicates, counts the chunk in its window) but attributes none of its
+    /// records: returns the connection topic's messages that carry them to the nodes
+    /// that attribute them (none for a duplicate or a frame that does not decode).
+    pub fn receive_and_route(
+        &mut self,
+        frame: &[u8],
+        now: Micros,
+        router: &mut ConnectionRouter,
+    ) -> Vec<RoutedMessage> {
+        let started = Instant::now();
+        self.ready.clear();
+        self.advance_to(now);
+        let mut messages = Vec::new();
+        if let Some((batch, records)) = self.take_in(frame, now) {
+            let routing = Instant::now();
+            match router.route(&batch, &records) {
+                Ok(routed) => messages = routed,
+                Err(_) => self.counters.route_errors += 1,
+            }
+            for m in &messages {
+                self.counters.routed_messages_out += 1;
+                self.counters.routed_records_out += u64::from(m.records);
+                self.counters.routed_bytes_out += m.bytes.len() as u64;
+            }
+            self.stages.route += routing.elapsed();
+        }
+        self.take_ready();
+        self.busy += started.elapsed();
+        messages
+    }
+
+    /// The attributing stage of connection routing: receives one connection-topic
+    /// message at `now`: first decides what time allows up to `now`, then decodes it
+    /// and pushes its records, each with its index in its chunk. The flows decided
+    /// meanwhile are in [`ready`](CollectorSide::ready) until the next call.
+    pub fn receive_routed(&mut self, message: &[u8], now: Micros) {
+        let started = Instant::now();
+        self.ready.clear();
+        self.advance_to(now);
+        self.counters.routed_messages_in += 1;
+        let decoding = Instant::now();
+        let decoded = decode_routed(message);
+        self.stages.route += decoding.elapsed();
+        match decoded {
+            Ok(routed) => {
+                let pushing = Instant::now();
+                let n = routed.records.len() as u64;
+                self.counters.routed_records_in += n;
+                self.counters.records_in += n;
+                self.attributor.push_records(
+                    routed.batch,
+                    routed.records,
+                    &routed.indices,
+                    system_time(now),
+                );
+                self.stages.attribute += pushing.elapsed();
+                self.take_ready();
+            }
+            Err(_) => self.counters.routed_decode_errors += 1,
+        }
+        self.busy += started.elapsed();
+    }
+
+    /// Takes one frame in at `now` (the intake's work, whatever attributes it):
+    /// decodes it, drops it if its batch ID was seen, counts it in its window.
+    /// Returns the chunk's batch and records when it is new.
+    fn take_in(&mut self, frame: &[u8], now: Micros) -> Option<(Arc<BatchId>, Vec<FlowRecord>)> {
         self.counters.frames += 1;
         let decoding = Instant::now();
         let decoded = self.decoder.decode(frame);
         self.stages.decode += decoding.elapsed();
-        match decoded {
-            Ok(chunk) => {
-                let header = chunk.header;
-                let fresh = match self.seen.get_mut(header.host.as_str()) {
-                    Some(instances) => instances
-                        .entry(header.instance)
-                        .or_default()
-                        .insert(header.sequence),
-                    None => {
-                        let sequences = HashSet::from([header.sequence]);
-                        self.seen.insert(
-                            header.host.clone(),
-                            HashMap::from([(header.instance, sequences)]),
-                        );
-                        true
-                    }
-                };
-                if fresh {
-                    let counting = Instant::now();
-                    let batch = Arc::new(BatchId {
-                        host: header.host,
-                        instance: header.instance,
-                        sequence: header.sequence,
-                    });
-                    let window = WindowChunk::new(
-                        Arc::clone(&batch),
-                        header.window,
-                        header.chunk_index,
-                        header.last,
-                        header.completeness,
-                        &chunk.records,
-                    );
-                    let at = system_time(now);
-                    let slot = self.windows.wants_slot(&batch, header.window, at);
-                    let slot = if slot { Slot::Unwritten } else { Slot::None };
-                    self.windows.observe(&window, slot, at);
-                    self.stages.windows += counting.elapsed();
-                    let pushing = Instant::now();
-                    self.counters.records_in += chunk.records.len() as u64;
-                    self.attributor.push_chunk(batch, chunk.records, at);
-                    self.stages.attribute += pushing.elapsed();
-                    self.take_ready();
-                } else {
-                    self.counters.duplicates += 1;
-                }
+        let Ok(chunk) = decoded else {
+            self.counters.decode_errors += 1;
+            return None;
+        };
+        let header = chunk.header;
+        let fresh = match self.seen.get_mut(header.host.as_str()) {
+            Some(instances) => instances
+                .entry(header.instance)
+                .or_default()
+                .insert(header.sequence),
+            None => {
+                let sequences = HashSet::from([header.sequence]);
+                self.seen.insert(
+                    header.host.clone(),
+                    HashMap::from([(header.instance, sequences)]),
+                );
+                true
             }
-            Err(_) => self.counters.decode_errors += 1,
+        };
+        if !fresh {
+            self.counters.duplicates += 1;
+            return None;
         }
-        self.busy += started.elapsed();
+        let counting = Instant::now();
+        let batch = Arc::new(BatchId {
+            host: header.host,
+            instance: header.instance,
+            sequence: header.sequence,
+        });
+        let window = WindowChunk::new(
+            Arc::clone(&batch),
+            header.window,
+            header.chunk_index,
+            header.last,
+            header.completeness,
+            &chunk.records,
+        );
+        let at = system_time(now);
+        let slot = self.windows.wants_slot(&batch, header.window, at);
+        let slot = if slot { Slot::Unwritten } else { Slot::None };
+        self.windows.observe(&window, slot, at);
+        self.stages.windows += counting.elapsed();
+        Some((batch, chunk.records))
     }
 
     /// Decides what time allows up to `now`.

@@ -13,6 +13,9 @@ pub const MAX_HOSTS: u32 = 32_000;
 /// Most collector nodes.
 pub const MAX_NODES: u32 = 64;
 
+/// Most partitions of the simulated connection topic ([`Routing::ByConnection`]).
+pub const MAX_CONNECTION_PARTITIONS: u32 = 4096;
+
 /// How the chunks reach the collector nodes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Routing {
@@ -26,15 +29,39 @@ pub enum Routing {
     /// check stays about attribution: a retry reaching another node would be written
     /// by both (their batch ID lets a reader drop one).
     RoundRobin,
+    /// Connection routing, in two stages as a Kafka deployment runs it: each chunk
+    /// goes to an intake node by host (as [`ByHost`](Routing::ByHost)), which
+    /// decodes it, drops it if its batch ID was seen and counts it in its window, but
+    /// attributes nothing: it writes the chunk's records to the connection topic, one
+    /// message per partition, each record in partition
+    /// [`connection_partition`](flow_collector::attribution::connection_partition)
+    /// (of [`connection_partitions`](FleetConfig::connection_partitions)) with its
+    /// index in the chunk. Partition `p` is consumed by node `p % nodes`, which
+    /// attributes the records [`routing_delay`](FleetConfig::routing_delay) after the
+    /// chunk reached the intake. Both ends' records of a connection meet on one node,
+    /// whose peer index pairs them as a single node's would; every node's heartbeats
+    /// go to every other (as with the other routings).
+    ByConnection,
 }
 
 impl Routing {
-    /// Its name on the command line: `by-host`, `round-robin`.
+    /// Every routing, in command-line order.
+    pub const ALL: [Routing; 3] = [Routing::ByHost, Routing::RoundRobin, Routing::ByConnection];
+
+    /// Its name on the command line: `by-host`, `round-robin`, `by-connection`.
     pub fn as_str(self) -> &'static str {
         match self {
             Routing::ByHost => "by-host",
             Routing::RoundRobin => "round-robin",
+            Routing::ByConnection => "by-connection",
         }
+    }
+
+    /// Whether every chunk of one host reaches one node, so that the node's
+    /// completeness record of each window can be judged (by host and by connection;
+    /// round robin splits a window's chunks across nodes).
+    pub fn host_affinity(self) -> bool {
+        self != Routing::RoundRobin
     }
 }
 
@@ -82,15 +109,24 @@ pub struct FleetConfig {
     /// own time and memory, to tell them apart from the collector's.
     pub generate_only: bool,
     /// Collector nodes. With more than one, each node attributes the chunks
-    /// [`routing`](FleetConfig::routing) sends it and shares its heartbeats with the
-    /// others, which receive them [`heartbeat_delay`](FleetConfig::heartbeat_delay)
-    /// later (encoded and decoded as the heartbeat topic carries them).
+    /// [`routing`](FleetConfig::routing) sends it (or, routed by connection, the
+    /// records of its partitions) and shares its heartbeats with the others, which
+    /// receive them [`heartbeat_delay`](FleetConfig::heartbeat_delay) later (encoded
+    /// and decoded as the heartbeat topic carries them).
     pub nodes: u32,
-    /// How chunks are spread over the nodes.
+    /// How chunks (and, by connection, records) are spread over the nodes.
     pub routing: Routing,
     /// Time from a chunk's arrival at a node to its heartbeats' arrival at every
-    /// other node: the publishing interval (about 1 s) plus Kafka's latency.
+    /// other node: the publishing interval (about 1 s) plus Kafka's latency. Routed
+    /// by connection, from the records' arrival at the node that attributes them.
     pub heartbeat_delay: Duration,
+    /// Partitions of the connection topic ([`Routing::ByConnection`]), like a Kafka
+    /// topic's: node `i` owns the partitions `p` with `p % nodes == i`.
+    pub connection_partitions: u32,
+    /// Time from a chunk's arrival at its intake node to its records' arrival at the
+    /// nodes that attribute them ([`Routing::ByConnection`]): producing to the
+    /// connection topic and consuming from it.
+    pub routing_delay: Duration,
     /// Keep and take heartbeats even with one node (nowhere to send them): measures
     /// their cost and volume. Always on with more than one node.
     pub share_heartbeats: bool,
@@ -118,6 +154,8 @@ impl Default for FleetConfig {
             nodes: 1,
             routing: Routing::ByHost,
             heartbeat_delay: Duration::from_secs(2),
+            connection_partitions: 12,
+            routing_delay: Duration::from_millis(50),
             share_heartbeats: false,
         }
     }
@@ -162,20 +200,42 @@ impl FleetConfig {
         if self.heartbeat_delay > Duration::from_secs(600) {
             return Err("heartbeat-delay must be at most 10 minutes".into());
         }
+        if self.connection_partitions == 0 || self.connection_partitions > MAX_CONNECTION_PARTITIONS
+        {
+            return Err(format!(
+                "connection-partitions must be 1 to {MAX_CONNECTION_PARTITIONS}"
+            ));
+        }
+        if self.routing_delay > Duration::from_secs(600) {
+            return Err("routing-delay must be at most 10 minutes".into());
+        }
         Ok(())
     }
 
-    /// Whether the nodes keep and take heartbeats.
+    /// Whether the nodes keep and take heartbeats: always with more than one node
+    /// (routed by connection too: a node attributes flows whose remote IP's
+    /// heartbeats other nodes extracted).
     pub fn sharing(&self) -> bool {
         self.nodes > 1 || self.share_heartbeats
     }
 
+    /// The routing delay, when records are routed by connection (else zero).
+    pub fn routing_delay_in_force(&self) -> Duration {
+        if self.routing == Routing::ByConnection {
+            self.routing_delay
+        } else {
+            Duration::ZERO
+        }
+    }
+
     /// Minutes the run goes on after the traffic stops: long enough for the latest
-    /// chunk (late, reordered or duplicated) to arrive, its heartbeats to reach the
-    /// other nodes, and its flows to be held back as long as the collector holds them.
+    /// chunk (late, reordered or duplicated) to arrive, its records to be routed,
+    /// its heartbeats to reach the other nodes, and its flows to be held back as long
+    /// as the collector holds them.
     pub fn tail_minutes(&self) -> u32 {
         let late = self.max_late.as_secs() + 2 * 60; // a reordered chunk waits up to 2 min
-        let wait = late + self.heartbeat_delay.as_secs() + self.hold_back.as_secs() + 60;
+        let routed = self.routing_delay_in_force().as_secs_f64().ceil() as u64;
+        let wait = late + routed + self.heartbeat_delay.as_secs() + self.hold_back.as_secs() + 60;
         u32::try_from(wait.div_ceil(60)).unwrap_or(u32::MAX) + 1
     }
 }
@@ -205,6 +265,30 @@ mod tests {
             assert!(bad.validate().is_err());
         }
         assert!(!FleetConfig::default().sharing());
+        for connection_partitions in [0, MAX_CONNECTION_PARTITIONS + 1] {
+            let bad = FleetConfig {
+                connection_partitions,
+                ..FleetConfig::default()
+            };
+            assert!(bad.validate().is_err());
+        }
+        let bad = FleetConfig {
+            routing_delay: Duration::from_secs(601),
+            ..FleetConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        // Only connection routing waits for the routing delay.
+        assert_eq!(
+            FleetConfig::default().routing_delay_in_force(),
+            Duration::ZERO
+        );
+        let routed = FleetConfig {
+            routing: Routing::ByConnection,
+            ..FleetConfig::default()
+        };
+        assert_eq!(routed.routing_delay_in_force(), routed.routing_delay);
+        let names: Vec<&str> = Routing::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, ["by-host", "round-robin", "by-connection"]);
     }
 
     #[test]
@@ -212,5 +296,11 @@ mod tests {
         let c = FleetConfig::default();
         let tail = u64::from(c.tail_minutes()) * 60;
         assert!(tail > c.max_late.as_secs() + 120 + c.hold_back.as_secs());
+        let slow = FleetConfig {
+            routing: Routing::ByConnection,
+            routing_delay: Duration::from_secs(300),
+            ..FleetConfig::default()
+        };
+        assert!(slow.tail_minutes() >= c.tail_minutes() + 5);
     }
 }

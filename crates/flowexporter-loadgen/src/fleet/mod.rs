@@ -22,7 +22,11 @@
 //! sharing its heartbeats with the others (taken out after each chunk, encoded and
 //! decoded as the heartbeat topic carries them, applied
 //! [`heartbeat_delay`](FleetConfig::heartbeat_delay) later); the report gives each
-//! node's tallies and the heartbeats' volume.
+//! node's tallies and the heartbeats' volume. Routed by connection
+//! ([`config::Routing::ByConnection`]), a chunk's node is only its intake: it writes
+//! the chunk's records, by connection, to a simulated connection topic
+//! ([`routing`]), whose partitions the nodes share out; both ends' records of a
+//! connection meet on one node, as on a single node.
 //!
 //! Simulated time throughout, deterministic from the seed.
 //!
@@ -44,13 +48,15 @@
 //! Modules: [`config`], [`world`] (hosts, workloads, IPs over time), [`traffic`]
 //! (connections and records), [`faults`] (what happens to chunks), [`truth`] (the
 //! true remote of each flow), [`collector`] (the timed collector side), [`check`]
-//! (verdicts), [`run`](mod@run) (the loop) and [`report`].
+//! (verdicts), [`routing`] (which node a chunk or record goes to), [`run`](mod@run)
+//! (the loop) and [`report`].
 
 pub mod check;
 pub mod collector;
 pub mod config;
 pub mod faults;
 pub mod report;
+pub mod routing;
 pub mod run;
 pub mod traffic;
 pub mod truth;

@@ -32,7 +32,8 @@ pub struct Delivery {
     pub late: u64,
     /// Chunks held back past their host's next chunk.
     pub reordered: u64,
-    /// Frames still on their way when the run ended (0 unless the tail is too short).
+    /// Frames (and connection-topic messages) still on their way when the run ended
+    /// (0 unless the tail is too short).
     pub undelivered: u64,
 }
 
@@ -118,6 +119,19 @@ impl FleetReport {
             && self.delivery.undelivered == 0
             && self.collector.duplicates == self.delivery.duplicated
             && self.collector.decode_errors == 0
+            && self.routed_records_add_up()
+    }
+
+    /// Whether every record routed by connection reached a node that attributed it
+    /// (trivially true with the other routings, which route nothing).
+    pub fn routed_records_add_up(&self) -> bool {
+        let c = &self.collector;
+        c.route_errors == 0
+            && c.routed_decode_errors == 0
+            && c.routed_messages_in == c.routed_messages_out
+            && c.routed_records_in == c.routed_records_out
+            && (self.config.routing != Routing::ByConnection
+                || c.routed_records_out == c.records_in)
     }
 
     /// Whether the windows' completeness records are right: a window every chunk of
@@ -134,10 +148,11 @@ impl FleetReport {
     }
 
     /// Whether each window's chunks all reach one node, so that its completeness
-    /// record can be judged: one node, or chunks routed by host. Round robin splits a
-    /// window's chunks across nodes, each of which reports what it saw.
+    /// record can be judged: one node, or chunks to their intake node by host (by
+    /// host, or by connection, whose intakes count the windows). Round robin splits
+    /// a window's chunks across nodes, each of which reports what it saw.
     pub fn windows_judged(&self) -> bool {
-        self.config.nodes == 1 || self.config.routing == Routing::ByHost
+        self.config.nodes == 1 || self.config.routing.host_affinity()
     }
 
     /// Whether the run passes: nothing misattributed, the counts add up, and the
@@ -165,6 +180,18 @@ impl FleetReport {
     /// per 1,000 hosts.
     pub fn heartbeat_bytes_per_minute_per_1000_hosts(&self) -> f64 {
         self.per_minute_per_1000_hosts(self.collector.heartbeat_bytes_out)
+    }
+
+    /// Connection-topic messages written per simulated minute of traffic per 1,000
+    /// hosts (routed by connection).
+    pub fn routed_messages_per_minute_per_1000_hosts(&self) -> f64 {
+        self.per_minute_per_1000_hosts(self.collector.routed_messages_out)
+    }
+
+    /// Their bytes (encoded messages, without Kafka's framing) per simulated minute
+    /// per 1,000 hosts.
+    pub fn routed_bytes_per_minute_per_1000_hosts(&self) -> f64 {
+        self.per_minute_per_1000_hosts(self.collector.routed_bytes_out)
     }
 
     fn per_minute_per_1000_hosts(&self, n: u64) -> f64 {
@@ -309,10 +336,13 @@ impl FleetReport {
         report["interim_flows_out"] = json!(self.collector.interim_out);
         report["windows"] = windows;
         report["attributed_percent"] = json!(self.attributed_percent());
+        report["decisions_digest"] = json!(format!("{:016x}", t.decisions));
         report["nodes"] = json!({
             "count": c.nodes,
             "routing": c.routing.as_str(),
             "heartbeat_delay_s": c.heartbeat_delay.as_secs_f64(),
+            "connection_partitions": c.connection_partitions,
+            "routing_delay_s": c.routing_delay_in_force().as_secs_f64(),
             "share_heartbeats": c.sharing(),
             "windows_judged": self.windows_judged(),
             "per_node": self.nodes.iter().map(|n| json!({
@@ -327,6 +357,8 @@ impl FleetReport {
                 "unattributed": n.tally.unattributed_total(),
                 "heartbeats_out": n.collector.heartbeats_out,
                 "heartbeats_in": n.collector.heartbeats_in,
+                "routed_records_out": n.collector.routed_records_out,
+                "routed_records_in": n.collector.routed_records_in,
                 "seconds": n.busy.as_secs_f64(),
                 "peak_map_bytes": n.peak_map.map_bytes,
             })).collect::<Vec<_>>(),
@@ -344,6 +376,23 @@ impl FleetReport {
             "ranges_too_old": s.heartbeat_ranges_remote_too_old,
             "seconds": self.stages.heartbeats.as_secs_f64(),
         });
+        if c.routing == Routing::ByConnection {
+            let k = &self.collector;
+            report["connection_topic"] = json!({
+                "partitions": c.connection_partitions,
+                "messages": k.routed_messages_out,
+                "records": k.routed_records_out,
+                "bytes": k.routed_bytes_out,
+                "messages_in": k.routed_messages_in,
+                "records_in": k.routed_records_in,
+                "decode_errors": k.routed_decode_errors,
+                "route_errors": k.route_errors,
+                "messages_per_minute_per_1000_hosts": self.routed_messages_per_minute_per_1000_hosts(),
+                "bytes_per_minute_per_1000_hosts": self.routed_bytes_per_minute_per_1000_hosts(),
+                "bytes_per_record": k.routed_bytes_out as f64 / k.routed_records_out.max(1) as f64,
+                "seconds": self.stages.route.as_secs_f64(),
+            });
+        }
         report
     }
 }
@@ -481,14 +530,15 @@ impl fmt::Display for FleetReport {
         }
         writeln!(
             f,
-            "collector (decode + dedup + windows + attribute + serialize + heartbeats, one thread per node, nodes added up): {:.3} s, {:.0} flows/s (decode {:.3} s, windows {:.3} s, attribute {:.3} s, serialize {:.3} s, heartbeats {:.3} s)",
+            "collector (decode + dedup + windows + attribute + serialize + heartbeats + routing, one thread per node, nodes added up): {:.3} s, {:.0} flows/s (decode {:.3} s, windows {:.3} s, attribute {:.3} s, serialize {:.3} s, heartbeats {:.3} s, routing {:.3} s)",
             self.collector_time.as_secs_f64(),
             self.throughput(),
             self.stages.decode.as_secs_f64(),
             self.stages.windows.as_secs_f64(),
             self.stages.attribute.as_secs_f64(),
             self.stages.serialize.as_secs_f64(),
-            self.stages.heartbeats.as_secs_f64()
+            self.stages.heartbeats.as_secs_f64(),
+            self.stages.route.as_secs_f64()
         )?;
         writeln!(
             f,
@@ -513,6 +563,31 @@ impl fmt::Display for FleetReport {
                 self.stages.heartbeats.as_secs_f64()
             )?;
         }
+        if c.routing == Routing::ByConnection {
+            let k = &self.collector;
+            writeln!(
+                f,
+                "connection topic ({} partitions, records {:?} late): {} messages ({} records, {} bytes, {:.1} bytes a record), {} taken ({} records), {} decode errors, {} route errors: {}; {:.0} messages and {:.0} bytes per simulated minute per 1,000 hosts; {:.3} s routing, encoding and decoding",
+                c.connection_partitions,
+                c.routing_delay,
+                k.routed_messages_out,
+                k.routed_records_out,
+                k.routed_bytes_out,
+                k.routed_bytes_out as f64 / k.routed_records_out.max(1) as f64,
+                k.routed_messages_in,
+                k.routed_records_in,
+                k.routed_decode_errors,
+                k.route_errors,
+                if self.routed_records_add_up() {
+                    "every record routed was attributed"
+                } else {
+                    "ROUTED RECORDS DO NOT ADD UP"
+                },
+                self.routed_messages_per_minute_per_1000_hosts(),
+                self.routed_bytes_per_minute_per_1000_hosts(),
+                self.stages.route.as_secs_f64()
+            )?;
+        }
         if self.nodes.len() > 1 {
             writeln!(
                 f,
@@ -524,8 +599,10 @@ impl fmt::Display for FleetReport {
             for (i, n) in self.nodes.iter().enumerate() {
                 writeln!(
                     f,
-                    "  node {i}: {} frames, {} flows out, {} attributed ({:.2}%: peer_record {}, heartbeat {}, static {}), {} unattributed, {} misattributed; heartbeats {} out, {} in; {:.3} s",
+                    "  node {i}: {} frames, {} records routed out, {} in, {} flows out, {} attributed ({:.2}%: peer_record {}, heartbeat {}, static {}), {} unattributed, {} misattributed; heartbeats {} out, {} in; {:.3} s",
                     n.collector.frames,
+                    n.collector.routed_records_out,
+                    n.collector.routed_records_in,
                     n.collector.flows_out,
                     n.tally.correct(),
                     n.attributed_percent(),

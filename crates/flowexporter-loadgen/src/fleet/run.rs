@@ -4,7 +4,11 @@
 //! delays, repeats or loses them, and the collector takes what arrived. With several
 //! collector nodes, each chunk goes to one node ([`Routing`]); after each chunk a
 //! node takes its heartbeats out, and they reach every other node
-//! [`heartbeat_delay`](FleetConfig::heartbeat_delay) later.
+//! [`heartbeat_delay`](FleetConfig::heartbeat_delay) later. Routed by connection,
+//! the chunk's node (its intake) routes its records instead of attributing them:
+//! they reach the nodes that own their connections' partitions
+//! [`routing_delay`](FleetConfig::routing_delay) later, which attribute them and
+//! take their heartbeats out.
 
 use std::{
     cmp::Reverse,
@@ -24,6 +28,7 @@ use crate::fleet::{
     config::{FleetConfig, Routing},
     faults::Faults,
     report::{Delivery, FleetReport, NodeReport},
+    routing::{ConnectionRouter, RoutedMessage, intake_node},
     traffic::{Pending, Traffic},
     truth::{Truth, TruthTable},
     world::{MINUTE, Micros, SECOND, STATIC_TABLE, T0_SECS, World},
@@ -33,12 +38,18 @@ use crate::fleet::{
 /// the batcher's default allowed lateness.
 const SEND_AFTER: Micros = 2 * SECOND;
 
-/// What travels: a chunk's frame to a node, or a node's heartbeats to every other.
+/// What travels: a chunk's frame to a node, a chunk's connection-topic messages to a
+/// node that owns their partitions (what one poll of its consumer returns), or a
+/// node's heartbeats to every other.
 #[derive(Debug)]
 enum Payload {
     Frame {
         node: usize,
         frame: Rc<[u8]>,
+    },
+    Routed {
+        node: usize,
+        messages: Vec<Vec<u8>>,
     },
     Heartbeats {
         from: usize,
@@ -111,6 +122,8 @@ struct Sim<'c> {
     checkers: Vec<Checker>,
     /// The node the next chunk goes to, when they go round robin.
     next_node: usize,
+    /// The intakes' connection routing (routed by connection).
+    router: Option<ConnectionRouter>,
     delivery: Delivery,
     generation: Duration,
     /// Every chunk's fate (kept for describing misattributions).
@@ -150,6 +163,8 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
         checkers: nodes.iter().map(|_| Checker::new()).collect(),
         nodes,
         next_node: 0,
+        router: (config.routing == Routing::ByConnection)
+            .then(|| ConnectionRouter::new(config.connection_partitions, config.nodes)),
         delivery: Delivery::default(),
         generation: Duration::ZERO,
         chunk_log: Vec::new(),
@@ -165,7 +180,7 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
     sim.delivery.undelivered = sim
         .network
         .iter()
-        .filter(|Reverse(a)| matches!(a.payload, Payload::Frame { .. }))
+        .filter(|Reverse(a)| !matches!(a.payload, Payload::Heartbeats { .. }))
         .count() as u64;
     for n in 0..sim.nodes.len() {
         sim.nodes[n].drain(end);
@@ -265,14 +280,6 @@ fn sum_stats<'a>(all: impl Iterator<Item = &'a AttributionStats>) -> Attribution
         s.map_bytes += n.map_bytes;
     }
     s
-}
-
-/// FNV-1a of `bytes`: a stable hash, so that a host goes to the same node in every
-/// run.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 impl Sim<'_> {
@@ -403,7 +410,7 @@ impl Sim<'_> {
             .insert(h as u32, host.instance, sequence, truths);
         let nodes = self.nodes.len();
         let node = match self.config.routing {
-            Routing::ByHost => (fnv1a(host.name.as_bytes()) % nodes as u64) as usize,
+            Routing::ByHost | Routing::ByConnection => intake_node(&host.name, nodes),
             Routing::RoundRobin => {
                 let node = self.next_node;
                 self.next_node = (node + 1) % nodes;
@@ -424,9 +431,11 @@ impl Sim<'_> {
         Ok(())
     }
 
-    /// The nodes receive every frame and every node's heartbeats that arrive up to
-    /// `upto`, in order of arrival, then advance to `upto`. A node that received a
-    /// frame takes its heartbeats out then (when sharing), for the other nodes.
+    /// The nodes receive every frame, connection-topic message and node's heartbeats
+    /// that arrive up to `upto`, in order of arrival, then advance to `upto`. A node
+    /// that pushed records into its attributor (a frame's, or routed ones) takes its
+    /// heartbeats out then (when sharing), for the other nodes; an intake that routes
+    /// a frame's records sends them on.
     fn deliver(&mut self, upto: Micros) {
         while let Some(Reverse(arrival)) = self.network.peek() {
             if arrival.at > upto {
@@ -436,9 +445,26 @@ impl Sim<'_> {
                 break;
             };
             match arrival.payload {
-                Payload::Frame { node, frame } => {
-                    self.nodes[node].receive(&frame, arrival.at);
-                    self.check(node);
+                Payload::Frame { node, frame } => match self.router.as_mut() {
+                    None => {
+                        self.nodes[node].receive(&frame, arrival.at);
+                        self.check(node);
+                        if self.config.sharing() {
+                            self.publish(node, arrival.at);
+                        }
+                    }
+                    Some(router) => {
+                        let messages =
+                            self.nodes[node].receive_and_route(&frame, arrival.at, router);
+                        self.check(node);
+                        self.route(messages, arrival.at);
+                    }
+                },
+                Payload::Routed { node, messages } => {
+                    for message in &messages {
+                        self.nodes[node].receive_routed(message, arrival.at);
+                        self.check(node);
+                    }
                     if self.config.sharing() {
                         self.publish(node, arrival.at);
                     }
@@ -454,6 +480,29 @@ impl Sim<'_> {
         for n in 0..self.nodes.len() {
             self.nodes[n].advance(upto);
             self.check(n);
+        }
+    }
+
+    /// An intake's connection-topic messages of one chunk, written at `now`: each
+    /// node receives those of its partitions together, in partition order, after the
+    /// routing delay, and takes their heartbeats out once (as a node's publishing
+    /// interval compacts them).
+    fn route(&mut self, messages: Vec<RoutedMessage>, now: Micros) {
+        let delay = i64::try_from(self.config.routing_delay.as_micros()).unwrap_or(i64::MAX);
+        let mut by_node: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.nodes.len()];
+        for m in messages {
+            by_node[m.node].push(m.bytes);
+        }
+        for (node, messages) in by_node.into_iter().enumerate() {
+            if messages.is_empty() {
+                continue;
+            }
+            self.order += 1;
+            self.network.push(Reverse(Arrival {
+                at: now.saturating_add(delay),
+                order: self.order,
+                payload: Payload::Routed { node, messages },
+            }));
         }
     }
 
@@ -500,14 +549,6 @@ fn peak_rss_kib() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnv1a_is_the_reference_hash() {
-        // The published FNV-1a 64 test vectors.
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
-    }
 
     #[test]
     fn seeds_differ_and_repeat() {
