@@ -34,8 +34,9 @@ pub(crate) fn output(
     }
 }
 
-/// Whether the attributor extracts heartbeats to share (a heartbeat topic is
-/// configured, and the pipeline's attributor is the one deciding).
+/// Whether the pipeline's attributor extracts heartbeats to share (a heartbeat topic
+/// is configured; with connection routing too: the intake sees whole chunks, so each
+/// claim is published once per chunk, not once per node its records are routed to).
 pub(crate) fn shares_heartbeats(prepared: &Option<KafkaStart>) -> bool {
     prepared.as_ref().is_some_and(KafkaStart::shares_heartbeats)
 }
@@ -176,8 +177,10 @@ mod enabled {
                         // (and writes the windows' completeness records).
                         let attributing = KafkaOutput::new(config.clone(), Arc::clone(&stats))
                             .map_err(kafka_error("output topic"))?;
+                        // Its claims are published by the intake; it applies every
+                        // node's heartbeats, this node's intake's included.
                         let mut attribution = options.attribution.clone();
-                        attribution.share_heartbeats = true;
+                        attribution.share_heartbeats = false;
                         attribution.route_only = false;
                         connections = Some(ConnectionsStart {
                             topic: route.topic.clone(),
@@ -227,9 +230,9 @@ mod enabled {
             }))
         }
 
-        /// Whether a heartbeat topic is configured and the pipeline attributes.
+        /// Whether a heartbeat topic is configured.
         pub(crate) fn shares_heartbeats(&self) -> bool {
-            self.options.heartbeat_topic.is_some() && self.connections.is_none()
+            self.options.heartbeat_topic.is_some()
         }
 
         /// Whether the pipeline only routes records by connection.
@@ -327,10 +330,13 @@ mod enabled {
             {
                 let target = Arc::downgrade(state);
                 let stage = runtime.stage.clone();
+                // With connection routing the heartbeats are applied to the
+                // attributing half, which has not seen its own intake's claims.
+                let skip = stage.is_none().then(|| self.options.node_id.clone());
                 let handle = follow(
                     self.options.settings.clone(),
                     topic.clone(),
-                    self.options.node_id.clone(),
+                    skip,
                     from,
                     Arc::clone(&self.stats),
                     Arc::clone(&runtime.follow_stop),
@@ -398,18 +404,11 @@ mod enabled {
             let Some(publisher) = publisher.as_mut() else {
                 return;
             };
-            let heartbeats = match &self.stage {
-                Some(stage) => stage
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .attributor()
-                    .take_heartbeats(),
-                None => state
-                    .pipeline
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take_heartbeats(),
-            };
+            let heartbeats = state
+                .pipeline
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take_heartbeats();
             if !heartbeats.is_empty() {
                 publisher.publish(&heartbeats);
             }
@@ -445,7 +444,7 @@ mod enabled {
         /// offsets, stops the threads and flushes the producers (blocking).
         pub(crate) fn finish(&self, state: &State) {
             // The attributing half stops first (what it holds is read again at the
-            // next start), so that its last heartbeats are published below.
+            // next start).
             self.connections_stop.reading.store(true, Ordering::Relaxed);
             let connections = self
                 .connections_thread

@@ -667,13 +667,40 @@ impl Attributor {
     }
 
     /// Counts a decided flow and makes it ready.
-    /// Route-only mode: every record leaves at once, undecided.
+    /// Route-only mode: every record leaves at once, undecided; its claim goes into
+    /// the book, when heartbeats are shared (the nodes that attribute the records
+    /// apply them from there).
     fn pass_through(
         &mut self,
         batch: Arc<BatchId>,
         records: Vec<FlowRecord>,
         indices: Option<&[u32]>,
     ) {
+        if self.book.is_some() {
+            let host = self.hosts.intern(&batch.host);
+            for record in &records {
+                let Some(sym) = record
+                    .local_workload_id
+                    .as_ref()
+                    .and_then(|w| self.map.intern(w))
+                else {
+                    continue;
+                };
+                let mark = match record.identity_source {
+                    IdentitySource::ConnectMap => Mark::Shared,
+                    _ => Mark::Owned(sym),
+                };
+                let (start, end) = interval(record.t_start, record.t_end);
+                let key = BookKey {
+                    ip: IpKey::new(record.local.ip(), host),
+                    host,
+                    mark,
+                };
+                if let Some(book) = self.book.as_mut() {
+                    book.add(key, start, end);
+                }
+            }
+        }
         for (i, record) in records.into_iter().enumerate() {
             self.counters.flows_in += 1;
             self.emit(

@@ -187,7 +187,7 @@ mod tests {
             .build()
     }
 
-    fn routed(batch: &Arc<BatchId>, records: Vec<(u32, FlowRecord)>) -> RoutedRecords {
+    fn routed_of(batch: &Arc<BatchId>, records: Vec<(u32, FlowRecord)>) -> RoutedRecords {
         let (indices, records) = records.into_iter().unzip();
         RoutedRecords {
             batch: Arc::clone(batch),
@@ -209,7 +209,7 @@ mod tests {
         let a = batch("host-a", 1);
         let b = batch("host-b", 9);
         s.push(
-            routed(
+            routed_of(
                 &a,
                 vec![(5, record("10.0.0.1:40000", "10.0.0.2:8080", "w-a"))],
             ),
@@ -218,7 +218,7 @@ mod tests {
         assert!(s.take_ready(10).is_empty());
         assert!(!s.done(&a, u64::MAX));
         s.push(
-            routed(
+            routed_of(
                 &b,
                 vec![(2, record("10.0.0.2:8080", "10.0.0.1:40000", "w-b"))],
             ),
@@ -246,12 +246,59 @@ mod tests {
     }
 
     #[test]
+    fn the_intake_shares_the_claims_of_the_records_it_routes() {
+        // The intake: route only, sharing its records' claims.
+        let mut intake = Attributor::new(AttributionConfig {
+            route_only: true,
+            share_heartbeats: true,
+            ..AttributionConfig::default()
+        });
+        let owner = flow_testkit::record()
+            .local("10.0.0.7:8080")
+            .remote("192.0.2.1:5000")
+            .t_start(Some(at(0)))
+            .t_end(at(30))
+            .workload("db", IdentitySource::IpMap)
+            .build();
+        intake.push_chunk(batch("host-db", 1), vec![owner], at(31));
+        let routed: Vec<AttributedFlow> = std::iter::from_fn(|| intake.pop_ready()).collect();
+        assert_eq!(routed.len(), 1);
+        assert_eq!(routed[0].remote_identity_source, RemoteIdentitySource::None);
+        assert_eq!(routed[0].remote_unattributed_reason, None);
+        let heartbeats = intake.take_heartbeats();
+        assert_eq!(heartbeats.len(), 1);
+        // Another node's attributing half: a flow to 10.0.0.7 (whose peer record
+        // never comes) is attributed from the intake's heartbeat.
+        let mut s = stage();
+        s.attributor().apply_heartbeats(&heartbeats, at(31));
+        let client = flow_testkit::record()
+            .local("10.0.0.1:40000")
+            .remote("10.0.0.7:8080")
+            .t_start(Some(at(5)))
+            .t_end(at(20))
+            .workload("web", IdentitySource::IpMap)
+            .build();
+        s.push(routed_of(&batch("host-web", 1), vec![(0, client)]), at(32));
+        s.advance(at(200));
+        let flows = s.take_ready(10);
+        assert_eq!(flows.len(), 1);
+        assert_eq!(
+            flows[0].remote_workload_id.as_ref().map(|w| w.as_str()),
+            Some("db")
+        );
+        assert_eq!(
+            flows[0].remote_identity_source,
+            RemoteIdentitySource::Heartbeat
+        );
+    }
+
+    #[test]
     fn a_waiting_copy_is_not_taken_twice() {
         let mut s = stage();
         let a = batch("host-a", 1);
         let r = record("10.0.0.1:40000", "10.0.0.9:8080", "w-a");
-        s.push(routed(&a, vec![(0, r.clone())]), at(2));
-        s.push(routed(&a, vec![(0, r.clone()), (1, r.clone())]), at(3));
+        s.push(routed_of(&a, vec![(0, r.clone())]), at(2));
+        s.push(routed_of(&a, vec![(0, r.clone()), (1, r.clone())]), at(3));
         assert_eq!(s.stats().duplicates, 1);
         assert_eq!(s.stats().records, 2);
         // Nobody answers: both leave at the hold-back, unattributed.

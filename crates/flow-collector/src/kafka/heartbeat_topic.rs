@@ -293,12 +293,12 @@ pub(crate) fn rebuild(
     Ok((report, from))
 }
 
-/// Follows the heartbeat topic from `from` until `stop`, handing other nodes'
-/// heartbeats to `apply` (in batches, at most every 100 ms).
+/// Follows the heartbeat topic from `from` until `stop`, handing the heartbeats of
+/// every node but `skip_node` to `apply` (in batches, at most every 100 ms).
 pub(crate) fn follow(
     settings: KafkaSettings,
     topic: String,
-    node: String,
+    skip_node: Option<String>,
     from: TopicPartitionList,
     stats: Arc<KafkaStats>,
     stop: Arc<AtomicBool>,
@@ -329,9 +329,12 @@ pub(crate) fn follow(
                         }
                     }
                     Some(Ok(message)) => {
-                        let own = message.headers().is_some_and(|h| {
-                            h.iter()
-                                .any(|h| h.key == NODE_HEADER && h.value == Some(node.as_bytes()))
+                        let own = skip_node.as_ref().is_some_and(|node| {
+                            message.headers().is_some_and(|h| {
+                                h.iter().any(|h| {
+                                    h.key == NODE_HEADER && h.value == Some(node.as_bytes())
+                                })
+                            })
                         });
                         if !own {
                             KafkaStats::add(&stats.heartbeats_consumed, 1);
