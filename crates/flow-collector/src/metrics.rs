@@ -568,6 +568,12 @@ fn kafka_families(
             one(K::get(&k.connection_dropped)),
         ),
         (
+            "flowcollector_kafka_connection_partitions",
+            "Connection-topic partitions this node owns (attributes the records of).",
+            gauge,
+            one(K::get(&k.connection_partitions)),
+        ),
+        (
             "flowcollector_kafka_connection_commits",
             "Offset commits of the connection consumer group.",
             counter,

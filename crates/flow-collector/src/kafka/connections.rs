@@ -45,16 +45,90 @@ const PUMP_EVERY: Duration = Duration::from_millis(100);
 /// Most flows written per pump.
 const WRITE_BATCH: usize = 10_000;
 
+/// How long a rebalance that takes partitions away waits for the output to
+/// acknowledge the flows already decided, so that their offsets are committed before
+/// the partitions go (what is not is written again by the next owner).
+const REVOKE_WAIT: Duration = Duration::from_secs(5);
+
 /// What the consumer thread and its rebalance callback share.
 struct Shared {
     topic: String,
     book: Mutex<OffsetBook>,
     stage: Arc<Mutex<ConnectionStage>>,
+    output: Mutex<Writer>,
     acks: Acknowledgements,
     stats: Arc<KafkaStats>,
 }
 
+/// The output and its log rate limit.
+struct Writer {
+    output: KafkaOutput,
+    last_log: Option<Instant>,
+}
+
 impl Shared {
+    /// Decides what time allows, writes the decided flows, commits the output.
+    fn pump(&self) {
+        let now = SystemTime::now();
+        let mut writer = self.output.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let flows = {
+                let mut stage = self.stage.lock().unwrap_or_else(|p| p.into_inner());
+                stage.advance(now);
+                stage.take_ready(WRITE_BATCH)
+            };
+            if flows.is_empty() {
+                break;
+            }
+            if let Err(error) = writer.output.write(&flows) {
+                // Only encoding can fail here (the JSON line of a decoded record):
+                // the flows are counted as written so that the partition moves on.
+                tracing::error!(error = %crate::error_chain(&error), flows = flows.len(),
+                    "writing attributed flows failed; they are dropped");
+                KafkaStats::add(&self.stats.connection_dropped, flows.len() as u64);
+            }
+            let mark = self.acks.mark();
+            self.stage
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .written(&flows, mark);
+            if flows.len() < WRITE_BATCH {
+                break;
+            }
+        }
+        if let Err(error) = writer.output.commit()
+            && writer
+                .last_log
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            writer.last_log = Some(Instant::now());
+            tracing::error!(error = %crate::error_chain(&error),
+                "the output topic does not acknowledge; attributed flows wait");
+        }
+        let acknowledged = self.acks.acknowledged_below();
+        self.stage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .prune(acknowledged);
+    }
+
+    /// Writes what is decided and waits, at most `wait`, for the output to
+    /// acknowledge everything written so far.
+    fn settle(&self, wait: Duration) {
+        self.pump();
+        let mark = self.acks.mark();
+        let deadline = Instant::now() + wait;
+        while !self.acks.reached(mark) && Instant::now() < deadline {
+            let _ = self
+                .output
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .output
+                .commit();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Commits the offsets whose messages are done.
     fn commit<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, mode: CommitMode) {
         let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
@@ -98,10 +172,27 @@ struct ConnectionContext {
 impl ClientContext for ConnectionContext {}
 
 impl ConsumerContext for ConnectionContext {
+    fn post_rebalance(
+        &self,
+        consumer: &BaseConsumer<ConnectionContext>,
+        _rebalance: &Rebalance<'_>,
+    ) {
+        if let Ok(assignment) = consumer.assignment() {
+            let owned = assignment.elements_for_topic(&self.shared.topic).len();
+            self.shared
+                .stats
+                .connection_partitions
+                .store(owned as u64, Ordering::Relaxed);
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<ConnectionContext>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
         };
+        // Flows decided from these partitions are written and acknowledged first, so
+        // that the next owner does not write them again.
+        self.shared.settle(REVOKE_WAIT);
         self.shared.commit(consumer, CommitMode::Sync);
         let mut book = self.shared.book.lock().unwrap_or_else(|p| p.into_inner());
         for element in revoked.elements_for_topic(&self.shared.topic) {
@@ -126,6 +217,10 @@ pub(crate) fn spawn(
         topic: topic.to_owned(),
         book: Mutex::new(OffsetBook::default()),
         stage,
+        output: Mutex::new(Writer {
+            output,
+            last_log: None,
+        }),
         acks,
         stats,
     });
@@ -150,8 +245,6 @@ pub(crate) fn spawn(
             Attributing {
                 consumer,
                 shared,
-                output,
-                last_output_log: None,
                 last_log: None,
             }
             .run(&stop)
@@ -167,8 +260,6 @@ pub(crate) fn spawn(
 struct Attributing {
     consumer: BaseConsumer<ConnectionContext>,
     shared: Arc<Shared>,
-    output: KafkaOutput,
-    last_output_log: Option<Instant>,
     last_log: Option<Instant>,
 }
 
@@ -181,10 +272,16 @@ impl Attributing {
         while !stop.reading.load(Ordering::Relaxed) {
             if last_pump.elapsed() >= PUMP_EVERY {
                 last_pump = Instant::now();
-                self.pump();
+                self.shared.pump();
                 // The output is behind: stop taking messages until it catches up
                 // (the group membership lives on: polling goes on, paused).
-                let behind = self.output.backpressure();
+                let behind = self
+                    .shared
+                    .output
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .output
+                    .backpressure();
                 if behind.is_some() != paused {
                     paused = behind.is_some();
                     if let Ok(assignment) = self.consumer.assignment() {
@@ -259,56 +356,7 @@ impl Attributing {
         if let Ok(assignment) = self.consumer.assignment() {
             let _ = self.consumer.pause(&assignment);
         }
-        self.pump();
-        let mark = self.shared.acks.mark();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.shared.acks.reached(mark) && Instant::now() < deadline {
-            let _ = self.output.commit();
-            let _ = self.consumer.poll(Duration::from_millis(50));
-        }
+        self.shared.settle(Duration::from_secs(10));
         self.shared.commit(&self.consumer, CommitMode::Sync);
-    }
-
-    /// Decides what time allows, writes the decided flows, commits the output.
-    fn pump(&mut self) {
-        let now = SystemTime::now();
-        loop {
-            let flows = {
-                let mut stage = self.shared.stage.lock().unwrap_or_else(|p| p.into_inner());
-                stage.advance(now);
-                stage.take_ready(WRITE_BATCH)
-            };
-            if flows.is_empty() {
-                break;
-            }
-            if let Err(error) = self.output.write(&flows) {
-                // Only encoding can fail here (the JSON line of a decoded record):
-                // the flows are counted as written so that the partition moves on.
-                tracing::error!(error = %crate::error_chain(&error), flows = flows.len(),
-                    "writing attributed flows failed; they are dropped");
-                KafkaStats::add(&self.shared.stats.connection_dropped, flows.len() as u64);
-            }
-            let mark = self.shared.acks.mark();
-            let mut stage = self.shared.stage.lock().unwrap_or_else(|p| p.into_inner());
-            stage.written(&flows, mark);
-            if flows.len() < WRITE_BATCH {
-                break;
-            }
-        }
-        if let Err(error) = self.output.commit()
-            && self
-                .last_output_log
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
-        {
-            self.last_output_log = Some(Instant::now());
-            tracing::error!(error = %crate::error_chain(&error),
-                "the output topic does not acknowledge; attributed flows wait");
-        }
-        let acknowledged = self.shared.acks.acknowledged_below();
-        self.shared
-            .stage
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .prune(acknowledged);
     }
 }

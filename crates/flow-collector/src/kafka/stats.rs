@@ -67,6 +67,8 @@ pub struct KafkaStats {
     /// Attributed flows dropped because their output line could not be encoded
     /// (logged).
     pub connection_dropped: AtomicU64,
+    /// Connection-topic partitions this node owns now.
+    pub connection_partitions: AtomicU64,
     /// Offset commits of the connection consumer group.
     pub connection_commits: AtomicU64,
     /// Messages behind the connection topic's end on the partitions this node owns.
