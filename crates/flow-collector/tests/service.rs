@@ -491,6 +491,29 @@ fn config_check_shows_and_refuses_kafka_settings() {
     assert!(ok, "{text}");
     assert!(text.contains("kafka.output_topic = attributed"), "{text}");
     assert!(text.contains("kafka.input_topic = chunks") && text.contains("kafka.group = g"));
+    // Connection routing: the flag, the environment and the group's default.
+    let (ok, text) = config_check(
+        &["--config", path, "--connection-topic", "conns"],
+        &[("FLOWCOLLECTOR_GROUP", "fleet")],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("kafka.connection_topic = conns"), "{text}");
+    assert!(
+        text.contains("kafka.connection_group = fleet-connections"),
+        "{text}"
+    );
+    let (ok, text) = config_check(
+        &["--config", path],
+        &[
+            ("FLOWCOLLECTOR_CONNECTION_TOPIC", "conns"),
+            ("FLOWCOLLECTOR_CONNECTION_GROUP", "attributors"),
+        ],
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("kafka.connection_group = attributors"),
+        "{text}"
+    );
     // What is wrong is named.
     for (args, wanted) in [
         (
@@ -504,6 +527,19 @@ fn config_check_shows_and_refuses_kafka_settings() {
         (
             vec!["--kafka-brokers", "k:9092", "--output-topic", "flows"],
             "state_dir (--state-dir)",
+        ),
+        (
+            vec![
+                "--state-dir",
+                "/tmp/s",
+                "--kafka-brokers",
+                "k:1",
+                "--output-topic",
+                "f",
+                "--connection-topic",
+                "c",
+            ],
+            "kafka.connection_topic (--connection-topic)",
         ),
         (
             vec![
