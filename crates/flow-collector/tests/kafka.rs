@@ -627,24 +627,42 @@ fn chunks_from_the_input_topic_are_attributed_and_their_offsets_committed() {
 
 #[test]
 fn a_broker_down_for_a_minute_stops_the_answers_and_loses_nothing() {
+    broker_down_for_a_minute(false);
+}
+
+/// The same with records routed by connection: both halves wait for the broker.
+#[test]
+fn a_broker_down_for_a_minute_loses_nothing_routed_by_connection() {
+    broker_down_for_a_minute(true);
+}
+
+fn broker_down_for_a_minute(route: bool) {
     let dir = tempfile::tempdir().expect("dir");
     let mut broker = Broker::start(Storage::Sqlite(dir.path().join("broker.db")));
     broker.create_topic("flows", 2);
+    broker.create_topic("heartbeats", 2);
+    broker.create_topic("connections", 3);
     let addr = broker.address();
     let state = dir.path().join("state");
-    let c = Collector::start_with(&kafka_args(
-        &addr,
-        &[
-            "--state-dir",
-            state.to_str().expect("path"),
-            "--output-topic",
-            "flows",
-            "--hold-back",
-            "0s",
-            "--output-ack-timeout",
-            "2s",
-        ],
-    ));
+    let mut extra = vec![
+        "--state-dir",
+        state.to_str().expect("path"),
+        "--output-topic",
+        "flows",
+        "--hold-back",
+        "0s",
+        "--output-ack-timeout",
+        "2s",
+    ];
+    if route {
+        extra.extend([
+            "--heartbeat-topic",
+            "heartbeats",
+            "--connection-topic",
+            "connections",
+        ]);
+    }
+    let c = Collector::start_with(&kafka_args(&addr, &extra));
     let frames: Vec<Vec<u8>> = (0..3)
         .map(|i| {
             frame(
@@ -684,13 +702,26 @@ fn a_broker_down_for_a_minute_stops_the_answers_and_loses_nothing() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    let messages = wait_flows(&broker, "flows", 75, Duration::from_secs(30));
-    let ids: HashSet<&str> = messages
-        .iter()
-        .filter_map(|m| m.header(FLOW_ID_HEADER))
-        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (messages, ids) = loop {
+        let messages = flow_messages(&broker, "flows");
+        let ids: HashSet<String> = messages
+            .iter()
+            .filter_map(|m| m.header(FLOW_ID_HEADER).map(str::to_owned))
+            .collect();
+        if ids.len() >= 75 || Instant::now() > deadline {
+            break (messages, ids);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
     assert_eq!(ids.len(), 75, "every flow of the three chunks");
-    assert_eq!(messages.len(), 75, "and none twice: nothing crashed");
+    if route {
+        // The connection group may have lost this member during the outage and read
+        // uncommitted messages again: duplicates keep their IDs (docs/kafka.md).
+        eprintln!("{} messages for 75 flows", messages.len());
+    } else {
+        assert_eq!(messages.len(), 75, "and none twice: nothing crashed");
+    }
     let (_, _, text) = c.get("/metrics");
     assert!(metric(&text, "flowcollector_chunks_total{result=\"ack_timeout\"}") >= 1);
     c.stop();
