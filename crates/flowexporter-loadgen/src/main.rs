@@ -104,7 +104,8 @@ struct FleetArgs {
     generate_only: bool,
     /// Collector nodes: each attributes the chunks it receives (or, routed by
     /// connection, the records of its partitions) and shares its heartbeats with the
-    /// others.
+    /// others (routed by connection, its intake shares the claims of the chunks it
+    /// takes in, with every node).
     #[arg(long, default_value_t = 1)]
     nodes: u32,
     /// How chunks are spread over the nodes: by host (affinity), round robin, or by
@@ -112,8 +113,8 @@ struct FleetArgs {
     /// connection to the node owning its partition).
     #[arg(long, value_enum, default_value = "by-host")]
     routing: RoutingArg,
-    /// Time from records' arrival at the node that attributes them to their
-    /// heartbeats' arrival at the others.
+    /// Time from a chunk's arrival at a node to its heartbeats' arrival at the others
+    /// (by connection: at every node, from the chunk's arrival at its intake).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     heartbeat_delay: Duration,
     /// Partitions of the connection topic (--routing by-connection); node i owns the

@@ -5,11 +5,15 @@
 //! collector's JSON line, and each window's completeness record too. With several
 //! nodes, one of these per node, which also takes its heartbeats out (encoding and
 //! decoding them as the heartbeat topic carries them) and applies the others'. Routed
-//! by connection, a node is two stages: the intake takes a chunk (decode, drop a
-//! batch ID seen before, count it in its window) and writes its records to the
+//! by connection, a node is two stages, each with its own attributor, as the real
+//! collector runs them: the intake takes a chunk (decode, drop a batch ID seen
+//! before, count it in its window), pushes it into a route-only attributor that
+//! keeps the chunk's claims for the heartbeat topic (`route_only` and
+//! `share_heartbeats`) and writes the records it hands back, undecided, to the
 //! connection topic ([`CollectorSide::receive_and_route`]); the attributing stage
-//! takes the messages of its partitions ([`CollectorSide::receive_routed`]). Only
-//! this work is timed.
+//! takes the messages of its partitions ([`CollectorSide::receive_routed`]) into an
+//! attributor that shares nothing and applies every node's heartbeats, its own
+//! intake's included. Only this work is timed.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -19,7 +23,10 @@ use std::{
 
 use flow_batch::wire::{BatchId, ChunkDecoder, DecodeLimits, InstanceId};
 use flow_collector::{
-    attribution::{AttributedFlow, AttributionConfig, AttributionStats, Attributor, Heartbeat},
+    attribution::{
+        AttributedFlow, AttributionConfig, AttributionStats, Attributor, Heartbeat,
+        RemoteIdentitySource,
+    },
     completeness::{
         CompletenessConfig, Slot, WindowChunk, WindowReport, WindowStatus, WindowTracker,
     },
@@ -54,7 +61,8 @@ pub struct CollectorCounters {
     pub interim_out: u64,
     /// Bytes of JSON lines written.
     pub json_bytes: u64,
-    /// Heartbeats taken out for the other nodes (messages on the heartbeat topic).
+    /// Heartbeats taken out for the other nodes (messages on the heartbeat topic;
+    /// routed by connection, by the intake, for every node).
     pub heartbeats_out: u64,
     /// Their encoded bytes.
     pub heartbeat_bytes_out: u64,
@@ -62,7 +70,8 @@ pub struct CollectorCounters {
     pub heartbeat_ranges_out: u64,
     /// Heartbeats that did not decode (must be 0).
     pub heartbeat_decode_errors: u64,
-    /// Other nodes' heartbeats applied.
+    /// Heartbeats applied (other nodes'; routed by connection, every node's
+    /// intake's, this one's included).
     pub heartbeats_in: u64,
     /// Messages written to the connection topic by this node's intake (routed by
     /// connection).
@@ -73,6 +82,9 @@ pub struct CollectorCounters {
     pub routed_bytes_out: u64,
     /// Chunks whose records could not be routed (must be 0).
     pub route_errors: u64,
+    /// Records the intake's route-only attributor handed back decided, or not
+    /// handed back (must be 0).
+    pub intake_errors: u64,
     /// Connection-topic messages this node attributed.
     pub routed_messages_in: u64,
     /// Records in them.
@@ -99,6 +111,10 @@ pub struct StageTimes {
     /// the connection topic's messages (intake), and decoding them (attributing
     /// node).
     pub route: Duration,
+    /// Routed by connection: the intake's route-only attributor (pushing a chunk,
+    /// which keeps its claims for the heartbeats, taking the records back out,
+    /// advancing it).
+    pub intake: Duration,
 }
 
 impl StageTimes {
@@ -110,6 +126,7 @@ impl StageTimes {
         self.windows += other.windows;
         self.heartbeats += other.heartbeats;
         self.route += other.route;
+        self.intake += other.intake;
     }
 }
 
@@ -193,6 +210,7 @@ impl CollectorCounters {
         self.routed_records_out += other.routed_records_out;
         self.routed_bytes_out += other.routed_bytes_out;
         self.route_errors += other.route_errors;
+        self.intake_errors += other.intake_errors;
         self.routed_messages_in += other.routed_messages_in;
         self.routed_records_in += other.routed_records_in;
         self.routed_decode_errors += other.routed_decode_errors;
@@ -214,9 +232,13 @@ pub struct PeakMap {
     pub peer_index_entries: u64,
 }
 
-/// The collector: decoder, deduplication set, attributor and output buffer.
+/// The collector: decoder, deduplication set, attributor and output buffer (and,
+/// routed by connection, the intake's route-only attributor).
 pub struct CollectorSide {
     attributor: Attributor,
+    /// Routed by connection: the intake's attributor, which decides nothing and
+    /// keeps the claims of the chunks it takes in when heartbeats are shared.
+    intake: Option<Attributor>,
     windows: WindowTracker,
     window_tally: WindowTally,
     decoder: ChunkDecoder,
@@ -242,8 +264,28 @@ impl std::fmt::Debug for CollectorSide {
 impl CollectorSide {
     /// A collector attributing with `config`.
     pub fn new(config: AttributionConfig) -> anyhow::Result<CollectorSide> {
+        CollectorSide::with(Attributor::new(config), None)
+    }
+
+    /// A node routing by connection, as the real collector runs one: its intake's
+    /// attributor routes only, and keeps the claims of the chunks it takes in for the
+    /// heartbeat topic when `config` shares heartbeats; its attributing stage's
+    /// attributor attributes with `config` but shares nothing (the intake, which sees
+    /// whole chunks, publishes every claim once) and applies the heartbeats of every
+    /// node, its own node's intake's included.
+    pub fn routing_by_connection(config: AttributionConfig) -> anyhow::Result<CollectorSide> {
+        let mut intake = config.clone();
+        intake.route_only = true;
+        let mut attributing = config;
+        attributing.route_only = false;
+        attributing.share_heartbeats = false;
+        CollectorSide::with(Attributor::new(attributing), Some(Attributor::new(intake)))
+    }
+
+    fn with(attributor: Attributor, intake: Option<Attributor>) -> anyhow::Result<CollectorSide> {
         Ok(CollectorSide {
-            attributor: Attributor::new(config),
+            attributor,
+            intake,
             windows: WindowTracker::new(CompletenessConfig::default()),
             window_tally: WindowTally::default(),
             decoder: ChunkDecoder::new(DecodeLimits::default())?,
@@ -277,8 +319,12 @@ impl CollectorSide {
     /// The intake's stage of connection routing: receives one frame at `now` as
     /// [`receive`](CollectorSide::receive) does (decides what time allows, decodes,
     /// deduplicates, counts the chunk in its window) but attributes none of its
-    /// records: returns the connection topic's messages that carry them to the nodes
-    /// that attribute them (none for a duplicate or a frame that does not decode).
+    /// records: pushes them into the intake's route-only attributor (which keeps
+    /// their claims for [`publish_heartbeats`](CollectorSide::publish_heartbeats)
+    /// when sharing), takes them back out undecided and returns the connection
+    /// topic's messages that carry them to the nodes that attribute them (none for a
+    /// duplicate or a frame that does not decode). Without an intake's attributor
+    /// ([`new`](CollectorSide::new)), routes the records as they are.
     pub fn receive_and_route(
         &mut self,
         frame: &[u8],
@@ -288,10 +334,40 @@ impl CollectorSide {
         let started = Instant::now();
         self.ready.clear();
         self.advance_to(now);
+        self.advance_intake(now);
         let mut messages = Vec::new();
         if let Some((batch, records)) = self.take_in(frame, now) {
-            let routing = Instant::now();
-            match router.route(&batch, &records) {
+            let routed = match self.intake.as_mut() {
+                None => {
+                    let routing = Instant::now();
+                    let routed = router.route(&batch, &records);
+                    self.stages.route += routing.elapsed();
+                    routed
+                }
+                Some(intake) => {
+                    let pushing = Instant::now();
+                    let pushed = records.len();
+                    intake.push_chunk(Arc::clone(&batch), records, system_time(now));
+                    let flows: Vec<AttributedFlow> =
+                        std::iter::from_fn(|| intake.pop_ready()).collect();
+                    self.stages.intake += pushing.elapsed();
+                    // Every record comes back at once, undecided, from this chunk.
+                    let decided = flows
+                        .iter()
+                        .filter(|f| {
+                            f.remote_identity_source != RemoteIdentitySource::None
+                                || f.remote_unattributed_reason.is_some()
+                                || !Arc::ptr_eq(&f.batch, &batch)
+                        })
+                        .count();
+                    self.counters.intake_errors += (decided + pushed.abs_diff(flows.len())) as u64;
+                    let routing = Instant::now();
+                    let routed = router.route_flows(&batch, &flows);
+                    self.stages.route += routing.elapsed();
+                    routed
+                }
+            };
+            match routed {
                 Ok(routed) => messages = routed,
                 Err(_) => self.counters.route_errors += 1,
             }
@@ -300,7 +376,6 @@ impl CollectorSide {
                 self.counters.routed_records_out += u64::from(m.records);
                 self.counters.routed_bytes_out += m.bytes.len() as u64;
             }
-            self.stages.route += routing.elapsed();
         }
         self.take_ready();
         self.busy += started.elapsed();
@@ -397,7 +472,19 @@ impl CollectorSide {
         let started = Instant::now();
         self.ready.clear();
         self.advance_to(now);
+        self.advance_intake(now);
         self.busy += started.elapsed();
+    }
+
+    /// Advances the intake's route-only attributor to `now` (it decides nothing,
+    /// but forgets the workloads its book no longer names), as the real intake's
+    /// pipeline does before each chunk and every second.
+    fn advance_intake(&mut self, now: Micros) {
+        if let Some(intake) = self.intake.as_mut() {
+            let advancing = Instant::now();
+            intake.advance(system_time(now));
+            self.stages.intake += advancing.elapsed();
+        }
     }
 
     /// Decides every held flow (shutdown at `now`).
@@ -489,18 +576,30 @@ impl CollectorSide {
         c
     }
 
-    /// The attributor's counters and sizes now (not timed).
+    /// The attributor's counters and sizes now (not timed); routed by connection,
+    /// the attributing stage's, with the heartbeats the intake shared.
     pub fn stats(&self) -> AttributionStats {
-        self.attributor.stats()
+        let mut s = self.attributor.stats();
+        if let Some(intake) = &self.intake {
+            let i = intake.stats();
+            s.heartbeats_shared_out += i.heartbeats_shared_out;
+            s.heartbeat_ranges_shared_out += i.heartbeat_ranges_shared_out;
+            s.heartbeat_book_entries += i.heartbeat_book_entries;
+        }
+        s
     }
 
-    /// Takes the heartbeats of the chunks pushed since the last call out, encodes
-    /// each as the heartbeat topic's message and decodes it as every other node
-    /// would: returns them as decoded (decoding is timed once, here, for all the
+    /// Takes the heartbeats of the chunks pushed since the last call out (routed by
+    /// connection, the intake's: the claims of the chunks it took in), encodes each
+    /// as the heartbeat topic's message and decodes it as every node that applies
+    /// it would: returns them as decoded (decoding is timed once, here, for all the
     /// receivers).
     pub fn publish_heartbeats(&mut self) -> Vec<Heartbeat> {
         let started = Instant::now();
-        let taken = self.attributor.take_heartbeats();
+        let taken = match self.intake.as_mut() {
+            Some(intake) => intake.take_heartbeats(),
+            None => self.attributor.take_heartbeats(),
+        };
         let mut decoded = Vec::with_capacity(taken.len());
         for heartbeat in &taken {
             let message = heartbeat.encode();
@@ -518,8 +617,9 @@ impl CollectorSide {
         decoded
     }
 
-    /// Receives other nodes' heartbeats at `now`: first decides what time allows up
-    /// to `now`, then applies them. The flows decided meanwhile are in
+    /// Receives heartbeats at `now` (other nodes', or routed by connection any
+    /// node's intake's, this one's included): first decides what time allows up to
+    /// `now`, then applies them to the attributor that attributes. The flows decided meanwhile are in
     /// [`ready`](CollectorSide::ready) until the next call.
     pub fn apply_heartbeats(&mut self, heartbeats: &[Heartbeat], now: Micros) {
         let started = Instant::now();

@@ -39,8 +39,11 @@ pub enum Routing {
     /// index in the chunk. Partition `p` is consumed by node `p % nodes`, which
     /// attributes the records [`routing_delay`](FleetConfig::routing_delay) after the
     /// chunk reached the intake. Both ends' records of a connection meet on one node,
-    /// whose peer index pairs them as a single node's would; every node's heartbeats
-    /// go to every other (as with the other routings).
+    /// whose peer index pairs them as a single node's would. The intake's attributor
+    /// routes only but keeps the chunk's claims, and the intake publishes them (once
+    /// per chunk, as a node routed by host would); every node's attributing stage
+    /// shares nothing and applies every node's heartbeats, its own intake's
+    /// included.
     ByConnection,
 }
 
@@ -112,13 +115,15 @@ pub struct FleetConfig {
     /// [`routing`](FleetConfig::routing) sends it (or, routed by connection, the
     /// records of its partitions) and shares its heartbeats with the others, which
     /// receive them [`heartbeat_delay`](FleetConfig::heartbeat_delay) later (encoded
-    /// and decoded as the heartbeat topic carries them).
+    /// and decoded as the heartbeat topic carries them; routed by connection, the
+    /// intake shares the claims of the chunks it takes in, with every node).
     pub nodes: u32,
     /// How chunks (and, by connection, records) are spread over the nodes.
     pub routing: Routing,
     /// Time from a chunk's arrival at a node to its heartbeats' arrival at every
     /// other node: the publishing interval (about 1 s) plus Kafka's latency. Routed
-    /// by connection, from the records' arrival at the node that attributes them.
+    /// by connection, from the chunk's arrival at its intake to its heartbeats'
+    /// arrival at every node.
     pub heartbeat_delay: Duration,
     /// Partitions of the connection topic ([`Routing::ByConnection`]), like a Kafka
     /// topic's: node `i` owns the partitions `p` with `p % nodes == i`.
@@ -213,8 +218,8 @@ impl FleetConfig {
     }
 
     /// Whether the nodes keep and take heartbeats: always with more than one node
-    /// (routed by connection too: a node attributes flows whose remote IP's
-    /// heartbeats other nodes extracted).
+    /// (routed by connection too: a node attributes flows whose remote IP's claims
+    /// were in chunks other intakes took in).
     pub fn sharing(&self) -> bool {
         self.nodes > 1 || self.share_heartbeats
     }

@@ -26,7 +26,9 @@
 //! ([`config::Routing::ByConnection`]), a chunk's node is only its intake: it writes
 //! the chunk's records, by connection, to a simulated connection topic
 //! ([`routing`]), whose partitions the nodes share out; both ends' records of a
-//! connection meet on one node, as on a single node.
+//! connection meet on one node, as on a single node. The intake publishes the
+//! chunk's heartbeats (its route-only attributor keeps the claims); the attributing
+//! stages apply every node's, their own intake's included.
 //!
 //! Simulated time throughout, deterministic from the seed.
 //!

@@ -127,6 +127,7 @@ impl FleetReport {
     pub fn routed_records_add_up(&self) -> bool {
         let c = &self.collector;
         c.route_errors == 0
+            && c.intake_errors == 0
             && c.routed_decode_errors == 0
             && c.routed_messages_in == c.routed_messages_out
             && c.routed_records_in == c.routed_records_out
@@ -171,7 +172,7 @@ impl FleetReport {
 
     /// Heartbeat messages published per simulated minute of traffic per 1,000 hosts
     /// (every node's together: each record's claim is published by the one node that
-    /// received it).
+    /// received its chunk, routed by connection too: its intake).
     pub fn heartbeats_per_minute_per_1000_hosts(&self) -> f64 {
         self.per_minute_per_1000_hosts(self.collector.heartbeats_out)
     }
@@ -387,10 +388,12 @@ impl FleetReport {
                 "records_in": k.routed_records_in,
                 "decode_errors": k.routed_decode_errors,
                 "route_errors": k.route_errors,
+                "intake_errors": k.intake_errors,
                 "messages_per_minute_per_1000_hosts": self.routed_messages_per_minute_per_1000_hosts(),
                 "bytes_per_minute_per_1000_hosts": self.routed_bytes_per_minute_per_1000_hosts(),
                 "bytes_per_record": k.routed_bytes_out as f64 / k.routed_records_out.max(1) as f64,
                 "seconds": self.stages.route.as_secs_f64(),
+                "intake_attributor_seconds": self.stages.intake.as_secs_f64(),
             });
         }
         report
@@ -530,7 +533,7 @@ impl fmt::Display for FleetReport {
         }
         writeln!(
             f,
-            "collector (decode + dedup + windows + attribute + serialize + heartbeats + routing, one thread per node, nodes added up): {:.3} s, {:.0} flows/s (decode {:.3} s, windows {:.3} s, attribute {:.3} s, serialize {:.3} s, heartbeats {:.3} s, routing {:.3} s)",
+            "collector (decode + dedup + windows + attribute + serialize + heartbeats + routing + intake, one thread per node, nodes added up): {:.3} s, {:.0} flows/s (decode {:.3} s, windows {:.3} s, attribute {:.3} s, serialize {:.3} s, heartbeats {:.3} s, routing {:.3} s, intake attributor {:.3} s)",
             self.collector_time.as_secs_f64(),
             self.throughput(),
             self.stages.decode.as_secs_f64(),
@@ -538,7 +541,8 @@ impl fmt::Display for FleetReport {
             self.stages.attribute.as_secs_f64(),
             self.stages.serialize.as_secs_f64(),
             self.stages.heartbeats.as_secs_f64(),
-            self.stages.route.as_secs_f64()
+            self.stages.route.as_secs_f64(),
+            self.stages.intake.as_secs_f64()
         )?;
         writeln!(
             f,
@@ -551,7 +555,7 @@ impl fmt::Display for FleetReport {
             let k = &self.collector;
             writeln!(
                 f,
-                "heartbeats: {} published ({} bytes, {:.1} bytes each, {} ranges), {} applied by the other nodes, {} decode errors; {:.0} messages and {:.0} bytes per simulated minute per 1,000 hosts; {:.3} s taking, encoding and decoding",
+                "heartbeats: {} published ({} bytes, {:.1} bytes each, {} ranges), {} applied by the nodes, {} decode errors; {:.0} messages and {:.0} bytes per simulated minute per 1,000 hosts; {:.3} s taking, encoding and decoding",
                 k.heartbeats_out,
                 k.heartbeat_bytes_out,
                 k.heartbeat_bytes_out as f64 / k.heartbeats_out.max(1) as f64,

@@ -3,10 +3,13 @@
 //! and, routed by connection, each of its records from that intake node to the node
 //! that owns its connection's partition of the connection topic
 //! ([`ConnectionRouter`]), as the messages a real intake would produce
-//! ([`encode_routed`]).
+//! ([`encode_routed`]) from the records its route-only attributor hands back.
 
 use flow_batch::wire::BatchId;
-use flow_collector::{attribution::connection_partition, connections::encode_routed};
+use flow_collector::{
+    attribution::{AttributedFlow, connection_partition},
+    connections::encode_routed,
+};
 use flow_record::FlowRecord;
 
 /// FNV-1a of `bytes`: a stable hash, so that a host goes to the same node in every
@@ -82,12 +85,39 @@ impl ConnectionRouter {
         batch: &BatchId,
         records: &[FlowRecord],
     ) -> anyhow::Result<Vec<RoutedMessage>> {
+        // Every index fits: the count does.
+        u32::try_from(records.len())?;
+        self.route_by(batch, records.len(), |i| (i as u32, &records[i]))
+    }
+
+    /// The messages for the records of chunk `batch` that a route-only attributor
+    /// handed back (undecided, in the order the chunk holds them), each with the
+    /// chunk index it carries ([`AttributedFlow::record_index`]): as the real
+    /// intake's output routes them. Otherwise as [`route`](ConnectionRouter::route).
+    pub fn route_flows(
+        &mut self,
+        batch: &BatchId,
+        flows: &[AttributedFlow],
+    ) -> anyhow::Result<Vec<RoutedMessage>> {
+        self.route_by(batch, flows.len(), |i| {
+            (flows[i].record_index, &flows[i].record)
+        })
+    }
+
+    /// The messages for `n` records of chunk `batch`, the `i`th of which (with its
+    /// chunk index) `record(i)` gives.
+    fn route_by<'a>(
+        &mut self,
+        batch: &BatchId,
+        n: usize,
+        record: impl Fn(usize) -> (u32, &'a FlowRecord),
+    ) -> anyhow::Result<Vec<RoutedMessage>> {
         for group in &mut self.groups {
             group.clear();
         }
-        for (index, record) in records.iter().enumerate() {
-            let partition = connection_partition(record, &batch.host, self.partitions);
-            self.groups[partition as usize].push(u32::try_from(index)?);
+        for i in 0..n {
+            let partition = connection_partition(record(i).1, &batch.host, self.partitions);
+            self.groups[partition as usize].push(u32::try_from(i)?);
         }
         let mut messages = Vec::new();
         for (partition, group) in (0u32..).zip(&self.groups) {
@@ -95,7 +125,7 @@ impl ConnectionRouter {
                 continue;
             }
             let mut bytes = Vec::new();
-            let routed = group.iter().map(|&i| (i, &records[i as usize]));
+            let routed = group.iter().map(|&i| record(i as usize));
             encode_routed(batch, routed, &mut bytes)
                 .map_err(|e| anyhow::anyhow!("encoding routed records: {e}"))?;
             messages.push(RoutedMessage {
@@ -174,6 +204,48 @@ mod tests {
             at
         };
         assert_eq!(place(&from_a), place(&from_b));
+    }
+
+    #[test]
+    fn a_route_only_attributor_hands_back_what_routing_the_records_gives() {
+        use std::sync::Arc;
+
+        use flow_collector::attribution::{AttributionConfig, Attributor, RemoteIdentitySource};
+        use flow_record::IdentitySource;
+
+        // The intake's attributor, as the real collector configures it.
+        let mut config = AttributionConfig::default().with_heartbeat_sharing(true);
+        config.route_only = true;
+        let mut intake = Attributor::new(config);
+        let records: Vec<FlowRecord> = (0..30)
+            .map(|i| {
+                flow_testkit::record()
+                    .local(format!("10.0.0.{}:{}", 1 + i % 3, 40000 + i).as_str())
+                    .remote("10.0.0.9:443")
+                    .workload(format!("w-{}", i % 3), IdentitySource::IpMap)
+                    .build()
+            })
+            .collect();
+        let b = Arc::new(batch("h"));
+        intake.push_chunk(
+            Arc::clone(&b),
+            records.clone(),
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000),
+        );
+        let flows: Vec<_> = std::iter::from_fn(|| intake.pop_ready()).collect();
+        assert_eq!(flows.len(), records.len());
+        assert!(flows.iter().all(|f| {
+            f.remote_identity_source == RemoteIdentitySource::None
+                && f.remote_unattributed_reason.is_none()
+        }));
+        let mut router = ConnectionRouter::new(12, 3);
+        assert_eq!(
+            router.route_flows(&b, &flows).expect("routes"),
+            router.route(&b, &records).expect("routes")
+        );
+        // And it kept the chunk's claims: one heartbeat per (host, IP, workload).
+        assert_eq!(intake.take_heartbeats().len(), 3);
+        assert!(intake.take_heartbeats().is_empty());
     }
 
     #[test]

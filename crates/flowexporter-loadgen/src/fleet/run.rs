@@ -7,8 +7,9 @@
 //! [`heartbeat_delay`](FleetConfig::heartbeat_delay) later. Routed by connection,
 //! the chunk's node (its intake) routes its records instead of attributing them:
 //! they reach the nodes that own their connections' partitions
-//! [`routing_delay`](FleetConfig::routing_delay) later, which attribute them and
-//! take their heartbeats out.
+//! [`routing_delay`](FleetConfig::routing_delay) later, which attribute them; the
+//! intake takes the chunk's heartbeats out (it saw every record's claim), and they
+//! reach every node, the intake's own included, the heartbeat delay later.
 
 use std::{
     cmp::Reverse,
@@ -40,7 +41,8 @@ const SEND_AFTER: Micros = 2 * SECOND;
 
 /// What travels: a chunk's frame to a node, a chunk's connection-topic messages to a
 /// node that owns their partitions (what one poll of its consumer returns), or a
-/// node's heartbeats to every other.
+/// node's heartbeats to every node but `skip` (every other, or, routed by
+/// connection, every one).
 #[derive(Debug)]
 enum Payload {
     Frame {
@@ -52,7 +54,7 @@ enum Payload {
         messages: Vec<Vec<u8>>,
     },
     Heartbeats {
-        from: usize,
+        skip: Option<usize>,
         heartbeats: Rc<[Heartbeat]>,
     },
 }
@@ -143,7 +145,10 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
         .with_static_owners(static_owners)
         .with_heartbeat_sharing(config.sharing());
     let nodes = (0..config.nodes)
-        .map(|_| CollectorSide::new(attribution.clone()))
+        .map(|_| match config.routing {
+            Routing::ByConnection => CollectorSide::routing_by_connection(attribution.clone()),
+            Routing::ByHost | Routing::RoundRobin => CollectorSide::new(attribution.clone()),
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let exporters = world
         .hosts
@@ -433,9 +438,9 @@ impl Sim<'_> {
 
     /// The nodes receive every frame, connection-topic message and node's heartbeats
     /// that arrive up to `upto`, in order of arrival, then advance to `upto`. A node
-    /// that pushed records into its attributor (a frame's, or routed ones) takes its
-    /// heartbeats out then (when sharing), for the other nodes; an intake that routes
-    /// a frame's records sends them on.
+    /// that received a frame takes its heartbeats out then (when sharing), for the
+    /// other nodes (routed by connection: its intake's, for every node); an intake
+    /// that routes a frame's records sends them on first.
     fn deliver(&mut self, upto: Micros) {
         while let Some(Reverse(arrival)) = self.network.peek() {
             if arrival.at > upto {
@@ -458,19 +463,21 @@ impl Sim<'_> {
                             self.nodes[node].receive_and_route(&frame, arrival.at, router);
                         self.check(node);
                         self.route(messages, arrival.at);
+                        if self.config.sharing() {
+                            self.publish(node, arrival.at);
+                        }
                     }
                 },
+                // The attributing stage shares nothing: its records' claims went out
+                // with their intake's heartbeats.
                 Payload::Routed { node, messages } => {
                     for message in &messages {
                         self.nodes[node].receive_routed(message, arrival.at);
                         self.check(node);
                     }
-                    if self.config.sharing() {
-                        self.publish(node, arrival.at);
-                    }
                 }
-                Payload::Heartbeats { from, heartbeats } => {
-                    for n in (0..self.nodes.len()).filter(|&n| n != from) {
+                Payload::Heartbeats { skip, heartbeats } => {
+                    for n in (0..self.nodes.len()).filter(|&n| Some(n) != skip) {
                         self.nodes[n].apply_heartbeats(&heartbeats, arrival.at);
                         self.check(n);
                     }
@@ -485,8 +492,7 @@ impl Sim<'_> {
 
     /// An intake's connection-topic messages of one chunk, written at `now`: each
     /// node receives those of its partitions together, in partition order, after the
-    /// routing delay, and takes their heartbeats out once (as a node's publishing
-    /// interval compacts them).
+    /// routing delay.
     fn route(&mut self, messages: Vec<RoutedMessage>, now: Micros) {
         let delay = i64::try_from(self.config.routing_delay.as_micros()).unwrap_or(i64::MAX);
         let mut by_node: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.nodes.len()];
@@ -508,10 +514,14 @@ impl Sim<'_> {
 
     /// Node `node` takes its heartbeats out at `now`; they reach every other node
     /// after the heartbeat delay (with one node, nobody: only their cost and volume
-    /// are counted).
+    /// are counted). Routed by connection, they are its intake's, and reach every
+    /// node, its own included (one node too): its attributing stage has seen only
+    /// the records of its partitions.
     fn publish(&mut self, node: usize, now: Micros) {
         let heartbeats = self.nodes[node].publish_heartbeats();
-        if heartbeats.is_empty() || self.nodes.len() < 2 {
+        let skip = (self.config.routing != Routing::ByConnection).then_some(node);
+        let receivers = self.nodes.len() - usize::from(skip.is_some());
+        if heartbeats.is_empty() || receivers == 0 {
             return;
         }
         let delay = i64::try_from(self.config.heartbeat_delay.as_micros()).unwrap_or(i64::MAX);
@@ -520,7 +530,7 @@ impl Sim<'_> {
             at: now.saturating_add(delay),
             order: self.order,
             payload: Payload::Heartbeats {
-                from: node,
+                skip,
                 heartbeats: heartbeats.into(),
             },
         }));
