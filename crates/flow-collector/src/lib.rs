@@ -129,12 +129,28 @@ impl State {
             .with_pipeline(|p, _| p.snapshot())
             .await
             .unwrap_or_default();
-        if let Some(attribution) = self
-            .kafka
-            .as_ref()
-            .and_then(kafka_runtime::KafkaRuntime::attribution_stats)
-        {
-            parts.attribution = attribution;
+        if self.kafka.is_none() {
+            return parts;
+        }
+        let state = Arc::clone(self);
+        let stage = tokio::task::spawn_blocking(move || {
+            state
+                .kafka
+                .as_ref()
+                .and_then(kafka_runtime::KafkaRuntime::attribution_stats)
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(stage) = stage {
+            // The attributing half decides; the intake publishes the heartbeats.
+            let intake = parts.attribution;
+            parts.attribution = crate::attribution::AttributionStats {
+                heartbeats_shared_out: intake.heartbeats_shared_out,
+                heartbeat_ranges_shared_out: intake.heartbeat_ranges_shared_out,
+                heartbeat_book_entries: intake.heartbeat_book_entries,
+                ..stage
+            };
         }
         parts
     }

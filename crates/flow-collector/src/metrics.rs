@@ -556,6 +556,24 @@ fn kafka_families(
             one(K::get(&k.connection_bytes)),
         ),
         (
+            "flowcollector_kafka_connection_records",
+            "Records taken from the connection topic (duplicates not counted).",
+            counter,
+            one(K::get(&k.connection_records)),
+        ),
+        (
+            "flowcollector_kafka_connection_duplicates",
+            "Routed records dropped because the same flow (batch ID and index) waited in this node's connection stage already.",
+            counter,
+            one(K::get(&k.connection_duplicates)),
+        ),
+        (
+            "flowcollector_kafka_connection_batches_open",
+            "Batches with records of this node's partitions not yet written or acknowledged.",
+            gauge,
+            one(K::get(&k.connection_batches_open)),
+        ),
+        (
             "flowcollector_kafka_connection_undecodable",
             "Connection-topic messages that did not decode (skipped, logged).",
             counter,

@@ -213,15 +213,7 @@ impl Attributor {
             let key = PeerKey::of(record, host);
             let conn = self.peers.conn(&key);
             let (start, end) = interval(record.t_start, record.t_end);
-            // Four billion live workloads: nothing sane reaches it; not a claim.
-            let sym = record
-                .local_workload_id
-                .as_ref()
-                .and_then(|w| self.map.intern(w));
-            let mark = sym.map(|sym| match record.identity_source {
-                IdentitySource::ConnectMap => Mark::Shared,
-                _ => Mark::Owned(sym),
-            });
+            let (sym, mark) = self.claim_of(record);
             keys.push(Keyed {
                 key,
                 conn,
@@ -666,7 +658,21 @@ impl Attributor {
         }
     }
 
-    /// Counts a decided flow and makes it ready.
+    /// What `record` claims for its local IP: its workload, interned, and the mark
+    /// (owned, or shared through the connect map); nothing without a workload (or
+    /// with four billion live workloads, which nothing sane reaches).
+    fn claim_of(&mut self, record: &FlowRecord) -> (Option<Sym>, Option<Mark>) {
+        let sym = record
+            .local_workload_id
+            .as_ref()
+            .and_then(|w| self.map.intern(w));
+        let mark = sym.map(|sym| match record.identity_source {
+            IdentitySource::ConnectMap => Mark::Shared,
+            _ => Mark::Owned(sym),
+        });
+        (sym, mark)
+    }
+
     /// Route-only mode: every record leaves at once, undecided; its claim goes into
     /// the book, when heartbeats are shared (the nodes that attribute the records
     /// apply them from there).
@@ -679,16 +685,8 @@ impl Attributor {
         if self.book.is_some() {
             let host = self.hosts.intern(&batch.host);
             for record in &records {
-                let Some(sym) = record
-                    .local_workload_id
-                    .as_ref()
-                    .and_then(|w| self.map.intern(w))
-                else {
+                let (_, Some(mark)) = self.claim_of(record) else {
                     continue;
-                };
-                let mark = match record.identity_source {
-                    IdentitySource::ConnectMap => Mark::Shared,
-                    _ => Mark::Owned(sym),
                 };
                 let (start, end) = interval(record.t_start, record.t_end);
                 let key = BookKey {
@@ -716,6 +714,7 @@ impl Attributor {
         }
     }
 
+    /// Counts a decided flow and makes it ready.
     fn emit(&mut self, record: FlowRecord, batch: Arc<BatchId>, index: u32, d: Decision) {
         let c = &mut self.counters;
         match (d.source, d.reason) {

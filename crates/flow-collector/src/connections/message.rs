@@ -22,6 +22,9 @@ use flow_record::FlowRecord;
 /// The version this code writes and reads.
 pub const ROUTED_FORMAT_VERSION: u8 = 1;
 
+/// Fewer bytes than any record's wire encoding takes (only sizes reservations).
+const MIN_ROUTED_RECORD_LEN: usize = 32;
+
 /// Most records one message may carry (a chunk holds at most this many).
 pub const MAX_ROUTED_RECORDS: usize = 1_000_000;
 
@@ -156,9 +159,9 @@ pub fn decode_routed(bytes: &[u8]) -> Result<RoutedRecords, RoutedDecodeError> {
     if n > MAX_ROUTED_RECORDS {
         return Err(RoutedDecodeError::TooMany(count));
     }
-    // Each record takes at least 8 bytes here: no more room is reserved than the
-    // message could fill.
-    let room = n.min(bytes.len() / 8);
+    // Each record takes at least 8 bytes here and a minimal record more: no more
+    // room is reserved than the message could fill.
+    let room = n.min(bytes.len() / (8 + MIN_ROUTED_RECORD_LEN));
     let (mut indices, mut records) = (Vec::with_capacity(room), Vec::with_capacity(room));
     for _ in 0..n {
         let index = u32::from_le_bytes(r.array()?);

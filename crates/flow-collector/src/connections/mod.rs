@@ -17,4 +17,4 @@ pub use message::{
     MAX_ROUTED_RECORDS, ROUTED_FORMAT_VERSION, RoutedDecodeError, RoutedRecords, decode_routed,
     encode_routed,
 };
-pub use stage::{ConnectionStage, ConnectionStats};
+pub use stage::{ConnectionStage, ConnectionStageStats};

@@ -23,7 +23,7 @@ use crate::attribution::{AttributedFlow, Attributor};
 /// What the connection stage counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct ConnectionStats {
+pub struct ConnectionStageStats {
     /// Messages taken.
     pub messages: u64,
     /// Records taken (duplicates not counted).
@@ -47,7 +47,7 @@ struct Progress {
 pub struct ConnectionStage {
     attributor: Attributor,
     batches: HashMap<Arc<BatchId>, Progress>,
-    stats: ConnectionStats,
+    stats: ConnectionStageStats,
 }
 
 impl ConnectionStage {
@@ -57,7 +57,7 @@ impl ConnectionStage {
         ConnectionStage {
             attributor,
             batches: HashMap::new(),
-            stats: ConnectionStats::default(),
+            stats: ConnectionStageStats::default(),
         }
     }
 
@@ -70,21 +70,12 @@ impl ConnectionStage {
             indices,
             records,
         } = routed;
-        let (batch, progress) = match self.batches.get_key_value(&*batch) {
-            Some((key, _)) => {
-                let key = Arc::clone(key);
-                let progress = self.batches.get_mut(&*key);
-                (key, progress)
-            }
-            None => {
-                self.batches.insert(Arc::clone(&batch), Progress::default());
-                let progress = self.batches.get_mut(&*batch);
-                (batch, progress)
-            }
+        // One Arc per batch: the key's, shared by its flows.
+        let batch = match self.batches.get_key_value(&*batch) {
+            Some((key, _)) => Arc::clone(key),
+            None => batch,
         };
-        let Some(progress) = progress else {
-            return batch;
-        };
+        let progress = self.batches.entry(Arc::clone(&batch)).or_default();
         let mut kept_indices = Vec::with_capacity(indices.len());
         let mut kept = Vec::with_capacity(records.len());
         for (index, record) in indices.into_iter().zip(records) {
@@ -147,8 +138,8 @@ impl ConnectionStage {
     }
 
     /// What the stage counted.
-    pub fn stats(&self) -> ConnectionStats {
-        ConnectionStats {
+    pub fn stats(&self) -> ConnectionStageStats {
+        ConnectionStageStats {
             batches_open: self.batches.len() as u64,
             ..self.stats
         }

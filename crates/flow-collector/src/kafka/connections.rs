@@ -12,7 +12,10 @@
 //! behind a held one in its partition, is written again (same ID; `docs/kafka.md`).
 
 use std::{
-    sync::{Arc, Mutex, atomic::Ordering},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -32,7 +35,7 @@ use super::{
     stats::KafkaStats,
 };
 use crate::{
-    connections::{ConnectionStage, decode_routed},
+    connections::{ConnectionStage, RoutedDecodeError, decode_routed},
     output::{Acknowledgements, FlowOutput},
 };
 
@@ -58,6 +61,9 @@ struct Shared {
     output: Mutex<Writer>,
     acks: Acknowledgements,
     stats: Arc<KafkaStats>,
+    /// The thread has stopped and settled: closing the consumer (which revokes its
+    /// partitions) only commits.
+    stopped: AtomicBool,
 }
 
 /// The output and its log rate limit.
@@ -106,10 +112,21 @@ impl Shared {
                 "the output topic does not acknowledge; attributed flows wait");
         }
         let acknowledged = self.acks.acknowledged_below();
-        self.stage
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .prune(acknowledged);
+        let counts = {
+            let mut stage = self.stage.lock().unwrap_or_else(|p| p.into_inner());
+            stage.prune(acknowledged);
+            stage.stats()
+        };
+        let stats = &self.stats;
+        stats
+            .connection_records
+            .store(counts.records, Ordering::Relaxed);
+        stats
+            .connection_duplicates
+            .store(counts.duplicates, Ordering::Relaxed);
+        stats
+            .connection_batches_open
+            .store(counts.batches_open, Ordering::Relaxed);
     }
 
     /// Writes what is decided and waits, at most `wait`, for the output to
@@ -192,7 +209,9 @@ impl ConsumerContext for ConnectionContext {
         };
         // Flows decided from these partitions are written and acknowledged first, so
         // that the next owner does not write them again.
-        self.shared.settle(REVOKE_WAIT);
+        if !self.shared.stopped.load(Ordering::Relaxed) {
+            self.shared.settle(REVOKE_WAIT);
+        }
         self.shared.commit(consumer, CommitMode::Sync);
         let mut book = self.shared.book.lock().unwrap_or_else(|p| p.into_inner());
         for element in revoked.elements_for_topic(&self.shared.topic) {
@@ -223,6 +242,7 @@ pub(crate) fn spawn(
         }),
         acks,
         stats,
+        stopped: AtomicBool::new(false),
     });
     let consumer: BaseConsumer<ConnectionContext> = settings
         .consumer_config(Some(group))
@@ -281,17 +301,20 @@ impl Attributing {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .output
-                    .backpressure();
-                if behind.is_some() != paused {
-                    paused = behind.is_some();
-                    if let Ok(assignment) = self.consumer.assignment() {
-                        let _ = if paused {
-                            self.consumer.pause(&assignment)
-                        } else {
-                            self.consumer.resume(&assignment)
-                        };
-                    }
+                    .backpressure()
+                    .is_some();
+                // Paused again on every pump while behind: a rebalance meanwhile
+                // hands out partitions unpaused.
+                if (behind || paused)
+                    && let Ok(assignment) = self.consumer.assignment()
+                {
+                    let _ = if behind {
+                        self.consumer.pause(&assignment)
+                    } else {
+                        self.consumer.resume(&assignment)
+                    };
                 }
+                paused = behind;
             }
             if last_commit.elapsed() >= COMMIT_EVERY {
                 last_commit = Instant::now();
@@ -336,6 +359,15 @@ impl Attributing {
                                 .push(routed, SystemTime::now());
                             Taken::Chunk(batch, None)
                         }
+                        Err(error @ RoutedDecodeError::Version(_)) => {
+                            // Written by a newer collector: its records must not be
+                            // skipped. Nothing from here on in this partition is
+                            // committed; a node that reads the version takes them.
+                            KafkaStats::add(&stats.connection_undecodable, 1);
+                            tracing::error!(topic = %self.shared.topic, partition, offset,
+                                error = %error, "a connection-topic message of another version; this partition's offsets stay uncommitted from here (upgrade this node)");
+                            Taken::Never
+                        }
                         Err(error) => {
                             KafkaStats::add(&stats.connection_undecodable, 1);
                             tracing::error!(topic = %self.shared.topic, partition, offset,
@@ -358,5 +390,77 @@ impl Attributing {
         }
         self.shared.settle(Duration::from_secs(10));
         self.shared.commit(&self.consumer, CommitMode::Sync);
+        self.shared.stopped.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use flow_batch::wire::{BatchId, InstanceId};
+    use flow_record::IdentitySource;
+
+    use super::*;
+    use crate::{
+        attribution::{AttributionConfig, Attributor},
+        connections::RoutedRecords,
+    };
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    #[test]
+    fn a_batch_split_over_two_partitions_commits_only_once_all_its_records_are_out() {
+        let mut stage = ConnectionStage::new(Attributor::new(
+            AttributionConfig::default().with_hold_back(Duration::from_secs(10)),
+        ));
+        let mut book = OffsetBook::default();
+        let batch = Arc::new(BatchId {
+            host: "h".into(),
+            instance: InstanceId::new(1),
+            sequence: 3,
+        });
+        let record = |port: u16| {
+            flow_testkit::record()
+                .local(format!("10.0.0.1:{port}").as_str())
+                .remote("192.0.2.9:443")
+                .t_start(Some(at(0)))
+                .t_end(at(1))
+                .workload("w", IdentitySource::IpMap)
+                .build()
+        };
+        for (partition, offset, index) in [(0, 10, 0u32), (1, 20, 1u32)] {
+            let b = stage.push(
+                RoutedRecords {
+                    batch: Arc::clone(&batch),
+                    indices: vec![index],
+                    records: vec![record(40_000 + index as u16)],
+                },
+                at(2),
+            );
+            book.taken(partition, offset, Taken::Chunk(b, None));
+        }
+        let committable = |book: &mut OffsetBook, stage: &ConnectionStage, acked: u64| {
+            book.committable(|b, _| stage.done(b, acked))
+        };
+        assert!(committable(&mut book, &stage, u64::MAX).is_empty(), "held");
+        stage.advance(at(30));
+        let flows = stage.take_ready(10);
+        assert_eq!(flows.len(), 2);
+        stage.written(&flows[..1], 3);
+        assert!(
+            committable(&mut book, &stage, u64::MAX).is_empty(),
+            "one record of the batch is not written yet"
+        );
+        stage.written(&flows[1..], 4);
+        assert!(
+            committable(&mut book, &stage, 3).is_empty(),
+            "not acknowledged yet"
+        );
+        assert_eq!(committable(&mut book, &stage, 4), vec![(0, 11), (1, 21)]);
+        stage.prune(4);
+        assert_eq!(stage.stats().batches_open, 0);
     }
 }

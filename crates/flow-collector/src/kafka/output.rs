@@ -124,7 +124,12 @@ impl ProducerContext for DeliveryContext {
                 if error_kind == ErrorKind::Fatal {
                     d.fatal.store(true, Ordering::Relaxed);
                 }
-                if error_kind == ErrorKind::MessageTooLarge {
+                if error_kind == ErrorKind::MessageTooLarge && kind == ROUTED_KIND {
+                    // Routed records are not decided yet: never dropped. Kept and
+                    // produced again (the output stalls, the chunks wait, logged).
+                    tracing::error!(%id, error = %error, bytes = message.payload_len(),
+                        "Kafka refused routed records as too large; raise the connection topic's max.message.bytes (they are kept and produced again)");
+                } else if error_kind == ErrorKind::MessageTooLarge {
                     KafkaStats::add(&d.stats.output_dropped_too_large, 1);
                     tracing::error!(%id, error = %error, bytes = message.payload_len(),
                         "Kafka refused a flow message as too large; it is dropped");
@@ -307,6 +312,12 @@ impl KafkaOutput {
                 if kind == ErrorKind::Fatal {
                     self.deliveries.fatal.store(true, Ordering::Relaxed);
                 }
+                if kind == ErrorKind::MessageTooLarge && message.partition.is_some() {
+                    // Routed records are not decided yet: never dropped (see above).
+                    tracing::error!(id = %message.id, bytes = message.value.len(),
+                        "routed records are larger than Kafka accepts; raise the connection topic's max.message.bytes (they wait and are produced again)");
+                    return Some(message);
+                }
                 if kind == ErrorKind::MessageTooLarge {
                     KafkaStats::add(&stats.output_dropped_too_large, 1);
                     tracing::error!(id = %message.id, bytes = message.value.len(),
@@ -418,6 +429,14 @@ impl KafkaOutput {
         route: &ConnectionRoute,
         flows: &[AttributedFlow],
     ) -> Result<(), OutputError> {
+        // Every message is encoded before any is produced: an encoding error leaves
+        // nothing produced, and the pipeline's retry does not produce a message twice.
+        let encode_error = |e: bincode::Error| OutputError::Io {
+            operation: "encode",
+            path: route.topic.clone().into(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        let mut messages: Vec<(i32, String, Vec<u8>, u64)> = Vec::new();
         let mut start = 0;
         while start < flows.len() {
             let batch = &flows[start].batch;
@@ -432,31 +451,57 @@ impl KafkaOutput {
                     connection_partition(&flow.record, flow.host_id(), route.partitions);
                 by_partition.entry(partition).or_default().push(flow);
             }
+            let id = batch.to_string();
             for (partition, part) in by_partition {
-                self.buffer.clear();
-                encode_routed(
-                    batch,
-                    part.iter().map(|f| (f.record_index, &f.record)),
-                    &mut self.buffer,
-                )
-                .map_err(|e| OutputError::Io {
-                    operation: "encode",
-                    path: route.topic.clone().into(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-                KafkaStats::add(&self.deliveries.stats.routed_records, part.len() as u64);
-                let id = batch.to_string();
-                self.produce_to(
-                    Some(i32::try_from(partition).unwrap_or(0)),
-                    id.clone().into_bytes(),
-                    id,
-                    ROUTED_KIND,
-                );
+                let partition = i32::try_from(partition).unwrap_or(0);
+                for piece in split_routed(&part).map_err(encode_error)? {
+                    let mut value = Vec::new();
+                    encode_routed(
+                        batch,
+                        piece.iter().map(|f| (f.record_index, &f.record)),
+                        &mut value,
+                    )
+                    .map_err(encode_error)?;
+                    messages.push((partition, id.clone(), value, piece.len() as u64));
+                }
             }
             start = end;
         }
+        for (partition, id, value, records) in messages {
+            KafkaStats::add(&self.deliveries.stats.routed_records, records);
+            self.buffer = value;
+            self.produce_to(Some(partition), id.clone().into_bytes(), id, ROUTED_KIND);
+        }
         Ok(())
     }
+}
+
+/// Most bytes of one connection-topic message: below librdkafka's and Kafka's
+/// default 1,000,000-byte message limit, whatever the chunk's size.
+pub(crate) const ROUTED_MESSAGE_BUDGET: usize = 900_000;
+
+/// `part` (one chunk's records for one partition) cut into runs whose message stays
+/// within [`ROUTED_MESSAGE_BUDGET`].
+fn split_routed<'a, 'b>(
+    part: &'b [&'a AttributedFlow],
+) -> Result<Vec<&'b [&'a AttributedFlow]>, bincode::Error> {
+    // The header: version, host (at most 64 KiB), instance, sequence, count.
+    let header = 1 + 2 + part.first().map_or(0, |f| f.batch.host.len()) + 16 + 8 + 4;
+    let mut pieces = Vec::new();
+    let (mut from, mut size) = (0, header);
+    for (i, flow) in part.iter().enumerate() {
+        let len = 8 + flow_batch::wire::encoded_record_len(&flow.record)?;
+        if i > from && size + len > ROUTED_MESSAGE_BUDGET {
+            pieces.push(&part[from..i]);
+            from = i;
+            size = header;
+        }
+        size += len;
+    }
+    if from < part.len() {
+        pieces.push(&part[from..]);
+    }
+    Ok(pieces)
 }
 
 /// The message key of a flow: its connection.
@@ -564,5 +609,59 @@ impl Drop for KafkaOutput {
         // What librdkafka still holds gets a last chance; what it cannot deliver now
         // is in the ledger, not marked emitted, and is written again at the next start.
         let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flow_batch::wire::{BatchId, InstanceId};
+
+    use super::*;
+    use crate::{attribution::RemoteIdentitySource, connections::decode_routed};
+
+    #[test]
+    fn a_large_chunk_routed_to_one_partition_is_cut_within_the_budget() {
+        let batch = Arc::new(BatchId {
+            host: "host-big".into(),
+            instance: InstanceId::new(5),
+            sequence: 1,
+        });
+        let flows: Vec<AttributedFlow> = (0..16_384u32)
+            .map(|i| AttributedFlow {
+                record: flow_testkit::record()
+                    .local(format!("10.0.{}.{}:{}", i / 250, i % 250, 1000 + i % 60_000).as_str())
+                    .remote("10.9.9.9:443")
+                    .workload(
+                        "spiffe://fleet/a-rather-long-workload-name",
+                        flow_record::IdentitySource::IpMap,
+                    )
+                    .build(),
+                batch: Arc::clone(&batch),
+                record_index: i,
+                remote_workload_id: None,
+                remote_identity_source: RemoteIdentitySource::None,
+                remote_unattributed_reason: None,
+            })
+            .collect();
+        let part: Vec<&AttributedFlow> = flows.iter().collect();
+        let pieces = split_routed(&part).expect("encodable");
+        assert!(pieces.len() > 1, "{} pieces", pieces.len());
+        let mut indices = Vec::new();
+        for piece in pieces {
+            let mut value = Vec::new();
+            encode_routed(
+                &batch,
+                piece.iter().map(|f| (f.record_index, &f.record)),
+                &mut value,
+            )
+            .expect("encodes");
+            assert!(
+                value.len() <= ROUTED_MESSAGE_BUDGET,
+                "{} bytes",
+                value.len()
+            );
+            indices.extend(decode_routed(&value).expect("decodes").indices);
+        }
+        assert_eq!(indices, (0..16_384).collect::<Vec<u32>>());
     }
 }

@@ -62,6 +62,13 @@ pub struct KafkaStats {
     pub connection_consumed: AtomicU64,
     /// Their bytes.
     pub connection_bytes: AtomicU64,
+    /// Records taken from the connection topic (duplicates not counted).
+    pub connection_records: AtomicU64,
+    /// Records dropped because the same flow (batch ID and index) waited in the
+    /// connection stage already.
+    pub connection_duplicates: AtomicU64,
+    /// Batches with records of this node not yet written or acknowledged.
+    pub connection_batches_open: AtomicU64,
     /// Connection-topic messages that did not decode (skipped, committed, logged).
     pub connection_undecodable: AtomicU64,
     /// Attributed flows dropped because their output line could not be encoded

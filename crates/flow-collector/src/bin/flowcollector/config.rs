@@ -601,6 +601,15 @@ fn kafka_options(
     }
     kafka.connection_topic = connection_topic;
     kafka.connection_group = args.connection_group.clone().or(k.connection_group.clone());
+    if kafka.connection_topic.is_some() && kafka.connection_group() == kafka.group {
+        return Err(invalid(
+            "kafka.connection_group (--connection-group)",
+            format!(
+                "{:?} is also the input's group (--group): give the connection topic a group of its own, or the two consumers rebalance together",
+                kafka.group
+            ),
+        ));
+    }
     if let Some(node) = args.node_id.clone().or(k.node_id.clone()) {
         kafka.node_id = node;
     }
