@@ -38,43 +38,45 @@ fn flow_messages(broker: &Broker, topic: &str) -> Vec<Message> {
         .collect()
 }
 
-/// Waits until `topic` holds at least `n` flow messages.
-fn wait_flows(broker: &Broker, topic: &str, n: usize, within: Duration) -> Vec<Message> {
+/// Waits until `count` of `topic`'s flow messages reaches `n` (`what` names it).
+fn wait_counted(
+    broker: &Broker,
+    topic: &str,
+    n: usize,
+    within: Duration,
+    what: &str,
+    count: impl Fn(&[Message]) -> usize,
+) -> Vec<Message> {
     let deadline = Instant::now() + within;
     loop {
         let messages = flow_messages(broker, topic);
-        if messages.len() >= n {
+        let counted = count(&messages);
+        if counted >= n {
             return messages;
         }
         assert!(
             Instant::now() < deadline,
-            "{} flow messages in {topic}, waited for {n}",
-            messages.len()
+            "{counted} {what} in {topic}, waited for {n}"
         );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
 
+/// Waits until `topic` holds at least `n` flow messages.
+fn wait_flows(broker: &Broker, topic: &str, n: usize, within: Duration) -> Vec<Message> {
+    wait_counted(broker, topic, n, within, "flow messages", <[Message]>::len)
+}
+
 /// Waits until `topic` holds flow messages with at least `n` distinct IDs (a count of
 /// messages would be reached early by duplicates).
 fn wait_ids(broker: &Broker, topic: &str, n: usize, within: Duration) -> Vec<Message> {
-    let deadline = Instant::now() + within;
-    loop {
-        let messages = flow_messages(broker, topic);
-        let ids: HashSet<&str> = messages
+    wait_counted(broker, topic, n, within, "flow IDs", |messages| {
+        messages
             .iter()
             .filter_map(|m| m.header(FLOW_ID_HEADER))
-            .collect();
-        if ids.len() >= n {
-            return messages;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} flow IDs in {topic}, waited for {n}",
-            ids.len()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+            .collect::<HashSet<&str>>()
+            .len()
+    })
 }
 
 /// Waits until `nodes` own `partitions` connection-topic partitions together, each
@@ -237,26 +239,32 @@ fn a_missing_topic_or_an_unreachable_broker_is_a_clear_error_at_start() {
     assert!(stderr.contains("no Kafka broker of"), "{stderr}");
 }
 
-/// Node `name` with the heartbeat and output topics.
-fn node(broker: &str, dir: &std::path::Path, name: &str) -> Collector {
+/// Node `name` with the heartbeat and output topics, and `extra` arguments.
+fn node_with(broker: &str, dir: &std::path::Path, name: &str, extra: &[&str]) -> Collector {
     let state = dir.join(name);
-    Collector::start_with(&kafka_args(
+    let mut args = vec![
+        "--state-dir",
+        state.to_str().expect("path"),
+        "--output-topic",
+        "flows",
+        "--heartbeat-topic",
+        "heartbeats",
+        "--node-id",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    Collector::start_with(&kafka_args(broker, &args))
+}
+
+/// Node `name` with the heartbeat and output topics, a 30 s hold-back and a 1 s peer
+/// wait.
+fn node(broker: &str, dir: &std::path::Path, name: &str) -> Collector {
+    node_with(
         broker,
-        &[
-            "--state-dir",
-            state.to_str().expect("path"),
-            "--output-topic",
-            "flows",
-            "--heartbeat-topic",
-            "heartbeats",
-            "--node-id",
-            name,
-            "--hold-back",
-            "30s",
-            "--peer-wait",
-            "1s",
-        ],
-    ))
+        dir,
+        name,
+        &["--hold-back", "30s", "--peer-wait", "1s"],
+    )
 }
 
 /// The flow of `host`'s chunk in `messages`.
@@ -337,24 +345,12 @@ fn two_nodes_routing_by_connection_attribute_as_one_node_would() {
     let dir = tempfile::tempdir().expect("dir");
     let addr = broker.address();
     let start = |name: &str| {
-        let state = dir.path().join(name);
-        Collector::start_with(&kafka_args(
+        node_with(
             &addr,
-            &[
-                "--state-dir",
-                state.to_str().expect("path"),
-                "--output-topic",
-                "flows",
-                "--heartbeat-topic",
-                "heartbeats",
-                "--connection-topic",
-                "connections",
-                "--node-id",
-                name,
-                "--hold-back",
-                "15s",
-            ],
-        ))
+            dir.path(),
+            name,
+            &["--connection-topic", "connections", "--hold-back", "15s"],
+        )
     };
     let a = start("a");
     let b = start("b");
@@ -733,18 +729,11 @@ fn broker_down_for_a_minute(route: bool) {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (messages, ids) = loop {
-        let messages = flow_messages(&broker, "flows");
-        let ids: HashSet<String> = messages
-            .iter()
-            .filter_map(|m| m.header(FLOW_ID_HEADER).map(str::to_owned))
-            .collect();
-        if ids.len() >= 75 || Instant::now() > deadline {
-            break (messages, ids);
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let messages = wait_ids(&broker, "flows", 75, Duration::from_secs(120));
+    let ids: HashSet<&str> = messages
+        .iter()
+        .filter_map(|m| m.header(FLOW_ID_HEADER))
+        .collect();
     assert_eq!(ids.len(), 75, "every flow of the three chunks");
     if route {
         // The connection group may have lost this member during the outage and read

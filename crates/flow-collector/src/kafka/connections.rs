@@ -22,7 +22,7 @@ use std::{
 use flow_kafka::{
     ErrorKind, KafkaError, KafkaSettings,
     rdkafka::{
-        ClientContext, Message, Offset, TopicPartitionList,
+        ClientContext, Message,
         consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
     },
 };
@@ -31,7 +31,7 @@ use super::{
     KafkaOutput,
     heartbeat_topic::lag_of,
     input::InputStop,
-    offsets::{OffsetBook, Taken},
+    offsets::{OffsetBook, Taken, commit_offsets, subscribed},
     stats::KafkaStats,
 };
 use crate::{
@@ -157,25 +157,15 @@ impl Shared {
         self.stats
             .connection_uncommitted
             .store(book.waiting() as u64, Ordering::Relaxed);
-        if committable.is_empty() {
-            return;
-        }
-        let mut list = TopicPartitionList::new();
-        for (partition, next) in committable {
-            if list
-                .add_partition_offset(&self.topic, partition, Offset::Offset(next))
-                .is_err()
-            {
-                return;
-            }
-        }
-        match consumer.commit(&list, mode) {
-            Ok(()) => KafkaStats::add(&self.stats.connection_commits, 1),
-            Err(error) => {
-                KafkaStats::error(&self.stats.consumer_errors, ErrorKind::of(&error));
-                tracing::warn!(error = %error, "committing connection-topic offsets failed; retried");
-            }
-        }
+        commit_offsets(
+            consumer,
+            &self.topic,
+            &committable,
+            mode,
+            &self.stats,
+            &self.stats.connection_commits,
+            "connection-topic",
+        );
     }
 }
 
@@ -244,21 +234,18 @@ pub(crate) fn spawn(
         stats,
         stopped: AtomicBool::new(false),
     });
-    let consumer: BaseConsumer<ConnectionContext> = settings
-        .consumer_config(Some(group))
-        .create_with_context(ConnectionContext {
+    let consumer = subscribed(
+        settings,
+        group,
+        topic,
+        ConnectionContext {
             shared: Arc::clone(&shared),
-        })
-        .map_err(|source| KafkaError::Client {
-            what: "connection consumer creation",
-            source,
-        })?;
-    consumer
-        .subscribe(&[topic])
-        .map_err(|source| KafkaError::Client {
-            what: "connection-topic subscription",
-            source,
-        })?;
+        },
+        (
+            "connection consumer creation",
+            "connection-topic subscription",
+        ),
+    )?;
     std::thread::Builder::new()
         .name("connections-in".into())
         .spawn(move || {

@@ -17,14 +17,14 @@ use std::{
 use flow_kafka::{
     ErrorKind, KafkaError, KafkaSettings,
     rdkafka::{
-        ClientContext, Message, Offset, TopicPartitionList,
+        ClientContext, Message, Offset,
         consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
     },
 };
 
 use super::{
     heartbeat_topic::lag_of,
-    offsets::{OffsetBook, Taken},
+    offsets::{OffsetBook, Taken, commit_offsets, subscribed},
     stats::KafkaStats,
 };
 use crate::{State, pipeline::Stored};
@@ -79,25 +79,15 @@ fn commit_now(
     stats
         .input_uncommitted
         .store(book.waiting() as u64, Ordering::Relaxed);
-    if committable.is_empty() {
-        return;
-    }
-    let mut list = TopicPartitionList::new();
-    for (partition, next) in committable {
-        if list
-            .add_partition_offset(topic, partition, Offset::Offset(next))
-            .is_err()
-        {
-            return;
-        }
-    }
-    match consumer.commit(&list, mode) {
-        Ok(()) => KafkaStats::add(&stats.input_commits, 1),
-        Err(error) => {
-            KafkaStats::error(&stats.consumer_errors, ErrorKind::of(&error));
-            tracing::warn!(error = %error, "committing input offsets failed; retried");
-        }
-    }
+    commit_offsets(
+        consumer,
+        topic,
+        &committable,
+        mode,
+        stats,
+        &stats.input_commits,
+        "input",
+    );
 }
 
 /// Consumes `topic` as a member of `group` until `stop`, feeding the pipeline.
@@ -110,24 +100,18 @@ pub(crate) fn spawn(
     stop: Arc<InputStop>,
 ) -> Result<std::thread::JoinHandle<()>, KafkaError> {
     let book = Arc::new(Mutex::new(OffsetBook::default()));
-    let consumer: BaseConsumer<InputContext> = settings
-        .consumer_config(Some(group))
-        .create_with_context(InputContext {
+    let consumer = subscribed(
+        settings,
+        group,
+        topic,
+        InputContext {
             topic: topic.to_owned(),
             book: Arc::clone(&book),
             state: Arc::clone(&state),
             stats: Arc::clone(&stats),
-        })
-        .map_err(|source| KafkaError::Client {
-            what: "input consumer creation",
-            source,
-        })?;
-    consumer
-        .subscribe(&[topic])
-        .map_err(|source| KafkaError::Client {
-            what: "input subscription",
-            source,
-        })?;
+        },
+        ("input consumer creation", "input subscription"),
+    )?;
     let topic = topic.to_owned();
     std::thread::Builder::new()
         .name("chunks-in".into())

@@ -8,6 +8,15 @@ use std::{
 };
 
 use flow_batch::wire::BatchId;
+use flow_kafka::{
+    ErrorKind,
+    rdkafka::{
+        Offset, TopicPartitionList,
+        consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext},
+    },
+};
+
+use super::stats::KafkaStats;
 
 /// What a consumed message became.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +85,63 @@ impl OffsetBook {
     /// Messages waiting.
     pub(crate) fn waiting(&self) -> usize {
         self.partitions.values().map(BTreeMap::len).sum()
+    }
+}
+
+/// A consumer of `group` subscribed to `topic`, its callbacks in `context` (`what`
+/// names the consumer in errors: `input`, `connection`).
+pub(crate) fn subscribed<C: ConsumerContext>(
+    settings: &flow_kafka::KafkaSettings,
+    group: &str,
+    topic: &str,
+    context: C,
+    what: (&'static str, &'static str),
+) -> Result<BaseConsumer<C>, flow_kafka::KafkaError> {
+    let consumer: BaseConsumer<C> = settings
+        .consumer_config(Some(group))
+        .create_with_context(context)
+        .map_err(|source| flow_kafka::KafkaError::Client {
+            what: what.0,
+            source,
+        })?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|source| flow_kafka::KafkaError::Client {
+            what: what.1,
+            source,
+        })?;
+    Ok(consumer)
+}
+
+/// Commits `committable` (partition, next offset) of `topic`, counting the commit in
+/// `commits` or the error by kind (`what` names the topic in the log).
+pub(crate) fn commit_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    committable: &[(i32, i64)],
+    mode: CommitMode,
+    stats: &KafkaStats,
+    commits: &std::sync::atomic::AtomicU64,
+    what: &str,
+) {
+    if committable.is_empty() {
+        return;
+    }
+    let mut list = TopicPartitionList::new();
+    for (partition, next) in committable {
+        if list
+            .add_partition_offset(topic, *partition, Offset::Offset(*next))
+            .is_err()
+        {
+            return;
+        }
+    }
+    match consumer.commit(&list, mode) {
+        Ok(()) => KafkaStats::add(commits, 1),
+        Err(error) => {
+            KafkaStats::error(&stats.consumer_errors, ErrorKind::of(&error));
+            tracing::warn!(error = %error, "committing {what} offsets failed; retried");
+        }
     }
 }
 
