@@ -568,6 +568,12 @@ fn kafka_families(
             one(K::get(&k.connection_duplicates)),
         ),
         (
+            "flowcollector_kafka_connection_released",
+            "Held records let go, undecided, because their connection-topic partition was taken away (its next owner reads and decides them).",
+            counter,
+            one(K::get(&k.connection_released)),
+        ),
+        (
             "flowcollector_kafka_connection_batches_open",
             "Batches with records of this node's partitions not yet written or acknowledged.",
             gauge,

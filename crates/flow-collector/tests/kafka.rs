@@ -484,6 +484,55 @@ fn two_nodes_routing_by_connection_attribute_as_one_node_would() {
 }
 
 #[test]
+fn a_node_joining_takes_over_held_records_and_each_flow_comes_out_once() {
+    let broker = Broker::in_memory();
+    broker.create_topic("flows", 2);
+    broker.create_topic("heartbeats", 2);
+    broker.create_topic("connections", 4);
+    let dir = tempfile::tempdir().expect("dir");
+    let addr = broker.address();
+    let start = |name: &str| {
+        node_with(
+            &addr,
+            dir.path(),
+            name,
+            &["--connection-topic", "connections", "--hold-back", "12s"],
+        )
+    };
+    let a = start("a");
+    wait_partitions(&[&a], 4);
+    // Records nobody answers: node a holds them (12 s), uncommitted.
+    let n: u16 = 40;
+    let held = records(n, "10.8.0.1", "10.8.0.9:80", "web");
+    assert_eq!(a.post(&frame("host-1", 1, 0, held)).0, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(
+        &a.get("/metrics").2,
+        "flowcollector_kafka_connection_records_total",
+    ) < u64::from(n)
+    {
+        assert!(Instant::now() < deadline, "node a never took the records");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Node b joins: the group takes partitions away from a, which lets their held
+    // records go; their new owner reads them again from the committed offset.
+    let b = start("b");
+    wait_partitions(&[&a, &b], 4);
+    let messages = wait_ids(&broker, "flows", usize::from(n), Duration::from_secs(60));
+    // Past the hold-back of both copies: nothing more comes.
+    std::thread::sleep(Duration::from_secs(14));
+    let messages = flow_messages(&broker, "flows").len().max(messages.len());
+    assert_eq!(messages, usize::from(n), "each flow once");
+    let released = metric(
+        &a.get("/metrics").2,
+        "flowcollector_kafka_connection_released_total",
+    );
+    assert!(released > 0, "node a let held records go");
+    a.stop();
+    b.stop();
+}
+
+#[test]
 fn routing_by_connection_needs_the_output_and_heartbeat_topics() {
     let dir = tempfile::tempdir().expect("dir");
     let state = dir.path().join("state");

@@ -446,6 +446,28 @@ impl Attributor {
         }
     }
 
+    /// Forgets the held flows `which` selects (by chunk and index), without deciding
+    /// them: their records are someone else's to decide now (a connection-topic
+    /// partition taken away from this node, whose next owner reads them again).
+    /// Returns them, by chunk and index. They count in neither `flows_out` nor
+    /// `held` afterwards.
+    pub fn forget_held(
+        &mut self,
+        mut which: impl FnMut(&BatchId, u32) -> bool,
+    ) -> Vec<(Arc<BatchId>, u32)> {
+        let mut forgotten = Vec::new();
+        for r in self.held.all() {
+            let chosen = self
+                .held
+                .get(r)
+                .is_some_and(|held| which(&held.batch, held.index));
+            if chosen && let Some(held) = self.held.remove(r, &mut self.peers) {
+                forgotten.push((held.batch, held.index));
+            }
+        }
+        forgotten
+    }
+
     /// The next decided flow, if any.
     pub fn pop_ready(&mut self) -> Option<AttributedFlow> {
         let flow = self.ready.pop_front()?;

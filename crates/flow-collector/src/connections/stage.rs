@@ -9,11 +9,7 @@
 //! while the first copy waits. Once a flow is out, its copy is no longer known
 //! (`docs/kafka.md`: duplicates keep their ID).
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::SystemTime,
-};
+use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use flow_batch::wire::BatchId;
 
@@ -32,13 +28,17 @@ pub struct ConnectionStageStats {
     pub duplicates: u64,
     /// Batches with flows not yet out or not yet acknowledged.
     pub batches_open: u64,
+    /// Held records let go, undecided, because their partition was taken away (its
+    /// next owner reads them again).
+    pub released: u64,
 }
 
-/// One batch's records on this node: the indices not yet written, and the output's
-/// acknowledgement mark after the last of them was.
+/// One batch's records on this node: the indices not yet written (with the
+/// partition each came from), and the output's acknowledgement mark after the last of
+/// them was.
 #[derive(Debug, Default)]
 struct Progress {
-    pending: HashSet<u32>,
+    pending: HashMap<u32, i32>,
     mark: u64,
 }
 
@@ -61,9 +61,10 @@ impl ConnectionStage {
         }
     }
 
-    /// Takes a message's records, received at `now`; returns the batch to note for
-    /// the message (it is done when [`done`](ConnectionStage::done) says so).
-    pub fn push(&mut self, routed: RoutedRecords, now: SystemTime) -> Arc<BatchId> {
+    /// Takes a message's records, from `partition`, received at `now`; returns the
+    /// batch to note for the message (it is done when [`done`](ConnectionStage::done)
+    /// says so).
+    pub fn push(&mut self, partition: i32, routed: RoutedRecords, now: SystemTime) -> Arc<BatchId> {
         self.stats.messages += 1;
         let RoutedRecords {
             batch,
@@ -79,7 +80,9 @@ impl ConnectionStage {
         let mut kept_indices = Vec::with_capacity(indices.len());
         let mut kept = Vec::with_capacity(records.len());
         for (index, record) in indices.into_iter().zip(records) {
-            if progress.pending.insert(index) {
+            if let std::collections::hash_map::Entry::Vacant(entry) = progress.pending.entry(index)
+            {
+                entry.insert(partition);
                 kept_indices.push(index);
                 kept.push(record);
             } else {
@@ -124,6 +127,27 @@ impl ConnectionStage {
         self.batches
             .get(batch)
             .is_none_or(|p| p.pending.is_empty() && p.mark <= acknowledged_below)
+    }
+
+    /// Lets go, undecided, of the held records that came from `partitions` (taken
+    /// away from this node: their offsets are not committed, so their next owner
+    /// reads and decides them; deciding them here too would write them twice, the
+    /// copy here without the partition's later records). Returns how many.
+    pub fn release(&mut self, partitions: &[i32]) -> usize {
+        let batches = &self.batches;
+        let forgotten = self.attributor.forget_held(|batch, index| {
+            batches
+                .get(batch)
+                .and_then(|p| p.pending.get(&index))
+                .is_some_and(|partition| partitions.contains(partition))
+        });
+        for (batch, index) in &forgotten {
+            if let Some(progress) = self.batches.get_mut(&**batch) {
+                progress.pending.remove(index);
+            }
+        }
+        self.stats.released += forgotten.len() as u64;
+        forgotten.len()
     }
 
     /// Forgets the batches that are done.
@@ -200,6 +224,7 @@ mod tests {
         let a = batch("host-a", 1);
         let b = batch("host-b", 9);
         s.push(
+            0,
             routed_of(
                 &a,
                 vec![(5, record("10.0.0.1:40000", "10.0.0.2:8080", "w-a"))],
@@ -209,6 +234,7 @@ mod tests {
         assert!(s.take_ready(10).is_empty());
         assert!(!s.done(&a, u64::MAX));
         s.push(
+            0,
             routed_of(
                 &b,
                 vec![(2, record("10.0.0.2:8080", "10.0.0.1:40000", "w-b"))],
@@ -269,7 +295,11 @@ mod tests {
             .t_end(at(20))
             .workload("web", IdentitySource::IpMap)
             .build();
-        s.push(routed_of(&batch("host-web", 1), vec![(0, client)]), at(32));
+        s.push(
+            0,
+            routed_of(&batch("host-web", 1), vec![(0, client)]),
+            at(32),
+        );
         s.advance(at(200));
         let flows = s.take_ready(10);
         assert_eq!(flows.len(), 1);
@@ -284,12 +314,36 @@ mod tests {
     }
 
     #[test]
+    fn held_records_of_a_partition_taken_away_are_let_go_undecided() {
+        let mut s = stage();
+        let a = batch("host-a", 1);
+        let r = |port: u16| record(&format!("10.0.0.1:{port}"), "10.0.0.9:8080", "w-a");
+        s.push(3, routed_of(&a, vec![(0, r(40_000))]), at(2));
+        s.push(5, routed_of(&a, vec![(1, r(40_001))]), at(2));
+        assert_eq!(s.release(&[3]), 1);
+        assert_eq!(s.stats().released, 1);
+        assert_eq!(s.attributor().stats().held, 1);
+        // The next owner of partition 3 is this node again: the record comes back,
+        // and is taken (not a duplicate).
+        s.push(3, routed_of(&a, vec![(0, r(40_000))]), at(3));
+        assert_eq!(s.stats().duplicates, 0);
+        s.advance(at(200));
+        let mut indices: Vec<u32> = s.take_ready(10).iter().map(|f| f.record_index).collect();
+        indices.sort_unstable();
+        assert_eq!(indices, vec![0, 1], "each once");
+    }
+
+    #[test]
     fn a_waiting_copy_is_not_taken_twice() {
         let mut s = stage();
         let a = batch("host-a", 1);
         let r = record("10.0.0.1:40000", "10.0.0.9:8080", "w-a");
-        s.push(routed_of(&a, vec![(0, r.clone())]), at(2));
-        s.push(routed_of(&a, vec![(0, r.clone()), (1, r.clone())]), at(3));
+        s.push(0, routed_of(&a, vec![(0, r.clone())]), at(2));
+        s.push(
+            0,
+            routed_of(&a, vec![(0, r.clone()), (1, r.clone())]),
+            at(3),
+        );
         assert_eq!(s.stats().duplicates, 1);
         assert_eq!(s.stats().records, 2);
         // Nobody answers: both leave at the hold-back, unattributed.

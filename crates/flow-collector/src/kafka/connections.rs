@@ -127,6 +127,9 @@ impl Shared {
         stats
             .connection_batches_open
             .store(counts.batches_open, Ordering::Relaxed);
+        stats
+            .connection_released
+            .store(counts.released, Ordering::Relaxed);
     }
 
     /// Writes what is decided and waits, at most `wait`, for the output to
@@ -203,9 +206,26 @@ impl ConsumerContext for ConnectionContext {
             self.shared.settle(REVOKE_WAIT);
         }
         self.shared.commit(consumer, CommitMode::Sync);
+        let partitions: Vec<i32> = revoked
+            .elements_for_topic(&self.shared.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        // What is still held there is the next owner's (it reads it again from the
+        // committed offset): let go of it here, undecided.
+        let released = self
+            .shared
+            .stage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .release(&partitions);
+        if released > 0 {
+            tracing::info!(released, partitions = ?partitions,
+                "partitions taken away; their held records are left to the next owner");
+        }
         let mut book = self.shared.book.lock().unwrap_or_else(|p| p.into_inner());
-        for element in revoked.elements_for_topic(&self.shared.topic) {
-            book.forget(element.partition());
+        for partition in partitions {
+            book.forget(partition);
         }
     }
 }
@@ -343,7 +363,7 @@ impl Attributing {
                                 .stage
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
-                                .push(routed, SystemTime::now());
+                                .push(partition, routed, SystemTime::now());
                             Taken::Chunk(batch, None)
                         }
                         Err(error @ RoutedDecodeError::Version(_)) => {
@@ -420,6 +440,7 @@ mod tests {
         };
         for (partition, offset, index) in [(0, 10, 0u32), (1, 20, 1u32)] {
             let b = stage.push(
+                partition,
                 RoutedRecords {
                     batch: Arc::clone(&batch),
                     indices: vec![index],

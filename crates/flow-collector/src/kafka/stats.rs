@@ -67,6 +67,9 @@ pub struct KafkaStats {
     /// Records dropped because the same flow (batch ID and index) waited in the
     /// connection stage already.
     pub connection_duplicates: AtomicU64,
+    /// Held records let go, undecided, because their partition was taken away (the
+    /// next owner decides them).
+    pub connection_released: AtomicU64,
     /// Batches with records of this node not yet written or acknowledged.
     pub connection_batches_open: AtomicU64,
     /// Connection-topic messages that did not decode (skipped, committed, logged).
