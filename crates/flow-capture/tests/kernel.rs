@@ -7,6 +7,7 @@ use std::{
     io::{Read, Write},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
+    sync::{RwLock, RwLockReadGuard},
     thread,
     time::{Duration, SystemTime},
 };
@@ -15,6 +16,16 @@ use flow_capture::{CloseReason, Direction, FlowRecord};
 use flow_testkit::{Capture, VethPair, assert_times_within, by_local, involves};
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// Every loaded capture sees every test's sockets: the churn test's 20,000 records
+/// would flood the ring of a capture loaded beside it (its records dropped, its test
+/// timed out). The churn runs alone; the others share.
+static CHURN: RwLock<()> = RwLock::new(());
+
+/// Held by a test that may run beside the others.
+fn beside_others() -> RwLockReadGuard<'static, ()> {
+    CHURN.read().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Client sends `up` bytes, server answers `down` bytes, client closes first.
 fn exchange(client: &mut TcpStream, server: &mut TcpStream, up: usize, down: usize) {
@@ -106,6 +117,7 @@ fn check_pair(
 
 #[test]
 fn loopback_ipv4_both_ends_exact_bytes() {
+    let _shared = beside_others();
     let mut cap = Capture::load();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -114,6 +126,7 @@ fn loopback_ipv4_both_ends_exact_bytes() {
 
 #[test]
 fn loopback_ipv6_both_ends_exact_bytes() {
+    let _shared = beside_others();
     let mut cap = Capture::load();
     let listener = TcpListener::bind("[::1]:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -122,6 +135,7 @@ fn loopback_ipv6_both_ends_exact_bytes() {
 
 #[test]
 fn ipv4_mapped_ipv6_is_reported_as_ipv4() {
+    let _shared = beside_others();
     let mut cap = Capture::load();
     let listener = TcpListener::bind("[::]:0").expect("bind dual-stack");
     let port = listener.local_addr().expect("addr").port();
@@ -130,6 +144,7 @@ fn ipv4_mapped_ipv6_is_reported_as_ipv4() {
 
 #[test]
 fn across_a_veth_pair_between_namespaces() {
+    let _shared = beside_others();
     let mut cap = Capture::load();
     let net = VethPair::new();
     for (server_ip, family) in [(VethPair::B4, "ipv4"), (VethPair::B6, "ipv6")] {
@@ -183,6 +198,7 @@ fn across_a_veth_pair_between_namespaces() {
 
 #[test]
 fn refused_connect_says_so() {
+    let _shared = beside_others();
     let mut cap = Capture::load();
     // A port nobody listens on: bind a listener to learn a free port, then close it.
     let port = TcpListener::bind("127.0.0.1:0")
@@ -207,6 +223,7 @@ fn refused_connect_says_so() {
 
 #[test]
 fn timed_out_connect_says_so() {
+    let _shared = beside_others();
     let mut cap = Capture::load();
     let net = VethPair::new();
     // An address with a neighbour entry but no host: SYNs leave and nothing answers.
@@ -299,6 +316,7 @@ fn connect_with_syncnt(to: &str, syncnt: i32) {
 
 #[test]
 fn reset_and_local_abort_are_told_apart() {
+    let _shared = beside_others();
     let mut cap = Capture::load();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -344,6 +362,7 @@ fn reset_and_local_abort_are_told_apart() {
 
 #[test]
 fn socket_opened_before_attach_is_flagged_not_dropped() {
+    let _shared = beside_others();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
     let (mut server, _) = listener.accept().expect("accept");
@@ -373,6 +392,7 @@ fn socket_opened_before_attach_is_flagged_not_dropped() {
 
 #[test]
 fn churn_10000_connections_yield_20000_records_none_lost() {
+    let _alone = CHURN.write().unwrap_or_else(|p| p.into_inner());
     const N: usize = 10_000;
     let mut cap = Capture::load();
     let before = cap.capture.counters().expect("counters");
@@ -411,6 +431,7 @@ fn churn_10000_connections_yield_20000_records_none_lost() {
 
 #[test]
 fn bad_configuration_gives_typed_errors() {
+    let _shared = beside_others();
     use flow_capture::{CaptureError, FlowCaptureBuilder};
     let err = FlowCaptureBuilder::new()
         .ring_size(12_345)
