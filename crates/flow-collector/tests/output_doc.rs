@@ -54,8 +54,8 @@ fn doc() -> (String, String) {
     (flows.to_owned(), completeness.to_owned())
 }
 
-#[test]
-fn the_documented_fields_are_the_written_fields_in_order() {
+/// A flow line as the collector writes it.
+fn flow_line() -> Vec<u8> {
     let flow = AttributedFlow {
         record: flow_testkit::record().t_end(UNIX_EPOCH).build(),
         batch: Arc::new(BatchId {
@@ -70,10 +70,29 @@ fn the_documented_fields_are_the_written_fields_in_order() {
     };
     let mut line = Vec::new();
     write_json_line(&mut line, &flow).expect("line");
+    line
+}
+
+#[test]
+fn the_documented_fields_are_the_written_fields_in_order() {
     assert_eq!(
         documented(&doc().0),
-        written(line),
+        written(flow_line()),
         "docs/collector-output.md vs the code"
+    );
+}
+
+/// docs/schema.md, the one schema every export follows, names every field the
+/// collector writes (the exporter's record, then the collector's), in order.
+#[test]
+fn the_schema_lists_every_written_field_in_order() {
+    let schema =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/schema.md"))
+            .expect("docs/schema.md");
+    assert_eq!(
+        documented(&schema),
+        written(flow_line()),
+        "docs/schema.md vs the code"
     );
 }
 
