@@ -92,6 +92,51 @@ fn encode_into<'a>(
     records: impl IntoIterator<Item = (u32, &'a FlowRecord)>,
     out: &mut Vec<u8>,
 ) -> Result<(), bincode::Error> {
+    let count_at = write_header(batch, out);
+    let mut count: u32 = 0;
+    for (index, record) in records {
+        append_record(index, record, out)?;
+        count += 1;
+    }
+    set_count(out, count_at, count);
+    Ok(())
+}
+
+/// Encodes `records` of `batch` as messages of at most `budget` bytes each (a record
+/// that alone exceeds it makes a message of its own); returns each message with its
+/// record count. Each record is encoded once, and once more only when it starts a
+/// new message.
+pub fn encode_routed_within<'a>(
+    batch: &BatchId,
+    records: impl IntoIterator<Item = (u32, &'a FlowRecord)>,
+    budget: usize,
+) -> Result<Vec<(Vec<u8>, u32)>, bincode::Error> {
+    let mut messages = Vec::new();
+    let mut out = Vec::new();
+    let mut count_at = write_header(batch, &mut out);
+    let mut count: u32 = 0;
+    for (index, record) in records {
+        let before = out.len();
+        append_record(index, record, &mut out)?;
+        if out.len() > budget && count > 0 {
+            out.truncate(before);
+            set_count(&mut out, count_at, count);
+            messages.push((std::mem::take(&mut out), count));
+            count_at = write_header(batch, &mut out);
+            count = 0;
+            append_record(index, record, &mut out)?;
+        }
+        count += 1;
+    }
+    if count > 0 {
+        set_count(&mut out, count_at, count);
+        messages.push((out, count));
+    }
+    Ok(messages)
+}
+
+/// Appends the header (the record count 0, set later); returns where the count is.
+fn write_header(batch: &BatchId, out: &mut Vec<u8>) -> usize {
     out.push(ROUTED_FORMAT_VERSION);
     let host = batch.host.as_bytes();
     let host_len = u16::try_from(host.len()).unwrap_or(u16::MAX);
@@ -101,18 +146,23 @@ fn encode_into<'a>(
     out.extend_from_slice(&batch.sequence.to_le_bytes());
     let count_at = out.len();
     out.extend_from_slice(&0u32.to_le_bytes());
-    let mut count: u32 = 0;
-    for (index, record) in records {
-        out.extend_from_slice(&index.to_le_bytes());
-        let len_at = out.len();
-        out.extend_from_slice(&0u32.to_le_bytes());
-        encode_record(record, out)?;
-        let len = u32::try_from(out.len() - len_at - 4).unwrap_or(u32::MAX);
-        out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
-        count += 1;
-    }
-    out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+    count_at
+}
+
+/// Appends one record with its index and length.
+fn append_record(index: u32, record: &FlowRecord, out: &mut Vec<u8>) -> Result<(), bincode::Error> {
+    out.extend_from_slice(&index.to_le_bytes());
+    let len_at = out.len();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    encode_record(record, out)?;
+    let len = u32::try_from(out.len() - len_at - 4).unwrap_or(u32::MAX);
+    out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
     Ok(())
+}
+
+/// Sets the record count of the message whose count is at `count_at`.
+fn set_count(out: &mut [u8], count_at: usize, count: u32) {
+    out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
 }
 
 /// A cursor over a message, failing with the offset where it ran out.

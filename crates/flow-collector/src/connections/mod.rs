@@ -15,6 +15,6 @@ mod stage;
 
 pub use message::{
     MAX_ROUTED_RECORDS, ROUTED_FORMAT_VERSION, RoutedDecodeError, RoutedRecords, decode_routed,
-    encode_routed,
+    encode_routed, encode_routed_within,
 };
 pub use stage::{ConnectionStage, ConnectionStageStats};

@@ -20,8 +20,6 @@ use crate::attribution::{AttributedFlow, Attributor};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectionStageStats {
-    /// Messages taken.
-    pub messages: u64,
     /// Records taken (duplicates not counted).
     pub records: u64,
     /// Records dropped because the same flow (batch ID and index) was waiting here.
@@ -65,11 +63,10 @@ impl ConnectionStage {
     /// batch to note for the message (it is done when [`done`](ConnectionStage::done)
     /// says so).
     pub fn push(&mut self, partition: i32, routed: RoutedRecords, now: SystemTime) -> Arc<BatchId> {
-        self.stats.messages += 1;
         let RoutedRecords {
             batch,
-            indices,
-            records,
+            mut indices,
+            mut records,
         } = routed;
         // One Arc per batch: the key's, shared by its flows.
         let batch = match self.batches.get_key_value(&*batch) {
@@ -77,22 +74,30 @@ impl ConnectionStage {
             None => batch,
         };
         let progress = self.batches.entry(Arc::clone(&batch)).or_default();
-        let mut kept_indices = Vec::with_capacity(indices.len());
-        let mut kept = Vec::with_capacity(records.len());
-        for (index, record) in indices.into_iter().zip(records) {
-            if let std::collections::hash_map::Entry::Vacant(entry) = progress.pending.entry(index)
-            {
-                entry.insert(partition);
-                kept_indices.push(index);
-                kept.push(record);
-            } else {
-                self.stats.duplicates += 1;
-            }
+        records.truncate(indices.len());
+        let keep: Vec<bool> = indices
+            .iter()
+            .map(|index| match progress.pending.entry(*index) {
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(partition);
+                    true
+                }
+                std::collections::hash_map::Entry::Occupied(_) => false,
+            })
+            .collect();
+        let duplicates = keep.iter().filter(|k| !**k).count();
+        if duplicates > 0 {
+            // Rare: only then are the records moved.
+            self.stats.duplicates += duplicates as u64;
+            let mut k = keep.iter();
+            indices.retain(|_| k.next().copied().unwrap_or(false));
+            let mut k = keep.iter();
+            records.retain(|_| k.next().copied().unwrap_or(false));
         }
-        self.stats.records += kept.len() as u64;
-        if !kept.is_empty() {
+        self.stats.records += records.len() as u64;
+        if !records.is_empty() {
             self.attributor
-                .push_records(Arc::clone(&batch), kept, &kept_indices, now);
+                .push_records(Arc::clone(&batch), records, &indices, now);
         }
         batch
     }

@@ -53,7 +53,7 @@ use super::stats::KafkaStats;
 use crate::{
     attribution::{AttributedFlow, connection_partition},
     completeness::WindowReport,
-    connections::encode_routed,
+    connections::encode_routed_within,
     output::{
         Acknowledgements, FlowKey, FlowOutput, OutputError, OutputPosition,
         write_completeness_line, write_json_line,
@@ -454,15 +454,14 @@ impl KafkaOutput {
             let id = batch.to_string();
             for (partition, part) in by_partition {
                 let partition = i32::try_from(partition).unwrap_or(0);
-                for piece in split_routed(&part).map_err(encode_error)? {
-                    let mut value = Vec::new();
-                    encode_routed(
-                        batch,
-                        piece.iter().map(|f| (f.record_index, &f.record)),
-                        &mut value,
-                    )
-                    .map_err(encode_error)?;
-                    messages.push((partition, id.clone(), value, piece.len() as u64));
+                let pieces = encode_routed_within(
+                    batch,
+                    part.iter().map(|f| (f.record_index, &f.record)),
+                    ROUTED_MESSAGE_BUDGET,
+                )
+                .map_err(encode_error)?;
+                for (value, records) in pieces {
+                    messages.push((partition, id.clone(), value, u64::from(records)));
                 }
             }
             start = end;
@@ -479,30 +478,6 @@ impl KafkaOutput {
 /// Most bytes of one connection-topic message: below librdkafka's and Kafka's
 /// default 1,000,000-byte message limit, whatever the chunk's size.
 pub(crate) const ROUTED_MESSAGE_BUDGET: usize = 900_000;
-
-/// `part` (one chunk's records for one partition) cut into runs whose message stays
-/// within [`ROUTED_MESSAGE_BUDGET`].
-fn split_routed<'a, 'b>(
-    part: &'b [&'a AttributedFlow],
-) -> Result<Vec<&'b [&'a AttributedFlow]>, bincode::Error> {
-    // The header: version, host (at most 64 KiB), instance, sequence, count.
-    let header = 1 + 2 + part.first().map_or(0, |f| f.batch.host.len()) + 16 + 8 + 4;
-    let mut pieces = Vec::new();
-    let (mut from, mut size) = (0, header);
-    for (i, flow) in part.iter().enumerate() {
-        let len = 8 + flow_batch::wire::encoded_record_len(&flow.record)?;
-        if i > from && size + len > ROUTED_MESSAGE_BUDGET {
-            pieces.push(&part[from..i]);
-            from = i;
-            size = header;
-        }
-        size += len;
-    }
-    if from < part.len() {
-        pieces.push(&part[from..]);
-    }
-    Ok(pieces)
-}
 
 /// The message key of a flow: its connection.
 fn flow_key(flow: &AttributedFlow) -> Vec<u8> {
@@ -643,24 +618,23 @@ mod tests {
                 remote_unattributed_reason: None,
             })
             .collect();
-        let part: Vec<&AttributedFlow> = flows.iter().collect();
-        let pieces = split_routed(&part).expect("encodable");
+        let pieces = encode_routed_within(
+            &batch,
+            flows.iter().map(|f| (f.record_index, &f.record)),
+            ROUTED_MESSAGE_BUDGET,
+        )
+        .expect("encodable");
         assert!(pieces.len() > 1, "{} pieces", pieces.len());
         let mut indices = Vec::new();
-        for piece in pieces {
-            let mut value = Vec::new();
-            encode_routed(
-                &batch,
-                piece.iter().map(|f| (f.record_index, &f.record)),
-                &mut value,
-            )
-            .expect("encodes");
+        for (value, count) in pieces {
             assert!(
                 value.len() <= ROUTED_MESSAGE_BUDGET,
                 "{} bytes",
                 value.len()
             );
-            indices.extend(decode_routed(&value).expect("decodes").indices);
+            let decoded = decode_routed(&value).expect("decodes");
+            assert_eq!(decoded.indices.len(), count as usize);
+            indices.extend(decoded.indices);
         }
         assert_eq!(indices, (0..16_384).collect::<Vec<u32>>());
     }
