@@ -256,6 +256,32 @@ fn node_with(broker: &str, dir: &std::path::Path, name: &str, extra: &[&str]) ->
     Collector::start_with(&kafka_args(broker, &args))
 }
 
+/// A broker with the topics of connection routing: `flows`, `heartbeats` (2
+/// partitions each) and `connections` (4).
+fn routing_broker() -> Broker {
+    let broker = Broker::in_memory();
+    broker.create_topic("flows", 2);
+    broker.create_topic("heartbeats", 2);
+    broker.create_topic("connections", 4);
+    broker
+}
+
+/// Node `name` routing by connection through `connections`, holding flows back
+/// `hold_back`.
+fn routed_node(broker: &str, dir: &std::path::Path, name: &str, hold_back: &str) -> Collector {
+    node_with(
+        broker,
+        dir,
+        name,
+        &[
+            "--connection-topic",
+            "connections",
+            "--hold-back",
+            hold_back,
+        ],
+    )
+}
+
 /// Node `name` with the heartbeat and output topics, a 30 s hold-back and a 1 s peer
 /// wait.
 fn node(broker: &str, dir: &std::path::Path, name: &str) -> Collector {
@@ -338,20 +364,10 @@ fn shared(local: &str, remote: &str, workload: &str, direction: Direction) -> Fl
 
 #[test]
 fn two_nodes_routing_by_connection_attribute_as_one_node_would() {
-    let broker = Broker::in_memory();
-    broker.create_topic("flows", 2);
-    broker.create_topic("heartbeats", 2);
-    broker.create_topic("connections", 4);
+    let broker = routing_broker();
     let dir = tempfile::tempdir().expect("dir");
     let addr = broker.address();
-    let start = |name: &str| {
-        node_with(
-            &addr,
-            dir.path(),
-            name,
-            &["--connection-topic", "connections", "--hold-back", "15s"],
-        )
-    };
+    let start = |name: &str| routed_node(&addr, dir.path(), name, "15s");
     let a = start("a");
     let b = start("b");
     // Both nodes in the connection group, its 4 partitions shared: a rebalance after
@@ -485,20 +501,10 @@ fn two_nodes_routing_by_connection_attribute_as_one_node_would() {
 
 #[test]
 fn a_node_joining_takes_over_held_records_and_each_flow_comes_out_once() {
-    let broker = Broker::in_memory();
-    broker.create_topic("flows", 2);
-    broker.create_topic("heartbeats", 2);
-    broker.create_topic("connections", 4);
+    let broker = routing_broker();
     let dir = tempfile::tempdir().expect("dir");
     let addr = broker.address();
-    let start = |name: &str| {
-        node_with(
-            &addr,
-            dir.path(),
-            name,
-            &["--connection-topic", "connections", "--hold-back", "12s"],
-        )
-    };
+    let start = |name: &str| routed_node(&addr, dir.path(), name, "12s");
     let a = start("a");
     wait_partitions(&[&a], 4);
     // Records nobody answers: node a holds them (12 s), uncommitted.

@@ -255,14 +255,7 @@ impl Attributor {
             self.try_peer(r);
         }
         // Flows held earlier on an IP that just received heartbeats.
-        let touched = std::mem::take(&mut self.touched);
-        for ip in &touched {
-            self.held.waiting_on_ip(ip, &mut woken);
-        }
-        self.touched = touched;
-        for r in woken.drain(..) {
-            self.try_map(r, Stage::Waiting);
-        }
+        self.wake_touched(&mut woken);
         // This chunk's flows.
         for (
             index,
@@ -391,14 +384,7 @@ impl Attributor {
         self.insert_heartbeats(heartbeats);
         let mut woken = std::mem::take(&mut self.woken);
         woken.clear();
-        let touched = std::mem::take(&mut self.touched);
-        for ip in &touched {
-            self.held.waiting_on_ip(ip, &mut woken);
-        }
-        self.touched = touched;
-        for r in woken.drain(..) {
-            self.try_map(r, Stage::Waiting);
-        }
+        self.wake_touched(&mut woken);
         self.woken = woken;
         self.map.enforce_cap(self.config.max_ranges);
         self.map.log_conflicts(now);
@@ -677,6 +663,19 @@ impl Attributor {
     fn decide(&mut self, r: HeldRef, decision: Decision) {
         if let Some(held) = self.held.remove(r, &mut self.peers) {
             self.emit(held.record, held.batch, held.index, decision);
+        }
+    }
+
+    /// Asks the map again for the held flows on the IPs that just received
+    /// heartbeats (`touched`), using `woken` (emptied) as scratch.
+    fn wake_touched(&mut self, woken: &mut Vec<HeldRef>) {
+        let touched = std::mem::take(&mut self.touched);
+        for ip in &touched {
+            self.held.waiting_on_ip(ip, woken);
+        }
+        self.touched = touched;
+        for r in woken.drain(..) {
+            self.try_map(r, Stage::Waiting);
         }
     }
 
