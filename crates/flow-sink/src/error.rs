@@ -164,6 +164,30 @@ pub enum SinkError {
         source: Box<flow_kafka::KafkaError>,
     },
 
+    /// Delivering a chunk to an OTLP endpoint or an IPFIX collector failed and was
+    /// not retried further (a sink without a spool whose attempts ran out).
+    #[error("{destination}: {what} failed")]
+    Delivery {
+        /// Where the chunk was going (`otlp+http://...`, `ipfix+udp://...`).
+        destination: String,
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A peer refused a chunk for good: sending the same chunk again cannot succeed.
+    #[error("{destination} refused batch {batch_id} for good: {reason}")]
+    DeliveryRejected {
+        /// Where the chunk was going.
+        destination: String,
+        /// The batch ID of the refused chunk.
+        batch_id: String,
+        /// Why.
+        reason: String,
+    },
+
     /// The spool is full and configured to refuse new chunks.
     #[error(
         "spool {} is full: {spooled_bytes} bytes spooled, {frame_bytes} more would exceed the cap of {max_bytes}",

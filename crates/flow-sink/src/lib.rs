@@ -52,8 +52,12 @@
 pub mod collector_sink;
 mod error;
 mod json_sink;
+#[cfg(feature = "ipfix")]
+pub mod ipfix_sink;
 #[cfg(feature = "kafka")]
 pub mod kafka_sink;
+#[cfg(feature = "otlp")]
+pub mod otlp_sink;
 pub mod retry;
 mod sink;
 pub mod spool;

@@ -16,6 +16,16 @@ pub(crate) enum Transport {
     /// Produce to a Kafka topic.
     #[cfg(feature = "kafka")]
     Kafka(Arc<crate::kafka_sink::produce::KafkaProducer>),
+    /// A carrier of a sink module of its own (OTLP, IPFIX).
+    Carrier(Arc<dyn FrameCarrier>),
+}
+
+/// What carries frames for a sink module that is neither the collector's HTTP nor
+/// Kafka: one attempt per frame, classified as [`Attempt`]. The send task, spool,
+/// memory queue and retries stay the collector sink's.
+pub(crate) trait FrameCarrier: Send + Sync {
+    /// One attempt to deliver `frame`; owns what it uses.
+    fn attempt(self: Arc<Self>, shared: Arc<Shared>, frame: Frame) -> AttemptFuture;
 }
 
 /// One attempt in flight; owns what it uses, so that the send task goes on with other
@@ -29,6 +39,7 @@ impl Transport {
             Transport::Http(client) => Box::pin(response::post(client.clone(), shared, frame)),
             #[cfg(feature = "kafka")]
             Transport::Kafka(producer) => Box::pin(Arc::clone(producer).produce(shared, frame)),
+            Transport::Carrier(carrier) => Arc::clone(carrier).attempt(shared, frame),
         }
     }
 }
@@ -60,6 +71,14 @@ pub(crate) enum Failure {
     /// refused, ...).
     #[cfg(feature = "kafka")]
     Kafka(flow_kafka::KafkaError),
+    /// A carrier's attempt failed (a connection refused or reset, a send that
+    /// failed, ...).
+    Carrier {
+        /// What was being done, for the error (`sending IPFIX messages`).
+        what: &'static str,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Failure {
@@ -79,6 +98,11 @@ impl Failure {
                 what: "producing a chunk",
                 source: Box::new(source),
             },
+            Failure::Carrier { what, source } => SinkError::Delivery {
+                destination: url,
+                what,
+                source,
+            },
         }
     }
 }
@@ -96,6 +120,11 @@ pub(crate) enum Refusal {
     /// Kafka refused the message for good (larger than the brokers allow).
     #[cfg(feature = "kafka")]
     Kafka(flow_kafka::KafkaError),
+    /// A carrier refused it for good (a peer's answer that retrying cannot change).
+    Carrier {
+        /// Why, as logged and kept next to the frame in `rejected/`.
+        reason: String,
+    },
 }
 
 impl Refusal {
@@ -109,6 +138,7 @@ impl Refusal {
             Refusal::Kafka(error) => {
                 format!("Kafka {destination}: {}\n", crate::error_chain(error))
             }
+            Refusal::Carrier { reason } => format!("{destination}: {reason}\n"),
         }
     }
 
@@ -135,6 +165,13 @@ impl Refusal {
                 error = %crate::error_chain(error),
                 "Kafka refused a chunk for good; not retrying it (kept in the spool's rejected/)"
             ),
+            Refusal::Carrier { reason } => tracing::error!(
+                destination = %shared.destination,
+                batch_id = %frame.batch_id,
+                records = frame.records,
+                reason,
+                "chunk refused for good; not retrying it (kept in the spool's rejected/)"
+            ),
         }
     }
 
@@ -152,6 +189,11 @@ impl Refusal {
                 destination: destination.to_owned(),
                 batch_id: frame.batch_id.to_string(),
                 source: Box::new(source),
+            },
+            Refusal::Carrier { reason } => SinkError::DeliveryRejected {
+                destination: destination.to_owned(),
+                batch_id: frame.batch_id.to_string(),
+                reason,
             },
         }
     }

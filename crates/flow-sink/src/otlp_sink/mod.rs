@@ -1,0 +1,1 @@
+//! `OtlpSink`: records as OpenTelemetry log records over OTLP/HTTP (feature `otlp`).
