@@ -1,47 +1,55 @@
-//! Where `run` sends chunks: a collector over HTTP, Kafka, or both. Each has its own
-//! spool and sending task; every chunk goes to each (flow-sink's fan-out), and a
-//! stopping exporter flushes both at once, so a stop waits for the slower of the two,
-//! not for their sum.
+//! Where `run` sends chunks: a collector over HTTP, Kafka, an OTLP endpoint, an IPFIX
+//! collector, or several of them. Each has its own spool and sending task; every
+//! chunk goes to each (flow-sink's fan-out), and a stopping exporter flushes them all
+//! at once, so a stop waits for the slowest, not for their sum.
 
 use std::{collections::HashMap, sync::Mutex};
 
 use async_trait::async_trait;
 use flow_batch::{Chunk, wire::BatchId};
 use flow_sink::{Accepted, CollectorSink, FlowSink, KafkaSink, SinkError};
+use futures::future::join_all;
 
-/// The sinks of a `run` that sends chunks: at least one of the two.
+/// The sinks a `run` sends chunks to (at least one of them, or there is no
+/// [`Outputs`]).
+#[derive(Default)]
+pub struct Sinks {
+    /// `--collector`.
+    pub collector: Option<CollectorSink>,
+    /// `--kafka-brokers`.
+    pub kafka: Option<KafkaSink>,
+}
+
+/// The sinks of a `run` that sends chunks.
 pub struct Outputs {
-    collector: Option<CollectorSink>,
-    kafka: Option<KafkaSink>,
-    /// Chunks both sinks keep in memory, until both settled them.
+    sinks: Sinks,
+    /// Chunks several sinks keep in memory, until all of them settled them.
     settling: Mutex<Settling>,
 }
 
-/// The collector sink's bit in [`Settling`].
-const COLLECTOR: u8 = 1;
-/// The Kafka sink's bit.
-const KAFKA: u8 = 2;
+/// The set of sinks (by their bit, [`Outputs::members`]) that keep a chunk in memory.
+type Members = u8;
 
-/// Chunks that both sinks kept in memory (their spool disk full), with the sinks that
-/// have not settled them yet: such a chunk is settled for the caller (its journal
-/// intent ended) only once both have, so that a crash in between loses neither copy.
-/// A chunk only one sink keeps in memory is settled when that one settles it (the
-/// other's copy is durable). Sans-IO.
+/// Chunks that several sinks kept in memory (their spool disk full), with the sinks
+/// that have not settled them yet: such a chunk is settled for the caller (its journal
+/// intent ended) only once all of them have, so that a crash in between loses no
+/// copy. A chunk only one sink keeps in memory is settled when that one settles it
+/// (the others' copies are durable). Sans-IO.
 #[derive(Debug, Default)]
 struct Settling {
-    held: HashMap<BatchId, u8>,
+    held: HashMap<BatchId, Members>,
 }
 
 impl Settling {
     /// Notes `id` kept in memory by the sinks of `members`.
-    fn kept(&mut self, id: &BatchId, members: u8) {
-        if members == COLLECTOR | KAFKA {
+    fn kept(&mut self, id: &BatchId, members: Members) {
+        if members.count_ones() > 1 {
             self.held.insert(id.clone(), members);
         }
     }
 
     /// `ids` settled by `member`: those the caller may now call settled.
-    fn settled(&mut self, member: u8, ids: Vec<BatchId>, out: &mut Vec<BatchId>) {
+    fn settled(&mut self, member: Members, ids: Vec<BatchId>, out: &mut Vec<BatchId>) {
         for id in ids {
             match self.held.get_mut(&id) {
                 Some(left) => {
@@ -57,11 +65,11 @@ impl Settling {
     }
 }
 
-/// The answer of both sinks as one: `InMemory` when either kept the chunk in memory,
-/// else `Spooled` when either spooled it, else `Sent`; a failure a retry may fix wins
+/// The answers of the sinks as one: `InMemory` when any kept the chunk in memory,
+/// else `Spooled` when any spooled it, else `Sent`; a failure a retry may fix wins
 /// over one it cannot (the caller gives a chunk up only when every failure is
 /// permanent), as flow-sink's own fan-out answers.
-fn combine(answers: [(Result<Accepted, SinkError>, &str); 2]) -> Result<Accepted, SinkError> {
+fn combine(answers: Vec<(Result<Accepted, SinkError>, &str)>) -> Result<Accepted, SinkError> {
     let mut outcome = Accepted::Sent;
     let mut first: Option<SinkError> = None;
     for (answer, name) in answers {
@@ -92,77 +100,85 @@ fn combine(answers: [(Result<Accepted, SinkError>, &str); 2]) -> Result<Accepted
 }
 
 impl Outputs {
-    /// `collector`, `kafka` or both; `None` when both are `None`.
-    pub fn new(collector: Option<CollectorSink>, kafka: Option<KafkaSink>) -> Option<Outputs> {
-        (collector.is_some() || kafka.is_some()).then_some(Outputs {
-            collector,
-            kafka,
+    /// The fan-out to `sinks`; `None` when there is none.
+    pub fn new(sinks: Sinks) -> Option<Outputs> {
+        let outputs = Outputs {
+            sinks,
             settling: Mutex::new(Settling::default()),
-        })
+        };
+        (!outputs.members().is_empty()).then_some(outputs)
     }
 
     /// The collector sink, if chunks go to a collector.
     pub fn collector(&self) -> Option<&CollectorSink> {
-        self.collector.as_ref()
+        self.sinks.collector.as_ref()
     }
 
     /// The Kafka sink, if chunks go to Kafka.
     pub fn kafka(&self) -> Option<&KafkaSink> {
-        self.kafka.as_ref()
+        self.sinks.kafka.as_ref()
     }
 
-    /// The sinks, the collector first.
-    fn members(&self) -> Vec<&dyn FlowSink> {
-        let mut members: Vec<&dyn FlowSink> = Vec::with_capacity(2);
-        if let Some(c) = &self.collector {
-            members.push(c);
+    /// Where chunks go, each sink by its name and destination, for the log line at
+    /// start.
+    pub fn destinations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(c) = self.collector() {
+            out.push(format!("collector {}", c.url()));
         }
-        if let Some(k) = &self.kafka {
-            members.push(k);
+        if let Some(k) = self.kafka() {
+            out.push(format!("kafka {}", k.destination()));
         }
-        members
+        out
     }
 
-    /// `accept` (or `replay`) on both sinks, noting a chunk both keep in memory.
-    async fn accept_both(
+    /// The sinks, each with its bit, the collector first.
+    fn members(&self) -> Vec<(Members, &dyn FlowSink)> {
+        let s = &self.sinks;
+        let all: [Option<&dyn FlowSink>; 2] = [
+            s.collector.as_ref().map(|c| c as &dyn FlowSink),
+            s.kafka.as_ref().map(|k| k as &dyn FlowSink),
+        ];
+        all.into_iter()
+            .enumerate()
+            .filter_map(|(bit, sink)| sink.map(|sink| (1 << bit, sink)))
+            .collect()
+    }
+
+    /// `accept` (or `replay`) on every sink in turn, noting a chunk several keep in
+    /// memory.
+    async fn accept_all(
         &self,
-        collector: &CollectorSink,
-        kafka: &KafkaSink,
+        members: Vec<(Members, &dyn FlowSink)>,
         chunk: &Chunk,
         id: &BatchId,
         replay: bool,
     ) -> Result<Accepted, SinkError> {
-        let (c, k) = if replay {
-            (
-                collector.replay(chunk, id).await,
-                kafka.replay(chunk, id).await,
-            )
-        } else {
-            (
-                collector.accept(chunk, id).await,
-                kafka.accept(chunk, id).await,
-            )
-        };
-        let mut members = 0;
-        if matches!(c, Ok(Accepted::InMemory)) {
-            members |= COLLECTOR;
-        }
-        if matches!(k, Ok(Accepted::InMemory)) {
-            members |= KAFKA;
+        let mut answers = Vec::with_capacity(members.len());
+        let mut in_memory = 0;
+        for (bit, sink) in members {
+            let answer = if replay {
+                sink.replay(chunk, id).await
+            } else {
+                sink.accept(chunk, id).await
+            };
+            if matches!(answer, Ok(Accepted::InMemory)) {
+                in_memory |= bit;
+            }
+            answers.push((answer, sink.name()));
         }
         self.settling
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .kept(id, members);
-        combine([(c, collector.name()), (k, kafka.name())])
+            .kept(id, in_memory);
+        combine(answers)
     }
 
     /// The one sink, when there is only one (it is then called directly, its errors
     /// as they are).
     fn single(&self) -> Option<&dyn FlowSink> {
-        match (&self.collector, &self.kafka) {
-            (Some(c), None) => Some(c),
-            (None, Some(k)) => Some(k),
+        match self.members().as_slice() {
+            [(_, sink)] => Some(*sink),
             _ => None,
         }
     }
@@ -177,67 +193,51 @@ impl FlowSink for Outputs {
     async fn deliver(&self, chunk: &Chunk) -> Result<(), SinkError> {
         match self.single() {
             Some(sink) => sink.deliver(chunk).await,
-            None => self.members().deliver(chunk).await,
+            None => {
+                let members: Vec<&dyn FlowSink> =
+                    self.members().into_iter().map(|(_, s)| s).collect();
+                members.deliver(chunk).await
+            }
         }
     }
 
     async fn accept(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
-        match (&self.collector, &self.kafka) {
-            (Some(c), Some(k)) => self.accept_both(c, k, chunk, id, false).await,
-            _ => match self.single() {
-                Some(sink) => sink.accept(chunk, id).await,
-                None => self.members().accept(chunk, id).await,
-            },
+        match self.single() {
+            Some(sink) => sink.accept(chunk, id).await,
+            None => self.accept_all(self.members(), chunk, id, false).await,
         }
     }
 
     async fn replay(&self, chunk: &Chunk, id: &BatchId) -> Result<Accepted, SinkError> {
-        match (&self.collector, &self.kafka) {
-            (Some(c), Some(k)) => self.accept_both(c, k, chunk, id, true).await,
-            _ => match self.single() {
-                Some(sink) => sink.replay(chunk, id).await,
-                None => self.members().replay(chunk, id).await,
-            },
+        match self.single() {
+            Some(sink) => sink.replay(chunk, id).await,
+            None => self.accept_all(self.members(), chunk, id, true).await,
         }
     }
 
     fn take_settled(&self) -> Vec<BatchId> {
-        let collector = self
-            .collector
-            .as_ref()
-            .map(FlowSink::take_settled)
-            .unwrap_or_default();
-        let kafka = self
-            .kafka
-            .as_ref()
-            .map(FlowSink::take_settled)
-            .unwrap_or_default();
-        let mut out = Vec::with_capacity(collector.len() + kafka.len());
+        let mut out = Vec::new();
+        let members = self.members();
         let mut settling = self.settling.lock().unwrap_or_else(|p| p.into_inner());
-        settling.settled(COLLECTOR, collector, &mut out);
-        settling.settled(KAFKA, kafka, &mut out);
+        for (bit, sink) in members {
+            settling.settled(bit, sink.take_settled(), &mut out);
+        }
         out
     }
 
     async fn flush(&self) -> Result<(), SinkError> {
-        let collector = async {
-            match &self.collector {
-                Some(c) => c.flush().await,
-                None => Ok(()),
-            }
-        };
-        let kafka = async {
-            match &self.kafka {
-                Some(k) => k.flush().await,
-                None => Ok(()),
-            }
-        };
-        let (collector, kafka) = tokio::join!(collector, kafka);
-        collector.and(kafka)
+        // All at once: a stop waits for the slowest sink, not for their sum.
+        let flushes = self.members().into_iter().map(|(_, sink)| sink.flush());
+        let mut result = Ok(());
+        for outcome in join_all(flushes).await {
+            result = result.and(outcome);
+        }
+        result
     }
 
     async fn close(&self) -> Result<(), SinkError> {
-        self.members().close().await
+        let members: Vec<&dyn FlowSink> = self.members().into_iter().map(|(_, s)| s).collect();
+        members.close().await
     }
 }
 
@@ -257,6 +257,8 @@ mod tests {
 
     #[test]
     fn a_chunk_both_sinks_keep_in_memory_is_settled_once_both_settled_it() {
+        const COLLECTOR: Members = 1;
+        const KAFKA: Members = 2;
         let mut s = Settling::default();
         s.kept(&id(1), COLLECTOR | KAFKA);
         s.kept(&id(2), KAFKA);
@@ -280,11 +282,19 @@ mod tests {
     fn answers_combine_like_the_fan_out() {
         let ok = |a| -> Result<Accepted, SinkError> { Ok(a) };
         assert_eq!(
-            combine([(ok(Accepted::Sent), "c"), (ok(Accepted::InMemory), "k")]).ok(),
+            combine(vec![
+                (ok(Accepted::Sent), "c"),
+                (ok(Accepted::InMemory), "k")
+            ])
+            .ok(),
             Some(Accepted::InMemory)
         );
         assert_eq!(
-            combine([(ok(Accepted::Spooled), "c"), (ok(Accepted::Sent), "k")]).ok(),
+            combine(vec![
+                (ok(Accepted::Spooled), "c"),
+                (ok(Accepted::Sent), "k")
+            ])
+            .ok(),
             Some(Accepted::Spooled)
         );
     }

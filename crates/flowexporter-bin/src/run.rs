@@ -28,7 +28,7 @@ use crate::{
     cli::RunArgs,
     config::KafkaTarget,
     metrics::{self, Metrics, Snapshot},
-    outputs::Outputs,
+    outputs::{Outputs, Sinks},
     privileges,
     reload::Reloader,
     setup,
@@ -79,14 +79,9 @@ pub fn run(reloader: Reloader) -> anyhow::Result<()> {
                         &args.journal_dir,
                         JournalConfig::default().with_sync_interval(args.journal_sync),
                     );
-                let collector = sink.collector().map(|c| c.url().to_owned());
-                let kafka = sink.kafka().map(|k| k.destination().to_owned());
+                let outputs = sink.destinations().join(", ");
                 let window = args.window;
-                let ready = move || match (collector, kafka) {
-                    (Some(url), None) => tracing::info!(%url, ?window, "tracing TCP closes, sending to the collector"),
-                    (None, Some(kafka)) => tracing::info!(%kafka, ?window, "tracing TCP closes, producing to Kafka"),
-                    (url, kafka) => tracing::info!(url = url.unwrap_or_default(), kafka = kafka.unwrap_or_default(), ?window, "tracing TCP closes, sending to the collector and producing to Kafka"),
-                };
+                let ready = move || tracing::info!(%outputs, ?window, "tracing TCP closes, sending chunks");
                 let parts = Parts {
                     source,
                     resolver,
@@ -152,7 +147,7 @@ fn outputs(
         }
         None => None,
     };
-    Ok(Outputs::new(collector, kafka))
+    Ok(Outputs::new(Sinks { collector, kafka }))
 }
 
 /// Hands the spool and journal directories (when sending chunks: the Kafka sink's
