@@ -60,6 +60,9 @@ pub enum Command {
     /// (local IPv4, local port) -> workload) that the tracer consults at capture time.
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// Write the manual pages or print shell completions (for packagers).
+    #[command(subcommand, hide = true)]
+    Generate(crate::generate::GenerateCommand),
 }
 
 /// `flowexporter config ...`.

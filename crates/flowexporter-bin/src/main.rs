@@ -3,6 +3,7 @@
 mod check;
 mod cli;
 mod config;
+mod generate;
 mod identity;
 mod logging;
 mod memory;
@@ -45,6 +46,7 @@ fn start() -> anyhow::Result<()> {
         cli::Command::Identity(cmd) => identity::run(cmd),
         cli::Command::Check(args) => check::run(*args),
         cli::Command::Config(cmd) => config_command(cmd),
+        cli::Command::Generate(cmd) => generate::run(cmd),
     }
 }
 

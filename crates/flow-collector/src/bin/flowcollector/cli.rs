@@ -64,6 +64,9 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Write the manual pages or print shell completions (for packagers).
+    #[command(subcommand, hide = true)]
+    Generate(crate::generate::GenerateCommand),
 }
 
 /// `flowcollector config ...`.

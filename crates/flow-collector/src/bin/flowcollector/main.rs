@@ -17,6 +17,7 @@
 
 mod cli;
 mod config;
+mod generate;
 
 use std::{io::Write, process::ExitCode};
 
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
             print!("{}", config::EXAMPLE);
             Ok(())
         }
+        Some(Command::Generate(cmd)) => generate::run(cmd).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
