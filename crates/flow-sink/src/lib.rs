@@ -13,6 +13,9 @@
 //!   [`RESULT_HEADER`]) are re-exported from `flow_batch::wire`.
 //! - `KafkaSink` (cargo feature `kafka`): the same frames, spool and retries, produced
 //!   to a Kafka topic instead (`kafka_sink`).
+//! - `OtlpSink` (cargo feature `otlp`): every record an OpenTelemetry log record,
+//!   sent as OTLP/HTTP protobuf to a `/v1/logs` endpoint, through the same spool and
+//!   retries (`otlp_sink`).
 //!
 //! The library emits `tracing` events and installs nothing process-wide.
 //!
@@ -78,6 +81,8 @@ pub use json_sink::{FileSink, JsonSinkCounters, StdoutSink, encode_chunk};
 pub use kafka_sink::{KafkaCounters, KafkaSink, KafkaSinkConfig, TopicCheck};
 pub use retry::{Disposition, RetryPolicy};
 pub use sink::{Accepted, FlowSink};
+#[cfg(feature = "otlp")]
+pub use otlp_sink::{OtlpCounters, OtlpSink, OtlpSinkConfig};
 pub use spool::{Spool, SpoolConfig, SpoolCounters, WhenFull};
 pub use terminal_sink::{TABLE_HEADER, TerminalFormat, TerminalSink, write_record};
 

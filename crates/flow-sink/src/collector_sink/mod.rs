@@ -126,8 +126,8 @@
 //! spool, the memory queue and the encoding caller share (`crate::window_losses`).
 
 mod backlog;
-mod body;
-mod client;
+pub(crate) mod body;
+pub(crate) mod client;
 mod config;
 pub(crate) mod core;
 pub(crate) mod counters;

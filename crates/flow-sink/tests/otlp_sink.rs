@@ -1,0 +1,1 @@
+//! The OTLP logs sink against an independent receiver (placeholder).
