@@ -13,6 +13,9 @@
 //!   [`RESULT_HEADER`]) are re-exported from `flow_batch::wire`.
 //! - `KafkaSink` (cargo feature `kafka`): the same frames, spool and retries, produced
 //!   to a Kafka topic instead (`kafka_sink`).
+//! - `IpfixSink` (cargo feature `ipfix`): the records of the same spooled frames
+//!   exported as IPFIX (RFC 7011) to a flow collector over UDP or TCP (`ipfix_sink`,
+//!   `docs/ipfix.md`).
 //! - `OtlpSink` (cargo feature `otlp`): every record an OpenTelemetry log record,
 //!   sent as OTLP/HTTP protobuf to a `/v1/logs` endpoint, through the same spool and
 //!   retries (`otlp_sink`).
@@ -54,9 +57,9 @@
 
 pub mod collector_sink;
 mod error;
-mod json_sink;
 #[cfg(feature = "ipfix")]
 pub mod ipfix_sink;
+mod json_sink;
 #[cfg(feature = "kafka")]
 pub mod kafka_sink;
 #[cfg(feature = "otlp")]
@@ -76,13 +79,17 @@ pub use error::SinkError;
 /// The JSON-line form of a record (the `flowexporter tail --json` fields), from
 /// `flow-record`.
 pub use flow_record::json;
+#[cfg(feature = "ipfix")]
+pub use ipfix_sink::{
+    IpfixCollector, IpfixCounters, IpfixProtocol, IpfixSink, IpfixSinkConfig, IpfixUrlError,
+};
 pub use json_sink::{FileSink, JsonSinkCounters, StdoutSink, encode_chunk};
 #[cfg(feature = "kafka")]
 pub use kafka_sink::{KafkaCounters, KafkaSink, KafkaSinkConfig, TopicCheck};
-pub use retry::{Disposition, RetryPolicy};
-pub use sink::{Accepted, FlowSink};
 #[cfg(feature = "otlp")]
 pub use otlp_sink::{OtlpCounters, OtlpSink, OtlpSinkConfig};
+pub use retry::{Disposition, RetryPolicy};
+pub use sink::{Accepted, FlowSink};
 pub use spool::{Spool, SpoolConfig, SpoolCounters, WhenFull};
 pub use terminal_sink::{TABLE_HEADER, TerminalFormat, TerminalSink, write_record};
 
