@@ -47,24 +47,12 @@ pub fn tansu_binary() -> PathBuf {
 }
 
 /// The Python that has kafka-python: `$FLOWEXPORTER_PYTHON`, else the virtualenv
-/// `.ci/run` makes.
+/// `.ci/run` makes ([`crate::python::binary`]).
 pub fn python_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("FLOWEXPORTER_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let venv = cache_dir().join("venv/bin/python3");
-    assert!(
-        venv.is_file(),
-        "no Python with kafka-python at {}: run .ci/run, or `python3 -m venv {} && {} -m pip \
-         install kafka-python==3.0.12 zstandard==0.25.0`",
-        venv.display(),
-        cache_dir().join("venv").display(),
-        venv.display()
-    );
-    venv
+    crate::python::binary()
 }
 
-fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
     PathBuf::from(home).join(".cache/flowexporter")
 }

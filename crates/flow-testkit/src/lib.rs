@@ -18,6 +18,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::new_without_default)]
 
 pub mod kafka;
+pub mod python;
 pub mod records;
 
 use std::{

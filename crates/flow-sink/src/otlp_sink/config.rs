@@ -206,8 +206,14 @@ mod tests {
         for (given, sent) in [
             ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/logs"),
             ("http://127.0.0.1:4318/", "http://127.0.0.1:4318/v1/logs"),
-            ("https://otel.example/otlp", "https://otel.example/otlp/v1/logs"),
-            ("https://otel.example/otlp/", "https://otel.example/otlp/v1/logs"),
+            (
+                "https://otel.example/otlp",
+                "https://otel.example/otlp/v1/logs",
+            ),
+            (
+                "https://otel.example/otlp/",
+                "https://otel.example/otlp/v1/logs",
+            ),
             ("http://h:4318/v1/logs", "http://h:4318/v1/logs"),
             ("http://h/custom/v1/logs", "http://h/custom/v1/logs"),
             ("http://h:4318?tenant=a", "http://h:4318/v1/logs?tenant=a"),

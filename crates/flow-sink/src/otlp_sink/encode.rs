@@ -111,7 +111,10 @@ impl RequestEncoder {
         }
         resource.push(kv("service.name", text(SERVICE_NAME)));
         resource.push(kv("service.version", text(&self.service_version)));
-        resource.push(kv("service.instance.id", text(&header.instance.to_string())));
+        resource.push(kv(
+            "service.instance.id",
+            text(&header.instance.to_string()),
+        ));
         ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 resource: Some(Resource {
@@ -147,7 +150,10 @@ fn scope_attributes(chunk: &DecodedChunk) -> Vec<KeyValue> {
             "flowexporter.window.end_unix_nano",
             int_u64(h.window.end_ms().saturating_mul(1_000_000)),
         ),
-        kv("flowexporter.chunk.index", int_u64(u64::from(h.chunk_index))),
+        kv(
+            "flowexporter.chunk.index",
+            int_u64(u64::from(h.chunk_index)),
+        ),
         kv("flowexporter.chunk.last", Value::BoolValue(h.last)),
     ];
     if let Some(c) = &chunk.completeness {
@@ -166,13 +172,22 @@ fn completeness_attributes(c: &Completeness) -> [KeyValue; 10] {
             Value::BoolValue(c.running_whole_window),
         ),
         n("flowexporter.completeness.closes_seen", c.closes_seen),
-        n("flowexporter.completeness.records_emitted", c.records_emitted),
+        n(
+            "flowexporter.completeness.records_emitted",
+            c.records_emitted,
+        ),
         n("flowexporter.completeness.lost_ring_full", c.lost_ring_full),
         n("flowexporter.completeness.lost_recursion", c.lost_recursion),
         n("flowexporter.completeness.lost_journal", c.lost_journal),
         n("flowexporter.completeness.lost_spool", c.lost_spool),
-        n("flowexporter.completeness.interim_records", c.interim_records),
-        n("flowexporter.completeness.records_replayed", c.records_replayed),
+        n(
+            "flowexporter.completeness.interim_records",
+            c.interim_records,
+        ),
+        n(
+            "flowexporter.completeness.records_replayed",
+            c.records_replayed,
+        ),
         n(
             "flowexporter.completeness.records_expected",
             c.records_expected(),
@@ -193,7 +208,10 @@ fn log_record(record: &FlowRecord, batch_id: &str, index: usize, observed: u64) 
         text(&record.remote.ip().to_string()),
     ));
     a.push(kv("destination.port", int(i64::from(record.remote.port()))));
-    a.push(kv("flowexporter.direction", text(record.direction.as_str())));
+    a.push(kv(
+        "flowexporter.direction",
+        text(record.direction.as_str()),
+    ));
     if let Some(t_start) = record.t_start {
         a.push(kv("flowexporter.t_start", int_u64(unix_nanos(t_start))));
     }
@@ -206,7 +224,10 @@ fn log_record(record: &FlowRecord, batch_id: &str, index: usize, observed: u64) 
         int(i64::from(s.retransmits)),
     ));
     a.push(kv("flowexporter.tcp.srtt_us", int(i64::from(s.srtt_us))));
-    a.push(kv("flowexporter.tcp.rttvar_us", int(i64::from(s.rttvar_us))));
+    a.push(kv(
+        "flowexporter.tcp.rttvar_us",
+        int(i64::from(s.rttvar_us)),
+    ));
     a.push(kv(
         "flowexporter.tcp.bytes_retransmitted",
         int_u64(s.bytes_retransmitted),
@@ -235,7 +256,10 @@ fn log_record(record: &FlowRecord, batch_id: &str, index: usize, observed: u64) 
             text(reason.as_str()),
         ));
     }
-    a.push(kv("flowexporter.incomplete", Value::BoolValue(record.incomplete)));
+    a.push(kv(
+        "flowexporter.incomplete",
+        Value::BoolValue(record.incomplete),
+    ));
     a.push(kv(
         "flowexporter.record_kind",
         text(record.record_kind.as_str()),
@@ -260,7 +284,11 @@ fn log_record(record: &FlowRecord, batch_id: &str, index: usize, observed: u64) 
     a.push(kv("network.transport", text("tcp")));
     a.push(kv(
         "network.type",
-        text(if record.local.is_ipv4() { "ipv4" } else { "ipv6" }),
+        text(if record.local.is_ipv4() {
+            "ipv4"
+        } else {
+            "ipv6"
+        }),
     ));
     LogRecord {
         time_unix_nano: unix_nanos(record.t_end),

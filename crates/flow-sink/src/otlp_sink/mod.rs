@@ -75,6 +75,7 @@ use async_trait::async_trait;
 use flow_batch::{Chunk, wire::BatchId};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
+use self::send::{CarrierState, OtlpCarrier};
 pub use self::{
     config::{LOGS_PATH, OtlpSinkConfig, logs_url},
     counters::OtlpCounters,
@@ -83,7 +84,6 @@ pub use self::{
     },
     send::PROTOBUF_CONTENT_TYPE,
 };
-use self::send::{CarrierState, OtlpCarrier};
 use crate::{
     ClientTls,
     collector_sink::{

@@ -147,6 +147,8 @@ pub struct AnyValue {
 
 /// The `value` oneof of `AnyValue` (without its array and key-value list forms, which
 /// the sink never sends).
+// The variants are named after the .proto's oneof fields (`string_value`, ...).
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum Value {
     /// `string_value`.

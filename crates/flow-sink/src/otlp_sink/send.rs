@@ -101,20 +101,13 @@ impl OtlpCarrier {
     fn build(&self, frame: &[u8]) -> Result<Vec<u8>, BuildError> {
         let started = Instant::now();
         let decoded = {
-            let mut decoder = self
-                .state
-                .decoder
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut decoder = self.state.decoder.lock().unwrap_or_else(|p| p.into_inner());
             decoder
                 .decode(frame)
                 .map_err(|e| BuildError::Undecodable(crate::error_chain(&e)))?
         };
         let body = self.encoder.encode(&decoded, SystemTime::now());
-        let body = self
-            .compression
-            .apply(body)
-            .map_err(BuildError::Compress)?;
+        let body = self.compression.apply(body).map_err(BuildError::Compress)?;
         bump(
             &self.state.own.build_time_ns,
             u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
