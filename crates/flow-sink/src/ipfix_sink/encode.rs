@@ -1,0 +1,453 @@
+//! IPFIX messages (RFC 7011) from records: [`IpfixEncoder`] writes the template
+//! messages and the data messages into [`Messages`], each at most the configured size.
+
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use flow_record::{Direction, FlowId, FlowRecord, RecordKind};
+
+use super::elements::{
+    DATA_TEMPLATES, ELEMENTS, EXPORTER_HOST_ID, Field, OBSERVATION_DOMAIN_ID, REVERSE_PEN,
+    Registry, TEMPLATE_EXPORTER, VARIABLE_LENGTH, template_elements, template_for,
+};
+use crate::error::SinkError;
+
+/// IPFIX's version number, the first field of every message header.
+pub const IPFIX_VERSION: u16 = 10;
+/// Length of a message header.
+pub const MESSAGE_HEADER_LEN: usize = 16;
+/// Length of a set header.
+const SET_HEADER_LEN: usize = 4;
+/// Set ID of a template set.
+const TEMPLATE_SET_ID: u16 = 2;
+/// Set ID of an options template set.
+const OPTIONS_TEMPLATE_SET_ID: u16 = 3;
+/// The largest message IPFIX allows (its length field is 16 bits).
+pub const MAX_MESSAGE_LEN: usize = 65535;
+/// The smallest [`max_message_bytes`](super::IpfixSinkConfig::max_message_bytes)
+/// accepted: room for the templates, for the exporter options record with the longest
+/// host ID a frame carries (1,024 bytes), and for the longest record.
+pub const MIN_MESSAGE_BYTES: usize = 1100;
+/// Seconds from the NTP era 0 epoch (1900) to the Unix epoch.
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+/// `flowEndReason` of a final record: end of flow detected.
+pub const END_OF_FLOW: u8 = 3;
+/// `flowEndReason` of an interim record: active timeout.
+pub const ACTIVE_TIMEOUT: u8 = 2;
+
+/// IPFIX messages, one after the other: [`as_bytes`](Messages::as_bytes) is the
+/// stream a TCP connection carries, [`iter`](Messages::iter) the datagrams of UDP.
+#[derive(Clone, Debug, Default)]
+pub struct Messages {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Messages {
+    /// No messages.
+    pub fn new() -> Messages {
+        Messages::default()
+    }
+
+    /// Forgets the messages, keeping the memory.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// How many messages.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// All messages, one after the other.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Each message.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let message = &self.bytes[start..end];
+            start = end;
+            message
+        })
+    }
+
+    /// Starts a message: its header, length filled in by [`end`](Messages::end).
+    fn begin(&mut self, domain: u32, export_time: u32, sequence: u32) -> usize {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&IPFIX_VERSION.to_be_bytes());
+        self.bytes.extend_from_slice(&[0, 0]);
+        self.bytes.extend_from_slice(&export_time.to_be_bytes());
+        self.bytes.extend_from_slice(&sequence.to_be_bytes());
+        self.bytes.extend_from_slice(&domain.to_be_bytes());
+        start
+    }
+
+    /// Ends the message begun at `start`.
+    fn end(&mut self, start: usize) {
+        let len = self.bytes.len() - start;
+        patch_len(&mut self.bytes, start + 2, len);
+        self.ends.push(self.bytes.len());
+    }
+}
+
+/// Writes `len` (at most 65,535: callers keep messages and sets below it) at `at`.
+fn patch_len(bytes: &mut [u8], at: usize, len: usize) {
+    let len = u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes();
+    bytes[at..at + 2].copy_from_slice(&len);
+}
+
+/// Writes IPFIX messages from records: the templates of [`elements`](super::elements)
+/// under one enterprise number, messages of at most a given size.
+#[derive(Clone, Debug)]
+pub struct IpfixEncoder {
+    enterprise_number: u32,
+    max_message_bytes: usize,
+    /// The template set and the options template set, as sent.
+    template_sets: Vec<u8>,
+    /// Each data template's fields, by index in [`DATA_TEMPLATES`].
+    fields: [Vec<Field>; 4],
+}
+
+impl IpfixEncoder {
+    /// An encoder of messages of at most `max_message_bytes` (from
+    /// [`MIN_MESSAGE_BYTES`] to [`MAX_MESSAGE_LEN`]) with our elements under
+    /// `enterprise_number`.
+    pub fn new(
+        enterprise_number: u32,
+        max_message_bytes: usize,
+    ) -> Result<IpfixEncoder, SinkError> {
+        if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_LEN).contains(&max_message_bytes) {
+            return Err(SinkError::InvalidConfig {
+                key: "ipfix max_message_bytes",
+                value: max_message_bytes.to_string(),
+                reason: "must be from 1100 to 65535",
+            });
+        }
+        if enterprise_number == 0 || enterprise_number == REVERSE_PEN {
+            return Err(SinkError::InvalidConfig {
+                key: "ipfix enterprise_number",
+                value: enterprise_number.to_string(),
+                reason: "must be a private enterprise number other than 0 (IANA) and 29305 (RFC 5103's reverse elements)",
+            });
+        }
+        let fields = DATA_TEMPLATES.map(|id| template_elements(id).map(|e| e.field).collect());
+        Ok(IpfixEncoder {
+            enterprise_number,
+            max_message_bytes,
+            template_sets: template_sets(enterprise_number),
+            fields,
+        })
+    }
+
+    /// The enterprise number of our elements.
+    pub fn enterprise_number(&self) -> u32 {
+        self.enterprise_number
+    }
+
+    /// The largest message written.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    /// Appends the template messages of observation domain `domain`: the four data
+    /// templates, the exporter options template and its one record (`domain`,
+    /// `host`), in one message, or in two when `host` is too long for one. Returns the
+    /// data records written (1, the options record: it counts in the sequence
+    /// numbers).
+    pub fn encode_templates(
+        &self,
+        domain: u32,
+        host: &str,
+        export_time: u32,
+        sequence: u32,
+        out: &mut Messages,
+    ) -> u32 {
+        let options_len = SET_HEADER_LEN + 4 + varlen_len(host.len());
+        let mut start = out.begin(domain, export_time, sequence);
+        out.bytes.extend_from_slice(&self.template_sets);
+        if MESSAGE_HEADER_LEN + self.template_sets.len() + options_len > self.max_message_bytes {
+            out.end(start);
+            start = out.begin(domain, export_time, sequence);
+        }
+        let set = out.bytes.len();
+        out.bytes
+            .extend_from_slice(&TEMPLATE_EXPORTER.to_be_bytes());
+        out.bytes.extend_from_slice(&[0, 0]);
+        out.bytes.extend_from_slice(&domain.to_be_bytes());
+        put_str(&mut out.bytes, host);
+        let len = out.bytes.len() - set;
+        patch_len(&mut out.bytes, set + 2, len);
+        out.end(start);
+        1
+    }
+
+    /// Appends one data message holding as many of `records`, from the first, as fit
+    /// in [`max_message_bytes`](IpfixEncoder::max_message_bytes) (one at least, when
+    /// there is one); returns how many it holds. `sequence` is the header's sequence
+    /// number: the data records sent before in this observation domain.
+    pub fn encode_message(
+        &self,
+        records: &[FlowRecord],
+        domain: u32,
+        export_time: u32,
+        sequence: u32,
+        out: &mut Messages,
+    ) -> usize {
+        let start = out.begin(domain, export_time, sequence);
+        let mut set: Option<(u16, usize)> = None;
+        let mut taken = 0;
+        for record in records {
+            let ipv6 = record.local.is_ipv6() || record.remote.is_ipv6();
+            let template = template_for(ipv6, record.t_start.is_some());
+            let mark = out.bytes.len();
+            let opened = match set {
+                Some((id, _)) if id == template => false,
+                _ => {
+                    if let Some((_, at)) = set {
+                        patch_len(&mut out.bytes, at + 2, mark - at);
+                    }
+                    out.bytes.extend_from_slice(&template.to_be_bytes());
+                    out.bytes.extend_from_slice(&[0, 0]);
+                    true
+                }
+            };
+            let index = DATA_TEMPLATES
+                .iter()
+                .position(|&t| t == template)
+                .unwrap_or(0);
+            put_record(record, &self.fields[index], &mut out.bytes);
+            if out.bytes.len() - start > self.max_message_bytes && taken > 0 {
+                out.bytes.truncate(mark);
+                break;
+            }
+            if opened {
+                set = Some((template, mark));
+            }
+            taken += 1;
+        }
+        if let Some((_, at)) = set {
+            let len = out.bytes.len() - at;
+            patch_len(&mut out.bytes, at + 2, len);
+        }
+        out.end(start);
+        taken
+    }
+}
+
+/// Appends `r`'s data record: `fields`, in order.
+fn put_record(r: &FlowRecord, fields: &[Field], out: &mut Vec<u8>) {
+    for field in fields {
+        match field {
+            Field::SourceV4 | Field::DestinationV4 => {
+                let addr = if *field == Field::SourceV4 {
+                    r.local
+                } else {
+                    r.remote
+                };
+                match addr.ip() {
+                    IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
+                    IpAddr::V6(_) => out.extend_from_slice(&[0; 4]),
+                }
+            }
+            Field::SourceV6 | Field::DestinationV6 => {
+                let addr = if *field == Field::SourceV6 {
+                    r.local
+                } else {
+                    r.remote
+                };
+                let ip: Ipv6Addr = match addr.ip() {
+                    IpAddr::V4(ip) => ip.to_ipv6_mapped(),
+                    IpAddr::V6(ip) => ip,
+                };
+                out.extend_from_slice(&ip.octets());
+            }
+            Field::SourcePort => out.extend_from_slice(&r.local.port().to_be_bytes()),
+            Field::DestinationPort => out.extend_from_slice(&r.remote.port().to_be_bytes()),
+            Field::Protocol => out.push(6),
+            Field::BiflowDirection => out.push(match r.direction {
+                Direction::Unknown => 0,
+                Direction::Outbound => 1,
+                Direction::Inbound => 2,
+            }),
+            Field::StartMs => put_u64(out, r.t_start.map_or(0, millis)),
+            Field::EndMs => put_u64(out, millis(r.t_end)),
+            Field::StartNs => put_u64(out, r.t_start.map_or(0, ntp)),
+            Field::EndNs => put_u64(out, ntp(r.t_end)),
+            Field::Octets => put_u64(out, r.stats.bytes_sent),
+            Field::ReverseOctets => put_u64(out, r.stats.bytes_received),
+            Field::Packets => put_u64(out, u64::from(r.stats.segs_out)),
+            Field::ReversePackets => put_u64(out, u64::from(r.stats.segs_in)),
+            Field::EndReason => out.push(match r.record_kind {
+                RecordKind::Final => END_OF_FLOW,
+                RecordKind::Interim => ACTIVE_TIMEOUT,
+            }),
+            Field::Retransmits => out.extend_from_slice(&r.stats.retransmits.to_be_bytes()),
+            Field::SmoothedRtt => out.extend_from_slice(&r.stats.srtt_us.to_be_bytes()),
+            Field::RttVariance => out.extend_from_slice(&r.stats.rttvar_us.to_be_bytes()),
+            Field::RetransmittedOctets => put_u64(out, r.stats.bytes_retransmitted),
+            Field::CloseState => put_str(out, r.close_state.as_str()),
+            Field::CloseReason => match r.record_kind {
+                RecordKind::Final => put_str(out, &r.close_reason.as_str()),
+                RecordKind::Interim => out.push(0),
+            },
+            Field::Workload => {
+                put_str(out, r.local_workload_id.as_ref().map_or("", |w| w.as_str()))
+            }
+            Field::IdentitySource => put_str(out, r.identity_source.as_str()),
+            Field::UnattributedReason => put_str(
+                out,
+                r.identity_source
+                    .unattributed_reason()
+                    .map_or("", |u| u.as_str()),
+            ),
+            // RFC 7011 §6.1.5: true is 1, false is 2.
+            Field::Incomplete => out.push(if r.incomplete { 1 } else { 2 }),
+            Field::FlowId => match &r.flow_id {
+                Some(id) => {
+                    let mut text = [0; FlowId::TEXT_LEN];
+                    id.write_text(&mut text);
+                    out.push(FlowId::TEXT_LEN as u8);
+                    out.extend_from_slice(&text);
+                }
+                None => out.push(0),
+            },
+            Field::ProcessId => {
+                out.extend_from_slice(&r.process.as_ref().map_or(0, |p| p.pid).to_be_bytes())
+            }
+            Field::ProcessName => match &r.process {
+                Some(p) => put_str(out, &p.comm()),
+                None => out.push(0),
+            },
+            Field::CgroupId => put_u64(out, r.process.as_ref().map_or(0, |p| p.cgroup_id)),
+        }
+    }
+}
+
+/// The observation domain ID of exporter `host` when none is configured: the 32-bit
+/// FNV-1a hash of its host ID (1 in place of 0, which RFC 7011 reserves for "no
+/// specific domain"). Stable across runs and versions: a collector keeps one
+/// exporter's records apart from another's by it.
+pub fn observation_domain_for(host: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in host.bytes() {
+        hash ^= u32::from(b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash.max(1)
+}
+
+/// The template set (the four data templates) and the options template set, as sent.
+fn template_sets(enterprise_number: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(&TEMPLATE_SET_ID.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    for id in DATA_TEMPLATES {
+        let fields: Vec<_> = template_elements(id).collect();
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&(fields.len() as u16).to_be_bytes());
+        for e in fields {
+            put_specifier(&mut out, e.registry, e.id, e.length, enterprise_number);
+        }
+    }
+    let len = out.len();
+    patch_len(&mut out, 2, len);
+    let set = out.len();
+    out.extend_from_slice(&OPTIONS_TEMPLATE_SET_ID.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&TEMPLATE_EXPORTER.to_be_bytes());
+    out.extend_from_slice(&2u16.to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    put_specifier(
+        &mut out,
+        Registry::Iana,
+        OBSERVATION_DOMAIN_ID,
+        4,
+        enterprise_number,
+    );
+    put_specifier(
+        &mut out,
+        Registry::Enterprise,
+        EXPORTER_HOST_ID,
+        VARIABLE_LENGTH,
+        enterprise_number,
+    );
+    let len = out.len() - set;
+    patch_len(&mut out, set + 2, len);
+    debug_assert_eq!(ELEMENTS.len(), 31);
+    out
+}
+
+/// A field specifier (RFC 7011 §3.2): the enterprise bit and number for a reverse
+/// element and for ours.
+fn put_specifier(out: &mut Vec<u8>, registry: Registry, id: u16, length: u16, pen: u32) {
+    let pen = match registry {
+        Registry::Iana => None,
+        Registry::Reverse => Some(REVERSE_PEN),
+        Registry::Enterprise => Some(pen),
+    };
+    let id = if pen.is_some() { id | 0x8000 } else { id };
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&length.to_be_bytes());
+    if let Some(pen) = pen {
+        out.extend_from_slice(&pen.to_be_bytes());
+    }
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+/// Bytes of a variable-length value of `len` bytes on the wire.
+fn varlen_len(len: usize) -> usize {
+    if len < 255 { 1 + len } else { 3 + len }
+}
+
+/// A variable-length string (RFC 7011 §7): one length byte below 255, else 255 and
+/// two; an empty string is the absent value. Longer than 65,535 bytes is cut (no
+/// record field comes near).
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
+    if bytes.len() < 255 {
+        out.push(bytes.len() as u8);
+    } else {
+        out.push(255);
+        out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    }
+    out.extend_from_slice(bytes);
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// RFC 7011 §6.1.10 `dateTimeNanoseconds`: NTP format, seconds since 1900 (modulo
+/// 2^32: era 1 begins in 2036) and a binary fraction of a second.
+fn ntp(t: SystemTime) -> u64 {
+    let Ok(d) = t.duration_since(UNIX_EPOCH) else {
+        return 0;
+    };
+    let seconds = (d.as_secs() + NTP_UNIX_OFFSET) & 0xffff_ffff;
+    let fraction = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    (seconds << 32) | fraction
+}
+
+/// The export time of a message sent now: seconds since the Unix epoch (modulo
+/// 2^32, as RFC 7011's header field).
+pub fn export_time_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
+}
