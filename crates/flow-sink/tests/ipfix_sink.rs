@@ -284,7 +284,7 @@ fn record(n: u64) -> FlowRecord {
         .t_start(t_start)
         .stats(stats)
         .close(
-            TcpState(if n % 2 == 0 { 7 } else { 5 }),
+            TcpState(if n.is_multiple_of(2) { 7 } else { 5 }),
             if n % 6 == 5 {
                 CloseReason::Reset
             } else {
@@ -292,7 +292,7 @@ fn record(n: u64) -> FlowRecord {
             },
         )
         .kind(kind)
-        .incomplete(n % 11 == 0)
+        .incomplete(n.is_multiple_of(11))
         .flow_id((n % 4 != 2).then_some(FlowId {
             boot_id: [n as u8; 16],
             cookie: 0x1000 + n,
@@ -301,7 +301,7 @@ fn record(n: u64) -> FlowRecord {
             (direction == Direction::Outbound)
                 .then(|| ProcessInfo::new(1000 + n as u32, "curl", 5000 + n)),
         );
-    builder = if n % 2 == 0 {
+    builder = if n.is_multiple_of(2) {
         builder.workload(format!("k8s:prod/api-{n}"), IdentitySource::ConnectMap)
     } else {
         builder.unattributed(UnattributedReason::NoMatch)
