@@ -3,9 +3,10 @@
 # (docs/packaging.md):
 #
 #   packaging/build-debs.sh            # release binaries, as shipped
-#   packaging/build-debs.sh --profile dev --out DIR --fast   # what the package test does
+#   packaging/build-debs.sh --profile dev --no-build --out DIR --fast   # the package test
 #
-# 1. builds both binaries with the profile (release unless --profile);
+# 1. builds both binaries with the profile (release unless --profile; --no-build
+#    packages those already in <target>/<profile>/, as `cargo test` left them);
 # 2. makes their manual pages and shell completions with their hidden `generate`
 #    subcommand, from the same clap definitions as --help, into
 #    <target>/<profile>/packaging/;
@@ -20,13 +21,15 @@ cd "$(dirname "$0")/.."
 profile=release
 out=
 fast=()
+build=yes
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     # Lighter compression of the .deb (same contents): for the test.
     --fast) fast=(--fast); shift ;;
-    *) echo "usage: $0 [--profile PROFILE] [--out DIR] [--fast]" >&2; exit 2 ;;
+    --no-build) build=no; shift ;;
+    *) echo "usage: $0 [--profile PROFILE] [--out DIR] [--fast] [--no-build]" >&2; exit 2 ;;
   esac
 done
 
@@ -52,7 +55,15 @@ esac
 bin="$target/$profile_dir"
 out=${out:-$target/debian}
 
-cargo build --profile "$profile" -p flowexporter-bin -p flowcollector --bins
+if [ "$build" = yes ]; then
+  cargo build --profile "$profile" -p flowexporter-bin -p flowcollector --bins
+fi
+for name in flowexporter flowcollector; do
+  if [ ! -x "$bin/$name" ]; then
+    echo "build-debs.sh: $bin/$name is missing (build it, or drop --no-build)" >&2
+    exit 1
+  fi
+done
 
 generated="$bin/packaging"
 for name in flowexporter flowcollector; do

@@ -9,9 +9,13 @@
 //! after another, so no other test sees `/etc/flowexporter/config.toml` (which `run`
 //! reads by default) while the package is installed, and no two dpkg runs overlap.
 //!
-//! The packages are built from the binaries of the profile this test was built with
-//! (`dev` under `cargo test`) and with lighter compression (`--fast`); otherwise they
-//! are what `packaging/build-debs.sh` makes for a release.
+//! The packages are made from the binaries `cargo test` built (`--no-build`, the dev
+//! profile under `cargo test`) and with lighter compression (`--fast`); otherwise they
+//! are what `packaging/build-debs.sh` makes for a release. Building again from here
+//! would select other packages than `cargo test --workspace` and so other features,
+//! and overwrite the binaries the other test binaries run. `cargo test --workspace`
+//! builds `flowcollector` too (its own tests run it); to run this test alone:
+//! `cargo build -p flowcollector && cargo test -p flowexporter-bin --test package`.
 
 use std::{
     collections::BTreeSet,
@@ -238,11 +242,18 @@ fn debian_packages_install_run_and_purge_cleanly() {
         );
     }
 
+    let collector = profile_dir.join("flowcollector");
+    assert!(
+        collector.exists(),
+        "{} is missing: build it first (cargo build -p flowcollector), as \
+         cargo test --workspace does",
+        collector.display()
+    );
     let out = target.join("debian-test");
     let _ = std::fs::remove_dir_all(&out);
     let script = repo.join("packaging/build-debs.sh");
     let build = Command::new(&script)
-        .args(["--profile", profile, "--fast", "--out"])
+        .args(["--profile", profile, "--no-build", "--fast", "--out"])
         .arg(&out)
         .env("CARGO_TARGET_DIR", target)
         .env("CARGO_DEB", &cargo_deb)
