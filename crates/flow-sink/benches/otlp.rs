@@ -26,8 +26,8 @@ const RECORDS: u64 = 1_000;
 
 fn record(n: u64) -> FlowRecord {
     let t_end = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_000 + n * 37_000_123);
-    let outbound = n % 3 != 0;
-    let v6 = n % 5 == 0;
+    let outbound = !n.is_multiple_of(3);
+    let v6 = n.is_multiple_of(5);
     let (local, remote) = if v6 {
         (
             format!("[2001:db8::{:x}]:{}", n % 7 + 1, 30_000 + n % 20_000),
@@ -70,14 +70,14 @@ fn record(n: u64) -> FlowRecord {
             bytes_received: 20_000 + n * 7_919,
             segs_in: 10 + (n % 300) as u32,
             segs_out: 12 + (n % 280) as u32,
-            retransmits: (n % 11 == 0) as u32,
-            bytes_retransmitted: if n % 11 == 0 { 1_448 } else { 0 },
+            retransmits: n.is_multiple_of(11) as u32,
+            bytes_retransmitted: if n.is_multiple_of(11) { 1_448 } else { 0 },
             srtt_us: 200 + (n % 5_000) as u32,
             rttvar_us: 50 + (n % 900) as u32,
         })
         .close(
             TcpState(7),
-            if n % 17 == 0 {
+            if n.is_multiple_of(17) {
                 CloseReason::Reset
             } else {
                 CloseReason::Normal
