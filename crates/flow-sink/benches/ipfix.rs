@@ -28,8 +28,8 @@ const HOST: &str = "node-17.prod.example";
 
 fn record(n: u64) -> FlowRecord {
     let t_end = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_000 + n * 37_000_123);
-    let outbound = n % 3 != 0;
-    let (local, remote) = if n % 5 == 0 {
+    let outbound = !n.is_multiple_of(3);
+    let (local, remote) = if n.is_multiple_of(5) {
         (
             format!("[2001:db8::{:x}]:{}", n % 7 + 1, 30_000 + n % 20_000),
             format!("[2001:db8:1::{:x}]:443", n % 200 + 1),
@@ -60,20 +60,20 @@ fn record(n: u64) -> FlowRecord {
             Direction::Inbound
         })
         .t_end(t_end)
-        .t_start((n % 50 != 0).then(|| t_end - Duration::from_millis(20 + n % 5_000)))
+        .t_start((!n.is_multiple_of(50)).then(|| t_end - Duration::from_millis(20 + n % 5_000)))
         .stats(SocketStats {
             bytes_sent: 500 + n * 131,
             bytes_received: 2_000 + n * 977,
             segs_in: 10 + (n % 300) as u32,
             segs_out: 12 + (n % 200) as u32,
-            retransmits: (n % 17 == 0) as u32,
-            bytes_retransmitted: if n % 17 == 0 { 1448 } else { 0 },
+            retransmits: (n.is_multiple_of(17)) as u32,
+            bytes_retransmitted: if n.is_multiple_of(17) { 1448 } else { 0 },
             srtt_us: 200 + (n % 5_000) as u32,
             rttvar_us: 50 + (n % 800) as u32,
         })
         .close(
             TcpState(7),
-            if n % 23 == 0 {
+            if n.is_multiple_of(23) {
                 CloseReason::Reset
             } else {
                 CloseReason::Normal
@@ -84,7 +84,7 @@ fn record(n: u64) -> FlowRecord {
         } else {
             RecordKind::Final
         })
-        .flow_id((n % 20 != 0).then_some(FlowId {
+        .flow_id((!n.is_multiple_of(20)).then_some(FlowId {
             boot_id: [0x5a; 16],
             cookie: 0x1_0000 + n,
         }))
