@@ -308,6 +308,9 @@ pub struct RunArgs {
     /// Kafka: where chunks are produced, and how the brokers are reached.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// The standard exports: OTLP and IPFIX.
+    #[command(flatten)]
+    pub exports: crate::exports::ExportArgs,
     /// Run as this user (and its groups) once the kernel program is loaded and the
     /// spool and journal directories are handed to it; files read later (the
     /// configuration on SIGHUP, certificates, keys) must be readable by it.

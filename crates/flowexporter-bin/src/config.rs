@@ -147,8 +147,18 @@ tls = false                  # TLS to the brokers (implied by ca or cert)
 # sasl_password_file = "/etc/flowexporter/kafka-password"
 compression = "none"         # frames are zstd already; or zstd, lz4, snappy, gzip
 
+[otlp]
+# endpoint = "http://otel-collector.example:4318"   # every record as an OTLP log record
+# headers = { authorization = "Bearer TOKEN" }
+compression = "gzip"         # or "none"
+# ca = "/etc/flowexporter/otlp-ca.pem"
+
+[ipfix]
+# collector = "udp://nfcapd.example:4739"   # every record as IPFIX; or tcp://HOST:PORT
+enterprise_number = 32473    # of our own elements; RFC 5612's documentation number
+
 [spool]
-dir = "/var/lib/flowexporter/spool"   # chunks for Kafka wait in its subdirectory kafka
+dir = "/var/lib/flowexporter/spool"   # Kafka, OTLP, IPFIX spool in subdirectories kafka, otlp, ipfix
 max_bytes = 1073741824       # past it the oldest chunks are dropped (and counted)
 
 [journal]
@@ -170,6 +180,10 @@ level = "info"               # a level, or directives such as "info,flow_sink=de
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    #[serde(default)]
+    otlp: crate::exports::OtlpSection,
+    #[serde(default)]
+    ipfix: crate::exports::IpfixSection,
     #[serde(default)]
     capture: CaptureSection,
     #[serde(default)]
@@ -407,6 +421,16 @@ fn path_for(args: &RunArgs) -> Option<PathBuf> {
     })
 }
 
+/// Sets `field` to `value` (from the file) when neither a flag nor its variable set
+/// the argument `id`.
+pub(crate) fn fill<T>(m: &ArgMatches, id: &str, field: &mut T, value: Option<T>) {
+    if defaulted(m, id)
+        && let Some(v) = value
+    {
+        *field = v;
+    }
+}
+
 /// Whether the argument `id` came from its built-in default (so a file may set it).
 fn defaulted(m: &ArgMatches, id: &str) -> bool {
     matches!(m.value_source(id), None | Some(ValueSource::DefaultValue))
@@ -472,6 +496,7 @@ fn apply(config: &mut RunConfig, file: FileConfig, m: &ArgMatches) -> anyhow::Re
         args.client_key,
         file.sink.client_key.map(Some)
     );
+    crate::exports::apply(&mut args.exports, file.otlp, file.ipfix, m);
     let k = &mut args.kafka;
     let f = file.kafka;
     set!("kafka_brokers", k.kafka_brokers, f.brokers.map(Some));
@@ -546,10 +571,14 @@ impl RunArgs {
         RetryPolicy::default().with_max_backoff(self.retry_max_backoff)
     }
 
-    /// Whether chunks go anywhere (a collector, Kafka, or both): then records are
-    /// batched, journaled and spooled; otherwise they are JSON lines on stdout.
+    /// Whether chunks go anywhere (a collector, Kafka, an OTLP endpoint, an IPFIX
+    /// collector): then records are batched, journaled and spooled; otherwise they are
+    /// JSON lines on stdout.
     pub fn sends_chunks(&self) -> bool {
-        self.collector.is_some() || self.kafka.kafka_brokers.is_some()
+        self.collector.is_some()
+            || self.kafka.kafka_brokers.is_some()
+            || self.exports.otlp_endpoint.is_some()
+            || self.exports.ipfix_collector.is_some()
     }
 
     /// Where the Kafka sink spools: the subdirectory `kafka` of the spool directory
@@ -802,12 +831,13 @@ fn validate(config: &RunConfig) -> anyhow::Result<()> {
         );
     }
     args.kafka.target()?;
+    args.exports.targets()?;
     Ok(())
 }
 
 /// A value for an error message: quoted and escaped (no control character reaches the
 /// terminal), and cut after 64 characters.
-fn shown(value: &str) -> String {
+pub(crate) fn shown(value: &str) -> String {
     const SHOWN: usize = 64;
     match value.char_indices().nth(SHOWN) {
         Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),

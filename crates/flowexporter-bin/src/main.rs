@@ -3,6 +3,7 @@
 mod check;
 mod cli;
 mod config;
+mod exports;
 mod generate;
 mod identity;
 mod logging;

@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Mutex};
 
 use async_trait::async_trait;
 use flow_batch::{Chunk, wire::BatchId};
-use flow_sink::{Accepted, CollectorSink, FlowSink, KafkaSink, SinkError};
+use flow_sink::{Accepted, CollectorSink, FlowSink, IpfixSink, KafkaSink, OtlpSink, SinkError};
 use futures::future::join_all;
 
 /// The sinks a `run` sends chunks to (at least one of them, or there is no
@@ -18,6 +18,10 @@ pub struct Sinks {
     pub collector: Option<CollectorSink>,
     /// `--kafka-brokers`.
     pub kafka: Option<KafkaSink>,
+    /// `--otlp-endpoint`.
+    pub otlp: Option<OtlpSink>,
+    /// `--ipfix-collector`.
+    pub ipfix: Option<IpfixSink>,
 }
 
 /// The sinks of a `run` that sends chunks.
@@ -119,6 +123,16 @@ impl Outputs {
         self.sinks.kafka.as_ref()
     }
 
+    /// The OTLP sink, if records go to an OTLP endpoint.
+    pub fn otlp(&self) -> Option<&OtlpSink> {
+        self.sinks.otlp.as_ref()
+    }
+
+    /// The IPFIX sink, if records go to an IPFIX collector.
+    pub fn ipfix(&self) -> Option<&IpfixSink> {
+        self.sinks.ipfix.as_ref()
+    }
+
     /// Where chunks go, each sink by its name and destination, for the log line at
     /// start.
     pub fn destinations(&self) -> Vec<String> {
@@ -129,15 +143,23 @@ impl Outputs {
         if let Some(k) = self.kafka() {
             out.push(format!("kafka {}", k.destination()));
         }
+        if let Some(o) = self.otlp() {
+            out.push(format!("otlp {}", o.destination()));
+        }
+        if let Some(i) = self.ipfix() {
+            out.push(format!("ipfix {}", i.destination()));
+        }
         out
     }
 
     /// The sinks, each with its bit, the collector first.
     fn members(&self) -> Vec<(Members, &dyn FlowSink)> {
         let s = &self.sinks;
-        let all: [Option<&dyn FlowSink>; 2] = [
+        let all: [Option<&dyn FlowSink>; 4] = [
             s.collector.as_ref().map(|c| c as &dyn FlowSink),
             s.kafka.as_ref().map(|k| k as &dyn FlowSink),
+            s.otlp.as_ref().map(|o| o as &dyn FlowSink),
+            s.ipfix.as_ref().map(|i| i as &dyn FlowSink),
         ];
         all.into_iter()
             .enumerate()

@@ -7,18 +7,19 @@
 //! loaded, an error says why and the configuration in force stays as it was, whole.
 //! Otherwise every key of [`LIVE`] takes effect at once (the collector's TLS files are
 //! read again even when their paths did not change: this is how rotated certificates
-//! are picked up; `sink.retry_max_backoff` applies to the Kafka sink too); a changed
+//! are picked up, and so are the OTLP endpoint's, `otlp.ca`; `sink.retry_max_backoff`
+//! applies to the Kafka, OTLP and IPFIX sinks too); a changed
 //! key of any other kind (every `kafka.*` key among them) is logged as needing a
 //! restart and keeps its value in force until then.
 
 use clap::ArgMatches;
 use flow_identity::ReloadableResolver;
-use flow_sink::{CollectorSink, KafkaSink};
 
 use crate::{
     cli::CertField,
     config::{self, RunConfig},
     logging::LogControl,
+    outputs::Outputs,
 };
 
 /// Reloads by result, for the metrics.
@@ -35,7 +36,7 @@ pub struct ReloadCounters {
 type Apply = fn(&mut RunConfig, &RunConfig);
 
 /// The keys a SIGHUP applies at once, and how each is taken over.
-pub const LIVE: [(&str, Apply); 7] = [
+pub const LIVE: [(&str, Apply); 8] = [
     ("identity.certificate", |to, from| {
         to.args.capture.identity_cert = from.args.capture.identity_cert.clone()
     }),
@@ -44,6 +45,9 @@ pub const LIVE: [(&str, Apply); 7] = [
     }),
     ("sink.retry_max_backoff", |to, from| {
         to.args.retry_max_backoff = from.args.retry_max_backoff
+    }),
+    ("otlp.ca", |to, from| {
+        to.args.exports.otlp_ca = from.args.exports.otlp_ca.clone()
     }),
     ("sink.collector_ca", |to, from| {
         to.args.collector_ca = from.args.collector_ca.clone()
@@ -94,12 +98,9 @@ impl Reloader {
     /// Reads the configuration again and applies it to `identity`, `sink` (when
     /// sending to a collector), `kafka` (when producing to Kafka: its retry policy)
     /// and the log filter; see the [module docs](self).
-    pub fn reload(
-        &mut self,
-        identity: &mut ReloadableResolver,
-        sink: Option<&CollectorSink>,
-        kafka: Option<&KafkaSink>,
-    ) {
+    pub fn reload(&mut self, identity: &mut ReloadableResolver, outputs: Option<&Outputs>) {
+        let sink = outputs.and_then(Outputs::collector);
+        let kafka = outputs.and_then(Outputs::kafka);
         let read = match config::load(&self.matches, self.in_force.file.as_deref()) {
             Ok(read) => read,
             Err(e) => return self.refuse(&format!("{e:#}")),
@@ -116,6 +117,19 @@ impl Reloader {
         {
             let e = anyhow::Error::from(e);
             return self.refuse(&format!("Kafka retry policy: {e:#}"));
+        }
+        if let Some(otlp) = outputs.and_then(Outputs::otlp)
+            && let Err(e) =
+                otlp.reconfigure(&read.args.exports.otlp_tls(), read.args.retry_policy())
+        {
+            let e = anyhow::Error::from(e);
+            return self.refuse(&format!("OTLP TLS material: {e:#}"));
+        }
+        if let Some(ipfix) = outputs.and_then(Outputs::ipfix)
+            && let Err(e) = ipfix.set_retry_policy(read.args.retry_policy())
+        {
+            let e = anyhow::Error::from(e);
+            return self.refuse(&format!("IPFIX retry policy: {e:#}"));
         }
         let before = settings(&self.in_force);
         let after = settings(&read);
@@ -247,6 +261,22 @@ fn settings(c: &RunConfig) -> Vec<(&'static str, String)> {
             "kafka.compression",
             format!("{:?}", a.kafka.kafka_compression),
         ),
+        ("otlp.endpoint", text(a.exports.otlp_endpoint.as_deref())),
+        // Names only: header values may be secrets.
+        ("otlp.headers", a.exports.otlp_header_names()),
+        (
+            "otlp.compression",
+            format!("{:?}", a.exports.otlp_compression).to_lowercase(),
+        ),
+        ("otlp.ca", path(a.exports.otlp_ca.as_deref())),
+        (
+            "ipfix.collector",
+            text(a.exports.ipfix_collector.as_deref()),
+        ),
+        (
+            "ipfix.enterprise_number",
+            a.exports.ipfix_enterprise_number.to_string(),
+        ),
         ("spool.dir", path(Some(&a.spool_dir))),
         ("spool.max_bytes", a.spool_max_bytes.to_string()),
         ("journal.dir", path(Some(&a.journal_dir))),
@@ -328,6 +358,7 @@ mod tests {
         read.args.collector_ca = Some("/ca.pem".into());
         read.args.client_cert = Some("/cl.pem".into());
         read.args.client_key = Some("/cl.key".into());
+        read.args.exports.otlp_ca = Some("/otlp-ca.pem".into());
         read.log_level = "debug".into();
         let (was, now) = (settings(&base), settings(&read));
         for (key, apply) in LIVE {

@@ -18,8 +18,8 @@ use anyhow::Context;
 use flow_batch::wire::InstanceId;
 use flow_identity::ReloadableResolver;
 use flow_sink::{
-    CollectorConfig, CollectorSink, FlowSink, KafkaSink, KafkaSinkConfig, SpoolConfig,
-    TerminalFormat, TerminalSink,
+    CollectorConfig, CollectorSink, FlowSink, IpfixSink, KafkaSink, KafkaSinkConfig, OtlpSink,
+    SpoolConfig, TerminalFormat, TerminalSink,
 };
 use flowexporter::{CaptureSource, Exporter, ExporterBuilder, JournalConfig, Shipping, View};
 use tokio::signal::unix::{SignalKind, signal};
@@ -27,6 +27,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     cli::RunArgs,
     config::KafkaTarget,
+    exports::{self, Targets},
     metrics::{self, Metrics, Snapshot},
     outputs::{Outputs, Sinks},
     privileges,
@@ -49,6 +50,7 @@ pub fn run(reloader: Reloader) -> anyhow::Result<()> {
     // Kafka password file that cannot be read (it is read once, as root).
     let user = args.user.as_deref().map(ServiceUser::lookup).transpose()?;
     let kafka = args.kafka.target()?;
+    let exports = args.exports.targets()?;
     // Load and attach while this is the only thread, then give up root before the
     // runtime starts any other thread.
     let (capture, resolver) = setup::capture_and_identity(&args.capture, Some(args.window))?;
@@ -68,7 +70,7 @@ pub fn run(reloader: Reloader) -> anyhow::Result<()> {
         let host = host_id(&args);
         // A new instance per start: batch IDs (host, instance, sequence) never repeat.
         let instance = InstanceId::random();
-        match outputs(&args, kafka, &host, instance)? {
+        match outputs(&args, kafka, exports, &host, instance)? {
             Some(sink) => {
                 let builder = Exporter::builder()
                     .host_id(host)
@@ -114,11 +116,13 @@ pub fn run(reloader: Reloader) -> anyhow::Result<()> {
 }
 
 /// The sinks chunks go to: the collector sink (`--collector`), the Kafka sink
-/// (`--kafka-brokers`, spooling in the spool directory's `kafka`), or both; `None`
-/// without either. Each is flushed for at most [`SHUTDOWN_FLUSH`] when stopping.
+/// (`--kafka-brokers`, spooling in the spool directory's `kafka`), the OTLP and IPFIX
+/// sinks (in `otlp` and `ipfix`), or several; `None` without any. Each is flushed for
+/// at most [`SHUTDOWN_FLUSH`] when stopping.
 fn outputs(
     args: &RunArgs,
     kafka: Option<KafkaTarget>,
+    exports: Targets,
     host: &str,
     instance: InstanceId,
 ) -> anyhow::Result<Option<Outputs>> {
@@ -140,14 +144,29 @@ fn outputs(
         Some(KafkaTarget { settings, topic }) => {
             let config = KafkaSinkConfig::new(settings, topic, host, instance)
                 .with_spool_dir(args.kafka_spool_dir())
-                .with_spool(spool)
+                .with_spool(spool.clone())
                 .with_retry(args.retry_policy())
                 .with_flush_timeout(SHUTDOWN_FLUSH);
             Some(KafkaSink::start(config).context("starting the Kafka sink")?)
         }
         None => None,
     };
-    Ok(Outputs::new(Sinks { collector, kafka }))
+    let common = exports::Common {
+        host,
+        instance,
+        spool_dir: &args.spool_dir,
+        spool,
+        retry: args.retry_policy(),
+        flush_timeout: SHUTDOWN_FLUSH,
+    };
+    let otlp = exports::otlp_sink(&args.exports, exports.otlp, &common)?;
+    let ipfix = exports::ipfix_sink(&args.exports, exports.ipfix, &common)?;
+    Ok(Outputs::new(Sinks {
+        collector,
+        kafka,
+        otlp,
+        ipfix,
+    }))
 }
 
 /// Hands the spool and journal directories (when sending chunks: the Kafka sink's
@@ -177,28 +196,19 @@ const METRICS_EVERY: Duration = Duration::from_secs(1);
 
 /// The sinks `run` wires, as a SIGHUP reload and the metrics see them.
 trait RunSink: FlowSink + 'static {
-    /// The collector sink, whose TLS and retry settings a reload may change.
-    fn collector(&self) -> Option<&CollectorSink>;
-    /// The Kafka sink, whose retry policy a reload may change.
-    fn kafka(&self) -> Option<&KafkaSink>;
+    /// The sinks chunks go to (whose TLS and retry settings a reload may change),
+    /// unless records are JSON lines on stdout.
+    fn outputs(&self) -> Option<&Outputs>;
 }
 
 impl RunSink for Outputs {
-    fn collector(&self) -> Option<&CollectorSink> {
-        Outputs::collector(self)
-    }
-
-    fn kafka(&self) -> Option<&KafkaSink> {
-        Outputs::kafka(self)
+    fn outputs(&self) -> Option<&Outputs> {
+        Some(self)
     }
 }
 
 impl RunSink for TerminalSink {
-    fn collector(&self) -> Option<&CollectorSink> {
-        None
-    }
-
-    fn kafka(&self) -> Option<&KafkaSink> {
+    fn outputs(&self) -> Option<&Outputs> {
         None
     }
 }
@@ -240,7 +250,7 @@ async fn run_pipeline<K: RunSink, F: Future<Output = ()> + Send + 'static>(
         while hangup.recv().await.is_some() {
             let reloader = reloader.clone();
             let applied = handle.reload(move |resolver: &mut ReloadableResolver, sink: &K| {
-                lock(&reloader).reload(resolver, sink.collector(), sink.kafka())
+                lock(&reloader).reload(resolver, sink.outputs())
             });
             if !applied {
                 break;
@@ -276,14 +286,19 @@ fn snapshot<K: RunSink>(
     view: &View<'_, CaptureSource, ReloadableResolver, K>,
     reloads: crate::reload::ReloadCounters,
 ) -> Snapshot {
+    let outputs = view.sink.outputs();
     let mut s = Snapshot {
         reader: view.source.reader_counters(),
         identity: view.resolver.counters(),
         reloads,
         batch: Some(view.batch),
         pipeline: view.pipeline,
-        sink: view.sink.collector().map(CollectorSink::counters),
-        kafka: view.sink.kafka().map(KafkaSink::counters),
+        sink: outputs
+            .and_then(Outputs::collector)
+            .map(CollectorSink::counters),
+        kafka: outputs.and_then(Outputs::kafka).map(KafkaSink::counters),
+        otlp: outputs.and_then(Outputs::otlp).map(OtlpSink::counters),
+        ipfix: outputs.and_then(Outputs::ipfix).map(IpfixSink::counters),
         journal: view.journal,
         ..Snapshot::default()
     };

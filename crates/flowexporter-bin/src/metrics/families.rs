@@ -7,7 +7,10 @@ use std::{collections::HashMap, sync::atomic::AtomicU64};
 
 use flow_batch::BatchCounters;
 use flow_http::ConnectionStats;
-use flow_sink::{CollectorCounters, KafkaCounters, SpoolCounters, kafka_sink::ErrorKind};
+use flow_sink::{
+    CollectorCounters, IpfixCounters, KafkaCounters, OtlpCounters, SpoolCounters,
+    kafka_sink::ErrorKind,
+};
 use flowexporter::JournalCounters;
 use prometheus_client::{
     encoding::text,
@@ -75,27 +78,63 @@ fn kafka(s: &Snapshot) -> Option<&KafkaCounters> {
 fn kafka_spool(s: &Snapshot) -> Option<&SpoolCounters> {
     s.kafka.as_ref().and_then(|k| k.spool.as_ref())
 }
-/// `read` summed over every sink's spool (the collector's and Kafka's); `None` without
-/// a spool.
+fn otlp(s: &Snapshot) -> Option<&OtlpCounters> {
+    s.otlp.as_ref()
+}
+fn otlp_spool(s: &Snapshot) -> Option<&SpoolCounters> {
+    s.otlp.as_ref().and_then(|o| o.spool.as_ref())
+}
+fn ipfix(s: &Snapshot) -> Option<&IpfixCounters> {
+    s.ipfix.as_ref()
+}
+fn ipfix_spool(s: &Snapshot) -> Option<&SpoolCounters> {
+    s.ipfix.as_ref().and_then(|i| i.spool.as_ref())
+}
+
+/// What every sink counts alike (each runs the collector sink's spool and memory
+/// queue).
+struct Shared {
+    records_dropped_memory: u64,
+    records_lost_spool_reported: u64,
+    records_lost_spool_unreported: u64,
+    records_lost_spool_forgotten: u64,
+}
+
+/// [`Shared`] from each kind of sink's counters (their fields have the same names).
+macro_rules! shared {
+    ($c:expr) => {
+        Shared {
+            records_dropped_memory: $c.records_dropped_memory,
+            records_lost_spool_reported: $c.records_lost_spool_reported,
+            records_lost_spool_unreported: $c.records_lost_spool_unreported,
+            records_lost_spool_forgotten: $c.records_lost_spool_forgotten,
+        }
+    };
+}
+
+/// Every sink's [`Shared`] counters.
+fn sinks(s: &Snapshot) -> Vec<Shared> {
+    let mut out = Vec::with_capacity(4);
+    out.extend(s.sink.as_ref().map(|c| shared!(c)));
+    out.extend(s.kafka.as_ref().map(|k| shared!(k)));
+    out.extend(s.otlp.as_ref().map(|o| shared!(o)));
+    out.extend(s.ipfix.as_ref().map(|i| shared!(i)));
+    out
+}
+
+/// `read` summed over every sink's spool (the collector's, Kafka's, OTLP's, IPFIX's);
+/// `None` without a spool.
 fn spools(s: &Snapshot, read: fn(&SpoolCounters) -> u64) -> Option<u64> {
     let collector = s.sink.as_ref().and_then(|c| c.spool.as_ref());
-    [collector, kafka_spool(s)]
+    [collector, kafka_spool(s), otlp_spool(s), ipfix_spool(s)]
         .into_iter()
         .flatten()
         .map(read)
         .reduce(|a, b| a.saturating_add(b))
 }
-/// `collector` of the collector sink plus `kafka` of the Kafka sink; `None` without
-/// either.
-fn both(
-    s: &Snapshot,
-    collector: fn(&CollectorCounters) -> u64,
-    kafka: fn(&KafkaCounters) -> u64,
-) -> Option<u64> {
-    match (s.sink.as_ref(), s.kafka.as_ref()) {
-        (None, None) => None,
-        (c, k) => Some(c.map_or(0, collector).saturating_add(k.map_or(0, kafka))),
-    }
+/// `read` summed over every sink; `None` without one.
+fn all_sinks(s: &Snapshot, read: fn(&Shared) -> u64) -> Option<u64> {
+    sinks(s).iter().map(read).reduce(|a, b| a.saturating_add(b))
 }
 fn journal(s: &Snapshot) -> Option<&JournalCounters> {
     s.journal.as_ref()
@@ -118,7 +157,9 @@ pub(super) static SNAPSHOT: &[FamilyDef<Snapshot>] = families! { Snapshot;
         [reason = "unsent_at_stop", intentional = "false"] => |s| Some(s.pipeline.records_unsent_at_stop),
         [reason = "rejected_by_collector", intentional = "false"] => |s| sink(s).map(|c| c.records_rejected),
         [reason = "rejected_by_kafka", intentional = "false"] => |s| kafka(s).map(|k| k.records_rejected),
-        [reason = "memory_queue_full", intentional = "true"] => |s| both(s, |c| c.records_dropped_memory, |k| k.records_dropped_memory),
+        [reason = "rejected_by_otlp", intentional = "false"] => |s| otlp(s).map(|o| o.records_rejected),
+        [reason = "rejected_by_ipfix", intentional = "false"] => |s| ipfix(s).map(|i| i.records_rejected),
+        [reason = "memory_queue_full", intentional = "true"] => |s| all_sinks(s, |c| c.records_dropped_memory),
         [reason = "spool_full", intentional = "true"] => |s| spools(s, |p| p.records_dropped_full),
         [reason = "disk_full", intentional = "true"] => |s| spools(s, |p| p.records_dropped_no_space),
     }
@@ -253,7 +294,72 @@ pub(super) static SNAPSHOT: &[FamilyDef<Snapshot>] = families! { Snapshot;
     Gauge "flowexporter_kafka_spool_bytes" "Bytes waiting in the Kafka spool (also counted in flowexporter_spool_bytes)." {
         [] => |s| kafka_spool(s).map(|p| p.bytes),
     }
-    Gauge "flowexporter_spool_files" "Chunks waiting in the spool (every sink's: the collector's and Kafka's)." {
+    Counter "flowexporter_otlp_requests_total" "Export requests sent to the OTLP endpoint (one per chunk and attempt)." {
+        [] => |s| otlp(s).map(|o| o.requests),
+    }
+    Counter "flowexporter_otlp_sent_chunks_total" "Chunks the OTLP endpoint took (a 2xx)." {
+        [] => |s| otlp(s).map(|o| o.chunks_sent),
+    }
+    Counter "flowexporter_otlp_sent_log_records_total" "Log records (one per flow record) in the requests the OTLP endpoint took." {
+        [] => |s| otlp(s).map(|o| o.log_records_sent),
+    }
+    Counter "flowexporter_otlp_sent_bytes_total" "Bytes of the request bodies the OTLP endpoint took (as sent: compressed)." {
+        [] => |s| otlp(s).map(|o| o.bytes_sent),
+    }
+    Counter "flowexporter_otlp_retries_total" "OTLP requests that failed and were tried again." {
+        [] => |s| otlp(s).map(|o| o.retries),
+    }
+    Counter "flowexporter_otlp_errors_total" "Failed OTLP requests, by kind: no answer, or a retriable status (429, 502, 503, 504)." {
+        [kind = "transport"] => |s| otlp(s).map(|o| o.transport_errors),
+        [kind = "retriable_status"] => |s| otlp(s).map(|o| o.retriable_statuses),
+    }
+    Counter "flowexporter_otlp_rejected_chunks_total" "Chunks the OTLP endpoint refused for good (a 4xx other than 429), kept in the OTLP spool's rejected/." {
+        [] => |s| otlp(s).map(|o| o.chunks_rejected),
+    }
+    Counter "flowexporter_otlp_receiver_rejected_log_records_total" "Log records the OTLP endpoint said it rejected in a partial success." {
+        [] => |s| otlp(s).map(|o| o.log_records_rejected_by_receiver),
+    }
+    Gauge "flowexporter_otlp_memory_chunks" "Chunks for the OTLP endpoint held in memory now." {
+        [] => |s| otlp(s).map(|o| o.memory_chunks),
+    }
+    Gauge "flowexporter_otlp_spool_files" "Chunks waiting in the OTLP spool (also counted in flowexporter_spool_files)." {
+        [] => |s| otlp_spool(s).map(|p| p.files),
+    }
+    Counter "flowexporter_ipfix_exported_records_total" "Records exported as IPFIX data records (UDP: sent; TCP: acknowledged by the collector's host)." {
+        [] => |s| ipfix(s).map(|i| i.records_exported),
+    }
+    Counter "flowexporter_ipfix_exported_chunks_total" "Chunks whose IPFIX messages all left." {
+        [] => |s| ipfix(s).map(|i| i.chunks_exported),
+    }
+    Counter "flowexporter_ipfix_messages_total" "IPFIX messages sent, template messages included." {
+        [] => |s| ipfix(s).map(|i| i.messages_sent),
+    }
+    Counter "flowexporter_ipfix_message_bytes_total" "Bytes of the IPFIX messages sent." {
+        [] => |s| ipfix(s).map(|i| i.message_bytes_sent),
+    }
+    Counter "flowexporter_ipfix_template_messages_total" "IPFIX template messages sent (each transport session's start, each UDP refresh)." {
+        [] => |s| ipfix(s).map(|i| i.template_messages_sent),
+    }
+    Counter "flowexporter_ipfix_sessions_total" "IPFIX transport sessions opened (UDP sockets, TCP connections)." {
+        [] => |s| ipfix(s).map(|i| i.sessions_opened),
+    }
+    Counter "flowexporter_ipfix_retries_total" "IPFIX export attempts that failed and were tried again." {
+        [] => |s| ipfix(s).map(|i| i.retries),
+    }
+    Counter "flowexporter_ipfix_failed_attempts_total" "IPFIX export attempts that failed, by kind: timed out (connect, write or acknowledgement) or other." {
+        [kind = "timeout"] => |s| ipfix(s).map(|i| i.timeouts),
+        [kind = "other"] => |s| ipfix(s).map(|i| i.failed_attempts.saturating_sub(i.timeouts)),
+    }
+    Counter "flowexporter_ipfix_rejected_chunks_total" "Chunks set aside for good by the IPFIX sink, in the IPFIX spool's rejected/." {
+        [] => |s| ipfix(s).map(|i| i.chunks_rejected),
+    }
+    Gauge "flowexporter_ipfix_memory_chunks" "Chunks for the IPFIX collector held in memory now." {
+        [] => |s| ipfix(s).map(|i| i.memory_chunks),
+    }
+    Gauge "flowexporter_ipfix_spool_files" "Chunks waiting in the IPFIX spool (also counted in flowexporter_spool_files)." {
+        [] => |s| ipfix_spool(s).map(|p| p.files),
+    }
+    Gauge "flowexporter_spool_files" "Chunks waiting in the spool (every sink's: the collector's, Kafka's, OTLP's, IPFIX's)." {
         [] => |s| spools(s, |p| p.files),
     }
     Gauge "flowexporter_spool_bytes" "Bytes waiting in the spool (every sink's)." {
@@ -330,9 +436,9 @@ pub(super) static SNAPSHOT: &[FamilyDef<Snapshot>] = families! { Snapshot;
         [] => |s| Some(s.pipeline.chunks_waiting),
     }
     Counter "flowexporter_spool_drops_in_completeness_total" "Records the sink dropped, by whether a window's completeness (lost_spool) reports them." {
-        [reported = "reported"] => |s| both(s, |c| c.records_lost_spool_reported, |k| k.records_lost_spool_reported),
-        [reported = "too_late"] => |s| both(s, |c| c.records_lost_spool_unreported, |k| k.records_lost_spool_unreported),
-        [reported = "forgotten"] => |s| both(s, |c| c.records_lost_spool_forgotten, |k| k.records_lost_spool_forgotten),
+        [reported = "reported"] => |s| all_sinks(s, |c| c.records_lost_spool_reported),
+        [reported = "too_late"] => |s| all_sinks(s, |c| c.records_lost_spool_unreported),
+        [reported = "forgotten"] => |s| all_sinks(s, |c| c.records_lost_spool_forgotten),
     }
     Counter "flowexporter_closes_seen_total" "TCP closes the kernel program saw (each became a record or a counted loss)." {
         [] => |s| Some(s.kernel.closes_seen),

@@ -17,7 +17,7 @@ use flow_batch::BatchCounters;
 use flow_capture::{CaptureCounters, ProgramStats, ReaderCounters};
 use flow_http::ConnectionStats;
 use flow_identity::IdentityCounters;
-use flow_sink::{CollectorCounters, KafkaCounters};
+use flow_sink::{CollectorCounters, IpfixCounters, KafkaCounters, OtlpCounters};
 use flowexporter::{JournalCounters, PipelineCounters};
 
 pub use serve::serve;
@@ -44,6 +44,10 @@ pub struct Snapshot {
     pub sink: Option<CollectorCounters>,
     /// The Kafka sink and its spool (with `--kafka-brokers`).
     pub kafka: Option<KafkaCounters>,
+    /// The OTLP sink and its spool (with `--otlp-endpoint`).
+    pub otlp: Option<OtlpCounters>,
+    /// The IPFIX sink and its spool (with `--ipfix-collector`).
+    pub ipfix: Option<IpfixCounters>,
     /// The record journal (collector mode).
     pub journal: Option<JournalCounters>,
     /// SIGHUP reloads of the configuration.
