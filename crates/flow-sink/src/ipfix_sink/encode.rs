@@ -451,3 +451,59 @@ pub fn export_time_now() -> u32 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as u32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// At the smallest message size, the templates and the options record with the
+    /// longest host a frame carries fit (in two messages at most), and so does a
+    /// record with every string at its longest.
+    #[test]
+    fn the_smallest_message_size_holds_the_templates_and_the_longest_record() {
+        let encoder = IpfixEncoder::new(32473, MIN_MESSAGE_BYTES).expect("encoder");
+        let host = "h".repeat(flow_batch::wire::MAX_HOST_LEN);
+        let mut out = Messages::new();
+        assert_eq!(encoder.encode_templates(7, &host, 0, 0, &mut out), 1);
+        assert!(out.len() <= 2);
+        assert!(
+            out.iter().all(|m| m.len() <= MIN_MESSAGE_BYTES),
+            "{:?}",
+            out.iter().map(<[u8]>::len).collect::<Vec<_>>()
+        );
+        let record = flow_record::FlowRecord {
+            local: "[2001:db8::1]:1".parse().expect("addr"),
+            remote: "[2001:db8::2]:2".parse().expect("addr"),
+            direction: Direction::Outbound,
+            t_start: Some(UNIX_EPOCH),
+            t_end: UNIX_EPOCH,
+            close_state: flow_record::TcpState(1),
+            close_reason: flow_record::CloseReason::Error(u32::MAX),
+            stats: flow_record::SocketStats::default(),
+            local_workload_id: Some(
+                flow_record::WorkloadId::new("w".repeat(64)).expect("workload"),
+            ),
+            identity_source: flow_record::IdentitySource::ConnectMap,
+            incomplete: true,
+            record_kind: RecordKind::Final,
+            flow_id: Some(FlowId {
+                boot_id: [0xff; 16],
+                cookie: u64::MAX,
+            }),
+            process: Some(flow_record::ProcessInfo::from_comm_bytes(1, &[0xff; 16], 1)),
+        };
+        let records = vec![record; 10];
+        out.clear();
+        let taken = encoder.encode_message(&records, 7, 0, 0, &mut out);
+        assert!(taken >= 2, "{taken}");
+        assert!(out.as_bytes().len() <= MIN_MESSAGE_BYTES);
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(IpfixEncoder::new(32473, MIN_MESSAGE_BYTES - 1).is_err());
+        assert!(IpfixEncoder::new(32473, MAX_MESSAGE_LEN + 1).is_err());
+        assert!(IpfixEncoder::new(0, 1400).is_err());
+        assert!(IpfixEncoder::new(29305, 1400).is_err());
+    }
+}
