@@ -1,4 +1,7 @@
-use flow_sink::{CollectorCounters, KafkaCounters, SpoolCounters, kafka_sink::ErrorKind};
+use flow_sink::{
+    CollectorCounters, IpfixCounters, KafkaCounters, OtlpCounters, SpoolCounters,
+    kafka_sink::ErrorKind,
+};
 use flowexporter::JournalCounters;
 
 use super::{Metrics, Snapshot, families};
@@ -179,6 +182,83 @@ fn the_kafka_sink_has_its_families_and_drops_add_up_over_both_sinks() {
     assert!(text.contains("flowexporter_spool_files 3\n"), "{text}");
     assert!(!text.contains("flowexporter_chunks_sent"), "{text}");
     assert!(!text.contains("rejected_by_collector"), "{text}");
+}
+
+#[test]
+fn the_otlp_and_ipfix_sinks_have_their_families_and_join_the_shared_ones() {
+    let mut otlp_spool = SpoolCounters::default();
+    otlp_spool.files = 4;
+    otlp_spool.records_dropped_full = 5;
+    let mut otlp = OtlpCounters::default();
+    otlp.requests = 9;
+    otlp.chunks_sent = 8;
+    otlp.log_records_sent = 80;
+    otlp.bytes_sent = 9_600;
+    otlp.retries = 1;
+    otlp.transport_errors = 1;
+    otlp.retriable_statuses = 2;
+    otlp.chunks_rejected = 1;
+    otlp.records_rejected = 7;
+    otlp.log_records_rejected_by_receiver = 3;
+    otlp.records_dropped_memory = 4;
+    otlp.spool = Some(otlp_spool);
+    let mut ipfix_spool = SpoolCounters::default();
+    ipfix_spool.files = 1;
+    ipfix_spool.records_dropped_full = 6;
+    let mut ipfix = IpfixCounters::default();
+    ipfix.records_exported = 50;
+    ipfix.chunks_exported = 5;
+    ipfix.messages_sent = 12;
+    ipfix.message_bytes_sent = 12_000;
+    ipfix.template_messages_sent = 2;
+    ipfix.sessions_opened = 1;
+    ipfix.retries = 3;
+    ipfix.failed_attempts = 3;
+    ipfix.timeouts = 1;
+    ipfix.chunks_rejected = 1;
+    ipfix.records_rejected = 11;
+    ipfix.records_dropped_memory = 2;
+    ipfix.spool = Some(ipfix_spool);
+    let text = render(&Snapshot {
+        otlp: Some(otlp),
+        ipfix: Some(ipfix),
+        ..Snapshot::default()
+    });
+    for line in [
+        "flowexporter_otlp_requests_total 9",
+        "flowexporter_otlp_sent_chunks_total 8",
+        "flowexporter_otlp_sent_log_records_total 80",
+        "flowexporter_otlp_sent_bytes_total 9600",
+        "flowexporter_otlp_retries_total 1",
+        r#"flowexporter_otlp_errors_total{kind="transport"} 1"#,
+        r#"flowexporter_otlp_errors_total{kind="retriable_status"} 2"#,
+        "flowexporter_otlp_rejected_chunks_total 1",
+        "flowexporter_otlp_receiver_rejected_log_records_total 3",
+        "flowexporter_otlp_spool_files 4",
+        "flowexporter_ipfix_exported_records_total 50",
+        "flowexporter_ipfix_exported_chunks_total 5",
+        "flowexporter_ipfix_messages_total 12",
+        "flowexporter_ipfix_message_bytes_total 12000",
+        "flowexporter_ipfix_template_messages_total 2",
+        "flowexporter_ipfix_sessions_total 1",
+        "flowexporter_ipfix_retries_total 3",
+        r#"flowexporter_ipfix_failed_attempts_total{kind="timeout"} 1"#,
+        r#"flowexporter_ipfix_failed_attempts_total{kind="other"} 2"#,
+        "flowexporter_ipfix_rejected_chunks_total 1",
+        "flowexporter_ipfix_spool_files 1",
+        // The shared families sum over both.
+        "flowexporter_spool_files 5",
+        r#"flowexporter_records_dropped_total{reason="spool_full",intentional="true"} 11"#,
+        r#"flowexporter_records_dropped_total{reason="memory_queue_full",intentional="true"} 6"#,
+        r#"flowexporter_records_dropped_total{reason="rejected_by_otlp",intentional="false"} 7"#,
+        r#"flowexporter_records_dropped_total{reason="rejected_by_ipfix",intentional="false"} 11"#,
+    ] {
+        assert!(
+            text.contains(&format!("{line}\n")),
+            "{line} missing in:\n{text}"
+        );
+    }
+    assert!(!text.contains("rejected_by_kafka"), "{text}");
 }
 
 #[test]
