@@ -34,7 +34,7 @@ impl Receiver {
     /// Starts the receiver on `port`, answering its first requests as `plan` says
     /// (see receiver.py), writing what it decoded to `out`; waits until it listens.
     fn start(port: u16, out: &Path, plan: &str) -> Receiver {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp/receiver.py");
+        let script = flow_testkit::otlp::RECEIVER_SCRIPT;
         let mut child = Command::new(flow_testkit::python::binary())
             .arg(script)
             .args(["--port", &port.to_string(), "--out"])

@@ -18,6 +18,8 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::new_without_default)]
 
 pub mod kafka;
+pub mod nfdump;
+pub mod otlp;
 pub mod python;
 pub mod records;
 
