@@ -85,6 +85,7 @@ fn run_checks(args: &CheckArgs) -> Vec<Diagnostic> {
     if let Some(kafka) = kafka_topic(&args.kafka) {
         out.push(kafka);
     }
+    out.extend(crate::export_checks::diagnostics(&args.exports));
     out
 }
 

@@ -198,6 +198,11 @@ pub struct CheckArgs {
     /// answer, the topic exists, the credentials are accepted.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// The exports to check: the OTLP endpoint takes an empty logs request
+    /// (--otlp-endpoint), the IPFIX collector's name resolves and, over TCP, it
+    /// accepts a connection (--ipfix-collector).
+    #[command(flatten)]
+    pub exports: crate::exports::ExportArgs,
 }
 
 /// Where `run` produces chunks to Kafka (beside, or instead of, a collector), and how

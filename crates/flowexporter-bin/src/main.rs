@@ -3,6 +3,7 @@
 mod check;
 mod cli;
 mod config;
+mod export_checks;
 mod exports;
 mod generate;
 mod identity;

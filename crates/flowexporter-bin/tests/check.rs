@@ -298,3 +298,71 @@ fn without_privileges_it_fails_with_what_to_do() {
         "{text}"
     );
 }
+
+#[test]
+fn the_exports_are_probed_an_otlp_endpoint_and_an_ipfix_collector() {
+    let s = Scratch::new("exports");
+    let pins = path_arg(&s.pins);
+    let port = flow_testkit::free_port();
+    let receiver = flow_testkit::otlp::Receiver::start(port, &s.tmp.join("otlp.jsonl"), "");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let open = listener.local_addr().expect("addr").port();
+    let closed = flow_testkit::free_port();
+    let otlp = format!("http://127.0.0.1:{port}");
+    let tcp = format!("tcp://127.0.0.1:{open}");
+    let (out, text) = check(
+        Path::new(BIN),
+        &[
+            "--pin-dir",
+            &pins,
+            "--otlp-endpoint",
+            &otlp,
+            "--otlp-header",
+            "x-probe=1",
+            "--ipfix-collector",
+            &tcp,
+        ],
+    );
+    assert!(out.status.success(), "{text}");
+    let (status, detail) = row(&out.stdout, "otlp endpoint");
+    assert_eq!(status, "pass", "{text}");
+    assert!(detail.contains(&format!("{otlp}/v1/logs")), "{text}");
+    // The receiver decoded the probe: an empty request, with the header.
+    let probes = receiver.requests();
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    assert_eq!(probes[0]["headers"]["x-probe"], "1");
+    assert_eq!(flow_testkit::otlp::log_records(&probes[0]).len(), 0);
+    assert_eq!(row(&out.stdout, "ipfix collector").0, "pass", "{text}");
+    drop(receiver);
+
+    // Nothing listens: both fail, saying where.
+    let otlp = format!("http://127.0.0.1:{closed}");
+    let tcp = format!("tcp://127.0.0.1:{closed}");
+    let (out, text) = check(
+        Path::new(BIN),
+        &[
+            "--pin-dir",
+            &pins,
+            "--otlp-endpoint",
+            &otlp,
+            "--ipfix-collector",
+            &tcp,
+        ],
+    );
+    assert!(!out.status.success(), "{text}");
+    let (status, detail) = row(&out.stdout, "otlp endpoint");
+    assert_eq!(status, "fail", "{text}");
+    assert!(detail.contains("no answer"), "{text}");
+    let (status, detail) = row(&out.stdout, "ipfix collector");
+    assert_eq!(status, "fail", "{text}");
+    assert!(detail.contains(&format!("127.0.0.1:{closed}")), "{text}");
+    // UDP cannot be probed: the name resolves, and the row says what it cannot know.
+    let udp = format!("udp://127.0.0.1:{closed}");
+    let (out, text) = check(
+        Path::new(BIN),
+        &["--pin-dir", &pins, "--ipfix-collector", &udp],
+    );
+    let (status, detail) = row(&out.stdout, "ipfix collector");
+    assert_eq!(status, "pass", "{text}");
+    assert!(detail.contains("over UDP nothing answers"), "{text}");
+}

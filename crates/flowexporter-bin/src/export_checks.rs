@@ -1,0 +1,142 @@
+//! `flowexporter check`'s rows for the standard exports: with `--otlp-endpoint`, the
+//! endpoint takes an (empty) OTLP logs request; with `--ipfix-collector`, the
+//! collector's name resolves and, over TCP, it accepts a connection.
+
+use std::{net::ToSocketAddrs, time::Duration};
+
+use flow_capture::preflight::{Diagnostic, Status};
+use flow_sink::{IpfixCollector, IpfixProtocol, error_chain, otlp_sink::logs_url};
+
+use crate::exports::ExportArgs;
+
+/// Longest each probe takes.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The rows of the exports that are configured (none without).
+pub fn diagnostics(args: &ExportArgs) -> Vec<Diagnostic> {
+    let targets = match args.targets() {
+        Ok(targets) => targets,
+        Err(e) => {
+            return vec![Diagnostic::new("exports", Status::Fail, format!("{e:#}"))];
+        }
+    };
+    let mut out = Vec::new();
+    if let Some(otlp) = targets.otlp {
+        out.push(otlp_endpoint(args, &otlp.endpoint, &otlp.headers));
+    }
+    if let Some(collector) = targets.ipfix {
+        out.push(ipfix_collector(&collector));
+    }
+    out
+}
+
+/// POSTs an empty `ExportLogsServiceRequest` (zero bytes: a valid protobuf message with
+/// no log records, which OTLP receivers answer like any other) to the endpoint, with
+/// the configured headers and TLS: a 2xx passes.
+fn otlp_endpoint(args: &ExportArgs, endpoint: &str, headers: &[(String, String)]) -> Diagnostic {
+    const NAME: &str = "otlp endpoint";
+    let url = match logs_url(endpoint) {
+        Ok(url) => url,
+        Err(e) => return Diagnostic::new(NAME, Status::Fail, error_chain(&e)),
+    };
+    let probe = async {
+        let mut client = reqwest::Client::builder().timeout(PROBE_TIMEOUT);
+        if let Some(ca) = &args.otlp_ca {
+            let pem = flow_sink::state_dir::read_regular_file(ca, 1 << 20)
+                .map_err(|e| format!("reading {}: {}", ca.display(), error_chain(&e)))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{}: {}", ca.display(), error_chain(&e)))?;
+            for cert in certs {
+                client = client.add_root_certificate(cert);
+            }
+        }
+        let client = client.build().map_err(|e| error_chain(&e))?;
+        let mut request = client
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .body(Vec::new());
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let answer = request.send().await.map_err(|e| error_chain(&e))?;
+        Ok::<u16, String>(answer.status().as_u16())
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Diagnostic::new(NAME, Status::Fail, format!("no async runtime: {e}")),
+    };
+    match runtime.block_on(probe) {
+        Ok(status) if (200..300).contains(&status) => Diagnostic::new(
+            NAME,
+            Status::Pass,
+            format!("{url} took an empty logs request ({status})"),
+        ),
+        Ok(status) => Diagnostic::new(
+            NAME,
+            Status::Fail,
+            format!(
+                "{url} answered {status} to an empty logs request: check the URL (an OTLP/HTTP receiver, usually port 4318) and the headers (--otlp-header)"
+            ),
+        ),
+        Err(e) => Diagnostic::new(
+            NAME,
+            Status::Fail,
+            format!("{url}: no answer: {e} (records are spooled until it answers)"),
+        ),
+    }
+}
+
+/// Resolves the collector's name; over TCP, connects.
+fn ipfix_collector(collector: &IpfixCollector) -> Diagnostic {
+    const NAME: &str = "ipfix collector";
+    let shown = format!(
+        "{}://{}:{}",
+        collector.protocol.as_str(),
+        collector.host,
+        collector.port
+    );
+    let host = collector.host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<_> = match (host, collector.port).to_socket_addrs() {
+        Ok(addrs) => addrs.collect(),
+        Err(e) => {
+            return Diagnostic::new(
+                NAME,
+                Status::Fail,
+                format!("{shown}: name not resolved: {e}"),
+            );
+        }
+    };
+    let Some(first) = addrs.first() else {
+        return Diagnostic::new(
+            NAME,
+            Status::Fail,
+            format!("{shown}: the name has no address"),
+        );
+    };
+    match collector.protocol {
+        IpfixProtocol::Udp => Diagnostic::new(
+            NAME,
+            Status::Pass,
+            format!(
+                "{shown}: resolves to {first} (over UDP nothing answers: whether a collector listens shows in its own counters)"
+            ),
+        ),
+        IpfixProtocol::Tcp => match std::net::TcpStream::connect_timeout(first, PROBE_TIMEOUT) {
+            Ok(_) => Diagnostic::new(
+                NAME,
+                Status::Pass,
+                format!("{shown}: {first} accepts connections"),
+            ),
+            Err(e) => Diagnostic::new(
+                NAME,
+                Status::Fail,
+                format!(
+                    "{shown}: connecting to {first}: {e} (records are spooled until it accepts)"
+                ),
+            ),
+        },
+    }
+}
