@@ -2,7 +2,10 @@
 //! realistic records (IPv4 and IPv6, both directions, attributed or not, outbound
 //! ones with their process, every one with a flow ID): decoding the spooled frame,
 //! building the `ExportLogsServiceRequest` (protobuf) and gzipping it; and each step
-//! alone. Prints the request's bytes per record, gzipped and not.
+//! alone. Prints the request's bytes per record, gzipped and not. The build and the
+//! attempt are measured twice: as the sink does them (the hand-written encoder) and,
+//! as the baseline, with the prost messages it used before
+//! (`RequestEncoder::encode_reference`, the same bytes).
 //!
 //! `cargo bench -p flow-sink --features otlp --bench otlp`
 
@@ -130,6 +133,10 @@ fn otlp(c: &mut Criterion) {
     let encoder = RequestEncoder::new("0.1.0", Some("host-a.example".into()));
     let now = SystemTime::now();
     let plain = encoder.encode(&decoded, now);
+    assert!(
+        plain == encoder.encode_reference(&decoded, now),
+        "the request differs from the reference's"
+    );
     let gzipped = Compression::Gzip.apply(plain.clone()).expect("gzip");
     eprintln!(
         "OTLP request for {RECORDS} records: {} bytes ({:.1} per record) as protobuf, \
@@ -151,8 +158,25 @@ fn otlp(c: &mut Criterion) {
             black_box(Compression::Gzip.apply(body).expect("gzip"))
         })
     });
+    g.bench_function("attempt, reference (prost): decode + build + gzip", |b| {
+        b.iter(|| {
+            let decoded = decoder.decode(black_box(&frame)).expect("decode");
+            let body = encoder.encode_reference(&decoded, now);
+            black_box(Compression::Gzip.apply(body).expect("gzip"))
+        })
+    });
     g.bench_function("build (protobuf)", |b| {
         b.iter(|| black_box(encoder.encode(black_box(&decoded), now)))
+    });
+    let mut buffer = Vec::new();
+    g.bench_function("build (protobuf) into a reused buffer", |b| {
+        b.iter(|| {
+            encoder.encode_into(black_box(&decoded), now, &mut buffer);
+            black_box(buffer.len())
+        })
+    });
+    g.bench_function("build, reference (prost)", |b| {
+        b.iter(|| black_box(encoder.encode_reference(black_box(&decoded), now)))
     });
     g.bench_function("gzip", |b| {
         b.iter(|| {

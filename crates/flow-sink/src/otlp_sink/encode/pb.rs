@@ -112,23 +112,36 @@ pub enum Value<'a> {
     Bool(bool),
 }
 
-impl Value<'_> {
-    /// The `AnyValue` message's length.
-    #[inline]
-    fn any_len(self) -> usize {
-        1 + match self {
-            Value::Str(s) => varint_len(s.len() as u64) + s.len(),
-            Value::Int(v) => varint_len(v as u64),
-            Value::Bool(_) => 1,
+/// Appends one `KeyValue` of the repeated field `field_key`: `key`, and `value` as
+/// an `AnyValue` (its oneof always set, so a 0, `false` or `""` is still sent).
+///
+/// Inlined at every call, so that a constant key's lengths and copy are constants.
+#[inline(always)]
+pub fn attribute(buf: &mut Vec<u8>, field_key: u8, key: &str, value: Value<'_>) {
+    match value {
+        Value::Str(s) => {
+            let any_len = 1 + varint_len(s.len() as u64) + s.len();
+            kv_head(buf, field_key, key, any_len);
+            bytes(buf, self::key(1, LEN), s);
+        }
+        Value::Bool(b) => {
+            kv_head(buf, field_key, key, 2);
+            buf.extend_from_slice(&[self::key(2, VARINT), u8::from(b)]);
+        }
+        Value::Int(v) => {
+            // int64: a negative value is its two's complement, 10 bytes.
+            let v = v as u64;
+            kv_head(buf, field_key, key, 1 + varint_len(v));
+            buf.push(self::key(3, VARINT));
+            varint(buf, v);
         }
     }
 }
 
-/// Appends one `KeyValue` of the repeated field `field_key`: `key`, and `value` as
-/// an `AnyValue` (its oneof always set, so a 0, `false` or `""` is still sent).
-#[inline]
-pub fn attribute(buf: &mut Vec<u8>, field_key: u8, key: &str, value: Value<'_>) {
-    let any_len = value.any_len();
+/// A `KeyValue`'s key, length, key and `AnyValue`'s key and length: all of it but
+/// the value's own field.
+#[inline(always)]
+fn kv_head(buf: &mut Vec<u8>, field_key: u8, key: &str, any_len: usize) {
     let kv_len =
         1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any_len as u64) + any_len;
     buf.push(field_key);
@@ -136,18 +149,6 @@ pub fn attribute(buf: &mut Vec<u8>, field_key: u8, key: &str, value: Value<'_>) 
     bytes(buf, self::key(1, LEN), key.as_bytes());
     buf.push(self::key(2, LEN));
     varint(buf, any_len as u64);
-    match value {
-        Value::Str(s) => bytes(buf, self::key(1, LEN), s),
-        Value::Bool(b) => {
-            buf.push(self::key(2, VARINT));
-            buf.push(u8::from(b));
-        }
-        Value::Int(v) => {
-            buf.push(self::key(3, VARINT));
-            // int64: a negative value is its two's complement, 10 bytes.
-            varint(buf, v as u64);
-        }
-    }
 }
 
 /// Appends `v` in decimal.
