@@ -4,6 +4,11 @@
 //! decodes them with the official definitions (the integration tests do, with
 //! Python's `opentelemetry-proto`); fields left out here are simply never set, and
 //! the response's unknown fields are skipped on decoding, as protobuf allows.
+//!
+//! The sink reads its answers (`ExportLogsServiceResponse`) with them; its requests
+//! are written by hand (`encode.rs`), and the request messages here are what the
+//! tests and the bench build them from with prost, as the reference those bytes
+//! must equal ([`RequestEncoder::encode_reference`](super::RequestEncoder::encode_reference)).
 
 /// `collector/logs/v1/logs_service.proto`: `ExportLogsServiceRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
