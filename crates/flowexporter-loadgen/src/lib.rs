@@ -5,6 +5,8 @@
 //!   namespaces, with a payload, and reports what it achieved.
 //! - [`overhead`]: alternates rounds without (A) and with (B) the real exporter
 //!   process and reports the cost side by side.
+//! - [`receivers`]: minimal OTLP/HTTP and IPFIX (UDP, TCP) receivers on loopback for
+//!   the overhead runs' standard exports.
 //! - [`fleet`]: simulates a fleet of hosts and their exporters against the
 //!   collector's remote attribution, in simulated time, and checks every flow
 //!   against the truth.
@@ -27,3 +29,4 @@
 pub mod churn;
 pub mod fleet;
 pub mod overhead;
+pub mod receivers;

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use flowexporter_loadgen::{
     churn::{self, ChurnConfig, Family},
     fleet::{self, FleetConfig, config::Routing},
-    overhead::{self, OverheadConfig},
+    overhead::{self, Export, OverheadConfig},
 };
 
 /// Load generator and overhead runs for flowexporter. Needs root for namespaces and
@@ -32,6 +32,17 @@ enum Cmd {
         /// Scratch directory.
         #[arg(long, default_value = "/tmp/flowexporter-loadgen")]
         scratch: PathBuf,
+        /// Where round B's exporter sends: the reference collector (--collector), or
+        /// a minimal receiver on loopback of OTLP/HTTP logs (--otlp-endpoint) or of
+        /// IPFIX over UDP or TCP (--ipfix-collector).
+        #[arg(long, value_enum, default_value = "collector")]
+        export: ExportArg,
+        /// The exporter's batch window (--window). Given, the measured interval runs
+        /// until every record of the churn arrived at the collector or receiver
+        /// (decoded and counted there); without it the window is 60 s and the interval ends 1.5 s after the churn, before the
+        /// churn's chunks are made and sent (at the exporter's shutdown).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        window: Option<Duration>,
         #[command(flatten)]
         churn: ChurnArgs,
     },
@@ -178,6 +189,19 @@ enum RoutingArg {
     ByConnection,
 }
 
+/// Where the overhead run's exporter sends.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ExportArg {
+    /// The reference collector (HTTP chunks).
+    Collector,
+    /// OTLP/HTTP logs.
+    Otlp,
+    /// IPFIX over UDP.
+    IpfixUdp,
+    /// IPFIX over TCP.
+    IpfixTcp,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum FamilyArg {
     V4,
@@ -235,15 +259,25 @@ fn main() -> anyhow::Result<()> {
             exporter,
             rounds,
             scratch,
+            export,
+            window,
             churn,
         } => {
+            let export = match export {
+                ExportArg::Collector => Export::Collector,
+                ExportArg::Otlp => Export::Otlp,
+                ExportArg::IpfixUdp => Export::IpfixUdp,
+                ExportArg::IpfixTcp => Export::IpfixTcp,
+            };
             let rounds = overhead::run(&OverheadConfig {
                 exporter,
                 rounds,
                 churn: churn.config(),
                 scratch,
+                export,
+                window,
             })?;
-            print!("{}", overhead::table(&rounds));
+            print!("{}", overhead::table(&rounds, export));
         }
         Cmd::Fleet(args) => {
             let report = fleet::run(&args.config())?;
