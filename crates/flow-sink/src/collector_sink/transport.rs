@@ -17,6 +17,7 @@ pub(crate) enum Transport {
     #[cfg(feature = "kafka")]
     Kafka(Arc<crate::kafka_sink::produce::KafkaProducer>),
     /// A carrier of a sink module of its own (OTLP, IPFIX).
+    #[cfg_attr(not(any(feature = "otlp", feature = "ipfix")), allow(dead_code))]
     Carrier(Arc<dyn FrameCarrier>),
 }
 
@@ -73,6 +74,7 @@ pub(crate) enum Failure {
     Kafka(flow_kafka::KafkaError),
     /// A carrier's attempt failed (a connection refused or reset, a send that
     /// failed, ...).
+    #[cfg_attr(not(any(feature = "otlp", feature = "ipfix")), allow(dead_code))]
     Carrier {
         /// What was being done, for the error (`sending IPFIX messages`).
         what: &'static str,
@@ -121,6 +123,7 @@ pub(crate) enum Refusal {
     #[cfg(feature = "kafka")]
     Kafka(flow_kafka::KafkaError),
     /// A carrier refused it for good (a peer's answer that retrying cannot change).
+    #[cfg_attr(not(any(feature = "otlp", feature = "ipfix")), allow(dead_code))]
     Carrier {
         /// Why, as logged and kept next to the frame in `rejected/`.
         reason: String,
