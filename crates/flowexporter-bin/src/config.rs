@@ -149,7 +149,8 @@ compression = "none"         # frames are zstd already; or zstd, lz4, snappy, gz
 
 [otlp]
 # endpoint = "http://otel-collector.example:4318"   # every record as an OTLP log record
-# headers = { authorization = "Bearer TOKEN" }
+# headers = { x-tenant = "shop" }
+# headers_file = "/etc/flowexporter/otlp-headers"   # NAME=VALUE lines: credentials (mode 0640)
 compression = "gzip"         # or "none"
 # ca = "/etc/flowexporter/otlp-ca.pem"
 
@@ -159,7 +160,7 @@ enterprise_number = 32473    # of our own elements; RFC 5612's documentation num
 
 [spool]
 dir = "/var/lib/flowexporter/spool"   # Kafka, OTLP, IPFIX spool in subdirectories kafka, otlp, ipfix
-max_bytes = 1073741824       # past it the oldest chunks are dropped (and counted)
+max_bytes = 1073741824       # each sink's spool: past it the oldest chunks are dropped (and counted)
 
 [journal]
 dir = "/var/lib/flowexporter/journal"
@@ -965,6 +966,25 @@ mod tests {
         let file: FileConfig = toml::from_str(EXAMPLE).expect("the example is valid");
         assert_eq!(file.capture.ring_size, Some(4 << 20));
         assert_eq!(file.batch.window.as_deref(), Some("60s"));
+    }
+
+    #[test]
+    fn the_packaged_configuration_is_the_example_with_the_service_user() {
+        let packaged = include_str!("../../../packaging/deb/flowexporter/config.toml");
+        let body = packaged
+            .find("# flowexporter configuration (TOML).")
+            .map(|at| &packaged[at..])
+            .expect("the example's first line in the packaged file");
+        let want = EXAMPLE.replace(
+            "# user = \"flowexporter\"      # run as this user once the kernel program is loaded",
+            "user = \"flowexporter\"        # run as this user once the kernel program is loaded (created by the package)",
+        );
+        assert_eq!(
+            body, want,
+            "regenerate packaging/deb/flowexporter/config.toml from EXAMPLE"
+        );
+        let file: FileConfig = toml::from_str(packaged).expect("the packaged file is valid");
+        let _ = file;
     }
 
     #[test]

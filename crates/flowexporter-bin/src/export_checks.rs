@@ -1,6 +1,8 @@
 //! `flowexporter check`'s rows for the standard exports: with `--otlp-endpoint`, the
 //! endpoint takes an (empty) OTLP logs request; with `--ipfix-collector`, the
-//! collector's name resolves and, over TCP, it accepts a connection.
+//! collector's name resolves and, over TCP, it accepts a connection. A malformed
+//! setting fails; a receiver that does not answer is a warning (`run` spools until it
+//! does, and the packaged unit runs `check` before starting).
 
 use std::{net::ToSocketAddrs, time::Duration};
 
@@ -14,6 +16,14 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The rows of the exports that are configured (none without).
 pub fn diagnostics(args: &ExportArgs) -> Vec<Diagnostic> {
+    // `check` reads no configuration file; the headers' variable counts as for `run`.
+    let mut args = args.clone();
+    if args.otlp_headers.is_empty()
+        && let Ok(listed) = std::env::var(crate::otlp_headers::HEADERS_ENV)
+    {
+        args.otlp_headers = crate::otlp_headers::from_env(&listed);
+    }
+    let args = &args;
     let targets = match args.targets() {
         Ok(targets) => targets,
         Err(e) => {
@@ -74,16 +84,19 @@ fn otlp_endpoint(args: &ExportArgs, endpoint: &str, headers: &[(String, String)]
             Status::Pass,
             format!("{url} took an empty logs request ({status})"),
         ),
+        // Unreachable or refusing is a warning: `run` spools until the endpoint takes
+        // its requests, and a receiver down at boot must not keep the exporter (whose
+        // unit runs `check` first) from capturing.
         Ok(status) => Diagnostic::new(
             NAME,
-            Status::Fail,
+            Status::Warn,
             format!(
                 "{url} answered {status} to an empty logs request: check the URL (an OTLP/HTTP receiver, usually port 4318) and the headers (--otlp-header)"
             ),
         ),
         Err(e) => Diagnostic::new(
             NAME,
-            Status::Fail,
+            Status::Warn,
             format!("{url}: no answer: {e} (records are spooled until it answers)"),
         ),
     }
@@ -104,16 +117,16 @@ fn ipfix_collector(collector: &IpfixCollector) -> Diagnostic {
         Err(e) => {
             return Diagnostic::new(
                 NAME,
-                Status::Fail,
-                format!("{shown}: name not resolved: {e}"),
+                Status::Warn,
+                format!("{shown}: name not resolved: {e} (records are spooled until it resolves)"),
             );
         }
     };
     let Some(first) = addrs.first() else {
         return Diagnostic::new(
             NAME,
-            Status::Fail,
-            format!("{shown}: the name has no address"),
+            Status::Warn,
+            format!("{shown}: the name has no address (records are spooled until it has)"),
         );
     };
     match collector.protocol {
@@ -132,7 +145,7 @@ fn ipfix_collector(collector: &IpfixCollector) -> Diagnostic {
             ),
             Err(e) => Diagnostic::new(
                 NAME,
-                Status::Fail,
+                Status::Warn,
                 format!(
                     "{shown}: connecting to {first}: {e} (records are spooled until it accepts)"
                 ),

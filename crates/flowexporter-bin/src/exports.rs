@@ -15,7 +15,10 @@ use flow_sink::{
 };
 use serde::Deserialize;
 
-use crate::config::{ConfigError, fill, shown};
+use crate::{
+    config::{ConfigError, fill, shown},
+    otlp_headers::{self, Source},
+};
 
 /// The subdirectory of `spool.dir` the OTLP sink spools in.
 pub const OTLP_SPOOL_SUBDIR: &str = "otlp";
@@ -31,15 +34,19 @@ pub struct ExportArgs {
     /// subdirectory `otlp`.
     #[arg(long, env = "FLOWEXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
-    /// A header sent with every OTLP request, NAME=VALUE (repeatable; the variable
-    /// takes a comma-separated list), e.g. `authorization=Bearer TOKEN`.
-    #[arg(
-        long = "otlp-header",
-        env = "FLOWEXPORTER_OTLP_HEADERS",
-        value_name = "NAME=VALUE",
-        value_delimiter = ','
-    )]
+    /// A header sent with every OTLP request, NAME=VALUE (repeatable), e.g.
+    /// `authorization=Bearer TOKEN`. Without the flag: FLOWEXPORTER_OTLP_HEADERS (a
+    /// comma-separated list, values percent-decoded), else the file's
+    /// `[otlp] headers`. Values are never logged or shown in errors; credentials are
+    /// better kept in --otlp-headers-file.
+    #[arg(long = "otlp-header", value_name = "NAME=VALUE")]
     pub otlp_headers: Vec<String>,
+    /// A file of NAME=VALUE lines (blank lines and `#` comments skipped), headers sent
+    /// with every OTLP request besides the listed ones: credentials kept out of the
+    /// world-readable configuration (e.g. mode 0640, root:flowexporter). Read at start
+    /// and on SIGHUP (so readable by --user).
+    #[arg(long, env = "FLOWEXPORTER_OTLP_HEADERS_FILE", value_name = "FILE")]
+    pub otlp_headers_file: Option<PathBuf>,
     /// Compression of the OTLP requests.
     #[arg(
         long,
@@ -79,6 +86,7 @@ pub enum OtlpCompression {
 pub struct OtlpSection {
     endpoint: Option<String>,
     headers: Option<BTreeMap<String, String>>,
+    headers_file: Option<PathBuf>,
     compression: Option<OtlpCompression>,
     ca: Option<PathBuf>,
 }
@@ -99,10 +107,26 @@ pub fn apply(args: &mut ExportArgs, otlp: OtlpSection, ipfix: IpfixSection, m: &
         &mut args.otlp_endpoint,
         otlp.endpoint.map(Some),
     );
-    let headers = otlp
+    // The flag, else the variable, else the file (the variable is read here, not by
+    // clap, so that a comma never splits a flag's value and clap never shows a value).
+    let from_env = std::env::var(otlp_headers::HEADERS_ENV)
+        .ok()
+        .map(|v| otlp_headers::from_env(&v));
+    let from_file = otlp
         .headers
         .map(|h| h.into_iter().map(|(k, v)| format!("{k}={v}")).collect());
-    fill(m, "otlp_headers", &mut args.otlp_headers, headers);
+    fill(
+        m,
+        "otlp_headers",
+        &mut args.otlp_headers,
+        from_env.or(from_file),
+    );
+    fill(
+        m,
+        "otlp_headers_file",
+        &mut args.otlp_headers_file,
+        otlp.headers_file.map(Some),
+    );
     fill(
         m,
         "otlp_compression",
@@ -156,20 +180,29 @@ impl ExportArgs {
                         reason: flow_sink::error_chain(&e),
                     }
                 })?;
-                let headers = self
+                let mut headers = self
                     .otlp_headers
                     .iter()
-                    .map(|h| header(h))
-                    .collect::<Result<_, _>>()?;
+                    .enumerate()
+                    .map(|(i, h)| otlp_headers::parse(h, Source::Listed, i + 1))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let Some(path) = &self.otlp_headers_file {
+                    for (i, h) in otlp_headers::read_file(path)?.iter().enumerate() {
+                        headers.push(otlp_headers::parse(h, Source::File, i + 1)?);
+                    }
+                }
                 Some(OtlpTarget {
                     endpoint: endpoint.clone(),
                     headers,
                 })
             }
             None => {
-                if !self.otlp_headers.is_empty() || self.otlp_ca.is_some() {
+                if !self.otlp_headers.is_empty()
+                    || self.otlp_headers_file.is_some()
+                    || self.otlp_ca.is_some()
+                {
                     bail!(
-                        "otlp.headers or otlp.ca (--otlp-header, --otlp-ca) is set but otlp.endpoint (--otlp-endpoint) is not: give the endpoint, or remove them"
+                        "otlp.headers, otlp.headers_file or otlp.ca (--otlp-header, --otlp-headers-file, --otlp-ca) is set but otlp.endpoint (--otlp-endpoint) is not: give the endpoint, or remove them"
                     );
                 }
                 None
@@ -187,6 +220,19 @@ impl ExportArgs {
                 })
             })
             .transpose()?;
+        let pen = self.ipfix_enterprise_number;
+        if pen == 0 || pen == flow_sink::ipfix_sink::REVERSE_PEN {
+            return Err(ConfigError::InvalidValue {
+                key: "ipfix.enterprise_number",
+                flag: "--ipfix-enterprise-number",
+                value: pen.to_string(),
+                reason: format!(
+                    "0 is IANA's own elements and {} RFC 5103's reverse elements: give your organisation's Private Enterprise Number",
+                    flow_sink::ipfix_sink::REVERSE_PEN
+                ),
+            }
+            .into());
+        }
         Ok(Targets { otlp, ipfix })
     }
 
@@ -207,31 +253,6 @@ impl ExportArgs {
             .collect();
         names.join(",")
     }
-}
-
-/// One `NAME=VALUE` header: a token name and a value without control characters.
-fn header(text: &str) -> Result<(String, String), ConfigError> {
-    let invalid = |reason: &str| ConfigError::InvalidValue {
-        key: "otlp.headers",
-        flag: "--otlp-header",
-        // The name only: the value may be a secret.
-        value: shown(text.split_once('=').map_or(text, |(n, _)| n)),
-        reason: reason.to_owned(),
-    };
-    let (name, value) = text
-        .split_once('=')
-        .ok_or_else(|| invalid("expected NAME=VALUE"))?;
-    let name = name.trim();
-    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if name.is_empty() || !name.chars().all(token) {
-        return Err(invalid(
-            "the name must be an HTTP token (letters, digits, -_.)",
-        ));
-    }
-    if value.chars().any(|c| c.is_control()) {
-        return Err(invalid("the value holds a control character"));
-    }
-    Ok((name.to_owned(), value.trim().to_owned()))
 }
 
 /// What the export sinks are started with besides their targets.
@@ -296,30 +317,4 @@ pub fn ipfix_sink(
     IpfixSink::start(config)
         .map(Some)
         .context("starting the IPFIX sink")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_header_is_a_token_name_and_a_value() {
-        assert_eq!(
-            header("authorization=Bearer a=b").ok(),
-            Some(("authorization".into(), "Bearer a=b".into()))
-        );
-        for bad in ["no-equals", "=value", "bad name=v", "x=a\nb"] {
-            let error = header(bad).err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(
-                error.starts_with("otlp.headers (--otlp-header)"),
-                "{bad}: {error}"
-            );
-        }
-        // A refused header never shows its value.
-        let error = header("x=sec\nret")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(!error.contains("sec"), "{error}");
-    }
 }

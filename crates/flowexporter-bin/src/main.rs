@@ -10,6 +10,7 @@ mod identity;
 mod logging;
 mod memory;
 mod metrics;
+mod otlp_headers;
 mod outputs;
 mod privileges;
 mod reload;

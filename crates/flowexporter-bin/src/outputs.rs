@@ -258,8 +258,14 @@ impl FlowSink for Outputs {
     }
 
     async fn close(&self) -> Result<(), SinkError> {
-        let members: Vec<&dyn FlowSink> = self.members().into_iter().map(|(_, s)| s).collect();
-        members.close().await
+        // All at once, as the flush: the stop's deadline bounds the slowest sink's
+        // shutdown, not the sum of them.
+        let closes = self.members().into_iter().map(|(_, sink)| sink.close());
+        let mut result = Ok(());
+        for outcome in join_all(closes).await {
+            result = result.and(outcome);
+        }
+        result
     }
 }
 

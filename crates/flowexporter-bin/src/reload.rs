@@ -268,6 +268,10 @@ fn settings(c: &RunConfig) -> Vec<(&'static str, String)> {
             "otlp.compression",
             format!("{:?}", a.exports.otlp_compression).to_lowercase(),
         ),
+        (
+            "otlp.headers_file",
+            path(a.exports.otlp_headers_file.as_deref()),
+        ),
         ("otlp.ca", path(a.exports.otlp_ca.as_deref())),
         (
             "ipfix.collector",

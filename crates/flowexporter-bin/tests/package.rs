@@ -269,10 +269,15 @@ fn debian_packages_install_run_and_purge_cleanly() {
         String::from_utf8_lossy(&build.stderr)
     );
     let version = env!("CARGO_PKG_VERSION");
+    let arch = Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .expect("dpkg --print-architecture");
+    let arch = String::from_utf8_lossy(&arch.stdout).trim().to_owned();
     let debs: Vec<String> = PACKAGES
         .iter()
         .map(|p| {
-            out.join(format!("{p}_{version}-1_amd64.deb"))
+            out.join(format!("{p}_{version}-1_{arch}.deb"))
                 .to_string_lossy()
                 .into_owned()
         })

@@ -158,6 +158,7 @@ pub(super) static SNAPSHOT: &[FamilyDef<Snapshot>] = families! { Snapshot;
         [reason = "rejected_by_collector", intentional = "false"] => |s| sink(s).map(|c| c.records_rejected),
         [reason = "rejected_by_kafka", intentional = "false"] => |s| kafka(s).map(|k| k.records_rejected),
         [reason = "rejected_by_otlp", intentional = "false"] => |s| otlp(s).map(|o| o.records_rejected),
+        [reason = "rejected_by_otlp_receiver", intentional = "false"] => |s| otlp(s).map(|o| o.log_records_rejected_by_receiver),
         [reason = "rejected_by_ipfix", intentional = "false"] => |s| ipfix(s).map(|i| i.records_rejected),
         [reason = "memory_queue_full", intentional = "true"] => |s| all_sinks(s, |c| c.records_dropped_memory),
         [reason = "spool_full", intentional = "true"] => |s| spools(s, |p| p.records_dropped_full),

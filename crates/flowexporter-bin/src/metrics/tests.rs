@@ -251,6 +251,7 @@ fn the_otlp_and_ipfix_sinks_have_their_families_and_join_the_shared_ones() {
         r#"flowexporter_records_dropped_total{reason="spool_full",intentional="true"} 11"#,
         r#"flowexporter_records_dropped_total{reason="memory_queue_full",intentional="true"} 6"#,
         r#"flowexporter_records_dropped_total{reason="rejected_by_otlp",intentional="false"} 7"#,
+        r#"flowexporter_records_dropped_total{reason="rejected_by_otlp_receiver",intentional="false"} 3"#,
         r#"flowexporter_records_dropped_total{reason="rejected_by_ipfix",intentional="false"} 11"#,
     ] {
         assert!(
