@@ -1,6 +1,8 @@
 //! The request handler: checks the path, method, content type and size of a
 //! request, applies the [`FaultInjection`](crate::FaultInjection), stores the chunk
-//! and says how it went; `GET /metrics` is answered by the metrics module.
+//! and says how it went; `GET /metrics` is answered by the metrics module,
+//! `GET /api/v1/graph` by the dependency graph (`docs/graph.md`), `GET /` and
+//! `GET /assets/...` with the page's files.
 
 use std::sync::{Arc, atomic::Ordering};
 
@@ -29,10 +31,64 @@ fn answer(status: StatusCode, result: Option<&'static str>, text: String) -> Ans
     response
 }
 
+/// A `200` with `body` of `content_type`.
+fn content(body: Bytes, content_type: &'static str) -> Answer {
+    let mut response = Response::new(Full::new(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// `GET /api/v1/graph`: the query parsed (400 naming the bad parameter), answered
+/// on the blocking pool under the graph's lock.
+async fn graph(state: &Arc<State>, req: &Request<Incoming>) -> Answer {
+    if req.method() != Method::GET {
+        return answer(
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            "the graph is read with GET".into(),
+        );
+    }
+    let now = std::time::SystemTime::now();
+    let retention = state.options.graph.retention;
+    let query = match crate::graph::GraphQuery::parse(req.uri().query(), now, retention) {
+        Ok(query) => query,
+        Err(reason) => return answer(StatusCode::BAD_REQUEST, None, reason),
+    };
+    let graph = Arc::clone(&state.graph);
+    let body = tokio::task::spawn_blocking(move || {
+        let response = {
+            let mut graph = graph.lock().unwrap_or_else(|p| p.into_inner());
+            graph.advance(now);
+            graph.query(&query)
+        };
+        serde_json::to_vec(&response)
+    })
+    .await;
+    match body {
+        Ok(Ok(body)) => content(Bytes::from(body), "application/json"),
+        Ok(Err(e)) => answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            format!("encoding the graph failed: {e}"),
+        ),
+        Err(_) => answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "the graph's task failed".into(),
+        ),
+    }
+}
+
 /// Answers one request.
 pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer {
     if req.uri().path() == crate::metrics::METRICS_PATH {
         return crate::metrics::answer(&state, req.method()).await;
+    }
+    if req.uri().path() == crate::graph::GRAPH_PATH {
+        return graph(&state, &req).await;
     }
     if req.uri().path() != CHUNKS_PATH {
         return answer(

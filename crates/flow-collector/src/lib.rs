@@ -64,6 +64,7 @@ pub mod completeness;
 pub mod connections;
 mod error;
 mod faults;
+pub mod graph;
 mod handler;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -113,6 +114,8 @@ struct State {
     faults: Mutex<FaultInjection>,
     /// Used on the blocking pool only.
     pipeline: Mutex<Pipeline>,
+    /// The dependency graph the pipeline feeds and `GET /api/v1/graph` reads.
+    graph: Arc<Mutex<graph::GraphAggregator>>,
     stats: Stats,
     connections: Arc<ConnectionCounters>,
     /// The output's acknowledgement book, when a chunk's answer waits for it (Kafka).
@@ -254,6 +257,7 @@ impl FlowCollector {
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let state = Arc::new(State {
             faults: Mutex::new(options.faults.clone()),
+            graph: opened.graph(),
             pipeline: Mutex::new(opened),
             options,
             stats,

@@ -33,6 +33,8 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 struct Snapshot {
     stats: CollectorStats,
     parts: PartsSnapshot,
+    /// The dependency graph's.
+    graph: crate::graph::GraphStats,
     /// The Kafka parts' counters, when they run.
     #[cfg(feature = "kafka")]
     kafka: Option<Arc<crate::kafka::KafkaStats>>,
@@ -52,6 +54,7 @@ impl Snapshot {
         let l = &self.parts.ledger;
         let r = &self.parts.recovery;
         let w = &self.parts.completeness;
+        let g = &self.graph;
         let one = |v: u64| vec![(Vec::new(), v)];
         let counter = MetricType::Counter;
         let gauge = MetricType::Gauge;
@@ -356,6 +359,57 @@ impl Snapshot {
                 "Completeness records written to the output.",
                 counter,
                 one(s.completeness_written),
+            ),
+            (
+                "flowcollector_graph_edges",
+                "Edges the dependency graph holds now (all minutes).",
+                gauge,
+                one(g.edges_held),
+            ),
+            (
+                "flowcollector_graph_minutes",
+                "Minutes the dependency graph holds now.",
+                gauge,
+                one(g.minutes_held),
+            ),
+            (
+                "flowcollector_graph_flows",
+                "Flows given to the dependency graph, by result: aggregated (in their minute), out_of_range (t_end older than the retention or more than 10 minutes ahead: dropped).",
+                counter,
+                vec![
+                    (vec![("result", "aggregated")], g.flows_aggregated),
+                    (vec![("result", "out_of_range")], g.flows_out_of_range),
+                ],
+            ),
+            (
+                "flowcollector_graph_flows_counted_by_peer",
+                "Flows aggregated that counted no edge: the server's record of a connection whose client's record counts it.",
+                counter,
+                one(g.flows_counted_by_peer),
+            ),
+            (
+                "flowcollector_graph_edges_folded",
+                "Edges folded into other (beyond the top N of their node in a minute, or the total cap reached).",
+                counter,
+                one(g.edges_folded),
+            ),
+            (
+                "flowcollector_graph_minutes_evicted",
+                "Minutes of the dependency graph dropped before their retention because the edge cap was reached.",
+                counter,
+                one(g.minutes_evicted),
+            ),
+            (
+                "flowcollector_graph_open_connections",
+                "Connections whose interim records the dependency graph tracks now.",
+                gauge,
+                one(g.open_connections),
+            ),
+            (
+                "flowcollector_graph_connections_untracked",
+                "Interim records whose connection could not be tracked (table full): counted whole.",
+                counter,
+                one(g.connections_untracked),
             ),
             (
                 "flowcollector_connections",
@@ -671,9 +725,15 @@ pub(crate) async fn answer(state: &Arc<State>, method: &Method) -> Response<Full
     } else {
         let parts = state.parts().await;
         let stats = state.stats.snapshot(state.connections.snapshot());
+        let graph = state
+            .graph
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats();
         Response::new(Full::new(Bytes::from(render(Snapshot {
             stats,
             parts,
+            graph,
             #[cfg(feature = "kafka")]
             kafka: state.kafka.as_ref().map(|k| Arc::clone(&k.stats)),
         }))))
@@ -699,6 +759,7 @@ mod tests {
         let text = render(Snapshot {
             stats: CollectorStats::default(),
             parts: PartsSnapshot::default(),
+            graph: crate::graph::GraphStats::default(),
             #[cfg(feature = "kafka")]
             kafka: Some(Arc::default()),
         });
@@ -720,6 +781,8 @@ mod tests {
         ));
         assert!(text.contains("flowcollector_window_completeness_not_adding_up_total 0"));
         assert!(text.contains("# TYPE flowcollector_window_completeness_windows_open gauge"));
+        assert!(text.contains("# TYPE flowcollector_graph_edges gauge"));
+        assert!(text.contains("flowcollector_graph_flows_total{result=\"aggregated\"} 0"));
         #[cfg(feature = "kafka")]
         assert!(text.contains("flowcollector_kafka_output_errors_total{kind=\"unreachable\"} 0"));
         assert!(text.ends_with("# EOF\n"));

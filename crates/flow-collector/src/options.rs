@@ -7,7 +7,7 @@ use flow_http::ConnectionLimits;
 
 use crate::{
     FaultInjection, ServerTls, attribution::AttributionConfig, completeness::CompletenessConfig,
-    ledger::LedgerConfig, output::Rotation,
+    graph::GraphConfig, ledger::LedgerConfig, output::Rotation,
 };
 
 /// Settings of a [`FlowCollector`](crate::FlowCollector).
@@ -31,6 +31,10 @@ pub struct CollectorOptions {
     /// How exporter windows are checked for completeness: the grace for missing
     /// chunks, how long reported windows are remembered.
     pub completeness: CompletenessConfig,
+    /// The dependency graph served at `GET /api/v1/graph` (`docs/graph.md`): its
+    /// retention (default 6 hours), the edges kept per node and minute (default 50)
+    /// and in all (default 500,000).
+    pub graph: GraphConfig,
     /// How often the output is synced and the checkpoint written (default 1 s). A
     /// crash repeats at most the flows written in the last interval, and only if the
     /// output cannot tell which it holds.
@@ -86,6 +90,7 @@ impl CollectorOptions {
             drain_timeout: None,
             attribution,
             completeness: CompletenessConfig::default(),
+            graph: GraphConfig::default(),
             out,
             rotation: Rotation::default(),
             state_dir: state_dir.into(),
@@ -136,6 +141,12 @@ impl CollectorOptions {
     /// Sets [`completeness`](CollectorOptions::completeness).
     pub fn with_completeness(mut self, completeness: CompletenessConfig) -> CollectorOptions {
         self.completeness = completeness;
+        self
+    }
+
+    /// Sets [`graph`](CollectorOptions::graph).
+    pub fn with_graph(mut self, graph: GraphConfig) -> CollectorOptions {
+        self.graph = graph;
         self
     }
 

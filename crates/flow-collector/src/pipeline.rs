@@ -10,7 +10,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, SystemTime},
 };
 
@@ -25,6 +25,7 @@ use crate::{
     attribution::{AttributedFlow, Attributor},
     completeness::{Slot, WindowChunk, WindowReport, WindowTracker},
     error::error_chain,
+    graph::GraphAggregator,
     ledger::{Emitted, Ledger},
     output::{Acknowledgements, FlowKey, FlowOutput},
     stats::{Stats, bump},
@@ -85,6 +86,10 @@ pub(crate) struct Pipeline {
     /// Every window's records against its completeness.
     windows: WindowTracker,
     output: Box<dyn FlowOutput>,
+    /// The dependency graph: fed what the output took (flows, then completeness
+    /// records), read by `GET /api/v1/graph`. Its lock is taken after the pipeline's,
+    /// never the other way round.
+    graph: Arc<Mutex<GraphAggregator>>,
     /// The output's acknowledgement book, if its writes are acknowledged later.
     acks: Option<Acknowledgements>,
     /// Decided flows the output has not taken yet (it failed).
@@ -176,6 +181,7 @@ impl Pipeline {
             ledger,
             attributor,
             windows: WindowTracker::new(options.completeness.clone()),
+            graph: Arc::new(Mutex::new(GraphAggregator::new(options.graph.clone()))),
             acks: output.acknowledgements(),
             output,
             unwritten: Vec::new(),
@@ -410,6 +416,11 @@ impl Pipeline {
         }
     }
 
+    /// The dependency graph it feeds.
+    pub(crate) fn graph(&self) -> Arc<Mutex<GraphAggregator>> {
+        Arc::clone(&self.graph)
+    }
+
     /// The output's acknowledgement book, if its writes are acknowledged later.
     pub(crate) fn output_acknowledgements(&self) -> Option<crate::output::Acknowledgements> {
         self.output.acknowledgements()
@@ -494,6 +505,10 @@ impl Pipeline {
                 stats
                     .flows_written
                     .fetch_add(self.unwritten.len() as u64, Ordering::Relaxed);
+                self.graph
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .add_flows(&self.unwritten, now);
                 let mark = self.output_mark();
                 self.uncommitted.extend(
                     self.unwritten
@@ -519,6 +534,10 @@ impl Pipeline {
                 stats
                     .completeness_written
                     .fetch_add(self.unwritten_reports.len() as u64, Ordering::Relaxed);
+                self.graph
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .add_reports(&self.unwritten_reports, now);
                 let mark = self.output_mark();
                 self.uncommitted.extend(
                     self.unwritten_reports

@@ -1,0 +1,206 @@
+//! The graph's nodes and edges, and how a flow is oriented client -> server.
+
+use std::{fmt, net::IpAddr, net::SocketAddr};
+
+use flow_record::{Direction, WorkloadId};
+
+use crate::attribution::{AttributedFlow, RemoteIdentitySource};
+
+/// A node of the graph.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Node {
+    /// A workload (its ID, e.g. `spiffe://prod/api`).
+    Workload(WorkloadId),
+    /// An address no workload could be named for: `unattributed:<ip>`.
+    Unattributed(IpAddr),
+    /// The edges of one workload folded beyond the top N: `other`.
+    Other,
+}
+
+impl Node {
+    /// `workload`, `unattributed` or `other` (the JSON's `kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Node::Workload(_) => "workload",
+            Node::Unattributed(_) => "unattributed",
+            Node::Other => "other",
+        }
+    }
+
+    /// Whether `id` is this node's ID (as [`Display`](fmt::Display) writes it),
+    /// without allocating.
+    pub fn matches(&self, id: &str) -> bool {
+        match self {
+            Node::Workload(w) => w.as_str() == id,
+            Node::Unattributed(ip) => id
+                .strip_prefix("unattributed:")
+                .and_then(|s| s.parse::<IpAddr>().ok())
+                .is_some_and(|parsed| parsed == *ip),
+            Node::Other => id == "other",
+        }
+    }
+}
+
+impl Ord for Node {
+    /// Workloads (by ID), then unattributed addresses, then `other`.
+    fn cmp(&self, other: &Node) -> std::cmp::Ordering {
+        match (self, other) {
+            (Node::Workload(a), Node::Workload(b)) => a.as_str().cmp(b.as_str()),
+            (Node::Unattributed(a), Node::Unattributed(b)) => a.cmp(b),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+}
+
+impl PartialOrd for Node {
+    fn partial_cmp(&self, other: &Node) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Node {
+    fn rank(&self) -> u8 {
+        match self {
+            Node::Workload(_) => 0,
+            Node::Unattributed(_) => 1,
+            Node::Other => 2,
+        }
+    }
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Node::Workload(w) => f.write_str(w.as_str()),
+            Node::Unattributed(ip) => write!(f, "unattributed:{ip}"),
+            Node::Other => f.write_str("other"),
+        }
+    }
+}
+
+/// An edge: client node -> server node, on the server's port (0 for a folded edge).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EdgeKey {
+    /// The client (the side that called `connect()`).
+    pub source: Node,
+    /// The server (the side that accepted).
+    pub target: Node,
+    /// The server's port.
+    pub port: u16,
+}
+
+impl EdgeKey {
+    /// The edge's stable ID: `<source> -> <target>:<port>`.
+    pub fn id(&self) -> String {
+        format!("{} -> {}:{}", self.source, self.target, self.port)
+    }
+
+    /// Whether the edge touches the node whose ID is `id`.
+    pub fn touches(&self, id: &str) -> bool {
+        self.source.matches(id) || self.target.matches(id)
+    }
+
+    /// The edge of `owner` that its folded edges go to: `owner -> other:0` when the
+    /// owner is the client, `other -> owner:0` when it is the server.
+    pub(crate) fn other_of(owner: &Node, owner_is_source: bool) -> EdgeKey {
+        if owner_is_source {
+            EdgeKey {
+                source: owner.clone(),
+                target: Node::Other,
+                port: 0,
+            }
+        } else {
+            EdgeKey {
+                source: Node::Other,
+                target: owner.clone(),
+                port: 0,
+            }
+        }
+    }
+
+    /// Whether this is a folded edge (one end is `other`).
+    pub fn is_other(&self) -> bool {
+        self.source == Node::Other || self.target == Node::Other
+    }
+}
+
+/// One flow, oriented client -> server.
+#[derive(Clone, Debug)]
+pub(crate) struct Oriented {
+    /// The edge.
+    pub(crate) key: EdgeKey,
+    /// Whether the record's host is the client.
+    pub(crate) local_is_client: bool,
+    /// The client's address and port.
+    pub(crate) client: SocketAddr,
+    /// The server's address and port.
+    pub(crate) server: SocketAddr,
+    /// Whether this record counts the connection (see [`Oriented::of`]).
+    pub(crate) counted: bool,
+}
+
+impl Oriented {
+    /// Orients `flow`. The record's host is the client for an outbound record, the
+    /// server for an inbound one; for `unknown` (a socket older than the exporter) the
+    /// end with the higher (port, address) is taken as the client (ephemeral ports are
+    /// high), which both ends of a connection compute alike.
+    ///
+    /// A connection between two traced hosts is reported by both: it is counted once,
+    /// from the client's record. The server's record is not counted when its remote
+    /// was named from the client's own record (`remote_identity_source:
+    /// peer_record`): that record reached the collector and counts the connection.
+    /// Otherwise (the client runs no exporter, or its record is missing) the server's
+    /// record counts it.
+    pub(crate) fn of(flow: &AttributedFlow) -> Oriented {
+        let r = &flow.record;
+        let local = match &r.local_workload_id {
+            Some(w) => Node::Workload(w.clone()),
+            None => Node::Unattributed(r.local.ip()),
+        };
+        let remote = match &flow.remote_workload_id {
+            Some(w) => Node::Workload(w.clone()),
+            None => Node::Unattributed(r.remote.ip()),
+        };
+        let local_is_client = match r.direction {
+            Direction::Outbound => true,
+            Direction::Inbound => false,
+            Direction::Unknown => (r.local.port(), r.local.ip()) > (r.remote.port(), r.remote.ip()),
+        };
+        let counted =
+            local_is_client || flow.remote_identity_source != RemoteIdentitySource::PeerRecord;
+        if local_is_client {
+            Oriented {
+                key: EdgeKey {
+                    source: local,
+                    target: remote,
+                    port: r.remote.port(),
+                },
+                local_is_client,
+                client: r.local,
+                server: r.remote,
+                counted,
+            }
+        } else {
+            Oriented {
+                key: EdgeKey {
+                    source: remote,
+                    target: local,
+                    port: r.local.port(),
+                },
+                local_is_client,
+                client: r.remote,
+                server: r.local,
+                counted,
+            }
+        }
+    }
+
+    /// The node that owns the edge for the top-N bound: the record's own side.
+    pub(crate) fn owner(&self) -> &Node {
+        if self.local_is_client {
+            &self.key.source
+        } else {
+            &self.key.target
+        }
+    }
+}
