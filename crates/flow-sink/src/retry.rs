@@ -6,6 +6,14 @@ use std::time::Duration;
 
 use crate::error::SinkError;
 
+/// The longest wait a peer's `Retry-After` can impose: 15 minutes. A `Retry-After`
+/// is honoured in full up to this, whatever the policy's
+/// [`max_backoff`](RetryPolicy::max_backoff) (a receiver asking 300 s is given
+/// 300 s, not the 60 s of the default backoff); a longer one (a misconfigured or
+/// hostile peer, a date far ahead) is cut to this, so that a sink never falls
+/// silent for hours. A flush or a reconfiguration still cuts any wait short.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
 /// What to do with a chunk after one delivery attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -43,8 +51,9 @@ impl Disposition {
 /// Before retry `n` (the first retry is `n = 1`) the sender waits a uniformly random
 /// time in `[0, min(max_backoff, initial_backoff * 2^(n-1)))` ("full jitter": many
 /// exporters that lost the same collector come back spread out instead of in step).
-/// A `Retry-After` from the collector raises the wait to at least that long (capped
-/// at `max_backoff`).
+/// A `Retry-After` from the collector raises the wait to at least that long, capped
+/// at [`MAX_RETRY_AFTER`] (not at `max_backoff`, which bounds the sink's own
+/// backoff only).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryPolicy {
@@ -125,7 +134,8 @@ impl RetryPolicy {
     }
 
     /// How long to wait before retry `retry` (from 1), given `unit`, a uniformly
-    /// random number in `[0, 1)`, and the collector's `Retry-After` if any.
+    /// random number in `[0, 1)`, and the collector's `Retry-After` if any: the
+    /// jittered backoff, or the `Retry-After` (up to [`MAX_RETRY_AFTER`]) if longer.
     pub fn backoff(&self, retry: u32, unit: f64, retry_after: Option<Duration>) -> Duration {
         let unit = if unit.is_finite() {
             unit.clamp(0.0, 1.0)
@@ -134,7 +144,7 @@ impl RetryPolicy {
         };
         let jittered = self.ceiling(retry).mul_f64(unit);
         match retry_after {
-            Some(after) => jittered.max(after.min(self.max_backoff)),
+            Some(after) => jittered.max(after.min(MAX_RETRY_AFTER)),
             None => jittered,
         }
     }
@@ -190,13 +200,38 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_a_floor_capped_by_max_backoff() {
+    fn retry_after_is_a_floor_capped_by_max_retry_after_not_max_backoff() {
         let p = policy();
         let after = Some(Duration::from_secs(2));
         assert_eq!(p.backoff(1, 0.0, after), Duration::from_secs(2));
+        // Longer than the policy's longest backoff (5 s here, 60 s by default):
+        // honoured in full.
         assert_eq!(
-            p.backoff(1, 0.0, Some(Duration::from_secs(3600))),
-            Duration::from_secs(5)
+            p.backoff(1, 0.0, Some(Duration::from_secs(300))),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            RetryPolicy::default().backoff(1, 0.0, Some(Duration::from_secs(300))),
+            Duration::from_secs(300)
+        );
+        // Up to the cap, and no further.
+        assert_eq!(p.backoff(1, 0.0, Some(MAX_RETRY_AFTER)), MAX_RETRY_AFTER);
+        for long in [3_600, 86_400, u64::MAX] {
+            assert_eq!(
+                p.backoff(1, 0.0, Some(Duration::from_secs(long))),
+                MAX_RETRY_AFTER,
+                "{long} s"
+            );
+        }
+        assert_eq!(MAX_RETRY_AFTER, Duration::from_secs(900));
+        // A short Retry-After does not shorten the jittered backoff.
+        assert_eq!(
+            p.backoff(9, 0.5, Some(Duration::from_secs(1))),
+            Duration::from_millis(2_500)
+        );
+        assert_eq!(
+            p.backoff(9, 0.5, Some(Duration::ZERO)),
+            Duration::from_millis(2_500)
         );
     }
 

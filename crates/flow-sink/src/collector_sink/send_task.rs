@@ -223,6 +223,11 @@ impl SendTask {
         Phase::Posting(transport.attempt(Arc::clone(&self.shared), frame.clone()))
     }
 
+    /// The wait before the next attempt, for every sink on this task (collector,
+    /// Kafka, OTLP, IPFIX): the policy's jittered backoff, or the peer's
+    /// `Retry-After` if longer, honoured up to
+    /// [`MAX_RETRY_AFTER`](crate::retry::MAX_RETRY_AFTER) rather than the policy's
+    /// `max_backoff`.
     fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
         self.settings
             .borrow()
