@@ -1,6 +1,7 @@
 //! The OTLP logs sink against an independent receiver: a Python http.server that
 //! decodes every request with the official OpenTelemetry protobuf definitions
-//! (opentelemetry-proto's `ExportLogsServiceRequest`, `tests/otlp/receiver.py`),
+//! (opentelemetry-proto's `ExportLogsServiceRequest`,
+//! `crates/flow-testkit/scripts/otlp_receiver.py`),
 //! compared field by field with the records sent. docs/schema.md's OpenTelemetry
 //! column is compared with the attributes the sink emits, so they cannot drift.
 
@@ -795,5 +796,219 @@ async fn the_attributes_sent_are_the_schemas_opentelemetry_column_in_order() {
     assert_eq!(
         union, all,
         "docs/schema.md's OpenTelemetry column vs the sink"
+    );
+}
+
+/// What a decoded request says of its log records: `(batch_id, record_index,
+/// bytes_sent)` of each, in order.
+fn record_ids(request: &Value) -> Vec<(String, i64, u64)> {
+    log_records(request)
+        .iter()
+        .map(|l| {
+            let a: std::collections::BTreeMap<String, Value> =
+                attributes(&l["attributes"]).into_iter().collect();
+            let int = |k: &str| a[k]["int_value"].as_str().expect(k).to_owned();
+            (
+                a["flowexporter.batch_id"]["string_value"]
+                    .as_str()
+                    .expect("batch_id")
+                    .to_owned(),
+                int("flowexporter.record_index").parse().expect("index"),
+                int("flowexporter.bytes_sent").parse().expect("bytes_sent"),
+            )
+        })
+        .collect()
+}
+
+fn statuses(requests: &[Value]) -> Vec<i64> {
+    requests
+        .iter()
+        .map(|r| r["status"].as_i64().unwrap_or(0))
+        .collect()
+}
+
+/// The log records of the accepted requests, in order, are `chunk`'s records, each
+/// once, with their positions in the chunk, under `batch_id`.
+#[track_caller]
+fn accepted_are_the_chunk_once_in_order(requests: &[Value], batch_id: &str, records: u64) {
+    let got: Vec<(String, i64, u64)> = requests
+        .iter()
+        .filter(|r| r["status"] == 200)
+        .flat_map(record_ids)
+        .collect();
+    let expected: Vec<(String, i64, u64)> = (0..records)
+        .map(|n| (batch_id.to_owned(), n as i64, n))
+        .collect();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_larger_than_max_request_bytes_arrives_as_several_whole_requests_in_order_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = flow_testkit::free_port();
+    let receiver = Receiver::start(port, &dir.path().join("requests.jsonl"), "");
+    let max = 16_000;
+    let sink = OtlpSink::start(
+        config(port, 9, &dir.path().join("spool"))
+            .with_max_request_bytes(max)
+            .with_compression(flow_sink::otlp_sink::Compression::None),
+    )
+    .expect("sink");
+    let mut chunk = chunk(0, 0, 100);
+    chunk.last = true;
+    chunk.completeness = Some(Completeness {
+        closes_seen: 100,
+        records_emitted: 100,
+        ..Completeness::default()
+    });
+    sink.deliver(&chunk).await.expect("deliver");
+    sink.flush().await.expect("flush");
+    let c = sink.counters();
+    sink.close().await.expect("close");
+
+    let requests = receiver.requests();
+    let n = requests.len() as u64;
+    assert!(
+        n >= 5,
+        "{n} requests for 100 records of about 1 KB in 16 kB"
+    );
+    assert!(statuses(&requests).iter().all(|s| *s == 200));
+    assert_eq!(
+        (
+            c.chunks_sent,
+            c.requests_sent,
+            c.requests,
+            c.log_records_sent,
+            c.retries,
+            c.requests_split_on_413,
+            c.chunks_rejected
+        ),
+        (1, n, n, 100, 0, 0, 0),
+        "{c:?}"
+    );
+    let batch_id = format!("{HOST}/{:032x}/0", 9);
+    accepted_are_the_chunk_once_in_order(&requests, &batch_id, 100);
+    // Each a whole request: the same resource and scope (the chunk's window and
+    // completeness on every one), under the limit (sent uncompressed here).
+    let first = &requests[0]["request"]["resource_logs"][0];
+    for r in &requests {
+        let resource_logs = &r["request"]["resource_logs"][0];
+        assert_eq!(resource_logs["resource"], first["resource"]);
+        assert_eq!(
+            resource_logs["scope_logs"][0]["scope"],
+            first["scope_logs"][0]["scope"]
+        );
+        let length: usize = r["headers"]["content-length"]
+            .as_str()
+            .expect("content-length")
+            .parse()
+            .expect("a length");
+        assert!(length <= max, "{length} bytes");
+        assert!(r["headers"].get("content-encoding").is_none());
+    }
+    let scope = attributes(&first["scope_logs"][0]["scope"]["attributes"]);
+    assert!(
+        scope.contains(&("flowexporter.completeness.records_emitted".into(), i(100))),
+        "{scope:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_resends_only_the_requests_not_yet_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = flow_testkit::free_port();
+    let receiver = Receiver::start(port, &dir.path().join("requests.jsonl"), "200,503,200,502");
+    let sink =
+        OtlpSink::start(config(port, 10, &dir.path().join("spool")).with_max_request_bytes(16_000))
+            .expect("sink");
+    sink.deliver(&chunk(0, 0, 100)).await.expect("deliver");
+    sink.flush().await.expect("flush");
+    let c = sink.counters();
+    sink.close().await.expect("close");
+
+    let requests = receiver.requests();
+    let n = requests.len() as u64;
+    assert_eq!(&statuses(&requests)[..4], [200, 503, 200, 502]);
+    // The refused requests were sent again as they were, and nothing twice.
+    assert_eq!(record_ids(&requests[1]), record_ids(&requests[2]));
+    assert_eq!(record_ids(&requests[3]), record_ids(&requests[4]));
+    accepted_are_the_chunk_once_in_order(&requests, &format!("{HOST}/{:032x}/0", 10), 100);
+    assert_eq!(
+        (
+            c.chunks_sent,
+            c.requests_sent,
+            c.requests,
+            c.retries,
+            c.retriable_statuses,
+            c.log_records_sent
+        ),
+        (1, n - 2, n, 2, 2, 100),
+        "{c:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_413_splits_the_request_in_halves_that_all_arrive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    let port = flow_testkit::free_port();
+    // The chunk's one request, then its first half, are too large.
+    let receiver = Receiver::start(port, &dir.path().join("requests.jsonl"), "413,413");
+    let sink = OtlpSink::start(config(port, 11, &spool)).expect("sink");
+    sink.deliver(&chunk(0, 0, 8)).await.expect("deliver");
+    sink.deliver(&chunk(1, 8, 3)).await.expect("deliver");
+    sink.flush().await.expect("flush");
+    let c = sink.counters();
+    sink.close().await.expect("close");
+
+    let requests = receiver.requests();
+    assert_eq!(statuses(&requests), [413, 413, 200, 200, 200, 200, 200]);
+    let sizes: Vec<usize> = requests.iter().map(|r| log_records(r).len()).collect();
+    // 8 -> 4 + 4 -> (2 + 2) + (2 + 2); then the next chunk whole.
+    assert_eq!(sizes, [8, 4, 2, 2, 2, 2, 3]);
+    accepted_are_the_chunk_once_in_order(&requests[..6], &format!("{HOST}/{:032x}/0", 11), 8);
+    assert_eq!(
+        (
+            c.chunks_sent,
+            c.requests_sent,
+            c.requests,
+            c.requests_split_on_413,
+            c.log_records_sent,
+            c.log_records_too_large,
+            c.chunks_rejected,
+            c.retries
+        ),
+        (2, 5, 7, 2, 11, 0, 0, 0),
+        "{c:?}"
+    );
+    assert_eq!(c.spool.expect("spool").rejected_files, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_record_answered_413_is_left_out_and_the_chunk_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = flow_testkit::free_port();
+    // 2 records: both, then the first alone, are too large.
+    let receiver = Receiver::start(port, &dir.path().join("requests.jsonl"), "413,413");
+    let sink = OtlpSink::start(config(port, 12, &dir.path().join("spool"))).expect("sink");
+    sink.deliver(&chunk(0, 0, 2)).await.expect("deliver");
+    sink.flush().await.expect("flush");
+    let c = sink.counters();
+    sink.close().await.expect("close");
+
+    let requests = receiver.requests();
+    assert_eq!(statuses(&requests), [413, 413, 200]);
+    let batch_id = format!("{HOST}/{:032x}/0", 12);
+    assert_eq!(record_ids(&requests[2]), [(batch_id, 1, 1)]);
+    assert_eq!(
+        (
+            c.chunks_sent,
+            c.requests_split_on_413,
+            c.log_records_too_large,
+            c.log_records_sent,
+            c.chunks_rejected
+        ),
+        (1, 1, 1, 1, 0),
+        "{c:?}"
     );
 }

@@ -8,8 +8,10 @@ Content-Encoding: gzip, and appends one JSON line per request to --out:
      "request": MessageToDict(request, preserving_proto_field_name=True)}
 
 --plan answers the first requests: a comma-separated list of STATUS[:RETRY_AFTER]
-(e.g. "503:1,429:1") or "partial:N" (200 with a partial success rejecting N log
-records); requests past the plan are answered 200 with an empty response.
+(e.g. "503:1,429:1"; "413" for a request too large) or "partial:N" (200 with a
+partial success rejecting N log records); requests past the plan are answered 200
+with an empty response. Every request is decoded and written to --out whatever the
+plan answers, so a test sees what was refused as well as what was accepted.
 """
 
 import argparse

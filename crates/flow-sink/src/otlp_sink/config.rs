@@ -16,6 +16,11 @@ use crate::{
 /// The path of OTLP/HTTP's logs endpoint.
 pub const LOGS_PATH: &str = "/v1/logs";
 
+/// The default [`max_request_bytes`](OtlpSinkConfig::max_request_bytes): 4 MiB, under
+/// the OpenTelemetry Collector's default body limit (20 MiB) and most vendors'
+/// (4 to 5 MB).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
+
 /// Settings of an [`OtlpSink`](super::OtlpSink).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -28,6 +33,11 @@ pub struct OtlpSinkConfig {
     pub headers: Vec<(String, String)>,
     /// How request bodies are compressed. Default gzip.
     pub compression: Compression,
+    /// Most bytes of one request's protobuf, before compression: a chunk whose
+    /// records take more is sent as several requests, each a whole
+    /// `ExportLogsServiceRequest` (a record larger alone is sent alone). Default
+    /// [`DEFAULT_MAX_REQUEST_BYTES`] (4 MiB); at least 1.
+    pub max_request_bytes: usize,
     /// The host identity written into every frame: `host.id` of the resource.
     pub host: String,
     /// The host's name for `host.name` of the resource; left out when `None`
@@ -75,6 +85,7 @@ impl OtlpSinkConfig {
             endpoint: endpoint.into(),
             headers: Vec::new(),
             compression: Compression::Gzip,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             host: host.into(),
             host_name: None,
             service_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -101,6 +112,12 @@ impl OtlpSinkConfig {
     /// Sets [`compression`](OtlpSinkConfig::compression).
     pub fn with_compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
+        self
+    }
+
+    /// Sets [`max_request_bytes`](OtlpSinkConfig::max_request_bytes).
+    pub fn with_max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes;
         self
     }
 

@@ -11,19 +11,31 @@ pub struct OtlpCounters {
     /// Chunks handed to [`deliver`](crate::FlowSink::deliver) and accepted (spooled,
     /// kept in memory when the spool could not take them, or sent without a spool).
     pub chunks_accepted: u64,
-    /// Requests (one per chunk) the receiver accepted (2xx).
+    /// Chunks done with, every request of theirs accepted (2xx) (but single
+    /// records refused as too large, [`log_records_too_large`](Self::log_records_too_large)).
     pub chunks_sent: u64,
+    /// Requests the receiver accepted (2xx): one per chunk, or several for a chunk
+    /// larger than [`max_request_bytes`](super::OtlpSinkConfig::max_request_bytes)
+    /// (with `chunks_sent`, the requests per chunk).
+    pub requests_sent: u64,
     /// Log records in those requests (one per flow record).
     pub log_records_sent: u64,
     /// Request body bytes of those requests, as sent (compressed).
     pub bytes_sent: u64,
+    /// Requests the receiver refused as too large (413) that were split in two
+    /// halves and sent again (a steady count says: lower `max_request_bytes` to the
+    /// receiver's limit).
+    pub requests_split_on_413: u64,
+    /// Log records the receiver refused alone as too large (413): left out for
+    /// good, logged; the rest of their chunks is delivered.
+    pub log_records_too_large: u64,
     /// Log records the receiver said it rejected in a 2xx answer's
     /// `partial_success` (not retried: the receiver has them, or will never take
     /// them).
     pub log_records_rejected_by_receiver: u64,
     /// 2xx answers that carried such a partial success.
     pub partial_successes: u64,
-    /// HTTP requests made.
+    /// HTTP requests made (attempts, whatever their answer).
     pub requests: u64,
     /// Attempts that failed and were retried.
     pub retries: u64,
@@ -32,7 +44,8 @@ pub struct OtlpCounters {
     /// Attempts answered with a retriable status (408, 429, 502, 503, 504).
     pub retriable_statuses: u64,
     /// Chunks refused for good (any other status; a spooled frame that could not be
-    /// decoded), moved to `rejected/`.
+    /// decoded), moved to `rejected/` (the records of their requests already
+    /// accepted, if any, included).
     pub chunks_rejected: u64,
     /// Records in those chunks.
     pub records_rejected: u64,
@@ -43,8 +56,8 @@ pub struct OtlpCounters {
     pub request_time_ns: u64,
     /// Requests that got an HTTP answer (the ones `request_time_ns` covers).
     pub requests_timed: u64,
-    /// CPU time spent building and compressing requests, ns (with `requests`, the
-    /// cost per attempt; a retried chunk is built again).
+    /// CPU time spent decoding chunks and building and compressing requests, ns (a
+    /// retried chunk is decoded and encoded again).
     pub build_time_ns: u64,
     /// Chunks the spool could not take (an I/O error: disk full, quota, EIO), kept in
     /// memory instead and sent from there.
@@ -88,8 +101,11 @@ impl OtlpCounters {
         OtlpCounters {
             chunks_accepted: c.chunks_accepted,
             chunks_sent: c.chunks_sent,
+            requests_sent: get(&own.requests_sent),
             log_records_sent: c.records_sent,
             bytes_sent: c.bytes_sent,
+            requests_split_on_413: get(&own.requests_split_on_413),
+            log_records_too_large: get(&own.log_records_too_large),
             log_records_rejected_by_receiver: get(&own.log_records_rejected),
             partial_successes: get(&own.partial_successes),
             requests: c.requests,
@@ -126,4 +142,7 @@ pub(crate) struct OwnCounters {
     pub(crate) log_records_rejected: AtomicU64,
     pub(crate) partial_successes: AtomicU64,
     pub(crate) build_time_ns: AtomicU64,
+    pub(crate) requests_sent: AtomicU64,
+    pub(crate) requests_split_on_413: AtomicU64,
+    pub(crate) log_records_too_large: AtomicU64,
 }

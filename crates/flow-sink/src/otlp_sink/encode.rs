@@ -17,6 +17,7 @@ use std::{
     fmt::Write as _,
     io::Write,
     net::{Ipv4Addr, SocketAddr},
+    ops::Range,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -147,8 +148,7 @@ impl RequestEncoder {
     /// building request after request keeps one buffer.
     pub fn encode_into(&self, chunk: &DecodedChunk, observed: SystemTime, out: &mut Vec<u8>) {
         use keys::*;
-        let header = &chunk.header;
-        let batch_id = header.batch_id().to_string();
+        let batch_id = chunk.header.batch_id().to_string();
         let observed = unix_nanos(observed);
         let records_guess = chunk.records.len().saturating_mul(RECORD_BYTES_GUESS);
         out.clear();
@@ -156,7 +156,46 @@ impl RequestEncoder {
         let width = pb::varint_len(records_guess as u64 + 1_024);
 
         let resource_logs = pb::open(out, RESOURCE_LOGS, width);
-        // The resource.
+        self.resource(out, chunk);
+        let scope_logs = pb::open(out, SCOPE_LOGS, width);
+        self.scope(out, chunk);
+        for (index, record) in chunk.records.iter().enumerate() {
+            log_record(out, record, &batch_id, index, observed);
+        }
+        pb::close(out, scope_logs);
+        pb::close(out, resource_logs);
+    }
+
+    /// `chunk`'s resource, scope and log records, each encoded once, its records
+    /// observed at `observed`: what [`EncodedChunk::request_into`] makes requests of,
+    /// each with some of the records (their `flowexporter.record_index` their
+    /// positions in the chunk, whatever request they are in).
+    pub fn encode_parts(&self, chunk: &DecodedChunk, observed: SystemTime) -> EncodedChunk {
+        let batch_id = chunk.header.batch_id().to_string();
+        let observed = unix_nanos(observed);
+        let mut resource = Vec::with_capacity(256);
+        self.resource(&mut resource, chunk);
+        let mut scope = Vec::with_capacity(1_024);
+        self.scope(&mut scope, chunk);
+        let mut records =
+            Vec::with_capacity(chunk.records.len().saturating_mul(RECORD_BYTES_GUESS));
+        let mut ends = Vec::with_capacity(chunk.records.len());
+        for (index, record) in chunk.records.iter().enumerate() {
+            log_record(&mut records, record, &batch_id, index, observed);
+            ends.push(records.len());
+        }
+        EncodedChunk {
+            resource,
+            scope,
+            records,
+            ends,
+        }
+    }
+
+    /// The `resource` field of the `ResourceLogs`: the host and the service.
+    fn resource(&self, out: &mut Vec<u8>, chunk: &DecodedChunk) {
+        use keys::*;
+        let header = &chunk.header;
         let resource = pb::open(out, RESOURCE, 2);
         let text = |out: &mut Vec<u8>, k: &str, v: &str| {
             pb::attribute(out, RESOURCE_ATTRIBUTES, k, Value::Str(v.as_bytes()))
@@ -180,9 +219,12 @@ impl RequestEncoder {
             None => text(out, "service.instance.id", &header.instance.to_string()),
         }
         pb::close(out, resource);
+    }
 
-        let scope_logs = pb::open(out, SCOPE_LOGS, width);
-        // The instrumentation scope.
+    /// The `scope` field of the `ScopeLogs`: the instrumentation scope, with the
+    /// chunk's attributes.
+    fn scope(&self, out: &mut Vec<u8>, chunk: &DecodedChunk) {
+        use keys::*;
         let scope = pb::open(out, SCOPE, 2);
         pb::bytes(out, SCOPE_NAME, SERVICE_NAME.as_bytes());
         if !self.service_version.is_empty() {
@@ -190,12 +232,104 @@ impl RequestEncoder {
         }
         scope_attributes(out, chunk);
         pb::close(out, scope);
+    }
+}
 
-        for (index, record) in chunk.records.iter().enumerate() {
-            log_record(out, record, &batch_id, index, observed);
+/// A chunk encoded in parts ([`RequestEncoder::encode_parts`]): its resource, its
+/// scope and its log records, from which requests with any run of its records are
+/// assembled without encoding anything again.
+#[derive(Clone, Debug)]
+pub struct EncodedChunk {
+    /// `ResourceLogs.resource`, key and length included.
+    resource: Vec<u8>,
+    /// `ScopeLogs.scope`, key and length included.
+    scope: Vec<u8>,
+    /// Every `ScopeLogs.log_records` field, keys and lengths included, in order.
+    records: Vec<u8>,
+    /// Where each record ends in `records`.
+    ends: Vec<usize>,
+}
+
+impl EncodedChunk {
+    /// The chunk's records.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the chunk has no records (its request still carries its scope).
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Where the records of `range` lie in `records`.
+    fn span(&self, range: &Range<usize>) -> Range<usize> {
+        let start = match range.start {
+            0 => 0,
+            n => self.ends[n - 1],
+        };
+        let end = match range.end {
+            0 => 0,
+            n => self.ends[n - 1],
+        };
+        start..end.max(start)
+    }
+
+    /// The lengths of the `ScopeLogs` and the `ResourceLogs` of a request with
+    /// `records_len` bytes of log records.
+    fn lengths(&self, records_len: usize) -> (usize, usize) {
+        let scope_logs = self.scope.len() + records_len;
+        let resource_logs =
+            self.resource.len() + 1 + pb::varint_len(scope_logs as u64) + scope_logs;
+        (scope_logs, resource_logs)
+    }
+
+    /// Bytes of the request with the records of `range` (not compressed).
+    ///
+    /// # Panics
+    ///
+    /// If `range` goes past the chunk's records.
+    pub fn request_len(&self, range: Range<usize>) -> usize {
+        let span = self.span(&range);
+        let (_, resource_logs) = self.lengths(span.len());
+        1 + pb::varint_len(resource_logs as u64) + resource_logs
+    }
+
+    /// The request (`ExportLogsServiceRequest`, not compressed) with the records of
+    /// `range` (all of them for `0..len()`: what [`RequestEncoder::encode`] makes of
+    /// the chunk), into `out`, cleared first.
+    ///
+    /// # Panics
+    ///
+    /// If `range` goes past the chunk's records.
+    pub fn request_into(&self, range: Range<usize>, out: &mut Vec<u8>) {
+        use keys::*;
+        let span = self.span(&range);
+        let (scope_logs, resource_logs) = self.lengths(span.len());
+        out.clear();
+        out.reserve(resource_logs + 12);
+        out.push(RESOURCE_LOGS);
+        pb::varint(out, resource_logs as u64);
+        out.extend_from_slice(&self.resource);
+        out.push(SCOPE_LOGS);
+        pb::varint(out, scope_logs as u64);
+        out.extend_from_slice(&self.scope);
+        out.extend_from_slice(&self.records[span]);
+    }
+
+    /// The records of the next request from record `from`: as many as fit in
+    /// `max_bytes` (the request's bytes, not compressed) and `max_records`, at
+    /// least one (a record larger than `max_bytes` alone); empty only when `from` is
+    /// past the last record.
+    pub fn next_request(&self, from: usize, max_bytes: usize, max_records: usize) -> Range<usize> {
+        let from = from.min(self.len());
+        let mut end = from;
+        while end < self.len()
+            && (end == from
+                || (end - from < max_records && self.request_len(from..end + 1) <= max_bytes))
+        {
+            end += 1;
         }
-        pb::close(out, scope_logs);
-        pb::close(out, resource_logs);
+        from..end
     }
 }
 
@@ -710,5 +844,60 @@ mod tests {
         assert_eq!(out, encoder.encode_reference(&big, observed));
         encoder.encode_into(&small, observed, &mut out);
         assert_eq!(out, encoder.encode_reference(&small, observed));
+    }
+    #[test]
+    fn the_parts_make_the_whole_request_and_any_run_of_its_records() {
+        let encoder = RequestEncoder::new("0.1.0", Some("host-a.example".into()));
+        let observed = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        for completeness in [false, true] {
+            let many: Vec<FlowRecord> = records().into_iter().cycle().take(400).collect();
+            let chunk = decoded(many, completeness, "host-a");
+            let parts = encoder.encode_parts(&chunk, observed);
+            assert_eq!(parts.len(), 400);
+            let whole = encoder.encode_reference(&chunk, observed);
+            let mut out = Vec::new();
+            parts.request_into(0..parts.len(), &mut out);
+            assert!(out == whole, "the whole chunk differs");
+            assert_eq!(parts.request_len(0..parts.len()), whole.len());
+            let reference = ExportLogsServiceRequest::decode(&whole[..]).expect("decodes");
+            let all = &reference.resource_logs[0].scope_logs[0].log_records;
+            // Requests of at most 20 KiB: each a whole request, its records the
+            // chunk's, with their positions in the chunk.
+            let mut from = 0;
+            let mut requests = 0;
+            while from < parts.len() {
+                let range = parts.next_request(from, 20 << 10, usize::MAX);
+                assert!(!range.is_empty());
+                parts.request_into(range.clone(), &mut out);
+                assert_eq!(out.len(), parts.request_len(range.clone()));
+                assert!(out.len() <= 20 << 10 || range.len() == 1);
+                let request = ExportLogsServiceRequest::decode(&out[..]).expect("decodes");
+                let (r, w) = (&request.resource_logs[0], &reference.resource_logs[0]);
+                assert_eq!(r.resource, w.resource);
+                assert_eq!(r.scope_logs[0].scope, w.scope_logs[0].scope);
+                assert_eq!(r.scope_logs[0].log_records, all[range.clone()]);
+                // Full: the next record would not have fitted.
+                if range.end < parts.len() {
+                    assert!(parts.request_len(range.start..range.end + 1) > 20 << 10);
+                }
+                from = range.end;
+                requests += 1;
+            }
+            assert!(requests > 5, "{requests} requests");
+            // A record limit, and a byte limit below one record: one record a request.
+            assert_eq!(parts.next_request(10, usize::MAX, 7), 10..17);
+            assert_eq!(parts.next_request(10, 1, 7), 10..11);
+            assert_eq!(parts.next_request(10, usize::MAX, 0), 10..11);
+            assert_eq!(parts.next_request(399, usize::MAX, 7), 399..400);
+            assert_eq!(parts.next_request(400, usize::MAX, 7), 400..400);
+            assert_eq!(parts.next_request(900, usize::MAX, 7), 400..400);
+        }
+        // No records: the request still carries the scope (the completeness).
+        let empty = decoded(vec![], true, "host-a");
+        let parts = encoder.encode_parts(&empty, observed);
+        assert!(parts.is_empty());
+        let mut out = Vec::new();
+        parts.request_into(0..0, &mut out);
+        assert_eq!(out, encoder.encode_reference(&empty, observed));
     }
 }

@@ -5,12 +5,20 @@
 //!
 //! # What is sent
 //!
-//! One `ExportLogsServiceRequest` per chunk (its records, in order, in one
-//! `ResourceLogs` with one `ScopeLogs`), `Content-Type: application/x-protobuf`,
-//! gzipped (`Content-Encoding: gzip`) unless
+//! A chunk's records, in order, in one or more `ExportLogsServiceRequest`s (each
+//! its records in one `ResourceLogs` with one `ScopeLogs`),
+//! `Content-Type: application/x-protobuf`, gzipped (`Content-Encoding: gzip`) unless
 //! [`compression`](OtlpSinkConfig::compression) says otherwise, POSTed to
 //! [`logs_url`] of the endpoint with the configured
 //! [`headers`](OtlpSinkConfig::headers).
+//!
+//! A request holds as many of the chunk's records as fit in
+//! [`max_request_bytes`](OtlpSinkConfig::max_request_bytes) of protobuf before
+//! compression (default 4 MiB: a full chunk of 16,384 records is some 18 MB, over
+//! most receivers' body limits), at least one: a chunk larger than that is sent as
+//! several requests, one after the other, each a whole request with the same
+//! resource and scope attributes, its records' `flowexporter.record_index` their
+//! positions in the chunk. The chunk is done with once every request is accepted.
 //!
 //! - **resource** attributes: `host.id` (the chunk's host ID), `host.name` (when
 //!   [configured](OtlpSinkConfig::host_name)), `service.name` = `flowexporter`,
@@ -48,18 +56,22 @@
 //! the memory queue for a full disk, the records dropped in a window's completeness,
 //! `take_settled`, `flush` and `close` holds word for word.
 //!
-//! The guarantee is **at least once**: a chunk whose answer was lost (a crash, a
+//! The guarantee is **at least once**: a request whose answer was lost (a crash, a
 //! shut down with a request in flight, a timeout after the receiver stored it) is
 //! sent again, and its log records arrive twice, with the same
-//! `flowexporter.batch_id` and `flowexporter.record_index`.
+//! `flowexporter.batch_id` and `flowexporter.record_index`. A chunk sent in several
+//! requests resumes where it stopped: the sink remembers, under its batch ID, which
+//! of its records the receiver accepted, and a retry sends only the others (within
+//! a run: after a restart the whole chunk is sent again).
 //!
 //! # What each answer does
 //!
 //! | answer | the sink |
 //! | --- | --- |
-//! | 2xx | forgets the chunk; a `partial_success` with rejected log records is counted ([`OtlpCounters::log_records_rejected_by_receiver`]) and logged at most every [`error_log_interval`](OtlpSinkConfig::error_log_interval), not retried |
-//! | 408, 429, 502, 503, 504; no answer (refused, reset, timed out, TLS) | retries with backoff ([`RetryPolicy`], for as long as it takes with a spool), waiting at least the answer's `Retry-After` (seconds or an HTTP date, capped at the policy's longest backoff) |
-//! | anything else (400, 401, 403, 404, 413, 500, a redirect, ...) | refused for good (OTLP's rule: retrying cannot change it): moved to the spool's `rejected/` with the status and the start of the body, logged at error level, counted; later chunks go on |
+//! | 2xx | the chunk's next request; after its last, forgets the chunk. A `partial_success` with rejected log records is counted ([`OtlpCounters::log_records_rejected_by_receiver`]) and logged at most every [`error_log_interval`](OtlpSinkConfig::error_log_interval), not retried |
+//! | 413 (too large) | the request's records are sent again in two halves, and no later request of the chunk holds more than a half ([`OtlpCounters::requests_split_on_413`]); a single record answered 413 is left out for good, logged at error level and counted ([`OtlpCounters::log_records_too_large`]), and the chunk goes on |
+//! | 408, 429, 502, 503, 504; no answer (refused, reset, timed out, TLS) | retries with backoff ([`RetryPolicy`], for as long as it takes with a spool) from the first request not accepted, waiting at least the answer's `Retry-After` (seconds or an HTTP date, up to [`MAX_RETRY_AFTER`](crate::retry::MAX_RETRY_AFTER), 15 minutes, whatever the policy's longest backoff) |
+//! | anything else (400, 401, 403, 404, 500, a redirect, ...) | refused for good (OTLP's rule: retrying cannot change it): the chunk is moved to the spool's `rejected/` with the status and the start of the body, logged at error level, counted; later chunks go on. Its requests accepted before, if any, stay delivered |
 //!
 //! An answer's body is read for at most 64 KiB and 2 s, never whole.
 
@@ -77,10 +89,11 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use self::send::{CarrierState, OtlpCarrier};
 pub use self::{
-    config::{LOGS_PATH, OtlpSinkConfig, logs_url},
+    config::{DEFAULT_MAX_REQUEST_BYTES, LOGS_PATH, OtlpSinkConfig, logs_url},
     counters::OtlpCounters,
     encode::{
-        Compression, EVENT_NAME, RequestEncoder, SERVICE_NAME, SEVERITY_NUMBER, SEVERITY_TEXT,
+        Compression, EVENT_NAME, EncodedChunk, RequestEncoder, SERVICE_NAME, SEVERITY_NUMBER,
+        SEVERITY_TEXT,
     },
     send::PROTOBUF_CONTENT_TYPE,
 };
@@ -104,6 +117,7 @@ pub struct OtlpSink {
     headers: HeaderMap,
     compression: Compression,
     encoder: RequestEncoder,
+    max_request_bytes: usize,
     connect_timeout: std::time::Duration,
     request_timeout: std::time::Duration,
 }
@@ -124,6 +138,13 @@ impl OtlpSink {
     pub fn start(config: OtlpSinkConfig) -> Result<OtlpSink, SinkError> {
         let url = logs_url(&config.endpoint)?;
         let headers = header_map(&config.headers)?;
+        if config.max_request_bytes == 0 {
+            return Err(SinkError::InvalidConfig {
+                key: "otlp max_request_bytes",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
         let client = build_client(
             &config.tls,
             config.connect_timeout,
@@ -138,6 +159,7 @@ impl OtlpSink {
             compression: config.compression,
             encoder: encoder.clone(),
             state: Arc::clone(&state),
+            max_request_bytes: config.max_request_bytes,
         };
         let core = SinkCore::start(
             CoreConfig {
@@ -160,6 +182,7 @@ impl OtlpSink {
             headers,
             compression: config.compression,
             encoder,
+            max_request_bytes: config.max_request_bytes,
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
         })
@@ -233,6 +256,7 @@ impl OtlpSink {
             compression: self.compression,
             encoder: self.encoder.clone(),
             state: Arc::clone(&self.state),
+            max_request_bytes: self.max_request_bytes,
         }))
     }
 }

@@ -1,26 +1,33 @@
-//! One attempt: the spooled frame decoded, built into a request, compressed and
-//! POSTed, and what the answer means (the OTLP side of the send task's
+//! One attempt: the spooled frame decoded, encoded in parts, cut into requests of
+//! at most `max_request_bytes` (protobuf, not compressed), each compressed and
+//! POSTed in turn, and what the answers mean (the OTLP side of the send task's
 //! [`Transport`](crate::collector_sink::transport::Transport)).
 //!
-//! | answer | the sink |
+//! | answer to a request | the sink |
 //! | --- | --- |
-//! | 2xx | forgets the frame; a `partial_success` is counted and logged (at most every `error_log_interval`) |
-//! | 408, 429, 502, 503, 504, or none (refused, reset, timed out, TLS) | retries with backoff, waiting at least the `Retry-After` (seconds or HTTP date, up to the policy's longest backoff) |
-//! | anything else (400, 401, 403, 404, 413, 500, 3xx, ...) | refused for good: the frame goes to `rejected/` with the status and the start of the body |
+//! | 2xx | its records are delivered: the next request; after the last, forgets the frame. A `partial_success` is counted and logged (at most every `error_log_interval`) |
+//! | 413 | sends its records again in two halves (and no request of the frame larger from then on); a single record answered 413 is left out for good (counted, logged), the frame goes on |
+//! | 408, 429, 502, 503, 504, or none (refused, reset, timed out, TLS) | the attempt ends: the send task retries with backoff, waiting at least the `Retry-After` (seconds or HTTP date, up to [`MAX_RETRY_AFTER`](crate::retry::MAX_RETRY_AFTER)); the next attempt starts with the first request not delivered |
+//! | anything else (400, 401, 403, 404, 500, 3xx, ...) | refused for good: the frame goes to `rejected/` with the status and the start of the body (with the records of its requests already delivered) |
 //! | the spooled frame cannot be decoded | refused for good, likewise |
+//!
+//! How far the attempts at a frame got ([`Progress`]: its records delivered, the
+//! largest request after a 413) is kept in the [`CarrierState`] under its batch ID
+//! until the frame is done with, so a retry resends only what was not delivered.
 
 use std::{
+    ops::Range,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
-use flow_batch::wire::{ChunkDecoder, DecodeLimits};
+use flow_batch::wire::{BatchId, ChunkDecoder, DecodeLimits};
 use prost::Message;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 
 use super::{
     counters::OwnCounters,
-    encode::{Compression, RequestEncoder},
+    encode::{Compression, EncodedChunk, RequestEncoder},
     proto::ExportLogsServiceResponse,
 };
 use crate::collector_sink::{
@@ -45,6 +52,26 @@ pub(crate) struct CarrierState {
     pub(crate) own: OwnCounters,
     error_log_interval: Duration,
     last_partial_log: Mutex<Option<Instant>>,
+    last_split_log: Mutex<Option<Instant>>,
+    /// How far the frame being sent got: the send task sends one frame at a time
+    /// and retries it until it is done with it, so one is kept, the last one an
+    /// attempt was made at (a frame dropped meanwhile is replaced by the next one).
+    progress: Mutex<Option<Progress>>,
+}
+
+/// How far the attempts at one frame got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// The frame's batch ID.
+    batch_id: BatchId,
+    /// And its records (the same ID for another frame would be a bug elsewhere:
+    /// not trusted then).
+    records: u32,
+    /// Its first records that need no sending again: delivered (2xx), or each
+    /// refused alone as too large (413).
+    done: usize,
+    /// Most records in one request, after a 413 (`usize::MAX` before one).
+    max_records: usize,
 }
 
 impl CarrierState {
@@ -60,16 +87,43 @@ impl CarrierState {
             own: OwnCounters::default(),
             error_log_interval,
             last_partial_log: Mutex::new(None),
+            last_split_log: Mutex::new(None),
+            progress: Mutex::new(None),
         })
     }
 
-    /// Whether a partial success may be logged now (at most every
+    /// Where attempts at `frame` start: after what an earlier attempt at it
+    /// delivered, or from its first record.
+    fn progress(&self, frame: &Frame) -> Progress {
+        let kept = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        match &*kept {
+            Some(p) if p.batch_id == frame.batch_id && p.records == frame.records => p.clone(),
+            _ => Progress {
+                batch_id: frame.batch_id.clone(),
+                records: frame.records,
+                done: 0,
+                max_records: usize::MAX,
+            },
+        }
+    }
+
+    /// Keeps `progress` for the next attempt at its frame.
+    fn save(&self, progress: &Progress) {
+        *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = Some(progress.clone());
+    }
+
+    /// Done with `frame`: its progress forgotten.
+    fn forget(&self, frame: &Frame) {
+        let mut kept = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.as_ref().is_some_and(|p| p.batch_id == frame.batch_id) {
+            *kept = None;
+        }
+    }
+
+    /// Whether a message limited by `last` may be logged now (at most every
     /// `error_log_interval`).
-    fn may_log(&self) -> bool {
-        let mut last = self
-            .last_partial_log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+    fn may_log(&self, last: &Mutex<Option<Instant>>) -> bool {
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if last.is_some_and(|at| now.duration_since(at) < self.error_log_interval) {
             return false;
@@ -86,6 +140,9 @@ pub(crate) struct OtlpCarrier {
     pub(crate) compression: Compression,
     pub(crate) encoder: RequestEncoder,
     pub(crate) state: Arc<CarrierState>,
+    /// Most bytes of a request's protobuf, not compressed (a record larger alone
+    /// is sent alone).
+    pub(crate) max_request_bytes: usize,
 }
 
 /// Why a request could not be built.
@@ -96,9 +153,20 @@ enum BuildError {
     Compress(std::io::Error),
 }
 
+/// What one request's answer means for the chunk.
+enum Posted {
+    /// 2xx: its records are delivered.
+    Delivered,
+    /// 413: too large for the receiver.
+    TooLarge { body: String },
+    /// The chunk's attempt ends here (a retriable answer or none; a refusal for
+    /// good).
+    End(Attempt),
+}
+
 impl OtlpCarrier {
-    /// The frame's request body, compressed.
-    fn build(&self, frame: &[u8]) -> Result<Vec<u8>, BuildError> {
+    /// The frame decoded and encoded in parts, requests to be cut from.
+    fn encode(&self, frame: &[u8]) -> Result<EncodedChunk, BuildError> {
         let started = Instant::now();
         let decoded = {
             let mut decoder = self.state.decoder.lock().unwrap_or_else(|p| p.into_inner());
@@ -106,52 +174,174 @@ impl OtlpCarrier {
                 .decode(frame)
                 .map_err(|e| BuildError::Undecodable(crate::error_chain(&e)))?
         };
-        let body = self.encoder.encode(&decoded, SystemTime::now());
+        let parts = self.encoder.encode_parts(&decoded, SystemTime::now());
+        self.build_time(started);
+        Ok(parts)
+    }
+
+    /// The request body with the records `range` of `parts`, compressed.
+    fn build(&self, parts: &EncodedChunk, range: Range<usize>) -> Result<Vec<u8>, BuildError> {
+        let started = Instant::now();
+        let mut body = Vec::new();
+        parts.request_into(range, &mut body);
         let body = self.compression.apply(body).map_err(BuildError::Compress)?;
+        self.build_time(started);
+        Ok(body)
+    }
+
+    fn build_time(&self, started: Instant) {
         bump(
             &self.state.own.build_time_ns,
             u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
         );
-        Ok(body)
     }
 
+    /// Runs `work` (decoding, encoding or compressing thousands of records, which
+    /// is milliseconds of CPU) on the blocking pool, not on a runtime worker; a
+    /// failure as the attempt's outcome.
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&OtlpCarrier) -> Result<T, BuildError> + Send + 'static,
+    ) -> Result<T, Attempt> {
+        let carrier = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || work(&carrier)).await {
+            Ok(Ok(built)) => Ok(built),
+            Ok(Err(BuildError::Undecodable(reason))) => Err(Attempt::Reject(Refusal::Carrier {
+                reason: format!("the spooled frame cannot be decoded: {reason}"),
+            })),
+            Ok(Err(BuildError::Compress(e))) => Err(Attempt::Retry {
+                failure: Failure::Carrier {
+                    what: "compressing an OTLP request",
+                    source: Box::new(e),
+                },
+                retry_after: None,
+            }),
+            Err(e) => Err(Attempt::Retry {
+                failure: Failure::Carrier {
+                    what: "building an OTLP request",
+                    source: Box::new(e),
+                },
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// One attempt at `frame`: its records in requests of at most
+    /// `max_request_bytes`, from the first one not yet delivered (by an earlier
+    /// attempt at the same frame) on, a request answered 413 split in half.
     async fn send(self: Arc<Self>, shared: Arc<Shared>, frame: Frame) -> Attempt {
         let counters = &shared.counters;
-        // Decoding, building and compressing a chunk of thousands of records is
-        // milliseconds of CPU: on the blocking pool, not on a runtime worker.
-        let built = tokio::task::spawn_blocking({
-            let carrier = Arc::clone(&self);
-            let bytes = frame.bytes.clone();
-            move || carrier.build(&bytes)
-        })
-        .await;
-        let body = match built {
-            Ok(Ok(body)) => body,
-            Ok(Err(BuildError::Undecodable(reason))) => {
-                return Attempt::Reject(Refusal::Carrier {
-                    reason: format!("the spooled frame cannot be decoded: {reason}"),
-                });
-            }
-            Ok(Err(BuildError::Compress(e))) => {
-                return Attempt::Retry {
-                    failure: Failure::Carrier {
-                        what: "compressing an OTLP request",
-                        source: Box::new(e),
-                    },
-                    retry_after: None,
-                };
-            }
-            Err(e) => {
-                return Attempt::Retry {
-                    failure: Failure::Carrier {
-                        what: "building an OTLP request",
-                        source: Box::new(e),
-                    },
-                    retry_after: None,
-                };
+        let parts = match self
+            .blocking({
+                let bytes = frame.bytes.clone();
+                move |carrier| carrier.encode(&bytes)
+            })
+            .await
+        {
+            Ok(parts) => Arc::new(parts),
+            Err(attempt) => {
+                self.state.forget(&frame);
+                return attempt;
             }
         };
-        let body_len = body.len() as u64;
+        let mut progress = self.state.progress(&frame);
+        // A chunk without records is still sent, once: its scope carries its
+        // window's completeness.
+        let mut first = true;
+        loop {
+            let range =
+                parts.next_request(progress.done, self.max_request_bytes, progress.max_records);
+            if range.is_empty() && !(first && parts.is_empty()) {
+                break;
+            }
+            first = false;
+            let body = match self
+                .blocking({
+                    let parts = Arc::clone(&parts);
+                    let range = range.clone();
+                    move |carrier| carrier.build(&parts, range)
+                })
+                .await
+            {
+                Ok(body) => body,
+                Err(attempt) => return self.end(&frame, progress, attempt),
+            };
+            let body_len = body.len() as u64;
+            match self.post(&shared, &frame, &range, body).await {
+                Posted::Delivered => {
+                    bump(&self.state.own.requests_sent, 1);
+                    bump(&counters.records_sent, range.len() as u64);
+                    bump(&counters.bytes_sent, body_len);
+                    progress.done = range.end;
+                    self.state.save(&progress);
+                    if parts.is_empty() {
+                        break;
+                    }
+                }
+                Posted::TooLarge { body } if range.len() > 1 => {
+                    // In half, and no request of this chunk larger from now on.
+                    progress.max_records = range.len().div_ceil(2);
+                    self.state.save(&progress);
+                    bump(&self.state.own.requests_split_on_413, 1);
+                    if self.state.may_log(&self.state.last_split_log) {
+                        tracing::warn!(
+                            url = %shared.destination,
+                            batch_id = %frame.batch_id,
+                            records = range.len(),
+                            bytes = parts.request_len(range.clone()),
+                            body,
+                            "OTLP receiver refused a request as too large (413); sending its records in two halves (lower max_request_bytes to the receiver's limit)"
+                        );
+                    }
+                }
+                Posted::TooLarge { body } if !range.is_empty() => {
+                    // One record the receiver will never take: left out, the rest
+                    // of the chunk goes on.
+                    bump(&self.state.own.log_records_too_large, 1);
+                    tracing::error!(
+                        url = %shared.destination,
+                        batch_id = %frame.batch_id,
+                        record_index = range.start,
+                        bytes = parts.request_len(range.clone()),
+                        body,
+                        "OTLP receiver refused a single log record as too large (413); left out for good"
+                    );
+                    progress.done = range.end;
+                    self.state.save(&progress);
+                }
+                Posted::TooLarge { body } => {
+                    let attempt = Attempt::Reject(Refusal::Carrier {
+                        reason: format!("HTTP 413: {body}"),
+                    });
+                    return self.end(&frame, progress, attempt);
+                }
+                Posted::End(attempt) => return self.end(&frame, progress, attempt),
+            }
+        }
+        self.state.forget(&frame);
+        bump(&counters.chunks_sent, 1);
+        Attempt::Delivered
+    }
+
+    /// The attempt ends with `attempt`: the progress kept for a retry, forgotten
+    /// when the frame is done with.
+    fn end(&self, frame: &Frame, progress: Progress, attempt: Attempt) -> Attempt {
+        match &attempt {
+            Attempt::Retry { .. } => self.state.save(&progress),
+            Attempt::Delivered | Attempt::Reject(_) => self.state.forget(frame),
+        }
+        attempt
+    }
+
+    /// POSTs one request (`body`, the records `range` of `frame`).
+    async fn post(
+        &self,
+        shared: &Shared,
+        frame: &Frame,
+        range: &Range<usize>,
+        body: Vec<u8>,
+    ) -> Posted {
+        let counters = &shared.counters;
         bump(&counters.requests, 1);
         let started = Instant::now();
         let mut request = self
@@ -166,11 +356,11 @@ impl OtlpCarrier {
             Ok(r) => r,
             Err(error) => {
                 bump(&counters.transport_errors, 1);
-                tracing::debug!(url = %shared.destination, batch_id = %frame.batch_id, error = %crate::error_chain(&error), "OTLP request failed");
-                return Attempt::Retry {
+                tracing::debug!(url = %shared.destination, batch_id = %frame.batch_id, records = ?range, error = %crate::error_chain(&error), "OTLP request failed");
+                return Posted::End(Attempt::Retry {
                     failure: Failure::Transport(error),
                     retry_after: None,
-                };
+                });
             }
         };
         bump(&counters.requests_timed, 1);
@@ -183,27 +373,27 @@ impl OtlpCarrier {
             Answer::Delivered => {
                 let (prefix, _) =
                     body::read_prefix(response, RESPONSE_LIMIT, body::BODY_READ_TIME).await;
-                self.partial_success(&shared, &frame, &prefix);
-                bump(&counters.chunks_sent, 1);
-                bump(&counters.records_sent, u64::from(frame.records));
-                bump(&counters.bytes_sent, body_len);
-                Attempt::Delivered
+                self.partial_success(shared, frame, &prefix);
+                Posted::Delivered
             }
             Answer::Retry => {
                 bump(&counters.retriable_statuses, 1);
                 let retry_after = retry_after(response.headers(), SystemTime::now());
                 let body = body::snippet(response).await;
-                tracing::debug!(url = %shared.destination, batch_id = %frame.batch_id, status, body, "OTLP receiver asked to retry");
-                Attempt::Retry {
+                tracing::debug!(url = %shared.destination, batch_id = %frame.batch_id, records = ?range, status, body, "OTLP receiver asked to retry");
+                Posted::End(Attempt::Retry {
                     failure: Failure::Status(status),
                     retry_after,
-                }
+                })
             }
+            Answer::TooLarge => Posted::TooLarge {
+                body: body::snippet(response).await,
+            },
             Answer::Refused => {
                 let body = body::snippet(response).await;
-                Attempt::Reject(Refusal::Carrier {
+                Posted::End(Attempt::Reject(Refusal::Carrier {
                     reason: format!("HTTP {status}: {body}"),
-                })
+                }))
             }
         }
     }
@@ -224,7 +414,7 @@ impl OtlpCarrier {
         bump(&own.partial_successes, 1);
         let rejected = u64::try_from(partial.rejected_log_records).unwrap_or(0);
         bump(&own.log_records_rejected, rejected);
-        if self.state.may_log() {
+        if self.state.may_log(&self.state.last_partial_log) {
             tracing::warn!(
                 url = %shared.destination,
                 batch_id = %frame.batch_id,
@@ -247,15 +437,19 @@ impl FrameCarrier for OtlpCarrier {
 enum Answer {
     Delivered,
     Retry,
+    /// 413: the request is too large; smaller ones may pass.
+    TooLarge,
     Refused,
 }
 
 /// OTLP/HTTP's rule: 2xx delivered; 429, 502, 503 and 504 retriable (and 408, a
-/// request timeout); anything else refused for good.
+/// request timeout); anything else refused for good, but 413 (Content Too Large),
+/// which smaller requests of the same records may pass.
 fn disposition(status: u16) -> Answer {
     match status {
         200..=299 => Answer::Delivered,
         408 | 429 | 502 | 503 | 504 => Answer::Retry,
+        413 => Answer::TooLarge,
         _ => Answer::Refused,
     }
 }
@@ -283,9 +477,10 @@ mod tests {
         for s in [408, 429, 502, 503, 504] {
             assert_eq!(disposition(s), Answer::Retry, "{s}");
         }
-        for s in [301, 400, 401, 403, 404, 413, 415, 500, 501] {
+        for s in [301, 400, 401, 403, 404, 415, 500, 501] {
             assert_eq!(disposition(s), Answer::Refused, "{s}");
         }
+        assert_eq!(disposition(413), Answer::TooLarge);
     }
 
     #[test]
