@@ -159,6 +159,7 @@ pub(super) static SNAPSHOT: &[FamilyDef<Snapshot>] = families! { Snapshot;
         [reason = "rejected_by_kafka", intentional = "false"] => |s| kafka(s).map(|k| k.records_rejected),
         [reason = "rejected_by_otlp", intentional = "false"] => |s| otlp(s).map(|o| o.records_rejected),
         [reason = "rejected_by_otlp_receiver", intentional = "false"] => |s| otlp(s).map(|o| o.log_records_rejected_by_receiver),
+        [reason = "too_large_for_otlp_receiver", intentional = "false"] => |s| otlp(s).map(|o| o.log_records_too_large),
         [reason = "rejected_by_ipfix", intentional = "false"] => |s| ipfix(s).map(|i| i.records_rejected),
         [reason = "memory_queue_full", intentional = "true"] => |s| all_sinks(s, |c| c.records_dropped_memory),
         [reason = "spool_full", intentional = "true"] => |s| spools(s, |p| p.records_dropped_full),
@@ -298,8 +299,14 @@ pub(super) static SNAPSHOT: &[FamilyDef<Snapshot>] = families! { Snapshot;
     Counter "flowexporter_otlp_requests_total" "Export requests sent to the OTLP endpoint (one per chunk and attempt)." {
         [] => |s| otlp(s).map(|o| o.requests),
     }
-    Counter "flowexporter_otlp_sent_chunks_total" "Chunks the OTLP endpoint took (a 2xx)." {
+    Counter "flowexporter_otlp_sent_chunks_total" "Chunks the OTLP endpoint took whole (every request of the chunk answered 2xx)." {
         [] => |s| otlp(s).map(|o| o.chunks_sent),
+    }
+    Counter "flowexporter_otlp_accepted_requests_total" "OTLP requests answered 2xx (a chunk larger than the request limit is several)." {
+        [] => |s| otlp(s).map(|o| o.requests_sent),
+    }
+    Counter "flowexporter_otlp_split_requests_total" "OTLP requests answered 413 and sent again in two halves." {
+        [] => |s| otlp(s).map(|o| o.requests_split_on_413),
     }
     Counter "flowexporter_otlp_sent_log_records_total" "Log records (one per flow record) in the requests the OTLP endpoint took." {
         [] => |s| otlp(s).map(|o| o.log_records_sent),

@@ -200,6 +200,9 @@ fn the_otlp_and_ipfix_sinks_have_their_families_and_join_the_shared_ones() {
     otlp.chunks_rejected = 1;
     otlp.records_rejected = 7;
     otlp.log_records_rejected_by_receiver = 3;
+    otlp.requests_sent = 8;
+    otlp.requests_split_on_413 = 1;
+    otlp.log_records_too_large = 2;
     otlp.records_dropped_memory = 4;
     otlp.spool = Some(otlp_spool);
     let mut ipfix_spool = SpoolCounters::default();
@@ -252,6 +255,9 @@ fn the_otlp_and_ipfix_sinks_have_their_families_and_join_the_shared_ones() {
         r#"flowexporter_records_dropped_total{reason="memory_queue_full",intentional="true"} 6"#,
         r#"flowexporter_records_dropped_total{reason="rejected_by_otlp",intentional="false"} 7"#,
         r#"flowexporter_records_dropped_total{reason="rejected_by_otlp_receiver",intentional="false"} 3"#,
+        r#"flowexporter_records_dropped_total{reason="too_large_for_otlp_receiver",intentional="false"} 2"#,
+        "flowexporter_otlp_accepted_requests_total 8",
+        "flowexporter_otlp_split_requests_total 1",
         r#"flowexporter_records_dropped_total{reason="rejected_by_ipfix",intentional="false"} 11"#,
     ] {
         assert!(
