@@ -82,6 +82,25 @@ async fn graph(state: &Arc<State>, req: &Request<Incoming>) -> Answer {
     }
 }
 
+/// `GET /` and `GET /assets/<path>`: the page's files, if `path` is one.
+fn page(req: &Request<Incoming>) -> Option<Answer> {
+    let path = req.uri().path();
+    let asset = if path == "/" {
+        ""
+    } else {
+        path.strip_prefix("/assets/")?
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Some(answer(
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            "the page is read with GET".into(),
+        ));
+    }
+    let (bytes, content_type) = crate::page::asset(asset)?;
+    Some(content(Bytes::from_static(bytes), content_type))
+}
+
 /// Answers one request.
 pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer {
     if req.uri().path() == crate::metrics::METRICS_PATH {
@@ -89,6 +108,9 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer 
     }
     if req.uri().path() == crate::graph::GRAPH_PATH {
         return graph(&state, &req).await;
+    }
+    if let Some(page) = page(&req) {
+        return page;
     }
     if req.uri().path() != CHUNKS_PATH {
         return answer(

@@ -73,6 +73,7 @@ pub mod ledger;
 mod metrics;
 mod options;
 pub mod output;
+mod page;
 mod pipeline;
 mod server;
 mod stats;

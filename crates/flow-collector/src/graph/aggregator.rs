@@ -19,6 +19,10 @@ use crate::{attribution::AttributedFlow, completeness::WindowReport};
 /// Recent flows kept per edge (over all minutes).
 pub(crate) const RECENT_PER_EDGE: usize = 5;
 
+/// Recent flows are kept for at most [`GraphConfig::max_edges`] / this many edges
+/// (an edge held in many minutes has one list).
+pub(crate) const RECENT_EDGES_DIVISOR: usize = 10;
+
 /// Incomplete windows kept (the latest).
 pub(crate) const MAX_INCOMPLETE: usize = 10_000;
 
@@ -47,7 +51,7 @@ pub struct GraphAggregator {
     pub(super) minutes: BTreeMap<u64, Minute>,
     cumulative: Cumulative,
     /// The latest flows of every edge, latest first.
-    pub(super) recent: HashMap<EdgeKey, VecDeque<RecentEntry>>,
+    pub(super) recent: HashMap<EdgeKey, Vec<RecentEntry>>,
     /// Windows that did not add up: (window end, JSON), oldest first.
     pub(super) incomplete: VecDeque<(SystemTime, SystemTime, IncompleteWindow)>,
     edges_held: usize,
@@ -183,7 +187,8 @@ impl GraphAggregator {
 
     /// Keeps `flow` among its edge's latest.
     fn remember_recent(&mut self, flow: &AttributedFlow, oriented: &Oriented) {
-        if !self.recent.contains_key(&oriented.key) && self.recent.len() >= self.config.max_edges {
+        let cap = (self.config.max_edges / RECENT_EDGES_DIVISOR).max(1);
+        if !self.recent.contains_key(&oriented.key) && self.recent.len() >= cap {
             return;
         }
         let r = &flow.record;
@@ -209,8 +214,13 @@ impl GraphAggregator {
             .position(|e| e.t_end < entry.t_end)
             .unwrap_or(list.len());
         if at < RECENT_PER_EDGE {
+            // Grown one entry at a time: most edges hold one or two flows.
+            if list.len() == RECENT_PER_EDGE {
+                list.pop();
+            } else if list.len() == list.capacity() {
+                list.reserve_exact(1);
+            }
             list.insert(at, entry);
-            list.truncate(RECENT_PER_EDGE);
         }
     }
 

@@ -147,6 +147,18 @@ pub(crate) struct RunArgs {
     /// window's end or its latest chunk). Default 10m.
     #[arg(long, env = "FLOWCOLLECTOR_WINDOW_GRACE", value_parser = duration)]
     pub(crate) window_grace: Option<Duration>,
+    /// How long the dependency graph (GET /api/v1/graph) keeps its minutes; a query
+    /// reaching further back is clamped. Default 6h.
+    #[arg(long, env = "FLOWCOLLECTOR_GRAPH_RETENTION", value_parser = duration)]
+    pub(crate) graph_retention: Option<Duration>,
+    /// Edges each node of the dependency graph keeps per minute; the rest are folded
+    /// into its edge to "other" (counted). Default 50.
+    #[arg(long, env = "FLOWCOLLECTOR_GRAPH_TOP_EDGES")]
+    pub(crate) graph_top_edges: Option<usize>,
+    /// Most edges the dependency graph holds in all its minutes; above it the oldest
+    /// minutes are dropped (counted). Default 500000.
+    #[arg(long, env = "FLOWCOLLECTOR_GRAPH_MAX_EDGES")]
+    pub(crate) graph_max_edges: Option<usize>,
     /// At SIGTERM, the longest to wait for held flows to be decided; the rest are
     /// written unattributed (reason shutdown). Default: the hold-back plus 5s.
     #[arg(long, env = "FLOWCOLLECTOR_DRAIN_TIMEOUT", value_parser = duration)]

@@ -19,6 +19,7 @@ use flow_collector::{
     CollectorOptions, ServerTls,
     attribution::{AttributionConfig, StaticOwners},
     completeness::CompletenessConfig,
+    graph::GraphConfig,
     kafka::KafkaOptions,
     output::Rotation,
 };
@@ -37,7 +38,7 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub(crate) const EXAMPLE: &str = r#"# flowcollector configuration (TOML). Every key is optional except out (here or
 # --out); a flag or its environment variable (FLOWCOLLECTOR_<FLAG>) overrides a key.
 
-listen = "127.0.0.1:9000"                       # chunks (POST /v1/chunks) and GET /metrics
+listen = "127.0.0.1:9000"                       # chunks (POST /v1/chunks), GET /metrics, the graph (GET /, /api/v1/graph)
 out = "/var/lib/flowcollector/flows.jsonl"      # attributed flows, JSON lines
 state_dir = "/var/lib/flowcollector/state"      # ledger: stored chunks, dedup, checkpoint
 
@@ -58,6 +59,11 @@ max_held = 2000000           # flows held back at most
 
 [completeness]
 window_grace = "10m"         # how long an exporter window waits for missing chunks
+
+[graph]                      # the dependency graph, GET /api/v1/graph (docs/graph.md)
+retention = "6h"             # minutes kept (queries further back are clamped)
+top_edges = 50               # edges per node and minute; the rest folded into "other"
+max_edges = 500000           # edges in all minutes; the oldest minutes go first
 
 [server]
 max_body_bytes = "64MiB"
@@ -170,6 +176,8 @@ struct FileConfig {
     #[serde(default)]
     completeness: CompletenessSection,
     #[serde(default)]
+    graph: GraphSection,
+    #[serde(default)]
     server: ServerSection,
     #[serde(default)]
     tls: TlsSection,
@@ -242,6 +250,14 @@ struct AttributionSection {
 #[serde(deny_unknown_fields)]
 struct CompletenessSection {
     window_grace: Option<TextDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraphSection {
+    retention: Option<TextDuration>,
+    top_edges: Option<usize>,
+    max_edges: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -388,10 +404,39 @@ pub(crate) fn resolve(args: &RunArgs) -> Result<Resolved, ConfigError> {
     }
     let completeness = CompletenessConfig::default().with_grace(grace);
 
+    let g = &file.graph;
+    let defaults = GraphConfig::default();
+    let graph_retention = d(args.graph_retention, g.retention).unwrap_or(defaults.retention);
+    if graph_retention < Duration::from_secs(60) {
+        return Err(invalid(
+            "graph.retention (--graph-retention)",
+            "must be at least a minute: the graph is kept by minute".into(),
+        ));
+    }
+    let top_edges = args
+        .graph_top_edges
+        .or(g.top_edges)
+        .unwrap_or(defaults.top_edges);
+    let max_edges = args
+        .graph_max_edges
+        .or(g.max_edges)
+        .unwrap_or(defaults.max_edges);
+    if top_edges == 0 || max_edges == 0 {
+        return Err(invalid(
+            "graph.top_edges / graph.max_edges (--graph-top-edges, --graph-max-edges)",
+            "must be more than zero".into(),
+        ));
+    }
+    let graph = defaults
+        .with_retention(graph_retention)
+        .with_top_edges(top_edges)
+        .with_max_edges(max_edges);
+
     let s = &file.server;
     let mut options = CollectorOptions::new(listen, out)
         .with_attribution(attribution)
         .with_completeness(completeness)
+        .with_graph(graph)
         .with_rotation(rotation);
     if let Some(dir) = args.state_dir.clone().or(file.state_dir) {
         options = options.with_state_dir(dir);
@@ -723,6 +768,9 @@ pub(crate) fn describe(resolved: &Resolved) -> String {
             a.static_owners.len()
         ),
         format!("completeness.window_grace = {}", fmt(o.completeness.grace)),
+        format!("graph.retention = {}", fmt(o.graph.retention)),
+        format!("graph.top_edges = {}", o.graph.top_edges),
+        format!("graph.max_edges = {}", o.graph.max_edges),
         format!("server.max_body_bytes = {}", o.max_body_bytes),
         format!("server.sync = {}", o.sync),
         format!("server.max_connections = {}", o.max_connections),
