@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 /// The venv's packages, as `pip install` takes them.
 pub const PACKAGES: &str =
-    "kafka-python==3.0.12 zstandard==0.25.0 opentelemetry-proto==1.45.2 selenium==4.52.0";
+    "kafka-python==3.0.12 zstandard==0.25.0 opentelemetry-proto==1.45.2 selenium==4.51.0";
 
 /// The Python of the tests' virtualenv: `$FLOWEXPORTER_PYTHON`, else the one `.ci/run`
 /// makes. Panics, saying how to make it, when neither exists.
