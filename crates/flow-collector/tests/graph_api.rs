@@ -384,3 +384,35 @@ fn memory_per_edge() {
     assert!(steady < 400, "{steady} bytes per edge-minute");
     assert!(first < 1_000, "{first} bytes per new edge");
 }
+
+/// `flowcollector config check` with `args`: success and what it printed.
+fn config_check(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(common::BIN)
+        .args(["config", "check", "--out", "/tmp/x.jsonl"])
+        .args(args)
+        .env_remove("FLOWCOLLECTOR_CONFIG")
+        .output()
+        .expect("run config check");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_graph_flags_are_checked_and_shown() {
+    let (ok, text) = config_check(&[]);
+    assert!(ok, "{text}");
+    assert!(text.contains("graph.retention = 6h"), "{text}");
+    assert!(text.contains("graph.top_edges = 50"), "{text}");
+    assert!(text.contains("graph.max_edges = 500000"), "{text}");
+    let (ok, text) = config_check(&["--graph-retention", "2h", "--graph-top-edges", "7"]);
+    assert!(ok && text.contains("graph.retention = 2h"), "{text}");
+    assert!(text.contains("graph.top_edges = 7"), "{text}");
+    let (ok, text) = config_check(&["--graph-retention", "30s"]);
+    assert!(
+        !ok && text.contains("graph.retention (--graph-retention)"),
+        "{text}"
+    );
+    let (ok, text) = config_check(&["--graph-top-edges", "0"]);
+    assert!(!ok && text.contains("graph.top_edges"), "{text}");
+}
