@@ -1,12 +1,15 @@
 //! The IPFIX sink against a real collector: Debian's `nfcapd` (nfdump 1.7), started by
 //! the tests on a loopback UDP port, its files read back with `nfdump -o json` and
 //! compared field by field with the records exported. nfcapd has no TCP listener:
-//! the TCP tests put a relay in front of it that only cuts the TCP stream into
-//! messages by their length fields and forwards each as a datagram, so nfcapd still
-//! decodes every message. What nfdump does not show (our enterprise elements, the
-//! nanosecond times, the options record) is checked by an independent decoder of
-//! the messages written here, and docs/schema.md's IPFIX column is compared with the
-//! templates.
+//! the TCP tests put a relay in front of it that cuts the TCP stream into messages
+//! by their length fields and forwards each as a datagram, so nfcapd still decodes
+//! every message; the relay also checks that each connection starts with the
+//! templates and sequence number 0 (nfcapd keeps templates per exporter address, so
+//! it would not notice a connection without them). What nfdump does not show (our
+//! enterprise elements, the nanosecond times, the options record) is checked by an
+//! independent decoder of the messages written here, and docs/schema.md's IPFIX
+//! column and docs/ipfix.md's element table are compared with the templates, row by
+//! row.
 //!
 //! The tests need `nfcapd` and `nfdump` (Debian package `nfdump`) and fail without them.
 
@@ -29,6 +32,7 @@ use flow_sink::{
     FlowSink, IpfixSink, IpfixSinkConfig,
     ipfix_sink::{
         ELEMENTS, IpfixEncoder, Messages, REVERSE_PEN, Registry, TEMPLATE_EXPORTER,
+        elements::{DATA_TEMPLATES, template_elements},
         observation_domain_for,
     },
 };
@@ -41,6 +45,24 @@ const PEN: u32 = 32473;
 // ---------------------------------------------------------------------------------
 // Records built field by field.
 // ---------------------------------------------------------------------------------
+
+/// `(close_state, close_reason)` of the records, in turn: every reason, from the
+/// states it comes from.
+const CLOSES: [(u8, CloseReason); 13] = [
+    (6, CloseReason::Normal),          // TIME_WAIT
+    (5, CloseReason::Reset),           // FIN_WAIT2
+    (2, CloseReason::Refused),         // SYN_SENT
+    (2, CloseReason::ConnectTimedOut), // SYN_SENT
+    (3, CloseReason::ConnectAborted),  // SYN_RECV
+    (1, CloseReason::Aborted),         // ESTABLISHED
+    (8, CloseReason::Aborted),         // CLOSE_WAIT
+    (1, CloseReason::TimedOut),        // ESTABLISHED
+    (9, CloseReason::Normal),          // LAST_ACK
+    (1, CloseReason::Error(113)),      // ESTABLISHED
+    (7, CloseReason::Normal),          // CLOSE
+    (4, CloseReason::Normal),          // FIN_WAIT1
+    (11, CloseReason::Normal),         // CLOSING
+];
 
 /// Record `n`: IPv6 when `n % 3 == 1`, no start time when `n % 7 == 3`, interim when
 /// `n % 5 == 4`; every number derived from `n` so that it can be found again.
@@ -74,6 +96,14 @@ fn record(n: u64) -> FlowRecord {
     } else {
         RecordKind::Final
     };
+    // The states and reasons a connection closes with (an interim record: the state
+    // it is in, no reason).
+    let (state, reason) = CLOSES[(n % CLOSES.len() as u64) as usize];
+    let (state, reason) = match kind {
+        RecordKind::Final => (TcpState(state), reason),
+        RecordKind::Interim if TcpState(state).is_handshake() => (TcpState(1), CloseReason::Normal),
+        RecordKind::Interim => (TcpState(state), CloseReason::Normal),
+    };
     let stats = SocketStats {
         bytes_sent: 1_000_000 + n * 17,
         bytes_received: 5_000 + n * 3,
@@ -91,14 +121,7 @@ fn record(n: u64) -> FlowRecord {
         .t_end(t_end)
         .t_start(t_start)
         .stats(stats)
-        .close(
-            TcpState(if n.is_multiple_of(2) { 7 } else { 5 }),
-            if n % 6 == 5 {
-                CloseReason::Reset
-            } else {
-                CloseReason::Normal
-            },
-        )
+        .close(state, reason)
         .kind(kind)
         .incomplete(n.is_multiple_of(11))
         .flow_id((n % 4 != 2).then_some(FlowId {
@@ -159,6 +182,41 @@ fn text(v: &Value, key: &str) -> String {
         Some(other) => other.to_string(),
         None => panic!("nfdump shows no {key:?} in {v}"),
     }
+}
+
+/// The `tcpControlBits` docs/ipfix.md says record `r` carries: the flags its
+/// connection's life implies.
+fn implied_flags(r: &FlowRecord) -> u16 {
+    let handshake = matches!(r.close_state.0, 2 | 3); // SYN_SENT, SYN_RECV
+    let known_reason = match r.record_kind {
+        RecordKind::Final if !r.incomplete => Some(r.close_reason),
+        _ => None,
+    };
+    let connect_failed = r.record_kind == RecordKind::Final
+        && matches!(
+            r.close_reason,
+            CloseReason::Refused | CloseReason::ConnectTimedOut | CloseReason::ConnectAborted
+        );
+    let syn = r.t_start.is_some() || handshake;
+    let ack = !handshake && !connect_failed;
+    // FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE_WAIT, LAST_ACK, CLOSING.
+    let fin = matches!(r.close_state.0, 4 | 5 | 6 | 8 | 9 | 11)
+        || known_reason == Some(CloseReason::Normal);
+    let rst = matches!(
+        known_reason,
+        Some(CloseReason::Reset | CloseReason::Refused | CloseReason::Aborted)
+    );
+    u16::from(fin) | u16::from(syn) << 1 | u16::from(rst) << 2 | u16::from(ack) << 4
+}
+
+/// nfdump's rendering of TCP flags (`tcp_flags` in its JSON, `%flg`): CWR ECE URG ACK
+/// PSH RST SYN FIN, a dot for a clear bit.
+fn nfdump_flags(bits: u16) -> String {
+    "CEUAPRSF"
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if bits & (0x80 >> i) != 0 { c } else { '.' })
+        .collect()
 }
 
 fn number(v: &Value, key: &str) -> u64 {
@@ -226,6 +284,19 @@ fn assert_stored(stored: &Stored, records: &[FlowRecord], in_sequence: bool) {
             "{what}"
         );
         assert_eq!(parse_utc_ms(&text(flow, "last")), millis(r.t_end), "{what}");
+        assert_eq!(
+            text(flow, "tcp_flags"),
+            nfdump_flags(implied_flags(r)),
+            "tcpControlBits of {} {} {:?} {}: {what}",
+            r.close_state,
+            r.close_reason.as_str(),
+            r.record_kind,
+            if r.incomplete {
+                "incomplete"
+            } else {
+                "complete"
+            },
+        );
         // No start time: the templates without one; nfdump shows 0 (1970).
         let first = r.t_start.map_or(0, millis);
         assert_eq!(parse_utc_ms(&text(flow, "first")), first, "{what}");
@@ -281,23 +352,91 @@ async fn udp_records_reach_nfcapd_field_by_field() {
 // TCP: a relay in front of nfcapd.
 // ---------------------------------------------------------------------------------
 
+/// What the relay saw of one TCP connection, in the order it arrived.
+#[derive(Clone, Debug, Default)]
+struct Connection {
+    /// The sequence number of the connection's first message.
+    first_sequence: Option<u32>,
+    /// The set IDs of its first message, in order.
+    first_sets: Vec<u16>,
+    /// The template IDs its first message defines (template and options template
+    /// sets).
+    first_templates: BTreeSet<u16>,
+    /// Data sets whose template had not been defined earlier in this connection.
+    undefined: Vec<u16>,
+    /// What the independent decoder ([`Decoder`], one per connection) found wrong:
+    /// a sequence number that is not the data records sent before it on the
+    /// connection, a length, a set without its template.
+    errors: Vec<String>,
+    /// Messages read.
+    messages: usize,
+    /// Closed by the relay (idle after [`Relay::close_idle`]).
+    closed_by_relay: bool,
+}
+
 /// Accepts TCP connections on 127.0.0.1:`port`, cuts each stream into messages by
-/// their length field (nothing else is read) and forwards every message as one
-/// datagram to nfcapd on `nfcapd_port`. Stops when dropped.
+/// their length field and forwards every message as one datagram to nfcapd on
+/// `nfcapd_port`. It reads each message's set headers and template IDs, and reports
+/// per connection ([`Relay::connections`]) what the first message held and any data
+/// set sent before its template on that connection: nfcapd keeps templates per
+/// exporter address and domain across connections, so only this can tell that a new
+/// connection starts with the templates. After [`Relay::close_idle`], it closes
+/// every connection that has carried a message and then stays idle for 100 ms (a
+/// collector that goes away between two chunks). Stops when dropped.
 struct Relay {
     task: tokio::task::JoinHandle<()>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<Connection>>>,
+    close_idle: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Walks message `m`'s sets: `(set ID, template IDs it defines)` each.
+fn sets(m: &[u8]) -> Vec<(u16, Vec<u16>)> {
+    let be16 = |at: usize| u16::from_be_bytes([m[at], m[at + 1]]);
+    let mut out = Vec::new();
+    let mut at = 16;
+    while at + 4 <= m.len() {
+        let (id, len) = (be16(at), usize::from(be16(at + 2)));
+        assert!(len >= 4 && at + len <= m.len(), "set length");
+        let mut defined = Vec::new();
+        if id == 2 || id == 3 {
+            // Template records: ID, field count, [scope count,] specifiers.
+            let end = at + len;
+            let mut t = at + 4;
+            while t + 4 <= end {
+                let count = be16(t + 2);
+                defined.push(be16(t));
+                t += if id == 3 { 6 } else { 4 };
+                for _ in 0..count {
+                    t += if be16(t) & 0x8000 != 0 { 8 } else { 4 };
+                }
+            }
+        }
+        out.push((id, defined));
+        at += len;
+    }
+    out
 }
 
 impl Relay {
     async fn start(port: u16, nfcapd_port: u16) -> Relay {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool, atomic::Ordering};
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("relay listen");
+        let connections: Arc<Mutex<Vec<Connection>>> = Arc::default();
+        let close_idle = Arc::new(AtomicBool::new(false));
+        let (all, closing) = (connections.clone(), close_idle.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
                     return;
                 };
+                let index = {
+                    let mut all = all.lock().expect("connections");
+                    all.push(Connection::default());
+                    all.len() - 1
+                };
+                let (all, closing) = (all.clone(), closing.clone());
                 tokio::spawn(async move {
                     use tokio::io::AsyncReadExt;
                     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
@@ -306,7 +445,28 @@ impl Relay {
                     udp.connect(("127.0.0.1", nfcapd_port))
                         .await
                         .expect("relay connect");
+                    let mut defined = BTreeSet::new();
+                    let mut decoder = Decoder::default();
                     loop {
+                        // Peeking reads nothing: a wait cut short loses no byte.
+                        let mut peek = [0u8; 1];
+                        match tokio::time::timeout(
+                            Duration::from_millis(100),
+                            stream.peek(&mut peek),
+                        )
+                        .await
+                        {
+                            Ok(Ok(0) | Err(_)) => return,
+                            Ok(Ok(_)) => {}
+                            Err(_) => {
+                                let mut all = all.lock().expect("connections");
+                                if closing.load(Ordering::SeqCst) && all[index].messages > 0 {
+                                    all[index].closed_by_relay = true;
+                                    return;
+                                }
+                                continue;
+                            }
+                        }
                         let mut header = [0u8; 16];
                         if stream.read_exact(&mut header).await.is_err() {
                             return;
@@ -322,6 +482,40 @@ impl Relay {
                         if stream.read_exact(&mut message[16..]).await.is_err() {
                             return;
                         }
+                        {
+                            let mut all = all.lock().expect("connections");
+                            let c = &mut all[index];
+                            let message_sets = sets(&message);
+                            if c.messages == 0 {
+                                c.first_sequence = Some(u32::from_be_bytes([
+                                    header[8], header[9], header[10], header[11],
+                                ]));
+                                c.first_sets = message_sets.iter().map(|(id, _)| *id).collect();
+                                c.first_templates = message_sets
+                                    .iter()
+                                    .flat_map(|(_, t)| t.iter().copied())
+                                    .collect();
+                            }
+                            for (id, templates) in message_sets {
+                                defined.extend(templates);
+                                if id >= 256 && !defined.contains(&id) {
+                                    c.undefined.push(id);
+                                }
+                            }
+                            c.messages += 1;
+                            let decoded =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    decoder.message(&message)
+                                }));
+                            if let Err(panic) = decoded {
+                                let text = panic
+                                    .downcast_ref::<String>()
+                                    .cloned()
+                                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                    .unwrap_or_default();
+                                c.errors.push(format!("message {}: {text}", c.messages));
+                            }
+                        }
                         let _ = udp.send(&message).await;
                         // nfcapd reads datagrams one at a time: no burst larger than its buffer.
                         tokio::task::yield_now().await;
@@ -329,7 +523,60 @@ impl Relay {
                 });
             }
         });
-        Relay { task }
+        Relay {
+            task,
+            connections,
+            close_idle,
+        }
+    }
+
+    /// What it saw of each connection so far.
+    fn connections(&self) -> Vec<Connection> {
+        self.connections.lock().expect("connections").clone()
+    }
+
+    /// From now on, closes each connection once it is idle.
+    fn close_idle(&self) {
+        self.close_idle
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Asserts that every connection began with the templates: its first message has
+    /// sequence number 0 (RFC 7011 §3.1: the data records sent "in the current
+    /// stream"; the sink starts again at 0 in each transport session) and opens with a template set (ID
+    /// 2) defining the four data templates, then the options template; and that no
+    /// data set came before its template on its connection; and that every message
+    /// of a connection decoded, its sequence number the data records sent before it
+    /// on the connection.
+    fn assert_each_connection_starts_with_the_templates(&self) {
+        let connections = self.connections();
+        assert!(!connections.is_empty(), "no connection reached the relay");
+        for (i, c) in connections.iter().enumerate() {
+            let what = format!("connection {i} of {}: {c:?}", connections.len());
+            assert!(c.messages > 0, "no message: {what}");
+            assert_eq!(c.first_sequence, Some(0), "first sequence number: {what}");
+            assert_eq!(
+                c.first_sets.first(),
+                Some(&2),
+                "the first set is a template set: {what}"
+            );
+            let first_data = c.first_sets.iter().position(|&id| id >= 256);
+            let options = c.first_sets.iter().position(|&id| id == 3);
+            assert!(
+                options.is_some() && first_data.is_none_or(|d| options < Some(d)),
+                "the options template before any data set: {what}"
+            );
+            let expected: BTreeSet<u16> = DATA_TEMPLATES
+                .into_iter()
+                .chain([TEMPLATE_EXPORTER])
+                .collect();
+            assert_eq!(c.first_templates, expected, "templates defined: {what}");
+            assert!(
+                c.undefined.is_empty(),
+                "data sets before their template: {what}"
+            );
+            assert!(c.errors.is_empty(), "decoding the connection: {what}");
+        }
     }
 }
 
@@ -340,7 +587,7 @@ impl Drop for Relay {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn tcp_records_reach_nfcapd_through_a_relay_after_a_refused_start() {
+async fn tcp_records_reach_nfcapd_through_a_relay_after_a_refused_start_and_a_reconnect() {
     let nfcapd_port = flow_testkit::free_port();
     let relay_port = flow_testkit::free_port();
     let nfcapd = Nfcapd::start(nfcapd_port);
@@ -373,13 +620,51 @@ async fn tcp_records_reach_nfcapd_through_a_relay_after_a_refused_start() {
         counters.template_messages_sent, 1,
         "templates once per connection: {counters:?}"
     );
+    // The collector closes the connection after those chunks: the next chunk goes
+    // over a new connection, which starts with the templates and sequence number 0.
+    relay.close_idle();
+    eventually(WAIT, "the relay closing the first connection", || {
+        relay
+            .connections()
+            .first()
+            .is_some_and(|c| c.closed_by_relay)
+    })
+    .await;
+    let last = chunk(3, 1900, 200);
+    sink.deliver(&last).await.expect("deliver");
+    sink.flush().await.expect("flush");
+    let counters = sink.counters();
+    assert_eq!(
+        (counters.chunks_exported, counters.records_exported),
+        (4, 1100),
+        "{counters:?}"
+    );
+    assert_eq!(
+        counters.sessions_opened, 2,
+        "a new connection: {counters:?}"
+    );
+    assert_eq!(
+        counters.template_messages_sent, 2,
+        "templates at the start of each connection: {counters:?}"
+    );
     sink.close().await.expect("close");
     // The relay forwards as it reads: give nfcapd a moment for the last datagrams.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let connections = relay.connections();
+    assert_eq!(connections.len(), 2, "{connections:?}");
+    relay.assert_each_connection_starts_with_the_templates();
     drop(relay);
     let stored = tokio::task::block_in_place(|| nfcapd.stop());
-    let records: Vec<FlowRecord> = chunks.iter().flat_map(|c| c.records.clone()).collect();
-    assert_stored(&stored, &records, true);
+    let records: Vec<FlowRecord> = chunks
+        .iter()
+        .chain([&last])
+        .flat_map(|c| c.records.clone())
+        .collect();
+    // Sequence numbers are per transport session (RFC 7011 §3.1: the data records
+    // sent "in the current stream"; the new connection starts again at 0, as the relay checked); nfcapd, which sees the
+    // relay's datagrams, keys them by exporter address and domain only, so the
+    // restart counts as sequence errors there.
+    assert_stored(&stored, &records, false);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -681,6 +966,9 @@ fn every_element_decodes_to_its_field_with_an_independent_decoder() {
         assert_eq!(be(v(0, 86)), u64::from(r.stats.segs_out));
         assert_eq!(be(v(REVERSE_PEN, 86)), u64::from(r.stats.segs_in));
         assert_eq!(be(v(0, 153)), millis(r.t_end));
+        let flags = v(0, 6);
+        assert_eq!(flags.len(), 2, "tcpControlBits is unsigned16");
+        assert_eq!(be(flags), u64::from(implied_flags(r)));
         // Nanoseconds: NTP seconds since 1900 and a binary fraction.
         let ntp = |t: SystemTime| {
             let d = t.duration_since(UNIX_EPOCH).expect("after 1970");
@@ -755,19 +1043,35 @@ fn every_element_decodes_to_its_field_with_an_independent_decoder() {
 // docs/schema.md's IPFIX column against the templates.
 // ---------------------------------------------------------------------------------
 
-/// Every element docs/schema.md's IPFIX column names: (registry, name, number when
-/// given). `enterprise `x` (N)` is ours, `reverse `x` (29305/N)` RFC 5103's.
-fn documented_elements() -> BTreeSet<(String, String, Option<u16>)> {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/schema.md"))
-        .expect("docs/schema.md");
-    let mut found = BTreeSet::new();
-    let mut rows = 0;
+/// An element as the docs name it: (registry, name, number when given).
+type Named = (String, String, Option<u16>);
+
+fn registry_name(registry: Registry) -> &'static str {
+    match registry {
+        Registry::Iana => "iana",
+        Registry::Reverse => "reverse",
+        Registry::Enterprise => "enterprise",
+    }
+}
+
+fn read_doc(name: &str) -> String {
+    let path = format!("{}/../../docs/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// docs/schema.md's table, row by row: each field (the first column) and the elements
+/// its IPFIX cell names. `enterprise `x` (N)` is ours, `reverse `x` (29305/N)` RFC
+/// 5103's, any other name in backticks IANA's.
+fn documented_rows() -> Vec<(String, BTreeSet<Named>)> {
+    let doc = read_doc("schema.md");
+    let mut rows = Vec::new();
     for line in doc.lines().filter(|l| l.starts_with("| `")) {
-        rows += 1;
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         // | field | type | unit | meaning | IPFIX | OpenTelemetry | AWS |
+        let field = cells[1].trim_matches('`').to_owned();
         let cell = cells.get(5).copied().unwrap_or_default();
         let parts: Vec<&str> = cell.split('`').collect();
+        let mut named = BTreeSet::new();
         // Odd parts are the names in backticks.
         for i in (1..parts.len()).step_by(2) {
             let before = parts[i - 1].trim_end();
@@ -784,33 +1088,108 @@ fn documented_elements() -> BTreeSet<(String, String, Option<u16>)> {
                 .and_then(|a| a.split(')').next())
                 .map(|n| n.trim_start_matches("29305/"))
                 .and_then(|n| n.parse::<u16>().ok());
-            found.insert((registry.to_owned(), parts[i].to_owned(), number));
+            named.insert((registry.to_owned(), parts[i].to_owned(), number));
         }
+        rows.push((field, named));
     }
-    assert!(rows >= 30, "docs/schema.md's table not found");
-    found
+    assert!(rows.len() >= 30, "docs/schema.md's table not found");
+    rows
 }
 
+/// Row by row: each field's IPFIX cell names exactly the elements that carry that
+/// field (`InformationElement::record_field`), with their registry and number; no
+/// element is named in another field's row, and every element's field is a row.
 #[test]
-fn docs_schema_names_every_template_element_with_its_number() {
-    let documented = documented_elements();
-    let mut code: BTreeSet<(String, String, Option<u16>)> = ELEMENTS
-        .iter()
-        .map(|e| {
-            let registry = match e.registry {
-                Registry::Iana => "iana",
-                Registry::Reverse => "reverse",
-                Registry::Enterprise => "enterprise",
-            };
-            (registry.to_owned(), e.name.to_owned(), Some(e.id))
-        })
+fn docs_schema_names_each_fields_elements_in_its_row() {
+    let mut code: BTreeMap<String, BTreeSet<Named>> = BTreeMap::new();
+    for e in ELEMENTS {
+        // protocolIdentifier carries no field (every flow is TCP): the paragraph
+        // above the table names it.
+        let Some(field) = e.record_field else {
+            assert_eq!(e.name, "protocolIdentifier");
+            continue;
+        };
+        code.entry(field.to_owned()).or_default().insert((
+            registry_name(e.registry).to_owned(),
+            e.name.to_owned(),
+            Some(e.id),
+        ));
+    }
+    // The options record's element carries the frame's host ID.
+    code.entry("host_id".to_owned()).or_default().insert((
+        "enterprise".to_owned(),
+        "exporterHostId".to_owned(),
+        Some(15),
+    ));
+    let rows = documented_rows();
+    let fields: BTreeSet<&str> = rows.iter().map(|(f, _)| f.as_str()).collect();
+    for field in code.keys() {
+        assert!(
+            fields.contains(field.as_str()),
+            "an element carries {field:?}, which docs/schema.md has no row for"
+        );
+    }
+    for (field, documented) in &rows {
+        let expected = code.get(field).cloned().unwrap_or_default();
+        assert_eq!(
+            documented, &expected,
+            "docs/schema.md's IPFIX cell of {field:?} vs the elements that carry it"
+        );
+    }
+}
+
+/// docs/ipfix.md's element table, in order, against the templates: name and
+/// registry, the templates that hold the element, PEN, ID, length, type, and the
+/// record field when the value column starts with one.
+#[test]
+fn docs_ipfix_lists_every_element_with_its_definition_in_template_order() {
+    let doc = read_doc("ipfix.md");
+    let rows: Vec<Vec<&str>> = doc
+        .lines()
+        .filter(|l| l.starts_with("| `") || l.starts_with("| reverse `"))
+        .map(|l| l.split('|').map(str::trim).collect())
         .collect();
-    code.insert(("enterprise".into(), "exporterHostId".into(), Some(15)));
-    // Named in the paragraph above the table (every flow is TCP), and the scope of
-    // the options record.
-    code.remove(&("iana".to_owned(), "protocolIdentifier".to_owned(), Some(4)));
     assert_eq!(
-        documented, code,
-        "docs/schema.md's IPFIX column vs the templates"
+        rows.len(),
+        ELEMENTS.len(),
+        "docs/ipfix.md's element table: one row per element"
     );
+    for (cells, e) in rows.iter().zip(ELEMENTS) {
+        // | element | PEN | ID | length | type | value |
+        let element = cells[1];
+        let reverse = element.starts_with("reverse ");
+        let name = element.split('`').nth(1).expect("a name in backticks");
+        let templates: Vec<u16> = match element.split_once('(') {
+            Some((_, list)) => list
+                .trim_end_matches(')')
+                .split(',')
+                .map(|t| t.trim().parse().expect("a template ID"))
+                .collect(),
+            None => DATA_TEMPLATES.to_vec(),
+        };
+        let holding: Vec<u16> = DATA_TEMPLATES
+            .into_iter()
+            .filter(|&t| template_elements(t).any(|x| (x.registry, x.id) == (e.registry, e.id)))
+            .collect();
+        let registry = match (cells[2], reverse) {
+            ("0", false) => Registry::Iana,
+            ("29305", true) => Registry::Reverse,
+            ("ours", false) => Registry::Enterprise,
+            other => panic!("PEN {other:?} of {element}"),
+        };
+        let what = format!("docs/ipfix.md's row {element:?} vs {e:?}");
+        assert_eq!((name, registry), (e.name, e.registry), "{what}");
+        assert_eq!(templates, holding, "templates: {what}");
+        assert_eq!(cells[3].parse::<u16>().ok(), Some(e.id), "ID: {what}");
+        assert_eq!(
+            cells[4].parse::<u16>().ok(),
+            Some(e.length),
+            "length: {what}"
+        );
+        assert_eq!(cells[5], e.data_type, "type: {what}");
+        if let Some(value) = cells[6].strip_prefix('`') {
+            let field = value.split('`').next();
+            assert_eq!(field, e.record_field, "record field: {what}");
+        }
+    }
 }

@@ -57,7 +57,12 @@ pub struct InformationElement {
     pub length: u16,
     /// Its IPFIX abstract data type (RFC 7011 §6.1).
     pub data_type: &'static str,
-    /// Which record field it carries (the encoder's switch).
+    /// The record field it carries: the first column of the `docs/schema.md` row
+    /// whose IPFIX cell names it (`None` for `protocolIdentifier`, always 6, named in
+    /// the paragraph above the table). `tcpControlBits`, derived from several fields,
+    /// is named in `close_reason`'s row.
+    pub record_field: Option<&'static str>,
+    /// What the encoder writes (its switch).
     pub(crate) field: Field,
 }
 
@@ -81,6 +86,7 @@ pub(crate) enum Field {
     Packets,
     ReversePackets,
     EndReason,
+    ControlBits,
     Retransmits,
     SmoothedRtt,
     RttVariance,
@@ -109,201 +115,229 @@ impl Field {
     }
 }
 
-const fn iana(
-    name: &'static str,
-    id: u16,
-    length: u16,
-    data_type: &'static str,
+/// An element: `(name, id, length, data type)` in `registry`, carrying
+/// `record_field` through `field`.
+const fn element(
+    registry: Registry,
+    (name, id, length, data_type): (&'static str, u16, u16, &'static str),
+    record_field: &'static str,
     field: Field,
 ) -> InformationElement {
     InformationElement {
         name,
-        registry: Registry::Iana,
+        registry,
         id,
         length,
         data_type,
+        record_field: Some(record_field),
         field,
     }
 }
 
-const fn reverse(name: &'static str, id: u16, field: Field) -> InformationElement {
-    InformationElement {
-        name,
-        registry: Registry::Reverse,
-        id,
-        length: 8,
-        data_type: "unsigned64",
+const fn iana(
+    definition: (&'static str, u16, u16, &'static str),
+    record_field: &'static str,
+    field: Field,
+) -> InformationElement {
+    element(Registry::Iana, definition, record_field, field)
+}
+
+/// RFC 5103's reverse of an IANA `unsigned64` counter.
+const fn reverse(
+    name: &'static str,
+    id: u16,
+    record_field: &'static str,
+    field: Field,
+) -> InformationElement {
+    element(
+        Registry::Reverse,
+        (name, id, 8, "unsigned64"),
+        record_field,
         field,
-    }
+    )
 }
 
 const fn ours(
-    name: &'static str,
-    id: u16,
-    length: u16,
-    data_type: &'static str,
+    definition: (&'static str, u16, u16, &'static str),
+    record_field: &'static str,
     field: Field,
 ) -> InformationElement {
-    InformationElement {
-        name,
-        registry: Registry::Enterprise,
-        id,
-        length,
-        data_type,
-        field,
-    }
+    element(Registry::Enterprise, definition, record_field, field)
 }
+
+/// `tcpControlBits` (IANA 6): the TCP flags the connection's life implies.
+pub const TCP_CONTROL_BITS: u16 = 6;
+/// `tcpControlBits`' FIN bit.
+pub const TCP_FIN: u16 = 0x01;
+/// `tcpControlBits`' SYN bit.
+pub const TCP_SYN: u16 = 0x02;
+/// `tcpControlBits`' RST bit.
+pub const TCP_RST: u16 = 0x04;
+/// `tcpControlBits`' ACK bit.
+pub const TCP_ACK: u16 = 0x10;
 
 /// Every element of the data templates, in template order. A template holds the ones
 /// of its address family (the IPv4 or the IPv6 addresses), and the start times only
 /// when the connection's open was seen ([`TEMPLATE_IPV4`] and [`TEMPLATE_IPV6`]; the
 /// `_NO_START` templates leave them out rather than send a made-up time).
 pub const ELEMENTS: &[InformationElement] = &[
-    iana("sourceIPv4Address", 8, 4, "ipv4Address", Field::SourceV4),
-    iana("sourceIPv6Address", 27, 16, "ipv6Address", Field::SourceV6),
-    iana("sourceTransportPort", 7, 2, "unsigned16", Field::SourcePort),
     iana(
-        "destinationIPv4Address",
-        12,
-        4,
-        "ipv4Address",
+        ("sourceIPv4Address", 8, 4, "ipv4Address"),
+        "local_ip",
+        Field::SourceV4,
+    ),
+    iana(
+        ("sourceIPv6Address", 27, 16, "ipv6Address"),
+        "local_ip",
+        Field::SourceV6,
+    ),
+    iana(
+        ("sourceTransportPort", 7, 2, "unsigned16"),
+        "local_port",
+        Field::SourcePort,
+    ),
+    iana(
+        ("destinationIPv4Address", 12, 4, "ipv4Address"),
+        "remote_ip",
         Field::DestinationV4,
     ),
     iana(
-        "destinationIPv6Address",
-        28,
-        16,
-        "ipv6Address",
+        ("destinationIPv6Address", 28, 16, "ipv6Address"),
+        "remote_ip",
         Field::DestinationV6,
     ),
     iana(
-        "destinationTransportPort",
-        11,
-        2,
-        "unsigned16",
+        ("destinationTransportPort", 11, 2, "unsigned16"),
+        "remote_port",
         Field::DestinationPort,
     ),
+    InformationElement {
+        name: "protocolIdentifier",
+        registry: Registry::Iana,
+        id: PROTOCOL_IDENTIFIER,
+        length: 1,
+        data_type: "unsigned8",
+        record_field: None,
+        field: Field::Protocol,
+    },
     iana(
-        "protocolIdentifier",
-        PROTOCOL_IDENTIFIER,
-        1,
-        "unsigned8",
-        Field::Protocol,
-    ),
-    iana(
-        "biflowDirection",
-        239,
-        1,
-        "unsigned8",
+        ("biflowDirection", 239, 1, "unsigned8"),
+        "direction",
         Field::BiflowDirection,
     ),
     iana(
-        "flowStartMilliseconds",
-        152,
-        8,
-        "dateTimeMilliseconds",
+        ("flowStartMilliseconds", 152, 8, "dateTimeMilliseconds"),
+        "t_start",
         Field::StartMs,
     ),
     iana(
-        "flowEndMilliseconds",
-        153,
-        8,
-        "dateTimeMilliseconds",
+        ("flowEndMilliseconds", 153, 8, "dateTimeMilliseconds"),
+        "t_end",
         Field::EndMs,
     ),
     iana(
-        "flowStartNanoseconds",
-        156,
-        8,
-        "dateTimeNanoseconds",
+        ("flowStartNanoseconds", 156, 8, "dateTimeNanoseconds"),
+        "t_start",
         Field::StartNs,
     ),
     iana(
-        "flowEndNanoseconds",
-        157,
-        8,
-        "dateTimeNanoseconds",
+        ("flowEndNanoseconds", 157, 8, "dateTimeNanoseconds"),
+        "t_end",
         Field::EndNs,
     ),
-    iana("octetTotalCount", 85, 8, "unsigned64", Field::Octets),
-    reverse("octetTotalCount", 85, Field::ReverseOctets),
-    iana("packetTotalCount", 86, 8, "unsigned64", Field::Packets),
-    reverse("packetTotalCount", 86, Field::ReversePackets),
-    iana("flowEndReason", 136, 1, "unsigned8", Field::EndReason),
-    ours("tcpRetransmits", 1, 4, "unsigned32", Field::Retransmits),
+    iana(
+        ("octetTotalCount", 85, 8, "unsigned64"),
+        "bytes_sent",
+        Field::Octets,
+    ),
+    reverse(
+        "octetTotalCount",
+        85,
+        "bytes_received",
+        Field::ReverseOctets,
+    ),
+    iana(
+        ("packetTotalCount", 86, 8, "unsigned64"),
+        "segs_out",
+        Field::Packets,
+    ),
+    reverse("packetTotalCount", 86, "segs_in", Field::ReversePackets),
+    iana(
+        ("flowEndReason", 136, 1, "unsigned8"),
+        "record_kind",
+        Field::EndReason,
+    ),
+    iana(
+        ("tcpControlBits", TCP_CONTROL_BITS, 2, "unsigned16"),
+        "close_reason",
+        Field::ControlBits,
+    ),
     ours(
-        "tcpSmoothedRttMicroseconds",
-        2,
-        4,
-        "unsigned32",
+        ("tcpRetransmits", 1, 4, "unsigned32"),
+        "retransmits",
+        Field::Retransmits,
+    ),
+    ours(
+        ("tcpSmoothedRttMicroseconds", 2, 4, "unsigned32"),
+        "srtt_us",
         Field::SmoothedRtt,
     ),
     ours(
-        "tcpRttVarianceMicroseconds",
-        3,
-        4,
-        "unsigned32",
+        ("tcpRttVarianceMicroseconds", 3, 4, "unsigned32"),
+        "rttvar_us",
         Field::RttVariance,
     ),
     ours(
-        "tcpRetransmittedOctets",
-        4,
-        8,
-        "unsigned64",
+        ("tcpRetransmittedOctets", 4, 8, "unsigned64"),
+        "bytes_retransmitted",
         Field::RetransmittedOctets,
     ),
     ours(
-        "tcpCloseState",
-        5,
-        VARIABLE_LENGTH,
-        "string",
+        ("tcpCloseState", 5, VARIABLE_LENGTH, "string"),
+        "close_state",
         Field::CloseState,
     ),
     ours(
-        "tcpCloseReason",
-        6,
-        VARIABLE_LENGTH,
-        "string",
+        ("tcpCloseReason", 6, VARIABLE_LENGTH, "string"),
+        "close_reason",
         Field::CloseReason,
     ),
     ours(
-        "sourceWorkloadId",
-        7,
-        VARIABLE_LENGTH,
-        "string",
+        ("sourceWorkloadId", 7, VARIABLE_LENGTH, "string"),
+        "local_workload_id",
         Field::Workload,
     ),
     ours(
-        "sourceIdentitySource",
-        8,
-        VARIABLE_LENGTH,
-        "string",
+        ("sourceIdentitySource", 8, VARIABLE_LENGTH, "string"),
+        "identity_source",
         Field::IdentitySource,
     ),
     ours(
-        "sourceUnattributedReason",
-        9,
-        VARIABLE_LENGTH,
-        "string",
+        ("sourceUnattributedReason", 9, VARIABLE_LENGTH, "string"),
+        "unattributed_reason",
         Field::UnattributedReason,
     ),
-    ours("flowIncomplete", 10, 1, "boolean", Field::Incomplete),
     ours(
-        "flowIdentifier",
-        11,
-        VARIABLE_LENGTH,
-        "string",
+        ("flowIncomplete", 10, 1, "boolean"),
+        "incomplete",
+        Field::Incomplete,
+    ),
+    ours(
+        ("flowIdentifier", 11, VARIABLE_LENGTH, "string"),
+        "flow_id",
         Field::FlowId,
     ),
-    ours("processId", 12, 4, "unsigned32", Field::ProcessId),
+    ours(("processId", 12, 4, "unsigned32"), "pid", Field::ProcessId),
     ours(
-        "processCommandName",
-        13,
-        VARIABLE_LENGTH,
-        "string",
+        ("processCommandName", 13, VARIABLE_LENGTH, "string"),
+        "comm",
         Field::ProcessName,
     ),
-    ours("cgroupId", 14, 8, "unsigned64", Field::CgroupId),
+    ours(
+        ("cgroupId", 14, 8, "unsigned64"),
+        "cgroup_id",
+        Field::CgroupId,
+    ),
 ];
 
 /// The elements of the exporter options template ([`TEMPLATE_EXPORTER`]), scope

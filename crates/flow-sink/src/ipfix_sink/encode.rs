@@ -6,11 +6,12 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use flow_record::{Direction, FlowId, FlowRecord, RecordKind};
+use flow_record::{CloseReason, Direction, FlowId, FlowRecord, RecordKind};
 
 use super::elements::{
     DATA_TEMPLATES, ELEMENTS, EXPORTER_HOST_ID, Field, OBSERVATION_DOMAIN_ID, REVERSE_PEN,
-    Registry, TEMPLATE_EXPORTER, VARIABLE_LENGTH, template_elements, template_for,
+    Registry, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TEMPLATE_EXPORTER, VARIABLE_LENGTH,
+    template_elements, template_for,
 };
 use crate::error::SinkError;
 
@@ -292,6 +293,7 @@ fn put_record(r: &FlowRecord, fields: &[Field], out: &mut Vec<u8>) {
                 RecordKind::Final => END_OF_FLOW,
                 RecordKind::Interim => ACTIVE_TIMEOUT,
             }),
+            Field::ControlBits => out.extend_from_slice(&tcp_control_bits(r).to_be_bytes()),
             Field::Retransmits => out.extend_from_slice(&r.stats.retransmits.to_be_bytes()),
             Field::SmoothedRtt => out.extend_from_slice(&r.stats.srtt_us.to_be_bytes()),
             Field::RttVariance => out.extend_from_slice(&r.stats.rttvar_us.to_be_bytes()),
@@ -332,6 +334,57 @@ fn put_record(r: &FlowRecord, fields: &[Field], out: &mut Vec<u8>) {
             Field::CgroupId => put_u64(out, r.process.as_ref().map_or(0, |p| p.cgroup_id)),
         }
     }
+}
+
+/// `tcpControlBits` of `r`: the flags its connection's life implies, not an OR of
+/// flags seen on segments (the exporter sees the socket's state changes, not its
+/// segments).
+///
+/// - **SYN**: the open was seen (`t_start` known), or the socket was still in its
+///   handshake (`close_state` `SYN_SENT`, `SYN_RECV`).
+/// - **ACK**: the connection was established: `close_state` is not a handshake state
+///   (the record's own rule: no state leads back to them) and, for a final record,
+///   `close_reason` is not a connect failure (`refused`, `connect_timed_out`,
+///   `connect_aborted`).
+/// - **FIN**: a FIN was sent or received: `close_state` is one only a FIN leads to
+///   (`FIN_WAIT1`, `FIN_WAIT2`, `CLOSING`, `TIME_WAIT`, `CLOSE_WAIT`, `LAST_ACK`), or
+///   a final record's `close_reason` is `normal`.
+/// - **RST**: a final record's `close_reason` is `reset` (the peer's RST), `refused`
+///   (the peer's RST in answer to the SYN) or `aborted` (this host's RST).
+///
+/// `timed_out`, `connect_timed_out`, `connect_aborted` and `errno_N` add neither FIN
+/// nor RST (whether one went out is not known). An interim record (the connection is
+/// open) has no `close_reason`: SYN, ACK and a FIN its state implies. An `incomplete`
+/// record's `close_reason` rests on a kernel read that may have failed: only what
+/// `t_start` and `close_state` (read apart from it) imply.
+pub fn tcp_control_bits(r: &FlowRecord) -> u16 {
+    let reason = match r.record_kind {
+        RecordKind::Final if !r.incomplete => Some(r.close_reason),
+        _ => None,
+    };
+    let handshake = r.close_state.is_handshake();
+    let mut bits = 0;
+    if r.t_start.is_some() || handshake {
+        bits |= TCP_SYN;
+    }
+    let connect_failed = r.record_kind == RecordKind::Final && r.close_reason.is_connect_failure();
+    if !handshake && !connect_failed {
+        bits |= TCP_ACK;
+    }
+    let fin_state = matches!(
+        r.close_state.as_str(),
+        "FIN_WAIT1" | "FIN_WAIT2" | "CLOSING" | "TIME_WAIT" | "CLOSE_WAIT" | "LAST_ACK"
+    );
+    if fin_state || reason == Some(CloseReason::Normal) {
+        bits |= TCP_FIN;
+    }
+    if matches!(
+        reason,
+        Some(CloseReason::Reset | CloseReason::Refused | CloseReason::Aborted)
+    ) {
+        bits |= TCP_RST;
+    }
+    bits
 }
 
 /// The observation domain ID of exporter `host` when none is configured: the 32-bit
@@ -384,7 +437,7 @@ fn template_sets(enterprise_number: u32) -> Vec<u8> {
     );
     let len = out.len() - set;
     patch_len(&mut out, set + 2, len);
-    debug_assert_eq!(ELEMENTS.len(), 31);
+    debug_assert_eq!(ELEMENTS.len(), 32);
     out
 }
 
@@ -497,6 +550,68 @@ mod tests {
         let taken = encoder.encode_message(&records, 7, 0, 0, &mut out);
         assert!(taken >= 2, "{taken}");
         assert!(out.as_bytes().len() <= MIN_MESSAGE_BYTES);
+    }
+
+    /// The flags each kind of connection's life implies, spelled out.
+    #[test]
+    fn tcp_control_bits_are_the_flags_the_life_implies() {
+        use flow_record::{CloseReason as R, TcpState};
+        let record = |state: u8, reason: R, start: bool, kind: RecordKind, incomplete: bool| {
+            flow_testkit::record()
+                .t_start(start.then_some(UNIX_EPOCH))
+                .close(TcpState(state), reason)
+                .kind(kind)
+                .incomplete(incomplete)
+                .build()
+        };
+        let (fin, syn, rst, ack) = (0x01, 0x02, 0x04, 0x10);
+        let final_ = RecordKind::Final;
+        let cases = [
+            // TIME_WAIT, normal: the whole life.
+            (record(6, R::Normal, true, final_, false), syn | ack | fin),
+            // The open not seen: no SYN.
+            (record(6, R::Normal, false, final_, false), ack | fin),
+            (record(7, R::Normal, true, final_, false), syn | ack | fin),
+            (
+                record(5, R::Reset, true, final_, false),
+                syn | ack | fin | rst,
+            ),
+            (record(1, R::Reset, true, final_, false), syn | ack | rst),
+            (record(2, R::Refused, true, final_, false), syn | rst),
+            (record(2, R::ConnectTimedOut, true, final_, false), syn),
+            (record(3, R::ConnectAborted, false, final_, false), syn),
+            (record(1, R::Aborted, true, final_, false), syn | ack | rst),
+            (
+                record(8, R::Aborted, true, final_, false),
+                syn | ack | fin | rst,
+            ),
+            (record(1, R::TimedOut, true, final_, false), syn | ack),
+            (record(1, R::Error(113), true, final_, false), syn | ack),
+            // Incomplete: the reason may rest on a failed read.
+            (record(7, R::Normal, true, final_, true), syn | ack),
+            (record(5, R::Reset, true, final_, true), syn | ack | fin),
+            // Interim: what is known so far.
+            (
+                record(1, R::Normal, true, RecordKind::Interim, false),
+                syn | ack,
+            ),
+            (
+                record(8, R::Normal, true, RecordKind::Interim, false),
+                syn | ack | fin,
+            ),
+            (record(1, R::Normal, false, RecordKind::Interim, false), ack),
+        ];
+        for (r, bits) in cases {
+            assert_eq!(
+                tcp_control_bits(&r),
+                bits,
+                "{} {} {:?} incomplete {}",
+                r.close_state,
+                r.close_reason.as_str(),
+                r.record_kind,
+                r.incomplete
+            );
+        }
     }
 
     #[test]

@@ -11,13 +11,15 @@
 //! for a connection whose open was not seen). Their elements are [`ELEMENTS`], in
 //! order: IANA's (addresses, ports, `protocolIdentifier` 6, `biflowDirection`, start
 //! and end in milliseconds and in nanoseconds, `octetTotalCount` and
-//! `packetTotalCount`, their RFC 5103 reverse elements, `flowEndReason`) and ours
+//! `packetTotalCount`, their RFC 5103 reverse elements, `flowEndReason`,
+//! `tcpControlBits`) and ours
 //! under [`IpfixSinkConfig::enterprise_number`] (TCP statistics, close state and
 //! reason, identity, flow ID, process; strings in RFC 7011's variable-length
 //! encoding, an empty string for a null). An options template
 //! ([`TEMPLATE_EXPORTER`]) and its one record name each observation domain's
-//! exporter host ID. The local end is the source. `tcpControlBits` is not
-//! exported: the exporter sees socket state changes, not the flags of segments.
+//! exporter host ID. The local end is the source. `tcpControlBits` are the flags the
+//! connection's life implies ([`tcp_control_bits`]), not flags seen on segments: the
+//! exporter sees socket state changes, not segments.
 //!
 //! The observation domain is derived from the frame's host ID
 //! ([`observation_domain_for`]) unless configured. A message's sequence number counts
@@ -98,7 +100,7 @@ pub use self::{
     },
     encode::{
         IpfixEncoder, MAX_MESSAGE_LEN, MIN_MESSAGE_BYTES, Messages, export_time_now,
-        observation_domain_for,
+        observation_domain_for, tcp_control_bits,
     },
 };
 use crate::{
