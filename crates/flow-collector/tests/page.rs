@@ -1,6 +1,6 @@
 //! The dependency map (`/`, `docs/graph-page.md`) in a real headless Chromium, against
 //! the real `flowcollector` binary: chunks between a few workloads (resets and an
-//! unattributed remote among them) go in over HTTP, and `tests/page/graph_page.py`
+//! unattributed remote among them) go in over HTTP, and `flow-testkit/scripts/graph_page.py`
 //! (Selenium) checks what the page shows: each edge's arrow, the numbers its side panel
 //! shows after a click, a node's panel, the unattributed address, the filter, the
 //! footer, and that the page asks nothing of any other server. It saves a screenshot
@@ -13,7 +13,6 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -26,25 +25,6 @@ const WEB: &str = "spiffe://shop.example/ns/shop/sa/web";
 const API: &str = "spiffe://shop.example/ns/shop/sa/api";
 const DB: &str = "spiffe://shop.example/ns/data/sa/db";
 
-/// Chromium and chromedriver, or a failure saying how to get them.
-fn browser_tools() {
-    for (tool, env, package) in [
-        ("chromium", "CHROMIUM", "chromium"),
-        ("chromedriver", "CHROMEDRIVER", "chromium-driver"),
-    ] {
-        let found = std::env::var_os(env).map(PathBuf::from).or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-                .map(|d| d.join(tool))
-                .find(|p| p.is_file())
-        });
-        assert!(
-            found.is_some_and(|p| p.is_file()),
-            "the dependency map's browser test needs {tool}: `apt-get install {package}` \
-             (as .ci/run does), or set {env} to its path"
-        );
-    }
-}
-
 /// The workspace's `target/` directory.
 fn target_dir() -> PathBuf {
     let dir = std::env::var_os("CARGO_TARGET_DIR")
@@ -53,35 +33,7 @@ fn target_dir() -> PathBuf {
     dir.canonicalize().unwrap_or(dir)
 }
 
-/// Runs `graph_page.py` with `args`; its JSON result, after asserting it succeeded.
-fn graph_page(args: &[&str]) -> serde_json::Value {
-    browser_tools();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/page/graph_page.py");
-    let python = flow_testkit::python::binary();
-    let out = Command::new(&python)
-        .arg(&script)
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: serde_json::Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "graph_page.py printed no result ({}):\n{stdout}",
-                out.status
-            )
-        });
-    assert!(
-        out.status.success(),
-        "the page's checks failed: {:#}",
-        result["problems"]
-    );
-    result
-}
+use flow_testkit::browser::graph_page;
 
 /// A record of `workload` at `local` with `remote`, closed `ago` before now after
 /// `lived`.

@@ -8,9 +8,7 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -21,67 +19,10 @@ use flow_record::{
     SocketStats, TcpState, UnattributedReason,
 };
 use flow_sink::{FlowSink, OtlpSink, OtlpSinkConfig, RetryPolicy};
+use flow_testkit::otlp::Receiver;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The Python receiver on a loopback port; killed when dropped.
-struct Receiver {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Receiver {
-    /// Starts the receiver on `port`, answering its first requests as `plan` says
-    /// (see receiver.py), writing what it decoded to `out`; waits until it listens.
-    fn start(port: u16, out: &Path, plan: &str) -> Receiver {
-        let script = flow_testkit::otlp::RECEIVER_SCRIPT;
-        let mut child = Command::new(flow_testkit::python::binary())
-            .arg(script)
-            .args(["--port", &port.to_string(), "--out"])
-            .arg(out)
-            .args(["--plan", plan])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the Python OTLP receiver");
-        let stdout = child.stdout.take().expect("its stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the receiver's first line");
-        assert_eq!(
-            line.trim(),
-            "listening",
-            "the receiver did not start (opentelemetry-proto missing from the venv? {})",
-            flow_testkit::python::PACKAGES
-        );
-        Receiver {
-            child,
-            out: out.to_owned(),
-        }
-    }
-
-    /// Every request it got, in order.
-    fn requests(&self) -> Vec<Value> {
-        requests_in(&self.out)
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn requests_in(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line from the receiver"))
-        .collect()
-}
 
 /// A sink for the receiver on `port`, run `instance`, spooling in `spool`.
 fn config(port: u16, instance: u128, spool: &Path) -> OtlpSinkConfig {

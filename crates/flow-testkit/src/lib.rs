@@ -17,6 +17,7 @@
 //! ```
 #![allow(missing_docs, clippy::unwrap_used, clippy::new_without_default)]
 
+pub mod browser;
 pub mod kafka;
 pub mod nfdump;
 pub mod otlp;

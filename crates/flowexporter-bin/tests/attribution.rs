@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use common::Scratch;
+use common::{Scratch, set_owner};
 use flow_testkit::VethPair;
 use serde_json::{Value, json};
 use socket2::{Domain, Socket, Type};
@@ -216,21 +216,6 @@ impl Drop for Exporter {
             let _ = child.wait();
         }
     }
-}
-
-/// `flowexporter identity ip set IP WORKLOAD --pin-dir PINS`, as an operator (or an
-/// orchestrator's hook) runs it.
-fn set_owner(pins: &Path, ip: &str, workload: &str) {
-    let out = Command::new(common::BIN)
-        .args(["identity", "ip", "set", ip, workload, "--pin-dir"])
-        .arg(pins)
-        .output()
-        .expect("run flowexporter identity");
-    assert!(
-        out.status.success(),
-        "identity ip set {ip} {workload}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// An established connection from namespace a to a listener in namespace b, `up`

@@ -16,13 +16,13 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use common::{Exporter, Scratch, runtime, start_collector, start_exporter_at};
+use common::{Exporter, Scratch, runtime, set_owner, start_collector, start_exporter_at};
 use flow_collector::FaultInjection;
-use flow_testkit::{NetNs, VethPair};
+use flow_testkit::{NetNs, VethPair, browser::graph_page};
 use serde_json::{Value, json};
 
 const WEB: &str = "spiffe://e2e/ns/shop/sa/web";
@@ -32,20 +32,6 @@ const DB: &str = "spiffe://e2e/ns/data/sa/db";
 const NOBODY: &str = "10.77.0.3";
 /// In namespace b, the database's.
 const DB_IP: &str = "10.77.0.4";
-
-/// `flowexporter identity ip set IP WORKLOAD --pin-dir PINS`.
-fn set_owner(pins: &Path, ip: &str, workload: &str) {
-    let out = Command::new(common::BIN)
-        .args(["identity", "ip", "set", ip, workload, "--pin-dir"])
-        .arg(pins)
-        .output()
-        .expect("run flowexporter identity");
-    assert!(
-        out.status.success(),
-        "identity ip set {ip} {workload}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// `n` connections from `client_ns` (bound to `client_ip`) to a listener of
 /// `server_ns` on `server_ip`, each exchanging 100 bytes up and 200 down; returns the
@@ -85,45 +71,6 @@ fn connections(
         drop(server);
     }
     to.port()
-}
-
-/// Runs the page's driver (`graph_page.py`, next to the collector's page tests) and
-/// returns its result line; panics with its problems when a check failed.
-fn graph_page(args: &[&str]) -> Value {
-    for tool in ["chromium", "chromedriver"] {
-        let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .any(|d| d.join(tool).is_file());
-        assert!(
-            found,
-            "{tool} is not installed: the dependency map's browser test needs Debian's chromium and chromium-driver"
-        );
-    }
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../flow-collector/tests/page/graph_page.py");
-    let python = flow_testkit::python::binary();
-    let out = Command::new(&python)
-        .arg(&script)
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "graph_page.py printed no result ({}):\n{stdout}",
-                out.status
-            )
-        });
-    assert!(
-        out.status.success(),
-        "the page's checks failed: {:#}",
-        result["problems"]
-    );
-    result
 }
 
 /// The collector's final lines of connections to `port`.

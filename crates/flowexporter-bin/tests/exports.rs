@@ -11,12 +11,11 @@ mod common;
 
 use std::{
     collections::HashMap,
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
-use common::{Exporter, Scratch, runtime, start_collector, start_exporter_at};
+use common::{Exporter, Scratch, exchange, runtime, start_collector, start_exporter_at};
 use flow_collector::FaultInjection;
 use flow_testkit::{
     nfdump::{Nfcapd, parse_utc_ms},
@@ -25,24 +24,6 @@ use flow_testkit::{
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// One connection from a client to a fresh listener on `ip`, the client sending
-/// `bytes` bytes and the server answering `bytes * 2`; returns the server's address.
-fn exchange(ip: &str, bytes: usize) -> SocketAddr {
-    let listener = TcpListener::bind((ip, 0)).expect("bind");
-    let server_addr = listener.local_addr().expect("addr");
-    let mut client = TcpStream::connect(server_addr).expect("connect");
-    let (mut server, _) = listener.accept().expect("accept");
-    client.write_all(&vec![1u8; bytes]).expect("write");
-    let mut buf = vec![0u8; bytes];
-    server.read_exact(&mut buf).expect("read");
-    server.write_all(&vec![2u8; bytes * 2]).expect("answer");
-    let mut answer = vec![0u8; bytes * 2];
-    client.read_exact(&mut answer).expect("read answer");
-    drop(client);
-    drop(server);
-    server_addr
-}
 
 /// Whether the JSON record `v` (the collector's line) is an end of a connection to
 /// one of `servers`.
@@ -186,7 +167,7 @@ fn real_connections_reach_the_collector_an_otlp_receiver_and_nfcapd_saying_the_s
     let mut sent = HashMap::new();
     for (n, size) in sizes.iter().enumerate() {
         let ip = if n % 2 == 0 { "127.0.0.1" } else { "::1" };
-        let server = exchange(ip, *size);
+        let (server, _) = exchange(ip, *size);
         sent.insert(server.port(), *size as u64);
         servers.push(server);
     }

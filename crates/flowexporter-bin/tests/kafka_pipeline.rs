@@ -10,13 +10,12 @@ mod common;
 
 use std::{
     collections::HashMap,
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::SocketAddr,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{Exporter, Scratch, runtime, spawn_logged, write_cert, write_file};
+use common::{Exporter, Scratch, exchange, runtime, spawn_logged, write_cert, write_file};
 use flow_collector::{
     CollectorOptions, FlowCollector,
     kafka::{KafkaOptions, KafkaSettings},
@@ -24,25 +23,6 @@ use flow_collector::{
 use flow_testkit::kafka::Broker;
 
 const WORKLOAD: &str = "spiffe://e2e/shop";
-
-/// One connection from a client to a fresh listener on `ip`, the client sending
-/// `bytes` bytes and the server answering `bytes * 2`; returns (server, client).
-fn exchange(ip: &str, bytes: usize) -> (SocketAddr, SocketAddr) {
-    let listener = TcpListener::bind((ip, 0)).expect("bind");
-    let server_addr = listener.local_addr().expect("addr");
-    let mut client = TcpStream::connect(server_addr).expect("connect");
-    let (mut server, _) = listener.accept().expect("accept");
-    client.write_all(&vec![1u8; bytes]).expect("write");
-    let mut buf = vec![0u8; bytes];
-    server.read_exact(&mut buf).expect("read");
-    server.write_all(&vec![2u8; bytes * 2]).expect("answer");
-    let mut answer = vec![0u8; bytes * 2];
-    client.read_exact(&mut answer).expect("read answer");
-    let client_addr = client.local_addr().expect("local");
-    drop(client);
-    drop(server);
-    (server_addr, client_addr)
-}
 
 /// The output topic's final flows of connections to `server`, by flow ID.
 fn flows_of(

@@ -388,3 +388,38 @@ pub fn write_file(path: &Path, text: &str) {
     std::fs::write(&staged, text).expect("write");
     std::fs::rename(&staged, path).expect("rename");
 }
+
+/// `flowexporter identity ip set IP WORKLOAD --pin-dir PINS`, as an operator (or an
+/// orchestrator's hook) runs it.
+pub fn set_owner(pins: &Path, ip: &str, workload: &str) {
+    let out = Command::new(BIN)
+        .args(["identity", "ip", "set", ip, workload, "--pin-dir"])
+        .arg(pins)
+        .output()
+        .expect("run flowexporter identity");
+    assert!(
+        out.status.success(),
+        "identity ip set {ip} {workload}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One connection from a client to a fresh listener on `ip`, the client sending
+/// `bytes` bytes and the server answering `bytes * 2`; returns (server, client).
+pub fn exchange(ip: &str, bytes: usize) -> (std::net::SocketAddr, std::net::SocketAddr) {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind((ip, 0)).expect("bind");
+    let server_addr = listener.local_addr().expect("addr");
+    let mut client = TcpStream::connect(server_addr).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    client.write_all(&vec![1u8; bytes]).expect("write");
+    let mut buf = vec![0u8; bytes];
+    server.read_exact(&mut buf).expect("read");
+    server.write_all(&vec![2u8; bytes * 2]).expect("answer");
+    let mut answer = vec![0u8; bytes * 2];
+    client.read_exact(&mut answer).expect("read answer");
+    let client_addr = client.local_addr().expect("local");
+    drop(client);
+    drop(server);
+    (server_addr, client_addr)
+}
