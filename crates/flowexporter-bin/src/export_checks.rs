@@ -6,8 +6,11 @@
 
 use std::{net::ToSocketAddrs, time::Duration};
 
+use flow_batch::wire::InstanceId;
 use flow_capture::preflight::{Diagnostic, Status};
-use flow_sink::{IpfixCollector, IpfixProtocol, error_chain, otlp_sink::logs_url};
+use flow_sink::{
+    IpfixCollector, IpfixProtocol, OtlpSinkConfig, SinkError, error_chain, otlp_sink::logs_url,
+};
 
 use crate::exports::ExportArgs;
 
@@ -40,37 +43,20 @@ pub fn diagnostics(args: &ExportArgs) -> Vec<Diagnostic> {
     out
 }
 
-/// POSTs an empty `ExportLogsServiceRequest` (zero bytes: a valid protobuf message with
-/// no log records, which OTLP receivers answer like any other) to the endpoint, with
-/// the configured headers and TLS: a 2xx passes.
+/// Asks the endpoint whether it takes OTLP logs (an empty request, with the sink's own
+/// client, TLS and headers: `flow_sink::otlp_sink::probe`): a 2xx passes.
 fn otlp_endpoint(args: &ExportArgs, endpoint: &str, headers: &[(String, String)]) -> Diagnostic {
     const NAME: &str = "otlp endpoint";
     let url = match logs_url(endpoint) {
         Ok(url) => url,
         Err(e) => return Diagnostic::new(NAME, Status::Fail, error_chain(&e)),
     };
-    let probe = async {
-        let mut client = reqwest::Client::builder().timeout(PROBE_TIMEOUT);
-        if let Some(ca) = &args.otlp_ca {
-            let pem = flow_sink::state_dir::read_regular_file(ca, 1 << 20)
-                .map_err(|e| format!("reading {}: {}", ca.display(), error_chain(&e)))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("{}: {}", ca.display(), error_chain(&e)))?;
-            for cert in certs {
-                client = client.add_root_certificate(cert);
-            }
-        }
-        let client = client.build().map_err(|e| error_chain(&e))?;
-        let mut request = client
-            .post(&url)
-            .header("content-type", "application/x-protobuf")
-            .body(Vec::new());
-        for (name, value) in headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let answer = request.send().await.map_err(|e| error_chain(&e))?;
-        Ok::<u16, String>(answer.status().as_u16())
-    };
+    let mut config = OtlpSinkConfig::new(endpoint, "check", InstanceId::new(0))
+        .with_tls(args.otlp_tls())
+        .with_timeouts(PROBE_TIMEOUT, PROBE_TIMEOUT);
+    for (name, value) in headers {
+        config = config.with_header(name, value);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -78,6 +64,7 @@ fn otlp_endpoint(args: &ExportArgs, endpoint: &str, headers: &[(String, String)]
         Ok(rt) => rt,
         Err(e) => return Diagnostic::new(NAME, Status::Fail, format!("no async runtime: {e}")),
     };
+    let probe = flow_sink::otlp_sink::probe(&config);
     match runtime.block_on(probe) {
         Ok(status) if (200..300).contains(&status) => Diagnostic::new(
             NAME,
@@ -94,11 +81,17 @@ fn otlp_endpoint(args: &ExportArgs, endpoint: &str, headers: &[(String, String)]
                 "{url} answered {status} to an empty logs request: check the URL (an OTLP/HTTP receiver, usually port 4318) and the headers (--otlp-header)"
             ),
         ),
-        Err(e) => Diagnostic::new(
+        Err(e @ SinkError::Transport { .. }) => Diagnostic::new(
             NAME,
             Status::Warn,
-            format!("{url}: no answer: {e} (records are spooled until it answers)"),
+            format!(
+                "{url}: no answer: {} (records are spooled until it answers)",
+                error_chain(&e)
+            ),
         ),
+        // What is wrong here (an unreadable CA file, a refused header): run would not
+        // start either.
+        Err(e) => Diagnostic::new(NAME, Status::Fail, error_chain(&e)),
     }
 }
 

@@ -290,6 +290,33 @@ impl FlowSink for OtlpSink {
     }
 }
 
+/// Asks the endpoint of `config` whether it takes OTLP logs: POSTs an empty
+/// `ExportLogsServiceRequest` (zero bytes, a valid message with no log records) with
+/// the sink's own client (TLS, timeouts) and headers; answers the HTTP status. Sends no
+/// record and touches no spool: what `flowexporter check` asks before `run`.
+pub async fn probe(config: &OtlpSinkConfig) -> Result<u16, SinkError> {
+    let url = logs_url(&config.endpoint)?;
+    let headers = header_map(&config.headers)?;
+    let client = build_client(
+        &config.tls,
+        config.connect_timeout,
+        config.request_timeout,
+        &url,
+    )?;
+    let answer = client
+        .post(&url)
+        .headers(headers)
+        .header(reqwest::header::CONTENT_TYPE, PROTOBUF_CONTENT_TYPE)
+        .body(Vec::new())
+        .send()
+        .await
+        .map_err(|source| SinkError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+    Ok(answer.status().as_u16())
+}
+
 /// The configured headers, checked: valid names and values, and none of those the
 /// sink sets itself.
 fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, SinkError> {
