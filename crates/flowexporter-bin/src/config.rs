@@ -442,11 +442,7 @@ fn defaulted(m: &ArgMatches, id: &str) -> bool {
 fn apply(config: &mut RunConfig, file: FileConfig, m: &ArgMatches) -> anyhow::Result<()> {
     macro_rules! set {
         ($id:literal, $field:expr, $value:expr) => {
-            if defaulted(m, $id)
-                && let Some(v) = $value
-            {
-                $field = v;
-            }
+            fill(m, $id, &mut $field, $value)
         };
     }
     let args = &mut config.args;
