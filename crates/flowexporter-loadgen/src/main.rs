@@ -2,6 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use flowexporter_loadgen::{
     churn::{self, ChurnConfig, Family},
@@ -142,6 +143,12 @@ struct FleetArgs {
     /// Print the report as JSON (one object) after the human one.
     #[arg(long)]
     json: bool,
+    /// Aggregate every attributed flow and completeness record into the collector's
+    /// dependency graph (its default settings) and write the graph of the whole run
+    /// to FILE, as `GET /api/v1/graph` answers it (e.g. for `graph_page.py measure
+    /// --fixture FILE`).
+    #[arg(long, value_name = "FILE")]
+    graph_json: Option<PathBuf>,
 }
 
 impl FleetArgs {
@@ -173,6 +180,7 @@ impl FleetArgs {
             connection_partitions: self.connection_partitions,
             routing_delay: self.routing_delay,
             share_heartbeats: self.share_heartbeats,
+            graph: self.graph_json.is_some(),
         }
     }
 }
@@ -284,6 +292,11 @@ fn main() -> anyhow::Result<()> {
             print!("{report}");
             if args.json {
                 println!("{}", report.to_json());
+            }
+            if let (Some(path), Some(graph)) = (&args.graph_json, &report.graph) {
+                let json = serde_json::to_vec(graph).context("serializing the graph")?;
+                std::fs::write(path, json)
+                    .with_context(|| format!("writing the graph to {}", path.display()))?;
             }
             if args.generate_only {
                 return Ok(());

@@ -246,6 +246,9 @@ pub struct CollectorSide {
     seen: HashMap<String, HashMap<InstanceId, HashSet<u64>>>,
     out: Vec<u8>,
     ready: Vec<AttributedFlow>,
+    /// The windows' completeness records reported since the last
+    /// [`take_reports`](CollectorSide::take_reports), when kept.
+    reports: Option<Vec<WindowReport>>,
     busy: Duration,
     stages: StageTimes,
     counters: CollectorCounters,
@@ -292,6 +295,7 @@ impl CollectorSide {
             seen: HashMap::new(),
             out: Vec::with_capacity(OUT_BUFFER + 4096),
             ready: Vec::new(),
+            reports: None,
             busy: Duration::ZERO,
             stages: StageTimes::default(),
             counters: CollectorCounters::default(),
@@ -538,6 +542,9 @@ impl CollectorSide {
         while let Some(report) = self.windows.pop_report() {
             self.window_tally.note(&report);
             let _ = write_completeness_line(&mut self.out, &report);
+            if let Some(kept) = self.reports.as_mut() {
+                kept.push(report);
+            }
         }
         while self.windows.pop_silent().is_some() {
             self.window_tally.without_completeness += 1;
@@ -555,6 +562,19 @@ impl CollectorSide {
     /// The flows decided by the last call.
     pub fn ready(&self) -> &[AttributedFlow] {
         &self.ready
+    }
+
+    /// Keeps the windows' completeness records from now on, for
+    /// [`take_reports`](CollectorSide::take_reports) (the dependency graph takes
+    /// them); without it they are only written and judged.
+    pub fn keep_reports(&mut self) {
+        self.reports.get_or_insert_with(Vec::new);
+    }
+
+    /// The completeness records kept since the last call (none unless
+    /// [`keep_reports`](CollectorSide::keep_reports) was called).
+    pub fn take_reports(&mut self) -> Vec<WindowReport> {
+        self.reports.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Time spent in the collector's work so far (decode, deduplicate, attribute,

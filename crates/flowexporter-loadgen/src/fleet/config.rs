@@ -135,6 +135,12 @@ pub struct FleetConfig {
     /// Keep and take heartbeats even with one node (nowhere to send them): measures
     /// their cost and volume. Always on with more than one node.
     pub share_heartbeats: bool,
+    /// Aggregate every attributed flow and completeness record into the collector's
+    /// dependency graph ([`GraphAggregator`](flow_collector::graph::GraphAggregator),
+    /// the collector's default [`GraphConfig`](flow_collector::graph::GraphConfig))
+    /// and answer a query of the whole run in
+    /// [`FleetReport::graph`](crate::fleet::FleetReport::graph).
+    pub graph: bool,
 }
 
 impl Default for FleetConfig {
@@ -162,6 +168,7 @@ impl Default for FleetConfig {
             connection_partitions: 12,
             routing_delay: Duration::from_millis(50),
             share_heartbeats: false,
+            graph: false,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::{fmt, time::Duration};
 use flow_collector::{
     attribution::{AttributionStats, RemoteUnattributedReason},
     completeness::WindowStatus,
+    graph::GraphResponse,
 };
 use serde_json::{Value, json};
 
@@ -101,6 +102,9 @@ pub struct FleetReport {
     /// Each collector node (one unless [`FleetConfig::nodes`] says more). The other
     /// fields are their sums (`peak_map`: the largest node's).
     pub nodes: Vec<NodeReport>,
+    /// With [`FleetConfig::graph`]: the dependency graph of the whole run, as
+    /// `GET /api/v1/graph` answers it (every node's flows in one graph).
+    pub graph: Option<GraphResponse>,
 }
 
 impl FleetReport {
@@ -637,6 +641,25 @@ impl fmt::Display for FleetReport {
             f,
             "attributor at the end: {} heartbeats ({} too old), {} conflicts, {} ranges evicted, {} expired",
             s.heartbeats, s.heartbeats_too_old, s.conflicts, s.ranges_evicted, s.ranges_expired
-        )
+        )?;
+        if let Some(g) = &self.graph {
+            let workloads = g.nodes.iter().filter(|n| n.kind == "workload").count();
+            writeln!(
+                f,
+                "graph {} to {}: {} nodes ({} workloads), {} edges{}, {} flows ({:.1}% unattributed), {} edge-minutes folded, {} windows reported ({} incomplete)",
+                g.from,
+                g.to,
+                g.nodes.len(),
+                workloads,
+                g.edges.len(),
+                if g.truncated { " (truncated)" } else { "" },
+                g.flows,
+                g.unattributed_share * 100.0,
+                g.folded.edges,
+                g.windows.reported,
+                g.windows.incomplete
+            )?;
+        }
+        Ok(())
     }
 }

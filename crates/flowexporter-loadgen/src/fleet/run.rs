@@ -20,7 +20,10 @@ use std::{
 };
 
 use flow_batch::{Chunk, Completeness, Window, wire::ChunkEncoder};
-use flow_collector::attribution::{AttributionConfig, AttributionStats, Heartbeat, StaticOwners};
+use flow_collector::{
+    attribution::{AttributionConfig, AttributionStats, Heartbeat, StaticOwners},
+    graph::{GraphAggregator, GraphConfig, GraphQuery, GraphResponse},
+};
 use flow_record::RecordKind;
 
 use crate::fleet::{
@@ -32,7 +35,7 @@ use crate::fleet::{
     routing::{ConnectionRouter, RoutedMessage, intake_node},
     traffic::{Pending, Traffic},
     truth::{Truth, TruthTable},
-    world::{MINUTE, Micros, SECOND, STATIC_TABLE, T0_SECS, World},
+    world::{MINUTE, Micros, SECOND, STATIC_TABLE, T0_SECS, World, system_time},
 };
 
 /// How long after its window's end (in its host's clock) an exporter sends a chunk:
@@ -130,6 +133,9 @@ struct Sim<'c> {
     generation: Duration,
     /// Every chunk's fate (kept for describing misattributions).
     chunk_log: Vec<ChunkFate>,
+    /// The dependency graph of every node's flows and completeness records
+    /// ([`FleetConfig::graph`]).
+    graph: Option<GraphAggregator>,
 }
 
 /// Runs the simulation `config` describes and reports.
@@ -144,12 +150,17 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
         .with_tolerance(config.tolerance)
         .with_static_owners(static_owners)
         .with_heartbeat_sharing(config.sharing());
-    let nodes = (0..config.nodes)
+    let mut nodes = (0..config.nodes)
         .map(|_| match config.routing {
             Routing::ByConnection => CollectorSide::routing_by_connection(attribution.clone()),
             Routing::ByHost | Routing::RoundRobin => CollectorSide::new(attribution.clone()),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if config.graph {
+        for node in &mut nodes {
+            node.keep_reports();
+        }
+    }
     let exporters = world
         .hosts
         .iter()
@@ -173,6 +184,10 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
         delivery: Delivery::default(),
         generation: Duration::ZERO,
         chunk_log: Vec::new(),
+        // The collector's own settings (`--graph-*` left at their defaults).
+        graph: config
+            .graph
+            .then(|| GraphAggregator::new(GraphConfig::default())),
     };
     let total = i64::from(config.minutes) + i64::from(config.tail_minutes());
     for m in 0..total {
@@ -189,8 +204,9 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
         .count() as u64;
     for n in 0..sim.nodes.len() {
         sim.nodes[n].drain(end);
-        sim.check(n);
+        sim.check(n, end);
     }
+    let graph = sim.graph.as_mut().map(|graph| whole_run(graph, end));
     let peak_rss_kib = peak_rss_kib();
     let nodes: Vec<NodeReport> = sim
         .nodes
@@ -249,7 +265,22 @@ pub fn run(config: &FleetConfig) -> anyhow::Result<FleetReport> {
         peak_map,
         workloads: sim.world.workloads.len() as u64,
         nodes,
+        graph,
     })
+}
+
+/// The graph's answer for the whole run, `end` being its last moment: every minute
+/// from the one before the traffic's start (skewed clocks run up to half
+/// [`FleetConfig::max_skew`], at most 15 s, behind) to the one after `end`,
+/// workload or not. The simulation is far shorter than the retention, so nothing
+/// was dropped.
+fn whole_run(graph: &mut GraphAggregator, end: Micros) -> GraphResponse {
+    graph.advance(system_time(end));
+    graph.query(&GraphQuery::new(
+        system_time(-MINUTE),
+        system_time(end + MINUTE),
+        None,
+    ))
 }
 
 /// The nodes' attributor stats added up (counters, and gauges: the nodes' maps
@@ -453,7 +484,7 @@ impl Sim<'_> {
                 Payload::Frame { node, frame } => match self.router.as_mut() {
                     None => {
                         self.nodes[node].receive(&frame, arrival.at);
-                        self.check(node);
+                        self.check(node, arrival.at);
                         if self.config.sharing() {
                             self.publish(node, arrival.at);
                         }
@@ -461,7 +492,7 @@ impl Sim<'_> {
                     Some(router) => {
                         let messages =
                             self.nodes[node].receive_and_route(&frame, arrival.at, router);
-                        self.check(node);
+                        self.check(node, arrival.at);
                         self.route(messages, arrival.at);
                         if self.config.sharing() {
                             self.publish(node, arrival.at);
@@ -473,20 +504,20 @@ impl Sim<'_> {
                 Payload::Routed { node, messages } => {
                     for message in &messages {
                         self.nodes[node].receive_routed(message, arrival.at);
-                        self.check(node);
+                        self.check(node, arrival.at);
                     }
                 }
                 Payload::Heartbeats { skip, heartbeats } => {
                     for n in (0..self.nodes.len()).filter(|&n| Some(n) != skip) {
                         self.nodes[n].apply_heartbeats(&heartbeats, arrival.at);
-                        self.check(n);
+                        self.check(n, arrival.at);
                     }
                 }
             }
         }
         for n in 0..self.nodes.len() {
             self.nodes[n].advance(upto);
-            self.check(n);
+            self.check(n, upto);
         }
     }
 
@@ -536,14 +567,21 @@ impl Sim<'_> {
         }));
     }
 
-    /// Checks the flows node `node` decided last.
-    fn check(&mut self, node: usize) {
+    /// Checks the flows node `node` decided last, at `now`, and (with
+    /// [`FleetConfig::graph`]) aggregates them and the completeness records it
+    /// reported into the graph, as the collector's output does.
+    fn check(&mut self, node: usize, now: Micros) {
         self.checkers[node].check(
             self.nodes[node].ready(),
             &mut self.truths,
             &self.world,
             &self.chunk_log,
         );
+        if let Some(graph) = self.graph.as_mut() {
+            let now = system_time(now);
+            graph.add_flows(self.nodes[node].ready(), now);
+            graph.add_reports(&self.nodes[node].take_reports(), now);
+        }
     }
 }
 
