@@ -446,3 +446,37 @@ fn connection_routing_attributes_the_flows_one_node_attributes() {
         assert!(late.attributed_percent() > by_host.attributed_percent() + 5.0);
     }
 }
+
+/// `fleet --graph-json FILE` writes the run's dependency graph as the graph API
+/// answers it: workload nodes and the edges between them, every flow counted.
+#[test]
+fn the_graph_of_a_run_is_written_as_the_api_answers_it() {
+    let path = std::env::temp_dir().join(format!("fleet-graph-{}.json", std::process::id()));
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_flowexporter-loadgen"))
+        .args(["fleet", "--hosts", "6", "--workloads-per-host", "4"])
+        .args(["--minutes", "3", "--connections-per-minute", "10"])
+        .arg("--graph-json")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("the load generator runs");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&path).expect("the graph was written");
+    let _ = std::fs::remove_file(&path);
+    let graph: serde_json::Value = serde_json::from_str(&text).expect("the graph is JSON");
+    let nodes = graph["nodes"].as_array().expect("nodes");
+    let edges = graph["edges"].as_array().expect("edges");
+    assert!(nodes.iter().any(|n| n["kind"] == "workload"));
+    assert!(!edges.is_empty());
+    assert!(graph["flows"].as_u64().is_some_and(|f| f > 0));
+    assert_eq!(graph["truncated"], false);
+    // Every edge's ends are among the nodes.
+    let ids: std::collections::HashSet<&str> =
+        nodes.iter().filter_map(|n| n["id"].as_str()).collect();
+    for e in edges {
+        for end in ["source", "target"] {
+            let id = e[end].as_str().expect("an edge's end");
+            assert!(ids.contains(id), "{id} is not a node");
+        }
+    }
+}

@@ -574,7 +574,10 @@ impl CollectorSide {
     /// The completeness records kept since the last call (none unless
     /// [`keep_reports`](CollectorSide::keep_reports) was called).
     pub fn take_reports(&mut self) -> Vec<WindowReport> {
-        self.reports.as_mut().map(std::mem::take).unwrap_or_default()
+        self.reports
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Time spent in the collector's work so far (decode, deduplicate, attribute,
