@@ -312,6 +312,7 @@ mod enabled {
                     &c.group,
                     Arc::clone(&c.stage),
                     output,
+                    Arc::clone(&state.graph),
                     Arc::clone(&self.stats),
                     Arc::clone(&runtime.connections_stop),
                 )

@@ -90,6 +90,11 @@ pub(crate) struct Pipeline {
     /// records), read by `GET /api/v1/graph`. Its lock is taken after the pipeline's,
     /// never the other way round.
     graph: Arc<Mutex<GraphAggregator>>,
+    /// Whether the flows written are decided and go into the graph: not when the
+    /// attributor only routes (`route_only`: the output routes undecided records to
+    /// the connection topic, and the attributing half feeds the graph once they are
+    /// decided).
+    graph_flows: bool,
     /// The output's acknowledgement book, if its writes are acknowledged later.
     acks: Option<Acknowledgements>,
     /// Decided flows the output has not taken yet (it failed).
@@ -175,6 +180,7 @@ impl Pipeline {
         for (batch, index) in written {
             written_by_batch.entry(batch).or_default().push(index);
         }
+        let graph_flows = !attributor.config().route_only;
         let mut pipeline = Pipeline {
             limits,
             decoder,
@@ -182,6 +188,7 @@ impl Pipeline {
             attributor,
             windows: WindowTracker::new(options.completeness.clone()),
             graph: Arc::new(Mutex::new(GraphAggregator::new(options.graph.clone()))),
+            graph_flows,
             acks: output.acknowledgements(),
             output,
             unwritten: Vec::new(),
@@ -505,10 +512,12 @@ impl Pipeline {
                 stats
                     .flows_written
                     .fetch_add(self.unwritten.len() as u64, Ordering::Relaxed);
-                self.graph
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .add_flows(&self.unwritten, now);
+                if self.graph_flows {
+                    self.graph
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .add_flows(&self.unwritten, now);
+                }
                 let mark = self.output_mark();
                 self.uncommitted.extend(
                     self.unwritten

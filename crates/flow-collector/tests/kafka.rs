@@ -494,9 +494,38 @@ fn two_nodes_routing_by_connection_attribute_as_one_node_would() {
         })
         .sum();
     assert_eq!(peer, 2 * u64::from(n));
+    // The attributing halves feed their nodes' dependency graphs: together they
+    // hold every flow, each connection once (both its records met on one node).
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for i in 0..n {
+        let edge = format!("web-{} -> db-{}:{}", i % 4, i % 3, 5_000 + i % 3);
+        *expected.entry(edge).or_default() += 1;
+    }
+    expected.insert("web-0 -> cache:6379".into(), 1);
+    expected.insert("cache -> unattributed:192.0.2.7:443".into(), 1);
+    let graphs = [&a, &b].map(graph_of);
+    let total = |field: &str| -> u64 { graphs.iter().filter_map(|g| g[field].as_u64()).sum() };
+    assert_eq!(total("flows"), want as u64, "{graphs:?}");
+    assert_eq!(total("unattributed_flows"), 1, "{graphs:?}");
+    let mut edges: HashMap<String, u64> = HashMap::new();
+    for edge in graphs
+        .iter()
+        .flat_map(|g| g["edges"].as_array().cloned().unwrap_or_default())
+    {
+        let id = edge["id"].as_str().expect("an edge ID").to_owned();
+        *edges.entry(id).or_default() += edge["connections"].as_u64().expect("connections");
+    }
+    assert_eq!(edges, expected, "{graphs:?}");
     a.stop();
     b.stop();
     assert_eq!(flow_messages(&broker, "flows").len(), want);
+}
+
+/// Node `c`'s dependency graph (`GET /api/v1/graph`, the last 15 minutes).
+fn graph_of(c: &Collector) -> serde_json::Value {
+    let (status, _, body) = c.get("/api/v1/graph");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("the graph is JSON")
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! connection topic as a member of the connection group, so that this node owns some
 //! of its partitions and receives every record (both ends) of their connections;
 //! feeds them to its [`ConnectionStage`] (an attributor configured as a single
-//! node's, sharing its heartbeats); writes the decided flows to the output topic;
+//! node's, sharing its heartbeats); writes the decided flows to the output topic and
+//! aggregates them into the node's dependency graph (`docs/graph.md`);
 //! commits a message's offset once every record it brought is out and acknowledged,
 //! and every earlier message of its partition too.
 //!
@@ -36,6 +37,7 @@ use super::{
 };
 use crate::{
     connections::{ConnectionStage, RoutedDecodeError, decode_routed},
+    graph::GraphAggregator,
     output::{Acknowledgements, FlowOutput},
 };
 
@@ -60,6 +62,9 @@ struct Shared {
     stage: Arc<Mutex<ConnectionStage>>,
     output: Mutex<Writer>,
     acks: Acknowledgements,
+    /// The node's dependency graph: fed the flows the output took, as the
+    /// pipeline feeds it (its lock taken after the writer's and alone).
+    graph: Arc<Mutex<GraphAggregator>>,
     stats: Arc<KafkaStats>,
     /// The thread has stopped and settled: closing the consumer (which revokes its
     /// partitions) only commits.
@@ -86,12 +91,20 @@ impl Shared {
             if flows.is_empty() {
                 break;
             }
-            if let Err(error) = writer.output.write(&flows) {
-                // Only encoding can fail here (the JSON line of a decoded record):
-                // the flows are counted as written so that the partition moves on.
-                tracing::error!(error = %crate::error_chain(&error), flows = flows.len(),
-                    "writing attributed flows failed; they are dropped");
-                KafkaStats::add(&self.stats.connection_dropped, flows.len() as u64);
+            match writer.output.write(&flows) {
+                Ok(()) => self
+                    .graph
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .add_flows(&flows, now),
+                Err(error) => {
+                    // Only encoding can fail here (the JSON line of a decoded
+                    // record): the flows are counted as written so that the
+                    // partition moves on.
+                    tracing::error!(error = %crate::error_chain(&error), flows = flows.len(),
+                        "writing attributed flows failed; they are dropped");
+                    KafkaStats::add(&self.stats.connection_dropped, flows.len() as u64);
+                }
             }
             let mark = self.acks.mark();
             self.stage
@@ -231,13 +244,16 @@ impl ConsumerContext for ConnectionContext {
 }
 
 /// Consumes the connection topic `topic` as a member of `group` until `stop`,
-/// attributing in `stage` and writing to `output`.
+/// attributing in `stage`, writing to `output` and aggregating what it took into
+/// `graph`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn(
     settings: &KafkaSettings,
     topic: &str,
     group: &str,
     stage: Arc<Mutex<ConnectionStage>>,
     output: KafkaOutput,
+    graph: Arc<Mutex<GraphAggregator>>,
     stats: Arc<KafkaStats>,
     stop: Arc<InputStop>,
 ) -> Result<std::thread::JoinHandle<()>, KafkaError> {
@@ -251,6 +267,7 @@ pub(crate) fn spawn(
             last_log: None,
         }),
         acks,
+        graph,
         stats,
         stopped: AtomicBool::new(false),
     });
