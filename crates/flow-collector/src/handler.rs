@@ -42,7 +42,7 @@ fn content(body: Bytes, content_type: &'static str) -> Answer {
 }
 
 /// `GET /api/v1/graph`: the query parsed (400 naming the bad parameter), answered
-/// on the blocking pool under the graph's lock.
+/// on the blocking pool (writers meanwhile never wait: [`crate::graph::SharedGraph`]).
 async fn graph(state: &Arc<State>, req: &Request<Incoming>) -> Answer {
     if req.method() != Method::GET {
         return answer(
@@ -58,15 +58,8 @@ async fn graph(state: &Arc<State>, req: &Request<Incoming>) -> Answer {
         Err(reason) => return answer(StatusCode::BAD_REQUEST, None, reason),
     };
     let graph = Arc::clone(&state.graph);
-    let body = tokio::task::spawn_blocking(move || {
-        let response = {
-            let mut graph = graph.lock().unwrap_or_else(|p| p.into_inner());
-            graph.advance(now);
-            graph.query(&query)
-        };
-        serde_json::to_vec(&response)
-    })
-    .await;
+    let body =
+        tokio::task::spawn_blocking(move || serde_json::to_vec(&graph.query(&query, now))).await;
     match body {
         Ok(Ok(body)) => content(Bytes::from(body), "application/json"),
         Ok(Err(e)) => answer(

@@ -116,7 +116,7 @@ struct State {
     /// Used on the blocking pool only.
     pipeline: Mutex<Pipeline>,
     /// The dependency graph the pipeline feeds and `GET /api/v1/graph` reads.
-    graph: Arc<Mutex<graph::GraphAggregator>>,
+    graph: Arc<graph::SharedGraph>,
     stats: Stats,
     connections: Arc<ConnectionCounters>,
     /// The output's acknowledgement book, when a chunk's answer waits for it (Kafka).

@@ -374,11 +374,12 @@ impl Snapshot {
             ),
             (
                 "flowcollector_graph_flows",
-                "Flows given to the dependency graph, by result: aggregated (in their minute), out_of_range (t_end older than the retention or more than 10 minutes ahead: dropped).",
+                "Flows given to the dependency graph, by result: aggregated (in their minute), out_of_range (t_end older than the retention or more than 10 minutes ahead: dropped), dropped_busy (a query held the graph while 100,000 written flows already waited for it: not aggregated).",
                 counter,
                 vec![
                     (vec![("result", "aggregated")], g.flows_aggregated),
                     (vec![("result", "out_of_range")], g.flows_out_of_range),
+                    (vec![("result", "dropped_busy")], g.flows_dropped_busy),
                 ],
             ),
             (
@@ -725,11 +726,7 @@ pub(crate) async fn answer(state: &Arc<State>, method: &Method) -> Response<Full
     } else {
         let parts = state.parts().await;
         let stats = state.stats.snapshot(state.connections.snapshot());
-        let graph = state
-            .graph
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .stats();
+        let graph = state.graph.stats();
         Response::new(Full::new(Bytes::from(render(Snapshot {
             stats,
             parts,

@@ -10,7 +10,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, atomic::Ordering},
+    sync::{Arc, atomic::Ordering},
     time::{Duration, SystemTime},
 };
 
@@ -25,7 +25,7 @@ use crate::{
     attribution::{AttributedFlow, Attributor},
     completeness::{Slot, WindowChunk, WindowReport, WindowTracker},
     error::error_chain,
-    graph::GraphAggregator,
+    graph::SharedGraph,
     ledger::{Emitted, Ledger},
     output::{Acknowledgements, FlowKey, FlowOutput},
     stats::{Stats, bump},
@@ -87,9 +87,9 @@ pub(crate) struct Pipeline {
     windows: WindowTracker,
     output: Box<dyn FlowOutput>,
     /// The dependency graph: fed what the output took (flows, then completeness
-    /// records), read by `GET /api/v1/graph`. Its lock is taken after the pipeline's,
-    /// never the other way round.
-    graph: Arc<Mutex<GraphAggregator>>,
+    /// records), read by `GET /api/v1/graph`; writing to it never waits for a
+    /// query.
+    graph: Arc<SharedGraph>,
     /// Whether the flows written are decided and go into the graph: not when the
     /// attributor only routes (`route_only`: the output routes undecided records to
     /// the connection topic, and the attributing half feeds the graph once they are
@@ -187,7 +187,7 @@ impl Pipeline {
             ledger,
             attributor,
             windows: WindowTracker::new(options.completeness.clone()),
-            graph: Arc::new(Mutex::new(GraphAggregator::new(options.graph.clone()))),
+            graph: Arc::new(SharedGraph::new(options.graph.clone())),
             graph_flows,
             acks: output.acknowledgements(),
             output,
@@ -424,7 +424,7 @@ impl Pipeline {
     }
 
     /// The dependency graph it feeds.
-    pub(crate) fn graph(&self) -> Arc<Mutex<GraphAggregator>> {
+    pub(crate) fn graph(&self) -> Arc<SharedGraph> {
         Arc::clone(&self.graph)
     }
 
@@ -512,18 +512,16 @@ impl Pipeline {
                 stats
                     .flows_written
                     .fetch_add(self.unwritten.len() as u64, Ordering::Relaxed);
-                if self.graph_flows {
-                    self.graph
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .add_flows(&self.unwritten, now);
-                }
                 let mark = self.output_mark();
                 self.uncommitted.extend(
                     self.unwritten
-                        .drain(..)
+                        .iter()
                         .map(|f| (Arc::clone(&f.batch), f.record_index, mark)),
                 );
+                let flows = std::mem::take(&mut self.unwritten);
+                if self.graph_flows {
+                    self.graph.add_flows(flows, now);
+                }
                 true
             }
             Err(e) => {
@@ -543,10 +541,7 @@ impl Pipeline {
                 stats
                     .completeness_written
                     .fetch_add(self.unwritten_reports.len() as u64, Ordering::Relaxed);
-                self.graph
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .add_reports(&self.unwritten_reports, now);
+                self.graph.add_reports(&self.unwritten_reports, now);
                 let mark = self.output_mark();
                 self.uncommitted.extend(
                     self.unwritten_reports

@@ -20,6 +20,7 @@ mod minute;
 mod node;
 mod query;
 mod response;
+mod shared;
 mod sketch;
 
 #[cfg(test)]
@@ -34,6 +35,7 @@ pub use query::{GraphQuery, MAX_RESPONSE_EDGES};
 pub use response::{
     Folded, GraphEdge, GraphNode, GraphResponse, IncompleteWindow, RecentFlow, Rtt, WindowCounts,
 };
+pub(crate) use shared::SharedGraph;
 pub use sketch::RttSketch;
 
 /// The path of the graph's read API.
@@ -122,4 +124,8 @@ pub struct GraphStats {
     pub connections_untracked: u64,
     /// Exporter windows' completeness reports aggregated.
     pub windows_reported: u64,
+    /// Flows not aggregated because a query held the graph while more than
+    /// 100,000 written flows waited for it (the collector's shared graph; always 0
+    /// for a [`GraphAggregator`] alone).
+    pub flows_dropped_busy: u64,
 }

@@ -22,7 +22,7 @@ use crate::{
 /// 2026-11-30T10:00:00Z.
 const T0: u64 = 1_796_032_800;
 
-fn at(secs: u64) -> SystemTime {
+pub(super) fn at(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + secs)
 }
 
@@ -36,7 +36,7 @@ fn batch(host: &str) -> Arc<BatchId> {
 
 /// A flow of `local` (named `workload`) with `remote`, attributed to `remote_workload`
 /// from `source`, ending at `t_end`.
-struct Flow {
+pub(super) struct Flow {
     local: &'static str,
     remote: &'static str,
     direction: Direction,
@@ -52,7 +52,7 @@ struct Flow {
 }
 
 impl Flow {
-    fn out(local: &'static str, remote: &'static str, t_end: SystemTime) -> Flow {
+    pub(super) fn out(local: &'static str, remote: &'static str, t_end: SystemTime) -> Flow {
         Flow {
             local,
             remote,
@@ -74,7 +74,7 @@ impl Flow {
         self
     }
 
-    fn names(
+    pub(super) fn names(
         mut self,
         local: &'static str,
         remote: &'static str,
@@ -91,7 +91,7 @@ impl Flow {
         self
     }
 
-    fn build(self, host: &str, index: u32) -> AttributedFlow {
+    pub(super) fn build(self, host: &str, index: u32) -> AttributedFlow {
         let mut b = flow_testkit::record()
             .local(self.local)
             .remote(self.remote)

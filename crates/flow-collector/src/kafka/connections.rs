@@ -37,7 +37,7 @@ use super::{
 };
 use crate::{
     connections::{ConnectionStage, RoutedDecodeError, decode_routed},
-    graph::GraphAggregator,
+    graph::SharedGraph,
     output::{Acknowledgements, FlowOutput},
 };
 
@@ -63,8 +63,8 @@ struct Shared {
     output: Mutex<Writer>,
     acks: Acknowledgements,
     /// The node's dependency graph: fed the flows the output took, as the
-    /// pipeline feeds it (its lock taken after the writer's and alone).
-    graph: Arc<Mutex<GraphAggregator>>,
+    /// pipeline feeds it.
+    graph: Arc<SharedGraph>,
     stats: Arc<KafkaStats>,
     /// The thread has stopped and settled: closing the consumer (which revokes its
     /// partitions) only commits.
@@ -91,12 +91,8 @@ impl Shared {
             if flows.is_empty() {
                 break;
             }
-            match writer.output.write(&flows) {
-                Ok(()) => self
-                    .graph
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .add_flows(&flows, now),
+            let written = match writer.output.write(&flows) {
+                Ok(()) => true,
                 Err(error) => {
                     // Only encoding can fail here (the JSON line of a decoded
                     // record): the flows are counted as written so that the
@@ -104,14 +100,19 @@ impl Shared {
                     tracing::error!(error = %crate::error_chain(&error), flows = flows.len(),
                         "writing attributed flows failed; they are dropped");
                     KafkaStats::add(&self.stats.connection_dropped, flows.len() as u64);
+                    false
                 }
-            }
+            };
             let mark = self.acks.mark();
             self.stage
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .written(&flows, mark);
-            if flows.len() < WRITE_BATCH {
+            let full = flows.len() >= WRITE_BATCH;
+            if written {
+                self.graph.add_flows(flows, now);
+            }
+            if !full {
                 break;
             }
         }
@@ -253,7 +254,7 @@ pub(crate) fn spawn(
     group: &str,
     stage: Arc<Mutex<ConnectionStage>>,
     output: KafkaOutput,
-    graph: Arc<Mutex<GraphAggregator>>,
+    graph: Arc<SharedGraph>,
     stats: Arc<KafkaStats>,
     stop: Arc<InputStop>,
 ) -> Result<std::thread::JoinHandle<()>, KafkaError> {
