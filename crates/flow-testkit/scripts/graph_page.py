@@ -2,13 +2,19 @@
 """Drives the collector's dependency map (`/`, docs/graph-page.md) in headless Chromium.
 
     graph_page.py check   --url URL --expect JSON [--screenshot PNG] [--screenshot-dark PNG]
-    graph_page.py measure --url URL [--loads 5] [--expect-size N,M]
-    (either) --fixture FILE | --synthetic WORKLOADS,EDGES   serve that graph instead
+    graph_page.py measure --url URL [--loads 5] [--expect-size NODES,EDGES]
+    graph_page.py serve   [--url URL] [--assets-dir DIR]   print the proxy's URL, serve until killed
+    (any)  --fixture FILE | --synthetic WORKLOADS,EDGES | --star WORKLOADS,EDGES
+           serve that graph instead [--write-fixture FILE: and write it there]
 
 URL is the collector's base URL (its page at `/`, its API at `/api/v1/graph`). With
 --fixture or --synthetic, a proxy on loopback answers `/api/v1/graph` with that JSON and
 passes every other request to URL (the collector's own page and assets); with
 --assets-dir DIR the proxy serves the page from DIR instead (development, no collector).
+--synthetic is a tiered mesh of WORKLOADS workloads (and a few unattributed addresses);
+--star is the API's largest answer in nodes: WORKLOADS workloads behind one
+internet-facing `front`, whose clients are distinct unattributed addresses, one edge
+each, up to EDGES edges in all (`--star 10,5000`: 5,000 edges, 4,993 nodes).
 
 `check` takes its expectations as JSON (inline, or @file):
 
@@ -25,8 +31,12 @@ and checks each against the page: an edge's arrow (data attributes) and the side
 click on it opens, a node's panel, the unattributed addresses' style and label, that
 typing in the filter hides the rest, the footer; that every request the page made went
 to the collector. `measure` loads the page LOADS times and reads window.__graph (the
-time from the navigation to the painted graph). Both print one JSON line of results
-last; a failed check exits 1 with the reasons.
+time from the navigation to the painted graph); with --expect-size NODES,EDGES (or
+--synthetic/--star, whose sizes it knows) each load must have drawn at least that many
+nodes and edges. Each load also records the page's longest main-thread task
+(`longest_task_ms`, from a PerformanceObserver of long tasks: how long the tab could not
+answer a click). Both print one JSON line
+of results last; a failed check exits 1 with the reasons.
 """
 
 import argparse
@@ -50,7 +60,7 @@ try:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 except ImportError as e:  # pragma: no cover
-    sys.exit(f"selenium is missing ({e}): pip install selenium==4.52.0 into the tests' venv (.ci/run)")
+    sys.exit(f"selenium is missing ({e}): pip install selenium==4.51.0 (flow_testkit::python::PACKAGES) into the tests' venv (.ci/run)")
 
 
 def log(*a):
@@ -125,6 +135,76 @@ def synthetic(workloads, edges, seed=7):
         "unattributed_share": un / flows if flows else 0.0, "folded": {"edges": 0, "connections": 0},
         "incomplete": [{"host": "host-07", "window_start": "2026-11-30T10:04:00Z",
                         "window_end": "2026-11-30T10:05:00Z", "records_lost": 12}],
+        "clamped": False, "truncated": False,
+    }
+
+
+def synthetic_star(workloads, edges, seed=11):
+    """The API's largest answer in nodes: `front` (internet-facing) and `workloads - 1`
+    back-ends it and they call (heavy edges), and `front`'s clients, each a distinct
+    unattributed address with one light edge, up to `edges` edges in all; deterministic."""
+    rnd = random.Random(seed)
+    front = "spiffe://prod.example.org/ns/edge/sa/front"
+    back = [f"spiffe://prod.example.org/ns/shop/sa/svc-{i:03d}" for i in range(1, workloads)]
+    t0 = 1_796_032_800  # 2026-11-30T10:00:00Z
+    stamp = lambda: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + rnd.randrange(900))) + f".{rnd.randrange(1000):03d}Z"  # noqa: E731
+
+    def edge(s, t, port, conns, client, server, failed=0):
+        recent = sorted(({
+            "flow": f"host-{rnd.randrange(50):02d}/{rnd.getrandbits(64):016x}/{rnd.randrange(9)}/{k}",
+            "t_end": stamp(), "record_kind": "final", "client": f"{client}:{rnd.randrange(32768, 60999)}",
+            "server": f"{server}:{port}", "bytes_sent": rnd.randrange(100, 5000),
+            "bytes_received": rnd.randrange(100, 50000),
+            "close_reason": "refused" if failed and k == 0 else "normal",
+        } for k in range(min(conns, 5))), key=lambda f: f["t_end"], reverse=True)
+        return {"id": f"{s} -> {t}:{port}", "source": s, "target": t, "port": port, "connections": conns,
+                "failed": {"refused": failed} if failed else {}, "failed_total": failed,
+                "bytes_sent": conns * rnd.randrange(200, 20000), "bytes_received": conns * rnd.randrange(500, 200000),
+                "retransmits": 0, "rtt_us": {"p50": rnd.randrange(80, 2000), "p99": rnd.randrange(2000, 60000), "samples": conns},
+                "recent": recent}
+
+    ip = lambda w: "10.3.0." + str(1 + w)  # noqa: E731
+    inner = [edge(front, b, 8080, rnd.randrange(2000, 20000), ip(0), ip(i + 1)) for i, b in enumerate(back)]
+    for i, b in enumerate(back[:-1]):
+        inner.append(edge(b, back[i + 1], 5432, rnd.randrange(500, 5000), ip(i + 1), ip(i + 2)))
+    inner = inner[:edges]
+    out = list(inner)
+    for i in range(edges - len(inner)):
+        addr = f"198.{18 + i // 65024}.{(i // 254) % 256}.{1 + i % 254}"
+        conns = int(rnd.paretovariate(2.5))
+        failed = 1 if rnd.random() < 0.01 else 0
+        out.append(edge(f"unattributed:{addr}", front, 443, conns, addr, ip(0), failed))
+    out.sort(key=lambda e: (-e["connections"], -(e["bytes_sent"] + e["bytes_received"])))
+    return graph_answer(out)
+
+
+def graph_answer(out):
+    """The answer around `out` (edges): its nodes, and the totals."""
+    nodes = {}
+    for e in out:
+        for w in (e["source"], e["target"]):
+            nodes.setdefault(w, {"id": w, "kind": "unattributed" if w.startswith("unattributed:") else "workload",
+                                 "connections_in": 0, "connections_out": 0, "bytes_in": 0, "bytes_out": 0, "failed": 0})
+    for e in out:
+        s, t = nodes[e["source"]], nodes[e["target"]]
+        s["connections_out"] += e["connections"]
+        t["connections_in"] += e["connections"]
+        s["bytes_out"] += e["bytes_sent"]
+        s["bytes_in"] += e["bytes_received"]
+        t["bytes_in"] += e["bytes_sent"]
+        t["bytes_out"] += e["bytes_received"]
+        s["failed"] += e["failed_total"]
+        t["failed"] += e["failed_total"]
+    flows = sum(e["connections"] for e in out)
+    un = sum(e["connections"] for e in out if e["target"].startswith("unattributed:") or e["source"].startswith("unattributed:"))
+    return {
+        "from": "2026-11-30T10:00:00Z", "to": "2026-11-30T10:15:00Z", "minutes": 15,
+        "nodes": sorted(nodes.values(), key=lambda n: (n["kind"] != "workload", n["id"])), "edges": out,
+        "flows": flows, "unattributed_flows": un,
+        "unattributed_share": un / flows if flows else 0.0, "folded": {"edges": 0, "connections": 0},
+        "windows": {"reported": 150, "incomplete": 1},
+        "incomplete": [{"host": "host-07", "window_start": "2026-11-30T10:04:00Z",
+                        "window_end": "2026-11-30T10:05:00Z", "records_lost": 12, "status": "chunks_missing"}],
         "clamped": False, "truncated": False,
     }
 
@@ -374,20 +454,34 @@ def check(d, url, expect, shots):
     return result
 
 
+LONG_TASKS = """window.__longTasks = [];
+try {
+  new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__longTasks.push(e.duration); })
+    .observe({type: 'longtask'});
+} catch (e) { window.__longTasks = null; }"""
+
+
 def measure(d, url, loads, size):
+    """`size`: (nodes, edges), each at least."""
+    # Every page load records its main thread's long tasks (over 50 ms): the longest is
+    # how long the tab could not answer a click.
+    d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": LONG_TASKS})
     runs = []
     for i in range(loads):
         d.get("about:blank")
         d.get(url)
-        g = wait_rendered(d, timeout=60)
+        g = wait_rendered(d, timeout=120)
+        tasks = d.execute_script("return window.__longTasks")
+        g["longest_task_ms"] = round(max(tasks)) if tasks else (0 if tasks is not None else None)
         if size:
-            if (g["nodes"], g["edges"]) < size:
-                raise Check(f"load {i}: {g['nodes']} nodes and {g['edges']} edges, expected {size}")
+            if g["nodes"] < size[0] or g["edges"] < size[1]:
+                raise Check(f"load {i}: {g['nodes']} nodes and {g['edges']} edges, expected at least {size[0]} and {size[1]}")
         runs.append(g)
         log(f"load {i + 1}: {g}")
-    med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
+    med = lambda k: statistics.median(r[k] for r in runs if r.get(k) is not None)  # noqa: E731
     return {"loads": runs, "median_ms": med("ms"), "median_render_ms": med("render_ms"),
             "median_layout_ms": med("layout_ms"), "median_fetch_ms": med("fetch_ms"),
+            "median_draw_ms": med("draw_ms"), "max_longest_task_ms": max((r["longest_task_ms"] or 0) for r in runs),
             "nodes": runs[0]["nodes"], "edges": runs[0]["edges"],
             "chromium": d.capabilities.get("browserVersion"), "problems": []}
 
@@ -399,6 +493,8 @@ def main():
     ap.add_argument("--expect", default="{}", help="expectations (JSON, or @file)")
     ap.add_argument("--fixture", help="serve this graph JSON at /api/v1/graph")
     ap.add_argument("--synthetic", help="serve a synthetic graph of WORKLOADS,EDGES")
+    ap.add_argument("--star", help="serve a star: WORKLOADS,EDGES (one front, its clients unattributed)")
+    ap.add_argument("--expect-size", help="measure: every load draws at least NODES,EDGES")
     ap.add_argument("--write-fixture", help="write the synthetic graph here too")
     ap.add_argument("--assets-dir", help="serve the page from this directory, not URL")
     ap.add_argument("--screenshot")
@@ -411,9 +507,11 @@ def main():
     url = a.url
     proxy = None
     graph = None
-    if a.synthetic:
-        w, e = (int(x) for x in a.synthetic.split(","))
-        graph = synthetic(w, e)
+    size = tuple(int(x) for x in a.expect_size.split(",")) if a.expect_size else None
+    if a.synthetic or a.star:
+        w, e = (int(x) for x in (a.synthetic or a.star).split(","))
+        graph = synthetic(w, e) if a.synthetic else synthetic_star(w, e)
+        size = size or (len(graph["nodes"]), len(graph["edges"]))
         if a.write_fixture:
             with open(a.write_fixture, "w") as f:
                 json.dump(graph, f)
@@ -441,7 +539,6 @@ def main():
         if a.mode == "check":
             result = check(d, page, expect, {"light": a.screenshot, "dark": a.screenshot_dark})
         else:
-            size = tuple(int(x) for x in a.synthetic.split(",")) if a.synthetic else None
             result = measure(d, page, a.loads, size)
     except Check as e:
         result = {"problems": [str(e)]}
