@@ -413,6 +413,18 @@ impl Snapshot {
                 one(g.connections_untracked),
             ),
             (
+                "flowcollector_graph_connections_matched",
+                "Connections whose two ends' records the dependency graph matches now (so that each is counted once).",
+                gauge,
+                one(g.connections_matched),
+            ),
+            (
+                "flowcollector_graph_connections_forgotten",
+                "Connections forgotten for room before both their ends' final records came: a later record of their other end counts them again.",
+                counter,
+                one(g.connections_forgotten),
+            ),
+            (
                 "flowcollector_connections",
                 "Connections: accepted, refused (over the cap), timed_out.",
                 counter,

@@ -448,35 +448,67 @@ fn connection_routing_attributes_the_flows_one_node_attributes() {
 }
 
 /// `fleet --graph-json FILE` writes the run's dependency graph as the graph API
-/// answers it: workload nodes and the edges between them, every flow counted.
+/// answers it: workload nodes and the edges between them, every connection counted
+/// once (both ends' records, in order or with chunks late past the peer wait, and a
+/// host's own probes whose records name no workload).
 #[test]
 fn the_graph_of_a_run_is_written_as_the_api_answers_it() {
-    let path = std::env::temp_dir().join(format!("fleet-graph-{}.json", std::process::id()));
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_flowexporter-loadgen"))
-        .args(["fleet", "--hosts", "6", "--workloads-per-host", "4"])
-        .args(["--minutes", "3", "--connections-per-minute", "10"])
-        .arg("--graph-json")
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("the load generator runs");
-    assert!(status.success());
-    let text = std::fs::read_to_string(&path).expect("the graph was written");
-    let _ = std::fs::remove_file(&path);
-    let graph: serde_json::Value = serde_json::from_str(&text).expect("the graph is JSON");
-    let nodes = graph["nodes"].as_array().expect("nodes");
-    let edges = graph["edges"].as_array().expect("edges");
-    assert!(nodes.iter().any(|n| n["kind"] == "workload"));
-    assert!(!edges.is_empty());
-    assert!(graph["flows"].as_u64().is_some_and(|f| f > 0));
-    assert_eq!(graph["truncated"], false);
-    // Every edge's ends are among the nodes.
-    let ids: std::collections::HashSet<&str> =
-        nodes.iter().filter_map(|n| n["id"].as_str()).collect();
-    for e in edges {
-        for end in ["source", "target"] {
-            let id = e[end].as_str().expect("an edge's end");
-            assert!(ids.contains(id), "{id} is not a node");
+    for late in [&[][..], &["--late-chunks", "0.5", "--max-late", "6m"][..]] {
+        let (report, graph) = fleet_graph(late);
+        let nodes = graph["nodes"].as_array().expect("nodes");
+        let edges = graph["edges"].as_array().expect("edges");
+        assert!(nodes.iter().any(|n| n["kind"] == "workload"));
+        assert_eq!(graph["truncated"], false);
+        assert_eq!(graph["folded"]["edges"], 0);
+        assert_eq!(
+            graph["flows"], report["flows"],
+            "every flow aggregated ({late:?})"
+        );
+        let connections: u64 = edges
+            .iter()
+            .map(|e| e["connections"].as_u64().expect("connections"))
+            .sum();
+        assert_eq!(
+            Some(connections),
+            report["connections"].as_u64(),
+            "every connection once ({late:?})"
+        );
+        // Every edge's ends are among the nodes.
+        let ids: std::collections::HashSet<&str> =
+            nodes.iter().filter_map(|n| n["id"].as_str()).collect();
+        for e in edges {
+            for end in ["source", "target"] {
+                let id = e[end].as_str().expect("an edge's end");
+                assert!(ids.contains(id), "{id} is not a node");
+            }
         }
     }
+}
+
+/// Runs a small fleet with `extra` arguments; its JSON report and its graph.
+fn fleet_graph(extra: &[&str]) -> (serde_json::Value, serde_json::Value) {
+    let path = std::env::temp_dir().join(format!("fleet-graph-{}.json", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowexporter-loadgen"))
+        .args(["fleet", "--hosts", "8", "--workloads-per-host", "4"])
+        .args(["--minutes", "4", "--connections-per-minute", "12", "--json"])
+        .args(extra)
+        .arg("--graph-json")
+        .arg(&path)
+        .output()
+        .expect("the load generator runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&path).expect("the graph was written");
+    let _ = std::fs::remove_file(&path);
+    let graph = serde_json::from_str(&text).expect("the graph is JSON");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .expect("the JSON report is the last line");
+    (report, graph)
 }

@@ -13,6 +13,7 @@ use super::{
     minute::{EdgeStats, Minute},
     node::{EdgeKey, Node, Oriented},
     response::{IncompleteWindow, RecentEntry, rfc3339},
+    sides::{Role, Side, SidesTable},
 };
 use crate::{attribution::AttributedFlow, completeness::WindowReport};
 
@@ -50,6 +51,8 @@ pub struct GraphAggregator {
     pub(super) config: GraphConfig,
     pub(super) minutes: BTreeMap<u64, Minute>,
     cumulative: Cumulative,
+    /// Which end counts each connection.
+    sides: SidesTable,
     /// The latest flows of every edge, latest first.
     pub(super) recent: HashMap<EdgeKey, Vec<RecentEntry>>,
     /// Windows that did not add up: (window end, JSON), oldest first.
@@ -64,6 +67,7 @@ impl GraphAggregator {
     pub fn new(config: GraphConfig) -> GraphAggregator {
         GraphAggregator {
             cumulative: Cumulative::new(config.max_open_connections),
+            sides: SidesTable::new(config.max_matched_connections),
             config,
             minutes: BTreeMap::new(),
             recent: HashMap::new(),
@@ -86,6 +90,8 @@ impl GraphAggregator {
             minutes_held: self.minutes.len() as u64,
             open_connections: self.cumulative.len() as u64,
             connections_untracked: self.cumulative.untracked,
+            connections_forgotten: self.sides.forgotten,
+            connections_matched: self.sides.len() as u64,
             ..self.stats
         }
     }
@@ -124,8 +130,18 @@ impl GraphAggregator {
         if flow.remote_workload_id.is_none() {
             minute.unattributed += 1;
         }
-        if !oriented.counted {
+        let side = Side::of(oriented.local_is_client);
+        let role = self.sides.role(
+            oriented.client,
+            oriented.server,
+            r.t_start,
+            side,
+            m,
+            r.record_kind == RecordKind::Final,
+        );
+        if let Role::Peer { counted_in } = role {
             self.stats.flows_counted_by_peer += 1;
+            self.add_peer_retransmits(&oriented, [m, counted_in], delta.retransmits);
             return;
         }
         let owner = oriented.owner().clone();
@@ -183,6 +199,34 @@ impl GraphAggregator {
             }
         }
         self.remember_recent(flow, &oriented);
+    }
+
+    /// Adds the retransmits of a record whose connection the other end's record
+    /// counts (its host's own segments, which that record does not carry) to the
+    /// edge the other end keeps, in the first of `minutes` that holds it; an edge
+    /// the other end names differently (another attribution) or that was folded
+    /// since does not get them.
+    fn add_peer_retransmits(&mut self, oriented: &Oriented, minutes: [u64; 2], retransmits: u64) {
+        if retransmits == 0 {
+            return;
+        }
+        // The counting end is the other one: it owns the edge.
+        let owner = if oriented.local_is_client {
+            &oriented.key.target
+        } else {
+            &oriented.key.source
+        };
+        for m in minutes {
+            if let Some(stats) = self
+                .minutes
+                .get_mut(&m)
+                .and_then(|minute| minute.owners.get_mut(owner))
+                .and_then(|edges| edges.get_mut(&oriented.key))
+            {
+                stats.retransmits = stats.retransmits.saturating_add(retransmits);
+                return;
+            }
+        }
     }
 
     /// Keeps `flow` among its edge's latest.

@@ -21,6 +21,7 @@ mod node;
 mod query;
 mod response;
 mod shared;
+mod sides;
 mod sketch;
 
 #[cfg(test)]
@@ -57,6 +58,10 @@ pub struct GraphConfig {
     /// Most connections whose interim records are tracked (their cumulative counters
     /// turned into deltas); default 1,000,000.
     pub max_open_connections: usize,
+    /// Most connections whose ends are matched (so that a connection both ends
+    /// report is counted once, however late the second record comes); the oldest
+    /// are forgotten first. About 48 bytes each; default 1,000,000.
+    pub max_matched_connections: usize,
 }
 
 impl Default for GraphConfig {
@@ -66,6 +71,7 @@ impl Default for GraphConfig {
             top_edges: 50,
             max_edges: 500_000,
             max_open_connections: 1_000_000,
+            max_matched_connections: 1_000_000,
         }
     }
 }
@@ -106,8 +112,8 @@ pub struct GraphStats {
     pub minutes_held: u64,
     /// Flows aggregated (counted in their minute's flows).
     pub flows_aggregated: u64,
-    /// Flows that counted no edge: the server's record of a connection whose
-    /// client's record counts it.
+    /// Flows that counted no connection: a record of a connection whose other end's
+    /// record reached the graph first and counts it.
     pub flows_counted_by_peer: u64,
     /// Flows whose `t_end` was outside the retention (older) or more than 10
     /// minutes ahead: dropped.
@@ -128,4 +134,10 @@ pub struct GraphStats {
     /// 100,000 written flows waited for it (the collector's shared graph; always 0
     /// for a [`GraphAggregator`] alone).
     pub flows_dropped_busy: u64,
+    /// Connections matched that were forgotten for room before both their final
+    /// records came ([`GraphConfig::max_matched_connections`]): a record of their
+    /// other end coming later counts them again.
+    pub connections_forgotten: u64,
+    /// Connections whose ends are matched now.
+    pub connections_matched: u64,
 }

@@ -4,7 +4,7 @@ use std::{fmt, net::IpAddr, net::SocketAddr};
 
 use flow_record::{Direction, WorkloadId};
 
-use crate::attribution::{AttributedFlow, RemoteIdentitySource};
+use crate::attribution::AttributedFlow;
 
 /// A node of the graph.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -135,8 +135,6 @@ pub(crate) struct Oriented {
     pub(crate) client: SocketAddr,
     /// The server's address and port.
     pub(crate) server: SocketAddr,
-    /// Whether this record counts the connection (see [`Oriented::of`]).
-    pub(crate) counted: bool,
 }
 
 impl Oriented {
@@ -144,13 +142,8 @@ impl Oriented {
     /// server for an inbound one; for `unknown` (a socket older than the exporter) the
     /// end with the higher (port, address) is taken as the client (ephemeral ports are
     /// high), which both ends of a connection compute alike.
-    ///
-    /// A connection between two traced hosts is reported by both: it is counted once,
-    /// from the client's record. The server's record is not counted when its remote
-    /// was named from the client's own record (`remote_identity_source:
-    /// peer_record`): that record reached the collector and counts the connection.
-    /// Otherwise (the client runs no exporter, or its record is missing) the server's
-    /// record counts it.
+    /// Which end's record counts a connection reported by both is for the
+    /// aggregator's [`SidesTable`](super::sides::SidesTable).
     pub(crate) fn of(flow: &AttributedFlow) -> Oriented {
         let r = &flow.record;
         let local = match &r.local_workload_id {
@@ -166,8 +159,6 @@ impl Oriented {
             Direction::Inbound => false,
             Direction::Unknown => (r.local.port(), r.local.ip()) > (r.remote.port(), r.remote.ip()),
         };
-        let counted =
-            local_is_client || flow.remote_identity_source != RemoteIdentitySource::PeerRecord;
         if local_is_client {
             Oriented {
                 key: EdgeKey {
@@ -178,7 +169,6 @@ impl Oriented {
                 local_is_client,
                 client: r.local,
                 server: r.remote,
-                counted,
             }
         } else {
             Oriented {
@@ -190,7 +180,6 @@ impl Oriented {
                 local_is_client,
                 client: r.remote,
                 server: r.local,
-                counted,
             }
         }
     }

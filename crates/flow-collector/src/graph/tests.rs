@@ -184,6 +184,52 @@ fn a_connection_between_two_traced_workloads_is_one_edge_counted_once() {
 }
 
 #[test]
+fn a_clients_record_coming_after_the_servers_does_not_count_the_connection_again() {
+    let mut g = graph();
+    // The server's record first, named by heartbeats (the client's chunk was late,
+    // past the peer wait); the client's record an hour later, into the same minute.
+    let mut server = Flow::out("10.0.0.2:443", "10.0.0.1:40000", at(30))
+        .inbound()
+        .names("spiffe://b", "spiffe://a", RemoteIdentitySource::Heartbeat);
+    server.bytes = (1_000, 100);
+    let mut server = server.build("host-b", 0);
+    server.record.stats.retransmits = 2;
+    g.add_flows(&[server], at(40));
+    let mut client = Flow::out("10.0.0.1:40000", "10.0.0.2:443", at(31))
+        .names("spiffe://a", "spiffe://b", RemoteIdentitySource::Heartbeat)
+        .build("host-a", 0);
+    client.record.stats.retransmits = 3;
+    g.add_flows(&[client], at(3_600));
+    let r = all(&g, at(0), at(60));
+    assert_eq!(r.edges.len(), 1, "{:#?}", r.edges);
+    let e = edge(&r, "spiffe://a -> spiffe://b:443");
+    assert_eq!(
+        (e.connections, e.bytes_sent, e.bytes_received),
+        (1, 100, 1_000)
+    );
+    // Each end's own retransmitted segments.
+    assert_eq!(e.retransmits, 5);
+    assert_eq!(r.flows, 2);
+    assert_eq!(g.stats().flows_counted_by_peer, 1);
+    assert_eq!(g.stats().connections_matched, 0, "both ends closed");
+}
+
+#[test]
+fn a_hosts_own_probe_is_counted_once_though_its_record_names_no_workload() {
+    let mut g = graph();
+    // A kubelet-style probe: the host's own address, no workload, both ends traced.
+    let probe = Flow::out("10.0.0.1:52000", "10.0.0.9:8080", at(5)).build("host-a", 0);
+    let pod = Flow::out("10.0.0.9:8080", "10.0.0.1:52000", at(5))
+        .inbound()
+        .local_only("spiffe://pod")
+        .build("host-a", 1);
+    g.add_flows(&[probe, pod], at(10));
+    let r = all(&g, at(0), at(60));
+    let connections: u64 = r.edges.iter().map(|e| e.connections).sum();
+    assert_eq!(connections, 1, "{:#?}", r.edges);
+}
+
+#[test]
 fn the_servers_record_counts_when_the_client_is_not_traced() {
     let mut g = graph();
     // The client is an unknown address: its record never came; the server's counts.

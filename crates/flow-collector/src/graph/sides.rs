@@ -1,0 +1,284 @@
+//! Which end of a connection counts it. A connection between two traced hosts is
+//! reported by both; the graph counts it (its connection, its bytes) from the end
+//! whose record reached the graph **first**, and from the other end takes only its
+//! retransmits (its own segments). The other end's record may come minutes later
+//! (a late chunk, an outage, the peer wait over) or carry no workload (a host's own
+//! probe): so the ends are matched by address, not by attribution, in a bounded table
+//! of the latest connections seen.
+//!
+//! A connection is keyed by a hash of `(client address, server address)` as both ends
+//! orient it, and told apart from an earlier one on the same addresses by its start
+//! time (both ends' `t_start`, within [`START_TOLERANCE`] for the hosts' clock skew).
+//! The table holds at most [`SidesTable::new`]'s `cap` connections (about 48 bytes
+//! each); the oldest go first. A connection whose other end's record arrives after it
+//! was forgotten is counted again (`docs/graph.md`).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::{DefaultHasher, Hash, Hasher},
+    net::SocketAddr,
+    time::{Duration, SystemTime},
+};
+
+/// Two records of the same addresses are one connection when their starts are this
+/// close (clock skew between the hosts, and the handshake). A client reusing its
+/// port to the same server within it (TIME_WAIT forbids it unless `tcp_tw_reuse`)
+/// would be taken for the same connection.
+pub(crate) const START_TOLERANCE: Duration = Duration::from_secs(30);
+
+/// The end whose record counts a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The client's record counts it.
+    Client,
+    /// The server's.
+    Server,
+}
+
+impl Side {
+    /// The side of a record whose host is the client when `local_is_client`.
+    pub(crate) fn of(local_is_client: bool) -> Side {
+        if local_is_client {
+            Side::Client
+        } else {
+            Side::Server
+        }
+    }
+}
+
+/// What a record is to its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// It counts the connection (the first end seen, or its only one).
+    Counts,
+    /// The other end's record counts it; this one was seen in minute `counted_in`
+    /// last by that end.
+    Peer {
+        /// The minute the counting end's latest record went to.
+        counted_in: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    /// Seconds since the epoch of the first record's `t_start` (`None`: unknown).
+    start: Option<u64>,
+    counting: Side,
+    /// The minute of the counting end's latest record.
+    minute: u64,
+    /// Final records seen: the client's, the server's.
+    closed: [bool; 2],
+    /// Its place in the eviction order.
+    seq: u64,
+}
+
+/// The connections seen lately, by their addresses.
+#[derive(Debug)]
+pub(crate) struct SidesTable {
+    entries: HashMap<u64, Entry>,
+    /// `(key, seq)` in the order the connections were first seen.
+    order: VecDeque<(u64, u64)>,
+    next_seq: u64,
+    cap: usize,
+    /// Connections forgotten for room before both their final records were seen.
+    pub(crate) forgotten: u64,
+}
+
+fn key_of(client: SocketAddr, server: SocketAddr) -> u64 {
+    let mut h = DefaultHasher::new();
+    (client, server).hash(&mut h);
+    h.finish()
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl SidesTable {
+    /// A table of at most `cap` connections.
+    pub(crate) fn new(cap: usize) -> SidesTable {
+        SidesTable {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            next_seq: 0,
+            cap: cap.max(1),
+            forgotten: 0,
+        }
+    }
+
+    /// Connections held.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The role of a record of the connection `client` -> `server` started at
+    /// `t_start`, from `side`, going to minute `minute`; `last` when it is the
+    /// connection's final record from that side.
+    pub(crate) fn role(
+        &mut self,
+        client: SocketAddr,
+        server: SocketAddr,
+        t_start: Option<SystemTime>,
+        side: Side,
+        minute: u64,
+        last: bool,
+    ) -> Role {
+        let key = key_of(client, server);
+        let start = t_start.map(secs);
+        let end = match side {
+            Side::Client => 0,
+            Side::Server => 1,
+        };
+        if let Some(entry) = self.entries.get_mut(&key) {
+            let same = match (entry.start, start) {
+                (Some(a), Some(b)) => a.abs_diff(b) <= START_TOLERANCE.as_secs(),
+                _ => true,
+            };
+            // Records come in any order (a late chunk brings a connection's interim
+            // records after its final one): the start alone tells connections apart.
+            if same {
+                entry.closed[end] |= last;
+                let role = if entry.counting == side {
+                    entry.minute = entry.minute.max(minute);
+                    Role::Counts
+                } else {
+                    Role::Peer {
+                        counted_in: entry.minute,
+                    }
+                };
+                if entry.closed == [true, true] {
+                    self.entries.remove(&key);
+                }
+                return role;
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut closed = [false; 2];
+        closed[end] = last;
+        self.entries.insert(
+            key,
+            Entry {
+                start,
+                counting: side,
+                minute,
+                closed,
+                seq,
+            },
+        );
+        self.order.push_back((key, seq));
+        self.make_room();
+        Role::Counts
+    }
+
+    /// Forgets the oldest connections beyond the cap; drops the places in the order
+    /// of connections already done once they outnumber the live ones.
+    fn make_room(&mut self) {
+        while self.entries.len() > self.cap {
+            let Some((key, seq)) = self.order.pop_front() else {
+                return;
+            };
+            if self.entries.get(&key).is_some_and(|e| e.seq == seq) {
+                self.entries.remove(&key);
+                self.forgotten += 1;
+            }
+        }
+        if self.order.len() > 2 * self.entries.len().max(1024) {
+            let entries = &self.entries;
+            self.order
+                .retain(|(key, seq)| entries.get(key).is_some_and(|e| e.seq == *seq));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("address")
+    }
+
+    fn at(secs: u64) -> Option<SystemTime> {
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs))
+    }
+
+    #[test]
+    fn the_first_end_seen_counts_and_the_other_is_its_peer_even_much_later() {
+        let mut t = SidesTable::new(10);
+        let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.2:443"));
+        assert_eq!(t.role(c, s, at(0), Side::Server, 5, true), Role::Counts);
+        // The client's record, 30 s of skew later, an hour late.
+        assert_eq!(
+            t.role(c, s, at(30), Side::Client, 65, true),
+            Role::Peer { counted_in: 5 }
+        );
+        assert_eq!(t.len(), 0, "both ends closed: forgotten");
+    }
+
+    #[test]
+    fn interim_records_keep_their_roles_until_both_ends_closed() {
+        let mut t = SidesTable::new(10);
+        let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.2:443"));
+        assert_eq!(t.role(c, s, at(0), Side::Client, 1, false), Role::Counts);
+        assert_eq!(
+            t.role(c, s, at(0), Side::Server, 1, false),
+            Role::Peer { counted_in: 1 }
+        );
+        assert_eq!(t.role(c, s, at(0), Side::Client, 3, true), Role::Counts);
+        assert_eq!(
+            t.role(c, s, at(0), Side::Server, 3, true),
+            Role::Peer { counted_in: 3 }
+        );
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn the_same_addresses_later_are_a_new_connection() {
+        let mut t = SidesTable::new(10);
+        let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.2:443"));
+        assert_eq!(t.role(c, s, at(0), Side::Client, 1, true), Role::Counts);
+        // The client's port reused 90 s later: another connection.
+        assert_eq!(t.role(c, s, at(90), Side::Client, 2, true), Role::Counts);
+        // Its server's record, 20 s of skew apart.
+        assert_eq!(
+            t.role(c, s, at(70), Side::Server, 2, true),
+            Role::Peer { counted_in: 2 }
+        );
+        // Started ten minutes later: another connection.
+        assert_eq!(t.role(c, s, at(690), Side::Server, 12, true), Role::Counts);
+    }
+
+    #[test]
+    fn an_interim_record_coming_after_its_final_one_keeps_the_counting_end() {
+        let mut t = SidesTable::new(10);
+        let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.2:443"));
+        assert_eq!(t.role(c, s, at(0), Side::Server, 1, false), Role::Counts);
+        assert_eq!(
+            t.role(c, s, at(0), Side::Client, 3, true),
+            Role::Peer { counted_in: 1 }
+        );
+        // The client's interim record of minute 2, late.
+        assert_eq!(
+            t.role(c, s, at(0), Side::Client, 2, false),
+            Role::Peer { counted_in: 1 }
+        );
+        assert_eq!(t.role(c, s, at(0), Side::Server, 3, true), Role::Counts);
+    }
+
+    #[test]
+    fn the_oldest_connections_go_first_and_are_counted() {
+        let mut t = SidesTable::new(2);
+        let s = addr("10.0.0.2:443");
+        for port in 0..3 {
+            let c = addr(&format!("10.0.0.1:{}", 40_000 + port));
+            assert_eq!(t.role(c, s, at(0), Side::Client, 1, true), Role::Counts);
+        }
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.forgotten, 1);
+        // The first one's server record: its client's entry is gone, it counts.
+        let first = addr("10.0.0.1:40000");
+        assert_eq!(t.role(first, s, at(0), Side::Server, 1, true), Role::Counts);
+    }
+}
