@@ -139,7 +139,7 @@
     if (seq !== loadSeq) return; // a newer load is under way
     const t1 = performance.now();
     try {
-      render(json, { t0, t1 });
+      await render(json, { t0, t1 }, seq);
     } catch (e) {
       showError('Could not draw the graph: ' + (e && e.message));
       throw e;
@@ -204,11 +204,24 @@
 
   // ---- Layout: a force simulation, run to the end before anything is drawn ---------
   // The model of d3-force (velocity Verlet, alpha cooling from 1 to 0.001, velocity
-  // decay 0.6): links pull their ends to a distance, every pair of nodes repels and
-  // does not overlap, and a weak pull holds each node near its column. Every pair is
-  // computed exactly (typed arrays): for a few hundred nodes this is faster than a
-  // Barnes-Hut tree.
-  function simulate(n, r, col, links, init, ticks) {
+  // decay 0.6): links pull their ends to a distance, nodes repel each other and do not
+  // overlap, and a weak pull holds each node near its column.
+  //
+  // Up to EXACT_MAX nodes every pair is computed exactly (typed arrays: for a few
+  // hundred nodes this is faster than a tree). Above, the repulsion is Barnes-Hut's (a
+  // quadtree; a far cell acts as one body at its centre of mass: theta 0.9, as d3), and
+  // the overlap test looks only at the nodes of the neighbouring cells of a grid
+  // (cells as wide as the largest overlap distance): O(n log n) per step, not O(n²).
+  // The simulation is a generator: it yields after each step, so that the caller can
+  // give the browser its event loop (the tab stays responsive), and it keeps to a
+  // time budget: when its steps would take longer than `budgetMs` (a large graph on a
+  // slow or busy machine), it cools faster, in fewer steps.
+  const EXACT_MAX = 300;
+  const THETA2 = 1.44; // theta 1.2: within 2 % of the exact repulsion
+  const ALPHA_MIN = 0.001;
+  const MIN_TICKS = 40;
+
+  function* simulate(n, r, col, links, init, ticks, budgetMs) {
     const x = new Float64Array(n);
     const y = new Float64Array(n);
     const vx = new Float64Array(n);
@@ -235,13 +248,17 @@
     }
     const warm = init.some(Boolean);
     let alpha = warm ? 0.3 : 1;
-    const decay = 1 - Math.pow(0.001 / alpha, 1 / ticks);
     const charge = n > 120 ? -300 : -380;
     const dmax2 = 1000 * 1000;
     const gx = 0.08;
     const gy = n > 1 ? 0.07 : 0.3;
-    for (let t = 0; t < ticks; t++) {
-      alpha -= alpha * decay;
+    const many = n > EXACT_MAX ? manyBody(n, x, y, vx, vy, r, dmax2) : null;
+    let end = ticks;
+    let busy = 0; // ms spent in the steps themselves (not in what ran between them)
+    let pace = 0; // ms per step, recent steps weigh most (the first ones warm the JIT up)
+    for (let t = 0; t < end; t++) {
+      const t0 = performance.now();
+      alpha *= Math.pow(ALPHA_MIN / alpha, 1 / (end - t));
       for (let k = 0; k < m; k++) {
         const s = links[2 * k];
         const q = links[2 * k + 1];
@@ -258,36 +275,41 @@
         vy[s] += dy * (1 - lbias[k]);
       }
       const ca = charge * alpha;
-      for (let i = 0; i < n; i++) {
-        const xi = x[i];
-        const yi = y[i];
-        const ri = r[i] + 14;
-        let ax = 0;
-        let ay = 0;
-        for (let j = i + 1; j < n; j++) {
-          let dx = x[j] - xi;
-          let dy = y[j] - yi;
-          let l2 = dx * dx + dy * dy;
-          if (l2 === 0) { dx = (j - i) * 1e-3; dy = 1e-3; l2 = dx * dx + dy * dy; }
-          if (l2 < dmax2) {
-            const w = ca / Math.max(l2, 1);
-            ax += dx * w;
-            ay += dy * w;
-            vx[j] -= dx * w;
-            vy[j] -= dy * w;
+      if (many) {
+        many.charge(ca);
+        many.collide();
+      } else {
+        for (let i = 0; i < n; i++) {
+          const xi = x[i];
+          const yi = y[i];
+          const ri = r[i] + 14;
+          let ax = 0;
+          let ay = 0;
+          for (let j = i + 1; j < n; j++) {
+            let dx = x[j] - xi;
+            let dy = y[j] - yi;
+            let l2 = dx * dx + dy * dy;
+            if (l2 === 0) { dx = (j - i) * 1e-3; dy = 1e-3; l2 = dx * dx + dy * dy; }
+            if (l2 < dmax2) {
+              const w = ca / Math.max(l2, 1);
+              ax += dx * w;
+              ay += dy * w;
+              vx[j] -= dx * w;
+              vy[j] -= dy * w;
+            }
+            const rr = ri + r[j] + 14;
+            if (l2 < rr * rr) {
+              const l = Math.sqrt(l2);
+              const push = ((rr - l) / l) * 0.35;
+              vx[j] += dx * push;
+              vy[j] += dy * push;
+              ax -= dx * push;
+              ay -= dy * push;
+            }
           }
-          const rr = ri + r[j] + 14;
-          if (l2 < rr * rr) {
-            const l = Math.sqrt(l2);
-            const push = ((rr - l) / l) * 0.35;
-            vx[j] += dx * push;
-            vy[j] += dy * push;
-            ax -= dx * push;
-            ay -= dy * push;
-          }
+          vx[i] += ax;
+          vy[i] += ay;
         }
-        vx[i] += ax;
-        vy[i] += ay;
       }
       for (let i = 0; i < n; i++) {
         vx[i] += (col[i] - x[i]) * gx * alpha;
@@ -295,14 +317,236 @@
         x[i] += (vx[i] *= 0.6);
         y[i] += (vy[i] *= 0.6);
       }
+      const spent = performance.now() - t0;
+      busy += spent;
+      pace = t === 0 ? spent : 0.7 * pace + 0.3 * spent;
+      // The time budget: as many steps as fit in what is left of it at the recent pace,
+      // up to `ticks` and never fewer than MIN_TICKS in all (the picture would not
+      // have settled).
+      if (budgetMs && t >= 2) {
+        const left = Math.floor((budgetMs - busy) / pace);
+        end = Math.max(Math.min(ticks, t + 1 + Math.max(left, 0)), Math.min(ticks, MIN_TICKS));
+      }
+      yield t;
     }
-    return { x, y };
+    return { x, y, ticks: end, busy };
   }
 
-  function layout(d) {
+  // Repulsion (Barnes-Hut) and overlap (a grid) for many nodes: see simulate().
+  function manyBody(n, x, y, vx, vy, r, dmax2) {
+    // The quadtree, rebuilt at each step: a cell holds its points idx[lo, hi) (sorted
+    // into its quadrants when it is split); a leaf holds at most LEAF of them.
+    const LEAF = 8;
+    const MAX_DEPTH = 24;
+    let cap = n + 64;
+    let qLo = new Int32Array(cap);
+    let qHi = new Int32Array(cap);
+    let qKids = new Int32Array(cap); // the first child (its quadrants follow), -1: a leaf
+    let qNk = new Uint8Array(cap); // how many children
+    let qS = new Float64Array(cap); // width
+    let qM = new Float64Array(cap); // points under it
+    let qX = new Float64Array(cap); // their centre
+    let qY = new Float64Array(cap);
+    let nq = 0;
+    const idx = new Int32Array(n);
+    const tmp = new Int32Array(n);
+    const quadOf = new Uint8Array(n);
+    const stack = new Int32Array(4 * MAX_DEPTH + 8);
+    function alloc(k) {
+      while (nq + k > cap) {
+        const grow = (a) => { const b = new a.constructor(2 * cap); b.set(a); return b; };
+        qLo = grow(qLo); qHi = grow(qHi); qKids = grow(qKids); qNk = grow(qNk);
+        qS = grow(qS); qM = grow(qM); qX = grow(qX); qY = grow(qY);
+        cap *= 2;
+      }
+      const q = nq;
+      nq += k;
+      return q;
+    }
+    // Fills cell q (points idx[lo, hi), square x0, y0, s) and its subtree.
+    function fill(q, lo, hi, x0, y0, s, depth) {
+      qLo[q] = lo; qHi[q] = hi; qS[q] = s; qKids[q] = -1; qNk[q] = 0;
+      let sx = 0; let sy = 0;
+      for (let k = lo; k < hi; k++) { sx += x[idx[k]]; sy += y[idx[k]]; }
+      qM[q] = hi - lo; qX[q] = sx / (hi - lo); qY[q] = sy / (hi - lo);
+      if (hi - lo <= LEAF || depth >= MAX_DEPTH) return;
+      const h = s / 2;
+      const mx = x0 + h;
+      const my = y0 + h;
+      let c0 = 0; let c1 = 0; let c2 = 0; let c3 = 0;
+      for (let k = lo; k < hi; k++) {
+        const i = idx[k];
+        const c = (x[i] >= mx ? 1 : 0) | (y[i] >= my ? 2 : 0);
+        quadOf[i] = c;
+        if (c === 0) c0++; else if (c === 1) c1++; else if (c === 2) c2++; else c3++;
+      }
+      if (c0 === hi - lo || c1 === hi - lo || c2 === hi - lo || c3 === hi - lo) {
+        // One quadrant holds them all: descend without a cell for the empty ones.
+        const c = quadOf[idx[lo]];
+        return fillSame(q, lo, hi, c & 1 ? mx : x0, c & 2 ? my : y0, h, depth + 1);
+      }
+      const at = [lo, lo + c0, lo + c0 + c1, lo + c0 + c1 + c2];
+      const end = [lo + c0, lo + c0 + c1, lo + c0 + c1 + c2, hi];
+      const put = at.slice();
+      for (let k = lo; k < hi; k++) { const i = idx[k]; tmp[put[quadOf[i]]++] = i; }
+      for (let k = lo; k < hi; k++) idx[k] = tmp[k];
+      let nk = 0;
+      for (let c = 0; c < 4; c++) if (end[c] > at[c]) nk++;
+      const first = alloc(nk);
+      qKids[q] = first;
+      qNk[q] = nk;
+      let kq = first;
+      for (let c = 0; c < 4; c++) {
+        if (end[c] > at[c]) fill(kq++, at[c], end[c], c & 1 ? mx : x0, c & 2 ? my : y0, h, depth + 1);
+      }
+    }
+    // The same points in a smaller square: cell q stays (its mass is already right),
+    // with one child.
+    function fillSame(q, lo, hi, x0, y0, s, depth) {
+      const c = alloc(1);
+      qKids[q] = c;
+      qNk[q] = 1;
+      fill(c, lo, hi, x0, y0, s, depth);
+    }
+    function build() {
+      let x0 = Infinity; let y0 = Infinity; let x1 = -Infinity; let y1 = -Infinity;
+      for (let i = 0; i < n; i++) {
+        idx[i] = i;
+        if (x[i] < x0) x0 = x[i]; if (x[i] > x1) x1 = x[i];
+        if (y[i] < y0) y0 = y[i]; if (y[i] > y1) y1 = y[i];
+      }
+      nq = 0;
+      fill(alloc(1), 0, n, x0, y0, Math.max(x1 - x0, y1 - y0) + 1, 0);
+    }
+    function charge(ca) {
+      if (n < 2) return;
+      build();
+      for (let i = 0; i < n; i++) {
+        const xi = x[i];
+        const yi = y[i];
+        let ax = 0;
+        let ay = 0;
+        let sp = 0;
+        stack[sp++] = 0;
+        while (sp) {
+          const q = stack[--sp];
+          const dx = qX[q] - xi;
+          const dy = qY[q] - yi;
+          const l2 = dx * dx + dy * dy;
+          const w = qS[q];
+          if (w * w < THETA2 * l2) {
+            // Far enough: the cell as one body.
+            if (l2 < dmax2) { const f = (ca * qM[q]) / l2; ax += dx * f; ay += dy * f; }
+            continue;
+          }
+          const kids = qKids[q];
+          if (kids >= 0) {
+            for (let k = kids + qNk[q] - 1; k >= kids; k--) stack[sp++] = k;
+            continue;
+          }
+          for (let k = qLo[q], e = qHi[q]; k < e; k++) {
+            const p = idx[k];
+            if (p === i) continue;
+            let ddx = x[p] - xi;
+            let ddy = y[p] - yi;
+            let d2 = ddx * ddx + ddy * ddy;
+            if (d2 === 0) { ddx = (p - i) * 1e-3; ddy = 1e-3; d2 = ddx * ddx + ddy * ddy; }
+            if (d2 < dmax2) { const f = ca / Math.max(d2, 1); ax += ddx * f; ay += ddy * f; }
+          }
+        }
+        vx[i] += ax;
+        vy[i] += ay;
+      }
+    }
+    // The overlap: the pairs closer than their radii and 28 px, from a grid.
+    let rmax = 0;
+    for (let i = 0; i < n; i++) if (r[i] > rmax) rmax = r[i];
+    const order = new Int32Array(n);
+    const cellOf = new Int32Array(n);
+    const maxCells = 4 * n + 16;
+    const start = new Int32Array(maxCells + 1);
+    function collide() {
+      let x0 = Infinity; let y0 = Infinity; let x1 = -Infinity; let y1 = -Infinity;
+      for (let i = 0; i < n; i++) {
+        if (x[i] < x0) x0 = x[i]; if (x[i] > x1) x1 = x[i];
+        if (y[i] < y0) y0 = y[i]; if (y[i] > y1) y1 = y[i];
+      }
+      let cell = 2 * rmax + 28;
+      // Few cells when the nodes are spread far apart (wider cells: more to compare).
+      while (Math.floor((x1 - x0) / cell + 1) * Math.floor((y1 - y0) / cell + 1) > maxCells) cell *= 2;
+      const nx = Math.floor((x1 - x0) / cell) + 1;
+      const ny = Math.floor((y1 - y0) / cell) + 1;
+      const cells = nx * ny;
+      start.fill(0, 0, cells + 1);
+      for (let i = 0; i < n; i++) {
+        const c = Math.floor((x[i] - x0) / cell) + nx * Math.floor((y[i] - y0) / cell);
+        cellOf[i] = c;
+        start[c + 1]++;
+      }
+      for (let c = 0; c < cells; c++) start[c + 1] += start[c];
+      const fill = start.slice(0, cells);
+      for (let i = 0; i < n; i++) order[fill[cellOf[i]]++] = i;
+      // Each pair once: a cell with itself, and with its right, lower-left, lower and
+      // lower-right neighbours.
+      for (let cy = 0; cy < ny; cy++) {
+        for (let cx = 0; cx < nx; cx++) {
+          const c = cx + nx * cy;
+          const e = start[c + 1];
+          for (let ka = start[c]; ka < e; ka++) {
+            const i = order[ka];
+            pairs(i, ka + 1, e);
+            if (cx + 1 < nx) pairs(i, start[c + 1], start[c + 2]);
+            if (cy + 1 < ny) {
+              const d = c + nx;
+              pairs(i, start[cx > 0 ? d - 1 : d], start[cx + 1 < nx ? d + 2 : d + 1]);
+            }
+          }
+        }
+      }
+    }
+    // Node i against the nodes order[k0, k1).
+    function pairs(i, k0, k1) {
+      const xi = x[i];
+      const yi = y[i];
+      const ri = r[i] + 14;
+      let ax = 0;
+      let ay = 0;
+      for (let k = k0; k < k1; k++) {
+        const j = order[k];
+        let dx = x[j] - xi;
+        let dy = y[j] - yi;
+        let l2 = dx * dx + dy * dy;
+        const rr = ri + r[j] + 14;
+        if (l2 >= rr * rr) continue;
+        if (l2 === 0) { dx = (j - i) * 1e-3; dy = 1e-3; l2 = dx * dx + dy * dy; }
+        const l = Math.sqrt(l2);
+        const push = ((rr - l) / l) * 0.35;
+        vx[j] += dx * push;
+        vy[j] += dy * push;
+        ax -= dx * push;
+        ay -= dy * push;
+      }
+      vx[i] += ax;
+      vy[i] += ay;
+    }
+    return { charge, collide };
+  }
+
+  // Gives the browser its event loop (input, paint) between slices of work.
+  const yieldTask = (() => {
+    const ch = new MessageChannel();
+    const waiting = [];
+    ch.port1.onmessage = () => { const f = waiting.shift(); if (f) f(); };
+    return () => new Promise((resolve) => { waiting.push(resolve); ch.port2.postMessage(0); });
+  })();
+  const SLICE_MS = 30;
+  const LAYOUT_BUDGET_MS = 600;
+
+  // Lays the graph out; false when a newer load made it moot.
+  async function layout(d, seq) {
     const nodes = d.nodes;
     const n = nodes.length;
-    const maxConns = Math.max(1, ...nodes.map((x) => x.conns));
+    const maxConns = nodes.reduce((a, x) => Math.max(a, x.conns), 1);
     nodes.forEach((x, i) => { x.r = 7 + 13 * Math.sqrt(x.conns / maxConns); x.i = i; });
     // Clients drift left, servers right: the arrows read left to right.
     const spread = 60 + 30 * Math.sqrt(n);
@@ -323,12 +567,25 @@
       if (a !== b && !seen.has(key)) { seen.add(key); links.push(a, b); }
     }
     const init = nodes.map((x) => positions.get(x.id));
-    const p = simulate(n, r, col, links, init, n > 400 ? 200 : 300);
+    const sim = simulate(n, r, col, links, init, n > 400 ? 200 : 300, LAYOUT_BUDGET_MS);
+    let slice = performance.now();
+    let step;
+    for (;;) {
+      step = sim.next();
+      if (step.done) break;
+      if (performance.now() - slice > SLICE_MS) {
+        await yieldTask();
+        if (seq !== loadSeq) return false;
+        slice = performance.now();
+      }
+    }
+    const p = step.value;
+    d.ticks = p.ticks;
     for (const x of nodes) {
       x.x = p.x[x.i];
       x.y = p.y[x.i];
-      positions.set(x.id, { x: x.x, y: x.y });
     }
+    return true;
   }
 
   // ---- Drawing ----------------------------------------------------------------------
@@ -426,8 +683,8 @@
     return l > 1e-6 ? [x / l, y / l] : [fx, fy];
   }
 
-  function drawEdges() {
-    const d = data;
+  // Into `into` (a detached <g> while a new graph is drawn: see render()).
+  function drawEdges(d, into) {
     const max = Math.max(1, ...d.edges.map(metricOf));
     let html = '';
     // Failed edges last: on top.
@@ -439,16 +696,15 @@
       const marker = failed ? 'arrow-fail' : 'arrow';
       html += `<path class="${cls}" d="${e.path}" style="stroke-width:${w}px" marker-end="url(#${marker})" data-edge-id="${esc(e.id)}" data-source="${esc(e.source)}" data-target="${esc(e.target)}" data-port="${e.port}" data-connections="${e.connections}" data-failed="${e.failed_total}" data-bytes="${e.bytes}"/>`;
     }
-    gEdges.innerHTML = html;
-    for (const el of gEdges.children) {
+    into.innerHTML = html;
+    for (const el of into.children) {
       const e = d.edgeById.get(el.getAttribute('data-edge-id'));
       e.el = el;
       e.line = el;
     }
   }
 
-  function drawNodes() {
-    const d = data;
+  function drawNodes(d, intoNodes, intoLabels) {
     let html = '';
     let labels = '';
     // The busiest nodes keep their labels when zoomed out; the others show on zoom.
@@ -462,20 +718,40 @@
       html += `<g class="node-group" data-node-id="${esc(x.id)}" data-kind="${esc(x.kind)}" data-label="${esc(x.label)}">${shape}</g>`;
       labels += `<text class="label ${esc(x.kind)}${major.has(x.id) ? '' : ' minor'}" data-label-for="${esc(x.id)}" x="${x.x.toFixed(1)}" y="${(x.y + x.r).toFixed(1)}" dy="1.15em">${esc(x.label)}</text>`;
     }
-    gNodes.innerHTML = html;
-    gLabels.innerHTML = labels;
-    const groups = gNodes.children;
-    const texts = gLabels.children;
+    intoNodes.innerHTML = html;
+    intoLabels.innerHTML = labels;
+    const groups = intoNodes.children;
+    const texts = intoLabels.children;
     for (let i = 0; i < d.nodes.length; i++) {
       d.nodes[i].el = groups[i];
       d.nodes[i].labelEl = texts[i];
     }
   }
 
-  function render(json, t) {
+  async function render(json, t, seq) {
     const t1 = t.t1;
-    data = index(json);
-    $('message').hidden = true;
+    const d = index(json);
+    // The graph shown stays as it is (and answers clicks) until the new one is laid out.
+    const m = $('message');
+    if (d.nodes.length > 1000) {
+      m.hidden = false;
+      m.className = 'message';
+      m.textContent = `Laying out ${num(d.nodes.length)} nodes and ${num(d.edges.length)} edges…`;
+    }
+    const tl = performance.now();
+    if (!(await layout(d, seq))) return; // a newer load is under way
+    const t2 = performance.now();
+    // The new graph's elements are made off the page, edges and nodes each in a task of
+    // its own (a large graph's take a few hundred ms), then put in at once.
+    geometry(d);
+    const made = [gEdges, gNodes, gLabels].map(() => document.createElementNS(svg.namespaceURI, 'g'));
+    drawEdges(d, made[0]);
+    if (d.nodes.length > 1000) { await yieldTask(); if (seq !== loadSeq) return; }
+    drawNodes(d, made[1], made[2]);
+    if (d.nodes.length > 1000) { await yieldTask(); if (seq !== loadSeq) return; }
+    data = d;
+    for (const x of data.nodes) positions.set(x.id, { x: x.x, y: x.y });
+    m.hidden = true;
     // The workload IDs, for the search box's suggestions.
     $('workload-ids').innerHTML = data.nodes
       .filter((x) => x.kind === 'workload')
@@ -484,13 +760,9 @@
     // The stage's size, read before the new graph is in it (else reading it would lay
     // out 2,000 fresh paths twice).
     stageSize = { w: svg.clientWidth || 800, h: svg.clientHeight || 600 };
-    const tl = performance.now();
-    layout(data);
-    const t2 = performance.now();
-    geometry(data);
     svg.classList.toggle('dense', data.edges.length > 300);
-    drawEdges();
-    drawNodes();
+    hovered = null;
+    [gEdges, gNodes, gLabels].forEach((g, i) => g.replaceChildren(...made[i].childNodes));
     const keep = selected && (selected.type === 'node' ? data.byId.has(selected.id) : data.edgeById.has(selected.id));
     selected = keep ? selected : null;
     applyFilter();
@@ -502,7 +774,6 @@
     svg.getBoundingClientRect(); // style and layout now, so that draw_ms has them
     const t3 = performance.now();
     if (!data.nodes.length) {
-      const m = $('message');
       m.hidden = false;
       m.className = 'message';
       m.textContent = state.workload
@@ -518,7 +789,8 @@
         loads,
         ms: Math.round(now), // since the navigation started: load, fetch, layout, draw, paint
         render_ms: Math.round(now - t1), // from the answer to the painted graph
-        layout_ms: Math.round(t2 - tl),
+        layout_ms: Math.round(t2 - tl), // with the other tasks the page let run meanwhile
+        layout_ticks: data.ticks,
         draw_ms: Math.round(t3 - t2), // the SVG built, styled and laid out by the browser
         fetch_ms: Math.round(t1 - t.t0),
         nodes: data.nodes.length,
@@ -890,7 +1162,7 @@
     if (!b || b.dataset.metric === state.metric) return;
     state.metric = b.dataset.metric;
     writeHash(); syncControls();
-    if (data) { drawEdges(); drawNodes(); applyFilter(); applyFocus(); renderPanel(); }
+    if (data) { drawEdges(data, gEdges); drawNodes(data, gNodes, gLabels); applyFilter(); applyFocus(); renderPanel(); }
   });
   let qTimer = 0;
   $('q').addEventListener('input', () => {
