@@ -351,10 +351,48 @@ fn flows(owners: u32, per_owner: u32, t_end: SystemTime) -> Vec<AttributedFlow> 
 
 #[test]
 fn memory_per_edge() {
-    let (owners, per_owner) = (200, 50);
+    // Dense: 200 workloads with 50 remotes each; sparse: 10,000 workloads with one
+    // remote each (every owner's map holding a single edge: the worst case).
+    let dense = edge_memory(200, 50);
+    let sparse = edge_memory(10_000, 1);
+    for (name, (first, steady, total, query_kib)) in [("dense", dense), ("sparse", sparse)] {
+        println!(
+            "graph memory per edge ({name}): {first} bytes in its first minute (one recent \
+             flow included), {steady} bytes in each further minute once its 5 recent flows \
+             are held, {total} bytes for 7 minutes; a query answer of 5,000 edges: \
+             {query_kib} KiB"
+        );
+    }
+    assert!(dense.1 < 400, "{} bytes per edge-minute", dense.1);
+    assert!(dense.0 < 1_000, "{} bytes per new edge", dense.0);
+    assert!(sparse.1 < 1_200, "{} bytes per edge-minute", sparse.1);
+    // The table of matched connections: 10,000 connections on one edge.
+    let now = SystemTime::now();
+    let mut graph = GraphAggregator::new(GraphConfig::default());
+    graph.add_flows(&flows(1, 1, now - Duration::from_secs(30)), now);
+    let many: Vec<AttributedFlow> = (0..10_000u16)
+        .map(|i| {
+            let mut f = flows(1, 1, now - Duration::from_secs(30)).remove(0);
+            f.record.local.set_port(20_000 + i);
+            f
+        })
+        .collect();
+    let before = net();
+    graph.add_flows(&many, now);
+    let per_connection = (net() - before) / 10_000;
+    println!("graph memory per matched connection: {per_connection} bytes");
+    assert_eq!(graph.edges_held(), 1);
+    assert!(
+        per_connection < 100,
+        "{per_connection} bytes per connection"
+    );
+}
+
+/// Seven minutes of the same `owners x per_owner` edges: bytes per edge in its first
+/// minute, in its seventh, in all seven; and a whole query's transient KiB.
+fn edge_memory(owners: u32, per_owner: u32) -> (isize, isize, isize, isize) {
     let edges = (owners * per_owner) as isize;
     let now = SystemTime::now();
-    // Seven minutes of the same 10,000 edges (200 workloads, 50 remotes each).
     let minutes: Vec<Vec<AttributedFlow>> = (0..7u64)
         .map(|m| flows(owners, per_owner, now - Duration::from_secs(60 * (8 - m))))
         .collect();
@@ -372,17 +410,8 @@ fn memory_per_edge() {
     let query_bytes = net() - before_query;
     assert_eq!(answer.edges.len(), 5_000);
     // From the sixth minute on, an edge's recent flows (5) are full: what a minute
-    // adds is the edge-minute alone.
-    let (first, steady) = (grown[0], grown[6]);
-    let total: isize = grown.iter().sum();
-    println!(
-        "graph memory per edge: {first} bytes in its first minute (one recent flow included), \
-         {steady} bytes in each further minute once its 5 recent flows are held, {total} bytes \
-         for 7 minutes; a query answer of 5,000 edges: {} KiB (by minute: {grown:?})",
-        query_bytes / 1024
-    );
-    assert!(steady < 400, "{steady} bytes per edge-minute");
-    assert!(first < 1_000, "{first} bytes per new edge");
+    // adds is the edge-minute alone (and the minute's connection, matched).
+    (grown[0], grown[6], grown.iter().sum(), query_bytes / 1024)
 }
 
 /// `flowcollector config check` with `args`: success and what it printed.

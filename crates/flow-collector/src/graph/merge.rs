@@ -111,6 +111,7 @@ impl GraphAggregator {
                 p50: p50.round() as u64,
                 p99: p99.round() as u64,
                 samples: stats.rtt.count(),
+                error: (stats.rtt.relative_error() * 10_000.0).round() / 10_000.0,
             });
         GraphEdge {
             id: key.id(),

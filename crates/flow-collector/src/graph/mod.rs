@@ -60,7 +60,7 @@ pub struct GraphConfig {
     pub max_open_connections: usize,
     /// Most connections whose ends are matched (so that a connection both ends
     /// report is counted once, however late the second record comes); the oldest
-    /// are forgotten first. About 48 bytes each; default 1,000,000.
+    /// are forgotten first. About 80 bytes each; default 500,000.
     pub max_matched_connections: usize,
 }
 
@@ -71,7 +71,7 @@ impl Default for GraphConfig {
             top_edges: 50,
             max_edges: 500_000,
             max_open_connections: 1_000_000,
-            max_matched_connections: 1_000_000,
+            max_matched_connections: 500_000,
         }
     }
 }

@@ -111,8 +111,8 @@ pub struct GraphEdge {
     pub recent: Vec<RecentFlow>,
 }
 
-/// RTT percentiles (µs, within 1%).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// RTT percentiles (µs, within [`Rtt::error`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Rtt {
     /// Median.
     pub p50: u64,
@@ -120,6 +120,10 @@ pub struct Rtt {
     pub p99: u64,
     /// Samples (records with an RTT).
     pub samples: u64,
+    /// The bound of the quantiles' relative error: 0.01, doubled each time the
+    /// sketch was coarsened because its values spread over more than 128 buckets
+    /// (`docs/graph.md`, "The RTT sketch").
+    pub error: f64,
 }
 
 /// A recent flow of an edge.

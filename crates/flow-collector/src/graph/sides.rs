@@ -9,8 +9,8 @@
 //! A connection is keyed by a hash of `(client address, server address)` as both ends
 //! orient it, and told apart from an earlier one on the same addresses by its start
 //! time (both ends' `t_start`, within [`START_TOLERANCE`] for the hosts' clock skew).
-//! The table holds at most [`SidesTable::new`]'s `cap` connections (about 48 bytes
-//! each); the oldest go first. A connection whose other end's record arrives after it
+//! The table holds at most [`SidesTable::new`]'s `cap` connections (about 70 bytes
+//! each with the hash table's and the order's slack); the oldest go first. A connection whose other end's record arrives after it
 //! was forgotten is counted again (`docs/graph.md`).
 
 use std::{
@@ -59,17 +59,52 @@ pub(crate) enum Role {
     },
 }
 
+/// One connection, packed (24 bytes, 32 with its key).
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    /// Seconds since the epoch of the first record's `t_start` (`None`: unknown).
-    start: Option<u64>,
-    counting: Side,
-    /// The minute of the counting end's latest record.
-    minute: u64,
-    /// Final records seen: the client's, the server's.
-    closed: [bool; 2],
+    /// Seconds since the epoch of the first record's `t_start` (0: unknown).
+    start: u64,
     /// Its place in the eviction order.
     seq: u64,
+    /// The minute of the counting end's latest record, less [`MINUTE_BASE`].
+    minute: u32,
+    /// [`COUNTING_SERVER`], [`CLIENT_CLOSED`], [`SERVER_CLOSED`].
+    flags: u8,
+}
+
+/// Minutes are kept as offsets from this one (2020-01-01): a `u32` holds 8,000
+/// years of them.
+const MINUTE_BASE: u64 = 26_297_280;
+/// The server's end counts the connection (else the client's).
+const COUNTING_SERVER: u8 = 1;
+/// The client's final record was seen.
+const CLIENT_CLOSED: u8 = 2;
+/// The server's final record was seen.
+const SERVER_CLOSED: u8 = 4;
+
+fn closed_flag(side: Side) -> u8 {
+    match side {
+        Side::Client => CLIENT_CLOSED,
+        Side::Server => SERVER_CLOSED,
+    }
+}
+
+fn packed_minute(minute: u64) -> u32 {
+    u32::try_from(minute.saturating_sub(MINUTE_BASE)).unwrap_or(u32::MAX)
+}
+
+impl Entry {
+    fn counting(&self) -> Side {
+        if self.flags & COUNTING_SERVER != 0 {
+            Side::Server
+        } else {
+            Side::Client
+        }
+    }
+
+    fn minute(&self) -> u64 {
+        MINUTE_BASE + u64::from(self.minute)
+    }
 }
 
 /// The connections seen lately, by their addresses.
@@ -125,29 +160,25 @@ impl SidesTable {
         last: bool,
     ) -> Role {
         let key = key_of(client, server);
-        let start = t_start.map(secs);
-        let end = match side {
-            Side::Client => 0,
-            Side::Server => 1,
-        };
+        let start = t_start.map_or(0, secs);
+        let closed = if last { closed_flag(side) } else { 0 };
         if let Some(entry) = self.entries.get_mut(&key) {
-            let same = match (entry.start, start) {
-                (Some(a), Some(b)) => a.abs_diff(b) <= START_TOLERANCE.as_secs(),
-                _ => true,
-            };
+            let same = entry.start == 0
+                || start == 0
+                || entry.start.abs_diff(start) <= START_TOLERANCE.as_secs();
             // Records come in any order (a late chunk brings a connection's interim
             // records after its final one): the start alone tells connections apart.
             if same {
-                entry.closed[end] |= last;
-                let role = if entry.counting == side {
-                    entry.minute = entry.minute.max(minute);
+                entry.flags |= closed;
+                let role = if entry.counting() == side {
+                    entry.minute = entry.minute.max(packed_minute(minute));
                     Role::Counts
                 } else {
                     Role::Peer {
-                        counted_in: entry.minute,
+                        counted_in: entry.minute(),
                     }
                 };
-                if entry.closed == [true, true] {
+                if entry.flags & (CLIENT_CLOSED | SERVER_CLOSED) == CLIENT_CLOSED | SERVER_CLOSED {
                     self.entries.remove(&key);
                 }
                 return role;
@@ -155,16 +186,17 @@ impl SidesTable {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let mut closed = [false; 2];
-        closed[end] = last;
+        let counting = match side {
+            Side::Client => 0,
+            Side::Server => COUNTING_SERVER,
+        };
         self.entries.insert(
             key,
             Entry {
                 start,
-                counting: side,
-                minute,
-                closed,
                 seq,
+                minute: packed_minute(minute),
+                flags: counting | closed,
             },
         );
         self.order.push_back((key, seq));
@@ -196,6 +228,9 @@ impl SidesTable {
 mod tests {
     use super::*;
 
+    /// A minute of 2026.
+    const M: u64 = 29_400_000;
+
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("address")
     }
@@ -208,11 +243,11 @@ mod tests {
     fn the_first_end_seen_counts_and_the_other_is_its_peer_even_much_later() {
         let mut t = SidesTable::new(10);
         let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.2:443"));
-        assert_eq!(t.role(c, s, at(0), Side::Server, 5, true), Role::Counts);
+        assert_eq!(t.role(c, s, at(0), Side::Server, M + 5, true), Role::Counts);
         // The client's record, 30 s of skew later, an hour late.
         assert_eq!(
-            t.role(c, s, at(30), Side::Client, 65, true),
-            Role::Peer { counted_in: 5 }
+            t.role(c, s, at(30), Side::Client, M + 65, true),
+            Role::Peer { counted_in: M + 5 }
         );
         assert_eq!(t.len(), 0, "both ends closed: forgotten");
     }
@@ -221,15 +256,18 @@ mod tests {
     fn interim_records_keep_their_roles_until_both_ends_closed() {
         let mut t = SidesTable::new(10);
         let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.2:443"));
-        assert_eq!(t.role(c, s, at(0), Side::Client, 1, false), Role::Counts);
         assert_eq!(
-            t.role(c, s, at(0), Side::Server, 1, false),
-            Role::Peer { counted_in: 1 }
+            t.role(c, s, at(0), Side::Client, M + 1, false),
+            Role::Counts
         );
-        assert_eq!(t.role(c, s, at(0), Side::Client, 3, true), Role::Counts);
         assert_eq!(
-            t.role(c, s, at(0), Side::Server, 3, true),
-            Role::Peer { counted_in: 3 }
+            t.role(c, s, at(0), Side::Server, M + 1, false),
+            Role::Peer { counted_in: M + 1 }
+        );
+        assert_eq!(t.role(c, s, at(0), Side::Client, M + 3, true), Role::Counts);
+        assert_eq!(
+            t.role(c, s, at(0), Side::Server, M + 3, true),
+            Role::Peer { counted_in: M + 3 }
         );
         assert_eq!(t.len(), 0);
     }
@@ -238,33 +276,42 @@ mod tests {
     fn the_same_addresses_later_are_a_new_connection() {
         let mut t = SidesTable::new(10);
         let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.2:443"));
-        assert_eq!(t.role(c, s, at(0), Side::Client, 1, true), Role::Counts);
+        assert_eq!(t.role(c, s, at(0), Side::Client, M + 1, true), Role::Counts);
         // The client's port reused 90 s later: another connection.
-        assert_eq!(t.role(c, s, at(90), Side::Client, 2, true), Role::Counts);
+        assert_eq!(
+            t.role(c, s, at(90), Side::Client, M + 2, true),
+            Role::Counts
+        );
         // Its server's record, 20 s of skew apart.
         assert_eq!(
-            t.role(c, s, at(70), Side::Server, 2, true),
-            Role::Peer { counted_in: 2 }
+            t.role(c, s, at(70), Side::Server, M + 2, true),
+            Role::Peer { counted_in: M + 2 }
         );
         // Started ten minutes later: another connection.
-        assert_eq!(t.role(c, s, at(690), Side::Server, 12, true), Role::Counts);
+        assert_eq!(
+            t.role(c, s, at(690), Side::Server, M + 12, true),
+            Role::Counts
+        );
     }
 
     #[test]
     fn an_interim_record_coming_after_its_final_one_keeps_the_counting_end() {
         let mut t = SidesTable::new(10);
         let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.2:443"));
-        assert_eq!(t.role(c, s, at(0), Side::Server, 1, false), Role::Counts);
         assert_eq!(
-            t.role(c, s, at(0), Side::Client, 3, true),
-            Role::Peer { counted_in: 1 }
+            t.role(c, s, at(0), Side::Server, M + 1, false),
+            Role::Counts
+        );
+        assert_eq!(
+            t.role(c, s, at(0), Side::Client, M + 3, true),
+            Role::Peer { counted_in: M + 1 }
         );
         // The client's interim record of minute 2, late.
         assert_eq!(
-            t.role(c, s, at(0), Side::Client, 2, false),
-            Role::Peer { counted_in: 1 }
+            t.role(c, s, at(0), Side::Client, M + 2, false),
+            Role::Peer { counted_in: M + 1 }
         );
-        assert_eq!(t.role(c, s, at(0), Side::Server, 3, true), Role::Counts);
+        assert_eq!(t.role(c, s, at(0), Side::Server, M + 3, true), Role::Counts);
     }
 
     #[test]
@@ -273,12 +320,15 @@ mod tests {
         let s = addr("10.0.0.2:443");
         for port in 0..3 {
             let c = addr(&format!("10.0.0.1:{}", 40_000 + port));
-            assert_eq!(t.role(c, s, at(0), Side::Client, 1, true), Role::Counts);
+            assert_eq!(t.role(c, s, at(0), Side::Client, M + 1, true), Role::Counts);
         }
         assert_eq!(t.len(), 2);
         assert_eq!(t.forgotten, 1);
         // The first one's server record: its client's entry is gone, it counts.
         let first = addr("10.0.0.1:40000");
-        assert_eq!(t.role(first, s, at(0), Side::Server, 1, true), Role::Counts);
+        assert_eq!(
+            t.role(first, s, at(0), Side::Server, M + 1, true),
+            Role::Counts
+        );
     }
 }

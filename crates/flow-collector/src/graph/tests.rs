@@ -472,7 +472,7 @@ fn sketches_merge_across_minutes_within_the_error() {
         let exact = f64::from(all_values[(q * (all_values.len() - 1) as f64) as usize]);
         let got = one.quantile(q).expect("samples");
         assert!(
-            (got - exact).abs() <= exact * sketch::RELATIVE_ERROR + 1.0,
+            (got - exact).abs() <= exact * one.relative_error() + 1.0,
             "q{q}: {got} vs {exact}"
         );
     }
