@@ -738,7 +738,11 @@ pub(crate) async fn answer(state: &Arc<State>, method: &Method) -> Response<Full
     } else {
         let parts = state.parts().await;
         let stats = state.stats.snapshot(state.connections.snapshot());
-        let graph = state.graph.stats();
+        // The graph's lock may be held by a query (up to seconds): off the runtime.
+        let shared = Arc::clone(&state.graph);
+        let graph = tokio::task::spawn_blocking(move || shared.stats())
+            .await
+            .unwrap_or_default();
         Response::new(Full::new(Bytes::from(render(Snapshot {
             stats,
             parts,

@@ -183,9 +183,10 @@ impl GraphAggregator {
         } else {
             (delta.received, delta.sent)
         };
-        stats.bytes_sent += to_server;
-        stats.bytes_received += to_client;
-        stats.retransmits += delta.retransmits;
+        // Hosts' counters: saturate rather than wrap.
+        stats.bytes_sent = stats.bytes_sent.saturating_add(to_server);
+        stats.bytes_received = stats.bytes_received.saturating_add(to_client);
+        stats.retransmits = stats.retransmits.saturating_add(delta.retransmits);
         stats.rtt.add(r.stats.srtt_us);
         let added = edges.len() - before;
         self.edges_held += added;
@@ -233,7 +234,7 @@ impl GraphAggregator {
     fn remember_recent(&mut self, flow: &AttributedFlow, oriented: &Oriented) {
         let cap = (self.config.max_edges / RECENT_EDGES_DIVISOR).max(1);
         if !self.recent.contains_key(&oriented.key) && self.recent.len() >= cap {
-            return;
+            self.forget_stalest_recent();
         }
         let r = &flow.record;
         let (bytes_sent, bytes_received) = if oriented.local_is_client {
@@ -268,6 +269,24 @@ impl GraphAggregator {
         }
     }
 
+    /// Makes room among the recent-flow lists: drops the tenth of them whose latest
+    /// flow is the oldest (a new edge's flows matter more than an edge's quiet for
+    /// hours). O(lists) once every tenth of the cap's insertions.
+    fn forget_stalest_recent(&mut self) {
+        let mut latest: Vec<SystemTime> = self
+            .recent
+            .values()
+            .filter_map(|list| list.first().map(|e| e.t_end))
+            .collect();
+        if latest.is_empty() {
+            return;
+        }
+        let cut = (latest.len() / 10).min(latest.len() - 1);
+        let (_, &mut threshold, _) = latest.select_nth_unstable(cut);
+        self.recent
+            .retain(|_, list| list.first().is_some_and(|e| e.t_end > threshold));
+    }
+
     /// Drops the oldest minutes (never `keep` or later) until the total is under the cap.
     fn evict_before(&mut self, keep: u64) {
         while self.edges_held >= self.config.max_edges {
@@ -288,8 +307,13 @@ impl GraphAggregator {
     pub fn add_reports(&mut self, reports: &[WindowReport], now: SystemTime) {
         self.advance(now);
         let oldest = self.oldest_minute(now);
+        let newest = minute_of(now + MAX_AHEAD).unwrap_or(0);
         for report in reports {
-            let Some(m) = minute_of(report.window_start()).filter(|m| *m >= oldest) else {
+            // As flows: a window older than the retention or more than 10 minutes
+            // ahead (a host's clock far off) opens no minute.
+            let Some(m) =
+                minute_of(report.window_start()).filter(|m| (oldest..=newest).contains(m))
+            else {
                 continue;
             };
             self.stats.windows_reported += 1;
@@ -337,9 +361,11 @@ impl GraphAggregator {
             .and_then(minute_of);
         if let Some(last) = sealable {
             let top = self.config.top_edges;
+            // Every unsealed minute, not only the latest run of them: a late flow may
+            // have opened a minute older than sealed ones.
             for (_, minute) in self.minutes.range_mut(..=last).rev() {
                 if minute.sealed {
-                    break;
+                    continue;
                 }
                 minute.sealed = true;
                 let owners: Vec<Node> = minute

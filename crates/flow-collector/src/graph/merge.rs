@@ -75,6 +75,11 @@ impl GraphAggregator {
             to: rfc3339(query.to),
             minutes: end.saturating_sub(first),
             clamped: query.clamped,
+            held_from: self
+                .minutes
+                .first_key_value()
+                .map(|(&m, _)| rfc3339(minute_start(m))),
+            collector: None,
             truncated,
             nodes: nodes.into_values().collect(),
             edges,
@@ -139,19 +144,19 @@ fn add_to_nodes<'a>(nodes: &mut BTreeMap<&'a Node, GraphNode>, key: &'a EdgeKey,
     let failed = s.failed_total();
     {
         let client = nodes_entry(nodes, &key.source);
-        client.connections_out += s.connections;
-        client.bytes_out += s.bytes_sent;
-        client.bytes_in += s.bytes_received;
-        client.failed += failed;
+        client.connections_out = client.connections_out.saturating_add(s.connections);
+        client.bytes_out = client.bytes_out.saturating_add(s.bytes_sent);
+        client.bytes_in = client.bytes_in.saturating_add(s.bytes_received);
+        client.failed = client.failed.saturating_add(failed);
     }
     if key.target != key.source {
         let server = nodes_entry(nodes, &key.target);
-        server.failed += failed;
+        server.failed = server.failed.saturating_add(failed);
     }
     let server = nodes_entry(nodes, &key.target);
-    server.connections_in += s.connections;
-    server.bytes_in += s.bytes_sent;
-    server.bytes_out += s.bytes_received;
+    server.connections_in = server.connections_in.saturating_add(s.connections);
+    server.bytes_in = server.bytes_in.saturating_add(s.bytes_sent);
+    server.bytes_out = server.bytes_out.saturating_add(s.bytes_received);
 }
 
 /// The node's entry, made when missing.

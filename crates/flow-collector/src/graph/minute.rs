@@ -49,9 +49,10 @@ impl EdgeStats {
         for &(reason, n) in &other.failed {
             self.add_failed(reason, n);
         }
-        self.bytes_sent += other.bytes_sent;
-        self.bytes_received += other.bytes_received;
-        self.retransmits += other.retransmits;
+        // Hosts' counters: saturate rather than wrap.
+        self.bytes_sent = self.bytes_sent.saturating_add(other.bytes_sent);
+        self.bytes_received = self.bytes_received.saturating_add(other.bytes_received);
+        self.retransmits = self.retransmits.saturating_add(other.retransmits);
         self.rtt.merge(&other.rtt);
     }
 

@@ -8,6 +8,10 @@ pub const MAX_RESPONSE_EDGES: usize = 5_000;
 /// The range when `from` is not given: this long before `to`.
 pub const DEFAULT_RANGE: Duration = Duration::from_secs(15 * 60);
 
+/// The latest time a query may name: 9999-12-31T23:59:59Z (RFC 3339 has four-digit
+/// years).
+const LATEST_SECS: u64 = 253_402_300_799;
+
 /// A query of the graph.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -45,7 +49,12 @@ impl GraphQuery {
         let mut from = None;
         let mut to = None;
         let mut workload = None;
+        let mut seen: Vec<String> = Vec::new();
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if seen.iter().any(|k| k == key.as_ref()) {
+                return Err(format!("{key}: given more than once"));
+            }
+            seen.push(key.to_string());
             match key.as_ref() {
                 "from" => from = Some(time(&value).map_err(|e| format!("from: {e}"))?),
                 "to" => to = Some(time(&value).map_err(|e| format!("to: {e}"))?),
@@ -80,15 +89,19 @@ impl GraphQuery {
 
 /// A time: Unix seconds, or RFC 3339 in UTC.
 fn time(value: &str) -> Result<SystemTime, String> {
+    let too_late = || format!("{value:?} is after 9999-12-31T23:59:59Z");
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        let secs: u64 = value
-            .parse()
-            .map_err(|_| format!("{value:?} is too large"))?;
-        return SystemTime::UNIX_EPOCH
-            .checked_add(Duration::from_secs(secs))
-            .ok_or_else(|| format!("{value:?} is too large"));
+        let secs: u64 = value.parse().map_err(|_| too_late())?;
+        if secs > LATEST_SECS {
+            return Err(too_late());
+        }
+        return Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
     }
-    humantime::parse_rfc3339(value).map_err(|_| {
+    let t = humantime::parse_rfc3339(value).map_err(|_| {
         format!("{value:?} is neither Unix seconds nor RFC 3339 in UTC (2026-11-30T10:00:00Z)")
-    })
+    })?;
+    if t > SystemTime::UNIX_EPOCH + Duration::from_secs(LATEST_SECS) {
+        return Err(too_late());
+    }
+    Ok(t)
 }

@@ -22,6 +22,13 @@ pub struct GraphResponse {
     pub minutes: u64,
     /// The range asked for reached further back than the retention: `from` was moved.
     pub clamped: bool,
+    /// The start of the oldest minute the graph holds (`None`: it holds none). Later
+    /// than `from` when the collector started since, or the edge cap dropped the
+    /// older minutes: the graph knows nothing before it.
+    pub held_from: Option<String>,
+    /// The collector node that answered (its host name), set by the collector's
+    /// handler; each node's graph holds the flows that node wrote.
+    pub collector: Option<String>,
     /// More edges matched than [`MAX_RESPONSE_EDGES`](super::MAX_RESPONSE_EDGES): the
     /// lightest were left out (and their nodes, unless another edge has them).
     pub truncated: bool,

@@ -636,6 +636,10 @@ fn query_parameters_are_checked() {
         ("from=600&to=600", "from:"),
         ("colour=red", "colour:"),
         ("workload=", "workload:"),
+        ("to=253402300800", "to:"),
+        ("from=99999999999999999999999", "from:"),
+        ("to=10000-01-01T00:00:00Z", "to:"),
+        ("workload=a&workload=b", "workload:"),
     ] {
         let e = GraphQuery::parse(Some(bad), now, day).expect_err(bad);
         assert!(e.starts_with(names), "{bad}: {e}");
@@ -694,4 +698,42 @@ fn the_json_has_the_documented_shape() {
         serde_json::json!({"edges": 0, "connections": 0})
     );
     assert_eq!(v["nodes"][0]["kind"], "workload");
+}
+
+#[test]
+fn new_edges_keep_getting_recent_flows_once_the_lists_are_full() {
+    // 20 edge-minutes: recent lists for at most 2 edges.
+    let mut g = GraphAggregator::new(GraphConfig::default().with_max_edges(20));
+    for (i, port) in [441u16, 442, 443].into_iter().enumerate() {
+        let remote: &'static str = Box::leak(format!("10.0.0.2:{port}").into_boxed_str());
+        let f = Flow::out("10.0.0.1:40000", remote, at(10 * i as u64))
+            .names("spiffe://a", "spiffe://b", RemoteIdentitySource::Heartbeat)
+            .build("h", i as u32);
+        g.add_flows(&[f], at(40));
+    }
+    let r = all(&g, at(0), at(60));
+    assert_eq!(r.edges.len(), 3);
+    // The newest edge has its flow; the stalest list made room.
+    assert_eq!(edge(&r, "spiffe://a -> spiffe://b:443").recent.len(), 1);
+    assert_eq!(edge(&r, "spiffe://a -> spiffe://b:441").recent.len(), 0);
+}
+
+#[test]
+fn a_window_reported_far_ahead_opens_no_minute() {
+    let mut g = graph();
+    let start = (T0 + 86_400) * 1000;
+    let ahead = WindowReport {
+        batch: batch("skewed"),
+        record_index: 0,
+        instance: InstanceId::new(1),
+        window: Window::from_millis(start, start + 60_000).expect("window"),
+        status: WindowStatus::AllChunks,
+        completeness: None,
+        chunks_expected: Some(1),
+        chunks_received: 1,
+        records_received: 0,
+        interim_records_received: 0,
+    };
+    g.add_reports(&[ahead], at(60));
+    assert_eq!(g.stats().minutes_held, 0);
 }
