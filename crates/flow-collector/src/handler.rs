@@ -44,7 +44,7 @@ fn content(body: Bytes, content_type: &'static str) -> Answer {
 /// `GET /api/v1/graph`: the query parsed (400 naming the bad parameter), answered
 /// on the blocking pool (writers meanwhile never wait: [`crate::graph::SharedGraph`]).
 async fn graph(state: &Arc<State>, req: &Request<Incoming>) -> Answer {
-    if req.method() != Method::GET {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
         return answer(
             StatusCode::METHOD_NOT_ALLOWED,
             None,
@@ -112,8 +112,26 @@ fn page(req: &Request<Incoming>) -> Option<Answer> {
         ));
     }
     let (bytes, content_type) = crate::page::asset(asset)?;
-    Some(content(Bytes::from_static(bytes), content_type))
+    let mut response = content(Bytes::from_static(bytes), content_type);
+    let headers = response.headers_mut();
+    // The page loads nothing but its own files and the API, and shows host-supplied
+    // strings (workload IDs): forbid everything else, should an escape ever be missed.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(PAGE_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    Some(response)
 }
+
+/// The page's Content-Security-Policy: its own scripts only, its own styles (and
+/// the inline ones its layout sets), requests to the collector alone, no framing.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
 
 /// Answers one request.
 pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer {

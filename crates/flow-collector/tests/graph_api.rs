@@ -235,6 +235,12 @@ fn the_graph_api_answers_what_the_chunks_said() {
     let v: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(v["clamped"], true);
     assert_eq!(v["flows"], 6);
+    // Which node answered, and since when it holds data (it started minutes ago).
+    assert!(
+        v["collector"].as_str().is_some_and(|c| !c.is_empty()),
+        "{v}"
+    );
+    assert!(v["held_from"].as_str().is_some_and(|t| t > "2026"), "{v}");
     let (status, _, body) = c.get(&format!("/api/v1/graph?to={}", now - 3_600));
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).expect("JSON");
@@ -248,12 +254,21 @@ fn the_graph_api_answers_what_the_chunks_said() {
         ("from=2000&to=1000", "from:"),
         ("workload=", "workload:"),
         ("window=5m", "window:"),
+        ("to=253402300800", "to:"),
+        ("workload=a&workload=b", "workload:"),
     ] {
         let (status, _, body) = c.get(&format!("/api/v1/graph?{query}"));
         assert_eq!(status, 400, "{query}: {body}");
         assert!(body.starts_with(names), "{query}: {body}");
         assert_eq!(body.lines().count(), 1, "{body}");
     }
+    // The page forbids what it does not load itself.
+    let head = raw_head(&c, "/");
+    assert!(
+        head.contains("content-security-policy: default-src 'none'; script-src 'self'"),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
     // Not a page asset: 404; the chunk path still answers as before.
     assert_eq!(c.get("/assets/no-such-file.js").0, 404);
     assert_eq!(c.get("/v1/chunks").0, 405);
@@ -444,4 +459,23 @@ fn the_graph_flags_are_checked_and_shown() {
     );
     let (ok, text) = config_check(&["--graph-top-edges", "0"]);
     assert!(!ok && text.contains("graph.top_edges"), "{text}");
+}
+
+/// The status line and headers of `GET path`, lower-cased.
+fn raw_head(c: &Collector, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&c.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .expect("get");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
 }
