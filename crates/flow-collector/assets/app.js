@@ -124,7 +124,8 @@
       return showError('The range is empty: "from" must come before "to".');
     }
     const p = new URLSearchParams({ from: isoNoMs(from), to: isoNoMs(to) });
-    if (state.workload) p.set('workload', state.workload);
+    const workload = state.workload; // the answer's server-side filter
+    if (workload) p.set('workload', workload);
     svg.setAttribute('aria-busy', 'true');
     let json;
     try {
@@ -139,7 +140,7 @@
     if (seq !== loadSeq) return; // a newer load is under way
     const t1 = performance.now();
     try {
-      await render(json, { t0, t1 }, seq);
+      await render(json, { t0, t1, workload }, seq);
     } catch (e) {
       showError('Could not draw the graph: ' + (e && e.message));
       throw e;
@@ -694,7 +695,7 @@
       const cls = 'edge' + (failed ? ' failed' : '') + (failed && e.share >= 0.5 ? ' mostly' : '');
       const w = edgeWidth(e, max).toFixed(2);
       const marker = failed ? 'arrow-fail' : 'arrow';
-      html += `<path class="${cls}" d="${e.path}" style="stroke-width:${w}px" marker-end="url(#${marker})" data-edge-id="${esc(e.id)}" data-source="${esc(e.source)}" data-target="${esc(e.target)}" data-port="${e.port}" data-connections="${e.connections}" data-failed="${e.failed_total}" data-bytes="${e.bytes}"/>`;
+      html += `<path class="${cls}" d="${e.path}" style="stroke-width:${w}px" marker-end="url(#${marker})" data-edge-id="${esc(e.id)}" data-source="${esc(e.source)}" data-target="${esc(e.target)}" data-port="${esc(e.port)}" data-connections="${e.connections}" data-failed="${e.failed_total}" data-bytes="${e.bytes}"/>`;
     }
     into.innerHTML = html;
     for (const el of into.children) {
@@ -731,6 +732,7 @@
   async function render(json, t, seq) {
     const t1 = t.t1;
     const d = index(json);
+    d.workload = t.workload;
     // The graph shown stays as it is (and answers clicks) until the new one is laid out.
     const m = $('message');
     if (d.nodes.length > 1000) {
@@ -944,7 +946,7 @@
         (x.failed ? ` · <span style="color:var(--fail)">${num(x.failed)} failed</span>` : '') + '</div>';
     } else {
       const e = data.edgeById.get(hovered.id);
-      html = `<div class="t">${esc(e.s.label)} → ${esc(e.t.label)} :${e.port}</div>` +
+      html = `<div class="t">${esc(e.s.label)} → ${esc(e.t.label)} :${esc(e.port)}</div>` +
         `<div>${num(e.connections)} connections · ${bytes(e.bytes)}` +
         (e.failed_total ? ` · <span style="color:var(--fail)">${num(e.failed_total)} failed (${pct(e.share)})</span>` : '') + '</div>';
     }
@@ -1012,10 +1014,36 @@
     if (!list.length) return '<p class="none">none</p>';
     const rows = list.slice().sort((a, b) => metricOf(b) - metricOf(a)).map((e) => {
       const o = other(e);
-      return `<tr class="link" data-edge-id="${esc(e.id)}"><td title="${esc(o.id)}">${esc(o.label)}</td><td class="n">${e.port}</td>` +
+      return `<tr class="link" data-edge-id="${esc(e.id)}"><td title="${esc(o.id)}">${esc(o.label)}</td><td class="n">${esc(e.port)}</td>` +
         `<td class="n">${num(e.connections)}</td><td class="n">${bytes(e.bytes)}</td><td class="n${e.failed_total ? ' bad' : ''}">${num(e.failed_total)}</td></tr>`;
     }).join('');
     return `<table><thead><tr><th></th><th class="n">port</th><th class="n">conns</th><th class="n">bytes</th><th class="n">failed</th></tr></thead><tbody>${rows}</tbody></table>`;
+  }
+
+  // The node's most recent flows: its edges' `recent` lists merged, latest first.
+  const NODE_RECENT = 10;
+  function nodeRecent(x) {
+    const all = [];
+    for (const e of new Set(x.edgesOut.concat(x.edgesIn))) { // a loop is in both
+      for (const f of e.recent || []) {
+        const t = Date.parse(f.t_end);
+        all.push({ f, e, t: isNaN(t) ? -Infinity : t });
+      }
+    }
+    all.sort((a, b) => b.t - a.t);
+    return { list: all.slice(0, NODE_RECENT), total: all.length };
+  }
+
+  // Flows as the panels list them; `x` (a node's panel): each names its edge.
+  function flowList(list, x) {
+    if (!list.length) return '<p class="none">none</p>';
+    return '<div class="flows" data-table="recent">' +
+      list.map(({ f, e }) => `<div class="flow" data-flow="${esc(f.flow)}" title="flow ${esc(f.flow)}">` +
+        `<div class="top"><span class="when">${esc(hhmmss(f.t_end))}</span><span class="reason${f.close_reason && f.close_reason !== 'normal' ? ' bad' : ''}">${esc(f.close_reason || f.record_kind || 'open')}</span>` +
+        `<span class="io">↑ ${bytes(f.bytes_sent)} · ↓ ${bytes(f.bytes_received)}</span></div>` +
+        (x ? `<div class="edge-of"><a href="#" data-open-edge="${esc(e.id)}">${e.s === x ? `→ ${esc(e.t.label)}` : `← ${esc(e.s.label)}`} <span class="port">:${esc(e.port)}</span></a></div>` : '') +
+        `<div class="ends mono">${esc(f.client)} → ${esc(f.server)}</div></div>`).join('') +
+      '</div>';
   }
 
   function renderNodePanel(x) {
@@ -1025,6 +1053,7 @@
     const note = x.kind === 'unattributed'
       ? '<p class="none">No exporter and no owners table claimed this address while these flows ran: the flows are counted, their remote workload is unknown.</p>'
       : '';
+    const recent = nodeRecent(x);
     panel.innerHTML = `<div data-panel="node" data-node-id="${esc(x.id)}">` +
       `<h2>${kind}${esc(x.label)}</h2><div class="id mono">${esc(x.id)}</div>${note}` +
       '<div class="stats">' +
@@ -1034,6 +1063,8 @@
       stat('bytes out', bytes(x.bytes_out), { field: 'bytes_out', value: x.bytes_out, title: num(x.bytes_out) + ' bytes' }) +
       stat('failed connections', num(x.failed), { field: 'failed', value: x.failed, bad: x.failed > 0, wide: true }) +
       '</div>' +
+      `<h3 title="The latest flows of its edges (the collector sends each edge's 5 latest), latest first">Most recent flows (${recent.list.length}${recent.total > recent.list.length ? ` of ${num(recent.total)}` : ''})</h3>` +
+      flowList(recent.list, x) +
       `<h3>Connects to (${x.edgesOut.length})</h3>${edgeRows(x.edgesOut, (e) => e.t)}` +
       `<h3>Connected from (${x.edgesIn.length})</h3>${edgeRows(x.edgesIn, (e) => e.s)}` +
       '</div>';
@@ -1044,8 +1075,8 @@
     const rtt = e.rtt_us;
     const recent = e.recent || [];
     panel.innerHTML = `<div data-panel="edge" data-edge-id="${esc(e.id)}">` +
-      `<h2><a href="#" data-goto="${esc(e.source)}">${esc(e.s.label)}</a><span class="arrowsep">→</span><a href="#" data-goto="${esc(e.target)}">${esc(e.t.label)}</a> <span class="arrowsep" style="white-space:nowrap">port <b style="color:var(--fg)">${e.port}</b></span></h2>` +
-      `<div class="id mono">${esc(e.source)} → ${esc(e.target)}:${e.port}</div>` +
+      `<h2><a href="#" data-goto="${esc(e.source)}">${esc(e.s.label)}</a><span class="arrowsep">→</span><a href="#" data-goto="${esc(e.target)}">${esc(e.t.label)}</a> <span class="arrowsep" style="white-space:nowrap">port <b style="color:var(--fg)">${esc(e.port)}</b></span></h2>` +
+      `<div class="id mono">${esc(e.source)} → ${esc(e.target)}:${esc(e.port)}</div>` +
       '<div class="stats">' +
       stat('connections', num(e.connections), { field: 'connections', value: e.connections }) +
       stat('failed', `${num(e.failed_total)} <small>${e.connections ? pct(e.share) : ''}</small>`, { field: 'failed_total', value: e.failed_total, bad: e.failed_total > 0 }) +
@@ -1059,21 +1090,16 @@
         ? `<table data-table="failures"><tbody>${reasons.map(([k, v]) => `<tr data-reason="${esc(k)}" data-value="${v}"><td>${esc(k)}</td><td class="n bad">${num(v)}</td></tr>`).join('')}</tbody></table>`
         : '<p class="none">none</p>') +
       `<h3>Most recent flows (${recent.length})</h3>` +
-      (recent.length
-        ? '<div class="flows" data-table="recent">' +
-          recent.map((f) => `<div class="flow" data-flow="${esc(f.flow)}" title="flow ${esc(f.flow)}">` +
-            `<div class="top"><span class="when">${esc(hhmmss(f.t_end))}</span><span class="reason${f.close_reason && f.close_reason !== 'normal' ? ' bad' : ''}">${esc(f.close_reason || f.record_kind || 'open')}</span>` +
-            `<span class="io">↑ ${bytes(f.bytes_sent)} · ↓ ${bytes(f.bytes_received)}</span></div>` +
-            `<div class="ends mono">${esc(f.client)} → ${esc(f.server)}</div></div>`).join('') +
-          '</div>'
-        : '<p class="none">none</p>') +
+      flowList(recent.map((f) => ({ f })), null) +
       '</div>';
   }
 
   panel.addEventListener('click', (ev) => {
     const row = ev.target.closest('[data-edge-id]');
     const go = ev.target.closest('[data-goto]');
+    const open = ev.target.closest('[data-open-edge]');
     if (go) { ev.preventDefault(); select({ type: 'node', id: go.getAttribute('data-goto') }); }
+    else if (open) { ev.preventDefault(); select({ type: 'edge', id: open.getAttribute('data-open-edge') }); }
     else if (row && row.tagName === 'TR') select({ type: 'edge', id: row.getAttribute('data-edge-id') });
   });
 
@@ -1085,10 +1111,19 @@
     const share = j.unattributed_share != null ? j.unattributed_share : flows ? un / flows : 0;
     const inc = j.incomplete || [];
     const windows = j.windows || {};
-    let html = `<span id="footer-flows" data-flows="${flows}" data-unattributed="${un}"><b>${num(flows)}</b> flows, <b>${num(un)}</b> unattributed (${pct(share)})</span>`;
+    const reported = windows.reported || 0;
+    // The totals are the collector's for every node, also when it was asked for one
+    // workload's edges (docs/graph.md).
+    const every = data.workload
+      ? ` <span id="footer-every-node" class="why" title="The workload filter narrows the edges drawn; the flow totals are the collector's over every workload">(every workload, not only ${esc(data.workload)})</span>`
+      : '';
+    let html = `<span id="footer-flows" data-flows="${esc(flows)}" data-unattributed="${esc(un)}" data-scope="${data.workload ? 'every-node' : 'graph'}"><b>${num(flows)}</b> flows, <b>${num(un)}</b> unattributed (${pct(share)})${every}</span>`;
     const incCount = windows.incomplete != null ? windows.incomplete : inc.length;
-    if (!incCount) {
-      html += `<span id="footer-incomplete" data-count="0" class="good">every host's minutes complete${windows.reported ? ` (${num(windows.reported)} reported)` : ''}</span>`;
+    if (!incCount && !reported) {
+      // Nothing to say the minutes are complete: no exporter reported a window.
+      html += '<span id="footer-incomplete" data-count="0" data-reported="0" class="warn" title="Exporters report each window\'s record counts; none reached this collector for this range, so whether records were lost is unknown">no window completeness reports received in this range: completeness unknown</span>';
+    } else if (!incCount) {
+      html += `<span id="footer-incomplete" data-count="0" data-reported="${esc(reported)}" class="good">every reported host minute complete (${num(reported)} reported)</span>`;
     } else {
       const known = inc.filter((w) => w.records_lost != null);
       const lost = known.reduce((a, w) => a + w.records_lost, 0);
@@ -1096,15 +1131,25 @@
       const items = inc.map((w) => `<li><b>${esc(w.host)}</b> ${esc(utc(w.window_start))}–${esc(hhmmss(w.window_end))}: ` +
         (w.records_lost != null ? `${num(w.records_lost)} records lost` : 'records lost unknown') +
         (w.status && why[w.status] ? ` <span class="why">(${why[w.status]})</span>` : '') + '</li>').join('');
-      const of = windows.reported ? ` of ${num(windows.reported)}` : '';
+      const of = reported ? ` of ${num(reported)}` : '';
       const lostText = known.length ? `, ${num(lost)}${known.length < inc.length ? '+' : ''} records lost` : '';
-      html += `<span id="footer-incomplete" data-count="${incCount}" class="warn"><details${inc.length <= 3 ? ' open' : ''}><summary>${num(incCount)}${of} host minute${incCount === 1 ? '' : 's'} incomplete${lostText}</summary><ul>${items}</ul></details></span>`;
+      html += `<span id="footer-incomplete" data-count="${esc(incCount)}" data-reported="${esc(reported)}" class="warn"><details${inc.length <= 3 ? ' open' : ''}><summary>${num(incCount)}${of} host minute${(reported || incCount) === 1 ? '' : 's'} incomplete${lostText}</summary><ul>${items}</ul></details></span>`;
     }
     const folded = j.folded || {};
-    if (folded.edges) html += `<span id="footer-folded" data-edges="${folded.edges}" title="The collector keeps each minute's heaviest edges; the rest are counted in the node 'other'">${num(folded.edges)} small edge-minutes folded into “other” (${num(folded.connections)} connections)</span>`;
+    if (folded.edges) html += `<span id="footer-folded" data-edges="${esc(folded.edges)}" title="The collector keeps each minute's heaviest edges; the rest are counted in the node 'other'">${num(folded.edges)} small edge-minutes folded into “other” (${num(folded.connections)} connections${data.workload ? ', every workload' : ''})</span>`;
+    // held_from: the start of the oldest minute the graph holds; later than `from` when
+    // the collector started since or its edge cap dropped older minutes (absent from
+    // older collectors).
+    const heldFrom = j.held_from ? Date.parse(j.held_from) : NaN;
+    if (!isNaN(heldFrom) && heldFrom > Date.parse(j.from)) {
+      html += `<span id="footer-held" class="warn" data-held-from="${esc(j.held_from)}" title="The collector keeps its graph in memory: it started then, or its edge cap dropped the older minutes. What came before is not in this picture">the graph only holds data since ${esc(utc(j.held_from))} UTC (collector started, or older minutes dropped at the edge cap)</span>`;
+    }
     if (j.clamped) html += '<span id="footer-clamped" class="warn" title="The range asked for reached further back than the collector keeps">range clamped to the collector\'s retention</span>';
     if (j.truncated) html += '<span id="footer-truncated" class="warn" title="More edges matched than one answer holds">truncated: the lightest edges were left out</span>';
     html += `<span>${esc(utc(j.from))} – ${esc(utc(j.to))} UTC${j.minutes != null ? ` (${num(j.minutes)} min)` : ''}</span>`;
+    if (j.collector != null && j.collector !== '') {
+      html += `<span id="footer-collector" data-collector="${esc(j.collector)}" title="Each collector node's graph holds only the flows that node wrote: with several collector nodes, this is this node's share">from collector <b>${esc(j.collector)}</b> (its own flows only)</span>`;
+    }
     $('footer').innerHTML = html;
   }
 

@@ -4,8 +4,10 @@
 //! (Selenium) checks what the page shows: each edge's arrow, the numbers its side panel
 //! shows after a click, a node's panel, the unattributed address, the filter, the
 //! footer, and that the page asks nothing of any other server. It saves a screenshot
-//! to `target/graph-page.png`. A second test measures the render of a 200-workload,
-//! 2,000-edge graph (median of 5 loads).
+//! to `target/graph-page.png`. Fixtures answered in place of the API's: the footer's
+//! incomplete minutes, folded edges and clamped range; hostile workload IDs and
+//! addresses (shown as text, nothing runs) with the newer footer fields; and a
+//! 200-workload, 2,000-edge graph drawn whole (its render time printed, not asserted).
 //!
 //! Chromium, chromedriver (Debian's `chromium` and `chromium-driver`) and the tests'
 //! Python with selenium (`flow_testkit::python`) are needed: without them the tests
@@ -177,6 +179,22 @@ fn the_dependency_map_shows_the_workloads_their_edges_failures_and_filters() {
     // 16 records: 5 of web, 7 of api, 4 of db.
     let graph = wait_graph(&c, 16);
     eprintln!("the collector's graph: {graph:#}");
+    // api -> db's 2 failures by reason: the end whose record the collector counted
+    // (the first to arrive, docs/graph.md) names it: api saw `reset`, db `aborted`.
+    let db_failed = graph["edges"]
+        .as_array()
+        .and_then(|edges| {
+            edges
+                .iter()
+                .find(|e| e["source"] == API && e["target"] == DB)
+        })
+        .map(|e| e["failed"].clone())
+        .unwrap_or_default();
+    assert!(
+        db_failed == serde_json::json!({"reset": 2})
+            || db_failed == serde_json::json!({"aborted": 2}),
+        "api -> db failed by reason: {db_failed}"
+    );
 
     let expect = serde_json::json!({
         "min_nodes": 4,
@@ -185,7 +203,7 @@ fn the_dependency_map_shows_the_workloads_their_edges_failures_and_filters() {
             {"source": WEB, "target": API, "port": 8080, "connections": 3, "failed_total": 0,
              "bytes_sent": 300, "bytes_received": 600, "recent_min": 1},
             {"source": API, "target": DB, "port": 5432, "connections": 4, "failed_total": 2,
-             "failed": {"reset": 2}, "recent_min": 1},
+             "failed": db_failed, "recent_min": 1},
             {"source": WEB, "target": "unattributed:10.77.0.7", "port": 443, "connections": 2,
              "failed_total": 0},
         ],
@@ -226,8 +244,13 @@ fn the_footer_names_incomplete_host_minutes_and_what_was_folded() {
             {"source": "spiffe://shop.example/ns/shop/sa/api", "target": "spiffe://shop.example/ns/data/sa/db",
              "port": 5432, "connections": 4, "failed_total": 2, "failed": {"refused": 2}, "recent_min": 1},
         ],
+        "nodes": [{"id": "spiffe://shop.example/ns/shop/sa/api", "connections_in": 6, "connections_out": 4,
+                   "recent": ["host-a/0000/0/1", "host-b/0000/0/3"]}],
         "unattributed": ["10.77.0.7"],
-        "footer": {"flows": 13, "unattributed": 3, "incomplete": 1},
+        // No `held_from` and no `collector` in this answer (an older collector's): the
+        // footer says nothing of them.
+        "footer": {"flows": 13, "unattributed": 3, "incomplete": 1, "reported": 30,
+                   "collector": null, "held_from": null},
     });
     let result = graph_page(&[
         "check",
@@ -243,6 +266,79 @@ fn the_footer_names_incomplete_host_minutes_and_what_was_folded() {
     assert!(footer.contains("12 records lost"), "{footer}");
     assert!(footer.contains("folded"), "{footer}");
     assert!(footer.contains("clamped"), "{footer}");
+    assert!(
+        footer.contains("1 of 30 host minutes incomplete"),
+        "{footer}"
+    );
+    c.stop();
+}
+
+/// Workload IDs, addresses, flow keys, close reasons and the collector's name are the
+/// hosts' (and anyone's who can post a chunk): the page shows them as text, and none
+/// of the markup in them runs or becomes an element. The same fixture has the API's
+/// newer footer fields (`held_from` later than `from`, `collector`), no window
+/// completeness report, and a node whose edges' recent flows merge in its panel.
+#[test]
+fn hostile_workload_ids_and_addresses_are_shown_as_text_and_nothing_runs() {
+    const HOSTILE: &str = "<img src=x onerror=window.__xss=1>\"'&";
+    const HOSTILE_SPIFFE: &str =
+        "spiffe://evil.example/ns/<b>x</b>/sa/<img src=x onerror=window.__xss=2>";
+    const HOSTILE_IP: &str = "<img src=x onerror=window.__xss=3>";
+    let dir = tempfile::tempdir().expect("dir");
+    let c = Collector::start(dir.path(), &["--hold-back", "0s"]);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/page/fixture-hostile.json");
+    let unattributed = format!("unattributed:{HOSTILE_IP}");
+    let expect = serde_json::json!({
+        "min_nodes": 4,
+        "min_edges": 3,
+        "edges": [
+            {"source": HOSTILE, "target": API, "port": 8080, "connections": 3, "recent_min": 2},
+            {"source": HOSTILE, "target": unattributed, "port": 5432, "connections": 1,
+             "failed_total": 1, "failed": {"<img src=x onerror=window.__xss=7>": 1}, "recent_min": 1},
+        ],
+        // Its 4 flows from 3 edges (one where it is the server), latest first: the
+        // t_end "…10:14:50Z" is before "…10:14:50.500Z".
+        "nodes": [{"id": HOSTILE, "connections_in": 2, "connections_out": 4, "failed": 1,
+                   "recent": ["host-<script>window.__xss=6</script>/0002/0/0", "host-a/0001/0/1",
+                              "host-a/0001/0/2", "host-a/0001/0/0"]},
+                  {"id": HOSTILE_SPIFFE, "connections_out": 2, "recent_min": 1}],
+        "unattributed": [HOSTILE_IP],
+        "filter": {"q": "onerror=window.__xss=2", "shown": [HOSTILE_SPIFFE, HOSTILE],
+                   "hidden": [API, unattributed]},
+        "footer": {"flows": 6, "unattributed": 1, "incomplete": 0, "reported": 0,
+                   "collector": "collector-<img src=x onerror=window.__xss=8>",
+                   "held_from": "2026-11-30T10:05:00Z"},
+        "server_filter": {"q": HOSTILE, "workload": HOSTILE},
+        "no_script": true,
+    });
+    let result = graph_page(&[
+        "check",
+        "--url",
+        &format!("http://{}/", c.addr),
+        "--fixture",
+        fixture.to_str().expect("path"),
+        "--expect",
+        &expect.to_string(),
+    ]);
+    let footer = result["footer"]["text"].as_str().unwrap_or_default();
+    assert!(
+        footer.contains("no window completeness reports received in this range"),
+        "{footer}"
+    );
+    assert!(!footer.contains("complete ("), "{footer}");
+    assert!(
+        footer.contains("only holds data since 2026-11-30 10:05:00 UTC"),
+        "{footer}"
+    );
+    assert!(
+        footer.contains("from collector collector-<img src=x onerror=window.__xss=8>"),
+        "{footer}"
+    );
+    let filtered = result["server_filter"]["footer"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(filtered.contains("every workload"), "{filtered}");
+    assert!(filtered.contains(HOSTILE), "{filtered}");
     c.stop();
 }
 

@@ -21,16 +21,24 @@ each, up to EDGES edges in all (`--star 10,5000`: 5,000 edges, 4,993 nodes).
     {"edges": [{"source": ID, "target": ID, "port": N, "connections": N,
                 "failed_total": N, "failed": {"refused": N}, "bytes_sent": N,
                 "bytes_received": N, "recent_min": N}],
-     "nodes": [{"id": ID, "connections_in": N, ...}],
+     "nodes": [{"id": ID, "connections_in": N, ..., "recent_min": N, "recent": [FLOW KEY]}],
      "unattributed": ["10.0.0.7"],
      "filter": {"q": "web", "shown": [ID], "hidden": [ID]},
-     "footer": {"flows": N, "unattributed": N, "incomplete": N},
+     "footer": {"flows": N, "unattributed": N, "incomplete": N, "reported": N,
+                "collector": NAME, "held_from": TIME},
+     "server_filter": {"q": TEXT, "workload": ID},
+     "no_script": true,
      "min_nodes": N, "min_edges": N}
 
 and checks each against the page: an edge's arrow (data attributes) and the side panel a
-click on it opens, a node's panel, the unattributed addresses' style and label, that
-typing in the filter hides the rest, the footer; that every request the page made went
-to the collector. `measure` loads the page LOADS times and reads window.__graph (the
+click on it opens, a node's panel (its full ID as text, its most recent flows: at least
+recent_min, latest first, the flow keys `recent` in that order), the unattributed
+addresses' style and label, that typing in the filter hides the rest, the footer
+(`collector`, `held_from`: null for none shown); with server_filter, that Enter in the
+filter asks the collector for that workload (`workload=` in the request), shows it in
+the chip and says the footer's totals are every workload's; with no_script, that no
+markup from the answer became an element (no <img>, no on* attribute, window.__xss
+unset); that every request the page made went to the collector. `measure` loads the page LOADS times and reads window.__graph (the
 time from the navigation to the painted graph); with --expect-size NODES,EDGES (or
 --synthetic/--star, whose sizes it knows) each load must have drawn at least that many
 nodes and edges. Each load also records the page's longest main-thread task
@@ -276,12 +284,22 @@ def wait_rendered(d, loads_before=0, timeout=30):
     raise Check(f"the graph was not rendered within {timeout} s: {d.execute_script('return window.__graph')}")
 
 
+REQUESTS = []  # the requests read by requests_made_since (the log is read once)
+
+
 def requests_made(d):
     urls = []
     for entry in d.get_log("performance"):
         m = json.loads(entry["message"])["message"]
         if m.get("method") == "Network.requestWillBeSent":
             urls.append(m["params"]["request"]["url"])
+    return urls
+
+
+def requests_made_since(d):
+    """The requests since the last call (kept for requests_made's final check)."""
+    urls = requests_made(d)
+    REQUESTS.extend(urls)
     return urls
 
 
@@ -384,6 +402,20 @@ def check(d, url, expect, shots):
                 got[k] = int(field(d, k))
                 if k in n:
                     want(got[k] == n[k], f"node {n['id']}: the panel's {k} is {got[k]}, expected {n[k]}")
+        if panel:
+            shown_id = d.find_element(By.CSS_SELECTOR, "#panel [data-panel=node] .id").text
+            want(shown_id == n["id"], f"node {n['id']}: the panel shows the ID {shown_id!r}")
+            flows = d.execute_script(
+                """return Array.from(document.querySelectorAll('#panel [data-table=recent] [data-flow]'))
+                     .map((f) => ({flow: f.getAttribute('data-flow'), when: f.querySelector('.when').textContent,
+                                   edge: (f.querySelector('[data-open-edge]') || {}).textContent || null}));""")
+            got["recent"] = flows
+            if "recent_min" in n:
+                want(len(flows) >= n["recent_min"], f"node {n['id']}: {len(flows)} recent flows in the panel, expected at least {n['recent_min']}")
+            if "recent" in n:
+                want([f["flow"] for f in flows] == n["recent"], f"node {n['id']}: recent flows {[f['flow'] for f in flows]}, expected {n['recent']}")
+            whens = [f["when"] for f in flows]
+            want(whens == sorted(whens, reverse=True), f"node {n['id']}: recent flows not latest first: {whens}")
         result["nodes"].append(got)
 
     for ip in expect.get("unattributed", []):
@@ -400,13 +432,17 @@ def check(d, url, expect, shots):
     f = expect.get("footer")
     if f:
         el = d.find_element(By.ID, "footer-flows")
+        inc = d.find_element(By.ID, "footer-incomplete")
+        opt = lambda id_, attr: d.execute_script(  # noqa: E731
+            "const e = document.getElementById(arguments[0]); return e ? e.getAttribute(arguments[1]) : null", id_, attr)
         got = {"flows": int(el.get_attribute("data-flows")), "unattributed": int(el.get_attribute("data-unattributed")),
-               "incomplete": int(d.find_element(By.ID, "footer-incomplete").get_attribute("data-count")),
+               "incomplete": int(inc.get_attribute("data-count")), "reported": int(inc.get_attribute("data-reported")),
+               "collector": opt("footer-collector", "data-collector"), "held_from": opt("footer-held", "data-held-from"),
                "text": d.find_element(By.ID, "footer").text}
         result["footer"] = got
-        for k in ("flows", "unattributed", "incomplete"):
+        for k in ("flows", "unattributed", "incomplete", "reported", "collector", "held_from"):
             if k in f:
-                want(got[k] == f[k], f"footer: {k} {got[k]}, expected {f[k]}")
+                want(got[k] == f[k], f"footer: {k} {got[k]!r}, expected {f[k]!r}")
 
     flt = expect.get("filter")
     if flt:
@@ -426,7 +462,40 @@ def check(d, url, expect, shots):
         q.send_keys(Keys.ESCAPE)
         time.sleep(0.2)
 
-    urls = requests_made(d)
+    sf = expect.get("server_filter")
+    if sf:
+        # Enter in the filter: the collector is asked for that workload only.
+        d.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+        loads = d.execute_script("return window.__graph.loads || 0")
+        q = d.find_element(By.ID, "q")
+        q.clear()
+        q.send_keys(sf["q"])
+        q.send_keys(Keys.ENTER)
+        wait_rendered(d, loads)
+        chip = d.execute_script("return document.querySelector('#server-filter b').textContent")
+        want(chip == sf["workload"], f"server filter: the chip says {chip!r}, expected {sf['workload']!r}")
+        asked = [u for u in requests_made_since(d) if "/api/v1/graph" in u]
+        wl = [urllib.parse.parse_qs(urllib.parse.urlsplit(u).query).get("workload", [None])[0] for u in asked]
+        want(sf["workload"] in wl, f"server filter: the page asked {asked}, not workload={sf['workload']!r}")
+        scope = d.find_element(By.ID, "footer-flows").get_attribute("data-scope")
+        want(scope == "every-node", f"server filter: the footer's totals are not said to be every workload's ({scope!r})")
+        result["server_filter"] = {"chip": chip, "asked": wl, "footer": d.find_element(By.ID, "footer").text}
+        d.find_element(By.CSS_SELECTOR, "#server-filter button").click()
+        wait_rendered(d, loads + 1)
+
+    if expect.get("no_script"):
+        got = d.execute_script("""return {
+            xss: window.__xss === undefined ? null : String(window.__xss),
+            img: document.querySelectorAll('img').length,
+            on: Array.from(document.querySelectorAll('*')).filter((e) =>
+                Array.from(e.attributes).some((a) => a.name.startsWith('on'))).map((e) => e.outerHTML.slice(0, 120)),
+        }""")
+        result["no_script"] = got
+        want(got["xss"] is None, f"a script from the answer ran: window.__xss = {got['xss']}")
+        want(got["img"] == 0, f"{got['img']} <img> elements: markup from the answer became elements")
+        want(not got["on"], f"elements with event handler attributes: {got['on']}")
+
+    urls = requests_made(d) + REQUESTS
     base = url.split("#")[0].rstrip("/")
     outside = [u for u in urls if not u.startswith(base) and not u.startswith("data:")]
     want(not outside, f"the page made requests outside the collector: {outside}")
