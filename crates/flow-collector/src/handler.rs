@@ -79,6 +79,15 @@ async fn graph(state: &Arc<State>, req: &Request<Incoming>) -> Answer {
     }
 }
 
+/// The graph's paths when it is turned off.
+fn graph_off() -> Answer {
+    answer(
+        StatusCode::NOT_FOUND,
+        None,
+        "the dependency graph is off on this collector (--no-graph)".into(),
+    )
+}
+
 /// This machine's host name (`/proc/sys/kernel/hostname`, read once; `unknown`
 /// when it cannot be read).
 fn host_name() -> &'static str {
@@ -138,11 +147,15 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer 
     if req.uri().path() == crate::metrics::METRICS_PATH {
         return crate::metrics::answer(&state, req.method()).await;
     }
+    let graph_on = state.options.graph.enabled;
     if req.uri().path() == crate::graph::GRAPH_PATH {
+        if !graph_on {
+            return graph_off();
+        }
         return graph(&state, &req).await;
     }
     if let Some(page) = page(&req) {
-        return page;
+        return if graph_on { page } else { graph_off() };
     }
     if req.uri().path() != CHUNKS_PATH {
         return answer(

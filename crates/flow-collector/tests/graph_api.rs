@@ -459,6 +459,49 @@ fn the_graph_flags_are_checked_and_shown() {
     );
     let (ok, text) = config_check(&["--graph-top-edges", "0"]);
     assert!(!ok && text.contains("graph.top_edges"), "{text}");
+    assert!(text.contains("graph.enabled = true") || !ok, "{text}");
+    let (ok, text) = config_check(&["--no-graph"]);
+    assert!(ok && text.contains("graph.enabled = false"), "{text}");
+}
+
+#[test]
+fn with_no_graph_nothing_is_aggregated_and_the_page_and_api_are_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(dir.path(), &["--hold-back", "0s", "--no-graph"]);
+    let t = SystemTime::now() - Duration::from_secs(5);
+    let flows = vec![rec(
+        "10.0.0.1:40000",
+        "10.0.0.2:443",
+        "spiffe://prod/a",
+        Direction::Outbound,
+        t,
+        (100, 10),
+    )];
+    let (status, result, body) = c.post(&frame("host-a", 1, 0, flows));
+    assert_eq!((status, result.as_str()), (200, "accepted"), "{body}");
+    for path in ["/", "/assets/app.js", "/api/v1/graph"] {
+        let (status, _, body) = c.get(path);
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body.contains("--no-graph"), "{path}: {body}");
+    }
+    // The flow was written (the output took it), and the graph took nothing.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let (_, _, text) = c.get("/metrics");
+        if metric(&text, "flowcollector_flows_out_total") == 1 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(metric(&text, "flowcollector_flows_out_total"), 1, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "flowcollector_graph_flows_total{result=\"aggregated\"}"
+        ),
+        0
+    );
+    c.stop();
 }
 
 /// The status line and headers of `GET path`, lower-cased.

@@ -46,6 +46,9 @@ pub const GRAPH_PATH: &str = "/api/v1/graph";
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GraphConfig {
+    /// Whether flows are aggregated and the graph served (`--no-graph`, `[graph]
+    /// enabled = false` turn it off; default on).
+    pub enabled: bool,
     /// Minutes older than this (before the time passed in) are dropped, and a query
     /// reaching further back is clamped (`--graph-retention`, default 6 hours).
     pub retention: Duration,
@@ -67,6 +70,7 @@ pub struct GraphConfig {
 impl Default for GraphConfig {
     fn default() -> GraphConfig {
         GraphConfig {
+            enabled: true,
             retention: Duration::from_secs(6 * 3600),
             top_edges: 50,
             max_edges: 500_000,
@@ -92,6 +96,12 @@ impl GraphConfig {
     /// Sets [`max_edges`](GraphConfig::max_edges) (at least 1).
     pub fn with_max_edges(mut self, max: usize) -> GraphConfig {
         self.max_edges = max.max(1);
+        self
+    }
+
+    /// Sets [`enabled`](GraphConfig::enabled).
+    pub fn with_enabled(mut self, enabled: bool) -> GraphConfig {
+        self.enabled = enabled;
         self
     }
 

@@ -35,6 +35,8 @@ struct Inbox {
 
 /// The dependency graph shared by its writers and its readers.
 pub(crate) struct SharedGraph {
+    /// [`GraphConfig::enabled`]: when off, nothing is aggregated.
+    enabled: bool,
     aggregator: Mutex<GraphAggregator>,
     inbox: Mutex<Inbox>,
 }
@@ -43,6 +45,7 @@ impl SharedGraph {
     /// An empty graph configured by `config`.
     pub(crate) fn new(config: GraphConfig) -> SharedGraph {
         SharedGraph {
+            enabled: config.enabled,
             aggregator: Mutex::new(GraphAggregator::new(config)),
             inbox: Mutex::new(Inbox::default()),
         }
@@ -51,7 +54,7 @@ impl SharedGraph {
     /// Aggregates `flows` (taken by the output) at `now`: at once when no query
     /// holds the aggregator, else after it (never waiting for it).
     pub(crate) fn add_flows(&self, flows: Vec<AttributedFlow>, now: SystemTime) {
-        if flows.is_empty() {
+        if flows.is_empty() || !self.enabled {
             return;
         }
         match self.try_aggregator() {
@@ -74,7 +77,7 @@ impl SharedGraph {
     /// Aggregates window completeness reports at `now`, like
     /// [`add_flows`](SharedGraph::add_flows) (reports are few: never dropped).
     pub(crate) fn add_reports(&self, reports: &[WindowReport], now: SystemTime) {
-        if reports.is_empty() {
+        if reports.is_empty() || !self.enabled {
             return;
         }
         match self.try_aggregator() {

@@ -147,6 +147,10 @@ pub(crate) struct RunArgs {
     /// window's end or its latest chunk). Default 10m.
     #[arg(long, env = "FLOWCOLLECTOR_WINDOW_GRACE", value_parser = duration)]
     pub(crate) window_grace: Option<Duration>,
+    /// Turn the dependency graph off: no aggregation, and GET / and /api/v1/graph
+    /// answer 404 (the page and the API sit on the chunk port every host reaches).
+    #[arg(long, env = "FLOWCOLLECTOR_NO_GRAPH")]
+    pub(crate) no_graph: bool,
     /// How long the dependency graph (GET /api/v1/graph) keeps its minutes; a query
     /// reaching further back is clamped. Default 6h.
     #[arg(long, env = "FLOWCOLLECTOR_GRAPH_RETENTION", value_parser = duration)]

@@ -61,6 +61,7 @@ max_held = 2000000           # flows held back at most
 window_grace = "10m"         # how long an exporter window waits for missing chunks
 
 [graph]                      # the dependency graph, GET /api/v1/graph (docs/graph.md)
+enabled = true               # false (or --no-graph): no aggregation, GET / and the API 404
 retention = "6h"             # minutes kept (queries further back are clamped)
 top_edges = 50               # edges per node and minute; the rest folded into "other"
 max_edges = 500000           # edges in all minutes; the oldest minutes go first
@@ -255,6 +256,7 @@ struct CompletenessSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GraphSection {
+    enabled: Option<bool>,
     retention: Option<TextDuration>,
     top_edges: Option<usize>,
     max_edges: Option<usize>,
@@ -427,7 +429,9 @@ pub(crate) fn resolve(args: &RunArgs) -> Result<Resolved, ConfigError> {
             "must be more than zero".into(),
         ));
     }
+    let enabled = !args.no_graph && g.enabled.unwrap_or(true);
     let graph = defaults
+        .with_enabled(enabled)
         .with_retention(graph_retention)
         .with_top_edges(top_edges)
         .with_max_edges(max_edges);
@@ -768,6 +772,7 @@ pub(crate) fn describe(resolved: &Resolved) -> String {
             a.static_owners.len()
         ),
         format!("completeness.window_grace = {}", fmt(o.completeness.grace)),
+        format!("graph.enabled = {}", o.graph.enabled),
         format!("graph.retention = {}", fmt(o.graph.retention)),
         format!("graph.top_edges = {}", o.graph.top_edges),
         format!("graph.max_edges = {}", o.graph.max_edges),
