@@ -705,28 +705,51 @@
     }
   }
 
+  // Above LAZY_LABELS nodes, the labels hidden until zoomed in (all but the 40 busiest
+  // nodes') are made when first needed (zoom, filter, hover): thousands of <text>
+  // elements nobody sees would cost a large graph's draw a few hundred ms.
+  const LAZY_LABELS = 1000;
+  function labelMarkup(x) {
+    const cls = `label ${esc(x.kind)}${x.major ? '' : ' minor'}${x.hidden ? ' hidden' : ''}${x.match ? ' match' : ''}${x.force ? ' force' : ''}`;
+    return `<text class="${cls}" data-label-for="${esc(x.id)}" x="${x.x.toFixed(1)}" y="${(x.y + x.r).toFixed(1)}" dy="1.15em">${esc(x.label)}</text>`;
+  }
   function drawNodes(d, intoNodes, intoLabels) {
     let html = '';
     let labels = '';
     // The busiest nodes keep their labels when zoomed out; the others show on zoom.
     const ranked = d.nodes.slice().sort((a, b) => nodeMetric(b) - nodeMetric(a));
     const major = new Set(ranked.slice(0, d.nodes.length <= 60 ? d.nodes.length : 40).map((x) => x.id));
+    const lazy = d.nodes.length > LAZY_LABELS;
+    const labelled = [];
     for (const x of d.nodes) {
       const cls = 'node ' + esc(x.kind) + (x.failed > 0 ? ' has-failed' : '');
       const shape = x.kind === 'other'
         ? `<rect class="${cls}" x="${(x.x - x.r).toFixed(1)}" y="${(x.y - x.r).toFixed(1)}" width="${(2 * x.r).toFixed(1)}" height="${(2 * x.r).toFixed(1)}" rx="${(x.r * 0.35).toFixed(1)}"/>`
         : `<circle class="${cls}" cx="${x.x.toFixed(1)}" cy="${x.y.toFixed(1)}" r="${x.r.toFixed(1)}"/>`;
       html += `<g class="node-group" data-node-id="${esc(x.id)}" data-kind="${esc(x.kind)}" data-label="${esc(x.label)}">${shape}</g>`;
-      labels += `<text class="label ${esc(x.kind)}${major.has(x.id) ? '' : ' minor'}" data-label-for="${esc(x.id)}" x="${x.x.toFixed(1)}" y="${(x.y + x.r).toFixed(1)}" dy="1.15em">${esc(x.label)}</text>`;
+      x.major = major.has(x.id);
+      x.labelEl = null;
+      if (!lazy || x.major) { labels += labelMarkup(x); labelled.push(x); }
     }
     intoNodes.innerHTML = html;
     intoLabels.innerHTML = labels;
     const groups = intoNodes.children;
     const texts = intoLabels.children;
-    for (let i = 0; i < d.nodes.length; i++) {
-      d.nodes[i].el = groups[i];
-      d.nodes[i].labelEl = texts[i];
+    for (let i = 0; i < d.nodes.length; i++) d.nodes[i].el = groups[i];
+    labelled.forEach((x, i) => { x.labelEl = texts[i]; });
+    d.lazyLabels = labelled.length < d.nodes.length;
+  }
+  // Makes the labels of `list` not made yet (see LAZY_LABELS).
+  function ensureLabels(list) {
+    if (!data || !data.lazyLabels) return;
+    const missing = list.filter((x) => !x.labelEl);
+    if (missing.length) {
+      gLabels.insertAdjacentHTML('beforeend', missing.map(labelMarkup).join(''));
+      const texts = gLabels.children;
+      const base = texts.length - missing.length;
+      missing.forEach((x, i) => { x.labelEl = texts[base + i]; });
     }
+    if (list === data.nodes) data.lazyLabels = false;
   }
 
   async function render(json, t, seq) {
@@ -808,6 +831,7 @@
     // Labels keep their size on screen.
     svg.style.setProperty('--label-size', (12 / view.k).toFixed(2) + 'px');
     svg.classList.toggle('zoomed-out', !!data && view.k < 1.3 && data.nodes.length > 60);
+    if (data && data.lazyLabels && view.k >= 1.3) ensureLabels(data.nodes); // every label shows
   }
   function fit(onlyVisible) {
     if (!data || !data.nodes.length) { view = { x: 0, y: 0, k: 1 }; applyView(); return; }
@@ -909,6 +933,7 @@
   }
 
   let lit = [];
+  const FOCUS_LABELS = 150;
   function applyFocus() {
     for (const el of lit) el.classList.remove('hl', 'selected');
     lit = [];
@@ -923,15 +948,25 @@
     svg.classList.add('focus');
     if (f.type === 'node') {
       const x = data.byId.get(f.id);
+      const edges = x.edgesOut.concat(x.edgesIn);
+      // The neighbours' labels: the FOCUS_LABELS heaviest edges' (thousands would
+      // cover each other, and take seconds to make and lay out).
+      const named = edges.length > FOCUS_LABELS
+        ? new Set(edges.slice().sort((a, b) => metricOf(b) - metricOf(a)).slice(0, FOCUS_LABELS))
+        : null;
+      const near = (e) => (e.s === x ? e.t : e.s);
+      ensureLabels([x].concat((named ? [...named] : edges).map(near)));
       light(x.el, 'hl'); light(x.labelEl, 'hl');
-      for (const e of x.edgesOut.concat(x.edgesIn)) {
+      for (const e of edges) {
         light(e.line, 'hl');
-        const o = e.s === x ? e.t : e.s;
-        light(o.el, 'hl'); light(o.labelEl, 'hl');
+        const o = near(e);
+        light(o.el, 'hl');
+        if (!named || named.has(e)) light(o.labelEl, 'hl');
       }
     } else {
       const e = data.edgeById.get(f.id);
       light(e.line, 'hl');
+      ensureLabels([e.s, e.t]);
       for (const o of [e.s, e.t]) { light(o.el, 'hl'); light(o.labelEl, 'hl'); }
     }
   }
@@ -972,14 +1007,20 @@
     if (q) for (const x of data.nodes) if (x.search.includes(q)) matched.add(x);
     const shown = new Set(matched);
     for (const x of matched) for (const e of x.edgesOut.concat(x.edgesIn)) { shown.add(e.s); shown.add(e.t); }
+    const make = [];
     for (const x of data.nodes) {
       x.hidden = !!q && !shown.has(x);
+      x.match = matched.has(x);
+      x.force = !!q && shown.has(x);
       x.el.classList.toggle('hidden', x.hidden);
-      x.labelEl.classList.toggle('hidden', x.hidden);
-      x.el.classList.toggle('match', matched.has(x));
-      x.labelEl.classList.toggle('match', matched.has(x));
-      x.labelEl.classList.toggle('force', !!q && shown.has(x));
+      x.el.classList.toggle('match', x.match);
+      if (x.labelEl) {
+        x.labelEl.classList.toggle('hidden', x.hidden);
+        x.labelEl.classList.toggle('match', x.match);
+        x.labelEl.classList.toggle('force', x.force);
+      } else if (x.force) make.push(x); // made with these classes
     }
+    ensureLabels(make);
     for (const e of data.edges) {
       e.hidden = !!q && !(matched.has(e.s) || matched.has(e.t));
       e.el.classList.toggle('hidden', e.hidden);
@@ -1010,14 +1051,21 @@
     else renderEdgePanel(data.edgeById.get(selected.id));
   }
 
+  // A node's edges, heaviest first; the first EDGE_ROWS of them (a table of thousands
+  // of rows takes the browser seconds to lay out).
+  const EDGE_ROWS = 100;
   function edgeRows(list, other) {
     if (!list.length) return '<p class="none">none</p>';
-    const rows = list.slice().sort((a, b) => metricOf(b) - metricOf(a)).map((e) => {
+    const sorted = list.slice().sort((a, b) => metricOf(b) - metricOf(a));
+    const more = sorted.length > EDGE_ROWS
+      ? `<p class="none" data-more="${sorted.length - EDGE_ROWS}">and ${num(sorted.length - EDGE_ROWS)} lighter edges (hover the node, or filter, to see them)</p>`
+      : '';
+    const rows = sorted.slice(0, EDGE_ROWS).map((e) => {
       const o = other(e);
       return `<tr class="link" data-edge-id="${esc(e.id)}"><td title="${esc(o.id)}">${esc(o.label)}</td><td class="n">${esc(e.port)}</td>` +
         `<td class="n">${num(e.connections)}</td><td class="n">${bytes(e.bytes)}</td><td class="n${e.failed_total ? ' bad' : ''}">${num(e.failed_total)}</td></tr>`;
     }).join('');
-    return `<table><thead><tr><th></th><th class="n">port</th><th class="n">conns</th><th class="n">bytes</th><th class="n">failed</th></tr></thead><tbody>${rows}</tbody></table>`;
+    return `<table><thead><tr><th></th><th class="n">port</th><th class="n">conns</th><th class="n">bytes</th><th class="n">failed</th></tr></thead><tbody>${rows}</tbody></table>${more}`;
   }
 
   // The node's most recent flows: its edges' `recent` lists merged, latest first.
