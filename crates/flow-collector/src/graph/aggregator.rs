@@ -104,10 +104,19 @@ impl GraphAggregator {
     }
 
     /// Aggregates flows the output took, at `now`.
+    ///
+    /// Within `flows`, the clients' records go first: when both ends of a connection
+    /// come together, the client's counts it (its view of a failure: `refused`,
+    /// `reset`, where the server's says `aborted`), as when they come apart the
+    /// first to arrive does.
     pub fn add_flows(&mut self, flows: &[AttributedFlow], now: SystemTime) {
         self.advance(now);
-        for flow in flows {
-            self.add_flow(flow, now);
+        for client_side in [true, false] {
+            for flow in flows {
+                if Oriented::local_is_client(&flow.record) == client_side {
+                    self.add_flow(flow, now);
+                }
+            }
         }
     }
 

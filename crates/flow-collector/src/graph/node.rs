@@ -154,11 +154,7 @@ impl Oriented {
             Some(w) => Node::Workload(w.clone()),
             None => Node::Unattributed(r.remote.ip()),
         };
-        let local_is_client = match r.direction {
-            Direction::Outbound => true,
-            Direction::Inbound => false,
-            Direction::Unknown => (r.local.port(), r.local.ip()) > (r.remote.port(), r.remote.ip()),
-        };
+        let local_is_client = Oriented::local_is_client(r);
         if local_is_client {
             Oriented {
                 key: EdgeKey {
@@ -181,6 +177,15 @@ impl Oriented {
                 client: r.remote,
                 server: r.local,
             }
+        }
+    }
+
+    /// Whether `r`'s host is the connection's client (see [`Oriented::of`]).
+    pub(crate) fn local_is_client(r: &flow_record::FlowRecord) -> bool {
+        match r.direction {
+            Direction::Outbound => true,
+            Direction::Inbound => false,
+            Direction::Unknown => (r.local.port(), r.local.ip()) > (r.remote.port(), r.remote.ip()),
         }
     }
 
