@@ -1,7 +1,7 @@
 //! The aggregator: flows and completeness reports in, minutes held, queries answered.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, VecDeque},
     time::{Duration, SystemTime},
 };
 
@@ -15,7 +15,10 @@ use super::{
     response::{IncompleteWindow, RecentEntry, rfc3339},
     sides::{Role, Side, SidesTable},
 };
-use crate::{attribution::AttributedFlow, completeness::WindowReport};
+use crate::{
+    attribution::{AttributedFlow, FastMap},
+    completeness::WindowReport,
+};
 
 /// Recent flows kept per edge (over all minutes).
 pub(crate) const RECENT_PER_EDGE: usize = 5;
@@ -54,7 +57,7 @@ pub struct GraphAggregator {
     /// Which end counts each connection.
     sides: SidesTable,
     /// The latest flows of every edge, latest first.
-    pub(super) recent: HashMap<EdgeKey, Vec<RecentEntry>>,
+    pub(super) recent: FastMap<EdgeKey, Vec<RecentEntry>>,
     /// Windows that did not add up: (window end, JSON), oldest first.
     pub(super) incomplete: VecDeque<(SystemTime, SystemTime, IncompleteWindow)>,
     edges_held: usize,
@@ -70,7 +73,7 @@ impl GraphAggregator {
             sides: SidesTable::new(config.max_matched_connections),
             config,
             minutes: BTreeMap::new(),
-            recent: HashMap::new(),
+            recent: FastMap::default(),
             incomplete: VecDeque::new(),
             edges_held: 0,
             stats: GraphStats::default(),

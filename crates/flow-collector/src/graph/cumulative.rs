@@ -3,12 +3,13 @@
 //! "Summing a connection's traffic per window without double counting").
 
 use std::{
-    collections::HashMap,
-    hash::{DefaultHasher, Hash, Hasher},
+    hash::BuildHasher,
     time::{Duration, SystemTime},
 };
 
 use flow_record::{FlowId, FlowRecord, RecordKind};
+
+use crate::attribution::FastMap;
 
 /// A connection not heard of for this long (by its records' `t_end`) is forgotten:
 /// longer than any exporter window in use (interim records come every window).
@@ -39,7 +40,7 @@ struct Seen {
 /// The connections seen in interim records, by (host, `flow_id`).
 #[derive(Debug)]
 pub(crate) struct Cumulative {
-    seen: HashMap<(u64, FlowId), Seen>,
+    seen: FastMap<(u64, FlowId), Seen>,
     cap: usize,
     /// Interim records of connections not tracked because the table was full: their
     /// counters were taken whole.
@@ -47,9 +48,7 @@ pub(crate) struct Cumulative {
 }
 
 fn host_hash(host: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    host.hash(&mut h);
-    h.finish()
+    foldhash::fast::FixedState::default().hash_one(host)
 }
 
 fn counters(r: &FlowRecord) -> Delta {
@@ -64,7 +63,7 @@ impl Cumulative {
     /// A table of at most `cap` connections.
     pub(crate) fn new(cap: usize) -> Cumulative {
         Cumulative {
-            seen: HashMap::new(),
+            seen: FastMap::default(),
             cap: cap.max(1),
             untracked: 0,
         }

@@ -1,9 +1,11 @@
 //! A query: the minutes of a range merged into one graph.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     time::SystemTime,
 };
+
+use crate::attribution::FastMap;
 
 use super::{
     GraphAggregator, GraphQuery, MAX_RESPONSE_EDGES,
@@ -27,7 +29,7 @@ impl GraphAggregator {
             .to
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs().div_ceil(60));
-        let mut merged: HashMap<&EdgeKey, EdgeStats> = HashMap::new();
+        let mut merged: FastMap<&EdgeKey, EdgeStats> = FastMap::default();
         let mut flows = 0;
         let mut unattributed = 0;
         let mut folded = Folded::default();

@@ -1,9 +1,10 @@
 //! One minute of the graph: every edge's counters, by the node that owns it (the
 //! traced side of the records that made it), and the minute's totals.
 
-use std::collections::HashMap;
 
 use flow_record::CloseReason;
+
+use crate::attribution::FastMap;
 
 use super::{
     node::{EdgeKey, Node},
@@ -69,7 +70,7 @@ impl EdgeStats {
 #[derive(Debug, Default)]
 pub(crate) struct Minute {
     /// Edges by owner.
-    pub(crate) owners: HashMap<Node, HashMap<EdgeKey, EdgeStats>>,
+    pub(crate) owners: FastMap<Node, FastMap<EdgeKey, EdgeStats>>,
     /// Flows (records) aggregated, counted or not.
     pub(crate) flows: u64,
     /// Among them, those whose remote side is unattributed.
@@ -89,7 +90,7 @@ pub(crate) struct Minute {
 impl Minute {
     /// Edges held.
     pub(crate) fn edges(&self) -> usize {
-        self.owners.values().map(HashMap::len).sum()
+        self.owners.values().map(|edges| edges.len()).sum()
     }
 
     /// Folds `owner`'s edges beyond the `keep` heaviest into its `other` edges;

@@ -15,10 +15,32 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    hash::{DefaultHasher, Hash, Hasher},
+    hash::{BuildHasher, BuildHasherDefault, Hasher},
     net::SocketAddr,
     time::{Duration, SystemTime},
 };
+
+/// The table's keys are already hashes (foldhash, seeded at random per table, so
+/// hosts cannot choose addresses that collide): the map uses them as they are.
+#[derive(Default)]
+struct KeyAsHash(u64);
+
+impl Hasher for KeyAsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed; anything else is folded in, never panics.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// Two records of the same addresses are one connection when their starts are this
 /// close (clock skew between the hosts, and the handshake). A client reusing its
@@ -110,19 +132,15 @@ impl Entry {
 /// The connections seen lately, by their addresses.
 #[derive(Debug)]
 pub(crate) struct SidesTable {
-    entries: HashMap<u64, Entry>,
+    entries: HashMap<u64, Entry, BuildHasherDefault<KeyAsHash>>,
+    /// Hashes a connection's addresses into its key.
+    keys: foldhash::fast::RandomState,
     /// `(key, seq)` in the order the connections were first seen.
     order: VecDeque<(u64, u64)>,
     next_seq: u64,
     cap: usize,
     /// Connections forgotten for room before both their final records were seen.
     pub(crate) forgotten: u64,
-}
-
-fn key_of(client: SocketAddr, server: SocketAddr) -> u64 {
-    let mut h = DefaultHasher::new();
-    (client, server).hash(&mut h);
-    h.finish()
 }
 
 fn secs(t: SystemTime) -> u64 {
@@ -134,7 +152,8 @@ impl SidesTable {
     /// A table of at most `cap` connections.
     pub(crate) fn new(cap: usize) -> SidesTable {
         SidesTable {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
+            keys: foldhash::fast::RandomState::default(),
             order: VecDeque::new(),
             next_seq: 0,
             cap: cap.max(1),
@@ -159,7 +178,7 @@ impl SidesTable {
         minute: u64,
         last: bool,
     ) -> Role {
-        let key = key_of(client, server);
+        let key = self.keys.hash_one((client, server));
         let start = t_start.map_or(0, secs);
         let closed = if last { closed_flag(side) } else { 0 };
         if let Some(entry) = self.entries.get_mut(&key) {
