@@ -1,9 +1,6 @@
 //! A query: the minutes of a range merged into one graph.
 
-use std::{
-    collections::BTreeMap,
-    time::SystemTime,
-};
+use std::{collections::BTreeMap, time::SystemTime};
 
 use crate::attribution::FastMap;
 

@@ -1,7 +1,6 @@
 //! One minute of the graph: every edge's counters, by the node that owns it (the
 //! traced side of the records that made it), and the minute's totals.
 
-
 use flow_record::CloseReason;
 
 use crate::attribution::FastMap;
