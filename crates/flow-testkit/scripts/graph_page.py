@@ -121,30 +121,7 @@ def synthetic(workloads, edges, seed=7):
             "bytes_sent": sent, "bytes_received": recv, "retransmits": rnd.randrange(0, 3) * conns // 4,
             "rtt_us": {"p50": rnd.randrange(80, 2000), "p99": rnd.randrange(2000, 60000)}, "recent": recent,
         })
-    nodes = {}
-    for w in ids + unattributed:
-        nodes[w] = {"id": w, "kind": "unattributed" if w.startswith("unattributed:") else "workload",
-                    "connections_in": 0, "connections_out": 0, "bytes_in": 0, "bytes_out": 0, "failed": 0}
-    for e in out:
-        s, t = nodes[e["source"]], nodes[e["target"]]
-        s["connections_out"] += e["connections"]
-        t["connections_in"] += e["connections"]
-        s["bytes_out"] += e["bytes_sent"]
-        s["bytes_in"] += e["bytes_received"]
-        t["bytes_in"] += e["bytes_sent"]
-        t["bytes_out"] += e["bytes_received"]
-        s["failed"] += e["failed_total"]
-        t["failed"] += e["failed_total"]
-    flows = sum(e["connections"] for e in out)
-    un = sum(e["connections"] for e in out if e["target"].startswith("unattributed:"))
-    return {
-        "from": "2026-11-30T10:00:00Z", "to": "2026-11-30T10:15:00Z", "minutes": 15,
-        "nodes": list(nodes.values()), "edges": out, "flows": flows, "unattributed_flows": un,
-        "unattributed_share": un / flows if flows else 0.0, "folded": {"edges": 0, "connections": 0},
-        "incomplete": [{"host": "host-07", "window_start": "2026-11-30T10:04:00Z",
-                        "window_end": "2026-11-30T10:05:00Z", "records_lost": 12}],
-        "clamped": False, "truncated": False,
-    }
+    return graph_answer(out, ids + unattributed)
 
 
 def synthetic_star(workloads, edges, seed=11):
@@ -186,9 +163,13 @@ def synthetic_star(workloads, edges, seed=11):
     return graph_answer(out)
 
 
-def graph_answer(out):
-    """The answer around `out` (edges): its nodes, and the totals."""
+def graph_answer(out, node_ids=()):
+    """The answer around `out` (edges): its nodes (`node_ids` first, with or without
+    edges, then every edge's ends), and the totals."""
     nodes = {}
+    for w in node_ids:
+        nodes.setdefault(w, {"id": w, "kind": "unattributed" if w.startswith("unattributed:") else "workload",
+                             "connections_in": 0, "connections_out": 0, "bytes_in": 0, "bytes_out": 0, "failed": 0})
     for e in out:
         for w in (e["source"], e["target"]):
             nodes.setdefault(w, {"id": w, "kind": "unattributed" if w.startswith("unattributed:") else "workload",
