@@ -210,7 +210,7 @@
   //
   // Up to EXACT_MAX nodes every pair is computed exactly (typed arrays: for a few
   // hundred nodes this is faster than a tree). Above, the repulsion is Barnes-Hut's (a
-  // quadtree; a far cell acts as one body at its centre of mass: theta 0.9, as d3), and
+  // quadtree; a far cell acts as one body at its centre of mass: theta 1.2, THETA2 below), and
   // the overlap test looks only at the nodes of the neighbouring cells of a grid
   // (cells as wide as the largest overlap distance): O(n log n) per step, not O(n²).
   // The simulation is a generator: it yields after each step, so that the caller can
@@ -218,7 +218,7 @@
   // time budget: when its steps would take longer than `budgetMs` (a large graph on a
   // slow or busy machine), it cools faster, in fewer steps.
   const EXACT_MAX = 300;
-  const THETA2 = 1.44; // theta 1.2: within 2 % of the exact repulsion
+  const THETA2 = 1.44; // theta 1.2 (coarser than d3's 0.9: fewer cells opened)
   const ALPHA_MIN = 0.001;
   const MIN_TICKS = 40;
 

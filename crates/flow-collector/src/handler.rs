@@ -57,6 +57,18 @@ async fn graph(state: &Arc<State>, req: &Request<Incoming>) -> Answer {
         Ok(query) => query,
         Err(reason) => return answer(StatusCode::BAD_REQUEST, None, reason),
     };
+    // A query holds the graph for up to seconds: a few at once, the rest refused
+    // (each would hold a thread of the blocking pool the pipeline needs).
+    let Ok(_permit) = state.graph_queries.try_acquire() else {
+        let mut busy = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            format!("{GRAPH_QUERIES} graph queries are being answered; try again"),
+        );
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return busy;
+    };
     let graph = Arc::clone(&state.graph);
     let body = tokio::task::spawn_blocking(move || {
         let mut response = graph.query(&query, now);
@@ -79,12 +91,16 @@ async fn graph(state: &Arc<State>, req: &Request<Incoming>) -> Answer {
     }
 }
 
+/// Graph queries answered at once; more are answered `503` with `Retry-After: 1`.
+pub(crate) const GRAPH_QUERIES: usize = 2;
+
 /// The graph's paths when it is turned off.
 fn graph_off() -> Answer {
     answer(
         StatusCode::NOT_FOUND,
         None,
-        "the dependency graph is off on this collector (--no-graph)".into(),
+        "the dependency graph is off on this collector (--no-graph or [graph] enabled = false)"
+            .into(),
     )
 }
 

@@ -123,6 +123,9 @@ struct State {
     acks: Option<Acknowledgements>,
     /// The Kafka parts running (heartbeats, input), if any.
     kafka: Option<kafka_runtime::KafkaRuntime>,
+    /// Graph queries answered at once ([`handler::GRAPH_QUERIES`]): more are
+    /// refused (`503`) rather than queued on the blocking pool the pipeline runs on.
+    graph_queries: tokio::sync::Semaphore,
 }
 
 impl State {
@@ -265,6 +268,7 @@ impl FlowCollector {
             connections: Arc::new(ConnectionCounters::default()),
             acks,
             kafka: prepared.as_mut().map(kafka_runtime::KafkaStart::runtime),
+            graph_queries: tokio::sync::Semaphore::new(handler::GRAPH_QUERIES),
         });
         if let Some(prepared) = prepared {
             prepared.run(&state)?;

@@ -374,7 +374,7 @@ impl Snapshot {
             ),
             (
                 "flowcollector_graph_flows",
-                "Flows given to the dependency graph, by result: aggregated (in their minute), out_of_range (t_end older than the retention or more than 10 minutes ahead: dropped), dropped_busy (a query held the graph while 100,000 written flows already waited for it: not aggregated).",
+                "Flows given to the dependency graph, by result: aggregated (in their minute), out_of_range (t_end older than the retention or more than 10 minutes ahead: dropped), dropped_busy (the graph was held, by a query or another writer, while 100,000 written flows already waited for it: not aggregated).",
                 counter,
                 vec![
                     (vec![("result", "aggregated")], g.flows_aggregated),
@@ -384,7 +384,7 @@ impl Snapshot {
             ),
             (
                 "flowcollector_graph_flows_counted_by_peer",
-                "Flows aggregated that counted no edge: the server's record of a connection whose client's record counts it.",
+                "Flows aggregated that counted neither a connection nor traffic: records of a connection whose other end's record came first and counts it (only their retransmits are added).",
                 counter,
                 one(g.flows_counted_by_peer),
             ),
@@ -414,13 +414,13 @@ impl Snapshot {
             ),
             (
                 "flowcollector_graph_connections_matched",
-                "Connections whose two ends' records the dependency graph matches now (so that each is counted once).",
+                "Connections in the dependency graph's table of connection ends (one end seen or both; full in steady state: the latest 500,000 connections).",
                 gauge,
                 one(g.connections_matched),
             ),
             (
                 "flowcollector_graph_connections_forgotten",
-                "Connections forgotten for room before both their ends' final records came: a later record of their other end counts them again.",
+                "Connections evicted from the table of connection ends before both their final records came: mostly connections only one end reports (to untraced peers); a later record of an evicted connection's other end counts it again.",
                 counter,
                 one(g.connections_forgotten),
             ),
@@ -738,7 +738,8 @@ pub(crate) async fn answer(state: &Arc<State>, method: &Method) -> Response<Full
     } else {
         let parts = state.parts().await;
         let stats = state.stats.snapshot(state.connections.snapshot());
-        // The graph's lock may be held by a query (up to seconds): off the runtime.
+        // Never waits for a query (the counters as last read then), but may add
+        // flows that waited for one: off the runtime.
         let shared = Arc::clone(&state.graph);
         let graph = tokio::task::spawn_blocking(move || shared.stats())
             .await

@@ -459,7 +459,8 @@ fn the_graph_flags_are_checked_and_shown() {
     );
     let (ok, text) = config_check(&["--graph-top-edges", "0"]);
     assert!(!ok && text.contains("graph.top_edges"), "{text}");
-    assert!(text.contains("graph.enabled = true") || !ok, "{text}");
+    let (ok, text) = config_check(&[]);
+    assert!(ok && text.contains("graph.enabled = true"), "{text}");
     let (ok, text) = config_check(&["--no-graph"]);
     assert!(ok && text.contains("graph.enabled = false"), "{text}");
 }

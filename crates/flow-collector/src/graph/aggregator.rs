@@ -136,7 +136,7 @@ impl GraphAggregator {
         self.stats.flows_aggregated += 1;
         let oriented = Oriented::of(flow);
         // Every record moves its connection's running maximum, counted or not.
-        let delta = self.cumulative.delta(flow.host_id(), r, now);
+        let mut delta = self.cumulative.delta(flow.host_id(), r, now);
         let minute = self.minutes.entry(m).or_default();
         minute.flows += 1;
         if flow.remote_workload_id.is_none() {
@@ -151,11 +151,22 @@ impl GraphAggregator {
             m,
             r.record_kind == RecordKind::Final,
         );
-        if let Role::Peer { counted_in } = role {
-            self.stats.flows_counted_by_peer += 1;
-            self.add_peer_retransmits(&oriented, [m, counted_in], delta.retransmits);
-            return;
-        }
+        let (close, peer) = match role {
+            Role::Counts { close } => (close, false),
+            Role::Peer { counted_in, close } => {
+                if !close {
+                    self.stats.flows_counted_by_peer += 1;
+                    self.add_peer_retransmits(&oriented, [m, counted_in], delta.retransmits);
+                    return;
+                }
+                // The counting end's final record has not come (lost, or late):
+                // this one counts the connection and its failure, on its own edge,
+                // with its retransmits; the traffic stays the counting end's.
+                delta.sent = 0;
+                delta.received = 0;
+                (true, true)
+            }
+        };
         let owner = oriented.owner().clone();
         let owner_is_source = oriented.local_is_client;
         let mut key = oriented.key.clone();
@@ -173,7 +184,7 @@ impl GraphAggregator {
             // Still full with this minute alone: into the owner's `other` edge.
             minute.folded_edges += 1;
             self.stats.edges_folded += 1;
-            if r.record_kind == RecordKind::Final {
+            if close {
                 minute.folded_connections += 1;
             }
             key = EdgeKey::other_of(&owner, owner_is_source);
@@ -184,7 +195,7 @@ impl GraphAggregator {
             owner_is_source,
             ..EdgeStats::default()
         });
-        if r.record_kind == RecordKind::Final {
+        if close {
             stats.connections += 1;
             if r.close_reason != CloseReason::Normal {
                 stats.add_failed(r.close_reason, 1);
@@ -199,7 +210,9 @@ impl GraphAggregator {
         stats.bytes_sent = stats.bytes_sent.saturating_add(to_server);
         stats.bytes_received = stats.bytes_received.saturating_add(to_client);
         stats.retransmits = stats.retransmits.saturating_add(delta.retransmits);
-        stats.rtt.add(r.stats.srtt_us);
+        if !peer {
+            stats.rtt.add(r.stats.srtt_us);
+        }
         let added = edges.len() - before;
         self.edges_held += added;
         if added > 0 {
@@ -285,18 +298,26 @@ impl GraphAggregator {
     /// flow is the oldest (a new edge's flows matter more than an edge's quiet for
     /// hours). O(lists) once every tenth of the cap's insertions.
     fn forget_stalest_recent(&mut self) {
-        let mut latest: Vec<SystemTime> = self
+        let mut latest: Vec<(SystemTime, &EdgeKey)> = self
             .recent
-            .values()
-            .filter_map(|list| list.first().map(|e| e.t_end))
+            .iter()
+            .map(|(key, list)| {
+                (
+                    list.first().map_or(SystemTime::UNIX_EPOCH, |e| e.t_end),
+                    key,
+                )
+            })
             .collect();
         if latest.is_empty() {
             return;
         }
+        // Exactly the tenth (at least one), however many share a time.
         let cut = (latest.len() / 10).min(latest.len() - 1);
-        let (_, &mut threshold, _) = latest.select_nth_unstable(cut);
-        self.recent
-            .retain(|_, list| list.first().is_some_and(|e| e.t_end > threshold));
+        latest.select_nth_unstable_by_key(cut, |(t, _)| *t);
+        let stalest: Vec<EdgeKey> = latest[..=cut].iter().map(|(_, k)| (*k).clone()).collect();
+        for key in stalest {
+            self.recent.remove(&key);
+        }
     }
 
     /// Drops the oldest minutes (never `keep` or later) until the total is under the cap.

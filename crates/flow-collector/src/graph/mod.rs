@@ -46,8 +46,10 @@ pub const GRAPH_PATH: &str = "/api/v1/graph";
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GraphConfig {
-    /// Whether flows are aggregated and the graph served (`--no-graph`, `[graph]
-    /// enabled = false` turn it off; default on).
+    /// Whether the collector aggregates flows and serves the graph (`--no-graph`,
+    /// `[graph] enabled = false` turn it off; default on). A [`GraphAggregator`]
+    /// used on its own aggregates whatever it is given: the setting is the
+    /// collector's.
     pub enabled: bool,
     /// Minutes older than this (before the time passed in) are dropped, and a query
     /// reaching further back is clamped (`--graph-retention`, default 6 hours).
@@ -61,9 +63,9 @@ pub struct GraphConfig {
     /// Most connections whose interim records are tracked (their cumulative counters
     /// turned into deltas); default 1,000,000.
     pub max_open_connections: usize,
-    /// Most connections whose ends are matched (so that a connection both ends
-    /// report is counted once, however late the second record comes); the oldest
-    /// are forgotten first. About 80 bytes each; default 500,000.
+    /// Most connections in the table of connection ends (so that a connection both
+    /// ends report is counted once while it is held); the oldest are evicted first,
+    /// and the table is full in steady state. About 80 bytes each; default 500,000.
     pub max_matched_connections: usize,
 }
 
@@ -108,6 +110,13 @@ impl GraphConfig {
     /// Sets [`max_open_connections`](GraphConfig::max_open_connections) (at least 1).
     pub fn with_max_open_connections(mut self, max: usize) -> GraphConfig {
         self.max_open_connections = max.max(1);
+        self
+    }
+
+    /// Sets [`max_matched_connections`](GraphConfig::max_matched_connections) (at
+    /// least 1).
+    pub fn with_max_matched_connections(mut self, max: usize) -> GraphConfig {
+        self.max_matched_connections = max.max(1);
         self
     }
 }

@@ -23,7 +23,8 @@ use crate::{attribution::AttributedFlow, completeness::WindowReport};
 pub(crate) const INBOX_MAX_FLOWS: usize = 100_000;
 
 /// What waits for the aggregator: batches of flows and of completeness reports,
-/// each with the time it was written at.
+/// each with the time it was written at (added flows first, then reports, each in
+/// the order they were put here).
 #[derive(Default)]
 struct Inbox {
     flows: Vec<(SystemTime, Vec<AttributedFlow>)>,
@@ -39,6 +40,8 @@ pub(crate) struct SharedGraph {
     enabled: bool,
     aggregator: Mutex<GraphAggregator>,
     inbox: Mutex<Inbox>,
+    /// The counters as last read, answered while a query holds the aggregator.
+    last_stats: Mutex<GraphStats>,
 }
 
 impl SharedGraph {
@@ -48,6 +51,7 @@ impl SharedGraph {
             enabled: config.enabled,
             aggregator: Mutex::new(GraphAggregator::new(config)),
             inbox: Mutex::new(Inbox::default()),
+            last_stats: Mutex::new(GraphStats::default()),
         }
     }
 
@@ -97,11 +101,18 @@ impl SharedGraph {
         aggregator.query(query)
     }
 
-    /// Its counters and sizes (waits for a query being answered).
+    /// Its counters and sizes: as last read while a query (or a writer) holds the
+    /// aggregator, never waiting for it.
     pub(crate) fn stats(&self) -> GraphStats {
-        let mut aggregator = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
-        self.catch_up(&mut aggregator);
-        let mut stats = aggregator.stats();
+        let mut stats = match self.try_aggregator() {
+            Some(mut aggregator) => {
+                self.catch_up(&mut aggregator);
+                let stats = aggregator.stats();
+                *self.last_stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+                stats
+            }
+            None => *self.last_stats.lock().unwrap_or_else(|p| p.into_inner()),
+        };
         stats.flows_dropped_busy = self.inbox().dropped;
         stats
     }
@@ -119,8 +130,8 @@ impl SharedGraph {
         self.inbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds what waited in the inbox to `aggregator` (held by the caller), in the
-    /// order it was written.
+    /// Adds what waited in the inbox to `aggregator` (held by the caller): its flows
+    /// in the order they were put there, then its reports.
     fn catch_up(&self, aggregator: &mut GraphAggregator) {
         let (flows, reports) = {
             let mut inbox = self.inbox();

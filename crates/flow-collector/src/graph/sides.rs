@@ -9,8 +9,12 @@
 //! A connection is keyed by a hash of `(client address, server address)` as both ends
 //! orient it, and told apart from an earlier one on the same addresses by its start
 //! time (both ends' `t_start`, within [`START_TOLERANCE`] for the hosts' clock skew).
-//! The table holds at most [`SidesTable::new`]'s `cap` connections (about 70 bytes
-//! each with the hash table's and the order's slack); the oldest go first. A connection whose other end's record arrives after it
+//! The table holds at most [`SidesTable::new`]'s `cap` connections (80 bytes each
+//! measured, with the hash table's and the order's slack); the oldest go first,
+//! those both of whose ends closed included (kept so that a late interim record
+//! still finds its end). Connections only one end reports (to untraced peers) stay
+//! until evicted, so the table is full in steady state and covers the latest `cap`
+//! connections: at 10,000 new connections a second, the latest 50 s. A connection whose other end's record arrives after it
 //! was forgotten is counted again (`docs/graph.md`).
 
 use std::{
@@ -71,13 +75,21 @@ impl Side {
 /// What a record is to its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
-    /// It counts the connection (the first end seen, or its only one).
-    Counts,
-    /// The other end's record counts it; this one was seen in minute `counted_in`
-    /// last by that end.
+    /// Its end counts the connection's traffic (the first end seen, or its only
+    /// one).
+    Counts {
+        /// It is the connection's first final record (of either end): it counts
+        /// the connection and its failure.
+        close: bool,
+    },
+    /// The other end counts the connection's traffic.
     Peer {
         /// The minute the counting end's latest record went to.
         counted_in: u64,
+        /// It is the connection's first final record: the counting end's final
+        /// has not come (lost, or late), so this one counts the connection and its
+        /// failure.
+        close: bool,
     },
 }
 
@@ -103,6 +115,8 @@ const COUNTING_SERVER: u8 = 1;
 const CLIENT_CLOSED: u8 = 2;
 /// The server's final record was seen.
 const SERVER_CLOSED: u8 = 4;
+/// A final record counted the connection.
+const CLOSE_COUNTED: u8 = 8;
 
 fn closed_flag(side: Side) -> u8 {
     match side {
@@ -139,7 +153,9 @@ pub(crate) struct SidesTable {
     order: VecDeque<(u64, u64)>,
     next_seq: u64,
     cap: usize,
-    /// Connections forgotten for room before both their final records were seen.
+    /// Connections evicted for room: mostly connections only one end reports (to
+    /// untraced peers), which stay until evicted; a later record of an evicted
+    /// connection's other end counts it again.
     pub(crate) forgotten: u64,
 }
 
@@ -182,25 +198,34 @@ impl SidesTable {
         let start = t_start.map_or(0, secs);
         let closed = if last { closed_flag(side) } else { 0 };
         if let Some(entry) = self.entries.get_mut(&key) {
-            let same = entry.start == 0
+            // An end has one final record: a second one from an end already closed
+            // is a new connection on the same addresses.
+            let same = (entry.start == 0
                 || start == 0
-                || entry.start.abs_diff(start) <= START_TOLERANCE.as_secs();
+                || entry.start.abs_diff(start) <= START_TOLERANCE.as_secs())
+                && entry.flags & closed == 0;
             // Records come in any order (a late chunk brings a connection's interim
             // records after its final one): the start alone tells connections apart.
+            // A connection both of whose ends closed stays (until evicted): a late
+            // interim record of it is still its end's.
             if same {
+                if entry.start == 0 {
+                    entry.start = start;
+                }
+                let close = last && entry.flags & CLOSE_COUNTED == 0;
+                if close {
+                    entry.flags |= CLOSE_COUNTED;
+                }
                 entry.flags |= closed;
-                let role = if entry.counting() == side {
+                return if entry.counting() == side {
                     entry.minute = entry.minute.max(packed_minute(minute));
-                    Role::Counts
+                    Role::Counts { close }
                 } else {
                     Role::Peer {
                         counted_in: entry.minute(),
+                        close,
                     }
                 };
-                if entry.flags & (CLIENT_CLOSED | SERVER_CLOSED) == CLIENT_CLOSED | SERVER_CLOSED {
-                    self.entries.remove(&key);
-                }
-                return role;
             }
         }
         let seq = self.next_seq;
@@ -215,12 +240,12 @@ impl SidesTable {
                 start,
                 seq,
                 minute: packed_minute(minute),
-                flags: counting | closed,
+                flags: counting | closed | if last { CLOSE_COUNTED } else { 0 },
             },
         );
         self.order.push_back((key, seq));
         self.make_room();
-        Role::Counts
+        Role::Counts { close: last }
     }
 
     /// Forgets the oldest connections beyond the cap; drops the places in the order
@@ -230,9 +255,12 @@ impl SidesTable {
             let Some((key, seq)) = self.order.pop_front() else {
                 return;
             };
-            if self.entries.get(&key).is_some_and(|e| e.seq == seq) {
+            if let Some(entry) = self.entries.get(&key).filter(|e| e.seq == seq) {
+                // One both of whose ends closed is forgotten at no risk.
+                let done =
+                    entry.flags & (CLIENT_CLOSED | SERVER_CLOSED) == CLIENT_CLOSED | SERVER_CLOSED;
                 self.entries.remove(&key);
-                self.forgotten += 1;
+                self.forgotten += u64::from(!done);
             }
         }
         if self.order.len() > 2 * self.entries.len().max(1024) {
@@ -258,58 +286,93 @@ mod tests {
         Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs))
     }
 
+    /// `Counts` with `close`.
+    fn counts(close: bool) -> Role {
+        Role::Counts { close }
+    }
+
+    /// `Peer` of minute `counted_in` with `close`.
+    fn peer(counted_in: u64, close: bool) -> Role {
+        Role::Peer { counted_in, close }
+    }
+
     #[test]
     fn the_first_end_seen_counts_and_the_other_is_its_peer_even_much_later() {
         let mut t = SidesTable::new(10);
         let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.2:443"));
-        assert_eq!(t.role(c, s, at(0), Side::Server, M + 5, true), Role::Counts);
+        assert_eq!(t.role(c, s, at(0), Side::Server, M + 5, true), counts(true));
         // The client's record, 30 s of skew later, an hour late.
         assert_eq!(
             t.role(c, s, at(30), Side::Client, M + 65, true),
-            Role::Peer { counted_in: M + 5 }
+            peer(M + 5, false)
         );
-        assert_eq!(t.len(), 0, "both ends closed: forgotten");
+        // Both ends closed: kept until evicted, and a late interim record of either
+        // end still finds its role.
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            t.role(c, s, at(30), Side::Client, M + 3, false),
+            peer(M + 5, false)
+        );
     }
 
     #[test]
-    fn interim_records_keep_their_roles_until_both_ends_closed() {
+    fn interim_records_keep_their_roles_and_the_first_final_counts_the_close() {
         let mut t = SidesTable::new(10);
         let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.2:443"));
         assert_eq!(
             t.role(c, s, at(0), Side::Client, M + 1, false),
-            Role::Counts
+            counts(false)
         );
         assert_eq!(
             t.role(c, s, at(0), Side::Server, M + 1, false),
-            Role::Peer { counted_in: M + 1 }
+            peer(M + 1, false)
         );
-        assert_eq!(t.role(c, s, at(0), Side::Client, M + 3, true), Role::Counts);
+        assert_eq!(t.role(c, s, at(0), Side::Client, M + 3, true), counts(true));
         assert_eq!(
             t.role(c, s, at(0), Side::Server, M + 3, true),
-            Role::Peer { counted_in: M + 3 }
+            peer(M + 3, false)
         );
-        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn the_peers_final_counts_the_close_when_the_counting_ends_has_not_come() {
+        let mut t = SidesTable::new(10);
+        let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.2:443"));
+        // The client's interim records count the traffic; its final is lost.
+        assert_eq!(
+            t.role(c, s, at(0), Side::Client, M + 1, false),
+            counts(false)
+        );
+        assert_eq!(
+            t.role(c, s, at(0), Side::Server, M + 2, true),
+            peer(M + 1, true)
+        );
+        // Were it only late, it counts no second close.
+        assert_eq!(
+            t.role(c, s, at(0), Side::Client, M + 2, true),
+            counts(false)
+        );
     }
 
     #[test]
     fn the_same_addresses_later_are_a_new_connection() {
         let mut t = SidesTable::new(10);
         let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.2:443"));
-        assert_eq!(t.role(c, s, at(0), Side::Client, M + 1, true), Role::Counts);
+        assert_eq!(t.role(c, s, at(0), Side::Client, M + 1, true), counts(true));
         // The client's port reused 90 s later: another connection.
         assert_eq!(
             t.role(c, s, at(90), Side::Client, M + 2, true),
-            Role::Counts
+            counts(true)
         );
         // Its server's record, 20 s of skew apart.
         assert_eq!(
             t.role(c, s, at(70), Side::Server, M + 2, true),
-            Role::Peer { counted_in: M + 2 }
+            peer(M + 2, false)
         );
         // Started ten minutes later: another connection.
         assert_eq!(
             t.role(c, s, at(690), Side::Server, M + 12, true),
-            Role::Counts
+            counts(true)
         );
     }
 
@@ -319,27 +382,30 @@ mod tests {
         let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.2:443"));
         assert_eq!(
             t.role(c, s, at(0), Side::Server, M + 1, false),
-            Role::Counts
+            counts(false)
         );
         assert_eq!(
             t.role(c, s, at(0), Side::Client, M + 3, true),
-            Role::Peer { counted_in: M + 1 }
+            peer(M + 1, true)
         );
         // The client's interim record of minute 2, late.
         assert_eq!(
             t.role(c, s, at(0), Side::Client, M + 2, false),
-            Role::Peer { counted_in: M + 1 }
+            peer(M + 1, false)
         );
-        assert_eq!(t.role(c, s, at(0), Side::Server, M + 3, true), Role::Counts);
+        assert_eq!(
+            t.role(c, s, at(0), Side::Server, M + 3, true),
+            counts(false)
+        );
     }
 
     #[test]
-    fn the_oldest_connections_go_first_and_are_counted() {
+    fn the_oldest_connections_go_first_and_only_unfinished_ones_count_as_forgotten() {
         let mut t = SidesTable::new(2);
         let s = addr("10.0.0.2:443");
         for port in 0..3 {
             let c = addr(&format!("10.0.0.1:{}", 40_000 + port));
-            assert_eq!(t.role(c, s, at(0), Side::Client, M + 1, true), Role::Counts);
+            assert_eq!(t.role(c, s, at(0), Side::Client, M + 1, true), counts(true));
         }
         assert_eq!(t.len(), 2);
         assert_eq!(t.forgotten, 1);
@@ -347,7 +413,18 @@ mod tests {
         let first = addr("10.0.0.1:40000");
         assert_eq!(
             t.role(first, s, at(0), Side::Server, M + 1, true),
-            Role::Counts
+            counts(true)
         );
+        assert_eq!(t.forgotten, 2);
+        // Both ends of the third: evicted later at no risk, not counted.
+        let third = addr("10.0.0.1:40002");
+        assert_eq!(
+            t.role(third, s, at(0), Side::Server, M + 1, true),
+            peer(M + 1, false)
+        );
+        let fourth = addr("10.0.0.1:40003");
+        t.role(fourth, s, at(0), Side::Client, M + 1, true);
+        t.role(addr("10.0.0.1:40004"), s, at(0), Side::Client, M + 1, true);
+        assert_eq!(t.forgotten, 3, "the third (done) went at no count");
     }
 }

@@ -211,7 +211,7 @@ fn a_clients_record_coming_after_the_servers_does_not_count_the_connection_again
     assert_eq!(e.retransmits, 5);
     assert_eq!(r.flows, 2);
     assert_eq!(g.stats().flows_counted_by_peer, 1);
-    assert_eq!(g.stats().connections_matched, 0, "both ends closed");
+    assert_eq!(g.stats().connections_matched, 1, "kept until evicted");
 }
 
 #[test]
@@ -736,4 +736,32 @@ fn a_window_reported_far_ahead_opens_no_minute() {
     };
     g.add_reports(&[ahead], at(60));
     assert_eq!(g.stats().minutes_held, 0);
+}
+
+#[test]
+fn a_connection_whose_counting_ends_final_is_lost_is_counted_from_the_other_end() {
+    let mut g = graph();
+    // The client's interim record counts the traffic; its final record is lost.
+    let mut interim = Flow::out("10.0.0.1:40000", "10.0.0.2:443", at(30)).names(
+        "spiffe://a",
+        "spiffe://b",
+        RemoteIdentitySource::Heartbeat,
+    );
+    interim.kind = RecordKind::Interim;
+    interim.flow_id = Some(7);
+    g.add_flows(&[interim.build("host-a", 0)], at(35));
+    // The server's final record: reset.
+    let mut server = Flow::out("10.0.0.2:443", "10.0.0.1:40000", at(50))
+        .inbound()
+        .names("spiffe://b", "spiffe://a", RemoteIdentitySource::Heartbeat);
+    server.close = CloseReason::Reset;
+    server.bytes = (5_000, 500);
+    g.add_flows(&[server.build("host-b", 0)], at(55));
+    let r = all(&g, at(0), at(60));
+    assert_eq!(r.edges.len(), 1, "{:#?}", r.edges);
+    let e = edge(&r, "spiffe://a -> spiffe://b:443");
+    assert_eq!(e.connections, 1);
+    assert_eq!(e.failed.get("reset"), Some(&1), "{:?}", e.failed);
+    // The traffic is the client's interim record's alone.
+    assert_eq!((e.bytes_sent, e.bytes_received), (100, 1_000));
 }
