@@ -765,3 +765,33 @@ fn a_connection_whose_counting_ends_final_is_lost_is_counted_from_the_other_end(
     // The traffic is the client's interim record's alone.
     assert_eq!((e.bytes_sent, e.bytes_received), (100, 1_000));
 }
+
+#[test]
+fn a_late_minute_behind_sealed_ones_is_sealed_too() {
+    let mut g = GraphAggregator::new(GraphConfig::default().with_top_edges(1));
+    let flow = |remote: &'static str, t: SystemTime, i: u32| {
+        Flow::out("10.0.0.1:40000", remote, t)
+            .local_only("spiffe://a")
+            .build("h", i)
+    };
+    // Minute 10, sealed three minutes after it ends.
+    g.add_flows(&[flow("10.0.1.1:443", at(600), 0)], at(610));
+    g.advance(at(900));
+    // A late chunk opens minute 5 with two edges (2N while it fills).
+    g.add_flows(
+        &[
+            flow("10.0.1.1:443", at(300), 1),
+            flow("10.0.1.1:443", at(301), 2),
+            flow("10.0.1.2:443", at(302), 3),
+        ],
+        at(905),
+    );
+    g.advance(at(910));
+    let r = all(&g, at(300), at(360));
+    assert_eq!(r.edges.len(), 2, "{:#?}", r.edges);
+    assert_eq!(
+        edge(&r, "spiffe://a -> unattributed:10.0.1.1:443").connections,
+        2
+    );
+    assert_eq!(edge(&r, "spiffe://a -> other:0").connections, 1);
+}
