@@ -253,15 +253,7 @@ fn the_footer_names_incomplete_host_minutes_and_what_was_folded() {
         "footer": {"flows": 13, "unattributed": 3, "incomplete": 1, "reported": 30,
                    "collector": null, "held_from": null},
     });
-    let result = graph_page(&[
-        "check",
-        "--url",
-        &format!("http://{}/", c.addr),
-        "--fixture",
-        fixture.to_str().expect("path"),
-        "--expect",
-        &expect.to_string(),
-    ]);
+    let result = check_fixture(&c, &fixture, &expect);
     let footer = result["footer"]["text"].as_str().unwrap_or_default();
     assert!(footer.contains("host-c"), "{footer}");
     assert!(footer.contains("12 records lost"), "{footer}");
@@ -312,15 +304,7 @@ fn hostile_workload_ids_and_addresses_are_shown_as_text_and_nothing_runs() {
         "server_filter": {"q": HOSTILE, "workload": HOSTILE},
         "no_script": true,
     });
-    let result = graph_page(&[
-        "check",
-        "--url",
-        &format!("http://{}/", c.addr),
-        "--fixture",
-        fixture.to_str().expect("path"),
-        "--expect",
-        &expect.to_string(),
-    ]);
+    let result = check_fixture(&c, &fixture, &expect);
     let footer = result["footer"]["text"].as_str().unwrap_or_default();
     assert!(
         footer.contains("no window completeness reports received in this range"),
@@ -375,4 +359,22 @@ fn a_200_workload_2000_edge_graph_renders_whole() {
         assert_eq!(load["edges"], 2000, "{result:#}");
     }
     c.stop();
+}
+
+/// `graph_page.py check` of the page of `c` answered with `fixture` in place of the
+/// API, against `expect`: its result.
+fn check_fixture(
+    c: &Collector,
+    fixture: &std::path::Path,
+    expect: &serde_json::Value,
+) -> serde_json::Value {
+    graph_page(&[
+        "check",
+        "--url",
+        &format!("http://{}/", c.addr),
+        "--fixture",
+        fixture.to_str().expect("path"),
+        "--expect",
+        &expect.to_string(),
+    ])
 }
