@@ -72,7 +72,10 @@ async fn graph(state: &Arc<State>, req: &Request<Incoming>) -> Answer {
     let graph = Arc::clone(&state.graph);
     let body = tokio::task::spawn_blocking(move || {
         let mut response = graph.query(&query, now);
-        response.collector = Some(host_name().to_owned());
+        response.collector = Some(match crate::host_name() {
+            "" => "unknown".to_owned(),
+            name => name.to_owned(),
+        });
         serde_json::to_vec(&response)
     })
     .await;
@@ -102,23 +105,6 @@ fn graph_off() -> Answer {
         "the dependency graph is off on this collector (--no-graph or [graph] enabled = false)"
             .into(),
     )
-}
-
-/// This machine's host name (`/proc/sys/kernel/hostname`, read once; `unknown`
-/// when it cannot be read).
-fn host_name() -> &'static str {
-    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| {
-        let mut name = String::new();
-        let read = std::fs::File::open("/proc/sys/kernel/hostname").and_then(|f| {
-            use std::io::Read;
-            f.take(256).read_to_string(&mut name)
-        });
-        match read {
-            Ok(_) if !name.trim().is_empty() => name.trim().to_owned(),
-            _ => "unknown".to_owned(),
-        }
-    })
 }
 
 /// `GET /` and `GET /assets/<path>`: the page's files, if `path` is one.

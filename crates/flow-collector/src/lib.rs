@@ -109,6 +109,24 @@ use crate::{
 /// [`CollectorOptions::commit_interval`]) committed.
 pub const TICK: Duration = Duration::from_millis(250);
 
+/// This machine's host name (`/proc/sys/kernel/hostname`, read once, at most 256
+/// bytes); empty when it cannot be read. Names the node in graph answers and in its
+/// default Kafka node ID.
+pub(crate) fn host_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut name = String::new();
+        let read = std::fs::File::open("/proc/sys/kernel/hostname").and_then(|f| {
+            use std::io::Read;
+            f.take(256).read_to_string(&mut name)
+        });
+        match read {
+            Ok(_) => name.trim().to_owned(),
+            Err(_) => String::new(),
+        }
+    })
+}
+
 /// What the connection tasks share.
 struct State {
     options: CollectorOptions,

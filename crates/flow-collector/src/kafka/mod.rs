@@ -125,13 +125,9 @@ impl KafkaOptions {
 
 /// The host name and 8 random hex digits.
 fn default_node_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
-    let host = if host.is_empty() {
-        "node".to_owned()
-    } else {
-        host
+    let host = match crate::host_name() {
+        "" => "node",
+        name => name,
     };
     let random = std::collections::hash_map::RandomState::new();
     let suffix = std::hash::BuildHasher::hash_one(&random, std::process::id()) as u32;
