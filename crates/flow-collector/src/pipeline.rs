@@ -90,11 +90,6 @@ pub(crate) struct Pipeline {
     /// records), read by `GET /api/v1/graph`; writing to it never waits for a
     /// query.
     graph: Arc<SharedGraph>,
-    /// Whether the flows written are decided and go into the graph: not when the
-    /// attributor only routes (`route_only`: the output routes undecided records to
-    /// the connection topic, and the attributing half feeds the graph once they are
-    /// decided).
-    graph_flows: bool,
     /// The output's acknowledgement book, if its writes are acknowledged later.
     acks: Option<Acknowledgements>,
     /// Decided flows the output has not taken yet (it failed).
@@ -180,7 +175,6 @@ impl Pipeline {
         for (batch, index) in written {
             written_by_batch.entry(batch).or_default().push(index);
         }
-        let graph_flows = !attributor.config().route_only;
         let mut pipeline = Pipeline {
             limits,
             decoder,
@@ -188,7 +182,6 @@ impl Pipeline {
             attributor,
             windows: WindowTracker::new(options.completeness.clone()),
             graph: Arc::new(SharedGraph::new(options.graph.clone())),
-            graph_flows,
             acks: output.acknowledgements(),
             output,
             unwritten: Vec::new(),
@@ -519,7 +512,10 @@ impl Pipeline {
                         .map(|f| (Arc::clone(&f.batch), f.record_index, mark)),
                 );
                 let flows = std::mem::take(&mut self.unwritten);
-                if self.graph_flows {
+                // Not when the attributor only routes (`route_only`): the output
+                // routed undecided records to the connection topic, and the
+                // attributing half feeds the graph once they are decided.
+                if !self.attributor.config().route_only {
                     self.graph.add_flows(flows, now);
                 }
                 true
