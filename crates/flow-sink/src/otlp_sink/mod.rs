@@ -136,8 +136,7 @@ impl OtlpSink {
     /// previous run left) and starts the sending task. Never contacts the receiver:
     /// chunks are spooled until it takes them. Must be called inside a tokio runtime.
     pub fn start(config: OtlpSinkConfig) -> Result<OtlpSink, SinkError> {
-        let url = logs_url(&config.endpoint)?;
-        let headers = header_map(&config.headers)?;
+        let (url, headers, client) = endpoint(&config)?;
         if config.max_request_bytes == 0 {
             return Err(SinkError::InvalidConfig {
                 key: "otlp max_request_bytes",
@@ -145,12 +144,6 @@ impl OtlpSink {
                 reason: "must be at least 1",
             });
         }
-        let client = build_client(
-            &config.tls,
-            config.connect_timeout,
-            config.request_timeout,
-            &url,
-        )?;
         let state = Arc::new(CarrierState::new(config.error_log_interval)?);
         let encoder = RequestEncoder::new(config.service_version.clone(), config.host_name.clone());
         let carrier = OtlpCarrier {
@@ -295,14 +288,7 @@ impl FlowSink for OtlpSink {
 /// the sink's own client (TLS, timeouts) and headers; answers the HTTP status. Sends no
 /// record and touches no spool: what `flowexporter check` asks before `run`.
 pub async fn probe(config: &OtlpSinkConfig) -> Result<u16, SinkError> {
-    let url = logs_url(&config.endpoint)?;
-    let headers = header_map(&config.headers)?;
-    let client = build_client(
-        &config.tls,
-        config.connect_timeout,
-        config.request_timeout,
-        &url,
-    )?;
+    let (url, headers, client) = endpoint(config)?;
     let answer = client
         .post(&url)
         .headers(headers)
@@ -315,6 +301,20 @@ pub async fn probe(config: &OtlpSinkConfig) -> Result<u16, SinkError> {
             source,
         })?;
     Ok(answer.status().as_u16())
+}
+
+/// The logs URL of `config`, its headers (checked) and the HTTP client (TLS files
+/// read, timeouts set), as the sink and [`probe`] use them.
+fn endpoint(config: &OtlpSinkConfig) -> Result<(String, HeaderMap, reqwest::Client), SinkError> {
+    let url = logs_url(&config.endpoint)?;
+    let headers = header_map(&config.headers)?;
+    let client = build_client(
+        &config.tls,
+        config.connect_timeout,
+        config.request_timeout,
+        &url,
+    )?;
+    Ok((url, headers, client))
 }
 
 /// The configured headers, checked: valid names and values, and none of those the
