@@ -221,6 +221,12 @@
   const THETA2 = 1.44; // theta 1.2 (coarser than d3's 0.9: fewer cells opened)
   const ALPHA_MIN = 0.001;
   const MIN_TICKS = 40;
+  // Two nodes overlap when closer than their radii and twice this margin; each is
+  // then pushed apart by this share of the overlap (both layouts use these).
+  const OVERLAP_MARGIN = 14;
+  const OVERLAP_PUSH = 0.35;
+  // The push of an overlap `rr - l` (l > 0), per unit of the distance vector.
+  function overlapPush(l, rr) { return ((rr - l) / l) * OVERLAP_PUSH; }
 
   function* simulate(n, r, col, links, init, ticks, budgetMs) {
     const x = new Float64Array(n);
@@ -283,7 +289,7 @@
         for (let i = 0; i < n; i++) {
           const xi = x[i];
           const yi = y[i];
-          const ri = r[i] + 14;
+          const ri = r[i] + OVERLAP_MARGIN;
           let ax = 0;
           let ay = 0;
           for (let j = i + 1; j < n; j++) {
@@ -298,10 +304,9 @@
               vx[j] -= dx * w;
               vy[j] -= dy * w;
             }
-            const rr = ri + r[j] + 14;
+            const rr = ri + r[j] + OVERLAP_MARGIN;
             if (l2 < rr * rr) {
-              const l = Math.sqrt(l2);
-              const push = ((rr - l) / l) * 0.35;
+              const push = overlapPush(Math.sqrt(l2), rr);
               vx[j] += dx * push;
               vy[j] += dy * push;
               ax -= dx * push;
@@ -459,7 +464,7 @@
         vy[i] += ay;
       }
     }
-    // The overlap: the pairs closer than their radii and 28 px, from a grid.
+    // The overlap: the pairs closer than their radii and 2 OVERLAP_MARGIN, from a grid.
     let rmax = 0;
     for (let i = 0; i < n; i++) if (r[i] > rmax) rmax = r[i];
     const order = new Int32Array(n);
@@ -472,7 +477,7 @@
         if (x[i] < x0) x0 = x[i]; if (x[i] > x1) x1 = x[i];
         if (y[i] < y0) y0 = y[i]; if (y[i] > y1) y1 = y[i];
       }
-      let cell = 2 * rmax + 28;
+      let cell = 2 * (rmax + OVERLAP_MARGIN);
       // Few cells when the nodes are spread far apart (wider cells: more to compare).
       while (Math.floor((x1 - x0) / cell + 1) * Math.floor((y1 - y0) / cell + 1) > maxCells) cell *= 2;
       const nx = Math.floor((x1 - x0) / cell) + 1;
@@ -509,7 +514,7 @@
     function pairs(i, k0, k1) {
       const xi = x[i];
       const yi = y[i];
-      const ri = r[i] + 14;
+      const ri = r[i] + OVERLAP_MARGIN;
       let ax = 0;
       let ay = 0;
       for (let k = k0; k < k1; k++) {
@@ -517,11 +522,10 @@
         let dx = x[j] - xi;
         let dy = y[j] - yi;
         let l2 = dx * dx + dy * dy;
-        const rr = ri + r[j] + 14;
+        const rr = ri + r[j] + OVERLAP_MARGIN;
         if (l2 >= rr * rr) continue;
         if (l2 === 0) { dx = (j - i) * 1e-3; dy = 1e-3; l2 = dx * dx + dy * dy; }
-        const l = Math.sqrt(l2);
-        const push = ((rr - l) / l) * 0.35;
+        const push = overlapPush(Math.sqrt(l2), rr);
         vx[j] += dx * push;
         vy[j] += dy * push;
         ax -= dx * push;
