@@ -2,7 +2,9 @@
 //! number, the outcome and a random number, so tests drive them with simulated time
 //! and chosen randomness.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use crate::error::SinkError;
 
@@ -155,6 +157,18 @@ impl RetryPolicy {
     }
 }
 
+/// A peer's `Retry-After`, in seconds or as an HTTP date (the time from `now` to it;
+/// zero when it has passed); `None` when absent or unreadable. The caller caps it at
+/// [`MAX_RETRY_AFTER`] through [`RetryPolicy::backoff`].
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +292,26 @@ mod tests {
                 .validate()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_as_an_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_470);
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers, now), None);
+        headers.insert(RETRY_AFTER, " 7 ".parse().expect("value"));
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(7)));
+        // 2015-10-21T07:28:00Z is 1_445_412_480.
+        headers.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("value"),
+        );
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(10)));
+        let later = now + Duration::from_secs(60);
+        assert_eq!(retry_after(&headers, later), Some(Duration::ZERO));
+        headers.insert(RETRY_AFTER, "soon".parse().expect("value"));
+        assert_eq!(retry_after(&headers, now), None);
+        headers.insert(RETRY_AFTER, "-3".parse().expect("value"));
+        assert_eq!(retry_after(&headers, now), None);
     }
 }

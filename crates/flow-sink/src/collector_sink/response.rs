@@ -3,7 +3,7 @@
 //! (anything else); see [`Disposition`]. The HTTP side of
 //! [`Transport`](super::transport::Transport).
 
-use std::{sync::Arc, time::Duration};
+use std::{sync::Arc, time::SystemTime};
 
 use super::{
     CHUNK_CONTENT_TYPE, RESULT_HEADER, body,
@@ -56,7 +56,7 @@ pub(crate) async fn post(client: reqwest::Client, shared: Arc<Shared>, frame: Fr
         }
         Disposition::Retry => {
             bump(&counters.retriable_statuses, 1);
-            let retry_after = retry_after(response.headers());
+            let retry_after = crate::retry::retry_after(response.headers(), SystemTime::now());
             let body = body::snippet(response).await;
             tracing::debug!(url = %shared.destination, batch_id = %frame.batch_id, status, body, "collector asked to retry");
             Attempt::Retry {
@@ -71,38 +71,11 @@ pub(crate) async fn post(client: reqwest::Client, shared: Arc<Shared>, frame: Fr
     }
 }
 
-/// A `Retry-After` in seconds (the HTTP-date form is not honoured).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-}
-
 fn count_delivered(counters: &Counters, frame: &Frame, duplicate: bool) {
     bump(&counters.chunks_sent, 1);
     bump(&counters.records_sent, u64::from(frame.records));
     bump(&counters.bytes_sent, frame.bytes.len() as u64);
     if duplicate {
         bump(&counters.chunks_duplicate, 1);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_in_seconds_is_read_and_anything_else_ignored() {
-        let mut headers = reqwest::header::HeaderMap::new();
-        assert_eq!(retry_after(&headers), None);
-        headers.insert(reqwest::header::RETRY_AFTER, " 7 ".parse().expect("value"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
-        headers.insert(
-            reqwest::header::RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("value"),
-        );
-        assert_eq!(retry_after(&headers), None);
     }
 }

@@ -23,7 +23,7 @@ use std::{
 
 use flow_batch::wire::{BatchId, ChunkDecoder, DecodeLimits};
 use prost::Message;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap};
 
 use super::{
     counters::OwnCounters,
@@ -378,7 +378,7 @@ impl OtlpCarrier {
             }
             Answer::Retry => {
                 bump(&counters.retriable_statuses, 1);
-                let retry_after = retry_after(response.headers(), SystemTime::now());
+                let retry_after = crate::retry::retry_after(response.headers(), SystemTime::now());
                 let body = body::snippet(response).await;
                 tracing::debug!(url = %shared.destination, batch_id = %frame.batch_id, records = ?range, status, body, "OTLP receiver asked to retry");
                 Posted::End(Attempt::Retry {
@@ -454,17 +454,6 @@ fn disposition(status: u16) -> Answer {
     }
 }
 
-/// A `Retry-After` in seconds or as an HTTP date (the time from `now` to it; zero
-/// when it has passed).
-fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,24 +470,5 @@ mod tests {
             assert_eq!(disposition(s), Answer::Refused, "{s}");
         }
         assert_eq!(disposition(413), Answer::TooLarge);
-    }
-
-    #[test]
-    fn retry_after_is_read_in_seconds_and_as_an_http_date() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_470);
-        let mut headers = HeaderMap::new();
-        assert_eq!(retry_after(&headers, now), None);
-        headers.insert(RETRY_AFTER, " 7 ".parse().expect("value"));
-        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(7)));
-        // 2015-10-21T07:28:00Z is 1_445_412_480.
-        headers.insert(
-            RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("value"),
-        );
-        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(10)));
-        let later = now + Duration::from_secs(60);
-        assert_eq!(retry_after(&headers, later), Some(Duration::ZERO));
-        headers.insert(RETRY_AFTER, "soon".parse().expect("value"));
-        assert_eq!(retry_after(&headers, now), None);
     }
 }
