@@ -164,7 +164,7 @@
     for (const e of edges) {
       for (const id of [e.source, e.target]) {
         if (!byId.has(id)) {
-          const kind = id.startsWith('unattributed:') ? 'unattributed' : 'other';
+          const kind = id.startsWith('unattributed:') ? 'unattributed' : id === 'other' ? 'other' : 'workload';
           const n = { id, kind, connections_in: 0, connections_out: 0, bytes_in: 0, bytes_out: 0, failed: 0 };
           nodes.push(n);
           byId.set(id, n);
@@ -174,11 +174,13 @@
     // Short labels; two workloads with the same short name get their whole IDs.
     const seen = new Map();
     for (const n of nodes) {
-      n.short = n.kind === 'unattributed' ? n.id : shortName(n.id);
+      // A workload whose ID reads as another kind's comes as `workload:<id>`.
+      n.name = n.kind === 'workload' && n.id.startsWith('workload:') ? n.id.slice(9) : n.id;
+      n.short = n.kind === 'unattributed' ? n.id : shortName(n.name);
       seen.set(n.short, (seen.get(n.short) || 0) + 1);
     }
     for (const n of nodes) {
-      if (n.kind !== 'unattributed' && seen.get(n.short) > 1) n.short = n.id.replace(/^spiffe:\/\//, '');
+      if (n.kind !== 'unattributed' && seen.get(n.short) > 1) n.short = n.name.replace(/^spiffe:\/\//, '');
       n.label = labelOf(n);
       n.search = (n.id + ' ' + n.label).toLowerCase();
       n.edgesOut = [];

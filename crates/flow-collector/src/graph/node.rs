@@ -6,7 +6,9 @@ use flow_record::{Direction, WorkloadId};
 
 use crate::attribution::AttributedFlow;
 
-/// A node of the graph.
+/// A node of the graph. Its ID (as [`Display`](fmt::Display) writes it) is unique:
+/// a workload ID that could be read as another kind's (`other`, or one starting
+/// `unattributed:` or `workload:`) is written `workload:<id>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Node {
     /// A workload (its ID, e.g. `spiffe://prod/api`).
@@ -31,6 +33,9 @@ impl Node {
     /// without allocating.
     pub fn matches(&self, id: &str) -> bool {
         match self {
+            Node::Workload(w) if escaped(w.as_str()) => {
+                id.strip_prefix(WORKLOAD_PREFIX) == Some(w.as_str())
+            }
             Node::Workload(w) => w.as_str() == id,
             Node::Unattributed(ip) => id
                 .strip_prefix("unattributed:")
@@ -71,11 +76,22 @@ impl Node {
 impl fmt::Display for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Node::Workload(w) if escaped(w.as_str()) => write!(f, "{WORKLOAD_PREFIX}{w}"),
             Node::Workload(w) => f.write_str(w.as_str()),
             Node::Unattributed(ip) => write!(f, "unattributed:{ip}"),
             Node::Other => f.write_str("other"),
         }
     }
+}
+
+/// What a workload ID that could be read as another kind's is written after.
+const WORKLOAD_PREFIX: &str = "workload:";
+
+/// Whether the workload ID `id` is written `workload:<id>`: it is `other` or starts
+/// with `unattributed:` or `workload:` (so that no two nodes share an ID, and the
+/// prefix is read back unambiguously).
+fn escaped(id: &str) -> bool {
+    id == "other" || id.starts_with("unattributed:") || id.starts_with(WORKLOAD_PREFIX)
 }
 
 /// An edge: client node -> server node, on the server's port (0 for a folded edge).

@@ -795,3 +795,89 @@ fn a_late_minute_behind_sealed_ones_is_sealed_too() {
     );
     assert_eq!(edge(&r, "spiffe://a -> other:0").connections, 1);
 }
+
+#[test]
+fn workload_ids_that_read_as_other_kinds_get_node_ids_of_their_own() {
+    let mut g = graph();
+    // A workload named `other` calls an address nobody owns, 10.0.0.9; a workload
+    // named `unattributed:10.0.0.9` calls one named `workload:x`.
+    let a = Flow::out("10.0.0.1:40000", "10.0.0.9:80", at(30))
+        .local_only("other")
+        .build("host-a", 0);
+    let b = Flow::out("10.0.0.3:40000", "10.0.0.4:443", at(30))
+        .names(
+            "unattributed:10.0.0.9",
+            "workload:x",
+            RemoteIdentitySource::Heartbeat,
+        )
+        .build("host-b", 0);
+    g.add_flows(&[a, b], at(40));
+    let r = all(&g, at(0), at(60));
+    let nodes: Vec<(&str, &str)> = r.nodes.iter().map(|n| (n.id.as_str(), n.kind)).collect();
+    assert_eq!(
+        nodes,
+        [
+            ("workload:other", "workload"),
+            ("workload:unattributed:10.0.0.9", "workload"),
+            ("workload:workload:x", "workload"),
+            ("unattributed:10.0.0.9", "unattributed"),
+        ]
+    );
+    edge(&r, "workload:other -> unattributed:10.0.0.9:80");
+    edge(
+        &r,
+        "workload:unattributed:10.0.0.9 -> workload:workload:x:443",
+    );
+    let only = |id: &str| -> Vec<String> {
+        g.query(&GraphQuery::new(at(0), at(60), Some(id.into())))
+            .edges
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
+    };
+    assert_eq!(
+        only("unattributed:10.0.0.9"),
+        ["workload:other -> unattributed:10.0.0.9:80"]
+    );
+    assert_eq!(
+        only("workload:other"),
+        ["workload:other -> unattributed:10.0.0.9:80"]
+    );
+    assert_eq!(
+        only("workload:unattributed:10.0.0.9"),
+        ["workload:unattributed:10.0.0.9 -> workload:workload:x:443"]
+    );
+    assert!(only("other").is_empty());
+    assert!(only("workload:x").is_empty());
+}
+
+#[test]
+fn edges_whose_ids_read_alike_get_ids_of_their_own() {
+    let mut g = graph();
+    // `a` -> `b -> c` and `a -> b` -> `c`, both on port 1: `a -> b -> c:1` twice.
+    let one = Flow::out("10.0.0.1:40000", "10.0.0.2:1", at(30))
+        .names("a", "b -> c", RemoteIdentitySource::Heartbeat)
+        .build("host-a", 0);
+    let mut two = Flow::out("10.0.0.3:40000", "10.0.0.4:1", at(30)).names(
+        "a -> b",
+        "c",
+        RemoteIdentitySource::Heartbeat,
+    );
+    // Heavier, so it comes first in the answer: the suffix follows the keys.
+    two.bytes = (10_000, 10_000);
+    let two = two.build("host-b", 0);
+    g.add_flows(&[one, two], at(40));
+    let r = all(&g, at(0), at(60));
+    let ids: Vec<(&str, &str, &str)> = r
+        .edges
+        .iter()
+        .map(|e| (e.id.as_str(), e.source.as_str(), e.target.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("a -> b -> c:1 #2", "a -> b", "c"),
+            ("a -> b -> c:1", "a", "b -> c"),
+        ]
+    );
+}
