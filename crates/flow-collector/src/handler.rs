@@ -57,17 +57,8 @@ async fn graph(state: &Arc<State>, req: &Request<Incoming>) -> Answer {
         Ok(query) => query,
         Err(reason) => return answer(StatusCode::BAD_REQUEST, None, reason),
     };
-    // A query holds the graph for up to seconds: a few at once, the rest refused
-    // (each would hold a thread of the blocking pool the pipeline needs).
-    let Ok(_permit) = state.graph_queries.try_acquire() else {
-        let mut busy = answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            None,
-            format!("{GRAPH_QUERIES} graph queries are being answered; try again"),
-        );
-        busy.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return busy;
+    let Some(_permit) = admit_graph_query(&state.graph_queries) else {
+        return graph_busy();
     };
     let graph = Arc::clone(&state.graph);
     let body = tokio::task::spawn_blocking(move || {
@@ -96,6 +87,26 @@ async fn graph(state: &Arc<State>, req: &Request<Incoming>) -> Answer {
 
 /// Graph queries answered at once; more are answered `503` with `Retry-After: 1`.
 pub(crate) const GRAPH_QUERIES: usize = 2;
+
+/// A graph query's turn, or `None` when [`GRAPH_QUERIES`] are being answered: a
+/// query holds the graph for up to seconds, so the rest are refused ([`graph_busy`])
+/// rather than queued (each would hold a thread of the blocking pool the pipeline
+/// needs).
+fn admit_graph_query(queries: &tokio::sync::Semaphore) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    queries.try_acquire().ok()
+}
+
+/// The `503` (`Retry-After: 1`) refusing a graph query past [`GRAPH_QUERIES`].
+fn graph_busy() -> Answer {
+    let mut busy = answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        None,
+        format!("{GRAPH_QUERIES} graph queries are being answered; try again"),
+    );
+    busy.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    busy
+}
 
 /// The graph's paths when it is turned off.
 fn graph_off() -> Answer {
@@ -323,5 +334,27 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Answer 
         Stored::WriteFailed(reason) | Stored::Busy(reason) => {
             answer(StatusCode::SERVICE_UNAVAILABLE, None, reason)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_queries_beyond_the_limit_are_refused_until_one_ends() {
+        let queries = tokio::sync::Semaphore::new(GRAPH_QUERIES);
+        let held: Vec<_> = (0..GRAPH_QUERIES)
+            .map(|_| admit_graph_query(&queries).expect("a turn"))
+            .collect();
+        assert!(
+            admit_graph_query(&queries).is_none(),
+            "a query past {GRAPH_QUERIES} was let in"
+        );
+        let busy = graph_busy();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        drop(held);
+        assert!(admit_graph_query(&queries).is_some());
     }
 }
