@@ -60,7 +60,6 @@ impl GraphAggregator {
             add_to_nodes(&mut nodes, key, stats);
             edges.push(self.edge_json(key, stats, query));
         }
-        unique_edge_ids(&mut edges, &ranked);
         let start = minute_start(first);
         let incomplete = self
             .incomplete
@@ -173,23 +172,4 @@ fn nodes_entry<'a, 'b>(
         bytes_out: 0,
         failed: 0,
     })
-}
-
-/// Makes the edges' IDs unique: `<source> -> <target>:<port>` is ambiguous when a
-/// workload ID holds ` -> ` (`a -> b -> c:1` is `a` to `b -> c` or `a -> b` to `c`).
-/// Edges sharing an ID keep it in key order, the second and later suffixed ` #2`,
-/// ` #3`...; no plain ID ends so (it ends with the port), and the order does not
-/// change with the edges' weights, so a page keeps the same edge across refreshes.
-fn unique_edge_ids(edges: &mut [GraphEdge], keys: &[(&EdgeKey, EdgeStats)]) {
-    let mut by_id: FastMap<&str, Vec<usize>> = FastMap::default();
-    for (i, edge) in edges.iter().enumerate() {
-        by_id.entry(edge.id.as_str()).or_default().push(i);
-    }
-    let shared: Vec<Vec<usize>> = by_id.into_values().filter(|same| same.len() > 1).collect();
-    for mut same in shared {
-        same.sort_by(|&a, &b| keys[a].0.cmp(keys[b].0));
-        for (n, &i) in same.iter().enumerate().skip(1) {
-            edges[i].id = format!("{} #{}", edges[i].id, n + 1);
-        }
-    }
 }

@@ -106,9 +106,18 @@ pub struct EdgeKey {
 }
 
 impl EdgeKey {
-    /// The edge's stable ID: `<source> -> <target>:<port>`.
+    /// The edge's stable ID: `<source> -> <target>:<port>`. When an end's ID holds
+    /// ` -> ` (so `a -> b -> c:1` could be `a` to `b -> c` or `a -> b` to `c`), the
+    /// source ID's length in bytes follows, ` #<n>`: that fixes the split, and no
+    /// plain ID ends so (it ends with the port). It depends on the edge alone, so it is
+    /// the same in every query.
     pub fn id(&self) -> String {
-        format!("{} -> {}:{}", self.source, self.target, self.port)
+        let (source, target) = (self.source.to_string(), self.target.to_string());
+        if source.contains(" -> ") || target.contains(" -> ") {
+            format!("{source} -> {target}:{} #{}", self.port, source.len())
+        } else {
+            format!("{source} -> {target}:{}", self.port)
+        }
     }
 
     /// Whether the edge touches the node whose ID is `id`.

@@ -54,7 +54,8 @@ pub struct GraphResponse {
 /// One node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GraphNode {
-    /// Its ID: a workload ID, `unattributed:<ip>` or `other`.
+    /// Its ID: a workload ID (`workload:<id>` for one that reads as another kind's:
+    /// `other`, `unattributed:...`, `workload:...`), `unattributed:<ip>` or `other`.
     pub id: String,
     /// `workload`, `unattributed` or `other`.
     pub kind: &'static str,
@@ -92,7 +93,8 @@ pub struct WindowCounts {
 /// One edge.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GraphEdge {
-    /// `<source> -> <target>:<port>`.
+    /// `<source> -> <target>:<port>`, then ` #<source ID length>` when an end's ID
+    /// holds ` -> ` ([`EdgeKey::id`](super::EdgeKey::id)).
     pub id: String,
     /// The client node.
     pub source: String,

@@ -847,6 +847,10 @@ fn workload_ids_that_read_as_other_kinds_get_node_ids_of_their_own() {
         only("workload:unattributed:10.0.0.9"),
         ["workload:unattributed:10.0.0.9 -> workload:workload:x:443"]
     );
+    assert_eq!(
+        only("workload:workload:x"),
+        ["workload:unattributed:10.0.0.9 -> workload:workload:x:443"]
+    );
     assert!(only("other").is_empty());
     assert!(only("workload:x").is_empty());
 }
@@ -863,7 +867,7 @@ fn edges_whose_ids_read_alike_get_ids_of_their_own() {
         "c",
         RemoteIdentitySource::Heartbeat,
     );
-    // Heavier, so it comes first in the answer: the suffix follows the keys.
+    // Heavier, so it comes first in the answer.
     two.bytes = (10_000, 10_000);
     let two = two.build("host-b", 0);
     g.add_flows(&[one, two], at(40));
@@ -876,8 +880,12 @@ fn edges_whose_ids_read_alike_get_ids_of_their_own() {
     assert_eq!(
         ids,
         [
-            ("a -> b -> c:1 #2", "a -> b", "c"),
-            ("a -> b -> c:1", "a", "b -> c"),
+            ("a -> b -> c:1 #6", "a -> b", "c"),
+            ("a -> b -> c:1 #1", "a", "b -> c"),
         ]
     );
+    // The same IDs when a filter leaves one edge: they depend on the edge alone.
+    let filtered = g.query(&GraphQuery::new(at(0), at(60), Some("a".into())));
+    assert_eq!(filtered.edges.len(), 1);
+    assert_eq!(filtered.edges[0].id, "a -> b -> c:1 #1");
 }

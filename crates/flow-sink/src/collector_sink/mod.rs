@@ -9,7 +9,7 @@
 //! | status | meaning | the sink |
 //! | --- | --- | --- |
 //! | 2xx | stored, or a duplicate of a stored batch ID | forgets the chunk |
-//! | 408, 429, 5xx | try later (`Retry-After` in seconds is honoured) | retries with backoff |
+//! | 408, 429, 5xx | try later (`Retry-After` in seconds or as an HTTP date is honoured) | retries with backoff |
 //! | no answer | refused, reset, timed out, TLS failure | retries with backoff |
 //! | any other (400 undecodable, 413 too large, 415, 3xx, ...) | these bytes will never be accepted | moves the frame to `rejected/` with the answer, logs it at error level, counts it |
 //!
