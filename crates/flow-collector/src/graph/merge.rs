@@ -117,10 +117,11 @@ impl GraphAggregator {
                 samples: stats.rtt.count(),
                 error: (stats.rtt.relative_error() * 10_000.0).round() / 10_000.0,
             });
+        let (source, target) = (key.source.to_string(), key.target.to_string());
         GraphEdge {
-            id: key.id(),
-            source: key.source.to_string(),
-            target: key.target.to_string(),
+            id: EdgeKey::id_of(&source, &target, key.port),
+            source,
+            target,
             port: key.port,
             connections: stats.connections,
             failed: stats

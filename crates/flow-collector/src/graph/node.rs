@@ -112,11 +112,19 @@ impl EdgeKey {
     /// plain ID ends so (it ends with the port). It depends on the edge alone, so it is
     /// the same in every query.
     pub fn id(&self) -> String {
-        let (source, target) = (self.source.to_string(), self.target.to_string());
+        EdgeKey::id_of(
+            &self.source.to_string(),
+            &self.target.to_string(),
+            self.port,
+        )
+    }
+
+    /// [`EdgeKey::id`] from its ends' IDs, for a caller that writes them anyway.
+    pub(crate) fn id_of(source: &str, target: &str, port: u16) -> String {
         if source.contains(" -> ") || target.contains(" -> ") {
-            format!("{source} -> {target}:{} #{}", self.port, source.len())
+            format!("{source} -> {target}:{port} #{}", source.len())
         } else {
-            format!("{source} -> {target}:{}", self.port)
+            format!("{source} -> {target}:{port}")
         }
     }
 
